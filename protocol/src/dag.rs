@@ -1,0 +1,232 @@
+//! The event DAG of one log (a thread or a directory): a grow-only set of verified events.
+//!
+//! An event enters only when all its parents are present and its depth is one more than its
+//! deepest parent's. The **linear order** of the log sorts events by [`OrderKey`]
+//! `(depth, author_time, event_id)`. Because every parent is shallower than its children, this is
+//! a topological order with ties broken by author time, then id; and because the key of an event
+//! is fixed by its own header, the order of any subset is the subset of the order. Inserting an
+//! event is `O(log n)`, and an event deeper than every other (the common case: a new reply)
+//! lands at the end, so state folds can run incrementally.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::event::{ScopeId, VerifiedEvent};
+use crate::id::EventId;
+use crate::limits::MAX_PARENTS;
+use crate::time::Timestamp;
+
+/// Where an event sits in its log's linear order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    /// Depth in the DAG.
+    pub depth: u64,
+    /// The author's time.
+    pub author_time: Timestamp,
+    /// The event id.
+    pub id: EventId,
+}
+
+impl OrderKey {
+    /// The key of a verified event.
+    pub fn of(event: &VerifiedEvent) -> Self {
+        OrderKey {
+            depth: event.header().depth,
+            author_time: event.header().author_time,
+            id: event.id(),
+        }
+    }
+}
+
+/// An event cannot enter the DAG (yet).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DagError {
+    /// The event belongs to another log.
+    #[error("event belongs to {found}, not {expected}")]
+    WrongScope {
+        /// This DAG's log.
+        expected: ScopeId,
+        /// The event's log.
+        found: ScopeId,
+    },
+    /// Some parents are not here: fetch them first, then retry.
+    #[error("{} parent(s) unknown, first {}", missing.len(), missing[0])]
+    MissingParents {
+        /// The unknown parents (never empty).
+        missing: Vec<EventId>,
+    },
+    /// The depth is not one more than the deepest parent's.
+    #[error("depth is {found}, parents say {expected}")]
+    BadDepth {
+        /// What the parents imply.
+        expected: u64,
+        /// What the header says.
+        found: u64,
+    },
+    /// A log is created from its root, and only its root has no parents.
+    #[error("the first event of a log must be its root")]
+    NotARoot,
+}
+
+/// The outcome of inserting an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The event is new.
+    New,
+    /// The event was already there; nothing changed.
+    Duplicate,
+}
+
+/// A grow-only DAG of verified events of one log, with its heads and linear order.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    scope: ScopeId,
+    root: EventId,
+    events: HashMap<EventId, VerifiedEvent>,
+    order: BTreeMap<OrderKey, EventId>,
+    heads: BTreeSet<EventId>,
+}
+
+impl Dag {
+    /// A DAG holding just its root.
+    pub fn new(root: VerifiedEvent) -> Result<Self, DagError> {
+        if !root.header().parents.is_empty() {
+            return Err(DagError::NotARoot);
+        }
+        let id = root.id();
+        let mut dag = Dag {
+            scope: root.scope_id(),
+            root: id,
+            events: HashMap::new(),
+            order: BTreeMap::new(),
+            heads: BTreeSet::new(),
+        };
+        dag.order.insert(OrderKey::of(&root), id);
+        dag.heads.insert(id);
+        dag.events.insert(id, root);
+        Ok(dag)
+    }
+
+    /// The log this DAG holds.
+    pub fn scope(&self) -> ScopeId {
+        self.scope
+    }
+
+    /// The root's id.
+    pub fn root(&self) -> EventId {
+        self.root
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Always false: a DAG has at least its root.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether the event is here.
+    pub fn contains(&self, id: &EventId) -> bool {
+        self.events.contains_key(id)
+    }
+
+    /// An event by id.
+    pub fn get(&self, id: &EventId) -> Option<&VerifiedEvent> {
+        self.events.get(id)
+    }
+
+    /// The heads: events that are nobody's parent, ascending by id.
+    pub fn heads(&self) -> &BTreeSet<EventId> {
+        &self.heads
+    }
+
+    /// The last key of the linear order.
+    pub fn last_key(&self) -> Option<OrderKey> {
+        self.order.keys().next_back().copied()
+    }
+
+    /// All events in linear order.
+    pub fn iter_ordered(&self) -> impl DoubleEndedIterator<Item = &VerifiedEvent> + '_ {
+        self.order.values().filter_map(|id| self.events.get(id))
+    }
+
+    /// Events after `key` in linear order (to stream to a peer that has everything up to it).
+    pub fn iter_after(&self, key: OrderKey) -> impl Iterator<Item = &VerifiedEvent> + '_ {
+        use std::ops::Bound;
+        self.order
+            .range((Bound::Excluded(key), Bound::Unbounded))
+            .filter_map(|(_, id)| self.events.get(id))
+    }
+
+    /// Parents and depth for a new event that has seen everything here: the heads (at most
+    /// [`MAX_PARENTS`], the deepest first) and one more than the deepest of them.
+    pub fn next_parents(&self) -> (Vec<EventId>, u64) {
+        let mut heads: Vec<&VerifiedEvent> = self
+            .heads
+            .iter()
+            .filter_map(|id| self.events.get(id))
+            .collect();
+        heads.sort_by_key(|event| std::cmp::Reverse(OrderKey::of(event)));
+        heads.truncate(MAX_PARENTS);
+        let depth = heads.iter().map(|e| e.header().depth).max().unwrap_or(0) + 1;
+        let mut parents: Vec<EventId> = heads.iter().map(|e| e.id()).collect();
+        parents.sort_unstable();
+        (parents, depth)
+    }
+
+    /// Checks that `event` may enter: same log, parents present, depth right. `Ok(true)` means
+    /// it is already here.
+    pub fn check(&self, event: &VerifiedEvent) -> Result<bool, DagError> {
+        if event.scope_id() != self.scope {
+            return Err(DagError::WrongScope {
+                expected: self.scope,
+                found: event.scope_id(),
+            });
+        }
+        if self.events.contains_key(&event.id()) {
+            return Ok(true);
+        }
+        let header = event.header();
+        if header.parents.is_empty() {
+            return Err(DagError::NotARoot);
+        }
+        let mut missing = Vec::new();
+        let mut deepest = 0;
+        for parent in &header.parents {
+            match self.events.get(parent) {
+                Some(parent) => deepest = deepest.max(parent.header().depth),
+                None => missing.push(*parent),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DagError::MissingParents { missing });
+        }
+        if header.depth != deepest + 1 {
+            return Err(DagError::BadDepth {
+                expected: deepest + 1,
+                found: header.depth,
+            });
+        }
+        Ok(false)
+    }
+
+    /// Inserts an event that passed [`Dag::check`] (and the caller's auth rules).
+    pub(crate) fn insert_checked(&mut self, event: VerifiedEvent) {
+        let id = event.id();
+        for parent in &event.header().parents {
+            self.heads.remove(parent);
+        }
+        self.heads.insert(id);
+        self.order.insert(OrderKey::of(&event), id);
+        self.events.insert(id, event);
+    }
+
+    /// Drops an event's content (erasure); the header stays.
+    pub(crate) fn erase_content(&mut self, id: &EventId) {
+        if let Some(event) = self.events.get_mut(id) {
+            event.erase_content();
+        }
+    }
+}

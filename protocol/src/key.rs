@@ -1,0 +1,317 @@
+//! Keys and signatures: ed25519 (ed25519-dalek 2, the version libp2p-identity uses).
+//!
+//! [`PublicKey`] is any verifying key; [`OrgId`] and [`NodeId`] name the role a key plays.
+//! [`SecretKey`] signs, always with a [`Domain`].
+
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::digest::{self, Domain};
+use crate::id::{deserialize_bytes, parse_hex, serialize_bytes, IdParseError};
+
+/// A key or signature was not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The 32 bytes are not a point on the curve.
+    #[error("not an ed25519 public key: {detail}")]
+    NotAPoint {
+        /// What ed25519-dalek said.
+        detail: String,
+    },
+    /// The key is of small order, so signatures under it prove nothing.
+    #[error("weak (small-order) ed25519 public key")]
+    Weak,
+    /// The bytes encode a point in a non-canonical way.
+    #[error("non-canonical ed25519 public key encoding")]
+    NonCanonical,
+    /// The text was not hex of the right length.
+    #[error(transparent)]
+    Parse(#[from] IdParseError),
+}
+
+/// A signature did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("signature by {signer} does not verify in domain {domain}")]
+pub struct BadSignature {
+    /// The key the signature claims.
+    pub signer: PublicKey,
+    /// The domain it was checked in.
+    pub domain: &'static str,
+}
+
+/// An ed25519 public key, validated on construction: a curve point that is not of small order.
+#[derive(Clone, Copy)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// The key with these bytes, if they are a valid, non-weak ed25519 public key.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        let key = VerifyingKey::from_bytes(bytes).map_err(|err| KeyError::NotAPoint {
+            detail: err.to_string(),
+        })?;
+        if key.is_weak() {
+            return Err(KeyError::Weak);
+        }
+        // ed25519-dalek accepts a y coordinate of p or more; one key has one encoding here.
+        if key.to_edwards().compress().as_bytes() != bytes {
+            return Err(KeyError::NonCanonical);
+        }
+        Ok(PublicKey(key))
+    }
+
+    /// The 32 bytes of the compressed point.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    /// The ed25519-dalek key, for batch verification and conversions (libp2p's PeerId).
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// Verifies `signature` over `domain || 0x00 || message` (strict verification: no
+    /// malleable or small-order signatures).
+    pub fn verify(
+        &self,
+        domain: Domain,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), BadSignature> {
+        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
+        self.0
+            .verify_strict(&digest::separated(domain, message), &signature)
+            .map_err(|_| BadSignature {
+                signer: *self,
+                domain: domain.as_str(),
+            })
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+impl Eq for PublicKey {}
+impl PartialOrd for PublicKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for PublicKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.as_bytes()))
+    }
+}
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({}…)", hex::encode(&self.as_bytes()[..4]))
+    }
+}
+impl std::str::FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PublicKey::from_bytes(&parse_hex("PublicKey", s)?)
+    }
+}
+impl Serialize for PublicKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(self.as_bytes(), serializer)
+    }
+}
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes: [u8; 32] = deserialize_bytes("PublicKey", deserializer)?;
+        PublicKey::from_bytes(&bytes).map_err(de::Error::custom)
+    }
+}
+
+/// An ed25519 signature: 64 bytes, written raw in the canonical encoding.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 64]);
+
+impl Signature {
+    /// The signature with these bytes (not checked until verified).
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Signature(bytes)
+    }
+    /// The 64 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+    pub(crate) fn to_dalek(self) -> ed25519_dalek::Signature {
+        ed25519_dalek::Signature::from_bytes(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Signature({}…)", hex::encode(&self.0[..4]))
+    }
+}
+
+impl Serialize for Signature {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_bytes("Signature", deserializer).map(Signature)
+    }
+}
+
+/// An ed25519 signing key. It has no serde impls and its `Debug` shows only the public key.
+#[derive(Clone)]
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// The key with this 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        SecretKey(SigningKey::from_bytes(&seed))
+    }
+
+    /// A fresh random key.
+    pub fn generate<R: rand_core::CryptoRngCore + ?Sized>(rng: &mut R) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        SecretKey::from_seed(seed)
+    }
+
+    /// The 32-byte seed (to store the key).
+    pub fn to_seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Signs `domain || 0x00 || message`.
+    pub fn sign(&self, domain: Domain, message: &[u8]) -> Signature {
+        Signature(self.0.sign(&digest::separated(domain, message)).to_bytes())
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey(public: {:?})", self.public())
+    }
+}
+
+macro_rules! role_key {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub PublicKey);
+
+        impl $name {
+            /// The underlying public key.
+            pub const fn public_key(&self) -> &PublicKey {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = KeyError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map($name)
+            }
+        }
+    };
+}
+
+role_key!(
+    /// An org's identity: its org key, the root of trust for its nodes, bridges and agents.
+    OrgId
+);
+role_key!(
+    /// A node's identity: its node key, which is also its libp2p identity (PeerId).
+    NodeId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_bound_to_their_domain() {
+        let key = SecretKey::from_seed([1; 32]);
+        let signature = key.sign(Domain::EventSignature, b"hello");
+        assert_eq!(
+            key.public()
+                .verify(Domain::EventSignature, b"hello", &signature),
+            Ok(())
+        );
+        let err = key
+            .public()
+            .verify(Domain::CertificateSignature, b"hello", &signature)
+            .expect_err("another domain must not verify");
+        assert_eq!(err.domain, "threadline/cert/v1");
+        assert!(key
+            .public()
+            .verify(Domain::EventSignature, b"hellO", &signature)
+            .is_err());
+    }
+
+    #[test]
+    fn weak_and_invalid_keys_are_refused() {
+        // The identity point (small order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(PublicKey::from_bytes(&identity), Err(KeyError::Weak));
+        // y = 2 is not the y coordinate of any curve point.
+        let mut not_a_point = [0u8; 32];
+        not_a_point[0] = 2;
+        assert!(matches!(
+            PublicKey::from_bytes(&not_a_point),
+            Err(KeyError::NotAPoint { .. })
+        ));
+        // y = p + 2 (non-canonical), encoded little-endian: 0xef, 0xff.., 0x7f.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xef;
+        non_canonical[31] = 0x7f;
+        assert!(PublicKey::from_bytes(&non_canonical).is_err());
+    }
+
+    #[test]
+    fn keys_and_signatures_round_trip_in_both_encodings() {
+        let key = SecretKey::from_seed([2; 32]);
+        let public = key.public();
+        let bytes = crate::codec::encode(&public).expect("encodes");
+        assert_eq!(bytes.as_slice(), public.as_bytes());
+        assert_eq!(crate::codec::decode::<PublicKey>(&bytes, 64), Ok(public));
+        let signature = key.sign(Domain::EventSignature, b"x");
+        let bytes = crate::codec::encode(&signature).expect("encodes");
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(crate::codec::decode::<Signature>(&bytes, 64), Ok(signature));
+        let json = serde_json::to_string(&signature).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<Signature>(&json).expect("parses"),
+            signature
+        );
+        assert_eq!(public.to_string().parse::<PublicKey>(), Ok(public));
+        assert_eq!(format!("{key:?}"), format!("SecretKey(public: {public:?})"));
+    }
+}
