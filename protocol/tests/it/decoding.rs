@@ -1,0 +1,174 @@
+//! Every decode error, on real events and sync frames: trailing bytes, truncation, oversize,
+//! unknown variants, invalid values and non-canonical encodings. Decoding never panics.
+
+use threadline_protocol::{
+    codec::{self, DecodeError},
+    event::{Content, EventKind, ThreadKind},
+    limits::MAX_EVENT_BYTES,
+    sync::SyncMessage,
+    Event,
+};
+
+use crate::fixtures::{next_draft, sign_unverified, World};
+
+fn sample_event() -> Event {
+    let world = World::new();
+    let thread = world.open_thread();
+    sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Note),
+            Some(world.agent),
+            Some(Content::text("a note")),
+        ),
+    )
+}
+
+#[test]
+fn a_valid_event_round_trips() {
+    let event = sample_event();
+    let bytes = event.to_bytes().expect("encodes");
+    assert_eq!(Event::from_bytes(&bytes), Ok(event));
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut bytes = sample_event().to_bytes().expect("encodes");
+    let len = bytes.len();
+    bytes.push(0);
+    assert_eq!(
+        Event::from_bytes(&bytes),
+        Err(DecodeError::TrailingBytes {
+            consumed: len,
+            trailing: 1
+        })
+    );
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let bytes = sample_event().to_bytes().expect("encodes");
+    for cut in 0..bytes.len() {
+        let err = Event::from_bytes(&bytes[..cut]).expect_err("truncated input must fail");
+        assert!(
+            matches!(
+                err,
+                DecodeError::Truncated { .. } | DecodeError::Invalid { .. }
+            ),
+            "cut at {cut}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn oversize_input_is_refused_before_parsing() {
+    let bytes = vec![0u8; MAX_EVENT_BYTES + 1];
+    assert_eq!(
+        Event::from_bytes(&bytes),
+        Err(DecodeError::TooLarge {
+            len: MAX_EVENT_BYTES + 1,
+            max: MAX_EVENT_BYTES
+        })
+    );
+}
+
+#[test]
+fn unknown_variants_are_refused() {
+    // Scope is the first field of an event: tag 3 names no scope.
+    let mut bytes = sample_event().to_bytes().expect("encodes");
+    assert_eq!(bytes[0], 2, "a thread event's scope tag is 2");
+    bytes[0] = 3;
+    assert!(matches!(
+        Event::from_bytes(&bytes),
+        Err(DecodeError::UnknownVariant { .. })
+    ));
+    // A sync message tag beyond Push.
+    assert!(matches!(
+        SyncMessage::from_bytes(&[5]),
+        Err(DecodeError::UnknownVariant { .. })
+    ));
+}
+
+#[test]
+fn non_canonical_integers_are_refused() {
+    // The depth (a varint < 251) rewritten as a 3-byte varint decodes in bincode, but is not the
+    // canonical encoding: the protocol refuses it.
+    let event = sample_event();
+    let depth = event.signed.header.depth;
+    assert!(depth < 251);
+    let bytes = event.to_bytes().expect("encodes");
+    // scope (1 tag + 32 thread id) + parents (1 length + 32 * n) then the depth byte.
+    let n_parents = event.signed.header.parents.len();
+    let at = 1 + 32 + 1 + 32 * n_parents;
+    assert_eq!(bytes[at] as u64, depth);
+    let mut widened = bytes[..at].to_vec();
+    widened.extend_from_slice(&[251, depth as u8, 0]);
+    widened.extend_from_slice(&bytes[at + 1..]);
+    assert_eq!(Event::from_bytes(&widened), Err(DecodeError::NonCanonical));
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    let event = sample_event();
+    let bytes = event.to_bytes().expect("encodes");
+    // The author key follows scope, parents and depth: replace it with a point that is not on
+    // the curve.
+    let n_parents = event.signed.header.parents.len();
+    let at = 1 + 32 + 1 + 32 * n_parents + 1;
+    let mut bad_key = bytes.clone();
+    bad_key[at..at + 32].copy_from_slice(&{
+        let mut y = [0u8; 32];
+        y[0] = 2;
+        y
+    });
+    assert!(matches!(
+        Event::from_bytes(&bad_key),
+        Err(DecodeError::Invalid { .. })
+    ));
+    // The Option tag of the agent field must be 0 or 1.
+    let mut bad_option = bytes;
+    assert_eq!(bad_option[at + 32], 1);
+    bad_option[at + 32] = 2;
+    assert!(matches!(
+        Event::from_bytes(&bad_option),
+        Err(DecodeError::Invalid { .. } | DecodeError::UnknownVariant { .. })
+    ));
+}
+
+#[test]
+fn sync_frames_round_trip_and_are_strict() {
+    let event = sample_event();
+    let frame = SyncMessage::Push { event };
+    let bytes = frame.to_bytes().expect("encodes");
+    assert_eq!(SyncMessage::from_bytes(&bytes), Ok(frame));
+    let mut trailing = bytes.clone();
+    trailing.push(7);
+    assert!(matches!(
+        SyncMessage::from_bytes(&trailing),
+        Err(DecodeError::TrailingBytes { .. })
+    ));
+    assert!(matches!(
+        SyncMessage::from_bytes(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Truncated { .. })
+    ));
+}
+
+#[test]
+fn garbage_never_panics() {
+    // A cheap deterministic sweep; the fuzz target in fuzz/ does this for real.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for len in 0..512usize {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let _ = Event::from_bytes(&bytes);
+        let _ = SyncMessage::from_bytes(&bytes);
+        let _ = codec::decode::<threadline_protocol::Certificate>(&bytes, 4096);
+    }
+}

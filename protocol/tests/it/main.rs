@@ -1,0 +1,8 @@
+//! Integration tests of the protocol crate: golden vectors, the auth rules and decode errors,
+//! and convergence properties.
+
+mod auth_rules;
+mod convergence;
+mod decoding;
+mod fixtures;
+mod vectors;

@@ -1,0 +1,410 @@
+//! Golden vectors: the exact bytes of one event of every kind, one certificate and one sync
+//! frame, made from fixed seeds. `protocol/tests/vectors/events.txt` is the reference; this test
+//! fails if a single byte changes. To change the wire format on purpose, run with
+//! `THREADLINE_UPDATE_VECTORS=1`, review the diff, and bump the protocol version in
+//! docs/PROTOCOL.md.
+
+use std::fmt::Write as _;
+
+use threadline_protocol::{
+    cert::CertRole,
+    channel::ChannelKind,
+    codec,
+    event::{
+        Attachment, Content, Direction, DirectoryKind, Draft, EventKind, ReceiptKind, Scope,
+        Status, ThreadKind,
+    },
+    id::BlobHash,
+    name::{AttachmentMeta, AttributeKey, ExternalId, Label},
+    sync::{heads_digest, ScopeSummary, SyncMessage},
+    AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
+};
+
+use crate::fixtures::{cert, handle, key, org_id, NOW};
+
+const VECTORS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/events.txt");
+
+struct Vector {
+    name: &'static str,
+    author_seed: u8,
+    event: Event,
+}
+
+fn vectors() -> Vec<Vector> {
+    let org = key(1);
+    let org_b = key(2);
+    let node_seed = 11;
+    let bridge_seed = 13;
+    let node = key(node_seed);
+    let thread = Scope::Thread(ThreadId::from_bytes([0x7e; 32]));
+    let directory = Scope::Directory(org_id(&org));
+    let parents = vec![
+        EventId::from_bytes([0x01; 32]),
+        EventId::from_bytes([0x02; 32]),
+    ];
+    let agent = AgentId::from_bytes([0xa6; 16]);
+    let contact = ContactId::from_bytes([0xc0; 16]);
+    let other_contact = ContactId::from_bytes([0xc1; 16]);
+    let target = EventId::from_bytes([0x03; 32]);
+    let label = Label::new("billing").expect("valid");
+    let email = handle("email:alice@example.com");
+
+    let draft = |scope: Scope, kind: EventKind| Draft::new(scope, parents.clone(), 2, NOW, kind);
+    let t = |kind: ThreadKind| draft(thread, EventKind::Thread(kind));
+    let d = |kind: DirectoryKind| draft(directory, EventKind::Directory(kind));
+    let text = |s: &str| Content::text(s);
+
+    let mut drafts: Vec<(&'static str, u8, Draft)> = vec![
+        (
+            "thread.opened",
+            node_seed,
+            Draft::new(
+                Scope::NewThread,
+                vec![],
+                0,
+                NOW,
+                EventKind::Thread(ThreadKind::Opened {
+                    org: org_id(&org),
+                    contact,
+                    channel: ChannelKind::Email,
+                }),
+            )
+            .with_content(Content::default().with_handle(email.clone())),
+        ),
+        (
+            "thread.message.inbound",
+            bridge_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Email,
+                },
+            })
+            .with_content(
+                text("Hello, where is my order?")
+                    .with_handle(email.clone())
+                    .with_external_id(ExternalId::new("<m1@example.com>").expect("valid"))
+                    .with_attachment(Attachment::new(
+                        BlobHash::from_bytes([0xb1; 32]),
+                        1234,
+                        AttachmentMeta::new("image/png").expect("valid"),
+                        AttachmentMeta::new("receipt.png").expect("valid"),
+                    )),
+            ),
+        ),
+        (
+            "thread.message.outbound",
+            node_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Outbound,
+            })
+            .with_agent(agent)
+            .with_content(text("It ships today.")),
+        ),
+        (
+            "thread.note",
+            node_seed,
+            t(ThreadKind::Note)
+                .with_agent(agent)
+                .with_content(text("VIP customer")),
+        ),
+        (
+            "thread.assign",
+            node_seed,
+            t(ThreadKind::Assign {
+                assignee: Some(agent),
+            })
+            .with_agent(agent),
+        ),
+        (
+            "thread.status",
+            node_seed,
+            t(ThreadKind::Status {
+                status: Status::Snoozed {
+                    until: NOW.saturating_add_millis(86_400_000),
+                },
+            }),
+        ),
+        (
+            "thread.hand_off",
+            node_seed,
+            t(ThreadKind::HandOff {
+                channel: ChannelKind::Whatsapp,
+            })
+            .with_content(Content::default().with_handle(handle("whatsapp:+15551234567"))),
+        ),
+        (
+            "thread.receipt",
+            bridge_seed,
+            t(ThreadKind::Receipt {
+                target,
+                channel: ChannelKind::Email,
+                receipt: ReceiptKind::Failed,
+            })
+            .with_content(text("550 mailbox unavailable")),
+        ),
+        (
+            "thread.read",
+            node_seed,
+            t(ThreadKind::Read { up_to: target }).with_agent(agent),
+        ),
+        (
+            "thread.label_add",
+            node_seed,
+            t(ThreadKind::LabelAdd {
+                label: label.clone(),
+            }),
+        ),
+        (
+            "thread.label_remove",
+            node_seed,
+            t(ThreadKind::LabelRemove { label }),
+        ),
+        (
+            "thread.member_add",
+            node_seed,
+            t(ThreadKind::MemberAdd {
+                org: org_id(&org_b),
+            }),
+        ),
+        (
+            "thread.member_remove",
+            node_seed,
+            t(ThreadKind::MemberRemove {
+                org: org_id(&org_b),
+            }),
+        ),
+        (
+            "thread.erase",
+            node_seed,
+            t(ThreadKind::Erase {
+                targets: vec![target, EventId::from_bytes([0x04; 32])],
+            }),
+        ),
+        (
+            "directory.genesis",
+            1,
+            Draft::new(
+                directory,
+                vec![],
+                0,
+                Timestamp::EPOCH,
+                EventKind::Directory(DirectoryKind::Genesis),
+            ),
+        ),
+        (
+            "directory.certify",
+            1,
+            d(DirectoryKind::Certify {
+                certificate: cert(
+                    &org,
+                    &node,
+                    CertRole::Node,
+                    Timestamp::EPOCH,
+                    NOW.saturating_add_millis(1000),
+                ),
+            }),
+        ),
+        (
+            "directory.revoke",
+            1,
+            d(DirectoryKind::Revoke {
+                subject: key(12).public(),
+                effective_from: NOW,
+            }),
+        ),
+        (
+            "directory.create_contact",
+            node_seed,
+            d(DirectoryKind::CreateContact { contact }).with_content(text("Alice Example")),
+        ),
+        (
+            "directory.link_handle",
+            node_seed,
+            d(DirectoryKind::LinkHandle { contact })
+                .with_content(Content::default().with_handle(email.clone())),
+        ),
+        (
+            "directory.unlink_handle",
+            node_seed,
+            d(DirectoryKind::UnlinkHandle { contact })
+                .with_content(Content::default().with_handle(email)),
+        ),
+        (
+            "directory.merge",
+            node_seed,
+            d(DirectoryKind::Merge {
+                from: other_contact,
+                into: contact,
+            }),
+        ),
+        (
+            "directory.set_attribute",
+            node_seed,
+            d(DirectoryKind::SetAttribute {
+                contact,
+                key: AttributeKey::new("company").expect("valid"),
+            })
+            .with_content(text("Example Ltd")),
+        ),
+        (
+            "directory.consent",
+            node_seed,
+            d(DirectoryKind::Consent {
+                contact,
+                channel: Some(ChannelKind::Sms),
+                granted: false,
+            }),
+        ),
+        (
+            "directory.erase_contact",
+            node_seed,
+            d(DirectoryKind::EraseContact { contact }),
+        ),
+    ];
+    drafts
+        .drain(..)
+        .map(|(name, author_seed, draft)| Vector {
+            name,
+            author_seed,
+            event: draft
+                .sign(&SecretKey::from_seed([author_seed; 32]))
+                .expect("encodes"),
+        })
+        .collect()
+}
+
+fn render() -> String {
+    let mut out = String::new();
+    out.push_str(
+        "# Threadline protocol v1 golden vectors. Generated by protocol/tests/it/vectors.rs; do not edit.\n\
+         # Keys are ed25519 keys from 32-byte seeds: every byte of the seed is `author_seed`.\n\
+         # `json` shows the event's fields (ids and keys as hex); `header` is encode(EventHeader),\n\
+         # the signed message is \"threadline/event/v1\" || 0x00 || header; `event` is encode(Event);\n\
+         # `id` is SHA-256(\"threadline/event-id/v1\" || 0x00 || encode(SignedHeader)).\n\n",
+    );
+    for vector in vectors() {
+        let event = &vector.event;
+        event
+            .clone()
+            .verify()
+            .unwrap_or_else(|err| panic!("{} does not verify: {err}", vector.name));
+        let bytes = event.to_bytes().expect("encodes");
+        assert_eq!(
+            Event::from_bytes(&bytes).as_ref(),
+            Ok(event),
+            "{} round-trips",
+            vector.name
+        );
+        writeln!(out, "## {}", vector.name).expect("write to string");
+        writeln!(out, "author_seed: {:02x}", vector.author_seed).expect("write to string");
+        writeln!(out, "json: {}", serde_json::to_string(event).expect("json"))
+            .expect("write to string");
+        writeln!(
+            out,
+            "header: {}",
+            hex(&codec::encode(&event.signed.header).expect("encodes"))
+        )
+        .expect("write to string");
+        if let Some(content) = &event.content {
+            writeln!(
+                out,
+                "content: {}",
+                hex(&codec::encode(content).expect("encodes"))
+            )
+            .expect("write to string");
+            writeln!(out, "content_hash: {}", content.hash().expect("hashes"))
+                .expect("write to string");
+        }
+        writeln!(out, "signature: {}", hex(event.signed.signature.as_bytes()))
+            .expect("write to string");
+        writeln!(out, "event: {}", hex(&bytes)).expect("write to string");
+        writeln!(out, "id: {}\n", event.id().expect("hashes")).expect("write to string");
+    }
+
+    let certificate = cert(
+        &key(1),
+        &key(13),
+        CertRole::Bridge {
+            channel: ChannelKind::Email,
+            handle_scope: None,
+        },
+        Timestamp::EPOCH,
+        NOW,
+    );
+    certificate.verify().expect("certificate verifies");
+    writeln!(out, "## certificate.bridge").expect("write to string");
+    writeln!(out, "author_seed: 01").expect("write to string");
+    writeln!(
+        out,
+        "json: {}",
+        serde_json::to_string(&certificate).expect("json")
+    )
+    .expect("write to string");
+    writeln!(
+        out,
+        "body: {}",
+        hex(&codec::encode(&certificate.body).expect("encodes"))
+    )
+    .expect("write to string");
+    writeln!(
+        out,
+        "certificate: {}\n",
+        hex(&codec::encode(&certificate).expect("encodes"))
+    )
+    .expect("write to string");
+
+    let heads = [EventId::from_bytes([0x01; 32])];
+    let summary = SyncMessage::Summary {
+        scopes: vec![ScopeSummary::new(
+            ScopeId::Thread(ThreadId::from_bytes([0x7e; 32])),
+            42,
+            heads_digest(&heads),
+        )],
+    };
+    writeln!(out, "## sync.summary").expect("write to string");
+    writeln!(
+        out,
+        "json: {}",
+        serde_json::to_string(&summary).expect("json")
+    )
+    .expect("write to string");
+    writeln!(out, "frame: {}", hex(&summary.to_bytes().expect("encodes")))
+        .expect("write to string");
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn golden_vectors_are_unchanged() {
+    let rendered = render();
+    if std::env::var_os("THREADLINE_UPDATE_VECTORS").is_some() {
+        std::fs::write(VECTORS_PATH, &rendered).expect("write vectors");
+    }
+    let stored =
+        std::fs::read_to_string(VECTORS_PATH).expect("protocol/tests/vectors/events.txt exists");
+    if stored != rendered {
+        let first_diff = stored
+            .lines()
+            .zip(rendered.lines())
+            .position(|(a, b)| a != b)
+            .map(|line| line + 1);
+        panic!(
+            "golden vectors changed (first differing line: {first_diff:?}). If the wire format changed on purpose, run with THREADLINE_UPDATE_VECTORS=1 and review the diff."
+        );
+    }
+}
+
+#[test]
+fn vectors_cover_every_event_kind() {
+    let names: Vec<&str> = vectors().iter().map(|v| v.name).collect();
+    let kinds: Vec<&str> = vectors()
+        .iter()
+        .map(|v| v.event.signed.header.kind.name())
+        .collect();
+    assert_eq!(names, kinds, "each vector is named after its kind");
+    // 14 thread kinds (inbound and outbound messages counted apart) and 10 directory kinds.
+    assert_eq!(kinds.len(), 24);
+}
