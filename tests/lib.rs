@@ -1,1 +1,33 @@
-//! Support for the end-to-end tests in `it/`.
+//! Support for the end-to-end tests in `it/`: finding the real `threadline` binary and running
+//! it in a temporary data folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `threadline` binary that `cargo test --workspace` built beside this test binary.
+pub fn threadline_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/it-<hash> -> target/<profile>/threadline
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join(format!("threadline{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binary is built",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `threadline` with `args` and the data folder `data_dir`, and returns its output.
+pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(threadline_binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("THREADLINE_DATA_DIR")
+        .output()
+        .expect("threadline starts")
+}

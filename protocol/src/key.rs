@@ -53,8 +53,10 @@ impl PublicKey {
         if key.is_weak() {
             return Err(KeyError::Weak);
         }
-        // ed25519-dalek accepts a y coordinate of p or more; one key has one encoding here.
-        if key.to_edwards().compress().as_bytes() != bytes {
+        // ed25519-dalek accepts a y coordinate of p = 2^255 - 19 or more; one key has one
+        // encoding here. (The other non-canonical form, x = 0 with the sign bit set, only
+        // exists for small-order points, refused above.)
+        if !y_is_canonical(bytes) {
             return Err(KeyError::NonCanonical);
         }
         Ok(PublicKey(key))
@@ -86,6 +88,13 @@ impl PublicKey {
                 domain: domain.as_str(),
             })
     }
+}
+
+/// Whether the little-endian y coordinate (sign bit masked) is below p = 2^255 - 19, whose
+/// bytes are `ed ff .. ff 7f`.
+fn y_is_canonical(bytes: &[u8; 32]) -> bool {
+    let top_is_max = bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
+    !(top_is_max && bytes[0] >= 0xed)
 }
 
 impl PartialEq for PublicKey {
@@ -293,6 +302,11 @@ mod tests {
         non_canonical[0] = 0xef;
         non_canonical[31] = 0x7f;
         assert!(PublicKey::from_bytes(&non_canonical).is_err());
+        assert!(!y_is_canonical(&non_canonical));
+        let mut p_minus_one = [0xffu8; 32];
+        p_minus_one[0] = 0xec;
+        p_minus_one[31] = 0x7f;
+        assert!(y_is_canonical(&p_minus_one));
     }
 
     #[test]

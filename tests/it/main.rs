@@ -1,1 +1,3 @@
+//! End-to-end tests: they run the real `threadline` binary.
 
+mod cli;

@@ -1,0 +1,320 @@
+//! The data folder of a node.
+//!
+//! ```text
+//! <data-dir>/
+//!   VERSION          layout version ("1")
+//!   identity.toml    public facts: org id, node id, PeerId (safe to share)
+//!   keys/org.key     the org key's seed, hex (mode 0600); move it offline once the org has
+//!                    more nodes
+//!   keys/node.key    the node key's seed, hex (mode 0600)
+//!   keys/node.cert   the org's certificate for the node key, hex of its canonical encoding
+//! ```
+//!
+//! `init` writes everything into a temporary folder beside the target and renames it into place,
+//! so a crash leaves either no data folder or a complete one.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use threadline_protocol::{
+    cert::{CertRole, Certificate, CertificateBody},
+    codec, OrgId, SecretKey, Timestamp,
+};
+
+use crate::identity::Identity;
+
+/// The layout version this build reads and writes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// How long a node certificate made by `init` is valid: one year. Renewal is a new
+/// certificate from the org key; expiry bounds the damage of a stolen node key that nobody
+/// revoked.
+pub const NODE_CERT_VALIDITY_MILLIS: u64 = 365 * 24 * 3600 * 1000;
+
+/// A node's data folder.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// `init` could not create a data folder. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// The folder exists and is not empty.
+    #[error("{path} already exists and is not empty; refusing to overwrite it")]
+    AlreadyExists {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate could not be encoded.
+    #[error("cannot encode the node certificate: {0}")]
+    Encode(#[from] codec::EncodeError),
+}
+
+/// A data folder could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file's contents are invalid.
+    #[error("{path} is invalid: {reason}")]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl DataDir {
+    /// The data folder at `root` (nothing is read yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates a new org and node in an absent or empty folder: org key, node key, and the
+    /// org's certificate for the node key, valid from `now` for
+    /// [`NODE_CERT_VALIDITY_MILLIS`].
+    pub fn init<R: rand_core::CryptoRngCore>(
+        &self,
+        rng: &mut R,
+        now: Timestamp,
+    ) -> Result<Identity, InitError> {
+        let is_empty = match fs::read_dir(&self.root) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+            Err(source) => {
+                return Err(InitError::Io {
+                    path: self.root.clone(),
+                    source,
+                })
+            }
+        };
+        if !is_empty {
+            return Err(InitError::AlreadyExists {
+                path: self.root.clone(),
+            });
+        }
+        let org_key = SecretKey::generate(rng);
+        let node_key = SecretKey::generate(rng);
+        let org = OrgId(org_key.public());
+        let body = CertificateBody::new(
+            org,
+            node_key.public(),
+            CertRole::Node,
+            now,
+            now.saturating_add_millis(NODE_CERT_VALIDITY_MILLIS),
+        );
+        let node_cert = Certificate::issue(&org_key, body)?;
+        let identity = Identity {
+            org,
+            node_key,
+            node_cert,
+        };
+
+        let staging = staging_path(&self.root);
+        let result = write_layout(&staging, &org_key, &identity).and_then(|()| {
+            // An empty target folder is replaced; rename cannot replace a non-empty one.
+            if self.root.exists() {
+                fs::remove_dir(&self.root).map_err(|source| InitError::Io {
+                    path: self.root.clone(),
+                    source,
+                })?;
+            }
+            fs::rename(&staging, &self.root).map_err(|source| InitError::Io {
+                path: self.root.clone(),
+                source,
+            })
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result.map(|()| identity)
+    }
+
+    /// Loads the node's identity and checks that its certificate is the org's, for its key.
+    pub fn load_identity(&self) -> Result<Identity, LoadError> {
+        let version_path = self.root.join("VERSION");
+        let version = read(&version_path)?;
+        if version.trim() != LAYOUT_VERSION.to_string() {
+            return Err(LoadError::Invalid {
+                path: version_path,
+                reason: format!("layout version {} is not {LAYOUT_VERSION}", version.trim()),
+            });
+        }
+        let node_key = read_key(&self.root.join("keys/node.key"))?;
+        let cert_path = self.root.join("keys/node.cert");
+        let invalid_cert = |reason: String| LoadError::Invalid {
+            path: cert_path.clone(),
+            reason,
+        };
+        let cert_bytes =
+            hex::decode(read(&cert_path)?.trim()).map_err(|e| invalid_cert(e.to_string()))?;
+        let node_cert: Certificate =
+            codec::decode(&cert_bytes, 4096).map_err(|e| invalid_cert(e.to_string()))?;
+        node_cert
+            .verify()
+            .map_err(|e| invalid_cert(e.to_string()))?;
+        if node_cert.body.subject != node_key.public() {
+            return Err(invalid_cert("certifies another key".to_owned()));
+        }
+        Ok(Identity {
+            org: node_cert.body.org,
+            node_key,
+            node_cert,
+        })
+    }
+}
+
+fn staging_path(root: &Path) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "threadline-data".to_owned());
+    root.with_file_name(format!(".{name}.init-{}", std::process::id()))
+}
+
+fn write_layout(dir: &Path, org_key: &SecretKey, identity: &Identity) -> Result<(), InitError> {
+    let keys = dir.join("keys");
+    fs::create_dir_all(&keys).map_err(|source| InitError::Io {
+        path: keys.clone(),
+        source,
+    })?;
+    write_file(&dir.join("VERSION"), &format!("{LAYOUT_VERSION}\n"), false)?;
+    write_file(
+        &keys.join("org.key"),
+        &format!("{}\n", hex::encode(org_key.to_seed())),
+        true,
+    )?;
+    write_file(
+        &keys.join("node.key"),
+        &format!("{}\n", hex::encode(identity.node_key.to_seed())),
+        true,
+    )?;
+    write_file(
+        &keys.join("node.cert"),
+        &format!("{}\n", hex::encode(codec::encode(&identity.node_cert)?)),
+        false,
+    )?;
+    let public = format!(
+        "# Public identity of this node: safe to share with peers.\n\
+         org = \"{}\"\nnode = \"{}\"\npeer_id = \"{}\"\n",
+        identity.org,
+        identity.node_id(),
+        identity.peer_id()
+    );
+    write_file(&dir.join("identity.toml"), &public, false)?;
+    Ok(())
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), InitError> {
+    let io = |source| InitError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_key(path: &Path) -> Result<SecretKey, LoadError> {
+    let text = read(path)?;
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| LoadError::Invalid {
+            path: path.to_owned(),
+            reason: "not 32 bytes of hex".to_owned(),
+        })?;
+    Ok(SecretKey::from_seed(seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_then_load_gives_the_same_identity() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path().join("data"));
+        let now = Timestamp::from_millis(1_767_225_600_000);
+        let created = dir.init(&mut rand_core::OsRng, now).expect("init");
+        let loaded = dir.load_identity().expect("load");
+        assert_eq!(loaded.org, created.org);
+        assert_eq!(loaded.node_id(), created.node_id());
+        assert_eq!(loaded.node_cert, created.node_cert);
+        assert!(loaded.node_cert.is_valid_at(now));
+    }
+
+    #[test]
+    fn init_refuses_a_non_empty_folder_and_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("data");
+        fs::create_dir(&path).expect("mkdir");
+        fs::write(path.join("notes.txt"), "mine").expect("write");
+        let err = DataDir::new(&path)
+            .init(&mut rand_core::OsRng, Timestamp::EPOCH)
+            .expect_err("refused");
+        assert!(matches!(err, InitError::AlreadyExists { .. }));
+        assert_eq!(
+            fs::read_to_string(path.join("notes.txt")).expect("read"),
+            "mine"
+        );
+        assert_eq!(fs::read_dir(&path).expect("list").count(), 1);
+        assert_eq!(
+            fs::read_dir(tmp.path()).expect("list").count(),
+            1,
+            "no staging left"
+        );
+    }
+
+    #[test]
+    fn a_certificate_for_another_key_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = DataDir::new(tmp.path().join("data"));
+        dir.init(&mut rand_core::OsRng, Timestamp::EPOCH)
+            .expect("init");
+        let other = hex::encode(SecretKey::from_seed([5; 32]).to_seed());
+        fs::write(tmp.path().join("data/keys/node.key"), other).expect("write");
+        let err = dir.load_identity().expect_err("refused");
+        assert!(err.to_string().contains("certifies another key"), "{err}");
+    }
+}

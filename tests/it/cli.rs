@@ -1,0 +1,105 @@
+//! The command line as a new user meets it.
+
+use threadline_tests::run_threadline;
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn version_names_the_binary_and_the_crate_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let output = run_threadline(tmp.path(), &["--version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("threadline {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn init_creates_an_org_and_node_that_identity_reads_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let output = run_threadline(&data, &["init"]);
+    assert!(output.status.success(), "init failed: {}", stderr(&output));
+    let printed = stdout(&output);
+    let peer_line = printed
+        .lines()
+        .find(|l| l.starts_with("peer id:"))
+        .expect("init prints the peer id")
+        .to_owned();
+    assert!(
+        peer_line.contains("12D3KooW"),
+        "an ed25519 PeerId: {peer_line}"
+    );
+
+    for file in [
+        "VERSION",
+        "identity.toml",
+        "keys/org.key",
+        "keys/node.key",
+        "keys/node.cert",
+    ] {
+        assert!(data.join(file).is_file(), "{file} exists");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for key in ["keys/org.key", "keys/node.key"] {
+            let mode = std::fs::metadata(data.join(key))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{key} is readable by its owner only");
+        }
+    }
+    let identity_toml: toml::Table = std::fs::read_to_string(data.join("identity.toml"))
+        .expect("read")
+        .parse()
+        .expect("identity.toml is TOML");
+    assert!(peer_line.ends_with(identity_toml["peer_id"].as_str().expect("peer_id string")));
+
+    let output = run_threadline(&data, &["identity"]);
+    assert!(
+        output.status.success(),
+        "identity failed: {}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains(&peer_line));
+}
+
+#[test]
+fn init_twice_is_refused_and_keeps_the_first_keys() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    assert!(run_threadline(&data, &["init"]).status.success());
+    let org_key = std::fs::read(data.join("keys/org.key")).expect("read");
+    let output = run_threadline(&data, &["init"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("already exists and is not empty"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read(data.join("keys/org.key")).expect("read"),
+        org_key
+    );
+}
+
+#[test]
+fn identity_without_a_data_folder_is_a_clear_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let output = run_threadline(&tmp.path().join("nowhere"), &["identity"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("cannot read"),
+        "{}",
+        stderr(&output)
+    );
+}
