@@ -13,7 +13,7 @@ use threadline_protocol::{
     cert::{CertRole, Certificate, CertificateBody},
     channel::ChannelKind,
     directory::{self, Directory},
-    event::{verify_batch, Draft, EventKind, Scope, ThreadKind},
+    event::{verify_batch, DirectoryKind, Draft, EventKind, Scope, ThreadKind},
     sync::SyncMessage,
     Certificates, ContactId, Event, OrgId, SecretKey, Thread, Timestamp,
 };
@@ -21,6 +21,8 @@ use threadline_protocol::{
 const NOW: Timestamp = Timestamp::from_millis(1_767_225_600_000);
 
 struct World {
+    org: OrgId,
+    signers: Vec<SecretKey>,
     certificates: Certificates,
     thread: Thread,
     directory: Directory,
@@ -32,9 +34,17 @@ fn world() -> &'static World {
         let org_key = SecretKey::from_seed([1; 32]);
         let org = OrgId(org_key.public());
         let node = SecretKey::from_seed([11; 32]);
+        let bridge = SecretKey::from_seed([13; 32]);
+        let agent = SecretKey::from_seed([16; 32]);
         let mut certificates = Certificates::new();
-        let body = CertificateBody::new(org, node.public(), CertRole::Node, Timestamp::EPOCH, Timestamp::MAX);
-        certificates.insert(Certificate::issue(&org_key, body).expect("encodes")).expect("verifies");
+        for (key, role) in [
+            (&node, CertRole::Node),
+            (&bridge, CertRole::Bridge { channel: ChannelKind::Webchat, handle_scope: None }),
+            (&agent, CertRole::Agent { agent: threadline_protocol::AgentId::from_bytes([0xa6; 16]) }),
+        ] {
+            let body = CertificateBody::new(org, key.public(), role, Timestamp::EPOCH, Timestamp::MAX);
+            certificates.insert(Certificate::issue(&org_key, body).expect("encodes")).expect("verifies");
+        }
         let root = Draft::new(
             Scope::NewThread,
             vec![],
@@ -48,8 +58,22 @@ fn world() -> &'static World {
         .expect("verifies");
         let thread = Thread::open(root, &certificates, NOW).expect("opens");
         let genesis = directory::genesis(&org_key).expect("encodes").verify().expect("verifies");
-        let directory = Directory::new(genesis).expect("root");
-        World { certificates, thread, directory }
+        let mut directory = Directory::new(genesis).expect("root");
+        // Publish the node's certificate so that node-signed directory events pass.
+        let (parents, depth) = directory.dag().next_parents();
+        let certify = Draft::new(
+            Scope::Directory(org),
+            parents,
+            depth,
+            NOW,
+            EventKind::Directory(DirectoryKind::Certify { certificate: certificates.of(&node.public())[0].clone() }),
+        )
+        .sign(&org_key)
+        .expect("encodes")
+        .verify()
+        .expect("verifies");
+        directory.insert(certify, NOW).expect("certificate publishes");
+        World { org, signers: vec![node, bridge, agent, org_key], certificates, thread, directory }
     })
 }
 
@@ -69,7 +93,26 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut thread = world.thread.clone();
     let mut directory = world.directory.clone();
-    for verified in verify_batch(events).into_iter().flatten() {
+    // Decoded events as they are: they must pass verification to get further.
+    for verified in verify_batch(events.clone()).into_iter().flatten() {
+        let _ = thread.insert(verified.clone(), &world.certificates, NOW);
+        let _ = directory.insert(verified, NOW);
+    }
+    // The same kinds and contents re-signed by certified keys onto the current heads, so that
+    // arbitrary kinds reach the auth rules, the DAG and the folds.
+    for (idx, event) in events.into_iter().enumerate() {
+        let header = event.signed.header;
+        let signer = &world.signers[(data.len() + idx) % world.signers.len()];
+        let (scope, dag) = match header.kind {
+            EventKind::Directory(_) => (Scope::Directory(world.org), directory.dag()),
+            EventKind::Thread(_) => (Scope::Thread(thread.id()), thread.dag()),
+        };
+        let (parents, depth) = dag.next_parents();
+        let mut draft = Draft::new(scope, parents, depth, header.author_time, header.kind);
+        draft.agent = header.agent;
+        draft.content = event.content;
+        let Ok(resigned) = draft.sign(signer) else { continue };
+        let Ok(verified) = resigned.verify() else { continue };
         let _ = thread.insert(verified.clone(), &world.certificates, NOW);
         let _ = directory.insert(verified, NOW);
     }
