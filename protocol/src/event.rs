@@ -348,7 +348,8 @@ impl Event {
 /// The acceptance rule is [`Event::verify`]'s: a batch that passes is a set of signatures that
 /// verify; the fallback uses strict verification.
 pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError>> {
-    let mut results: Vec<Result<VerifiedEvent, VerifyError>> = Vec::with_capacity(events.len());
+    let mut results: Vec<Option<Result<VerifiedEvent, VerifyError>>> =
+        Vec::with_capacity(events.len());
     let mut messages: Vec<Vec<u8>> = Vec::new();
     let mut signatures = Vec::new();
     let mut keys = Vec::new();
@@ -360,10 +361,9 @@ pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError
                 signatures.push(event.signed.signature.to_dalek());
                 keys.push(*event.signed.header.author.verifying_key());
                 pending.push((idx, event));
-                // Placeholder, replaced below.
-                results.push(Err(VerifyError::BadParents { reason: "pending" }));
+                results.push(None);
             }
-            Err(err) => results.push(Err(err)),
+            Err(err) => results.push(Some(Err(err))),
         }
     }
     let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
@@ -378,9 +378,12 @@ pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError
         } else {
             event.verify()
         };
-        results[idx] = outcome;
+        results[idx] = Some(outcome);
     }
     results
+        .into_iter()
+        .map(|result| result.expect("every event is either refused early or pending"))
+        .collect()
 }
 
 fn check_structure(header: &EventHeader) -> Result<(), VerifyError> {

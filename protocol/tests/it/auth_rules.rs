@@ -911,3 +911,37 @@ fn a_node_of_another_org_publishing_its_certificate_gains_nothing() {
         .insert(genesis_b.verify().expect("valid genesis"), NOW)
         .expect_err("another org's genesis is another log");
 }
+
+#[test]
+fn batch_verification_isolates_the_bad_events() {
+    let world = World::new();
+    let mut thread = world.open_thread();
+    let mut events = Vec::new();
+    for idx in 0..8 {
+        let event = world.inbound(&thread, &format!("message {idx}"));
+        events.push(event.event().clone());
+        thread
+            .insert(event, &world.certificates, NOW)
+            .expect("accepted");
+    }
+    let all_good = threadline_protocol::event::verify_batch(events.clone());
+    assert!(all_good.iter().all(Result::is_ok));
+
+    let mut forged = events[3].clone();
+    let mut bytes = *forged.signed.signature.as_bytes();
+    bytes[0] ^= 0x80;
+    forged.signed.signature = Signature::from_bytes(bytes);
+    events[3] = forged;
+    events[5].content = Some(Content::text("tampered").with_handle(handle("webchat:visitor-1")));
+    let results = threadline_protocol::event::verify_batch(events);
+    for (idx, result) in results.iter().enumerate() {
+        match idx {
+            3 => assert!(
+                matches!(result, Err(VerifyError::BadSignature(_))),
+                "{result:?}"
+            ),
+            5 => assert_eq!(result, &Err(VerifyError::ContentHashMismatch)),
+            _ => assert!(result.is_ok(), "event {idx}: {result:?}"),
+        }
+    }
+}
