@@ -24,15 +24,16 @@ impl Identity {
     /// The node's libp2p PeerId.
     pub fn peer_id(&self) -> PeerId {
         peer_id(&self.node_key.public())
+            .expect("the public half of a secret key is a valid ed25519 public key")
     }
 }
 
 /// The libp2p PeerId of an ed25519 public key: libp2p and Threadline use the same key, so a
-/// node's PeerId proves its node key in the Noise handshake.
-pub fn peer_id(key: &PublicKey) -> PeerId {
-    let ed25519 = libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
-        .expect("a validated ed25519 public key is a valid libp2p ed25519 key");
-    libp2p_identity::PublicKey::from(ed25519).to_peer_id()
+/// node's PeerId proves its node key in the Noise handshake. Fails if the bytes are not a
+/// valid ed25519 point (a key decoded from a peer is not checked until it verifies something).
+pub fn peer_id(key: &PublicKey) -> Result<PeerId, libp2p_identity::DecodingError> {
+    let ed25519 = libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())?;
+    Ok(libp2p_identity::PublicKey::from(ed25519).to_peer_id())
 }
 
 #[cfg(test)]
@@ -44,6 +45,9 @@ mod tests {
         let seed = [7u8; 32];
         let ours = SecretKey::from_seed(seed);
         let libp2p = libp2p_identity::Keypair::ed25519_from_bytes(seed).expect("32-byte seed");
-        assert_eq!(peer_id(&ours.public()), libp2p.public().to_peer_id());
+        assert_eq!(
+            peer_id(&ours.public()).expect("valid key"),
+            libp2p.public().to_peer_id()
+        );
     }
 }

@@ -13,6 +13,8 @@
 mod content;
 mod kind;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 pub use content::{Attachment, Content};
@@ -354,12 +356,29 @@ pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError
     let mut signatures = Vec::new();
     let mut keys = Vec::new();
     let mut pending: Vec<(usize, Event)> = Vec::new();
+    // A batch usually has few authors: decompress each key once.
+    let mut decompressed: HashMap<PublicKey, ed25519_dalek::VerifyingKey> = HashMap::new();
     for (idx, event) in events.into_iter().enumerate() {
-        match event.check_all_but_signature() {
-            Ok(header_bytes) => {
+        let author = event.signed.header.author;
+        let key = match decompressed.get(&author) {
+            Some(key) => Ok(*key),
+            None => author.verifying_key().inspect(|key| {
+                decompressed.insert(author, *key);
+            }),
+        };
+        let checked = event.check_all_but_signature().and_then(|header_bytes| {
+            key.map(|key| (header_bytes, key)).map_err(|_| {
+                VerifyError::BadSignature(BadSignature {
+                    signer: author,
+                    domain: Domain::EventSignature.as_str(),
+                })
+            })
+        });
+        match checked {
+            Ok((header_bytes, key)) => {
                 messages.push(digest::separated(Domain::EventSignature, &header_bytes));
                 signatures.push(event.signed.signature.to_dalek());
-                keys.push(*event.signed.header.author.verifying_key());
+                keys.push(key);
                 pending.push((idx, event));
                 results.push(None);
             }

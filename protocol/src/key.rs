@@ -40,53 +40,67 @@ pub struct BadSignature {
     pub domain: &'static str,
 }
 
-/// An ed25519 public key, validated on construction: a curve point that is not of small order.
-#[derive(Clone, Copy)]
-pub struct PublicKey(VerifyingKey);
+/// An ed25519 public key: 32 bytes of a compressed point.
+///
+/// Constructors from bytes and text check everything ([`PublicKey::from_bytes`]: a curve point,
+/// canonical, not of small order). Decoding checks only what is cheap (the canonical encoding)
+/// and leaves the curve check to signature verification, which has to decompress the point
+/// anyway: a key that is not a valid point simply never verifies a signature. Keeping the type
+/// at 32 bytes keeps headers, errors and indexes small.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
-    /// The key with these bytes, if they are a valid, non-weak ed25519 public key.
+    /// The key with these bytes, if they are a valid, canonical, non-weak ed25519 public key.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
-        let key = VerifyingKey::from_bytes(bytes).map_err(|err| KeyError::NotAPoint {
+        let key = PublicKey::from_canonical_bytes(bytes)?;
+        key.verifying_key()?;
+        Ok(key)
+    }
+
+    fn from_canonical_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        // ed25519-dalek accepts a y coordinate of p = 2^255 - 19 or more; one key has one
+        // encoding here. (The other non-canonical form, x = 0 with the sign bit set, only
+        // exists for small-order points, which are refused as weak.)
+        if !y_is_canonical(bytes) {
+            return Err(KeyError::NonCanonical);
+        }
+        Ok(PublicKey(*bytes))
+    }
+
+    /// The 32 bytes of the compressed point.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The decompressed ed25519-dalek key, for verification and conversions (libp2p's PeerId).
+    /// Fails if the bytes are not a point or the point is of small order.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|err| KeyError::NotAPoint {
             detail: err.to_string(),
         })?;
         if key.is_weak() {
             return Err(KeyError::Weak);
         }
-        // ed25519-dalek accepts a y coordinate of p = 2^255 - 19 or more; one key has one
-        // encoding here. (The other non-canonical form, x = 0 with the sign bit set, only
-        // exists for small-order points, refused above.)
-        if !y_is_canonical(bytes) {
-            return Err(KeyError::NonCanonical);
-        }
-        Ok(PublicKey(key))
-    }
-
-    /// The 32 bytes of the compressed point.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
-    }
-
-    /// The ed25519-dalek key, for batch verification and conversions (libp2p's PeerId).
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
+        Ok(key)
     }
 
     /// Verifies `signature` over `domain || 0x00 || message` (strict verification: no
-    /// malleable or small-order signatures).
+    /// malleable or small-order signatures). A key that is not a valid point verifies nothing.
     pub fn verify(
         &self,
         domain: Domain,
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), BadSignature> {
+        let bad = || BadSignature {
+            signer: *self,
+            domain: domain.as_str(),
+        };
+        let key = self.verifying_key().map_err(|_| bad())?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0
-            .verify_strict(&digest::separated(domain, message), &signature)
-            .map_err(|_| BadSignature {
-                signer: *self,
-                domain: domain.as_str(),
-            })
+        key.verify_strict(&digest::separated(domain, message), &signature)
+            .map_err(|_| bad())
     }
 }
 
@@ -95,28 +109,6 @@ impl PublicKey {
 fn y_is_canonical(bytes: &[u8; 32]) -> bool {
     let top_is_max = bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|b| *b == 0xff);
     !(top_is_max && bytes[0] >= 0xed)
-}
-
-impl PartialEq for PublicKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_bytes() == other.as_bytes()
-    }
-}
-impl Eq for PublicKey {}
-impl PartialOrd for PublicKey {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for PublicKey {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
-    }
-}
-impl std::hash::Hash for PublicKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_bytes().hash(state);
-    }
 }
 
 impl std::fmt::Display for PublicKey {
@@ -143,7 +135,7 @@ impl Serialize for PublicKey {
 impl<'de> Deserialize<'de> for PublicKey {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let bytes: [u8; 32] = deserialize_bytes("PublicKey", deserializer)?;
-        PublicKey::from_bytes(&bytes).map_err(de::Error::custom)
+        PublicKey::from_canonical_bytes(&bytes).map_err(de::Error::custom)
     }
 }
 
@@ -207,7 +199,7 @@ impl SecretKey {
 
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key())
+        PublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// Signs `domain || 0x00 || message`.

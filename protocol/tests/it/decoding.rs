@@ -112,19 +112,35 @@ fn non_canonical_integers_are_refused() {
 fn invalid_values_are_refused() {
     let event = sample_event();
     let bytes = event.to_bytes().expect("encodes");
-    // The author key follows scope, parents and depth: replace it with a point that is not on
-    // the curve.
+    // The author key follows scope, parents and depth. A non-canonical encoding (y = p + 2)
+    // is refused by the decoder.
     let n_parents = event.signed.header.parents.len();
     let at = 1 + 32 + 1 + 32 * n_parents + 1;
-    let mut bad_key = bytes.clone();
-    bad_key[at..at + 32].copy_from_slice(&{
-        let mut y = [0u8; 32];
-        y[0] = 2;
-        y
-    });
+    let mut non_canonical_key = bytes.clone();
+    let mut y = [0xffu8; 32];
+    y[0] = 0xef;
+    y[31] = 0x7f;
+    non_canonical_key[at..at + 32].copy_from_slice(&y);
     assert!(matches!(
-        Event::from_bytes(&bad_key),
+        Event::from_bytes(&non_canonical_key),
         Err(DecodeError::Invalid { .. })
+    ));
+    // A canonical encoding that is not a curve point decodes (checking it means decompressing
+    // it, which verification does anyway) and then fails verification.
+    let mut not_a_point = bytes.clone();
+    let mut y = [0u8; 32];
+    y[0] = 2;
+    not_a_point[at..at + 32].copy_from_slice(&y);
+    let decoded = Event::from_bytes(&not_a_point).expect("decodes");
+    assert!(matches!(
+        decoded.clone().verify(),
+        Err(threadline_protocol::event::VerifyError::BadSignature(_))
+    ));
+    assert!(matches!(
+        threadline_protocol::event::verify_batch(vec![decoded]).as_slice(),
+        [Err(threadline_protocol::event::VerifyError::BadSignature(
+            _
+        ))]
     ));
     // The Option tag of the agent field must be 0 or 1.
     let mut bad_option = bytes;

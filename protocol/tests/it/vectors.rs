@@ -364,6 +364,16 @@ fn render() -> String {
     writeln!(out, "## sync.summary").expect("write to string");
     writeln!(
         out,
+        "heads: {}",
+        heads
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .expect("write to string");
+    writeln!(
+        out,
         "json: {}",
         serde_json::to_string(&summary).expect("json")
     )
