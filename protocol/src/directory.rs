@@ -83,13 +83,36 @@ impl Directory {
     /// against this directory's own certificates.
     pub fn insert(
         &mut self,
-        mut event: VerifiedEvent,
+        event: VerifiedEvent,
         now: Timestamp,
     ) -> Result<Inserted, IngestError> {
         if self.dag.check(&event)? {
             return Ok(Inserted::Duplicate);
         }
         auth::check_directory_event(&event, self.org, &self.certificates, now)?;
+        self.insert_authorised(event);
+        Ok(Inserted::New)
+    }
+
+    /// Rebuilds a directory from events read back from the node's own store, genesis first and
+    /// parents first (the linear order is). They passed the auth rules before they were stored,
+    /// so only the DAG rules run again.
+    pub fn restore(events: impl IntoIterator<Item = VerifiedEvent>) -> Result<Self, IngestError> {
+        let mut events = events.into_iter();
+        let genesis = events.next().ok_or(IngestError::NotARoot {
+            expected: "directory",
+            found: "nothing",
+        })?;
+        let mut directory = Directory::new(genesis)?;
+        for event in events {
+            if !directory.dag.check(&event)? {
+                directory.insert_authorised(event);
+            }
+        }
+        Ok(directory)
+    }
+
+    fn insert_authorised(&mut self, mut event: VerifiedEvent) {
         if state::content_erased(&event, &self.erased) {
             event.erase_content();
         }
@@ -101,7 +124,7 @@ impl Directory {
         );
         match &event.header().kind {
             EventKind::Directory(DirectoryKind::Certify { certificate }) => {
-                // Verified by the auth check above.
+                // Certificates are verified by the auth rules before they are stored.
                 let _ = self.certificates.insert(certificate.clone());
             }
             EventKind::Directory(DirectoryKind::Revoke {
@@ -117,7 +140,6 @@ impl Directory {
             self.dag.insert_checked(event);
             self.refold();
         }
-        Ok(Inserted::New)
     }
 
     /// The state computed from scratch. Equal to [`Directory::state`] at all times.

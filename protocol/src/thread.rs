@@ -101,7 +101,7 @@ impl Thread {
     /// parents are missing is refused with a retryable error and changes nothing.
     pub fn insert(
         &mut self,
-        mut event: VerifiedEvent,
+        event: VerifiedEvent,
         certificates: &Certificates,
         now: Timestamp,
     ) -> Result<Inserted, IngestError> {
@@ -116,6 +116,42 @@ impl Thread {
         };
         auth::check_thread_event(&event, Some(context), certificates, now)?;
 
+        self.insert_authorised(event, past);
+        Ok(Inserted::New)
+    }
+
+    /// Rebuilds a thread from events read back from the node's own store, parents first (the
+    /// linear order is). They passed the auth rules before they were stored, so only the DAG
+    /// rules run again.
+    pub fn restore(events: impl IntoIterator<Item = VerifiedEvent>) -> Result<Self, IngestError> {
+        let mut events = events.into_iter();
+        let root = events.next().ok_or(IngestError::NotARoot {
+            expected: "thread",
+            found: "nothing",
+        })?;
+        let Some(state) = ThreadState::opened(&root) else {
+            return Err(IngestError::NotARoot {
+                expected: "thread",
+                found: root.header().kind.name(),
+            });
+        };
+        let root_id = root.id();
+        let mut thread = Thread {
+            dag: Dag::new(root)?,
+            state,
+            member_past: HashMap::from([(root_id, Arc::from(Vec::new()))]),
+        };
+        for event in events {
+            if thread.dag.check(&event)? {
+                continue;
+            }
+            let past = thread.causal_member_events(&event);
+            thread.insert_authorised(event, past);
+        }
+        Ok(thread)
+    }
+
+    fn insert_authorised(&mut self, mut event: VerifiedEvent, past: Arc<[(OrderKey, EventId)]>) {
         let id = event.id();
         if self.state.erased.contains(&id) {
             event.erase_content();
@@ -137,7 +173,6 @@ impl Thread {
         for target in erase_targets {
             self.dag.erase_content(&target);
         }
-        Ok(Inserted::New)
     }
 
     /// The state computed from scratch over every event in linear order. Equal to

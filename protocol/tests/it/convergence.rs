@@ -322,6 +322,10 @@ proptest! {
         let erased = erased_in(&reference);
         let expected = snapshot(&reference);
         prop_assert_eq!(reference.state(), &reference.fold_from_scratch());
+        // A node restarting rebuilds the thread from its store without re-running auth.
+        let stored = reference.dag().iter_ordered().map(|e| e.event().clone().verify_from_store().expect("stored event checks"));
+        let restored = Thread::restore(stored).expect("restores");
+        prop_assert_eq!(&snapshot(&restored), &expected);
         for delivery in &deliveries {
             let mut replica = world.open_thread();
             deliver(&events, delivery, &erased, |event| replica.insert(event, &world.certificates, NOW).map(|_| ()));
@@ -374,6 +378,8 @@ proptest! {
         // Content the reference dropped because its contact is erased.
         let erased: BTreeSet<EventId> = reference.dag().iter_ordered().filter(|e| e.content().is_none() && e.header().content_hash.is_some()).map(|e| e.id()).collect();
         let expected_hash = reference.state().hash().expect("hashes");
+        let restored = threadline_protocol::Directory::restore(reference.dag().iter_ordered().cloned()).expect("restores");
+        prop_assert_eq!(restored.state(), reference.state());
         for delivery in &deliveries {
             let mut replica = world.directory_a();
             deliver(&all, delivery, &erased, |event| replica.insert(event, NOW).map(|_| ()));
