@@ -4,8 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `threadline` binary that `cargo test --workspace` built beside this test binary.
+/// The `threadline` binary, built once per test run (`cargo build` of the node's binary in the
+/// same target folder and profile; a no-op when it is up to date).
 pub fn threadline_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "-p", "threadline-node", "--bin", "threadline"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the threadline binary failed");
+    });
     let exe = std::env::current_exe().expect("the test binary has a path");
     // target/<profile>/deps/it-<hash> -> target/<profile>/threadline
     let profile_dir = exe
