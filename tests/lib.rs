@@ -10,7 +10,14 @@ pub fn threadline_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "threadline-node", "--bin", "threadline"]);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "threadline-node",
+            "--bin",
+            "threadline",
+        ]);
         if !cfg!(debug_assertions) {
             build.arg("--release");
         }

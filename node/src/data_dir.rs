@@ -8,6 +8,8 @@
 //!                    more nodes
 //!   keys/node.key    the node key's seed, hex (mode 0600)
 //!   keys/node.cert   the org's certificate for the node key, hex of its canonical encoding
+//!   config.toml      the node's configuration (see `config`)
+//!   store/           the sled store (see `store`)
 //! ```
 //!
 //! `init` writes everything into a temporary folder beside the target and renames it into place,
@@ -103,7 +105,7 @@ impl DataDir {
         &self,
         rng: &mut R,
         now: Timestamp,
-    ) -> Result<Identity, InitError> {
+    ) -> Result<(Identity, SecretKey), InitError> {
         let is_empty = match fs::read_dir(&self.root) {
             Ok(mut entries) => entries.next().is_none(),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
@@ -153,7 +155,26 @@ impl DataDir {
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
-        result.map(|()| identity)
+        result.map(|()| (identity, org_key))
+    }
+
+    /// The sled store's folder.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("store")
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    /// The org key, if this node holds it.
+    pub fn load_org_key(&self) -> Result<Option<SecretKey>, LoadError> {
+        let path = self.root.join("keys/org.key");
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_key(&path).map(Some)
     }
 
     /// Loads the node's identity and checks that its certificate is the org's, for its key.
@@ -228,6 +249,11 @@ fn write_layout(dir: &Path, org_key: &SecretKey, identity: &Identity) -> Result<
         identity.peer_id()
     );
     write_file(&dir.join("identity.toml"), &public, false)?;
+    write_file(
+        &dir.join("config.toml"),
+        crate::config::DEFAULT_CONFIG,
+        false,
+    )?;
     Ok(())
 }
 
@@ -276,7 +302,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path().join("data"));
         let now = Timestamp::from_millis(1_767_225_600_000);
-        let created = dir.init(&mut rand_core::OsRng, now).expect("init");
+        let (created, _) = dir.init(&mut rand_core::OsRng, now).expect("init");
         let loaded = dir.load_identity().expect("load");
         assert_eq!(loaded.org, created.org);
         assert_eq!(loaded.node_id(), created.node_id());

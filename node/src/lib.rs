@@ -5,11 +5,26 @@
 //! signs or verifies goes through [`threadline_protocol`].
 //!
 //! # Layout
-//! - [`data_dir`]: the data folder: its layout, creating it (`threadline init`), loading it.
+//! - [`server`]: `run`, the node's services over one data folder.
+//! - [`ingest`]: the one ingest pipeline (verify, authorise, store, index, fan out) and its
+//!   writer thread.
+//! - [`store`]: the sled store: trees, keys, records, atomic write sets, group-commit flush.
+//! - [`api`]: the HTTP API (agents and bridges), one file per resource.
+//! - [`admin`]: `init`, agents, bridges and tokens on a stopped node.
+//! - [`config`]: `config.toml`, environment and flags.
+//! - [`data_dir`]: the data folder: its layout, creating it, loading the identity.
 //! - [`identity`]: the node's keys and their libp2p identity (PeerId).
+//! - [`clock`]: the only place that reads the system time.
 
+pub mod admin;
+pub mod api;
+pub mod clock;
+pub mod config;
 pub mod data_dir;
 pub mod identity;
+pub mod ingest;
+pub mod server;
+pub mod store;
 
 pub use data_dir::{DataDir, InitError, LoadError};
 pub use identity::Identity;

@@ -1,12 +1,14 @@
 //! The `threadline` binary: parses the command line, installs logging, and calls the node
 //! library.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use threadline_node::DataDir;
-use threadline_protocol::Timestamp;
+use threadline_node::{admin, api, clock, config::Config, ingest, server, DataDir};
+use threadline_protocol::{AgentId, ChannelKind, ContactId, Handle};
 
 /// Threadline: a federated, peer-to-peer messaging relay for businesses.
 #[derive(Debug, Parser)]
@@ -29,10 +31,89 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a new org and its first node in the data folder.
+    /// Create a new org and its first node in the data folder, with a first agent.
     Init,
+    /// Run the node (creating the data folder first if there is none).
+    Run {
+        /// Where the HTTP API listens (overrides config.toml).
+        #[arg(long, env = "THREADLINE_API_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
     /// Print this node's public identity: org id, node id and libp2p PeerId.
     Identity,
+    /// Manage agents (the node must be stopped).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Manage bridges (the node must be stopped).
+    Bridge {
+        #[command(subcommand)]
+        command: BridgeCommand,
+    },
+    /// Show or export a contact's common record (the node must be stopped).
+    Contact {
+        #[command(subcommand)]
+        command: ContactCommand,
+    },
+    /// Erase personal data (the node must be stopped).
+    Erase {
+        #[command(subcommand)]
+        command: EraseCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Add an agent and print its token (shown once).
+    Add {
+        /// Display name.
+        name: String,
+    },
+    /// List agents.
+    List,
+    /// Revoke an agent and its tokens.
+    Revoke {
+        /// The agent's id.
+        id: AgentId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BridgeCommand {
+    /// Certify a new bridge key for a channel and print its key, certificate and token.
+    Add {
+        /// The channel (webchat, email, whatsapp, messenger, slack, telegram, sms, matrix, xmpp).
+        channel: ChannelKind,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactCommand {
+    /// Print a contact's common record as JSON.
+    Show {
+        /// A contact id or a handle (`email:alice@example.com`).
+        contact: String,
+    },
+    /// Export a contact's whole common record and threads as JSON (right of access and
+    /// portability).
+    Export {
+        /// A contact id or a handle.
+        contact: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EraseCommand {
+    /// Erase a contact: its directory record and the content of every event of its threads.
+    /// Signed headers stay, so replicas stay verifiable.
+    Contact {
+        /// A contact id or a handle.
+        contact: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,15 +122,30 @@ fn main() -> anyhow::Result<()> {
     let data_dir = DataDir::new(&cli.data_dir);
     match cli.command {
         Command::Init => {
-            let identity = data_dir.init(&mut rand_core::OsRng, now()?)?;
-            println!("Created a new org and node in {}", cli.data_dir.display());
-            println!("org:     {}", identity.org);
-            println!("node:    {}", identity.node_id());
-            println!("peer id: {}", identity.peer_id());
-            println!(
-                "The org key is in {}: keep a copy somewhere safe and offline.",
-                cli.data_dir.join("keys/org.key").display()
-            );
+            let initialised = admin::init(&data_dir, clock::now())?;
+            print_init(&cli.data_dir, &initialised);
+        }
+        Command::Run { listen } => {
+            let is_new = std::fs::read_dir(&cli.data_dir)
+                .map(|mut entries| entries.next().is_none())
+                .unwrap_or(true);
+            if is_new {
+                let initialised = admin::init(&data_dir, clock::now())?;
+                print_init(&cli.data_dir, &initialised);
+            }
+            let config = Config::load(&data_dir.config_path(), listen)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.api_listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.api_listen))?;
+                let address = listener.local_addr()?;
+                println!("threadline listening on http://{address}");
+                println!("agent API: http://{address}/api/v1");
+                std::io::stdout().flush()?;
+                server::run(&data_dir, listener, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
         }
         Command::Identity => {
             let identity = data_dir.load_identity()?;
@@ -57,15 +153,145 @@ fn main() -> anyhow::Result<()> {
             println!("node:    {}", identity.node_id());
             println!("peer id: {}", identity.peer_id());
         }
+        Command::Agent { command } => match command {
+            AgentCommand::Add { name } => {
+                let new = admin::add_agent(&data_dir, &name, clock::now())?;
+                println!("agent: {} ({})", new.agent.id, new.agent.name);
+                println!("token: {}", new.token);
+                println!("The token is shown once; the node keeps only its hash.");
+            }
+            AgentCommand::List => {
+                for agent in admin::list_agents(&data_dir)? {
+                    let state = if agent.revoked { "revoked" } else { "active" };
+                    println!("{}  {:8}  {}", agent.id, state, agent.name);
+                }
+            }
+            AgentCommand::Revoke { id } => {
+                admin::revoke_agent(&data_dir, id)?;
+                println!("revoked agent {id} and its tokens");
+            }
+        },
+        Command::Bridge {
+            command: BridgeCommand::Add { channel },
+        } => {
+            let new = admin::add_bridge(&data_dir, channel, clock::now())?;
+            println!("bridge key:  {}", hex::encode(new.key.to_seed()));
+            println!("public key:  {}", new.key.public());
+            println!(
+                "certificate: {}",
+                hex::encode(threadline_protocol::codec::encode(&new.certificate)?)
+            );
+            println!("token:       {}", new.token);
+            println!("Keep the key and token secret; they are shown once.");
+        }
+        Command::Contact { command } => {
+            let (contact, output) = match command {
+                ContactCommand::Show { contact } => (contact, None),
+                ContactCommand::Export { contact, output } => (contact, output),
+            };
+            with_ingest(&data_dir, |ingest| async move {
+                let id = contact_id(&ingest, &contact)?;
+                let record = api::contact_record(&ingest, id)
+                    .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
+                let json = serde_json::to_string_pretty(&record)?;
+                match output {
+                    Some(path) => std::fs::write(&path, json)
+                        .with_context(|| format!("cannot write {}", path.display()))?,
+                    None => println!("{json}"),
+                }
+                Ok(())
+            })?;
+        }
+        Command::Erase {
+            command: EraseCommand::Contact { contact },
+        } => {
+            with_ingest(&data_dir, |ingest| async move {
+                let id = contact_id(&ingest, &contact)?;
+                let events = ingest
+                    .change_directory(ingest::DirectoryAction::Erase(id))
+                    .await?;
+                println!(
+                    "erased contact {id}: {} erasure events signed; content is gone, signed headers stay",
+                    events.len()
+                );
+                Ok(())
+            })?;
+        }
     }
     Ok(())
 }
 
-fn now() -> anyhow::Result<Timestamp> {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    Ok(Timestamp::from_millis(u64::try_from(
-        since_epoch.as_millis(),
-    )?))
+fn print_init(data_dir: &std::path::Path, initialised: &admin::Initialised) {
+    let identity = &initialised.identity;
+    println!("Created a new org and node in {}", data_dir.display());
+    println!("org:     {}", identity.org);
+    println!("node:    {}", identity.node_id());
+    println!("peer id: {}", identity.peer_id());
+    println!(
+        "agent:   {} ({})",
+        initialised.first_agent.agent.id, initialised.first_agent.agent.name
+    );
+    println!("token:   {}", initialised.first_agent.token);
+    println!("The agent token is shown once; the node keeps only its hash.");
+    println!(
+        "The org key is in {}: keep a copy somewhere safe and offline.",
+        data_dir.join("keys/org.key").display()
+    );
+}
+
+/// Runs `body` with an ingest pipeline over the (stopped) node's store.
+fn with_ingest<F, Fut>(data_dir: &DataDir, body: F) -> anyhow::Result<()>
+where
+    F: FnOnce(ingest::Ingest) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let identity = data_dir.load_identity()?;
+    let store = admin::open_store(data_dir)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (ingest, running) = ingest::start(store.clone(), identity, clock::now)?;
+    let result = runtime.block_on(body(ingest));
+    running.join();
+    store.flush()?;
+    result
+}
+
+fn contact_id(ingest: &ingest::Ingest, text: &str) -> anyhow::Result<ContactId> {
+    if let Ok(id) = text.parse::<ContactId>() {
+        return Ok(id);
+    }
+    let handle: Handle = text
+        .parse()
+        .with_context(|| format!("`{text}` is neither a contact id nor a handle"))?;
+    let directory = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    directory
+        .state()
+        .resolve(&handle)
+        .with_context(|| format!("no contact has the handle {handle}"))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        // If the handler cannot be installed, the node still stops on SIGTERM or SIGKILL.
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
 }
 
 fn install_tracing(json: bool) {
@@ -73,6 +299,7 @@ fn install_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -259,6 +259,11 @@ impl Draft {
 }
 
 impl Event {
+    /// An event from its signed header and content (as read back from storage).
+    pub fn new(signed: SignedHeader, content: Option<Content>) -> Self {
+        Event { signed, content }
+    }
+
     /// Decodes one event from its canonical bytes (at most [`MAX_EVENT_BYTES`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::decode(bytes, MAX_EVENT_BYTES)

@@ -1,0 +1,288 @@
+//! Administration on a stopped node's data folder: creating the org's first node (`init`),
+//! agents and their tokens, bridges and their keys.
+//!
+//! These write the store directly, so they need the node stopped (sled holds an exclusive
+//! lock on the store while the node runs; the error says so).
+
+use rand_core::RngCore as _;
+use threadline_protocol::{
+    cert::{CertRole, Certificate, CertificateBody},
+    directory,
+    event::{DirectoryKind, Draft, EventKind, Scope},
+    AgentId, ChannelKind, Directory, OrgId, ScopeId, SecretKey, Timestamp,
+};
+
+use crate::api::auth::token_hash;
+use crate::data_dir::{DataDir, InitError, LoadError};
+use crate::identity::Identity;
+use crate::store::{AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, WriteSet};
+
+/// How long a bridge certificate made by `bridge add` is valid.
+pub const BRIDGE_CERT_VALIDITY_MILLIS: u64 = 365 * 24 * 3600 * 1000;
+
+/// Administration failed; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// Creating the data folder failed.
+    #[error(transparent)]
+    Init(#[from] InitError),
+    /// Loading the data folder failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The store failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// The org key is not on this node (it is needed to certify bridges).
+    #[error("the org key is not in {path}; bridges are certified with the org key")]
+    NoOrgKey {
+        /// Where it was looked for.
+        path: std::path::PathBuf,
+    },
+    /// No agent with this id.
+    #[error("no agent {0}")]
+    UnknownAgent(AgentId),
+    /// An event could not be made.
+    #[error("{0}")]
+    Event(String),
+}
+
+/// A new agent and the token it signs in with (shown once; the store keeps its hash).
+#[derive(Debug)]
+pub struct NewAgent {
+    /// The agent.
+    pub agent: AgentRecord,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// A new bridge: its key (for a standalone bridge process), its certificate and its token.
+#[derive(Debug)]
+pub struct NewBridge {
+    /// The bridge's signing key.
+    pub key: SecretKey,
+    /// The org's certificate for it.
+    pub certificate: Certificate,
+    /// The bearer token for the bridge API.
+    pub token: String,
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialised {
+    /// The node's identity.
+    pub identity: Identity,
+    /// The first agent and its token.
+    pub first_agent: NewAgent,
+}
+
+/// Creates the org, the node, the store with the org's directory (genesis and the node's
+/// certificate), and a first agent named `admin`.
+pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminError> {
+    let (identity, org_key) = data_dir.init(&mut rand_core::OsRng, now)?;
+    let store = open_store(data_dir)?;
+    let genesis = directory::genesis(&org_key).map_err(|e| AdminError::Event(e.to_string()))?;
+    let genesis = genesis
+        .verify()
+        .map_err(|e| AdminError::Event(e.to_string()))?;
+    let mut directory =
+        Directory::new(genesis.clone()).map_err(|e| AdminError::Event(e.to_string()))?;
+    let mut writes = WriteSet::default();
+    writes.put_event(&genesis)?;
+    let certify = certify_event(&directory, &org_key, identity.node_cert.clone(), now)?;
+    directory
+        .insert(certify.clone(), now)
+        .map_err(|e| AdminError::Event(e.to_string()))?;
+    writes.put_event(&certify)?;
+    store.commit(writes)?;
+    let first_agent = add_agent_to(&store, "admin", now)?;
+    store.flush()?;
+    Ok(Initialised {
+        identity,
+        first_agent,
+    })
+}
+
+/// Opens the data folder's store, with a clear error when a running node holds it.
+pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
+    Store::open(&data_dir.store_path()).map_err(|err| match err {
+        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("lock") => {
+            StoreError::Corrupt {
+                tree: "store",
+                detail: format!(
+                    "{} is in use by a running node; stop it first ({io})",
+                    data_dir.store_path().display()
+                ),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Adds an agent and returns its token.
+pub fn add_agent(data_dir: &DataDir, name: &str, now: Timestamp) -> Result<NewAgent, AdminError> {
+    let store = open_store(data_dir)?;
+    let agent = add_agent_to(&store, name, now)?;
+    store.flush()?;
+    Ok(agent)
+}
+
+fn add_agent_to(store: &Store, name: &str, now: Timestamp) -> Result<NewAgent, AdminError> {
+    let agent = AgentRecord {
+        id: AgentId::random(&mut rand_core::OsRng),
+        name: name.to_owned(),
+        created_at: now,
+        revoked: false,
+    };
+    let token = new_token();
+    let mut writes = WriteSet::default();
+    writes.insert(
+        TreeName::Agents,
+        agent.id.as_bytes().to_vec(),
+        encode(&agent)?,
+    );
+    writes.insert(
+        TreeName::Tokens,
+        token_hash(&token).to_vec(),
+        encode(&TokenRecord {
+            role: TokenRole::Agent(agent.id),
+            created_at: now,
+            revoked: false,
+        })?,
+    );
+    store.commit(writes)?;
+    Ok(NewAgent { agent, token })
+}
+
+/// Every agent.
+pub fn list_agents(data_dir: &DataDir) -> Result<Vec<AgentRecord>, AdminError> {
+    let store = open_store(data_dir)?;
+    store
+        .tree(TreeName::Agents)
+        .iter()
+        .map(|entry| {
+            let (_, value) = entry.map_err(StoreError::from)?;
+            Ok(crate::store::decode("agents", &value)?)
+        })
+        .collect()
+}
+
+/// Revokes an agent and every token of it.
+pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
+    let store = open_store(data_dir)?;
+    let stored = store
+        .tree(TreeName::Agents)
+        .get(id.as_bytes())
+        .map_err(StoreError::from)?
+        .ok_or(AdminError::UnknownAgent(id))?;
+    let mut agent: AgentRecord = crate::store::decode("agents", &stored)?;
+    agent.revoked = true;
+    let mut writes = WriteSet::default();
+    writes.insert(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?);
+    for entry in store.tree(TreeName::Tokens).iter() {
+        let (key, value) = entry.map_err(StoreError::from)?;
+        let mut token: TokenRecord = crate::store::decode("tokens", &value)?;
+        if token.role == TokenRole::Agent(id) && !token.revoked {
+            token.revoked = true;
+            writes.insert(TreeName::Tokens, key.to_vec(), encode(&token)?);
+        }
+    }
+    store.commit(writes)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Creates a bridge for a channel: a key, the org's certificate for it (published in the
+/// directory) and a token for the bridge API.
+pub fn add_bridge(
+    data_dir: &DataDir,
+    channel: ChannelKind,
+    now: Timestamp,
+) -> Result<NewBridge, AdminError> {
+    let identity = data_dir.load_identity()?;
+    let org_key = data_dir
+        .load_org_key()?
+        .ok_or_else(|| AdminError::NoOrgKey {
+            path: data_dir.root().join("keys/org.key"),
+        })?;
+    let store = open_store(data_dir)?;
+    let directory = load_directory(&store, identity.org)?;
+    let key = SecretKey::generate(&mut rand_core::OsRng);
+    let certificate = Certificate::issue(
+        &org_key,
+        CertificateBody::new(
+            identity.org,
+            key.public(),
+            CertRole::Bridge {
+                channel,
+                handle_scope: None,
+            },
+            now,
+            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
+        ),
+    )
+    .map_err(|e| AdminError::Event(e.to_string()))?;
+    let certify = certify_event(&directory, &org_key, certificate.clone(), now)?;
+    let token = new_token();
+    let mut writes = WriteSet::default();
+    writes.put_event(&certify)?;
+    writes.insert(
+        TreeName::Tokens,
+        token_hash(&token).to_vec(),
+        encode(&TokenRecord {
+            role: TokenRole::Bridge(channel),
+            created_at: now,
+            revoked: false,
+        })?,
+    );
+    store.commit(writes)?;
+    store.flush()?;
+    Ok(NewBridge {
+        key,
+        certificate,
+        token,
+    })
+}
+
+fn load_directory(store: &Store, org: OrgId) -> Result<Directory, AdminError> {
+    let events = store
+        .log_events(&ScopeId::Directory(org))
+        .map(|event| {
+            event?
+                .verify_from_store()
+                .map_err(|e| AdminError::Event(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Directory::restore(events).map_err(|e| AdminError::Event(e.to_string()))
+}
+
+fn certify_event(
+    directory: &Directory,
+    org_key: &SecretKey,
+    certificate: Certificate,
+    now: Timestamp,
+) -> Result<threadline_protocol::VerifiedEvent, AdminError> {
+    let (parents, depth) = directory.dag().next_parents();
+    Draft::new(
+        Scope::Directory(OrgId(org_key.public())),
+        parents,
+        depth,
+        now,
+        EventKind::Directory(DirectoryKind::Certify { certificate }),
+    )
+    .sign(org_key)
+    .map_err(|e| AdminError::Event(e.to_string()))?
+    .verify()
+    .map_err(|e| AdminError::Event(e.to_string()))
+}
+
+/// A bearer token: `thl_` and 32 random bytes in hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    format!("thl_{}", hex::encode(bytes))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(threadline_protocol::codec::encode(value)?)
+}

@@ -1,0 +1,50 @@
+//! The HTTP API: JSON under `/api/v1`, for agents (threads, contacts, live stream) and for
+//! bridges (resolve a handle, submit signed events, take deliveries).
+//!
+//! Every request carries `Authorization: Bearer <token>`. Errors are JSON
+//! `{"error": {"code": "...", "message": "..."}}` with a stable `code` and a fitting HTTP
+//! status; a refused request changes nothing. One file per resource under `api/`.
+
+pub mod auth;
+mod bridge;
+mod contacts;
+mod error;
+mod stream;
+mod threads;
+mod views;
+
+use axum::{extract::DefaultBodyLimit, routing::get, routing::post, Router};
+
+pub use contacts::record as contact_record;
+pub use error::ApiError;
+
+use crate::ingest::Ingest;
+
+/// Largest request body. A batch of bridge events (hex-encoded, up to 256 KiB each) fits a few
+/// large ones or many small ones; an agent's reply is far smaller.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The API's router over the ingest pipeline.
+pub fn router(ingest: Ingest) -> Router {
+    Router::new()
+        .route("/api/v1/threads", get(threads::list))
+        .route("/api/v1/threads/{id}", get(threads::show))
+        .route("/api/v1/threads/{id}/replies", post(threads::reply))
+        .route("/api/v1/threads/{id}/notes", post(threads::note))
+        .route("/api/v1/threads/{id}/assign", post(threads::assign))
+        .route("/api/v1/threads/{id}/status", post(threads::status))
+        .route("/api/v1/threads/{id}/handoff", post(threads::hand_off))
+        .route("/api/v1/threads/{id}/labels", post(threads::labels))
+        .route("/api/v1/contacts", get(contacts::search))
+        .route("/api/v1/contacts/merge", post(contacts::merge))
+        .route("/api/v1/contacts/{id}", get(contacts::show))
+        .route("/api/v1/contacts/{id}/handles", post(contacts::link_handle))
+        .route("/api/v1/stream", get(stream::stream))
+        .route("/api/v1/bridge/resolve", post(bridge::resolve))
+        .route("/api/v1/bridge/events", post(bridge::submit))
+        .route("/api/v1/bridge/deliveries", get(bridge::deliveries))
+        .route("/api/v1/bridge/deliveries/{seq}/ack", post(bridge::ack))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ingest)
+}

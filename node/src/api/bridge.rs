@@ -1,0 +1,237 @@
+//! The bridge API: resolve a customer's handle to its thread, submit signed events, take
+//! outbound deliveries and acknowledge them.
+//!
+//! A bridge signs its events with its own certified key (the auth rules check the key's
+//! channel); its token only opens this API, for one channel.
+
+use axum::{
+    extract::{rejection::JsonRejection, rejection::QueryRejection, Path, Query, State},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use threadline_protocol::{
+    channel::Handle,
+    event::{Direction, EventKind, ThreadKind},
+    ContactId, Event, EventId, ThreadId,
+};
+
+use super::auth::BridgeCaller;
+use super::ApiError;
+use crate::ingest::{writer_channel_byte, Ingest, Submitted};
+use crate::store::{Delivery, TreeName};
+
+/// Most events per submission.
+const MAX_EVENTS_PER_SUBMIT: usize = 512;
+/// Most deliveries per take.
+const MAX_DELIVERIES: usize = 512;
+
+#[derive(Debug, Deserialize)]
+pub struct ResolveBody {
+    handle: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResolveAnswer {
+    contact: ContactId,
+    thread: ThreadId,
+    parents: Vec<EventId>,
+    depth: u64,
+}
+
+/// `POST /api/v1/bridge/resolve` `{"handle": "..."}`: the contact and open thread of a handle
+/// on the bridge's channel (both created when new), and the parents and depth for the bridge's
+/// next event on that thread.
+pub async fn resolve(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<ResolveBody>, JsonRejection>,
+) -> Result<Json<ResolveAnswer>, ApiError> {
+    let Json(body) = body?;
+    let handle: Handle = body
+        .handle
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    if handle.channel() != channel {
+        return Err(ApiError::forbidden(format!(
+            "a {channel} bridge cannot resolve a {} handle",
+            handle.channel()
+        )));
+    }
+    let resolved = ingest.resolve(handle).await?;
+    Ok(Json(ResolveAnswer {
+        contact: resolved.contact,
+        thread: resolved.thread,
+        parents: resolved.parents,
+        depth: resolved.depth,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubmitBody {
+    /// Events, each the hex of its canonical encoding.
+    events: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SubmitResult {
+    Stored { id: EventId },
+    Duplicate { id: EventId },
+    Refused { code: &'static str, message: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubmitAnswer {
+    results: Vec<SubmitResult>,
+}
+
+/// `POST /api/v1/bridge/events` `{"events": ["<hex>", ...]}`: answers once every stored
+/// event is durable, one result per event, in order. Only inbound messages and receipts on the
+/// bridge's channel are taken.
+pub async fn submit(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<SubmitBody>, JsonRejection>,
+) -> Result<Json<SubmitAnswer>, ApiError> {
+    let Json(body) = body?;
+    if body.events.is_empty() || body.events.len() > MAX_EVENTS_PER_SUBMIT {
+        return Err(ApiError::bad_request(format!(
+            "submit 1 to {MAX_EVENTS_PER_SUBMIT} events"
+        )));
+    }
+    let mut results: Vec<Option<SubmitResult>> = Vec::with_capacity(body.events.len());
+    let mut decoded = Vec::new();
+    for text in &body.events {
+        let event = hex::decode(text)
+            .map_err(|e| format!("not hex: {e}"))
+            .and_then(|bytes| Event::from_bytes(&bytes).map_err(|e| e.to_string()));
+        match event {
+            Ok(event) if on_channel(&event, channel) => {
+                decoded.push(event);
+                results.push(None);
+            }
+            Ok(event) => results.push(Some(SubmitResult::Refused {
+                code: "forbidden",
+                message: format!(
+                    "a {channel} bridge may submit only inbound messages and receipts on {channel}, not {}",
+                    event.header().kind.name()
+                ),
+            })),
+            Err(message) => results.push(Some(SubmitResult::Refused {
+                code: "malformed",
+                message,
+            })),
+        }
+    }
+    let mut outcomes = ingest.submit(decoded).await.into_iter();
+    let results = results
+        .into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| match outcomes.next() {
+                Some(Ok(Submitted::Stored(id))) => SubmitResult::Stored { id },
+                Some(Ok(Submitted::Duplicate(id))) => SubmitResult::Duplicate { id },
+                Some(Err(err)) => {
+                    let err = ApiError::from(err);
+                    SubmitResult::Refused {
+                        code: err.code(),
+                        message: err.message().to_owned(),
+                    }
+                }
+                None => SubmitResult::Refused {
+                    code: "internal",
+                    message: "no outcome".to_owned(),
+                },
+            })
+        })
+        .collect();
+    Ok(Json(SubmitAnswer { results }))
+}
+
+fn on_channel(event: &Event, channel: threadline_protocol::ChannelKind) -> bool {
+    match &event.header().kind {
+        EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Inbound { channel: used },
+        })
+        | EventKind::Thread(ThreadKind::Receipt { channel: used, .. }) => *used == channel,
+        _ => false,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveriesQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    seq: u64,
+    thread: ThreadId,
+    event: EventId,
+    handle: Handle,
+    text: String,
+    queued_at: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeliveriesAnswer {
+    deliveries: Vec<DeliveryView>,
+}
+
+/// `GET /api/v1/bridge/deliveries?limit=N`: the oldest queued deliveries of the bridge's
+/// channel. They stay queued until acknowledged (at-least-once).
+pub async fn deliveries(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<DeliveriesAnswer>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
+    let mut deliveries = Vec::new();
+    for entry in ingest
+        .store()
+        .tree(TreeName::Outbound)
+        .scan_prefix([writer_channel_byte(channel)])
+        .take(limit)
+    {
+        let (_, value) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
+        let delivery: Delivery = crate::store::decode("outbound", &value)?;
+        deliveries.push(DeliveryView {
+            seq: delivery.seq,
+            thread: delivery.thread,
+            event: delivery.event,
+            handle: delivery.handle,
+            text: delivery.text,
+            queued_at: delivery.queued_at.as_millis(),
+        });
+    }
+    Ok(Json(DeliveriesAnswer { deliveries }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct AckAnswer {
+    acknowledged: bool,
+}
+
+/// `POST /api/v1/bridge/deliveries/{seq}/ack`: the bridge sent it; it leaves the queue
+/// (idempotent).
+pub async fn ack(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    Path(seq): Path<String>,
+) -> Result<Json<AckAnswer>, ApiError> {
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no delivery `{seq}`")))?;
+    let mut key = vec![writer_channel_byte(channel)];
+    key.extend_from_slice(&seq.to_be_bytes());
+    let tree = ingest.store().tree(TreeName::Outbound);
+    let removed = tree
+        .remove(key)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    tree.flush_async()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(AckAnswer {
+        acknowledged: removed.is_some(),
+    }))
+}

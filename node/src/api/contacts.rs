@@ -1,0 +1,229 @@
+//! `/api/v1/contacts`: search, the common record with its whole cross-channel timeline,
+//! linking a handle, merging two contacts.
+
+use std::sync::PoisonError;
+
+use axum::{
+    extract::{rejection::JsonRejection, rejection::QueryRejection, Path, Query, State},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use threadline_protocol::{
+    channel::Handle, directory::DirectoryState, ContactId, EventId, ThreadId,
+};
+
+use super::auth::AgentCaller;
+use super::threads::thread_events;
+use super::views::{parse_id, EventView, ThreadView};
+use super::ApiError;
+use crate::ingest::{DirectoryAction, Ingest};
+use crate::store::TreeName;
+
+/// Most contacts one search returns.
+const MAX_RESULTS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    /// A handle (`email:alice@example.com`) or part of a display name.
+    q: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContactSummary {
+    id: ContactId,
+    display_name: Option<String>,
+    handles: Vec<Handle>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResult {
+    contacts: Vec<ContactSummary>,
+}
+
+fn summary(state: &DirectoryState, id: ContactId) -> Option<ContactSummary> {
+    let (root, record) = state.contact(id)?;
+    (!record.erased).then(|| ContactSummary {
+        id: root,
+        display_name: record.display_name.clone(),
+        handles: record.handles.iter().cloned().collect(),
+    })
+}
+
+/// `GET /api/v1/contacts?q=...`.
+pub async fn search(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<SearchResult>, ApiError> {
+    let Query(query) = query?;
+    let needle = query.q.trim();
+    if needle.is_empty() {
+        return Err(ApiError::bad_request("q is empty"));
+    }
+    let directory = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    let state = directory.state();
+    let contacts = match needle.parse::<Handle>() {
+        Ok(handle) => state
+            .resolve(&handle)
+            .and_then(|id| summary(state, id))
+            .into_iter()
+            .collect(),
+        Err(_) => {
+            let lower = needle.to_lowercase();
+            state
+                .contacts
+                .iter()
+                .filter(|(_, record)| record.merged_into.is_none() && !record.erased)
+                .filter(|(_, record)| {
+                    record
+                        .display_name
+                        .as_deref()
+                        .is_some_and(|name| name.to_lowercase().contains(&lower))
+                        || record.handles.iter().any(|h| h.address().contains(&lower))
+                })
+                .filter_map(|(id, _)| summary(state, *id))
+                .take(MAX_RESULTS)
+                .collect()
+        }
+    };
+    Ok(Json(SearchResult { contacts }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContactRecordView {
+    id: ContactId,
+    display_name: Option<String>,
+    handles: Vec<Handle>,
+    attributes: std::collections::BTreeMap<String, String>,
+    merged_from: Vec<ContactId>,
+    erased: bool,
+    threads: Vec<ThreadView>,
+    /// Every event of every thread of the contact, on every channel, by time.
+    timeline: Vec<EventView>,
+}
+
+/// `GET /api/v1/contacts/{id}`: the common record.
+pub async fn show(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+) -> Result<Json<ContactRecordView>, ApiError> {
+    let id: ContactId = parse_id(&id, "contact")?;
+    Ok(Json(record(&ingest, id)?))
+}
+
+/// The common record of a contact (also used by `threadline contact export`).
+pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiError> {
+    let (root, record, members) = {
+        let directory = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (root, record) = directory
+            .state()
+            .contact(id)
+            .ok_or_else(|| ApiError::not_found(format!("no contact `{id}`")))?;
+        let mut members = vec![root];
+        members.extend(record.merged_from.iter().copied());
+        (root, record.clone(), members)
+    };
+    let mut threads = Vec::new();
+    let mut timeline = Vec::new();
+    for member in members {
+        for entry in ingest
+            .store()
+            .tree(TreeName::ContactThreads)
+            .scan_prefix(member.as_bytes())
+        {
+            let (key, _) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
+            let thread = ThreadId::from_bytes(
+                <[u8; 32]>::try_from(&key[16..])
+                    .map_err(|_| ApiError::internal("bad index key"))?,
+            );
+            if let Some(state) = ingest.store().thread_state(&thread)? {
+                threads.push(ThreadView::new(thread, &state, ingest)?);
+            }
+            timeline.extend(thread_events(ingest, thread)?);
+        }
+    }
+    timeline.sort_by_key(|event| (event.timestamp(), event.id));
+    Ok(ContactRecordView {
+        id: root,
+        display_name: record.display_name,
+        handles: record.handles.into_iter().collect(),
+        attributes: record
+            .attributes
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        merged_from: record.merged_from.into_iter().collect(),
+        erased: record.erased,
+        threads,
+        timeline,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LinkBody {
+    handle: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Done {
+    events: Vec<EventId>,
+}
+
+/// `POST /api/v1/contacts/{id}/handles` `{"handle": "..."}`: a handle linked to another
+/// contact is refused (merge the contacts instead).
+pub async fn link_handle(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<LinkBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let id: ContactId = parse_id(&id, "contact")?;
+    let Json(body) = body?;
+    let handle: Handle = body
+        .handle
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let events = ingest
+        .change_directory(DirectoryAction::LinkHandle(id, handle))
+        .await?;
+    Ok(Json(Done { events }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MergeBody {
+    from: String,
+    into: String,
+}
+
+/// `POST /api/v1/contacts/merge` `{"from": id, "into": id}`.
+pub async fn merge(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<MergeBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let from: ContactId = body
+        .from
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("bad contact id `{}`", body.from)))?;
+    let into: ContactId = body
+        .into
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("bad contact id `{}`", body.into)))?;
+    if from == into {
+        return Err(ApiError::bad_request(
+            "a contact cannot be merged into itself",
+        ));
+    }
+    let events = ingest
+        .change_directory(DirectoryAction::Merge { from, into })
+        .await?;
+    Ok(Json(Done { events }))
+}

@@ -1,0 +1,338 @@
+//! `/api/v1/threads`: list with filters and cursor pagination; one thread with its events;
+//! the agent's actions on a thread.
+
+use axum::{
+    extract::{rejection::JsonRejection, rejection::QueryRejection, Path, Query, State},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use threadline_protocol::{
+    channel::Handle, event::Status, name::Label, AgentId, ChannelKind, ContactId, EventId, ScopeId,
+    ThreadId, Timestamp,
+};
+
+use super::auth::AgentCaller;
+use super::views::{parse_id, status_name, EventView, ThreadView};
+use super::ApiError;
+use crate::ingest::{Action, Ingest};
+
+/// Default and largest page.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    /// An agent id, or `none` for unassigned.
+    assignee: Option<String>,
+    channel: Option<String>,
+    label: Option<String>,
+    contact: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadPage {
+    threads: Vec<ThreadView>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/threads`: most recent activity first.
+pub async fn list(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<ThreadPage>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
+    let status = query.status.as_deref();
+    if let Some(status) = status {
+        if !["open", "pending", "snoozed", "resolved"].contains(&status) {
+            return Err(ApiError::bad_request(format!("unknown status `{status}`")));
+        }
+    }
+    let assignee: Option<Option<AgentId>> = match query.assignee.as_deref() {
+        None => None,
+        Some("none") => Some(None),
+        Some(text) => {
+            Some(Some(text.parse().map_err(|_| {
+                ApiError::bad_request(format!("bad assignee `{text}`"))
+            })?))
+        }
+    };
+    let channel: Option<ChannelKind> = query
+        .channel
+        .as_deref()
+        .map(|c| c.parse().map_err(|e| ApiError::bad_request(format!("{e}"))))
+        .transpose()?;
+    let contact: Option<ContactId> = query
+        .contact
+        .as_deref()
+        .map(|c| {
+            c.parse()
+                .map_err(|_| ApiError::bad_request(format!("bad contact `{c}`")))
+        })
+        .transpose()?;
+    let cursor: Option<(u64, ThreadId)> = query.cursor.as_deref().map(parse_cursor).transpose()?;
+
+    let mut matching = Vec::new();
+    for entry in ingest.store().thread_states() {
+        let (id, state) = entry?;
+        let keep = status.is_none_or(|s| status_name(&state.status) == s)
+            && assignee.is_none_or(|a| state.assignee == a)
+            && channel.is_none_or(|c| state.route.map_or(state.opened_on, |r| r.channel) == c)
+            && query
+                .label
+                .as_deref()
+                .is_none_or(|l| state.labels.iter().any(|label| label.as_str() == l))
+            && contact.is_none_or(|c| state.contact == c);
+        if keep {
+            matching.push((state.last_activity.as_millis(), id, state));
+        }
+    }
+    // Newest first; ties by id so that pages are stable.
+    matching.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let start = match cursor {
+        Some((time, id)) => matching
+            .iter()
+            .position(|(t, i, _)| (*t, std::cmp::Reverse(*i)) < (time, std::cmp::Reverse(id)))
+            .unwrap_or(matching.len()),
+        None => 0,
+    };
+    let page: Vec<_> = matching.iter().skip(start).take(limit).collect();
+    let next_cursor = (start + page.len() < matching.len())
+        .then(|| page.last().map(|(time, id, _)| format!("{time}.{id}")))
+        .flatten();
+    let threads = page
+        .iter()
+        .map(|(_, id, state)| ThreadView::new(*id, state, &ingest))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(ThreadPage {
+        threads,
+        next_cursor,
+    }))
+}
+
+fn parse_cursor(text: &str) -> Result<(u64, ThreadId), ApiError> {
+    let bad = || ApiError::bad_request(format!("bad cursor `{text}`"));
+    let (time, id) = text.split_once('.').ok_or_else(bad)?;
+    Ok((
+        time.parse().map_err(|_| bad())?,
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadDetail {
+    thread: ThreadView,
+    events: Vec<EventView>,
+}
+
+/// `GET /api/v1/threads/{id}`: the state and every event in order.
+pub async fn show(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+) -> Result<Json<ThreadDetail>, ApiError> {
+    let id: ThreadId = parse_id(&id, "thread")?;
+    let state = ingest
+        .store()
+        .thread_state(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
+    let events = thread_events(&ingest, id)?;
+    Ok(Json(ThreadDetail {
+        thread: ThreadView::new(id, &state, &ingest)?,
+        events,
+    }))
+}
+
+/// A thread's events in linear order.
+pub fn thread_events(ingest: &Ingest, id: ThreadId) -> Result<Vec<EventView>, ApiError> {
+    ingest
+        .store()
+        .log_events(&ScopeId::Thread(id))
+        .map(|event| {
+            let event = event?;
+            let event_id = event.id().map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(EventView::new(event_id, Some(id), &event))
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TextBody {
+    text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Done {
+    event: EventId,
+}
+
+async fn act(
+    ingest: &Ingest,
+    caller: AgentCaller,
+    id: &str,
+    action: Action,
+) -> Result<Json<Done>, ApiError> {
+    let thread: ThreadId = parse_id(id, "thread")?;
+    let event = ingest.act(caller.0, thread, action).await?;
+    Ok(Json(Done { event }))
+}
+
+fn text(body: Result<Json<TextBody>, JsonRejection>) -> Result<String, ApiError> {
+    let Json(body) = body?;
+    if body.text.trim().is_empty() {
+        return Err(ApiError::bad_request("text is empty"));
+    }
+    Ok(body.text)
+}
+
+/// `POST /api/v1/threads/{id}/replies` `{"text": "..."}`: a reply, delivered on the route.
+pub async fn reply(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<TextBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let text = text(body)?;
+    act(&ingest, caller, &id, Action::Reply(text)).await
+}
+
+/// `POST /api/v1/threads/{id}/notes` `{"text": "..."}`: an internal note.
+pub async fn note(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<TextBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let text = text(body)?;
+    act(&ingest, caller, &id, Action::Note(text)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AssignBody {
+    assignee: Option<String>,
+}
+
+/// `POST /api/v1/threads/{id}/assign` `{"assignee": "<agent id>" | null}`.
+pub async fn assign(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<AssignBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let assignee = body
+        .assignee
+        .as_deref()
+        .map(|a| {
+            a.parse::<AgentId>()
+                .map_err(|_| ApiError::bad_request(format!("bad agent id `{a}`")))
+        })
+        .transpose()?;
+    act(&ingest, caller, &id, Action::Assign(assignee)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusBody {
+    status: String,
+    /// For `snoozed`: until when, in ms since the epoch.
+    until: Option<u64>,
+}
+
+/// `POST /api/v1/threads/{id}/status` `{"status": "open"|"pending"|"resolved"|"snoozed",
+/// "until": ms}`.
+pub async fn status(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<StatusBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let status = match (body.status.as_str(), body.until) {
+        ("open", None) => Status::Open,
+        ("pending", None) => Status::Pending,
+        ("resolved", None) => Status::Resolved,
+        ("snoozed", Some(until)) => Status::Snoozed {
+            until: Timestamp::from_millis(until),
+        },
+        ("snoozed", None) => return Err(ApiError::bad_request("snoozed needs `until`")),
+        (other, _) => {
+            return Err(ApiError::bad_request(format!(
+                "status must be open, pending, snoozed (with until) or resolved, not `{other}`"
+            )))
+        }
+    };
+    act(&ingest, caller, &id, Action::Status(status)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HandOffBody {
+    handle: String,
+}
+
+/// `POST /api/v1/threads/{id}/handoff` `{"handle": "email:alice@example.com"}`: route replies
+/// to another handle of the thread's contact (a handle of anyone else is refused).
+pub async fn hand_off(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<HandOffBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let handle: Handle = body
+        .handle
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    act(&ingest, caller, &id, Action::HandOff(handle)).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LabelsBody {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabelsDone {
+    events: Vec<EventId>,
+}
+
+/// `POST /api/v1/threads/{id}/labels` `{"add": [...], "remove": [...]}`.
+pub async fn labels(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<LabelsBody>, JsonRejection>,
+) -> Result<Json<LabelsDone>, ApiError> {
+    let Json(body) = body?;
+    let thread: ThreadId = parse_id(&id, "thread")?;
+    let parse =
+        |l: &String| Label::new(l.clone()).map_err(|e| ApiError::bad_request(e.to_string()));
+    let add: Vec<Label> = body.add.iter().map(parse).collect::<Result<_, _>>()?;
+    let remove: Vec<Label> = body.remove.iter().map(parse).collect::<Result<_, _>>()?;
+    if add.is_empty() && remove.is_empty() {
+        return Err(ApiError::bad_request("nothing to add or remove"));
+    }
+    let mut events = Vec::new();
+    for label in add {
+        events.push(
+            ingest
+                .act(caller.0, thread, Action::LabelAdd(label))
+                .await?,
+        );
+    }
+    for label in remove {
+        events.push(
+            ingest
+                .act(caller.0, thread, Action::LabelRemove(label))
+                .await?,
+        );
+    }
+    Ok(Json(LabelsDone { events }))
+}

@@ -1,0 +1,205 @@
+//! What the API answers with: JSON views of threads, events and contacts. These are the API's
+//! types, apart from the protocol's, so that the protocol can change without breaking clients.
+
+use serde::Serialize;
+use threadline_protocol::{
+    channel::Handle,
+    event::{Direction, DirectoryKind, EventKind, ReceiptKind, Status, ThreadKind},
+    thread::ThreadState,
+    AgentId, ChannelKind, ContactId, Event, EventId, OrgId, PublicKey, ThreadId, Timestamp,
+};
+
+use super::ApiError;
+use crate::ingest::Ingest;
+
+/// A thread's derived state.
+#[derive(Debug, Serialize)]
+pub struct ThreadView {
+    pub id: ThreadId,
+    pub contact: ContactId,
+    pub status: &'static str,
+    pub snoozed_until: Option<u64>,
+    pub assignee: Option<AgentId>,
+    pub opened_on: ChannelKind,
+    pub opened_at: u64,
+    pub route: Option<RouteView>,
+    pub labels: Vec<String>,
+    pub members: Vec<OrgId>,
+    pub n_messages: u64,
+    pub last_activity: u64,
+}
+
+/// Where replies go.
+#[derive(Debug, Serialize)]
+pub struct RouteView {
+    pub channel: ChannelKind,
+    /// The customer's handle on it; `null` once erased.
+    pub handle: Option<Handle>,
+}
+
+/// One event of a thread.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub id: EventId,
+    pub thread: Option<ThreadId>,
+    pub kind: &'static str,
+    pub author: PublicKey,
+    pub agent: Option<AgentId>,
+    pub time: u64,
+    pub depth: u64,
+    pub parents: Vec<EventId>,
+    /// Whether the event had content that is now erased.
+    pub erased: bool,
+    pub text: Option<String>,
+    pub handle: Option<Handle>,
+    pub external_id: Option<String>,
+    /// Kind-specific details (the new status, the assignee, the label, the receipt, ...).
+    pub detail: serde_json::Value,
+}
+
+pub fn status_name(status: &Status) -> &'static str {
+    match status {
+        Status::Open => "open",
+        Status::Pending => "pending",
+        Status::Snoozed { .. } => "snoozed",
+        Status::Resolved => "resolved",
+    }
+}
+
+impl ThreadView {
+    pub fn new(id: ThreadId, state: &ThreadState, ingest: &Ingest) -> Result<Self, ApiError> {
+        let route = match state.route {
+            Some(route) => {
+                let handle = ingest
+                    .store()
+                    .event(&route.handle_from)?
+                    .and_then(|event| event.content)
+                    .and_then(|content| content.handle);
+                Some(RouteView {
+                    channel: route.channel,
+                    handle,
+                })
+            }
+            None => None,
+        };
+        Ok(ThreadView {
+            id,
+            contact: state.contact,
+            status: status_name(&state.status),
+            snoozed_until: match state.status {
+                Status::Snoozed { until } => Some(until.as_millis()),
+                _ => None,
+            },
+            assignee: state.assignee,
+            opened_on: state.opened_on,
+            opened_at: state.opened_at.as_millis(),
+            route,
+            labels: state.labels.iter().map(|l| l.to_string()).collect(),
+            members: state.members.iter().copied().collect(),
+            n_messages: state.n_messages,
+            last_activity: state.last_activity.as_millis(),
+        })
+    }
+}
+
+impl EventView {
+    pub fn new(id: EventId, thread: Option<ThreadId>, event: &Event) -> Self {
+        let header = event.header();
+        let content = event.content.as_ref();
+        let detail = match &header.kind {
+            EventKind::Thread(kind) => thread_detail(kind),
+            EventKind::Directory(kind) => directory_detail(kind),
+        };
+        EventView {
+            id,
+            thread,
+            kind: header.kind.name(),
+            author: header.author,
+            agent: header.agent,
+            time: header.author_time.as_millis(),
+            depth: header.depth,
+            parents: header.parents.clone(),
+            erased: header.content_hash.is_some() && content.is_none(),
+            text: content.map(|c| c.text.clone()).filter(|t| !t.is_empty()),
+            handle: content.and_then(|c| c.handle.clone()),
+            external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
+            detail,
+        }
+    }
+
+    /// The author time, for sorting timelines.
+    pub fn timestamp(&self) -> Timestamp {
+        Timestamp::from_millis(self.time)
+    }
+}
+
+fn thread_detail(kind: &ThreadKind) -> serde_json::Value {
+    use serde_json::json;
+    match kind {
+        ThreadKind::Opened {
+            org,
+            contact,
+            channel,
+        } => {
+            json!({"org": org, "contact": contact, "channel": channel})
+        }
+        ThreadKind::Message { direction } => match direction {
+            Direction::Inbound { channel } => json!({"direction": "inbound", "channel": channel}),
+            Direction::Outbound => json!({"direction": "outbound"}),
+        },
+        ThreadKind::Assign { assignee } => json!({"assignee": assignee}),
+        ThreadKind::Status { status } => json!({
+            "status": status_name(status),
+            "until": match status { Status::Snoozed { until } => Some(until.as_millis()), _ => None },
+        }),
+        ThreadKind::HandOff { channel } => json!({"channel": channel}),
+        ThreadKind::Receipt {
+            target,
+            channel,
+            receipt,
+        } => json!({
+            "target": target,
+            "channel": channel,
+            "receipt": match receipt {
+                ReceiptKind::Failed => "failed",
+                ReceiptKind::Delivered => "delivered",
+                ReceiptKind::Read => "read",
+            },
+        }),
+        ThreadKind::Read { up_to } => json!({"up_to": up_to}),
+        ThreadKind::LabelAdd { label } | ThreadKind::LabelRemove { label } => {
+            json!({"label": label.as_str()})
+        }
+        ThreadKind::MemberAdd { org } | ThreadKind::MemberRemove { org } => json!({"org": org}),
+        ThreadKind::Erase { targets } => json!({"targets": targets}),
+        _ => json!({}),
+    }
+}
+
+fn directory_detail(kind: &DirectoryKind) -> serde_json::Value {
+    use serde_json::json;
+    match kind {
+        DirectoryKind::CreateContact { contact }
+        | DirectoryKind::LinkHandle { contact }
+        | DirectoryKind::UnlinkHandle { contact }
+        | DirectoryKind::EraseContact { contact } => json!({"contact": contact}),
+        DirectoryKind::Merge { from, into } => json!({"from": from, "into": into}),
+        DirectoryKind::SetAttribute { contact, key } => {
+            json!({"contact": contact, "key": key.as_str()})
+        }
+        DirectoryKind::Consent {
+            contact,
+            channel,
+            granted,
+        } => {
+            json!({"contact": contact, "channel": channel, "granted": granted})
+        }
+        _ => json!({}),
+    }
+}
+
+/// Parses an id from a path segment, or answers 404.
+pub fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no {what} `{text}`")))
+}

@@ -1,0 +1,266 @@
+//! The one ingest pipeline. Every source (the agent API, bridges, and later peers) submits
+//! here, and every change to the store goes through here:
+//!
+//! `decode → verify (batched) → authorise → store (durable) → index → fan-out`.
+//!
+//! One writer thread owns the mutable state (the org's directory, a cache of threads) and the
+//! store's writes. It takes requests from a bounded queue ([`QUEUE_DEPTH`]); when callers push
+//! faster than it writes, they wait (back-pressure). It drains up to [`MAX_BATCH`] requests at
+//! once, verifies all their signatures in one batch, applies them in order (each event and its
+//! indexes in one transaction), then makes the whole batch durable with one flush (group
+//! commit) and only then answers the callers and fans out to live streams. So: acknowledged
+//! means durable, and one fsync serves many writers.
+
+mod writer;
+
+use std::sync::{Arc, RwLock};
+
+use threadline_protocol::{
+    channel::Handle, event::Status, name::Label, AgentId, ContactId, Directory, Event, EventId,
+    ScopeId, ThreadId,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::identity::Identity;
+use crate::store::{Store, StoreError};
+
+pub use writer::{channel_byte as writer_channel_byte, start, Running};
+
+/// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,
+/// callers wait.
+pub const QUEUE_DEPTH: usize = 1024;
+/// Requests the writer takes per group commit. Bounds the latency one flush adds to the first
+/// request of a batch, while amortising the flush over many.
+pub const MAX_BATCH: usize = 512;
+/// Live events buffered per subscriber; a subscriber that falls further behind is told it
+/// lagged and should reload.
+pub const LIVE_BUFFER: usize = 4096;
+
+/// Why a request was refused. Refused requests change nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The event failed verification.
+    #[error("invalid event: {0}")]
+    Invalid(#[from] threadline_protocol::event::VerifyError),
+    /// The event failed the DAG or auth rules.
+    #[error("refused: {0}")]
+    Refused(#[from] threadline_protocol::thread::IngestError),
+    /// The thread is not known.
+    #[error("no thread {0}")]
+    UnknownThread(ThreadId),
+    /// The contact is not known.
+    #[error("no contact {0}")]
+    UnknownContact(ContactId),
+    /// The event belongs to a log this node does not keep.
+    #[error("this node does not keep {0}")]
+    ForeignScope(ScopeId),
+    /// A hand-off names a handle that is not the thread's contact's, or a link names a handle
+    /// of another contact.
+    #[error("{handle} is not a handle of this contact (link it to the contact first; a handle of another contact needs a merge)")]
+    HandleNotOfContact {
+        /// The handle.
+        handle: Handle,
+    },
+    /// The store failed; the request may or may not be stored, and was not acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<sled::Error> for IngestError {
+    fn from(err: sled::Error) -> Self {
+        IngestError::Store(StoreError::Sled(err))
+    }
+}
+
+/// An agent's action on a thread; the node signs it for the agent.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// A reply to the customer, delivered on the thread's route.
+    Reply(String),
+    /// An internal note.
+    Note(String),
+    /// Assign or unassign.
+    Assign(Option<AgentId>),
+    /// Change status.
+    Status(Status),
+    /// Route replies to another handle of the contact.
+    HandOff(Handle),
+    /// Add a label.
+    LabelAdd(Label),
+    /// Remove a label.
+    LabelRemove(Label),
+}
+
+/// A change to the contact directory, signed by the node.
+#[derive(Debug, Clone)]
+pub enum DirectoryAction {
+    /// Link a handle to a contact.
+    LinkHandle(ContactId, Handle),
+    /// Merge a contact into another.
+    Merge {
+        /// Merged away.
+        from: ContactId,
+        /// Kept.
+        into: ContactId,
+    },
+    /// Erase a contact: directory content and the content of every event of its threads.
+    Erase(ContactId),
+}
+
+/// The outcome of submitting one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored (durably, once the caller sees this).
+    Stored(EventId),
+    /// Already stored (same id, or same external message id): nothing new was written.
+    Duplicate(EventId),
+}
+
+/// Where a customer's handle leads: its contact and open thread, and the parents and depth a
+/// bridge puts in its next event on that thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The contact.
+    pub contact: ContactId,
+    /// The open thread.
+    pub thread: ThreadId,
+    /// Parents for the next event.
+    pub parents: Vec<EventId>,
+    /// Depth for the next event.
+    pub depth: u64,
+}
+
+/// Something that changed, for agents' live streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveEvent {
+    /// The log.
+    pub scope: ScopeId,
+    /// The event.
+    pub event: EventId,
+    /// Its kind's name (`thread.message.inbound`, ...).
+    pub kind: &'static str,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, IngestError>>;
+
+enum Request {
+    Submit(
+        Vec<Event>,
+        oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
+    ),
+    Resolve(Handle, Reply<Resolved>),
+    Act(AgentId, ThreadId, Action, Reply<EventId>),
+    Directory(DirectoryAction, Reply<Vec<EventId>>),
+}
+
+/// The handle to the pipeline: cheap to clone, one per API task.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    requests: mpsc::Sender<Request>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    live: broadcast::Sender<LiveEvent>,
+    directory: Arc<RwLock<Directory>>,
+    store: Store,
+    identity: Identity,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Submit(..) => "Submit",
+            Request::Resolve(..) => "Resolve",
+            Request::Act(..) => "Act",
+            Request::Directory(..) => "Directory",
+        })
+    }
+}
+
+impl Ingest {
+    /// Submits signed events (from a bridge, later from peers). Answers each, in order, once
+    /// the stored ones are durable. Cancel-safe: dropping the future before it resolves leaves
+    /// the events either stored or not, never half-stored.
+    pub async fn submit(&self, events: Vec<Event>) -> Vec<Result<Submitted, IngestError>> {
+        let n_events = events.len();
+        let (reply, answer) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::Submit(events, reply))
+            .await
+            .is_err()
+        {
+            return (0..n_events)
+                .map(|_| Err(IngestError::ShuttingDown))
+                .collect();
+        }
+        answer.await.unwrap_or_else(|_| {
+            (0..n_events)
+                .map(|_| Err(IngestError::ShuttingDown))
+                .collect()
+        })
+    }
+
+    /// Resolves a customer's handle to its contact and open thread, creating either when new.
+    pub async fn resolve(&self, handle: Handle) -> Result<Resolved, IngestError> {
+        self.call(|reply| Request::Resolve(handle, reply)).await
+    }
+
+    /// Performs an agent's action on a thread, signed by this node for the agent.
+    pub async fn act(
+        &self,
+        agent: AgentId,
+        thread: ThreadId,
+        action: Action,
+    ) -> Result<EventId, IngestError> {
+        self.call(|reply| Request::Act(agent, thread, action, reply))
+            .await
+    }
+
+    /// Changes the contact directory, signed by this node.
+    pub async fn change_directory(
+        &self,
+        action: DirectoryAction,
+    ) -> Result<Vec<EventId>, IngestError> {
+        self.call(|reply| Request::Directory(action, reply)).await
+    }
+
+    /// A live stream of what changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.live.subscribe()
+    }
+
+    /// Resolves when the node starts shutting down (long-lived responses end then).
+    /// Cancel-safe.
+    pub async fn closing(&self) {
+        let mut closing = self.closing.clone();
+        // An error means the sender is gone: the node is stopping too.
+        let _ = closing.wait_for(|closing| *closing).await;
+    }
+
+    /// The org's contact directory (read-only use).
+    pub fn directory(&self) -> &Arc<RwLock<Directory>> {
+        &self.directory
+    }
+
+    /// The store (read-only use: all writes go through the pipeline).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(request(reply))
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+}

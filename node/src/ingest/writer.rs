@@ -1,0 +1,780 @@
+//! The writer thread: the only code that mutates the store and the in-memory logs.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use threadline_protocol::{
+    channel::Handle,
+    event::{self, Content, Direction, DirectoryKind, Draft, EventKind, Scope, Status, ThreadKind},
+    limits::MAX_ERASE_TARGETS,
+    ContactId, Directory, Event, EventId, Inserted, OrgId, ScopeId, Thread, ThreadId, Timestamp,
+    VerifiedEvent,
+};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, error, warn};
+
+use super::{
+    Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Submitted,
+    LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
+};
+use crate::identity::Identity;
+use crate::store::{Delivery, Store, StoreError, TreeName, WriteSet};
+
+/// Threads kept in memory. A thread not in the cache is rebuilt from the store when it is
+/// next written to (about 2 µs per event, without re-verifying signatures).
+const THREAD_CACHE_CAPACITY: usize = 4096;
+
+/// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
+/// no directory for the node's org (run `threadline init` first) or cannot be read.
+pub fn start(
+    store: Store,
+    identity: Identity,
+    now: fn() -> Timestamp,
+) -> Result<(Ingest, Running), IngestError> {
+    let org = identity.org;
+    let stored: Vec<VerifiedEvent> = store
+        .log_events(&ScopeId::Directory(org))
+        .map(|event| Ok::<_, IngestError>(event?.verify_from_store()?))
+        .collect::<Result<_, _>>()?;
+    let directory = Arc::new(RwLock::new(Directory::restore(stored)?));
+    let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
+    let (closing_sender, closing) = tokio::sync::watch::channel(false);
+    let (live, _) = broadcast::channel(LIVE_BUFFER);
+    let writer = Writer {
+        store: store.clone(),
+        identity: identity.clone(),
+        org,
+        directory: Arc::clone(&directory),
+        threads: ThreadCache::default(),
+        live: live.clone(),
+        now,
+    };
+    let handle = std::thread::Builder::new()
+        .name("threadline-writer".to_owned())
+        .spawn(move || writer.run(receiver))
+        .map_err(|err| {
+            IngestError::Store(StoreError::Corrupt {
+                tree: "writer",
+                detail: format!("cannot start the writer thread: {err}"),
+            })
+        })?;
+    Ok((
+        Ingest {
+            requests,
+            closing,
+            live,
+            directory,
+            store,
+            identity,
+        },
+        Running {
+            writer: handle,
+            closing: Arc::new(closing_sender),
+        },
+    ))
+}
+
+/// The running writer: tell it the node is closing, then wait for it once every [`Ingest`]
+/// handle is dropped.
+#[derive(Debug)]
+pub struct Running {
+    writer: std::thread::JoinHandle<()>,
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Tells long-lived responses (live streams) that the node is closing.
+#[derive(Debug, Clone)]
+pub struct Closing(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Closing {
+    /// Signals it.
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Running {
+    /// A handle to signal closing.
+    pub fn closing(&self) -> Closing {
+        Closing(Arc::clone(&self.closing))
+    }
+
+    /// Waits for the writer to finish the requests it has (blocks the calling thread).
+    pub fn join(self) {
+        self.closing.send_replace(true);
+        if self.writer.join().is_err() {
+            error!("the writer thread panicked");
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    identity: Identity,
+    org: OrgId,
+    directory: Arc<RwLock<Directory>>,
+    threads: ThreadCache,
+    live: broadcast::Sender<LiveEvent>,
+    now: fn() -> Timestamp,
+}
+
+enum Answer {
+    Submit(
+        tokio::sync::oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
+        Vec<Result<Submitted, IngestError>>,
+    ),
+    Resolve(super::Reply<Resolved>, Result<Resolved, IngestError>),
+    Act(super::Reply<EventId>, Result<EventId, IngestError>),
+    Directory(
+        super::Reply<Vec<EventId>>,
+        Result<Vec<EventId>, IngestError>,
+    ),
+}
+
+impl Writer {
+    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        while let Some(first) = requests.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+        debug!("ingest queue closed; writer stops");
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        // Verify every submitted signature of the batch at once.
+        let mut to_verify = Vec::new();
+        for request in &batch {
+            if let Request::Submit(events, _) = request {
+                to_verify.extend(events.iter().cloned());
+            }
+        }
+        let mut verified = event::verify_batch(to_verify).into_iter();
+
+        let mut live = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for request in batch {
+            match request {
+                Request::Submit(events, reply) => {
+                    let results = (0..events.len())
+                        .map(|_| match verified.next() {
+                            Some(Ok(event)) => self.apply(event, &mut live),
+                            Some(Err(err)) => Err(IngestError::Invalid(err)),
+                            None => Err(IngestError::ShuttingDown),
+                        })
+                        .collect();
+                    answers.push(Answer::Submit(reply, results));
+                }
+                Request::Resolve(handle, reply) => {
+                    let result = self.resolve(handle, &mut live);
+                    answers.push(Answer::Resolve(reply, result));
+                }
+                Request::Act(agent, thread, action, reply) => {
+                    let result = self.act(agent, thread, action, &mut live);
+                    answers.push(Answer::Act(reply, result));
+                }
+                Request::Directory(action, reply) => {
+                    let result = self.change_directory(action, &mut live);
+                    answers.push(Answer::Directory(reply, result));
+                }
+            }
+        }
+
+        // Group commit: one flush for the whole batch, then answers.
+        let flushed = self.store.flush().map_err(|err| err.to_string());
+        if let Err(err) = &flushed {
+            error!(cause = %err, "flush failed; answering the batch with errors");
+        }
+        let not_durable = |err: &String| {
+            IngestError::Store(StoreError::Corrupt {
+                tree: "flush",
+                detail: err.clone(),
+            })
+        };
+        for answer in answers {
+            // A caller that went away does not mind.
+            let _ = match (answer, &flushed) {
+                (Answer::Submit(reply, results), Ok(())) => reply.send(results).map_err(drop),
+                (Answer::Submit(reply, results), Err(err)) => reply
+                    .send(results.iter().map(|_| Err(not_durable(err))).collect())
+                    .map_err(drop),
+                (Answer::Resolve(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+                (Answer::Act(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+                (Answer::Directory(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+            };
+        }
+        if flushed.is_ok() {
+            for event in live {
+                // No subscribers is fine.
+                let _ = self.live.send(event);
+            }
+        }
+    }
+
+    /// Authorises and stores one verified event.
+    fn apply(
+        &mut self,
+        event: VerifiedEvent,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Submitted, IngestError> {
+        let id = event.id();
+        if self.store.contains_event(&id)? {
+            return Ok(Submitted::Duplicate(id));
+        }
+        let external_key = external_id_key(&event);
+        if let Some(key) = &external_key {
+            if let Some(existing) = self.store.tree(TreeName::ExternalIds).get(key)? {
+                let existing =
+                    <[u8; 32]>::try_from(existing.as_ref()).map_err(|_| StoreError::Corrupt {
+                        tree: "external_ids",
+                        detail: "value is not an event id".to_owned(),
+                    })?;
+                return Ok(Submitted::Duplicate(EventId::from_bytes(existing)));
+            }
+        }
+        let scope = event.scope_id();
+        let kind = event.header().kind.name();
+        let outcome = match scope {
+            ScopeId::Directory(org) if org == self.org => self.apply_directory(event)?,
+            ScopeId::Directory(_) => return Err(IngestError::ForeignScope(scope)),
+            ScopeId::Thread(thread) => self.apply_thread(thread, event, external_key)?,
+        };
+        if let Submitted::Stored(event) = outcome {
+            live.push(LiveEvent { scope, event, kind });
+        }
+        Ok(outcome)
+    }
+
+    fn apply_directory(&mut self, event: VerifiedEvent) -> Result<Submitted, IngestError> {
+        let id = event.id();
+        let now = (self.now)();
+        let mut directory = self
+            .directory
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changes_erasure = matches!(
+            event.header().kind,
+            EventKind::Directory(DirectoryKind::Merge { .. } | DirectoryKind::EraseContact { .. })
+        );
+        if directory.insert(event.clone(), now)? == Inserted::Duplicate {
+            return Ok(Submitted::Duplicate(id));
+        }
+        let mut writes = WriteSet::default();
+        let stored = directory.dag().get(&id).unwrap_or(&event);
+        writes.put_event(stored)?;
+        if changes_erasure {
+            // Content the directory dropped (an erased contact's names, handles, values).
+            for erased in directory
+                .dag()
+                .iter_ordered()
+                .filter(|e| e.header().content_hash.is_some() && e.content().is_none())
+            {
+                writes.remove(TreeName::Content, erased.id().as_bytes().to_vec());
+            }
+        }
+        self.store.commit(writes)?;
+        Ok(Submitted::Stored(id))
+    }
+
+    fn apply_thread(
+        &mut self,
+        thread_id: ThreadId,
+        event: VerifiedEvent,
+        external_key: Option<Vec<u8>>,
+    ) -> Result<Submitted, IngestError> {
+        let id = event.id();
+        let now = (self.now)();
+        let directory = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let is_root = matches!(event.header().scope, Scope::NewThread);
+        let thread = if is_root {
+            let thread = Thread::open(event.clone(), directory.certificates(), now)?;
+            self.threads.put(thread_id, thread)
+        } else {
+            let thread = self.threads.load(&self.store, thread_id)?;
+            if thread.insert(event.clone(), directory.certificates(), now)? == Inserted::Duplicate {
+                return Ok(Submitted::Duplicate(id));
+            }
+            thread
+        };
+        let state = thread.state();
+        let contact = state.contact;
+        let mut writes = WriteSet::default();
+        writes.put_event(thread.dag().get(&id).unwrap_or(&event))?;
+        writes.put_thread_state(thread_id, state)?;
+        let open_key = directory.state().root_of(contact);
+        match &event.header().kind {
+            EventKind::Thread(ThreadKind::Opened { .. }) => {
+                writes.insert(
+                    TreeName::ContactThreads,
+                    [contact.as_bytes().as_slice(), thread_id.as_bytes()].concat(),
+                    Vec::new(),
+                );
+                writes.insert(
+                    TreeName::OpenThreads,
+                    open_key.as_bytes().to_vec(),
+                    thread_id.as_bytes().to_vec(),
+                );
+            }
+            EventKind::Thread(ThreadKind::Erase { targets }) => {
+                for target in targets {
+                    writes.remove(TreeName::Content, target.as_bytes().to_vec());
+                }
+            }
+            EventKind::Thread(ThreadKind::Status {
+                status: Status::Resolved,
+            }) if state.status == Status::Resolved => {
+                let open = self
+                    .store
+                    .tree(TreeName::OpenThreads)
+                    .get(open_key.as_bytes())?;
+                if open.as_deref() == Some(thread_id.as_bytes().as_slice()) {
+                    writes.remove(TreeName::OpenThreads, open_key.as_bytes().to_vec());
+                }
+            }
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound,
+            }) => match delivery_for(thread, &directory, id, now) {
+                Ok(mut delivery) => {
+                    delivery.seq = self.store.generate_id()?;
+                    let mut key = vec![channel_byte(delivery.handle.channel())];
+                    key.extend_from_slice(&delivery.seq.to_be_bytes());
+                    writes.insert(
+                        TreeName::Outbound,
+                        key,
+                        threadline_protocol::codec::encode(&delivery).map_err(StoreError::from)?,
+                    );
+                }
+                Err(reason) => {
+                    warn!(thread = %thread_id, event = %id, reason, "reply stored but not queued for delivery")
+                }
+            },
+            _ => {}
+        }
+        if let Some(key) = external_key {
+            writes.insert(TreeName::ExternalIds, key, id.as_bytes().to_vec());
+        }
+        self.store.commit(writes)?;
+        Ok(Submitted::Stored(id))
+    }
+
+    fn resolve(
+        &mut self,
+        handle: Handle,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Resolved, IngestError> {
+        let known = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state()
+            .resolve(&handle);
+        let contact = match known {
+            Some(contact) => contact,
+            None => {
+                let contact = ContactId::random(&mut rand_core::OsRng);
+                self.sign_directory(DirectoryKind::CreateContact { contact }, None, live)?;
+                self.sign_directory(
+                    DirectoryKind::LinkHandle { contact },
+                    Some(Content::default().with_handle(handle.clone())),
+                    live,
+                )?;
+                contact
+            }
+        };
+        let open = self
+            .store
+            .tree(TreeName::OpenThreads)
+            .get(contact.as_bytes())?;
+        let open = match open {
+            Some(bytes) => {
+                let id =
+                    ThreadId::from_bytes(<[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
+                        StoreError::Corrupt {
+                            tree: "open_threads",
+                            detail: "value is not a thread id".to_owned(),
+                        }
+                    })?);
+                let resolved = self
+                    .store
+                    .thread_state(&id)?
+                    .is_some_and(|state| state.status == Status::Resolved);
+                (!resolved).then_some(id)
+            }
+            None => None,
+        };
+        let thread = match open {
+            Some(thread) => thread,
+            None => {
+                let draft = Draft::new(
+                    Scope::NewThread,
+                    Vec::new(),
+                    0,
+                    (self.now)(),
+                    EventKind::Thread(ThreadKind::Opened {
+                        org: self.org,
+                        contact,
+                        channel: handle.channel(),
+                    }),
+                )
+                .with_content(Content::default().with_handle(handle.clone()));
+                let root = self.sign(draft)?;
+                let thread = ThreadId::from_root(root.id());
+                self.apply(root, live)?;
+                thread
+            }
+        };
+        let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
+        Ok(Resolved {
+            contact,
+            thread,
+            parents,
+            depth,
+        })
+    }
+
+    fn act(
+        &mut self,
+        agent: threadline_protocol::AgentId,
+        thread_id: ThreadId,
+        action: Action,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<EventId, IngestError> {
+        let thread = self.threads.load(&self.store, thread_id)?;
+        let contact = thread.state().contact;
+        let (parents, depth) = thread.dag().next_parents();
+        let (kind, content) = match action {
+            Action::Reply(text) => (
+                ThreadKind::Message {
+                    direction: Direction::Outbound,
+                },
+                Some(Content::text(text)),
+            ),
+            Action::Note(text) => (ThreadKind::Note, Some(Content::text(text))),
+            Action::Assign(assignee) => (ThreadKind::Assign { assignee }, None),
+            Action::Status(status) => (ThreadKind::Status { status }, None),
+            Action::HandOff(handle) => {
+                let directory = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let owner = directory.state().root_of(contact);
+                if directory.state().resolve(&handle) != Some(owner) {
+                    return Err(IngestError::HandleNotOfContact { handle });
+                }
+                (
+                    ThreadKind::HandOff {
+                        channel: handle.channel(),
+                    },
+                    Some(Content::default().with_handle(handle)),
+                )
+            }
+            Action::LabelAdd(label) => (ThreadKind::LabelAdd { label }, None),
+            Action::LabelRemove(label) => (ThreadKind::LabelRemove { label }, None),
+        };
+        let mut draft = Draft::new(
+            Scope::Thread(thread_id),
+            parents,
+            depth,
+            (self.now)(),
+            EventKind::Thread(kind),
+        )
+        .with_agent(agent);
+        if let Some(content) = content {
+            draft = draft.with_content(content);
+        }
+        let event = self.sign(draft)?;
+        match self.apply(event, live)? {
+            Submitted::Stored(id) | Submitted::Duplicate(id) => Ok(id),
+        }
+    }
+
+    fn change_directory(
+        &mut self,
+        action: DirectoryAction,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        let exists = |writer: &Self, contact: ContactId| {
+            let directory = writer
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match directory.state().contact(contact) {
+                Some((root, record)) if !record.erased => Ok(root),
+                _ => Err(IngestError::UnknownContact(contact)),
+            }
+        };
+        match action {
+            DirectoryAction::LinkHandle(contact, handle) => {
+                let root = exists(self, contact)?;
+                let current = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .state()
+                    .resolve(&handle);
+                match current {
+                    Some(owner) if owner == root => Ok(Vec::new()),
+                    Some(_) => Err(IngestError::HandleNotOfContact { handle }),
+                    None => Ok(vec![self.sign_directory(
+                        DirectoryKind::LinkHandle { contact: root },
+                        Some(Content::default().with_handle(handle)),
+                        live,
+                    )?]),
+                }
+            }
+            DirectoryAction::Merge { from, into } => {
+                exists(self, from)?;
+                exists(self, into)?;
+                Ok(vec![self.sign_directory(
+                    DirectoryKind::Merge { from, into },
+                    None,
+                    live,
+                )?])
+            }
+            DirectoryAction::Erase(contact) => {
+                let root = exists(self, contact)?;
+                let members: Vec<ContactId> = {
+                    let directory = self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let mut members = vec![root];
+                    if let Some((_, record)) = directory.state().contact(root) {
+                        members.extend(record.merged_from.iter().copied());
+                    }
+                    members
+                };
+                let mut ids = vec![self.sign_directory(
+                    DirectoryKind::EraseContact { contact: root },
+                    None,
+                    live,
+                )?];
+                for member in members {
+                    for thread in self.threads_of(member)? {
+                        ids.extend(self.erase_thread_content(thread, live)?);
+                    }
+                }
+                Ok(ids)
+            }
+        }
+    }
+
+    fn threads_of(&self, contact: ContactId) -> Result<Vec<ThreadId>, IngestError> {
+        self.store
+            .tree(TreeName::ContactThreads)
+            .scan_prefix(contact.as_bytes())
+            .map(|entry| {
+                let (key, _) = entry.map_err(StoreError::from)?;
+                let bytes = <[u8; 32]>::try_from(&key[16..]).map_err(|_| StoreError::Corrupt {
+                    tree: "contact_threads",
+                    detail: "short key".to_owned(),
+                })?;
+                Ok(ThreadId::from_bytes(bytes))
+            })
+            .collect()
+    }
+
+    /// Erases the content of every event of a thread that has content, and drops its queued
+    /// deliveries.
+    fn erase_thread_content(
+        &mut self,
+        thread_id: ThreadId,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        let thread = self.threads.load(&self.store, thread_id)?;
+        let mut targets: Vec<EventId> = thread
+            .dag()
+            .iter_ordered()
+            .filter(|e| e.content().is_some())
+            .map(|e| e.id())
+            .collect();
+        targets.sort_unstable();
+        let mut ids = Vec::new();
+        for chunk in targets.chunks(MAX_ERASE_TARGETS) {
+            let thread = self.threads.load(&self.store, thread_id)?;
+            let (parents, depth) = thread.dag().next_parents();
+            let draft = Draft::new(
+                Scope::Thread(thread_id),
+                parents,
+                depth,
+                (self.now)(),
+                EventKind::Thread(ThreadKind::Erase {
+                    targets: chunk.to_vec(),
+                }),
+            );
+            let event = self.sign(draft)?;
+            if let Submitted::Stored(id) = self.apply(event, live)? {
+                ids.push(id);
+            }
+        }
+        let mut writes = WriteSet::default();
+        for entry in self.store.tree(TreeName::Outbound).iter() {
+            let (key, value) = entry.map_err(StoreError::from)?;
+            let delivery: Delivery = crate::store::decode("outbound", &value)?;
+            if delivery.thread == thread_id {
+                writes.remove(TreeName::Outbound, key.to_vec());
+            }
+        }
+        self.store.commit(writes)?;
+        Ok(ids)
+    }
+
+    fn sign_directory(
+        &mut self,
+        kind: DirectoryKind,
+        content: Option<Content>,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<EventId, IngestError> {
+        let (parents, depth) = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dag()
+            .next_parents();
+        let mut draft = Draft::new(
+            Scope::Directory(self.org),
+            parents,
+            depth,
+            (self.now)(),
+            EventKind::Directory(kind),
+        );
+        if let Some(content) = content {
+            draft = draft.with_content(content);
+        }
+        let event = self.sign(draft)?;
+        match self.apply(event, live)? {
+            Submitted::Stored(id) | Submitted::Duplicate(id) => Ok(id),
+        }
+    }
+
+    fn sign(&self, draft: Draft) -> Result<VerifiedEvent, IngestError> {
+        let event: Event = draft
+            .sign(&self.identity.node_key)
+            .map_err(StoreError::from)?;
+        // The node's own signature: checking it again would cost a verification per action;
+        // structure, limits and the content hash are still checked.
+        Ok(event.verify_from_store()?)
+    }
+}
+
+fn durable<T>(
+    result: Result<T, IngestError>,
+    flushed: &Result<(), String>,
+    not_durable: impl Fn(&String) -> IngestError,
+) -> Result<T, IngestError> {
+    match (result, flushed) {
+        (Ok(_), Err(err)) => Err(not_durable(err)),
+        (result, _) => result,
+    }
+}
+
+/// The outbound delivery for a new reply: to the handle of the thread's route, and only if
+/// that handle is linked to the thread's contact (no crossed wires).
+fn delivery_for(
+    thread: &Thread,
+    directory: &Directory,
+    event: EventId,
+    now: Timestamp,
+) -> Result<Delivery, &'static str> {
+    let state = thread.state();
+    let route = state.route.ok_or("the thread has no route yet")?;
+    let handle = thread
+        .dag()
+        .get(&route.handle_from)
+        .and_then(|e| e.content())
+        .and_then(|c| c.handle.clone())
+        .ok_or("the route's handle is erased")?;
+    let owner = directory.state().root_of(state.contact);
+    if directory.state().resolve(&handle) != Some(owner) {
+        return Err("the route's handle is not linked to the thread's contact");
+    }
+    let text = thread
+        .dag()
+        .get(&event)
+        .and_then(|e| e.content())
+        .map(|c| c.text.clone())
+        .unwrap_or_default();
+    Ok(Delivery {
+        seq: 0,
+        thread: ThreadId::from_root(thread.dag().root()),
+        event,
+        handle,
+        text,
+        queued_at: now,
+    })
+}
+
+/// `channel ‖ external id` of an inbound message that names one.
+fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
+    let EventKind::Thread(ThreadKind::Message {
+        direction: Direction::Inbound { channel },
+    }) = event.header().kind
+    else {
+        return None;
+    };
+    let external = event.content()?.external_id.as_ref()?;
+    let mut key = vec![channel_byte(channel)];
+    key.extend_from_slice(external.as_str().as_bytes());
+    Some(key)
+}
+
+/// A channel's byte in store keys: its index in the protocol's encoding order.
+pub fn channel_byte(channel: threadline_protocol::ChannelKind) -> u8 {
+    threadline_protocol::ChannelKind::ALL
+        .iter()
+        .position(|c| *c == channel)
+        .and_then(|idx| u8::try_from(idx).ok())
+        .expect("fewer than 256 channels")
+}
+
+/// Recently used threads, bounded by [`THREAD_CACHE_CAPACITY`] (oldest loaded goes first).
+#[derive(Default)]
+struct ThreadCache {
+    threads: HashMap<ThreadId, Thread>,
+    loaded: VecDeque<ThreadId>,
+}
+
+impl ThreadCache {
+    fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
+        if !self.threads.contains_key(&id) {
+            self.loaded.push_back(id);
+            while self.loaded.len() > THREAD_CACHE_CAPACITY {
+                if let Some(old) = self.loaded.pop_front() {
+                    self.threads.remove(&old);
+                }
+            }
+        }
+        self.threads.entry(id).or_insert(thread)
+    }
+
+    fn load(&mut self, store: &Store, id: ThreadId) -> Result<&mut Thread, IngestError> {
+        if !self.threads.contains_key(&id) {
+            let events: Vec<VerifiedEvent> = store
+                .log_events(&ScopeId::Thread(id))
+                .map(|event| Ok::<_, IngestError>(event?.verify_from_store()?))
+                .collect::<Result<_, _>>()?;
+            if events.is_empty() {
+                return Err(IngestError::UnknownThread(id));
+            }
+            let thread = Thread::restore(events)?;
+            return Ok(self.put(id, thread));
+        }
+        self.threads
+            .get_mut(&id)
+            .ok_or(IngestError::UnknownThread(id))
+    }
+}

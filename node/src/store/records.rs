@@ -1,0 +1,58 @@
+//! Node records kept in the store. They are part of the on-disk schema (hence serializable,
+//! through the protocol's codec) and of nothing else.
+
+use serde::{Deserialize, Serialize};
+use threadline_protocol::{
+    channel::{ChannelKind, Handle},
+    AgentId, EventId, ThreadId, Timestamp,
+};
+
+/// A message waiting for a bridge to deliver it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Sequence number in its channel's queue.
+    pub seq: u64,
+    /// The thread.
+    pub thread: ThreadId,
+    /// The outbound message event.
+    pub event: EventId,
+    /// Where it goes: a handle linked to the thread's contact, checked when queued.
+    pub handle: Handle,
+    /// The text.
+    pub text: String,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+}
+
+/// What a token lets its bearer do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenRole {
+    /// An agent using the agent API.
+    Agent(AgentId),
+    /// A bridge using the bridge API for one channel.
+    Bridge(ChannelKind),
+}
+
+/// A token, stored under the SHA-256 of its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// The role.
+    pub role: TokenRole,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// Revoked tokens are kept, so that `agent list` shows them.
+    pub revoked: bool,
+}
+
+/// An agent of the org.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// The agent's id.
+    pub id: AgentId,
+    /// Display name.
+    pub name: String,
+    /// When added.
+    pub created_at: Timestamp,
+    /// Whether revoked.
+    pub revoked: bool,
+}
