@@ -1,3 +1,4 @@
 //! End-to-end tests: they run the real `threadline` binary.
 
 mod cli;
+mod node;

@@ -1,0 +1,618 @@
+//! The node as agents and bridges meet it: the real `threadline` binary on a free loopback
+//! port, driven over HTTP.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use threadline_protocol::{
+    event::{Content, Direction, Draft, EventKind, Scope, ThreadKind},
+    name::ExternalId,
+    ChannelKind, EventId, Handle, SecretKey, ThreadId, Timestamp,
+};
+use threadline_tests::{field, threadline_ok, Node};
+
+/// A data folder with an org, a node, an agent and a web chat and an email bridge.
+struct Org {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    agent_token: String,
+    webchat: Bridge,
+    email: Bridge,
+}
+
+struct Bridge {
+    key: SecretKey,
+    token: String,
+    channel: ChannelKind,
+}
+
+impl Org {
+    fn new() -> Org {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let init = threadline_ok(&data, &["init"]);
+        let agent_token = field(&init, "token:");
+        let bridge = |channel: ChannelKind| {
+            let out = threadline_ok(&data, &["bridge", "add", channel.as_str()]);
+            let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))
+                .expect("hex")
+                .try_into()
+                .expect("32 bytes");
+            Bridge {
+                key: SecretKey::from_seed(seed),
+                token: field(&out, "token:"),
+                channel,
+            }
+        };
+        let webchat = bridge(ChannelKind::Webchat);
+        let email = bridge(ChannelKind::Email);
+        Org {
+            _tmp: tmp,
+            data,
+            agent_token,
+            webchat,
+            email,
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    Timestamp::from_millis(millis as u64)
+}
+
+/// The bridge's inbound message, signed, as hex: resolve the handle, then sign on its thread.
+fn inbound(
+    node: &Node,
+    bridge: &Bridge,
+    handle: &str,
+    text: &str,
+    external_id: &str,
+) -> (ThreadId, String) {
+    let (status, resolved) = node.post(
+        &bridge.token,
+        "/api/v1/bridge/resolve",
+        &json!({"handle": handle}),
+    );
+    assert_eq!(status, 200, "resolve: {resolved}");
+    let thread: ThreadId = resolved["thread"]
+        .as_str()
+        .expect("thread")
+        .parse()
+        .expect("thread id");
+    let parents: Vec<EventId> = resolved["parents"]
+        .as_array()
+        .expect("parents")
+        .iter()
+        .map(|p| p.as_str().expect("id").parse().expect("event id"))
+        .collect();
+    let depth = resolved["depth"].as_u64().expect("depth");
+    let handle: Handle = handle.parse().expect("handle");
+    let event = Draft::new(
+        Scope::Thread(thread),
+        parents,
+        depth,
+        now(),
+        EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Inbound {
+                channel: bridge.channel,
+            },
+        }),
+    )
+    .with_content(
+        Content::text(text)
+            .with_handle(handle)
+            .with_external_id(ExternalId::new(external_id).expect("valid id")),
+    )
+    .sign(&bridge.key)
+    .expect("signs");
+    (thread, hex::encode(event.to_bytes().expect("encodes")))
+}
+
+fn submit(node: &Node, bridge: &Bridge, events: &[String]) -> Vec<Value> {
+    let (status, answer) = node.post(
+        &bridge.token,
+        "/api/v1/bridge/events",
+        &json!({"events": events}),
+    );
+    assert_eq!(status, 200, "submit: {answer}");
+    answer["results"].as_array().expect("results").clone()
+}
+
+fn thread_texts(node: &Node, token: &str, thread: &ThreadId) -> Vec<(String, String)> {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("thread.message"))
+        })
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or_default().to_owned(),
+                e["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn inbound_message_opens_a_thread_and_the_reply_is_queued_for_that_handle_only() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+
+    // Alice writes on the web chat; Bob too.
+    let (alice_thread, alice_msg) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:alice-visitor",
+        "Where is my order?",
+        "wc-1",
+    );
+    let (bob_thread, bob_msg) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:bob-visitor",
+        "Do you ship to Norway?",
+        "wc-2",
+    );
+    assert_ne!(alice_thread, bob_thread);
+    let results = submit(&node, &org.webchat, &[alice_msg.clone(), bob_msg]);
+    assert!(
+        results.iter().all(|r| r["status"] == "stored"),
+        "{results:?}"
+    );
+
+    // A retried webhook is a duplicate, stored once.
+    let results = submit(&node, &org.webchat, &[alice_msg]);
+    assert_eq!(results[0]["status"], "duplicate");
+    let (_, again) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:alice-visitor",
+        "Where is my order?",
+        "wc-1",
+    );
+    let results = submit(&node, &org.webchat, &[again]);
+    assert_eq!(
+        results[0]["status"], "duplicate",
+        "same external id, new signature: still a duplicate"
+    );
+
+    // The agent sees two threads, each with its own contact.
+    let (status, page) = node.get(&org.agent_token, "/api/v1/threads");
+    assert_eq!(status, 200);
+    let threads = page["threads"].as_array().expect("threads");
+    assert_eq!(threads.len(), 2);
+    let contacts: BTreeSet<&str> = threads
+        .iter()
+        .map(|t| t["contact"].as_str().expect("contact"))
+        .collect();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(
+        thread_texts(&node, &org.agent_token, &alice_thread),
+        vec![(
+            "thread.message.inbound".to_owned(),
+            "Where is my order?".to_owned()
+        )]
+    );
+
+    // The agent replies to Alice: queued for Alice's handle on the web chat, and nothing else.
+    let (status, done) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{alice_thread}/replies"),
+        &json!({"text": "It ships today."}),
+    );
+    assert_eq!(status, 200, "{done}");
+    let (status, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(status, 200);
+    let deliveries = queue["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 1, "{queue}");
+    assert_eq!(deliveries[0]["handle"], "webchat:alice-visitor");
+    assert_eq!(deliveries[0]["text"], "It ships today.");
+    assert_eq!(deliveries[0]["thread"], alice_thread.to_string());
+    let (_, email_queue) = node.get(&org.email.token, "/api/v1/bridge/deliveries");
+    assert_eq!(
+        email_queue["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .len(),
+        0
+    );
+
+    // The bridge acknowledges it: the queue is empty.
+    let seq = deliveries[0]["seq"].as_u64().expect("seq");
+    let (status, ack) = node.post(
+        &org.webchat.token,
+        &format!("/api/v1/bridge/deliveries/{seq}/ack"),
+        &json!({}),
+    );
+    assert_eq!((status, ack["acknowledged"].as_bool()), (200, Some(true)));
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert!(queue["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .is_empty());
+
+    // The contact record shows the handle and the thread.
+    let (status, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:alice-visitor");
+    assert_eq!(status, 200);
+    let contact = found["contacts"][0]["id"]
+        .as_str()
+        .expect("contact id")
+        .to_owned();
+    let (status, record) = node.get(&org.agent_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(status, 200);
+    assert_eq!(record["handles"], json!(["webchat:alice-visitor"]));
+    assert_eq!(record["threads"].as_array().expect("threads").len(), 1);
+    node.stop();
+}
+
+#[test]
+fn hand_off_to_a_linked_handle_routes_replies_there_and_never_to_a_stranger() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let (thread, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:carol-visitor",
+        "Please email me",
+        "wc-c1",
+    );
+    submit(&node, &org.webchat, &[message]);
+    // Someone else's email exists as another contact.
+    let (_, other) = inbound(
+        &node,
+        &org.email,
+        "email:mallory@example.test",
+        "hi",
+        "<m@x>",
+    );
+    submit(&node, &org.email, &[other]);
+
+    let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:carol-visitor");
+    let carol = found["contacts"][0]["id"].as_str().expect("id").to_owned();
+    // Handing off to Mallory's address is refused and changes nothing.
+    let (status, err) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/handoff"),
+        &json!({"handle": "email:mallory@example.test"}),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("handle_not_of_contact"))
+    );
+    // Linking Mallory's address to Carol is refused too.
+    let (status, err) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/contacts/{carol}/handles"),
+        &json!({"handle": "email:mallory@example.test"}),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("handle_not_of_contact"))
+    );
+
+    // Carol's own address, linked first, takes the hand-off.
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/contacts/{carol}/handles"),
+        &json!({"handle": "email:Carol@Example.test"}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/handoff"),
+        &json!({"handle": "email:carol@example.test"}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Here is the summary by email."}),
+    );
+    assert_eq!(status, 200);
+    let (_, queue) = node.get(&org.email.token, "/api/v1/bridge/deliveries");
+    let deliveries = queue["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0]["handle"], "email:carol@example.test");
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert!(queue["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .is_empty());
+    node.stop();
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let (thread, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:dave-visitor",
+        "hello",
+        "wc-d1",
+    );
+    submit(&node, &org.webchat, std::slice::from_ref(&message));
+    let snapshot = |node: &Node| {
+        let (_, page) = node.get(&org.agent_token, "/api/v1/threads");
+        let (_, detail) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+        (page, detail)
+    };
+    let before = snapshot(&node);
+
+    let token = &org.agent_token;
+    let cases: Vec<(u16, Value, &str)> = vec![
+        {
+            let (s, b) = node.get("thl_not_a_token", "/api/v1/threads");
+            (s, b, "unauthorized")
+        },
+        {
+            let (s, b) = node.get(&org.webchat.token, "/api/v1/threads");
+            (s, b, "forbidden")
+        },
+        {
+            let (s, b) = node.get(token, "/api/v1/threads/not-an-id");
+            (s, b, "not_found")
+        },
+        {
+            let (s, b) = node.get(token, &format!("/api/v1/threads/{}", "ab".repeat(32)));
+            (s, b, "not_found")
+        },
+        {
+            let (s, b) = node.post_raw(
+                token,
+                &format!("/api/v1/threads/{thread}/replies"),
+                "{\"text\": ",
+            );
+            (s, b, "bad_request")
+        },
+        {
+            let (s, b) = node.post(
+                token,
+                &format!("/api/v1/threads/{thread}/replies"),
+                &json!({"text": "  "}),
+            );
+            (s, b, "bad_request")
+        },
+        {
+            let (s, b) = node.post(
+                token,
+                &format!("/api/v1/threads/{thread}/status"),
+                &json!({"status": "archived"}),
+            );
+            (s, b, "bad_request")
+        },
+        {
+            let (s, b) = node.post(
+                token,
+                &format!("/api/v1/threads/{thread}/replies"),
+                &json!({"text": "x".repeat(3 * 1024 * 1024)}),
+            );
+            (s, b, "too_large")
+        },
+        {
+            let (s, b) = node.get(token, "/api/v1/threads?status=archived");
+            (s, b, "bad_request")
+        },
+        {
+            let (s, b) = node.get(token, "/api/v1/nowhere");
+            (s, b, "not_found")
+        },
+    ];
+    for (status, body, code) in cases {
+        assert_eq!(
+            body["error"]["code"].as_str(),
+            Some(code),
+            "status {status}: {body}"
+        );
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+
+    // Bridge-side garbage: not hex, not an event, a forged signature, another channel.
+    let mut forged = hex::decode(&message).expect("hex");
+    let len = forged.len();
+    forged[len - 40] ^= 1; // inside the content: the hash no longer matches
+    let (_, email_on_webchat) =
+        inbound(&node, &org.email, "email:dave@example.test", "hi", "<d@x>");
+    let results = submit(
+        &node,
+        &org.webchat,
+        &[
+            "zz".to_owned(),
+            "00".to_owned(),
+            hex::encode(&forged),
+            email_on_webchat,
+        ],
+    );
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r["code"].as_str().unwrap_or("stored"))
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["malformed", "malformed", "invalid_event", "forbidden"],
+        "{results:?}"
+    );
+
+    // Handing the web chat bridge's token to resolve an email handle is refused.
+    let (status, _) = node.post(
+        &org.webchat.token,
+        "/api/v1/bridge/resolve",
+        &json!({"handle": "email:x@y.test"}),
+    );
+    assert_eq!(status, 403);
+
+    let after = snapshot(&node);
+    // The email handle resolved above created a contact and thread for it (a legitimate
+    // email bridge call); Dave's thread itself is unchanged.
+    assert_eq!(before.1, after.1, "Dave's thread changed");
+    node.stop();
+}
+
+#[test]
+fn restart_keeps_everything() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let (thread, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:erin-visitor",
+        "first",
+        "wc-e1",
+    );
+    submit(&node, &org.webchat, &[message]);
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "answer"}),
+    );
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/labels"),
+        &json!({"add": ["vip"]}),
+    );
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/status"),
+        &json!({"status": "pending"}),
+    );
+    let (_, before) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+    node.stop();
+
+    let node = Node::start(&org.data);
+    let (status, after) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200);
+    assert_eq!(before, after);
+    assert_eq!(after["thread"]["labels"], json!(["vip"]));
+    assert_eq!(after["thread"]["status"], "pending");
+    // The thread keeps growing from where it was.
+    let (_, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:erin-visitor",
+        "second",
+        "wc-e2",
+    );
+    let results = submit(&node, &org.webchat, &[message]);
+    assert_eq!(results[0]["status"], "stored");
+    let texts: Vec<String> = thread_texts(&node, &org.agent_token, &thread)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(texts, vec!["first", "answer", "second"]);
+    node.stop();
+}
+
+#[test]
+fn kill_9_during_a_stream_of_inbound_messages_loses_nothing_acknowledged() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let base = node.base.clone();
+    let (thread, _) = inbound(&node, &org.webchat, "webchat:frank-visitor", "", "unused");
+    // Four writers stream messages until the node dies; each records what was acknowledged.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let acknowledged = std::sync::Arc::clone(&acknowledged);
+        let stop = std::sync::Arc::clone(&stop);
+        let token = org.webchat.token.clone();
+        let key = org.webchat.key.clone();
+        let base = base.clone();
+        writers.push(std::thread::spawn(move || {
+            let http = ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(10))
+                .build();
+            let mut idx = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && idx < 2000 {
+                idx += 1;
+                let text = format!("w{writer}-m{idx}");
+                let resolved: Value = match http
+                    .post(&format!("{base}/api/v1/bridge/resolve"))
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .send_json(json!({"handle": "webchat:frank-visitor"}))
+                    .and_then(|r| Ok(r.into_json::<Value>()?))
+                {
+                    Ok(v) => v,
+                    Err(_) => break,
+                };
+                let parents: Vec<EventId> = resolved["parents"]
+                    .as_array()
+                    .map(|ps| ps.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
+                    .unwrap_or_default();
+                let Some(depth) = resolved["depth"].as_u64() else {
+                    break;
+                };
+                let event = Draft::new(
+                    Scope::Thread(thread),
+                    parents,
+                    depth,
+                    now(),
+                    EventKind::Thread(ThreadKind::Message {
+                        direction: Direction::Inbound {
+                            channel: ChannelKind::Webchat,
+                        },
+                    }),
+                )
+                .with_content(
+                    Content::text(text.clone())
+                        .with_handle("webchat:frank-visitor".parse().expect("handle"))
+                        .with_external_id(ExternalId::new(text.clone()).expect("id")),
+                )
+                .sign(&key)
+                .expect("signs");
+                let answer = http
+                    .post(&format!("{base}/api/v1/bridge/events"))
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .send_json(json!({"events": [hex::encode(event.to_bytes().expect("encodes"))]}))
+                    .and_then(|r| Ok(r.into_json::<Value>()?));
+                match answer {
+                    Ok(answer) if answer["results"][0]["status"] == "stored" => {
+                        acknowledged.lock().expect("lock").push(text);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    // Let some messages through, then crash the node mid-stream.
+    while acknowledged.lock().expect("lock").len() < 40 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    node.crash();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer thread");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 40);
+
+    let node = Node::start(&org.data);
+    let stored: BTreeSet<String> = thread_texts(&node, &org.agent_token, &thread)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|t| !stored.contains(*t))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost after kill -9: {lost:?}",
+        lost.len()
+    );
+    node.stop();
+}
