@@ -616,3 +616,279 @@ fn kill_9_during_a_stream_of_inbound_messages_loses_nothing_acknowledged() {
     );
     node.stop();
 }
+
+#[test]
+fn the_live_stream_shows_new_messages_without_polling() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let response = node
+        .http()
+        .get(&format!("{}/api/v1/stream", node.base))
+        .set("Authorization", &format!("Bearer {}", org.agent_token))
+        .call()
+        .expect("stream opens");
+    assert_eq!(response.header("content-type"), Some("text/event-stream"));
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(response.into_reader()).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (thread, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:gina-visitor",
+        "are you there?",
+        "wc-g1",
+    );
+    let results = submit(&node, &org.webchat, &[message]);
+    let stored = results[0]["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = lines_rx.recv_timeout(std::time::Duration::from_secs(1)) else {
+            continue;
+        };
+        if let Some(data) = line.strip_prefix("data:") {
+            let change: Value = serde_json::from_str(data.trim()).expect("JSON data");
+            if change["event"] == stored.as_str() {
+                seen = Some(change);
+                break;
+            }
+        }
+    }
+    let change = seen.expect("the inbound message appears on the live stream");
+    assert_eq!(change["kind"], "thread.message.inbound");
+    assert_eq!(change["scope"], format!("thread:{thread}"));
+    // Shutting down ends the stream instead of hanging the node.
+    node.stop();
+}
+
+#[test]
+fn thread_list_filters_and_pages() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let mut threads = Vec::new();
+    for idx in 0..7 {
+        let (thread, message) = inbound(
+            &node,
+            &org.webchat,
+            &format!("webchat:visitor-{idx}"),
+            "hi",
+            &format!("wc-p{idx}"),
+        );
+        submit(&node, &org.webchat, &[message]);
+        threads.push(thread);
+    }
+    let (_, mail) = inbound(
+        &node,
+        &org.email,
+        "email:henry@example.test",
+        "hello",
+        "<h@x>",
+    );
+    submit(&node, &org.email, &[mail]);
+    let token = &org.agent_token;
+    node.post(
+        token,
+        &format!("/api/v1/threads/{}/status", threads[0]),
+        &json!({"status": "resolved"}),
+    );
+    node.post(
+        token,
+        &format!("/api/v1/threads/{}/labels", threads[1]),
+        &json!({"add": ["billing"]}),
+    );
+    // Admin commands need the store, which the running node holds: a clear error, no change.
+    let out = threadline_tests::run_threadline(&org.data, &["agent", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use by a running node"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = |path: &str| -> Vec<String> {
+        let (status, page) = node.get(token, path);
+        assert_eq!(status, 200, "{page}");
+        page["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids("/api/v1/threads?status=resolved"),
+        vec![threads[0].to_string()]
+    );
+    assert_eq!(
+        ids("/api/v1/threads?label=billing"),
+        vec![threads[1].to_string()]
+    );
+    assert_eq!(ids("/api/v1/threads?channel=email").len(), 1);
+    assert_eq!(ids("/api/v1/threads?status=open").len(), 7);
+    assert_eq!(ids("/api/v1/threads?assignee=none").len(), 8);
+
+    // Pages of 3 cover every thread exactly once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/threads?limit=3&cursor={c}"),
+            None => "/api/v1/threads?limit=3".to_owned(),
+        };
+        let (_, page) = node.get(token, &path);
+        let batch = page["threads"].as_array().expect("threads");
+        assert!(batch.len() <= 3);
+        seen.extend(batch.iter().map(|t| {
+            (
+                t["last_activity"].as_u64().expect("time"),
+                t["id"].as_str().expect("id").to_owned(),
+            )
+        }));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8);
+    let unique: BTreeSet<&String> = seen.iter().map(|(_, id)| id).collect();
+    assert_eq!(unique.len(), 8);
+    assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+    node.stop();
+}
+
+#[test]
+fn contact_export_and_erasure_from_the_command_line() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let (thread, message) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:ivy-visitor",
+        "my address is 1 Main St",
+        "wc-i1",
+    );
+    submit(&node, &org.webchat, &[message]);
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Thanks Ivy"}),
+    );
+    node.stop();
+
+    let exported = threadline_ok(&org.data, &["contact", "export", "webchat:ivy-visitor"]);
+    let record: Value = serde_json::from_str(&exported).expect("export is JSON");
+    assert_eq!(record["handles"], json!(["webchat:ivy-visitor"]));
+    let texts: Vec<&str> = record["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["my address is 1 Main St", "Thanks Ivy"]);
+
+    let out = threadline_ok(&org.data, &["erase", "contact", "webchat:ivy-visitor"]);
+    assert!(out.contains("erased contact"), "{out}");
+    let contact = record["id"].as_str().expect("id");
+    let exported = threadline_ok(&org.data, &["contact", "export", contact]);
+    let record: Value = serde_json::from_str(&exported).expect("export is JSON");
+    assert_eq!(record["erased"], true);
+    assert_eq!(record["handles"], json!([]));
+    let events = record["timeline"].as_array().expect("timeline");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["text"].is_null() && e["handle"].is_null()),
+        "no content survives: {events:?}"
+    );
+    assert!(events
+        .iter()
+        .filter(|e| e["kind"] == "thread.message.inbound")
+        .all(|e| e["erased"] == true));
+    // The headers stay: the same events, in the same order, with their ids.
+    assert!(events.iter().any(|e| e["kind"] == "thread.erase"));
+
+    // The node starts again and the erased handle now resolves to nobody: writing again makes
+    // a new contact.
+    let node = Node::start(&org.data);
+    let (status, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:ivy-visitor");
+    assert_eq!(status, 200);
+    assert_eq!(found["contacts"], json!([]));
+    node.stop();
+}
+
+#[test]
+fn merging_two_contacts_gives_one_record_with_both_timelines() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let (_, chat) = inbound(
+        &node,
+        &org.webchat,
+        "webchat:jack-visitor",
+        "chat first",
+        "wc-j1",
+    );
+    submit(&node, &org.webchat, &[chat]);
+    let (_, mail) = inbound(
+        &node,
+        &org.email,
+        "email:jack@example.test",
+        "then mail",
+        "<j@x>",
+    );
+    submit(&node, &org.email, &[mail]);
+    let contact_of = |handle: &str| {
+        let (_, found) = node.get(&org.agent_token, &format!("/api/v1/contacts?q={handle}"));
+        found["contacts"][0]["id"].as_str().expect("id").to_owned()
+    };
+    let (from, into) = (
+        contact_of("email:jack@example.test"),
+        contact_of("webchat:jack-visitor"),
+    );
+    assert_ne!(from, into);
+    let (status, _) = node.post(
+        &org.agent_token,
+        "/api/v1/contacts/merge",
+        &json!({"from": from, "into": into}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(contact_of("email:jack@example.test"), into);
+    let (_, record) = node.get(&org.agent_token, &format!("/api/v1/contacts/{from}"));
+    assert_eq!(
+        record["id"],
+        into.as_str(),
+        "the merged-away id leads to the kept record"
+    );
+    let handles: BTreeSet<&str> = record["handles"]
+        .as_array()
+        .expect("handles")
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert_eq!(
+        handles,
+        BTreeSet::from(["email:jack@example.test", "webchat:jack-visitor"])
+    );
+    let texts: Vec<&str> = record["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["chat first", "then mail"]);
+    let (status, err) = node.post(
+        &org.agent_token,
+        "/api/v1/contacts/merge",
+        &json!({"from": into, "into": into}),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    node.stop();
+}
