@@ -1,0 +1,247 @@
+//! The full ingest pipeline under load, with durability on: signed inbound messages from many
+//! handles, submitted concurrently, each acknowledged only once flushed to disk.
+//!
+//! Run: `cargo bench -p threadline-node --bench pipeline` (environment: `BENCH_MESSAGES`,
+//! default 200,000; `BENCH_HANDLES`, default 10,000; `BENCH_CONCURRENCY`, default 256;
+//! `BENCH_RATE`, default 5,000 per second for the latency run). Figures: docs/BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use threadline_node::{admin, clock, ingest, DataDir};
+use threadline_protocol::{
+    event::{Content, Direction, Draft, EventKind, Scope, ThreadKind},
+    name::ExternalId,
+    ChannelKind, Event, EventId, Handle, ScopeId, SecretKey,
+};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+struct Chain {
+    handle: Handle,
+    thread: threadline_protocol::ThreadId,
+    parents: Vec<EventId>,
+    depth: u64,
+}
+
+/// Pre-signs `n` messages spread over the chains, each on its chain's previous message.
+fn sign_messages(key: &SecretKey, chains: &mut [Chain], n: usize, tag: &str) -> Vec<Vec<Event>> {
+    let mut per_chain: Vec<Vec<Event>> = (0..chains.len()).map(|_| Vec::new()).collect();
+    for idx in 0..n {
+        let chain_idx = idx % chains.len();
+        let chain = &mut chains[chain_idx];
+        let event = Draft::new(
+            Scope::Thread(chain.thread),
+            chain.parents.clone(),
+            chain.depth,
+            clock::now(),
+            EventKind::Thread(ThreadKind::Message { direction: Direction::Inbound { channel: ChannelKind::Webchat } }),
+        )
+        .with_content(
+            Content::text(format!("message {idx} from {}", chain.handle))
+                .with_handle(chain.handle.clone())
+                .with_external_id(ExternalId::new(format!("{tag}-{idx}")).expect("valid")),
+        )
+        .sign(key)
+        .expect("signs");
+        chain.parents = vec![event.id().expect("id")];
+        chain.depth += 1;
+        per_chain[chain_idx].push(event);
+    }
+    per_chain
+}
+
+fn main() {
+    let n_messages = env("BENCH_MESSAGES", 200_000);
+    let n_handles = env("BENCH_HANDLES", 10_000);
+    let concurrency = env("BENCH_CONCURRENCY", 256);
+    let rate = env("BENCH_RATE", 5_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = DataDir::new(tmp.path().join("data"));
+    admin::init(&data_dir, clock::now()).expect("init");
+    let bridge = admin::add_bridge(&data_dir, ChannelKind::Webchat, clock::now()).expect("bridge");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let identity = data_dir.load_identity().expect("identity");
+    let store = admin::open_store(&data_dir).expect("store");
+    let (ingest, running) = ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+    let rss_start = rss_mib();
+
+    // Contacts and threads for every handle (durable too).
+    let started = Instant::now();
+    let mut chains: Vec<Chain> = runtime.block_on(async {
+        let mut chains = Vec::with_capacity(n_handles);
+        for idx in 0..n_handles {
+            let handle: Handle = format!("webchat:visitor-{idx}").parse().expect("handle");
+            let resolved = ingest.resolve(handle.clone()).await.expect("resolves");
+            chains.push(Chain { handle, thread: resolved.thread, parents: resolved.parents, depth: resolved.depth });
+        }
+        chains
+    });
+    println!("resolved {n_handles} new handles (contact + link + thread each) in {:.2?}", started.elapsed());
+
+    // Throughput: every message submitted alone by one of `concurrency` submitters.
+    let started = Instant::now();
+    let per_chain = sign_messages(&bridge.key, &mut chains, n_messages, "t");
+    println!("signed {n_messages} messages in {:.2?} (bridge side, not measured below)", started.elapsed());
+    let mut lanes: Vec<Vec<Event>> = (0..concurrency).map(|_| Vec::new()).collect();
+    for (idx, events) in per_chain.into_iter().enumerate() {
+        lanes[idx % concurrency].extend(events);
+    }
+    let ack_latencies = Arc::new(Mutex::new(Vec::with_capacity(n_messages)));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for lane in lanes {
+            let ingest = ingest.clone();
+            let latencies = Arc::clone(&ack_latencies);
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::with_capacity(lane.len());
+                for event in lane {
+                    let sent = Instant::now();
+                    let result = ingest.submit(vec![event]).await;
+                    assert!(matches!(result[0], Ok(ingest::Submitted::Stored(_))), "{:?}", result[0]);
+                    mine.push(sent.elapsed());
+                }
+                latencies.lock().expect("lock").extend(mine);
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut latencies = ack_latencies.lock().expect("lock").clone();
+    latencies.sort();
+    println!(
+        "throughput: {n_messages} durable messages in {elapsed:.2?} = {:.0}/s with {concurrency} concurrent submitters; submit->ack p50 {:.2?} p99 {:.2?}",
+        n_messages as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+
+    // Latency at a fixed rate: submit->ack and submit->live stream.
+    let n_paced = (rate * 10).min(n_messages);
+    let per_chain = sign_messages(&bridge.key, &mut chains, n_paced, "r");
+    let mut schedule: Vec<(usize, Event)> = Vec::new();
+    let mut cursor = vec![0usize; per_chain.len()];
+    for idx in 0..n_paced {
+        let chain = idx % per_chain.len();
+        schedule.push((idx, per_chain[chain][cursor[chain]].clone()));
+        cursor[chain] += 1;
+    }
+    let (ack, live) = runtime.block_on(async {
+        let mut stream = ingest.subscribe();
+        let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+        let live_sent = Arc::clone(&sent_at);
+        let watcher = tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while latencies.len() < n_paced {
+                match tokio::time::timeout(Duration::from_secs(30), stream.recv()).await {
+                    Ok(Ok(change)) => {
+                        let received = Instant::now();
+                        if let Some(sent) = live_sent.lock().expect("lock").get(&change.event) {
+                            latencies.push(received - *sent);
+                        }
+                    }
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    _ => break,
+                }
+            }
+            latencies
+        });
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        // Threads' messages must go in order: one task per chain, each sleeping until its slot.
+        let mut by_chain: HashMap<usize, Vec<(usize, Event)>> = HashMap::new();
+        for (idx, event) in schedule {
+            by_chain.entry(idx % per_chain.len()).or_default().push((idx, event));
+        }
+        for (_, events) in by_chain {
+            let ingest = ingest.clone();
+            let sent_at = Arc::clone(&sent_at);
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for (idx, event) in events {
+                    let slot = start + interval * idx as u32;
+                    tokio::time::sleep_until(slot.into()).await;
+                    let sent = Instant::now();
+                    sent_at.lock().expect("lock").insert(event.id().expect("id"), sent);
+                    let result = ingest.submit(vec![event]).await;
+                    assert!(matches!(result[0], Ok(ingest::Submitted::Stored(_))));
+                    mine.push(sent.elapsed());
+                }
+                mine
+            }));
+        }
+        let mut ack = Vec::new();
+        for task in tasks {
+            ack.extend(task.await.expect("task"));
+        }
+        let live = watcher.await.expect("watcher");
+        (ack, live)
+    });
+    let (mut ack, mut live) = (ack, live);
+    ack.sort();
+    live.sort();
+    println!(
+        "at {rate}/s for {n_paced} messages: submit->ack p50 {:.2?} p99 {:.2?}; submit->live stream p50 {:.2?} p99 {:.2?} ({} seen)",
+        percentile(&ack, 0.50),
+        percentile(&ack, 0.99),
+        percentile(&live, 0.50),
+        percentile(&live, 0.99),
+        live.len()
+    );
+
+    let total = store.n_events();
+    let disk = store.size_on_disk().expect("size");
+    let rss_end = rss_mib();
+    println!(
+        "store: {total} events, {:.1} MiB on disk = {:.0} MiB per million events; process RSS {:.0} MiB -> {:.0} MiB",
+        disk as f64 / 1048576.0,
+        disk as f64 / 1048576.0 / (total as f64 / 1e6),
+        rss_start,
+        rss_end
+    );
+
+    // Reopen: no replay of threads.
+    drop(ingest);
+    running.join();
+    store.flush().expect("flush");
+    drop(store);
+    let started = Instant::now();
+    let store = admin::open_store(&data_dir).expect("store");
+    let (ingest, running) = ingest::start(store.clone(), identity, clock::now).expect("start");
+    let reopened = started.elapsed();
+    let sample = chains[0].thread;
+    let state = store.thread_state(&sample).expect("read").expect("state");
+    println!(
+        "reopen: store of {} events open and serving in {reopened:.2?} (sample thread has {} events)",
+        store.n_events(),
+        state.n_events
+    );
+    let _ = ScopeId::Thread(sample);
+    drop(ingest);
+    running.join();
+}
