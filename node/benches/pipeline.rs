@@ -17,7 +17,10 @@ use threadline_protocol::{
 };
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_mib() -> f64 {
@@ -56,7 +59,11 @@ fn sign_messages(key: &SecretKey, chains: &mut [Chain], n: usize, tag: &str) -> 
             chain.parents.clone(),
             chain.depth,
             clock::now(),
-            EventKind::Thread(ThreadKind::Message { direction: Direction::Inbound { channel: ChannelKind::Webchat } }),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Webchat,
+                },
+            }),
         )
         .with_content(
             Content::text(format!("message {idx} from {}", chain.handle))
@@ -84,7 +91,8 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let identity = data_dir.load_identity().expect("identity");
     let store = admin::open_store(&data_dir).expect("store");
-    let (ingest, running) = ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+    let (ingest, running) =
+        ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
     let rss_start = rss_mib();
 
     // Contacts and threads for every handle (durable too).
@@ -94,16 +102,27 @@ fn main() {
         for idx in 0..n_handles {
             let handle: Handle = format!("webchat:visitor-{idx}").parse().expect("handle");
             let resolved = ingest.resolve(handle.clone()).await.expect("resolves");
-            chains.push(Chain { handle, thread: resolved.thread, parents: resolved.parents, depth: resolved.depth });
+            chains.push(Chain {
+                handle,
+                thread: resolved.thread,
+                parents: resolved.parents,
+                depth: resolved.depth,
+            });
         }
         chains
     });
-    println!("resolved {n_handles} new handles (contact + link + thread each) in {:.2?}", started.elapsed());
+    println!(
+        "resolved {n_handles} new handles (contact + link + thread each) in {:.2?}",
+        started.elapsed()
+    );
 
     // Throughput: every message submitted alone by one of `concurrency` submitters.
     let started = Instant::now();
     let per_chain = sign_messages(&bridge.key, &mut chains, n_messages, "t");
-    println!("signed {n_messages} messages in {:.2?} (bridge side, not measured below)", started.elapsed());
+    println!(
+        "signed {n_messages} messages in {:.2?} (bridge side, not measured below)",
+        started.elapsed()
+    );
     let mut lanes: Vec<Vec<Event>> = (0..concurrency).map(|_| Vec::new()).collect();
     for (idx, events) in per_chain.into_iter().enumerate() {
         lanes[idx % concurrency].extend(events);
@@ -120,7 +139,11 @@ fn main() {
                 for event in lane {
                     let sent = Instant::now();
                     let result = ingest.submit(vec![event]).await;
-                    assert!(matches!(result[0], Ok(ingest::Submitted::Stored(_))), "{:?}", result[0]);
+                    assert!(
+                        matches!(result[0], Ok(ingest::Submitted::Stored(_))),
+                        "{:?}",
+                        result[0]
+                    );
                     mine.push(sent.elapsed());
                 }
                 latencies.lock().expect("lock").extend(mine);
@@ -176,7 +199,10 @@ fn main() {
         // Threads' messages must go in order: one task per chain, each sleeping until its slot.
         let mut by_chain: HashMap<usize, Vec<(usize, Event)>> = HashMap::new();
         for (idx, event) in schedule {
-            by_chain.entry(idx % per_chain.len()).or_default().push((idx, event));
+            by_chain
+                .entry(idx % per_chain.len())
+                .or_default()
+                .push((idx, event));
         }
         for (_, events) in by_chain {
             let ingest = ingest.clone();
@@ -187,7 +213,10 @@ fn main() {
                     let slot = start + interval * idx as u32;
                     tokio::time::sleep_until(slot.into()).await;
                     let sent = Instant::now();
-                    sent_at.lock().expect("lock").insert(event.id().expect("id"), sent);
+                    sent_at
+                        .lock()
+                        .expect("lock")
+                        .insert(event.id().expect("id"), sent);
                     let result = ingest.submit(vec![event]).await;
                     assert!(matches!(result[0], Ok(ingest::Submitted::Stored(_))));
                     mine.push(sent.elapsed());

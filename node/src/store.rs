@@ -3,10 +3,8 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
-//! | `headers` | event id | `encode(SignedHeader)` |
-//! | `content` | event id | `encode(Content)` (deleted on erasure) |
-//! | `order` | scope ‖ depth BE ‖ author time BE ‖ event id | empty: each log's linear order |
-//! | `heads` | scope ‖ event id | empty |
+//! | `log` | scope ‖ depth BE ‖ author time BE ‖ event id | `encode(Event)`: every log's events in linear order; erasure rewrites the value without content |
+//! | `events` | event id | the event's `log` key |
 //! | `threads` | thread id | `encode(ThreadState)`: derived state, kept in step with events |
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
@@ -17,8 +15,9 @@
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
 //!
-//! Writes go through [`WriteSet`]s, each committed as one sled transaction across trees, so an
-//! event and its indexes are stored together or not at all. Nothing is durable until
+//! Writes are staged in a [`WriteSet`] (which also answers reads of what it staged) and
+//! committed as one sled transaction across trees: the ingest writer commits one per group of
+//! requests, so a group is stored whole or not at all. Nothing is durable until
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
 mod keys;
@@ -26,9 +25,7 @@ mod records;
 
 use std::path::Path;
 
-use threadline_protocol::{
-    codec, event::SignedHeader, thread::ThreadState, Content, Event, EventId, ScopeId, ThreadId,
-};
+use threadline_protocol::{codec, thread::ThreadState, Event, EventId, ScopeId, ThreadId};
 
 pub use keys::{order_key, scope_key};
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
@@ -63,18 +60,14 @@ pub enum StoreError {
     Encode(#[from] codec::EncodeError),
 }
 
-/// The trees, by index into [`Store::trees`] (the order of a transaction's views).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The trees, by index into [`Store::tree`] (and the order of a transaction's views).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum TreeName {
-    /// Signed headers.
-    Headers = 0,
-    /// Erasable content.
-    Content,
-    /// Linear order of each log.
-    Order,
-    /// Heads of each log.
-    Heads,
+    /// Every log's events in linear order.
+    Log = 0,
+    /// Event id → log key.
+    Events,
     /// Derived thread states.
     Threads,
     /// Contact → threads index.
@@ -91,11 +84,9 @@ pub enum TreeName {
     Agents,
 }
 
-const TREE_NAMES: [&str; 11] = [
-    "headers",
-    "content",
-    "order",
-    "heads",
+const TREE_NAMES: [&str; 9] = [
+    "log",
+    "events",
     "threads",
     "contact_threads",
     "open_threads",
@@ -105,21 +96,27 @@ const TREE_NAMES: [&str; 11] = [
     "agents",
 ];
 
-/// Writes to commit together.
+/// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
+/// the staged writes to the store, so a writer sees its own uncommitted changes.
 #[derive(Debug, Default)]
 pub struct WriteSet {
-    ops: Vec<(TreeName, Vec<u8>, Option<Vec<u8>>)>,
+    ops: std::collections::HashMap<(TreeName, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl WriteSet {
     /// Sets `key` to `value` in `tree`.
     pub fn insert(&mut self, tree: TreeName, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push((tree, key.into(), Some(value.into())));
+        self.ops.insert((tree, key.into()), Some(value.into()));
     }
 
     /// Removes `key` from `tree`.
     pub fn remove(&mut self, tree: TreeName, key: impl Into<Vec<u8>>) {
-        self.ops.push((tree, key.into(), None));
+        self.ops.insert((tree, key.into()), None);
+    }
+
+    /// Number of staged writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
     }
 
     /// Whether there is nothing to write.
@@ -127,37 +124,52 @@ impl WriteSet {
         self.ops.is_empty()
     }
 
-    /// Stages a verified event: header, content, order and heads of its log.
+    /// The values staged in `tree` (not removals).
+    pub fn staged(&self, tree: TreeName) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.ops
+            .iter()
+            .filter(|((staged_tree, _), _)| *staged_tree == tree)
+            .filter_map(|((_, key), value)| Some((key.clone(), value.clone()?)))
+            .collect()
+    }
+
+    /// The value of `key` in `tree` as it will be after commit.
+    pub fn get(
+        &self,
+        store: &Store,
+        tree: TreeName,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.ops.get(&(tree, key.to_vec())) {
+            Some(staged) => Ok(staged.clone()),
+            None => Ok(store.tree(tree).get(key)?.map(|value| value.to_vec())),
+        }
+    }
+
+    /// Stages a verified event in its log, with its id index.
     pub fn put_event(
         &mut self,
         event: &threadline_protocol::VerifiedEvent,
     ) -> Result<(), StoreError> {
-        let id = event.id();
-        let scope = scope_key(&event.scope_id());
-        self.insert(
-            TreeName::Headers,
-            id.as_bytes().to_vec(),
-            codec::encode(&event.event().signed)?,
-        );
-        if let Some(content) = event.content() {
-            self.insert(
-                TreeName::Content,
-                id.as_bytes().to_vec(),
-                codec::encode(content)?,
-            );
+        let key = order_key(&scope_key(&event.scope_id()), event);
+        self.insert(TreeName::Log, key.clone(), codec::encode(event.event())?);
+        self.insert(TreeName::Events, event.id().as_bytes().to_vec(), key);
+        Ok(())
+    }
+
+    /// Stages the erasure of an event's content (its header stays). Unknown ids are ignored.
+    pub fn erase_content(&mut self, store: &Store, id: &EventId) -> Result<(), StoreError> {
+        let Some(key) = self.get(store, TreeName::Events, id.as_bytes())? else {
+            return Ok(());
+        };
+        let Some(bytes) = self.get(store, TreeName::Log, &key)? else {
+            return Ok(());
+        };
+        let event: Event = decode("log", &bytes)?;
+        if event.content.is_some() {
+            let erased = Event::new(event.signed, None);
+            self.insert(TreeName::Log, key, codec::encode(&erased)?);
         }
-        self.insert(TreeName::Order, order_key(&scope, event), Vec::new());
-        for parent in &event.header().parents {
-            self.remove(
-                TreeName::Heads,
-                [scope.as_slice(), parent.as_bytes()].concat(),
-            );
-        }
-        self.insert(
-            TreeName::Heads,
-            [scope.as_slice(), id.as_bytes()].concat(),
-            Vec::new(),
-        );
         Ok(())
     }
 
@@ -227,7 +239,7 @@ impl Store {
         trees
             .as_slice()
             .transaction(|views| {
-                for (tree, key, value) in &writes.ops {
+                for ((tree, key), value) in &writes.ops {
                     let view = &views[*tree as usize];
                     match value {
                         Some(value) => {
@@ -262,20 +274,22 @@ impl Store {
 
     /// Whether an event is stored.
     pub fn contains_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.tree(TreeName::Headers).contains_key(id.as_bytes())?)
+        Ok(self.tree(TreeName::Events).contains_key(id.as_bytes())?)
     }
 
     /// A stored event with its content (if not erased).
     pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let Some(header) = self.tree(TreeName::Headers).get(id.as_bytes())? else {
+        let Some(key) = self.tree(TreeName::Events).get(id.as_bytes())? else {
             return Ok(None);
         };
-        let signed: SignedHeader = decode("headers", &header)?;
-        let content: Option<Content> = match self.tree(TreeName::Content).get(id.as_bytes())? {
-            Some(bytes) => Some(decode("content", &bytes)?),
-            None => None,
-        };
-        Ok(Some(Event::new(signed, content)))
+        let bytes = self
+            .tree(TreeName::Log)
+            .get(&key)?
+            .ok_or(StoreError::Corrupt {
+                tree: "events",
+                detail: format!("event {id} indexed but not in the log"),
+            })?;
+        Ok(Some(decode("log", &bytes)?))
     }
 
     /// The events of a log, in linear order.
@@ -283,18 +297,11 @@ impl Store {
         &self,
         scope: &ScopeId,
     ) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
-        self.tree(TreeName::Order)
+        self.tree(TreeName::Log)
             .scan_prefix(scope_key(scope))
-            .map(move |entry| {
-                let (key, _) = entry?;
-                let id = keys::event_id_of_order_key(&key).ok_or(StoreError::Corrupt {
-                    tree: "order",
-                    detail: "short key".to_owned(),
-                })?;
-                self.event(&id)?.ok_or(StoreError::Corrupt {
-                    tree: "order",
-                    detail: format!("event {id} in order but not stored"),
-                })
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode("log", &value)
             })
     }
 
@@ -322,7 +329,7 @@ impl Store {
 
     /// Number of events stored.
     pub fn n_events(&self) -> usize {
-        self.tree(TreeName::Headers).len()
+        self.tree(TreeName::Events).len()
     }
 
     /// Size on disk, in bytes.

@@ -42,6 +42,7 @@ pub fn start(
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let writer = Writer {
         store: store.clone(),
+        pending: WriteSet::default(),
         identity: identity.clone(),
         org,
         directory: Arc::clone(&directory),
@@ -110,6 +111,8 @@ impl Running {
 
 struct Writer {
     store: Store,
+    /// Everything the current batch writes, committed in one transaction at its end.
+    pending: WriteSet,
     identity: Identity,
     org: OrgId,
     directory: Arc<RwLock<Directory>>,
@@ -185,11 +188,18 @@ impl Writer {
             }
         }
 
-        // Group commit: one flush for the whole batch, then answers.
-        let flushed = self.store.flush().map_err(|err| err.to_string());
+        // Group commit: one transaction and one flush for the whole batch, then answers.
+        let writes = std::mem::take(&mut self.pending);
+        let flushed = self
+            .store
+            .commit(writes)
+            .and_then(|()| self.store.flush())
+            .map_err(|err| err.to_string());
         if let Err(err) = &flushed {
-            error!(cause = %err, "flush failed; answering the batch with errors");
+            error!(cause = %err, "commit or flush failed; answering the batch with errors");
+            self.reset_memory();
         }
+        self.threads.trim();
         let not_durable = |err: &String| {
             IngestError::Store(StoreError::Corrupt {
                 tree: "flush",
@@ -229,12 +239,16 @@ impl Writer {
         live: &mut Vec<LiveEvent>,
     ) -> Result<Submitted, IngestError> {
         let id = event.id();
-        if self.store.contains_event(&id)? {
+        if self
+            .pending
+            .get(&self.store, TreeName::Events, id.as_bytes())?
+            .is_some()
+        {
             return Ok(Submitted::Duplicate(id));
         }
         let external_key = external_id_key(&event);
         if let Some(key) = &external_key {
-            if let Some(existing) = self.store.tree(TreeName::ExternalIds).get(key)? {
+            if let Some(existing) = self.pending.get(&self.store, TreeName::ExternalIds, key)? {
                 let existing =
                     <[u8; 32]>::try_from(existing.as_ref()).map_err(|_| StoreError::Corrupt {
                         tree: "external_ids",
@@ -270,7 +284,7 @@ impl Writer {
         if directory.insert(event.clone(), now)? == Inserted::Duplicate {
             return Ok(Submitted::Duplicate(id));
         }
-        let mut writes = WriteSet::default();
+        let writes = &mut self.pending;
         let stored = directory.dag().get(&id).unwrap_or(&event);
         writes.put_event(stored)?;
         if changes_erasure {
@@ -280,10 +294,9 @@ impl Writer {
                 .iter_ordered()
                 .filter(|e| e.header().content_hash.is_some() && e.content().is_none())
             {
-                writes.remove(TreeName::Content, erased.id().as_bytes().to_vec());
+                writes.erase_content(&self.store, &erased.id())?;
             }
         }
-        self.store.commit(writes)?;
         Ok(Submitted::Stored(id))
     }
 
@@ -312,7 +325,7 @@ impl Writer {
         };
         let state = thread.state();
         let contact = state.contact;
-        let mut writes = WriteSet::default();
+        let writes = &mut self.pending;
         writes.put_event(thread.dag().get(&id).unwrap_or(&event))?;
         writes.put_thread_state(thread_id, state)?;
         let open_key = directory.state().root_of(contact);
@@ -331,16 +344,13 @@ impl Writer {
             }
             EventKind::Thread(ThreadKind::Erase { targets }) => {
                 for target in targets {
-                    writes.remove(TreeName::Content, target.as_bytes().to_vec());
+                    writes.erase_content(&self.store, target)?;
                 }
             }
             EventKind::Thread(ThreadKind::Status {
                 status: Status::Resolved,
             }) if state.status == Status::Resolved => {
-                let open = self
-                    .store
-                    .tree(TreeName::OpenThreads)
-                    .get(open_key.as_bytes())?;
+                let open = writes.get(&self.store, TreeName::OpenThreads, open_key.as_bytes())?;
                 if open.as_deref() == Some(thread_id.as_bytes().as_slice()) {
                     writes.remove(TreeName::OpenThreads, open_key.as_bytes().to_vec());
                 }
@@ -367,7 +377,6 @@ impl Writer {
         if let Some(key) = external_key {
             writes.insert(TreeName::ExternalIds, key, id.as_bytes().to_vec());
         }
-        self.store.commit(writes)?;
         Ok(Submitted::Stored(id))
     }
 
@@ -396,9 +405,8 @@ impl Writer {
             }
         };
         let open = self
-            .store
-            .tree(TreeName::OpenThreads)
-            .get(contact.as_bytes())?;
+            .pending
+            .get(&self.store, TreeName::OpenThreads, contact.as_bytes())?;
         let open = match open {
             Some(bytes) => {
                 let id =
@@ -408,10 +416,8 @@ impl Writer {
                             detail: "value is not a thread id".to_owned(),
                         }
                     })?);
-                let resolved = self
-                    .store
-                    .thread_state(&id)?
-                    .is_some_and(|state| state.status == Status::Resolved);
+                let resolved =
+                    self.threads.load(&self.store, id)?.state().status == Status::Resolved;
                 (!resolved).then_some(id)
             }
             None => None,
@@ -573,19 +579,31 @@ impl Writer {
         }
     }
 
+    /// The contact's threads, including those opened in the current batch.
     fn threads_of(&self, contact: ContactId) -> Result<Vec<ThreadId>, IngestError> {
-        self.store
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for entry in self
+            .store
             .tree(TreeName::ContactThreads)
             .scan_prefix(contact.as_bytes())
-            .map(|entry| {
-                let (key, _) = entry.map_err(StoreError::from)?;
-                let bytes = <[u8; 32]>::try_from(&key[16..]).map_err(|_| StoreError::Corrupt {
-                    tree: "contact_threads",
-                    detail: "short key".to_owned(),
-                })?;
-                Ok(ThreadId::from_bytes(bytes))
-            })
-            .collect()
+        {
+            keys.push(entry.map_err(StoreError::from)?.0.to_vec());
+        }
+        keys.extend(
+            self.pending
+                .staged(TreeName::ContactThreads)
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| key.starts_with(contact.as_bytes())),
+        );
+        let mut threads: Vec<ThreadId> = keys
+            .iter()
+            .filter_map(|key| <[u8; 32]>::try_from(key.get(16..)?).ok())
+            .map(ThreadId::from_bytes)
+            .collect();
+        threads.sort_unstable();
+        threads.dedup();
+        Ok(threads)
     }
 
     /// Erases the content of every event of a thread that has content, and drops its queued
@@ -621,15 +639,18 @@ impl Writer {
                 ids.push(id);
             }
         }
-        let mut writes = WriteSet::default();
+        let mut queued: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for entry in self.store.tree(TreeName::Outbound).iter() {
             let (key, value) = entry.map_err(StoreError::from)?;
+            queued.push((key.to_vec(), value.to_vec()));
+        }
+        queued.extend(self.pending.staged(TreeName::Outbound));
+        for (key, value) in queued {
             let delivery: Delivery = crate::store::decode("outbound", &value)?;
             if delivery.thread == thread_id {
-                writes.remove(TreeName::Outbound, key.to_vec());
+                self.pending.remove(TreeName::Outbound, key);
             }
         }
-        self.store.commit(writes)?;
         Ok(ids)
     }
 
@@ -658,6 +679,26 @@ impl Writer {
         let event = self.sign(draft)?;
         match self.apply(event, live)? {
             Submitted::Stored(id) | Submitted::Duplicate(id) => Ok(id),
+        }
+    }
+
+    /// After a failed commit the in-memory logs are ahead of the store: forget them and reload
+    /// the directory from the store.
+    fn reset_memory(&mut self) {
+        self.threads = ThreadCache::default();
+        let stored: Result<Vec<VerifiedEvent>, IngestError> = self
+            .store
+            .log_events(&ScopeId::Directory(self.org))
+            .map(|event| Ok(event?.verify_from_store()?))
+            .collect();
+        match stored.and_then(|events| Ok(Directory::restore(events)?)) {
+            Ok(directory) => {
+                *self
+                    .directory
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = directory;
+            }
+            Err(err) => error!(cause = %err, "cannot reload the directory after a failed commit"),
         }
     }
 
@@ -752,13 +793,18 @@ impl ThreadCache {
     fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
         if !self.threads.contains_key(&id) {
             self.loaded.push_back(id);
-            while self.loaded.len() > THREAD_CACHE_CAPACITY {
-                if let Some(old) = self.loaded.pop_front() {
-                    self.threads.remove(&old);
-                }
-            }
         }
         self.threads.entry(id).or_insert(thread)
+    }
+
+    /// Evicts the oldest threads beyond the capacity. Called between batches only: a thread
+    /// changed in the current batch has writes that are not in the store yet.
+    fn trim(&mut self) {
+        while self.loaded.len() > THREAD_CACHE_CAPACITY {
+            if let Some(old) = self.loaded.pop_front() {
+                self.threads.remove(&old);
+            }
+        }
     }
 
     fn load(&mut self, store: &Store, id: ThreadId) -> Result<&mut Thread, IngestError> {

@@ -1,6 +1,6 @@
 //! Big-endian binary keys, so that sled's byte order is the order we want.
 
-use threadline_protocol::{dag::OrderKey, EventId, ScopeId, VerifiedEvent};
+use threadline_protocol::{dag::OrderKey, ScopeId, VerifiedEvent};
 
 /// `0x00 ‖ org` or `0x01 ‖ thread id`.
 pub fn scope_key(scope: &ScopeId) -> [u8; 33] {
@@ -28,11 +28,4 @@ pub fn order_key(scope: &[u8; 33], event: &VerifiedEvent) -> Vec<u8> {
     key.extend_from_slice(&author_time.as_millis().to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
-}
-
-/// The event id at the end of an order key.
-pub fn event_id_of_order_key(key: &[u8]) -> Option<EventId> {
-    let tail = key.len().checked_sub(32)?;
-    let bytes: [u8; 32] = key[tail..].try_into().ok()?;
-    Some(EventId::from_bytes(bytes))
 }
