@@ -3,13 +3,17 @@
 //!
 //! `decode → verify (batched) → authorise → store (durable) → index → fan-out`.
 //!
-//! One writer thread owns the mutable state (the org's directory, a cache of threads) and the
-//! store's writes. It takes requests from a bounded queue ([`QUEUE_DEPTH`]); when callers push
-//! faster than it writes, they wait (back-pressure). It drains up to [`MAX_BATCH`] requests at
-//! once, verifies all their signatures in one batch, applies them in order (each event and its
-//! indexes in one transaction), then makes the whole batch durable with one flush (group
-//! commit) and only then answers the callers and fans out to live streams. So: acknowledged
-//! means durable, and one fsync serves many writers.
+//! Two threads, each taking requests from a bounded queue ([`QUEUE_DEPTH`]; when callers push
+//! faster than the node writes, they wait: back-pressure):
+//!
+//! 1. the **verifier** drains up to [`MAX_BATCH`] requests and checks all their signatures in
+//!    one ed25519 batch (stateless, so it runs beside the writer, on the other core);
+//! 2. the **writer** owns the mutable state (the org's directory, a cache of threads) and the
+//!    store's writes. It drains up to [`MAX_BATCH`] verified requests, authorises and applies
+//!    them in order, commits the whole batch in one transaction, makes it durable with one
+//!    flush (group commit), and only then answers the callers and fans out to live streams.
+//!
+//! So: acknowledged means durable, and one fsync serves many writers.
 
 mod writer;
 
@@ -152,6 +156,11 @@ enum Request {
         Vec<Event>,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
+    /// A submission after the verifier stage.
+    Verified(
+        Vec<Result<threadline_protocol::VerifiedEvent, threadline_protocol::event::VerifyError>>,
+        oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
+    ),
     Resolve(Handle, Reply<Resolved>),
     Act(AgentId, ThreadId, Action, Reply<EventId>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
@@ -172,6 +181,7 @@ impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Request::Submit(..) => "Submit",
+            Request::Verified(..) => "Verified",
             Request::Resolve(..) => "Resolve",
             Request::Act(..) => "Act",
             Request::Directory(..) => "Directory",

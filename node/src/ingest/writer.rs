@@ -38,6 +38,16 @@ pub fn start(
         .collect::<Result<_, _>>()?;
     let directory = Arc::new(RwLock::new(Directory::restore(stored)?));
     let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
+    let (verified_sender, verified_receiver) = mpsc::channel(QUEUE_DEPTH);
+    std::thread::Builder::new()
+        .name("threadline-verifier".to_owned())
+        .spawn(move || verify_stage(receiver, verified_sender))
+        .map_err(|err| {
+            IngestError::Store(StoreError::Corrupt {
+                tree: "verifier",
+                detail: format!("cannot start the verifier thread: {err}"),
+            })
+        })?;
     let (closing_sender, closing) = tokio::sync::watch::channel(false);
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let writer = Writer {
@@ -52,7 +62,7 @@ pub fn start(
     };
     let handle = std::thread::Builder::new()
         .name("threadline-writer".to_owned())
-        .spawn(move || writer.run(receiver))
+        .spawn(move || writer.run(verified_receiver))
         .map_err(|err| {
             IngestError::Store(StoreError::Corrupt {
                 tree: "writer",
@@ -109,6 +119,42 @@ impl Running {
     }
 }
 
+/// The verifier stage: batch-verifies the events of submissions and passes every request on
+/// to the writer, in order.
+fn verify_stage(mut requests: mpsc::Receiver<Request>, writer: mpsc::Sender<Request>) {
+    while let Some(first) = requests.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let mut to_verify = Vec::new();
+        let mut sizes = Vec::new();
+        for request in &mut batch {
+            if let Request::Submit(events, _) = request {
+                sizes.push(events.len());
+                to_verify.append(events);
+            }
+        }
+        let mut verified = event::verify_batch(to_verify).into_iter();
+        let mut sizes = sizes.into_iter();
+        for request in batch {
+            let request = match request {
+                Request::Submit(_, reply) => {
+                    let size = sizes.next().unwrap_or(0);
+                    Request::Verified(verified.by_ref().take(size).collect(), reply)
+                }
+                other => other,
+            };
+            if writer.blocking_send(request).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 struct Writer {
     store: Store,
     /// Everything the current batch writes, committed in one transaction at its end.
@@ -150,27 +196,18 @@ impl Writer {
     }
 
     fn process(&mut self, batch: Vec<Request>) {
-        // Verify every submitted signature of the batch at once.
-        let mut to_verify = Vec::new();
-        for request in &batch {
-            if let Request::Submit(events, _) = request {
-                to_verify.extend(events.iter().cloned());
-            }
-        }
-        let mut verified = event::verify_batch(to_verify).into_iter();
-
         let mut live = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         for request in batch {
             match request {
                 Request::Submit(events, reply) => {
-                    let results = (0..events.len())
-                        .map(|_| match verified.next() {
-                            Some(Ok(event)) => self.apply(event, &mut live),
-                            Some(Err(err)) => Err(IngestError::Invalid(err)),
-                            None => Err(IngestError::ShuttingDown),
-                        })
-                        .collect();
+                    // Not through the verifier stage: verify here.
+                    let verified = event::verify_batch(events);
+                    let results = self.apply_verified(verified, &mut live);
+                    answers.push(Answer::Submit(reply, results));
+                }
+                Request::Verified(verified, reply) => {
+                    let results = self.apply_verified(verified, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
                 Request::Resolve(handle, reply) => {
@@ -230,6 +267,20 @@ impl Writer {
                 let _ = self.live.send(event);
             }
         }
+    }
+
+    fn apply_verified(
+        &mut self,
+        verified: Vec<Result<VerifiedEvent, event::VerifyError>>,
+        live: &mut Vec<LiveEvent>,
+    ) -> Vec<Result<Submitted, IngestError>> {
+        verified
+            .into_iter()
+            .map(|result| match result {
+                Ok(event) => self.apply(event, live),
+                Err(err) => Err(IngestError::Invalid(err)),
+            })
+            .collect()
     }
 
     /// Authorises and stores one verified event.
