@@ -1,0 +1,133 @@
+//! The store after a restart: derived state read back from disk is exactly what a fold from
+//! scratch over the stored events gives.
+
+use threadline_node::{admin, clock, ingest, DataDir};
+use threadline_protocol::{
+    event::{Content, Direction, Draft, EventKind, Scope, Status, ThreadKind},
+    name::{ExternalId, Label},
+    ChannelKind, Directory, Handle, ScopeId, Thread,
+};
+
+#[test]
+fn reopened_derived_state_equals_a_fold_from_scratch() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = DataDir::new(tmp.path().join("data"));
+    let initialised = admin::init(&data_dir, clock::now()).expect("init");
+    let agent = initialised.first_agent.agent.id;
+    let bridge = admin::add_bridge(&data_dir, ChannelKind::Webchat, clock::now()).expect("bridge");
+    let identity = data_dir.load_identity().expect("identity");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    let store = admin::open_store(&data_dir).expect("store");
+    let (pipeline, running) =
+        ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+    runtime.block_on(async {
+        for visitor in 0..20 {
+            let handle: Handle = format!("webchat:visitor-{visitor}")
+                .parse()
+                .expect("handle");
+            for message in 0..15 {
+                let resolved = pipeline.resolve(handle.clone()).await.expect("resolves");
+                let event = Draft::new(
+                    Scope::Thread(resolved.thread),
+                    resolved.parents,
+                    resolved.depth,
+                    clock::now(),
+                    EventKind::Thread(ThreadKind::Message {
+                        direction: Direction::Inbound {
+                            channel: ChannelKind::Webchat,
+                        },
+                    }),
+                )
+                .with_content(
+                    Content::text(format!("message {message}"))
+                        .with_handle(handle.clone())
+                        .with_external_id(
+                            ExternalId::new(format!("v{visitor}-m{message}")).expect("id"),
+                        ),
+                )
+                .sign(&bridge.key)
+                .expect("signs");
+                let results = pipeline.submit(vec![event]).await;
+                assert!(
+                    matches!(results[0], Ok(ingest::Submitted::Stored(_))),
+                    "{:?}",
+                    results[0]
+                );
+                if message % 5 == 4 {
+                    pipeline
+                        .act(
+                            agent,
+                            resolved.thread,
+                            ingest::Action::Reply(format!("reply {message}")),
+                        )
+                        .await
+                        .expect("reply");
+                    pipeline
+                        .act(
+                            agent,
+                            resolved.thread,
+                            ingest::Action::LabelAdd(
+                                Label::new(format!("l{message}")).expect("label"),
+                            ),
+                        )
+                        .await
+                        .expect("label");
+                }
+            }
+            if visitor % 3 == 0 {
+                let resolved = pipeline.resolve(handle.clone()).await.expect("resolves");
+                pipeline
+                    .act(
+                        agent,
+                        resolved.thread,
+                        ingest::Action::Status(Status::Pending),
+                    )
+                    .await
+                    .expect("status");
+            }
+        }
+    });
+    drop(pipeline);
+    running.join();
+    drop(store);
+
+    // Reopen, and compare every thread's stored state with a fold from scratch.
+    let store = admin::open_store(&data_dir).expect("store reopens");
+    let mut n_threads = 0;
+    for entry in store.thread_states() {
+        let (thread_id, stored_state) = entry.expect("state decodes");
+        let events: Vec<_> = store
+            .log_events(&ScopeId::Thread(thread_id))
+            .map(|e| {
+                e.expect("event decodes")
+                    .verify_from_store()
+                    .expect("stored event checks")
+            })
+            .collect();
+        let thread = Thread::restore(events).expect("restores");
+        assert_eq!(
+            stored_state,
+            thread.fold_from_scratch(),
+            "thread {thread_id}"
+        );
+        assert_eq!(thread.state(), &thread.fold_from_scratch());
+        n_threads += 1;
+    }
+    assert_eq!(n_threads, 20);
+    let directory_events: Vec<_> = store
+        .log_events(&ScopeId::Directory(identity.org))
+        .map(|e| {
+            e.expect("event decodes")
+                .verify_from_store()
+                .expect("checks")
+        })
+        .collect();
+    let directory = Directory::restore(directory_events).expect("restores");
+    assert_eq!(directory.state(), &directory.fold_from_scratch());
+    assert_eq!(directory.state().contacts.len(), 20);
+    // Every event of every log was stored once: 20 × (15 messages + 3 replies + 3 labels +
+    // opening) + 7 status changes, and the directory's genesis, 2 certificates and 20 × 2
+    // contact events.
+    assert_eq!(store.n_events(), 20 * (15 + 3 + 3 + 1) + 7 + 3 + 40);
+}
