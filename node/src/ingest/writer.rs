@@ -1,6 +1,6 @@
 //! The writer thread: the only code that mutates the store and the in-memory logs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use threadline_protocol::{
@@ -20,9 +20,11 @@ use super::{
 use crate::identity::Identity;
 use crate::store::{Delivery, Store, StoreError, TreeName, WriteSet};
 
-/// Threads kept in memory. A thread not in the cache is rebuilt from the store when it is
-/// next written to (about 2 µs per event, without re-verifying signatures).
-const THREAD_CACHE_CAPACITY: usize = 4096;
+/// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
+/// first; a thread not in the cache is rebuilt from the store when it is next written to
+/// (a few µs per event, without re-verifying signatures). A million events keeps every active
+/// conversation of a busy node in memory for about 0.5 GiB.
+const THREAD_CACHE_EVENTS: usize = 1_000_000;
 
 /// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
 /// no directory for the node's org (run `threadline init` first) or cannot be read.
@@ -119,17 +121,24 @@ impl Running {
     }
 }
 
+/// Waits for a request, then takes whatever else is queued, up to [`MAX_BATCH`]. `None` once
+/// every sender is gone.
+fn next_batch(requests: &mut mpsc::Receiver<Request>) -> Option<Vec<Request>> {
+    let first = requests.blocking_recv()?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match requests.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// The verifier stage: batch-verifies the events of submissions and passes every request on
 /// to the writer, in order.
 fn verify_stage(mut requests: mpsc::Receiver<Request>, writer: mpsc::Sender<Request>) {
-    while let Some(first) = requests.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = next_batch(&mut requests) {
         let mut to_verify = Vec::new();
         let mut sizes = Vec::new();
         for request in &mut batch {
@@ -182,14 +191,7 @@ enum Answer {
 
 impl Writer {
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        while let Some(first) = requests.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match requests.try_recv() {
-                    Ok(request) => batch.push(request),
-                    Err(_) => break,
-                }
-            }
+        while let Some(batch) = next_batch(&mut requests) {
             self.process(batch);
         }
         debug!("ingest queue closed; writer stops");
@@ -833,28 +835,41 @@ pub fn channel_byte(channel: threadline_protocol::ChannelKind) -> u8 {
         .expect("fewer than 256 channels")
 }
 
-/// Recently used threads, bounded by [`THREAD_CACHE_CAPACITY`] (oldest loaded goes first).
+/// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all.
 #[derive(Default)]
 struct ThreadCache {
-    threads: HashMap<ThreadId, Thread>,
-    loaded: VecDeque<ThreadId>,
+    threads: HashMap<ThreadId, (Thread, u64)>,
+    clock: u64,
 }
 
 impl ThreadCache {
     fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
-        if !self.threads.contains_key(&id) {
-            self.loaded.push_back(id);
-        }
-        self.threads.entry(id).or_insert(thread)
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.threads.entry(id).or_insert((thread, clock));
+        entry.1 = clock;
+        &mut entry.0
     }
 
-    /// Evicts the oldest threads beyond the capacity. Called between batches only: a thread
-    /// changed in the current batch has writes that are not in the store yet.
+    /// Evicts the least recently used threads beyond the bound. Called between batches only: a
+    /// thread changed in the current batch has writes that are not in the store yet.
     fn trim(&mut self) {
-        while self.loaded.len() > THREAD_CACHE_CAPACITY {
-            if let Some(old) = self.loaded.pop_front() {
-                self.threads.remove(&old);
+        let mut cached: usize = self.threads.values().map(|(t, _)| t.dag().len()).sum();
+        if cached <= THREAD_CACHE_EVENTS {
+            return;
+        }
+        let mut by_age: Vec<(u64, ThreadId, usize)> = self
+            .threads
+            .iter()
+            .map(|(id, (thread, used))| (*used, *id, thread.dag().len()))
+            .collect();
+        by_age.sort_unstable();
+        for (_, id, n_events) in by_age {
+            if cached <= THREAD_CACHE_EVENTS * 3 / 4 {
+                break;
             }
+            self.threads.remove(&id);
+            cached -= n_events;
         }
     }
 
@@ -870,8 +885,13 @@ impl ThreadCache {
             let thread = Thread::restore(events)?;
             return Ok(self.put(id, thread));
         }
-        self.threads
+        self.clock += 1;
+        let clock = self.clock;
+        let (thread, used) = self
+            .threads
             .get_mut(&id)
-            .ok_or(IngestError::UnknownThread(id))
+            .ok_or(IngestError::UnknownThread(id))?;
+        *used = clock;
+        Ok(thread)
     }
 }
