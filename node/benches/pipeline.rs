@@ -116,53 +116,6 @@ fn main() {
         started.elapsed()
     );
 
-    // Throughput: every message submitted alone by one of `concurrency` submitters.
-    let started = Instant::now();
-    let per_chain = sign_messages(&bridge.key, &mut chains, n_messages, "t");
-    println!(
-        "signed {n_messages} messages in {:.2?} (bridge side, not measured below)",
-        started.elapsed()
-    );
-    let mut lanes: Vec<Vec<Event>> = (0..concurrency).map(|_| Vec::new()).collect();
-    for (idx, events) in per_chain.into_iter().enumerate() {
-        lanes[idx % concurrency].extend(events);
-    }
-    let ack_latencies = Arc::new(Mutex::new(Vec::with_capacity(n_messages)));
-    let started = Instant::now();
-    runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for lane in lanes {
-            let ingest = ingest.clone();
-            let latencies = Arc::clone(&ack_latencies);
-            tasks.push(tokio::spawn(async move {
-                let mut mine = Vec::with_capacity(lane.len());
-                for event in lane {
-                    let sent = Instant::now();
-                    let result = ingest.submit(vec![event]).await;
-                    assert!(
-                        matches!(result[0], Ok(ingest::Submitted::Stored(_))),
-                        "{:?}",
-                        result[0]
-                    );
-                    mine.push(sent.elapsed());
-                }
-                latencies.lock().expect("lock").extend(mine);
-            }));
-        }
-        for task in tasks {
-            task.await.expect("task");
-        }
-    });
-    let elapsed = started.elapsed();
-    let mut latencies = ack_latencies.lock().expect("lock").clone();
-    latencies.sort();
-    println!(
-        "throughput: {n_messages} durable messages in {elapsed:.2?} = {:.0}/s with {concurrency} concurrent submitters; submit->ack p50 {:.2?} p99 {:.2?}",
-        n_messages as f64 / elapsed.as_secs_f64(),
-        percentile(&latencies, 0.50),
-        percentile(&latencies, 0.99)
-    );
-
     // Latency at a fixed rate: submit->ack and submit->live stream.
     let n_paced = (rate * 10).min(n_messages);
     let per_chain = sign_messages(&bridge.key, &mut chains, n_paced, "r");
@@ -243,6 +196,53 @@ fn main() {
         live.len()
     );
 
+    // Throughput: every message submitted alone by one of `concurrency` submitters.
+    let started = Instant::now();
+    let per_chain = sign_messages(&bridge.key, &mut chains, n_messages, "t");
+    println!(
+        "signed {n_messages} messages in {:.2?} (bridge side, not measured below)",
+        started.elapsed()
+    );
+    let mut lanes: Vec<Vec<Event>> = (0..concurrency).map(|_| Vec::new()).collect();
+    for (idx, events) in per_chain.into_iter().enumerate() {
+        lanes[idx % concurrency].extend(events);
+    }
+    let ack_latencies = Arc::new(Mutex::new(Vec::with_capacity(n_messages)));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for lane in lanes {
+            let ingest = ingest.clone();
+            let latencies = Arc::clone(&ack_latencies);
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::with_capacity(lane.len());
+                for event in lane {
+                    let sent = Instant::now();
+                    let result = ingest.submit(vec![event]).await;
+                    assert!(
+                        matches!(result[0], Ok(ingest::Submitted::Stored(_))),
+                        "{:?}",
+                        result[0]
+                    );
+                    mine.push(sent.elapsed());
+                }
+                latencies.lock().expect("lock").extend(mine);
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+    });
+    let elapsed = started.elapsed();
+    let mut latencies = ack_latencies.lock().expect("lock").clone();
+    latencies.sort();
+    println!(
+        "throughput: {n_messages} durable messages in {elapsed:.2?} = {:.0}/s with {concurrency} concurrent submitters; submit->ack p50 {:.2?} p99 {:.2?}",
+        n_messages as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+
     let total = store.n_events();
     let disk = store.size_on_disk().expect("size");
     let rss_end = rss_mib();
@@ -261,8 +261,10 @@ fn main() {
     drop(store);
     let started = Instant::now();
     let store = admin::open_store(&data_dir).expect("store");
+    let opened = started.elapsed();
     let (ingest, running) = ingest::start(store.clone(), identity, clock::now).expect("start");
     let reopened = started.elapsed();
+    println!("reopen: sled opened the store in {opened:.2?}");
     let sample = chains[0].thread;
     let state = store.thread_state(&sample).expect("read").expect("state");
     println!(
