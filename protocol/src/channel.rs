@@ -218,11 +218,7 @@ mod tests {
             .parse::<Handle>()
             .map(|h| h.to_string())
             .map_err(|e| e.to_string());
-        assert_eq!(
-            got.as_deref().map_err(|e| e.as_ref()),
-            expect.map_err(|e| e),
-            "{text}"
-        );
+        assert_eq!(got.as_deref().map_err(|e| e.as_ref()), expect, "{text}");
     }
 
     #[test]

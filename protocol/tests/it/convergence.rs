@@ -101,9 +101,8 @@ fn deliver<F>(
         let before = pending.len();
         let mut still_pending = Vec::new();
         for event in pending {
-            match insert(event.clone()) {
-                Err(IngestError::Dag(DagError::MissingParents { .. })) => still_pending.push(event),
-                _ => {}
+            if let Err(IngestError::Dag(DagError::MissingParents { .. })) = insert(event.clone()) {
+                still_pending.push(event);
             }
         }
         pending = still_pending;
