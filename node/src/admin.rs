@@ -79,24 +79,27 @@ pub struct Initialised {
 /// Creates the org, the node, the store with the org's directory (genesis and the node's
 /// certificate), and a first agent named `admin`.
 pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminError> {
-    let (identity, org_key) = data_dir.init(&mut rand_core::OsRng, now)?;
-    let store = open_store(data_dir)?;
-    let genesis = directory::genesis(&org_key).map_err(|e| AdminError::Event(e.to_string()))?;
-    let genesis = genesis
-        .verify()
-        .map_err(|e| AdminError::Event(e.to_string()))?;
-    let mut directory =
-        Directory::new(genesis.clone()).map_err(|e| AdminError::Event(e.to_string()))?;
-    let mut writes = WriteSet::default();
-    writes.put_event(&genesis)?;
-    let certify = certify_event(&directory, &org_key, identity.node_cert.clone(), now)?;
-    directory
-        .insert(certify.clone(), now)
-        .map_err(|e| AdminError::Event(e.to_string()))?;
-    writes.put_event(&certify)?;
-    store.commit(writes)?;
-    let first_agent = add_agent_to(&store, "admin", now)?;
-    store.flush()?;
+    let (identity, first_agent) =
+        data_dir.init(&mut rand_core::OsRng, now, |staging, identity, org_key| {
+            let store = open_store(staging)?;
+            let genesis = directory::genesis(org_key)
+                .map_err(|e| AdminError::Event(e.to_string()))?
+                .verify()
+                .map_err(|e| AdminError::Event(e.to_string()))?;
+            let mut directory =
+                Directory::new(genesis.clone()).map_err(|e| AdminError::Event(e.to_string()))?;
+            let mut writes = WriteSet::default();
+            writes.put_event(&genesis)?;
+            let certify = certify_event(&directory, org_key, identity.node_cert.clone(), now)?;
+            directory
+                .insert(certify.clone(), now)
+                .map_err(|e| AdminError::Event(e.to_string()))?;
+            writes.put_event(&certify)?;
+            store.commit(writes)?;
+            let first_agent = add_agent_to(&store, "admin", now)?;
+            store.flush()?;
+            Ok::<_, AdminError>(first_agent)
+        })?;
     Ok(Initialised {
         identity,
         first_agent,

@@ -100,12 +100,19 @@ impl DataDir {
 
     /// Creates a new org and node in an absent or empty folder: org key, node key, and the
     /// org's certificate for the node key, valid from `now` for
-    /// [`NODE_CERT_VALIDITY_MILLIS`].
-    pub fn init<R: rand_core::CryptoRngCore>(
+    /// [`NODE_CERT_VALIDITY_MILLIS`]. `prepare` then runs on the folder while it still has its
+    /// temporary name (to create the store, say); only if it succeeds is the folder renamed into
+    /// place, so a crash or a failure leaves either no folder or a complete one.
+    pub fn init<R, T, E>(
         &self,
         rng: &mut R,
         now: Timestamp,
-    ) -> Result<(Identity, SecretKey), InitError> {
+        prepare: impl FnOnce(&DataDir, &Identity, &SecretKey) -> Result<T, E>,
+    ) -> Result<(Identity, T), E>
+    where
+        R: rand_core::CryptoRngCore,
+        E: From<InitError>,
+    {
         let is_empty = match fs::read_dir(&self.root) {
             Ok(mut entries) => entries.next().is_none(),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
@@ -113,13 +120,15 @@ impl DataDir {
                 return Err(InitError::Io {
                     path: self.root.clone(),
                     source,
-                })
+                }
+                .into())
             }
         };
         if !is_empty {
             return Err(InitError::AlreadyExists {
                 path: self.root.clone(),
-            });
+            }
+            .into());
         }
         let org_key = SecretKey::generate(rng);
         let node_key = SecretKey::generate(rng);
@@ -131,7 +140,7 @@ impl DataDir {
             now,
             now.saturating_add_millis(NODE_CERT_VALIDITY_MILLIS),
         );
-        let node_cert = Certificate::issue(&org_key, body)?;
+        let node_cert = Certificate::issue(&org_key, body).map_err(InitError::from)?;
         let identity = Identity {
             org,
             node_key,
@@ -139,23 +148,26 @@ impl DataDir {
         };
 
         let staging = staging_path(&self.root);
-        let result = write_layout(&staging, &org_key, &identity).and_then(|()| {
+        let prepared = write_layout(&staging, &org_key, &identity)
+            .map_err(E::from)
+            .and_then(|()| prepare(&DataDir::new(&staging), &identity, &org_key));
+        let result = prepared.and_then(|prepared| {
             // An empty target folder is replaced; rename cannot replace a non-empty one.
-            if self.root.exists() {
-                fs::remove_dir(&self.root).map_err(|source| InitError::Io {
-                    path: self.root.clone(),
-                    source,
-                })?;
-            }
-            fs::rename(&staging, &self.root).map_err(|source| InitError::Io {
+            let io = |source| InitError::Io {
                 path: self.root.clone(),
                 source,
-            })
+            };
+            if self.root.exists() {
+                fs::remove_dir(&self.root).map_err(io)?;
+            }
+            fs::rename(&staging, &self.root).map_err(io)?;
+            sync_parent(&self.root).map_err(io)?;
+            Ok(prepared)
         });
         if result.is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
-        result.map(|()| (identity, org_key))
+        result.map(|prepared| (identity, prepared))
     }
 
     /// The sled store's folder.
@@ -208,6 +220,14 @@ impl DataDir {
             node_key,
             node_cert,
         })
+    }
+}
+
+/// Makes a rename in the folder durable (fsync of the parent folder).
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -302,7 +322,13 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path().join("data"));
         let now = Timestamp::from_millis(1_767_225_600_000);
-        let (created, _) = dir.init(&mut rand_core::OsRng, now).expect("init");
+        let (created, ()) = dir
+            .init(
+                &mut rand_core::OsRng,
+                now,
+                |_, _, _| Ok::<(), InitError>(()),
+            )
+            .expect("init");
         let loaded = dir.load_identity().expect("load");
         assert_eq!(loaded.org, created.org);
         assert_eq!(loaded.node_id(), created.node_id());
@@ -317,7 +343,9 @@ mod tests {
         fs::create_dir(&path).expect("mkdir");
         fs::write(path.join("notes.txt"), "mine").expect("write");
         let err = DataDir::new(&path)
-            .init(&mut rand_core::OsRng, Timestamp::EPOCH)
+            .init(&mut rand_core::OsRng, Timestamp::EPOCH, |_, _, _| {
+                Ok::<(), InitError>(())
+            })
             .expect_err("refused");
         assert!(matches!(err, InitError::AlreadyExists { .. }));
         assert_eq!(
@@ -333,11 +361,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_preparation_leaves_no_folder() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("data");
+        let err = DataDir::new(&path)
+            .init(&mut rand_core::OsRng, Timestamp::EPOCH, |_, _, _| {
+                Err::<(), InitError>(InitError::AlreadyExists {
+                    path: PathBuf::from("simulated failure"),
+                })
+            })
+            .expect_err("prepare failed");
+        assert!(err.to_string().contains("simulated failure"));
+        assert!(!path.exists());
+        assert_eq!(
+            fs::read_dir(tmp.path()).expect("list").count(),
+            0,
+            "no staging left"
+        );
+    }
+
+    #[test]
     fn a_certificate_for_another_key_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = DataDir::new(tmp.path().join("data"));
-        dir.init(&mut rand_core::OsRng, Timestamp::EPOCH)
-            .expect("init");
+        dir.init(&mut rand_core::OsRng, Timestamp::EPOCH, |_, _, _| {
+            Ok::<(), InitError>(())
+        })
+        .expect("init");
         let other = hex::encode(SecretKey::from_seed([5; 32]).to_seed());
         fs::write(tmp.path().join("data/keys/node.key"), other).expect("write");
         let err = dir.load_identity().expect_err("refused");

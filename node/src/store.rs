@@ -8,7 +8,7 @@
 //! | `threads` | thread id | `encode(ThreadState)`: derived state, kept in step with events |
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
-//! | `external_ids` | channel ‖ external id | event id: makes resubmission idempotent |
+//! | `external_ids` | channel ‖ SHA-256(external id) | event id: makes resubmission idempotent |
 //! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |

@@ -925,3 +925,64 @@ fn merging_two_contacts_gives_one_record_with_both_timelines() {
     );
     node.stop();
 }
+
+#[test]
+fn a_resolved_thread_gets_a_new_thread_and_a_reopened_one_gets_the_message() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    let (first, message) = inbound(&node, &org.webchat, "webchat:kim-visitor", "one", "wc-k1");
+    submit(&node, &org.webchat, &[message]);
+
+    // Resolved, then reopened by the agent: the customer's next message lands on it.
+    node.post(
+        token,
+        &format!("/api/v1/threads/{first}/status"),
+        &json!({"status": "resolved"}),
+    );
+    node.post(
+        token,
+        &format!("/api/v1/threads/{first}/status"),
+        &json!({"status": "open"}),
+    );
+    let (again, message) = inbound(&node, &org.webchat, "webchat:kim-visitor", "two", "wc-k2");
+    assert_eq!(again, first);
+    submit(&node, &org.webchat, &[message]);
+
+    // Resolved and left so: the next message opens a new thread for the same contact.
+    node.post(
+        token,
+        &format!("/api/v1/threads/{first}/status"),
+        &json!({"status": "resolved"}),
+    );
+    let (second, message) = inbound(&node, &org.webchat, "webchat:kim-visitor", "three", "wc-k3");
+    assert_ne!(second, first);
+    submit(&node, &org.webchat, &[message]);
+    let (_, found) = node.get(token, "/api/v1/contacts?q=webchat:kim-visitor");
+    let contact = found["contacts"][0]["id"].as_str().expect("id").to_owned();
+    let (_, record) = node.get(token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(record["threads"].as_array().expect("threads").len(), 2);
+    let texts: Vec<&str> = record["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["one", "two", "three"]);
+
+    // An assign body without `assignee` (or with a misspelt field) is an error, not an
+    // unassignment.
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{second}/assign"),
+        &json!({"asignee": null}),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{second}/assign"),
+        &json!({}),
+    );
+    assert_eq!(status, 400);
+    node.stop();
+}

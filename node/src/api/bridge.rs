@@ -26,6 +26,7 @@ const MAX_EVENTS_PER_SUBMIT: usize = 512;
 const MAX_DELIVERIES: usize = 512;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     handle: String,
 }
@@ -67,6 +68,7 @@ pub async fn resolve(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     /// Events, each the hex of its canonical encoding.
     events: Vec<String>,

@@ -167,6 +167,7 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LinkBody {
     handle: String,
 }
@@ -197,6 +198,7 @@ pub async fn link_handle(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MergeBody {
     from: String,
     into: String,

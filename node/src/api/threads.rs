@@ -77,6 +77,12 @@ pub async fn list(
         .transpose()?;
     let cursor: Option<(u64, ThreadId)> = query.cursor.as_deref().map(parse_cursor).transpose()?;
 
+    let directory = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A merged-away contact's threads belong to the contact it was merged into.
+    let contact = contact.map(|c| directory.state().root_of(c));
     let mut matching = Vec::new();
     for entry in ingest.store().thread_states() {
         let (id, state) = entry?;
@@ -87,7 +93,7 @@ pub async fn list(
                 .label
                 .as_deref()
                 .is_none_or(|l| state.labels.iter().any(|label| label.as_str() == l))
-            && contact.is_none_or(|c| state.contact == c);
+            && contact.is_none_or(|c| directory.state().root_of(state.contact) == c);
         if keep {
             matching.push((state.last_activity.as_millis(), id, state));
         }
@@ -101,6 +107,7 @@ pub async fn list(
             .unwrap_or(matching.len()),
         None => 0,
     };
+    drop(directory);
     let page: Vec<_> = matching.iter().skip(start).take(limit).collect();
     let next_cursor = (start + page.len() < matching.len())
         .then(|| page.last().map(|(time, id, _)| format!("{time}.{id}")))
@@ -162,6 +169,7 @@ pub fn thread_events(ingest: &Ingest, id: ThreadId) -> Result<Vec<EventView>, Ap
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TextBody {
     text: String,
 }
@@ -213,8 +221,11 @@ pub async fn note(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AssignBody {
-    assignee: Option<String>,
+    /// An agent id, or `null` to unassign. Required: a body without it is an error, not an
+    /// unassignment.
+    assignee: serde_json::Value,
 }
 
 /// `POST /api/v1/threads/{id}/assign` `{"assignee": "<agent id>" | null}`.
@@ -225,18 +236,23 @@ pub async fn assign(
     body: Result<Json<AssignBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
-    let assignee = body
-        .assignee
-        .as_deref()
-        .map(|a| {
-            a.parse::<AgentId>()
-                .map_err(|_| ApiError::bad_request(format!("bad agent id `{a}`")))
-        })
-        .transpose()?;
+    let assignee = match &body.assignee {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => Some(
+            text.parse::<AgentId>()
+                .map_err(|_| ApiError::bad_request(format!("bad agent id `{text}`")))?,
+        ),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "assignee must be an agent id or null, not {other}"
+            )))
+        }
+    };
     act(&ingest, caller, &id, Action::Assign(assignee)).await
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatusBody {
     status: String,
     /// For `snoozed`: until when, in ms since the epoch.
@@ -270,6 +286,7 @@ pub async fn status(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HandOffBody {
     handle: String,
 }
@@ -291,6 +308,7 @@ pub async fn hand_off(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LabelsBody {
     #[serde(default)]
     add: Vec<String>,

@@ -396,16 +396,9 @@ impl Writer {
                 );
             }
             EventKind::Thread(ThreadKind::Erase { targets }) => {
-                for target in targets {
+                // Only this thread's events: an erasure never reaches into another log.
+                for target in targets.iter().filter(|t| thread.dag().contains(t)) {
                     writes.erase_content(&self.store, target)?;
-                }
-            }
-            EventKind::Thread(ThreadKind::Status {
-                status: Status::Resolved,
-            }) if state.status == Status::Resolved => {
-                let open = writes.get(&self.store, TreeName::OpenThreads, open_key.as_bytes())?;
-                if open.as_deref() == Some(thread_id.as_bytes().as_slice()) {
-                    writes.remove(TreeName::OpenThreads, open_key.as_bytes().to_vec());
                 }
             }
             EventKind::Thread(ThreadKind::Message {
@@ -457,24 +450,38 @@ impl Writer {
                 contact
             }
         };
-        let open = self
-            .pending
-            .get(&self.store, TreeName::OpenThreads, contact.as_bytes())?;
-        let open = match open {
-            Some(bytes) => {
-                let id =
-                    ThreadId::from_bytes(<[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
-                        StoreError::Corrupt {
-                            tree: "open_threads",
-                            detail: "value is not a thread id".to_owned(),
-                        }
-                    })?);
-                let resolved =
-                    self.threads.load(&self.store, id)?.state().status == Status::Resolved;
-                (!resolved).then_some(id)
+        // The contact's open thread: its own, or one of a contact merged into it (the index
+        // is keyed by the contact a thread was opened for). A resolved thread is not open.
+        let candidates: Vec<ContactId> = {
+            let directory = self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut candidates = vec![contact];
+            if let Some((_, record)) = directory.state().contact(contact) {
+                candidates.extend(record.merged_from.iter().copied());
             }
-            None => None,
+            candidates
         };
+        let mut open = None;
+        for candidate in candidates {
+            let Some(bytes) =
+                self.pending
+                    .get(&self.store, TreeName::OpenThreads, candidate.as_bytes())?
+            else {
+                continue;
+            };
+            let id = ThreadId::from_bytes(<[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
+                StoreError::Corrupt {
+                    tree: "open_threads",
+                    detail: "value is not a thread id".to_owned(),
+                }
+            })?);
+            if self.threads.load(&self.store, id)?.state().status != Status::Resolved {
+                open = Some(id);
+                break;
+            }
+        }
         let thread = match open {
             Some(thread) => thread,
             None => {
@@ -812,7 +819,8 @@ fn delivery_for(
     })
 }
 
-/// `channel ‖ external id` of an inbound message that names one.
+/// `channel ‖ SHA-256(external id)` of an inbound message that names one. Hashed, because
+/// external ids (email Message-IDs) can carry personal data that erasure must not leave behind.
 fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     let EventKind::Thread(ThreadKind::Message {
         direction: Direction::Inbound { channel },
@@ -822,7 +830,9 @@ fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     };
     let external = event.content()?.external_id.as_ref()?;
     let mut key = vec![channel_byte(channel)];
-    key.extend_from_slice(external.as_str().as_bytes());
+    key.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(
+        external.as_str().as_bytes(),
+    ));
     Some(key)
 }
 
