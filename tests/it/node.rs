@@ -150,6 +150,14 @@ fn post_oversize(node: &Node, token: &str, path: &str) -> (u16, Value) {
     (status, json)
 }
 
+/// Resolves, signs and submits one inbound message, and checks it was stored.
+fn send(node: &Node, bridge: &Bridge, handle: &str, text: &str, external_id: &str) -> ThreadId {
+    let (thread, message) = inbound(node, bridge, handle, text, external_id);
+    let results = submit(node, bridge, &[message]);
+    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    thread
+}
+
 fn submit(node: &Node, bridge: &Bridge, events: &[String]) -> Vec<Value> {
     let (status, answer) = node.post(
         &bridge.token,
@@ -297,23 +305,21 @@ fn inbound_message_opens_a_thread_and_the_reply_is_queued_for_that_handle_only()
 fn hand_off_to_a_linked_handle_routes_replies_there_and_never_to_a_stranger() {
     let org = Org::new();
     let node = Node::start(&org.data);
-    let (thread, message) = inbound(
+    let thread = send(
         &node,
         &org.webchat,
         "webchat:carol-visitor",
         "Please email me",
         "wc-c1",
     );
-    submit(&node, &org.webchat, &[message]);
     // Someone else's email exists as another contact.
-    let (_, other) = inbound(
+    let _ = send(
         &node,
         &org.email,
         "email:mallory@example.test",
         "hi",
         "<m@x>",
     );
-    submit(&node, &org.email, &[other]);
 
     let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:carol-visitor");
     let carol = found["contacts"][0]["id"].as_str().expect("id").to_owned();
@@ -499,14 +505,13 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 fn restart_keeps_everything() {
     let org = Org::new();
     let node = Node::start(&org.data);
-    let (thread, message) = inbound(
+    let thread = send(
         &node,
         &org.webchat,
         "webchat:erin-visitor",
         "first",
         "wc-e1",
     );
-    submit(&node, &org.webchat, &[message]);
     node.post(
         &org.agent_token,
         &format!("/api/v1/threads/{thread}/replies"),
@@ -717,14 +722,13 @@ fn thread_list_filters_and_pages() {
         submit(&node, &org.webchat, &[message]);
         threads.push(thread);
     }
-    let (_, mail) = inbound(
+    let _ = send(
         &node,
         &org.email,
         "email:henry@example.test",
         "hello",
         "<h@x>",
     );
-    submit(&node, &org.email, &[mail]);
     let token = &org.agent_token;
     node.post(
         token,
@@ -799,14 +803,13 @@ fn thread_list_filters_and_pages() {
 fn contact_export_and_erasure_from_the_command_line() {
     let org = Org::new();
     let node = Node::start(&org.data);
-    let (thread, message) = inbound(
+    let thread = send(
         &node,
         &org.webchat,
         "webchat:ivy-visitor",
         "my address is 1 Main St",
         "wc-i1",
     );
-    submit(&node, &org.webchat, &[message]);
     node.post(
         &org.agent_token,
         &format!("/api/v1/threads/{thread}/replies"),
@@ -859,22 +862,20 @@ fn contact_export_and_erasure_from_the_command_line() {
 fn merging_two_contacts_gives_one_record_with_both_timelines() {
     let org = Org::new();
     let node = Node::start(&org.data);
-    let (_, chat) = inbound(
+    let _ = send(
         &node,
         &org.webchat,
         "webchat:jack-visitor",
         "chat first",
         "wc-j1",
     );
-    submit(&node, &org.webchat, &[chat]);
-    let (_, mail) = inbound(
+    let _ = send(
         &node,
         &org.email,
         "email:jack@example.test",
         "then mail",
         "<j@x>",
     );
-    submit(&node, &org.email, &[mail]);
     let contact_of = |handle: &str| {
         let (_, found) = node.get(&org.agent_token, &format!("/api/v1/contacts?q={handle}"));
         found["contacts"][0]["id"].as_str().expect("id").to_owned()
@@ -931,8 +932,7 @@ fn a_resolved_thread_gets_a_new_thread_and_a_reopened_one_gets_the_message() {
     let org = Org::new();
     let node = Node::start(&org.data);
     let token = &org.agent_token;
-    let (first, message) = inbound(&node, &org.webchat, "webchat:kim-visitor", "one", "wc-k1");
-    submit(&node, &org.webchat, &[message]);
+    let first = send(&node, &org.webchat, "webchat:kim-visitor", "one", "wc-k1");
 
     // Resolved, then reopened by the agent: the customer's next message lands on it.
     node.post(

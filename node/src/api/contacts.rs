@@ -126,9 +126,7 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
             .state()
             .contact(id)
             .ok_or_else(|| ApiError::not_found(format!("no contact `{id}`")))?;
-        let mut members = vec![root];
-        members.extend(record.merged_from.iter().copied());
-        (root, record.clone(), members)
+        (root, record.clone(), directory.state().same_customer(root))
     };
     let mut threads = Vec::new();
     let mut timeline = Vec::new();

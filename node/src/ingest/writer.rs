@@ -452,17 +452,12 @@ impl Writer {
         };
         // The contact's open thread: its own, or one of a contact merged into it (the index
         // is keyed by the contact a thread was opened for). A resolved thread is not open.
-        let candidates: Vec<ContactId> = {
-            let directory = self
-                .directory
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let mut candidates = vec![contact];
-            if let Some((_, record)) = directory.state().contact(contact) {
-                candidates.extend(record.merged_from.iter().copied());
-            }
-            candidates
-        };
+        let candidates = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state()
+            .same_customer(contact);
         let mut open = None;
         for candidate in candidates {
             let Some(bytes) =
@@ -613,17 +608,12 @@ impl Writer {
             }
             DirectoryAction::Erase(contact) => {
                 let root = exists(self, contact)?;
-                let members: Vec<ContactId> = {
-                    let directory = self
-                        .directory
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let mut members = vec![root];
-                    if let Some((_, record)) = directory.state().contact(root) {
-                        members.extend(record.merged_from.iter().copied());
-                    }
-                    members
-                };
+                let members = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .state()
+                    .same_customer(root);
                 let mut ids = vec![self.sign_directory(
                     DirectoryKind::EraseContact { contact: root },
                     None,

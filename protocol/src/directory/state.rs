@@ -97,6 +97,17 @@ impl DirectoryState {
         }
     }
 
+    /// A contact's root and every contact merged into it: all the ids that stand for the same
+    /// customer (empty if the contact is unknown).
+    pub fn same_customer(&self, contact: ContactId) -> Vec<ContactId> {
+        match self.contact(contact) {
+            Some((root, record)) => std::iter::once(root)
+                .chain(record.merged_from.iter().copied())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// A contact's record, after following merges.
     pub fn contact(&self, contact: ContactId) -> Option<(ContactId, &ContactRecord)> {
         let root = self.root_of(contact);
