@@ -24,7 +24,14 @@ fn run(mode: &str) {
     let mut first = 0u64;
     while first < MESSAGES {
         let end = (first + GROUP).min(MESSAGES);
-        let log_key = |k: u64| [&(k % THREADS).to_be_bytes()[..], &k.to_be_bytes()[..], &[1u8; 60][..]].concat();
+        let log_key = |k: u64| {
+            [
+                &(k % THREADS).to_be_bytes()[..],
+                &k.to_be_bytes()[..],
+                &[1u8; 60][..],
+            ]
+            .concat()
+        };
         match mode {
             "4 writes per message, one transaction per group" => {
                 let refs: Vec<&sled::Tree> = trees.iter().collect();
@@ -42,15 +49,25 @@ fn run(mode: &str) {
             }
             "4 writes per message, no transaction" => {
                 for k in first..end {
-                    trees[0].insert(log_key(k), log_value.as_slice()).expect("insert");
-                    trees[1].insert(&k.to_be_bytes()[..], &[9u8; 80][..]).expect("insert");
-                    trees[2].insert(&(k ^ 0x5555).to_be_bytes()[..], &[1u8; 32][..]).expect("insert");
-                    trees[3].insert(&(k % THREADS).to_be_bytes()[..], &[2u8; 250][..]).expect("insert");
+                    trees[0]
+                        .insert(log_key(k), log_value.as_slice())
+                        .expect("insert");
+                    trees[1]
+                        .insert(&k.to_be_bytes()[..], &[9u8; 80][..])
+                        .expect("insert");
+                    trees[2]
+                        .insert(&(k ^ 0x5555).to_be_bytes()[..], &[1u8; 32][..])
+                        .expect("insert");
+                    trees[3]
+                        .insert(&(k % THREADS).to_be_bytes()[..], &[2u8; 250][..])
+                        .expect("insert");
                 }
             }
             _ => {
                 for k in first..end {
-                    trees[0].insert(log_key(k), log_value.as_slice()).expect("insert");
+                    trees[0]
+                        .insert(log_key(k), log_value.as_slice())
+                        .expect("insert");
                 }
             }
         }
