@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use threadline_node::{admin, clock, ingest, DataDir};
 use threadline_protocol::{
-    event::{Content, Direction, Draft, EventKind, Scope, ThreadKind},
+    event::{Content, Draft, EventKind, Scope},
     name::ExternalId,
     ChannelKind, Event, EventId, Handle, ScopeId, SecretKey,
 };
@@ -59,11 +59,7 @@ fn sign_messages(key: &SecretKey, chains: &mut [Chain], n: usize, tag: &str) -> 
             chain.parents.clone(),
             chain.depth,
             clock::now(),
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Inbound {
-                    channel: ChannelKind::Webchat,
-                },
-            }),
+            EventKind::inbound_message(ChannelKind::Webchat),
         )
         .with_content(
             Content::text(format!("message {idx} from {}", chain.handle))

@@ -7,7 +7,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use threadline_protocol::{
     cert::{CertRole, Certificate, CertificateBody},
     channel::ChannelKind,
-    event::{self, Content, Direction, Draft, EventKind, Scope, ThreadKind},
+    event::{self, Content, Draft, EventKind, Scope, ThreadKind},
     AgentId, Certificates, ContactId, Event, OrgId, SecretKey, Thread, Timestamp, VerifiedEvent,
 };
 
@@ -87,11 +87,7 @@ fn conversation(setup: &Setup, n: usize) -> (VerifiedEvent, Vec<Event>) {
                 vec![parent],
                 depth,
                 time,
-                EventKind::Thread(ThreadKind::Message {
-                    direction: Direction::Inbound {
-                        channel: ChannelKind::Webchat,
-                    },
-                }),
+                EventKind::inbound_message(ChannelKind::Webchat),
             )
             .with_content(
                 Content::text(format!("customer message {idx}")).with_handle(handle.clone()),
@@ -102,9 +98,7 @@ fn conversation(setup: &Setup, n: usize) -> (VerifiedEvent, Vec<Event>) {
                 vec![parent],
                 depth,
                 time,
-                EventKind::Thread(ThreadKind::Message {
-                    direction: Direction::Outbound,
-                }),
+                EventKind::outbound_message(),
             )
             .with_agent(agent)
             .with_content(Content::text(format!("agent reply {idx}")))
@@ -133,9 +127,7 @@ fn signing(c: &mut Criterion) {
             sample.signed.header.parents.clone(),
             sample.signed.header.depth,
             NOW,
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Outbound,
-            }),
+            EventKind::outbound_message(),
         )
         .with_content(Content::text("agent reply"));
         b.iter(|| draft.clone().sign(&setup.node).expect("encodes"))

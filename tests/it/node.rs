@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use threadline_protocol::{
-    event::{Content, Direction, Draft, EventKind, Scope, ThreadKind},
+    event::{Content, Draft, EventKind, Scope},
     name::ExternalId,
     ChannelKind, EventId, Handle, SecretKey, ThreadId, Timestamp,
 };
@@ -97,11 +97,7 @@ fn inbound(
         parents,
         depth,
         now(),
-        EventKind::Thread(ThreadKind::Message {
-            direction: Direction::Inbound {
-                channel: bridge.channel,
-            },
-        }),
+        EventKind::inbound_message(bridge.channel),
     )
     .with_content(
         Content::text(text)
@@ -599,11 +595,7 @@ fn kill_9_during_a_stream_of_inbound_messages_loses_nothing_acknowledged() {
                     parents,
                     depth,
                     now(),
-                    EventKind::Thread(ThreadKind::Message {
-                        direction: Direction::Inbound {
-                            channel: ChannelKind::Webchat,
-                        },
-                    }),
+                    EventKind::inbound_message(ChannelKind::Webchat),
                 )
                 .with_content(
                     Content::text(text.clone())

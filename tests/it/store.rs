@@ -3,7 +3,7 @@
 
 use threadline_node::{admin, clock, ingest, DataDir};
 use threadline_protocol::{
-    event::{Content, Direction, Draft, EventKind, Scope, Status, ThreadKind},
+    event::{Content, Draft, EventKind, Scope, Status},
     name::{ExternalId, Label},
     ChannelKind, Directory, Handle, ScopeId, Thread,
 };
@@ -33,11 +33,7 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                     resolved.parents,
                     resolved.depth,
                     clock::now(),
-                    EventKind::Thread(ThreadKind::Message {
-                        direction: Direction::Inbound {
-                            channel: ChannelKind::Webchat,
-                        },
-                    }),
+                    EventKind::inbound_message(ChannelKind::Webchat),
                 )
                 .with_content(
                     Content::text(format!("message {message}"))

@@ -16,6 +16,7 @@ use threadline_protocol::{
 };
 
 use super::auth::BridgeCaller;
+use super::views::parse_field;
 use super::ApiError;
 use crate::ingest::{writer_channel_byte, Ingest, Submitted};
 use crate::store::{Delivery, TreeName};
@@ -48,10 +49,7 @@ pub async fn resolve(
     body: Result<Json<ResolveBody>, JsonRejection>,
 ) -> Result<Json<ResolveAnswer>, ApiError> {
     let Json(body) = body?;
-    let handle: Handle = body
-        .handle
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let handle: Handle = parse_field(&body.handle, "handle")?;
     if handle.channel() != channel {
         return Err(ApiError::forbidden(format!(
             "a {channel} bridge cannot resolve a {} handle",

@@ -14,7 +14,7 @@ use threadline_protocol::{
 
 use super::auth::AgentCaller;
 use super::threads::thread_events;
-use super::views::{parse_id, EventView, ThreadView};
+use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{DirectoryAction, Ingest};
 use crate::store::TreeName;
@@ -185,10 +185,7 @@ pub async fn link_handle(
 ) -> Result<Json<Done>, ApiError> {
     let id: ContactId = parse_id(&id, "contact")?;
     let Json(body) = body?;
-    let handle: Handle = body
-        .handle
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let handle: Handle = parse_field(&body.handle, "handle")?;
     let events = ingest
         .change_directory(DirectoryAction::LinkHandle(id, handle))
         .await?;
@@ -209,14 +206,8 @@ pub async fn merge(
     body: Result<Json<MergeBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
-    let from: ContactId = body
-        .from
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("bad contact id `{}`", body.from)))?;
-    let into: ContactId = body
-        .into
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("bad contact id `{}`", body.into)))?;
+    let from: ContactId = parse_field(&body.from, "contact id")?;
+    let into: ContactId = parse_field(&body.into, "contact id")?;
     if from == into {
         return Err(ApiError::bad_request(
             "a contact cannot be merged into itself",

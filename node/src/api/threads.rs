@@ -12,7 +12,7 @@ use threadline_protocol::{
 };
 
 use super::auth::AgentCaller;
-use super::views::{parse_id, status_name, EventView, ThreadView};
+use super::views::{parse_field, parse_id, status_name, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 
@@ -56,24 +56,17 @@ pub async fn list(
     let assignee: Option<Option<AgentId>> = match query.assignee.as_deref() {
         None => None,
         Some("none") => Some(None),
-        Some(text) => {
-            Some(Some(text.parse().map_err(|_| {
-                ApiError::bad_request(format!("bad assignee `{text}`"))
-            })?))
-        }
+        Some(text) => Some(Some(parse_field(text, "assignee")?)),
     };
     let channel: Option<ChannelKind> = query
         .channel
         .as_deref()
-        .map(|c| c.parse().map_err(|e| ApiError::bad_request(format!("{e}"))))
+        .map(|c| parse_field(c, "channel"))
         .transpose()?;
     let contact: Option<ContactId> = query
         .contact
         .as_deref()
-        .map(|c| {
-            c.parse()
-                .map_err(|_| ApiError::bad_request(format!("bad contact `{c}`")))
-        })
+        .map(|c| parse_field(c, "contact"))
         .transpose()?;
     let cursor: Option<(u64, ThreadId)> = query.cursor.as_deref().map(parse_cursor).transpose()?;
 
@@ -238,10 +231,7 @@ pub async fn assign(
     let Json(body) = body?;
     let assignee = match &body.assignee {
         serde_json::Value::Null => None,
-        serde_json::Value::String(text) => Some(
-            text.parse::<AgentId>()
-                .map_err(|_| ApiError::bad_request(format!("bad agent id `{text}`")))?,
-        ),
+        serde_json::Value::String(text) => Some(parse_field::<AgentId>(text, "agent id")?),
         other => {
             return Err(ApiError::bad_request(format!(
                 "assignee must be an agent id or null, not {other}"
@@ -300,10 +290,7 @@ pub async fn hand_off(
     body: Result<Json<HandOffBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
-    let handle: Handle = body
-        .handle
-        .parse()
-        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+    let handle: Handle = parse_field(&body.handle, "handle")?;
     act(&ingest, caller, &id, Action::HandOff(handle)).await
 }
 

@@ -198,6 +198,17 @@ fn directory_detail(kind: &DirectoryKind) -> serde_json::Value {
     }
 }
 
+/// Parses a value from a request body or query (a handle, a channel, an id), or answers 400
+/// with what the parser said.
+pub fn parse_field<T>(text: &str, what: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|err| ApiError::bad_request(format!("bad {what} `{text}`: {err}")))
+}
+
 /// Parses an id from a path segment, or answers 404.
 pub fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
     text.parse()

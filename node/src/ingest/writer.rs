@@ -334,6 +334,19 @@ impl Writer {
             event.header().kind,
             EventKind::Directory(DirectoryKind::Merge { .. } | DirectoryKind::EraseContact { .. })
         );
+        let with_content = |directory: &Directory| -> std::collections::HashSet<EventId> {
+            directory
+                .dag()
+                .iter_ordered()
+                .filter(|e| e.content().is_some())
+                .map(|e| e.id())
+                .collect()
+        };
+        let had_content = if changes_erasure {
+            with_content(&directory)
+        } else {
+            Default::default()
+        };
         if directory.insert(event.clone(), now)? == Inserted::Duplicate {
             return Ok(Submitted::Duplicate(id));
         }
@@ -341,13 +354,11 @@ impl Writer {
         let stored = directory.dag().get(&id).unwrap_or(&event);
         writes.put_event(stored)?;
         if changes_erasure {
-            // Content the directory dropped (an erased contact's names, handles, values).
-            for erased in directory
-                .dag()
-                .iter_ordered()
-                .filter(|e| e.header().content_hash.is_some() && e.content().is_none())
-            {
-                writes.erase_content(&self.store, &erased.id())?;
+            // Content this event made the directory drop (an erased contact's names, handles,
+            // values); what earlier erasures dropped is already gone from the store.
+            let still_has = with_content(&directory);
+            for erased in had_content.difference(&still_has) {
+                writes.erase_content(&self.store, erased)?;
             }
         }
         Ok(Submitted::Stored(id))

@@ -215,6 +215,20 @@ pub(crate) enum ContentRule {
 }
 
 impl EventKind {
+    /// A customer's message arriving on `channel` (introduced by that channel's bridge).
+    pub fn inbound_message(channel: ChannelKind) -> Self {
+        EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Inbound { channel },
+        })
+    }
+
+    /// The org's reply to the customer.
+    pub fn outbound_message() -> Self {
+        EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Outbound,
+        })
+    }
+
     /// A short name for errors and logs.
     pub fn name(&self) -> &'static str {
         match self {

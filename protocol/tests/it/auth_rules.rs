@@ -8,8 +8,8 @@ use threadline_protocol::{
     dag::DagError,
     digest::Domain,
     event::{
-        Content, Direction, DirectoryKind, Draft, EventKind, ReceiptKind, Scope, Status,
-        ThreadKind, VerifyError,
+        Content, DirectoryKind, Draft, EventKind, ReceiptKind, Scope, Status, ThreadKind,
+        VerifyError,
     },
     limits::{MAX_PARENTS, MAX_TEXT_BYTES},
     name::Label,
@@ -229,11 +229,7 @@ fn bridge_outside_its_channel_is_refused() {
     let event = next(
         thread.dag(),
         &world.bridge_email,
-        EventKind::Thread(ThreadKind::Message {
-            direction: Direction::Inbound {
-                channel: ChannelKind::Webchat,
-            },
-        }),
+        EventKind::inbound_message(ChannelKind::Webchat),
         None,
         Some(Content::text("hi").with_handle(handle("webchat:visitor-1"))),
     );
@@ -269,9 +265,7 @@ fn bridge_may_only_introduce_messages_and_receipts() {
     let mut thread = world.open_thread();
     for kind in [
         EventKind::Thread(ThreadKind::Note),
-        EventKind::Thread(ThreadKind::Message {
-            direction: Direction::Outbound,
-        }),
+        EventKind::outbound_message(),
         EventKind::Thread(ThreadKind::Status {
             status: Status::Resolved,
         }),
@@ -317,11 +311,7 @@ fn handle_scoped_bridge_cannot_speak_for_another_handle() {
         next(
             thread.dag(),
             &world.bridge_sms_scoped,
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Inbound {
-                    channel: ChannelKind::Sms,
-                },
-            }),
+            EventKind::inbound_message(ChannelKind::Sms),
             None,
             Some(Content::text("hi").with_handle(handle(address))),
         )
@@ -343,11 +333,7 @@ fn nodes_cannot_introduce_inbound_messages() {
     let event = next(
         thread.dag(),
         &world.node_a,
-        EventKind::Thread(ThreadKind::Message {
-            direction: Direction::Inbound {
-                channel: ChannelKind::Webchat,
-            },
-        }),
+        EventKind::inbound_message(ChannelKind::Webchat),
         None,
         Some(Content::text("I am the customer, honest").with_handle(handle("webchat:visitor-1"))),
     );
@@ -685,11 +671,7 @@ fn content_rules_and_limits_are_enforced() {
         &world.bridge_webchat,
         next_draft(
             thread.dag(),
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Inbound {
-                    channel: ChannelKind::Webchat,
-                },
-            }),
+            EventKind::inbound_message(ChannelKind::Webchat),
             None,
             Some(Content::text("x").with_handle(handle("email:a@b.test"))),
         ),

@@ -4,7 +4,7 @@ use threadline_protocol::{
     cert::{CertRole, Certificate, CertificateBody},
     channel::{ChannelKind, Handle},
     directory::{self, Directory},
-    event::{Content, Direction, DirectoryKind, Draft, Event, EventKind, Scope, ThreadKind},
+    event::{Content, DirectoryKind, Draft, Event, EventKind, Scope, ThreadKind},
     AgentId, Certificates, ContactId, Dag, OrgId, SecretKey, Thread, Timestamp, VerifiedEvent,
 };
 
@@ -144,11 +144,7 @@ impl World {
         next(
             thread.dag(),
             &self.bridge_webchat,
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Inbound {
-                    channel: ChannelKind::Webchat,
-                },
-            }),
+            EventKind::inbound_message(ChannelKind::Webchat),
             None,
             Some(Content::text(text).with_handle(handle("webchat:visitor-1"))),
         )
@@ -159,9 +155,7 @@ impl World {
         next(
             thread.dag(),
             &self.node_a,
-            EventKind::Thread(ThreadKind::Message {
-                direction: Direction::Outbound,
-            }),
+            EventKind::outbound_message(),
             Some(self.agent),
             Some(Content::text(text)),
         )
