@@ -249,9 +249,10 @@ pub fn add_bridge(
 
 fn load_directory(store: &Store, org: OrgId) -> Result<Directory, AdminError> {
     let events = store
-        .log_events(&ScopeId::Directory(org))
+        .log_events(&ScopeId::Directory(org))?
+        .into_iter()
         .map(|event| {
-            event?
+            event
                 .verify_from_store()
                 .map_err(|e| AdminError::Event(e.to_string()))
         })

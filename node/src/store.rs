@@ -3,8 +3,7 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
-//! | `log` | scope ‖ depth BE ‖ author time BE ‖ event id | `encode(Event)`: every log's events in linear order; erasure rewrites the value without content |
-//! | `events` | event id | the event's `log` key |
+//! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
 //! | `threads` | thread id | `encode(ThreadState)`: derived state, kept in step with events |
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
@@ -12,12 +11,20 @@
 //! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
+//! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
 //!
+//! There is no separate event-id index: every lookup of an event knows its log (a thread's
+//! events are named inside the thread; a duplicate is found in the log's in-memory DAG), so a
+//! log entry is keyed by scope and id, and a log is read back with one prefix scan and put in
+//! linear order by sorting on `(depth, author time, id)` (the DAG does the same on restore).
+//! One new key per event instead of two: sled spends ~15–20 µs on each new key, which is
+//! most of what ingest costs (docs/BENCHMARKS.md).
+//!
 //! Writes are staged in a [`WriteSet`] (which also answers reads of what it staged) and
-//! committed as one sled transaction across trees: the ingest writer commits one per group of
-//! requests, so a group is stored whole or not at all. Nothing is durable until
+//! committed atomically across trees through a redo journal ([`Store::commit`]): the ingest
+//! writer commits one per group of requests, so a group is stored whole or not at all. Nothing is durable until
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
 mod keys;
@@ -25,14 +32,22 @@ mod records;
 
 use std::path::Path;
 
-use threadline_protocol::{codec, thread::ThreadState, Event, EventId, ScopeId, ThreadId};
+use threadline_protocol::{
+    codec, dag::OrderKey, thread::ThreadState, Event, EventId, ScopeId, ThreadId,
+};
 
-pub use keys::{order_key, scope_key};
+pub use keys::{log_key, scope_key};
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// One write in the journal: tree number, key, value (`None`: removal).
+type JournalOp = (u8, codec::ByteBuf, Option<codec::ByteBuf>);
+
+/// A journal record holds at most about this many bytes of writes (one commit may need several).
+const JOURNAL_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +79,8 @@ pub enum StoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum TreeName {
-    /// Every log's events in linear order.
+    /// Every log's events, by scope and id.
     Log = 0,
-    /// Event id → log key.
-    Events,
     /// Derived thread states.
     Threads,
     /// Contact → threads index.
@@ -84,9 +97,8 @@ pub enum TreeName {
     Agents,
 }
 
-const TREE_NAMES: [&str; 9] = [
+const TREE_NAMES: [&str; 8] = [
     "log",
-    "events",
     "threads",
     "contact_threads",
     "open_threads",
@@ -151,17 +163,19 @@ impl WriteSet {
         &mut self,
         event: &threadline_protocol::VerifiedEvent,
     ) -> Result<(), StoreError> {
-        let key = order_key(&scope_key(&event.scope_id()), event);
-        self.insert(TreeName::Log, key.clone(), codec::encode(event.event())?);
-        self.insert(TreeName::Events, event.id().as_bytes().to_vec(), key);
+        let key = log_key(&event.scope_id(), &event.id());
+        self.insert(TreeName::Log, key, codec::encode(event.event())?);
         Ok(())
     }
 
     /// Stages the erasure of an event's content (its header stays). Unknown ids are ignored.
-    pub fn erase_content(&mut self, store: &Store, id: &EventId) -> Result<(), StoreError> {
-        let Some(key) = self.get(store, TreeName::Events, id.as_bytes())? else {
-            return Ok(());
-        };
+    pub fn erase_content(
+        &mut self,
+        store: &Store,
+        scope: &ScopeId,
+        id: &EventId,
+    ) -> Result<(), StoreError> {
+        let key = log_key(scope, id);
         let Some(bytes) = self.get(store, TreeName::Log, &key)? else {
             return Ok(());
         };
@@ -193,6 +207,8 @@ impl WriteSet {
 pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The redo journal of the last commit (see [`Store::commit`]).
+    journal: sled::Tree,
 }
 
 impl Store {
@@ -220,7 +236,10 @@ impl Store {
             .iter()
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Store { db, trees })
+        let journal = db.open_tree("journal")?;
+        let store = Store { db, trees, journal };
+        store.redo_journal()?;
+        Ok(store)
     }
 
     /// A tree.
@@ -228,37 +247,100 @@ impl Store {
         &self.trees[name as usize]
     }
 
-    /// Commits a write set atomically across trees (visible at once, durable after
-    /// [`Store::flush`]).
+    /// Commits a write set atomically across trees (visible at once to the writer, durable
+    /// after [`Store::flush`]; readers on other threads may see one tree's part before
+    /// another's).
+    ///
+    /// A redo journal gives the atomicity: the whole write set is first written to the
+    /// `journal` tree (one atomic batch), then applied tree by tree (one atomic batch each).
+    /// sled recovers a prefix of its log after a crash, so if any tree's part survived, the
+    /// journal did, and [`Store::open`] applies it again (the writes are idempotent). This
+    /// costs about 1 µs per message, where a sled transaction across trees (which reads every
+    /// key it writes) cost 15 µs (docs/BENCHMARKS.md).
     pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
-        use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
         if writes.is_empty() {
             return Ok(());
         }
-        let trees: Vec<&sled::Tree> = self.trees.iter().collect();
-        trees
-            .as_slice()
-            .transaction(|views| {
-                for ((tree, key), value) in &writes.ops {
-                    let view = &views[*tree as usize];
-                    match value {
-                        Some(value) => {
-                            view.insert(key.as_slice(), value.as_slice())?;
-                        }
-                        None => {
-                            view.remove(key.as_slice())?;
-                        }
-                    }
+        self.write_journal(&writes)?;
+        let mut batches: Vec<sled::Batch> =
+            self.trees.iter().map(|_| sled::Batch::default()).collect();
+        for ((tree, key), value) in writes.ops {
+            match value {
+                Some(value) => batches[tree as usize].insert(key, value),
+                None => batches[tree as usize].remove(key),
+            }
+        }
+        for (tree, batch) in self.trees.iter().zip(batches) {
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the journal with `writes`, in one atomic batch.
+    fn write_journal(&self, writes: &WriteSet) -> Result<(), StoreError> {
+        let mut journal = sled::Batch::default();
+        // What a failed clear left behind must not be applied again with this commit.
+        for key in self.journal.iter().keys() {
+            journal.remove(key?);
+        }
+        let mut chunk: Vec<JournalOp> = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut n_chunks: u32 = 0;
+        for ((tree, key), value) in &writes.ops {
+            chunk_bytes += key.len() + value.as_ref().map_or(0, Vec::len) + 16;
+            chunk.push((
+                *tree as u8,
+                codec::ByteBuf(key.clone()),
+                value.clone().map(codec::ByteBuf),
+            ));
+            if chunk_bytes >= JOURNAL_CHUNK_BYTES {
+                journal.insert(&n_chunks.to_be_bytes(), codec::encode(&chunk)?);
+                n_chunks += 1;
+                chunk.clear();
+                chunk_bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            journal.insert(&n_chunks.to_be_bytes(), codec::encode(&chunk)?);
+        }
+        self.journal.apply_batch(journal)?;
+        Ok(())
+    }
+
+    /// Applies the journal of the last commit again (after a crash, it may be partly applied).
+    fn redo_journal(&self) -> Result<(), StoreError> {
+        let mut batches: Vec<sled::Batch> =
+            self.trees.iter().map(|_| sled::Batch::default()).collect();
+        let mut any = false;
+        for entry in self.journal.iter() {
+            let (_, bytes) = entry?;
+            let ops: Vec<JournalOp> =
+                codec::decode(&bytes, bytes.len()).map_err(|err| StoreError::Corrupt {
+                    tree: "journal",
+                    detail: err.to_string(),
+                })?;
+            for (tree, key, value) in ops {
+                let batch =
+                    batches
+                        .get_mut(usize::from(tree))
+                        .ok_or_else(|| StoreError::Corrupt {
+                            tree: "journal",
+                            detail: format!("no tree number {tree}"),
+                        })?;
+                match value {
+                    Some(value) => batch.insert(key.0, value.0),
+                    None => batch.remove(key.0),
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|err| match err {
-                TransactionError::Storage(err) => StoreError::Sled(err),
-                TransactionError::Abort(()) => StoreError::Corrupt {
-                    tree: "transaction",
-                    detail: "aborted".to_owned(),
-                },
-            })
+                any = true;
+            }
+        }
+        if any {
+            for (tree, batch) in self.trees.iter().zip(batches) {
+                tree.apply_batch(batch)?;
+            }
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Makes everything committed so far durable (one fsync for many writers: group commit).
@@ -267,42 +349,53 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the journal of a commit that is durable (the removal itself becomes durable
+    /// with the next flush; until then, a restart applies the journal again, harmlessly).
+    pub fn clear_journal(&self) -> Result<(), StoreError> {
+        self.journal.clear()?;
+        Ok(())
+    }
+
     /// A fresh monotonic id (delivery sequence numbers).
     pub fn generate_id(&self) -> Result<u64, StoreError> {
         Ok(self.db.generate_id()?)
     }
 
-    /// Whether an event is stored.
-    pub fn contains_event(&self, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.tree(TreeName::Events).contains_key(id.as_bytes())?)
+    /// Whether an event of `scope` is stored.
+    pub fn contains_event(&self, scope: &ScopeId, id: &EventId) -> Result<bool, StoreError> {
+        Ok(self.tree(TreeName::Log).contains_key(log_key(scope, id))?)
     }
 
-    /// A stored event with its content (if not erased).
-    pub fn event(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
-        let Some(key) = self.tree(TreeName::Events).get(id.as_bytes())? else {
-            return Ok(None);
-        };
-        let bytes = self
-            .tree(TreeName::Log)
-            .get(&key)?
-            .ok_or(StoreError::Corrupt {
-                tree: "events",
-                detail: format!("event {id} indexed but not in the log"),
-            })?;
-        Ok(Some(decode("log", &bytes)?))
-    }
-
-    /// The events of a log, in linear order.
-    pub fn log_events(
-        &self,
-        scope: &ScopeId,
-    ) -> impl Iterator<Item = Result<Event, StoreError>> + '_ {
+    /// A stored event of `scope`, with its content (if not erased).
+    pub fn event(&self, scope: &ScopeId, id: &EventId) -> Result<Option<Event>, StoreError> {
         self.tree(TreeName::Log)
-            .scan_prefix(scope_key(scope))
-            .map(|entry| {
-                let (_, value) = entry?;
-                decode("log", &value)
-            })
+            .get(log_key(scope, id))?
+            .map(|bytes| decode("log", &bytes))
+            .transpose()
+    }
+
+    /// The events of a log, in linear order (which puts parents first).
+    pub fn log_events(&self, scope: &ScopeId) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
+        for entry in self.tree(TreeName::Log).scan_prefix(scope_key(scope)) {
+            let (key, value) = entry?;
+            let id = key
+                .get(33..)
+                .and_then(|id| <[u8; 32]>::try_from(id).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "log",
+                    detail: "key is not scope ‖ event id".to_owned(),
+                })?;
+            let event: Event = decode("log", &value)?;
+            let order = OrderKey {
+                depth: event.signed.header.depth,
+                author_time: event.signed.header.author_time,
+                id: EventId::from_bytes(id),
+            };
+            events.push((order, event));
+        }
+        events.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        Ok(events.into_iter().map(|(_, event)| event).collect())
     }
 
     /// A thread's derived state.
@@ -327,9 +420,9 @@ impl Store {
         })
     }
 
-    /// Number of events stored.
+    /// Number of events stored (sled counts them one by one: for tests and benchmarks).
     pub fn n_events(&self) -> usize {
-        self.tree(TreeName::Events).len()
+        self.tree(TreeName::Log).len()
     }
 
     /// Size on disk, in bytes.
@@ -347,4 +440,70 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
         tree,
         detail: err.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crash after the journal reached the disk but before every tree got its part: the
+    /// next open applies the journal, so the commit is whole.
+    #[test]
+    fn reopening_applies_a_journal_whose_commit_did_not_reach_every_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writes = WriteSet::default();
+        writes.insert(TreeName::Log, b"log key".to_vec(), b"event".to_vec());
+        writes.insert(TreeName::ExternalIds, b"ext key".to_vec(), b"id".to_vec());
+        writes.insert(
+            TreeName::Outbound,
+            b"big".to_vec(),
+            vec![7u8; JOURNAL_CHUNK_BYTES],
+        );
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            store
+                .tree(TreeName::Outbound)
+                .insert(b"old", b"removed by the commit")
+                .expect("insert");
+            writes.remove(TreeName::Outbound, b"old".to_vec());
+            store.write_journal(&writes).expect("journal");
+            // Only one tree got its part before the "crash".
+            store
+                .tree(TreeName::Log)
+                .insert(b"log key", b"event")
+                .expect("insert");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("reopens");
+        let get = |tree, key: &[u8]| {
+            store
+                .tree(tree)
+                .get(key)
+                .expect("reads")
+                .map(|v| v.to_vec())
+        };
+        assert_eq!(get(TreeName::Log, b"log key"), Some(b"event".to_vec()));
+        assert_eq!(get(TreeName::ExternalIds, b"ext key"), Some(b"id".to_vec()));
+        assert_eq!(
+            get(TreeName::Outbound, b"big").map(|v| v.len()),
+            Some(JOURNAL_CHUNK_BYTES)
+        );
+        assert_eq!(get(TreeName::Outbound, b"old"), None);
+        // A cleared journal is not applied again.
+        store.clear_journal().expect("clears");
+        store
+            .tree(TreeName::ExternalIds)
+            .remove(b"ext key")
+            .expect("remove");
+        store.flush().expect("flush");
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopens");
+        assert_eq!(
+            store
+                .tree(TreeName::ExternalIds)
+                .get(b"ext key")
+                .expect("reads"),
+            None
+        );
+    }
 }

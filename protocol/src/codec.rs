@@ -27,6 +27,37 @@ const CONFIG: bincode::config::Configuration<
 /// smaller (see [`crate::limits::MAX_EVENT_BYTES`]); batches of events are split to fit.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// An opaque byte string encoded as one length-prefixed run (serde's `bytes`: varint length,
+/// then the bytes) rather than as a sequence of one-byte elements. For records that carry
+/// bytes they do not interpret, such as the node's store journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ByteBuf(pub Vec<u8>);
+
+impl Serialize for ByteBuf {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ByteBuf {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(bytes.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(bytes))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visitor)
+    }
+}
+
 /// Encoding failed. Only values that break a serde invariant (a map with keys bincode cannot
 /// write, a value over the size limit) can fail; the protocol's own types never do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -85,8 +85,9 @@ impl PublicKey {
         Ok(key)
     }
 
-    /// Verifies `signature` over `domain || 0x00 || message` (strict verification: no
-    /// malleable or small-order signatures). A key that is not a valid point verifies nothing.
+    /// Verifies `signature` over `domain || 0x00 || message` by the protocol's rule (canonical
+    /// encodings, no small-order points, the cofactored equation: see [`crate::verify`]). A key
+    /// that is not a valid point verifies nothing.
     pub fn verify(
         &self,
         domain: Domain,
@@ -97,10 +98,14 @@ impl PublicKey {
             signer: *self,
             domain: domain.as_str(),
         };
-        let key = self.verifying_key().map_err(|_| bad())?;
-        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(&digest::separated(domain, message), &signature)
-            .map_err(|_| bad())
+        let key = crate::verify::Key::new(self).ok_or_else(bad)?;
+        let prepared = crate::verify::prepare(&key, &digest::separated(domain, message), signature)
+            .ok_or_else(bad)?;
+        if crate::verify::check_one(&prepared) {
+            Ok(())
+        } else {
+            Err(bad())
+        }
     }
 }
 
@@ -151,9 +156,6 @@ impl Signature {
     /// The 64 bytes.
     pub const fn as_bytes(&self) -> &[u8; 64] {
         &self.0
-    }
-    pub(crate) fn to_dalek(self) -> ed25519_dalek::Signature {
-        ed25519_dalek::Signature::from_bytes(&self.0)
     }
 }
 

@@ -46,6 +46,7 @@ pub mod name;
 pub mod sync;
 pub mod thread;
 pub mod time;
+mod verify;
 
 pub use auth::{AuthError, Certificates};
 pub use cert::{CertRole, Certificate, CertificateBody};

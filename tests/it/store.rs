@@ -95,11 +95,9 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
         let (thread_id, stored_state) = entry.expect("state decodes");
         let events: Vec<_> = store
             .log_events(&ScopeId::Thread(thread_id))
-            .map(|e| {
-                e.expect("event decodes")
-                    .verify_from_store()
-                    .expect("stored event checks")
-            })
+            .expect("log reads")
+            .into_iter()
+            .map(|e| e.verify_from_store().expect("stored event checks"))
             .collect();
         let thread = Thread::restore(events).expect("restores");
         assert_eq!(
@@ -113,11 +111,9 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
     assert_eq!(n_threads, 20);
     let directory_events: Vec<_> = store
         .log_events(&ScopeId::Directory(identity.org))
-        .map(|e| {
-            e.expect("event decodes")
-                .verify_from_store()
-                .expect("checks")
-        })
+        .expect("log reads")
+        .into_iter()
+        .map(|e| e.verify_from_store().expect("checks"))
         .collect();
     let directory = Directory::restore(directory_events).expect("restores");
     assert_eq!(directory.state(), &directory.fold_from_scratch());

@@ -152,9 +152,9 @@ pub async fn show(
 pub fn thread_events(ingest: &Ingest, id: ThreadId) -> Result<Vec<EventView>, ApiError> {
     ingest
         .store()
-        .log_events(&ScopeId::Thread(id))
+        .log_events(&ScopeId::Thread(id))?
+        .into_iter()
         .map(|event| {
-            let event = event?;
             let event_id = event.id().map_err(|e| ApiError::internal(e.to_string()))?;
             Ok(EventView::new(event_id, Some(id), &event))
         })

@@ -6,7 +6,8 @@ use threadline_protocol::{
     channel::Handle,
     event::{Direction, DirectoryKind, EventKind, ReceiptKind, Status, ThreadKind},
     thread::ThreadState,
-    AgentId, ChannelKind, ContactId, Event, EventId, OrgId, PublicKey, ThreadId, Timestamp,
+    AgentId, ChannelKind, ContactId, Event, EventId, OrgId, PublicKey, ScopeId, ThreadId,
+    Timestamp,
 };
 
 use super::ApiError;
@@ -72,7 +73,7 @@ impl ThreadView {
             Some(route) => {
                 let handle = ingest
                     .store()
-                    .event(&route.handle_from)?
+                    .event(&ScopeId::Thread(id), &route.handle_from)?
                     .and_then(|event| event.content)
                     .and_then(|content| content.handle);
                 Some(RouteView {

@@ -18,7 +18,7 @@ use super::{
     LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
-use crate::store::{Delivery, Store, StoreError, TreeName, WriteSet};
+use crate::store::{log_key, Delivery, Store, StoreError, TreeName, WriteSet};
 
 /// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
 /// first; a thread not in the cache is rebuilt from the store when it is next written to
@@ -35,8 +35,9 @@ pub fn start(
 ) -> Result<(Ingest, Running), IngestError> {
     let org = identity.org;
     let stored: Vec<VerifiedEvent> = store
-        .log_events(&ScopeId::Directory(org))
-        .map(|event| Ok::<_, IngestError>(event?.verify_from_store()?))
+        .log_events(&ScopeId::Directory(org))?
+        .into_iter()
+        .map(|event| Ok::<_, IngestError>(event.verify_from_store()?))
         .collect::<Result<_, _>>()?;
     let directory = Arc::new(RwLock::new(Directory::restore(stored)?));
     let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
@@ -234,9 +235,17 @@ impl Writer {
             .commit(writes)
             .and_then(|()| self.store.flush())
             .map_err(|err| err.to_string());
-        if let Err(err) = &flushed {
-            error!(cause = %err, "commit or flush failed; answering the batch with errors");
-            self.reset_memory();
+        match &flushed {
+            Ok(()) => {
+                if let Err(err) = self.store.clear_journal() {
+                    // The next commit replaces the journal anyway.
+                    warn!(cause = %err, "cannot clear the store's journal");
+                }
+            }
+            Err(err) => {
+                error!(cause = %err, "commit or flush failed; answering the batch with errors");
+                self.reset_memory();
+            }
         }
         self.threads.trim();
         let not_durable = |err: &String| {
@@ -291,14 +300,8 @@ impl Writer {
         event: VerifiedEvent,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Submitted, IngestError> {
-        let id = event.id();
-        if self
-            .pending
-            .get(&self.store, TreeName::Events, id.as_bytes())?
-            .is_some()
-        {
-            return Ok(Submitted::Duplicate(id));
-        }
+        // A duplicate by id is found by its log's DAG (in `apply_thread`/`apply_directory`);
+        // by external message id, here.
         let external_key = external_id_key(&event);
         if let Some(key) = &external_key {
             if let Some(existing) = self.pending.get(&self.store, TreeName::ExternalIds, key)? {
@@ -358,7 +361,7 @@ impl Writer {
             // values); what earlier erasures dropped is already gone from the store.
             let still_has = with_content(&directory);
             for erased in had_content.difference(&still_has) {
-                writes.erase_content(&self.store, erased)?;
+                writes.erase_content(&self.store, &ScopeId::Directory(self.org), erased)?;
             }
         }
         Ok(Submitted::Stored(id))
@@ -377,6 +380,19 @@ impl Writer {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let is_root = matches!(event.header().scope, Scope::NewThread);
+        if is_root
+            && (self.threads.contains(&thread_id)
+                || self
+                    .pending
+                    .get(
+                        &self.store,
+                        TreeName::Log,
+                        &log_key(&ScopeId::Thread(thread_id), &id),
+                    )?
+                    .is_some())
+        {
+            return Ok(Submitted::Duplicate(id));
+        }
         let thread = if is_root {
             let thread = Thread::open(event.clone(), directory.certificates(), now)?;
             self.threads.put(thread_id, thread)
@@ -409,7 +425,7 @@ impl Writer {
             EventKind::Thread(ThreadKind::Erase { targets }) => {
                 // Only this thread's events: an erasure never reaches into another log.
                 for target in targets.iter().filter(|t| thread.dag().contains(t)) {
-                    writes.erase_content(&self.store, target)?;
+                    writes.erase_content(&self.store, &ScopeId::Thread(thread_id), target)?;
                 }
             }
             EventKind::Thread(ThreadKind::Message {
@@ -750,8 +766,13 @@ impl Writer {
         let stored: Result<Vec<VerifiedEvent>, IngestError> = self
             .store
             .log_events(&ScopeId::Directory(self.org))
-            .map(|event| Ok(event?.verify_from_store()?))
-            .collect();
+            .map_err(IngestError::from)
+            .and_then(|events| {
+                events
+                    .into_iter()
+                    .map(|event| Ok(event.verify_from_store()?))
+                    .collect()
+            });
         match stored.and_then(|events| Ok(Directory::restore(events)?)) {
             Ok(directory) => {
                 *self
@@ -884,11 +905,16 @@ impl ThreadCache {
         }
     }
 
+    fn contains(&self, id: &ThreadId) -> bool {
+        self.threads.contains_key(id)
+    }
+
     fn load(&mut self, store: &Store, id: ThreadId) -> Result<&mut Thread, IngestError> {
         if !self.threads.contains_key(&id) {
             let events: Vec<VerifiedEvent> = store
-                .log_events(&ScopeId::Thread(id))
-                .map(|event| Ok::<_, IngestError>(event?.verify_from_store()?))
+                .log_events(&ScopeId::Thread(id))?
+                .into_iter()
+                .map(|event| Ok::<_, IngestError>(event.verify_from_store()?))
                 .collect::<Result<_, _>>()?;
             if events.is_empty() {
                 return Err(IngestError::UnknownThread(id));
