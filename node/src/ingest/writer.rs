@@ -190,6 +190,24 @@ enum Answer {
     ),
 }
 
+impl Answer {
+    /// The first store error among the answer's results, if any.
+    fn store_error(&self) -> Option<String> {
+        fn store_error<T>(result: &Result<T, IngestError>) -> Option<String> {
+            match result {
+                Err(err @ IngestError::Store(_)) => Some(err.to_string()),
+                _ => None,
+            }
+        }
+        match self {
+            Answer::Submit(_, results) => results.iter().find_map(store_error),
+            Answer::Resolve(_, result) => store_error(result),
+            Answer::Act(_, result) => store_error(result),
+            Answer::Directory(_, result) => store_error(result),
+        }
+    }
+}
+
 impl Writer {
     fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         while let Some(batch) = next_batch(&mut requests) {
@@ -228,13 +246,21 @@ impl Writer {
             }
         }
 
-        // Group commit: one transaction and one flush for the whole batch, then answers.
+        // A store error in the middle of a request may leave memory ahead of what was staged:
+        // then nothing of the batch is committed (its callers get errors and may retry).
+        let store_failed = answers.iter().find_map(Answer::store_error);
+        // Group commit: one atomic commit and one flush for the whole batch, then answers.
         let writes = std::mem::take(&mut self.pending);
-        let flushed = self
-            .store
-            .commit(writes)
-            .and_then(|()| self.store.flush())
-            .map_err(|err| err.to_string());
+        let flushed = match store_failed {
+            Some(err) => Err(format!(
+                "the batch was abandoned after a store error: {err}"
+            )),
+            None => self
+                .store
+                .commit(writes)
+                .and_then(|()| self.store.flush())
+                .map_err(|err| err.to_string()),
+        };
         match &flushed {
             Ok(()) => {
                 if let Err(err) = self.store.clear_journal() {
