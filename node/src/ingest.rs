@@ -163,7 +163,7 @@ enum Request {
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
     Resolve(Handle, Reply<Resolved>),
-    Act(AgentId, ThreadId, Action, Reply<EventId>),
+    Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
 }
 
@@ -226,7 +226,20 @@ impl Ingest {
         thread: ThreadId,
         action: Action,
     ) -> Result<EventId, IngestError> {
-        self.call(|reply| Request::Act(agent, thread, action, reply))
+        let ids = self.act_all(agent, thread, vec![action]).await?;
+        ids.into_iter().next().ok_or(IngestError::ShuttingDown)
+    }
+
+    /// Performs several actions on one thread in one request (one flush, answered together),
+    /// in order. They are checked against the same thread and agent, so when the first is
+    /// accepted the others are too (but for a store failure, which fails them all).
+    pub async fn act_all(
+        &self,
+        agent: AgentId,
+        thread: ThreadId,
+        actions: Vec<Action>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        self.call(|reply| Request::Act(agent, thread, actions, reply))
             .await
     }
 

@@ -513,11 +513,19 @@ fn restart_keeps_everything() {
         &format!("/api/v1/threads/{thread}/replies"),
         &json!({"text": "answer"}),
     );
-    node.post(
+    let (status, labelled) = node.post(
         &org.agent_token,
         &format!("/api/v1/threads/{thread}/labels"),
-        &json!({"add": ["vip"]}),
+        &json!({"add": ["vip", "billing", "churn-risk"]}),
     );
+    assert_eq!(status, 200);
+    assert_eq!(labelled["events"].as_array().map(Vec::len), Some(3));
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/labels"),
+        &json!({"add": ["billing"], "remove": ["churn-risk", "billing"]}),
+    );
+    assert_eq!(status, 200);
     node.post(
         &org.agent_token,
         &format!("/api/v1/threads/{thread}/status"),

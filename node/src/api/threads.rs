@@ -324,20 +324,11 @@ pub async fn labels(
     if add.is_empty() && remove.is_empty() {
         return Err(ApiError::bad_request("nothing to add or remove"));
     }
-    let mut events = Vec::new();
-    for label in add {
-        events.push(
-            ingest
-                .act(caller.0, thread, Action::LabelAdd(label))
-                .await?,
-        );
-    }
-    for label in remove {
-        events.push(
-            ingest
-                .act(caller.0, thread, Action::LabelRemove(label))
-                .await?,
-        );
-    }
+    let actions = add
+        .into_iter()
+        .map(Action::LabelAdd)
+        .chain(remove.into_iter().map(Action::LabelRemove))
+        .collect();
+    let events = ingest.act_all(caller.0, thread, actions).await?;
     Ok(Json(LabelsDone { events }))
 }

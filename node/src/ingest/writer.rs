@@ -183,7 +183,10 @@ enum Answer {
         Vec<Result<Submitted, IngestError>>,
     ),
     Resolve(super::Reply<Resolved>, Result<Resolved, IngestError>),
-    Act(super::Reply<EventId>, Result<EventId, IngestError>),
+    Act(
+        super::Reply<Vec<EventId>>,
+        Result<Vec<EventId>, IngestError>,
+    ),
     Directory(
         super::Reply<Vec<EventId>>,
         Result<Vec<EventId>, IngestError>,
@@ -235,8 +238,11 @@ impl Writer {
                     let result = self.resolve(handle, &mut live);
                     answers.push(Answer::Resolve(reply, result));
                 }
-                Request::Act(agent, thread, action, reply) => {
-                    let result = self.act(agent, thread, action, &mut live);
+                Request::Act(agent, thread, actions, reply) => {
+                    let result = actions
+                        .into_iter()
+                        .map(|action| self.act(agent, thread, action, &mut live))
+                        .collect();
                     answers.push(Answer::Act(reply, result));
                 }
                 Request::Directory(action, reply) => {
