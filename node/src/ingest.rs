@@ -7,8 +7,8 @@
 //! faster than the node writes, they wait: back-pressure):
 //!
 //! 1. the **verifier** drains up to [`MAX_BATCH`] requests and checks all their signatures
-//!    (strictly, each author's key decompressed once per batch); it is stateless, so it runs
-//!    beside the writer, on the other core;
+//!    in one batch equation (the protocol's rule makes that agree with checking each alone); it
+//!    is stateless, so it runs beside the writer, on the other core;
 //! 2. the **writer** owns the mutable state (the org's directory, a cache of threads) and the
 //!    store's writes. It drains up to [`MAX_BATCH`] verified requests, authorises and applies
 //!    them in order, commits the whole batch in one transaction, makes it durable with one
