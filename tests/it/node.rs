@@ -815,6 +815,8 @@ fn contact_export_and_erasure_from_the_command_line() {
         &format!("/api/v1/threads/{thread}/replies"),
         &json!({"text": "Thanks Ivy"}),
     );
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(queue["deliveries"].as_array().map(Vec::len), Some(1));
     node.stop();
 
     let exported = threadline_ok(&org.data, &["contact", "export", "webchat:ivy-visitor"]);
@@ -855,6 +857,9 @@ fn contact_export_and_erasure_from_the_command_line() {
     let (status, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:ivy-visitor");
     assert_eq!(status, 200);
     assert_eq!(found["contacts"], json!([]));
+    // The reply that was waiting for the bridge is not delivered any more.
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(queue["deliveries"], json!([]));
     node.stop();
 }
 

@@ -678,11 +678,14 @@ impl Writer {
                     None,
                     live,
                 )?];
+                let mut erased_threads = std::collections::HashSet::new();
                 for member in members {
                     for thread in self.threads_of(member)? {
                         ids.extend(self.erase_thread_content(thread, live)?);
+                        erased_threads.insert(thread);
                     }
                 }
+                self.drop_deliveries(&erased_threads)?;
                 Ok(ids)
             }
         }
@@ -715,8 +718,8 @@ impl Writer {
         Ok(threads)
     }
 
-    /// Erases the content of every event of a thread that has content, and drops its queued
-    /// deliveries.
+    /// Erases the content of every event of a thread that has content (its queued deliveries
+    /// are dropped by [`Writer::drop_deliveries`]).
     fn erase_thread_content(
         &mut self,
         thread_id: ThreadId,
@@ -748,6 +751,17 @@ impl Writer {
                 ids.push(id);
             }
         }
+        Ok(ids)
+    }
+
+    /// Drops the queued deliveries of `threads` (one pass over the outbound queues).
+    fn drop_deliveries(
+        &mut self,
+        threads: &std::collections::HashSet<ThreadId>,
+    ) -> Result<(), IngestError> {
+        if threads.is_empty() {
+            return Ok(());
+        }
         let mut queued: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for entry in self.store.tree(TreeName::Outbound).iter() {
             let (key, value) = entry.map_err(StoreError::from)?;
@@ -756,11 +770,11 @@ impl Writer {
         queued.extend(self.pending.staged(TreeName::Outbound));
         for (key, value) in queued {
             let delivery: Delivery = crate::store::decode("outbound", &value)?;
-            if delivery.thread == thread_id {
+            if threads.contains(&delivery.thread) {
                 self.pending.remove(TreeName::Outbound, key);
             }
         }
-        Ok(ids)
+        Ok(())
     }
 
     fn sign_directory(
