@@ -1,14 +1,16 @@
-//! Threadline bridges: the bridge SDK and the built-in bridges (web chat, email, Matrix, XMPP,
-//! WhatsApp, Messenger, Slack, Telegram, SMS).
+//! Threadline bridges: the bridge SDK and the built-in bridges (web chat first; email, Matrix,
+//! XMPP, WhatsApp, Messenger, Slack, Telegram and SMS follow the same shape).
 //!
 //! **Architecture Invariant:** bridges know nothing about sled, libp2p or node internals. They
-//! depend on [`threadline_protocol`] only: a bridge turns an external app's message into an
-//! inbound event signed with its own certified key, and answers deliveries with signed
-//! receipts.
+//! depend on [`threadline_protocol`] and this crate's [`sdk`] only: a bridge turns an external
+//! app's message into an inbound event signed with its own certified key, and answers
+//! deliveries with signed receipts. The node hosts built-in bridges by giving them a
+//! [`sdk::NodeLink`]; a standalone bridge gets one that speaks the node's bridge API.
 //!
-//! The crate is empty until the bridge SDK lands with the web chat; it is in the workspace now
-//! so that the dependency rule above is enforced from the start.
+//! docs/BRIDGES.md explains how to write and run a bridge, with the web chat as the example.
 
 #![warn(missing_docs)]
+
+pub mod sdk;
 
 pub use threadline_protocol as protocol;

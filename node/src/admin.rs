@@ -195,6 +195,73 @@ pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
     Ok(())
 }
 
+/// A built-in bridge's certificate is renewed at start when it has less than this left.
+const RENEW_BEFORE_MILLIS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The key of the node's built-in bridge for `channel`: the one it has, or a new one certified
+/// now if the node holds the org key (written to `keys/bridge-<channel>.key` and published in
+/// the directory through `store`, before the pipeline starts). `None` when the node has no key
+/// and cannot certify one (the org key is kept elsewhere: run `threadline bridge add` where it
+/// is, and copy the key in).
+pub fn builtin_bridge_key(
+    data_dir: &DataDir,
+    store: &Store,
+    channel: ChannelKind,
+    now: Timestamp,
+) -> Result<Option<SecretKey>, AdminError> {
+    let identity = data_dir.load_identity()?;
+    let directory = load_directory(store, identity.org)?;
+    let existing = data_dir.load_builtin_bridge_key(channel)?;
+    if let Some(key) = &existing {
+        let certified = directory.certificates().of(&key.public()).iter().any(|cert| {
+            cert.body.role
+                == CertRole::Bridge {
+                    channel,
+                    handle_scope: None,
+                }
+                && cert.body.not_after > now.saturating_add_millis(RENEW_BEFORE_MILLIS)
+        });
+        if certified {
+            return Ok(existing);
+        }
+    }
+    let Some(org_key) = data_dir.load_org_key()? else {
+        return Ok(existing);
+    };
+    // The key is written before its certificate is stored: a key whose certificate did not
+    // make it is certified on the next start.
+    let key = match existing {
+        Some(key) => key,
+        None => {
+            let key = SecretKey::generate(&mut rand_core::OsRng);
+            data_dir
+                .save_builtin_bridge_key(channel, &key)
+                .map_err(|e| AdminError::Event(e.to_string()))?;
+            key
+        }
+    };
+    let certificate = Certificate::issue(
+        &org_key,
+        CertificateBody::new(
+            identity.org,
+            key.public(),
+            CertRole::Bridge {
+                channel,
+                handle_scope: None,
+            },
+            now,
+            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
+        ),
+    )
+    .map_err(|e| AdminError::Event(e.to_string()))?;
+    let certify = certify_event(&directory, &org_key, certificate, now)?;
+    let mut writes = WriteSet::default();
+    writes.put_event(&certify)?;
+    store.commit(writes)?;
+    store.flush()?;
+    Ok(Some(key))
+}
+
 /// Creates a bridge for a channel: a key, the org's certificate for it (published in the
 /// directory) and a token for the bridge API.
 pub fn add_bridge(

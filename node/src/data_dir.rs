@@ -189,6 +189,35 @@ impl DataDir {
         read_key(&path).map(Some)
     }
 
+    /// The key of the built-in bridge for `channel`, if the node has one
+    /// (`keys/bridge-<channel>.key`).
+    pub fn load_builtin_bridge_key(
+        &self,
+        channel: threadline_protocol::ChannelKind,
+    ) -> Result<Option<SecretKey>, LoadError> {
+        let path = self.builtin_bridge_key_path(channel);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_key(&path).map(Some)
+    }
+
+    /// Writes the key of the built-in bridge for `channel` (readable by the owner only; never
+    /// overwrites).
+    pub fn save_builtin_bridge_key(
+        &self,
+        channel: threadline_protocol::ChannelKind,
+        key: &SecretKey,
+    ) -> Result<(), InitError> {
+        let path = self.builtin_bridge_key_path(channel);
+        write_file(&path, &hex::encode(key.to_seed()), true)?;
+        sync_parent(&path).map_err(|source| InitError::Io { path, source })
+    }
+
+    fn builtin_bridge_key_path(&self, channel: threadline_protocol::ChannelKind) -> PathBuf {
+        self.root.join(format!("keys/bridge-{channel}.key"))
+    }
+
     /// Loads the node's identity and checks that its certificate is the org's, for its key.
     pub fn load_identity(&self) -> Result<Identity, LoadError> {
         let version_path = self.root.join("VERSION");

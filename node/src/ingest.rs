@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::identity::Identity;
 use crate::store::{Store, StoreError};
 
-pub use writer::{channel_byte as writer_channel_byte, start, Running};
+pub use writer::{start, Running};
 
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,
 /// callers wait.

@@ -18,8 +18,10 @@
 
 pub mod admin;
 pub mod api;
+pub mod bridge_host;
 pub mod clock;
 pub mod config;
+pub mod conversation;
 pub mod data_dir;
 pub mod identity;
 pub mod ingest;

@@ -36,7 +36,7 @@ use threadline_protocol::{
     codec, dag::OrderKey, thread::ThreadState, Event, EventId, ScopeId, ThreadId,
 };
 
-pub use keys::{log_key, scope_key};
+pub use keys::{channel_key, log_key, scope_key};
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
@@ -398,6 +398,60 @@ impl Store {
         }
         events.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Ok(events.into_iter().map(|(_, event)| event).collect())
+    }
+
+    /// The threads opened for `contact` (not those of contacts merged into it).
+    pub fn contact_threads(
+        &self,
+        contact: &threadline_protocol::ContactId,
+    ) -> Result<Vec<ThreadId>, StoreError> {
+        self.tree(TreeName::ContactThreads)
+            .scan_prefix(contact.as_bytes())
+            .map(|entry| {
+                let (key, _) = entry?;
+                key.get(16..)
+                    .and_then(|id| <[u8; 32]>::try_from(id).ok())
+                    .map(ThreadId::from_bytes)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: "contact_threads",
+                        detail: "key is not contact ‖ thread".to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    /// The oldest `limit` deliveries queued for `channel`.
+    pub fn deliveries(
+        &self,
+        channel: threadline_protocol::ChannelKind,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.tree(TreeName::Outbound)
+            .scan_prefix([channel_key(channel)])
+            .take(limit)
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode("outbound", &value)
+            })
+            .collect()
+    }
+
+    /// Takes a delivery off its channel's queue; whether it was there. Durable after the next
+    /// flush ([`Store::flush_async`]).
+    pub fn ack_delivery(
+        &self,
+        channel: threadline_protocol::ChannelKind,
+        seq: u64,
+    ) -> Result<bool, StoreError> {
+        let mut key = vec![channel_key(channel)];
+        key.extend_from_slice(&seq.to_be_bytes());
+        Ok(self.tree(TreeName::Outbound).remove(key)?.is_some())
+    }
+
+    /// Flushes without blocking the calling task's thread.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// A thread's derived state.

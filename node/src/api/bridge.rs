@@ -18,8 +18,7 @@ use threadline_protocol::{
 use super::auth::BridgeCaller;
 use super::views::parse_field;
 use super::ApiError;
-use crate::ingest::{writer_channel_byte, Ingest, Submitted};
-use crate::store::{Delivery, TreeName};
+use crate::ingest::{Ingest, Submitted};
 
 /// Most events per submission.
 const MAX_EVENTS_PER_SUBMIT: usize = 512;
@@ -167,6 +166,7 @@ pub struct DeliveryView {
     seq: u64,
     thread: ThreadId,
     event: EventId,
+    depth: u64,
     handle: Handle,
     text: String,
     queued_at: u64,
@@ -186,24 +186,20 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveriesAnswer>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
-    let mut deliveries = Vec::new();
-    for entry in ingest
+    let deliveries = ingest
         .store()
-        .tree(TreeName::Outbound)
-        .scan_prefix([writer_channel_byte(channel)])
-        .take(limit)
-    {
-        let (_, value) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
-        let delivery: Delivery = crate::store::decode("outbound", &value)?;
-        deliveries.push(DeliveryView {
+        .deliveries(channel, limit)?
+        .into_iter()
+        .map(|delivery| DeliveryView {
             seq: delivery.seq,
             thread: delivery.thread,
             event: delivery.event,
+            depth: delivery.depth,
             handle: delivery.handle,
             text: delivery.text,
             queued_at: delivery.queued_at.as_millis(),
-        });
-    }
+        })
+        .collect();
     Ok(Json(DeliveriesAnswer { deliveries }))
 }
 
@@ -222,16 +218,9 @@ pub async fn ack(
     let seq: u64 = seq
         .parse()
         .map_err(|_| ApiError::not_found(format!("no delivery `{seq}`")))?;
-    let mut key = vec![writer_channel_byte(channel)];
-    key.extend_from_slice(&seq.to_be_bytes());
-    let tree = ingest.store().tree(TreeName::Outbound);
-    let removed = tree
-        .remove(key)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    tree.flush_async()
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let removed = ingest.store().ack_delivery(channel, seq)?;
+    ingest.store().flush_async().await?;
     Ok(Json(AckAnswer {
-        acknowledged: removed.is_some(),
+        acknowledged: removed,
     }))
 }

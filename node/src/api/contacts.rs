@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use threadline_protocol::{
-    channel::Handle, directory::DirectoryState, ContactId, EventId, ThreadId,
+    channel::Handle, directory::DirectoryState, ContactId, EventId,
 };
 
 use super::auth::AgentCaller;
@@ -17,7 +17,6 @@ use super::threads::thread_events;
 use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{DirectoryAction, Ingest};
-use crate::store::TreeName;
 
 /// Most contacts one search returns.
 const MAX_RESULTS: usize = 50;
@@ -131,16 +130,7 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
     let mut threads = Vec::new();
     let mut timeline = Vec::new();
     for member in members {
-        for entry in ingest
-            .store()
-            .tree(TreeName::ContactThreads)
-            .scan_prefix(member.as_bytes())
-        {
-            let (key, _) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
-            let thread = ThreadId::from_bytes(
-                <[u8; 32]>::try_from(&key[16..])
-                    .map_err(|_| ApiError::internal("bad index key"))?,
-            );
+        for thread in ingest.store().contact_threads(&member)? {
             if let Some(state) = ingest.store().thread_state(&thread)? {
                 threads.push(ThreadView::new(thread, &state, ingest)?);
             }

@@ -18,7 +18,7 @@ use super::{
     LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
-use crate::store::{log_key, Delivery, Store, StoreError, TreeName, WriteSet};
+use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
 
 /// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
 /// first; a thread not in the cache is rebuilt from the store when it is next written to
@@ -465,7 +465,7 @@ impl Writer {
             }) => match delivery_for(thread, &directory, id, now) {
                 Ok(mut delivery) => {
                     delivery.seq = self.store.generate_id()?;
-                    let mut key = vec![channel_byte(delivery.handle.channel())];
+                    let mut key = vec![channel_key(delivery.handle.channel())];
                     key.extend_from_slice(&delivery.seq.to_be_bytes());
                     writes.insert(
                         TreeName::Outbound,
@@ -871,16 +871,16 @@ fn delivery_for(
     if directory.state().resolve(&handle) != Some(owner) {
         return Err("the route's handle is not linked to the thread's contact");
     }
-    let text = thread
+    let reply = thread
         .dag()
         .get(&event)
-        .and_then(|e| e.content())
-        .map(|c| c.text.clone())
-        .unwrap_or_default();
+        .ok_or("the reply is not in its thread")?;
+    let text = reply.content().map(|c| c.text.clone()).unwrap_or_default();
     Ok(Delivery {
         seq: 0,
         thread: ThreadId::from_root(thread.dag().root()),
         event,
+        depth: reply.header().depth,
         handle,
         text,
         queued_at: now,
@@ -897,20 +897,11 @@ fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
         return None;
     };
     let external = event.content()?.external_id.as_ref()?;
-    let mut key = vec![channel_byte(channel)];
+    let mut key = vec![channel_key(channel)];
     key.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(
         external.as_str().as_bytes(),
     ));
     Some(key)
-}
-
-/// A channel's byte in store keys: its index in the protocol's encoding order.
-pub fn channel_byte(channel: threadline_protocol::ChannelKind) -> u8 {
-    threadline_protocol::ChannelKind::ALL
-        .iter()
-        .position(|c| *c == channel)
-        .and_then(|idx| u8::try_from(idx).ok())
-        .expect("fewer than 256 channels")
 }
 
 /// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all.

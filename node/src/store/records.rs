@@ -16,6 +16,8 @@ pub struct Delivery {
     pub thread: ThreadId,
     /// The outbound message event.
     pub event: EventId,
+    /// Its depth (a bridge's receipt goes right under it).
+    pub depth: u64,
     /// Where it goes: a handle linked to the thread's contact, checked when queued.
     pub handle: Handle,
     /// The text.

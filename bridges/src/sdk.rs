@@ -1,0 +1,481 @@
+//! The bridge SDK: what every bridge uses to talk to its node.
+//!
+//! A bridge has its own key, certified by the org for one channel ([`BridgeIdentity`]). It
+//! reaches its node through a [`NodeLink`]: in-process for the bridges built into the node, or
+//! over the node's bridge API for a bridge run on its own. [`Bridge`] does the rest, the same
+//! for every channel:
+//!
+//! - **inbound**: [`Bridge::receive`] resolves the customer's handle to its thread, signs an
+//!   inbound message event onto it and submits it, retrying with back-off while the node is
+//!   unavailable. The app's message id goes into the event, so a retried submission (or a
+//!   webhook the app delivers twice) is stored once: the node answers it as a duplicate.
+//! - **outbound**: [`Bridge::deliver_pending`] takes the replies queued for the bridge's
+//!   channel, hands each to the bridge's sender, signs a receipt (delivered, or failed with the
+//!   reason) and acknowledges the delivery. A delivery is acknowledged only after its outcome
+//!   is known, so a crash in between sends it again (at least once to the app); a receipt is
+//!   an event like any other, stored once.
+
+use std::future::Future;
+use std::time::Duration;
+
+use threadline_protocol::{
+    channel::{ChannelKind, Handle},
+    event::{Content, Draft, EventKind, ReceiptKind, Scope, ThreadKind},
+    name::ExternalId,
+    ContactId, Event, EventId, SecretKey, ThreadId, Timestamp,
+};
+
+/// A bridge's signing key and the channel it is certified for.
+#[derive(Clone)]
+pub struct BridgeIdentity {
+    key: SecretKey,
+    channel: ChannelKind,
+}
+
+impl std::fmt::Debug for BridgeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeIdentity")
+            .field("key", &self.key.public())
+            .field("channel", &self.channel)
+            .finish()
+    }
+}
+
+impl BridgeIdentity {
+    /// The identity of a bridge for `channel` with `key` (certified by `threadline bridge add`).
+    pub fn new(key: SecretKey, channel: ChannelKind) -> Self {
+        BridgeIdentity { key, channel }
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> ChannelKind {
+        self.channel
+    }
+}
+
+/// A customer's message as the app gave it to the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// Who wrote it, on the bridge's channel.
+    pub handle: Handle,
+    /// The app's id for the message (Message-ID, webhook id, ...): the same message always
+    /// has the same id.
+    pub external_id: ExternalId,
+    /// The text.
+    pub text: String,
+}
+
+/// Where a handle leads: its contact and open thread, and where the bridge's next event on
+/// that thread goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The contact.
+    pub contact: ContactId,
+    /// The open thread.
+    pub thread: ThreadId,
+    /// Parents for the next event.
+    pub parents: Vec<EventId>,
+    /// Depth for the next event.
+    pub depth: u64,
+}
+
+/// What became of a submitted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Stored, durably.
+    Stored(EventId),
+    /// Stored before (same event, or same external message id): nothing new was written.
+    Duplicate(EventId),
+}
+
+impl Submitted {
+    /// The stored event's id.
+    pub fn id(&self) -> EventId {
+        match self {
+            Submitted::Stored(id) | Submitted::Duplicate(id) => *id,
+        }
+    }
+}
+
+/// A reply waiting for the bridge to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its place in the channel's queue (what [`NodeLink::ack`] takes).
+    pub seq: u64,
+    /// The thread.
+    pub thread: ThreadId,
+    /// The outbound message event.
+    pub event: EventId,
+    /// The outbound message's depth (a receipt goes right under it).
+    pub depth: u64,
+    /// Where it goes: a handle of the thread's contact, on the bridge's channel.
+    pub handle: Handle,
+    /// The text.
+    pub text: String,
+}
+
+/// One message of a customer's conversation on one handle, as the customer may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationEntry {
+    /// The thread.
+    pub thread: ThreadId,
+    /// The message event.
+    pub event: EventId,
+    /// Its depth (a receipt for it goes right under it).
+    pub depth: u64,
+    /// From the customer (`true`) or a reply (`false`).
+    pub inbound: bool,
+    /// The text; `None` if erased.
+    pub text: Option<String>,
+    /// When it was written.
+    pub at: Timestamp,
+    /// For a reply, the best receipt so far (read > delivered > failed).
+    pub receipt: Option<ReceiptKind>,
+}
+
+/// Why the node did not do what the bridge asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The node cannot be reached or is shutting down: try again later.
+    #[error("the node is unavailable: {0}")]
+    Unavailable(String),
+    /// The node refused the request: trying again will not help.
+    #[error("the node refused: {code}: {message}")]
+    Refused {
+        /// A stable error code (see docs/API.md).
+        code: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a bridge reaches its node: in-process for built-in bridges, over the bridge API for a
+/// standalone one. Every method is one request; [`Bridge`] adds the retries.
+pub trait NodeLink: Send + Sync {
+    /// The contact and open thread of a handle on the bridge's channel (created when new).
+    fn resolve(&self, handle: &Handle) -> impl Future<Output = Result<Resolved, LinkError>> + Send;
+
+    /// Submits signed events; answers each, in order, once the stored ones are durable.
+    fn submit(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Vec<Result<Submitted, LinkError>>, LinkError>> + Send;
+
+    /// The oldest deliveries queued for the bridge's channel.
+    fn deliveries(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, LinkError>> + Send;
+
+    /// Takes a delivery off the queue (idempotent).
+    fn ack(&self, seq: u64) -> impl Future<Output = Result<(), LinkError>> + Send;
+
+    /// The messages exchanged on `handle` (a handle of the bridge's channel), oldest first:
+    /// the customer's messages from that handle and the replies sent to it. Nothing from the
+    /// customer's other handles, nothing internal. Empty for a handle the node does not know.
+    fn conversation(
+        &self,
+        handle: &Handle,
+    ) -> impl Future<Output = Result<Vec<ConversationEntry>, LinkError>> + Send;
+}
+
+/// Why a bridge could not send a delivery to the app.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (the app is down, rate limits): the delivery stays queued.
+    #[error("send failed for now: {0}")]
+    Retry(String),
+    /// It will never work (the address does not exist): a failed receipt is recorded and the
+    /// delivery leaves the queue.
+    #[error("send failed: {0}")]
+    Permanent(String),
+    /// The customer is not reachable on this channel right now and the message needs no
+    /// sending: it stays in the thread, where the customer sees it on return (a web chat
+    /// visitor who left). The delivery leaves the queue with no receipt.
+    #[error("customer not connected")]
+    NotConnected,
+}
+
+/// A bridge's failure, after retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BridgeError {
+    /// The node refused (bad handle, event refused by the auth rules, ...).
+    #[error(transparent)]
+    Refused(LinkError),
+    /// The node stayed unavailable for every attempt.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: LinkError,
+    },
+    /// A message could not be made into an event (text too long, ...).
+    #[error("cannot make an event: {0}")]
+    Event(String),
+}
+
+/// Exponential back-off between attempts: `first`, doubling up to `max`, `attempts` in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// Attempts before giving up.
+    pub attempts: u32,
+}
+
+impl Default for Backoff {
+    /// 100 ms, 200 ms, ... up to 10 s, 10 attempts (about 40 s in all).
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            attempts: 10,
+        }
+    }
+}
+
+impl Backoff {
+    /// Runs `attempt` until it succeeds, is refused, or the attempts run out.
+    pub async fn retry<T, F, Fut>(&self, mut attempt: F) -> Result<T, BridgeError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, LinkError>>,
+    {
+        let mut wait = self.first;
+        let mut made = 0;
+        loop {
+            made += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(err @ LinkError::Refused { .. }) => return Err(BridgeError::Refused(err)),
+                Err(last) if made >= self.attempts.max(1) => {
+                    return Err(BridgeError::GaveUp {
+                        attempts: made,
+                        last,
+                    })
+                }
+                Err(err) => {
+                    tracing::debug!(cause = %err, ?wait, "node unavailable; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(self.max);
+                }
+            }
+        }
+    }
+}
+
+/// A bridge: its identity, its link to the node, and the retry policy.
+#[derive(Debug)]
+pub struct Bridge<L> {
+    identity: BridgeIdentity,
+    link: L,
+    backoff: Backoff,
+    now: fn() -> Timestamp,
+}
+
+impl<L: NodeLink> Bridge<L> {
+    /// A bridge with the default back-off, reading time from `now`.
+    pub fn new(identity: BridgeIdentity, link: L, now: fn() -> Timestamp) -> Self {
+        Bridge {
+            identity,
+            link,
+            backoff: Backoff::default(),
+            now,
+        }
+    }
+
+    /// The same bridge with another retry policy.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The bridge's identity.
+    pub fn identity(&self) -> &BridgeIdentity {
+        &self.identity
+    }
+
+    /// The link to the node.
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
+    /// Takes a customer's message in: the node has it durably once this returns `Ok` (as
+    /// `Stored`, or `Duplicate` if it had it already). Each attempt resolves the handle again,
+    /// so a retry lands on the thread that is open then.
+    pub async fn receive(&self, message: &InboundMessage) -> Result<Submitted, BridgeError> {
+        if message.handle.channel() != self.identity.channel {
+            return Err(BridgeError::Event(format!(
+                "a {} bridge cannot take a message from {}",
+                self.identity.channel, message.handle
+            )));
+        }
+        self.backoff
+            .retry(|| async {
+                let resolved = self.link.resolve(&message.handle).await?;
+                let event = Draft::new(
+                    Scope::Thread(resolved.thread),
+                    resolved.parents,
+                    resolved.depth,
+                    (self.now)(),
+                    EventKind::inbound_message(self.identity.channel),
+                )
+                .with_content(
+                    Content::text(message.text.clone())
+                        .with_handle(message.handle.clone())
+                        .with_external_id(message.external_id.clone()),
+                )
+                .sign(&self.identity.key)
+                .map_err(|err| LinkError::Refused {
+                    code: "bad_event".to_owned(),
+                    message: err.to_string(),
+                })?;
+                self.submit_one(event).await
+            })
+            .await
+    }
+
+    /// Sends what is queued for the bridge's channel (up to `limit` deliveries) with `send`,
+    /// records a receipt for each and takes it off the queue. Returns how many left the queue;
+    /// those that `send` asked to retry stay for the next call.
+    pub async fn deliver_pending<F, Fut>(&self, limit: usize, send: F) -> Result<usize, BridgeError>
+    where
+        F: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), SendError>>,
+    {
+        let deliveries = self
+            .backoff
+            .retry(|| self.link.deliveries(limit))
+            .await?;
+        let mut done = 0;
+        for delivery in deliveries {
+            let (seq, thread, event, depth) =
+                (delivery.seq, delivery.thread, delivery.event, delivery.depth);
+            let receipt = match send(delivery).await {
+                Ok(()) => Some((ReceiptKind::Delivered, None)),
+                Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
+                Err(SendError::NotConnected) => None,
+                Err(SendError::Retry(reason)) => {
+                    tracing::debug!(seq, reason, "delivery stays queued");
+                    continue;
+                }
+            };
+            if let Some((kind, reason)) = receipt {
+                self.receipt(thread, event, depth, kind, reason).await?;
+            }
+            self.backoff.retry(|| self.link.ack(seq)).await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Records what happened to an outbound message (delivered, read by the customer, failed
+    /// with a reason). The receipt goes right under the message in its thread.
+    pub async fn receipt(
+        &self,
+        thread: ThreadId,
+        target: EventId,
+        target_depth: u64,
+        kind: ReceiptKind,
+        reason: Option<String>,
+    ) -> Result<Submitted, BridgeError> {
+        let mut draft = Draft::new(
+            Scope::Thread(thread),
+            vec![target],
+            target_depth + 1,
+            (self.now)(),
+            EventKind::Thread(ThreadKind::Receipt {
+                target,
+                channel: self.identity.channel,
+                receipt: kind,
+            }),
+        );
+        if let Some(reason) = reason {
+            draft = draft.with_content(Content::text(reason));
+        }
+        let event = draft
+            .sign(&self.identity.key)
+            .map_err(|err| BridgeError::Event(err.to_string()))?;
+        self.backoff
+            .retry(|| self.submit_one(event.clone()))
+            .await
+    }
+
+    async fn submit_one(&self, event: Event) -> Result<Submitted, LinkError> {
+        let mut results = self.link.submit(vec![event]).await?;
+        match results.pop() {
+            Some(result) if results.is_empty() => result,
+            _ => Err(LinkError::Unavailable(
+                "the node answered a submission of one event with another count".to_owned(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn quick(attempts: u32) -> Backoff {
+        Backoff {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(4),
+            attempts,
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_while_unavailable_then_succeeds() {
+        let calls = AtomicU32::new(0);
+        let result = quick(5)
+            .retry(|| async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Err(LinkError::Unavailable("down".to_owned())),
+                    _ => Ok("stored"),
+                }
+            })
+            .await;
+        assert_eq!(result, Ok("stored"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_last_attempt_and_says_why() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = quick(3)
+            .retry(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(LinkError::Unavailable("connection refused".to_owned()))
+            })
+            .await;
+        assert_eq!(
+            result,
+            Err(BridgeError::GaveUp {
+                attempts: 3,
+                last: LinkError::Unavailable("connection refused".to_owned()),
+            })
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let calls = AtomicU32::new(0);
+        let refused = LinkError::Refused {
+            code: "forbidden".to_owned(),
+            message: "wrong channel".to_owned(),
+        };
+        let result: Result<(), _> = quick(5)
+            .retry(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(refused.clone())
+            })
+            .await;
+        assert_eq!(result, Err(BridgeError::Refused(refused.clone())));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

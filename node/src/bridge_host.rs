@@ -1,0 +1,127 @@
+//! Hosting built-in bridges: the in-process [`NodeLink`], straight onto the ingest pipeline
+//! and the store. A built-in bridge runs the same SDK code as a standalone one; only its link
+//! differs (no HTTP, no token: it is part of the node).
+
+use threadline_bridges::sdk::{self, LinkError, NodeLink};
+use threadline_protocol::{channel::Handle, ChannelKind, Event};
+
+use crate::api::ApiError;
+use crate::ingest::{Ingest, IngestError, Submitted};
+
+/// The link of a bridge running inside the node, for one channel.
+#[derive(Debug, Clone)]
+pub struct LocalLink {
+    ingest: Ingest,
+    channel: ChannelKind,
+}
+
+impl LocalLink {
+    /// The link for the built-in bridge of `channel`.
+    pub fn new(ingest: Ingest, channel: ChannelKind) -> Self {
+        LocalLink { ingest, channel }
+    }
+
+    /// The pipeline behind the link.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+}
+
+/// The node's error as a bridge sees it: "try again" for what passes (the node is stopping,
+/// the store failed, an event's parents have not arrived yet), "refused" with the API's code
+/// for the rest.
+fn link_error(err: IngestError) -> LinkError {
+    let retryable = match &err {
+        IngestError::ShuttingDown | IngestError::Store(_) => true,
+        IngestError::Refused(inner) => inner.is_retryable(),
+        _ => false,
+    };
+    if retryable {
+        return LinkError::Unavailable(err.to_string());
+    }
+    let message = err.to_string();
+    LinkError::Refused {
+        code: ApiError::from(err).code().to_owned(),
+        message,
+    }
+}
+
+impl NodeLink for LocalLink {
+    async fn resolve(&self, handle: &Handle) -> Result<sdk::Resolved, LinkError> {
+        if handle.channel() != self.channel {
+            return Err(LinkError::Refused {
+                code: "forbidden".to_owned(),
+                message: format!(
+                    "a {} bridge cannot resolve a {} handle",
+                    self.channel,
+                    handle.channel()
+                ),
+            });
+        }
+        let resolved = self
+            .ingest
+            .resolve(handle.clone())
+            .await
+            .map_err(link_error)?;
+        Ok(sdk::Resolved {
+            contact: resolved.contact,
+            thread: resolved.thread,
+            parents: resolved.parents,
+            depth: resolved.depth,
+        })
+    }
+
+    async fn submit(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<sdk::Submitted, LinkError>>, LinkError> {
+        Ok(self
+            .ingest
+            .submit(events)
+            .await
+            .into_iter()
+            .map(|result| match result {
+                Ok(Submitted::Stored(id)) => Ok(sdk::Submitted::Stored(id)),
+                Ok(Submitted::Duplicate(id)) => Ok(sdk::Submitted::Duplicate(id)),
+                Err(err) => Err(link_error(err)),
+            })
+            .collect())
+    }
+
+    async fn deliveries(&self, limit: usize) -> Result<Vec<sdk::Delivery>, LinkError> {
+        let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
+        Ok(self
+            .ingest
+            .store()
+            .deliveries(self.channel, limit)
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|delivery| sdk::Delivery {
+                seq: delivery.seq,
+                thread: delivery.thread,
+                event: delivery.event,
+                depth: delivery.depth,
+                handle: delivery.handle,
+                text: delivery.text,
+            })
+            .collect())
+    }
+
+    async fn conversation(&self, handle: &Handle) -> Result<Vec<sdk::ConversationEntry>, LinkError> {
+        if handle.channel() != self.channel {
+            return Err(LinkError::Refused {
+                code: "forbidden".to_owned(),
+                message: format!("a {} bridge cannot read {handle}", self.channel),
+            });
+        }
+        crate::conversation::on_handle(&self.ingest, handle)
+            .map_err(|err| LinkError::Unavailable(err.to_string()))
+    }
+
+    async fn ack(&self, seq: u64) -> Result<(), LinkError> {
+        let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
+        let store = self.ingest.store();
+        store.ack_delivery(self.channel, seq).map_err(unavailable)?;
+        store.flush_async().await.map_err(unavailable)
+    }
+}

@@ -1,0 +1,85 @@
+//! A customer's view of a conversation on one handle: what a bridge may show the customer
+//! (the web chat's history). Only the messages exchanged on that handle: the customer's own
+//! messages written from it, and the replies sent while the thread's route pointed at it.
+//! Nothing internal (notes, assignments, labels), nothing from the customer's other handles:
+//! whoever holds one handle (a browser's session, a phone) sees only what went through it.
+
+use std::sync::PoisonError;
+
+use threadline_protocol::{
+    channel::Handle,
+    event::{Direction, EventKind, ThreadKind},
+    Event, ScopeId,
+};
+use threadline_bridges::sdk::ConversationEntry;
+
+use crate::ingest::Ingest;
+use crate::store::StoreError;
+
+/// The messages exchanged on `handle`, oldest first; empty if the handle is unknown.
+pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEntry>, StoreError> {
+    let members = {
+        let directory = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match directory.state().resolve(handle) {
+            Some(contact) => directory.state().same_customer(contact),
+            None => return Ok(Vec::new()),
+        }
+    };
+    let store = ingest.store();
+    let mut entries = Vec::new();
+    for member in members {
+        for thread in store.contact_threads(&member)? {
+            let Some(state) = store.thread_state(&thread)? else {
+                continue;
+            };
+            let mut routed_here = false;
+            for event in store.log_events(&ScopeId::Thread(thread))? {
+                let id = event.id()?;
+                let Event {
+                    signed, content, ..
+                } = event;
+                let header = &signed.header;
+                let handle_is_ours = content
+                    .as_ref()
+                    .and_then(|c| c.handle.as_ref())
+                    .is_some_and(|h| h == handle);
+                let inbound = match &header.kind {
+                    // The events that set the route (see the thread fold).
+                    EventKind::Thread(ThreadKind::Opened { .. } | ThreadKind::HandOff { .. }) => {
+                        if content.is_some() {
+                            routed_here = handle_is_ours;
+                        }
+                        continue;
+                    }
+                    EventKind::Thread(ThreadKind::Message {
+                        direction: Direction::Inbound { .. },
+                    }) => {
+                        routed_here = handle_is_ours;
+                        if !handle_is_ours {
+                            continue;
+                        }
+                        true
+                    }
+                    EventKind::Thread(ThreadKind::Message {
+                        direction: Direction::Outbound,
+                    }) if routed_here => false,
+                    _ => continue,
+                };
+                entries.push(ConversationEntry {
+                    thread,
+                    event: id,
+                    depth: header.depth,
+                    inbound,
+                    text: content.map(|c| c.text),
+                    at: header.author_time,
+                    receipt: state.receipts.get(&id).copied(),
+                });
+            }
+        }
+    }
+    entries.sort_by_key(|entry| (entry.at, entry.event));
+    Ok(entries)
+}
