@@ -187,3 +187,97 @@ fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Valu
     let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     (status, json)
 }
+
+/// A web chat visitor: a WebSocket to the node's `/webchat/ws`, as the widget opens it.
+#[derive(Debug)]
+pub struct Visitor {
+    socket: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    /// The session secret the node gave (or resumed).
+    pub session: String,
+    /// The history in the `welcome` frame.
+    pub history: Vec<serde_json::Value>,
+}
+
+impl Visitor {
+    /// Connects with `session` (a returning visitor) or none (a new one), as a page of the node.
+    pub fn connect(node: &Node, session: Option<&str>) -> Visitor {
+        let origin = node.base.clone();
+        Visitor::connect_from(node, session, &origin).expect("the node's own pages may connect")
+    }
+
+    /// Connects as a page of `origin`; the HTTP status if the node refuses the upgrade.
+    pub fn connect_from(node: &Node, session: Option<&str>, origin: &str) -> Result<Visitor, u16> {
+        use tungstenite::client::IntoClientRequest as _;
+        let url = format!("{}/webchat/ws", node.base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().expect("valid URL");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("valid header"));
+        let (mut socket, _) = match tungstenite::connect(request) {
+            Ok(connected) => connected,
+            Err(tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
+            Err(err) => panic!("cannot connect to the web chat: {err}"),
+        };
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+        }
+        let mut visitor = Visitor {
+            socket,
+            session: String::new(),
+            history: Vec::new(),
+        };
+        visitor.send(&serde_json::json!({"type": "hello", "session": session}));
+        let welcome = visitor.receive().expect("a welcome frame");
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        visitor.session = welcome["session"].as_str().expect("session").to_owned();
+        visitor.history = welcome["history"].as_array().expect("history").clone();
+        Ok(visitor)
+    }
+
+    /// Sends a frame.
+    pub fn send(&mut self, frame: &serde_json::Value) {
+        self.socket
+            .send(tungstenite::Message::text(frame.to_string()))
+            .expect("frame sent");
+    }
+
+    /// The next frame, or `None` if none comes within the read timeout or the socket closed.
+    pub fn receive(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    return Some(serde_json::from_str(&text).expect("frames are JSON"))
+                }
+                Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Waits at most `wait` for a frame.
+    pub fn receive_within(&mut self, wait: Duration) -> Option<serde_json::Value> {
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = self.socket.get_mut() {
+            stream.set_read_timeout(Some(wait)).expect("timeout");
+        }
+        let frame = self.receive();
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = self.socket.get_mut() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+        }
+        frame
+    }
+
+    /// Sends a message and returns the `ack` (or `error`) frame for it, skipping others.
+    pub fn say(&mut self, id: &str, text: &str) -> serde_json::Value {
+        self.send(&serde_json::json!({"type": "message", "id": id, "text": text}));
+        loop {
+            let frame = self.receive().expect("an answer to the message");
+            if frame["type"] == "ack" || frame["type"] == "error" {
+                return frame;
+            }
+        }
+    }
+}

@@ -12,5 +12,6 @@
 #![warn(missing_docs)]
 
 pub mod sdk;
+pub mod webchat;
 
 pub use threadline_protocol as protocol;

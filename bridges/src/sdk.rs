@@ -298,6 +298,11 @@ impl<L: NodeLink> Bridge<L> {
         &self.identity
     }
 
+    /// The time now, by the bridge's clock.
+    pub fn now(&self) -> Timestamp {
+        (self.now)()
+    }
+
     /// The link to the node.
     pub fn link(&self) -> &L {
         &self.link
@@ -346,14 +351,15 @@ impl<L: NodeLink> Bridge<L> {
         F: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), SendError>>,
     {
-        let deliveries = self
-            .backoff
-            .retry(|| self.link.deliveries(limit))
-            .await?;
+        let deliveries = self.backoff.retry(|| self.link.deliveries(limit)).await?;
         let mut done = 0;
         for delivery in deliveries {
-            let (seq, thread, event, depth) =
-                (delivery.seq, delivery.thread, delivery.event, delivery.depth);
+            let (seq, thread, event, depth) = (
+                delivery.seq,
+                delivery.thread,
+                delivery.event,
+                delivery.depth,
+            );
             let receipt = match send(delivery).await {
                 Ok(()) => Some((ReceiptKind::Delivered, None)),
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
@@ -399,9 +405,7 @@ impl<L: NodeLink> Bridge<L> {
         let event = draft
             .sign(&self.identity.key)
             .map_err(|err| BridgeError::Event(err.to_string()))?;
-        self.backoff
-            .retry(|| self.submit_one(event.clone()))
-            .await
+        self.backoff.retry(|| self.submit_one(event.clone())).await
     }
 
     async fn submit_one(&self, event: Event) -> Result<Submitted, LinkError> {

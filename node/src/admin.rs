@@ -213,14 +213,18 @@ pub fn builtin_bridge_key(
     let directory = load_directory(store, identity.org)?;
     let existing = data_dir.load_builtin_bridge_key(channel)?;
     if let Some(key) = &existing {
-        let certified = directory.certificates().of(&key.public()).iter().any(|cert| {
-            cert.body.role
-                == CertRole::Bridge {
-                    channel,
-                    handle_scope: None,
-                }
-                && cert.body.not_after > now.saturating_add_millis(RENEW_BEFORE_MILLIS)
-        });
+        let certified = directory
+            .certificates()
+            .of(&key.public())
+            .iter()
+            .any(|cert| {
+                cert.body.role
+                    == CertRole::Bridge {
+                        channel,
+                        handle_scope: None,
+                    }
+                    && cert.body.not_after > now.saturating_add_millis(RENEW_BEFORE_MILLIS)
+            });
         if certified {
             return Ok(existing);
         }

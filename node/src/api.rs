@@ -12,6 +12,7 @@ mod error;
 mod stream;
 mod threads;
 mod views;
+pub mod webchat;
 
 use axum::{extract::DefaultBodyLimit, routing::get, routing::post, Router};
 
@@ -24,8 +25,16 @@ use crate::ingest::Ingest;
 /// large ones or many small ones; an agent's reply is far smaller.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// The API's router over the ingest pipeline.
-pub fn router(ingest: Ingest) -> Router {
+/// The node's router: the API over the ingest pipeline, and the web chat when it is on.
+pub fn router(ingest: Ingest, webchat: Option<webchat::WebchatHost>) -> Router {
+    let api = api_router(ingest);
+    match webchat {
+        Some(host) => webchat::router(host).merge(api),
+        None => api,
+    }
+}
+
+fn api_router(ingest: Ingest) -> Router {
     Router::new()
         .route("/api/v1/threads", get(threads::list))
         .route("/api/v1/threads/{id}", get(threads::show))

@@ -107,7 +107,10 @@ impl NodeLink for LocalLink {
             .collect())
     }
 
-    async fn conversation(&self, handle: &Handle) -> Result<Vec<sdk::ConversationEntry>, LinkError> {
+    async fn conversation(
+        &self,
+        handle: &Handle,
+    ) -> Result<Vec<sdk::ConversationEntry>, LinkError> {
         if handle.channel() != self.channel {
             return Err(LinkError::Refused {
                 code: "forbidden".to_owned(),

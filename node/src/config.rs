@@ -15,6 +15,11 @@ pub const DEFAULT_CONFIG: &str = "\
 # Where the HTTP API listens. Loopback only by default: put a TLS-terminating proxy in front
 # of it to serve customers and agents from elsewhere.
 listen = \"127.0.0.1:7420\"
+
+[webchat]
+# Websites allowed to embed the chat widget (their origins, like \"https://shop.example\").
+# Pages served by the node itself are always allowed.
+allowed_origins = []
 ";
 
 /// A loaded, validated configuration.
@@ -22,6 +27,8 @@ listen = \"127.0.0.1:7420\"
 pub struct Config {
     /// Where the HTTP API listens.
     pub api_listen: SocketAddr,
+    /// Origins (`scheme://host[:port]`) allowed to open the web chat, besides the node's own.
+    pub webchat_origins: Vec<String>,
 }
 
 /// The configuration could not be loaded.
@@ -36,6 +43,14 @@ pub enum ConfigError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A value is of the right type but not acceptable.
+    #[error("{path} is invalid: {detail}")]
+    BadValue {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        detail: String,
     },
     /// The file is not valid.
     #[error("{path} is invalid: {source}")]
@@ -52,6 +67,15 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct File {
     api: ApiSection,
+    #[serde(default)]
+    webchat: WebchatSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebchatSection {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,8 +95,25 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        for origin in &file.webchat.allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && origin
+                    .split("://")
+                    .nth(1)
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+            if !valid {
+                return Err(ConfigError::BadValue {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "webchat.allowed_origins: `{origin}` is not an origin like `https://shop.example`"
+                    ),
+                });
+            }
+        }
         Ok(Config {
             api_listen: listen.unwrap_or(file.api.listen),
+            webchat_origins: file.webchat.allowed_origins,
         })
     }
 }
@@ -104,5 +145,12 @@ mod tests {
         assert!(err.to_string().contains("is invalid"), "{err}");
         std::fs::write(&path, "[api]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n").expect("write");
         assert!(Config::load(&path, None).is_err());
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[webchat]\nallowed_origins = [\"shop.example/\"]\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, None).expect_err("invalid origin");
+        assert!(err.to_string().contains("shop.example/"), "{err}");
     }
 }

@@ -6,12 +6,12 @@
 
 use std::sync::PoisonError;
 
+use threadline_bridges::sdk::ConversationEntry;
 use threadline_protocol::{
     channel::Handle,
     event::{Direction, EventKind, ThreadKind},
     Event, ScopeId,
 };
-use threadline_bridges::sdk::ConversationEntry;
 
 use crate::ingest::Ingest;
 use crate::store::StoreError;

@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
                 println!("threadline listening on http://{address}");
                 println!("agent API: http://{address}/api/v1");
                 std::io::stdout().flush()?;
-                server::run(&data_dir, listener, shutdown_signal()).await?;
+                server::run(&data_dir, &config, listener, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }

@@ -5,8 +5,18 @@ use std::future::Future;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use threadline_bridges::sdk::{Bridge, BridgeIdentity};
+use threadline_bridges::webchat::{RateLimit, Webchat};
+use threadline_protocol::ChannelKind;
+use tracing::warn;
+
 use crate::admin;
-use crate::api;
+use crate::api::{self, webchat::WebchatHost};
+use crate::bridge_host::LocalLink;
+use crate::config::Config;
 use crate::data_dir::{DataDir, LoadError};
 use crate::ingest::{self, IngestError};
 use crate::store::StoreError;
@@ -24,6 +34,9 @@ pub enum ServerError {
     /// The ingest pipeline could not start.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The built-in bridges could not be set up.
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
     /// Serving HTTP failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
@@ -34,13 +47,37 @@ pub enum ServerError {
 /// and flushes the store.
 pub async fn run(
     data_dir: &DataDir,
+    config: &Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let identity = data_dir.load_identity()?;
     let store = admin::open_store(data_dir)?;
+    // Before the pipeline starts: a new built-in bridge's certificate goes straight to the store.
+    let webchat_key =
+        admin::builtin_bridge_key(data_dir, &store, ChannelKind::Webchat, crate::clock::now())?;
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
-    let app = api::router(ingest.clone());
+    let webchat = match webchat_key {
+        Some(key) => {
+            let bridge = Bridge::new(
+                BridgeIdentity::new(key, ChannelKind::Webchat),
+                LocalLink::new(ingest.clone(), ChannelKind::Webchat),
+                crate::clock::now,
+            );
+            let webchat = Arc::new(Webchat::new(bridge, RateLimit::default()));
+            tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
+            info!("web chat on: /webchat/demo, widget at /webchat/widget.js");
+            Some(WebchatHost {
+                webchat,
+                allowed_origins: Arc::new(config.webchat_origins.clone()),
+            })
+        }
+        None => {
+            warn!("web chat off: this node has no web chat bridge key and no org key to make one (run `threadline bridge add webchat` where the org key is, and copy the key to keys/bridge-webchat.key)");
+            None
+        }
+    };
+    let app = api::router(ingest.clone(), webchat);
     let closing = running.closing();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -54,4 +91,35 @@ pub async fn run(
     store.flush()?;
     info!("stopped");
     result.map_err(ServerError::Http)
+}
+
+/// Replies queued for web chat visitors go out as soon as they are stored (the live stream
+/// says when), and at least every second (for what a first attempt could not send). Ends when
+/// the node closes.
+async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
+    const BATCH: usize = 256;
+    let ingest = webchat.bridge().link().ingest().clone();
+    let mut changes = ingest.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) if change.kind != "thread.message.outbound" => continue,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        loop {
+            match webchat.deliver(BATCH).await {
+                Ok(n) if n == BATCH => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    warn!(cause = %err, "web chat deliveries failed; retrying in a second");
+                    break;
+                }
+            }
+        }
+    }
 }

@@ -3,3 +3,4 @@
 mod cli;
 mod node;
 mod store;
+mod webchat;

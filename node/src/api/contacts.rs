@@ -8,9 +8,7 @@ use axum::{
     Json,
 };
 use serde::{Deserialize, Serialize};
-use threadline_protocol::{
-    channel::Handle, directory::DirectoryState, ContactId, EventId,
-};
+use threadline_protocol::{channel::Handle, directory::DirectoryState, ContactId, EventId};
 
 use super::auth::AgentCaller;
 use super::threads::thread_events;

@@ -1,0 +1,552 @@
+//! The web chat bridge: a website's visitors, talking to the org through a widget.
+//!
+//! The widget (served by the node, see `node/src/api/webchat.rs`) keeps a **session secret**
+//! in the visitor's browser. The visitor's handle is derived from it,
+//! `webchat:v-<first 16 bytes of SHA-256(secret), hex>`, so the same browser is the same
+//! contact and sees its history, nothing about visitors is stored by the bridge, and knowing
+//! a handle (or guessing one) gives no way to read its conversation: only the secret does.
+//!
+//! The widget and the node exchange JSON [`ClientFrame`]s and [`ServerFrame`]s over a
+//! WebSocket. This module holds everything but the socket: sessions, the visitor's messages
+//! into the node (idempotent on the widget's message id), replies out to the visitor's open
+//! windows, receipts both ways, and per-visitor rate limits.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use threadline_protocol::{
+    channel::{ChannelKind, Handle},
+    event::ReceiptKind,
+    limits::MAX_TEXT_BYTES,
+    name::ExternalId,
+    EventId,
+};
+use tokio::sync::mpsc;
+
+use crate::sdk::{
+    Bridge, BridgeError, ConversationEntry, Delivery, InboundMessage, NodeLink, SendError,
+    Submitted,
+};
+
+/// The longest message a visitor may send, in bytes (well under the protocol's limit).
+pub const MAX_VISITOR_TEXT_BYTES: usize = 4 * 1024;
+/// Frames buffered for one open window; a window that falls further behind is dropped (it
+/// reconnects and reloads the history).
+pub const WINDOW_BUFFER: usize = 64;
+
+const _: () = assert!(MAX_VISITOR_TEXT_BYTES <= MAX_TEXT_BYTES);
+
+/// What the widget sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// The first frame: the session secret the browser kept, if any.
+    Hello {
+        /// The secret (64 hex digits), or `null` for a new visitor.
+        session: Option<String>,
+    },
+    /// A message. `id` is the widget's id for it (unique per session): sending it again is
+    /// harmless.
+    Message {
+        /// The widget's message id (1 to 64 of `[A-Za-z0-9_-]`).
+        id: String,
+        /// The text.
+        text: String,
+    },
+    /// The visitor saw the replies up to this one.
+    Read {
+        /// The reply's event id (hex).
+        up_to: String,
+    },
+}
+
+/// One message of the visitor's conversation, as the widget shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// The event id (hex).
+    pub event: EventId,
+    /// `visitor` or `agent`.
+    pub from: &'static str,
+    /// The text; `null` if erased.
+    pub text: Option<String>,
+    /// When it was written (ms since the Unix epoch).
+    pub at: u64,
+    /// For a reply: `delivered`, `read` or `failed`, once known.
+    pub state: Option<&'static str>,
+}
+
+impl From<&ConversationEntry> for ChatMessage {
+    fn from(entry: &ConversationEntry) -> Self {
+        ChatMessage {
+            event: entry.event,
+            from: if entry.inbound { "visitor" } else { "agent" },
+            text: entry.text.clone(),
+            at: entry.at.as_millis(),
+            state: entry.receipt.map(receipt_name),
+        }
+    }
+}
+
+fn receipt_name(receipt: ReceiptKind) -> &'static str {
+    match receipt {
+        ReceiptKind::Failed => "failed",
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+    }
+}
+
+/// What the node sends the widget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The answer to `hello`: the session to keep, and the conversation so far.
+    Welcome {
+        /// The session secret (the same as sent, or a new one).
+        session: String,
+        /// The visitor's messages and the replies, oldest first.
+        history: Vec<ChatMessage>,
+    },
+    /// A visitor's message is stored (durably).
+    Ack {
+        /// The widget's message id.
+        id: String,
+        /// The stored event.
+        event: EventId,
+    },
+    /// A new message in the conversation (a reply, or the visitor's own from another window).
+    Message(ChatMessage),
+    /// A request was refused; nothing changed.
+    Error {
+        /// A stable code: `bad_frame`, `too_long`, `rate_limited`, `unavailable`, `refused`.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+        /// The widget's message id, for a refused message.
+        id: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    fn error(code: &'static str, message: impl Into<String>, id: Option<String>) -> Self {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            id,
+        }
+    }
+}
+
+/// A visitor's session: the secret the browser keeps, and the handle it stands for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    secret: String,
+    handle: Handle,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The session for `secret` if it is one (64 lowercase hex digits), or a new one.
+    pub fn resume_or_new(secret: Option<&str>) -> Session {
+        let valid = secret.filter(|s| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        let secret = match valid {
+            Some(secret) => secret.to_owned(),
+            None => {
+                let mut bytes = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+                hex::encode(bytes)
+            }
+        };
+        let digest = Sha256::new()
+            .chain_update(b"threadline/webchat-visitor/v1\0")
+            .chain_update(secret.as_bytes())
+            .finalize();
+        let address = format!("webchat:v-{}", hex::encode(&digest[..16]));
+        let handle = address
+            .parse()
+            .unwrap_or_else(|_| unreachable!("`webchat:v-` and hex is a valid handle"));
+        Session { secret, handle }
+    }
+
+    /// The secret, for the browser to keep.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The visitor's handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+/// A visitor's allowance of messages: `burst` at once, then one per `refill`.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Messages allowed at once.
+    pub burst: u32,
+    /// Time to earn one more.
+    pub refill: Duration,
+}
+
+impl Default for RateLimit {
+    /// 10 at once, then one a second.
+    fn default() -> Self {
+        RateLimit {
+            burst: 10,
+            refill: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// An open widget window of a visitor.
+struct Window {
+    id: u64,
+    frames: mpsc::Sender<ServerFrame>,
+}
+
+/// The web chat bridge.
+pub struct Webchat<L> {
+    bridge: Bridge<L>,
+    windows: Mutex<HashMap<Handle, Vec<Window>>>,
+    buckets: Mutex<HashMap<Handle, Bucket>>,
+    next_window: std::sync::atomic::AtomicU64,
+    rate: RateLimit,
+}
+
+impl<L> std::fmt::Debug for Webchat<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webchat").finish_non_exhaustive()
+    }
+}
+
+/// An open window's registration; dropping it closes the window for deliveries.
+#[derive(Debug)]
+pub struct OpenWindow {
+    handle: Handle,
+    id: u64,
+}
+
+impl<L: NodeLink> Webchat<L> {
+    /// The bridge over `bridge` (whose identity is certified for the web chat channel).
+    pub fn new(bridge: Bridge<L>, rate: RateLimit) -> Self {
+        Webchat {
+            bridge,
+            windows: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            next_window: std::sync::atomic::AtomicU64::new(1),
+            rate,
+        }
+    }
+
+    /// The SDK bridge underneath.
+    pub fn bridge(&self) -> &Bridge<L> {
+        &self.bridge
+    }
+
+    /// Answers `hello`: the session, and the conversation so far.
+    pub async fn welcome(&self, session: &Session) -> ServerFrame {
+        match self.bridge.link().conversation(session.handle()).await {
+            Ok(entries) => ServerFrame::Welcome {
+                session: session.secret().to_owned(),
+                history: entries.iter().map(ChatMessage::from).collect(),
+            },
+            Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
+        }
+    }
+
+    /// Registers a window of the visitor: replies and the visitor's own messages from other
+    /// windows arrive on the returned receiver until [`Webchat::close`].
+    pub fn open(&self, session: &Session) -> (OpenWindow, mpsc::Receiver<ServerFrame>) {
+        let (frames, receiver) = mpsc::channel(WINDOW_BUFFER);
+        let id = self
+            .next_window
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(session.handle().clone())
+            .or_default()
+            .push(Window { id, frames });
+        (
+            OpenWindow {
+                handle: session.handle().clone(),
+                id,
+            },
+            receiver,
+        )
+    }
+
+    /// Forgets a window.
+    pub fn close(&self, window: OpenWindow) {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = windows.get_mut(&window.handle) {
+            open.retain(|w| w.id != window.id);
+            if open.is_empty() {
+                windows.remove(&window.handle);
+            }
+        }
+    }
+
+    /// Whether any window of `handle` is open.
+    pub fn is_online(&self, handle: &Handle) -> bool {
+        self.windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(handle)
+    }
+
+    /// Handles a frame from a window of `session` (not `hello`); the answer goes back to that
+    /// window.
+    pub async fn handle(
+        &self,
+        session: &Session,
+        window: &OpenWindow,
+        frame: ClientFrame,
+    ) -> Option<ServerFrame> {
+        match frame {
+            ClientFrame::Hello { .. } => Some(ServerFrame::error(
+                "bad_frame",
+                "`hello` comes once, first",
+                None,
+            )),
+            ClientFrame::Message { id, text } => {
+                Some(self.message(session, window, id, text).await)
+            }
+            ClientFrame::Read { up_to } => self.read(session, &up_to).await,
+        }
+    }
+
+    async fn message(
+        &self,
+        session: &Session,
+        window: &OpenWindow,
+        id: String,
+        text: String,
+    ) -> ServerFrame {
+        let id_ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return ServerFrame::error(
+                "bad_frame",
+                "a message id is 1 to 64 of A-Z a-z 0-9 - _",
+                None,
+            );
+        }
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return ServerFrame::error("bad_frame", "the message is empty", Some(id));
+        }
+        if text.len() > MAX_VISITOR_TEXT_BYTES {
+            return ServerFrame::error(
+                "too_long",
+                format!("a message has at most {MAX_VISITOR_TEXT_BYTES} bytes"),
+                Some(id),
+            );
+        }
+        if !self.take_token(session.handle()) {
+            return ServerFrame::error(
+                "rate_limited",
+                "too many messages; wait a moment",
+                Some(id),
+            );
+        }
+        // Unique per channel: the visitor's handle and the widget's id for the message.
+        let external_id = match ExternalId::new(format!("{}/{id}", session.handle())) {
+            Ok(external_id) => external_id,
+            Err(err) => return ServerFrame::error("bad_frame", err.to_string(), Some(id)),
+        };
+        let inbound = InboundMessage {
+            handle: session.handle().clone(),
+            external_id,
+            text: text.clone(),
+        };
+        match self.bridge.receive(&inbound).await {
+            Ok(submitted) => {
+                if let Submitted::Stored(event) = submitted {
+                    // The visitor's other windows show it too.
+                    let message = ChatMessage {
+                        event,
+                        from: "visitor",
+                        text: Some(text),
+                        at: self.bridge.now().as_millis(),
+                        state: None,
+                    };
+                    self.push(
+                        session.handle(),
+                        Some(window.id),
+                        &ServerFrame::Message(message),
+                    );
+                }
+                ServerFrame::Ack {
+                    id,
+                    event: submitted.id(),
+                }
+            }
+            Err(BridgeError::Refused(err)) => {
+                ServerFrame::error("refused", err.to_string(), Some(id))
+            }
+            Err(err) => ServerFrame::error("unavailable", err.to_string(), Some(id)),
+        }
+    }
+
+    async fn read(&self, session: &Session, up_to: &str) -> Option<ServerFrame> {
+        let Ok(up_to) = up_to.parse::<EventId>() else {
+            return Some(ServerFrame::error(
+                "bad_frame",
+                "`up_to` is an event id",
+                None,
+            ));
+        };
+        let conversation = match self.bridge.link().conversation(session.handle()).await {
+            Ok(conversation) => conversation,
+            Err(err) => return Some(ServerFrame::error("unavailable", err.to_string(), None)),
+        };
+        // Only a reply in the visitor's own conversation, and only once.
+        let entry = conversation
+            .iter()
+            .find(|entry| entry.event == up_to && !entry.inbound)?;
+        if entry.receipt == Some(ReceiptKind::Read) {
+            return None;
+        }
+        match self
+            .bridge
+            .receipt(
+                entry.thread,
+                entry.event,
+                entry.depth,
+                ReceiptKind::Read,
+                None,
+            )
+            .await
+        {
+            Ok(_) => None,
+            Err(err) => Some(ServerFrame::error("unavailable", err.to_string(), None)),
+        }
+    }
+
+    /// Sends the replies queued for web chat visitors to their open windows. A visitor with no
+    /// open window finds the reply in the history on return; the delivery leaves the queue
+    /// without a receipt. Returns how many deliveries left the queue.
+    pub async fn deliver(&self, limit: usize) -> Result<usize, BridgeError> {
+        self.bridge
+            .deliver_pending(limit, |delivery: Delivery| async move {
+                let frame = ServerFrame::Message(ChatMessage {
+                    event: delivery.event,
+                    from: "agent",
+                    text: Some(delivery.text),
+                    at: self.bridge.now().as_millis(),
+                    state: None,
+                });
+                if self.push(&delivery.handle, None, &frame) > 0 {
+                    Ok(())
+                } else {
+                    Err(SendError::NotConnected)
+                }
+            })
+            .await
+    }
+
+    /// Pushes a frame to the windows of `handle` (but `except`); how many took it.
+    fn push(&self, handle: &Handle, except: Option<u64>, frame: &ServerFrame) -> usize {
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(open) = windows.get_mut(handle) else {
+            return 0;
+        };
+        // A window too far behind is dropped: it reconnects and reloads the history.
+        open.retain(|w| !w.frames.is_closed());
+        let mut took = 0;
+        for window in open.iter().filter(|w| Some(w.id) != except) {
+            if window.frames.try_send(frame.clone()).is_ok() {
+                took += 1;
+            }
+        }
+        took
+    }
+
+    fn take_token(&self, handle: &Handle) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let burst = f64::from(self.rate.burst.max(1));
+        let bucket = buckets.entry(handle.clone()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let earned =
+            now.duration_since(bucket.at).as_secs_f64() / self.rate.refill.as_secs_f64().max(1e-3);
+        bucket.tokens = (bucket.tokens + earned).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The channel this bridge serves.
+pub const CHANNEL: ChannelKind = ChannelKind::Webchat;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_resumed_by_its_secret_and_only_by_it() {
+        let first = Session::resume_or_new(None);
+        let again = Session::resume_or_new(Some(first.secret()));
+        assert_eq!(first, again);
+        assert_eq!(first.handle().channel(), ChannelKind::Webchat);
+        // Not a secret: a new session, never the handle's.
+        for bad in [
+            "",
+            "xyz",
+            &first.handle().to_string(),
+            &first.secret().to_uppercase(),
+        ] {
+            let other = Session::resume_or_new(Some(bad));
+            assert_ne!(other.handle(), first.handle(), "{bad}");
+        }
+        assert_ne!(Session::resume_or_new(None).handle(), first.handle());
+    }
+
+    #[test]
+    fn frames_are_strict_json() {
+        let parse = |s: &str| serde_json::from_str::<ClientFrame>(s);
+        assert_eq!(
+            parse(r#"{"type":"message","id":"m1","text":"hi"}"#).ok(),
+            Some(ClientFrame::Message {
+                id: "m1".to_owned(),
+                text: "hi".to_owned()
+            })
+        );
+        assert!(parse(r#"{"type":"message","id":"m1","text":"hi","extra":1}"#).is_err());
+        assert!(parse(r#"{"type":"shout"}"#).is_err());
+        assert_eq!(
+            parse(r#"{"type":"hello"}"#).ok(),
+            Some(ClientFrame::Hello { session: None })
+        );
+    }
+}

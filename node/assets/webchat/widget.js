@@ -1,0 +1,181 @@
+// Threadline web chat widget: plain JS, no build step, no dependencies.
+// A website adds <script src="https://NODE/webchat/widget.js" async></script>.
+(function () {
+  "use strict";
+  if (window.ThreadlineChat) return;
+  var script = document.currentScript;
+  var base = new URL(script ? script.src : "/webchat/widget.js", location.href);
+  var wsUrl = base.origin.replace(/^http/, "ws") + "/webchat/ws";
+  var KEY = "threadline.webchat.session";
+
+  var css = document.createElement("link");
+  css.rel = "stylesheet";
+  css.href = base.origin + "/webchat/widget.css";
+  document.head.appendChild(css);
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  var root = el("div", "tl-chat");
+  var panel = el("section", "tl-chat-panel");
+  panel.hidden = true;
+  panel.setAttribute("aria-label", "Chat");
+  var header = el("div", "tl-chat-header");
+  var titles = el("div");
+  titles.appendChild(el("div", "tl-chat-title", "Chat with us"));
+  var status = el("div", "tl-chat-status", "Connecting…");
+  titles.appendChild(status);
+  var close = el("button", "tl-chat-close", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", "Close chat");
+  header.appendChild(titles);
+  header.appendChild(close);
+  var notice = el("div", "tl-chat-notice");
+  notice.hidden = true;
+  var log = el("div", "tl-chat-log");
+  log.setAttribute("role", "log");
+  log.setAttribute("aria-live", "polite");
+  var empty = el("div", "tl-chat-empty", "Ask us anything. We usually answer within minutes; if we are away, we will answer here later.");
+  log.appendChild(empty);
+  var form = el("form", "tl-chat-form");
+  var input = el("textarea", "tl-chat-input");
+  input.placeholder = "Write a message…";
+  input.setAttribute("aria-label", "Message");
+  input.maxLength = 4000;
+  var send = el("button", "tl-chat-send", "Send");
+  send.type = "submit";
+  form.appendChild(input);
+  form.appendChild(send);
+  panel.appendChild(header);
+  panel.appendChild(notice);
+  panel.appendChild(log);
+  panel.appendChild(form);
+  var launcher = el("button", "tl-chat-launcher", "💬");
+  launcher.type = "button";
+  launcher.setAttribute("aria-label", "Open chat");
+  root.appendChild(panel);
+  root.appendChild(launcher);
+
+  var socket = null;
+  var connected = false;
+  var retry = 500;
+  var shown = {};      // event id -> element
+  var pending = {};    // message id -> {text, element}
+  var reported = {};   // agent event ids reported read
+
+  function time(ms) {
+    var d = ms ? new Date(ms) : new Date();
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function bubble(from, text, at) {
+    if (empty.parentNode) empty.remove();
+    var item = el("div", "tl-chat-msg " + (from === "agent" ? "tl-agent" : "tl-visitor"));
+    item.appendChild(el("div", "tl-chat-text", text == null ? "(removed)" : text));
+    item.appendChild(el("div", "tl-chat-meta", time(at)));
+    log.appendChild(item);
+    log.scrollTop = log.scrollHeight;
+    return item;
+  }
+
+  function show(message) {
+    if (shown[message.event]) return;
+    var item = bubble(message.from, message.text, message.at);
+    item.dataset.event = message.event;
+    item.dataset.from = message.from;
+    shown[message.event] = item;
+    markRead();
+  }
+
+  function markRead() {
+    if (!connected || panel.hidden || document.visibilityState !== "visible") return;
+    var agents = log.querySelectorAll(".tl-agent[data-event]");
+    if (!agents.length) return;
+    var last = agents[agents.length - 1].dataset.event;
+    if (reported[last]) return;
+    reported[last] = true;
+    socket.send(JSON.stringify({ type: "read", up_to: last }));
+  }
+
+  function setStatus(text) { status.textContent = text; }
+
+  function connect() {
+    socket = new WebSocket(wsUrl);
+    socket.onopen = function () {
+      socket.send(JSON.stringify({ type: "hello", session: localStorage.getItem(KEY) }));
+    };
+    socket.onmessage = function (msg) {
+      var frame;
+      try { frame = JSON.parse(msg.data); } catch (e) { return; }
+      if (frame.type === "welcome") {
+        localStorage.setItem(KEY, frame.session);
+        connected = true;
+        retry = 500;
+        setStatus("We reply here");
+        notice.hidden = true;
+        frame.history.forEach(show);
+        Object.keys(pending).forEach(function (id) {
+          socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
+        });
+      } else if (frame.type === "ack") {
+        var sent = pending[frame.id];
+        if (sent) {
+          delete pending[frame.id];
+          sent.element.classList.remove("tl-pending");
+          sent.element.dataset.event = frame.event;
+          shown[frame.event] = sent.element;
+        }
+      } else if (frame.type === "message") {
+        show(frame);
+      } else if (frame.type === "error") {
+        var failed = frame.id && pending[frame.id];
+        if (failed && frame.code !== "unavailable") {
+          delete pending[frame.id];
+          failed.element.classList.remove("tl-pending");
+          failed.element.classList.add("tl-failed");
+        }
+        notice.textContent = frame.message;
+        notice.hidden = false;
+      }
+    };
+    socket.onclose = function () {
+      connected = false;
+      setStatus("Reconnecting…");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 15000);
+    };
+  }
+
+  function submit() {
+    var text = input.value.trim();
+    if (!text) return;
+    input.value = "";
+    var id = "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
+    var item = bubble("visitor", text, 0);
+    item.classList.add("tl-pending");
+    pending[id] = { text: text, element: item };
+    if (connected) socket.send(JSON.stringify({ type: "message", id: id, text: text }));
+  }
+
+  form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
+  });
+  function toggle(open) {
+    panel.hidden = !open;
+    launcher.setAttribute("aria-label", open ? "Close chat" : "Open chat");
+    if (open) { input.focus(); markRead(); }
+  }
+  launcher.addEventListener("click", function () { toggle(panel.hidden); });
+  close.addEventListener("click", function () { toggle(false); launcher.focus(); });
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape" && !panel.hidden) toggle(false); });
+  document.addEventListener("visibilitychange", markRead);
+
+  function start() { document.body.appendChild(root); connect(); }
+  if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
+  window.ThreadlineChat = { open: function () { toggle(true); }, close: function () { toggle(false); } };
+})();

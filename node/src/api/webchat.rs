@@ -1,0 +1,194 @@
+//! The web chat, served by the node: the widget's files, a demo page, and the WebSocket the
+//! widget talks over. The bridge logic is `threadline_bridges::webchat`; this is the socket.
+//!
+//! - `GET /webchat/widget.js`, `/webchat/widget.css`: the widget (plain JS and CSS, no build
+//!   step). A website adds `<script src="https://NODE/webchat/widget.js" async></script>`.
+//! - `GET /webchat/demo`: a page with the widget on it.
+//! - `GET /webchat/ws`: the WebSocket. Its first frame is `hello`; then messages and read
+//!   marks go up, replies and acks come down. Only pages from the node itself and from the
+//!   origins in `[webchat] allowed_origins` may open it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        ws::{Message, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use threadline_bridges::webchat::{ClientFrame, ServerFrame, Session, Webchat};
+use tracing::debug;
+
+use super::ApiError;
+use crate::bridge_host::LocalLink;
+
+/// Largest frame a widget may send.
+const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// Time a new socket has to say `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+const WIDGET_JS: &str = include_str!("../../assets/webchat/widget.js");
+const WIDGET_CSS: &str = include_str!("../../assets/webchat/widget.css");
+const DEMO_HTML: &str = include_str!("../../assets/webchat/demo.html");
+
+/// What the web chat routes share.
+#[derive(Clone, Debug)]
+pub struct WebchatHost {
+    /// The bridge.
+    pub webchat: Arc<Webchat<LocalLink>>,
+    /// Origins allowed besides the node's own.
+    pub allowed_origins: Arc<Vec<String>>,
+}
+
+/// The web chat's routes.
+pub fn router(host: WebchatHost) -> Router {
+    Router::new()
+        .route("/webchat/widget.js", get(widget_js))
+        .route("/webchat/widget.css", get(widget_css))
+        .route("/webchat/demo", get(demo))
+        .route("/webchat/ws", get(socket))
+        .with_state(host)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn widget_js() -> Response {
+    asset("application/javascript; charset=utf-8", WIDGET_JS)
+}
+
+async fn widget_css() -> Response {
+    asset("text/css; charset=utf-8", WIDGET_CSS)
+}
+
+async fn demo() -> Response {
+    asset("text/html; charset=utf-8", DEMO_HTML)
+}
+
+/// Whether a page of `origin` may open the socket: the node's own pages (the origin's host is
+/// the `Host` the request came to), or an allowed origin. A request without `Origin` is not
+/// from a browser page and is let through (a browser always sends it on WebSockets).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let own = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|host| {
+            origin.strip_prefix("http://") == Some(host)
+                || origin.strip_prefix("https://") == Some(host)
+        });
+    own || allowed.iter().any(|a| a == origin)
+}
+
+async fn socket(
+    State(host): State<WebchatHost>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &host.allowed_origins) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this site may not open the chat (see [webchat] allowed_origins)",
+        )
+        .into_response();
+    }
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(socket, host.webchat))
+}
+
+fn text(frame: &ServerFrame) -> Message {
+    Message::Text(
+        serde_json::to_string(frame)
+            .unwrap_or_else(|_| {
+                r#"{"type":"error","code":"internal","message":"cannot encode","id":null}"#
+                    .to_owned()
+            })
+            .into(),
+    )
+}
+
+async fn serve(mut socket: WebSocket, webchat: Arc<Webchat<LocalLink>>) {
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
+    let session = match hello {
+        Ok(Some(Ok(Message::Text(body)))) => match serde_json::from_str::<ClientFrame>(&body) {
+            Ok(ClientFrame::Hello { session }) => Session::resume_or_new(session.as_deref()),
+            _ => {
+                let _ = socket
+                    .send(text(&ServerFrame::Error {
+                        code: "bad_frame",
+                        message: "the first frame is `hello`".to_owned(),
+                        id: None,
+                    }))
+                    .await;
+                return;
+            }
+        },
+        _ => return,
+    };
+    let welcome = webchat.welcome(&session).await;
+    if socket.send(text(&welcome)).await.is_err() {
+        return;
+    }
+    let (window, mut pushed) = webchat.open(&session);
+    let ingest_closing = webchat.bridge().link().ingest().clone();
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let frame = match incoming {
+                    Some(Ok(Message::Text(body))) => serde_json::from_str::<ClientFrame>(&body),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = socket.send(text(&ServerFrame::Error {
+                            code: "bad_frame",
+                            message: "frames are JSON text".to_owned(),
+                            id: None,
+                        })).await;
+                        continue;
+                    }
+                    _ => break,
+                };
+                let answer = match frame {
+                    Ok(frame) => webchat.handle(&session, &window, frame).await,
+                    Err(err) => Some(ServerFrame::Error {
+                        code: "bad_frame",
+                        message: err.to_string(),
+                        id: None,
+                    }),
+                };
+                if let Some(answer) = answer {
+                    if socket.send(text(&answer)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            frame = pushed.recv() => {
+                let Some(frame) = frame else { break };
+                if socket.send(text(&frame)).await.is_err() {
+                    break;
+                }
+            }
+            () = ingest_closing.closing() => break,
+        }
+    }
+    webchat.close(window);
+    let _ = socket.send(Message::Close(None)).await;
+    debug!("web chat window closed");
+}

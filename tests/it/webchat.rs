@@ -1,0 +1,254 @@
+//! The web chat over its WebSocket, against the real node: visitors, agents' replies, history,
+//! isolation between visitors, idempotent resends, and refusals.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use threadline_tests::{field, threadline_ok, Node, Visitor};
+
+struct Site {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    agent_token: String,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = threadline_ok(&data, &["init"]);
+        Site {
+            agent_token: field(&out, "token:"),
+            data,
+            _dir: dir,
+        }
+    }
+}
+
+/// The web chat threads the agent sees, newest first.
+fn webchat_threads(node: &Node, token: &str) -> Vec<Value> {
+    let (status, list) = node.get(token, "/api/v1/threads?channel=webchat");
+    assert_eq!(status, 200, "{list}");
+    list["threads"].as_array().expect("threads").clone()
+}
+
+fn reply(node: &Node, token: &str, thread: &str, text: &str) -> String {
+    let (status, answer) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": text }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["event"].as_str().expect("event").to_owned()
+}
+
+/// The next `message` frame, skipping others.
+fn next_message(visitor: &mut Visitor) -> Value {
+    loop {
+        let frame = visitor.receive().expect("a frame");
+        if frame["type"] == "message" {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn a_visitor_and_an_agent_talk_and_the_history_survives_reloads_and_restarts() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    let mut visitor = Visitor::connect(&node, None);
+    assert_eq!(visitor.session.len(), 64);
+    assert!(visitor.history.is_empty());
+
+    let ack = visitor.say("m1", "Hello, is the tent waterproof?");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let threads = webchat_threads(&node, &site.agent_token);
+    assert_eq!(threads.len(), 1);
+    let thread = threads[0]["id"].as_str().expect("id").to_owned();
+
+    let answer = reply(&node, &site.agent_token, &thread, "Yes, up to 3000 mm.");
+    let pushed = next_message(&mut visitor);
+    assert_eq!(pushed["from"], "agent");
+    assert_eq!(pushed["text"], "Yes, up to 3000 mm.");
+    assert_eq!(pushed["event"], answer.as_str());
+
+    // The visitor reads it: the agent sees the receipts (delivered, then read).
+    visitor.send(&json!({"type": "read", "up_to": answer}));
+    let mut receipts: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{thread}"));
+        receipts = detail["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "thread.receipt" && e["detail"]["target"] == answer.as_str())
+            .map(|e| e["detail"]["receipt"].clone())
+            .collect();
+        if receipts.len() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    receipts.sort_by_key(|r| r.to_string());
+    assert_eq!(receipts, [json!("delivered"), json!("read")]);
+
+    // Same browser, new page: same conversation.
+    let session = visitor.session.clone();
+    drop(visitor);
+    let again = Visitor::connect(&node, Some(&session));
+    let texts: Vec<(&str, &str)> = again
+        .history
+        .iter()
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap_or(""),
+                m["text"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("visitor", "Hello, is the tent waterproof?"),
+            ("agent", "Yes, up to 3000 mm.")
+        ]
+    );
+    assert_eq!(again.history[1]["state"], "read");
+    drop(again);
+
+    node.stop();
+    let node = Node::start(&site.data);
+    let returning = Visitor::connect(&node, Some(&session));
+    assert_eq!(returning.history.len(), 2);
+    node.stop();
+}
+
+#[test]
+fn two_visitors_never_see_each_other() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    let mut ann = Visitor::connect(&node, None);
+    let mut bob = Visitor::connect(&node, None);
+    assert_ne!(ann.session, bob.session);
+    assert_eq!(ann.say("a1", "Ann's order is 1001")["type"], "ack");
+    assert_eq!(bob.say("b1", "Bob's order is 2002")["type"], "ack");
+    let threads = webchat_threads(&node, &site.agent_token);
+    assert_eq!(threads.len(), 2);
+    // Reply to Ann's thread only.
+    let ann_thread = threads
+        .iter()
+        .find(|t| {
+            let id = t["id"].as_str().expect("id");
+            let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{id}"));
+            detail.to_string().contains("1001")
+        })
+        .expect("Ann's thread")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    reply(
+        &node,
+        &site.agent_token,
+        &ann_thread,
+        "Ann, 1001 ships today",
+    );
+    assert_eq!(next_message(&mut ann)["text"], "Ann, 1001 ships today");
+    assert_eq!(
+        bob.receive_within(Duration::from_millis(1500)),
+        None,
+        "Bob gets nothing of Ann's"
+    );
+
+    // Bob's history is his alone; a made-up or borrowed session opens an empty conversation.
+    let bob_again = Visitor::connect(&node, Some(&bob.session));
+    let all = serde_json::to_string(&bob_again.history).expect("json");
+    assert!(all.contains("2002") && !all.contains("1001"), "{all}");
+    for guess in [
+        "0".repeat(64),
+        "f".repeat(64),
+        ann.session.to_uppercase(),
+        ann.session[..63].to_owned(),
+    ] {
+        let stranger = Visitor::connect(&node, Some(&guess));
+        assert!(
+            stranger.history.is_empty(),
+            "{guess}: {:?}",
+            stranger.history
+        );
+        assert_ne!(stranger.session, ann.session);
+    }
+    node.stop();
+}
+
+#[test]
+fn a_message_sent_twice_is_stored_once() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    let mut visitor = Visitor::connect(&node, None);
+    let first = visitor.say("same-id", "Do you ship to Norway?");
+    // The widget resends after a reconnect, from another window of the same browser too.
+    let mut other = Visitor::connect(&node, Some(&visitor.session));
+    let second = other.say("same-id", "Do you ship to Norway?");
+    assert_eq!(first["type"], "ack");
+    assert_eq!(first["event"], second["event"]);
+    let threads = webchat_threads(&node, &site.agent_token);
+    assert_eq!(threads.len(), 1);
+    let id = threads[0]["id"].as_str().expect("id");
+    let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{id}"));
+    let inbound = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "thread.message.inbound")
+        .count();
+    assert_eq!(inbound, 1);
+    node.stop();
+}
+
+#[test]
+fn bad_frames_foreign_sites_and_floods_are_refused_and_change_nothing() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    assert_eq!(
+        Visitor::connect_from(&node, None, "https://evil.example").err(),
+        Some(403)
+    );
+    let mut visitor = Visitor::connect(&node, None);
+    let too_long = "x".repeat(5000);
+    for (frame, code) in [
+        (
+            json!({"type": "message", "id": "m1", "text": too_long}),
+            "too_long",
+        ),
+        (
+            json!({"type": "message", "id": "m1", "text": "   "}),
+            "bad_frame",
+        ),
+        (
+            json!({"type": "message", "id": "bad id!", "text": "hi"}),
+            "bad_frame",
+        ),
+        (json!({"type": "message", "id": "m1"}), "bad_frame"),
+        (json!({"type": "hello", "session": null}), "bad_frame"),
+        (json!({"type": "read", "up_to": "nope"}), "bad_frame"),
+        (json!({"type": "shout"}), "bad_frame"),
+    ] {
+        visitor.send(&frame);
+        let answer = visitor.receive().expect("an answer");
+        assert_eq!(answer["type"], "error", "{frame}: {answer}");
+        assert_eq!(answer["code"], code, "{frame}: {answer}");
+    }
+    assert!(webchat_threads(&node, &site.agent_token).is_empty());
+
+    // 10 at once are fine; the 11th right after is refused, and is not stored.
+    for n in 0..10 {
+        assert_eq!(visitor.say(&format!("f{n}"), "hello?")["type"], "ack");
+    }
+    let refused = visitor.say("f10", "hello??");
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    let threads = webchat_threads(&node, &site.agent_token);
+    let id = threads[0]["id"].as_str().expect("id");
+    let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{id}"));
+    assert!(!detail.to_string().contains("hello??"));
+    node.stop();
+}
