@@ -84,10 +84,16 @@ pub struct Node {
 impl Node {
     /// Starts a node on `data_dir` and waits for its ready line.
     pub fn start(data_dir: &Path) -> Node {
+        Node::start_at(data_dir, "127.0.0.1:0")
+    }
+
+    /// Starts a node listening on `address` (to come back at the same address after a
+    /// restart, as a browser's stored session needs).
+    pub fn start_at(data_dir: &Path, address: &str) -> Node {
         let mut child = Command::new(threadline_binary())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(["run", "--listen", address])
             .env_remove("THREADLINE_DATA_DIR")
             .env_remove("THREADLINE_API_LISTEN")
             .env("RUST_LOG", "warn")
@@ -280,4 +286,261 @@ impl Visitor {
             }
         }
     }
+}
+
+/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`; `.ci/run`
+/// installs them). One ChromeDriver and one browser session each, with a fresh profile;
+/// both are ended when dropped.
+#[derive(Debug)]
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+/// An element found on the page (its WebDriver reference).
+#[derive(Debug, Clone)]
+pub struct Element(String);
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    /// Starts ChromeDriver on a free loopback port and opens a browser session.
+    pub fn start() -> Browser {
+        for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+            assert!(
+                Path::new(program).exists(),
+                "{program} is missing: install Debian's chromium and chromium-driver (see .ci/run)"
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .args([
+                format!("--port={port}"),
+                "--allowed-ips=127.0.0.1".to_owned(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build();
+        let ready = (0..100).any(|_| {
+            let up = http
+                .get(&format!("{base}/status"))
+                .call()
+                .ok()
+                .and_then(|r| r.into_json::<serde_json::Value>().ok())
+                .is_some_and(|status| status["value"]["ready"] == true);
+            if !up {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            up
+        });
+        assert!(ready, "chromedriver did not become ready");
+        let profile = tempfile::tempdir().expect("profile dir");
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--window-size=1280,800",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain(std::iter::once(format!(
+            "--user-data-dir={}",
+            profile.path().display()
+        )))
+        .collect::<Vec<_>>();
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }}});
+        let answer: serde_json::Value = http
+            .post(&format!("{base}/session"))
+            .send_json(capabilities)
+            .unwrap_or_else(|err| panic!("cannot open a browser session: {err}"))
+            .into_json()
+            .expect("JSON");
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+            _profile: profile,
+        }
+    }
+
+    fn command(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build();
+        let request = http.request(method, &url);
+        let result = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("WebDriver {method} {path}: {err}"),
+        };
+        let answer: serde_json::Value = response.into_json().expect("JSON");
+        if let Some(error) = answer["value"]["error"].as_str() {
+            panic!(
+                "WebDriver {method} {path}: {error}: {}",
+                answer["value"]["message"]
+            );
+        }
+        answer["value"].clone()
+    }
+
+    /// Loads `url`.
+    pub fn go(&self, url: &str) {
+        self.command("POST", "/url", Some(serde_json::json!({ "url": url })));
+    }
+
+    /// Reloads the page.
+    pub fn reload(&self) {
+        self.command("POST", "/refresh", Some(serde_json::json!({})));
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) and returns its value.
+    pub fn run(&self, script: &str, args: serde_json::Value) -> serde_json::Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            Some(serde_json::json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Waits (up to 20 s) for `script` to return something truthy, and returns it.
+    pub fn wait_for(&self, what: &str, script: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            let value = self.run(script, serde_json::json!([]));
+            let truthy = !matches!(
+                &value,
+                serde_json::Value::Null | serde_json::Value::Bool(false)
+            ) && value != serde_json::json!("")
+                && value != serde_json::json!(0);
+            if truthy {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// The first element matching a CSS selector.
+    pub fn find(&self, css: &str) -> Element {
+        let found = self.command(
+            "POST",
+            "/element",
+            Some(serde_json::json!({"using": "css selector", "value": css})),
+        );
+        Element(
+            found[ELEMENT_KEY]
+                .as_str()
+                .unwrap_or_else(|| panic!("no element {css}: {found}"))
+                .to_owned(),
+        )
+    }
+
+    /// Clicks an element.
+    pub fn click(&self, element: &Element) {
+        self.command(
+            "POST",
+            &format!("/element/{}/click", element.0),
+            Some(serde_json::json!({})),
+        );
+    }
+
+    /// Types into an element (`\u{E007}` is Enter).
+    pub fn type_into(&self, element: &Element, text: &str) {
+        self.command(
+            "POST",
+            &format!("/element/{}/value", element.0),
+            Some(serde_json::json!({ "text": text })),
+        );
+    }
+
+    /// Saves a PNG screenshot of the page to `path`.
+    pub fn screenshot(&self, path: &Path) {
+        let encoded = self.command("GET", "/screenshot", None);
+        let png = base64_decode(encoded.as_str().expect("base64 text"));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("screenshot folder");
+        }
+        std::fs::write(path, png).expect("screenshot written");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The session first, or Chromium outlives its driver.
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(20))
+            .build();
+        let _ = http
+            .delete(&format!("{}/session/{}", self.base, self.session))
+            .call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Where the test run saves screenshots: `target/screenshots/` (not committed).
+pub fn screenshot_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .join("screenshots")
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter_map(value) {
+        acc = (acc << 6) | c;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
 }

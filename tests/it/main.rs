@@ -1,5 +1,6 @@
 //! End-to-end tests: they run the real `threadline` binary.
 
+mod browser;
 mod cli;
 mod node;
 mod store;

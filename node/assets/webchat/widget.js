@@ -54,7 +54,18 @@
   panel.appendChild(notice);
   panel.appendChild(log);
   panel.appendChild(form);
-  var launcher = el("button", "tl-chat-launcher", "💬");
+  var launcher = el("button", "tl-chat-launcher");
+  // A speech-bubble icon, drawn (no emoji font needed).
+  var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "26");
+  svg.setAttribute("height", "26");
+  svg.setAttribute("aria-hidden", "true");
+  var path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute("d", "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z");
+  svg.appendChild(path);
+  launcher.appendChild(svg);
   launcher.type = "button";
   launcher.setAttribute("aria-label", "Open chat");
   root.appendChild(panel);

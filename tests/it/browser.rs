@@ -1,0 +1,136 @@
+//! The web chat in a real browser (headless Chromium over WebDriver): a visitor writes from
+//! the demo page, an agent answers, the visitor sees it, reloads, and the history is back,
+//! also after the node restarts; a second visitor never sees the first one's conversation.
+//! Screenshots go to `target/screenshots/`.
+
+use serde_json::{json, Value};
+use threadline_tests::{field, screenshot_dir, threadline_ok, Browser, Node};
+
+/// The texts of the chat bubbles, `visitor: ...` / `agent: ...`, once none is pending.
+const BUBBLES: &str = r#"
+    const items = [...document.querySelectorAll('.tl-chat-msg')];
+    if (items.some(i => i.classList.contains('tl-pending'))) return null;
+    return items.map(i => (i.classList.contains('tl-agent') ? 'agent: ' : 'visitor: ')
+        + i.querySelector('.tl-chat-text').textContent);
+"#;
+
+fn write(browser: &Browser, text: &str) {
+    let input = browser.find(".tl-chat-input");
+    browser.type_into(&input, text);
+    browser.type_into(&input, "\u{E007}");
+}
+
+fn open_chat(browser: &Browser) {
+    browser.wait_for(
+        "the widget",
+        "return document.querySelector('.tl-chat-launcher')",
+    );
+    let launcher = browser.find(".tl-chat-launcher");
+    browser.click(&launcher);
+    browser.wait_for(
+        "the chat to connect",
+        "return document.querySelector('.tl-chat-status').textContent === 'We reply here'",
+    );
+}
+
+fn bubbles_when(browser: &Browser, what: &str, count: usize) -> Vec<String> {
+    let script = format!(
+        "const b = (function() {{ {BUBBLES} }})(); return b && b.length >= {count} ? b : null;"
+    );
+    let value = browser.wait_for(what, &script);
+    serde_json::from_value(value).expect("strings")
+}
+
+#[test]
+fn a_visitor_chats_from_a_web_page_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let demo = format!("{}/webchat/demo", node.base);
+    let shots = screenshot_dir();
+
+    let visitor = Browser::start();
+    visitor.go(&demo);
+    open_chat(&visitor);
+    write(&visitor, "Hi! Do you have the Trail 2 tent in green?");
+    assert_eq!(
+        bubbles_when(&visitor, "the message to be stored", 1),
+        ["visitor: Hi! Do you have the Trail 2 tent in green?"]
+    );
+
+    // The agent finds the thread and answers; the visitor sees it without reloading.
+    let (_, list) = node.get(&token, "/api/v1/threads?channel=webchat");
+    let thread = list["threads"][0]["id"]
+        .as_str()
+        .expect("a web chat thread")
+        .to_owned();
+    let (status, _) = node.post(
+        &token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "We do! Shall I reserve one for you?"}),
+    );
+    assert_eq!(status, 200);
+    let expected = [
+        "visitor: Hi! Do you have the Trail 2 tent in green?",
+        "agent: We do! Shall I reserve one for you?",
+    ];
+    assert_eq!(bubbles_when(&visitor, "the reply", 2), expected);
+    visitor.screenshot(&shots.join("webchat-conversation.png"));
+
+    // The reply is marked read once the visitor has seen it (the panel is open).
+    let read = (0..100).any(|_| {
+        let (_, detail) = node.get(&token, &format!("/api/v1/threads/{thread}"));
+        let found = detail["events"].as_array().is_some_and(|events| {
+            events
+                .iter()
+                .any(|e: &Value| e["kind"] == "thread.receipt" && e["detail"]["receipt"] == "read")
+        });
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        found
+    });
+    assert!(read, "the reply was marked read");
+
+    // Reload: same browser, same conversation.
+    visitor.reload();
+    open_chat(&visitor);
+    assert_eq!(
+        bubbles_when(&visitor, "the history after a reload", 2),
+        expected
+    );
+
+    // Restart the node: nothing is lost; the widget reconnects by itself.
+    let address = node.base.trim_start_matches("http://").to_owned();
+    node.stop();
+    let node = Node::start_at(&data, &address);
+    visitor.go(&demo);
+    open_chat(&visitor);
+    assert_eq!(
+        bubbles_when(&visitor, "the history after a restart", 2),
+        expected
+    );
+
+    // Another visitor (another browser profile) starts from nothing and sees only their own.
+    let other = Browser::start();
+    other.go(&demo);
+    open_chat(&other);
+    let empty = other.run(
+        "return document.querySelectorAll('.tl-chat-msg').length",
+        json!([]),
+    );
+    assert_eq!(empty, json!(0));
+    write(&other, "Hello, I am someone else");
+    assert_eq!(
+        bubbles_when(&other, "the second visitor's message", 1),
+        ["visitor: Hello, I am someone else"]
+    );
+    other.screenshot(&shots.join("webchat-second-visitor.png"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        bubbles_when(&visitor, "the first visitor's page", 2),
+        expected
+    );
+    node.stop();
+}
