@@ -5,10 +5,12 @@
 //! `{"error": {"code": "...", "message": "..."}}` with a stable `code` and a fitting HTTP
 //! status; a refused request changes nothing. One file per resource under `api/`.
 
+mod agents;
 pub mod auth;
 mod bridge;
 mod contacts;
 mod error;
+mod inbox;
 mod stream;
 mod threads;
 mod views;
@@ -36,6 +38,9 @@ pub fn router(ingest: Ingest, webchat: Option<webchat::WebchatHost>) -> Router {
 
 fn api_router(ingest: Ingest) -> Router {
     Router::new()
+        .merge(inbox::router())
+        .route("/api/v1/me", get(agents::me))
+        .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/threads", get(threads::list))
         .route("/api/v1/threads/{id}", get(threads::show))
         .route("/api/v1/threads/{id}/replies", post(threads::reply))

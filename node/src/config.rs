@@ -17,6 +17,9 @@ pub const DEFAULT_CONFIG: &str = "\
 listen = \"127.0.0.1:7420\"
 
 [webchat]
+# The node's own web chat bridge (the widget and its WebSocket). Turn it off when a standalone
+# web chat bridge serves this org's web chat queue instead (two would share one queue).
+builtin = true
 # Websites allowed to embed the chat widget (their origins, like \"https://shop.example\").
 # Pages served by the node itself are always allowed.
 allowed_origins = []
@@ -29,6 +32,8 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Origins (`scheme://host[:port]`) allowed to open the web chat, besides the node's own.
     pub webchat_origins: Vec<String>,
+    /// Whether the node runs its own web chat bridge.
+    pub webchat_builtin: bool,
 }
 
 /// The configuration could not be loaded.
@@ -71,11 +76,26 @@ struct File {
     webchat: WebchatSection,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WebchatSection {
+    #[serde(default = "yes")]
+    builtin: bool,
     #[serde(default)]
     allowed_origins: Vec<String>,
+}
+
+impl Default for WebchatSection {
+    fn default() -> Self {
+        WebchatSection {
+            builtin: true,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +134,7 @@ impl Config {
         Ok(Config {
             api_listen: listen.unwrap_or(file.api.listen),
             webchat_origins: file.webchat.allowed_origins,
+            webchat_builtin: file.webchat.builtin,
         })
     }
 }

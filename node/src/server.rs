@@ -54,8 +54,12 @@ pub async fn run(
     let identity = data_dir.load_identity()?;
     let store = admin::open_store(data_dir)?;
     // Before the pipeline starts: a new built-in bridge's certificate goes straight to the store.
-    let webchat_key =
-        admin::builtin_bridge_key(data_dir, &store, ChannelKind::Webchat, crate::clock::now())?;
+    let webchat_key = if config.webchat_builtin {
+        admin::builtin_bridge_key(data_dir, &store, ChannelKind::Webchat, crate::clock::now())?
+    } else {
+        info!("web chat: the built-in bridge is off ([webchat] builtin = false)");
+        None
+    };
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
     let webchat = match webchat_key {
         Some(key) => {
@@ -72,6 +76,7 @@ pub async fn run(
                 allowed_origins: Arc::new(config.webchat_origins.clone()),
             })
         }
+        None if !config.webchat_builtin => None,
         None => {
             warn!("web chat off: this node has no web chat bridge key and no org key to make one (run `threadline bridge add webchat` where the org key is, and copy the key to keys/bridge-webchat.key)");
             None

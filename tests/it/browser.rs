@@ -134,3 +134,96 @@ fn a_visitor_chats_from_a_web_page_in_a_real_browser() {
     );
     node.stop();
 }
+
+#[test]
+fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let shots = screenshot_dir();
+
+    // The agent signs in first: the inbox is empty and listening.
+    let agent = Browser::start();
+    agent.go(&format!("{}/inbox", node.base));
+    agent.wait_for(
+        "the sign-in form",
+        "return document.getElementById('token')",
+    );
+    let bad = agent.find("#token");
+    agent.type_into(&bad, "thl_not-a-token\u{E007}");
+    agent.wait_for(
+        "the refusal",
+        "return document.getElementById('signin-error').textContent.includes('not valid')",
+    );
+    let input = agent.find("#token");
+    agent.run("document.getElementById('token').value = ''", json!([]));
+    agent.type_into(&input, &format!("{token}\u{E007}"));
+    agent.wait_for(
+        "the inbox",
+        "return !document.getElementById('app').hidden && document.getElementById('live').classList.contains('on')",
+    );
+
+    // A visitor writes; the thread appears in the inbox without a reload, with an unread badge.
+    let visitor = Browser::start();
+    visitor.go(&format!("{}/webchat/demo", node.base));
+    open_chat(&visitor);
+    write(&visitor, "My order 1042 has not arrived");
+    bubbles_when(&visitor, "the message to be stored", 1);
+    let badge = agent.wait_for(
+        "the new thread, live",
+        "const b = document.querySelector('.thread-item .badge'); return b && b.textContent",
+    );
+    assert_eq!(badge, json!("1"));
+
+    // Open it, see the message and the contact, answer with the keyboard.
+    let item = agent.find(".thread-item");
+    agent.click(&item);
+    agent.wait_for(
+        "the conversation",
+        "return [...document.querySelectorAll('#events .event.inbound')].some(e => e.textContent.includes('order 1042'))",
+    );
+    agent.wait_for(
+        "the contact panel",
+        "return document.querySelectorAll('#contact-handles li').length === 1",
+    );
+    agent.run("document.activeElement.blur()", json!([]));
+    let compose = agent.find("#compose");
+    agent.click(&compose);
+    agent.type_into(&compose, "Sorry about that! It left our warehouse today.");
+    agent.run(
+        "document.getElementById('compose').dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', ctrlKey: true, bubbles: true}))",
+        json!([]),
+    );
+    assert_eq!(
+        bubbles_when(&visitor, "the agent's answer", 2),
+        [
+            "visitor: My order 1042 has not arrived",
+            "agent: Sorry about that! It left our warehouse today."
+        ]
+    );
+
+    // An internal note stays internal; the status change shows in the conversation.
+    let note_tab = agent.find("#mode-note");
+    agent.click(&note_tab);
+    let compose = agent.find("#compose");
+    agent.type_into(&compose, "Check with the carrier tomorrow");
+    let send = agent.find("#send");
+    agent.click(&send);
+    agent.wait_for(
+        "the note",
+        "return [...document.querySelectorAll('#events .event.note')].some(e => e.textContent.includes('carrier'))",
+    );
+    agent.wait_for(
+        "the receipt on the reply",
+        "return [...document.querySelectorAll('#events .event.outbound .meta')].some(m => /delivered|read/.test(m.textContent))",
+    );
+    agent.screenshot(&shots.join("inbox-conversation.png"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        bubbles_when(&visitor, "the visitor's page", 2).len(),
+        2,
+        "the note never reaches the visitor"
+    );
+    node.stop();
+}

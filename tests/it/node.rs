@@ -33,6 +33,11 @@ impl Org {
         let data = tmp.path().join("data");
         let init = threadline_ok(&data, &["init"]);
         let agent_token = field(&init, "token:");
+        // These tests play the web chat bridge themselves, over the bridge API.
+        let config = data.join("config.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        std::fs::write(&config, text.replace("builtin = true", "builtin = false"))
+            .expect("config written");
         let bridge = |channel: ChannelKind| {
             let out = threadline_ok(&data, &["bridge", "add", channel.as_str()]);
             let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))

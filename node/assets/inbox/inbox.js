@@ -1,0 +1,374 @@
+// Threadline inbox: plain JS over the agent API (/api/v1), no build step.
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var TOKEN_KEY = "threadline.inbox.token";
+  var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
+    selected: null, detail: null, contact: null, mode: "reply" };
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  function api(method, path, body) {
+    var init = { method: method, headers: { Authorization: "Bearer " + state.token } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch("/api/v1" + path, init).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (json) {
+        if (!response.ok) {
+          var error = new Error((json.error && json.error.message) || response.statusText);
+          error.status = response.status;
+          throw error;
+        }
+        return json;
+      });
+    });
+  }
+
+  // ---- sign in ----
+  function showSignIn(message) {
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    $("signin-error").textContent = message || "";
+    $("token").focus();
+  }
+
+  function signIn(token) {
+    state.token = token;
+    return api("GET", "/me").then(function (me) {
+      state.me = me;
+      localStorage.setItem(TOKEN_KEY, token);
+      $("me-name").textContent = me.name;
+      $("signin").hidden = true;
+      $("app").hidden = false;
+      return api("GET", "/agents").then(function (list) {
+        list.agents.forEach(function (a) { state.agents[a.id] = a.name; });
+        loadThreads();
+        listen();
+      });
+    }).catch(function (error) {
+      localStorage.removeItem(TOKEN_KEY);
+      showSignIn(error.status === 401 ? "That token is not valid." : error.message);
+    });
+  }
+
+  $("signin-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    signIn($("token").value.trim());
+  });
+  $("signout").addEventListener("click", function () {
+    localStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+
+  // ---- unread (per agent, in this browser) ----
+  function seenKey() { return "threadline.inbox.seen." + state.me.id; }
+  function seen() { try { return JSON.parse(localStorage.getItem(seenKey())) || {}; } catch (e) { return {}; } }
+  function markSeen(thread) {
+    var all = seen();
+    all[thread.id] = thread.n_messages;
+    localStorage.setItem(seenKey(), JSON.stringify(all));
+  }
+
+  // ---- thread list ----
+  var TITLES = { mine: "Mine", unassigned: "Unassigned", open: "Open", pending: "Pending",
+    resolved: "Resolved", all: "All" };
+
+  function listQuery() {
+    var q = [];
+    if (state.filter === "mine") q.push("assignee=" + state.me.id);
+    else if (state.filter === "unassigned") q.push("assignee=none", "status=open");
+    else if (state.filter !== "all") q.push("status=" + state.filter);
+    if (state.channel) q.push("channel=" + state.channel);
+    q.push("limit=200");
+    return "?" + q.join("&");
+  }
+
+  function ago(ms) {
+    var s = Math.max(0, (Date.now() - ms) / 1000);
+    if (s < 60) return "now";
+    if (s < 3600) return Math.floor(s / 60) + "m";
+    if (s < 86400) return Math.floor(s / 3600) + "h";
+    return new Date(ms).toLocaleDateString();
+  }
+
+  // Web chat visitors' handles are derived ids: show them as "Web visitor 5c60a2".
+  function pretty(handle) {
+    if (!handle) return handle;
+    var visitor = /^webchat:v-([0-9a-f]{6})/.exec(handle);
+    return visitor ? "Web visitor " + visitor[1] : handle;
+  }
+
+  function who(thread) {
+    return pretty(thread.route && thread.route.handle) || ("Contact " + thread.contact.slice(0, 8));
+  }
+
+  function loadThreads() {
+    return api("GET", "/threads" + listQuery()).then(function (page) {
+      state.threads = page.threads;
+      renderThreads();
+    }).catch(function (error) { if (error.status === 401) showSignIn("Signed out."); });
+  }
+
+  function renderThreads() {
+    var list = $("thread-list");
+    list.textContent = "";
+    var read = seen();
+    state.threads.forEach(function (thread) {
+      var item = el("li", "thread-item");
+      item.dataset.thread = thread.id;
+      if (thread.id === state.selected) item.classList.add("selected");
+      item.appendChild(el("span", "who", who(thread)));
+      item.appendChild(el("span", "when", ago(thread.last_activity)));
+      var what = (thread.route ? thread.route.channel : thread.opened_on) + " · " + thread.status;
+      if (thread.assignee) what += " · " + (state.agents[thread.assignee] || "assigned");
+      item.appendChild(el("span", "what", what));
+      var unread = thread.n_messages - (read[thread.id] || 0);
+      if (unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(unread)));
+      item.addEventListener("click", function () { select(thread.id); });
+      list.appendChild(item);
+    });
+    $("list-empty").hidden = state.threads.length > 0;
+    $("list-title").textContent = TITLES[state.filter];
+  }
+
+  document.querySelectorAll("[data-filter]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      document.querySelectorAll("[data-filter]").forEach(function (b) { b.classList.remove("active"); });
+      button.classList.add("active");
+      state.filter = button.dataset.filter;
+      loadThreads();
+    });
+  });
+  $("channel").addEventListener("change", function () { state.channel = this.value; loadThreads(); });
+
+  // ---- one thread ----
+  var SYSTEM = {
+    "thread.opened": function () { return "Conversation started"; },
+    "thread.assign": function (e) { return e.detail.assignee ? "Assigned to " + (state.agents[e.detail.assignee] || e.detail.assignee) : "Unassigned"; },
+    "thread.status": function (e) { return "Marked " + e.detail.status; },
+    "thread.handoff": function (e) { return "Replies now go to " + (pretty(e.handle) || e.detail.channel); },
+    "thread.label_add": function (e) { return "Label " + e.detail.label + " added"; },
+    "thread.label_remove": function (e) { return "Label " + e.detail.label + " removed"; },
+  };
+
+  function select(id) {
+    state.selected = id;
+    $("no-thread").hidden = true;
+    $("thread-view").hidden = false;
+    renderThreads();
+    return loadThread();
+  }
+
+  function loadThread() {
+    var id = state.selected;
+    return api("GET", "/threads/" + id).then(function (detail) {
+      if (id !== state.selected) return;
+      state.detail = detail;
+      markSeen(detail.thread);
+      renderThread();
+      renderThreads();
+      return api("GET", "/contacts/" + detail.thread.contact).then(function (record) {
+        if (id !== state.selected) return;
+        state.contact = record;
+        renderContact();
+      });
+    });
+  }
+
+  function renderThread() {
+    var thread = state.detail.thread;
+    $("thread-title").textContent = who(thread);
+    var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + " messages";
+    if (thread.route) meta += " · replies go to " + thread.route.channel;
+    $("thread-meta").textContent = meta;
+    $("status").value = thread.status === "snoozed" ? "pending" : thread.status;
+    $("assign-me").textContent = thread.assignee === state.me.id ? "Unassign" : "Assign to me";
+    var labels = $("labels");
+    labels.textContent = "";
+    thread.labels.forEach(function (label) {
+      var chip = el("span", "chip", label);
+      var remove = el("button", null, "×");
+      remove.type = "button";
+      remove.setAttribute("aria-label", "Remove label " + label);
+      remove.addEventListener("click", function () { act("/labels", { remove: [label] }); });
+      chip.appendChild(remove);
+      labels.appendChild(chip);
+    });
+    var receipts = {};
+    state.detail.events.forEach(function (e) {
+      if (e.kind === "thread.receipt") {
+        var rank = { failed: 0, delivered: 1, read: 2 };
+        var old = receipts[e.detail.target];
+        if (!old || rank[e.detail.receipt] > rank[old]) receipts[e.detail.target] = e.detail.receipt;
+      }
+    });
+    var list = $("events");
+    list.textContent = "";
+    state.detail.events.forEach(function (e) {
+      var item;
+      if (e.kind === "thread.message.inbound" || e.kind === "thread.message.outbound" || e.kind === "thread.note") {
+        var cls = e.kind === "thread.note" ? "note" : (e.kind === "thread.message.inbound" ? "inbound" : "outbound");
+        item = el("li", "event " + cls, e.erased ? "(erased)" : e.text);
+        var meta = new Date(e.time).toLocaleString();
+        if (e.kind === "thread.message.inbound" && e.handle) meta = pretty(e.handle) + " · " + meta;
+        if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
+        if (e.kind === "thread.note") meta = "Note · " + meta;
+        if (receipts[e.id]) meta += " · " + receipts[e.id];
+        item.appendChild(el("div", "meta", meta));
+      } else if (SYSTEM[e.kind]) {
+        item = el("li", "event system", SYSTEM[e.kind](e));
+      } else {
+        return;
+      }
+      item.dataset.event = e.id;
+      list.appendChild(item);
+    });
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function renderContact() {
+    var record = state.contact;
+    $("contact-view").hidden = false;
+    $("contact-name").textContent = record.display_name || pretty(record.handles[0]) || ("Contact " + record.id.slice(0, 8));
+    var handles = $("contact-handles");
+    handles.textContent = "";
+    var handoff = $("handoff");
+    handoff.textContent = "";
+    record.handles.forEach(function (h) {
+      handles.appendChild(el("li", null, h));
+      var option = el("option", null, pretty(h));
+      option.value = h;
+      handoff.appendChild(option);
+    });
+    var route = state.detail.thread.route;
+    if (route && route.handle) handoff.value = route.handle;
+    var attributes = $("contact-attributes");
+    attributes.textContent = "";
+    Object.keys(record.attributes || {}).forEach(function (key) {
+      attributes.appendChild(el("dt", null, key));
+      attributes.appendChild(el("dd", null, String(record.attributes[key])));
+    });
+    var timeline = $("contact-timeline");
+    timeline.textContent = "";
+    record.timeline.filter(function (e) {
+      return e.kind === "thread.message.inbound" || e.kind === "thread.message.outbound";
+    }).slice(-30).forEach(function (e) {
+      var item = el("li");
+      var channel = e.kind === "thread.message.inbound" ? (e.handle || "").split(":")[0] : "reply";
+      item.appendChild(el("span", "chan", channel));
+      item.appendChild(document.createTextNode(e.erased ? "(erased)" : (e.text || "")));
+      timeline.appendChild(item);
+    });
+  }
+
+  function act(path, body) {
+    $("compose-error").textContent = "";
+    return api("POST", "/threads/" + state.selected + path, body)
+      .then(loadThread)
+      .catch(function (error) { $("compose-error").textContent = error.message; });
+  }
+
+  $("assign-me").addEventListener("click", function () {
+    var mine = state.detail.thread.assignee === state.me.id;
+    act("/assign", { assignee: mine ? null : state.me.id });
+  });
+  $("status").addEventListener("change", function () { act("/status", { status: this.value }); });
+  $("label-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var label = $("label-input").value.trim();
+    if (!label) return;
+    $("label-input").value = "";
+    act("/labels", { add: [label] });
+  });
+  $("handoff-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    act("/handoff", { handle: $("handoff").value });
+  });
+
+  function setMode(mode) {
+    state.mode = mode;
+    $("mode-reply").classList.toggle("active", mode === "reply");
+    $("mode-note").classList.toggle("active", mode === "note");
+    $("composer").classList.toggle("noting", mode === "note");
+    $("compose").placeholder = mode === "note" ? "Write an internal note… (Ctrl+Enter to save)" : "Write a reply… (Ctrl+Enter to send)";
+    $("send").textContent = mode === "note" ? "Save note" : "Send";
+    $("compose").focus();
+  }
+  $("mode-reply").addEventListener("click", function () { setMode("reply"); });
+  $("mode-note").addEventListener("click", function () { setMode("note"); });
+  $("composer").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = $("compose").value.trim();
+    if (!text) return;
+    act(state.mode === "note" ? "/notes" : "/replies", { text: text }).then(function () {
+      if (!$("compose-error").textContent) $("compose").value = "";
+    });
+  });
+  $("compose").addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("send").click(); }
+  });
+
+  // ---- keyboard ----
+  document.addEventListener("keydown", function (e) {
+    var typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+    if (e.key === "Escape" && typing) { document.activeElement.blur(); return; }
+    if (typing || e.ctrlKey || e.metaKey || e.altKey || $("app").hidden) return;
+    var index = state.threads.findIndex(function (t) { return t.id === state.selected; });
+    if (e.key === "j" || e.key === "k") {
+      var next = state.threads[Math.min(state.threads.length - 1, Math.max(0, index + (e.key === "j" ? 1 : -1)))];
+      if (next) select(next.id);
+    } else if (state.selected && e.key === "r") { e.preventDefault(); setMode("reply"); }
+    else if (state.selected && e.key === "n") { e.preventDefault(); setMode("note"); }
+    else if (state.selected && e.key === "e") { act("/status", { status: "resolved" }); }
+  });
+
+  // ---- live updates: the SSE stream, read with fetch so the token stays in a header ----
+  var refreshList = null;
+  function changed(scope) {
+    clearTimeout(refreshList);
+    refreshList = setTimeout(loadThreads, 150);
+    if (state.selected && scope === "thread:" + state.selected) loadThread();
+  }
+
+  function listen() {
+    fetch("/api/v1/stream", { headers: { Authorization: "Bearer " + state.token } }).then(function (response) {
+      if (!response.ok || !response.body) throw new Error("stream refused");
+      $("live").classList.add("on");
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      var buffer = "";
+      function pump() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) throw new Error("stream ended");
+          buffer += decoder.decode(chunk.value, { stream: true });
+          var blocks = buffer.split("\n\n");
+          buffer = blocks.pop();
+          blocks.forEach(function (block) {
+            var event = "message", data = "";
+            block.split("\n").forEach(function (line) {
+              if (line.indexOf("event:") === 0) event = line.slice(6).trim();
+              else if (line.indexOf("data:") === 0) data += line.slice(5).trim();
+            });
+            if (event === "change") { try { changed(JSON.parse(data).scope); } catch (e) { /* ignore */ } }
+            else if (event === "lagged") { loadThreads(); if (state.selected) loadThread(); }
+          });
+          return pump();
+        });
+      }
+      return pump();
+    }).catch(function () {
+      $("live").classList.remove("on");
+      setTimeout(function () { loadThreads(); listen(); }, 2000);
+    });
+  }
+
+  var saved = localStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved); else showSignIn();
+})();
