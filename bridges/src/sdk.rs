@@ -170,6 +170,13 @@ pub trait NodeLink: Send + Sync {
     /// Takes a delivery off the queue (idempotent).
     fn ack(&self, seq: u64) -> impl Future<Output = Result<(), LinkError>> + Send;
 
+    /// Tells the agents that the customer of `handle` is typing (best effort: nothing is
+    /// stored, and an unknown handle is ignored).
+    fn customer_typing(&self, handle: &Handle) -> impl Future<Output = ()> + Send;
+
+    /// Whether any agent has the inbox open now (a chat shows "we are away" otherwise).
+    fn agents_online(&self) -> impl Future<Output = bool> + Send;
+
     /// The messages exchanged on `handle` (a handle of the bridge's channel), oldest first:
     /// the customer's messages from that handle and the replies sent to it. Nothing from the
     /// customer's other handles, nothing internal. Empty for a handle the node does not know.

@@ -61,6 +61,8 @@ pub enum ClientFrame {
         /// The reply's event id (hex).
         up_to: String,
     },
+    /// The visitor is typing (the widget sends it at most every few seconds while they do).
+    Typing,
 }
 
 /// One message of the visitor's conversation, as the widget shows it.
@@ -108,6 +110,15 @@ pub enum ServerFrame {
         session: String,
         /// The visitor's messages and the replies, oldest first.
         history: Vec<ChatMessage>,
+        /// Whether an agent is at the inbox now.
+        agents_online: bool,
+    },
+    /// An agent is typing a reply.
+    Typing,
+    /// Agents came or all left.
+    Presence {
+        /// Whether an agent is at the inbox now.
+        agents_online: bool,
     },
     /// A visitor's message is stored (durably).
     Ack {
@@ -268,6 +279,7 @@ impl<L: NodeLink> Webchat<L> {
             Ok(entries) => ServerFrame::Welcome {
                 session: session.secret().to_owned(),
                 history: entries.iter().map(ChatMessage::from).collect(),
+                agents_online: self.bridge.link().agents_online().await,
             },
             Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
         }
@@ -332,6 +344,10 @@ impl<L: NodeLink> Webchat<L> {
                 Some(self.message(session, window, id, text).await)
             }
             ClientFrame::Read { up_to } => self.read(session, &up_to).await,
+            ClientFrame::Typing => {
+                self.bridge.link().customer_typing(session.handle()).await;
+                None
+            }
         }
     }
 
@@ -466,6 +482,25 @@ impl<L: NodeLink> Webchat<L> {
                 }
             })
             .await
+    }
+
+    /// Tells the visitor of `handle` that an agent is typing (if a window is open).
+    pub fn agent_typing(&self, handle: &Handle) {
+        self.push(handle, None, &ServerFrame::Typing);
+    }
+
+    /// Tells every open window whether agents are at the inbox.
+    pub fn presence_changed(&self, agents_online: bool) {
+        let handles: Vec<Handle> = self
+            .windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for handle in handles {
+            self.push(&handle, None, &ServerFrame::Presence { agents_online });
+        }
     }
 
     /// Pushes a frame to the windows of `handle` (but `except`); how many took it.

@@ -49,6 +49,7 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}/status", post(threads::status))
         .route("/api/v1/threads/{id}/handoff", post(threads::hand_off))
         .route("/api/v1/threads/{id}/labels", post(threads::labels))
+        .route("/api/v1/threads/{id}/typing", post(threads::typing))
         .route("/api/v1/contacts", get(contacts::search))
         .route("/api/v1/contacts/merge", post(contacts::merge))
         .route("/api/v1/contacts/{id}", get(contacts::show))

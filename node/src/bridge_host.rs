@@ -121,6 +121,25 @@ impl NodeLink for LocalLink {
             .map_err(|err| LinkError::Unavailable(err.to_string()))
     }
 
+    async fn customer_typing(&self, handle: &Handle) {
+        let contact = self
+            .ingest
+            .directory()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state()
+            .resolve(handle);
+        if let Some(Ok(Some(thread))) = contact.map(|c| self.ingest.store().open_thread(&c)) {
+            self.ingest
+                .presence()
+                .typing(crate::presence::Typing::Customer(thread));
+        }
+    }
+
+    async fn agents_online(&self) -> bool {
+        self.ingest.presence().agents_online()
+    }
+
     async fn ack(&self, seq: u64) -> Result<(), LinkError> {
         let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
         let store = self.ingest.store();

@@ -176,6 +176,7 @@ pub struct Ingest {
     directory: Arc<RwLock<Directory>>,
     store: Store,
     identity: Identity,
+    presence: crate::presence::Presence,
 }
 
 impl std::fmt::Debug for Request {
@@ -272,6 +273,11 @@ impl Ingest {
     /// The store (read-only use: all writes go through the pipeline).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Who is here right now (agents with the inbox open, typing).
+    pub fn presence(&self) -> &crate::presence::Presence {
+        &self.presence
     }
 
     /// This node's identity.

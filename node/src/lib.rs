@@ -25,6 +25,7 @@ pub mod conversation;
 pub mod data_dir;
 pub mod identity;
 pub mod ingest;
+pub mod presence;
 pub mod server;
 pub mod store;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use threadline_bridges::sdk::{Bridge, BridgeIdentity};
 use threadline_bridges::webchat::{RateLimit, Webchat};
-use threadline_protocol::ChannelKind;
+use threadline_protocol::{channel::Handle, ChannelKind, ScopeId, ThreadId};
 use tracing::warn;
 
 use crate::admin;
@@ -19,6 +19,7 @@ use crate::bridge_host::LocalLink;
 use crate::config::Config;
 use crate::data_dir::{DataDir, LoadError};
 use crate::ingest::{self, IngestError};
+use crate::presence::Typing;
 use crate::store::StoreError;
 
 /// The node stopped with an error.
@@ -70,6 +71,7 @@ pub async fn run(
             );
             let webchat = Arc::new(Webchat::new(bridge, RateLimit::default()));
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
+            tokio::spawn(relay_presence(Arc::clone(&webchat)));
             info!("web chat on: /webchat/demo, widget at /webchat/widget.js");
             Some(WebchatHost {
                 webchat,
@@ -127,4 +129,46 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
             }
         }
     }
+}
+
+/// Tells web chat visitors what agents do right now: typing in their thread, and whether any
+/// agent is at the inbox. Ends when the node closes.
+async fn relay_presence(webchat: Arc<Webchat<LocalLink>>) {
+    let ingest = webchat.bridge().link().ingest().clone();
+    let mut typing = ingest.presence().subscribe_typing();
+    let mut online = ingest.presence().watch_agents_online();
+    loop {
+        tokio::select! {
+            signal = typing.recv() => match signal {
+                Ok(Typing::Agent(thread)) => {
+                    if let Some(handle) = route_handle(&ingest, thread) {
+                        if handle.channel() == ChannelKind::Webchat {
+                            webchat.agent_typing(&handle);
+                        }
+                    }
+                }
+                Ok(Typing::Customer(_)) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            changed = online.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let agents_online = *online.borrow_and_update();
+                webchat.presence_changed(agents_online);
+            }
+            () = ingest.closing() => break,
+        }
+    }
+}
+
+/// The handle a thread's replies go to now, if it has one (and it is not erased).
+fn route_handle(ingest: &crate::ingest::Ingest, thread: ThreadId) -> Option<Handle> {
+    let route = ingest.store().thread_state(&thread).ok()??.route?;
+    ingest
+        .store()
+        .event(&ScopeId::Thread(thread), &route.handle_from)
+        .ok()??
+        .content?
+        .handle
 }

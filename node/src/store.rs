@@ -420,6 +420,25 @@ impl Store {
             .collect()
     }
 
+    /// The thread where `contact`'s next message goes, if it has one (it may be resolved
+    /// since: check its state).
+    pub fn open_thread(
+        &self,
+        contact: &threadline_protocol::ContactId,
+    ) -> Result<Option<ThreadId>, StoreError> {
+        self.tree(TreeName::OpenThreads)
+            .get(contact.as_bytes())?
+            .map(|bytes| {
+                <[u8; 32]>::try_from(bytes.as_ref())
+                    .map(ThreadId::from_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: "open_threads",
+                        detail: "value is not a thread id".to_owned(),
+                    })
+            })
+            .transpose()
+    }
+
     /// The oldest `limit` deliveries queued for `channel`.
     pub fn deliveries(
         &self,

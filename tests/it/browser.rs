@@ -29,7 +29,7 @@ fn open_chat(browser: &Browser) {
     browser.click(&launcher);
     browser.wait_for(
         "the chat to connect",
-        "return document.querySelector('.tl-chat-status').textContent === 'We reply here'",
+        "return document.querySelector('.tl-chat').dataset.state === 'connected'",
     );
 }
 
@@ -53,6 +53,14 @@ fn a_visitor_chats_from_a_web_page_in_a_real_browser() {
     let visitor = Browser::start();
     visitor.go(&demo);
     open_chat(&visitor);
+    let status = visitor.run(
+        "return document.querySelector('.tl-chat-status').textContent",
+        json!([]),
+    );
+    assert!(
+        status.as_str().is_some_and(|s| s.contains("away")),
+        "no agent has the inbox open: {status}"
+    );
     write(&visitor, "Hi! Do you have the Trail 2 tent in green?");
     assert_eq!(
         bubbles_when(&visitor, "the message to be stored", 1),
@@ -168,6 +176,14 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
     let visitor = Browser::start();
     visitor.go(&format!("{}/webchat/demo", node.base));
     open_chat(&visitor);
+    assert_eq!(
+        visitor.run(
+            "return document.querySelector('.tl-chat-status').textContent",
+            json!([])
+        ),
+        json!("We reply here"),
+        "an agent is at the inbox"
+    );
     write(&visitor, "My order 1042 has not arrived");
     bubbles_when(&visitor, "the message to be stored", 1);
     let badge = agent.wait_for(
@@ -187,10 +203,25 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
         "the contact panel",
         "return document.querySelectorAll('#contact-handles li').length === 1",
     );
+    // Typing shows on the other side, both ways.
+    let visitor_input = visitor.find(".tl-chat-input");
+    visitor.type_into(&visitor_input, "Also");
+    agent.wait_for(
+        "the customer typing",
+        "return !document.getElementById('customer-typing').hidden",
+    );
+    visitor.run(
+        "document.querySelector('.tl-chat-input').value = ''",
+        json!([]),
+    );
     agent.run("document.activeElement.blur()", json!([]));
     let compose = agent.find("#compose");
     agent.click(&compose);
     agent.type_into(&compose, "Sorry about that! It left our warehouse today.");
+    visitor.wait_for(
+        "the agent typing",
+        "return !document.querySelector('.tl-chat-typing').hidden",
+    );
     agent.run(
         "document.getElementById('compose').dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter', ctrlKey: true, bubbles: true}))",
         json!([]),

@@ -160,6 +160,7 @@
 
   function select(id) {
     state.selected = id;
+    $("customer-typing").hidden = true;
     $("no-thread").hidden = true;
     $("thread-view").hidden = false;
     renderThreads();
@@ -307,6 +308,7 @@
     e.preventDefault();
     var text = $("compose").value.trim();
     if (!text) return;
+    lastTyping = 0;
     act(state.mode === "note" ? "/notes" : "/replies", { text: text }).then(function () {
       if (!$("compose-error").textContent) $("compose").value = "";
     });
@@ -327,6 +329,22 @@
     } else if (state.selected && e.key === "r") { e.preventDefault(); setMode("reply"); }
     else if (state.selected && e.key === "n") { e.preventDefault(); setMode("note"); }
     else if (state.selected && e.key === "e") { act("/status", { status: "resolved" }); }
+  });
+
+  // ---- typing, both ways ----
+  var customerTimer = null;
+  function customerTyping(thread) {
+    if (thread !== state.selected) return;
+    $("customer-typing").hidden = false;
+    clearTimeout(customerTimer);
+    customerTimer = setTimeout(function () { $("customer-typing").hidden = true; }, 4000);
+  }
+  var lastTyping = 0;
+  $("compose").addEventListener("input", function () {
+    var now = Date.now();
+    if (state.mode !== "reply" || !state.selected || now - lastTyping < 3000) return;
+    lastTyping = now;
+    api("POST", "/threads/" + state.selected + "/typing", {}).catch(function () {});
   });
 
   // ---- live updates: the SSE stream, read with fetch so the token stays in a header ----
@@ -357,6 +375,7 @@
               else if (line.indexOf("data:") === 0) data += line.slice(5).trim();
             });
             if (event === "change") { try { changed(JSON.parse(data).scope); } catch (e) { /* ignore */ } }
+            else if (event === "typing") { try { customerTyping(JSON.parse(data).thread); } catch (e) { /* ignore */ } }
             else if (event === "lagged") { loadThreads(); if (state.selected) loadThread(); }
           });
           return pump();

@@ -41,6 +41,8 @@
   log.setAttribute("aria-live", "polite");
   var empty = el("div", "tl-chat-empty", "Ask us anything. We usually answer within minutes; if we are away, we will answer here later.");
   log.appendChild(empty);
+  var typingLine = el("div", "tl-chat-typing", "Typing…");
+  typingLine.hidden = true;
   var form = el("form", "tl-chat-form");
   var input = el("textarea", "tl-chat-input");
   input.placeholder = "Write a message…";
@@ -53,6 +55,7 @@
   panel.appendChild(header);
   panel.appendChild(notice);
   panel.appendChild(log);
+  panel.appendChild(typingLine);
   panel.appendChild(form);
   var launcher = el("button", "tl-chat-launcher");
   // A speech-bubble icon, drawn (no emoji font needed).
@@ -114,6 +117,25 @@
 
   function setStatus(text) { status.textContent = text; }
 
+  function setPresence(online) {
+    setStatus(online ? "We reply here" : "We're away: leave a message, we'll answer here");
+  }
+
+  var typingTimer = null;
+  function agentTyping() {
+    typingLine.hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(function () { typingLine.hidden = true; }, 4000);
+  }
+
+  var lastTyping = 0;
+  function visitorTyping() {
+    var now = Date.now();
+    if (!connected || now - lastTyping < 3000) return;
+    lastTyping = now;
+    socket.send(JSON.stringify({ type: "typing" }));
+  }
+
   function connect() {
     socket = new WebSocket(wsUrl);
     socket.onopen = function () {
@@ -126,7 +148,8 @@
         localStorage.setItem(KEY, frame.session);
         connected = true;
         retry = 500;
-        setStatus("We reply here");
+        root.dataset.state = "connected";
+        setPresence(frame.agents_online);
         notice.hidden = true;
         frame.history.forEach(show);
         Object.keys(pending).forEach(function (id) {
@@ -141,7 +164,12 @@
           shown[frame.event] = sent.element;
         }
       } else if (frame.type === "message") {
+        if (frame.from === "agent") typingLine.hidden = true;
         show(frame);
+      } else if (frame.type === "typing") {
+        agentTyping();
+      } else if (frame.type === "presence") {
+        setPresence(frame.agents_online);
       } else if (frame.type === "error") {
         var failed = frame.id && pending[frame.id];
         if (failed && frame.code !== "unavailable") {
@@ -155,6 +183,7 @@
     };
     socket.onclose = function () {
       connected = false;
+      root.dataset.state = "reconnecting";
       setStatus("Reconnecting…");
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 15000);
@@ -165,6 +194,7 @@
     var text = input.value.trim();
     if (!text) return;
     input.value = "";
+    lastTyping = 0; // the next keystroke is news again
     var id = "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
     var item = bubble("visitor", text, 0);
     item.classList.add("tl-pending");
@@ -173,6 +203,7 @@
   }
 
   form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+  input.addEventListener("input", visitorTyping);
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
   });

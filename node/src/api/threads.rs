@@ -308,6 +308,23 @@ pub struct LabelsDone {
     events: Vec<EventId>,
 }
 
+/// `POST /api/v1/threads/{id}/typing`: the agent is typing a reply (the customer's chat shows
+/// it; nothing is stored).
+pub async fn typing(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let thread: ThreadId = parse_id(&id, "thread")?;
+    if ingest.store().thread_state(&thread)?.is_none() {
+        return Err(ApiError::not_found(format!("no thread `{id}`")));
+    }
+    ingest
+        .presence()
+        .typing(crate::presence::Typing::Agent(thread));
+    Ok(Json(serde_json::json!({})))
+}
+
 /// `POST /api/v1/threads/{id}/labels` `{"add": [...], "remove": [...]}`.
 pub async fn labels(
     caller: AgentCaller,

@@ -80,6 +80,7 @@ pub fn start(
             directory,
             store,
             identity,
+            presence: crate::presence::Presence::default(),
         },
         Running {
             writer: handle,
