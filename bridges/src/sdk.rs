@@ -359,7 +359,10 @@ impl<L: NodeLink> Bridge<L> {
         Fut: Future<Output = Result<(), SendError>>,
     {
         let deliveries = self.backoff.retry(|| self.link.deliveries(limit)).await?;
-        let mut done = 0;
+        // Send each, then record every receipt in one submission, then acknowledge: a crash
+        // anywhere before an acknowledgement sends that delivery again.
+        let mut receipts = Vec::new();
+        let mut settled = Vec::new();
         for delivery in deliveries {
             let (seq, thread, event, depth) = (
                 delivery.seq,
@@ -377,12 +380,23 @@ impl<L: NodeLink> Bridge<L> {
                 }
             };
             if let Some((kind, reason)) = receipt {
-                self.receipt(thread, event, depth, kind, reason).await?;
+                receipts.push(self.receipt_event(thread, event, depth, kind, reason)?);
             }
-            self.backoff.retry(|| self.link.ack(seq)).await?;
-            done += 1;
+            settled.push(seq);
         }
-        Ok(done)
+        if !receipts.is_empty() {
+            let results = self
+                .backoff
+                .retry(|| self.link.submit(receipts.clone()))
+                .await?;
+            if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
+                return Err(BridgeError::Refused(err));
+            }
+        }
+        for seq in &settled {
+            self.backoff.retry(|| self.link.ack(*seq)).await?;
+        }
+        Ok(settled.len())
     }
 
     /// Records what happened to an outbound message (delivered, read by the customer, failed
@@ -395,6 +409,18 @@ impl<L: NodeLink> Bridge<L> {
         kind: ReceiptKind,
         reason: Option<String>,
     ) -> Result<Submitted, BridgeError> {
+        let event = self.receipt_event(thread, target, target_depth, kind, reason)?;
+        self.backoff.retry(|| self.submit_one(event.clone())).await
+    }
+
+    fn receipt_event(
+        &self,
+        thread: ThreadId,
+        target: EventId,
+        target_depth: u64,
+        kind: ReceiptKind,
+        reason: Option<String>,
+    ) -> Result<Event, BridgeError> {
         let mut draft = Draft::new(
             Scope::Thread(thread),
             vec![target],
@@ -409,10 +435,9 @@ impl<L: NodeLink> Bridge<L> {
         if let Some(reason) = reason {
             draft = draft.with_content(Content::text(reason));
         }
-        let event = draft
+        draft
             .sign(&self.identity.key)
-            .map_err(|err| BridgeError::Event(err.to_string()))?;
-        self.backoff.retry(|| self.submit_one(event.clone())).await
+            .map_err(|err| BridgeError::Event(err.to_string()))
     }
 
     async fn submit_one(&self, event: Event) -> Result<Submitted, LinkError> {

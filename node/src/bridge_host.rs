@@ -140,10 +140,13 @@ impl NodeLink for LocalLink {
         self.ingest.presence().agents_online()
     }
 
+    /// Durable with the node's next flush, not before: a crash in between delivers the reply
+    /// again (deliveries are at least once; the receipt that came first is kept).
     async fn ack(&self, seq: u64) -> Result<(), LinkError> {
-        let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
-        let store = self.ingest.store();
-        store.ack_delivery(self.channel, seq).map_err(unavailable)?;
-        store.flush_async().await.map_err(unavailable)
+        self.ingest
+            .store()
+            .ack_delivery(self.channel, seq)
+            .map(drop)
+            .map_err(|err| LinkError::Unavailable(err.to_string()))
     }
 }
