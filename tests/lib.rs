@@ -202,17 +202,34 @@ pub struct Visitor {
     pub session: String,
     /// The history in the `welcome` frame.
     pub history: Vec<serde_json::Value>,
+    /// Whether the `welcome` frame said an agent is at the inbox.
+    pub agents_online: bool,
+    /// Frames that came before `welcome` (a refused identity).
+    pub notices: Vec<serde_json::Value>,
 }
 
 impl Visitor {
     /// Connects with `session` (a returning visitor) or none (a new one), as a page of the node.
     pub fn connect(node: &Node, session: Option<&str>) -> Visitor {
         let origin = node.base.clone();
-        Visitor::connect_from(node, session, &origin).expect("the node's own pages may connect")
+        Visitor::connect_from(node, session, &origin, None)
+            .expect("the node's own pages may connect")
+    }
+
+    /// Connects with a website's signed identity (`{"email", "signature"}`).
+    pub fn connect_as(node: &Node, session: Option<&str>, identity: serde_json::Value) -> Visitor {
+        let origin = node.base.clone();
+        Visitor::connect_from(node, session, &origin, Some(identity))
+            .expect("the node's own pages may connect")
     }
 
     /// Connects as a page of `origin`; the HTTP status if the node refuses the upgrade.
-    pub fn connect_from(node: &Node, session: Option<&str>, origin: &str) -> Result<Visitor, u16> {
+    pub fn connect_from(
+        node: &Node,
+        session: Option<&str>,
+        origin: &str,
+        identity: Option<serde_json::Value>,
+    ) -> Result<Visitor, u16> {
         use tungstenite::client::IntoClientRequest as _;
         let url = format!("{}/webchat/ws", node.base.replacen("http://", "ws://", 1));
         let mut request = url.into_client_request().expect("valid URL");
@@ -233,10 +250,22 @@ impl Visitor {
             socket,
             session: String::new(),
             history: Vec::new(),
+            agents_online: false,
+            notices: Vec::new(),
         };
-        visitor.send(&serde_json::json!({"type": "hello", "session": session}));
-        let welcome = visitor.receive().expect("a welcome frame");
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let mut hello = serde_json::json!({"type": "hello", "session": session});
+        if let Some(identity) = identity {
+            hello["identity"] = identity;
+        }
+        visitor.send(&hello);
+        let welcome = loop {
+            let frame = visitor.receive().expect("a welcome frame");
+            if frame["type"] == "welcome" {
+                break frame;
+            }
+            visitor.notices.push(frame);
+        };
+        visitor.agents_online = welcome["agents_online"] == true;
         visitor.session = welcome["session"].as_str().expect("session").to_owned();
         visitor.history = welcome["history"].as_array().expect("history").clone();
         Ok(visitor)

@@ -133,6 +133,18 @@ pub struct ConversationEntry {
     pub receipt: Option<ReceiptKind>,
 }
 
+/// What a customer's handle is known to be, besides itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// An address the customer typed in: shown to the agents on the contact (attribute
+    /// `unverified <channel>`), never used to send anything, since anyone can type anything.
+    Claimed(Handle),
+    /// An address the bridge vouches for (a website signed it for its logged-in user): linked
+    /// to the customer's contact; if it already belongs to a contact, the customer is that
+    /// contact (their contact is merged into it), so the whole history is one record.
+    Vouched(Handle),
+}
+
 /// Why the node did not do what the bridge asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
@@ -169,6 +181,14 @@ pub trait NodeLink: Send + Sync {
 
     /// Takes a delivery off the queue (idempotent).
     fn ack(&self, seq: u64) -> impl Future<Output = Result<(), LinkError>> + Send;
+
+    /// Records what `handle`'s customer is known to be (see [`Identity`]); creates the contact
+    /// if it is new.
+    fn identify(
+        &self,
+        handle: &Handle,
+        identity: Identity,
+    ) -> impl Future<Output = Result<(), LinkError>> + Send;
 
     /// Tells the agents that the customer of `handle` is typing (best effort: nothing is
     /// stored, and an unknown handle is ignored).

@@ -27,8 +27,8 @@ use threadline_protocol::{
 use tokio::sync::mpsc;
 
 use crate::sdk::{
-    Bridge, BridgeError, ConversationEntry, Delivery, InboundMessage, NodeLink, SendError,
-    Submitted,
+    Bridge, BridgeError, ConversationEntry, Delivery, Identity, InboundMessage, NodeLink,
+    SendError, Submitted,
 };
 
 /// The longest message a visitor may send, in bytes (well under the protocol's limit).
@@ -43,10 +43,14 @@ const _: () = assert!(MAX_VISITOR_TEXT_BYTES <= MAX_TEXT_BYTES);
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
-    /// The first frame: the session secret the browser kept, if any.
+    /// The first frame: the session secret the browser kept, if any, and the identity the
+    /// website vouches for, if it signs one.
     Hello {
         /// The secret (64 hex digits), or `null` for a new visitor.
         session: Option<String>,
+        /// The website's signed identity of its logged-in user.
+        #[serde(default)]
+        identity: Option<SignedIdentity>,
     },
     /// A message. `id` is the widget's id for it (unique per session): sending it again is
     /// harmless.
@@ -63,6 +67,23 @@ pub enum ClientFrame {
     },
     /// The visitor is typing (the widget sends it at most every few seconds while they do).
     Typing,
+    /// The visitor left an email address to be answered at (unverified: agents see it).
+    Email {
+        /// The address.
+        address: String,
+    },
+}
+
+/// A website's statement that its logged-in user has this email address:
+/// `signature` = hex(HMAC-SHA256(the node's `[webchat] identity_secret`, email)), computed on
+/// the website's server (the secret never reaches browsers), as Chatwoot's identity validation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedIdentity {
+    /// The user's email address.
+    pub email: String,
+    /// hex(HMAC-SHA256(secret, email)).
+    pub signature: String,
 }
 
 /// One message of the visitor's conversation, as the widget shows it.
@@ -115,6 +136,11 @@ pub enum ServerFrame {
     },
     /// An agent is typing a reply.
     Typing,
+    /// The email address the visitor left is recorded.
+    EmailSaved {
+        /// The address, as recorded.
+        address: String,
+    },
     /// Agents came or all left.
     Presence {
         /// Whether an agent is at the inbox now.
@@ -237,6 +263,7 @@ struct Window {
 /// The web chat bridge.
 pub struct Webchat<L> {
     bridge: Bridge<L>,
+    identity_secret: Option<Vec<u8>>,
     windows: Mutex<HashMap<Handle, Vec<Window>>>,
     buckets: Mutex<HashMap<Handle, Bucket>>,
     next_window: std::sync::atomic::AtomicU64,
@@ -257,10 +284,12 @@ pub struct OpenWindow {
 }
 
 impl<L: NodeLink> Webchat<L> {
-    /// The bridge over `bridge` (whose identity is certified for the web chat channel).
-    pub fn new(bridge: Bridge<L>, rate: RateLimit) -> Self {
+    /// The bridge over `bridge` (whose identity is certified for the web chat channel);
+    /// `identity_secret` checks the identities websites sign (none: they are refused).
+    pub fn new(bridge: Bridge<L>, rate: RateLimit, identity_secret: Option<Vec<u8>>) -> Self {
         Webchat {
             bridge,
+            identity_secret,
             windows: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             next_window: std::sync::atomic::AtomicU64::new(1),
@@ -348,6 +377,7 @@ impl<L: NodeLink> Webchat<L> {
                 self.bridge.link().customer_typing(session.handle()).await;
                 None
             }
+            ClientFrame::Email { address } => Some(self.claimed_email(session, &address).await),
         }
     }
 
@@ -484,6 +514,71 @@ impl<L: NodeLink> Webchat<L> {
             .await
     }
 
+    async fn claimed_email(&self, session: &Session, address: &str) -> ServerFrame {
+        let Some(email) = email_handle(address) else {
+            return ServerFrame::error(
+                "bad_frame",
+                format!("`{address}` is not an email address"),
+                None,
+            );
+        };
+        match self
+            .bridge
+            .link()
+            .identify(session.handle(), Identity::Claimed(email.clone()))
+            .await
+        {
+            Ok(()) => ServerFrame::EmailSaved {
+                address: email.address().to_owned(),
+            },
+            Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
+        }
+    }
+
+    /// Checks the identity a website signed for its logged-in user and, if the signature is
+    /// right, makes the visitor that user's contact (see [`Identity::Vouched`]). An error frame
+    /// if it is refused; the chat goes on as an anonymous visitor's.
+    pub async fn vouch(&self, session: &Session, identity: &SignedIdentity) -> Option<ServerFrame> {
+        let Some(secret) = &self.identity_secret else {
+            return Some(ServerFrame::error(
+                "identity_refused",
+                "this node checks no signed identities ([webchat] identity_secret is not set)",
+                None,
+            ));
+        };
+        let expected = hmac_sha256(secret, identity.email.as_bytes());
+        let given = hex::decode(identity.signature.trim()).unwrap_or_default();
+        let same = given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.iter())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0;
+        if !same {
+            return Some(ServerFrame::error(
+                "identity_refused",
+                "the identity's signature is wrong",
+                None,
+            ));
+        }
+        let Some(email) = email_handle(&identity.email) else {
+            return Some(ServerFrame::error(
+                "identity_refused",
+                "the identity is not an email address",
+                None,
+            ));
+        };
+        match self
+            .bridge
+            .link()
+            .identify(session.handle(), Identity::Vouched(email))
+            .await
+        {
+            Ok(()) => None,
+            Err(err) => Some(ServerFrame::error("unavailable", err.to_string(), None)),
+        }
+    }
+
     /// Tells the visitor of `handle` that an agent is typing (if a window is open).
     pub fn agent_typing(&self, handle: &Handle) {
         self.push(handle, None, &ServerFrame::Typing);
@@ -541,6 +636,35 @@ impl<L: NodeLink> Webchat<L> {
     }
 }
 
+/// `email:<address>`, if `address` is one.
+fn email_handle(address: &str) -> Option<Handle> {
+    let address = address.trim();
+    if address.contains(char::is_whitespace) || !address.contains('@') {
+        return None;
+    }
+    format!("email:{address}").parse().ok()
+}
+
+/// HMAC-SHA256 (RFC 2104).
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
 /// The channel this bridge serves.
 pub const CHANNEL: ChannelKind = ChannelKind::Webchat;
 
@@ -581,7 +705,27 @@ mod tests {
         assert!(parse(r#"{"type":"shout"}"#).is_err());
         assert_eq!(
             parse(r#"{"type":"hello"}"#).ok(),
-            Some(ClientFrame::Hello { session: None })
+            Some(ClientFrame::Hello {
+                session: None,
+                identity: None
+            })
+        );
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        assert_eq!(
+            hex::encode(hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
 }

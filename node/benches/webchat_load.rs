@@ -82,6 +82,7 @@ fn main() {
         api_listen: address,
         webchat_origins: Vec::new(),
         webchat_builtin: true,
+        webchat_identity_secret: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

@@ -6,7 +6,8 @@ use threadline_bridges::sdk::{self, LinkError, NodeLink};
 use threadline_protocol::{channel::Handle, ChannelKind, Event};
 
 use crate::api::ApiError;
-use crate::ingest::{Ingest, IngestError, Submitted};
+use crate::ingest::{DirectoryAction, Ingest, IngestError, Submitted};
+use threadline_protocol::name::AttributeKey;
 
 /// The link of a bridge running inside the node, for one channel.
 #[derive(Debug, Clone)]
@@ -119,6 +120,56 @@ impl NodeLink for LocalLink {
         }
         crate::conversation::on_handle(&self.ingest, handle)
             .map_err(|err| LinkError::Unavailable(err.to_string()))
+    }
+
+    async fn identify(&self, handle: &Handle, identity: sdk::Identity) -> Result<(), LinkError> {
+        if handle.channel() != self.channel {
+            return Err(LinkError::Refused {
+                code: "forbidden".to_owned(),
+                message: format!("a {} bridge cannot speak for {handle}", self.channel),
+            });
+        }
+        // The customer's contact (made now if the customer has not written yet).
+        let contact = self
+            .ingest
+            .resolve(handle.clone())
+            .await
+            .map_err(link_error)?
+            .contact;
+        let action = match identity {
+            sdk::Identity::Claimed(claimed) => DirectoryAction::SetAttribute {
+                contact,
+                key: AttributeKey::new(format!("unverified {}", claimed.channel())).map_err(
+                    |err| LinkError::Refused {
+                        code: "bad_request".to_owned(),
+                        message: err.to_string(),
+                    },
+                )?,
+                value: claimed.address().to_owned(),
+            },
+            sdk::Identity::Vouched(vouched) => {
+                let owner = self
+                    .ingest
+                    .directory()
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .state()
+                    .resolve(&vouched);
+                match owner {
+                    None => DirectoryAction::LinkHandle(contact, vouched),
+                    Some(owner) if owner == contact => return Ok(()),
+                    Some(owner) => DirectoryAction::Merge {
+                        from: contact,
+                        into: owner,
+                    },
+                }
+            }
+        };
+        self.ingest
+            .change_directory(action)
+            .await
+            .map(drop)
+            .map_err(link_error)
     }
 
     async fn customer_typing(&self, handle: &Handle) {

@@ -34,6 +34,8 @@ pub struct Config {
     pub webchat_origins: Vec<String>,
     /// Whether the node runs its own web chat bridge.
     pub webchat_builtin: bool,
+    /// The secret websites sign their logged-in users' identities with, if any.
+    pub webchat_identity_secret: Option<String>,
 }
 
 /// The configuration could not be loaded.
@@ -83,6 +85,8 @@ struct WebchatSection {
     builtin: bool,
     #[serde(default)]
     allowed_origins: Vec<String>,
+    #[serde(default)]
+    identity_secret: Option<String>,
 }
 
 impl Default for WebchatSection {
@@ -90,6 +94,7 @@ impl Default for WebchatSection {
         WebchatSection {
             builtin: true,
             allowed_origins: Vec::new(),
+            identity_secret: None,
         }
     }
 }
@@ -135,6 +140,10 @@ impl Config {
             api_listen: listen.unwrap_or(file.api.listen),
             webchat_origins: file.webchat.allowed_origins,
             webchat_builtin: file.webchat.builtin,
+            webchat_identity_secret: file
+                .webchat
+                .identity_secret
+                .filter(|secret| !secret.is_empty()),
         })
     }
 }

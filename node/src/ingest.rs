@@ -114,6 +114,15 @@ pub enum DirectoryAction {
     },
     /// Erase a contact: directory content and the content of every event of its threads.
     Erase(ContactId),
+    /// Set (or, with empty text, remove) an attribute of a contact.
+    SetAttribute {
+        /// The contact.
+        contact: ContactId,
+        /// The attribute.
+        key: threadline_protocol::name::AttributeKey,
+        /// Its value.
+        value: String,
+    },
 }
 
 /// The outcome of submitting one event.

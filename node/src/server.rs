@@ -69,7 +69,11 @@ pub async fn run(
                 LocalLink::new(ingest.clone(), ChannelKind::Webchat),
                 crate::clock::now,
             );
-            let webchat = Arc::new(Webchat::new(bridge, RateLimit::default()));
+            let secret = config
+                .webchat_identity_secret
+                .as_ref()
+                .map(|secret| secret.as_bytes().to_vec());
+            let webchat = Arc::new(Webchat::new(bridge, RateLimit::default(), secret));
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
             tokio::spawn(relay_presence(Arc::clone(&webchat)));
             info!("web chat on: /webchat/demo, widget at /webchat/widget.js");

@@ -66,6 +66,18 @@ fn a_visitor_chats_from_a_web_page_in_a_real_browser() {
         bubbles_when(&visitor, "the message to be stored", 1),
         ["visitor: Hi! Do you have the Trail 2 tent in green?"]
     );
+    // Nobody at the inbox: the widget offers to answer by email too.
+    visitor.wait_for(
+        "the email offer",
+        "return !document.querySelector('.tl-chat-email').hidden",
+    );
+    visitor.screenshot(&shots.join("webchat-away.png"));
+    let email = visitor.find(".tl-chat-email input");
+    visitor.type_into(&email, "dana@example.test\u{E007}");
+    visitor.wait_for(
+        "the email to be saved",
+        "return document.querySelector('.tl-chat-email-done').textContent.includes('dana@example.test')",
+    );
 
     // The agent finds the thread and answers; the visitor sees it without reloading.
     let (_, list) = node.get(&token, "/api/v1/threads?channel=webchat");

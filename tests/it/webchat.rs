@@ -210,7 +210,7 @@ fn bad_frames_foreign_sites_and_floods_are_refused_and_change_nothing() {
     let site = Site::new();
     let node = Node::start(&site.data);
     assert_eq!(
-        Visitor::connect_from(&node, None, "https://evil.example").err(),
+        Visitor::connect_from(&node, None, "https://evil.example", None).err(),
         Some(403)
     );
     let mut visitor = Visitor::connect(&node, None);
@@ -250,5 +250,111 @@ fn bad_frames_foreign_sites_and_floods_are_refused_and_change_nothing() {
     let id = threads[0]["id"].as_str().expect("id");
     let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{id}"));
     assert!(!detail.to_string().contains("hello??"));
+    node.stop();
+}
+
+#[test]
+fn an_email_the_visitor_types_is_noted_for_agents_and_routes_nothing() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    let mut visitor = Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Please answer by email")["type"], "ack");
+    visitor.send(&json!({"type": "email", "address": "not an address"}));
+    assert_eq!(visitor.receive().expect("answer")["code"], "bad_frame");
+    visitor.send(&json!({"type": "email", "address": "ann@example.test"}));
+    let saved = visitor.receive().expect("answer");
+    assert_eq!(saved["type"], "email_saved", "{saved}");
+    let threads = webchat_threads(&node, &site.agent_token);
+    let contact = threads[0]["contact"].as_str().expect("contact");
+    let (_, record) = node.get(&site.agent_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(record["attributes"]["unverified email"], "ann@example.test");
+    // Not a handle: nothing can be sent there, and nobody's mail becomes the visitor's.
+    assert_eq!(
+        record["handles"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+    node.stop();
+}
+
+#[test]
+fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() {
+    let site = Site::new();
+    let config = site.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "allowed_origins = []",
+            "allowed_origins = []\nidentity_secret = \"shop-secret\"",
+        ),
+    )
+    .expect("config written");
+    let node = Node::start(&site.data);
+    let sign = |email: &str| {
+        hex::encode(threadline_bridges::webchat::hmac_sha256(
+            b"shop-secret",
+            email.as_bytes(),
+        ))
+    };
+
+    // Alice on her laptop, logged in on the shop's site.
+    let mut laptop = Visitor::connect_as(
+        &node,
+        None,
+        json!({"email": "alice@example.test", "signature": sign("alice@example.test")}),
+    );
+    assert!(laptop.notices.is_empty(), "{:?}", laptop.notices);
+    assert_eq!(laptop.say("l1", "From my laptop")["type"], "ack");
+    // Alice on her phone: another browser, the same customer.
+    let mut phone = Visitor::connect_as(
+        &node,
+        None,
+        json!({"email": "alice@example.test", "signature": sign("alice@example.test")}),
+    );
+    assert_eq!(phone.say("p1", "From my phone")["type"], "ack");
+    let (_, found) = node.get(
+        &site.agent_token,
+        "/api/v1/contacts?q=email:alice@example.test",
+    );
+    let contacts = found["contacts"].as_array().expect("contacts");
+    assert_eq!(contacts.len(), 1, "{found}");
+    let id = contacts[0]["id"].as_str().expect("id");
+    let (_, record) = node.get(&site.agent_token, &format!("/api/v1/contacts/{id}"));
+    let handles: Vec<&str> = record["handles"]
+        .as_array()
+        .expect("handles")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        handles.len(),
+        3,
+        "two browsers and the address: {handles:?}"
+    );
+    assert!(handles.contains(&"email:alice@example.test"));
+    let timeline = record["timeline"].to_string();
+    assert!(timeline.contains("From my laptop") && timeline.contains("From my phone"));
+
+    // A forged signature links nothing.
+    let mallory = Visitor::connect_as(
+        &node,
+        None,
+        json!({"email": "alice@example.test", "signature": sign("mallory@example.test")}),
+    );
+    assert_eq!(mallory.notices[0]["code"], "identity_refused");
+    assert!(mallory.history.is_empty());
+    let (_, found) = node.get(
+        &site.agent_token,
+        "/api/v1/contacts?q=email:alice@example.test",
+    );
+    let (_, record) = node.get(
+        &site.agent_token,
+        &format!(
+            "/api/v1/contacts/{}",
+            found["contacts"][0]["id"].as_str().expect("id")
+        ),
+    );
+    assert_eq!(record["handles"].as_array().map(Vec::len), Some(3));
     node.stop();
 }

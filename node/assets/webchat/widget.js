@@ -41,6 +41,26 @@
   log.setAttribute("aria-live", "polite");
   var empty = el("div", "tl-chat-empty", "Ask us anything. We usually answer within minutes; if we are away, we will answer here later.");
   log.appendChild(empty);
+  // "We're away": the visitor may leave an email address to be answered at.
+  var emailForm = el("form", "tl-chat-email");
+  emailForm.hidden = true;
+  emailForm.appendChild(el("label", null, "Leave your email and we'll answer there too:"));
+  var emailInput = el("input");
+  emailInput.type = "email";
+  emailInput.placeholder = "you@example.com";
+  emailInput.setAttribute("aria-label", "Your email address");
+  var emailSave = el("button", null, "Save");
+  emailSave.type = "submit";
+  var emailRow = el("div", "tl-chat-email-row");
+  emailRow.appendChild(emailInput);
+  emailRow.appendChild(emailSave);
+  emailForm.appendChild(emailRow);
+  var emailDone = el("div", "tl-chat-email-done");
+  emailDone.hidden = true;
+  var settings = window.threadlineSettings || {};
+  var agentsOnline = false;
+  var emailLeft = !!settings.email;
+
   var typingLine = el("div", "tl-chat-typing", "Typing…");
   typingLine.hidden = true;
   var form = el("form", "tl-chat-form");
@@ -55,6 +75,8 @@
   panel.appendChild(header);
   panel.appendChild(notice);
   panel.appendChild(log);
+  panel.appendChild(emailForm);
+  panel.appendChild(emailDone);
   panel.appendChild(typingLine);
   panel.appendChild(form);
   var launcher = el("button", "tl-chat-launcher");
@@ -118,7 +140,14 @@
   function setStatus(text) { status.textContent = text; }
 
   function setPresence(online) {
+    agentsOnline = online;
     setStatus(online ? "We reply here" : "We're away: leave a message, we'll answer here");
+    offerEmail();
+  }
+
+  function offerEmail() {
+    var wrote = !!log.querySelector(".tl-visitor");
+    emailForm.hidden = agentsOnline || emailLeft || !wrote;
   }
 
   var typingTimer = null;
@@ -139,7 +168,11 @@
   function connect() {
     socket = new WebSocket(wsUrl);
     socket.onopen = function () {
-      socket.send(JSON.stringify({ type: "hello", session: localStorage.getItem(KEY) }));
+      var hello = { type: "hello", session: localStorage.getItem(KEY) };
+      if (settings.email && settings.emailSignature) {
+        hello.identity = { email: settings.email, signature: settings.emailSignature };
+      }
+      socket.send(JSON.stringify(hello));
     };
     socket.onmessage = function (msg) {
       var frame;
@@ -166,6 +199,11 @@
       } else if (frame.type === "message") {
         if (frame.from === "agent") typingLine.hidden = true;
         show(frame);
+      } else if (frame.type === "email_saved") {
+        emailLeft = true;
+        emailForm.hidden = true;
+        emailDone.textContent = "We'll also answer at " + frame.address + ".";
+        emailDone.hidden = false;
       } else if (frame.type === "typing") {
         agentTyping();
       } else if (frame.type === "presence") {
@@ -199,10 +237,16 @@
     var item = bubble("visitor", text, 0);
     item.classList.add("tl-pending");
     pending[id] = { text: text, element: item };
+    offerEmail();
     if (connected) socket.send(JSON.stringify({ type: "message", id: id, text: text }));
   }
 
   form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+  emailForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var address = emailInput.value.trim();
+    if (address && connected) socket.send(JSON.stringify({ type: "email", address: address }));
+  });
   input.addEventListener("input", visitorTyping);
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }

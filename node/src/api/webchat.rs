@@ -129,7 +129,17 @@ async fn serve(mut socket: WebSocket, webchat: Arc<Webchat<LocalLink>>) {
     let hello = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let session = match hello {
         Ok(Some(Ok(Message::Text(body)))) => match serde_json::from_str::<ClientFrame>(&body) {
-            Ok(ClientFrame::Hello { session }) => Session::resume_or_new(session.as_deref()),
+            Ok(ClientFrame::Hello { session, identity }) => {
+                let session = Session::resume_or_new(session.as_deref());
+                if let Some(identity) = identity {
+                    if let Some(refused) = webchat.vouch(&session, &identity).await {
+                        if socket.send(text(&refused)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                session
+            }
             _ => {
                 let _ = socket
                     .send(text(&ServerFrame::Error {

@@ -639,6 +639,18 @@ impl Writer {
             }
         };
         match action {
+            DirectoryAction::SetAttribute {
+                contact,
+                key,
+                value,
+            } => {
+                let root = exists(self, contact)?;
+                Ok(vec![self.sign_directory(
+                    DirectoryKind::SetAttribute { contact: root, key },
+                    Some(Content::text(value)),
+                    live,
+                )?])
+            }
             DirectoryAction::LinkHandle(contact, handle) => {
                 let root = exists(self, contact)?;
                 let current = self
