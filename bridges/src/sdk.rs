@@ -131,6 +131,8 @@ pub struct ConversationEntry {
     pub at: Timestamp,
     /// For a reply, the best receipt so far (read > delivered > failed).
     pub receipt: Option<ReceiptKind>,
+    /// For the customer's message, whether an agent has read it.
+    pub seen: bool,
 }
 
 /// What a customer's handle is known to be, besides itself.

@@ -97,7 +97,8 @@ pub struct ChatMessage {
     pub text: Option<String>,
     /// When it was written (ms since the Unix epoch).
     pub at: u64,
-    /// For a reply: `delivered`, `read` or `failed`, once known.
+    /// For a reply: `delivered`, `read` or `failed`, once known; for the visitor's message:
+    /// `seen` once an agent has read it.
     pub state: Option<&'static str>,
 }
 
@@ -108,7 +109,11 @@ impl From<&ConversationEntry> for ChatMessage {
             from: if entry.inbound { "visitor" } else { "agent" },
             text: entry.text.clone(),
             at: entry.at.as_millis(),
-            state: entry.receipt.map(receipt_name),
+            state: if entry.inbound {
+                entry.seen.then_some("seen")
+            } else {
+                entry.receipt.map(receipt_name)
+            },
         }
     }
 }
@@ -140,6 +145,11 @@ pub enum ServerFrame {
     EmailSaved {
         /// The address, as recorded.
         address: String,
+    },
+    /// An agent has read the visitor's messages up to this one.
+    Seen {
+        /// The last message read.
+        up_to: EventId,
     },
     /// Agents came or all left.
     Presence {
@@ -582,6 +592,11 @@ impl<L: NodeLink> Webchat<L> {
     /// Tells the visitor of `handle` that an agent is typing (if a window is open).
     pub fn agent_typing(&self, handle: &Handle) {
         self.push(handle, None, &ServerFrame::Typing);
+    }
+
+    /// Tells the visitor of `handle` that an agent read their messages up to `up_to`.
+    pub fn agent_read(&self, handle: &Handle, up_to: EventId) {
+        self.push(handle, None, &ServerFrame::Seen { up_to });
     }
 
     /// Tells every open window whether agents are at the inbox.

@@ -10,6 +10,7 @@ use threadline_bridges::sdk::ConversationEntry;
 use threadline_protocol::{
     channel::Handle,
     event::{Direction, EventKind, ThreadKind},
+    thread::Reader,
     Event, ScopeId,
 };
 
@@ -29,15 +30,22 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
         }
     };
     let store = ingest.store();
-    let mut entries = Vec::new();
+    let mut entries: Vec<(usize, ConversationEntry)> = Vec::new();
     for member in members {
         for thread in store.contact_threads(&member)? {
             let Some(state) = store.thread_state(&thread)? else {
                 continue;
             };
             let mut routed_here = false;
-            for event in store.log_events(&ScopeId::Thread(thread))? {
+            let first_of_thread = entries.len();
+            let mut positions = std::collections::HashMap::new();
+            for (position, event) in store
+                .log_events(&ScopeId::Thread(thread))?
+                .into_iter()
+                .enumerate()
+            {
                 let id = event.id()?;
+                positions.insert(id, position);
                 let Event {
                     signed, content, ..
                 } = event;
@@ -68,18 +76,34 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                     }) if routed_here => false,
                     _ => continue,
                 };
-                entries.push(ConversationEntry {
-                    thread,
-                    event: id,
-                    depth: header.depth,
-                    inbound,
-                    text: content.map(|c| c.text),
-                    at: header.author_time,
-                    receipt: state.receipts.get(&id).copied(),
-                });
+                entries.push((
+                    position,
+                    ConversationEntry {
+                        thread,
+                        event: id,
+                        depth: header.depth,
+                        inbound,
+                        text: content.map(|c| c.text),
+                        at: header.author_time,
+                        receipt: state.receipts.get(&id).copied(),
+                        seen: false,
+                    },
+                ));
+            }
+            // An agent's read mark covers everything up to it in the thread's order.
+            let seen_up_to = state
+                .read_marks
+                .iter()
+                .filter(|(reader, _)| matches!(reader, Reader::Agent(_)))
+                .filter_map(|(_, up_to)| positions.get(up_to))
+                .max();
+            if let Some(seen_up_to) = seen_up_to {
+                for (position, entry) in &mut entries[first_of_thread..] {
+                    entry.seen = entry.inbound && *position <= *seen_up_to;
+                }
             }
         }
     }
-    entries.sort_by_key(|entry| (entry.at, entry.event));
-    Ok(entries)
+    entries.sort_by_key(|(_, entry)| (entry.at, entry.event));
+    Ok(entries.into_iter().map(|(_, entry)| entry).collect())
 }

@@ -57,6 +57,9 @@ pub enum IngestError {
     /// The contact is not known.
     #[error("no contact {0}")]
     UnknownContact(ContactId),
+    /// The event is not in the thread.
+    #[error("no event {0} in this thread")]
+    UnknownEvent(EventId),
     /// The event belongs to a log this node does not keep.
     #[error("this node does not keep {0}")]
     ForeignScope(ScopeId),
@@ -98,6 +101,8 @@ pub enum Action {
     LabelAdd(Label),
     /// Remove a label.
     LabelRemove(Label),
+    /// The agent has read the thread up to an event of it.
+    Read(EventId),
 }
 
 /// A change to the contact directory, signed by the node.

@@ -115,6 +115,10 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
     loop {
         tokio::select! {
             change = changes.recv() => match change {
+                Ok(change) if change.kind == "thread.read" => {
+                    tell_read(&webchat, &ingest, change.scope, change.event);
+                    continue;
+                }
                 Ok(change) if change.kind != "thread.message.outbound" => continue,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -162,6 +166,32 @@ async fn relay_presence(webchat: Arc<Webchat<LocalLink>>) {
                 webchat.presence_changed(agents_online);
             }
             () = ingest.closing() => break,
+        }
+    }
+}
+
+/// Tells a web chat visitor that an agent read their messages (from the agent's `Read` event).
+fn tell_read(
+    webchat: &Webchat<LocalLink>,
+    ingest: &crate::ingest::Ingest,
+    scope: ScopeId,
+    event: threadline_protocol::EventId,
+) {
+    let ScopeId::Thread(thread) = scope else {
+        return;
+    };
+    let Ok(Some(stored)) = ingest.store().event(&scope, &event) else {
+        return;
+    };
+    let threadline_protocol::EventKind::Thread(threadline_protocol::event::ThreadKind::Read {
+        up_to,
+    }) = stored.signed.header.kind
+    else {
+        return;
+    };
+    if let Some(handle) = route_handle(ingest, thread) {
+        if handle.channel() == ChannelKind::Webchat {
+            webchat.agent_read(&handle, up_to);
         }
     }
 }

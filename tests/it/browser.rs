@@ -215,6 +215,11 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
         "the contact panel",
         "return document.querySelectorAll('#contact-handles li').length === 1",
     );
+    // The visitor sees that the agent has read the message.
+    visitor.wait_for(
+        "the seen mark",
+        "return document.querySelector('.tl-chat-msg.tl-visitor.tl-seen')",
+    );
     // Typing shows on the other side, both ways.
     let visitor_input = visitor.find(".tl-chat-input");
     visitor.type_into(&visitor_input, "Also");

@@ -66,6 +66,29 @@ fn a_visitor_and_an_agent_talk_and_the_history_survives_reloads_and_restarts() {
     assert_eq!(threads.len(), 1);
     let thread = threads[0]["id"].as_str().expect("id").to_owned();
 
+    // The agent reads it: the visitor's window shows it as seen; an event of no thread is refused.
+    let message = ack["event"].as_str().expect("event");
+    let (status, _) = node.post(
+        &site.agent_token,
+        &format!("/api/v1/threads/{thread}/read"),
+        &json!({ "up_to": "00".repeat(32) }),
+    );
+    assert_eq!(status, 404);
+    let (status, read) = node.post(
+        &site.agent_token,
+        &format!("/api/v1/threads/{thread}/read"),
+        &json!({ "up_to": message }),
+    );
+    assert_eq!(status, 200, "{read}");
+    let seen = visitor.receive().expect("a frame");
+    assert_eq!(seen, json!({"type": "seen", "up_to": message}));
+    let (_, again) = node.post(
+        &site.agent_token,
+        &format!("/api/v1/threads/{thread}/read"),
+        &json!({ "up_to": message }),
+    );
+    assert_eq!(again["event"], Value::Null, "read twice is read once");
+
     let answer = reply(&node, &site.agent_token, &thread, "Yes, up to 3000 mm.");
     let pushed = next_message(&mut visitor);
     assert_eq!(pushed["from"], "agent");
@@ -113,6 +136,7 @@ fn a_visitor_and_an_agent_talk_and_the_history_survives_reloads_and_restarts() {
             ("agent", "Yes, up to 3000 mm.")
         ]
     );
+    assert_eq!(again.history[0]["state"], "seen");
     assert_eq!(again.history[1]["state"], "read");
     drop(again);
 

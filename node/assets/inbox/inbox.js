@@ -173,6 +173,11 @@
       if (id !== state.selected) return;
       state.detail = detail;
       markSeen(detail.thread);
+      // Tell the customer's side that the conversation has been read, up to the last message.
+      var messages = detail.events.filter(function (e) { return e.kind === "thread.message.inbound"; });
+      if (messages.length && document.visibilityState === "visible") {
+        api("POST", "/threads/" + id + "/read", { up_to: messages[messages.length - 1].id }).catch(function () {});
+      }
       renderThread();
       renderThreads();
       return api("GET", "/contacts/" + detail.thread.contact).then(function (record) {

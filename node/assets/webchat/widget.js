@@ -124,7 +124,25 @@
     item.dataset.event = message.event;
     item.dataset.from = message.from;
     shown[message.event] = item;
+    if (message.state === "seen") setSeen(item);
     markRead();
+  }
+
+  function setSeen(item) {
+    if (item.classList.contains("tl-seen")) return;
+    item.classList.add("tl-seen");
+    var meta = item.querySelector(".tl-chat-meta");
+    if (meta) meta.textContent += " · Seen";
+  }
+
+  // An agent read the visitor's messages up to this one: mark it and those before it.
+  function markSeen(upTo) {
+    var mine = log.querySelectorAll(".tl-visitor");
+    var found = false;
+    for (var i = mine.length - 1; i >= 0; i--) {
+      if (mine[i].dataset.event === upTo) found = true;
+      if (found) setSeen(mine[i]);
+    }
   }
 
   function markRead() {
@@ -204,6 +222,8 @@
         emailForm.hidden = true;
         emailDone.textContent = "We'll also answer at " + frame.address + ".";
         emailDone.hidden = false;
+      } else if (frame.type === "seen") {
+        markSeen(frame.up_to);
       } else if (frame.type === "typing") {
         agentTyping();
       } else if (frame.type === "presence") {

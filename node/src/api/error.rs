@@ -98,9 +98,9 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "not_yet", message)
             }
             IngestError::Refused(_) => ApiError::new(StatusCode::FORBIDDEN, "refused", message),
-            IngestError::UnknownThread(_) | IngestError::UnknownContact(_) => {
-                ApiError::not_found(message)
-            }
+            IngestError::UnknownThread(_)
+            | IngestError::UnknownContact(_)
+            | IngestError::UnknownEvent(_) => ApiError::not_found(message),
             IngestError::ForeignScope(_) => ApiError::forbidden(message),
             IngestError::HandleNotOfContact { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "handle_not_of_contact", message)

@@ -308,6 +308,36 @@ pub struct LabelsDone {
     events: Vec<EventId>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadBody {
+    up_to: String,
+}
+
+/// `POST /api/v1/threads/{id}/read` `{"up_to": "<event>"}`: the agent has read the thread up
+/// to that event (the customer's chat shows "seen"). Answers `{"event": null}` when the agent's
+/// read mark is there already.
+pub async fn read(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<ReadBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let thread: ThreadId = parse_id(&id, "thread")?;
+    let up_to: EventId = parse_id(&body.up_to, "event")?;
+    let state = ingest
+        .store()
+        .thread_state(&thread)?
+        .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
+    let reader = threadline_protocol::thread::Reader::Agent(caller.0);
+    if state.read_marks.get(&reader) == Some(&up_to) {
+        return Ok(Json(serde_json::json!({ "event": null })));
+    }
+    let event = ingest.act(caller.0, thread, Action::Read(up_to)).await?;
+    Ok(Json(serde_json::json!({ "event": event })))
+}
+
 /// `POST /api/v1/threads/{id}/typing`: the agent is typing a reply (the customer's chat shows
 /// it; nothing is stored).
 pub async fn typing(

@@ -605,6 +605,12 @@ impl Writer {
             }
             Action::LabelAdd(label) => (ThreadKind::LabelAdd { label }, None),
             Action::LabelRemove(label) => (ThreadKind::LabelRemove { label }, None),
+            Action::Read(up_to) => {
+                if !thread.dag().contains(&up_to) {
+                    return Err(IngestError::UnknownEvent(up_to));
+                }
+                (ThreadKind::Read { up_to }, None)
+            }
         };
         let mut draft = Draft::new(
             Scope::Thread(thread_id),
