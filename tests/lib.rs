@@ -90,10 +90,20 @@ impl Node {
     /// Starts a node listening on `address` (to come back at the same address after a
     /// restart, as a browser's stored session needs).
     pub fn start_at(data_dir: &Path, address: &str) -> Node {
+        Node::start_command(
+            data_dir,
+            &["run", "--listen", address],
+            "threadline listening on ",
+        )
+    }
+
+    /// Starts `threadline <args>` (a server: a node, a standalone bridge) and waits for the
+    /// line that starts with `ready` and gives its address.
+    pub fn start_command(data_dir: &Path, args: &[&str], ready: &str) -> Node {
         let mut child = Command::new(threadline_binary())
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["run", "--listen", address])
+            .args(args)
             .env_remove("THREADLINE_DATA_DIR")
             .env_remove("THREADLINE_API_LISTEN")
             .env("RUST_LOG", "warn")
@@ -108,7 +118,7 @@ impl Node {
                 .next()
                 .expect("threadline run printed its address before exiting")
                 .expect("stdout is UTF-8");
-            if let Some(address) = line.strip_prefix("threadline listening on ") {
+            if let Some(address) = line.strip_prefix(ready) {
                 break address.trim().to_owned();
             }
         };

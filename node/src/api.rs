@@ -28,7 +28,10 @@ use crate::ingest::Ingest;
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// The node's router: the API over the ingest pipeline, and the web chat when it is on.
-pub fn router(ingest: Ingest, webchat: Option<webchat::WebchatHost>) -> Router {
+pub fn router(
+    ingest: Ingest,
+    webchat: Option<webchat::WebchatHost<crate::bridge_host::LocalLink>>,
+) -> Router {
     let api = api_router(ingest);
     match webchat {
         Some(host) => webchat::router(host).merge(api),
@@ -60,6 +63,10 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/bridge/events", post(bridge::submit))
         .route("/api/v1/bridge/deliveries", get(bridge::deliveries))
         .route("/api/v1/bridge/deliveries/{seq}/ack", post(bridge::ack))
+        .route("/api/v1/bridge/conversation", get(bridge::conversation))
+        .route("/api/v1/bridge/identify", post(bridge::identify))
+        .route("/api/v1/bridge/typing", post(bridge::typing))
+        .route("/api/v1/bridge/presence", get(bridge::presence))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(ingest)

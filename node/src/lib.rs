@@ -27,6 +27,7 @@ pub mod identity;
 pub mod ingest;
 pub mod presence;
 pub mod server;
+pub mod standalone;
 pub mod store;
 
 pub use data_dir::{DataDir, InitError, LoadError};

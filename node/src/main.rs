@@ -86,6 +86,32 @@ enum BridgeCommand {
         /// The channel (webchat, email, whatsapp, messenger, slack, telegram, sms, matrix, xmpp).
         channel: ChannelKind,
     },
+    /// Run the web chat bridge on its own, against a node's bridge API (set the node's
+    /// `[webchat] builtin = false` so that only this bridge takes the web chat queue).
+    Webchat {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7420")]
+        node: String,
+        /// The bridge token (`threadline bridge add webchat`), or THREADLINE_BRIDGE_TOKEN.
+        #[arg(long, env = "THREADLINE_BRIDGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A file holding the bridge key in hex (`threadline bridge add webchat`).
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+        /// Where to serve the widget and its WebSocket.
+        #[arg(long, default_value = "127.0.0.1:7421")]
+        listen: std::net::SocketAddr,
+        /// A website allowed to embed the widget (repeat for more).
+        #[arg(long = "allowed-origin")]
+        allowed_origins: Vec<String>,
+        /// The secret websites sign their users' identities with, or THREADLINE_WEBCHAT_IDENTITY_SECRET.
+        #[arg(
+            long,
+            env = "THREADLINE_WEBCHAT_IDENTITY_SECRET",
+            hide_env_values = true
+        )]
+        identity_secret: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +209,44 @@ fn main() -> anyhow::Result<()> {
             );
             println!("token:       {}", new.token);
             println!("Keep the key and token secret; they are shown once.");
+        }
+        Command::Bridge {
+            command:
+                BridgeCommand::Webchat {
+                    node,
+                    token,
+                    key_file,
+                    listen,
+                    allowed_origins,
+                    identity_secret,
+                },
+        } => {
+            let text = std::fs::read_to_string(&key_file)
+                .with_context(|| format!("cannot read {}", key_file.display()))?;
+            let seed: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .with_context(|| format!("{} does not hold 32 bytes of hex", key_file.display()))?;
+            let settings = threadline_node::standalone::StandaloneWebchat {
+                node,
+                token,
+                key: threadline_protocol::SecretKey::from_seed(seed),
+                allowed_origins,
+                identity_secret,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let address = listener.local_addr()?;
+                println!("web chat bridge listening on http://{address}");
+                println!("widget: http://{address}/webchat/widget.js, demo: http://{address}/webchat/demo");
+                std::io::stdout().flush()?;
+                threadline_node::standalone::run_webchat(settings, listener, shutdown_signal())
+                    .await?;
+                anyhow::Ok(())
+            })?;
         }
         Command::Contact { command } => {
             let (contact, output) = match command {

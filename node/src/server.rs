@@ -77,9 +77,16 @@ pub async fn run(
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
             tokio::spawn(relay_presence(Arc::clone(&webchat)));
             info!("web chat on: /webchat/demo, widget at /webchat/widget.js");
+            let (close_sockets, closing) = tokio::sync::watch::channel(false);
+            let ingest_closing = ingest.clone();
+            tokio::spawn(async move {
+                ingest_closing.closing().await;
+                close_sockets.send_replace(true);
+            });
             Some(WebchatHost {
                 webchat,
                 allowed_origins: Arc::new(config.webchat_origins.clone()),
+                closing,
             })
         }
         None if !config.webchat_builtin => None,

@@ -382,3 +382,78 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
     assert_eq!(record["handles"].as_array().map(Vec::len), Some(3));
     node.stop();
 }
+
+#[test]
+fn the_web_chat_runs_as_a_standalone_bridge_against_the_node() {
+    let site = Site::new();
+    // The node leaves its web chat queue to the standalone bridge.
+    let config = site.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, text.replace("builtin = true", "builtin = false")).expect("config");
+    let added = threadline_ok(&site.data, &["bridge", "add", "webchat"]);
+    let key_file = site.data.join("webchat-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let node = Node::start(&site.data);
+    let bridge = Node::start_command(
+        &site.data,
+        &[
+            "bridge",
+            "webchat",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "web chat bridge listening on ",
+    );
+
+    let mut visitor = Visitor::connect(&bridge, None);
+    assert!(!visitor.agents_online);
+    let ack = visitor.say("s1", "Hello through a standalone bridge");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(
+        visitor.say("s1", "Hello through a standalone bridge")["event"],
+        ack["event"]
+    );
+    let threads = webchat_threads(&node, &site.agent_token);
+    assert_eq!(threads.len(), 1);
+    let thread = threads[0]["id"].as_str().expect("id").to_owned();
+    reply(
+        &node,
+        &site.agent_token,
+        &thread,
+        "Answered through the node",
+    );
+    assert_eq!(
+        next_message(&mut visitor)["text"],
+        "Answered through the node"
+    );
+
+    let session = visitor.session.clone();
+    drop(visitor);
+    let again = Visitor::connect(&bridge, Some(&session));
+    let texts: Vec<&str> = again
+        .history
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Hello through a standalone bridge",
+            "Answered through the node"
+        ]
+    );
+    // The delivered receipt reached the node.
+    let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{thread}"));
+    assert!(
+        detail.to_string().contains("\"receipt\":\"delivered\""),
+        "{detail}"
+    );
+    bridge.stop();
+    node.stop();
+}

@@ -18,7 +18,10 @@ use threadline_protocol::{
 use super::auth::BridgeCaller;
 use super::views::parse_field;
 use super::ApiError;
+use crate::bridge_host::LocalLink;
 use crate::ingest::{Ingest, Submitted};
+use threadline_bridges::sdk::{Identity, LinkError, NodeLink as _};
+use threadline_protocol::event::ReceiptKind;
 
 /// Most events per submission.
 const MAX_EVENTS_PER_SUBMIT: usize = 512;
@@ -223,4 +226,137 @@ pub async fn ack(
     Ok(Json(AckAnswer {
         acknowledged: removed,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandleQuery {
+    handle: String,
+}
+
+/// A handle of the caller's channel, or a clear refusal.
+fn own_handle(channel: threadline_protocol::ChannelKind, text: &str) -> Result<Handle, ApiError> {
+    let handle: Handle = parse_field(text, "handle")?;
+    if handle.channel() != channel {
+        return Err(ApiError::forbidden(format!(
+            "a {channel} bridge cannot speak for {handle}"
+        )));
+    }
+    Ok(handle)
+}
+
+fn link_refusal(err: LinkError) -> ApiError {
+    match err {
+        LinkError::Unavailable(message) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            message,
+        ),
+        LinkError::Refused { message, .. } => ApiError::bad_request(message),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationView {
+    messages: Vec<ConversationMessage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConversationMessage {
+    thread: ThreadId,
+    event: EventId,
+    depth: u64,
+    inbound: bool,
+    text: Option<String>,
+    at: u64,
+    receipt: Option<&'static str>,
+    seen: bool,
+}
+
+/// `GET /api/v1/bridge/conversation?handle=H`: the messages exchanged on a handle of the
+/// bridge's channel (the customer's own view; see `conversation.rs`).
+pub async fn conversation(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<HandleQuery>, QueryRejection>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let Query(query) = query?;
+    let handle = own_handle(channel, &query.handle)?;
+    let messages = crate::conversation::on_handle(&ingest, &handle)?
+        .into_iter()
+        .map(|entry| ConversationMessage {
+            thread: entry.thread,
+            event: entry.event,
+            depth: entry.depth,
+            inbound: entry.inbound,
+            text: entry.text,
+            at: entry.at.as_millis(),
+            receipt: entry.receipt.map(|r| match r {
+                ReceiptKind::Failed => "failed",
+                ReceiptKind::Delivered => "delivered",
+                ReceiptKind::Read => "read",
+            }),
+            seen: entry.seen,
+        })
+        .collect();
+    Ok(Json(ConversationView { messages }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyBody {
+    handle: String,
+    /// An address the customer typed (noted, unverified).
+    claimed: Option<String>,
+    /// An address the bridge vouches for (linked, or the customer's contact merged into its).
+    vouched: Option<String>,
+}
+
+/// `POST /api/v1/bridge/identify` `{"handle", "claimed" | "vouched"}`: what the customer of a
+/// handle is known to be (see the SDK's `Identity`).
+pub async fn identify(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<IdentifyBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let handle = own_handle(channel, &body.handle)?;
+    let identity = match (body.claimed, body.vouched) {
+        (Some(claimed), None) => Identity::Claimed(parse_field(&claimed, "claimed")?),
+        (None, Some(vouched)) => Identity::Vouched(parse_field(&vouched, "vouched")?),
+        _ => return Err(ApiError::bad_request("give one of `claimed` and `vouched`")),
+    };
+    LocalLink::new(ingest, channel)
+        .identify(&handle, identity)
+        .await
+        .map_err(link_refusal)?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypingBody {
+    handle: String,
+}
+
+/// `POST /api/v1/bridge/typing` `{"handle"}`: the customer is typing (agents see it).
+pub async fn typing(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<TypingBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let handle = own_handle(channel, &body.handle)?;
+    LocalLink::new(ingest, channel)
+        .customer_typing(&handle)
+        .await;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `GET /api/v1/bridge/presence`: `{"agents_online"}`.
+pub async fn presence(
+    BridgeCaller(_): BridgeCaller,
+    State(ingest): State<Ingest>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "agents_online": ingest.presence().agents_online() }))
 }

@@ -25,7 +25,7 @@ use threadline_bridges::webchat::{ClientFrame, ServerFrame, Session, Webchat};
 use tracing::debug;
 
 use super::ApiError;
-use crate::bridge_host::LocalLink;
+use threadline_bridges::sdk::NodeLink;
 
 /// Largest frame a widget may send.
 const MAX_FRAME_BYTES: usize = 16 * 1024;
@@ -36,22 +36,35 @@ const WIDGET_JS: &str = include_str!("../../assets/webchat/widget.js");
 const WIDGET_CSS: &str = include_str!("../../assets/webchat/widget.css");
 const DEMO_HTML: &str = include_str!("../../assets/webchat/demo.html");
 
-/// What the web chat routes share.
-#[derive(Clone, Debug)]
-pub struct WebchatHost {
+/// What the web chat routes share: the bridge (in the node, or standalone over the bridge
+/// API), the origins allowed besides the server's own, and when to close the sockets.
+#[derive(Debug)]
+pub struct WebchatHost<L> {
     /// The bridge.
-    pub webchat: Arc<Webchat<LocalLink>>,
+    pub webchat: Arc<Webchat<L>>,
     /// Origins allowed besides the node's own.
     pub allowed_origins: Arc<Vec<String>>,
+    /// Turns `true` when the server is shutting down.
+    pub closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<L> Clone for WebchatHost<L> {
+    fn clone(&self) -> Self {
+        WebchatHost {
+            webchat: Arc::clone(&self.webchat),
+            allowed_origins: Arc::clone(&self.allowed_origins),
+            closing: self.closing.clone(),
+        }
+    }
 }
 
 /// The web chat's routes.
-pub fn router(host: WebchatHost) -> Router {
+pub fn router<L: NodeLink + 'static>(host: WebchatHost<L>) -> Router {
     Router::new()
         .route("/webchat/widget.js", get(widget_js))
         .route("/webchat/widget.css", get(widget_css))
         .route("/webchat/demo", get(demo))
-        .route("/webchat/ws", get(socket))
+        .route("/webchat/ws", get(socket::<L>))
         .with_state(host)
 }
 
@@ -95,8 +108,8 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     own || allowed.iter().any(|a| a == origin)
 }
 
-async fn socket(
-    State(host): State<WebchatHost>,
+async fn socket<L: NodeLink + 'static>(
+    State(host): State<WebchatHost<L>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -111,7 +124,7 @@ async fn socket(
     upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve(socket, host.webchat))
+        .on_upgrade(move |socket| serve(socket, host.webchat, host.closing))
 }
 
 fn text(frame: &ServerFrame) -> Message {
@@ -125,7 +138,11 @@ fn text(frame: &ServerFrame) -> Message {
     )
 }
 
-async fn serve(mut socket: WebSocket, webchat: Arc<Webchat<LocalLink>>) {
+async fn serve<L: NodeLink>(
+    mut socket: WebSocket,
+    webchat: Arc<Webchat<L>>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
     let hello = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let session = match hello {
         Ok(Some(Ok(Message::Text(body)))) => match serde_json::from_str::<ClientFrame>(&body) {
@@ -157,8 +174,10 @@ async fn serve(mut socket: WebSocket, webchat: Arc<Webchat<LocalLink>>) {
     if socket.send(text(&welcome)).await.is_err() {
         return;
     }
+    if *closing.borrow() {
+        return;
+    }
     let (window, mut pushed) = webchat.open(&session);
-    let ingest_closing = webchat.bridge().link().ingest().clone();
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -195,7 +214,8 @@ async fn serve(mut socket: WebSocket, webchat: Arc<Webchat<LocalLink>>) {
                     break;
                 }
             }
-            () = ingest_closing.closing() => break,
+            // Only `true` is ever sent: any change means the server is closing.
+            _ = closing.changed() => break,
         }
     }
     webchat.close(window);

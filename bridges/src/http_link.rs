@@ -1,0 +1,278 @@
+//! The link of a standalone bridge: the node's bridge API over HTTP, with the bridge's token
+//! (docs/API.md, "Bridge API"). Each call is one request; [`crate::sdk::Bridge`] retries.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use threadline_protocol::{
+    channel::Handle, event::ReceiptKind, Event, EventId, ThreadId, Timestamp,
+};
+
+use crate::sdk::{ConversationEntry, Delivery, Identity, LinkError, NodeLink, Resolved, Submitted};
+
+/// Requests give up after this long (the node answers submissions once they are durable).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bridge API of a node at `base` (`http://127.0.0.1:7420`), as a bridge with `token`.
+#[derive(Clone)]
+pub struct HttpLink {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for HttpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpLink")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpLink {
+    /// The link to the node at `base` with the bridge token `token`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        HttpLink {
+            base: base.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            agent: ureq::AgentBuilder::new().timeout(TIMEOUT).build(),
+        }
+    }
+
+    /// One request, on a blocking thread; the JSON answer, or the node's error as a
+    /// [`LinkError`] (unavailable: connection failures, 5xx, `not_yet`; refused: the rest).
+    async fn call(
+        &self,
+        method: &'static str,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<Value, LinkError> {
+        let (agent, url, token) = (
+            self.agent.clone(),
+            format!("{}/api/v1{path}", self.base),
+            self.token.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let request = agent
+                .request(method, &url)
+                .set("Authorization", &format!("Bearer {token}"));
+            let result = match body {
+                Some(body) => request.send_json(body),
+                None => request.call(),
+            };
+            match result {
+                Ok(response) => response
+                    .into_json::<Value>()
+                    .map_err(|err| LinkError::Unavailable(format!("unreadable answer: {err}"))),
+                Err(ureq::Error::Status(status, response)) => {
+                    let body: Value = response.into_json().unwrap_or(Value::Null);
+                    let code = body["error"]["code"]
+                        .as_str()
+                        .unwrap_or("unknown")
+                        .to_owned();
+                    let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
+                    if status >= 500 || code == "not_yet" {
+                        Err(LinkError::Unavailable(format!(
+                            "{status} {code}: {message}"
+                        )))
+                    } else {
+                        Err(LinkError::Refused { code, message })
+                    }
+                }
+                Err(err) => Err(LinkError::Unavailable(err.to_string())),
+            }
+        })
+        .await
+        .map_err(|err| LinkError::Unavailable(format!("request task failed: {err}")))?
+    }
+}
+
+fn field<T: std::str::FromStr>(value: &Value, name: &str) -> Result<T, LinkError> {
+    value[name]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| {
+            LinkError::Unavailable(format!("the node's answer has no valid `{name}`: {value}"))
+        })
+}
+
+fn ids(value: &Value) -> Result<Vec<EventId>, LinkError> {
+    value
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str()?.parse().ok())
+                .collect()
+        })
+        .ok_or_else(|| LinkError::Unavailable(format!("not a list of ids: {value}")))
+}
+
+fn query(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl NodeLink for HttpLink {
+    async fn resolve(&self, handle: &Handle) -> Result<Resolved, LinkError> {
+        let answer = self
+            .call(
+                "POST",
+                "/bridge/resolve".to_owned(),
+                Some(json!({ "handle": handle.to_string() })),
+            )
+            .await?;
+        Ok(Resolved {
+            contact: field(&answer, "contact")?,
+            thread: field(&answer, "thread")?,
+            parents: ids(&answer["parents"])?,
+            depth: answer["depth"]
+                .as_u64()
+                .ok_or_else(|| LinkError::Unavailable("no depth".to_owned()))?,
+        })
+    }
+
+    async fn submit(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<Submitted, LinkError>>, LinkError> {
+        let encoded = events
+            .iter()
+            .map(|event| event.to_bytes().map(hex::encode))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| LinkError::Refused {
+                code: "malformed".to_owned(),
+                message: err.to_string(),
+            })?;
+        let answer = self
+            .call(
+                "POST",
+                "/bridge/events".to_owned(),
+                Some(json!({ "events": encoded })),
+            )
+            .await?;
+        let results = answer["results"]
+            .as_array()
+            .ok_or_else(|| LinkError::Unavailable(format!("no results: {answer}")))?;
+        Ok(results
+            .iter()
+            .map(|result| match result["status"].as_str() {
+                Some("stored") => Ok(Submitted::Stored(field(result, "id")?)),
+                Some("duplicate") => Ok(Submitted::Duplicate(field(result, "id")?)),
+                _ => {
+                    let code = result["code"].as_str().unwrap_or("refused").to_owned();
+                    let message = result["message"].as_str().unwrap_or("").to_owned();
+                    if code == "not_yet" {
+                        Err(LinkError::Unavailable(message))
+                    } else {
+                        Err(LinkError::Refused { code, message })
+                    }
+                }
+            })
+            .collect())
+    }
+
+    async fn deliveries(&self, limit: usize) -> Result<Vec<Delivery>, LinkError> {
+        let answer = self
+            .call("GET", format!("/bridge/deliveries?limit={limit}"), None)
+            .await?;
+        answer["deliveries"]
+            .as_array()
+            .ok_or_else(|| LinkError::Unavailable(format!("no deliveries: {answer}")))?
+            .iter()
+            .map(|d| {
+                Ok(Delivery {
+                    seq: d["seq"]
+                        .as_u64()
+                        .ok_or_else(|| LinkError::Unavailable("no seq".to_owned()))?,
+                    thread: field::<ThreadId>(d, "thread")?,
+                    event: field(d, "event")?,
+                    depth: d["depth"]
+                        .as_u64()
+                        .ok_or_else(|| LinkError::Unavailable("no depth".to_owned()))?,
+                    handle: field(d, "handle")?,
+                    text: d["text"].as_str().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect()
+    }
+
+    async fn ack(&self, seq: u64) -> Result<(), LinkError> {
+        self.call(
+            "POST",
+            format!("/bridge/deliveries/{seq}/ack"),
+            Some(json!({})),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn identify(&self, handle: &Handle, identity: Identity) -> Result<(), LinkError> {
+        let body = match identity {
+            Identity::Claimed(claimed) => {
+                json!({ "handle": handle.to_string(), "claimed": claimed.to_string() })
+            }
+            Identity::Vouched(vouched) => {
+                json!({ "handle": handle.to_string(), "vouched": vouched.to_string() })
+            }
+        };
+        self.call("POST", "/bridge/identify".to_owned(), Some(body))
+            .await
+            .map(drop)
+    }
+
+    async fn customer_typing(&self, handle: &Handle) {
+        // Best effort: a lost typing signal is nothing.
+        let _ = self
+            .call(
+                "POST",
+                "/bridge/typing".to_owned(),
+                Some(json!({ "handle": handle.to_string() })),
+            )
+            .await;
+    }
+
+    async fn agents_online(&self) -> bool {
+        self.call("GET", "/bridge/presence".to_owned(), None)
+            .await
+            .is_ok_and(|answer| answer["agents_online"] == true)
+    }
+
+    async fn conversation(&self, handle: &Handle) -> Result<Vec<ConversationEntry>, LinkError> {
+        let answer = self
+            .call(
+                "GET",
+                format!("/bridge/conversation?handle={}", query(&handle.to_string())),
+                None,
+            )
+            .await?;
+        answer["messages"]
+            .as_array()
+            .ok_or_else(|| LinkError::Unavailable(format!("no messages: {answer}")))?
+            .iter()
+            .map(|m| {
+                Ok(ConversationEntry {
+                    thread: field(m, "thread")?,
+                    event: field(m, "event")?,
+                    depth: m["depth"].as_u64().unwrap_or(0),
+                    inbound: m["inbound"] == true,
+                    text: m["text"].as_str().map(str::to_owned),
+                    at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
+                    receipt: match m["receipt"].as_str() {
+                        Some("failed") => Some(ReceiptKind::Failed),
+                        Some("delivered") => Some(ReceiptKind::Delivered),
+                        Some("read") => Some(ReceiptKind::Read),
+                        _ => None,
+                    },
+                    seen: m["seen"] == true,
+                })
+            })
+            .collect()
+    }
+}
