@@ -12,8 +12,9 @@
 //! - **outbound**: [`Bridge::deliver_pending`] takes the replies queued for the bridge's
 //!   channel, hands each to the bridge's sender, signs a receipt (delivered, or failed with the
 //!   reason) and acknowledges the delivery. A delivery is acknowledged only after its outcome
-//!   is known, so a crash in between sends it again (at least once to the app); a receipt is
-//!   an event like any other, stored once.
+//!   is known, so a crash in between sends it again (at least once to the app). A refused
+//!   receipt is logged and its delivery acknowledged (it was sent); a receipt made again is a
+//!   new event, and the thread keeps the best receipt per reply.
 
 use std::future::Future;
 use std::time::Duration;
@@ -401,18 +402,38 @@ impl<L: NodeLink> Bridge<L> {
                     continue;
                 }
             };
-            if let Some((kind, reason)) = receipt {
-                receipts.push(self.receipt_event(thread, event, depth, kind, reason)?);
+            match receipt {
+                Some((kind, reason)) => {
+                    match self.receipt_event(thread, event, depth, kind, reason) {
+                        Ok(receipt) => receipts.push((seq, receipt)),
+                        Err(err) => {
+                            // Sent, but no receipt can be made: it leaves the queue all the same.
+                            tracing::warn!(seq, cause = %err, "no receipt for a sent delivery");
+                            settled.push(seq);
+                        }
+                    }
+                }
+                None => settled.push(seq),
             }
-            settled.push(seq);
         }
         if !receipts.is_empty() {
+            let events: Vec<Event> = receipts.iter().map(|(_, event)| event.clone()).collect();
             let results = self
                 .backoff
-                .retry(|| self.link.submit(receipts.clone()))
+                .retry(|| self.link.submit(events.clone()))
                 .await?;
-            if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
-                return Err(BridgeError::Refused(err));
+            for ((seq, _), result) in receipts.iter().zip(results) {
+                match result {
+                    Ok(_) => settled.push(*seq),
+                    // A refused receipt would be refused again: the delivery was sent, so it
+                    // leaves the queue, and the refusal is logged.
+                    Err(err @ LinkError::Refused { .. }) => {
+                        tracing::warn!(seq, cause = %err, "receipt refused; delivery acknowledged");
+                        settled.push(*seq);
+                    }
+                    // Not now: the delivery stays queued and is sent again.
+                    Err(err) => tracing::debug!(seq, cause = %err, "receipt not stored yet"),
+                }
             }
         }
         for seq in &settled {

@@ -74,16 +74,28 @@ pub enum ClientFrame {
     },
 }
 
-/// A website's statement that its logged-in user has this email address:
-/// `signature` = hex(HMAC-SHA256(the node's `[webchat] identity_secret`, email)), computed on
-/// the website's server (the secret never reaches browsers), as Chatwoot's identity validation.
+/// A website's statement that its logged-in user has this email address, until `expires`:
+/// `signature` = hex(HMAC-SHA256(the node's `[webchat] identity_secret`, "<email>|<expires>")),
+/// computed on the website's server (the secret never reaches browsers) for each page it
+/// serves, like Chatwoot's identity validation but with an expiry, so that a signature seen
+/// once (a cached page, a log) does not speak for the user forever.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedIdentity {
     /// The user's email address.
     pub email: String,
-    /// hex(HMAC-SHA256(secret, email)).
+    /// Until when the signature holds (ms since the Unix epoch); at most a day ahead.
+    pub expires: u64,
+    /// hex(HMAC-SHA256(secret, "<email>|<expires>")).
     pub signature: String,
+}
+
+/// The longest a website may make a signed identity last.
+pub const MAX_IDENTITY_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The bytes a website signs for `email` until `expires`.
+pub fn identity_message(email: &str, expires: u64) -> Vec<u8> {
+    format!("{email}|{expires}").into_bytes()
 }
 
 /// One message of the visitor's conversation, as the widget shows it.
@@ -264,6 +276,21 @@ struct Bucket {
     at: Instant,
 }
 
+/// Typing signals a visitor may send the agents: one per this long.
+const TYPING_EVERY: Duration = Duration::from_secs(2);
+/// Rate-limit state is kept for this many visitors at most before idle ones are forgotten.
+const TRACKED_VISITORS: usize = 10_000;
+/// A visitor idle this long starts again with a full allowance.
+const IDLE: Duration = Duration::from_secs(600);
+
+/// Forgets visitors idle for [`IDLE`] once more than [`TRACKED_VISITORS`] are tracked, so the
+/// maps stay bounded by the visitors of the last ten minutes.
+fn forget_idle<V>(map: &mut HashMap<Handle, V>, now: Instant, at: impl Fn(&V) -> Instant) {
+    if map.len() > TRACKED_VISITORS {
+        map.retain(|_, value| now.duration_since(at(value)) < IDLE);
+    }
+}
+
 /// An open widget window of a visitor.
 struct Window {
     id: u64,
@@ -276,6 +303,7 @@ pub struct Webchat<L> {
     identity_secret: Option<Vec<u8>>,
     windows: Mutex<HashMap<Handle, Vec<Window>>>,
     buckets: Mutex<HashMap<Handle, Bucket>>,
+    last_typing: Mutex<HashMap<Handle, Instant>>,
     next_window: std::sync::atomic::AtomicU64,
     rate: RateLimit,
 }
@@ -302,6 +330,7 @@ impl<L: NodeLink> Webchat<L> {
             identity_secret,
             windows: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            last_typing: Mutex::new(HashMap::new()),
             next_window: std::sync::atomic::AtomicU64::new(1),
             rate,
         }
@@ -382,12 +411,39 @@ impl<L: NodeLink> Webchat<L> {
             ClientFrame::Message { id, text } => {
                 Some(self.message(session, window, id, text).await)
             }
-            ClientFrame::Read { up_to } => self.read(session, &up_to).await,
+            ClientFrame::Read { up_to } => {
+                if up_to.parse::<EventId>().is_err() {
+                    return Some(ServerFrame::error(
+                        "bad_frame",
+                        "`up_to` is an event id",
+                        None,
+                    ));
+                }
+                if !self.take_token(session.handle()) {
+                    return Some(ServerFrame::error(
+                        "rate_limited",
+                        "too many requests; wait a moment",
+                        None,
+                    ));
+                }
+                self.read(session, &up_to).await
+            }
             ClientFrame::Typing => {
-                self.bridge.link().customer_typing(session.handle()).await;
+                if self.typing_allowed(session.handle()) {
+                    self.bridge.link().customer_typing(session.handle()).await;
+                }
                 None
             }
-            ClientFrame::Email { address } => Some(self.claimed_email(session, &address).await),
+            ClientFrame::Email { address } => {
+                if !self.take_token(session.handle()) {
+                    return Some(ServerFrame::error(
+                        "rate_limited",
+                        "too many requests; wait a moment",
+                        None,
+                    ));
+                }
+                Some(self.claimed_email(session, &address).await)
+            }
         }
     }
 
@@ -440,6 +496,11 @@ impl<L: NodeLink> Webchat<L> {
         };
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {
+                // Typing after a message is news again.
+                self.last_typing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(session.handle());
                 if let Submitted::Stored(event) = submitted {
                     // The visitor's other windows show it too.
                     let message = ChatMessage {
@@ -556,7 +617,16 @@ impl<L: NodeLink> Webchat<L> {
                 None,
             ));
         };
-        let expected = hmac_sha256(secret, identity.email.as_bytes());
+        let now = self.bridge.now().as_millis();
+        let lifetime = u64::try_from(MAX_IDENTITY_LIFETIME.as_millis()).unwrap_or(u64::MAX);
+        if identity.expires <= now || identity.expires > now.saturating_add(lifetime) {
+            return Some(ServerFrame::error(
+                "identity_refused",
+                "the identity has expired, or expires more than a day ahead",
+                None,
+            ));
+        }
+        let expected = hmac_sha256(secret, &identity_message(&identity.email, identity.expires));
         let given = hex::decode(identity.signature.trim()).unwrap_or_default();
         let same = given.len() == expected.len()
             && given
@@ -619,20 +689,48 @@ impl<L: NodeLink> Webchat<L> {
         let Some(open) = windows.get_mut(handle) else {
             return 0;
         };
-        // A window too far behind is dropped: it reconnects and reloads the history.
-        open.retain(|w| !w.frames.is_closed());
         let mut took = 0;
-        for window in open.iter().filter(|w| Some(w.id) != except) {
-            if window.frames.try_send(frame.clone()).is_ok() {
-                took += 1;
+        // A window too far behind is dropped (its socket closes, the widget reconnects and
+        // reloads the history); it does not count as having taken the frame.
+        open.retain(|window| {
+            if Some(window.id) == except {
+                return !window.frames.is_closed();
             }
+            match window.frames.try_send(frame.clone()) {
+                Ok(()) => {
+                    took += 1;
+                    true
+                }
+                Err(_) => false,
+            }
+        });
+        if open.is_empty() {
+            windows.remove(handle);
         }
         took
+    }
+
+    /// At most one typing signal per [`TYPING_EVERY`] per visitor goes to the agents.
+    fn typing_allowed(&self, handle: &Handle) -> bool {
+        let mut last = self
+            .last_typing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        forget_idle(&mut last, now, |at| *at);
+        match last.get(handle) {
+            Some(at) if now.duration_since(*at) < TYPING_EVERY => false,
+            _ => {
+                last.insert(handle.clone(), now);
+                true
+            }
+        }
     }
 
     fn take_token(&self, handle: &Handle) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
+        forget_idle(&mut buckets, now, |bucket| bucket.at);
         let burst = f64::from(self.rate.burst.max(1));
         let bucket = buckets.entry(handle.clone()).or_insert(Bucket {
             tokens: burst,

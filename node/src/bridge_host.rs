@@ -47,6 +47,22 @@ fn link_error(err: IngestError) -> LinkError {
     }
 }
 
+impl LocalLink {
+    /// The contact of a handle that has none yet (made with its first thread, as when the
+    /// customer writes).
+    async fn contact_for(
+        &self,
+        handle: &Handle,
+    ) -> Result<threadline_protocol::ContactId, LinkError> {
+        Ok(self
+            .ingest
+            .resolve(handle.clone())
+            .await
+            .map_err(link_error)?
+            .contact)
+    }
+}
+
 impl NodeLink for LocalLink {
     async fn resolve(&self, handle: &Handle) -> Result<sdk::Resolved, LinkError> {
         if handle.channel() != self.channel {
@@ -122,46 +138,69 @@ impl NodeLink for LocalLink {
             .map_err(|err| LinkError::Unavailable(err.to_string()))
     }
 
+    /// Only email addresses can be claimed or vouched for: a bridge speaks for its own
+    /// channel's customers, and an address is what websites know of their users. Nothing is
+    /// written when the directory already says what the identity says (a logged-in visitor's
+    /// every page load), and no thread is opened for a visitor who has not written.
     async fn identify(&self, handle: &Handle, identity: sdk::Identity) -> Result<(), LinkError> {
+        let refused = |message: String| LinkError::Refused {
+            code: "forbidden".to_owned(),
+            message,
+        };
         if handle.channel() != self.channel {
-            return Err(LinkError::Refused {
-                code: "forbidden".to_owned(),
-                message: format!("a {} bridge cannot speak for {handle}", self.channel),
-            });
+            return Err(refused(format!(
+                "a {} bridge cannot speak for {handle}",
+                self.channel
+            )));
         }
-        // The customer's contact (made now if the customer has not written yet).
-        let contact = self
-            .ingest
-            .resolve(handle.clone())
-            .await
-            .map_err(link_error)?
-            .contact;
-        let action = match identity {
-            sdk::Identity::Claimed(claimed) => DirectoryAction::SetAttribute {
-                contact,
-                key: AttributeKey::new(format!("unverified {}", claimed.channel())).map_err(
-                    |err| LinkError::Refused {
-                        code: "bad_request".to_owned(),
-                        message: err.to_string(),
-                    },
-                )?,
-                value: claimed.address().to_owned(),
+        let address = match &identity {
+            sdk::Identity::Claimed(address) | sdk::Identity::Vouched(address) => address,
+        };
+        if address.channel() != ChannelKind::Email {
+            return Err(refused(format!(
+                "only email addresses can be claimed or vouched for, not {address}"
+            )));
+        }
+        let (customer, owner) = {
+            let directory = self
+                .ingest
+                .directory()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (
+                directory.state().resolve(handle),
+                directory.state().resolve(address),
+            )
+        };
+        let action = match (identity, customer, owner) {
+            (sdk::Identity::Vouched(_), Some(customer), Some(owner)) if customer == owner => {
+                return Ok(())
+            }
+            // A new browser of a known customer: it joins them, no new contact.
+            (sdk::Identity::Vouched(_), None, Some(owner)) => {
+                DirectoryAction::LinkHandle(owner, handle.clone())
+            }
+            (sdk::Identity::Vouched(_), Some(customer), Some(owner)) => DirectoryAction::Merge {
+                from: customer,
+                into: owner,
             },
-            sdk::Identity::Vouched(vouched) => {
-                let owner = self
-                    .ingest
-                    .directory()
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .state()
-                    .resolve(&vouched);
-                match owner {
-                    None => DirectoryAction::LinkHandle(contact, vouched),
-                    Some(owner) if owner == contact => return Ok(()),
-                    Some(owner) => DirectoryAction::Merge {
-                        from: contact,
-                        into: owner,
-                    },
+            (sdk::Identity::Vouched(address), customer, None) => {
+                let customer = match customer {
+                    Some(customer) => customer,
+                    None => self.contact_for(handle).await?,
+                };
+                DirectoryAction::LinkHandle(customer, address)
+            }
+            (sdk::Identity::Claimed(address), customer, _) => {
+                let customer = match customer {
+                    Some(customer) => customer,
+                    None => self.contact_for(handle).await?,
+                };
+                DirectoryAction::SetAttribute {
+                    contact: customer,
+                    key: AttributeKey::new(format!("unverified {}", address.channel()))
+                        .map_err(|err| refused(err.to_string()))?,
+                    value: address.address().to_owned(),
                 }
             }
         };
@@ -173,14 +212,25 @@ impl NodeLink for LocalLink {
     }
 
     async fn customer_typing(&self, handle: &Handle) {
-        let contact = self
-            .ingest
-            .directory()
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .state()
-            .resolve(handle);
-        if let Some(Ok(Some(thread))) = contact.map(|c| self.ingest.store().open_thread(&c)) {
+        // The thread the customer's next message goes to (as `resolve` finds it).
+        let candidates = {
+            let directory = self
+                .ingest
+                .directory()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match directory.state().resolve(handle) {
+                Some(contact) => directory.state().same_customer(contact),
+                None => return,
+            }
+        };
+        let store = self.ingest.store();
+        let open = candidates.iter().find_map(|contact| {
+            let thread = store.open_thread(contact).ok()??;
+            let state = store.thread_state(&thread).ok()??;
+            (state.status != threadline_protocol::event::Status::Resolved).then_some(thread)
+        });
+        if let Some(thread) = open {
             self.ingest
                 .presence()
                 .typing(crate::presence::Typing::Customer(thread));

@@ -109,6 +109,37 @@ struct ApiSection {
     listen: SocketAddr,
 }
 
+/// The shortest identity secret accepted: anyone who can guess it can speak for any user.
+pub const MIN_IDENTITY_SECRET_BYTES: usize = 16;
+
+/// Checks a web chat identity secret; `None` when none is set (an empty value is none).
+pub fn identity_secret(secret: Option<String>) -> Result<Option<String>, String> {
+    match secret.filter(|secret| !secret.is_empty()) {
+        Some(secret) if secret.len() < MIN_IDENTITY_SECRET_BYTES => Err(format!(
+            "the web chat identity secret has {} bytes; use at least {MIN_IDENTITY_SECRET_BYTES} random ones",
+            secret.len()
+        )),
+        secret => Ok(secret),
+    }
+}
+
+/// Checks an origin for the web chat allow-list (`https://shop.example`, no path).
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+        && !origin.ends_with('/')
+        && origin
+            .split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{origin}` is not an origin like `https://shop.example`"
+        ))
+    }
+}
+
 impl Config {
     /// Loads `path`, then applies `listen` (from the environment or the command line) if given.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
@@ -120,30 +151,20 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        let bad = |detail: String| ConfigError::BadValue {
+            path: path.to_owned(),
+            detail,
+        };
         for origin in &file.webchat.allowed_origins {
-            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.ends_with('/')
-                && origin
-                    .split("://")
-                    .nth(1)
-                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
-            if !valid {
-                return Err(ConfigError::BadValue {
-                    path: path.to_owned(),
-                    detail: format!(
-                        "webchat.allowed_origins: `{origin}` is not an origin like `https://shop.example`"
-                    ),
-                });
-            }
+            check_origin(origin).map_err(|e| bad(format!("webchat.allowed_origins: {e}")))?;
         }
+        let identity_secret = identity_secret(file.webchat.identity_secret)
+            .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
         Ok(Config {
             api_listen: listen.unwrap_or(file.api.listen),
             webchat_origins: file.webchat.allowed_origins,
             webchat_builtin: file.webchat.builtin,
-            webchat_identity_secret: file
-                .webchat
-                .identity_secret
-                .filter(|secret| !secret.is_empty()),
+            webchat_identity_secret: identity_secret,
         })
     }
 }

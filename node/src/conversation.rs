@@ -57,7 +57,9 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                 let inbound = match &header.kind {
                     // The events that set the route (see the thread fold).
                     EventKind::Thread(ThreadKind::Opened { .. } | ThreadKind::HandOff { .. }) => {
-                        if content.is_some() {
+                        // The route moves wherever the event says; if its content is erased,
+                        // that is nowhere this handle can know of.
+                        if header.content_hash.is_some() {
                             routed_here = handle_is_ours;
                         }
                         continue;

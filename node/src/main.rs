@@ -227,6 +227,11 @@ fn main() -> anyhow::Result<()> {
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())
                 .with_context(|| format!("{} does not hold 32 bytes of hex", key_file.display()))?;
+            for origin in &allowed_origins {
+                threadline_node::config::check_origin(origin).map_err(anyhow::Error::msg)?;
+            }
+            let identity_secret = threadline_node::config::identity_secret(identity_secret)
+                .map_err(anyhow::Error::msg)?;
             let settings = threadline_node::standalone::StandaloneWebchat {
                 node,
                 token,

@@ -1,7 +1,6 @@
 //! Who is here right now: ephemeral signals that are not events and are never stored. How many
 //! agents have the inbox open (its live stream), and who is typing in which thread.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use threadline_protocol::ThreadId;
@@ -22,16 +21,16 @@ pub enum Typing {
 /// The node's presence hub; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Presence {
-    agents: Arc<AtomicUsize>,
-    agents_online: Arc<watch::Sender<bool>>,
+    /// Agents at the inbox; changed only through `send_modify`, so that counting and telling
+    /// are one step.
+    agents: Arc<watch::Sender<usize>>,
     typing: broadcast::Sender<Typing>,
 }
 
 impl Default for Presence {
     fn default() -> Self {
         Presence {
-            agents: Arc::new(AtomicUsize::new(0)),
-            agents_online: Arc::new(watch::channel(false).0),
+            agents: Arc::new(watch::channel(0).0),
             typing: broadcast::channel(TYPING_BUFFER).0,
         }
     }
@@ -43,27 +42,27 @@ pub struct AgentHere(Presence);
 
 impl Drop for AgentHere {
     fn drop(&mut self) {
-        let left = self.0.agents.fetch_sub(1, Ordering::AcqRel) - 1;
-        self.0.agents_online.send_replace(left > 0);
+        self.0
+            .agents
+            .send_modify(|agents| *agents = agents.saturating_sub(1));
     }
 }
 
 impl Presence {
     /// An agent opened the inbox (its live stream), until the guard drops.
     pub fn agent_arrived(&self) -> AgentHere {
-        self.agents.fetch_add(1, Ordering::AcqRel);
-        self.agents_online.send_replace(true);
+        self.agents.send_modify(|agents| *agents += 1);
         AgentHere(self.clone())
     }
 
     /// Whether any agent has the inbox open.
     pub fn agents_online(&self) -> bool {
-        *self.agents_online.borrow()
+        *self.agents.borrow() > 0
     }
 
-    /// Changes of [`Presence::agents_online`].
-    pub fn watch_agents_online(&self) -> watch::Receiver<bool> {
-        self.agents_online.subscribe()
+    /// Changes of the number of agents at the inbox (see [`Presence::agents_online`]).
+    pub fn watch_agents(&self) -> watch::Receiver<usize> {
+        self.agents.subscribe()
     }
 
     /// Says someone is typing (no one listening is fine).

@@ -151,7 +151,8 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
 async fn relay_presence(webchat: Arc<Webchat<LocalLink>>) {
     let ingest = webchat.bridge().link().ingest().clone();
     let mut typing = ingest.presence().subscribe_typing();
-    let mut online = ingest.presence().watch_agents_online();
+    let mut online = ingest.presence().watch_agents();
+    let mut agents_online = ingest.presence().agents_online();
     loop {
         tokio::select! {
             signal = typing.recv() => match signal {
@@ -169,8 +170,11 @@ async fn relay_presence(webchat: Arc<Webchat<LocalLink>>) {
                 if changed.is_err() {
                     break;
                 }
-                let agents_online = *online.borrow_and_update();
-                webchat.presence_changed(agents_online);
+                let now = *online.borrow_and_update() > 0;
+                if now != agents_online {
+                    agents_online = now;
+                    webchat.presence_changed(now);
+                }
             }
             () = ingest.closing() => break,
         }

@@ -1,7 +1,7 @@
 //! The web chat over its WebSocket, against the real node: visitors, agents' replies, history,
 //! isolation between visitors, idempotent resends, and refusals.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use threadline_tests::{field, threadline_ok, Node, Visitor};
@@ -310,15 +310,20 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
         &config,
         text.replace(
             "allowed_origins = []",
-            "allowed_origins = []\nidentity_secret = \"shop-secret\"",
+            "allowed_origins = []\nidentity_secret = \"shop-secret-0123456789\"",
         ),
     )
     .expect("config written");
     let node = Node::start(&site.data);
+    let expires = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+        + 3_600_000;
     let sign = |email: &str| {
         hex::encode(threadline_bridges::webchat::hmac_sha256(
-            b"shop-secret",
-            email.as_bytes(),
+            b"shop-secret-0123456789",
+            &threadline_bridges::webchat::identity_message(email, expires),
         ))
     };
 
@@ -326,7 +331,7 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
     let mut laptop = Visitor::connect_as(
         &node,
         None,
-        json!({"email": "alice@example.test", "signature": sign("alice@example.test")}),
+        json!({"email": "alice@example.test", "expires": expires, "signature": sign("alice@example.test")}),
     );
     assert!(laptop.notices.is_empty(), "{:?}", laptop.notices);
     assert_eq!(laptop.say("l1", "From my laptop")["type"], "ack");
@@ -334,7 +339,7 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
     let mut phone = Visitor::connect_as(
         &node,
         None,
-        json!({"email": "alice@example.test", "signature": sign("alice@example.test")}),
+        json!({"email": "alice@example.test", "expires": expires, "signature": sign("alice@example.test")}),
     );
     assert_eq!(phone.say("p1", "From my phone")["type"], "ack");
     let (_, found) = node.get(
@@ -364,9 +369,22 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
     let mallory = Visitor::connect_as(
         &node,
         None,
-        json!({"email": "alice@example.test", "signature": sign("mallory@example.test")}),
+        json!({"email": "alice@example.test", "expires": expires, "signature": sign("mallory@example.test")}),
     );
     assert_eq!(mallory.notices[0]["code"], "identity_refused");
+    // A signature that was right but has expired speaks for nobody.
+    let old = expires - 7_200_000;
+    let stale = Visitor::connect_as(
+        &node,
+        None,
+        json!({"email": "alice@example.test", "expires": old, "signature": hex::encode(
+            threadline_bridges::webchat::hmac_sha256(
+                b"shop-secret-0123456789",
+                &threadline_bridges::webchat::identity_message("alice@example.test", old),
+            )
+        )}),
+    );
+    assert_eq!(stale.notices[0]["code"], "identity_refused");
     assert!(mallory.history.is_empty());
     let (_, found) = node.get(
         &site.agent_token,

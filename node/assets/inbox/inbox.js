@@ -309,14 +309,23 @@
   }
   $("mode-reply").addEventListener("click", function () { setMode("reply"); });
   $("mode-note").addEventListener("click", function () { setMode("note"); });
+  var sending = false;
   $("composer").addEventListener("submit", function (e) {
     e.preventDefault();
     var text = $("compose").value.trim();
-    if (!text) return;
+    if (!text || sending) return;
     lastTyping = 0;
-    act(state.mode === "note" ? "/notes" : "/replies", { text: text }).then(function () {
-      if (!$("compose-error").textContent) $("compose").value = "";
-    });
+    sending = true;
+    $("send").disabled = true;
+    $("compose-error").textContent = "";
+    // Sent once: the text is cleared as soon as the node has it, whatever happens after.
+    api("POST", "/threads/" + state.selected + (state.mode === "note" ? "/notes" : "/replies"), { text: text })
+      .then(function () {
+        $("compose").value = "";
+        return loadThread().catch(function () { /* the live stream will refresh it */ });
+      })
+      .catch(function (error) { $("compose-error").textContent = error.message; })
+      .then(function () { sending = false; $("send").disabled = false; });
   });
   $("compose").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("send").click(); }

@@ -187,8 +187,8 @@
     socket = new WebSocket(wsUrl);
     socket.onopen = function () {
       var hello = { type: "hello", session: localStorage.getItem(KEY) };
-      if (settings.email && settings.emailSignature) {
-        hello.identity = { email: settings.email, signature: settings.emailSignature };
+      if (settings.email && settings.emailSignature && settings.emailExpires) {
+        hello.identity = { email: settings.email, expires: settings.emailExpires, signature: settings.emailSignature };
       }
       socket.send(JSON.stringify(hello));
     };
@@ -210,9 +210,14 @@
         var sent = pending[frame.id];
         if (sent) {
           delete pending[frame.id];
-          sent.element.classList.remove("tl-pending");
-          sent.element.dataset.event = frame.event;
-          shown[frame.event] = sent.element;
+          if (shown[frame.event] && shown[frame.event] !== sent.element) {
+            // Stored before the connection dropped: the history shows it already.
+            sent.element.remove();
+          } else {
+            sent.element.classList.remove("tl-pending");
+            sent.element.dataset.event = frame.event;
+            shown[frame.event] = sent.element;
+          }
         }
       } else if (frame.type === "message") {
         if (frame.from === "agent") typingLine.hidden = true;
@@ -230,7 +235,10 @@
         setPresence(frame.agents_online);
       } else if (frame.type === "error") {
         var failed = frame.id && pending[frame.id];
-        if (failed && frame.code !== "unavailable") {
+        if (failed && (frame.code === "unavailable" || frame.code === "rate_limited")) {
+          // Not now: send it again in a moment (the same id: stored once).
+          resendLater(frame.id, frame.code === "rate_limited" ? 2000 : 3000);
+        } else if (failed) {
           delete pending[frame.id];
           failed.element.classList.remove("tl-pending");
           failed.element.classList.add("tl-failed");
@@ -248,9 +256,23 @@
     };
   }
 
+  function resendLater(id, ms) {
+    setTimeout(function () {
+      if (pending[id] && connected) {
+        socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
+      }
+    }, ms);
+  }
+
   function submit() {
     var text = input.value.trim();
     if (!text) return;
+    if (new TextEncoder().encode(text).length > 4096) {
+      notice.textContent = "That message is too long; please split it.";
+      notice.hidden = false;
+      return;
+    }
+    notice.hidden = true;
     input.value = "";
     lastTyping = 0; // the next keystroke is news again
     var id = "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);

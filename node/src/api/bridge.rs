@@ -252,7 +252,16 @@ fn link_refusal(err: LinkError) -> ApiError {
             "unavailable",
             message,
         ),
-        LinkError::Refused { message, .. } => ApiError::bad_request(message),
+        LinkError::Refused { code, message } => match code.as_str() {
+            "forbidden" => ApiError::forbidden(message),
+            "not_found" => ApiError::not_found(message),
+            "handle_not_of_contact" => ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "handle_not_of_contact",
+                message,
+            ),
+            _ => ApiError::bad_request(message),
+        },
     }
 }
 

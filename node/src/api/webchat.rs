@@ -31,6 +31,10 @@ use threadline_bridges::sdk::NodeLink;
 const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// Time a new socket has to say `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server pings every open socket this often (browsers answer by themselves)...
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// ...and closes one it has heard nothing from for this long.
+const SILENT_FOR: Duration = Duration::from_secs(75);
 
 const WIDGET_JS: &str = include_str!("../../assets/webchat/widget.js");
 const WIDGET_CSS: &str = include_str!("../../assets/webchat/widget.css");
@@ -170,17 +174,36 @@ async fn serve<L: NodeLink>(
         },
         _ => return,
     };
-    let welcome = webchat.welcome(&session).await;
-    if socket.send(text(&welcome)).await.is_err() {
-        return;
-    }
     if *closing.borrow() {
         return;
     }
+    // The window opens before the history is read, so that a reply stored meanwhile is pushed
+    // (after `welcome`; the widget ignores one it already shows) rather than missed.
     let (window, mut pushed) = webchat.open(&session);
+    let welcome = webchat.welcome(&session).await;
+    let welcomed = matches!(welcome, ServerFrame::Welcome { .. });
+    if socket.send(text(&welcome)).await.is_err() || !welcomed {
+        // Without its history the widget cannot start: it reconnects, with back-off.
+        webchat.close(window);
+        let _ = socket.send(Message::Close(None)).await;
+        return;
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                // A socket silent for this long is gone (a phone that left the network
+                // without closing): close it, so replies are not reported delivered to it.
+                if heard.elapsed() > SILENT_FOR {
+                    break;
+                }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             incoming = socket.recv() => {
+                heard = tokio::time::Instant::now();
                 let frame = match incoming {
                     Some(Ok(Message::Text(body))) => serde_json::from_str::<ClientFrame>(&body),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
