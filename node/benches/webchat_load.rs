@@ -64,6 +64,21 @@ struct Clocks {
     visitor_saw: Times,
 }
 
+/// The next frame that is not a ping or pong (the node pings idle sockets).
+async fn next_text<S>(
+    socket: &mut S,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => return other,
+        }
+    }
+}
+
 fn main() {
     let n_visitors = env("LOAD_VISITORS", 500);
     let n_messages = env("LOAD_MESSAGES", 10);
@@ -181,7 +196,7 @@ fn main() {
                         other => panic!("visitor {visitor}: socket ended: {other:?}"),
                     }
                 };
-                let welcome = next(socket.next().await);
+                let welcome = next(next_text(&mut socket).await);
                 session.push_str(welcome["session"].as_str().expect("session"));
                 for k in 0..n_messages {
                     let id = format!("v{visitor}m{k}");
@@ -193,7 +208,7 @@ fn main() {
                     let mut acked = None;
                     let mut answered = false;
                     while acked.is_none() || !answered {
-                        let frame = next(socket.next().await);
+                        let frame = next(next_text(&mut socket).await);
                         match frame["type"].as_str() {
                             Some("ack") => {
                                 let event = frame["event"].as_str().expect("event").to_owned();

@@ -188,7 +188,7 @@ async fn serve<L: NodeLink>(
         let _ = socket.send(Message::Close(None)).await;
         return;
     }
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
