@@ -64,6 +64,7 @@ fn a_visitor_and_an_agent_talk_and_the_history_survives_reloads_and_restarts() {
     assert_eq!(ack["type"], "ack", "{ack}");
     let threads = webchat_threads(&node, &site.agent_token);
     assert_eq!(threads.len(), 1);
+    assert_eq!(threads[0]["unread"], 1);
     let thread = threads[0]["id"].as_str().expect("id").to_owned();
 
     // The agent reads it: the visitor's window shows it as seen; an event of no thread is refused.
@@ -82,6 +83,11 @@ fn a_visitor_and_an_agent_talk_and_the_history_survives_reloads_and_restarts() {
     assert_eq!(status, 200, "{read}");
     let seen = visitor.receive().expect("a frame");
     assert_eq!(seen, json!({"type": "seen", "up_to": message}));
+    let (_, listed) = node.get(&site.agent_token, "/api/v1/threads?channel=webchat");
+    assert_eq!(
+        listed["threads"][0]["unread"], 0,
+        "read up to the last message"
+    );
     let (_, again) = node.post(
         &site.agent_token,
         &format!("/api/v1/threads/{thread}/read"),

@@ -67,15 +67,6 @@
     location.reload();
   });
 
-  // ---- unread (per agent, in this browser) ----
-  function seenKey() { return "threadline.inbox.seen." + state.me.id; }
-  function seen() { try { return JSON.parse(localStorage.getItem(seenKey())) || {}; } catch (e) { return {}; } }
-  function markSeen(thread) {
-    var all = seen();
-    all[thread.id] = thread.n_messages;
-    localStorage.setItem(seenKey(), JSON.stringify(all));
-  }
-
   // ---- thread list ----
   var TITLES = { mine: "Mine", unassigned: "Unassigned", open: "Open", pending: "Pending",
     resolved: "Resolved", all: "All" };
@@ -119,7 +110,6 @@
   function renderThreads() {
     var list = $("thread-list");
     list.textContent = "";
-    var read = seen();
     state.threads.forEach(function (thread) {
       var item = el("li", "thread-item");
       item.dataset.thread = thread.id;
@@ -129,8 +119,8 @@
       var what = (thread.route ? thread.route.channel : thread.opened_on) + " · " + thread.status;
       if (thread.assignee) what += " · " + (state.agents[thread.assignee] || "assigned");
       item.appendChild(el("span", "what", what));
-      var unread = thread.n_messages - (read[thread.id] || 0);
-      if (unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(unread)));
+      // Unread for this agent, from its read marks on the node (the same on every device).
+      if (thread.unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(thread.unread)));
       item.addEventListener("click", function () { select(thread.id); });
       list.appendChild(item);
     });
@@ -172,7 +162,6 @@
     return api("GET", "/threads/" + id).then(function (detail) {
       if (id !== state.selected) return;
       state.detail = detail;
-      markSeen(detail.thread);
       // Tell the customer's side that the conversation has been read, up to the last message.
       var messages = detail.events.filter(function (e) { return e.kind === "thread.message.inbound"; });
       if (messages.length && document.visibilityState === "visible") {

@@ -32,16 +32,25 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
+/// A thread in a list, with what the calling agent has not read.
+#[derive(Debug, Serialize)]
+pub struct ListedThread {
+    #[serde(flatten)]
+    thread: ThreadView,
+    /// The customer's messages after the calling agent's read mark (all of them if none).
+    unread: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct ThreadPage {
-    threads: Vec<ThreadView>,
+    threads: Vec<ListedThread>,
     /// Pass as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/threads`: most recent activity first.
 pub async fn list(
-    _caller: AgentCaller,
+    caller: AgentCaller,
     State(ingest): State<Ingest>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<ThreadPage>, ApiError> {
@@ -107,12 +116,49 @@ pub async fn list(
         .flatten();
     let threads = page
         .iter()
-        .map(|(_, id, state)| ThreadView::new(*id, state, &ingest))
-        .collect::<Result<_, _>>()?;
+        .map(|(_, id, state)| {
+            Ok(ListedThread {
+                thread: ThreadView::new(*id, state, &ingest)?,
+                unread: unread(&ingest, *id, state, caller.0)?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(ThreadPage {
         threads,
         next_cursor,
     }))
+}
+
+/// The customer's messages after `agent`'s read mark in the thread's order (one read of the
+/// thread's log: lists are pages of at most 200).
+fn unread(
+    ingest: &Ingest,
+    thread: ThreadId,
+    state: &threadline_protocol::ThreadState,
+    agent: AgentId,
+) -> Result<u64, ApiError> {
+    let mark = state
+        .read_marks
+        .get(&threadline_protocol::thread::Reader::Agent(agent));
+    let mut past_mark = mark.is_none();
+    let mut unread = 0;
+    for event in ingest.store().log_events(&ScopeId::Thread(thread))? {
+        let inbound = matches!(
+            event.signed.header.kind,
+            threadline_protocol::EventKind::Thread(
+                threadline_protocol::event::ThreadKind::Message {
+                    direction: threadline_protocol::event::Direction::Inbound { .. },
+                }
+            )
+        );
+        if past_mark && inbound {
+            unread += 1;
+        }
+        if !past_mark && Some(&event.id().map_err(|e| ApiError::internal(e.to_string()))?) == mark {
+            past_mark = true;
+        }
+    }
+    Ok(unread)
 }
 
 fn parse_cursor(text: &str) -> Result<(u64, ThreadId), ApiError> {
