@@ -20,6 +20,9 @@ listen = \"127.0.0.1:7420\"
 # The node's own web chat bridge (the widget and its WebSocket). Turn it off when a standalone
 # web chat bridge serves this org's web chat queue instead (two would share one queue).
 builtin = true
+# New chat connections allowed per client address per minute. Behind a proxy every visitor
+# has the proxy's address: raise it there.
+connections_per_minute = 120
 # Websites allowed to embed the chat widget (their origins, like \"https://shop.example\").
 # Pages served by the node itself are always allowed.
 allowed_origins = []
@@ -36,6 +39,8 @@ pub struct Config {
     pub webchat_builtin: bool,
     /// The secret websites sign their logged-in users' identities with, if any.
     pub webchat_identity_secret: Option<String>,
+    /// New chat connections allowed per client address per minute.
+    pub webchat_connections_per_minute: u32,
 }
 
 /// The configuration could not be loaded.
@@ -87,7 +92,16 @@ struct WebchatSection {
     allowed_origins: Vec<String>,
     #[serde(default)]
     identity_secret: Option<String>,
+    #[serde(default = "connections_per_minute")]
+    connections_per_minute: u32,
 }
+
+fn connections_per_minute() -> u32 {
+    DEFAULT_CONNECTIONS_PER_MINUTE
+}
+
+/// New chat connections per client address per minute, unless configured.
+pub const DEFAULT_CONNECTIONS_PER_MINUTE: u32 = 120;
 
 impl Default for WebchatSection {
     fn default() -> Self {
@@ -95,6 +109,7 @@ impl Default for WebchatSection {
             builtin: true,
             allowed_origins: Vec::new(),
             identity_secret: None,
+            connections_per_minute: DEFAULT_CONNECTIONS_PER_MINUTE,
         }
     }
 }
@@ -165,6 +180,7 @@ impl Config {
             webchat_origins: file.webchat.allowed_origins,
             webchat_builtin: file.webchat.builtin,
             webchat_identity_secret: identity_secret,
+            webchat_connections_per_minute: file.webchat.connections_per_minute,
         })
     }
 }

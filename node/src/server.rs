@@ -87,6 +87,9 @@ pub async fn run(
                 webchat,
                 allowed_origins: Arc::new(config.webchat_origins.clone()),
                 closing,
+                connections: Arc::new(crate::api::webchat::ConnectionLimit::new(
+                    config.webchat_connections_per_minute,
+                )),
             })
         }
         None if !config.webchat_builtin => None,
@@ -97,13 +100,16 @@ pub async fn run(
     };
     let app = api::router(ingest.clone(), webchat);
     let closing = running.closing();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("shutting down");
-            closing.close();
-        })
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutting down");
+        closing.close();
+    })
+    .await;
     drop(ingest);
     running.join();
     store.flush()?;

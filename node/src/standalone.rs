@@ -13,7 +13,7 @@ use threadline_protocol::{ChannelKind, SecretKey};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::api::webchat::{router, WebchatHost};
+use crate::api::webchat::{router, ConnectionLimit, WebchatHost};
 
 /// How often the standalone bridge asks its node for replies to deliver (it has no live
 /// stream), and whether agents are at the inbox.
@@ -54,16 +54,22 @@ pub async fn run_webchat(
         webchat: Arc::clone(&webchat),
         allowed_origins: Arc::new(settings.allowed_origins),
         closing: closing.clone(),
+        connections: Arc::new(ConnectionLimit::new(
+            crate::config::DEFAULT_CONNECTIONS_PER_MINUTE,
+        )),
     };
     let poller = tokio::spawn(poll(Arc::clone(&webchat), closing));
     let app = router(host).fallback(|| async { axum::http::StatusCode::NOT_FOUND });
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("web chat bridge shutting down");
-            close.send_replace(true);
-        })
-        .await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("web chat bridge shutting down");
+        close.send_replace(true);
+    })
+    .await;
     let _ = poller.await;
     served
 }

@@ -485,3 +485,26 @@ fn the_web_chat_runs_as_a_standalone_bridge_against_the_node() {
     bridge.stop();
     node.stop();
 }
+
+#[test]
+fn an_address_opening_chats_in_a_loop_is_slowed_down() {
+    let site = Site::new();
+    let config = site.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace("connections_per_minute = 120", "connections_per_minute = 3"),
+    )
+    .expect("config written");
+    let node = Node::start(&site.data);
+    let origin = node.base.clone();
+    let open: Vec<Visitor> = (0..3).map(|_| Visitor::connect(&node, None)).collect();
+    assert_eq!(open.len(), 3);
+    assert_eq!(
+        Visitor::connect_from(&node, None, &origin, None).err(),
+        Some(429),
+        "the fourth new connection within the minute"
+    );
+    assert!(webchat_threads(&node, &site.agent_token).is_empty());
+    node.stop();
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::{
     extract::{
         ws::{Message, WebSocket, WebSocketUpgrade},
-        State,
+        ConnectInfo, State,
     },
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -40,6 +40,48 @@ const WIDGET_JS: &str = include_str!("../../assets/webchat/widget.js");
 const WIDGET_CSS: &str = include_str!("../../assets/webchat/widget.css");
 const DEMO_HTML: &str = include_str!("../../assets/webchat/demo.html");
 
+/// New chat connections allowed per client address: `per_minute` at once, then one every
+/// `60 / per_minute` seconds. A script opening sessions in a loop (each a new contact once it
+/// writes) is slowed to that pace; a browser connects once per page.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    per_minute: u32,
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl ConnectionLimit {
+    /// At most `per_minute` new connections a minute per address.
+    pub fn new(per_minute: u32) -> Self {
+        ConnectionLimit {
+            per_minute: per_minute.max(1),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn allow(&self, address: std::net::IpAddr) -> bool {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = std::time::Instant::now();
+        let burst = f64::from(self.per_minute);
+        if buckets.len() > 10_000 {
+            // Forget addresses that have their whole allowance back.
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        let (tokens, at) = buckets.entry(address).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * burst / 60.0).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// What the web chat routes share: the bridge (in the node, or standalone over the bridge
 /// API), the origins allowed besides the server's own, and when to close the sockets.
 #[derive(Debug)]
@@ -50,6 +92,8 @@ pub struct WebchatHost<L> {
     pub allowed_origins: Arc<Vec<String>>,
     /// Turns `true` when the server is shutting down.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// New connections per client address.
+    pub connections: Arc<ConnectionLimit>,
 }
 
 impl<L> Clone for WebchatHost<L> {
@@ -58,6 +102,7 @@ impl<L> Clone for WebchatHost<L> {
             webchat: Arc::clone(&self.webchat),
             allowed_origins: Arc::clone(&self.allowed_origins),
             closing: self.closing.clone(),
+            connections: Arc::clone(&self.connections),
         }
     }
 }
@@ -114,9 +159,18 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
 
 async fn socket<L: NodeLink + 'static>(
     State(host): State<WebchatHost<L>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !host.connections.allow(peer.ip()) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "too many new chat connections from this address; try again in a minute",
+        )
+        .into_response();
+    }
     if !origin_allowed(&headers, &host.allowed_origins) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
