@@ -1,4 +1,4 @@
-//! Keys and signatures: ed25519 (ed25519-dalek 2, the version libp2p-identity uses).
+//! Keys and signatures: ed25519 (ed25519-dalek 3, the version libp2p-identity 0.3 and libp2p 0.57 use).
 //!
 //! [`PublicKey`] is any verifying key; [`OrgId`] and [`NodeId`] name the role a key plays.
 //! [`SecretKey`] signs, always with a [`Domain`].
