@@ -26,6 +26,7 @@ pub mod data_dir;
 pub mod identity;
 pub mod ingest;
 pub mod presence;
+pub mod replication;
 pub mod server;
 pub mod standalone;
 pub mod store;
