@@ -5,6 +5,7 @@
 //! | `meta` | `b"schema"` | schema version, u32 BE |
 //! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
 //! | `threads` | thread id | `encode(ThreadState)`: derived state, kept in step with events |
+//! | `heads` | scope | `encode((n_events, heads))`: each log's size and DAG heads, for replication summaries without loading logs |
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
 //! | `external_ids` | channel ‖ SHA-256(external id) | event id: makes resubmission idempotent |
@@ -41,7 +42,7 @@ pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// One write in the journal: tree number, key, value (`None`: removal).
 type JournalOp = (u8, codec::ByteBuf, Option<codec::ByteBuf>);
@@ -97,9 +98,11 @@ pub enum TreeName {
     Tokens,
     /// Agents.
     Agents,
+    /// Each log's size and heads.
+    Heads,
 }
 
-const TREE_NAMES: [&str; 8] = [
+const TREE_NAMES: [&str; 9] = [
     "log",
     "threads",
     "contact_threads",
@@ -108,6 +111,7 @@ const TREE_NAMES: [&str; 8] = [
     "outbound",
     "tokens",
     "agents",
+    "heads",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -186,6 +190,22 @@ impl WriteSet {
             let erased = Event::new(event.signed, None);
             self.insert(TreeName::Log, key, codec::encode(&erased)?);
         }
+        Ok(())
+    }
+
+    /// Stages a log's size and heads (after an event is added to it).
+    pub fn put_heads(
+        &mut self,
+        scope: &ScopeId,
+        n_events: u64,
+        heads: &std::collections::BTreeSet<EventId>,
+    ) -> Result<(), StoreError> {
+        let heads: Vec<EventId> = heads.iter().copied().collect();
+        self.insert(
+            TreeName::Heads,
+            scope_key(scope).to_vec(),
+            codec::encode(&(n_events, heads))?,
+        );
         Ok(())
     }
 
@@ -398,6 +418,14 @@ impl Store {
         }
         events.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         Ok(events.into_iter().map(|(_, event)| event).collect())
+    }
+
+    /// A log's size and heads, as stored with its last event.
+    pub fn heads(&self, scope: &ScopeId) -> Result<Option<(u64, Vec<EventId>)>, StoreError> {
+        self.tree(TreeName::Heads)
+            .get(scope_key(scope))?
+            .map(|bytes| decode("heads", &bytes))
+            .transpose()
     }
 
     /// The threads opened for `contact` (not those of contacts merged into it).

@@ -100,6 +100,16 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
             .map(|e| e.verify_from_store().expect("stored event checks"))
             .collect();
         let thread = Thread::restore(events).expect("restores");
+        let (n_events, heads) = store
+            .heads(&ScopeId::Thread(thread_id))
+            .expect("heads read")
+            .expect("heads stored");
+        assert_eq!(n_events, thread.dag().len() as u64, "thread {thread_id}");
+        assert_eq!(
+            heads,
+            thread.dag().heads().iter().copied().collect::<Vec<_>>(),
+            "thread {thread_id}"
+        );
         assert_eq!(
             stored_state,
             thread.fold_from_scratch(),
@@ -118,6 +128,15 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
     let directory = Directory::restore(directory_events).expect("restores");
     assert_eq!(directory.state(), &directory.fold_from_scratch());
     assert_eq!(directory.state().contacts.len(), 20);
+    let (n_events, heads) = store
+        .heads(&ScopeId::Directory(identity.org))
+        .expect("heads read")
+        .expect("heads stored");
+    assert_eq!(n_events, directory.dag().len() as u64);
+    assert_eq!(
+        heads,
+        directory.dag().heads().iter().copied().collect::<Vec<_>>()
+    );
     // Every event of every log was stored once: 20 × (15 messages + 3 replies + 3 labels +
     // opening) + 7 status changes, and the directory's genesis, 2 certificates and 20 × 2
     // contact events.

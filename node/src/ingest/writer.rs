@@ -39,7 +39,17 @@ pub fn start(
         .into_iter()
         .map(|event| Ok::<_, IngestError>(event.verify_from_store()?))
         .collect::<Result<_, _>>()?;
-    let directory = Arc::new(RwLock::new(Directory::restore(stored)?));
+    let restored = Directory::restore(stored)?;
+    // Admin commands on a stopped node add directory events (certificates) directly: bring
+    // the directory's stored heads up to date with what was just restored.
+    let mut heads = WriteSet::default();
+    heads.put_heads(
+        &ScopeId::Directory(org),
+        restored.dag().len() as u64,
+        restored.dag().heads(),
+    )?;
+    store.commit(heads)?;
+    let directory = Arc::new(RwLock::new(restored));
     let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
     let (verified_sender, verified_receiver) = mpsc::channel(QUEUE_DEPTH);
     std::thread::Builder::new()
@@ -389,6 +399,11 @@ impl Writer {
         let writes = &mut self.pending;
         let stored = directory.dag().get(&id).unwrap_or(&event);
         writes.put_event(stored)?;
+        writes.put_heads(
+            &ScopeId::Directory(self.org),
+            directory.dag().len() as u64,
+            directory.dag().heads(),
+        )?;
         if changes_erasure {
             // Content this event made the directory drop (an erased contact's names, handles,
             // values); what earlier erasures dropped is already gone from the store.
@@ -441,6 +456,11 @@ impl Writer {
         let writes = &mut self.pending;
         writes.put_event(thread.dag().get(&id).unwrap_or(&event))?;
         writes.put_thread_state(thread_id, state)?;
+        writes.put_heads(
+            &ScopeId::Thread(thread_id),
+            thread.dag().len() as u64,
+            thread.dag().heads(),
+        )?;
         let open_key = directory.state().root_of(contact);
         match &event.header().kind {
             EventKind::Thread(ThreadKind::Opened { .. }) => {
