@@ -4,8 +4,10 @@
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
 //! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
-//! | `threads` | thread id | `encode(ThreadState)`: derived state, kept in step with events |
-//! | `heads` | scope | `encode((n_events, heads))`: each log's size and DAG heads, for replication summaries without loading logs |
+//! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state, the log's size and its DAG heads, kept in step with events (one write per thread per batch) |
+//! | `heads` | directory scope | `encode((n_events, heads))`: the directory's size and heads |
+//!
+//! A log's size and heads are what replication summaries are made of, without loading logs.
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
 //! | `external_ids` | channel ‖ SHA-256(external id) | event id: makes resubmission idempotent |
@@ -39,6 +41,9 @@ use threadline_protocol::{
 
 pub use keys::{channel_key, log_key, scope_key};
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
+
+/// A `threads` record: the state, the log's size and its heads.
+type ThreadRecord = (ThreadState, u64, Vec<EventId>);
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
@@ -193,7 +198,7 @@ impl WriteSet {
         Ok(())
     }
 
-    /// Stages a log's size and heads (after an event is added to it).
+    /// Stages the directory's size and heads (a thread's go with its state).
     pub fn put_heads(
         &mut self,
         scope: &ScopeId,
@@ -209,16 +214,19 @@ impl WriteSet {
         Ok(())
     }
 
-    /// Stages a thread's derived state.
+    /// Stages a thread's derived state with its log's size and heads (one write).
     pub fn put_thread_state(
         &mut self,
         thread: ThreadId,
         state: &ThreadState,
+        n_events: u64,
+        heads: &std::collections::BTreeSet<EventId>,
     ) -> Result<(), StoreError> {
+        let heads: Vec<EventId> = heads.iter().copied().collect();
         self.insert(
             TreeName::Threads,
             thread.as_bytes().to_vec(),
-            codec::encode(state)?,
+            codec::encode(&(state, n_events, heads))?,
         );
         Ok(())
     }
@@ -422,10 +430,16 @@ impl Store {
 
     /// A log's size and heads, as stored with its last event.
     pub fn heads(&self, scope: &ScopeId) -> Result<Option<(u64, Vec<EventId>)>, StoreError> {
-        self.tree(TreeName::Heads)
-            .get(scope_key(scope))?
-            .map(|bytes| decode("heads", &bytes))
-            .transpose()
+        match scope {
+            ScopeId::Thread(thread) => Ok(self
+                .thread_record(thread)?
+                .map(|(_, n_events, heads)| (n_events, heads))),
+            ScopeId::Directory(_) => self
+                .tree(TreeName::Heads)
+                .get(scope_key(scope))?
+                .map(|bytes| decode("heads", &bytes))
+                .transpose(),
+        }
     }
 
     /// The threads opened for `contact` (not those of contacts merged into it).
@@ -503,6 +517,10 @@ impl Store {
 
     /// A thread's derived state.
     pub fn thread_state(&self, thread: &ThreadId) -> Result<Option<ThreadState>, StoreError> {
+        Ok(self.thread_record(thread)?.map(|(state, _, _)| state))
+    }
+
+    fn thread_record(&self, thread: &ThreadId) -> Result<Option<ThreadRecord>, StoreError> {
         self.tree(TreeName::Threads)
             .get(thread.as_bytes())?
             .map(|bytes| decode("threads", &bytes))
@@ -519,7 +537,8 @@ impl Store {
                 tree: "threads",
                 detail: "key is not a thread id".to_owned(),
             })?;
-            Ok((ThreadId::from_bytes(id), decode("threads", &value)?))
+            let (state, _, _): ThreadRecord = decode("threads", &value)?;
+            Ok((ThreadId::from_bytes(id), state))
         })
     }
 

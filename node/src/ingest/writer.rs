@@ -455,9 +455,9 @@ impl Writer {
         let contact = state.contact;
         let writes = &mut self.pending;
         writes.put_event(thread.dag().get(&id).unwrap_or(&event))?;
-        writes.put_thread_state(thread_id, state)?;
-        writes.put_heads(
-            &ScopeId::Thread(thread_id),
+        writes.put_thread_state(
+            thread_id,
+            state,
             thread.dag().len() as u64,
             thread.dag().heads(),
         )?;
