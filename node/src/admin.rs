@@ -244,20 +244,7 @@ pub fn builtin_bridge_key(
             key
         }
     };
-    let certificate = Certificate::issue(
-        &org_key,
-        CertificateBody::new(
-            identity.org,
-            key.public(),
-            CertRole::Bridge {
-                channel,
-                handle_scope: None,
-            },
-            now,
-            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
-        ),
-    )
-    .map_err(|e| AdminError::Event(e.to_string()))?;
+    let certificate = bridge_certificate(&org_key, identity.org, &key, channel, now)?;
     let certify = certify_event(&directory, &org_key, certificate, now)?;
     let mut writes = WriteSet::default();
     writes.put_event(&certify)?;
@@ -282,20 +269,7 @@ pub fn add_bridge(
     let store = open_store(data_dir)?;
     let directory = load_directory(&store, identity.org)?;
     let key = SecretKey::generate(&mut rand_core::OsRng);
-    let certificate = Certificate::issue(
-        &org_key,
-        CertificateBody::new(
-            identity.org,
-            key.public(),
-            CertRole::Bridge {
-                channel,
-                handle_scope: None,
-            },
-            now,
-            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
-        ),
-    )
-    .map_err(|e| AdminError::Event(e.to_string()))?;
+    let certificate = bridge_certificate(&org_key, identity.org, &key, channel, now)?;
     let certify = certify_event(&directory, &org_key, certificate.clone(), now)?;
     let token = new_token();
     let mut writes = WriteSet::default();
@@ -348,6 +322,31 @@ fn certify_event(
     .sign(org_key)
     .map_err(|e| AdminError::Event(e.to_string()))?
     .verify()
+    .map_err(|e| AdminError::Event(e.to_string()))
+}
+
+/// The org's certificate for a bridge key on `channel`, valid from `now` for
+/// [`BRIDGE_CERT_VALIDITY_MILLIS`].
+fn bridge_certificate(
+    org_key: &SecretKey,
+    org: OrgId,
+    key: &SecretKey,
+    channel: ChannelKind,
+    now: Timestamp,
+) -> Result<Certificate, AdminError> {
+    Certificate::issue(
+        org_key,
+        CertificateBody::new(
+            org,
+            key.public(),
+            CertRole::Bridge {
+                channel,
+                handle_scope: None,
+            },
+            now,
+            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
+        ),
+    )
     .map_err(|e| AdminError::Event(e.to_string()))
 }
 
