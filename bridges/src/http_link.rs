@@ -264,12 +264,7 @@ impl NodeLink for HttpLink {
                     inbound: m["inbound"] == true,
                     text: m["text"].as_str().map(str::to_owned),
                     at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
-                    receipt: match m["receipt"].as_str() {
-                        Some("failed") => Some(ReceiptKind::Failed),
-                        Some("delivered") => Some(ReceiptKind::Delivered),
-                        Some("read") => Some(ReceiptKind::Read),
-                        _ => None,
-                    },
+                    receipt: m["receipt"].as_str().and_then(ReceiptKind::from_name),
                     seen: m["seen"] == true,
                 })
             })

@@ -124,17 +124,9 @@ impl From<&ConversationEntry> for ChatMessage {
             state: if entry.inbound {
                 entry.seen.then_some("seen")
             } else {
-                entry.receipt.map(receipt_name)
+                entry.receipt.map(ReceiptKind::name)
             },
         }
-    }
-}
-
-fn receipt_name(receipt: ReceiptKind) -> &'static str {
-    match receipt {
-        ReceiptKind::Failed => "failed",
-        ReceiptKind::Delivered => "delivered",
-        ReceiptKind::Read => "read",
     }
 }
 

@@ -215,11 +215,6 @@ fn tell_read(
 
 /// The handle a thread's replies go to now, if it has one (and it is not erased).
 fn route_handle(ingest: &crate::ingest::Ingest, thread: ThreadId) -> Option<Handle> {
-    let route = ingest.store().thread_state(&thread).ok()??.route?;
-    ingest
-        .store()
-        .event(&ScopeId::Thread(thread), &route.handle_from)
-        .ok()??
-        .content?
-        .handle
+    let state = ingest.store().thread_state(&thread).ok()??;
+    ingest.store().route_handle(thread, &state).ok()?
 }

@@ -442,6 +442,22 @@ impl Store {
         }
     }
 
+    /// The handle a thread's replies go to now (`state` is its state): `None` with no route
+    /// or once the route's handle is erased.
+    pub fn route_handle(
+        &self,
+        thread: ThreadId,
+        state: &ThreadState,
+    ) -> Result<Option<threadline_protocol::channel::Handle>, StoreError> {
+        let Some(route) = state.route else {
+            return Ok(None);
+        };
+        Ok(self
+            .event(&ScopeId::Thread(thread), &route.handle_from)?
+            .and_then(|event| event.content)
+            .and_then(|content| content.handle))
+    }
+
     /// The threads opened for `contact` (not those of contacts merged into it).
     pub fn contact_threads(
         &self,

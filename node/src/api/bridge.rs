@@ -300,11 +300,7 @@ pub async fn conversation(
             inbound: entry.inbound,
             text: entry.text,
             at: entry.at.as_millis(),
-            receipt: entry.receipt.map(|r| match r {
-                ReceiptKind::Failed => "failed",
-                ReceiptKind::Delivered => "delivered",
-                ReceiptKind::Read => "read",
-            }),
+            receipt: entry.receipt.map(ReceiptKind::name),
             seen: entry.seen,
         })
         .collect();

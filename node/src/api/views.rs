@@ -4,10 +4,9 @@
 use serde::Serialize;
 use threadline_protocol::{
     channel::Handle,
-    event::{Direction, DirectoryKind, EventKind, ReceiptKind, Status, ThreadKind},
+    event::{Direction, DirectoryKind, EventKind, Status, ThreadKind},
     thread::ThreadState,
-    AgentId, ChannelKind, ContactId, Event, EventId, OrgId, PublicKey, ScopeId, ThreadId,
-    Timestamp,
+    AgentId, ChannelKind, ContactId, Event, EventId, OrgId, PublicKey, ThreadId, Timestamp,
 };
 
 use super::ApiError;
@@ -70,17 +69,10 @@ pub fn status_name(status: &Status) -> &'static str {
 impl ThreadView {
     pub fn new(id: ThreadId, state: &ThreadState, ingest: &Ingest) -> Result<Self, ApiError> {
         let route = match state.route {
-            Some(route) => {
-                let handle = ingest
-                    .store()
-                    .event(&ScopeId::Thread(id), &route.handle_from)?
-                    .and_then(|event| event.content)
-                    .and_then(|content| content.handle);
-                Some(RouteView {
-                    channel: route.channel,
-                    handle,
-                })
-            }
+            Some(route) => Some(RouteView {
+                channel: route.channel,
+                handle: ingest.store().route_handle(id, state)?,
+            }),
             None => None,
         };
         Ok(ThreadView {
@@ -161,11 +153,7 @@ fn thread_detail(kind: &ThreadKind) -> serde_json::Value {
         } => json!({
             "target": target,
             "channel": channel,
-            "receipt": match receipt {
-                ReceiptKind::Failed => "failed",
-                ReceiptKind::Delivered => "delivered",
-                ReceiptKind::Read => "read",
-            },
+            "receipt": receipt.name(),
         }),
         ThreadKind::Read { up_to } => json!({"up_to": up_to}),
         ThreadKind::LabelAdd { label } | ThreadKind::LabelRemove { label } => {

@@ -732,26 +732,14 @@ impl Writer {
 
     /// The contact's threads, including those opened in the current batch.
     fn threads_of(&self, contact: ContactId) -> Result<Vec<ThreadId>, IngestError> {
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        for entry in self
-            .store
-            .tree(TreeName::ContactThreads)
-            .scan_prefix(contact.as_bytes())
-        {
-            keys.push(entry.map_err(StoreError::from)?.0.to_vec());
-        }
-        keys.extend(
+        let mut threads = self.store.contact_threads(&contact)?;
+        threads.extend(
             self.pending
                 .staged(TreeName::ContactThreads)
                 .into_iter()
-                .map(|(key, _)| key)
-                .filter(|key| key.starts_with(contact.as_bytes())),
+                .filter_map(|(key, _)| key.strip_prefix(contact.as_bytes())?.try_into().ok())
+                .map(ThreadId::from_bytes),
         );
-        let mut threads: Vec<ThreadId> = keys
-            .iter()
-            .filter_map(|key| <[u8; 32]>::try_from(key.get(16..)?).ok())
-            .map(ThreadId::from_bytes)
-            .collect();
         threads.sort_unstable();
         threads.dedup();
         Ok(threads)

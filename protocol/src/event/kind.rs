@@ -62,6 +62,31 @@ pub enum ReceiptKind {
     Read,
 }
 
+impl ReceiptKind {
+    /// Every receipt kind, lowest rank first.
+    pub const ALL: [ReceiptKind; 3] = [
+        ReceiptKind::Failed,
+        ReceiptKind::Delivered,
+        ReceiptKind::Read,
+    ];
+
+    /// Its name in JSON views and APIs: `failed`, `delivered`, `read`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReceiptKind::Failed => "failed",
+            ReceiptKind::Delivered => "delivered",
+            ReceiptKind::Read => "read",
+        }
+    }
+
+    /// The kind with this [`ReceiptKind::name`].
+    pub fn from_name(name: &str) -> Option<ReceiptKind> {
+        ReceiptKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+}
+
 /// The events of a thread.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -284,5 +309,19 @@ impl EventKind {
                 _ => ContentRule::Forbidden,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod receipt_names {
+    use super::ReceiptKind;
+
+    #[test]
+    fn every_receipt_kind_reads_back_from_its_name_and_nothing_else_does() {
+        for kind in ReceiptKind::ALL {
+            assert_eq!(ReceiptKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(ReceiptKind::from_name("Delivered"), None);
+        assert_eq!(ReceiptKind::from_name(""), None);
     }
 }
