@@ -90,9 +90,15 @@ impl Node {
     /// Starts a node listening on `address` (to come back at the same address after a
     /// restart, as a browser's stored session needs).
     pub fn start_at(data_dir: &Path, address: &str) -> Node {
+        Node::start_with_p2p(data_dir, address, "/ip4/127.0.0.1/tcp/0")
+    }
+
+    /// Starts a node with its API on `address` and replication on `p2p` (a multiaddr; to come
+    /// back where its peers dial it after a restart).
+    pub fn start_with_p2p(data_dir: &Path, address: &str, p2p: &str) -> Node {
         Node::start_command(
             data_dir,
-            &["run", "--listen", address],
+            &["run", "--listen", address, "--p2p-listen", p2p],
             "threadline listening on ",
         )
     }
@@ -125,6 +131,29 @@ impl Node {
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Node { child, base }
+    }
+
+    /// What `GET /api/v1/replication` says: PeerId, addresses, peers, digests.
+    pub fn replication(&self, token: &str) -> serde_json::Value {
+        let (status, view) = self.get(token, "/api/v1/replication");
+        assert_eq!(status, 200, "{view}");
+        view
+    }
+
+    /// The address other nodes reach this one's replication at (with its PeerId).
+    pub fn p2p_address(&self, token: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let view = self.replication(token);
+            if let Some(address) = view["listening"][0].as_str() {
+                return address.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replication never listened: {view}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops the node with SIGTERM and waits for it to exit cleanly.
@@ -582,4 +611,19 @@ fn base64_decode(text: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Polls `check` until it returns `Some`, or fails the test after `within` saying `what`.
+pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

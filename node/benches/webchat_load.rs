@@ -100,6 +100,9 @@ fn main() {
         webchat_identity_secret: None,
         // Every visitor comes from 127.0.0.1 here.
         webchat_connections_per_minute: 1_000_000,
+        replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        replication_peers: Vec::new(),
+        replication_mdns: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

@@ -33,12 +33,18 @@ pub enum AdminError {
     /// The store failed.
     #[error("{0}")]
     Store(#[from] StoreError),
-    /// The org key is not on this node (it is needed to certify bridges).
-    #[error("the org key is not in {path}; bridges are certified with the org key")]
+    /// The org key is not on this node (it is needed to certify bridges and nodes, and to
+    /// remove nodes).
+    #[error("the org key is not in {path}; {needed_for} needs the org key (run it on the node that holds it)")]
     NoOrgKey {
         /// Where it was looked for.
         path: std::path::PathBuf,
+        /// What needed it.
+        needed_for: &'static str,
     },
+    /// No node of the org has this key.
+    #[error("no node of this org has the key {0}")]
+    UnknownNode(threadline_protocol::PublicKey),
     /// No agent with this id.
     #[error("no agent {0}")]
     UnknownAgent(AgentId),
@@ -104,6 +110,126 @@ pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminErro
         identity,
         first_agent,
     })
+}
+
+/// Creates the data folder of a node that joined an org (`init --join`): its identity, the
+/// org's directory it was given, the inviting node as its first peer, and a first agent.
+pub fn init_joined(
+    data_dir: &DataDir,
+    joined: crate::replication::join::Joined,
+    inviter: &str,
+    now: Timestamp,
+) -> Result<Initialised, AdminError> {
+    let identity = Identity {
+        org: joined.certificate.body.org,
+        node_key: joined.node_key,
+        node_cert: joined.certificate,
+    };
+    let events = joined.directory;
+    let bridge_keys = joined.bridge_keys;
+    let (identity, first_agent) = data_dir.init_joined(identity, |staging, identity| {
+        for (channel, key) in &bridge_keys {
+            staging.save_builtin_bridge_key(*channel, key)?;
+        }
+        let store = open_store(staging)?;
+        let directory = Directory::restore(events.iter().cloned())
+            .map_err(|e| AdminError::Event(e.to_string()))?;
+        let mut writes = WriteSet::default();
+        for event in &events {
+            writes.put_event(event)?;
+        }
+        writes.put_heads(
+            &ScopeId::Directory(identity.org),
+            directory.dag().len() as u64,
+            directory.dag().heads(),
+        )?;
+        store.commit(writes)?;
+        let first_agent = add_agent_to(&store, "admin", now)?;
+        store.flush()?;
+        let peers = staging.peers_path();
+        std::fs::write(&peers, format!("# added by init --join\n{inviter}\n")).map_err(
+            |source| InitError::Io {
+                path: peers,
+                source,
+            },
+        )?;
+        Ok::<_, AdminError>(first_agent)
+    })?;
+    Ok(Initialised {
+        identity,
+        first_agent,
+    })
+}
+
+/// Removes a node from the org: the org key revokes its key from `now`, in the directory
+/// (replicated to every node, which then refuse it). The node must be stopped.
+pub fn remove_node(
+    data_dir: &DataDir,
+    node: threadline_protocol::PublicKey,
+    now: Timestamp,
+) -> Result<(), AdminError> {
+    let identity = data_dir.load_identity()?;
+    let org_key = data_dir
+        .load_org_key()?
+        .ok_or_else(|| AdminError::NoOrgKey {
+            path: data_dir.root().join("keys/org.key"),
+            needed_for: "removing a node",
+        })?;
+    let store = open_store(data_dir)?;
+    let directory = load_directory(&store, identity.org)?;
+    let is_node = directory
+        .certificates()
+        .of(&node)
+        .iter()
+        .any(|cert| cert.body.role == CertRole::Node);
+    if !is_node {
+        return Err(AdminError::UnknownNode(node));
+    }
+    let (parents, depth) = directory.dag().next_parents();
+    let revoke = Draft::new(
+        Scope::Directory(identity.org),
+        parents,
+        depth,
+        now,
+        EventKind::Directory(DirectoryKind::Revoke {
+            subject: node,
+            effective_from: now,
+        }),
+    )
+    .sign(&org_key)
+    .map_err(|e| AdminError::Event(e.to_string()))?
+    .verify()
+    .map_err(|e| AdminError::Event(e.to_string()))?;
+    let mut writes = WriteSet::default();
+    writes.put_event(&revoke)?;
+    store.commit(writes)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Makes a one-time invite for a new node of the org (`threadline org invite`), to redeem at
+/// `address` (this node's replication address, with its PeerId) before `expires`. Works while
+/// the node runs.
+pub fn invite(
+    data_dir: &DataDir,
+    address: String,
+    expires: Timestamp,
+) -> Result<crate::replication::invite::Invite, AdminError> {
+    let identity = data_dir.load_identity()?;
+    if data_dir.load_org_key()?.is_none() {
+        return Err(AdminError::NoOrgKey {
+            path: data_dir.root().join("keys/org.key"),
+            needed_for: "inviting a node",
+        });
+    }
+    crate::replication::invite::create(
+        data_dir,
+        identity.org,
+        identity.node_key.public(),
+        address,
+        expires,
+    )
+    .map_err(|e| AdminError::Event(e.to_string()))
 }
 
 /// Opens the data folder's store, with a clear error when a running node holds it.
@@ -265,6 +391,7 @@ pub fn add_bridge(
         .load_org_key()?
         .ok_or_else(|| AdminError::NoOrgKey {
             path: data_dir.root().join("keys/org.key"),
+            needed_for: "certifying a bridge",
         })?;
     let store = open_store(data_dir)?;
     let directory = load_directory(&store, identity.org)?;
@@ -334,11 +461,22 @@ fn bridge_certificate(
     channel: ChannelKind,
     now: Timestamp,
 ) -> Result<Certificate, AdminError> {
+    bridge_certificate_for(org_key, org, key.public(), channel, now)
+}
+
+/// The org's certificate for the bridge key `key` on `channel` (see [`bridge_certificate`]).
+pub fn bridge_certificate_for(
+    org_key: &SecretKey,
+    org: OrgId,
+    key: threadline_protocol::PublicKey,
+    channel: ChannelKind,
+    now: Timestamp,
+) -> Result<Certificate, AdminError> {
     Certificate::issue(
         org_key,
         CertificateBody::new(
             org,
-            key.public(),
+            key,
             CertRole::Bridge {
                 channel,
                 handle_scope: None,

@@ -44,6 +44,7 @@ fn api_router(ingest: Ingest) -> Router {
         .merge(inbox::router())
         .route("/api/v1/me", get(agents::me))
         .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/replication", get(agents::replication))
         .route("/api/v1/threads", get(threads::list))
         .route("/api/v1/threads/{id}", get(threads::show))
         .route("/api/v1/threads/{id}/replies", post(threads::reply))

@@ -26,6 +26,17 @@ connections_per_minute = 120
 # Websites allowed to embed the chat widget (their origins, like \"https://shop.example\").
 # Pages served by the node itself are always allowed.
 allowed_origins = []
+
+[replication]
+# Where this node listens for its org's other nodes (libp2p multiaddrs). Loopback only by
+# default: give a routable address (\"/ip4/0.0.0.0/tcp/7430\") for nodes on other machines.
+# THREADLINE_P2P_LISTEN and `threadline run --p2p-listen` override it.
+listen = [\"/ip4/127.0.0.1/tcp/7430\"]
+# Peers to stay connected to, each ending in /p2p/<PeerId> (`threadline peer add` adds more,
+# in the data folder's `peers` file).
+peers = []
+# Find the org's nodes on the local network with mDNS.
+mdns = false
 ";
 
 /// A loaded, validated configuration.
@@ -41,6 +52,12 @@ pub struct Config {
     pub webchat_identity_secret: Option<String>,
     /// New chat connections allowed per client address per minute.
     pub webchat_connections_per_minute: u32,
+    /// Where replication listens.
+    pub replication_listen: Vec<libp2p::Multiaddr>,
+    /// Peers to stay connected to.
+    pub replication_peers: Vec<libp2p::Multiaddr>,
+    /// Whether to find peers on the LAN with mDNS.
+    pub replication_mdns: bool,
 }
 
 /// The configuration could not be loaded.
@@ -81,6 +98,50 @@ struct File {
     api: ApiSection,
     #[serde(default)]
     webchat: WebchatSection,
+    #[serde(default)]
+    replication: ReplicationSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicationSection {
+    #[serde(default = "default_p2p_listen")]
+    listen: Vec<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    #[serde(default)]
+    mdns: bool,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        ReplicationSection {
+            listen: default_p2p_listen(),
+            peers: Vec::new(),
+            mdns: false,
+        }
+    }
+}
+
+/// Where replication listens unless configured.
+pub const DEFAULT_P2P_LISTEN: &str = "/ip4/127.0.0.1/tcp/7430";
+
+fn default_p2p_listen() -> Vec<String> {
+    vec![DEFAULT_P2P_LISTEN.to_owned()]
+}
+
+/// Parses a peer's address: a multiaddr that ends with `/p2p/<PeerId>`.
+pub fn peer_address(text: &str) -> Result<libp2p::Multiaddr, String> {
+    let address: libp2p::Multiaddr = text
+        .trim()
+        .parse()
+        .map_err(|err| format!("`{text}` is not a multiaddr: {err}"))?;
+    if crate::replication::service::peer_of(&address).is_none() {
+        return Err(format!(
+            "`{text}` does not end with /p2p/<PeerId> (`threadline identity` prints a node's PeerId)"
+        ));
+    }
+    Ok(address)
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,7 +236,25 @@ impl Config {
         }
         let identity_secret = identity_secret(file.webchat.identity_secret)
             .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
+        let replication_listen = file
+            .replication
+            .listen
+            .iter()
+            .map(|text| {
+                text.parse::<libp2p::Multiaddr>()
+                    .map_err(|err| bad(format!("replication.listen: `{text}`: {err}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let replication_peers = file
+            .replication
+            .peers
+            .iter()
+            .map(|text| peer_address(text).map_err(|e| bad(format!("replication.peers: {e}"))))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
+            replication_listen,
+            replication_peers,
+            replication_mdns: file.replication.mdns,
             api_listen: listen.unwrap_or(file.api.listen),
             webchat_origins: file.webchat.allowed_origins,
             webchat_builtin: file.webchat.builtin,
@@ -196,6 +275,13 @@ mod tests {
         std::fs::write(&path, DEFAULT_CONFIG).expect("write");
         let config = Config::load(&path, None).expect("loads");
         assert_eq!(config.api_listen, "127.0.0.1:7420".parse().expect("addr"));
+        assert_eq!(
+            config.replication_listen,
+            vec![DEFAULT_P2P_LISTEN
+                .parse::<libp2p::Multiaddr>()
+                .expect("addr")]
+        );
+        assert!(config.replication_peers.is_empty() && !config.replication_mdns);
         let other: SocketAddr = "127.0.0.1:9".parse().expect("addr");
         assert_eq!(
             Config::load(&path, Some(other)).expect("loads").api_listen,
@@ -219,5 +305,12 @@ mod tests {
         .expect("write");
         let err = Config::load(&path, None).expect_err("invalid origin");
         assert!(err.to_string().contains("shop.example/"), "{err}");
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[replication]\npeers = [\"/ip4/127.0.0.1/tcp/7430\"]\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, None).expect_err("a peer without its PeerId");
+        assert!(err.to_string().contains("/p2p/<PeerId>"), "{err}");
     }
 }

@@ -9,6 +9,8 @@
 //!   keys/node.key    the node key's seed, hex (mode 0600)
 //!   keys/node.cert   the org's certificate for the node key, hex of its canonical encoding
 //!   config.toml      the node's configuration (see `config`)
+//!   peers            peers added with `threadline peer add`, one multiaddr a line
+//!   invites/         one-time invites not yet used (`threadline org invite`)
 //!   store/           the sled store (see `store`)
 //! ```
 //!
@@ -113,23 +115,6 @@ impl DataDir {
         R: rand_core::CryptoRngCore,
         E: From<InitError>,
     {
-        let is_empty = match fs::read_dir(&self.root) {
-            Ok(mut entries) => entries.next().is_none(),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
-            Err(source) => {
-                return Err(InitError::Io {
-                    path: self.root.clone(),
-                    source,
-                }
-                .into())
-            }
-        };
-        if !is_empty {
-            return Err(InitError::AlreadyExists {
-                path: self.root.clone(),
-            }
-            .into());
-        }
         let org_key = SecretKey::generate(rng);
         let node_key = SecretKey::generate(rng);
         let org = OrgId(org_key.public());
@@ -147,10 +132,55 @@ impl DataDir {
             node_cert,
         };
 
+        self.create(identity, Some(&org_key), |staging, identity| {
+            prepare(staging, identity, &org_key)
+        })
+    }
+
+    /// Creates the data folder of a node that joined an existing org: its identity (the org's
+    /// certificate for its key came from the inviting node), no org key. `prepare` runs as for
+    /// [`DataDir::init`].
+    pub fn init_joined<T, E>(
+        &self,
+        identity: Identity,
+        prepare: impl FnOnce(&DataDir, &Identity) -> Result<T, E>,
+    ) -> Result<(Identity, T), E>
+    where
+        E: From<InitError>,
+    {
+        self.create(identity, None, prepare)
+    }
+
+    fn create<T, E>(
+        &self,
+        identity: Identity,
+        org_key: Option<&SecretKey>,
+        prepare: impl FnOnce(&DataDir, &Identity) -> Result<T, E>,
+    ) -> Result<(Identity, T), E>
+    where
+        E: From<InitError>,
+    {
+        let is_empty = match fs::read_dir(&self.root) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => true,
+            Err(source) => {
+                return Err(InitError::Io {
+                    path: self.root.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        if !is_empty {
+            return Err(InitError::AlreadyExists {
+                path: self.root.clone(),
+            }
+            .into());
+        }
         let staging = staging_path(&self.root);
-        let prepared = write_layout(&staging, &org_key, &identity)
+        let prepared = write_layout(&staging, org_key, &identity)
             .map_err(E::from)
-            .and_then(|()| prepare(&DataDir::new(&staging), &identity, &org_key));
+            .and_then(|()| prepare(&DataDir::new(&staging), &identity));
         let result = prepared.and_then(|prepared| {
             // An empty target folder is replaced; rename cannot replace a non-empty one.
             let io = |source| InitError::Io {
@@ -173,6 +203,11 @@ impl DataDir {
     /// The sled store's folder.
     pub fn store_path(&self) -> PathBuf {
         self.root.join("store")
+    }
+
+    /// The file of peers added with `threadline peer add` (one multiaddr a line).
+    pub fn peers_path(&self) -> PathBuf {
+        self.root.join("peers")
     }
 
     /// The config file.
@@ -268,18 +303,24 @@ fn staging_path(root: &Path) -> PathBuf {
     root.with_file_name(format!(".{name}.init-{}", std::process::id()))
 }
 
-fn write_layout(dir: &Path, org_key: &SecretKey, identity: &Identity) -> Result<(), InitError> {
+fn write_layout(
+    dir: &Path,
+    org_key: Option<&SecretKey>,
+    identity: &Identity,
+) -> Result<(), InitError> {
     let keys = dir.join("keys");
     fs::create_dir_all(&keys).map_err(|source| InitError::Io {
         path: keys.clone(),
         source,
     })?;
     write_file(&dir.join("VERSION"), &format!("{LAYOUT_VERSION}\n"), false)?;
-    write_file(
-        &keys.join("org.key"),
-        &format!("{}\n", hex::encode(org_key.to_seed())),
-        true,
-    )?;
+    if let Some(org_key) = org_key {
+        write_file(
+            &keys.join("org.key"),
+            &format!("{}\n", hex::encode(org_key.to_seed())),
+            true,
+        )?;
+    }
     write_file(
         &keys.join("node.key"),
         &format!("{}\n", hex::encode(identity.node_key.to_seed())),

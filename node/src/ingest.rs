@@ -119,6 +119,8 @@ pub enum DirectoryAction {
     },
     /// Erase a contact: directory content and the content of every event of its threads.
     Erase(ContactId),
+    /// Publish a certificate of this org (a node that joined with an invite).
+    Certify(threadline_protocol::Certificate),
     /// Set (or, with empty text, remove) an attribute of a contact.
     SetAttribute {
         /// The contact.
@@ -166,14 +168,25 @@ pub struct LiveEvent {
 
 type Reply<T> = oneshot::Sender<Result<T, IngestError>>;
 
+/// Where submitted events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A bridge or an agent of this node.
+    Local,
+    /// Another node (replication): a route such an event sets is delivered on by that node.
+    Peer,
+}
+
 enum Request {
     Submit(
         Vec<Event>,
+        Source,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
     /// A submission after the verifier stage.
     Verified(
         Vec<Result<threadline_protocol::VerifiedEvent, threadline_protocol::event::VerifyError>>,
+        Source,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
     Resolve(Handle, Reply<Resolved>),
@@ -191,6 +204,7 @@ pub struct Ingest {
     store: Store,
     identity: Identity,
     presence: crate::presence::Presence,
+    replication: crate::replication::service::Status,
 }
 
 impl std::fmt::Debug for Request {
@@ -210,11 +224,20 @@ impl Ingest {
     /// the stored ones are durable. Cancel-safe: dropping the future before it resolves leaves
     /// the events either stored or not, never half-stored.
     pub async fn submit(&self, events: Vec<Event>) -> Vec<Result<Submitted, IngestError>> {
+        self.submit_from(events, Source::Local).await
+    }
+
+    /// Submits signed events from `source` (see [`Ingest::submit`]).
+    pub async fn submit_from(
+        &self,
+        events: Vec<Event>,
+        source: Source,
+    ) -> Vec<Result<Submitted, IngestError>> {
         let n_events = events.len();
         let (reply, answer) = oneshot::channel();
         if self
             .requests
-            .send(Request::Submit(events, reply))
+            .send(Request::Submit(events, source, reply))
             .await
             .is_err()
         {
@@ -292,6 +315,11 @@ impl Ingest {
     /// Who is here right now (agents with the inbox open, typing).
     pub fn presence(&self) -> &crate::presence::Presence {
         &self.presence
+    }
+
+    /// What replication is doing (for the API).
+    pub fn replication(&self) -> &crate::replication::service::Status {
+        &self.replication
     }
 
     /// This node's identity.

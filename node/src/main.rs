@@ -31,13 +31,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create a new org and its first node in the data folder, with a first agent.
-    Init,
+    /// Create a new org and its first node in the data folder, with a first agent; or, with
+    /// --join, a new node of an existing org.
+    Init {
+        /// An invite from `threadline org invite` on a node of the org: this node joins that
+        /// org and takes its contact directory now, its threads when it runs.
+        #[arg(long)]
+        join: Option<String>,
+    },
     /// Run the node (creating the data folder first if there is none).
     Run {
         /// Where the HTTP API listens (overrides config.toml).
         #[arg(long, env = "THREADLINE_API_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Where replication listens, a multiaddr (overrides config.toml; repeat or separate
+        /// with commas for more).
+        #[arg(long, env = "THREADLINE_P2P_LISTEN", value_delimiter = ',')]
+        p2p_listen: Vec<String>,
+    },
+    /// The org's nodes: invite a new one, remove one.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Peers this node keeps connected to (works while it runs).
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
     },
     /// Print this node's public identity: org id, node id and libp2p PeerId.
     Identity,
@@ -61,6 +81,38 @@ enum Command {
         #[command(subcommand)]
         command: EraseCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Print a one-time invite for a new node (needs the org key; works while the node runs).
+    /// On the new machine: `threadline init --join <invite>`.
+    Invite {
+        /// The address the new node reaches this one at (a multiaddr); by default the first
+        /// of [replication] listen.
+        #[arg(long)]
+        address: Option<String>,
+        /// Hours the invite stays valid.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
+    },
+    /// Remove a node from the org: revoke its key everywhere (needs the org key; the node
+    /// must be stopped).
+    Remove {
+        /// The node's id (`threadline identity` on it prints it).
+        node: threadline_protocol::PublicKey,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Add a peer: a multiaddr ending in /p2p/<PeerId>. A running node dials it within seconds.
+    Add {
+        /// The peer's address.
+        address: String,
+    },
+    /// List the peers added here and in config.toml.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,11 +199,116 @@ fn main() -> anyhow::Result<()> {
     install_tracing(cli.log_json);
     let data_dir = DataDir::new(&cli.data_dir);
     match cli.command {
-        Command::Init => {
+        Command::Init { join: None } => {
             let initialised = admin::init(&data_dir, clock::now())?;
             print_init(&cli.data_dir, &initialised);
         }
-        Command::Run { listen } => {
+        Command::Init { join: Some(text) } => {
+            let invite = threadline_node::replication::invite::Invite::from_text(&text)?;
+            let now = clock::now();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let joined = runtime.block_on(threadline_node::replication::join::join(
+                &invite,
+                now,
+                std::time::Duration::from_secs(60),
+            ))?;
+            let n_events = joined.directory.len();
+            let initialised = admin::init_joined(&data_dir, joined, &invite.address, now)?;
+            let identity = &initialised.identity;
+            println!("Joined org {} in {}", identity.org, cli.data_dir.display());
+            println!("node:    {}", identity.node_id());
+            println!("peer id: {}", identity.peer_id());
+            println!("directory: {n_events} events; threads follow when the node runs");
+            println!(
+                "agent:   {} ({})",
+                initialised.first_agent.agent.id, initialised.first_agent.agent.name
+            );
+            println!("token:   {}", initialised.first_agent.token);
+            println!("The agent token is shown once; the node keeps only its hash.");
+        }
+        Command::Org {
+            command:
+                OrgCommand::Invite {
+                    address,
+                    valid_hours,
+                },
+        } => {
+            let identity = data_dir.load_identity()?;
+            let address = match address {
+                Some(address) => address,
+                None => {
+                    let config = Config::load(&data_dir.config_path(), None)?;
+                    let listen = config
+                        .replication_listen
+                        .first()
+                        .context("[replication] listen is empty: give --address")?;
+                    let port_zero = listen
+                        .iter()
+                        .any(|p| matches!(p, libp2p::multiaddr::Protocol::Tcp(0)));
+                    anyhow::ensure!(
+                        !port_zero,
+                        "[replication] listen has port 0: give --address with the port the node listens on"
+                    );
+                    listen.to_string()
+                }
+            };
+            let address: libp2p::Multiaddr = address
+                .parse()
+                .with_context(|| format!("`{address}` is not a multiaddr"))?;
+            let address = if threadline_node::replication::service::peer_of(&address).is_some() {
+                address
+            } else {
+                address.with(libp2p::multiaddr::Protocol::P2p(identity.peer_id()))
+            };
+            let now = clock::now();
+            let invite = admin::invite(
+                &data_dir,
+                address.to_string(),
+                now.saturating_add_millis(valid_hours.saturating_mul(3600 * 1000)),
+            )?;
+            println!("{}", invite.to_text());
+            eprintln!(
+                "One-time invite to org {}, valid {valid_hours} h. On the new machine: threadline init --join <invite>",
+                identity.org
+            );
+        }
+        Command::Org {
+            command: OrgCommand::Remove { node },
+        } => {
+            admin::remove_node(&data_dir, node, clock::now())?;
+            println!("removed node {node}: its key is revoked; every node refuses it once this reaches them");
+        }
+        Command::Peer {
+            command: PeerCommand::Add { address },
+        } => {
+            let address =
+                threadline_node::config::peer_address(&address).map_err(anyhow::Error::msg)?;
+            let path = data_dir.peers_path();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            writeln!(file, "{address}")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("added peer {address}");
+        }
+        Command::Peer {
+            command: PeerCommand::List,
+        } => {
+            let config = Config::load(&data_dir.config_path(), None)?;
+            for address in &config.replication_peers {
+                println!("{address}  (config.toml)");
+            }
+            if let Ok(text) = std::fs::read_to_string(data_dir.peers_path()) {
+                for line in text.lines().map(str::trim) {
+                    if !line.is_empty() && !line.starts_with('#') {
+                        println!("{line}");
+                    }
+                }
+            }
+        }
+        Command::Run { listen, p2p_listen } => {
             let is_new = std::fs::read_dir(&cli.data_dir)
                 .map(|mut entries| entries.next().is_none())
                 .unwrap_or(true);
@@ -159,7 +316,16 @@ fn main() -> anyhow::Result<()> {
                 let initialised = admin::init(&data_dir, clock::now())?;
                 print_init(&cli.data_dir, &initialised);
             }
-            let config = Config::load(&data_dir.config_path(), listen)?;
+            let mut config = Config::load(&data_dir.config_path(), listen)?;
+            if !p2p_listen.is_empty() {
+                config.replication_listen = p2p_listen
+                    .iter()
+                    .map(|text| {
+                        text.parse()
+                            .with_context(|| format!("--p2p-listen: `{text}` is not a multiaddr"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.api_listen)

@@ -1,23 +1,27 @@
-//! Replication between nodes over libp2p (issue 5, in progress): the transport and the sync
-//! protocol's wire. A node's libp2p identity is its node key, so its PeerId is the one
-//! `threadline identity` prints.
+//! Replication between nodes over libp2p. A node's libp2p identity is its node key, so its
+//! PeerId is the one `threadline identity` prints.
 //!
 //! - Transport: TCP, Noise (authenticated with the node key), Yamux.
-//! - Behaviours: identify, ping, connection limits, the allow/block list, and request-response
-//!   on [`SYNC_PROTOCOL`] carrying [`SyncMessage`]s in length-prefixed frames of at most
-//!   [`MAX_FRAME_BYTES`], decoded strictly by the protocol's codec ([`codec::SyncCodec`]).
-//!
-//! What goes over it (summaries, heads, wants, events, pushes) and through which pipeline is
-//! the protocol crate's `sync` module and the ingest pipeline; wiring them to this swarm is the
-//! next step.
+//! - Behaviours: identify, ping, connection limits, the allow/block list, mDNS (optional), and
+//!   request-response on [`SYNC_PROTOCOL`] carrying [`SyncMessage`]s in length-prefixed frames
+//!   of at most [`MAX_FRAME_BYTES`], decoded strictly by the protocol's codec
+//!   ([`codec::SyncCodec`]).
+//! - [`service`]: the task that runs the sync protocol with every peer and feeds the ingest
+//!   pipeline; [`logs`]: what is shared with whom and what a `Want` gets; [`invite`]: one-time
+//!   invites; [`join`]: `threadline init --join`.
 
 pub mod codec;
+pub mod invite;
+pub mod join;
+pub mod logs;
+pub mod service;
 
 use std::time::Duration;
 
 use libp2p::{
-    allow_block_list, connection_limits, identify, noise, ping, request_response,
-    swarm::NetworkBehaviour, tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
+    allow_block_list, connection_limits, identify, mdns, noise, ping, request_response,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour},
+    tcp, yamux, StreamProtocol, Swarm, SwarmBuilder,
 };
 use threadline_protocol::SecretKey;
 
@@ -58,6 +62,8 @@ pub struct NodeBehaviour {
     pub ping: ping::Behaviour,
     /// The sync protocol.
     pub sync: request_response::Behaviour<codec::SyncCodec>,
+    /// Peers on the LAN, when turned on.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
 impl std::fmt::Debug for NodeBehaviour {
@@ -73,8 +79,9 @@ pub fn keypair(node_key: &SecretKey) -> Result<libp2p::identity::Keypair, Replic
         .map_err(|err| ReplicationError::Key(err.to_string()))
 }
 
-/// A swarm for `node_key`, on tokio, not yet listening or dialling.
-pub fn swarm(node_key: &SecretKey) -> Result<Swarm<NodeBehaviour>, ReplicationError> {
+/// A swarm for `node_key`, on tokio, not yet listening or dialling; with mDNS discovery when
+/// `mdns` is set.
+pub fn swarm(node_key: &SecretKey, mdns: bool) -> Result<Swarm<NodeBehaviour>, ReplicationError> {
     let keypair = keypair(node_key)?;
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -84,25 +91,36 @@ pub fn swarm(node_key: &SecretKey) -> Result<Swarm<NodeBehaviour>, ReplicationEr
             yamux::Config::default,
         )
         .map_err(|err| ReplicationError::Transport(err.to_string()))?
-        .with_behaviour(|key| NodeBehaviour {
-            blocked: allow_block_list::Behaviour::default(),
-            limits: connection_limits::Behaviour::new(
-                connection_limits::ConnectionLimits::default()
-                    .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
-            ),
-            identify: identify::Behaviour::new(identify::Config::new(
-                IDENTIFY_PROTOCOL.to_owned(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::new(ping::Config::new()),
-            sync: request_response::Behaviour::with_codec(
-                codec::SyncCodec,
-                [(
-                    StreamProtocol::new(SYNC_PROTOCOL),
-                    request_response::ProtocolSupport::Full,
-                )],
-                request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-            ),
+        .with_behaviour(|key| {
+            let mdns = if mdns {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config::default(),
+                    key.public().to_peer_id(),
+                )?)
+            } else {
+                None
+            };
+            Ok(NodeBehaviour {
+                blocked: allow_block_list::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(
+                    connection_limits::ConnectionLimits::default()
+                        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER)),
+                ),
+                identify: identify::Behaviour::new(identify::Config::new(
+                    IDENTIFY_PROTOCOL.to_owned(),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::new(ping::Config::new()),
+                sync: request_response::Behaviour::with_codec(
+                    codec::SyncCodec,
+                    [(
+                        StreamProtocol::new(SYNC_PROTOCOL),
+                        request_response::ProtocolSupport::Full,
+                    )],
+                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+                ),
+                mdns: Toggle::from(mdns),
+            })
         })
         .map_err(|err| ReplicationError::Transport(err.to_string()))?
         .with_swarm_config(|config| config.with_idle_connection_timeout(IDLE_TIMEOUT))
@@ -132,8 +150,8 @@ mod tests {
     /// Two nodes connect over TCP + Noise + Yamux on loopback and exchange sync messages.
     #[tokio::test]
     async fn two_nodes_exchange_sync_messages_over_loopback() {
-        let mut a = swarm(&SecretKey::from_seed([1; 32])).expect("swarm a");
-        let mut b = swarm(&SecretKey::from_seed([2; 32])).expect("swarm b");
+        let mut a = swarm(&SecretKey::from_seed([1; 32]), false).expect("swarm a");
+        let mut b = swarm(&SecretKey::from_seed([2; 32]), false).expect("swarm b");
         b.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
             .expect("listen");
         let address = loop {

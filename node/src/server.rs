@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The built-in bridges could not be set up.
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    /// Replication could not start (a listen address in use, say).
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
     /// Serving HTTP failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
@@ -98,6 +101,17 @@ pub async fn run(
             None
         }
     };
+    let replication = crate::replication::service::start(
+        ingest.clone(),
+        data_dir.clone(),
+        crate::replication::service::Settings {
+            listen: config.replication_listen.clone(),
+            peers: config.replication_peers.clone(),
+            peers_file: Some(data_dir.peers_path()),
+            mdns: config.replication_mdns,
+        },
+    )?;
+    tokio::spawn(replication);
     let app = api::router(ingest.clone(), webchat);
     let closing = running.closing();
     let result = axum::serve(

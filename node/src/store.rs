@@ -14,6 +14,7 @@
 //! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
+//! | `replicated_routes` | thread id ‖ event id | empty: a route set by an event from another node (that node delivers on it) |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
@@ -44,6 +45,19 @@ pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
 /// A `threads` record: the state, the log's size and its heads.
 type ThreadRecord = (ThreadState, u64, Vec<EventId>);
+
+/// What replication needs of a thread: who may have it, its size and heads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSummary {
+    /// The thread.
+    pub thread: ThreadId,
+    /// Its member orgs.
+    pub members: std::collections::BTreeSet<threadline_protocol::OrgId>,
+    /// Events held.
+    pub n_events: u64,
+    /// Its heads, ascending.
+    pub heads: Vec<EventId>,
+}
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
@@ -105,9 +119,12 @@ pub enum TreeName {
     Agents,
     /// Each log's size and heads.
     Heads,
+    /// `thread ‖ event` of route-setting events that came from another node: replies on such a
+    /// route are delivered by the node that set it, not here.
+    ReplicatedRoutes,
 }
 
-const TREE_NAMES: [&str; 9] = [
+const TREE_NAMES: [&str; 10] = [
     "log",
     "threads",
     "contact_threads",
@@ -117,6 +134,7 @@ const TREE_NAMES: [&str; 9] = [
     "tokens",
     "agents",
     "heads",
+    "replicated_routes",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -406,6 +424,15 @@ impl Store {
 
     /// The events of a log, in linear order (which puts parents first).
     pub fn log_events(&self, scope: &ScopeId) -> Result<Vec<Event>, StoreError> {
+        Ok(self
+            .log_with_ids(scope)?
+            .into_iter()
+            .map(|(_, event)| event)
+            .collect())
+    }
+
+    /// The events of a log with their ids, in linear order.
+    pub fn log_with_ids(&self, scope: &ScopeId) -> Result<Vec<(EventId, Event)>, StoreError> {
         let mut events = Vec::new();
         for entry in self.tree(TreeName::Log).scan_prefix(scope_key(scope)) {
             let (key, value) = entry?;
@@ -424,8 +451,11 @@ impl Store {
             };
             events.push((order, event));
         }
-        events.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        Ok(events.into_iter().map(|(_, event)| event).collect())
+        events.sort_unstable_by_key(|(order, _)| *order);
+        Ok(events
+            .into_iter()
+            .map(|(order, event)| (order.id, event))
+            .collect())
     }
 
     /// A log's size and heads, as stored with its last event.
@@ -556,6 +586,35 @@ impl Store {
             let (state, _, _): ThreadRecord = decode("threads", &value)?;
             Ok((ThreadId::from_bytes(id), state))
         })
+    }
+
+    /// Every thread's members, size and heads, by thread id (for replication summaries).
+    pub fn thread_summaries(&self) -> impl Iterator<Item = Result<ThreadSummary, StoreError>> + '_ {
+        self.tree(TreeName::Threads).iter().map(|entry| {
+            let (key, value) = entry?;
+            let id = <[u8; 32]>::try_from(key.as_ref()).map_err(|_| StoreError::Corrupt {
+                tree: "threads",
+                detail: "key is not a thread id".to_owned(),
+            })?;
+            let (state, n_events, heads): ThreadRecord = decode("threads", &value)?;
+            Ok(ThreadSummary {
+                thread: ThreadId::from_bytes(id),
+                members: state.members,
+                n_events,
+                heads,
+            })
+        })
+    }
+
+    /// Whether a route-setting event of `thread` came from another node.
+    pub fn is_replicated_route(
+        &self,
+        thread: &ThreadId,
+        event: &EventId,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .tree(TreeName::ReplicatedRoutes)
+            .contains_key([thread.as_bytes().as_slice(), event.as_bytes()].concat())?)
     }
 
     /// Number of events stored (sled counts them one by one: for tests and benchmarks).

@@ -23,6 +23,8 @@ pub enum Domain {
     ThreadState,
     /// Hash of a directory's derived state.
     DirectoryState,
+    /// Digest of a set of log summaries (replication).
+    SyncDigest,
 }
 
 impl Domain {
@@ -35,6 +37,7 @@ impl Domain {
             Domain::Content => "threadline/content/v1",
             Domain::ThreadState => "threadline/thread-state/v1",
             Domain::DirectoryState => "threadline/directory-state/v1",
+            Domain::SyncDigest => "threadline/sync-digest/v1",
         }
     }
 }

@@ -1,23 +1,33 @@
 //! The messages nodes exchange to replicate logs, encoded with the same codec as events.
 //!
-//! # Protocol flow
-//! 1. On connect, each side sends a [`SyncMessage::Summary`]: for every log both may share, its
-//!    event count and a digest of its heads. Logs whose summaries match are in sync and cost
-//!    nothing more.
-//! 2. For a log that differs, a side sends [`SyncMessage::Heads`]; the other answers with
-//!    [`SyncMessage::Want`] naming the heads it has and the depth from which it wants events.
-//! 3. The holder streams [`SyncMessage::Events`] in linear order (parents first), in batches
-//!    that fit [`MAX_FRAME_BYTES`], with `complete` on the last.
-//! 4. While connected, a new event is sent at once as [`SyncMessage::Push`].
+//! Every message is a request or the answer to one. Each side of a connection pulls what it
+//! lacks; neither sends a log the other may not share.
 //!
-//! Every event received goes through verification and the auth rules like any other.
+//! # Protocol flow
+//! 1. `Hello` → `Hello`: each side shows the org's certificate for its node key (the key the
+//!    transport's handshake proved). A node with no certificate yet sends `Join` with an
+//!    invite's secret instead and gets `Joined` with its new certificate.
+//! 2. `Digest` → `Digest`: the count and [`summaries_digest`] of every log the two may share
+//!    (a [`ScopeSummary`] each: event count and [`heads_digest`]). Equal: in sync, done.
+//! 3. `Buckets` → `Buckets`: the digest of each of [`N_BUCKETS`] buckets (by the first byte of
+//!    the scope's id); then `SummaryOf` the differing buckets → `Summary` of their logs.
+//! 4. For each log whose summary differs, `Want` (the asker's heads, a depth, a count) →
+//!    `Events` in linear order (parents first), at most [`MAX_FRAME_BYTES`] a frame; asked
+//!    again with the new heads until `complete`.
+//! 5. While connected, new events go as `Push` → `Ack`.
+//!
+//! Any request may be answered `Refused`. Every event received goes through verification and
+//! the auth rules like any other.
 
 use serde::{Deserialize, Serialize};
 
+use crate::cert::Certificate;
+use crate::channel::ChannelKind;
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::digest::{self, Domain};
 use crate::event::{Event, ScopeId};
 use crate::id::{EventId, StateHash};
+use crate::key::PublicKey;
 
 /// The largest sync frame (one encoded [`SyncMessage`]).
 pub const MAX_FRAME_BYTES: usize = codec::MAX_MESSAGE_BYTES;
@@ -48,21 +58,23 @@ impl ScopeSummary {
     }
 }
 
-/// A replication message.
+/// Number of buckets scopes are grouped in for reconciliation (by the first byte of the
+/// scope's id).
+pub const N_BUCKETS: usize = 256;
+
+/// A replication message. Each is either a request or the answer to one (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SyncMessage {
-    /// Summaries of the logs the sender holds that the receiver may share.
+    /// Summaries of logs (the answer to [`SyncMessage::SummaryOf`]), sorted by scope.
     Summary {
-        /// One per log, sorted by scope.
+        /// One per log.
         scopes: Vec<ScopeSummary>,
     },
-    /// The sender's heads of one log.
-    Heads {
-        /// The log.
-        scope: ScopeId,
-        /// Heads, sorted ascending.
-        heads: Vec<EventId>,
+    /// The node's certificate: the first request on a connection, and its answer.
+    Hello {
+        /// The org's certificate for the sender's node key (the key Noise proved).
+        certificate: Certificate,
     },
     /// Asks for events of a log that the sender lacks.
     Want {
@@ -75,19 +87,58 @@ pub enum SyncMessage {
         /// At most this many (≤ [`MAX_EVENTS_PER_WANT`]).
         max_events: u32,
     },
-    /// Events of one log, in linear order (parents first).
+    /// Events of one log, in linear order (parents first): the answer to a `Want`.
     Events {
         /// The log.
         scope: ScopeId,
         /// The events.
         events: Vec<Event>,
-        /// Whether this is the last batch for the `Want`.
+        /// Whether the holder has nothing more for the `Want` (else ask again with new heads).
         complete: bool,
     },
-    /// A new event, pushed live.
+    /// New events, pushed live, in linear order per log.
     Push {
-        /// The event.
-        event: Event,
+        /// The events.
+        events: Vec<Event>,
+    },
+    /// A new node redeems a one-time invite (instead of `Hello`: it has no certificate yet).
+    Join {
+        /// The invite's secret.
+        secret: [u8; 32],
+        /// Keys of the new node's built-in bridges to certify too (one per channel).
+        bridge_keys: Vec<(ChannelKind, PublicKey)>,
+    },
+    /// The answer to `Join`: the org's certificates for the new node's key and its bridges'
+    /// keys, already published in the org's directory.
+    Joined {
+        /// The node's certificate.
+        certificate: Certificate,
+        /// Its bridges' certificates, in the order asked.
+        bridge_certificates: Vec<Certificate>,
+    },
+    /// The digest of every log the two nodes may share (the first step of reconciliation).
+    Digest {
+        /// How many logs.
+        n_scopes: u64,
+        /// [`summaries_digest`] of their summaries.
+        digest: StateHash,
+    },
+    /// The digest of each of the [`N_BUCKETS`] buckets of shared logs.
+    Buckets {
+        /// One per bucket, in bucket order.
+        digests: Vec<StateHash>,
+    },
+    /// Asks for the summaries of the shared logs in some buckets; answered by `Summary`.
+    SummaryOf {
+        /// The buckets, ascending.
+        buckets: Vec<u8>,
+    },
+    /// A push was taken (stored or already there).
+    Ack,
+    /// A request was refused; the reason is for the operator's log.
+    Refused {
+        /// Why.
+        reason: String,
     },
 }
 
@@ -111,4 +162,34 @@ pub fn heads_digest<'a>(heads: impl IntoIterator<Item = &'a EventId>) -> StateHa
         bytes.extend_from_slice(head.as_bytes());
     }
     StateHash::from_bytes(digest::sha256(Domain::EventId, &bytes))
+}
+
+/// The bucket of a scope: the first byte of its id.
+pub fn bucket_of(scope: &ScopeId) -> u8 {
+    match scope {
+        ScopeId::Directory(org) => org.0.as_bytes()[0],
+        ScopeId::Thread(thread) => thread.as_bytes()[0],
+    }
+}
+
+/// Digest of a set of summaries: SHA-256 in the `threadline/sync-digest/v1` domain of their
+/// encodings concatenated, in scope order. The caller passes them sorted by scope.
+pub fn summaries_digest<'a>(summaries: impl IntoIterator<Item = &'a ScopeSummary>) -> StateHash {
+    let mut bytes = Vec::new();
+    for summary in summaries {
+        // A summary is fixed-size plain data: encoding cannot fail.
+        if let Ok(encoded) = codec::encode(summary) {
+            bytes.extend_from_slice(&encoded);
+        }
+    }
+    StateHash::from_bytes(digest::sha256(Domain::SyncDigest, &bytes))
+}
+
+/// The digest of each bucket of `summaries` (sorted by scope), [`N_BUCKETS`] of them.
+pub fn bucket_digests(summaries: &[ScopeSummary]) -> Vec<StateHash> {
+    let mut buckets: Vec<Vec<&ScopeSummary>> = vec![Vec::new(); N_BUCKETS];
+    for summary in summaries {
+        buckets[usize::from(bucket_of(&summary.scope))].push(summary);
+    }
+    buckets.into_iter().map(summaries_digest).collect()
 }

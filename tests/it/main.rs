@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod federation;
 mod node;
 mod store;
 mod webchat;

@@ -591,10 +591,11 @@ fn kill_9_during_a_stream_of_inbound_messages_loses_nothing_acknowledged() {
                     .post(&format!("{base}/api/v1/bridge/resolve"))
                     .set("Authorization", &format!("Bearer {token}"))
                     .send_json(json!({"handle": "webchat:frank-visitor"}))
-                    .and_then(|r| Ok(r.into_json::<Value>()?))
+                    .ok()
+                    .and_then(|r| r.into_json::<Value>().ok())
                 {
-                    Ok(v) => v,
-                    Err(_) => break,
+                    Some(v) => v,
+                    None => break,
                 };
                 let parents: Vec<EventId> = resolved["parents"]
                     .as_array()
@@ -621,9 +622,10 @@ fn kill_9_during_a_stream_of_inbound_messages_loses_nothing_acknowledged() {
                     .post(&format!("{base}/api/v1/bridge/events"))
                     .set("Authorization", &format!("Bearer {token}"))
                     .send_json(json!({"events": [hex::encode(event.to_bytes().expect("encodes"))]}))
-                    .and_then(|r| Ok(r.into_json::<Value>()?));
+                    .ok()
+                    .and_then(|r| r.into_json::<Value>().ok());
                 match answer {
-                    Ok(answer) if answer["results"][0]["status"] == "stored" => {
+                    Some(answer) if answer["results"][0]["status"] == "stored" => {
                         acknowledged.lock().expect("lock").push(text);
                     }
                     _ => break,

@@ -1,5 +1,6 @@
 //! Who the agents are: `GET /api/v1/me` (the caller) and `GET /api/v1/agents` (everyone, for
-//! assignment and names in the inbox).
+//! assignment and names in the inbox); and which nodes this one replicates with:
+//! `GET /api/v1/replication`.
 
 use axum::{extract::State, Json};
 use serde::Serialize;
@@ -63,4 +64,46 @@ pub async fn list(
         })
         .collect::<Result<_, ApiError>>()?;
     Ok(Json(AgentList { agents }))
+}
+
+/// What `GET /api/v1/replication` shows.
+#[derive(Debug, Serialize)]
+pub struct ReplicationView {
+    #[serde(flatten)]
+    status: crate::replication::service::StatusView,
+    /// How many logs this node holds (the directory and every thread).
+    logs: usize,
+    /// The digest of their summaries: equal on two nodes that hold the same events.
+    logs_digest: String,
+    /// The hash of the contact directory's derived state.
+    directory_hash: String,
+}
+
+/// `GET /api/v1/replication`: this node's PeerId and addresses, its connected peers, and
+/// digests to compare with other nodes of the org.
+pub async fn replication(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+) -> Result<Json<ReplicationView>, ApiError> {
+    let org = ingest.identity().org;
+    let store = ingest.store().clone();
+    let summaries = tokio::task::spawn_blocking(move || {
+        crate::replication::logs::shared_summaries(&store, org, org)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let directory_hash = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .state()
+        .hash()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .to_string();
+    Ok(Json(ReplicationView {
+        status: ingest.replication().view(),
+        logs: summaries.len(),
+        logs_digest: threadline_protocol::sync::summaries_digest(&summaries).to_string(),
+        directory_hash,
+    }))
 }

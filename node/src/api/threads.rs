@@ -173,6 +173,8 @@ fn parse_cursor(text: &str) -> Result<(u64, ThreadId), ApiError> {
 #[derive(Debug, Serialize)]
 pub struct ThreadDetail {
     thread: ThreadView,
+    /// The hash of the derived state: equal on every replica that holds the same events.
+    state_hash: String,
     events: Vec<EventView>,
 }
 
@@ -188,8 +190,13 @@ pub async fn show(
         .thread_state(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
     let events = thread_events(&ingest, id)?;
+    let state_hash = state
+        .hash()
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .to_string();
     Ok(Json(ThreadDetail {
         thread: ThreadView::new(id, &state, &ingest)?,
+        state_hash,
         events,
     }))
 }

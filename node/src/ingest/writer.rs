@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error, warn};
 
 use super::{
-    Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Submitted,
+    Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Source, Submitted,
     LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
@@ -91,6 +91,7 @@ pub fn start(
             store,
             identity,
             presence: crate::presence::Presence::default(),
+            replication: crate::replication::service::Status::default(),
         },
         Running {
             writer: handle,
@@ -154,7 +155,7 @@ fn verify_stage(mut requests: mpsc::Receiver<Request>, writer: mpsc::Sender<Requ
         let mut to_verify = Vec::new();
         let mut sizes = Vec::new();
         for request in &mut batch {
-            if let Request::Submit(events, _) = request {
+            if let Request::Submit(events, _, _) = request {
                 sizes.push(events.len());
                 to_verify.append(events);
             }
@@ -163,9 +164,9 @@ fn verify_stage(mut requests: mpsc::Receiver<Request>, writer: mpsc::Sender<Requ
         let mut sizes = sizes.into_iter();
         for request in batch {
             let request = match request {
-                Request::Submit(_, reply) => {
+                Request::Submit(_, source, reply) => {
                     let size = sizes.next().unwrap_or(0);
-                    Request::Verified(verified.by_ref().take(size).collect(), reply)
+                    Request::Verified(verified.by_ref().take(size).collect(), source, reply)
                 }
                 other => other,
             };
@@ -235,14 +236,14 @@ impl Writer {
         let mut answers = Vec::with_capacity(batch.len());
         for request in batch {
             match request {
-                Request::Submit(events, reply) => {
+                Request::Submit(events, source, reply) => {
                     // Not through the verifier stage: verify here.
                     let verified = event::verify_batch(events);
-                    let results = self.apply_verified(verified, &mut live);
+                    let results = self.apply_verified(verified, source, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
-                Request::Verified(verified, reply) => {
-                    let results = self.apply_verified(verified, &mut live);
+                Request::Verified(verified, source, reply) => {
+                    let results = self.apply_verified(verified, source, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
                 Request::Resolve(handle, reply) => {
@@ -326,21 +327,32 @@ impl Writer {
     fn apply_verified(
         &mut self,
         verified: Vec<Result<VerifiedEvent, event::VerifyError>>,
+        source: Source,
         live: &mut Vec<LiveEvent>,
     ) -> Vec<Result<Submitted, IngestError>> {
         verified
             .into_iter()
             .map(|result| match result {
-                Ok(event) => self.apply(event, live),
+                Ok(event) => self.apply_from(event, source, live),
                 Err(err) => Err(IngestError::Invalid(err)),
             })
             .collect()
     }
 
-    /// Authorises and stores one verified event.
+    /// Authorises and stores one verified event of this node's own.
     fn apply(
         &mut self,
         event: VerifiedEvent,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Submitted, IngestError> {
+        self.apply_from(event, Source::Local, live)
+    }
+
+    /// Authorises and stores one verified event from `source`.
+    fn apply_from(
+        &mut self,
+        event: VerifiedEvent,
+        source: Source,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Submitted, IngestError> {
         // A duplicate by id is found by its log's DAG (in `apply_thread`/`apply_directory`);
@@ -361,7 +373,7 @@ impl Writer {
         let outcome = match scope {
             ScopeId::Directory(org) if org == self.org => self.apply_directory(event)?,
             ScopeId::Directory(_) => return Err(IngestError::ForeignScope(scope)),
-            ScopeId::Thread(thread) => self.apply_thread(thread, event, external_key)?,
+            ScopeId::Thread(thread) => self.apply_thread(thread, event, external_key, source)?,
         };
         if let Submitted::Stored(event) = outcome {
             live.push(LiveEvent { scope, event, kind });
@@ -420,6 +432,7 @@ impl Writer {
         thread_id: ThreadId,
         event: VerifiedEvent,
         external_key: Option<Vec<u8>>,
+        source: Source,
     ) -> Result<Submitted, IngestError> {
         let id = event.id();
         let now = (self.now)();
@@ -462,6 +475,23 @@ impl Writer {
             thread.dag().heads(),
         )?;
         let open_key = directory.state().root_of(contact);
+        let sets_route = matches!(
+            event.header().kind,
+            EventKind::Thread(
+                ThreadKind::HandOff { .. }
+                    | ThreadKind::Opened { .. }
+                    | ThreadKind::Message {
+                        direction: Direction::Inbound { .. }
+                    }
+            )
+        );
+        if sets_route && source == Source::Peer {
+            writes.insert(
+                TreeName::ReplicatedRoutes,
+                [thread_id.as_bytes().as_slice(), id.as_bytes()].concat(),
+                Vec::new(),
+            );
+        }
         match &event.header().kind {
             EventKind::Thread(ThreadKind::Opened { .. }) => {
                 writes.insert(
@@ -483,7 +513,26 @@ impl Writer {
             }
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Outbound,
-            }) => match delivery_for(thread, &directory, id, now) {
+            }) => match delivery_for(thread, &directory, id, now).and_then(|delivery| {
+                // The node that set the route delivers on it (once, for the whole org).
+                let route_from = thread.state().route.map(|route| route.handle_from);
+                let replicated = match route_from {
+                    Some(from) => writes
+                        .get(
+                            &self.store,
+                            TreeName::ReplicatedRoutes,
+                            &[thread_id.as_bytes().as_slice(), from.as_bytes()].concat(),
+                        )
+                        .map_err(|_| "cannot read the route's origin")?
+                        .is_some(),
+                    None => false,
+                };
+                if replicated {
+                    Err("another node set the route and delivers on it")
+                } else {
+                    Ok(delivery)
+                }
+            }) {
                 Ok(mut delivery) => {
                     delivery.seq = self.store.generate_id()?;
                     let mut key = vec![channel_key(delivery.handle.channel())];
@@ -493,6 +542,9 @@ impl Writer {
                         key,
                         threadline_protocol::codec::encode(&delivery).map_err(StoreError::from)?,
                     );
+                }
+                Err(reason @ "another node set the route and delivers on it") => {
+                    debug!(thread = %thread_id, event = %id, reason, "reply stored; not queued here")
                 }
                 Err(reason) => {
                     warn!(thread = %thread_id, event = %id, reason, "reply stored but not queued for delivery")
@@ -695,6 +747,11 @@ impl Writer {
                     )?]),
                 }
             }
+            DirectoryAction::Certify(certificate) => Ok(vec![self.sign_directory(
+                DirectoryKind::Certify { certificate },
+                None,
+                live,
+            )?]),
             DirectoryAction::Merge { from, into } => {
                 exists(self, from)?;
                 exists(self, into)?;

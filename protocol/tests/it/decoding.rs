@@ -85,7 +85,7 @@ fn unknown_variants_are_refused() {
     ));
     // A sync message tag beyond Push.
     assert!(matches!(
-        SyncMessage::from_bytes(&[5]),
+        SyncMessage::from_bytes(&[12]),
         Err(DecodeError::UnknownVariant { .. })
     ));
 }
@@ -155,7 +155,9 @@ fn invalid_values_are_refused() {
 #[test]
 fn sync_frames_round_trip_and_are_strict() {
     let event = sample_event();
-    let frame = SyncMessage::Push { event };
+    let frame = SyncMessage::Push {
+        events: vec![event],
+    };
     let bytes = frame.to_bytes().expect("encodes");
     assert_eq!(SyncMessage::from_bytes(&bytes), Ok(frame));
     let mut trailing = bytes.clone();

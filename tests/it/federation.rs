@@ -1,0 +1,308 @@
+//! Replication between real node processes on loopback: a node joins its org with an invite,
+//! conversations and contacts follow between nodes, partitions and crashes heal, removed nodes
+//! are refused.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use threadline_tests::{eventually, field, run_threadline, threadline_ok, Node, Visitor};
+
+/// How long replication may take on these small machines before a test gives up.
+const SYNC: Duration = Duration::from_secs(30);
+
+/// A data folder and the token of its first agent.
+struct Site {
+    data: PathBuf,
+    token: String,
+}
+
+/// Creates an org's first node in `dir/name`.
+fn first_node(dir: &Path, name: &str) -> Site {
+    let data = dir.join(name);
+    let out = threadline_ok(&data, &["init"]);
+    Site {
+        token: field(&out, "token:"),
+        data,
+    }
+}
+
+/// Joins a new node in `dir/name` to the org of the running `inviter`.
+fn join(dir: &Path, name: &str, inviter: &Site, running: &Node) -> Site {
+    let address = running.p2p_address(&inviter.token);
+    let invite = threadline_ok(&inviter.data, &["org", "invite", "--address", &address]);
+    let data = dir.join(name);
+    let out = threadline_ok(&data, &["init", "--join", invite.trim()]);
+    assert!(out.contains("Joined org"), "{out}");
+    Site {
+        token: field(&out, "token:"),
+        data,
+    }
+}
+
+fn threads(node: &Node, token: &str) -> Vec<Value> {
+    let (status, list) = node.get(token, "/api/v1/threads?limit=200");
+    assert_eq!(status, 200, "{list}");
+    list["threads"].as_array().expect("threads").clone()
+}
+
+fn thread(node: &Node, token: &str, id: &str) -> Option<Value> {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{id}"));
+    (status == 200).then_some(detail)
+}
+
+fn texts(detail: &Value) -> Vec<String> {
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| event["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn reply(node: &Node, token: &str, thread: &str, text: &str) {
+    let (status, answer) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": text }),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until both nodes hold the same logs, the same directory, and every thread with the
+/// same state hash and events.
+fn converged(a: (&Node, &str), b: (&Node, &str)) {
+    eventually("both nodes hold the same logs", SYNC, || {
+        let (ra, rb) = (a.0.replication(a.1), b.0.replication(b.1));
+        (ra["logs_digest"] == rb["logs_digest"] && ra["directory_hash"] == rb["directory_hash"])
+            .then_some(())
+    });
+    let ids: Vec<String> = threads(a.0, a.1)
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), threads(b.0, b.1).len());
+    for id in ids {
+        let (ta, tb) = (
+            thread(a.0, a.1, &id).expect("on a"),
+            thread(b.0, b.1, &id).expect("on b"),
+        );
+        assert_eq!(ta["state_hash"], tb["state_hash"], "thread {id}");
+        assert_eq!(ta["events"], tb["events"], "thread {id}");
+    }
+}
+
+/// The next message frame a visitor gets, within `wait`.
+fn next_message(visitor: &mut Visitor, wait: Duration) -> Option<Value> {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        match visitor.receive_within(Duration::from_millis(200)) {
+            Some(frame) if frame["type"] == "message" => return Some(frame),
+            _ => {}
+        }
+    }
+    None
+}
+
+#[test]
+fn a_second_node_joins_and_conversations_follow_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+
+    // A customer writes before the second node exists.
+    let mut alice = Visitor::connect(&office_node, None);
+    alice.say("a1", "Hello from the website");
+    let laptop = join(dir.path(), "laptop", &office, &office_node);
+    // An invite works once.
+    let address = office_node.p2p_address(&office.token);
+    let invite = threadline_ok(&office.data, &["org", "invite", "--address", &address]);
+    threadline_ok(
+        &dir.path().join("third"),
+        &["init", "--join", invite.trim()],
+    );
+    let again = run_threadline(
+        &dir.path().join("fourth"),
+        &["init", "--join", invite.trim()],
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("unknown or already used invite"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let laptop_node = Node::start(&laptop.data);
+    // The laptop catches up with the thread from before it joined.
+    let alice_thread = eventually("the laptop has Alice's thread", SYNC, || {
+        let listed = threads(&laptop_node, &laptop.token);
+        listed
+            .first()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+    });
+    let detail = thread(&laptop_node, &laptop.token, &alice_thread).expect("thread");
+    assert_eq!(texts(&detail), ["Hello from the website"]);
+
+    // The laptop's agent answers; the office (whose web chat the customer is on) delivers it,
+    // once.
+    reply(
+        &laptop_node,
+        &laptop.token,
+        &alice_thread,
+        "Hi Alice, from the laptop",
+    );
+    let delivered = next_message(&mut alice, SYNC).expect("the reply reaches Alice");
+    assert_eq!(delivered["text"], "Hi Alice, from the laptop");
+    assert!(next_message(&mut alice, Duration::from_secs(2)).is_none());
+
+    // A customer on the laptop's own web chat reaches the office, live.
+    let mut bob = Visitor::connect(&laptop_node, None);
+    bob.say("b1", "Hello from the second office's site");
+    let bob_thread = eventually("the office has Bob's thread", SYNC, || {
+        threads(&office_node, &office.token)
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+            .find(|id| *id != alice_thread)
+    });
+    reply(
+        &office_node,
+        &office.token,
+        &bob_thread,
+        "Hi Bob, from the office",
+    );
+    let delivered = next_message(&mut bob, SYNC).expect("the reply reaches Bob");
+    assert_eq!(delivered["text"], "Hi Bob, from the office");
+
+    converged((&office_node, &office.token), (&laptop_node, &laptop.token));
+    let view = office_node.replication(&office.token);
+    assert_eq!(view["peers"].as_array().expect("peers").len(), 1, "{view}");
+    assert_eq!(view["peers"][0]["penalty"], 0, "{view}");
+}
+
+#[test]
+fn a_partition_and_a_crash_during_traffic_heal_with_nothing_lost_or_doubled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    // The office comes back on the same address after its restart below.
+    let office_p2p = office_node.p2p_address(&office.token);
+    let office_p2p = office_p2p
+        .split("/p2p/")
+        .next()
+        .expect("address")
+        .to_owned();
+    let standby = join(dir.path(), "standby", &office, &office_node);
+    let standby_node = Node::start(&standby.data);
+
+    let mut visitors: Vec<Visitor> = (0..3)
+        .map(|_| Visitor::connect(&office_node, None))
+        .collect();
+    for (i, visitor) in visitors.iter_mut().enumerate() {
+        visitor.say(&format!("m{i}-0"), &format!("customer {i}, message 0"));
+    }
+    eventually("the standby has the three threads", SYNC, || {
+        (threads(&standby_node, &standby.token).len() == 3).then_some(())
+    });
+
+    // The standby crashes (kill -9); traffic goes on at the office, replies on both sides.
+    standby_node.crash();
+    for round in 1..=5 {
+        for (i, visitor) in visitors.iter_mut().enumerate() {
+            visitor.say(
+                &format!("m{i}-{round}"),
+                &format!("customer {i}, message {round}"),
+            );
+        }
+    }
+    for listed in threads(&office_node, &office.token) {
+        let id = listed["id"].as_str().expect("id");
+        reply(&office_node, &office.token, id, "answered at the office");
+    }
+    let standby_node = Node::start(&standby.data);
+    // Right after restart, while it catches up, the standby's agent answers too.
+    for listed in threads(&standby_node, &standby.token) {
+        let id = listed["id"].as_str().expect("id");
+        reply(&standby_node, &standby.token, id, "answered at the standby");
+    }
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+
+    // Every message is there once, in each customer's order.
+    for listed in threads(&office_node, &office.token) {
+        let id = listed["id"].as_str().expect("id");
+        let all = texts(&thread(&office_node, &office.token, id).expect("thread"));
+        let customer: Vec<&String> = all.iter().filter(|t| t.starts_with("customer")).collect();
+        assert_eq!(customer.len(), 6, "{all:?}");
+        let prefix = customer[0].split(',').next().expect("prefix").to_owned();
+        for (round, text) in customer.iter().enumerate() {
+            assert_eq!(**text, format!("{prefix}, message {round}"));
+        }
+        assert_eq!(
+            all.iter()
+                .filter(|t| *t == "answered at the office")
+                .count(),
+            1
+        );
+        assert_eq!(
+            all.iter()
+                .filter(|t| *t == "answered at the standby")
+                .count(),
+            1
+        );
+    }
+
+    // A partition the other way: the office stops (cleanly) while the standby takes a reply;
+    // both come back to the same state.
+    office_node.stop();
+    let first = threads(&standby_node, &standby.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    reply(
+        &standby_node,
+        &standby.token,
+        &first,
+        "while the office was down",
+    );
+    let office_node = Node::start_with_p2p(&office.data, "127.0.0.1:0", &office_p2p);
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+}
+
+#[test]
+fn a_removed_node_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    let laptop = join(dir.path(), "laptop", &office, &office_node);
+    let laptop_id = field(&threadline_ok(&laptop.data, &["identity"]), "node:");
+    let laptop_node = Node::start(&laptop.data);
+    eventually("connected", SYNC, || {
+        let peers = office_node.replication(&office.token)["peers"].clone();
+        (peers.as_array().map(Vec::len) == Some(1) && peers[0]["org"].is_string()).then_some(())
+    });
+
+    // Removing a node needs the org key, and the node stopped.
+    let out = run_threadline(&laptop.data, &["org", "remove", &laptop_id]);
+    assert!(!out.status.success());
+    office_node.stop();
+    threadline_ok(&office.data, &["org", "remove", &laptop_id]);
+    let office_node = Node::start(&office.data);
+    let mut carol = Visitor::connect(&office_node, None);
+    carol.say("c1", "Only the office should see this");
+    std::thread::sleep(Duration::from_secs(5));
+    let peers = office_node.replication(&office.token)["peers"].clone();
+    assert!(
+        peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .all(|peer| peer["org"].is_null()),
+        "{peers}"
+    );
+    assert!(threads(&laptop_node, &laptop.token).is_empty());
+}
