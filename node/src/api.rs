@@ -55,6 +55,7 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}/labels", post(threads::labels))
         .route("/api/v1/threads/{id}/typing", post(threads::typing))
         .route("/api/v1/threads/{id}/read", post(threads::read))
+        .route("/api/v1/threads/{id}/members", post(threads::members))
         .route("/api/v1/contacts", get(contacts::search))
         .route("/api/v1/contacts/merge", post(contacts::merge))
         .route("/api/v1/contacts/{id}", get(contacts::show))

@@ -103,6 +103,10 @@ pub enum Action {
     LabelRemove(Label),
     /// The agent has read the thread up to an event of it.
     Read(EventId),
+    /// Share the thread with a partner org (the owning org only).
+    MemberAdd(threadline_protocol::OrgId),
+    /// Stop sharing the thread with a partner org (the owning org only).
+    MemberRemove(threadline_protocol::OrgId),
 }
 
 /// A change to the contact directory, signed by the node.
@@ -192,6 +196,7 @@ enum Request {
     Resolve(Handle, Reply<Resolved>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
+    Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
 }
 
 /// The handle to the pipeline: cheap to clone, one per API task.
@@ -215,6 +220,7 @@ impl std::fmt::Debug for Request {
             Request::Resolve(..) => "Resolve",
             Request::Act(..) => "Act",
             Request::Directory(..) => "Directory",
+            Request::Certificates(..) => "Certificates",
         })
     }
 }
@@ -287,6 +293,18 @@ impl Ingest {
         action: DirectoryAction,
     ) -> Result<Vec<EventId>, IngestError> {
         self.call(|reply| Request::Directory(action, reply)).await
+    }
+
+    /// Adds other orgs' certificates (from a partner, or relayed by a node of this org), so
+    /// that their events in threads shared with them can be authorised. Certificates of this
+    /// org, and any for a key this org certifies, are ignored: this org's come from its
+    /// directory. Answers how many were new.
+    pub async fn add_partner_certificates(
+        &self,
+        certificates: Vec<threadline_protocol::Certificate>,
+    ) -> Result<usize, IngestError> {
+        self.call(|reply| Request::Certificates(certificates, reply))
+            .await
     }
 
     /// A live stream of what changes.

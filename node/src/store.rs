@@ -15,6 +15,7 @@
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
 //! | `replicated_routes` | thread id ‖ event id | empty: a route set by an event from another node (that node delivers on it) |
+//! | `partner_certs` | SHA-256 of the certificate's encoding | `encode(Certificate)`: other orgs' certificates, for threads shared with them |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
@@ -122,9 +123,11 @@ pub enum TreeName {
     /// `thread ‖ event` of route-setting events that came from another node: replies on such a
     /// route are delivered by the node that set it, not here.
     ReplicatedRoutes,
+    /// Certificates of partner orgs (for threads shared with them).
+    PartnerCerts,
 }
 
-const TREE_NAMES: [&str; 10] = [
+const TREE_NAMES: [&str; 11] = [
     "log",
     "threads",
     "contact_threads",
@@ -135,6 +138,7 @@ const TREE_NAMES: [&str; 10] = [
     "agents",
     "heads",
     "replicated_routes",
+    "partner_certs",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -604,6 +608,19 @@ impl Store {
                 heads,
             })
         })
+    }
+
+    /// The certificates of partner orgs this node knows.
+    pub fn partner_certificates(
+        &self,
+    ) -> Result<Vec<threadline_protocol::Certificate>, StoreError> {
+        self.tree(TreeName::PartnerCerts)
+            .iter()
+            .map(|entry| {
+                let (_, value) = entry?;
+                decode("partner_certs", &value)
+            })
+            .collect()
     }
 
     /// Whether a route-setting event of `thread` came from another node.

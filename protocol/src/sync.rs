@@ -15,6 +15,9 @@
 //!    `Events` in linear order (parents first), at most [`MAX_FRAME_BYTES`] a frame; asked
 //!    again with the new heads until `complete`.
 //! 5. While connected, new events go as `Push` → `Ack`.
+//! 6. Between nodes of different orgs that share threads, `Certificates` → `Ack` brings each
+//!    the other org's certificates (a node forwards them to the nodes of its own org), so the
+//!    other org's events in a shared thread can be authorised.
 //!
 //! Any request may be answered `Refused`. Every event received goes through verification and
 //! the auth rules like any other.
@@ -132,6 +135,12 @@ pub enum SyncMessage {
     SummaryOf {
         /// The buckets, ascending.
         buckets: Vec<u8>,
+    },
+    /// Certificates the receiver may need to check events of shared threads: the sender's
+    /// org's (to a partner), or its partners' (to a node of its own org). Answered by `Ack`.
+    Certificates {
+        /// Each verified by the receiver before use.
+        certificates: Vec<Certificate>,
     },
     /// A push was taken (stored or already there).
     Ack,

@@ -306,3 +306,129 @@ fn a_removed_node_is_refused() {
     );
     assert!(threads(&laptop_node, &laptop.token).is_empty());
 }
+
+#[test]
+fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    let laptop = join(dir.path(), "laptop", &office, &office_node);
+    let laptop_node = Node::start(&laptop.data);
+    let partner = first_node(dir.path(), "partner");
+    let partner_org = field(&threadline_ok(&partner.data, &["identity"]), "org:");
+    let partner_node = Node::start(&partner.data);
+
+    // Two customers on the office's web chat; only Alice's thread is shared.
+    let mut alice = Visitor::connect(&office_node, None);
+    alice.say("a1", "My parcel never arrived");
+    let mut dan = Visitor::connect(&office_node, None);
+    dan.say("d1", "Private question about my invoice");
+    let listed = threads(&office_node, &office.token);
+    assert_eq!(listed.len(), 2);
+    let id_of = |needle: &str| -> String {
+        listed
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+            .find(|id| {
+                texts(&thread(&office_node, &office.token, id).expect("thread"))
+                    .iter()
+                    .any(|t| t.contains(needle))
+            })
+            .expect("thread")
+    };
+    let (shared, private) = (id_of("parcel"), id_of("invoice"));
+
+    // The partner's node dials the office (peers can be added while it runs).
+    let office_address = office_node.p2p_address(&office.token);
+    threadline_ok(&partner.data, &["peer", "add", &office_address]);
+    eventually("the partner is connected", SYNC, || {
+        let peers = office_node.replication(&office.token)["peers"].clone();
+        peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|peer| peer["org"] == partner_org.as_str())
+            .then_some(())
+    });
+    // Nothing is shared yet: the partner holds nothing of the office's.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(threads(&partner_node, &partner.token).is_empty());
+
+    // Only the owning org shares, and only with a real org id.
+    let (status, _) = office_node.post(
+        &office.token,
+        &format!("/api/v1/threads/{shared}/members"),
+        &json!({ "org": "not-an-org" }),
+    );
+    assert_eq!(status, 400);
+    let (status, answer) = office_node.post(
+        &office.token,
+        &format!("/api/v1/threads/{shared}/members"),
+        &json!({ "org": partner_org }),
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    let on_partner = eventually("the partner has the shared thread", SYNC, || {
+        thread(&partner_node, &partner.token, &shared)
+    });
+    assert_eq!(texts(&on_partner), ["My parcel never arrived"]);
+    assert!(thread(&partner_node, &partner.token, &private).is_none());
+
+    // The partner answers; the customer gets it through the office's web chat, once.
+    reply(
+        &partner_node,
+        &partner.token,
+        &shared,
+        "Carrier here: it is at the depot",
+    );
+    let delivered = next_message(&mut alice, SYNC).expect("the partner's reply reaches Alice");
+    assert_eq!(delivered["text"], "Carrier here: it is at the depot");
+    assert!(next_message(&mut alice, Duration::from_secs(2)).is_none());
+    assert!(next_message(&mut dan, Duration::from_millis(500)).is_none());
+
+    // The office's second node has the partner's reply too, and all three agree on the
+    // thread's state.
+    let hashes = eventually("the three nodes agree on the shared thread", SYNC, || {
+        let a = thread(&office_node, &office.token, &shared)?;
+        let b = thread(&laptop_node, &laptop.token, &shared)?;
+        let c = thread(&partner_node, &partner.token, &shared)?;
+        (a["state_hash"] == b["state_hash"] && b["state_hash"] == c["state_hash"])
+            .then(|| (texts(&b), a["state_hash"].clone()))
+    });
+    assert_eq!(
+        hashes.0,
+        [
+            "My parcel never arrived",
+            "Carrier here: it is at the depot"
+        ]
+    );
+    converged((&office_node, &office.token), (&laptop_node, &laptop.token));
+
+    // The partner's store holds the shared thread and nothing else of the office's: not the
+    // other thread, not the contact directory.
+    let partner_view = partner_node.replication(&partner.token);
+    assert_eq!(
+        partner_view["logs"], 2,
+        "its own directory and the shared thread"
+    );
+    partner_node.stop();
+    let store = threadline_node::store::Store::open(&partner.data.join("store")).expect("store");
+    let held: Vec<String> = store
+        .thread_summaries()
+        .map(|t| t.expect("summary").thread.to_string())
+        .collect();
+    assert_eq!(held, [shared.clone()]);
+    let office_org: threadline_protocol::OrgId =
+        field(&threadline_ok(&office.data, &["identity"]), "org:")
+            .parse()
+            .expect("org id");
+    assert!(store
+        .heads(&threadline_protocol::ScopeId::Directory(office_org))
+        .expect("read")
+        .is_none());
+    let private_id: threadline_protocol::ThreadId = private.parse().expect("thread id");
+    assert!(store
+        .log_events(&threadline_protocol::ScopeId::Thread(private_id))
+        .expect("read")
+        .is_empty());
+}

@@ -296,6 +296,35 @@ pub async fn assign(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MembersBody {
+    /// The partner org's id.
+    org: String,
+    /// `true` to stop sharing with it.
+    #[serde(default)]
+    remove: bool,
+}
+
+/// `POST /api/v1/threads/{id}/members` `{"org": "<org id>", "remove": false}`: shares the
+/// thread with a partner org (its nodes get this thread and nothing else), or stops sharing
+/// it. Only the owning org may.
+pub async fn members(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<MembersBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let org = parse_field::<threadline_protocol::OrgId>(&body.org, "org id")?;
+    let action = if body.remove {
+        Action::MemberRemove(org)
+    } else {
+        Action::MemberAdd(org)
+    };
+    act(&ingest, caller, &id, action).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatusBody {
     status: String,
     /// For `snoozed`: until when, in ms since the epoch.

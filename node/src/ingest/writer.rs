@@ -70,6 +70,14 @@ pub fn start(
         org,
         directory: Arc::clone(&directory),
         threads: ThreadCache::default(),
+        partners: {
+            let mut partners = threadline_protocol::Certificates::new();
+            for certificate in store.partner_certificates()? {
+                // Verified when stored; checked again, cheaply, as they load.
+                let _ = partners.insert(certificate);
+            }
+            partners
+        },
         live: live.clone(),
         now,
     };
@@ -185,6 +193,8 @@ struct Writer {
     org: OrgId,
     directory: Arc<RwLock<Directory>>,
     threads: ThreadCache,
+    /// Partner orgs' certificates (see [`Ingest::add_partner_certificates`]).
+    partners: threadline_protocol::Certificates,
     live: broadcast::Sender<LiveEvent>,
     now: fn() -> Timestamp,
 }
@@ -203,6 +213,7 @@ enum Answer {
         super::Reply<Vec<EventId>>,
         Result<Vec<EventId>, IngestError>,
     ),
+    Certificates(super::Reply<usize>, Result<usize, IngestError>),
 }
 
 impl Answer {
@@ -219,6 +230,7 @@ impl Answer {
             Answer::Resolve(_, result) => store_error(result),
             Answer::Act(_, result) => store_error(result),
             Answer::Directory(_, result) => store_error(result),
+            Answer::Certificates(_, result) => store_error(result),
         }
     }
 }
@@ -260,6 +272,10 @@ impl Writer {
                 Request::Directory(action, reply) => {
                     let result = self.change_directory(action, &mut live);
                     answers.push(Answer::Directory(reply, result));
+                }
+                Request::Certificates(certificates, reply) => {
+                    let result = self.add_partner_certificates(certificates);
+                    answers.push(Answer::Certificates(reply, result));
                 }
             }
         }
@@ -312,6 +328,9 @@ impl Writer {
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
                 (Answer::Directory(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+                (Answer::Certificates(reply, result), flushed) => reply
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
             };
@@ -454,12 +473,27 @@ impl Writer {
         {
             return Ok(Submitted::Duplicate(id));
         }
+        // This org's certificates, and for an author this org does not know, its partners'.
+        let by_partner = directory
+            .certificates()
+            .of(&event.header().author)
+            .is_empty()
+            && !self.partners.of(&event.header().author).is_empty();
+        let merged;
+        let certificates = if by_partner {
+            let mut both = directory.certificates().clone();
+            both.extend(&self.partners);
+            merged = both;
+            &merged
+        } else {
+            directory.certificates()
+        };
         let thread = if is_root {
-            let thread = Thread::open(event.clone(), directory.certificates(), now)?;
+            let thread = Thread::open(event.clone(), certificates, now)?;
             self.threads.put(thread_id, thread)
         } else {
             let thread = self.threads.load(&self.store, thread_id)?;
-            if thread.insert(event.clone(), directory.certificates(), now)? == Inserted::Duplicate {
+            if thread.insert(event.clone(), certificates, now)? == Inserted::Duplicate {
                 return Ok(Submitted::Duplicate(id));
             }
             thread
@@ -513,7 +547,12 @@ impl Writer {
             }
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Outbound,
-            }) => match delivery_for(thread, &directory, id, now).and_then(|delivery| {
+            }) => match if thread.state().owner == self.org {
+                delivery_for(thread, &directory, id, now)
+            } else {
+                Err("the owning org delivers")
+            }
+            .and_then(|delivery| {
                 // The node that set the route delivers on it (once, for the whole org).
                 let route_from = thread.state().route.map(|route| route.handle_from);
                 let replicated = match route_from {
@@ -543,7 +582,10 @@ impl Writer {
                         threadline_protocol::codec::encode(&delivery).map_err(StoreError::from)?,
                     );
                 }
-                Err(reason @ "another node set the route and delivers on it") => {
+                Err(
+                    reason @ ("another node set the route and delivers on it"
+                    | "the owning org delivers"),
+                ) => {
                     debug!(thread = %thread_id, event = %id, reason, "reply stored; not queued here")
                 }
                 Err(reason) => {
@@ -675,6 +717,8 @@ impl Writer {
                     Some(Content::default().with_handle(handle)),
                 )
             }
+            Action::MemberAdd(org) => (ThreadKind::MemberAdd { org }, None),
+            Action::MemberRemove(org) => (ThreadKind::MemberRemove { org }, None),
             Action::LabelAdd(label) => (ThreadKind::LabelAdd { label }, None),
             Action::LabelRemove(label) => (ThreadKind::LabelRemove { label }, None),
             Action::Read(up_to) => {
@@ -785,6 +829,36 @@ impl Writer {
                 Ok(ids)
             }
         }
+    }
+
+    fn add_partner_certificates(
+        &mut self,
+        certificates: Vec<threadline_protocol::Certificate>,
+    ) -> Result<usize, IngestError> {
+        let directory = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut added = 0;
+        for certificate in certificates {
+            let subject = certificate.body.subject;
+            let ours = certificate.body.org == self.org
+                || !directory.certificates().of(&subject).is_empty();
+            if ours || self.partners.of(&subject).contains(&certificate) {
+                continue;
+            }
+            if certificate.verify().is_err() {
+                warn!(%subject, "a partner certificate does not verify; ignored");
+                continue;
+            }
+            let bytes =
+                threadline_protocol::codec::encode(&certificate).map_err(StoreError::from)?;
+            let key = <sha2::Sha256 as sha2::Digest>::digest(&bytes).to_vec();
+            self.pending.insert(TreeName::PartnerCerts, key, bytes);
+            let _ = self.partners.insert(certificate);
+            added += 1;
+        }
+        Ok(added)
     }
 
     /// The contact's threads, including those opened in the current batch.

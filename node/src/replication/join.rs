@@ -117,8 +117,14 @@ async fn join_inner(invite: &Invite, now: Timestamp) -> Result<Joined, JoinError
         SyncMessage::Hello {
             certificate: theirs,
         } => {
-            super::service::check_peer_certificate(&theirs, &inviter, invite.org, None, now)
-                .map_err(JoinError::BadAnswer)?;
+            let org =
+                super::service::check_peer_certificate(&theirs, &inviter, invite.org, None, now)
+                    .map_err(JoinError::BadAnswer)?;
+            if org != invite.org {
+                return Err(JoinError::BadAnswer(
+                    "the inviting node is not of the invite's org".to_owned(),
+                ));
+            }
         }
         SyncMessage::Refused { reason } => return Err(JoinError::Refused(reason)),
         other => return Err(JoinError::BadAnswer(format!("{other:?}"))),

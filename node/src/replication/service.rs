@@ -126,6 +126,7 @@ enum Asked {
     SummaryOf,
     Want(ScopeId),
     Push,
+    Certificates,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +179,8 @@ enum Done {
         verdict: Verdict,
         channel: ResponseChannel<SyncMessage>,
     },
+    /// A peer's certificates were taken; new partner ones go on to this org's nodes.
+    CertificatesTaken(ResponseChannel<SyncMessage>, Vec<Certificate>, usize),
 }
 
 struct Target {
@@ -307,8 +310,9 @@ pub fn peer_key(peer: &PeerId) -> Option<PublicKey> {
     PublicKey::from_bytes(&ed25519.to_bytes()).ok()
 }
 
-/// Checks a peer's node certificate: this org's, for the key the connection proved, valid now
-/// and not revoked.
+/// Checks a peer's node certificate: signed by its org, for the key the connection proved,
+/// valid now, and (for a node of this org) not revoked. A node of another org is a partner: it
+/// gets the threads shared with its org and nothing else.
 pub fn check_peer_certificate(
     certificate: &Certificate,
     peer: &PeerId,
@@ -327,10 +331,7 @@ pub fn check_peer_certificate(
     if !certificate.is_valid_at(now) {
         return Err("the certificate is not valid now".to_owned());
     }
-    if body.org != org {
-        return Err(format!("the node is of org {}, not this org", body.org));
-    }
-    if revoked_from.is_some_and(|from| from <= now) {
+    if body.org == org && revoked_from.is_some_and(|from| from <= now) {
         return Err("the node's key is revoked".to_owned());
     }
     Ok(body.org)
@@ -584,6 +585,31 @@ impl Service {
             (SyncMessage::Push { events }, Some(peer_org)) => {
                 self.on_push(peer, peer_org, events, channel);
             }
+            (SyncMessage::Certificates { certificates }, Some(peer_org)) => {
+                // A partner speaks for its own org only; this org's nodes relay partners'.
+                let from_partner = peer_org != self.org;
+                let certificates: Vec<Certificate> = certificates
+                    .into_iter()
+                    .filter(|c| !from_partner || c.body.org == peer_org)
+                    .collect();
+                let ingest = self.ingest.clone();
+                let done = self.done_sender.clone();
+                tokio::spawn(async move {
+                    let added = ingest
+                        .add_partner_certificates(certificates.clone())
+                        .await
+                        .unwrap_or_else(|err| {
+                            warn!(cause = %err, "cannot store partner certificates");
+                            0
+                        });
+                    let relay = if from_partner && added > 0 {
+                        certificates
+                    } else {
+                        Vec::new()
+                    };
+                    let _ = done.send(Done::CertificatesTaken(channel, relay, added));
+                });
+            }
             (_, Some(_)) => {
                 self.refuse(channel, "not a request");
                 self.penalise(peer, 25, "an answer sent as a request");
@@ -621,7 +647,40 @@ impl Service {
         state.org = Some(org);
         if !state.pull_started {
             state.pull_started = true;
+            self.send_certificates(peer, org);
             self.start_pull(peer, org);
+        }
+    }
+
+    /// Sends a peer the certificates it may need for shared threads: to a partner, this org's;
+    /// to a node of this org, the partners' this node knows.
+    fn send_certificates(&mut self, peer: PeerId, peer_org: OrgId) {
+        let certificates: Vec<Certificate> = if peer_org == self.org {
+            match self.ingest.store().partner_certificates() {
+                Ok(certificates) => certificates,
+                Err(err) => {
+                    warn!(cause = %err, "cannot read partner certificates");
+                    return;
+                }
+            }
+        } else {
+            self.ingest
+                .directory()
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .state()
+                .certificates
+                .values()
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        if !certificates.is_empty() {
+            self.request(
+                peer,
+                SyncMessage::Certificates { certificates },
+                Asked::Certificates,
+            );
         }
     }
 
@@ -740,9 +799,10 @@ impl Service {
                 warn!(%peer, %scope, reason, "a peer refused a Want");
                 self.want_done(peer, scope);
             }
-            (Asked::Push, SyncMessage::Ack) => {}
-            (_, SyncMessage::Refused { reason }) => {
-                warn!(%peer, reason, "a peer refused a request");
+            (Asked::Push | Asked::Certificates, SyncMessage::Ack) => {}
+            (asked, SyncMessage::Refused { reason }) => {
+                // A joining node refuses everything until it has its certificate.
+                debug!(%peer, ?asked, reason, "a peer refused a request");
             }
             (asked, _) => {
                 self.penalise(peer, 50, &format!("a wrong answer to {asked:?}"));
@@ -858,6 +918,28 @@ impl Service {
         events: Vec<Event>,
         channel: ResponseChannel<SyncMessage>,
     ) {
+        // A partner's push of a thread this node does not hold yet (just shared with this
+        // org): pull it whole instead, so that it comes only if the partner shares it.
+        let mut events = events;
+        if peer_org != self.org {
+            let store = self.ingest.store();
+            let mut unknown = Vec::new();
+            events.retain(|event| match scope_of(event) {
+                Some(scope @ ScopeId::Thread(thread)) => {
+                    let held = matches!(store.thread_state(&thread), Ok(Some(_)));
+                    if !held {
+                        unknown.push(scope);
+                    }
+                    held
+                }
+                _ => true,
+            });
+            unknown.sort();
+            unknown.dedup();
+            for scope in unknown {
+                self.want(peer, scope);
+            }
+        }
         let scopes = match self.check_events(&events, peer_org, None) {
             Ok(scopes) => scopes,
             Err(reason) => {
@@ -903,10 +985,11 @@ impl Service {
             }
             let allowed = match scope {
                 ScopeId::Directory(org) => org == self.org && peer_org == self.org,
-                // A new thread comes from its own org's nodes only; a known one from members.
+                // A known thread from its members; a new one from this org's nodes, or from a
+                // partner in answer to a `Want` (it sends only what it shares with this org).
                 ScopeId::Thread(thread) => match store.thread_state(&thread) {
                     Ok(Some(state)) => state.members.contains(&peer_org),
-                    Ok(None) => peer_org == self.org,
+                    Ok(None) => peer_org == self.org || expected == Some(scope),
                     Err(_) => false,
                 },
             };
@@ -991,6 +1074,27 @@ impl Service {
                     }
                 }
                 self.pump_wants(peer);
+            }
+            Done::CertificatesTaken(channel, relay, added) => {
+                self.respond(channel, SyncMessage::Ack);
+                if !relay.is_empty() {
+                    let ours: Vec<PeerId> = self
+                        .peers
+                        .iter()
+                        .filter(|(_, state)| state.org == Some(self.org))
+                        .map(|(peer, _)| *peer)
+                        .collect();
+                    for peer in ours {
+                        let message = SyncMessage::Certificates {
+                            certificates: relay.clone(),
+                        };
+                        self.request(peer, message, Asked::Certificates);
+                    }
+                }
+                if added > 0 {
+                    // Events that waited for these certificates: pull again.
+                    self.pull_again();
+                }
             }
             Done::Pushed {
                 peer,

@@ -85,7 +85,7 @@ fn unknown_variants_are_refused() {
     ));
     // A sync message tag beyond Push.
     assert!(matches!(
-        SyncMessage::from_bytes(&[12]),
+        SyncMessage::from_bytes(&[13]),
         Err(DecodeError::UnknownVariant { .. })
     ));
 }
