@@ -25,6 +25,7 @@ use libp2p::{
 };
 use threadline_protocol::SecretKey;
 
+pub use codec::Frame;
 pub use threadline_protocol::sync::{SyncMessage, MAX_FRAME_BYTES};
 
 /// The sync protocol's name and version on the wire.
@@ -162,7 +163,9 @@ mod tests {
         let b_id = *b.local_peer_id();
         a.add_peer_address(b_id, address);
         let summary = SyncMessage::Summary { scopes: Vec::new() };
-        a.behaviour_mut().sync.send_request(&b_id, summary.clone());
+        a.behaviour_mut()
+            .sync
+            .send_request(&b_id, summary.clone().into());
         let answer = SyncMessage::Summary {
             scopes: vec![ScopeSummary::new(
                 threadline_protocol::ScopeId::Thread(threadline_protocol::ThreadId::from_bytes(
@@ -194,7 +197,7 @@ mod tests {
                             },
                         )) = event
                         {
-                            assert_eq!(request, summary);
+                            assert_eq!(request, codec::Frame::Message(summary.clone()));
                             b.behaviour_mut()
                                 .sync
                                 .send_response(channel, answer.clone())

@@ -3,6 +3,7 @@
 mod browser;
 mod cli;
 mod federation;
+mod hostile;
 mod node;
 mod store;
 mod webchat;

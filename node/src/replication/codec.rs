@@ -1,7 +1,10 @@
 //! The sync protocol's wire: each message is one frame, a 4-byte big-endian length then that
 //! many bytes of `codec::encode(SyncMessage)`. A frame over [`MAX_FRAME_BYTES`] is refused
-//! before it is read, and a frame that does not decode strictly is an error: the stream fails
-//! and the peer's request or answer with it.
+//! before it is read, and a frame that does not decode strictly is an error.
+//!
+//! An unreadable *answer* fails the request (libp2p reports it). An unreadable *request* comes
+//! up as [`Frame::Unreadable`] instead: libp2p's request-response drops a request its codec
+//! cannot read without telling anyone, and the node must know, to penalise the peer.
 
 use std::io;
 
@@ -12,6 +15,21 @@ use threadline_protocol::sync::{SyncMessage, MAX_FRAME_BYTES};
 /// The request-response codec of the sync protocol.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncCodec;
+
+/// A request as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A well-formed message.
+    Message(SyncMessage),
+    /// A frame that is oversize or does not decode (never sent; only read).
+    Unreadable(String),
+}
+
+impl From<SyncMessage> for Frame {
+    fn from(message: SyncMessage) -> Self {
+        Frame::Message(message)
+    }
+}
 
 /// Reads one frame and decodes it.
 pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<SyncMessage> {
@@ -56,14 +74,20 @@ pub async fn write_frame<T: AsyncWrite + Unpin + Send>(
 
 impl libp2p::request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = SyncMessage;
+    type Request = Frame;
     type Response = SyncMessage;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncMessage>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        match read_frame(io).await {
+            Ok(message) => Ok(Frame::Message(message)),
+            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                Ok(Frame::Unreadable(err.to_string()))
+            }
+            Err(err) => Err(err),
+        }
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncMessage>
@@ -77,12 +101,18 @@ impl libp2p::request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: SyncMessage,
+        request: Frame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &request).await
+        match request {
+            Frame::Message(message) => write_frame(io, &message).await,
+            Frame::Unreadable(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an unreadable frame is never sent",
+            )),
+        }
     }
 
     async fn write_response<T>(

@@ -206,7 +206,7 @@ impl Exchange<'_> {
             .swarm
             .behaviour_mut()
             .sync
-            .send_request(&self.inviter, message);
+            .send_request(&self.inviter, message.into());
         loop {
             match self.swarm.select_next_some().await {
                 SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => match event {
@@ -227,7 +227,10 @@ impl Exchange<'_> {
                     } => {
                         // The inviting node says Hello too; a joining node has nothing to share.
                         let answer = match (request, &self.certificate) {
-                            (SyncMessage::Hello { .. }, Some(certificate)) => SyncMessage::Hello {
+                            (
+                                super::Frame::Message(SyncMessage::Hello { .. }),
+                                Some(certificate),
+                            ) => SyncMessage::Hello {
                                 certificate: certificate.clone(),
                             },
                             _ => SyncMessage::Refused {

@@ -56,6 +56,9 @@ const PUSH_BATCH: usize = 512;
 const PUSH_BYTES: usize = 4 << 20;
 /// Events remembered with the peer they came from (not pushed back to it).
 const ORIGINS_KEPT: usize = 100_000;
+/// Requests a peer may make per second, on average (bursts of twice that). Beyond it, its
+/// requests are refused and it is penalised: a flood.
+pub const REQUESTS_PER_SECOND: f64 = 500.0;
 /// Bridge keys a joining node may have certified (one per channel).
 const MAX_JOIN_BRIDGES: usize = 9;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
@@ -142,6 +145,11 @@ struct PeerState {
     wanted: HashSet<ScopeId>,
     wants_in_flight: usize,
     stalls: HashMap<ScopeId, u32>,
+    /// Logs the peer pushed events of whose parents this node lacks: it must send them.
+    owed: HashSet<ScopeId>,
+    /// Requests it may still make this second (see [`REQUESTS_PER_SECOND`]).
+    allowance: f64,
+    last_request: Option<Instant>,
     penalty: u32,
 }
 
@@ -404,12 +412,22 @@ impl Service {
         }
     }
 
-    fn on_sync_event(&mut self, event: request_response::Event<SyncMessage, SyncMessage>) {
+    fn on_sync_event(&mut self, event: request_response::Event<super::Frame, SyncMessage>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request: super::Frame::Message(request),
+                    channel,
+                    ..
                 } => self.on_request(peer, request, channel),
+                request_response::Message::Request {
+                    request: super::Frame::Unreadable(reason),
+                    channel,
+                    ..
+                } => {
+                    self.refuse(channel, "unreadable frame");
+                    self.penalise(peer, 50, &format!("an unreadable request: {reason}"));
+                }
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -450,7 +468,11 @@ impl Service {
     }
 
     fn request(&mut self, peer: PeerId, message: SyncMessage, asked: Asked) {
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, message);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, message.into());
         self.asked.insert(id, (peer, asked));
     }
 
@@ -489,6 +511,11 @@ impl Service {
         request: SyncMessage,
         channel: ResponseChannel<SyncMessage>,
     ) {
+        if !self.allow_request(peer) {
+            self.refuse(channel, "too many requests");
+            self.penalise(peer, 10, "a flood of requests");
+            return;
+        }
         let org = self.peers.get(&peer).and_then(|state| state.org);
         match (request, org) {
             (SyncMessage::Hello { certificate }, _) => {
@@ -614,6 +641,26 @@ impl Service {
                 self.refuse(channel, "not a request");
                 self.penalise(peer, 25, "an answer sent as a request");
             }
+        }
+    }
+
+    /// Token bucket per peer: [`REQUESTS_PER_SECOND`], bursts of twice that.
+    fn allow_request(&mut self, peer: PeerId) -> bool {
+        let state = self.peers.entry(peer).or_default();
+        let now = Instant::now();
+        let burst = 2.0 * REQUESTS_PER_SECOND;
+        state.allowance = match state.last_request {
+            None => burst,
+            Some(last) => (state.allowance
+                + now.duration_since(last).as_secs_f64() * REQUESTS_PER_SECOND)
+                .min(burst),
+        };
+        state.last_request = Some(now);
+        if state.allowance >= 1.0 {
+            state.allowance -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -1053,6 +1100,14 @@ impl Service {
                 }
                 let progress = verdict.stored > 0;
                 let again = verdict.penalty == 0 && !complete;
+                let owed = self
+                    .peers
+                    .get_mut(&peer)
+                    .is_some_and(|state| state.owed.remove(&scope));
+                if owed && !progress && complete && verdict.missing.is_empty() {
+                    // It pushed events of this log, then had nothing to give for them.
+                    self.penalise(peer, 25, "pushed events whose parents it does not send");
+                }
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.wants_in_flight = state.wants_in_flight.saturating_sub(1);
                     state.wanted.remove(&scope);
@@ -1107,6 +1162,9 @@ impl Service {
                     self.penalise(peer, verdict.penalty, &reason);
                 }
                 for scope in verdict.missing {
+                    if let Some(state) = self.peers.get_mut(&peer) {
+                        state.owed.insert(scope);
+                    }
                     self.want(peer, scope);
                 }
             }

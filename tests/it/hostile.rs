@@ -1,0 +1,515 @@
+//! Hostile peers against a real node process: an in-process libp2p peer that speaks the sync
+//! protocol (or garbage) and misbehaves. Each kind of misbehaviour is refused before storage,
+//! the peer is penalised and disconnected, and an honest node of the org keeps syncing.
+
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::StreamExt as _;
+use libp2p::{request_response, swarm::SwarmEvent, Multiaddr, PeerId, StreamProtocol, Swarm};
+use serde_json::Value;
+use threadline_node::replication::{self, NodeBehaviour, NodeBehaviourEvent, SyncMessage};
+use threadline_protocol::{
+    cert::{CertRole, Certificate, CertificateBody},
+    event::{Content, Draft, EventKind, Scope, ThreadKind},
+    Event, EventId, OrgId, SecretKey, ThreadId, Timestamp,
+};
+use threadline_tests::{eventually, field, threadline_ok, Node, Visitor};
+
+const SYNC: Duration = Duration::from_secs(30);
+
+fn now() -> Timestamp {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    Timestamp::from_millis(millis as u64)
+}
+
+/// A node certificate for `key` from `org_key`.
+fn node_cert(org_key: &SecretKey, key: &SecretKey) -> Certificate {
+    let body = CertificateBody::new(
+        OrgId(org_key.public()),
+        key.public(),
+        CertRole::Node,
+        now(),
+        now().saturating_add_millis(3_600_000),
+    );
+    Certificate::issue(org_key, body).expect("certificate")
+}
+
+/// A peer run by the test: it says Hello with `certificate`, answers the node's requests with
+/// nothing, and sends what the test tells it to.
+struct Rogue {
+    swarm: Swarm<NodeBehaviour>,
+    node: PeerId,
+    certificate: Certificate,
+}
+
+impl Rogue {
+    async fn connect(key: &SecretKey, certificate: Certificate, address: &str) -> Rogue {
+        let mut rogue = Rogue::dial(key, certificate, address);
+        rogue.hello().await;
+        rogue
+    }
+
+    /// A member in good standing: it joins the org with a real invite first.
+    async fn join(key: &SecretKey, invite: &str, address: &str) -> Rogue {
+        let invite =
+            threadline_node::replication::invite::Invite::from_text(invite).expect("invite");
+        let placeholder = node_cert(key, key);
+        let mut rogue = Rogue::dial(key, placeholder, address);
+        let joined = rogue
+            .ask(SyncMessage::Join {
+                secret: invite.secret,
+                bridge_keys: Vec::new(),
+            })
+            .await
+            .expect("an answer to Join");
+        let SyncMessage::Joined { certificate, .. } = joined else {
+            panic!("not joined: {joined:?}");
+        };
+        rogue.certificate = certificate;
+        rogue.hello().await;
+        rogue
+    }
+
+    fn dial(key: &SecretKey, certificate: Certificate, address: &str) -> Rogue {
+        let mut swarm = replication::swarm(key, false).expect("swarm");
+        let address: Multiaddr = address.parse().expect("multiaddr");
+        let node = replication::service::peer_of(&address).expect("peer id");
+        swarm.add_peer_address(node, address);
+        swarm.dial(node).expect("dial");
+        Rogue {
+            swarm,
+            node,
+            certificate,
+        }
+    }
+
+    async fn hello(&mut self) {
+        let rogue = self;
+        let hello = SyncMessage::Hello {
+            certificate: rogue.certificate.clone(),
+        };
+        let answer = rogue.ask(hello).await.expect("an answer to Hello");
+        assert!(matches!(answer, SyncMessage::Hello { .. }), "{answer:?}");
+    }
+
+    /// Sends one request and waits for its answer (`Err` when the connection fails or closes).
+    async fn ask(&mut self, message: SyncMessage) -> Result<SyncMessage, String> {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&self.node, message.into());
+        let wait = tokio::time::timeout(SYNC, async {
+            loop {
+                match self.swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => match event {
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Response {
+                                    request_id,
+                                    response,
+                                },
+                            ..
+                        } if request_id == id => return Ok(response),
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Request {
+                                    request: replication::Frame::Message(request),
+                                    channel,
+                                    ..
+                                },
+                            ..
+                        } => {
+                            let answer = match request {
+                                SyncMessage::Hello { .. } => SyncMessage::Hello {
+                                    certificate: self.certificate.clone(),
+                                },
+                                SyncMessage::Want { scope, .. } => SyncMessage::Events {
+                                    scope,
+                                    events: Vec::new(),
+                                    complete: true,
+                                },
+                                SyncMessage::Digest { .. } => SyncMessage::Digest {
+                                    n_scopes: 0,
+                                    digest: threadline_protocol::sync::summaries_digest([]),
+                                },
+                                SyncMessage::Buckets { .. } => SyncMessage::Buckets {
+                                    digests: threadline_protocol::sync::bucket_digests(&[]),
+                                },
+                                SyncMessage::SummaryOf { .. } => {
+                                    SyncMessage::Summary { scopes: Vec::new() }
+                                }
+                                _ => SyncMessage::Ack,
+                            };
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .sync
+                                .send_response(channel, answer);
+                        }
+                        request_response::Event::OutboundFailure {
+                            request_id, error, ..
+                        } if request_id == id => return Err(error.to_string()),
+                        _ => {}
+                    },
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => return Err("disconnected".to_owned()),
+                    _ => {}
+                }
+            }
+        });
+        wait.await.unwrap_or_else(|_| Err("no answer".to_owned()))
+    }
+
+    /// Whether the node closes the connection (or refuses it) within a few seconds.
+    async fn is_cut_off(&mut self) -> bool {
+        let wait = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if !self.swarm.is_connected(&self.node) {
+                    return true;
+                }
+                if let SwarmEvent::ConnectionClosed { .. } = self.swarm.select_next_some().await {
+                    if !self.swarm.is_connected(&self.node) {
+                        return true;
+                    }
+                }
+            }
+        });
+        wait.await.unwrap_or(false)
+    }
+}
+
+/// A codec that writes whatever bytes it is given: garbage on the sync protocol.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        io.read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        io.read_to_end(&mut bytes).await?;
+        Ok(bytes)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&request).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Vec<u8>,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&response).await?;
+        io.close().await
+    }
+}
+
+/// Sends raw bytes as sync requests from a fresh peer; true when the node cuts it off.
+async fn send_garbage(address: &str, frames: &[Vec<u8>]) -> bool {
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .expect("transport")
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(
+                    StreamProtocol::new(replication::SYNC_PROTOCOL),
+                    request_response::ProtocolSupport::Full,
+                )],
+                request_response::Config::default(),
+            )
+        })
+        .expect("behaviour")
+        .build();
+    let address: Multiaddr = address.parse().expect("multiaddr");
+    let node = replication::service::peer_of(&address).expect("peer id");
+    swarm.add_peer_address(node, address);
+    swarm.dial(node).expect("dial");
+    for frame in frames {
+        swarm.behaviour_mut().send_request(&node, frame.clone());
+    }
+    let wait = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut failures = 0;
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionClosed {
+                    num_established: 0, ..
+                } => return true,
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                    failures += 1;
+                    if failures == frames.len() && !swarm.is_connected(&node) {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    wait.await.unwrap_or(false)
+}
+
+fn thread_head(node: &Node, token: &str, thread: &str) -> (EventId, u64) {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    let last = detail["events"]
+        .as_array()
+        .expect("events")
+        .last()
+        .expect("an event")
+        .clone();
+    (
+        last["id"].as_str().expect("id").parse().expect("event id"),
+        last["depth"].as_u64().expect("depth"),
+    )
+}
+
+fn thread_events(node: &Node, token: &str, thread: &str) -> Value {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    detail["events"].clone()
+}
+
+fn lists(node: &Node, token: &str, peer: &PeerId) -> bool {
+    node.replication(token)["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .any(|p| p["peer_id"] == peer.to_string().as_str())
+}
+
+#[test]
+fn hostile_peers_are_refused_cut_off_and_honest_ones_keep_syncing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office_data = dir.path().join("office");
+    let office_token = field(&threadline_ok(&office_data, &["init"]), "token:");
+    let office = Node::start(&office_data);
+    let address = office.p2p_address(&office_token);
+    let invite = threadline_ok(&office_data, &["org", "invite", "--address", &address]);
+    let laptop_data = dir.path().join("laptop");
+    let laptop_token = field(
+        &threadline_ok(&laptop_data, &["init", "--join", invite.trim()]),
+        "token:",
+    );
+    let laptop = Node::start(&laptop_data);
+
+    let mut alice = Visitor::connect(&office, None);
+    alice.say("a1", "Hello");
+    let thread: String = eventually("the laptop has the thread", SYNC, || {
+        let (_, list) = laptop.get(&laptop_token, "/api/v1/threads");
+        list["threads"][0]["id"].as_str().map(str::to_owned)
+    });
+    let thread_id: ThreadId = thread.parse().expect("thread id");
+    let before = thread_events(&office, &office_token, &thread);
+
+    // The org key, as a compromised member node would have had its certificate made.
+    let org_key = SecretKey::from_seed(
+        hex::decode(
+            std::fs::read_to_string(office_data.join("keys/org.key"))
+                .expect("key")
+                .trim(),
+        )
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let (head, depth) = thread_head(&office, &office_token, &thread);
+        let member_event = |key: &SecretKey, kind: EventKind, text: &str| -> Event {
+            Draft::new(Scope::Thread(thread_id), vec![head], depth + 1, now(), kind)
+                .with_content(Content::text(text))
+                .sign(key)
+                .expect("signs")
+        };
+
+        // 1. A forged event: a member's note whose signature does not match.
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let mut rogue = Rogue::connect(&key, node_cert(&org_key, &key), &address).await;
+        let mut forged = member_event(&key, EventKind::Thread(ThreadKind::Note), "forged");
+        forged.content = Some(Content::text("changed after signing"));
+        let answer = rogue
+            .ask(SyncMessage::Push {
+                events: vec![forged],
+            })
+            .await;
+        assert!(
+            matches!(answer, Err(_) | Ok(SyncMessage::Ack)),
+            "{answer:?}"
+        );
+        assert!(rogue.is_cut_off().await, "a forger is disconnected");
+        assert!(!lists(&office, &office_token, rogue.swarm.local_peer_id()));
+
+        // 2. A re-signed event from a member in good standing: a customer's message claimed by
+        //    a node key (only bridges may introduce those).
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let invite = threadline_ok(&office_data, &["org", "invite", "--address", &address]);
+        let mut rogue = Rogue::join(&key, invite.trim(), &address).await;
+        for i in 0..2 {
+            let resigned = Draft::new(
+                Scope::Thread(thread_id),
+                vec![head],
+                depth + 1,
+                now(),
+                EventKind::inbound_message(threadline_protocol::ChannelKind::Webchat),
+            )
+            .with_content(
+                Content::text(format!("re-signed {i}"))
+                    .with_handle("webchat:someone".parse().expect("handle")),
+            )
+            .sign(&key)
+            .expect("signs");
+            let _ = rogue
+                .ask(SyncMessage::Push {
+                    events: vec![resigned],
+                })
+                .await;
+        }
+        assert!(
+            rogue.is_cut_off().await,
+            "a peer breaking the auth rules is disconnected"
+        );
+
+        // 3. Another org's node pushes into a thread its org is not a member of, and asks for
+        //    the office's directory: it gets nothing and is cut off.
+        let stranger_org = SecretKey::generate(&mut rand_core::OsRng);
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let mut rogue = Rogue::connect(&key, node_cert(&stranger_org, &key), &address).await;
+        let office_org = OrgId(org_key.public());
+        let want = rogue
+            .ask(SyncMessage::Want {
+                scope: threadline_protocol::ScopeId::Directory(office_org),
+                have: Vec::new(),
+                from_depth: 0,
+                max_events: 100,
+            })
+            .await
+            .expect("an answer");
+        assert!(
+            matches!(&want, SyncMessage::Events { events, .. } if events.is_empty()),
+            "{want:?}"
+        );
+        let want = rogue
+            .ask(SyncMessage::Want {
+                scope: threadline_protocol::ScopeId::Thread(thread_id),
+                have: Vec::new(),
+                from_depth: 0,
+                max_events: 100,
+            })
+            .await
+            .expect("an answer");
+        assert!(
+            matches!(&want, SyncMessage::Events { events, .. } if events.is_empty()),
+            "a non-member learns nothing of the thread: {want:?}"
+        );
+        let intruding = member_event(&key, EventKind::Thread(ThreadKind::Note), "not a member");
+        let _ = rogue
+            .ask(SyncMessage::Push {
+                events: vec![intruding],
+            })
+            .await;
+        assert!(
+            rogue.is_cut_off().await,
+            "a non-member pushing is disconnected"
+        );
+
+        // 4. Events with parents it never sends, from a member in good standing.
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let invite = threadline_ok(&office_data, &["org", "invite", "--address", &address]);
+        let mut rogue = Rogue::join(&key, invite.trim(), &address).await;
+        for i in 0..5u8 {
+            let orphan = Draft::new(
+                Scope::Thread(thread_id),
+                vec![EventId::from_bytes([i + 1; 32])],
+                depth + 5,
+                now(),
+                EventKind::Thread(ThreadKind::Note),
+            )
+            .with_content(Content::text("orphan"))
+            .sign(&key)
+            .expect("signs");
+            if rogue
+                .ask(SyncMessage::Push {
+                    events: vec![orphan],
+                })
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(
+            rogue.is_cut_off().await,
+            "a peer sending orphans forever is disconnected"
+        );
+
+        // 5. Garbage and oversize frames, before any Hello.
+        assert!(
+            send_garbage(
+                &address,
+                &[
+                    vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+                    vec![0, 0, 0, 3, 9, 9, 9]
+                ]
+            )
+            .await,
+            "a peer sending garbage frames is disconnected"
+        );
+    });
+
+    // Nothing of it was stored (the only change is the members who joined, in the
+    // directory), and the honest node still syncs.
+    assert_eq!(thread_events(&office, &office_token, &thread), before);
+    alice.say("a2", "Still there?");
+    eventually("the laptop gets the new message", SYNC, || {
+        let (_, detail) = laptop.get(&laptop_token, &format!("/api/v1/threads/{thread}"));
+        detail["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["text"] == "Still there?")
+            .then_some(())
+    });
+    let peers = office.replication(&office_token)["peers"].clone();
+    assert_eq!(peers.as_array().expect("peers").len(), 1, "{peers}");
+    assert_eq!(peers[0]["penalty"], 0, "{peers}");
+}
