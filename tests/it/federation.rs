@@ -417,7 +417,7 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
         .thread_summaries()
         .map(|t| t.expect("summary").thread.to_string())
         .collect();
-    assert_eq!(held, [shared.clone()]);
+    assert_eq!(held, std::slice::from_ref(&shared));
     let office_org: threadline_protocol::OrgId =
         field(&threadline_ok(&office.data, &["identity"]), "org:")
             .parse()
