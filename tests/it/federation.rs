@@ -218,6 +218,10 @@ fn a_partition_and_a_crash_during_traffic_heal_with_nothing_lost_or_doubled() {
         let id = listed["id"].as_str().expect("id");
         reply(&office_node, &office.token, id, "answered at the office");
     }
+    // It comes back and is killed again in the middle of catching up; then for good.
+    let standby_node = Node::start(&standby.data);
+    std::thread::sleep(Duration::from_millis(150));
+    standby_node.crash();
     let standby_node = Node::start(&standby.data);
     // Right after restart, while it catches up, the standby's agent answers too.
     for listed in threads(&standby_node, &standby.token) {

@@ -967,6 +967,16 @@ impl Writer {
     /// the directory from the store.
     fn reset_memory(&mut self) {
         self.threads = ThreadCache::default();
+        let mut partners = threadline_protocol::Certificates::new();
+        match self.store.partner_certificates() {
+            Ok(stored) => {
+                for certificate in stored {
+                    let _ = partners.insert(certificate);
+                }
+                self.partners = partners;
+            }
+            Err(err) => error!(cause = %err, "cannot reload partner certificates"),
+        }
         let stored: Result<Vec<VerifiedEvent>, IngestError> = self
             .store
             .log_events(&ScopeId::Directory(self.org))

@@ -47,7 +47,7 @@ pub const PENALTY_LIMIT: u32 = 100;
 /// How long a blocked peer stays blocked.
 pub const BLOCK_FOR: Duration = Duration::from_secs(60);
 /// `Want`s in flight per peer.
-const WANTS_IN_FLIGHT: usize = 2;
+const WANTS_IN_FLIGHT: usize = 8;
 /// Longest wait between two dials of a configured peer.
 const MAX_REDIAL: Duration = Duration::from_secs(30);
 /// Events pushed in one `Push` at most (bounded by the frame size too).
@@ -57,8 +57,9 @@ const PUSH_BYTES: usize = 4 << 20;
 /// Events remembered with the peer they came from (not pushed back to it).
 const ORIGINS_KEPT: usize = 100_000;
 /// Requests a peer may make per second, on average (bursts of twice that). Beyond it, its
-/// requests are refused and it is penalised: a flood.
-pub const REQUESTS_PER_SECOND: f64 = 500.0;
+/// requests are refused and it is penalised: a flood. An honest peer pushes once per group
+/// commit, and asks at most a few `Want`s at once: far below this.
+pub const REQUESTS_PER_SECOND: f64 = 5_000.0;
 /// Bridge keys a joining node may have certified (one per channel).
 const MAX_JOIN_BRIDGES: usize = 9;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
