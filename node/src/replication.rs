@@ -148,6 +148,34 @@ mod tests {
         );
     }
 
+    /// Two nodes with mDNS on find each other on the local network (this machine's).
+    #[tokio::test]
+    async fn mdns_finds_another_node_on_the_lan() {
+        let mut a = swarm(&SecretKey::from_seed([4; 32]), true).expect("swarm a");
+        let mut b = swarm(&SecretKey::from_seed([5; 32]), true).expect("swarm b");
+        a.listen_on("/ip4/0.0.0.0/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        b.listen_on("/ip4/0.0.0.0/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        let b_id = *b.local_peer_id();
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                tokio::select! {
+                    event = a.select_next_some() => {
+                        if let SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(peers))) = event {
+                            if peers.iter().any(|(peer, _)| *peer == b_id) {
+                                break;
+                            }
+                        }
+                    }
+                    _ = b.select_next_some() => {}
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "a did not find b with mDNS within 20 s");
+    }
+
     /// Two nodes connect over TCP + Noise + Yamux on loopback and exchange sync messages.
     #[tokio::test]
     async fn two_nodes_exchange_sync_messages_over_loopback() {
