@@ -380,6 +380,50 @@ fn render() -> String {
     .expect("write to string");
     writeln!(out, "frame: {}", hex(&summary.to_bytes().expect("encodes")))
         .expect("write to string");
+
+    // The other frames, each with a JSON view and its bytes.
+    let summaries = match &summary {
+        SyncMessage::Summary { scopes } => scopes.clone(),
+        _ => Vec::new(),
+    };
+    let frames = [
+        (
+            "sync.hello",
+            SyncMessage::Hello {
+                certificate: certificate.clone(),
+            },
+        ),
+        (
+            "sync.digest",
+            SyncMessage::Digest {
+                n_scopes: 1,
+                digest: threadline_protocol::sync::summaries_digest(&summaries),
+            },
+        ),
+        (
+            "sync.summary_of",
+            SyncMessage::SummaryOf {
+                buckets: vec![0x7e],
+            },
+        ),
+        (
+            "sync.want",
+            SyncMessage::Want {
+                scope: ScopeId::Thread(ThreadId::from_bytes([0x7e; 32])),
+                have: heads.to_vec(),
+                from_depth: 0,
+                max_events: 4096,
+            },
+        ),
+        ("sync.ack", SyncMessage::Ack),
+    ];
+    for (name, frame) in frames {
+        writeln!(out, "\n## {name}").expect("write to string");
+        writeln!(out, "json: {}", serde_json::to_string(&frame).expect("json"))
+            .expect("write to string");
+        writeln!(out, "frame: {}", hex(&frame.to_bytes().expect("encodes")))
+            .expect("write to string");
+    }
     out
 }
 
