@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod email;
 pub mod http_link;
 pub mod sdk;
 pub mod webchat;

@@ -419,8 +419,12 @@ fn render() -> String {
     ];
     for (name, frame) in frames {
         writeln!(out, "\n## {name}").expect("write to string");
-        writeln!(out, "json: {}", serde_json::to_string(&frame).expect("json"))
-            .expect("write to string");
+        writeln!(
+            out,
+            "json: {}",
+            serde_json::to_string(&frame).expect("json")
+        )
+        .expect("write to string");
         writeln!(out, "frame: {}", hex(&frame.to_bytes().expect("encodes")))
             .expect("write to string");
     }

@@ -1,0 +1,382 @@
+//! The email bridge's understanding of a mail (issue 6, in progress): what an inbound mail
+//! says, read with a maintained MIME parser (`mail-parser`: quoted-printable, base64,
+//! charsets, multipart), and the facts threading needs.
+//!
+//! Threading (done by the node, which knows threads and contacts) uses, in this order: the
+//! `In-Reply-To` and `References` ids (our outbound mails' Message-IDs name their thread), then
+//! a reply token in the address the customer wrote to (`support+TOKEN@domain`), then the
+//! sender's handle. A token or an id only ever attaches mail to its own thread, and only from a
+//! handle linked to that thread's contact; anything else is a new thread for the real sender.
+//!
+//! Automated mail (auto-replies, bounces, delivery reports, lists) is recognised so that two
+//! robots never answer each other.
+
+use mail_parser::{MessageParser, MimeHeaders as _};
+use threadline_protocol::{channel::Handle, name::ExternalId};
+
+/// The largest mail taken (the SMTP listener says so in its `SIZE`).
+pub const MAX_MAIL_BYTES: usize = 10 << 20;
+/// The most text kept from one mail (the protocol's limit on a message's text).
+pub const MAX_TEXT_BYTES: usize = threadline_protocol::limits::MAX_TEXT_BYTES;
+
+/// A mail could not be understood; nothing is stored for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailError {
+    /// Over [`MAX_MAIL_BYTES`].
+    #[error("the mail is {0} bytes; at most {MAX_MAIL_BYTES}")]
+    TooLarge(usize),
+    /// Not a mail.
+    #[error("not an RFC 5322 mail")]
+    Unparseable,
+    /// No usable sender address.
+    #[error("the mail has no valid From address")]
+    NoSender,
+}
+
+/// Why a mail is automated (and must never be answered automatically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Automated {
+    /// `Auto-Submitted` other than `no` (RFC 3834).
+    AutoSubmitted,
+    /// A null reverse path (`Return-Path: <>`): a bounce.
+    NullReturnPath,
+    /// A delivery status notification (`multipart/report`, RFC 3464).
+    DeliveryReport,
+    /// `Precedence: bulk`, `junk`, `list` or `auto_reply`, or an `X-Autoreply`/`X-Autorespond`.
+    BulkOrAutoReply,
+}
+
+/// An inbound mail, as the bridge uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMail {
+    /// The sender's handle (`email:address`, lowercased).
+    pub from: Handle,
+    /// The sender's display name, if any.
+    pub from_name: Option<String>,
+    /// Its Message-ID (without angle brackets), if it has one.
+    pub message_id: Option<String>,
+    /// The ids it answers (`In-Reply-To`, then `References` from newest), without brackets.
+    pub answers: Vec<String>,
+    /// Every recipient address (To, Cc), lowercased.
+    pub recipients: Vec<String>,
+    /// The subject.
+    pub subject: Option<String>,
+    /// The whole text (plain part, or the HTML part made plain), at most [`MAX_TEXT_BYTES`].
+    pub text: String,
+    /// The text without the quoted history below it, for display.
+    pub new_text: String,
+    /// Attachments: (file name, content type, bytes).
+    pub attachments: Vec<(String, String, Vec<u8>)>,
+    /// Why it is automated, if it is.
+    pub automated: Option<Automated>,
+}
+
+impl InboundMail {
+    /// Reads a mail (the bytes of the SMTP `DATA`).
+    pub fn parse(bytes: &[u8]) -> Result<InboundMail, MailError> {
+        if bytes.len() > MAX_MAIL_BYTES {
+            return Err(MailError::TooLarge(bytes.len()));
+        }
+        let message = MessageParser::default()
+            .parse(bytes)
+            .ok_or(MailError::Unparseable)?;
+        let sender = message
+            .from()
+            .and_then(|from| from.first())
+            .ok_or(MailError::NoSender)?;
+        let address = sender
+            .address()
+            .map(|a| a.trim().to_lowercase())
+            .ok_or(MailError::NoSender)?;
+        let from: Handle = format!("email:{address}")
+            .parse()
+            .map_err(|_| MailError::NoSender)?;
+        let from_name = sender
+            .name()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty());
+        let mut answers: Vec<String> = Vec::new();
+        let mut push_ids = |list: Option<&[std::borrow::Cow<'_, str>]>, newest_first: bool| {
+            let mut ids: Vec<String> = list
+                .unwrap_or(&[])
+                .iter()
+                .map(|id| strip_brackets(id))
+                .filter(|id| !id.is_empty())
+                .collect();
+            if newest_first {
+                ids.reverse();
+            }
+            for id in ids {
+                if !answers.contains(&id) {
+                    answers.push(id);
+                }
+            }
+        };
+        push_ids(message.in_reply_to().as_text_list(), false);
+        push_ids(message.references().as_text_list(), true);
+        let mut recipients = Vec::new();
+        for list in [message.to(), message.cc()].into_iter().flatten() {
+            for addr in list.iter() {
+                if let Some(address) = addr.address() {
+                    recipients.push(address.trim().to_lowercase());
+                }
+            }
+        }
+        let text = message
+            .body_text(0)
+            .map(|text| text.into_owned())
+            .unwrap_or_default();
+        let text = truncate(text.replace("\r\n", "\n").trim_end(), MAX_TEXT_BYTES);
+        let new_text = trim_quoted(&text);
+        let attachments = message
+            .attachments()
+            .map(|part| {
+                let name = part.attachment_name().unwrap_or("attachment").to_owned();
+                let content_type = part
+                    .content_type()
+                    .map(|ct| match ct.subtype() {
+                        Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                        None => ct.ctype().to_owned(),
+                    })
+                    .unwrap_or_else(|| "application/octet-stream".to_owned());
+                (name, content_type, part.contents().to_vec())
+            })
+            .collect();
+        let automated = automated(&message);
+        Ok(InboundMail {
+            from,
+            from_name,
+            message_id: message.message_id().map(strip_brackets),
+            answers,
+            recipients,
+            subject: message.subject().map(str::to_owned),
+            text,
+            new_text,
+            attachments,
+            automated,
+        })
+    }
+
+    /// The id that makes this mail idempotent: its Message-ID, or (when it has none) a hash of
+    /// its bytes, so a resent copy of the same mail is the same message.
+    pub fn external_id(&self, raw: &[u8]) -> Option<ExternalId> {
+        let id = match &self.message_id {
+            Some(id) => format!("<{id}>"),
+            None => format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw))
+            ),
+        };
+        ExternalId::new(id).ok()
+    }
+
+    /// The reply tokens in the addresses this mail was sent to: `TOKEN` in
+    /// `local+TOKEN@domain` for the support address `local@domain`.
+    pub fn reply_tokens(&self, support_address: &str) -> Vec<String> {
+        let support = support_address.to_lowercase();
+        let Some((local, domain)) = support.split_once('@') else {
+            return Vec::new();
+        };
+        self.recipients
+            .iter()
+            .filter_map(|recipient| {
+                let (rlocal, rdomain) = recipient.split_once('@')?;
+                let token = rlocal.strip_prefix(local)?.strip_prefix('+')?;
+                (rdomain == domain && !token.is_empty()).then(|| token.to_owned())
+            })
+            .collect()
+    }
+}
+
+fn strip_brackets(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_owned()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+fn automated(message: &mail_parser::Message<'_>) -> Option<Automated> {
+    let header = |name: &str| {
+        message
+            .header_raw(name)
+            .map(|value| value.trim().to_ascii_lowercase())
+    };
+    if header("Auto-Submitted").is_some_and(|value| !value.starts_with("no")) {
+        return Some(Automated::AutoSubmitted);
+    }
+    if message
+        .header_raw("Return-Path")
+        .is_some_and(|value| value.trim() == "<>")
+    {
+        return Some(Automated::NullReturnPath);
+    }
+    let is_report = message.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("multipart")
+            && ct
+                .subtype()
+                .is_some_and(|sub| sub.eq_ignore_ascii_case("report"))
+    });
+    if is_report {
+        return Some(Automated::DeliveryReport);
+    }
+    let bulk = header("Precedence")
+        .is_some_and(|value| matches!(value.as_str(), "bulk" | "junk" | "list" | "auto_reply"));
+    if bulk || header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
+        return Some(Automated::BulkOrAutoReply);
+    }
+    None
+}
+
+/// The text without the quoted history a mail client puts below a reply: lines quoted with
+/// `>`, the attribution line before them ("On … wrote:"), and a forwarded or original-message
+/// block. The full text is kept elsewhere; this is for display.
+pub fn trim_quoted(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut end = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        let is_marker = trimmed.starts_with("-----Original Message-----")
+            || trimmed.starts_with("---------- Forwarded message")
+            || (trimmed.starts_with("On ") && trimmed.ends_with("wrote:"))
+            || (trimmed.starts_with("Le ") && trimmed.ends_with("a écrit :"));
+        let quote_block_starts = trimmed.starts_with('>')
+            && lines[i..]
+                .iter()
+                .all(|l| l.trim().is_empty() || l.trim().starts_with('>'));
+        if is_marker || quote_block_starts {
+            end = i;
+            break;
+        }
+    }
+    let kept = lines[..end].join("\n");
+    let kept = kept.trim_end();
+    if kept.is_empty() {
+        text.trim().to_owned()
+    } else {
+        kept.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(headers: &str, body: &str) -> Vec<u8> {
+        format!("{headers}\r\n\r\n{body}").into_bytes()
+    }
+
+    #[test]
+    fn a_plain_reply_gives_sender_ids_tokens_and_trimmed_text() {
+        let raw = mail(
+            "From: Alice Doe <Alice@Example.TEST>\r\nTo: support+t0k3n@shop.test\r\nCc: other@example.test\r\nSubject: Re: your parcel\r\nMessage-ID: <abc@example.test>\r\nIn-Reply-To: <tl.1@shop.test>\r\nReferences: <tl.0@shop.test> <tl.1@shop.test>",
+            "Thanks, that works.\r\n\r\nOn Mon, 1 Dec 2026, Shop wrote:\r\n> Your parcel is at the depot.\r\n> Regards\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.from.to_string(), "email:alice@example.test");
+        assert_eq!(parsed.from_name.as_deref(), Some("Alice Doe"));
+        assert_eq!(parsed.message_id.as_deref(), Some("abc@example.test"));
+        assert_eq!(parsed.answers, ["tl.1@shop.test", "tl.0@shop.test"]);
+        assert_eq!(parsed.reply_tokens("support@shop.test"), ["t0k3n"]);
+        assert!(parsed.reply_tokens("sales@shop.test").is_empty());
+        assert_eq!(parsed.new_text, "Thanks, that works.");
+        assert!(parsed.text.contains("> Your parcel is at the depot."));
+        assert_eq!(parsed.automated, None);
+        assert_eq!(
+            parsed.external_id(&raw).expect("id").as_str(),
+            "<abc@example.test>"
+        );
+    }
+
+    #[test]
+    fn encodings_charsets_and_multipart_are_decoded() {
+        let raw = mail(
+            "From: bob@example.test\r\nTo: support@shop.test\r\nSubject: =?ISO-8859-1?Q?R=E9clamation?=\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"",
+            "--b1\r\nContent-Type: multipart/alternative; boundary=\"b2\"\r\n\r\n--b2\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nJ'ai re=E7u un colis ab=EEm=E9.\r\n--b2\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>ignored</p>\r\n--b2--\r\n--b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--b1--\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.subject.as_deref(), Some("Réclamation"));
+        assert_eq!(parsed.text, "J'ai reçu un colis abîmé.");
+        assert_eq!(
+            parsed.attachments,
+            [(
+                "photo.png".to_owned(),
+                "image/png".to_owned(),
+                b"hello".to_vec()
+            )]
+        );
+        // No Message-ID: the bytes name it.
+        assert!(parsed
+            .external_id(&raw)
+            .expect("id")
+            .as_str()
+            .starts_with("sha256:"));
+    }
+
+    #[test]
+    fn robots_are_recognised() {
+        let cases = [
+            (
+                "Auto-Submitted: auto-replied",
+                Some(Automated::AutoSubmitted),
+            ),
+            ("Auto-Submitted: no", None),
+            ("Return-Path: <>", Some(Automated::NullReturnPath)),
+            ("Precedence: bulk", Some(Automated::BulkOrAutoReply)),
+            ("X-Autoreply: yes", Some(Automated::BulkOrAutoReply)),
+            (
+                "Content-Type: multipart/report; report-type=delivery-status; boundary=x",
+                Some(Automated::DeliveryReport),
+            ),
+        ];
+        for (header, expected) in cases {
+            let raw = mail(
+                &format!("From: robot@example.test\r\nTo: support@shop.test\r\n{header}"),
+                "--x\r\nContent-Type: text/plain\r\n\r\nOut of office\r\n--x--\r\n",
+            );
+            let parsed = InboundMail::parse(&raw).expect("parses");
+            assert_eq!(parsed.automated, expected, "{header}");
+        }
+    }
+
+    #[test]
+    fn bad_mail_is_a_clear_error() {
+        assert_eq!(
+            InboundMail::parse(&mail("To: support@shop.test", "no sender")),
+            Err(MailError::NoSender)
+        );
+        let huge = vec![b'a'; MAX_MAIL_BYTES + 1];
+        assert_eq!(
+            InboundMail::parse(&huge),
+            Err(MailError::TooLarge(MAX_MAIL_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn quoted_history_is_trimmed_for_display_only() {
+        assert_eq!(trim_quoted("Yes.\n\n> earlier\n> more"), "Yes.");
+        assert_eq!(
+            trim_quoted("Fine\n-----Original Message-----\nFrom: shop"),
+            "Fine"
+        );
+        // A reply that is all quote keeps its text rather than showing nothing.
+        assert_eq!(trim_quoted("> only a quote"), "> only a quote");
+        // Inline answers between quotes are kept.
+        assert_eq!(
+            trim_quoted("> question one\nanswer one\n> question two\nanswer two"),
+            "> question one\nanswer one\n> question two\nanswer two"
+        );
+    }
+}
