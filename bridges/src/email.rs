@@ -11,6 +11,8 @@
 //! Automated mail (auto-replies, bounces, delivery reports, lists) is recognised so that two
 //! robots never answer each other.
 
+pub mod smtp;
+
 use mail_parser::{MessageParser, MimeHeaders as _};
 use threadline_protocol::{channel::Handle, name::ExternalId};
 

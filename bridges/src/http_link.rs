@@ -120,13 +120,23 @@ fn query(text: &str) -> String {
 }
 
 impl NodeLink for HttpLink {
-    async fn resolve(&self, handle: &Handle) -> Result<Resolved, LinkError> {
+    async fn resolve(
+        &self,
+        handle: &Handle,
+        hint: Option<&crate::sdk::ThreadHint>,
+    ) -> Result<Resolved, LinkError> {
+        let mut body = json!({ "handle": handle.to_string() });
+        match hint {
+            Some(crate::sdk::ThreadHint::Thread(thread)) => {
+                body["thread"] = json!(thread.to_string());
+            }
+            Some(crate::sdk::ThreadHint::Token(token)) => {
+                body["token"] = json!(hex::encode(token));
+            }
+            None => {}
+        }
         let answer = self
-            .call(
-                "POST",
-                "/bridge/resolve".to_owned(),
-                Some(json!({ "handle": handle.to_string() })),
-            )
+            .call("POST", "/bridge/resolve".to_owned(), Some(body))
             .await?;
         Ok(Resolved {
             contact: field(&answer, "contact")?,

@@ -64,7 +64,23 @@ pub struct InboundMessage {
     pub external_id: ExternalId,
     /// The text.
     pub text: String,
+    /// Which thread the app says the message answers (a mail's `In-Reply-To`, its reply
+    /// token). The node uses it only if the thread is open and belongs to the handle's contact.
+    pub thread_hint: Option<ThreadHint>,
 }
+
+/// A thread the app names for an inbound message: a hint, never trusted alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadHint {
+    /// The thread's id (from one of our outbound Message-IDs).
+    Thread(ThreadId),
+    /// A reply token: the first [`REPLY_TOKEN_BYTES`] bytes of the thread's id.
+    Token([u8; REPLY_TOKEN_BYTES]),
+}
+
+/// Bytes of a thread id in a reply token (128 bits: unguessable, and short enough for an
+/// address's local part in base32).
+pub const REPLY_TOKEN_BYTES: usize = 16;
 
 /// Where a handle leads: its contact and open thread, and where the bridge's next event on
 /// that thread goes.
@@ -167,8 +183,14 @@ pub enum LinkError {
 /// How a bridge reaches its node: in-process for built-in bridges, over the bridge API for a
 /// standalone one. Every method is one request; [`Bridge`] adds the retries.
 pub trait NodeLink: Send + Sync {
-    /// The contact and open thread of a handle on the bridge's channel (created when new).
-    fn resolve(&self, handle: &Handle) -> impl Future<Output = Result<Resolved, LinkError>> + Send;
+    /// The contact and open thread of a handle on the bridge's channel (created when new). With
+    /// a `hint`, the hinted thread instead, if it is open and the handle's contact's (never
+    /// another customer's: then the handle's own thread, and the node logs the mismatch).
+    fn resolve(
+        &self,
+        handle: &Handle,
+        hint: Option<&ThreadHint>,
+    ) -> impl Future<Output = Result<Resolved, LinkError>> + Send;
 
     /// Submits signed events; answers each, in order, once the stored ones are durable.
     fn submit(
@@ -350,7 +372,10 @@ impl<L: NodeLink> Bridge<L> {
         }
         self.backoff
             .retry(|| async {
-                let resolved = self.link.resolve(&message.handle).await?;
+                let resolved = self
+                    .link
+                    .resolve(&message.handle, message.thread_hint.as_ref())
+                    .await?;
                 let event = Draft::new(
                     Scope::Thread(resolved.thread),
                     resolved.parents,

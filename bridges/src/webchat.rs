@@ -485,6 +485,7 @@ impl<L: NodeLink> Webchat<L> {
             handle: session.handle().clone(),
             external_id,
             text: text.clone(),
+            thread_hint: None,
         };
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {

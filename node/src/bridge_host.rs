@@ -64,7 +64,11 @@ impl LocalLink {
 }
 
 impl NodeLink for LocalLink {
-    async fn resolve(&self, handle: &Handle) -> Result<sdk::Resolved, LinkError> {
+    async fn resolve(
+        &self,
+        handle: &Handle,
+        hint: Option<&sdk::ThreadHint>,
+    ) -> Result<sdk::Resolved, LinkError> {
         if handle.channel() != self.channel {
             return Err(LinkError::Refused {
                 code: "forbidden".to_owned(),
@@ -77,7 +81,7 @@ impl NodeLink for LocalLink {
         }
         let resolved = self
             .ingest
-            .resolve(handle.clone())
+            .resolve_hinted(handle.clone(), hint.map(crate::ingest::ThreadRef::from))
             .await
             .map_err(link_error)?;
         Ok(sdk::Resolved {

@@ -172,6 +172,24 @@ pub struct LiveEvent {
 
 type Reply<T> = oneshot::Sender<Result<T, IngestError>>;
 
+/// A thread an inbound message says it answers (never trusted alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadRef {
+    /// By id.
+    Thread(ThreadId),
+    /// By reply token: the first 16 bytes of its id.
+    Token([u8; 16]),
+}
+
+impl From<&threadline_bridges::sdk::ThreadHint> for ThreadRef {
+    fn from(hint: &threadline_bridges::sdk::ThreadHint) -> Self {
+        match hint {
+            threadline_bridges::sdk::ThreadHint::Thread(thread) => ThreadRef::Thread(*thread),
+            threadline_bridges::sdk::ThreadHint::Token(token) => ThreadRef::Token(*token),
+        }
+    }
+}
+
 /// Where submitted events come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -193,7 +211,7 @@ enum Request {
         Source,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
-    Resolve(Handle, Reply<Resolved>),
+    Resolve(Handle, Option<ThreadRef>, Reply<Resolved>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
@@ -260,7 +278,19 @@ impl Ingest {
 
     /// Resolves a customer's handle to its contact and open thread, creating either when new.
     pub async fn resolve(&self, handle: Handle) -> Result<Resolved, IngestError> {
-        self.call(|reply| Request::Resolve(handle, reply)).await
+        self.resolve_hinted(handle, None).await
+    }
+
+    /// Resolves a handle, to the hinted thread if the app named one (a mail's reference or
+    /// reply token) and that thread is open and the same customer's; otherwise as
+    /// [`Ingest::resolve`].
+    pub async fn resolve_hinted(
+        &self,
+        handle: Handle,
+        hint: Option<ThreadRef>,
+    ) -> Result<Resolved, IngestError> {
+        self.call(|reply| Request::Resolve(handle, hint, reply))
+            .await
     }
 
     /// Performs an agent's action on a thread, signed by this node for the agent.

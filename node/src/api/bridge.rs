@@ -32,6 +32,12 @@ const MAX_DELIVERIES: usize = 512;
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     handle: String,
+    /// The thread the app says the message answers (hex id).
+    #[serde(default)]
+    thread: Option<String>,
+    /// A reply token naming the thread (hex of 16 bytes).
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -58,7 +64,27 @@ pub async fn resolve(
             handle.channel()
         )));
     }
-    let resolved = ingest.resolve(handle).await?;
+    let hint = match (&body.thread, &body.token) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give a thread or a token, not both".to_owned(),
+            ))
+        }
+        (Some(thread), None) => Some(crate::ingest::ThreadRef::Thread(parse_field(
+            thread, "thread",
+        )?)),
+        (None, Some(token)) => {
+            let bytes = hex::decode(token)
+                .ok()
+                .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("`{token}` is not a 16-byte reply token in hex"))
+                })?;
+            Some(crate::ingest::ThreadRef::Token(bytes))
+        }
+        (None, None) => None,
+    };
+    let resolved = ingest.resolve_hinted(handle, hint).await?;
     Ok(Json(ResolveAnswer {
         contact: resolved.contact,
         thread: resolved.thread,

@@ -15,6 +15,7 @@ use tracing::{debug, error, warn};
 
 use super::{
     Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Source, Submitted,
+    ThreadRef,
     LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
@@ -258,8 +259,8 @@ impl Writer {
                     let results = self.apply_verified(verified, source, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
-                Request::Resolve(handle, reply) => {
-                    let result = self.resolve(handle, &mut live);
+                Request::Resolve(handle, hint, reply) => {
+                    let result = self.resolve(handle, hint, &mut live);
                     answers.push(Answer::Resolve(reply, result));
                 }
                 Request::Act(agent, thread, actions, reply) => {
@@ -600,9 +601,52 @@ impl Writer {
         Ok(Submitted::Stored(id))
     }
 
+    /// The hinted thread, if it may take a message from `contact`: it exists, is this org's,
+    /// is not resolved, and is the same customer's. Otherwise `None`, logged when the hint
+    /// names another customer's thread (a forged or swapped reference: never a crossed wire).
+    fn hinted_thread(
+        &mut self,
+        hint: &ThreadRef,
+        contact: ContactId,
+    ) -> Result<Option<ThreadId>, IngestError> {
+        let thread = match hint {
+            ThreadRef::Thread(thread) => *thread,
+            ThreadRef::Token(prefix) => {
+                let found = self
+                    .store
+                    .tree(TreeName::Threads)
+                    .scan_prefix(prefix)
+                    .keys()
+                    .next()
+                    .transpose()?;
+                match found.and_then(|key| <[u8; 32]>::try_from(key.as_ref()).ok()) {
+                    Some(id) => ThreadId::from_bytes(id),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let state = match self.threads.load(&self.store, thread) {
+            Ok(thread) => thread.state().clone(),
+            Err(IngestError::UnknownThread(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let directory = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let same_customer =
+            directory.state().root_of(state.contact) == directory.state().root_of(contact);
+        if !same_customer {
+            warn!(%thread, "an inbound message names a thread of another customer; it goes to the sender's own thread");
+            return Ok(None);
+        }
+        Ok((state.owner == self.org && state.status != Status::Resolved).then_some(thread))
+    }
+
     fn resolve(
         &mut self,
         handle: Handle,
+        hint: Option<ThreadRef>,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Resolved, IngestError> {
         let known = self
@@ -624,6 +668,18 @@ impl Writer {
                 contact
             }
         };
+        if let Some(hint) = &hint {
+            if let Some(thread) = self.hinted_thread(hint, contact)? {
+                let (parents, depth) =
+                    self.threads.load(&self.store, thread)?.dag().next_parents();
+                return Ok(Resolved {
+                    contact,
+                    thread,
+                    parents,
+                    depth,
+                });
+            }
+        }
         // The contact's open thread: its own, or one of a contact merged into it (the index
         // is keyed by the contact a thread was opened for). A resolved thread is not open.
         let candidates = self
