@@ -191,6 +191,154 @@ impl InboundMail {
     }
 }
 
+/// The email bridge's inbound side: turns received mail into the bridge's inbound messages.
+#[derive(Debug)]
+pub struct EmailInbound<L> {
+    bridge: crate::sdk::Bridge<L>,
+    address: String,
+}
+
+impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
+    /// The inbound side of an email bridge for the support `address`.
+    pub fn new(bridge: crate::sdk::Bridge<L>, address: String) -> Self {
+        EmailInbound {
+            bridge,
+            address: address.to_lowercase(),
+        }
+    }
+
+    /// Takes one received mail: parses it, finds the thread it answers (only as a hint: the
+    /// node checks it is the sender's) and stores it. `Ok` once it is durable.
+    pub async fn take(&self, mail: smtp::ReceivedMail) -> Result<(), smtp::Refusal> {
+        let parsed = InboundMail::parse(&mail.data).map_err(|err| match err {
+            MailError::TooLarge(_) => smtp::Refusal {
+                code: 552,
+                text: format!("5.3.4 {err}"),
+            },
+            _ => smtp::Refusal {
+                code: 554,
+                text: format!("5.6.0 {err}"),
+            },
+        })?;
+        let external_id = parsed
+            .external_id(&mail.data)
+            .ok_or_else(|| smtp::Refusal {
+                code: 554,
+                text: "5.6.0 the Message-ID is not usable".to_owned(),
+            })?;
+        let text = match (&parsed.subject, parsed.text.trim().is_empty()) {
+            (Some(subject), true) => subject.clone(),
+            _ => parsed.text.clone(),
+        };
+        if let Some(reason) = parsed.automated {
+            tracing::info!(from = %parsed.from, ?reason, "automated mail: stored, never answered automatically");
+        }
+        let message = crate::sdk::InboundMessage {
+            handle: parsed.from.clone(),
+            external_id,
+            text,
+            thread_hint: thread_hint(&parsed, &self.address),
+        };
+        match self.bridge.receive(&message).await {
+            Ok(_) => Ok(()),
+            Err(
+                err @ (crate::sdk::BridgeError::Refused(_) | crate::sdk::BridgeError::Event(_)),
+            ) => Err(smtp::Refusal {
+                code: 554,
+                text: format!("5.6.0 refused: {err}"),
+            }),
+            Err(err) => Err(smtp::Refusal {
+                code: 451,
+                text: format!("4.3.0 not stored, try again later: {err}"),
+            }),
+        }
+    }
+
+    /// The SMTP listener's sink for this bridge.
+    pub fn sink(self: std::sync::Arc<Self>) -> smtp::MailSink
+    where
+        L: 'static,
+    {
+        std::sync::Arc::new(move |mail| {
+            let inbound = std::sync::Arc::clone(&self);
+            Box::pin(async move { inbound.take(mail).await })
+        })
+    }
+}
+
+/// The Message-ID of an outbound mail: `<THREAD.EVENT@domain>`, so a reply's `In-Reply-To`
+/// names its thread.
+pub fn message_id(
+    thread: &threadline_protocol::ThreadId,
+    event: &threadline_protocol::EventId,
+    domain: &str,
+) -> String {
+    format!("<{thread}.{event}@{domain}>")
+}
+
+/// The reply token of a thread: the first 16 bytes of its id in lowercase base32 (26
+/// characters), for `support+TOKEN@domain`.
+pub fn reply_token(thread: &threadline_protocol::ThreadId) -> String {
+    base32(&thread.as_bytes()[..crate::sdk::REPLY_TOKEN_BYTES])
+}
+
+/// The thread a mail names: one of our Message-IDs it answers first, else a reply token in the
+/// address it was sent to.
+pub fn thread_hint(mail: &InboundMail, address: &str) -> Option<crate::sdk::ThreadHint> {
+    let domain = address.split_once('@').map(|(_, d)| d.to_lowercase())?;
+    for id in &mail.answers {
+        let Some((local, id_domain)) = id.rsplit_once('@') else {
+            continue;
+        };
+        if !id_domain.eq_ignore_ascii_case(&domain) {
+            continue;
+        }
+        let thread = local.split_once('.').map(|(thread, _)| thread);
+        if let Some(thread) = thread.and_then(|t| t.parse::<threadline_protocol::ThreadId>().ok()) {
+            return Some(crate::sdk::ThreadHint::Thread(thread));
+        }
+    }
+    mail.reply_tokens(address).iter().find_map(|token| {
+        let bytes = unbase32(token)?;
+        let token = <[u8; crate::sdk::REPLY_TOKEN_BYTES]>::try_from(bytes).ok()?;
+        Some(crate::sdk::ThreadHint::Token(token))
+    })
+}
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+fn base32(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(BASE32[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(BASE32[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+fn unbase32(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let value = BASE32.iter().position(|&b| b == c.to_ascii_lowercase())? as u32;
+        buffer = (buffer << 5) | value;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 fn strip_brackets(id: &str) -> String {
     id.trim()
         .trim_start_matches('<')
@@ -363,6 +511,40 @@ mod tests {
         assert_eq!(
             InboundMail::parse(&huge),
             Err(MailError::TooLarge(MAX_MAIL_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn our_message_ids_and_reply_tokens_name_their_thread() {
+        let thread = threadline_protocol::ThreadId::from_bytes([0xab; 32]);
+        let event = threadline_protocol::EventId::from_bytes([0xcd; 32]);
+        let token = reply_token(&thread);
+        assert_eq!(token.len(), 26);
+        let by_id = mail(
+            &format!(
+                "From: a@example.test\r\nTo: support@shop.test\r\nIn-Reply-To: {}",
+                message_id(&thread, &event, "shop.test")
+            ),
+            "yes",
+        );
+        let parsed = InboundMail::parse(&by_id).expect("parses");
+        assert_eq!(
+            thread_hint(&parsed, "support@shop.test"),
+            Some(crate::sdk::ThreadHint::Thread(thread))
+        );
+        // Another domain's id names nothing of ours.
+        assert_eq!(thread_hint(&parsed, "support@other.test"), None);
+        let by_token = mail(
+            &format!(
+                "From: a@example.test\r\nTo: support+{}@shop.test",
+                token.to_uppercase()
+            ),
+            "yes",
+        );
+        let parsed = InboundMail::parse(&by_token).expect("parses");
+        assert_eq!(
+            thread_hint(&parsed, "support@shop.test"),
+            Some(crate::sdk::ThreadHint::Token([0xab; 16]))
         );
     }
 

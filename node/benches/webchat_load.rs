@@ -103,6 +103,8 @@ fn main() {
         replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         replication_peers: Vec::new(),
         replication_mdns: false,
+        email_address: None,
+        email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

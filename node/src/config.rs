@@ -37,6 +37,13 @@ listen = [\"/ip4/127.0.0.1/tcp/7430\"]
 peers = []
 # Find the org's nodes on the local network with mDNS.
 mdns = false
+
+[email]
+# The support address customers write to. The built-in email bridge is on when it is set.
+# address = \"support@shop.example\"
+# Where the node takes mail for it (SMTP; THREADLINE_SMTP_LISTEN and `run --smtp-listen`
+# override it). Put it behind your MX, or point the MX at it.
+smtp_listen = \"127.0.0.1:2525\"
 ";
 
 /// A loaded, validated configuration.
@@ -58,6 +65,10 @@ pub struct Config {
     pub replication_peers: Vec<libp2p::Multiaddr>,
     /// Whether to find peers on the LAN with mDNS.
     pub replication_mdns: bool,
+    /// The support address of the built-in email bridge (off when `None`).
+    pub email_address: Option<String>,
+    /// Where the email bridge takes mail (SMTP).
+    pub email_smtp_listen: SocketAddr,
 }
 
 /// The configuration could not be loaded.
@@ -100,6 +111,30 @@ struct File {
     webchat: WebchatSection,
     #[serde(default)]
     replication: ReplicationSection,
+    #[serde(default)]
+    email: EmailSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailSection {
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default = "default_smtp_listen")]
+    smtp_listen: SocketAddr,
+}
+
+impl Default for EmailSection {
+    fn default() -> Self {
+        EmailSection {
+            address: None,
+            smtp_listen: default_smtp_listen(),
+        }
+    }
+}
+
+fn default_smtp_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 2525))
 }
 
 #[derive(Debug, Deserialize)]
@@ -251,7 +286,25 @@ impl Config {
             .iter()
             .map(|text| peer_address(text).map_err(|e| bad(format!("replication.peers: {e}"))))
             .collect::<Result<_, _>>()?;
+        let email_address = match file.email.address {
+            Some(address) => {
+                let address = address.trim().to_lowercase();
+                let valid = format!("email:{address}")
+                    .parse::<threadline_protocol::Handle>()
+                    .is_ok()
+                    && !address.contains('+');
+                if !valid {
+                    return Err(bad(format!(
+                        "email.address: `{address}` is not a plain address like support@shop.example"
+                    )));
+                }
+                Some(address)
+            }
+            None => None,
+        };
         Ok(Config {
+            email_address,
+            email_smtp_listen: file.email.smtp_listen,
             replication_listen,
             replication_peers,
             replication_mdns: file.replication.mdns,

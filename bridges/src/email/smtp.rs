@@ -55,9 +55,7 @@ pub struct Refusal {
 
 /// Takes a received mail; resolves once it is durable (`Ok`) or refused.
 pub type MailSink = Arc<
-    dyn Fn(ReceivedMail) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>>
-        + Send
-        + Sync,
+    dyn Fn(ReceivedMail) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>> + Send + Sync,
 >;
 
 /// Serves SMTP on `listener` until the future is dropped.
@@ -146,8 +144,11 @@ where
                         .find_map(|p| p.to_ascii_uppercase().strip_prefix("SIZE=")?.parse().ok())
                         .unwrap_or(0usize);
                     if size > settings.max_bytes {
-                        reply(&mut writer, "552 5.3.4 the mail is larger than the SIZE limit")
-                            .await?;
+                        reply(
+                            &mut writer,
+                            "552 5.3.4 the mail is larger than the SIZE limit",
+                        )
+                        .await?;
                     } else {
                         reverse_path = Some(path);
                         recipients.clear();
@@ -186,10 +187,7 @@ where
                 let answer = match data {
                     None => Err(Refusal {
                         code: 552,
-                        text: format!(
-                            "5.3.4 the mail is larger than {} bytes",
-                            settings.max_bytes
-                        ),
+                        text: format!("5.3.4 the mail is larger than {} bytes", settings.max_bytes),
                     }),
                     Some(data) => {
                         let mail = ReceivedMail {
@@ -428,9 +426,15 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines.contains(&"503 5.5.1 say EHLO first"), "{out}");
         assert!(lines.contains(&"503 5.5.1 MAIL FROM first"), "{out}");
-        assert!(lines.contains(&"552 5.3.4 the mail is larger than the SIZE limit"), "{out}");
+        assert!(
+            lines.contains(&"552 5.3.4 the mail is larger than the SIZE limit"),
+            "{out}"
+        );
         assert!(lines.contains(&"503 5.5.1 RCPT TO first"), "{out}");
-        assert!(lines.contains(&"552 5.3.4 the mail is larger than 1000 bytes"), "{out}");
+        assert!(
+            lines.contains(&"552 5.3.4 the mail is larger than 1000 bytes"),
+            "{out}"
+        );
         assert!(lines.contains(&"554 5.6.0 not a mail"), "{out}");
         assert!(lines.contains(&"500 5.5.2 unknown command"), "{out}");
     }

@@ -15,8 +15,7 @@ use tracing::{debug, error, warn};
 
 use super::{
     Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Source, Submitted,
-    ThreadRef,
-    LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
+    ThreadRef, LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
@@ -670,8 +669,7 @@ impl Writer {
         };
         if let Some(hint) = &hint {
             if let Some(thread) = self.hinted_thread(hint, contact)? {
-                let (parents, depth) =
-                    self.threads.load(&self.store, thread)?.dag().next_parents();
+                let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
                 return Ok(Resolved {
                     contact,
                     thread,
