@@ -86,6 +86,8 @@ fn start(runtime: &tokio::runtime::Runtime, data_dir: &DataDir) -> Running {
         peers: Vec::new(),
         peers_file: Some(data_dir.peers_path()),
         mdns: false,
+        partners: Vec::new(),
+        partners_file: None,
     };
     let task = {
         let _guard = runtime.enter();

@@ -103,6 +103,7 @@ fn main() {
         replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
         replication_peers: Vec::new(),
         replication_mdns: false,
+        replication_partners: Vec::new(),
         email_address: None,
         email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
     };

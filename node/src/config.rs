@@ -37,6 +37,9 @@ listen = [\"/ip4/127.0.0.1/tcp/7430\"]
 peers = []
 # Find the org's nodes on the local network with mDNS.
 mdns = false
+# Partner orgs (org ids) whose nodes may connect to get the threads shared with them
+# (`threadline partner add` adds more, in the data folder's `partners` file).
+partners = []
 
 [email]
 # The support address customers write to. The built-in email bridge is on when it is set.
@@ -65,6 +68,8 @@ pub struct Config {
     pub replication_peers: Vec<libp2p::Multiaddr>,
     /// Whether to find peers on the LAN with mDNS.
     pub replication_mdns: bool,
+    /// Partner orgs whose nodes may connect.
+    pub replication_partners: Vec<threadline_protocol::OrgId>,
     /// The support address of the built-in email bridge (off when `None`).
     pub email_address: Option<String>,
     /// Where the email bridge takes mail (SMTP).
@@ -146,6 +151,8 @@ struct ReplicationSection {
     peers: Vec<String>,
     #[serde(default)]
     mdns: bool,
+    #[serde(default)]
+    partners: Vec<String>,
 }
 
 impl Default for ReplicationSection {
@@ -154,6 +161,7 @@ impl Default for ReplicationSection {
             listen: default_p2p_listen(),
             peers: Vec::new(),
             mdns: false,
+            partners: Vec::new(),
         }
     }
 }
@@ -302,7 +310,18 @@ impl Config {
             }
             None => None,
         };
+        let replication_partners = file
+            .replication
+            .partners
+            .iter()
+            .map(|text| {
+                text.trim()
+                    .parse::<threadline_protocol::OrgId>()
+                    .map_err(|_| bad(format!("replication.partners: `{text}` is not an org id")))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Config {
+            replication_partners,
             email_address,
             email_smtp_listen: file.email.smtp_listen,
             replication_listen,

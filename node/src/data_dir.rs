@@ -10,6 +10,7 @@
 //!   keys/node.cert   the org's certificate for the node key, hex of its canonical encoding
 //!   config.toml      the node's configuration (see `config`)
 //!   peers            peers added with `threadline peer add`, one multiaddr a line
+//!   partners         partner orgs added with `threadline partner add`, one org id a line
 //!   invites/         one-time invites not yet used (`threadline org invite`)
 //!   store/           the sled store (see `store`)
 //! ```
@@ -208,6 +209,11 @@ impl DataDir {
     /// The file of peers added with `threadline peer add` (one multiaddr a line).
     pub fn peers_path(&self) -> PathBuf {
         self.root.join("peers")
+    }
+
+    /// The file of partner orgs added with `threadline partner add` (one org id a line).
+    pub fn partners_path(&self) -> PathBuf {
+        self.root.join("partners")
     }
 
     /// The config file.

@@ -59,6 +59,12 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// Partner orgs: their nodes may connect and get the threads shared with them (works while
+    /// the node runs).
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCommand,
+    },
     /// Print this node's public identity: org id, node id and libp2p PeerId.
     Identity,
     /// Manage agents (the node must be stopped).
@@ -102,6 +108,17 @@ enum OrgCommand {
         /// The node's id (`threadline identity` on it prints it).
         node: threadline_protocol::PublicKey,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PartnerCommand {
+    /// Trust another org as a partner (its org id: `threadline identity` on one of its nodes).
+    Add {
+        /// The partner's org id.
+        org: threadline_protocol::OrgId,
+    },
+    /// List partner orgs (config.toml and added here).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +309,33 @@ fn main() -> anyhow::Result<()> {
             writeln!(file, "{address}")
                 .with_context(|| format!("cannot write {}", path.display()))?;
             println!("added peer {address}");
+        }
+        Command::Partner {
+            command: PartnerCommand::Add { org },
+        } => {
+            let path = data_dir.partners_path();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            writeln!(file, "{org}").with_context(|| format!("cannot write {}", path.display()))?;
+            println!("added partner org {org}");
+        }
+        Command::Partner {
+            command: PartnerCommand::List,
+        } => {
+            let config = Config::load(&data_dir.config_path(), None)?;
+            for org in &config.replication_partners {
+                println!("{org}  (config.toml)");
+            }
+            if let Ok(text) = std::fs::read_to_string(data_dir.partners_path()) {
+                for line in text.lines().map(str::trim) {
+                    if !line.is_empty() && !line.starts_with('#') {
+                        println!("{line}");
+                    }
+                }
+            }
         }
         Command::Peer {
             command: PeerCommand::List,

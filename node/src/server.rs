@@ -109,6 +109,8 @@ pub async fn run(
             peers: config.replication_peers.clone(),
             peers_file: Some(data_dir.peers_path()),
             mdns: config.replication_mdns,
+            partners: config.replication_partners.clone(),
+            partners_file: Some(data_dir.partners_path()),
         },
     )?;
     tokio::spawn(replication);

@@ -320,6 +320,10 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
     let laptop_node = Node::start(&laptop.data);
     let partner = first_node(dir.path(), "partner");
     let partner_org = field(&threadline_ok(&partner.data, &["identity"]), "org:");
+    let office_org_id = field(&threadline_ok(&office.data, &["identity"]), "org:");
+    // Each org trusts the other as a partner (an org that is not is refused at Hello).
+    threadline_ok(&partner.data, &["partner", "add", &office_org_id]);
+    threadline_ok(&office.data, &["partner", "add", &partner_org]);
     let partner_node = Node::start(&partner.data);
 
     // Two customers on the office's web chat; only Alice's thread is shared.

@@ -377,7 +377,10 @@ impl Writer {
         // A duplicate by id is found by its log's DAG (in `apply_thread`/`apply_directory`);
         // by external message id, here.
         let external_key = external_id_key(&event);
-        if let Some(key) = &external_key {
+        // Only for what bridges submit here: an event from a peer is in its log already
+        // (another bridge of the same app may have used the same id), and refusing it would
+        // fork the log.
+        if let Some(key) = external_key.as_ref().filter(|_| source == Source::Local) {
             if let Some(existing) = self.pending.get(&self.store, TreeName::ExternalIds, key)? {
                 let existing =
                     <[u8; 32]>::try_from(existing.as_ref()).map_err(|_| StoreError::Corrupt {
@@ -527,7 +530,9 @@ impl Writer {
             );
         }
         match &event.header().kind {
-            EventKind::Thread(ThreadKind::Opened { .. }) => {
+            // Only this org's threads are where its contacts' messages go: a partner's thread
+            // for a contact id it learned never takes this org's customers' messages.
+            EventKind::Thread(ThreadKind::Opened { org, .. }) if *org == self.org => {
                 writes.insert(
                     TreeName::ContactThreads,
                     [contact.as_bytes().as_slice(), thread_id.as_bytes()].concat(),
@@ -595,7 +600,13 @@ impl Writer {
             _ => {}
         }
         if let Some(key) = external_key {
-            writes.insert(TreeName::ExternalIds, key, id.as_bytes().to_vec());
+            // The first event with an id keeps it (a peer's event may share one).
+            if writes
+                .get(&self.store, TreeName::ExternalIds, &key)?
+                .is_none()
+            {
+                writes.insert(TreeName::ExternalIds, key, id.as_bytes().to_vec());
+            }
         }
         Ok(Submitted::Stored(id))
     }

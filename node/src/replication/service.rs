@@ -60,6 +60,9 @@ const ORIGINS_KEPT: usize = 100_000;
 /// requests are refused and it is penalised: a flood. An honest peer pushes once per group
 /// commit, and asks at most a few `Want`s at once: far below this.
 pub const REQUESTS_PER_SECOND: f64 = 5_000.0;
+/// Buckets asked for in one `SummaryOf`: 16 of 256 is 1/16 of the logs, ~67 bytes each, so an
+/// answer fits its 8 MiB frame up to about 2 million shared threads.
+const SUMMARY_BUCKETS_PER_REQUEST: usize = 16;
 /// Bridge keys a joining node may have certified (one per channel).
 const MAX_JOIN_BRIDGES: usize = 9;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
@@ -77,6 +80,11 @@ pub struct Settings {
     pub peers_file: Option<PathBuf>,
     /// Find peers on the LAN with mDNS.
     pub mdns: bool,
+    /// Orgs whose nodes may connect as partners (to get the threads shared with them).
+    pub partners: Vec<OrgId>,
+    /// A file of more partner orgs, one org id a line (`threadline partner add`), re-read every
+    /// few seconds.
+    pub partners_file: Option<PathBuf>,
 }
 
 /// What the API shows of replication.
@@ -145,6 +153,12 @@ struct PeerState {
     wants: VecDeque<ScopeId>,
     wanted: HashSet<ScopeId>,
     wants_in_flight: usize,
+    /// Logs whose `Want` is in flight and must be asked again when it completes (a push with
+    /// unknown parents came meanwhile).
+    rewant: HashSet<ScopeId>,
+    /// Where the next `Want` of a log starts (the depth its last incomplete answer reached),
+    /// so a holder that does not know this node's heads still makes progress.
+    from_depth: HashMap<ScopeId, u64>,
     stalls: HashMap<ScopeId, u32>,
     /// Logs the peer pushed events of whose parents this node lacks: it must send them.
     owed: HashSet<ScopeId>,
@@ -180,6 +194,8 @@ enum Done {
     Stored {
         peer: PeerId,
         scope: ScopeId,
+        /// The deepest event of the answer.
+        reached: u64,
         complete: bool,
         verdict: Verdict,
     },
@@ -210,6 +226,9 @@ struct Service {
     configured: Vec<Multiaddr>,
     peers_file: Option<PathBuf>,
     blocked_until: HashMap<PeerId, Instant>,
+    configured_partners: Vec<OrgId>,
+    partners_file: Option<PathBuf>,
+    partners: HashSet<OrgId>,
     origins: HashMap<EventId, PeerId>,
     done_sender: mpsc::UnboundedSender<Done>,
     listening: Vec<Multiaddr>,
@@ -255,6 +274,9 @@ async fn run(
         configured: settings.peers,
         peers_file: settings.peers_file,
         blocked_until: HashMap::new(),
+        configured_partners: settings.partners,
+        partners_file: settings.partners_file,
+        partners: HashSet::new(),
         origins: HashMap::new(),
         done_sender,
         listening: Vec::new(),
@@ -337,7 +359,9 @@ pub fn check_peer_certificate(
     if body.role != CertRole::Node {
         return Err("the certificate is not a node certificate".to_owned());
     }
-    if !certificate.is_valid_at(now) {
+    // A certificate issued a moment ago by a node whose clock runs ahead is valid here too.
+    let skewed = now.saturating_add_millis(threadline_protocol::limits::MAX_CLOCK_SKEW_MILLIS);
+    if !certificate.is_valid_at(now) && !certificate.is_valid_at(skewed) {
         return Err("the certificate is not valid now".to_owned());
     }
     if body.org == org && revoked_from.is_some_and(|from| from <= now) {
@@ -445,10 +469,8 @@ impl Service {
                 ..
             } => {
                 let asked = self.asked.remove(&request_id);
-                if let request_response::OutboundFailure::Io(err) = &error {
-                    // Its answer could not be read: a garbage or oversize frame.
-                    self.penalise(peer, 50, &format!("unreadable answer: {err}"));
-                }
+                // Not the peer's fault for sure (our own stream limits and timeouts end up
+                // here too): no penalty, the step is retried on the next pull.
                 debug!(%peer, cause = %error, "a sync request failed");
                 if let Some((_, Asked::Want(scope))) = asked {
                     if let Some(state) = self.peers.get_mut(&peer) {
@@ -495,7 +517,13 @@ impl Service {
         );
     }
 
-    fn verify_hello(&mut self, peer: PeerId, certificate: &Certificate) -> Result<OrgId, String> {
+    /// Checks a peer's `Hello`. Refused: the reason, and the penalty (none for a valid node of
+    /// an org that is not a partner: it is only disconnected).
+    fn verify_hello(
+        &mut self,
+        peer: PeerId,
+        certificate: &Certificate,
+    ) -> Result<OrgId, (String, u32)> {
         let revoked_from = self
             .ingest
             .directory()
@@ -503,7 +531,25 @@ impl Service {
             .unwrap_or_else(PoisonError::into_inner)
             .certificates()
             .revoked_from(&certificate.body.subject);
-        check_peer_certificate(certificate, &peer, self.org, revoked_from, Self::now())
+        let org = check_peer_certificate(certificate, &peer, self.org, revoked_from, Self::now())
+            .map_err(|reason| (reason, PENALTY_LIMIT))?;
+        if org != self.org && !self.partners.contains(&org) {
+            return Err((
+                format!("org {org} is not a partner of this org (`threadline partner add {org}`)"),
+                0,
+            ));
+        }
+        Ok(org)
+    }
+
+    fn refuse_hello(&mut self, peer: PeerId, reason: &str, points: u32) {
+        warn!(%peer, reason, "refused a peer's Hello");
+        if points > 0 {
+            self.penalise(peer, points, reason);
+        } else {
+            self.peers.remove(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     fn on_request(
@@ -528,10 +574,9 @@ impl Service {
                         self.respond(channel, hello);
                         self.accept(peer, org);
                     }
-                    Err(reason) => {
-                        warn!(%peer, reason, "refused a peer's certificate");
+                    Err((reason, points)) => {
                         self.refuse(channel, &reason);
-                        self.penalise(peer, PENALTY_LIMIT, &reason);
+                        self.refuse_hello(peer, &reason, points);
                     }
                 }
             }
@@ -630,11 +675,7 @@ impl Service {
                             warn!(cause = %err, "cannot store partner certificates");
                             0
                         });
-                    let relay = if from_partner && added > 0 {
-                        certificates
-                    } else {
-                        Vec::new()
-                    };
+                    let relay = if added > 0 { certificates } else { Vec::new() };
                     let _ = done.send(Done::CertificatesTaken(channel, relay, added));
                 });
             }
@@ -720,6 +761,16 @@ impl Service {
                 .certificates
                 .values()
                 .flatten()
+                // A certificate scoped to one customer's handle names that customer.
+                .filter(|c| {
+                    !matches!(
+                        c.body.role,
+                        CertRole::Bridge {
+                            handle_scope: Some(_),
+                            ..
+                        }
+                    )
+                })
                 .cloned()
                 .collect()
         };
@@ -762,10 +813,7 @@ impl Service {
             (Asked::Hello, SyncMessage::Hello { certificate }) => {
                 match self.verify_hello(peer, &certificate) {
                     Ok(org) => self.accept(peer, org),
-                    Err(reason) => {
-                        warn!(%peer, reason, "refused a peer's certificate");
-                        self.penalise(peer, PENALTY_LIMIT, &reason);
-                    }
+                    Err((reason, points)) => self.refuse_hello(peer, &reason, points),
                 }
             }
             (Asked::Digest, SyncMessage::Digest { n_scopes, digest }) => {
@@ -796,7 +844,12 @@ impl Service {
                 if buckets.is_empty() {
                     state.in_sync = true;
                 } else {
-                    self.request(peer, SyncMessage::SummaryOf { buckets }, Asked::SummaryOf);
+                    // A few buckets an answer, so a summary fits its frame even with millions
+                    // of threads.
+                    for chunk in buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST) {
+                        let buckets = chunk.to_vec();
+                        self.request(peer, SyncMessage::SummaryOf { buckets }, Asked::SummaryOf);
+                    }
                 }
             }
             (Asked::SummaryOf, SyncMessage::Summary { scopes }) => {
@@ -869,6 +922,8 @@ impl Service {
             } else {
                 state.wants.push_back(scope);
             }
+        } else if !state.wants.contains(&scope) {
+            state.rewant.insert(scope);
         }
         self.pump_wants(peer);
     }
@@ -899,6 +954,7 @@ impl Service {
                 return;
             };
             state.wants_in_flight += 1;
+            let from_depth = state.from_depth.get(&scope).copied().unwrap_or(0);
             let store = self.ingest.store().clone();
             let done = self.done_sender.clone();
             tokio::task::spawn_blocking(move || {
@@ -915,7 +971,7 @@ impl Service {
                     SyncMessage::Want {
                         scope,
                         have,
-                        from_depth: 0,
+                        from_depth,
                         max_events: MAX_EVENTS_PER_WANT,
                     },
                 ));
@@ -945,6 +1001,11 @@ impl Service {
             }
         };
         self.remember_origins(peer, &events);
+        let reached = events
+            .iter()
+            .map(|event| event.signed.header.depth)
+            .max()
+            .unwrap_or(0);
         let ingest = self.ingest.clone();
         let done = self.done_sender.clone();
         tokio::spawn(async move {
@@ -953,6 +1014,7 @@ impl Service {
             let _ = done.send(Done::Stored {
                 peer,
                 scope,
+                reached,
                 complete,
                 verdict,
             });
@@ -1035,8 +1097,10 @@ impl Service {
                 ScopeId::Directory(org) => org == self.org && peer_org == self.org,
                 // A known thread from its members; a new one from this org's nodes, or from a
                 // partner in answer to a `Want` (it sends only what it shares with this org).
+                // A known thread: the auth rules judge membership, as of each event's causal
+                // past (a member removed meanwhile may still send what it wrote before).
                 ScopeId::Thread(thread) => match store.thread_state(&thread) {
-                    Ok(Some(state)) => state.members.contains(&peer_org),
+                    Ok(Some(_)) => true,
                     Ok(None) => peer_org == self.org || expected == Some(scope),
                     Err(_) => false,
                 },
@@ -1092,6 +1156,7 @@ impl Service {
             Done::Stored {
                 peer,
                 scope,
+                reached,
                 complete,
                 verdict,
             } => {
@@ -1119,9 +1184,15 @@ impl Service {
                         *stalls += 1;
                     }
                     let stalled = *stalls > STALLS_ALLOWED;
+                    if again && !stalled {
+                        state.from_depth.insert(scope, reached);
+                    } else {
+                        state.from_depth.remove(&scope);
+                    }
+                    let rewant = state.rewant.remove(&scope);
                     if stalled {
                         warn!(%peer, %scope, "a log makes no progress with this peer; giving up on it until it reconnects");
-                    } else if again || !verdict.missing.is_empty() {
+                    } else if again || rewant || !verdict.missing.is_empty() {
                         state.wanted.insert(scope);
                         state.wants.push_front(scope);
                     }
@@ -1205,11 +1276,20 @@ impl Service {
                     ScopeId::Directory(_) => None,
                 });
             let origin = self.origins.get(&change.event).copied();
+            // The org a thread stops being shared with learns it.
+            let removed = match &event.signed.header.kind {
+                threadline_protocol::EventKind::Thread(
+                    threadline_protocol::event::ThreadKind::MemberRemove { org },
+                ) => Some(*org),
+                _ => None,
+            };
             for (peer, peer_org) in &peers {
                 if origin == Some(*peer) {
                     continue;
                 }
-                if logs::may_share(&change.scope, self.org, *peer_org, scope_members.as_ref()) {
+                if removed == Some(*peer_org)
+                    || logs::may_share(&change.scope, self.org, *peer_org, scope_members.as_ref())
+                {
                     outgoing.entry(*peer).or_default().push(event.clone());
                 }
             }
@@ -1348,10 +1428,16 @@ impl Service {
     }
 
     fn penalise(&mut self, peer: PeerId, points: u32, reason: &str) {
-        let state = self.peers.entry(peer).or_default();
-        state.penalty = state.penalty.saturating_add(points);
-        warn!(%peer, points, total = state.penalty, reason, "peer penalised");
-        if state.penalty >= PENALTY_LIMIT {
+        // A peer that already went keeps no state (and no points) here.
+        let total = match self.peers.get_mut(&peer) {
+            Some(state) => {
+                state.penalty = state.penalty.saturating_add(points);
+                state.penalty
+            }
+            None => points,
+        };
+        warn!(%peer, points, total, reason, "peer penalised");
+        if total >= PENALTY_LIMIT {
             warn!(%peer, "disconnecting and blocking the peer for {} s", BLOCK_FOR.as_secs());
             self.block(peer, BLOCK_FOR);
         }
@@ -1383,8 +1469,21 @@ impl Service {
         }
     }
 
-    /// Reads the configured peers and the peers file into the dial targets.
+    /// Reads the configured peers and partners, and their files, into the dial targets and
+    /// the partner set.
     fn load_targets(&mut self) {
+        let mut partners: HashSet<OrgId> = self.configured_partners.iter().copied().collect();
+        if let Some(path) = &self.partners_file {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                partners.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                        .filter_map(|line| line.parse::<OrgId>().ok()),
+                );
+            }
+        }
+        self.partners = partners;
         let mut addresses = self.configured.clone();
         if let Some(path) = &self.peers_file {
             if let Ok(text) = std::fs::read_to_string(path) {
