@@ -79,6 +79,8 @@ pub struct Node {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// What it printed before its ready line.
+    pub banner: Vec<String>,
 }
 
 impl Node {
@@ -119,6 +121,7 @@ impl Node {
             .expect("threadline run starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
         let base = loop {
             let line = lines
                 .next()
@@ -127,10 +130,15 @@ impl Node {
             if let Some(address) = line.strip_prefix(ready) {
                 break address.trim().to_owned();
             }
+            banner.push(line);
         };
         // Keep draining stdout so the node never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Node { child, base }
+        Node {
+            child,
+            base,
+            banner,
+        }
     }
 
     /// What `GET /api/v1/replication` says: PeerId, addresses, peers, digests.

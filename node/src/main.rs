@@ -48,6 +48,9 @@ enum Command {
         /// with commas for more).
         #[arg(long, env = "THREADLINE_P2P_LISTEN", value_delimiter = ',')]
         p2p_listen: Vec<String>,
+        /// Where the email bridge takes mail over SMTP (overrides config.toml).
+        #[arg(long, env = "THREADLINE_SMTP_LISTEN")]
+        smtp_listen: Option<SocketAddr>,
     },
     /// The org's nodes: invite a new one, remove one.
     Org {
@@ -352,7 +355,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Run { listen, p2p_listen } => {
+        Command::Run {
+            listen,
+            p2p_listen,
+            smtp_listen,
+        } => {
             let is_new = std::fs::read_dir(&cli.data_dir)
                 .map(|mut entries| entries.next().is_none())
                 .unwrap_or(true);
@@ -361,6 +368,9 @@ fn main() -> anyhow::Result<()> {
                 print_init(&cli.data_dir, &initialised);
             }
             let mut config = Config::load(&data_dir.config_path(), listen)?;
+            if let Some(smtp_listen) = smtp_listen {
+                config.email_smtp_listen = smtp_listen;
+            }
             if !p2p_listen.is_empty() {
                 config.replication_listen = p2p_listen
                     .iter()
@@ -376,10 +386,25 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {}", config.api_listen))?;
                 let address = listener.local_addr()?;
+                let smtp = match &config.email_address {
+                    Some(support) => {
+                        let smtp = tokio::net::TcpListener::bind(config.email_smtp_listen)
+                            .await
+                            .with_context(|| {
+                                format!("cannot listen on {} for SMTP", config.email_smtp_listen)
+                            })?;
+                        println!(
+                            "email: SMTP listening on {} for {support}",
+                            smtp.local_addr()?
+                        );
+                        Some(smtp)
+                    }
+                    None => None,
+                };
                 println!("threadline listening on http://{address}");
                 println!("agent API: http://{address}/api/v1");
                 std::io::stdout().flush()?;
-                server::run(&data_dir, &config, listener, shutdown_signal()).await?;
+                server::run_with(&data_dir, &config, listener, smtp, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }

@@ -55,6 +55,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    run_with(data_dir, config, listener, None, shutdown).await
+}
+
+/// [`run`], with the email bridge's SMTP listener when `[email] address` is set (bound by the
+/// caller, so it can say where before the node runs).
+pub async fn run_with(
+    data_dir: &DataDir,
+    config: &Config,
+    listener: TcpListener,
+    smtp: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let identity = data_dir.load_identity()?;
     let store = admin::open_store(data_dir)?;
     // Before the pipeline starts: a new built-in bridge's certificate goes straight to the store.
@@ -64,7 +76,42 @@ pub async fn run(
         info!("web chat: the built-in bridge is off ([webchat] builtin = false)");
         None
     };
+    let email_key = match &config.email_address {
+        Some(_) => {
+            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Email, crate::clock::now())?
+        }
+        None => None,
+    };
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
+    match (&config.email_address, email_key, smtp) {
+        (Some(address), Some(key), Some(smtp)) => {
+            let bridge = Bridge::new(
+                BridgeIdentity::new(key, ChannelKind::Email),
+                LocalLink::new(ingest.clone(), ChannelKind::Email),
+                crate::clock::now,
+            );
+            let inbound = Arc::new(threadline_bridges::email::EmailInbound::new(
+                bridge,
+                address.clone(),
+            ));
+            let settings = threadline_bridges::email::smtp::SmtpSettings {
+                address: address.clone(),
+                max_bytes: threadline_bridges::email::MAX_MAIL_BYTES,
+            };
+            let closing = ingest.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = threadline_bridges::email::smtp::serve(smtp, settings, inbound.sink()) => {}
+                    () = closing.closing() => {}
+                }
+            });
+            info!(%address, "email: taking mail for the support address over SMTP");
+        }
+        (Some(_), None, _) => {
+            warn!("email off: this node has no email bridge key and no org key to make one (run `threadline bridge add email` where the org key is, and copy the key to keys/bridge-email.key)");
+        }
+        _ => {}
+    }
     let webchat = match webchat_key {
         Some(key) => {
             let bridge = Bridge::new(

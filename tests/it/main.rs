@@ -2,6 +2,7 @@
 
 mod browser;
 mod cli;
+mod email;
 mod federation;
 mod hostile;
 mod node;
