@@ -266,6 +266,169 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
     }
 }
 
+/// The email bridge's outbound side: sends agents' replies through an SMTP relay (lettre:
+/// STARTTLS or TLS, AUTH), threaded so mail clients keep the conversation together.
+pub struct EmailOutbound {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    address: String,
+    name: String,
+}
+
+impl std::fmt::Debug for EmailOutbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailOutbound")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The relay could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("the SMTP relay `{url}` is not usable: {reason}")]
+pub struct RelayError {
+    url: String,
+    reason: String,
+}
+
+impl EmailOutbound {
+    /// Sends through the relay at `url` (`smtp://host:port` plain, `smtp://…?tls=required`
+    /// for STARTTLS, `smtps://…` for TLS; `user:password@` for AUTH), from `name <address>`.
+    pub fn new(url: &str, address: &str, name: &str) -> Result<Self, RelayError> {
+        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            .map_err(|err| RelayError {
+                url: redact(url),
+                reason: err.to_string(),
+            })?
+            .timeout(Some(std::time::Duration::from_secs(30)))
+            .build();
+        Ok(EmailOutbound {
+            transport,
+            address: address.to_lowercase(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Sends one reply. Transient failures (the relay is down, `4xx`) stay queued; permanent
+    /// ones (`5xx`: no such address) become a failed receipt.
+    pub async fn send(
+        &self,
+        delivery: &crate::sdk::Delivery,
+        history: &[crate::sdk::ThreadMessage],
+    ) -> Result<(), crate::sdk::SendError> {
+        let message = compose(delivery, history, &self.address, &self.name)
+            .map_err(crate::sdk::SendError::Permanent)?;
+        match lettre::AsyncTransport::send(&self.transport, message).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_permanent() => {
+                Err(crate::sdk::SendError::Permanent(err.to_string()))
+            }
+            Err(err) => Err(crate::sdk::SendError::Retry(err.to_string())),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Messages quoted below a reply at most.
+const QUOTED_MESSAGES: usize = 20;
+
+/// The mail for a reply: From the support address, Reply-To its reply-token address, a
+/// Message-ID that names the thread, In-Reply-To and References to the customer's mails, the
+/// reply as plain text, and the conversation before it quoted below (whatever channel it was on:
+/// a chat handed off to email keeps its context).
+pub fn compose(
+    delivery: &crate::sdk::Delivery,
+    history: &[crate::sdk::ThreadMessage],
+    address: &str,
+    name: &str,
+) -> Result<lettre::Message, String> {
+    use lettre::message::{header::ContentType, Mailbox};
+    if delivery.handle.channel() != threadline_protocol::ChannelKind::Email {
+        return Err(format!("{} is not an email address", delivery.handle));
+    }
+    let domain = address
+        .split_once('@')
+        .map(|(_, d)| d.to_owned())
+        .ok_or_else(|| format!("`{address}` is not an address"))?;
+    let local = address.split_once('@').map(|(l, _)| l).unwrap_or(address);
+    let mailbox = |addr: String| -> Result<Mailbox, String> {
+        Ok(Mailbox::new(
+            Some(name.to_owned()),
+            addr.parse().map_err(|err| format!("`{addr}`: {err}"))?,
+        ))
+    };
+    let to: Mailbox = delivery
+        .handle
+        .address()
+        .parse()
+        .map_err(|err| format!("`{}`: {err}", delivery.handle))?;
+    let before: Vec<&crate::sdk::ThreadMessage> = history
+        .iter()
+        .take_while(|m| m.event != delivery.event)
+        .collect();
+    let customer_ids: Vec<&str> = before
+        .iter()
+        .filter(|m| m.inbound && m.channel == Some(threadline_protocol::ChannelKind::Email))
+        .filter_map(|m| m.external_id.as_deref())
+        .filter(|id| id.starts_with('<') && id.ends_with('>'))
+        .collect();
+    let mut body = delivery.text.clone();
+    let quoted: Vec<&&crate::sdk::ThreadMessage> = before
+        .iter()
+        .rev()
+        .take(QUOTED_MESSAGES)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    if !quoted.is_empty() {
+        body.push_str("\n\n--- Earlier in this conversation ---\n");
+        for message in quoted {
+            let who = match (message.inbound, message.channel) {
+                (true, Some(channel)) => format!("You ({channel})"),
+                (true, None) => "You".to_owned(),
+                (false, _) => name.to_owned(),
+            };
+            let text = message.text.as_deref().unwrap_or("(erased)");
+            body.push_str(&format!("\n{who}:\n"));
+            for line in text.lines() {
+                body.push_str(&format!("> {line}\n"));
+            }
+        }
+    }
+    let mut builder = lettre::Message::builder()
+        .from(mailbox(address.to_owned())?)
+        .reply_to(mailbox(format!(
+            "{local}+{}@{domain}",
+            reply_token(&delivery.thread)
+        ))?)
+        .to(to)
+        .subject(format!("Your conversation with {name}"))
+        .message_id(Some(message_id(&delivery.thread, &delivery.event, &domain)))
+        .header(ContentType::TEXT_PLAIN);
+    if let Some(last) = customer_ids.last() {
+        builder = builder.in_reply_to((*last).to_owned());
+        builder = builder.references(
+            customer_ids
+                .iter()
+                .rev()
+                .take(10)
+                .rev()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    builder.body(body).map_err(|err| err.to_string())
+}
+
 /// The Message-ID of an outbound mail: `<THREAD.EVENT@domain>`, so a reply's `In-Reply-To`
 /// names its thread.
 pub fn message_id(

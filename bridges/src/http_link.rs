@@ -254,6 +254,30 @@ impl NodeLink for HttpLink {
             .is_ok_and(|answer| answer["agents_online"] == true)
     }
 
+    async fn thread_messages(
+        &self,
+        thread: threadline_protocol::ThreadId,
+    ) -> Result<Vec<crate::sdk::ThreadMessage>, LinkError> {
+        let answer = self
+            .call("GET", format!("/bridge/threads/{thread}/messages"), None)
+            .await?;
+        answer["messages"]
+            .as_array()
+            .ok_or_else(|| LinkError::Unavailable(format!("no messages: {answer}")))?
+            .iter()
+            .map(|m| {
+                Ok(crate::sdk::ThreadMessage {
+                    event: field(m, "event")?,
+                    inbound: m["inbound"] == true,
+                    channel: m["channel"].as_str().and_then(|c| c.parse().ok()),
+                    text: m["text"].as_str().map(str::to_owned),
+                    at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
+                    external_id: m["external_id"].as_str().map(str::to_owned),
+                })
+            })
+            .collect()
+    }
+
     async fn conversation(&self, handle: &Handle) -> Result<Vec<ConversationEntry>, LinkError> {
         let answer = self
             .call(

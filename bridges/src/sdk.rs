@@ -152,6 +152,24 @@ pub struct ConversationEntry {
     pub seen: bool,
 }
 
+/// One message of a thread, for a bridge that sends the thread's replies: what the customer
+/// and the agents said, on every channel (never notes or other internal events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadMessage {
+    /// The message event.
+    pub event: EventId,
+    /// From the customer (`true`) or a reply (`false`).
+    pub inbound: bool,
+    /// For the customer's messages, the channel they wrote on.
+    pub channel: Option<ChannelKind>,
+    /// The text; `None` if erased.
+    pub text: Option<String>,
+    /// When it was written.
+    pub at: Timestamp,
+    /// The app's id of the customer's message (a mail's Message-ID).
+    pub external_id: Option<String>,
+}
+
 /// What a customer's handle is known to be, besides itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {
@@ -229,6 +247,14 @@ pub trait NodeLink: Send + Sync {
         &self,
         handle: &Handle,
     ) -> impl Future<Output = Result<Vec<ConversationEntry>, LinkError>> + Send;
+
+    /// The messages of a thread whose replies go to the bridge's channel, oldest first (to
+    /// quote the conversation so far, or answer the customer's last mail). Refused for a
+    /// thread routed elsewhere.
+    fn thread_messages(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Vec<ThreadMessage>, LinkError>> + Send;
 }
 
 /// Why a bridge could not send a delivery to the app.

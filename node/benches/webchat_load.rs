@@ -106,6 +106,8 @@ fn main() {
         replication_partners: Vec::new(),
         email_address: None,
         email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
+        email_relay: None,
+        email_name: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

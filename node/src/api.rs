@@ -66,6 +66,10 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/bridge/deliveries", get(bridge::deliveries))
         .route("/api/v1/bridge/deliveries/{seq}/ack", post(bridge::ack))
         .route("/api/v1/bridge/conversation", get(bridge::conversation))
+        .route(
+            "/api/v1/bridge/threads/{id}/messages",
+            get(bridge::thread_messages),
+        )
         .route("/api/v1/bridge/identify", post(bridge::identify))
         .route("/api/v1/bridge/typing", post(bridge::typing))
         .route("/api/v1/bridge/presence", get(bridge::presence))

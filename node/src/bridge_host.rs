@@ -142,6 +142,18 @@ impl NodeLink for LocalLink {
             .map_err(|err| LinkError::Unavailable(err.to_string()))
     }
 
+    async fn thread_messages(
+        &self,
+        thread: threadline_protocol::ThreadId,
+    ) -> Result<Vec<sdk::ThreadMessage>, LinkError> {
+        crate::conversation::of_thread(&self.ingest, thread, self.channel)
+            .map_err(|err| LinkError::Unavailable(err.to_string()))?
+            .ok_or_else(|| LinkError::Refused {
+                code: "forbidden".to_owned(),
+                message: format!("thread {thread} is not routed to {}", self.channel),
+            })
+    }
+
     /// Only email addresses can be claimed or vouched for: a bridge speaks for its own
     /// channel's customers, and an address is what websites know of their users. Nothing is
     /// written when the directory already says what the identity says (a logged-in visitor's

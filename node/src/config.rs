@@ -47,6 +47,12 @@ partners = []
 # Where the node takes mail for it (SMTP; THREADLINE_SMTP_LISTEN and `run --smtp-listen`
 # override it). Put it behind your MX, or point the MX at it.
 smtp_listen = \"127.0.0.1:2525\"
+# Where replies are sent from: an SMTP relay URL (smtp://host:port; ?tls=required for STARTTLS;
+# smtps:// for TLS; user:password@ for AUTH). THREADLINE_SMTP_RELAY overrides it (keep the
+# password there rather than here). No relay: replies wait in the email queue.
+# relay = \"smtp://127.0.0.1:587?tls=required\"
+# The name replies are signed with (From: NAME <address>); by default the address's domain.
+# name = \"Shop\"
 ";
 
 /// A loaded, validated configuration.
@@ -74,6 +80,10 @@ pub struct Config {
     pub email_address: Option<String>,
     /// Where the email bridge takes mail (SMTP).
     pub email_smtp_listen: SocketAddr,
+    /// The SMTP relay replies go through (a lettre URL), if any.
+    pub email_relay: Option<String>,
+    /// The name replies are signed with.
+    pub email_name: Option<String>,
 }
 
 /// The configuration could not be loaded.
@@ -127,6 +137,10 @@ struct EmailSection {
     address: Option<String>,
     #[serde(default = "default_smtp_listen")]
     smtp_listen: SocketAddr,
+    #[serde(default)]
+    relay: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 impl Default for EmailSection {
@@ -134,6 +148,8 @@ impl Default for EmailSection {
         EmailSection {
             address: None,
             smtp_listen: default_smtp_listen(),
+            relay: None,
+            name: None,
         }
     }
 }
@@ -324,6 +340,11 @@ impl Config {
             replication_partners,
             email_address,
             email_smtp_listen: file.email.smtp_listen,
+            email_relay: std::env::var("THREADLINE_SMTP_RELAY")
+                .ok()
+                .filter(|url| !url.is_empty())
+                .or(file.email.relay),
+            email_name: file.email.name,
             replication_listen,
             replication_peers,
             replication_mdns: file.replication.mdns,

@@ -109,3 +109,45 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
     entries.sort_by_key(|(_, entry)| (entry.at, entry.event));
     Ok(entries.into_iter().map(|(_, entry)| entry).collect())
 }
+
+/// The messages of `thread`, oldest first, if its route is on `channel` (a bridge of that
+/// channel sends its replies); `None` otherwise.
+pub fn of_thread(
+    ingest: &Ingest,
+    thread: threadline_protocol::ThreadId,
+    channel: threadline_protocol::ChannelKind,
+) -> Result<Option<Vec<threadline_bridges::sdk::ThreadMessage>>, StoreError> {
+    let store = ingest.store();
+    let Some(state) = store.thread_state(&thread)? else {
+        return Ok(None);
+    };
+    if state.route.map(|route| route.channel) != Some(channel) {
+        return Ok(None);
+    }
+    let mut messages = Vec::new();
+    for (id, event) in store.log_with_ids(&ScopeId::Thread(thread))? {
+        let header = &event.signed.header;
+        let (inbound, on) = match &header.kind {
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Inbound { channel },
+            }) => (true, Some(*channel)),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound,
+            }) => (false, None),
+            _ => continue,
+        };
+        messages.push(threadline_bridges::sdk::ThreadMessage {
+            event: id,
+            inbound,
+            channel: on,
+            text: event.content.as_ref().map(|c| c.text.clone()),
+            at: header.author_time,
+            external_id: event
+                .content
+                .as_ref()
+                .and_then(|c| c.external_id.as_ref())
+                .map(|id| id.as_str().to_owned()),
+        });
+    }
+    Ok(Some(messages))
+}

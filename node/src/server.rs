@@ -85,6 +85,28 @@ pub async fn run_with(
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
     match (&config.email_address, email_key, smtp) {
         (Some(address), Some(key), Some(smtp)) => {
+            match &config.email_relay {
+                Some(url) => {
+                    let name = config.email_name.clone().unwrap_or_else(|| {
+                        address
+                            .split_once('@')
+                            .map(|(_, domain)| domain.to_owned())
+                            .unwrap_or_default()
+                    });
+                    let outbound =
+                        threadline_bridges::email::EmailOutbound::new(url, address, &name)
+                            .map_err(|err| {
+                                ServerError::Admin(admin::AdminError::Event(err.to_string()))
+                            })?;
+                    let bridge = Bridge::new(
+                        BridgeIdentity::new(key.clone(), ChannelKind::Email),
+                        LocalLink::new(ingest.clone(), ChannelKind::Email),
+                        crate::clock::now,
+                    );
+                    tokio::spawn(deliver_email(Arc::new(bridge), Arc::new(outbound)));
+                }
+                None => warn!("email: no [email] relay: replies wait in the email queue"),
+            }
             let bridge = Bridge::new(
                 BridgeIdentity::new(key, ChannelKind::Email),
                 LocalLink::new(ingest.clone(), ChannelKind::Email),
@@ -211,6 +233,47 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
                     break;
                 }
             }
+        }
+    }
+}
+
+/// Replies routed to email go out through the relay as soon as they are stored, and every few
+/// seconds (retries of what the relay did not take). Ends when the node closes.
+async fn deliver_email(
+    bridge: Arc<Bridge<LocalLink>>,
+    outbound: Arc<threadline_bridges::email::EmailOutbound>,
+) {
+    const BATCH: usize = 64;
+    let ingest = bridge.link().ingest().clone();
+    let mut changes = ingest.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) if change.kind != "thread.message.outbound" => continue,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        let link = bridge.link().clone();
+        let sent = bridge
+            .deliver_pending(BATCH, |delivery| {
+                let link = link.clone();
+                let outbound = Arc::clone(&outbound);
+                async move {
+                    use threadline_bridges::sdk::NodeLink as _;
+                    let history = link
+                        .thread_messages(delivery.thread)
+                        .await
+                        .unwrap_or_default();
+                    outbound.send(&delivery, &history).await
+                }
+            })
+            .await;
+        if let Err(err) = sent {
+            warn!(cause = %err, "email deliveries failed; retrying");
         }
     }
 }

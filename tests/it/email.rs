@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use serde_json::Value;
-use threadline_tests::{field, threadline_ok, Node};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use threadline_tests::{eventually, field, threadline_ok, Node, Visitor};
 
 const SUPPORT: &str = "support@shop.test";
 
@@ -18,15 +20,26 @@ struct Shop {
 
 impl Shop {
     fn new() -> Shop {
+        Shop::with_relay(None)
+    }
+
+    /// A shop whose replies go out through the SMTP relay on `relay_port`.
+    fn with_relay(relay_port: Option<u16>) -> Shop {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let out = threadline_ok(&data, &["init"]);
         let config = data.join("config.toml");
         let text = std::fs::read_to_string(&config).expect("config");
-        let text = text.replace(
+        let mut text = text.replace(
             "# address = \"support@shop.example\"",
             &format!("address = \"{SUPPORT}\""),
         );
+        if let Some(port) = relay_port {
+            text = text.replace(
+                "# relay = \"smtp://127.0.0.1:587?tls=required\"",
+                &format!("relay = \"smtp://127.0.0.1:{port}\"\nname = \"Shop\""),
+            );
+        }
         std::fs::write(&config, text).expect("config written");
         Shop {
             token: field(&out, "token:"),
@@ -199,4 +212,226 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
     assert!(!taken, "{log}");
     assert!(log.contains("550 5.1.1"), "{log}");
     assert_eq!(email_threads(&node, &shop.token).len(), 2);
+}
+
+/// aiosmtpd (from PyPI, in `target/venv`; `.ci/run` installs it) capturing mail into a Maildir:
+/// the shop's outbound relay in these tests.
+struct Relay {
+    child: std::process::Child,
+    port: u16,
+    maildir: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    fn start() -> Relay {
+        let binary = std::env::var_os("THREADLINE_AIOSMTPD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/aiosmtpd")
+            });
+        assert!(
+            binary.exists(),
+            "{} is missing: python3 -m venv target/venv && target/venv/bin/pip install aiosmtpd",
+            binary.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let maildir = dir.path().join("mail");
+        let child = Command::new(&binary)
+            .args(["-n", "-u", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        eventually("aiosmtpd listens", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Relay {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        }
+    }
+
+    /// The mails captured so far, oldest first.
+    fn mails(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|(_, path)| std::fs::read_to_string(path).ok())
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A header's value in a captured mail (unfolded).
+fn header(mail: &str, name: &str) -> Option<String> {
+    let head = mail.split("\n\n").next()?;
+    let unfolded = head
+        .replace("\r\n", "\n")
+        .replace("\n ", " ")
+        .replace("\n\t", " ");
+    unfolded.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+#[test]
+fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
+    let relay = Relay::start();
+    let shop = Shop::with_relay(Some(relay.port));
+    let (node, port) = shop.start();
+
+    // 1. A visitor writes in the web chat.
+    let mut visitor = Visitor::connect(&node, None);
+    visitor.say("w1", "Hi, my order 123 is late");
+    let (_, list) = node.get(&shop.token, "/api/v1/threads?channel=webchat");
+    let thread = list["threads"][0]["id"]
+        .as_str()
+        .expect("thread")
+        .to_owned();
+    let contact = list["threads"][0]["contact"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+
+    // 2. The agent links the address the visitor gave and hands the thread off to email; the
+    //    reply goes out by mail, with the chat quoted.
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/contacts/{contact}/handles"),
+        &json!({ "handle": "email:alice@example.test" }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/handoff"),
+        &json!({ "handle": "email:alice@example.test" }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "We are on it, Alice. More by mail." }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let first = eventually(
+        "the reply reaches the relay",
+        Duration::from_secs(30),
+        || relay.mails().into_iter().next(),
+    );
+    assert!(
+        header(&first, "To").is_some_and(|to| to.contains("alice@example.test")),
+        "{first}"
+    );
+    assert!(
+        header(&first, "From").is_some_and(|f| f.contains(SUPPORT)),
+        "{first}"
+    );
+    let thread_id: threadline_protocol::ThreadId = thread.parse().expect("thread id");
+    let token = threadline_bridges::email::reply_token(&thread_id);
+    assert!(
+        header(&first, "Reply-To")
+            .is_some_and(|r| r.contains(&format!("support+{token}@shop.test"))),
+        "{first}"
+    );
+    let message_id = header(&first, "Message-ID").expect("a Message-ID");
+    assert!(
+        message_id.starts_with(&format!("<{thread}.")),
+        "{message_id}"
+    );
+    assert!(
+        first.contains("We are on it, Alice. More by mail."),
+        "{first}"
+    );
+    assert!(
+        first.contains("> Hi, my order 123 is late"),
+        "the chat is quoted: {first}"
+    );
+
+    // 3. The customer answers from their mail client: same thread, same contact, in order.
+    let (taken, log) = swaks(
+        port,
+        "alice@example.test",
+        &format!("support+{token}@shop.test"),
+        &[
+            "Subject: Re: Your conversation with Shop",
+            &format!("In-Reply-To: {message_id}"),
+            "Message-Id: <a2@example.test>",
+        ],
+        "Thanks! Still waiting though.",
+    );
+    assert!(taken, "{log}");
+    let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    let inbound: Vec<&str> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "thread.message.inbound")
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert_eq!(
+        inbound,
+        ["Hi, my order 123 is late", "Thanks! Still waiting though."]
+    );
+
+    // 4. The agent's next reply goes out by mail, threaded under the customer's.
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "It ships today." }),
+    );
+    assert_eq!(status, 200);
+    let second = eventually(
+        "the second reply reaches the relay",
+        Duration::from_secs(30),
+        || relay.mails().into_iter().nth(1),
+    );
+    assert_eq!(
+        header(&second, "In-Reply-To").as_deref(),
+        Some("<a2@example.test>")
+    );
+    assert!(second.contains("It ships today."), "{second}");
+    assert_eq!(relay.mails().len(), 2, "each reply is sent once");
+
+    // 5. The contact record has both handles and the whole timeline.
+    let (_, record) = node.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
+    let handles = record["handles"].to_string();
+    assert!(handles.contains("email:alice@example.test"), "{record}");
+    assert!(handles.contains("webchat:"), "{record}");
+    let timeline = record["timeline"].to_string();
+    for text in [
+        "Hi, my order 123 is late",
+        "We are on it, Alice. More by mail.",
+        "Thanks! Still waiting though.",
+        "It ships today.",
+    ] {
+        assert!(
+            timeline.contains(text),
+            "{text} is on the timeline: {record}"
+        );
+    }
 }

@@ -333,6 +333,44 @@ pub async fn conversation(
     Ok(Json(ConversationView { messages }))
 }
 
+#[derive(Debug, Serialize)]
+pub struct ThreadMessageView {
+    event: threadline_protocol::EventId,
+    inbound: bool,
+    channel: Option<threadline_protocol::ChannelKind>,
+    text: Option<String>,
+    at: u64,
+    external_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThreadMessagesView {
+    messages: Vec<ThreadMessageView>,
+}
+
+/// `GET /api/v1/bridge/threads/{id}/messages`: a thread's messages, for the bridge its replies
+/// go to (refused for a thread routed to another channel).
+pub async fn thread_messages(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<ThreadMessagesView>, ApiError> {
+    let thread: threadline_protocol::ThreadId = parse_field(&id, "thread")?;
+    let messages = crate::conversation::of_thread(&ingest, thread, channel)?
+        .ok_or_else(|| ApiError::forbidden(format!("thread {thread} is not routed to {channel}")))?
+        .into_iter()
+        .map(|m| ThreadMessageView {
+            event: m.event,
+            inbound: m.inbound,
+            channel: m.channel,
+            text: m.text,
+            at: m.at.as_millis(),
+            external_id: m.external_id,
+        })
+        .collect();
+    Ok(Json(ThreadMessagesView { messages }))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentifyBody {
