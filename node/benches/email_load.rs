@@ -1,0 +1,205 @@
+//! Inbound mail under load: `LOAD_MAILS` mails (default 10,000) from `LOAD_SENDERS` customers
+//! (default 1,000) over `LOAD_SESSIONS` concurrent SMTP sessions (default 50) into a node with
+//! the email bridge on, on loopback. Each session sends its mails one after another; the time
+//! from the end of `DATA` to the `250` is when the mail is durable and in the inbox (the `250`
+//! waits for the group commit that also feeds the agents' live stream). Then every customer's
+//! thread is read back through the agent API: each mail must be there exactly once.
+//!
+//! Run: `cargo bench -p threadline-node --bench email_load`. Figures: docs/BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use threadline_node::{admin, clock, config::Config, server, DataDir};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Reads one SMTP reply (all its lines) and returns its code.
+async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).await.expect("read");
+        assert!(n > 0, "the server closed the session");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .expect("a reply code");
+        }
+    }
+}
+
+async fn session(port: u16, mails: Vec<(usize, usize)>) -> Vec<Duration> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    assert_eq!(reply(&mut reader).await, 220);
+    write.write_all(b"EHLO load\r\n").await.expect("write");
+    assert_eq!(reply(&mut reader).await, 250);
+    let mut latencies = Vec::with_capacity(mails.len());
+    for (mail, sender) in mails {
+        let commands = format!(
+            "MAIL FROM:<customer{sender}@example.test>\r\nRCPT TO:<support@shop.test>\r\nDATA\r\n"
+        );
+        write.write_all(commands.as_bytes()).await.expect("write");
+        assert_eq!(reply(&mut reader).await, 250);
+        assert_eq!(reply(&mut reader).await, 250);
+        assert_eq!(reply(&mut reader).await, 354);
+        let body = format!(
+            "From: Customer {sender} <customer{sender}@example.test>\r\nTo: support@shop.test\r\nSubject: order {mail}\r\nMessage-ID: <load-{mail}@example.test>\r\n\r\nMail number {mail} from customer {sender}.\r\n.\r\n"
+        );
+        write.write_all(body.as_bytes()).await.expect("write");
+        let sent = Instant::now();
+        let code = reply(&mut reader).await;
+        latencies.push(sent.elapsed());
+        assert_eq!(code, 250, "mail {mail} refused");
+    }
+    write.write_all(b"QUIT\r\n").await.expect("write");
+    latencies
+}
+
+fn main() {
+    let n_mails = env("LOAD_MAILS", 10_000);
+    let n_senders = env("LOAD_SENDERS", 1_000);
+    let n_sessions = env("LOAD_SESSIONS", 50);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = DataDir::new(tmp.path().join("data"));
+    let initialised = admin::init(&data_dir, clock::now()).expect("init");
+    let token = initialised.first_agent.token.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let smtp = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let smtp_port = smtp.local_addr().expect("address").port();
+    let config = Config {
+        api_listen: listener.local_addr().expect("address"),
+        webchat_origins: Vec::new(),
+        webchat_builtin: false,
+        webchat_identity_secret: None,
+        webchat_connections_per_minute: 120,
+        replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
+        replication_peers: Vec::new(),
+        replication_mdns: false,
+        replication_partners: Vec::new(),
+        email_address: Some("support@shop.test".to_owned()),
+        email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
+        email_relay: None,
+        email_name: None,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let data_dir = data_dir.clone();
+        runtime.spawn(async move {
+            server::run_with(&data_dir, &config, listener, Some(smtp), async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node runs");
+        })
+    };
+
+    // Spread the mails over the sessions; each customer's mails in order within a session.
+    let mut per_session: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_sessions];
+    for mail in 0..n_mails {
+        let sender = mail % n_senders;
+        per_session[sender % n_sessions].push((mail, sender));
+    }
+    let started = Instant::now();
+    let mut latencies: Vec<Duration> = runtime.block_on(async {
+        let tasks: Vec<_> = per_session
+            .into_iter()
+            .map(|mails| tokio::spawn(session(smtp_port, mails)))
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("session"));
+        }
+        all
+    });
+    let took = started.elapsed();
+    latencies.sort();
+    println!(
+        "{n_mails} mails from {n_senders} customers over {n_sessions} SMTP sessions in {took:.1?}: {:.0} mails/s; end of DATA -> 250 (durable, in the inbox) p50 {:.2?} p99 {:.2?} max {:.2?}",
+        n_mails as f64 / took.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default(),
+    );
+
+    // Every mail once, on its sender's thread.
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let get = |path: &str| -> serde_json::Value {
+        agent
+            .get(&format!("{base}/api/v1{path}"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("GET")
+            .into_json()
+            .expect("json")
+    };
+    let mut threads = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = match &cursor {
+            Some(cursor) => get(&format!("/threads?channel=email&limit=200&cursor={cursor}")),
+            None => get("/threads?channel=email&limit=200"),
+        };
+        for thread in page["threads"].as_array().expect("threads") {
+            threads.push(thread["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let mut by_sender: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    for thread in &threads {
+        let detail = get(&format!("/threads/{thread}"));
+        for event in detail["events"].as_array().expect("events") {
+            if event["kind"] == "thread.message.inbound" {
+                let handle = event["handle"].as_str().expect("handle").to_owned();
+                let text = event["text"].as_str().expect("text");
+                let sender = handle.trim_start_matches("email:customer");
+                let sender = sender.split('@').next().expect("sender");
+                assert!(
+                    text.ends_with(&format!("from customer {sender}.")),
+                    "a mail on the wrong thread: {text} on {handle}'s"
+                );
+                *by_sender.entry(handle).or_default() += 1;
+                total += 1;
+            }
+        }
+    }
+    assert_eq!(total, n_mails, "every mail exactly once");
+    assert_eq!(threads.len(), n_senders, "one thread per customer");
+    assert!(by_sender.values().all(|n| *n == n_mails / n_senders));
+    println!(
+        "checked: {total} mails on {} threads, each once, each on its sender's thread",
+        threads.len()
+    );
+    let _ = stop.send(());
+    runtime.block_on(server).expect("server");
+}
