@@ -304,6 +304,14 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
     let relay = Relay::start();
     let shop = Shop::with_relay(Some(relay.port));
     let (node, port) = shop.start();
+    // A second node of the same org (the federation issue), joined before the conversation.
+    let address = node.p2p_address(&shop.token);
+    let invite = threadline_ok(&shop.data, &["org", "invite", "--address", &address]);
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let second_data = second_dir.path().join("second");
+    let joined = threadline_ok(&second_data, &["init", "--join", invite.trim()]);
+    let second_token = field(&joined, "token:");
+    let second_node = Node::start(&second_data);
 
     // 1. A visitor writes in the web chat.
     let mut visitor = Visitor::connect(&node, None);
@@ -434,4 +442,106 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
             "{text} is on the timeline: {record}"
         );
     }
+
+    // On the second node of the org: the same thread and the same record.
+    let on_second = eventually("the second node has it all", Duration::from_secs(30), || {
+        let (_, here) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+        let (status, there) = second_node.get(&second_token, &format!("/api/v1/threads/{thread}"));
+        (status == 200 && there["state_hash"] == here["state_hash"]).then_some(there)
+    });
+    assert_eq!(
+        on_second["events"].as_array().map(Vec::len),
+        detail_len(&node, &shop.token, &thread)
+    );
+    let (status, second_record) =
+        second_node.get(&second_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(status, 200, "{second_record}");
+    assert_eq!(second_record["handles"], record["handles"]);
+    assert_eq!(second_record["timeline"], record["timeline"]);
+    // The second node sent nothing: the first set the route and delivered, once each.
+    assert_eq!(relay.mails().len(), 2);
+}
+
+fn detail_len(node: &Node, token: &str, thread: &str) -> Option<usize> {
+    let (_, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    detail["events"].as_array().map(Vec::len)
+}
+
+#[test]
+fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
+    let relay = Relay::start();
+    let shop = Shop::with_relay(Some(relay.port));
+    let (node, port) = shop.start();
+    for (who, id) in [("alice", "a1"), ("bob", "b1")] {
+        let (taken, log) = swaks(
+            port,
+            &format!("{who}@example.test"),
+            SUPPORT,
+            &[&format!("Message-Id: <{id}@example.test>")],
+            &format!("{who} asks a question"),
+        );
+        assert!(taken, "{log}");
+    }
+    let alice = thread_of(&node, &shop.token, "email:alice@example.test");
+    let bob = thread_of(&node, &shop.token, "email:bob@example.test");
+    for (thread, text) in [(&alice, "Answer for Alice"), (&bob, "Answer for Bob")] {
+        let (status, _) = node.post(
+            &shop.token,
+            &format!("/api/v1/threads/{thread}/replies"),
+            &json!({ "text": text }),
+        );
+        assert_eq!(status, 200);
+    }
+    let mails = eventually("both answers are sent", Duration::from_secs(30), || {
+        let mails = relay.mails();
+        (mails.len() == 2).then_some(mails)
+    });
+    for mail in &mails {
+        let to = header(mail, "To").expect("To");
+        if mail.contains("Answer for Alice") {
+            assert!(to.contains("alice@example.test") && !to.contains("bob"), "{mail}");
+        } else {
+            assert!(to.contains("bob@example.test") && !to.contains("alice"), "{mail}");
+        }
+    }
+    let token_of = |thread: &str| {
+        threadline_bridges::email::reply_token(&thread.parse().expect("thread id"))
+    };
+    let id_of = |text: &str| {
+        mails
+            .iter()
+            .find(|m| m.contains(text))
+            .and_then(|m| header(m, "Message-ID"))
+            .expect("a Message-ID")
+    };
+    // Alice answers with Bob's token and Bob's Message-ID (swapped); Bob answers with every
+    // header stripped; a stranger forges Alice's token and reference.
+    let (taken, log) = swaks(
+        port,
+        "alice@example.test",
+        &format!("support+{}@shop.test", token_of(&bob)),
+        &[&format!("In-Reply-To: {}", id_of("Answer for Bob"))],
+        "alice, swapped",
+    );
+    assert!(taken, "{log}");
+    let (taken, log) = swaks(port, "bob@example.test", SUPPORT, &[], "bob, stripped");
+    assert!(taken, "{log}");
+    let (taken, log) = swaks(
+        port,
+        "mallory@example.test",
+        &format!("support+{}@shop.test", token_of(&alice)),
+        &[&format!("In-Reply-To: {}", id_of("Answer for Alice"))],
+        "mallory, forged",
+    );
+    assert!(taken, "{log}");
+    assert_eq!(
+        texts(&node, &shop.token, &alice),
+        ["alice asks a question", "alice, swapped"]
+    );
+    assert_eq!(
+        texts(&node, &shop.token, &bob),
+        ["bob asks a question", "bob, stripped"]
+    );
+    let mallory = thread_of(&node, &shop.token, "email:mallory@example.test");
+    assert_eq!(texts(&node, &shop.token, &mallory), ["mallory, forged"]);
 }
