@@ -352,7 +352,20 @@ pub struct Bridge<L> {
     link: L,
     backoff: Backoff,
     now: fn() -> Timestamp,
+    /// Deliveries the app refused for now: when to try each again, and whether the agents were
+    /// told (one failed receipt per delivery, however many retries).
+    retrying: std::sync::Mutex<std::collections::HashMap<u64, Retrying>>,
 }
+
+/// A delivery waiting to be sent again.
+#[derive(Debug, Clone, Copy)]
+struct Retrying {
+    attempts: u32,
+    next: std::time::Instant,
+}
+
+/// The longest wait between two attempts at a delivery the app refused for now.
+pub const MAX_SEND_RETRY: Duration = Duration::from_secs(300);
 
 impl<L: NodeLink> Bridge<L> {
     /// A bridge with the default back-off, reading time from `now`.
@@ -362,6 +375,7 @@ impl<L: NodeLink> Bridge<L> {
             link,
             backoff: Backoff::default(),
             now,
+            retrying: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -425,8 +439,10 @@ impl<L: NodeLink> Bridge<L> {
     }
 
     /// Sends what is queued for the bridge's channel (up to `limit` deliveries) with `send`,
-    /// records a receipt for each and takes it off the queue. Returns how many left the queue;
-    /// those that `send` asked to retry stay for the next call.
+    /// records a receipt for each and takes it off the queue. Returns how many left the queue.
+    /// Those that `send` asked to retry stay queued and are tried again with back-off (1 s,
+    /// doubling up to [`MAX_SEND_RETRY`]); the first such failure is recorded as a failed
+    /// receipt with its reason, so the agents see it, and a later success as delivered.
     pub async fn deliver_pending<F, Fut>(&self, limit: usize, send: F) -> Result<usize, BridgeError>
     where
         F: Fn(Delivery) -> Fut,
@@ -436,8 +452,19 @@ impl<L: NodeLink> Bridge<L> {
         // Send each, then record every receipt in one submission, then acknowledge: a crash
         // anywhere before an acknowledgement sends that delivery again.
         let mut receipts = Vec::new();
+        let mut notices = Vec::new();
         let mut settled = Vec::new();
+        let now = std::time::Instant::now();
         for delivery in deliveries {
+            let waiting = self
+                .retrying
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&delivery.seq)
+                .copied();
+            if waiting.is_some_and(|w| w.next > now) {
+                continue;
+            }
             let (seq, thread, event, depth) = (
                 delivery.seq,
                 delivery.thread,
@@ -449,10 +476,41 @@ impl<L: NodeLink> Bridge<L> {
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
                 Err(SendError::Retry(reason)) => {
-                    tracing::debug!(seq, reason, "delivery stays queued");
+                    let attempts = waiting.map_or(0, |w| w.attempts) + 1;
+                    let wait = Duration::from_secs(1)
+                        .saturating_mul(1 << attempts.min(16))
+                        .min(MAX_SEND_RETRY);
+                    self.retrying
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(
+                            seq,
+                            Retrying {
+                                attempts,
+                                next: now + wait,
+                            },
+                        );
+                    tracing::debug!(seq, reason, attempts, "delivery stays queued");
+                    if attempts == 1 {
+                        let reason = format!("{reason} (retrying)");
+                        match self.receipt_event(
+                            thread,
+                            event,
+                            depth,
+                            ReceiptKind::Failed,
+                            Some(reason),
+                        ) {
+                            Ok(notice) => notices.push(notice),
+                            Err(err) => tracing::warn!(seq, cause = %err, "no failed receipt"),
+                        }
+                    }
                     continue;
                 }
             };
+            self.retrying
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&seq);
             match receipt {
                 Some((kind, reason)) => {
                     match self.receipt_event(thread, event, depth, kind, reason) {
@@ -465,6 +523,12 @@ impl<L: NodeLink> Bridge<L> {
                     }
                 }
                 None => settled.push(seq),
+            }
+        }
+        if !notices.is_empty() {
+            // Best effort: the agents learn of the failure; the delivery stays queued anyway.
+            if let Err(err) = self.link.submit(notices).await {
+                tracing::debug!(cause = %err, "failed receipts not stored");
             }
         }
         if !receipts.is_empty() {

@@ -223,8 +223,20 @@ struct Relay {
     _dir: tempfile::TempDir,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 impl Relay {
     fn start() -> Relay {
+        Relay::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Relay {
         let binary = std::env::var_os("THREADLINE_AIOSMTPD")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -235,11 +247,6 @@ impl Relay {
             "{} is missing: python3 -m venv target/venv && target/venv/bin/pip install aiosmtpd",
             binary.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("address")
-            .port();
         let dir = tempfile::tempdir().expect("tempdir");
         let maildir = dir.path().join("mail");
         let child = Command::new(&binary)
@@ -444,11 +451,16 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
     }
 
     // On the second node of the org: the same thread and the same record.
-    let on_second = eventually("the second node has it all", Duration::from_secs(30), || {
-        let (_, here) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
-        let (status, there) = second_node.get(&second_token, &format!("/api/v1/threads/{thread}"));
-        (status == 200 && there["state_hash"] == here["state_hash"]).then_some(there)
-    });
+    let on_second = eventually(
+        "the second node has it all",
+        Duration::from_secs(30),
+        || {
+            let (_, here) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+            let (status, there) =
+                second_node.get(&second_token, &format!("/api/v1/threads/{thread}"));
+            (status == 200 && there["state_hash"] == here["state_hash"]).then_some(there)
+        },
+    );
     assert_eq!(
         on_second["events"].as_array().map(Vec::len),
         detail_len(&node, &shop.token, &thread)
@@ -499,14 +511,19 @@ fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
     for mail in &mails {
         let to = header(mail, "To").expect("To");
         if mail.contains("Answer for Alice") {
-            assert!(to.contains("alice@example.test") && !to.contains("bob"), "{mail}");
+            assert!(
+                to.contains("alice@example.test") && !to.contains("bob"),
+                "{mail}"
+            );
         } else {
-            assert!(to.contains("bob@example.test") && !to.contains("alice"), "{mail}");
+            assert!(
+                to.contains("bob@example.test") && !to.contains("alice"),
+                "{mail}"
+            );
         }
     }
-    let token_of = |thread: &str| {
-        threadline_bridges::email::reply_token(&thread.parse().expect("thread id"))
-    };
+    let token_of =
+        |thread: &str| threadline_bridges::email::reply_token(&thread.parse().expect("thread id"));
     let id_of = |text: &str| {
         mails
             .iter()
@@ -544,4 +561,50 @@ fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
     );
     let mallory = thread_of(&node, &shop.token, "email:mallory@example.test");
     assert_eq!(texts(&node, &shop.token, &mallory), ["mallory, forged"]);
+}
+
+#[test]
+fn a_relay_that_is_down_gives_a_failed_receipt_then_the_reply_goes_out_once_it_is_back() {
+    let port = free_port();
+    let shop = Shop::with_relay(Some(port));
+    let (node, smtp) = shop.start();
+    let (taken, log) = swaks(smtp, "alice@example.test", SUPPORT, &[], "Hello?");
+    assert!(taken, "{log}");
+    let thread = thread_of(&node, &shop.token, "email:alice@example.test");
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "Sorry for the wait" }),
+    );
+    assert_eq!(status, 200);
+    let receipts = |kind: &str| -> usize {
+        let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+        detail["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "thread.receipt" && e["detail"]["receipt"] == kind)
+            .count()
+    };
+    // The relay is down: the agent sees a failed receipt, once, and the reply stays queued.
+    eventually("a failed receipt", Duration::from_secs(30), || {
+        (receipts("failed") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        receipts("failed"),
+        1,
+        "one failed receipt, however many retries"
+    );
+    // The relay comes back: the reply goes out, once, and is marked delivered.
+    let relay = Relay::start_on(port);
+    let mail = eventually("the reply goes out", Duration::from_secs(60), || {
+        relay.mails().into_iter().next()
+    });
+    assert!(mail.contains("Sorry for the wait"), "{mail}");
+    eventually("a delivered receipt", Duration::from_secs(30), || {
+        (receipts("delivered") == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(relay.mails().len(), 1, "sent once");
 }
