@@ -230,6 +230,14 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             (Some(subject), true) => subject.clone(),
             _ => parsed.text.clone(),
         };
+        if matches!(
+            parsed.automated,
+            Some(Automated::DeliveryReport | Automated::NullReturnPath)
+        ) {
+            if let Some((thread, event)) = bounced_reply(&mail.data, &self.address) {
+                return self.record_bounce(thread, event, &parsed).await;
+            }
+        }
         if let Some(reason) = parsed.automated {
             tracing::info!(from = %parsed.from, ?reason, "automated mail: stored, never answered automatically");
         }
@@ -252,6 +260,47 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
                 text: format!("4.3.0 not stored, try again later: {err}"),
             }),
         }
+    }
+
+    /// A bounce of one of our replies: a failed receipt under that reply (the agents see it),
+    /// not a message from the mailer.
+    async fn record_bounce(
+        &self,
+        thread: threadline_protocol::ThreadId,
+        event: threadline_protocol::EventId,
+        parsed: &InboundMail,
+    ) -> Result<(), smtp::Refusal> {
+        let later = |err: String| smtp::Refusal {
+            code: 451,
+            text: format!("4.3.0 not stored, try again later: {err}"),
+        };
+        let messages = match self.bridge.link().thread_messages(thread).await {
+            Ok(messages) => messages,
+            // The thread moved to another channel since: nothing to mark here.
+            Err(crate::sdk::LinkError::Refused { .. }) => return Ok(()),
+            Err(err) => return Err(later(err.to_string())),
+        };
+        let Some(reply) = messages.iter().find(|m| m.event == event && !m.inbound) else {
+            return Ok(());
+        };
+        let reason = format!(
+            "bounced: {}",
+            parsed
+                .subject
+                .clone()
+                .unwrap_or_else(|| "undeliverable".to_owned())
+        );
+        self.bridge
+            .receipt(
+                thread,
+                event,
+                reply.depth,
+                threadline_protocol::event::ReceiptKind::Failed,
+                Some(reason),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|err| later(err.to_string()))
     }
 
     /// The SMTP listener's sink for this bridge.
@@ -437,6 +486,32 @@ pub fn message_id(
     domain: &str,
 ) -> String {
     format!("<{thread}.{event}@{domain}>")
+}
+
+/// The reply a bounce (a delivery report, or mail with a null reverse path) is about: the first
+/// of our Message-IDs (`<THREAD.EVENT@domain>`) anywhere in it (the returned headers).
+pub fn bounced_reply(
+    raw: &[u8],
+    address: &str,
+) -> Option<(threadline_protocol::ThreadId, threadline_protocol::EventId)> {
+    let domain = address.split_once('@')?.1.to_lowercase();
+    let text = String::from_utf8_lossy(raw).to_lowercase();
+    let suffix = format!("@{domain}>");
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&suffix) {
+        let end = from + at;
+        // 64 hex, a dot, 64 hex before the '@'.
+        if end >= 129 {
+            let local = &text[end - 129..end];
+            if let Some((thread, event)) = local.split_once('.') {
+                if let (Ok(thread), Ok(event)) = (thread.parse(), event.parse()) {
+                    return Some((thread, event));
+                }
+            }
+        }
+        from = end + suffix.len();
+    }
+    None
 }
 
 /// The reply token of a thread: the first 16 bytes of its id in lowercase base32 (26
@@ -725,5 +800,25 @@ mod tests {
             trim_quoted("> question one\nanswer one\n> question two\nanswer two"),
             "> question one\nanswer one\n> question two\nanswer two"
         );
+    }
+}
+
+#[cfg(test)]
+mod bounce_tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_report_names_the_reply_it_bounces() {
+        let thread = threadline_protocol::ThreadId::from_bytes([0x11; 32]);
+        let event = threadline_protocol::EventId::from_bytes([0x22; 32]);
+        let id = message_id(&thread, &event, "shop.test");
+        let raw = format!("From: mailer-daemon@example.test\r\nTo: support@shop.test\r\nSubject: Undelivered\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\nThis is a report.\r\n--x\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n--x\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {id}\r\n--x--\r\n");
+        let parsed = InboundMail::parse(raw.as_bytes()).expect("parses");
+        assert_eq!(parsed.automated, Some(Automated::DeliveryReport));
+        assert_eq!(
+            bounced_reply(raw.as_bytes(), "support@shop.test"),
+            Some((thread, event))
+        );
+        assert_eq!(bounced_reply(raw.as_bytes(), "support@other.test"), None);
     }
 }

@@ -268,6 +268,7 @@ impl NodeLink for HttpLink {
             .map(|m| {
                 Ok(crate::sdk::ThreadMessage {
                     event: field(m, "event")?,
+                    depth: m["depth"].as_u64().unwrap_or(0),
                     inbound: m["inbound"] == true,
                     channel: m["channel"].as_str().and_then(|c| c.parse().ok()),
                     text: m["text"].as_str().map(str::to_owned),

@@ -158,6 +158,8 @@ pub struct ConversationEntry {
 pub struct ThreadMessage {
     /// The message event.
     pub event: EventId,
+    /// Its depth (a receipt for it goes right under it).
+    pub depth: u64,
     /// From the customer (`true`) or a reply (`false`).
     pub inbound: bool,
     /// For the customer's messages, the channel they wrote on.

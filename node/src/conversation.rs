@@ -138,6 +138,7 @@ pub fn of_thread(
         };
         messages.push(threadline_bridges::sdk::ThreadMessage {
             event: id,
+            depth: header.depth,
             inbound,
             channel: on,
             text: event.content.as_ref().map(|c| c.text.clone()),

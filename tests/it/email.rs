@@ -86,7 +86,14 @@ fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> (bool
         .args(["-S", "--server", "127.0.0.1", "--port", &port.to_string()])
         .args(["--from", from, "--to", to, "--body", body]);
     for header in headers {
-        command.args(["--header", header]);
+        // swaks's --header replaces the first line with that name, even in the body (a MIME
+        // part's Content-Type); swaks adds no Content-Type of its own, so add that one.
+        let flag = if header.starts_with("Content-Type:") {
+            "--add-header"
+        } else {
+            "--header"
+        };
+        command.args([flag, header]);
     }
     let output = command
         .output()
@@ -561,6 +568,35 @@ fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
     );
     let mallory = thread_of(&node, &shop.token, "email:mallory@example.test");
     assert_eq!(texts(&node, &shop.token, &mallory), ["mallory, forged"]);
+
+    // Bob's mailbox bounces the answer: a delivery report marks that reply failed, on Bob's
+    // thread, and is no customer's message.
+    let bounced = id_of("Answer for Bob");
+    let report = format!(
+        "This is a delivery status report.\r\n--x\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: 5.1.1\r\n--x\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {bounced}\r\nTo: bob@example.test\r\n--x--\r\n"
+    );
+    let (taken, log) = swaks(
+        port,
+        "mailer-daemon@example.test",
+        SUPPORT,
+        &[
+            "Subject: Undelivered Mail Returned to Sender",
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=x",
+        ],
+        &report,
+    );
+    assert!(taken, "{log}");
+    let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{bob}"));
+    let failed: Vec<&Value> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "thread.receipt" && e["detail"]["receipt"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{detail}");
+    assert!(email_threads(&node, &shop.token)
+        .iter()
+        .all(|t| t["route"]["handle"] != "email:mailer-daemon@example.test"));
 }
 
 #[test]

@@ -336,6 +336,7 @@ pub async fn conversation(
 #[derive(Debug, Serialize)]
 pub struct ThreadMessageView {
     event: threadline_protocol::EventId,
+    depth: u64,
     inbound: bool,
     channel: Option<threadline_protocol::ChannelKind>,
     text: Option<String>,
@@ -361,6 +362,7 @@ pub async fn thread_messages(
         .into_iter()
         .map(|m| ThreadMessageView {
             event: m.event,
+            depth: m.depth,
             inbound: m.inbound,
             channel: m.channel,
             text: m.text,
