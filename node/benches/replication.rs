@@ -28,19 +28,8 @@ use threadline_protocol::{
     ChannelKind, Event, EventId, Handle, SecretKey, StateHash, ThreadId,
 };
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+mod common;
+use common::{env, percentile};
 
 struct Chain {
     handle: Handle,

@@ -19,19 +19,8 @@ use serde_json::{json, Value};
 use threadline_node::{admin, clock, config::Config, server, DataDir};
 use tokio_tungstenite::tungstenite::Message;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+mod common;
+use common::{env, percentile};
 
 /// When things happened, by key, to join the two ends of each latency.
 #[derive(Default)]
