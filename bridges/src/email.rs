@@ -227,13 +227,17 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
                 text: "5.6.0 the Message-ID is not usable".to_owned(),
             })?;
         let text = match (&parsed.subject, parsed.text.trim().is_empty()) {
-            (Some(subject), true) => subject.clone(),
+            (Some(subject), true) => truncate(subject, MAX_TEXT_BYTES),
             _ => parsed.text.clone(),
         };
-        if matches!(
-            parsed.automated,
-            Some(Automated::DeliveryReport | Automated::NullReturnPath)
-        ) {
+        // A bounce has a null envelope sender; headers alone prove nothing (anyone can write
+        // them), so only that makes a report mark a reply failed.
+        if mail.reverse_path.is_empty()
+            && matches!(
+                parsed.automated,
+                Some(Automated::DeliveryReport | Automated::NullReturnPath)
+            )
+        {
             if let Some((thread, event)) = bounced_reply(&mail.data, &self.address) {
                 return self.record_bounce(thread, event, &parsed).await;
             }
@@ -495,23 +499,19 @@ pub fn bounced_reply(
     address: &str,
 ) -> Option<(threadline_protocol::ThreadId, threadline_protocol::EventId)> {
     let domain = address.split_once('@')?.1.to_lowercase();
-    let text = String::from_utf8_lossy(raw).to_lowercase();
-    let suffix = format!("@{domain}>");
-    let mut from = 0;
-    while let Some(at) = text[from..].find(&suffix) {
-        let end = from + at;
-        // 64 hex, a dot, 64 hex before the '@'.
-        if end >= 129 {
-            let local = &text[end - 129..end];
-            if let Some((thread, event)) = local.split_once('.') {
-                if let (Ok(thread), Ok(event)) = (thread.parse(), event.parse()) {
-                    return Some((thread, event));
-                }
-            }
-        }
-        from = end + suffix.len();
-    }
-    None
+    let text = raw.to_ascii_lowercase();
+    let suffix = format!("@{domain}>").into_bytes();
+    // 64 hex, a dot, 64 hex before the '@' (bytes: whatever else the mail holds, no slicing
+    // inside a character).
+    text.windows(suffix.len())
+        .enumerate()
+        .filter(|(_, window)| *window == suffix.as_slice())
+        .filter_map(|(end, _)| text.get(end.checked_sub(129)?..end))
+        .find_map(|local| {
+            let local = std::str::from_utf8(local).ok()?;
+            let (thread, event) = local.split_once('.')?;
+            Some((thread.parse().ok()?, event.parse().ok()?))
+        })
 }
 
 /// The reply token of a thread: the first 16 bytes of its id in lowercase base32 (26

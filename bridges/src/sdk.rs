@@ -366,6 +366,9 @@ struct Retrying {
     next: std::time::Instant,
 }
 
+/// Attempts at a delivery the app keeps refusing for now before it is given up (a failed
+/// receipt): about an hour and a quarter of back-off.
+pub const MAX_SEND_ATTEMPTS: u32 = 18;
 /// The longest wait between two attempts at a delivery the app refused for now.
 pub const MAX_SEND_RETRY: Duration = Duration::from_secs(300);
 
@@ -450,7 +453,16 @@ impl<L: NodeLink> Bridge<L> {
         F: Fn(Delivery) -> Fut,
         Fut: Future<Output = Result<(), SendError>>,
     {
-        let deliveries = self.backoff.retry(|| self.link.deliveries(limit)).await?;
+        // Deliveries waiting to be retried do not hold up the ones behind them.
+        let waiting_now = self
+            .retrying
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        let deliveries = self
+            .backoff
+            .retry(|| self.link.deliveries(limit.saturating_add(waiting_now)))
+            .await?;
         // Send each, then record every receipt in one submission, then acknowledge: a crash
         // anywhere before an acknowledgement sends that delivery again.
         let mut receipts = Vec::new();
@@ -477,6 +489,16 @@ impl<L: NodeLink> Bridge<L> {
                 Ok(()) => Some((ReceiptKind::Delivered, None)),
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
+                Err(SendError::Retry(reason))
+                    if waiting.map_or(0, |w| w.attempts) + 1 >= MAX_SEND_ATTEMPTS =>
+                {
+                    Some((
+                        ReceiptKind::Failed,
+                        Some(format!(
+                            "gave up after {MAX_SEND_ATTEMPTS} attempts: {reason}"
+                        )),
+                    ))
+                }
                 Err(SendError::Retry(reason)) => {
                     let attempts = waiting.map_or(0, |w| w.attempts) + 1;
                     let wait = Duration::from_secs(1)
@@ -534,29 +556,36 @@ impl<L: NodeLink> Bridge<L> {
             }
         }
         if !receipts.is_empty() {
+            // The app has these (or refused them for good): they leave the queue whatever
+            // becomes of their receipts, so nothing is sent twice for a receipt's sake.
             let events: Vec<Event> = receipts.iter().map(|(_, event)| event.clone()).collect();
-            let results = self
+            match self
                 .backoff
                 .retry(|| self.link.submit(events.clone()))
-                .await?;
-            for ((seq, _), result) in receipts.iter().zip(results) {
-                match result {
-                    Ok(_) => settled.push(*seq),
-                    // A refused receipt would be refused again: the delivery was sent, so it
-                    // leaves the queue, and the refusal is logged.
-                    Err(err @ LinkError::Refused { .. }) => {
-                        tracing::warn!(seq, cause = %err, "receipt refused; delivery acknowledged");
-                        settled.push(*seq);
+                .await
+            {
+                Ok(results) => {
+                    for ((seq, _), result) in receipts.iter().zip(results) {
+                        if let Err(err) = result {
+                            tracing::warn!(seq, cause = %err, "receipt not stored; delivery acknowledged");
+                        }
                     }
-                    // Not now: the delivery stays queued and is sent again.
-                    Err(err) => tracing::debug!(seq, cause = %err, "receipt not stored yet"),
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, "receipts not stored; deliveries acknowledged")
                 }
             }
+            settled.extend(receipts.iter().map(|(seq, _)| *seq));
         }
+        let mut acked = 0;
         for seq in &settled {
-            self.backoff.retry(|| self.link.ack(*seq)).await?;
+            // One that fails is sent again later (at least once); the others still leave.
+            match self.backoff.retry(|| self.link.ack(*seq)).await {
+                Ok(()) => acked += 1,
+                Err(err) => tracing::warn!(seq, cause = %err, "delivery not acknowledged"),
+            }
         }
-        Ok(settled.len())
+        Ok(acked)
     }
 
     /// Records what happened to an outbound message (delivered, read by the customer, failed

@@ -575,11 +575,34 @@ fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
     let report = format!(
         "This is a delivery status report.\r\n--x\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n--x\r\nContent-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: 5.1.1\r\n--x\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {bounced}\r\nTo: bob@example.test\r\n--x--\r\n"
     );
+    // A forged report (a real sender, not the null one of a bounce) changes nothing.
     let (taken, log) = swaks(
         port,
-        "mailer-daemon@example.test",
+        "mallory@example.test",
         SUPPORT,
         &[
+            "Subject: Undelivered Mail Returned to Sender",
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=x",
+        ],
+        &report,
+    );
+    assert!(taken, "{log}");
+    let failed_receipts = |thread: &str| -> usize {
+        let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+        detail["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "thread.receipt" && e["detail"]["receipt"] == "failed")
+            .count()
+    };
+    assert_eq!(failed_receipts(&bob), 0);
+    let (taken, log) = swaks(
+        port,
+        "<>",
+        SUPPORT,
+        &[
+            "From: Mail Delivery System <mailer-daemon@example.test>",
             "Subject: Undelivered Mail Returned to Sender",
             "Content-Type: multipart/report; report-type=delivery-status; boundary=x",
         ],

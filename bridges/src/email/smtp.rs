@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 pub const MAX_SESSIONS: usize = 256;
 /// A session silent this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest a session may last, whatever it does.
+pub const SESSION_DEADLINE: Duration = Duration::from_secs(1800);
 /// Recipients per mail.
 pub const MAX_RECIPIENTS: usize = 100;
 /// The longest command line (RFC 5321: 512 with the CRLF; some clients send a little more).
@@ -64,6 +66,8 @@ pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink
     let settings = Arc::new(settings);
     loop {
         let Ok((socket, peer)) = listener.accept().await else {
+            // Out of file descriptors, say: wait a little rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let permit = Arc::clone(&sessions).try_acquire_owned();
@@ -77,7 +81,15 @@ pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink
                     .await;
                 return;
             };
-            let result = session(reader, writer, &settings, &sink).await;
+            let result =
+                tokio::time::timeout(SESSION_DEADLINE, session(reader, writer, &settings, &sink))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "the session lasted too long",
+                        ))
+                    });
             if let Err(err) = result {
                 tracing::debug!(%peer, cause = %err, "SMTP session ended");
             }
@@ -268,40 +280,75 @@ async fn read_line<R: AsyncRead + Unpin>(
     Ok(Some(line))
 }
 
-/// The mail after `DATA`, dot-unstuffed, up to the lone `.`; `None` if it was over `max`
-/// (read to its end all the same, so the session can go on).
+/// The mail after `DATA`, dot-unstuffed, up to a line that is exactly `.` CRLF; `None` if it was
+/// over `max` (read to its end all the same, so the session can go on, but never held: memory
+/// stays bounded by `max` whatever the client sends). A bare LF never ends the mail (no SMTP
+/// smuggling through a different end-of-data than an upstream server sees).
 async fn read_data<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     max: usize,
 ) -> std::io::Result<Option<Vec<u8>>> {
     let mut data = Vec::new();
     let mut too_large = false;
+    // The line being read: only its first bytes are kept (enough to see `.` CRLF and a
+    // leading dot); the rest goes straight into `data` or is dropped.
+    let mut at_line_start = true;
+    let mut head: Vec<u8> = Vec::new();
     loop {
-        let mut line = Vec::new();
-        let n = tokio::time::timeout(IDLE_TIMEOUT, reader.read_until(b'\n', &mut line))
+        let buffer = tokio::time::timeout(IDLE_TIMEOUT, reader.fill_buf())
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "idle"))??;
-        if n == 0 {
+        if buffer.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "the connection closed during DATA",
             ));
         }
-        if line == b".\r\n" || line == b".\n" {
-            return Ok((!too_large).then_some(data));
-        }
-        let line = match line.strip_prefix(b".") {
-            Some(rest) => rest,
-            None => &line[..],
+        let (chunk, line_done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buffer[..=at], true),
+            None => (buffer, false),
         };
-        if data.len() + line.len() > max {
-            too_large = true;
-            data.clear();
+        let n = chunk.len();
+        let mut piece: &[u8] = chunk;
+        if at_line_start {
+            // Hold the first 3 bytes of a line to recognise `.` CRLF and dot-stuffing.
+            let want = 3usize.saturating_sub(head.len()).min(piece.len());
+            head.extend_from_slice(&piece[..want]);
+            piece = &piece[want..];
+            if head.len() < 3 && !line_done {
+                reader.consume(n);
+                continue;
+            }
+            if head == b".\r\n" {
+                reader.consume(n);
+                return Ok((!too_large).then_some(data));
+            }
+            let held = match head.strip_prefix(b".") {
+                Some(rest) => rest.to_vec(),
+                None => std::mem::take(&mut head),
+            };
+            head.clear();
+            at_line_start = false;
+            append(&mut data, &held, max, &mut too_large);
         }
-        if !too_large {
-            data.extend_from_slice(line);
+        append(&mut data, piece, max, &mut too_large);
+        reader.consume(n);
+        if line_done {
+            at_line_start = true;
         }
     }
+}
+
+fn append(data: &mut Vec<u8>, bytes: &[u8], max: usize, too_large: &mut bool) {
+    if *too_large {
+        return;
+    }
+    if data.len() + bytes.len() > max {
+        *too_large = true;
+        *data = Vec::new();
+        return;
+    }
+    data.extend_from_slice(bytes);
 }
 
 /// `<address> PARAM=…` after `FROM:`/`TO:`; the address without brackets.
