@@ -111,25 +111,9 @@ fn main() {
         cursor[chain] += 1;
     }
     let (ack, live) = runtime.block_on(async {
-        let mut stream = ingest.subscribe();
-        let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-        let live_sent = Arc::clone(&sent_at);
-        let watcher = tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while latencies.len() < n_paced {
-                match tokio::time::timeout(Duration::from_secs(30), stream.recv()).await {
-                    Ok(Ok(change)) => {
-                        let received = Instant::now();
-                        if let Some(sent) = live_sent.lock().expect("lock").get(&change.event) {
-                            latencies.push(received - *sent);
-                        }
-                    }
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
-                    _ => break,
-                }
-            }
-            latencies
-        });
+        let stream = ingest.subscribe();
+        let sent_at: common::SentAt = Arc::default();
+        let watcher = common::watch_live(stream, Arc::clone(&sent_at), n_paced);
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let start = Instant::now();
         let mut tasks = Vec::new();

@@ -11,9 +11,8 @@
 //!
 //! Run: `cargo bench -p threadline-node --bench replication`. Figures: docs/BENCHMARKS.md.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use threadline_node::{
@@ -311,25 +310,9 @@ fn main() {
     // 3. Live latency at a fixed rate.
     let n_live = rate * 10;
     let (latencies, seen) = runtime.block_on(async {
-        let mut stream = b.ingest.subscribe();
-        let sent_at: Arc<Mutex<HashMap<EventId, Instant>>> = Arc::default();
-        let watched = Arc::clone(&sent_at);
-        let watcher = tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while latencies.len() < n_live {
-                match tokio::time::timeout(Duration::from_secs(30), stream.recv()).await {
-                    Ok(Ok(change)) => {
-                        let at = Instant::now();
-                        if let Some(sent) = watched.lock().expect("lock").get(&change.event) {
-                            latencies.push(at - *sent);
-                        }
-                    }
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
-                    _ => break,
-                }
-            }
-            latencies
-        });
+        let stream = b.ingest.subscribe();
+        let sent_at: common::SentAt = Arc::default();
+        let watcher = common::watch_live(stream, Arc::clone(&sent_at), n_live);
         let interval = Duration::from_secs_f64(1.0 / rate as f64);
         let begin = Instant::now();
         let n_chains = chains.len();

@@ -206,6 +206,34 @@ impl DataDir {
         self.root.join("store")
     }
 
+    /// The entries of a list file (`peers`, `partners`): one a line, blank lines and `#`
+    /// comments skipped; none if the file does not exist.
+    pub fn read_list(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .map(|text| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Appends an entry to a list file (created if absent).
+    pub fn append_to_list(path: &Path, entry: &str) -> Result<(), InitError> {
+        let io = |source| InitError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        writeln!(file, "{entry}").map_err(io)
+    }
+
     /// The file of peers added with `threadline peer add` (one multiaddr a line).
     pub fn peers_path(&self) -> PathBuf {
         self.root.join("peers")

@@ -303,26 +303,13 @@ fn main() -> anyhow::Result<()> {
         } => {
             let address =
                 threadline_node::config::peer_address(&address).map_err(anyhow::Error::msg)?;
-            let path = data_dir.peers_path();
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            writeln!(file, "{address}")
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            DataDir::append_to_list(&data_dir.peers_path(), &address.to_string())?;
             println!("added peer {address}");
         }
         Command::Partner {
             command: PartnerCommand::Add { org },
         } => {
-            let path = data_dir.partners_path();
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            writeln!(file, "{org}").with_context(|| format!("cannot write {}", path.display()))?;
+            DataDir::append_to_list(&data_dir.partners_path(), &org.to_string())?;
             println!("added partner org {org}");
         }
         Command::Partner {
@@ -332,12 +319,8 @@ fn main() -> anyhow::Result<()> {
             for org in &config.replication_partners {
                 println!("{org}  (config.toml)");
             }
-            if let Ok(text) = std::fs::read_to_string(data_dir.partners_path()) {
-                for line in text.lines().map(str::trim) {
-                    if !line.is_empty() && !line.starts_with('#') {
-                        println!("{line}");
-                    }
-                }
+            for org in DataDir::read_list(&data_dir.partners_path()) {
+                println!("{org}");
             }
         }
         Command::Peer {
@@ -347,12 +330,8 @@ fn main() -> anyhow::Result<()> {
             for address in &config.replication_peers {
                 println!("{address}  (config.toml)");
             }
-            if let Ok(text) = std::fs::read_to_string(data_dir.peers_path()) {
-                for line in text.lines().map(str::trim) {
-                    if !line.is_empty() && !line.starts_with('#') {
-                        println!("{line}");
-                    }
-                }
+            for address in DataDir::read_list(&data_dir.peers_path()) {
+                println!("{address}");
             }
         }
         Command::Run {

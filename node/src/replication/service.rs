@@ -1474,26 +1474,20 @@ impl Service {
     fn load_targets(&mut self) {
         let mut partners: HashSet<OrgId> = self.configured_partners.iter().copied().collect();
         if let Some(path) = &self.partners_file {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                partners.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                        .filter_map(|line| line.parse::<OrgId>().ok()),
-                );
-            }
+            partners.extend(
+                DataDir::read_list(path)
+                    .iter()
+                    .filter_map(|line| line.parse::<OrgId>().ok()),
+            );
         }
         self.partners = partners;
         let mut addresses = self.configured.clone();
         if let Some(path) = &self.peers_file {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                addresses.extend(
-                    text.lines()
-                        .map(str::trim)
-                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                        .filter_map(|line| line.parse::<Multiaddr>().ok()),
-                );
-            }
+            addresses.extend(
+                DataDir::read_list(path)
+                    .iter()
+                    .filter_map(|line| line.parse::<Multiaddr>().ok()),
+            );
         }
         for address in addresses {
             let Some(peer) = peer_of(&address) else {
