@@ -96,6 +96,13 @@ fn field<T: std::str::FromStr>(value: &Value, name: &str) -> Result<T, LinkError
         })
 }
 
+/// The list under `name` in the node's answer.
+fn list<'a>(answer: &'a Value, name: &str) -> Result<&'a Vec<Value>, LinkError> {
+    answer[name]
+        .as_array()
+        .ok_or_else(|| LinkError::Unavailable(format!("no {name}: {answer}")))
+}
+
 fn ids(value: &Value) -> Result<Vec<EventId>, LinkError> {
     value
         .as_array()
@@ -167,9 +174,7 @@ impl NodeLink for HttpLink {
                 Some(json!({ "events": encoded })),
             )
             .await?;
-        let results = answer["results"]
-            .as_array()
-            .ok_or_else(|| LinkError::Unavailable(format!("no results: {answer}")))?;
+        let results = list(&answer, "results")?;
         Ok(results
             .iter()
             .map(|result| match result["status"].as_str() {
@@ -192,9 +197,7 @@ impl NodeLink for HttpLink {
         let answer = self
             .call("GET", format!("/bridge/deliveries?limit={limit}"), None)
             .await?;
-        answer["deliveries"]
-            .as_array()
-            .ok_or_else(|| LinkError::Unavailable(format!("no deliveries: {answer}")))?
+        list(&answer, "deliveries")?
             .iter()
             .map(|d| {
                 Ok(Delivery {
@@ -261,9 +264,7 @@ impl NodeLink for HttpLink {
         let answer = self
             .call("GET", format!("/bridge/threads/{thread}/messages"), None)
             .await?;
-        answer["messages"]
-            .as_array()
-            .ok_or_else(|| LinkError::Unavailable(format!("no messages: {answer}")))?
+        list(&answer, "messages")?
             .iter()
             .map(|m| {
                 Ok(crate::sdk::ThreadMessage {
@@ -287,9 +288,7 @@ impl NodeLink for HttpLink {
                 None,
             )
             .await?;
-        answer["messages"]
-            .as_array()
-            .ok_or_else(|| LinkError::Unavailable(format!("no messages: {answer}")))?
+        list(&answer, "messages")?
             .iter()
             .map(|m| {
                 Ok(ConversationEntry {
