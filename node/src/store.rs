@@ -581,32 +581,33 @@ impl Store {
     pub fn thread_states(
         &self,
     ) -> impl Iterator<Item = Result<(ThreadId, ThreadState), StoreError>> + '_ {
-        self.tree(TreeName::Threads).iter().map(|entry| {
-            let (key, value) = entry?;
-            let id = <[u8; 32]>::try_from(key.as_ref()).map_err(|_| StoreError::Corrupt {
-                tree: "threads",
-                detail: "key is not a thread id".to_owned(),
-            })?;
-            let (state, _, _): ThreadRecord = decode("threads", &value)?;
-            Ok((ThreadId::from_bytes(id), state))
-        })
+        self.thread_records()
+            .map(|record| record.map(|(id, (state, _, _))| (id, state)))
     }
 
     /// Every thread's members, size and heads, by thread id (for replication summaries).
     pub fn thread_summaries(&self) -> impl Iterator<Item = Result<ThreadSummary, StoreError>> + '_ {
+        self.thread_records().map(|record| {
+            record.map(|(thread, (state, n_events, heads))| ThreadSummary {
+                thread,
+                members: state.members,
+                n_events,
+                heads,
+            })
+        })
+    }
+
+    /// Every thread's record, by thread id.
+    fn thread_records(
+        &self,
+    ) -> impl Iterator<Item = Result<(ThreadId, ThreadRecord), StoreError>> + '_ {
         self.tree(TreeName::Threads).iter().map(|entry| {
             let (key, value) = entry?;
             let id = <[u8; 32]>::try_from(key.as_ref()).map_err(|_| StoreError::Corrupt {
                 tree: "threads",
                 detail: "key is not a thread id".to_owned(),
             })?;
-            let (state, n_events, heads): ThreadRecord = decode("threads", &value)?;
-            Ok(ThreadSummary {
-                thread: ThreadId::from_bytes(id),
-                members: state.members,
-                n_events,
-                heads,
-            })
+            Ok((ThreadId::from_bytes(id), decode("threads", &value)?))
         })
     }
 
