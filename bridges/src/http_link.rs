@@ -183,7 +183,8 @@ impl NodeLink for HttpLink {
                 _ => {
                     let code = result["code"].as_str().unwrap_or("refused").to_owned();
                     let message = result["message"].as_str().unwrap_or("").to_owned();
-                    if code == "not_yet" {
+                    // `missing_attachment`: the retry uploads it again.
+                    if code == "not_yet" || code == "missing_attachment" {
                         Err(LinkError::Unavailable(message))
                     } else {
                         Err(LinkError::Refused { code, message })

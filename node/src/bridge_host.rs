@@ -33,7 +33,8 @@ impl LocalLink {
 /// for the rest.
 fn link_error(err: IngestError) -> LinkError {
     let retryable = match &err {
-        IngestError::ShuttingDown | IngestError::Store(_) => true,
+        // A missing attachment is uploaded again by the retry.
+        IngestError::ShuttingDown | IngestError::Store(_) | IngestError::MissingBlob { .. } => true,
         IngestError::Refused(inner) => inner.is_retryable(),
         _ => false,
     };

@@ -70,6 +70,15 @@ pub enum IngestError {
         /// The handle.
         handle: Handle,
     },
+    /// An event refers to an attachment this node does not have: upload its bytes first
+    /// (they may also have been swept as unused meanwhile: upload them again).
+    #[error("attachment {blob} of {size} bytes is not stored here: upload it first")]
+    MissingBlob {
+        /// The blob.
+        blob: threadline_protocol::id::BlobHash,
+        /// The size the event gives it.
+        size: u64,
+    },
     /// The store failed; the request may or may not be stored, and was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

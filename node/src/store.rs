@@ -10,13 +10,17 @@
 //! A log's size and heads are what replication summaries are made of, without loading logs.
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
-//! | `external_ids` | channel ‖ SHA-256(external id) | event id: makes resubmission idempotent |
+//! | `external_ids` | channel ‖ SHA-256(sender's address ‖ 0 ‖ external id) | event id: makes resubmission idempotent |
 //! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
 //! | `replicated_routes` | thread id ‖ event id | empty: a route set by an event from another node (that node delivers on it) |
 //! | `partner_certs` | SHA-256 of the certificate's encoding | `encode(Certificate)`: other orgs' certificates, for threads shared with them |
+//! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
+//! | `missing_blobs` | blob hash | size, u64 BE: blobs referred to by events from peers and not here yet (replication fetches them) |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
+//!
+//! Attachment bytes are files under `attachments/` in the store's directory ([`BlobStore`]).
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
 //!
@@ -32,16 +36,20 @@
 //! writer commits one per group of requests, so a group is stored whole or not at all. Nothing is durable until
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
+mod blobs;
 mod keys;
 mod records;
 
 use std::path::Path;
 
 use threadline_protocol::{
-    codec, dag::OrderKey, thread::ThreadState, Event, EventId, ScopeId, ThreadId,
+    codec, dag::OrderKey, id::BlobHash, thread::ThreadState, Event, EventId, ScopeId, ThreadId,
 };
 
-pub use keys::{channel_key, log_key, scope_key};
+pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
+pub use keys::{
+    blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
+};
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
 /// A `threads` record: the state, the log's size and its heads.
@@ -62,7 +70,10 @@ pub struct ThreadSummary {
 
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// Version 4 keyed external ids by sender too and added the blob trees; a version-3 store is
+/// migrated when opened ([`Store::open`]).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// One write in the journal: tree number, key, value (`None`: removal).
 type JournalOp = (u8, codec::ByteBuf, Option<codec::ByteBuf>);
@@ -96,6 +107,9 @@ pub enum StoreError {
     /// A value could not be encoded.
     #[error(transparent)]
     Encode(#[from] codec::EncodeError),
+    /// The attachment files failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
 }
 
 /// The trees, by index into [`Store::tree`] (and the order of a transaction's views).
@@ -125,9 +139,13 @@ pub enum TreeName {
     ReplicatedRoutes,
     /// Certificates of partner orgs (for threads shared with them).
     PartnerCerts,
+    /// `blob ‖ scope ‖ event`: which events refer to a blob.
+    BlobRefs,
+    /// Blobs that events from peers refer to and this node does not have yet.
+    MissingBlobs,
 }
 
-const TREE_NAMES: [&str; 11] = [
+const TREE_NAMES: [&str; 13] = [
     "log",
     "threads",
     "contact_threads",
@@ -139,6 +157,8 @@ const TREE_NAMES: [&str; 11] = [
     "heads",
     "replicated_routes",
     "partner_certs",
+    "blob_refs",
+    "missing_blobs",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -146,6 +166,8 @@ const TREE_NAMES: [&str; 11] = [
 #[derive(Debug, Default)]
 pub struct WriteSet {
     ops: std::collections::HashMap<(TreeName, Vec<u8>), Option<Vec<u8>>>,
+    /// Blobs an erasure stopped referring to: deleted after the commit if nothing else does.
+    released: Vec<BlobHash>,
 }
 
 impl WriteSet {
@@ -191,14 +213,30 @@ impl WriteSet {
         }
     }
 
-    /// Stages a verified event in its log, with its id index.
+    /// Stages a verified event in its log, with the references of its attachments.
     pub fn put_event(
         &mut self,
         event: &threadline_protocol::VerifiedEvent,
     ) -> Result<(), StoreError> {
-        let key = log_key(&event.scope_id(), &event.id());
-        self.insert(TreeName::Log, key, codec::encode(event.event())?);
+        let (scope, id) = (event.scope_id(), event.id());
+        self.insert(
+            TreeName::Log,
+            log_key(&scope, &id),
+            codec::encode(event.event())?,
+        );
+        for attachment in event.content().map_or(&[][..], |c| &c.attachments[..]) {
+            self.insert(
+                TreeName::BlobRefs,
+                blob_ref_key(&attachment.blob, &scope, &id),
+                Vec::new(),
+            );
+        }
         Ok(())
+    }
+
+    /// Blobs erasures in this write set stopped referring to.
+    pub fn released_blobs(&self) -> &[BlobHash] {
+        &self.released
     }
 
     /// Stages the erasure of an event's content (its header stays). Unknown ids are ignored.
@@ -213,7 +251,14 @@ impl WriteSet {
             return Ok(());
         };
         let event: Event = decode("log", &bytes)?;
-        if event.content.is_some() {
+        if let Some(content) = &event.content {
+            for attachment in &content.attachments {
+                self.remove(
+                    TreeName::BlobRefs,
+                    blob_ref_key(&attachment.blob, scope, id),
+                );
+                self.released.push(attachment.blob);
+            }
             let erased = Event::new(event.signed, None);
             self.insert(TreeName::Log, key, codec::encode(&erased)?);
         }
@@ -261,37 +306,170 @@ pub struct Store {
     trees: Vec<sled::Tree>,
     /// The redo journal of the last commit (see [`Store::commit`]).
     journal: sled::Tree,
+    blobs: BlobStore,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path` (sled's files, and attachments in
+    /// `path/attachments`). A store of schema version 3 is migrated to this one.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(path).open()?;
         let meta = db.open_tree("meta")?;
-        match meta.get(b"schema")? {
+        let found = match meta.get(b"schema")? {
             None => {
                 meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+                SCHEMA_VERSION
             }
-            Some(bytes) => {
-                let found = <[u8; 4]>::try_from(bytes.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        tree: "meta",
-                        detail: "schema version is not 4 bytes".to_owned(),
-                    })?;
-                if found != SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
-                }
-            }
+            Some(bytes) => <[u8; 4]>::try_from(bytes.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "schema version is not 4 bytes".to_owned(),
+                })?,
+        };
+        if found != SCHEMA_VERSION && found != 3 {
+            return Err(StoreError::Schema { found });
         }
         let trees = TREE_NAMES
             .iter()
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
-        let store = Store { db, trees, journal };
+        let blobs = BlobStore::open(&path.join("attachments"))?;
+        let store = Store {
+            db,
+            trees,
+            journal,
+            blobs,
+        };
         store.redo_journal()?;
+        if found == 3 {
+            store.migrate_from_3()?;
+            meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+            store.flush()?;
+        }
         Ok(store)
+    }
+
+    /// Version 3 → 4: external ids are keyed by sender too, and attachments have references.
+    /// Both are rebuilt from the logs (the external ids of erased messages are gone with their
+    /// content: an erased message resubmitted is a new message, as its sender is forgotten).
+    fn migrate_from_3(&self) -> Result<(), StoreError> {
+        let mut writes = WriteSet::default();
+        for entry in self.tree(TreeName::ExternalIds).iter().keys() {
+            writes.remove(TreeName::ExternalIds, entry?.to_vec());
+        }
+        for entry in self.tree(TreeName::Log).iter() {
+            let (key, value) = entry?;
+            let event: Event = decode("log", &value)?;
+            let Some(content) = &event.content else {
+                continue;
+            };
+            let (scope, id) = keys::split_log_key(&key).ok_or_else(|| StoreError::Corrupt {
+                tree: "log",
+                detail: "key is not scope ‖ event id".to_owned(),
+            })?;
+            if let Some(external) = external_id_key_of(&event.signed.header.kind, Some(content)) {
+                writes.insert(TreeName::ExternalIds, external, id.as_bytes().to_vec());
+            }
+            for attachment in &content.attachments {
+                writes.insert(
+                    TreeName::BlobRefs,
+                    blob_ref_key(&attachment.blob, &scope, &id),
+                    Vec::new(),
+                );
+            }
+        }
+        self.commit(writes)?;
+        self.flush()?;
+        self.clear_journal()
+    }
+
+    /// The attachment files.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The events that refer to a blob, by log.
+    pub fn blob_refs(&self, blob: &BlobHash) -> Result<Vec<(ScopeId, EventId)>, StoreError> {
+        self.tree(TreeName::BlobRefs)
+            .scan_prefix(blob.as_bytes())
+            .map(|entry| {
+                let (key, _) = entry?;
+                key.get(32..)
+                    .and_then(keys::split_log_key)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: "blob_refs",
+                        detail: "key is not blob ‖ scope ‖ event id".to_owned(),
+                    })
+            })
+            .collect()
+    }
+
+    /// Deletes each of `blobs` that no event refers to any more (after the erasure that
+    /// released them is durable).
+    pub fn drop_unreferenced(&self, blobs: &[BlobHash]) -> Result<(), StoreError> {
+        for blob in blobs {
+            if self
+                .tree(TreeName::BlobRefs)
+                .scan_prefix(blob.as_bytes())
+                .next()
+                .is_none()
+            {
+                self.tree(TreeName::MissingBlobs).remove(blob.as_bytes())?;
+                self.blobs.remove(blob)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the blobs no event refers to that were last stored more than `grace` ago
+    /// (uploads whose message never came, or an erasure interrupted by a crash). Returns how
+    /// many went.
+    pub fn sweep_unused_blobs(&self, grace: std::time::Duration) -> Result<usize, StoreError> {
+        let mut swept = 0;
+        let now = std::time::SystemTime::now();
+        for (blob, modified) in self.blobs.list()? {
+            let old = now.duration_since(modified).is_ok_and(|age| age > grace);
+            if old
+                && self
+                    .tree(TreeName::BlobRefs)
+                    .scan_prefix(blob.as_bytes())
+                    .next()
+                    .is_none()
+            {
+                self.blobs.remove(&blob)?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Blobs that events from peers refer to and that are not here yet, with their sizes (at
+    /// most `limit`).
+    pub fn missing_blobs(&self, limit: usize) -> Result<Vec<(BlobHash, u64)>, StoreError> {
+        self.tree(TreeName::MissingBlobs)
+            .iter()
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let blob = <[u8; 32]>::try_from(key.as_ref()).map(BlobHash::from_bytes);
+                let size = <[u8; 8]>::try_from(value.as_ref()).map(u64::from_be_bytes);
+                match (blob, size) {
+                    (Ok(blob), Ok(size)) => Ok((blob, size)),
+                    _ => Err(StoreError::Corrupt {
+                        tree: "missing_blobs",
+                        detail: "not a blob hash and a size".to_owned(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
+    /// A missing blob is here now (or no event wants it any more).
+    pub fn blob_found(&self, blob: &BlobHash) -> Result<(), StoreError> {
+        self.tree(TreeName::MissingBlobs).remove(blob.as_bytes())?;
+        Ok(())
     }
 
     /// A tree.
@@ -660,6 +838,81 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use threadline_protocol::{
+        channel::Handle,
+        event::{Attachment, Content, Draft, EventKind, Scope},
+        name::{AttachmentMeta, ExternalId},
+        ChannelKind, SecretKey, Timestamp,
+    };
+
+    /// A store of schema version 3 keyed external ids by id alone and had no attachment
+    /// references: opening it rebuilds both from the logs.
+    #[test]
+    fn a_version_3_store_is_migrated_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let thread = ThreadId::from_bytes([7; 32]);
+        let scope = ScopeId::Thread(thread);
+        let sender = Handle::new(ChannelKind::Email, "ada@example.org").expect("handle");
+        let external = ExternalId::new("<m1@example.org>").expect("id");
+        let blob = BlobHash::of(b"photo");
+        let event = Draft::new(
+            Scope::Thread(thread),
+            vec![EventId::from_bytes([1; 32])],
+            1,
+            Timestamp::from_millis(1),
+            EventKind::inbound_message(ChannelKind::Email),
+        )
+        .with_content(
+            Content::text("hello")
+                .with_handle(sender.clone())
+                .with_external_id(external.clone())
+                .with_attachment(Attachment::new(
+                    blob,
+                    5,
+                    AttachmentMeta::new("image/png").expect("meta"),
+                    AttachmentMeta::new("photo.png").expect("meta"),
+                )),
+        )
+        .sign(&SecretKey::from_seed([9; 32]))
+        .expect("signs");
+        let id = event.id().expect("id");
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            let old_key = [vec![channel_key(ChannelKind::Email)], vec![0xaa; 32]].concat();
+            store
+                .tree(TreeName::ExternalIds)
+                .insert(old_key, id.as_bytes().to_vec())
+                .expect("insert");
+            store
+                .tree(TreeName::Log)
+                .insert(log_key(&scope, &id), codec::encode(&event).expect("encode"))
+                .expect("insert");
+            store
+                .db
+                .open_tree("meta")
+                .and_then(|meta| meta.insert(b"schema", &3u32.to_be_bytes()))
+                .expect("schema 3");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("migrates");
+        let external_ids: Vec<(Vec<u8>, Vec<u8>)> = store
+            .tree(TreeName::ExternalIds)
+            .iter()
+            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("reads"))
+            .collect();
+        assert_eq!(
+            external_ids,
+            vec![(
+                external_id_key(ChannelKind::Email, &sender, &external),
+                id.as_bytes().to_vec()
+            )]
+        );
+        assert_eq!(store.blob_refs(&blob).expect("reads"), vec![(scope, id)]);
+        drop(store);
+        // Version 4 now: opening again changes nothing.
+        let store = Store::open(dir.path()).expect("opens");
+        assert_eq!(store.tree(TreeName::ExternalIds).len(), 1);
+    }
 
     /// A crash after the journal reached the disk but before every tree got its part: the
     /// next open applies the journal, so the commit is whole.

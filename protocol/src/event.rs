@@ -529,6 +529,17 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
             max: MAX_ATTACHMENTS,
         });
     }
+    if let Some(attachment) = content
+        .attachments
+        .iter()
+        .find(|a| a.size > crate::limits::MAX_BLOB_BYTES)
+    {
+        return Err(VerifyError::TooLarge {
+            what: "attachment",
+            len: usize::try_from(attachment.size).unwrap_or(usize::MAX),
+            max: usize::try_from(crate::limits::MAX_BLOB_BYTES).unwrap_or(usize::MAX),
+        });
+    }
     let name = kind.name();
     let handle_on = |channel| match &content.handle {
         Some(handle) if handle.channel() == channel => Ok(()),

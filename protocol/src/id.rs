@@ -184,6 +184,14 @@ byte_id!(
     16
 );
 
+impl BlobHash {
+    /// The hash of a blob's bytes: plain SHA-256, no domain, so an operator can check a
+    /// stored attachment with `sha256sum`.
+    pub fn of(bytes: &[u8]) -> Self {
+        BlobHash(<sha2::Sha256 as sha2::Digest>::digest(bytes).into())
+    }
+}
+
 impl ThreadId {
     /// The thread whose opening event has this id.
     pub const fn from_root(root: EventId) -> Self {

@@ -8,6 +8,9 @@ pub const MAX_TEXT_BYTES: usize = 128 * 1024;
 /// Attachments on one event. Attachments are references to blobs, so this bounds the header
 /// size, not the bytes attached.
 pub const MAX_ATTACHMENTS: usize = 32;
+/// Size of one attachment's bytes (a blob). Bigger than any mail a server takes (those stop at
+/// 10 to 50 MiB encoded, about a third less decoded).
+pub const MAX_BLOB_BYTES: u64 = 32 * 1024 * 1024;
 /// Parents of one event. A node names the heads it saw; more than this many concurrent heads
 /// means something is wrong, and a node merges heads in steps of this size.
 pub const MAX_PARENTS: usize = 32;

@@ -19,6 +19,11 @@
 //!    the other org's certificates (a node forwards them to the nodes of its own org), so the
 //!    other org's events in a shared thread can be authorised.
 //!
+//! 7. An event whose attachments the receiver lacks: `WantBlob` (the blob's hash, an offset)
+//!    → `Blob` (at most [`MAX_BLOB_CHUNK_BYTES`] from that offset, and the blob's size), asked
+//!    again from the next offset until whole; or `NoBlob` when the holder has none it may
+//!    share. The receiver checks the whole blob against its hash.
+//!
 //! Any request may be answered `Refused`. Every event received goes through verification and
 //! the auth rules like any other.
 
@@ -29,7 +34,7 @@ use crate::channel::ChannelKind;
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::digest::{self, Domain};
 use crate::event::{Event, ScopeId};
-use crate::id::{EventId, StateHash};
+use crate::id::{BlobHash, EventId, StateHash};
 use crate::key::PublicKey;
 
 /// The largest sync frame (one encoded [`SyncMessage`]).
@@ -37,6 +42,9 @@ pub const MAX_FRAME_BYTES: usize = codec::MAX_MESSAGE_BYTES;
 
 /// Most events asked for in one [`SyncMessage::Want`].
 pub const MAX_EVENTS_PER_WANT: u32 = 4096;
+
+/// The most bytes of a blob in one [`SyncMessage::Blob`].
+pub const MAX_BLOB_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// One log's summary: enough to tell whether two nodes hold the same set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +156,30 @@ pub enum SyncMessage {
     Refused {
         /// Why.
         reason: String,
+    },
+    /// Asks for a blob an event of a shared log refers to, from `offset`; answered by `Blob`
+    /// or `NoBlob`.
+    WantBlob {
+        /// The blob's hash.
+        blob: BlobHash,
+        /// The first byte wanted.
+        offset: u64,
+    },
+    /// Part of a blob: at most [`MAX_BLOB_CHUNK_BYTES`] from `offset` (empty past the end).
+    Blob {
+        /// The blob's hash.
+        blob: BlobHash,
+        /// The blob's whole size.
+        size: u64,
+        /// Where `bytes` start.
+        offset: u64,
+        /// The bytes.
+        bytes: codec::ByteBuf,
+    },
+    /// The holder has no such blob that it may share with the asker (it does not say which).
+    NoBlob {
+        /// The blob's hash.
+        blob: BlobHash,
     },
 }
 

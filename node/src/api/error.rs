@@ -105,6 +105,9 @@ impl From<IngestError> for ApiError {
             IngestError::HandleNotOfContact { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "handle_not_of_contact", message)
             }
+            IngestError::MissingBlob { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "missing_attachment", message)
+            }
             IngestError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }

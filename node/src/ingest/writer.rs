@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use threadline_protocol::{
     channel::Handle,
     event::{self, Content, Direction, DirectoryKind, Draft, EventKind, Scope, Status, ThreadKind},
+    id::BlobHash,
     limits::MAX_ERASE_TARGETS,
     ContactId, Directory, Event, EventId, Inserted, OrgId, ScopeId, Thread, ThreadId, Timestamp,
     VerifiedEvent,
@@ -285,6 +286,7 @@ impl Writer {
         let store_failed = answers.iter().find_map(Answer::store_error);
         // Group commit: one atomic commit and one flush for the whole batch, then answers.
         let writes = std::mem::take(&mut self.pending);
+        let released = writes.released_blobs().to_vec();
         let flushed = match store_failed {
             Some(err) => Err(format!(
                 "the batch was abandoned after a store error: {err}"
@@ -300,6 +302,11 @@ impl Writer {
                 if let Err(err) = self.store.clear_journal() {
                     // The next commit replaces the journal anyway.
                     warn!(cause = %err, "cannot clear the store's journal");
+                }
+                // Erased attachments: their files go once the erasure is durable (what a crash
+                // leaves behind here, the sweep of unused blobs takes).
+                if let Err(err) = self.store.drop_unreferenced(&released) {
+                    warn!(cause = %err, "cannot delete erased attachments");
                 }
             }
             Err(err) => {
@@ -390,6 +397,21 @@ impl Writer {
                 return Ok(Submitted::Duplicate(EventId::from_bytes(existing)));
             }
         }
+        let attachments: Vec<(BlobHash, u64)> = event
+            .content()
+            .map(|c| c.attachments.iter().map(|a| (a.blob, a.size)).collect())
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for (blob, size) in attachments {
+            if self.store.blobs().size(&blob).map_err(StoreError::from)? != Some(size) {
+                missing.push((blob, size));
+            }
+        }
+        // What this node's bridges and agents attach, they upload first; a peer's event may
+        // come before its blobs (replication fetches them: `missing_blobs`).
+        if let Some(&(blob, size)) = missing.first().filter(|_| source == Source::Local) {
+            return Err(IngestError::MissingBlob { blob, size });
+        }
         let scope = event.scope_id();
         let kind = event.header().kind.name();
         let outcome = match scope {
@@ -398,6 +420,13 @@ impl Writer {
             ScopeId::Thread(thread) => self.apply_thread(thread, event, external_key, source)?,
         };
         if let Submitted::Stored(event) = outcome {
+            for (blob, size) in missing {
+                self.pending.insert(
+                    TreeName::MissingBlobs,
+                    blob.as_bytes().to_vec(),
+                    size.to_be_bytes().to_vec(),
+                );
+            }
             live.push(LiveEvent { scope, event, kind });
         }
         Ok(outcome)
@@ -1120,21 +1149,9 @@ fn delivery_for(
     })
 }
 
-/// `channel ‖ SHA-256(external id)` of an inbound message that names one. Hashed, because
-/// external ids (email Message-IDs) can carry personal data that erasure must not leave behind.
+/// The external-id key of an inbound message that names one (see [`crate::store::external_id_key`]).
 fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
-    let EventKind::Thread(ThreadKind::Message {
-        direction: Direction::Inbound { channel },
-    }) = event.header().kind
-    else {
-        return None;
-    };
-    let external = event.content()?.external_id.as_ref()?;
-    let mut key = vec![channel_key(channel)];
-    key.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(
-        external.as_str().as_bytes(),
-    ));
-    Some(key)
+    crate::store::external_id_key_of(&event.header().kind, event.content())
 }
 
 /// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all.

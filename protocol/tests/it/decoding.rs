@@ -83,9 +83,9 @@ fn unknown_variants_are_refused() {
         Event::from_bytes(&bytes),
         Err(DecodeError::UnknownVariant { .. })
     ));
-    // A sync message tag beyond Push.
+    // A sync message tag beyond the last (NoBlob, 15).
     assert!(matches!(
-        SyncMessage::from_bytes(&[13]),
+        SyncMessage::from_bytes(&[16]),
         Err(DecodeError::UnknownVariant { .. })
     ));
 }

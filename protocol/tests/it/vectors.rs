@@ -416,6 +416,28 @@ fn render() -> String {
             },
         ),
         ("sync.ack", SyncMessage::Ack),
+        (
+            "sync.want_blob",
+            SyncMessage::WantBlob {
+                blob: BlobHash::of(b"hello"),
+                offset: 0,
+            },
+        ),
+        (
+            "sync.blob",
+            SyncMessage::Blob {
+                blob: BlobHash::of(b"hello"),
+                size: 5,
+                offset: 0,
+                bytes: threadline_protocol::codec::ByteBuf(b"hello".to_vec()),
+            },
+        ),
+        (
+            "sync.no_blob",
+            SyncMessage::NoBlob {
+                blob: BlobHash::of(b"hello"),
+            },
+        ),
     ];
     for (name, frame) in frames {
         writeln!(out, "\n## {name}").expect("write to string");
