@@ -68,8 +68,8 @@ pub struct InboundMail {
     pub text: String,
     /// The text without the quoted history below it, for display.
     pub new_text: String,
-    /// Attachments: (file name, content type, bytes).
-    pub attachments: Vec<(String, String, Vec<u8>)>,
+    /// Attachments (inline parts with a file name too).
+    pub attachments: Vec<crate::sdk::InboundAttachment>,
     /// Why it is automated, if it is.
     pub automated: Option<Automated>,
 }
@@ -142,7 +142,11 @@ impl InboundMail {
                         None => ct.ctype().to_owned(),
                     })
                     .unwrap_or_else(|| "application/octet-stream".to_owned());
-                (name, content_type, part.contents().to_vec())
+                crate::sdk::InboundAttachment {
+                    name,
+                    media_type: content_type,
+                    bytes: part.contents().to_vec(),
+                }
             })
             .collect();
         let automated = automated(&message);
@@ -250,6 +254,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             external_id,
             text,
             thread_hint: thread_hint(&parsed, &self.address),
+            attachments: parsed.attachments.clone(),
         };
         match self.bridge.receive(&message).await {
             Ok(_) => Ok(()),
@@ -367,8 +372,9 @@ impl EmailOutbound {
         &self,
         delivery: &crate::sdk::Delivery,
         history: &[crate::sdk::ThreadMessage],
+        files: &[(threadline_protocol::event::Attachment, Vec<u8>)],
     ) -> Result<(), crate::sdk::SendError> {
-        let message = compose(delivery, history, &self.address, &self.name)
+        let message = compose(delivery, history, files, &self.address, &self.name)
             .map_err(crate::sdk::SendError::Permanent)?;
         match lettre::AsyncTransport::send(&self.transport, message).await {
             Ok(_) => Ok(()),
@@ -395,14 +401,16 @@ const QUOTED_MESSAGES: usize = 20;
 /// The mail for a reply: From the support address, Reply-To its reply-token address, a
 /// Message-ID that names the thread, In-Reply-To and References to the customer's mails, the
 /// reply as plain text, and the conversation before it quoted below (whatever channel it was on:
-/// a chat handed off to email keeps its context).
+/// a chat handed off to email keeps its context; earlier files are named, not sent again).
+/// `files` are the reply's attachments with their bytes: the mail is `multipart/mixed` then.
 pub fn compose(
     delivery: &crate::sdk::Delivery,
     history: &[crate::sdk::ThreadMessage],
+    files: &[(threadline_protocol::event::Attachment, Vec<u8>)],
     address: &str,
     name: &str,
 ) -> Result<lettre::Message, String> {
-    use lettre::message::{header::ContentType, Mailbox};
+    use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
     if delivery.handle.channel() != threadline_protocol::ChannelKind::Email {
         return Err(format!("{} is not an email address", delivery.handle));
     }
@@ -454,6 +462,13 @@ pub fn compose(
             for line in text.lines() {
                 body.push_str(&format!("> {line}\n"));
             }
+            for file in &message.attachments {
+                body.push_str(&format!(
+                    "> [attachment: {}, {}]\n",
+                    file.name.as_str(),
+                    human_size(file.size)
+                ));
+            }
         }
     }
     let mut builder = lettre::Message::builder()
@@ -464,8 +479,7 @@ pub fn compose(
         ))?)
         .to(to)
         .subject(format!("Your conversation with {name}"))
-        .message_id(Some(message_id(&delivery.thread, &delivery.event, &domain)))
-        .header(ContentType::TEXT_PLAIN);
+        .message_id(Some(message_id(&delivery.thread, &delivery.event, &domain)));
     if let Some(last) = customer_ids.last() {
         builder = builder.in_reply_to((*last).to_owned());
         builder = builder.references(
@@ -479,7 +493,31 @@ pub fn compose(
                 .join(" "),
         );
     }
-    builder.body(body).map_err(|err| err.to_string())
+    if files.is_empty() {
+        return builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|err| err.to_string());
+    }
+    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
+    for (file, bytes) in files {
+        let media_type = ContentType::parse(file.media_type.as_str())
+            .or_else(|_| ContentType::parse("application/octet-stream"))
+            .map_err(|err| err.to_string())?;
+        parts = parts.singlepart(
+            Attachment::new(file.name.as_str().to_owned()).body(bytes.clone(), media_type),
+        );
+    }
+    builder.multipart(parts).map_err(|err| err.to_string())
+}
+
+/// A size for people: `532 bytes`, `12 KB`, `3.4 MB`.
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        0..=999 => format!("{bytes} bytes"),
+        1_000..=999_999 => format!("{} KB", bytes / 1_000),
+        _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
+    }
 }
 
 /// The Message-ID of an outbound mail: `<THREAD.EVENT@domain>`, so a reply's `In-Reply-To`
@@ -699,11 +737,11 @@ mod tests {
         assert_eq!(parsed.text, "J'ai reçu un colis abîmé.");
         assert_eq!(
             parsed.attachments,
-            [(
-                "photo.png".to_owned(),
-                "image/png".to_owned(),
-                b"hello".to_vec()
-            )]
+            [crate::sdk::InboundAttachment {
+                name: "photo.png".to_owned(),
+                media_type: "image/png".to_owned(),
+                bytes: b"hello".to_vec()
+            }]
         );
         // No Message-ID: the bytes name it.
         assert!(parsed

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use threadline_protocol::{
-    channel::Handle, event::ReceiptKind, Event, EventId, ThreadId, Timestamp,
+    channel::Handle,
+    event::{Attachment, ReceiptKind},
+    id::BlobHash,
+    limits::MAX_BLOB_BYTES,
+    Event, EventId, ThreadId, Timestamp,
 };
 
 use crate::sdk::{ConversationEntry, Delivery, Identity, LinkError, NodeLink, Resolved, Submitted};
@@ -39,14 +43,35 @@ impl HttpLink {
         }
     }
 
-    /// One request, on a blocking thread; the JSON answer, or the node's error as a
-    /// [`LinkError`] (unavailable: connection failures, 5xx, `not_yet`; refused: the rest).
+    /// One request with a JSON body (or none) and a JSON answer; see [`HttpLink::send`].
     async fn call(
         &self,
         method: &'static str,
         path: String,
         body: Option<Value>,
     ) -> Result<Value, LinkError> {
+        let body = match body {
+            Some(body) => Body::Json(body),
+            None => Body::Empty,
+        };
+        self.send(method, path, body, |response| {
+            response
+                .into_json::<Value>()
+                .map_err(|err| LinkError::Unavailable(format!("unreadable answer: {err}")))
+        })
+        .await
+    }
+
+    /// One request, on a blocking thread; `read` makes the answer of a success, and the
+    /// node's error becomes a [`LinkError`] (unavailable: connection failures, 5xx,
+    /// `not_yet`, `missing_attachment`; refused: the rest).
+    async fn send<T: Send + 'static>(
+        &self,
+        method: &'static str,
+        path: String,
+        body: Body,
+        read: impl FnOnce(ureq::Response) -> Result<T, LinkError> + Send + 'static,
+    ) -> Result<T, LinkError> {
         let (agent, url, token) = (
             self.agent.clone(),
             format!("{}/api/v1{path}", self.base),
@@ -57,13 +82,14 @@ impl HttpLink {
                 .request(method, &url)
                 .set("Authorization", &format!("Bearer {token}"));
             let result = match body {
-                Some(body) => request.send_json(body),
-                None => request.call(),
+                Body::Json(body) => request.send_json(body),
+                Body::Bytes(bytes) => request
+                    .set("Content-Type", "application/octet-stream")
+                    .send_bytes(&bytes),
+                Body::Empty => request.call(),
             };
             match result {
-                Ok(response) => response
-                    .into_json::<Value>()
-                    .map_err(|err| LinkError::Unavailable(format!("unreadable answer: {err}"))),
+                Ok(response) => read(response),
                 Err(ureq::Error::Status(status, response)) => {
                     let body: Value = response.into_json().unwrap_or(Value::Null);
                     let code = body["error"]["code"]
@@ -71,7 +97,7 @@ impl HttpLink {
                         .unwrap_or("unknown")
                         .to_owned();
                     let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-                    if status >= 500 || code == "not_yet" {
+                    if status >= 500 || code == "not_yet" || code == "missing_attachment" {
                         Err(LinkError::Unavailable(format!(
                             "{status} {code}: {message}"
                         )))
@@ -84,6 +110,22 @@ impl HttpLink {
         })
         .await
         .map_err(|err| LinkError::Unavailable(format!("request task failed: {err}")))?
+    }
+}
+
+/// What a request carries.
+enum Body {
+    Empty,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
+/// The attachments under `attachments` in a delivery or a message (none if absent).
+fn attachments(value: &Value) -> Result<Vec<Attachment>, LinkError> {
+    match &value["attachments"] {
+        Value::Null => Ok(Vec::new()),
+        list => serde_json::from_value(list.clone())
+            .map_err(|err| LinkError::Unavailable(format!("unreadable attachments: {err}"))),
     }
 }
 
@@ -212,6 +254,7 @@ impl NodeLink for HttpLink {
                         .ok_or_else(|| LinkError::Unavailable("no depth".to_owned()))?,
                     handle: field(d, "handle")?,
                     text: d["text"].as_str().unwrap_or_default().to_owned(),
+                    attachments: attachments(d)?,
                 })
             })
             .collect()
@@ -276,9 +319,44 @@ impl NodeLink for HttpLink {
                     text: m["text"].as_str().map(str::to_owned),
                     at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
                     external_id: m["external_id"].as_str().map(str::to_owned),
+                    attachments: attachments(m)?,
                 })
             })
             .collect()
+    }
+
+    async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash, LinkError> {
+        let answer = self
+            .send(
+                "POST",
+                "/bridge/blobs".to_owned(),
+                Body::Bytes(bytes),
+                |r| {
+                    r.into_json::<Value>()
+                        .map_err(|err| LinkError::Unavailable(format!("unreadable answer: {err}")))
+                },
+            )
+            .await?;
+        field(&answer, "blob")
+    }
+
+    async fn blob(&self, blob: BlobHash) -> Result<Option<Vec<u8>>, LinkError> {
+        let read = |response: ureq::Response| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
+                &mut bytes,
+            )
+            .map_err(|err| LinkError::Unavailable(format!("reading attachment: {err}")))?;
+            Ok(Some(bytes))
+        };
+        match self
+            .send("GET", format!("/bridge/blobs/{blob}"), Body::Empty, read)
+            .await
+        {
+            Err(LinkError::Refused { code, .. }) if code == "not_found" => Ok(None),
+            other => other,
+        }
     }
 
     async fn conversation(&self, handle: &Handle) -> Result<Vec<ConversationEntry>, LinkError> {

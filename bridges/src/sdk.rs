@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use threadline_protocol::{
     channel::{ChannelKind, Handle},
-    event::{Content, Draft, EventKind, ReceiptKind, Scope, ThreadKind},
-    name::ExternalId,
+    event::{Attachment, Content, Draft, EventKind, ReceiptKind, Scope, ThreadKind},
+    id::BlobHash,
+    limits::{MAX_ATTACHMENTS, MAX_SHORT_STRING_BYTES},
+    name::{AttachmentMeta, ExternalId},
     ContactId, Event, EventId, SecretKey, ThreadId, Timestamp,
 };
 
@@ -67,6 +69,75 @@ pub struct InboundMessage {
     /// Which thread the app says the message answers (a mail's `In-Reply-To`, its reply
     /// token). The node uses it only if the thread is open and belongs to the handle's contact.
     pub thread_hint: Option<ThreadHint>,
+    /// Files that came with it (at most [`MAX_ATTACHMENTS`]; stored by the node as blobs
+    /// before the message is submitted).
+    pub attachments: Vec<InboundAttachment>,
+}
+
+/// A file a customer sent, as the app gave it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InboundAttachment {
+    /// Its file name (made to fit [`MAX_SHORT_STRING_BYTES`]).
+    pub name: String,
+    /// Its media type (`image/png`).
+    pub media_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for InboundAttachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundAttachment")
+            .field("name", &self.name)
+            .field("media_type", &self.media_type)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl InboundAttachment {
+    /// The reference to this file once its bytes are stored as `blob`: the name and media
+    /// type cut to what an event carries (a name too long keeps its end, where the extension
+    /// is), or generic ones if the app gave none.
+    pub fn reference(
+        &self,
+        blob: BlobHash,
+    ) -> Result<Attachment, threadline_protocol::name::NameError> {
+        let media_type = AttachmentMeta::new(fit(&self.media_type, false))
+            .or_else(|_| AttachmentMeta::new("application/octet-stream"))?;
+        let name = AttachmentMeta::new(fit(&self.name, true))
+            .or_else(|_| AttachmentMeta::new("attachment"))?;
+        Ok(Attachment::new(
+            blob,
+            self.bytes.len() as u64,
+            media_type,
+            name,
+        ))
+    }
+}
+
+/// `text` without control characters, cut to [`MAX_SHORT_STRING_BYTES`] on a character
+/// boundary, from the end (`keep_end`) or the start.
+fn fit(text: &str, keep_end: bool) -> String {
+    let clean: Vec<char> = text.chars().filter(|c| !c.is_control()).collect();
+    let mut kept = Vec::new();
+    let mut bytes = 0;
+    let chars: Box<dyn Iterator<Item = &char>> = if keep_end {
+        Box::new(clean.iter().rev())
+    } else {
+        Box::new(clean.iter())
+    };
+    for c in chars {
+        bytes += c.len_utf8();
+        if bytes > MAX_SHORT_STRING_BYTES {
+            break;
+        }
+        kept.push(*c);
+    }
+    if keep_end {
+        kept.reverse();
+    }
+    kept.into_iter().collect::<String>().trim().to_owned()
 }
 
 /// A thread the app names for an inbound message: a hint, never trusted alone.
@@ -129,6 +200,8 @@ pub struct Delivery {
     pub handle: Handle,
     /// The text.
     pub text: String,
+    /// Files the agent attached (their bytes: [`NodeLink::blob`]).
+    pub attachments: Vec<Attachment>,
 }
 
 /// One message of a customer's conversation on one handle, as the customer may see it.
@@ -170,6 +243,8 @@ pub struct ThreadMessage {
     pub at: Timestamp,
     /// The app's id of the customer's message (a mail's Message-ID).
     pub external_id: Option<String>,
+    /// Files attached to it (empty if erased).
+    pub attachments: Vec<Attachment>,
 }
 
 /// What a customer's handle is known to be, besides itself.
@@ -257,6 +332,17 @@ pub trait NodeLink: Send + Sync {
         &self,
         thread: ThreadId,
     ) -> impl Future<Output = Result<Vec<ThreadMessage>, LinkError>> + Send;
+
+    /// Stores an attachment's bytes durably and returns their hash (storing the same bytes
+    /// again is harmless). An event may refer to a blob once this returned.
+    fn put_blob(&self, bytes: Vec<u8>) -> impl Future<Output = Result<BlobHash, LinkError>> + Send;
+
+    /// The bytes of an attachment of a thread whose replies go to the bridge's channel;
+    /// `None` if the node does not have them (yet: a peer's may still be on its way).
+    fn blob(
+        &self,
+        blob: BlobHash,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, LinkError>> + Send;
 }
 
 /// Why a bridge could not send a delivery to the app.
@@ -269,6 +355,11 @@ pub enum SendError {
     /// delivery leaves the queue.
     #[error("send failed: {0}")]
     Permanent(String),
+    /// The bridge cannot send it yet (an attachment's bytes are still on their way from the
+    /// node that has them): it stays queued and is tried again with back-off, with no receipt
+    /// (a failed one after the last attempt).
+    #[error("not ready to send: {0}")]
+    NotReady(String),
     /// The customer is not reachable on this channel right now and the message needs no
     /// sending: it stays in the thread, where the customer sees it on return (a web chat
     /// visitor who left). The delivery leaves the queue with no receipt.
@@ -415,8 +506,26 @@ impl<L: NodeLink> Bridge<L> {
                 self.identity.channel, message.handle
             )));
         }
+        if message.attachments.len() > MAX_ATTACHMENTS {
+            return Err(BridgeError::Event(format!(
+                "{} attachments; a message carries at most {MAX_ATTACHMENTS}",
+                message.attachments.len()
+            )));
+        }
         self.backoff
             .retry(|| async {
+                // Uploaded on every attempt: the node refuses a message whose blob it lacks
+                // (as `Unavailable`), so a retry puts it back.
+                let mut attachments = Vec::with_capacity(message.attachments.len());
+                for attachment in &message.attachments {
+                    let blob = self.link.put_blob(attachment.bytes.clone()).await?;
+                    attachments.push(attachment.reference(blob).map_err(|err| {
+                        LinkError::Refused {
+                            code: "bad_event".to_owned(),
+                            message: err.to_string(),
+                        }
+                    })?);
+                }
                 let resolved = self
                     .link
                     .resolve(&message.handle, message.thread_hint.as_ref())
@@ -429,9 +538,12 @@ impl<L: NodeLink> Bridge<L> {
                     EventKind::inbound_message(self.identity.channel),
                 )
                 .with_content(
-                    Content::text(message.text.clone())
-                        .with_handle(message.handle.clone())
-                        .with_external_id(message.external_id.clone()),
+                    attachments.into_iter().fold(
+                        Content::text(message.text.clone())
+                            .with_handle(message.handle.clone())
+                            .with_external_id(message.external_id.clone()),
+                        Content::with_attachment,
+                    ),
                 )
                 .sign(&self.identity.key)
                 .map_err(|err| LinkError::Refused {
@@ -489,7 +601,7 @@ impl<L: NodeLink> Bridge<L> {
                 Ok(()) => Some((ReceiptKind::Delivered, None)),
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
-                Err(SendError::Retry(reason))
+                Err(SendError::Retry(reason) | SendError::NotReady(reason))
                     if waiting.map_or(0, |w| w.attempts) + 1 >= MAX_SEND_ATTEMPTS =>
                 {
                     Some((
@@ -499,7 +611,13 @@ impl<L: NodeLink> Bridge<L> {
                         )),
                     ))
                 }
-                Err(SendError::Retry(reason)) => {
+                Err(failure @ (SendError::Retry(_) | SendError::NotReady(_))) => {
+                    // Only the app's failure is news for the agents.
+                    let (reason, tell) = match failure {
+                        SendError::Retry(reason) => (reason, true),
+                        SendError::NotReady(reason) => (reason, false),
+                        _ => continue,
+                    };
                     let attempts = waiting.map_or(0, |w| w.attempts) + 1;
                     let wait = Duration::from_secs(1)
                         .saturating_mul(1 << attempts.min(16))
@@ -515,7 +633,7 @@ impl<L: NodeLink> Bridge<L> {
                             },
                         );
                     tracing::debug!(seq, reason, attempts, "delivery stays queued");
-                    if attempts == 1 {
+                    if attempts == 1 && tell {
                         let reason = format!("{reason} (retrying)");
                         match self.receipt_event(
                             thread,
@@ -651,6 +769,26 @@ mod tests {
             max: Duration::from_millis(4),
             attempts,
         }
+    }
+
+    #[test]
+    fn an_attachment_name_is_cut_to_fit_keeping_its_extension() {
+        let file = |name: &str, media_type: &str| InboundAttachment {
+            name: name.to_owned(),
+            media_type: media_type.to_owned(),
+            bytes: vec![1, 2, 3],
+        };
+        let blob = BlobHash::of(&[1, 2, 3]);
+        let long = format!("{}.pdf", "é".repeat(200));
+        let attachment = file(&long, "application/pdf")
+            .reference(blob)
+            .expect("fits");
+        assert!(attachment.name.as_str().ends_with("é.pdf"));
+        assert!(attachment.name.as_str().len() <= MAX_SHORT_STRING_BYTES);
+        assert_eq!(attachment.size, 3);
+        let nameless = file("\u{7}\n", "").reference(blob).expect("fits");
+        assert_eq!(nameless.name.as_str(), "attachment");
+        assert_eq!(nameless.media_type.as_str(), "application/octet-stream");
     }
 
     #[tokio::test]

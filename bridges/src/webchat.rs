@@ -486,6 +486,7 @@ impl<L: NodeLink> Webchat<L> {
             external_id,
             text: text.clone(),
             thread_hint: None,
+            attachments: Vec::new(),
         };
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {

@@ -6,6 +6,7 @@
 //! status; a refused request changes nothing. One file per resource under `api/`.
 
 mod agents;
+mod attachments;
 pub mod auth;
 mod bridge;
 mod contacts;
@@ -26,6 +27,9 @@ use crate::ingest::Ingest;
 /// Largest request body. A batch of bridge events (hex-encoded, up to 256 KiB each) fits a few
 /// large ones or many small ones; an agent's reply is far smaller.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Largest upload of an attachment's bytes (the protocol's limit on a blob; a bigger one is
+/// refused with `413`).
+const MAX_BLOB_BODY_BYTES: usize = threadline_protocol::limits::MAX_BLOB_BYTES as usize;
 
 /// The node's router: the API over the ingest pipeline, and the web chat when it is on.
 pub fn router(
@@ -48,6 +52,22 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads", get(threads::list))
         .route("/api/v1/threads/{id}", get(threads::show))
         .route("/api/v1/threads/{id}/replies", post(threads::reply))
+        .route(
+            "/api/v1/threads/{id}/events/{event}/attachments/{n}",
+            get(attachments::download),
+        )
+        .route(
+            "/api/v1/attachments",
+            post(attachments::upload).layer(DefaultBodyLimit::max(MAX_BLOB_BODY_BYTES)),
+        )
+        .route(
+            "/api/v1/bridge/blobs",
+            post(attachments::bridge_upload).layer(DefaultBodyLimit::max(MAX_BLOB_BODY_BYTES)),
+        )
+        .route(
+            "/api/v1/bridge/blobs/{blob}",
+            get(attachments::bridge_download),
+        )
         .route("/api/v1/threads/{id}/notes", post(threads::note))
         .route("/api/v1/threads/{id}/assign", post(threads::assign))
         .route("/api/v1/threads/{id}/status", post(threads::status))

@@ -3,10 +3,11 @@
 //! differs (no HTTP, no token: it is part of the node).
 
 use threadline_bridges::sdk::{self, LinkError, NodeLink};
-use threadline_protocol::{channel::Handle, ChannelKind, Event};
+use threadline_protocol::{channel::Handle, id::BlobHash, ChannelKind, Event};
 
 use crate::api::ApiError;
 use crate::ingest::{DirectoryAction, Ingest, IngestError, Submitted};
+use crate::store::{BlobError, StoreError};
 use threadline_protocol::name::AttributeKey;
 
 /// The link of a bridge running inside the node, for one channel.
@@ -112,21 +113,61 @@ impl NodeLink for LocalLink {
 
     async fn deliveries(&self, limit: usize) -> Result<Vec<sdk::Delivery>, LinkError> {
         let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
-        Ok(self
-            .ingest
+        self.ingest
             .store()
             .deliveries(self.channel, limit)
             .map_err(unavailable)?
             .into_iter()
-            .map(|delivery| sdk::Delivery {
-                seq: delivery.seq,
-                thread: delivery.thread,
-                event: delivery.event,
-                depth: delivery.depth,
-                handle: delivery.handle,
-                text: delivery.text,
+            .map(|delivery| {
+                let attachments = crate::conversation::attachments_of(
+                    self.ingest.store(),
+                    delivery.thread,
+                    &delivery.event,
+                )
+                .map_err(unavailable)?;
+                Ok(sdk::Delivery {
+                    seq: delivery.seq,
+                    thread: delivery.thread,
+                    event: delivery.event,
+                    depth: delivery.depth,
+                    handle: delivery.handle,
+                    text: delivery.text,
+                    attachments,
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash, LinkError> {
+        let store = self.ingest.store().clone();
+        match tokio::task::spawn_blocking(move || store.blobs().put(&bytes)).await {
+            Ok(Ok(blob)) => Ok(blob),
+            Ok(Err(err @ BlobError::TooLarge { .. })) => Err(LinkError::Refused {
+                code: "too_large".to_owned(),
+                message: err.to_string(),
+            }),
+            Ok(Err(err)) => Err(LinkError::Unavailable(err.to_string())),
+            Err(err) => Err(LinkError::Unavailable(format!(
+                "storing task failed: {err}"
+            ))),
+        }
+    }
+
+    async fn blob(&self, blob: BlobHash) -> Result<Option<Vec<u8>>, LinkError> {
+        let store = self.ingest.store().clone();
+        let channel = self.channel;
+        let read = tokio::task::spawn_blocking(move || {
+            if !crate::conversation::blob_for_channel(&store, &blob, channel)? {
+                return Ok(None);
+            }
+            store.blobs().read(&blob).map_err(StoreError::from)
+        });
+        match read.await {
+            Ok(result) => result.map_err(|err| LinkError::Unavailable(err.to_string())),
+            Err(err) => Err(LinkError::Unavailable(format!(
+                "reading task failed: {err}"
+            ))),
+        }
     }
 
     async fn conversation(

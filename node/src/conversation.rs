@@ -148,7 +148,43 @@ pub fn of_thread(
                 .as_ref()
                 .and_then(|c| c.external_id.as_ref())
                 .map(|id| id.as_str().to_owned()),
+            attachments: event.content.map(|c| c.attachments).unwrap_or_default(),
         });
     }
     Ok(Some(messages))
+}
+
+/// The attachments of a thread's event (none if erased or unknown).
+pub fn attachments_of(
+    store: &crate::store::Store,
+    thread: threadline_protocol::ThreadId,
+    event: &threadline_protocol::EventId,
+) -> Result<Vec<threadline_protocol::event::Attachment>, StoreError> {
+    Ok(store
+        .event(&ScopeId::Thread(thread), event)?
+        .and_then(|event| event.content)
+        .map(|content| content.attachments)
+        .unwrap_or_default())
+}
+
+/// Whether a bridge of `channel` may read a blob: an event of a thread whose replies go to
+/// that channel refers to it (a bridge sees the threads it sends, nothing else).
+pub fn blob_for_channel(
+    store: &crate::store::Store,
+    blob: &threadline_protocol::id::BlobHash,
+    channel: threadline_protocol::ChannelKind,
+) -> Result<bool, StoreError> {
+    for (scope, _) in store.blob_refs(blob)? {
+        let ScopeId::Thread(thread) = scope else {
+            continue;
+        };
+        let routed = store
+            .thread_state(&thread)?
+            .and_then(|state| state.route)
+            .is_some_and(|route| route.channel == channel);
+        if routed {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

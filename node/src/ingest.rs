@@ -96,8 +96,9 @@ impl From<sled::Error> for IngestError {
 /// An agent's action on a thread; the node signs it for the agent.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// A reply to the customer, delivered on the thread's route.
-    Reply(String),
+    /// A reply to the customer, delivered on the thread's route, with files whose bytes
+    /// are stored already (an agent uploads them first).
+    Reply(String, Vec<threadline_protocol::event::Attachment>),
     /// An internal note.
     Note(String),
     /// Assign or unassign.

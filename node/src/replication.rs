@@ -7,9 +7,11 @@
 //!   of at most [`MAX_FRAME_BYTES`], decoded strictly by the protocol's codec
 //!   ([`codec::SyncCodec`]).
 //! - [`service`]: the task that runs the sync protocol with every peer and feeds the ingest
-//!   pipeline; [`logs`]: what is shared with whom and what a `Want` gets; [`invite`]: one-time
-//!   invites; [`join`]: `threadline init --join`.
+//!   pipeline; [`logs`]: what is shared with whom and what a `Want` gets; [`blobs`]: fetching
+//!   the attachment bytes events refer to; [`invite`]: one-time invites; [`join`]:
+//!   `threadline init --join`.
 
+pub mod blobs;
 pub mod codec;
 pub mod invite;
 pub mod join;

@@ -21,6 +21,7 @@ use crate::data_dir::{DataDir, LoadError};
 use crate::ingest::{self, IngestError};
 use crate::presence::Typing;
 use crate::store::StoreError;
+use crate::store::UNUSED_BLOB_GRACE;
 
 /// The node stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,7 @@ pub async fn run_with(
         },
     )?;
     tokio::spawn(replication);
+    tokio::spawn(sweep_unused_blobs(ingest.clone()));
     let app = api::router(ingest.clone(), webchat);
     let closing = running.closing();
     let result = axum::serve(
@@ -237,6 +239,26 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
     }
 }
 
+/// Deletes attachment files no event refers to (uploads whose message never came, erasures a
+/// crash interrupted) once they are older than [`UNUSED_BLOB_GRACE`]: at start, then hourly.
+async fn sweep_unused_blobs(ingest: crate::ingest::Ingest) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60 * 60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        let store = ingest.store().clone();
+        match tokio::task::spawn_blocking(move || store.sweep_unused_blobs(UNUSED_BLOB_GRACE)).await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(swept)) => info!(swept, "deleted attachments no event refers to"),
+            Ok(Err(err)) => warn!(cause = %err, "cannot sweep unused attachments"),
+            Err(err) => warn!(cause = %err, "the attachment sweep failed"),
+        }
+    }
+}
+
 /// Replies routed to email go out through the relay as soon as they are stored, and every few
 /// seconds (retries of what the relay did not take). Ends when the node closes.
 async fn deliver_email(
@@ -263,12 +285,26 @@ async fn deliver_email(
                 let link = link.clone();
                 let outbound = Arc::clone(&outbound);
                 async move {
-                    use threadline_bridges::sdk::NodeLink as _;
+                    use threadline_bridges::sdk::{NodeLink as _, SendError};
                     let history = link
                         .thread_messages(delivery.thread)
                         .await
                         .unwrap_or_default();
-                    outbound.send(&delivery, &history).await
+                    let mut files = Vec::with_capacity(delivery.attachments.len());
+                    for file in &delivery.attachments {
+                        match link.blob(file.blob).await {
+                            Ok(Some(bytes)) => files.push((file.clone(), bytes)),
+                            // Written on another node of the org: its bytes are on their way.
+                            Ok(None) => {
+                                return Err(SendError::NotReady(format!(
+                                    "attachment {} is not on this node yet",
+                                    file.name.as_str()
+                                )))
+                            }
+                            Err(err) => return Err(SendError::NotReady(err.to_string())),
+                        }
+                    }
+                    outbound.send(&delivery, &history, &files).await
                 }
             })
             .await;

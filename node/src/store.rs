@@ -845,6 +845,43 @@ mod tests {
         ChannelKind, SecretKey, Timestamp,
     };
 
+    /// An upload no event refers to goes once it is older than the grace; a referenced blob
+    /// stays; an erasure releases its blobs, which go at once if nothing else refers to them.
+    #[test]
+    fn blobs_nobody_refers_to_are_swept_and_erased_ones_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("opens");
+        let used = store.blobs().put(b"used").expect("stores");
+        let unused = store.blobs().put(b"unused").expect("stores");
+        let scope = ScopeId::Thread(ThreadId::from_bytes([3; 32]));
+        let event = EventId::from_bytes([4; 32]);
+        let mut writes = WriteSet::default();
+        writes.insert(
+            TreeName::BlobRefs,
+            blob_ref_key(&used, &scope, &event),
+            Vec::new(),
+        );
+        store.commit(writes).expect("commits");
+        let grace = std::time::Duration::from_secs(3600);
+        assert_eq!(store.sweep_unused_blobs(grace).expect("sweeps"), 0, "young");
+        assert_eq!(
+            store
+                .sweep_unused_blobs(std::time::Duration::ZERO)
+                .expect("sweeps"),
+            1
+        );
+        assert_eq!(store.blobs().size(&unused).expect("stat"), None);
+        assert_eq!(store.blobs().size(&used).expect("stat"), Some(4));
+        // Released but still referred to: kept; no longer referred to: deleted.
+        store.drop_unreferenced(&[used]).expect("drops");
+        assert_eq!(store.blobs().size(&used).expect("stat"), Some(4));
+        let mut writes = WriteSet::default();
+        writes.remove(TreeName::BlobRefs, blob_ref_key(&used, &scope, &event));
+        store.commit(writes).expect("commits");
+        store.drop_unreferenced(&[used]).expect("drops");
+        assert_eq!(store.blobs().size(&used).expect("stat"), None);
+    }
+
     /// A store of schema version 3 keyed external ids by id alone and had no attachment
     /// references: opening it rebuilds both from the logs.
     #[test]

@@ -55,7 +55,7 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                         .act(
                             agent,
                             resolved.thread,
-                            ingest::Action::Reply(format!("reply {message}")),
+                            ingest::Action::Reply(format!("reply {message}"), Vec::new()),
                         )
                         .await
                         .expect("reply");

@@ -216,6 +216,9 @@
         if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
         if (e.kind === "thread.note") meta = "Note · " + meta;
         if (receipts[e.id]) meta += " · " + receipts[e.id];
+        (e.attachments || []).forEach(function (file, n) {
+          item.appendChild(attachmentLink(e, file, n));
+        });
         item.appendChild(el("div", "meta", meta));
       } else if (SYSTEM[e.kind]) {
         item = el("li", "event system", SYSTEM[e.kind](e));
@@ -226,6 +229,54 @@
       list.appendChild(item);
     });
     list.scrollTop = list.scrollHeight;
+  }
+
+  function size(bytes) {
+    if (bytes < 1000) return bytes + " bytes";
+    if (bytes < 1000000) return Math.floor(bytes / 1000) + " KB";
+    return (bytes / 1000000).toFixed(1) + " MB";
+  }
+
+  // A file of a message: fetched with the agent's token (a plain link would carry none), then
+  // saved under its name.
+  function attachmentLink(e, file, n) {
+    var link = el("button", "attachment", "📎 " + file.name + " (" + size(file.size) + ")");
+    link.type = "button";
+    link.dataset.blob = file.blob;
+    link.addEventListener("click", function () {
+      fetch("/api/v1/threads/" + state.selected + "/events/" + e.id + "/attachments/" + n,
+        { headers: { Authorization: "Bearer " + state.token } })
+        .then(function (response) {
+          if (!response.ok) throw new Error(response.status === 503 ? "not on this node yet: try again in a moment" : response.statusText);
+          return response.blob();
+        })
+        .then(function (blob) {
+          var a = document.createElement("a");
+          a.href = URL.createObjectURL(blob);
+          a.download = file.name;
+          document.body.appendChild(a);
+          a.click();
+          setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+        })
+        .catch(function (error) { link.title = error.message; link.classList.add("failed"); });
+    });
+    return link;
+  }
+
+  // Uploads the chosen files; resolves to the reply's `attachments`.
+  function uploadFiles(files) {
+    return Promise.all(Array.prototype.map.call(files, function (file) {
+      return fetch("/api/v1/attachments", {
+        method: "POST",
+        headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/octet-stream" },
+        body: file
+      }).then(function (response) {
+        return response.json().then(function (json) {
+          if (!response.ok) throw new Error(file.name + ": " + ((json.error && json.error.message) || response.statusText));
+          return { blob: json.blob, name: file.name, media_type: file.type || "application/octet-stream" };
+        });
+      });
+    }));
   }
 
   function renderContact() {
@@ -302,15 +353,21 @@
   $("composer").addEventListener("submit", function (e) {
     e.preventDefault();
     var text = $("compose").value.trim();
-    if (!text || sending) return;
+    var files = state.mode === "note" ? [] : $("attach").files;
+    if ((!text && !files.length) || sending) return;
     lastTyping = 0;
     sending = true;
     $("send").disabled = true;
     $("compose-error").textContent = "";
     // Sent once: the text is cleared as soon as the node has it, whatever happens after.
-    api("POST", "/threads/" + state.selected + (state.mode === "note" ? "/notes" : "/replies"), { text: text })
+    uploadFiles(files)
+      .then(function (attachments) {
+        var body = state.mode === "note" ? { text: text } : { text: text, attachments: attachments };
+        return api("POST", "/threads/" + state.selected + (state.mode === "note" ? "/notes" : "/replies"), body);
+      })
       .then(function () {
         $("compose").value = "";
+        $("attach").value = "";
         return loadThread().catch(function () { /* the live stream will refresh it */ });
       })
       .catch(function (error) { $("compose-error").textContent = error.message; })

@@ -198,6 +198,7 @@ pub struct DeliveryView {
     depth: u64,
     handle: Handle,
     text: String,
+    attachments: Vec<threadline_protocol::event::Attachment>,
     queued_at: u64,
 }
 
@@ -219,16 +220,23 @@ pub async fn deliveries(
         .store()
         .deliveries(channel, limit)?
         .into_iter()
-        .map(|delivery| DeliveryView {
-            seq: delivery.seq,
-            thread: delivery.thread,
-            event: delivery.event,
-            depth: delivery.depth,
-            handle: delivery.handle,
-            text: delivery.text,
-            queued_at: delivery.queued_at.as_millis(),
+        .map(|delivery| {
+            Ok(DeliveryView {
+                attachments: crate::conversation::attachments_of(
+                    ingest.store(),
+                    delivery.thread,
+                    &delivery.event,
+                )?,
+                seq: delivery.seq,
+                thread: delivery.thread,
+                event: delivery.event,
+                depth: delivery.depth,
+                handle: delivery.handle,
+                text: delivery.text,
+                queued_at: delivery.queued_at.as_millis(),
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(DeliveriesAnswer { deliveries }))
 }
 
@@ -342,6 +350,7 @@ pub struct ThreadMessageView {
     text: Option<String>,
     at: u64,
     external_id: Option<String>,
+    attachments: Vec<threadline_protocol::event::Attachment>,
 }
 
 #[derive(Debug, Serialize)]
@@ -368,6 +377,7 @@ pub async fn thread_messages(
             text: m.text,
             at: m.at.as_millis(),
             external_id: m.external_id,
+            attachments: m.attachments,
         })
         .collect();
     Ok(Json(ThreadMessagesView { messages }))

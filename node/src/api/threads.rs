@@ -7,8 +7,11 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use threadline_protocol::{
-    channel::Handle, event::Status, name::Label, AgentId, ChannelKind, ContactId, EventId, ScopeId,
-    ThreadId, Timestamp,
+    channel::Handle,
+    event::{Attachment, Status},
+    id::BlobHash,
+    name::{AttachmentMeta, Label},
+    AgentId, ChannelKind, ContactId, EventId, ScopeId, ThreadId, Timestamp,
 };
 
 use super::auth::AgentCaller;
@@ -244,15 +247,77 @@ fn text(body: Result<Json<TextBody>, JsonRejection>) -> Result<String, ApiError>
     Ok(body.text)
 }
 
-/// `POST /api/v1/threads/{id}/replies` `{"text": "..."}`: a reply, delivered on the route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyBody {
+    #[serde(default)]
+    text: String,
+    /// Files uploaded with `POST /api/v1/attachments`.
+    #[serde(default)]
+    attachments: Vec<AttachmentBody>,
+}
+
+/// A file of a reply: an uploaded blob, with the name and type the customer sees.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentBody {
+    blob: String,
+    name: String,
+    #[serde(default)]
+    media_type: Option<String>,
+}
+
+/// `POST /api/v1/threads/{id}/replies` `{"text": "...", "attachments": [{"blob", "name",
+/// "media_type"}]}`: a reply, delivered on the route. Text, files or both.
 pub async fn reply(
     caller: AgentCaller,
     State(ingest): State<Ingest>,
     Path(id): Path<String>,
-    body: Result<Json<TextBody>, JsonRejection>,
+    body: Result<Json<ReplyBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
-    let text = text(body)?;
-    act(&ingest, caller, &id, Action::Reply(text)).await
+    let Json(body) = body?;
+    if body.text.trim().is_empty() && body.attachments.is_empty() {
+        return Err(ApiError::bad_request("a reply needs text or attachments"));
+    }
+    if body.attachments.len() > threadline_protocol::limits::MAX_ATTACHMENTS {
+        return Err(ApiError::bad_request(format!(
+            "{} attachments; at most {}",
+            body.attachments.len(),
+            threadline_protocol::limits::MAX_ATTACHMENTS
+        )));
+    }
+    let mut attachments = Vec::with_capacity(body.attachments.len());
+    for file in body.attachments {
+        let blob: BlobHash = parse_field(&file.blob, "blob")?;
+        let meta = |text: &str, what: &str| {
+            AttachmentMeta::new(text)
+                .map_err(|err| ApiError::bad_request(format!("attachment {what}: {err}")))
+        };
+        let size = ingest
+            .store()
+            .blobs()
+            .size(&blob)
+            .map_err(|err| ApiError::internal(err.to_string()))?
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "missing_attachment",
+                    format!("no uploaded attachment {blob}: POST it to /api/v1/attachments first"),
+                )
+            })?;
+        attachments.push(Attachment::new(
+            blob,
+            size,
+            meta(
+                file.media_type
+                    .as_deref()
+                    .unwrap_or("application/octet-stream"),
+                "media type",
+            )?,
+            meta(&file.name, "name")?,
+        ));
+    }
+    act(&ingest, caller, &id, Action::Reply(body.text, attachments)).await
 }
 
 /// `POST /api/v1/threads/{id}/notes` `{"text": "..."}`: an internal note.

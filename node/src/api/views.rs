@@ -53,6 +53,8 @@ pub struct EventView {
     pub text: Option<String>,
     pub handle: Option<Handle>,
     pub external_id: Option<String>,
+    /// Files, by reference (bytes: `GET /threads/{thread}/events/{id}/attachments/{n}`).
+    pub attachments: Vec<threadline_protocol::event::Attachment>,
     /// Kind-specific details (the new status, the assignee, the label, the receipt, ...).
     pub detail: serde_json::Value,
 }
@@ -116,6 +118,7 @@ impl EventView {
             text: content.map(|c| c.text.clone()).filter(|t| !t.is_empty()),
             handle: content.and_then(|c| c.handle.clone()),
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
+            attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
             detail,
         }
     }

@@ -786,11 +786,15 @@ impl Writer {
         let contact = thread.state().contact;
         let (parents, depth) = thread.dag().next_parents();
         let (kind, content) = match action {
-            Action::Reply(text) => (
+            Action::Reply(text, attachments) => (
                 ThreadKind::Message {
                     direction: Direction::Outbound,
                 },
-                Some(Content::text(text)),
+                Some(
+                    attachments
+                        .into_iter()
+                        .fold(Content::text(text), Content::with_attachment),
+                ),
             ),
             Action::Note(text) => (ThreadKind::Note, Some(Content::text(text))),
             Action::Assign(assignee) => (ThreadKind::Assign { assignee }, None),

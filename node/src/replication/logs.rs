@@ -42,6 +42,22 @@ pub fn may_share_stored(
     Ok(may_share(scope, our_org, peer_org, members.as_ref()))
 }
 
+/// Whether a node of `peer_org` may have a blob: an event of a log the two may share refers
+/// to it.
+pub fn may_share_blob(
+    store: &Store,
+    blob: &threadline_protocol::id::BlobHash,
+    our_org: OrgId,
+    peer_org: OrgId,
+) -> Result<bool, StoreError> {
+    for (scope, _) in store.blob_refs(blob)? {
+        if may_share_stored(store, &scope, our_org, peer_org)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The summaries of every log this node holds that a node of `peer_org` may hold too, sorted
 /// by scope.
 pub fn shared_summaries(

@@ -9,7 +9,9 @@
 //!    `SummaryOf` the differing buckets, and a `Want` per differing log (the directory first,
 //!    so certificates arrive before the events that need them), repeated until `complete`;
 //! 3. while connected, each event this node stores is pushed to every peer that may hold it
-//!    (not back to the peer it came from).
+//!    (not back to the peer it came from);
+//! 4. the attachment bytes that events from peers refer to are fetched from peers that may
+//!    share them ([`super::blobs`]), checked against their hash, and stored.
 //!
 //! A peer that sends forged events, events of logs it may not hold, garbage frames, or fails
 //! to redeem an invite is penalised; at [`PENALTY_LIMIT`] it is disconnected and blocked for
@@ -30,14 +32,17 @@ use libp2p::{
 use threadline_protocol::{
     cert::{CertRole, Certificate, CertificateBody},
     event::Scope,
+    id::BlobHash,
     sync::{
-        bucket_digests, summaries_digest, ScopeSummary, SyncMessage, MAX_EVENTS_PER_WANT, N_BUCKETS,
+        bucket_digests, summaries_digest, ScopeSummary, SyncMessage, MAX_BLOB_CHUNK_BYTES,
+        MAX_EVENTS_PER_WANT, N_BUCKETS,
     },
     Event, EventId, OrgId, PublicKey, ScopeId, ThreadId, Timestamp,
 };
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use super::blobs::{BlobFetches, Chunk};
 use super::{invite, logs, NodeBehaviour, NodeBehaviourEvent, ReplicationError};
 use crate::data_dir::{DataDir, NODE_CERT_VALIDITY_MILLIS};
 use crate::ingest::{DirectoryAction, Ingest, IngestError, LiveEvent, Source, Submitted};
@@ -139,6 +144,7 @@ enum Asked {
     Want(ScopeId),
     Push,
     Certificates,
+    Blob(BlobHash),
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +212,16 @@ enum Done {
     },
     /// A peer's certificates were taken; new partner ones go on to this org's nodes.
     CertificatesTaken(ResponseChannel<SyncMessage>, Vec<Certificate>, usize),
+    /// A fetched blob was checked and stored (or its bytes did not match its hash).
+    BlobStored {
+        peer: PeerId,
+        blob: BlobHash,
+        result: Result<(), String>,
+        /// The peer sent bytes that are not the blob.
+        forged: bool,
+    },
+    /// The blobs still missing, read from the store.
+    MissingBlobs(Vec<(BlobHash, u64)>),
 }
 
 struct Target {
@@ -233,6 +249,9 @@ struct Service {
     done_sender: mpsc::UnboundedSender<Done>,
     listening: Vec<Multiaddr>,
     status: Status,
+    blob_fetches: BlobFetches,
+    /// A read of the missing blobs is under way.
+    reading_missing: bool,
 }
 
 /// Starts replication: builds the swarm and listens (errors here stop the node from
@@ -281,6 +300,8 @@ async fn run(
         done_sender,
         listening: Vec::new(),
         status,
+        blob_fetches: BlobFetches::default(),
+        reading_missing: false,
     };
     service.load_targets();
     let mut live = ingest.subscribe();
@@ -314,6 +335,7 @@ async fn run(
                 }
                 service.dial_due();
                 service.unblock_due();
+                service.fetch_blobs();
                 service.publish_status();
             }
             () = ingest.closing() => break,
@@ -410,6 +432,7 @@ impl Service {
                 debug!(peer = %peer_id, "peer disconnected");
                 self.peers.remove(&peer_id);
                 self.asked.retain(|_, (peer, _)| *peer != peer_id);
+                self.blob_fetches.peer_gone(peer_id);
                 self.publish_status();
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -472,6 +495,9 @@ impl Service {
                 // Not the peer's fault for sure (our own stream limits and timeouts end up
                 // here too): no penalty, the step is retried on the next pull.
                 debug!(%peer, cause = %error, "a sync request failed");
+                if let Some((_, Asked::Blob(blob))) = asked {
+                    self.blob_fetches.not_from(peer, blob);
+                }
                 if let Some((_, Asked::Want(scope))) = asked {
                     if let Some(state) = self.peers.get_mut(&peer) {
                         state.wants_in_flight = state.wants_in_flight.saturating_sub(1);
@@ -657,6 +683,36 @@ impl Service {
             }
             (SyncMessage::Push { events }, Some(peer_org)) => {
                 self.on_push(peer, peer_org, events, channel);
+            }
+            (SyncMessage::WantBlob { blob, offset }, Some(peer_org)) => {
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
+                        .map_err(|err| err.to_string())
+                        .and_then(|shared| match shared {
+                            true => store
+                                .blobs()
+                                .read_range(&blob, offset, MAX_BLOB_CHUNK_BYTES)
+                                .map_err(|err| err.to_string()),
+                            false => Ok(None),
+                        });
+                    let answer = match read {
+                        Ok(Some((size, bytes))) => SyncMessage::Blob {
+                            blob,
+                            size,
+                            offset,
+                            bytes: threadline_protocol::codec::ByteBuf(bytes),
+                        },
+                        // Not even whether it exists.
+                        Ok(None) => SyncMessage::NoBlob { blob },
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read blob {blob}: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Respond(channel, answer));
+                });
             }
             (SyncMessage::Certificates { certificates }, Some(peer_org)) => {
                 // A partner speaks for its own org only; this org's nodes relay partners'.
@@ -901,6 +957,55 @@ impl Service {
                 self.want_done(peer, scope);
             }
             (Asked::Push | Asked::Certificates, SyncMessage::Ack) => {}
+            (
+                Asked::Blob(asked),
+                SyncMessage::Blob {
+                    blob,
+                    size,
+                    offset,
+                    bytes,
+                },
+            ) if blob == asked => match self
+                .blob_fetches
+                .on_chunk(peer, blob, size, offset, &bytes.0)
+            {
+                Chunk::Next(peer, offset) => {
+                    let request = SyncMessage::WantBlob { blob, offset };
+                    self.request(peer, request, Asked::Blob(blob));
+                }
+                Chunk::Whole(blob, bytes) => {
+                    let store = self.ingest.store().clone();
+                    let done = self.done_sender.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let stored = store.blobs().put_checked(&blob, &bytes);
+                        let forged =
+                            matches!(stored, Err(crate::store::BlobError::HashMismatch { .. }));
+                        let result = stored
+                            .map_err(crate::store::StoreError::from)
+                            .and_then(|()| store.blob_found(&blob))
+                            .map_err(|err| err.to_string());
+                        let _ = done.send(Done::BlobStored {
+                            peer,
+                            blob,
+                            result,
+                            forged,
+                        });
+                    });
+                }
+                Chunk::Wrong(reason) => self.penalise(peer, 50, reason),
+            },
+            (Asked::Blob(asked), SyncMessage::NoBlob { blob }) if blob == asked => {
+                debug!(%peer, %blob, "the peer has no such blob to share");
+                self.blob_fetches.not_from(peer, blob);
+            }
+            (Asked::Blob(blob), SyncMessage::Refused { reason }) => {
+                debug!(%peer, %blob, reason, "a peer refused a blob");
+                self.blob_fetches.not_from(peer, blob);
+            }
+            (Asked::Blob(blob), _) => {
+                self.blob_fetches.not_from(peer, blob);
+                self.penalise(peer, 50, &format!("a wrong answer to a WantBlob of {blob}"));
+            }
             (asked, SyncMessage::Refused { reason }) => {
                 // A joining node refuses everything until it has its certificate.
                 debug!(%peer, ?asked, reason, "a peer refused a request");
@@ -1123,8 +1228,79 @@ impl Service {
         }
     }
 
+    /// Asks peers for missing blobs, if fewer than the most are on their way: reads the
+    /// missing ones off the loop, then [`Service::start_blob_fetches`].
+    fn fetch_blobs(&mut self) {
+        if self.reading_missing || self.blob_fetches.active() >= super::blobs::MAX_FETCHES {
+            return;
+        }
+        if !self.peers.values().any(|state| state.org.is_some()) {
+            return;
+        }
+        self.reading_missing = true;
+        let store = self.ingest.store().clone();
+        let done = self.done_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut missing = Vec::new();
+            match store.missing_blobs(64) {
+                Ok(listed) => {
+                    for (blob, size) in listed {
+                        // Already here (another fetch, or the bridge that made it uploaded it).
+                        match store.blobs().size(&blob) {
+                            Ok(Some(stored)) if stored == size => {
+                                if let Err(err) = store.blob_found(&blob) {
+                                    warn!(%blob, cause = %err, "cannot mark a blob found");
+                                }
+                            }
+                            _ => missing.push((blob, size)),
+                        }
+                    }
+                }
+                Err(err) => warn!(cause = %err, "cannot read the missing blobs"),
+            }
+            let _ = done.send(Done::MissingBlobs(missing));
+        });
+    }
+
+    fn start_blob_fetches(&mut self, missing: Vec<(BlobHash, u64)>) {
+        self.reading_missing = false;
+        self.blob_fetches
+            .retain_missing(&missing.iter().map(|(blob, _)| *blob).collect());
+        // This org's nodes first: they may have every blob; a partner only its shared threads'.
+        let mut peers: Vec<(bool, PeerId)> = self
+            .peers
+            .iter()
+            .filter_map(|(peer, state)| Some((state.org? != self.org, *peer)))
+            .collect();
+        peers.sort();
+        let peers: Vec<PeerId> = peers.into_iter().map(|(_, peer)| peer).collect();
+        for (peer, request) in self.blob_fetches.start(&missing, &peers, Instant::now()) {
+            if let SyncMessage::WantBlob { blob, .. } = request {
+                debug!(%peer, %blob, "fetching a blob");
+                self.request(peer, request, Asked::Blob(blob));
+            }
+        }
+    }
+
     fn on_done(&mut self, done: Done) {
         match done {
+            Done::MissingBlobs(missing) => self.start_blob_fetches(missing),
+            Done::BlobStored {
+                peer,
+                blob,
+                result,
+                forged,
+            } => match result {
+                Ok(()) => {
+                    debug!(%peer, %blob, "blob stored");
+                    self.fetch_blobs();
+                }
+                Err(err) if forged => {
+                    self.blob_fetches.bad_bytes(peer, blob);
+                    self.penalise(peer, PENALTY_LIMIT, &format!("forged blob bytes: {err}"));
+                }
+                Err(err) => warn!(%blob, cause = %err, "cannot store a fetched blob"),
+            },
             Done::Respond(channel, message) => self.respond(channel, message),
             Done::RespondAndPenalise(channel, message, peer, points, reason) => {
                 self.respond(channel, message);
@@ -1165,6 +1341,9 @@ impl Service {
                     self.penalise(peer, verdict.penalty, &reason);
                 }
                 let progress = verdict.stored > 0;
+                if progress {
+                    self.fetch_blobs();
+                }
                 let again = verdict.penalty == 0 && !complete;
                 let owed = self
                     .peers
@@ -1232,6 +1411,10 @@ impl Service {
                 if verdict.penalty > 0 {
                     let reason = verdict.reason.clone().unwrap_or_default();
                     self.penalise(peer, verdict.penalty, &reason);
+                }
+                if verdict.stored > 0 {
+                    // Their attachments, if any, at once rather than on the next tick.
+                    self.fetch_blobs();
                 }
                 for scope in verdict.missing {
                     if let Some(state) = self.peers.get_mut(&peer) {

@@ -1,0 +1,186 @@
+//! Attachment bytes: agents and bridges upload them before the event that refers to them
+//! (`POST /api/v1/attachments`, `POST /api/v1/bridge/blobs`, raw bytes in, `{blob, size}`
+//! out), and read them back: an agent any event's, by thread, event and position; a bridge
+//! those of the threads whose replies go to its channel.
+//!
+//! Bytes are served as downloads (`Content-Disposition: attachment`, `nosniff`), except a few
+//! image types shown inline: a customer's file never runs as a page of the node's origin.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{header, HeaderValue},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Serialize;
+use threadline_protocol::{event::Attachment, id::BlobHash, EventId, ScopeId, ThreadId};
+
+use super::auth::{AgentCaller, BridgeCaller};
+use super::views::parse_id;
+use super::ApiError;
+use crate::ingest::Ingest;
+use crate::store::{BlobError, StoreError};
+
+/// Media types an inbox may show inline (raster images: no scripts in them).
+const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+/// What an upload stored.
+#[derive(Debug, Serialize)]
+pub struct Stored {
+    /// The blob's hash, to put in an attachment.
+    blob: BlobHash,
+    /// Its size in bytes.
+    size: u64,
+}
+
+/// Stores an upload, off the async threads.
+async fn store_blob(ingest: &Ingest, bytes: Bytes) -> Result<Json<Stored>, ApiError> {
+    let store = ingest.store().clone();
+    let size = bytes.len() as u64;
+    let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
+        .await
+        .map_err(|err| ApiError::internal(format!("storing task failed: {err}")))?;
+    match stored {
+        Ok(blob) => Ok(Json(Stored { blob, size })),
+        Err(err @ BlobError::TooLarge { .. }) => Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            err.to_string(),
+        )),
+        Err(err) => Err(ApiError::internal(err.to_string())),
+    }
+}
+
+/// `POST /api/v1/attachments` (raw bytes): an agent's file, for a reply's `attachments`.
+pub async fn upload(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    bytes: Bytes,
+) -> Result<Json<Stored>, ApiError> {
+    store_blob(&ingest, bytes).await
+}
+
+/// `POST /api/v1/bridge/blobs` (raw bytes): a customer's file, before the message that
+/// carries it.
+pub async fn bridge_upload(
+    _caller: BridgeCaller,
+    State(ingest): State<Ingest>,
+    bytes: Bytes,
+) -> Result<Json<Stored>, ApiError> {
+    store_blob(&ingest, bytes).await
+}
+
+/// `GET /api/v1/threads/{id}/events/{event}/attachments/{n}`: the `n`th file of an event.
+/// `404` for no such attachment (or an erased one); `503 not_yet` while its bytes are still
+/// on their way from the node that has them.
+pub async fn download(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path((thread, event, n)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let thread: ThreadId = parse_id(&thread, "thread")?;
+    let event: EventId = parse_id(&event, "event")?;
+    let missing = || ApiError::not_found(format!("no attachment `{n}` on event {event}"));
+    let n: usize = n.parse().map_err(|_| missing())?;
+    let attachment = ingest
+        .store()
+        .event(&ScopeId::Thread(thread), &event)?
+        .and_then(|event| event.content)
+        .and_then(|content| content.attachments.into_iter().nth(n))
+        .ok_or_else(missing)?;
+    let bytes = read_blob(&ingest, attachment.blob).await?.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_yet",
+            format!(
+                "attachment {} is not on this node yet (it is fetched from the node that has it)",
+                attachment.blob
+            ),
+        )
+    })?;
+    Ok(serve(&attachment, bytes))
+}
+
+/// `GET /api/v1/bridge/blobs/{hash}`: a file of a thread whose replies go to the bridge's
+/// channel (`404` for any other, as for one the node does not have).
+pub async fn bridge_download(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    Path(blob): Path<String>,
+) -> Result<Response, ApiError> {
+    let blob: BlobHash = parse_id(&blob, "blob")?;
+    let store = ingest.store().clone();
+    let allowed = tokio::task::spawn_blocking(move || {
+        crate::conversation::blob_for_channel(&store, &blob, channel)
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("reading task failed: {err}")))??;
+    let not_found = || ApiError::not_found(format!("no attachment {blob} for {channel}"));
+    if !allowed {
+        return Err(not_found());
+    }
+    let bytes = read_blob(&ingest, blob).await?.ok_or_else(not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+async fn read_blob(ingest: &Ingest, blob: BlobHash) -> Result<Option<Vec<u8>>, ApiError> {
+    let store = ingest.store().clone();
+    tokio::task::spawn_blocking(move || store.blobs().read(&blob).map_err(StoreError::from))
+        .await
+        .map_err(|err| ApiError::internal(format!("reading task failed: {err}")))?
+        .map_err(ApiError::from)
+}
+
+/// The bytes of `attachment` as a response: its media type if it is one shown inline, else
+/// a download under its name.
+fn serve(attachment: &Attachment, bytes: Vec<u8>) -> Response {
+    let media_type = attachment.media_type.as_str().to_ascii_lowercase();
+    let inline = INLINE_TYPES.contains(&media_type.as_str());
+    let content_type = if inline {
+        media_type
+    } else {
+        "application/octet-stream".to_owned()
+    };
+    // RFC 6266: an ASCII fallback and the UTF-8 name, percent-encoded.
+    let name = attachment.name.as_str();
+    let ascii: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let disposition = format!(
+        "{}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}",
+        if inline { "inline" } else { "attachment" }
+    );
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    let value = |text: String| {
+        HeaderValue::from_str(&text)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"))
+    };
+    headers.insert(header::CONTENT_TYPE, value(content_type));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition)
+            .unwrap_or_else(|_| HeaderValue::from_static("attachment")),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    response
+}
