@@ -667,3 +667,215 @@ fn a_relay_that_is_down_gives_a_failed_receipt_then_the_reply_goes_out_once_it_i
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(relay.mails().len(), 1, "sent once");
 }
+
+/// `GET` of raw bytes with a bearer token: the status and the body.
+fn get_bytes(node: &Node, token: &str, path: &str) -> (u16, Vec<u8>) {
+    let result = node
+        .http()
+        .get(&format!("{}{path}", node.base))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call();
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => panic!("GET {path}: {err}"),
+    };
+    let status = response.status();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("body");
+    (status, bytes)
+}
+
+/// Some bytes that compress badly, as a photo's would.
+fn photo_bytes(len: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Where a node keeps an attachment's bytes.
+fn blob_file(data: &std::path::Path, blob: &str) -> PathBuf {
+    data.join("store/attachments").join(&blob[..2]).join(blob)
+}
+
+#[test]
+fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere() {
+    let relay = Relay::start();
+    let shop = Shop::with_relay(Some(relay.port));
+    let (node, port) = shop.start();
+    let address = node.p2p_address(&shop.token);
+    let invite = threadline_ok(&shop.data, &["org", "invite", "--address", &address]);
+    let second_dir = tempfile::tempdir().expect("tempdir");
+    let second_data = second_dir.path().join("second");
+    let joined = threadline_ok(&second_data, &["init", "--join", invite.trim()]);
+    let second_token = field(&joined, "token:");
+    let second_node = Node::start(&second_data);
+    // The office dials the laptop too, so they meet again after the office restarts.
+    threadline_ok(
+        &shop.data,
+        &["peer", "add", &second_node.p2p_address(&second_token)],
+    );
+
+    // A customer mails two files: a photo bigger than one sync chunk (1 MiB), and a note.
+    let files = tempfile::tempdir().expect("tempdir");
+    let photo = photo_bytes(1_500_000);
+    let photo_path = files.path().join("broken-vase.jpg");
+    std::fs::write(&photo_path, &photo).expect("write");
+    let note = "Order 123, delivered broken.\n".as_bytes().to_vec();
+    let note_path = files.path().join("order.txt");
+    std::fs::write(&note_path, &note).expect("write");
+    let output = Command::new("swaks")
+        .args(["-S", "--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--from", "alice@example.test", "--to", SUPPORT])
+        .args(["--header", "Subject: Broken vase"])
+        .args(["--body", "Photos attached."])
+        .args(["--attach-type", "image/jpeg", "--attach"])
+        .arg(&photo_path)
+        .args(["--attach-type", "text/plain", "--attach"])
+        .arg(&note_path)
+        .output()
+        .expect("swaks runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    // On the node that took the mail: one message with both files, by hash, size and name.
+    let thread = thread_of(&node, &shop.token, "email:alice@example.test");
+    let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    let message = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.message.inbound")
+        .expect("the mail")
+        .clone();
+    assert_eq!(message["text"], "Photos attached.");
+    let event = message["id"].as_str().expect("id").to_owned();
+    let attachments = message["attachments"].as_array().expect("attachments");
+    assert_eq!(attachments.len(), 2, "{message}");
+    let photo_hash = threadline_protocol::id::BlobHash::of(&photo).to_string();
+    assert_eq!(attachments[0]["name"], "broken-vase.jpg");
+    assert_eq!(attachments[0]["media_type"], "image/jpeg");
+    assert_eq!(attachments[0]["size"], photo.len());
+    assert_eq!(attachments[0]["blob"], photo_hash.as_str());
+    assert_eq!(attachments[1]["name"], "order.txt");
+    let download = format!("/api/v1/threads/{thread}/events/{event}/attachments");
+    assert_eq!(
+        get_bytes(&node, &shop.token, &format!("{download}/0")),
+        (200, photo.clone())
+    );
+    assert_eq!(
+        get_bytes(&node, &shop.token, &format!("{download}/1")),
+        (200, note.clone())
+    );
+    assert_eq!(
+        get_bytes(&node, &shop.token, &format!("{download}/2")).0,
+        404
+    );
+
+    // The other node of the org fetches the bytes too, whole and checked.
+    let fetched = eventually("the laptop has the photo", Duration::from_secs(30), || {
+        let (status, bytes) = get_bytes(&second_node, &second_token, &format!("{download}/0"));
+        (status == 200).then_some(bytes)
+    });
+    assert_eq!(fetched, photo);
+
+    // A reply naming a file nobody uploaded is refused and changes nothing.
+    let before = detail_len(&node, &shop.token, &thread);
+    let (status, answer) = second_node.post(
+        &second_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "See the label", "attachments": [
+            { "blob": "ab".repeat(32), "name": "label.pdf" }
+        ]}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "missing_attachment");
+    assert_eq!(detail_len(&second_node, &second_token, &thread), before);
+
+    // An agent on the laptop uploads a label and replies with it; the office, where the
+    // customer's mail came in, sends the reply with the file (fetched from the laptop).
+    let label = photo_bytes(40_000);
+    let uploaded: Value = second_node
+        .http()
+        .post(&format!("{}/api/v1/attachments", second_node.base))
+        .set("Authorization", &format!("Bearer {second_token}"))
+        .send_bytes(&label)
+        .expect("upload")
+        .into_json()
+        .expect("json");
+    assert_eq!(uploaded["size"], label.len());
+    let (status, answer) = second_node.post(
+        &second_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "Here is a return label.", "attachments": [
+            { "blob": uploaded["blob"], "name": "return-label.pdf", "media_type": "application/pdf" }
+        ]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let mail = eventually(
+        "the reply reaches the relay",
+        Duration::from_secs(60),
+        || relay.mails().into_iter().next(),
+    );
+    let sent = threadline_bridges::email::InboundMail::parse(mail.as_bytes()).expect("a mail");
+    assert!(sent.text.contains("Here is a return label."), "{mail}");
+    assert!(
+        sent.text.contains("[attachment: broken-vase.jpg, 1.5 MB]"),
+        "earlier files are named in the quote: {}",
+        sent.text
+    );
+    assert_eq!(
+        sent.attachments.len(),
+        1,
+        "only the reply's own file is sent"
+    );
+    assert_eq!(sent.attachments[0].name, "return-label.pdf");
+    assert_eq!(sent.attachments[0].media_type, "application/pdf");
+    assert_eq!(sent.attachments[0].bytes, label);
+    let label_hash = uploaded["blob"].as_str().expect("blob").to_owned();
+    assert!(blob_file(&shop.data, &label_hash).exists());
+
+    // Erasing the customer erases their files, on every node.
+    node.stop();
+    let out = threadline_ok(
+        &shop.data,
+        &["erase", "contact", "email:alice@example.test"],
+    );
+    assert!(out.contains("erased contact"), "{out}");
+    for blob in [&photo_hash, &label_hash] {
+        assert!(!blob_file(&shop.data, blob).exists(), "{blob} is gone here");
+    }
+    let (node, _) = shop.start();
+    eventually(
+        "the laptop erases the files too",
+        Duration::from_secs(30),
+        || {
+            [&photo_hash, &label_hash]
+                .iter()
+                .all(|blob| !blob_file(&second_data, blob).exists())
+                .then_some(())
+        },
+    );
+    for (node, token) in [(&node, &shop.token), (&second_node, &second_token)] {
+        assert_eq!(get_bytes(node, token, &format!("{download}/0")).0, 404);
+        let (_, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+        let message = detail["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["id"] == event.as_str())
+            .expect("the header stays")
+            .clone();
+        assert_eq!(message["erased"], true);
+        assert_eq!(message["attachments"], json!([]));
+    }
+}
