@@ -554,3 +554,117 @@ fn hostile_peers_are_refused_cut_off_and_honest_ones_keep_syncing() {
     assert_eq!(peers.as_array().expect("peers").len(), 1, "{peers}");
     assert_eq!(peers[0]["penalty"], 0, "{peers}");
 }
+
+/// Uploads `bytes` as an agent and replies on `thread` with them attached; the blob's hash.
+fn reply_with_file(node: &Node, token: &str, thread: &str, bytes: &[u8]) -> String {
+    let uploaded: Value = node
+        .http()
+        .post(&format!("{}/api/v1/attachments", node.base))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_bytes(bytes)
+        .expect("upload")
+        .into_json()
+        .expect("json");
+    let blob = uploaded["blob"].as_str().expect("blob").to_owned();
+    let (status, answer) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &serde_json::json!({ "text": "attached", "attachments": [{ "blob": blob, "name": "file.bin" }] }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    blob
+}
+
+#[test]
+fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office_data = dir.path().join("office");
+    let office_token = field(&threadline_ok(&office_data, &["init"]), "token:");
+    let partner_org = SecretKey::generate(&mut rand_core::OsRng);
+    let partner_org_id = OrgId(partner_org.public());
+    threadline_ok(
+        &office_data,
+        &["partner", "add", &partner_org_id.to_string()],
+    );
+    let office = Node::start(&office_data);
+    let address = office.p2p_address(&office_token);
+
+    let mut alice = Visitor::connect(&office, None);
+    alice.say("a1", "Hello from Alice");
+    let mut bob = Visitor::connect(&office, None);
+    bob.say("b1", "Hello from Bob");
+    let (_, list) = office.get(&office_token, "/api/v1/threads");
+    let thread_of = |text: &str| -> String {
+        list["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .filter_map(|t| t["id"].as_str())
+            .find(|id| {
+                thread_events(&office, &office_token, id)
+                    .to_string()
+                    .contains(text)
+            })
+            .expect("thread")
+            .to_owned()
+    };
+    let (alices, bobs) = (thread_of("Hello from Alice"), thread_of("Hello from Bob"));
+    let alice_file = b"alice's invoice".to_vec();
+    let bob_file = b"bob's invoice".to_vec();
+    let alice_blob: threadline_protocol::id::BlobHash =
+        reply_with_file(&office, &office_token, &alices, &alice_file)
+            .parse()
+            .expect("hash");
+    let bob_blob: threadline_protocol::id::BlobHash =
+        reply_with_file(&office, &office_token, &bobs, &bob_file)
+            .parse()
+            .expect("hash");
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let mut partner = Rogue::connect(&key, node_cert(&partner_org, &key), &address).await;
+        // Nothing is shared yet: no blob, not even whether it exists.
+        for blob in [alice_blob, bob_blob] {
+            let answer = partner
+                .ask(SyncMessage::WantBlob { blob, offset: 0 })
+                .await
+                .expect("an answer");
+            assert_eq!(answer, SyncMessage::NoBlob { blob });
+        }
+
+        // The office shares Alice's thread: its file, and nothing else.
+        let (status, answer) = office.post(
+            &office_token,
+            &format!("/api/v1/threads/{alices}/members"),
+            &serde_json::json!({ "org": partner_org_id.to_string() }),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let answer = partner
+            .ask(SyncMessage::WantBlob {
+                blob: alice_blob,
+                offset: 0,
+            })
+            .await
+            .expect("an answer");
+        assert_eq!(
+            answer,
+            SyncMessage::Blob {
+                blob: alice_blob,
+                size: alice_file.len() as u64,
+                offset: 0,
+                bytes: threadline_protocol::codec::ByteBuf(alice_file.clone()),
+            }
+        );
+        let answer = partner
+            .ask(SyncMessage::WantBlob {
+                blob: bob_blob,
+                offset: 0,
+            })
+            .await
+            .expect("an answer");
+        assert_eq!(answer, SyncMessage::NoBlob { blob: bob_blob });
+        // Asking is not an offence: the partner is still connected.
+        assert!(!partner.is_cut_off().await);
+    });
+}
