@@ -5,9 +5,11 @@
 //! [`super::MAX_MAIL_BYTES`]), `RSET`, `NOOP`, `QUIT`. A mail is answered `250` only once the
 //! sink has it durably; whatever is refused gets a clear SMTP error and changes nothing.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
@@ -16,6 +18,9 @@ use tokio::sync::Semaphore;
 
 /// Sessions served at once; more are told to come back later (`421`).
 pub const MAX_SESSIONS: usize = 256;
+/// Sessions served at once from one remote address, so one sender cannot take them all.
+/// Loopback is not counted: it is the MX on the same host relaying everyone's mail.
+pub const MAX_SESSIONS_PER_ADDRESS: usize = 16;
 /// A session silent this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest a session may last, whatever it does.
@@ -60,9 +65,60 @@ pub type MailSink = Arc<
     dyn Fn(ReceivedMail) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send>> + Send + Sync,
 >;
 
+/// Sessions open per remote address (not loopback's), up to a cap.
+#[derive(Debug, Default, Clone)]
+pub struct PerAddress {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted session; uncounted when dropped.
+#[derive(Debug)]
+pub struct AddressSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    address: Option<IpAddr>,
+}
+
+impl PerAddress {
+    /// A slot for a session from `address`, unless it has `cap` open already.
+    pub fn enter(&self, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        if address.is_loopback() {
+            return Some(AddressSlot {
+                open: Arc::clone(&self.open),
+                address: None,
+            });
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(address).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            open: Arc::clone(&self.open),
+            address: Some(address),
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let Some(address) = self.address else {
+            return;
+        };
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&address);
+            }
+        }
+    }
+}
+
 /// Serves SMTP on `listener` until the future is dropped.
 pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink) {
     let sessions = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let per_address = PerAddress::default();
     let settings = Arc::new(settings);
     loop {
         let Ok((socket, peer)) = listener.accept().await else {
@@ -71,6 +127,7 @@ pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink
             continue;
         };
         let permit = Arc::clone(&sessions).try_acquire_owned();
+        let slot = per_address.enter(peer.ip(), MAX_SESSIONS_PER_ADDRESS);
         let settings = Arc::clone(&settings);
         let sink = Arc::clone(&sink);
         tokio::spawn(async move {
@@ -78,6 +135,13 @@ pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink
             let Ok(permit) = permit else {
                 let _ = writer
                     .write_all(b"421 4.3.2 too busy, try again later\r\n")
+                    .await;
+                return;
+            };
+            let Some(slot) = slot else {
+                tracing::info!(%peer, "too many SMTP sessions from one address");
+                let _ = writer
+                    .write_all(b"421 4.7.0 too many connections from your address\r\n")
                     .await;
                 return;
             };
@@ -93,7 +157,7 @@ pub async fn serve(listener: TcpListener, settings: SmtpSettings, sink: MailSink
             if let Err(err) = result {
                 tracing::debug!(%peer, cause = %err, "SMTP session ended");
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }
@@ -432,6 +496,28 @@ mod tests {
             Box::pin(async { Ok(()) })
         });
         (sink, got)
+    }
+
+    #[test]
+    fn one_remote_address_gets_a_few_sessions_and_loopback_is_not_counted() {
+        let per_address = PerAddress::default();
+        let remote: IpAddr = "203.0.113.7".parse().expect("ip");
+        let other: IpAddr = "198.51.100.1".parse().expect("ip");
+        let slots: Vec<AddressSlot> = (0..3)
+            .map(|_| per_address.enter(remote, 3).expect("a slot"))
+            .collect();
+        assert!(per_address.enter(remote, 3).is_none(), "the fourth waits");
+        assert!(
+            per_address.enter(other, 3).is_some(),
+            "others are not held up"
+        );
+        let local: IpAddr = "127.0.0.1".parse().expect("ip");
+        let locals: Vec<AddressSlot> = (0..10)
+            .map(|_| per_address.enter(local, 3).expect("loopback: the local MX"))
+            .collect();
+        drop(slots);
+        assert!(per_address.enter(remote, 3).is_some(), "free again");
+        drop(locals);
     }
 
     #[tokio::test]
