@@ -72,6 +72,8 @@ pub struct InboundMail {
     pub attachments: Vec<crate::sdk::InboundAttachment>,
     /// Why it is automated, if it is.
     pub automated: Option<Automated>,
+    /// The `Authentication-Results` headers, topmost (the last MX's) first, unfolded.
+    pub authentication_results: Vec<String>,
 }
 
 impl InboundMail {
@@ -150,6 +152,7 @@ impl InboundMail {
             })
             .collect();
         let automated = automated(&message);
+        let authentication_results = raw_headers(bytes, "authentication-results");
         Ok(InboundMail {
             from,
             from_name,
@@ -161,6 +164,29 @@ impl InboundMail {
             new_text,
             attachments,
             automated,
+            authentication_results,
+        })
+    }
+
+    /// The DMARC result the MX named `authserv_id` recorded (`pass`, `fail`, `none`...): from
+    /// its topmost `Authentication-Results` header, the one it added (an MX removes headers
+    /// with its own id that came from outside; RFC 8601 §5). `None` if it recorded none.
+    pub fn dmarc_result(&self, authserv_id: &str) -> Option<String> {
+        let header = self.authentication_results.iter().find(|value| {
+            value
+                .split(';')
+                .next()
+                .and_then(|id| id.split_whitespace().next())
+                .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+        })?;
+        header.split(';').skip(1).find_map(|method| {
+            let result = method.trim().strip_prefix("dmarc")?.trim_start();
+            let result = result.strip_prefix('=')?.trim_start();
+            let word: String = result
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            (!word.is_empty()).then(|| word.to_ascii_lowercase())
         })
     }
 
@@ -195,11 +221,45 @@ impl InboundMail {
     }
 }
 
+/// The values of the header `name` (lowercase) in a mail's header section, in order,
+/// unfolded.
+fn raw_headers(bytes: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .split("\n\n")
+        .next()
+        .unwrap_or_default();
+    let mut values: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in head.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some(value) = current.as_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        values.extend(current.take());
+        current = line
+            .split_once(':')
+            .filter(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim().to_owned());
+    }
+    values.extend(current);
+    values
+}
+
 /// The email bridge's inbound side: turns received mail into the bridge's inbound messages.
 #[derive(Debug)]
 pub struct EmailInbound<L> {
     bridge: crate::sdk::Bridge<L>,
     address: String,
+    /// The MX whose DMARC verdict a mail needs (none: the From: is taken on trust).
+    authserv_id: Option<String>,
 }
 
 impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
@@ -208,7 +268,16 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
         EmailInbound {
             bridge,
             address: address.to_lowercase(),
+            authserv_id: None,
         }
+    }
+
+    /// Takes only mail that the MX named `authserv_id` found to pass DMARC (so its From: is
+    /// its sender); other mail is refused with `550 5.7.1`. Bounces to replies are taken
+    /// still: they only mark a reply failed, and only with the reply's own Message-ID.
+    pub fn requiring_dmarc_from(mut self, authserv_id: String) -> Self {
+        self.authserv_id = Some(authserv_id);
+        self
     }
 
     /// Takes one received mail: parses it, finds the thread it answers (only as a hint: the
@@ -244,6 +313,19 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
         {
             if let Some((thread, event)) = bounced_reply(&mail.data, &self.address) {
                 return self.record_bounce(thread, event, &parsed).await;
+            }
+        }
+        if let Some(authserv_id) = &self.authserv_id {
+            let result = parsed.dmarc_result(authserv_id);
+            if result.as_deref() != Some("pass") {
+                tracing::info!(from = %parsed.from, ?result, "mail refused: the sender is not authenticated");
+                return Err(smtp::Refusal {
+                    code: 550,
+                    text: format!(
+                        "5.7.1 the sender is not authenticated: {authserv_id} found dmarc={}",
+                        result.as_deref().unwrap_or("nothing")
+                    ),
+                });
             }
         }
         if let Some(reason) = parsed.automated {
@@ -724,6 +806,31 @@ mod tests {
             parsed.external_id(&raw).expect("id").as_str(),
             "<abc@example.test>"
         );
+    }
+
+    #[test]
+    fn the_dmarc_result_is_read_from_the_trusted_mx_header_only() {
+        let raw = mail(
+            "Authentication-Results: mx.shop.test;\r\n\tspf=pass smtp.mailfrom=example.test;\r\n dmarc=pass (p=reject) header.from=example.test\r\nAuthentication-Results: evil.test; dmarc=fail\r\nFrom: alice@example.test\r\nTo: support@shop.test\r\nSubject: hi",
+            "hello\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.dmarc_result("MX.shop.test").as_deref(), Some("pass"));
+        assert_eq!(parsed.dmarc_result("evil.test").as_deref(), Some("fail"));
+        assert_eq!(parsed.dmarc_result("other.test"), None);
+        // The topmost header of the trusted MX decides (one below it came from outside).
+        let raw = mail(
+            "Authentication-Results: mx.shop.test; dmarc=fail header.from=example.test\r\nAuthentication-Results: mx.shop.test; dmarc=pass\r\nFrom: alice@example.test\r\nTo: support@shop.test",
+            "hello\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.dmarc_result("mx.shop.test").as_deref(), Some("fail"));
+        let raw = mail(
+            "From: alice@example.test\r\nTo: support@shop.test",
+            "hi\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.dmarc_result("mx.shop.test"), None);
     }
 
     #[test]

@@ -53,6 +53,11 @@ smtp_listen = \"127.0.0.1:2525\"
 # relay = \"smtp://127.0.0.1:587?tls=required\"
 # The name replies are signed with (From: NAME <address>); by default the address's domain.
 # name = \"Shop\"
+# The authserv-id of your MX (RFC 8601). When set, only mail whose Authentication-Results
+# from that MX says dmarc=pass is taken: the sender is who the From: says. Other mail is
+# refused (550 5.7.1). Unset, the From: is taken on trust: only do that behind an MX that
+# rejects mail failing DMARC.
+# authserv_id = \"mx.shop.example\"
 ";
 
 /// A loaded, validated configuration.
@@ -84,6 +89,9 @@ pub struct Config {
     pub email_relay: Option<String>,
     /// The name replies are signed with.
     pub email_name: Option<String>,
+    /// The MX whose `Authentication-Results` must say `dmarc=pass` (any From: is taken on
+    /// trust when `None`).
+    pub email_authserv_id: Option<String>,
 }
 
 /// The configuration could not be loaded.
@@ -141,6 +149,8 @@ struct EmailSection {
     relay: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    authserv_id: Option<String>,
 }
 
 impl Default for EmailSection {
@@ -150,6 +160,7 @@ impl Default for EmailSection {
             smtp_listen: default_smtp_listen(),
             relay: None,
             name: None,
+            authserv_id: None,
         }
     }
 }
@@ -345,6 +356,7 @@ impl Config {
                 .filter(|url| !url.is_empty())
                 .or(file.email.relay),
             email_name: file.email.name,
+            email_authserv_id: file.email.authserv_id.filter(|id| !id.trim().is_empty()),
             replication_listen,
             replication_peers,
             replication_mdns: file.replication.mdns,

@@ -113,10 +113,12 @@ pub async fn run_with(
                 LocalLink::new(ingest.clone(), ChannelKind::Email),
                 crate::clock::now,
             );
-            let inbound = Arc::new(threadline_bridges::email::EmailInbound::new(
-                bridge,
-                address.clone(),
-            ));
+            let mut inbound = threadline_bridges::email::EmailInbound::new(bridge, address.clone());
+            if let Some(authserv_id) = &config.email_authserv_id {
+                info!(%authserv_id, "email: only mail that passed DMARC at this MX is taken");
+                inbound = inbound.requiring_dmarc_from(authserv_id.clone());
+            }
+            let inbound = Arc::new(inbound);
             let settings = threadline_bridges::email::smtp::SmtpSettings {
                 address: address.clone(),
                 max_bytes: threadline_bridges::email::MAX_MAIL_BYTES,

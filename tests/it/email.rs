@@ -879,3 +879,52 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
         assert_eq!(message["attachments"], json!([]));
     }
 }
+
+#[test]
+fn with_an_authserv_id_only_mail_that_passed_dmarc_at_the_mx_is_taken() {
+    let shop = Shop::new();
+    let config = shop.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "# authserv_id = \"mx.shop.example\"",
+        "authserv_id = \"mx.shop.test\"",
+    );
+    std::fs::write(&config, text).expect("config written");
+    let (node, port) = shop.start();
+
+    // No verdict, a failed one, or a "pass" from a server that is not the MX: refused.
+    for (headers, found) in [
+        (vec![], "dmarc=nothing"),
+        (
+            vec!["Authentication-Results: mx.shop.test; dmarc=fail header.from=example.test"],
+            "dmarc=fail",
+        ),
+        (
+            vec!["Authentication-Results: mail.example.test; dmarc=pass"],
+            "dmarc=nothing",
+        ),
+    ] {
+        let (taken, log) = swaks(port, "alice@example.test", SUPPORT, &headers, "Forged?");
+        assert!(!taken, "{log}");
+        assert!(
+            log.contains("550 5.7.1 the sender is not authenticated"),
+            "{log}"
+        );
+        assert!(log.contains(found), "{log}");
+    }
+    assert!(
+        email_threads(&node, &shop.token).is_empty(),
+        "nothing stored"
+    );
+
+    let (taken, log) = swaks(
+        port,
+        "alice@example.test",
+        SUPPORT,
+        &["Authentication-Results: mx.shop.test;\n\tspf=pass smtp.mailfrom=example.test;\n\tdmarc=pass (p=reject) header.from=example.test"],
+        "Hello, really me",
+    );
+    assert!(taken, "{log}");
+    let thread = thread_of(&node, &shop.token, "email:alice@example.test");
+    assert_eq!(texts(&node, &shop.token, &thread), ["Hello, really me"]);
+}
