@@ -97,6 +97,7 @@ fn main() {
         email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
         email_relay: None,
         email_name: None,
+        email_authserv_id: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {
