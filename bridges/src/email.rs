@@ -539,7 +539,12 @@ pub fn compose(
                 (true, None) => "You".to_owned(),
                 (false, _) => name.to_owned(),
             };
-            let text = message.text.as_deref().unwrap_or("(erased)");
+            // A mail's own quoted history is not quoted again.
+            let text = match (&message.text, message.channel) {
+                (Some(text), Some(threadline_protocol::ChannelKind::Email)) => trim_quoted(text),
+                (Some(text), _) => text.clone(),
+                (None, _) => "(erased)".to_owned(),
+            };
             body.push_str(&format!("\n{who}:\n"));
             for line in text.lines() {
                 body.push_str(&format!("> {line}\n"));

@@ -404,21 +404,26 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
             &format!("In-Reply-To: {message_id}"),
             "Message-Id: <a2@example.test>",
         ],
-        "Thanks! Still waiting though.",
+        "Thanks! Still waiting though.\n\nOn Sat, 28 Nov 2026, Shop wrote:\n> We are on it, Alice. More by mail.",
     );
     assert!(taken, "{log}");
     let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
-    let inbound: Vec<&str> = detail["events"]
+    let inbound: Vec<&Value> = detail["events"]
         .as_array()
         .expect("events")
         .iter()
         .filter(|e| e["kind"] == "thread.message.inbound")
-        .filter_map(|e| e["text"].as_str())
         .collect();
-    assert_eq!(
-        inbound,
-        ["Hi, my order 123 is late", "Thanks! Still waiting though."]
+    assert_eq!(inbound.len(), 2, "{detail}");
+    assert_eq!(inbound[0]["text"], "Hi, my order 123 is late");
+    // The mail is kept whole; the quoted history is trimmed for display only.
+    let mail_text = inbound[1]["text"].as_str().expect("text");
+    assert!(
+        mail_text.starts_with("Thanks! Still waiting though.")
+            && mail_text.contains("> We are on it, Alice. More by mail."),
+        "{mail_text}"
     );
+    assert_eq!(inbound[1]["display_text"], "Thanks! Still waiting though.");
 
     // 4. The agent's next reply goes out by mail, threaded under the customer's.
     let (status, _) = node.post(
@@ -437,6 +442,10 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
         Some("<a2@example.test>")
     );
     assert!(second.contains("It ships today."), "{second}");
+    assert!(
+        second.contains("> Thanks! Still waiting though.") && !second.contains("> > We are on it"),
+        "the customer's mail is quoted without its own quoted history: {second}"
+    );
     assert_eq!(relay.mails().len(), 2, "each reply is sent once");
 
     // 5. The contact record has both handles and the whole timeline.

@@ -210,7 +210,8 @@
       var item;
       if (e.kind === "thread.message.inbound" || e.kind === "thread.message.outbound" || e.kind === "thread.note") {
         var cls = e.kind === "thread.note" ? "note" : (e.kind === "thread.message.inbound" ? "inbound" : "outbound");
-        item = el("li", "event " + cls, e.erased ? "(erased)" : e.text);
+        item = el("li", "event " + cls, e.erased ? "(erased)" : (e.display_text || e.text));
+        if (e.display_text) item.appendChild(quotedToggle(item, e));
         var meta = new Date(e.time).toLocaleString();
         if (e.kind === "thread.message.inbound" && e.handle) meta = pretty(e.handle) + " · " + meta;
         if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
@@ -229,6 +230,19 @@
       list.appendChild(item);
     });
     list.scrollTop = list.scrollHeight;
+  }
+
+  // A mail shows its new text; the quoted history below it is kept and one click away.
+  function quotedToggle(item, e) {
+    var button = el("button", "quoted", "… show quoted text");
+    button.type = "button";
+    button.addEventListener("click", function () {
+      var open = button.dataset.open === "1";
+      item.firstChild.textContent = open ? e.display_text : e.text;
+      button.dataset.open = open ? "" : "1";
+      button.textContent = open ? "… show quoted text" : "hide quoted text";
+    });
+    return button;
   }
 
   function size(bytes) {

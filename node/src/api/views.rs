@@ -51,6 +51,9 @@ pub struct EventView {
     /// Whether the event had content that is now erased.
     pub erased: bool,
     pub text: Option<String>,
+    /// A mail's text without the quoted history below it, for display; absent when nothing is
+    /// quoted (`text` is always whole).
+    pub display_text: Option<String>,
     pub handle: Option<Handle>,
     pub external_id: Option<String>,
     /// Files, by reference (bytes: `GET /threads/{thread}/events/{id}/attachments/{n}`).
@@ -116,6 +119,17 @@ impl EventView {
             parents: header.parents.clone(),
             erased: header.content_hash.is_some() && content.is_none(),
             text: content.map(|c| c.text.clone()).filter(|t| !t.is_empty()),
+            display_text: match header.kind {
+                EventKind::Thread(ThreadKind::Message {
+                    direction:
+                        Direction::Inbound {
+                            channel: ChannelKind::Email,
+                        },
+                }) => content
+                    .map(|c| threadline_bridges::email::trim_quoted(&c.text))
+                    .filter(|trimmed| content.is_some_and(|c| trimmed.len() < c.text.trim().len())),
+                _ => None,
+            },
             handle: content.and_then(|c| c.handle.clone()),
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
             attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
