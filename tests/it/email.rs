@@ -937,3 +937,116 @@ fn with_an_authserv_id_only_mail_that_passed_dmarc_at_the_mx_is_taken() {
     let thread = thread_of(&node, &shop.token, "email:alice@example.test");
     assert_eq!(texts(&node, &shop.token, &thread), ["Hello, really me"]);
 }
+
+/// The inbox in a real browser: a mail shows its new text with its quoted history one click
+/// away, its file downloads whole, and an agent attaches a file to a reply.
+#[test]
+fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies() {
+    let shop = Shop::new();
+    let (node, port) = shop.start();
+    let files = tempfile::tempdir().expect("tempdir");
+    let receipt = photo_bytes(30_000);
+    let receipt_path = files.path().join("receipt.png");
+    std::fs::write(&receipt_path, &receipt).expect("write");
+    let output = Command::new("swaks")
+        .args(["-S", "--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--from", "alice@example.test", "--to", SUPPORT])
+        .args(["--header", "Subject: Refund"])
+        .args([
+            "--body",
+            "Where is my refund?\n\nOn Fri, 27 Nov 2026, Shop wrote:\n> Your refund is on its way.",
+        ])
+        .args(["--attach-type", "image/png", "--attach"])
+        .arg(&receipt_path)
+        .output()
+        .expect("swaks runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let thread = thread_of(&node, &shop.token, "email:alice@example.test");
+
+    let agent = threadline_tests::Browser::start();
+    agent.go(&format!("{}/inbox", node.base));
+    agent.wait_for(
+        "the sign-in form",
+        "return document.getElementById('token')",
+    );
+    let input = agent.find("#token");
+    agent.type_into(&input, &format!("{}\u{E007}", shop.token));
+    agent.wait_for(
+        "the inbox with the mail's thread",
+        "return !document.getElementById('app').hidden && document.querySelector('.thread-item')",
+    );
+    let item = agent.find(".thread-item");
+    agent.click(&item);
+    let shown = agent.wait_for(
+        "the mail",
+        "const e = document.querySelector('#events .event.inbound'); return e && e.firstChild.textContent",
+    );
+    assert_eq!(
+        shown,
+        json!("Where is my refund?"),
+        "the quoted history is folded"
+    );
+    let toggle = agent.find("#events .event.inbound .quoted");
+    agent.click(&toggle);
+    let whole = agent.wait_for(
+        "the quoted history",
+        "const t = document.querySelector('#events .event.inbound').firstChild.textContent; return t.includes('> Your refund is on its way.') && t",
+    );
+    assert!(whole
+        .as_str()
+        .is_some_and(|t| t.starts_with("Where is my refund?")));
+
+    // The file's button downloads its bytes, whole, with the agent's token.
+    let label = agent.wait_for(
+        "the attachment",
+        "const b = document.querySelector('#events .event.inbound .attachment'); return b && b.textContent",
+    );
+    assert_eq!(label, json!("receipt.png (30 KB)"));
+    agent.run(
+        "window.__saved = []; const make = URL.createObjectURL; URL.createObjectURL = b => { window.__saved.push(b.size); return make(b); };",
+        json!([]),
+    );
+    let button = agent.find("#events .event.inbound .attachment");
+    agent.click(&button);
+    let saved = agent.wait_for("the download", "return window.__saved[0]");
+    assert_eq!(saved, json!(receipt.len()));
+
+    // The agent attaches a file to a reply.
+    let label_bytes = photo_bytes(5_000);
+    let label_path = files.path().join("return-label.pdf");
+    std::fs::write(&label_path, &label_bytes).expect("write");
+    let picker = agent.find("#attach");
+    agent.type_into(&picker, label_path.to_str().expect("utf-8 path"));
+    let compose = agent.find("#compose");
+    agent.type_into(&compose, "Here is your return label.");
+    let send = agent.find("#send");
+    agent.click(&send);
+    agent.wait_for(
+        "the reply with its file",
+        "return [...document.querySelectorAll('#events .event.outbound .attachment')].some(b => b.textContent.includes('return-label.pdf'))",
+    );
+    let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    let reply = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.message.outbound")
+        .expect("the reply")
+        .clone();
+    assert_eq!(reply["text"], "Here is your return label.");
+    assert_eq!(reply["attachments"][0]["name"], "return-label.pdf");
+    let id = reply["id"].as_str().expect("id");
+    assert_eq!(
+        get_bytes(
+            &node,
+            &shop.token,
+            &format!("/api/v1/threads/{thread}/events/{id}/attachments/0")
+        ),
+        (200, label_bytes)
+    );
+    agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-attachments.png"));
+}

@@ -254,7 +254,8 @@
   // A file of a message: fetched with the agent's token (a plain link would carry none), then
   // saved under its name.
   function attachmentLink(e, file, n) {
-    var link = el("button", "attachment", "📎 " + file.name + " (" + size(file.size) + ")");
+    var link = el("button", "attachment", file.name + " (" + size(file.size) + ")");
+    link.title = "Download";
     link.type = "button";
     link.dataset.blob = file.blob;
     link.addEventListener("click", function () {
@@ -323,7 +324,8 @@
       var item = el("li");
       var channel = e.kind === "thread.message.inbound" ? (e.handle || "").split(":")[0] : "reply";
       item.appendChild(el("span", "chan", channel));
-      item.appendChild(document.createTextNode(e.erased ? "(erased)" : (e.text || "")));
+      var files = (e.attachments || []).map(function (f) { return " [" + f.name + "]"; }).join("");
+      item.appendChild(document.createTextNode(e.erased ? "(erased)" : (e.display_text || e.text || "") + files));
       timeline.appendChild(item);
     });
   }
