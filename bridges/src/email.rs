@@ -11,6 +11,7 @@
 //! Automated mail (auto-replies, bounces, delivery reports, lists) is recognised so that two
 //! robots never answer each other.
 
+pub mod imap;
 pub mod smtp;
 
 use mail_parser::{MessageParser, MimeHeaders as _};

@@ -95,6 +95,8 @@ fn main() {
         email_relay: None,
         email_name: None,
         email_authserv_id: None,
+        email_imap: None,
+        email_imap_poll: std::time::Duration::from_secs(30),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

@@ -58,6 +58,12 @@ smtp_listen = \"127.0.0.1:2525\"
 # refused (550 5.7.1). Unset, the From: is taken on trust: only do that behind an MX that
 # rejects mail failing DMARC.
 # authserv_id = \"mx.shop.example\"
+# An existing mailbox to take mail from as well, polled over IMAP (imaps://user:password@host/
+# MAILBOX; imap:// is plain, for a server on this host). THREADLINE_IMAP overrides it (keep
+# the password there). Taken mail is marked with the keyword $Threadline, never deleted.
+# imap = \"imaps://support%40shop.example:PASSWORD@imap.shop.example/INBOX\"
+# How often the mailbox is polled, in seconds.
+imap_poll_seconds = 30
 ";
 
 /// A loaded, validated configuration.
@@ -92,6 +98,10 @@ pub struct Config {
     /// The MX whose `Authentication-Results` must say `dmarc=pass` (any From: is taken on
     /// trust when `None`).
     pub email_authserv_id: Option<String>,
+    /// An existing mailbox to poll over IMAP too.
+    pub email_imap: Option<threadline_bridges::email::imap::MailboxUrl>,
+    /// How often it is polled.
+    pub email_imap_poll: std::time::Duration,
 }
 
 /// The configuration could not be loaded.
@@ -151,6 +161,14 @@ struct EmailSection {
     name: Option<String>,
     #[serde(default)]
     authserv_id: Option<String>,
+    #[serde(default)]
+    imap: Option<String>,
+    #[serde(default = "default_imap_poll_seconds")]
+    imap_poll_seconds: u64,
+}
+
+fn default_imap_poll_seconds() -> u64 {
+    30
 }
 
 impl Default for EmailSection {
@@ -161,6 +179,8 @@ impl Default for EmailSection {
             relay: None,
             name: None,
             authserv_id: None,
+            imap: None,
+            imap_poll_seconds: default_imap_poll_seconds(),
         }
     }
 }
@@ -347,8 +367,27 @@ impl Config {
                     .map_err(|_| bad(format!("replication.partners: `{text}` is not an org id")))
             })
             .collect::<Result<_, _>>()?;
+        let email_imap = std::env::var("THREADLINE_IMAP")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .or(file.email.imap)
+            .map(|url| {
+                url.parse::<threadline_bridges::email::imap::MailboxUrl>()
+                    .map_err(|err| bad(format!("email.imap: {err}")))
+            })
+            .transpose()?;
+        if email_imap.is_some() && email_address.is_none() {
+            return Err(bad(
+                "email.imap needs email.address (the support address the mail is for)".to_owned(),
+            ));
+        }
+        if file.email.imap_poll_seconds == 0 {
+            return Err(bad("email.imap_poll_seconds must be at least 1".to_owned()));
+        }
         Ok(Config {
             replication_partners,
+            email_imap,
+            email_imap_poll: std::time::Duration::from_secs(file.email.imap_poll_seconds),
             email_address,
             email_smtp_listen: file.email.smtp_listen,
             email_relay: std::env::var("THREADLINE_SMTP_RELAY")

@@ -123,6 +123,23 @@ pub async fn run_with(
                 address: address.clone(),
                 max_bytes: threadline_bridges::email::MAX_MAIL_BYTES,
             };
+            if let Some(mailbox) = &config.email_imap {
+                let (mailbox, sink, closing) =
+                    (mailbox.clone(), Arc::clone(&inbound).sink(), ingest.clone());
+                let every = config.email_imap_poll;
+                info!(%mailbox, ?every, "email: polling the mailbox over IMAP");
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = threadline_bridges::email::imap::poll_forever(
+                            mailbox,
+                            every,
+                            threadline_bridges::email::MAX_MAIL_BYTES,
+                            sink,
+                        ) => {}
+                        () = closing.closing() => {}
+                    }
+                });
+            }
             let closing = ingest.clone();
             tokio::spawn(async move {
                 tokio::select! {

@@ -1050,3 +1050,221 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     );
     agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-attachments.png"));
 }
+
+/// Dovecot (Debian's `dovecot-imapd`; `.ci/run` installs it) serving one mailbox on a free
+/// loopback port, plain IMAP with a password: an existing mailbox the node polls.
+struct Dovecot {
+    port: u16,
+    config: PathBuf,
+    master: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dovecot {
+    const USER: &'static str = "support@shop.test";
+    const PASSWORD: &'static str = "mailbox secret";
+
+    fn start() -> Dovecot {
+        assert!(
+            std::path::Path::new("/usr/sbin/dovecot").exists(),
+            "dovecot is missing: apt-get install dovecot-imapd"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        // Mail is kept by an unprivileged user (dovecot refuses root's).
+        std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let passwd = root.join("passwd");
+        std::fs::write(
+            &passwd,
+            format!("{}:{{PLAIN}}{}\n", Dovecot::USER, Dovecot::PASSWORD),
+        )
+        .expect("passwd");
+        let port = free_port();
+        let r = root.display();
+        let config = root.join("dovecot.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "protocols = imap
+listen = 127.0.0.1
+base_dir = {r}/run
+state_dir = {r}/state
+log_path = {r}/log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{r}/home/%u/Maildir
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {}
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={r}/home/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+",
+                passwd.display()
+            ),
+        )
+        .expect("config");
+        let master = Command::new("/usr/sbin/dovecot")
+            .args(["-F", "-c"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dovecot starts");
+        eventually("dovecot listens", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Dovecot {
+            port,
+            config,
+            master,
+            _dir: dir,
+        }
+    }
+
+    /// Delivers a mail into the mailbox as the mail server would (Dovecot's LDA).
+    fn deliver(&self, from: &str, mail: &str) {
+        let mut lda = Command::new("/usr/lib/dovecot/dovecot-lda")
+            .arg("-c")
+            .arg(&self.config)
+            .args(["-d", Dovecot::USER, "-f", from])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("dovecot-lda runs");
+        std::io::Write::write_all(lda.stdin.as_mut().expect("stdin"), mail.as_bytes())
+            .expect("mail written");
+        drop(lda.stdin.take());
+        assert!(lda.wait().expect("lda exits").success(), "delivered");
+    }
+
+    /// The flags of every message in the mailbox, by Message-ID (a plain IMAP session).
+    fn flags(&self) -> String {
+        use std::io::{BufRead as _, Write as _};
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("greeting");
+        let mut transcript = String::new();
+        for (tag, command) in [
+            (
+                "a1",
+                format!("LOGIN {} \"{}\"", Dovecot::USER, Dovecot::PASSWORD),
+            ),
+            ("a2", "SELECT INBOX".to_owned()),
+            (
+                "a3",
+                "FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])".to_owned(),
+            ),
+            ("a4", "LOGOUT".to_owned()),
+        ] {
+            write!(writer, "{tag} {command}\r\n").expect("write");
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).expect("read") == 0 {
+                    break;
+                }
+                transcript.push_str(&line);
+                if line.starts_with(tag) {
+                    break;
+                }
+            }
+        }
+        transcript
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.master.id().to_string()])
+            .status();
+        let _ = self.master.wait();
+    }
+}
+
+#[test]
+fn mail_in_an_existing_mailbox_is_taken_over_imap_once_and_marked() {
+    let dovecot = Dovecot::start();
+    let shop = Shop::new();
+    let config = shop.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text
+        .replace(
+            "imap_poll_seconds = 30",
+            &format!(
+                "imap = \"imap://support%40shop.test:mailbox%20secret@127.0.0.1:{}/INBOX\"\nimap_poll_seconds = 1",
+                dovecot.port
+            ),
+        );
+    std::fs::write(&config, text).expect("config written");
+    // A mail already waiting is taken when the node starts.
+    dovecot.deliver(
+        "alice@example.test",
+        "From: Alice <alice@example.test>\r\nTo: support@shop.test\r\nSubject: Order 9\r\nMessage-ID: <imap-1@example.test>\r\n\r\nWhere is order 9?\r\n",
+    );
+    let (node, _) = shop.start();
+    let thread = eventually("the waiting mail is taken", Duration::from_secs(30), || {
+        email_threads(&node, &shop.token)
+            .iter()
+            .find(|t| t["route"]["handle"] == "email:alice@example.test")
+            .and_then(|t| t["id"].as_str().map(str::to_owned))
+    });
+    assert_eq!(texts(&node, &shop.token, &thread), ["Where is order 9?"]);
+
+    // New mail comes while the node runs: taken at the next poll, on the same thread.
+    dovecot.deliver(
+        "alice@example.test",
+        "From: Alice <alice@example.test>\r\nTo: support@shop.test\r\nSubject: Re: Order 9\r\nMessage-ID: <imap-2@example.test>\r\n\r\nAnd a second question.\r\n",
+    );
+    eventually("the new mail is taken", Duration::from_secs(30), || {
+        (texts(&node, &shop.token, &thread).len() == 2).then_some(())
+    });
+    // Each is marked as taken, not deleted and not marked read for the people using it.
+    let messages = eventually("both are marked", Duration::from_secs(30), || {
+        let flags = dovecot.flags();
+        let messages: Vec<String> = flags
+            .lines()
+            .filter(|line| line.contains(" FETCH (FLAGS ("))
+            .map(str::to_owned)
+            .collect();
+        (messages.len() == 2 && messages.iter().all(|m| m.contains("$Threadline")))
+            .then_some(messages)
+    });
+    assert!(
+        messages.iter().all(|m| !m.contains("\\Seen")),
+        "still unread for people: {messages:?}"
+    );
+
+    // A restart does not take them again.
+    node.stop();
+    let (node, _) = shop.start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        texts(&node, &shop.token, &thread),
+        ["Where is order 9?", "And a second question."]
+    );
+}
