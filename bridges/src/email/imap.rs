@@ -251,8 +251,10 @@ where
         .into_iter()
         .collect();
     uids.sort_unstable();
-    let mut polled = Polled::default();
-    polled.left = uids.len().saturating_sub(PER_POLL);
+    let mut polled = Polled {
+        left: uids.len().saturating_sub(PER_POLL),
+        ..Polled::default()
+    };
     for uid in uids.into_iter().take(PER_POLL) {
         let fetched: Vec<async_imap::types::Fetch> = {
             let stream = within(session.uid_fetch(uid.to_string(), "(RFC822.SIZE BODY.PEEK[])"))
