@@ -170,25 +170,30 @@ impl InboundMail {
     }
 
     /// The DMARC result the MX named `authserv_id` recorded (`pass`, `fail`, `none`...): from
-    /// its topmost `Authentication-Results` header, the one it added (an MX removes headers
-    /// with its own id that came from outside; RFC 8601 §5). `None` if it recorded none.
+    /// the topmost of its `Authentication-Results` headers that has one. Every header with its
+    /// id is its own (an MX removes such headers that came from outside, RFC 8601 §5), and its
+    /// filters may write one each (SPF, DKIM, DMARC). `None` if it recorded none.
     pub fn dmarc_result(&self, authserv_id: &str) -> Option<String> {
-        let header = self.authentication_results.iter().find(|value| {
-            value
-                .split(';')
-                .next()
-                .and_then(|id| id.split_whitespace().next())
-                .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
-        })?;
-        header.split(';').skip(1).find_map(|method| {
-            let result = method.trim().strip_prefix("dmarc")?.trim_start();
-            let result = result.strip_prefix('=')?.trim_start();
-            let word: String = result
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect();
-            (!word.is_empty()).then(|| word.to_ascii_lowercase())
-        })
+        self.authentication_results
+            .iter()
+            .filter(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .and_then(|id| id.split_whitespace().next())
+                    .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
+            })
+            .find_map(|header| {
+                header.split(';').skip(1).find_map(|method| {
+                    let result = method.trim().strip_prefix("dmarc")?.trim_start();
+                    let result = result.strip_prefix('=')?.trim_start();
+                    let word: String = result
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric())
+                        .collect();
+                    (!word.is_empty()).then(|| word.to_ascii_lowercase())
+                })
+            })
     }
 
     /// The id that makes this mail idempotent: its Message-ID, or (when it has none) a hash of
@@ -759,6 +764,14 @@ fn automated(message: &mail_parser::Message<'_>) -> Option<Automated> {
 /// block. The full text is kept elsewhere; this is for display.
 pub fn trim_quoted(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
+    // Where the closing block of quoted or blank lines starts (one pass from the end).
+    let tail = lines
+        .iter()
+        .rposition(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('>')
+        })
+        .map_or(0, |last| last + 1);
     let mut end = lines.len();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim();
@@ -766,10 +779,7 @@ pub fn trim_quoted(text: &str) -> String {
             || trimmed.starts_with("---------- Forwarded message")
             || (trimmed.starts_with("On ") && trimmed.ends_with("wrote:"))
             || (trimmed.starts_with("Le ") && trimmed.ends_with("a écrit :"));
-        let quote_block_starts = trimmed.starts_with('>')
-            && lines[i..]
-                .iter()
-                .all(|l| l.trim().is_empty() || l.trim().starts_with('>'));
+        let quote_block_starts = i >= tail && trimmed.starts_with('>');
         if is_marker || quote_block_starts {
             end = i;
             break;
@@ -814,6 +824,16 @@ mod tests {
         );
     }
 
+    /// A long run of quote lines costs one pass, not one per line.
+    #[test]
+    fn trimming_a_huge_quote_is_linear() {
+        // Quadratic, this took minutes; linear, milliseconds.
+        let text = format!("{}x", ">\n".repeat(60_000));
+        assert_eq!(trim_quoted(&text), text.trim());
+        let quoted = format!("Answer\n{}", "> old\n".repeat(60_000));
+        assert_eq!(trim_quoted(&quoted), "Answer");
+    }
+
     #[test]
     fn the_dmarc_result_is_read_from_the_trusted_mx_header_only() {
         let raw = mail(
@@ -824,9 +844,9 @@ mod tests {
         assert_eq!(parsed.dmarc_result("MX.shop.test").as_deref(), Some("pass"));
         assert_eq!(parsed.dmarc_result("evil.test").as_deref(), Some("fail"));
         assert_eq!(parsed.dmarc_result("other.test"), None);
-        // The topmost header of the trusted MX decides (one below it came from outside).
+        // One header per filter of the MX: the DMARC one decides, wherever it is.
         let raw = mail(
-            "Authentication-Results: mx.shop.test; dmarc=fail header.from=example.test\r\nAuthentication-Results: mx.shop.test; dmarc=pass\r\nFrom: alice@example.test\r\nTo: support@shop.test",
+            "Authentication-Results: mx.shop.test; dkim=pass header.d=example.test\r\nAuthentication-Results: mx.shop.test; dmarc=fail header.from=example.test\r\nAuthentication-Results: mx.shop.test; spf=pass\r\nFrom: alice@example.test\r\nTo: support@shop.test",
             "hello\r\n",
         );
         let parsed = InboundMail::parse(&raw).expect("parses");

@@ -356,8 +356,9 @@ pub enum SendError {
     #[error("send failed: {0}")]
     Permanent(String),
     /// The bridge cannot send it yet (an attachment's bytes are still on their way from the
-    /// node that has them): it stays queued and is tried again with back-off, with no receipt
-    /// (a failed one after the last attempt).
+    /// node that has them): it stays queued and is tried again with back-off for as long as
+    /// it takes. A failed receipt saying so is recorded only if it is still waiting after
+    /// [`NOT_READY_NOTICE`] attempts (about a quarter of an hour).
     #[error("not ready to send: {0}")]
     NotReady(String),
     /// The customer is not reachable on this channel right now and the message needs no
@@ -460,6 +461,9 @@ struct Retrying {
 /// Attempts at a delivery the app keeps refusing for now before it is given up (a failed
 /// receipt): about an hour and a quarter of back-off.
 pub const MAX_SEND_ATTEMPTS: u32 = 18;
+/// Attempts at a delivery that is not ready to send (`SendError::NotReady`) after which the
+/// agents are told with a failed receipt; it keeps waiting (about a quarter of an hour in).
+pub const NOT_READY_NOTICE: u32 = 10;
 /// The longest wait between two attempts at a delivery the app refused for now.
 pub const MAX_SEND_RETRY: Duration = Duration::from_secs(300);
 
@@ -601,7 +605,7 @@ impl<L: NodeLink> Bridge<L> {
                 Ok(()) => Some((ReceiptKind::Delivered, None)),
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
-                Err(SendError::Retry(reason) | SendError::NotReady(reason))
+                Err(SendError::Retry(reason))
                     if waiting.map_or(0, |w| w.attempts) + 1 >= MAX_SEND_ATTEMPTS =>
                 {
                     Some((
@@ -613,12 +617,13 @@ impl<L: NodeLink> Bridge<L> {
                 }
                 Err(failure @ (SendError::Retry(_) | SendError::NotReady(_))) => {
                     // Only the app's failure is news for the agents.
+                    let attempts = waiting.map_or(0, |w| w.attempts) + 1;
+                    // The app's failure at once; a wait for the bytes only once it is long.
                     let (reason, tell) = match failure {
-                        SendError::Retry(reason) => (reason, true),
-                        SendError::NotReady(reason) => (reason, false),
+                        SendError::Retry(reason) => (reason, attempts == 1),
+                        SendError::NotReady(reason) => (reason, attempts == NOT_READY_NOTICE),
                         _ => continue,
                     };
-                    let attempts = waiting.map_or(0, |w| w.attempts) + 1;
                     let wait = Duration::from_secs(1)
                         .saturating_mul(1 << attempts.min(16))
                         .min(MAX_SEND_RETRY);
@@ -633,7 +638,7 @@ impl<L: NodeLink> Bridge<L> {
                             },
                         );
                     tracing::debug!(seq, reason, attempts, "delivery stays queued");
-                    if attempts == 1 && tell {
+                    if tell {
                         let reason = format!("{reason} (retrying)");
                         match self.receipt_event(
                             thread,

@@ -27,9 +27,6 @@ use crate::ingest::Ingest;
 /// Largest request body. A batch of bridge events (hex-encoded, up to 256 KiB each) fits a few
 /// large ones or many small ones; an agent's reply is far smaller.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-/// Largest upload of an attachment's bytes (the protocol's limit on a blob; a bigger one is
-/// refused with `413`).
-const MAX_BLOB_BODY_BYTES: usize = threadline_protocol::limits::MAX_BLOB_BYTES as usize;
 
 /// The node's router: the API over the ingest pipeline, and the web chat when it is on.
 pub fn router(
@@ -58,11 +55,11 @@ fn api_router(ingest: Ingest) -> Router {
         )
         .route(
             "/api/v1/attachments",
-            post(attachments::upload).layer(DefaultBodyLimit::max(MAX_BLOB_BODY_BYTES)),
+            post(attachments::upload).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/v1/bridge/blobs",
-            post(attachments::bridge_upload).layer(DefaultBodyLimit::max(MAX_BLOB_BODY_BYTES)),
+            post(attachments::bridge_upload).layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/v1/bridge/blobs/{blob}",

@@ -168,23 +168,31 @@ pub fn attachments_of(
 }
 
 /// Whether a bridge of `channel` may read a blob: an event of a thread whose replies go to
-/// that channel refers to it (a bridge sees the threads it sends, nothing else).
+/// that channel refers to it, or a reply queued for that channel (handed off meanwhile) does.
+/// A bridge sees what it sends, nothing else.
 pub fn blob_for_channel(
     store: &crate::store::Store,
     blob: &threadline_protocol::id::BlobHash,
     channel: threadline_protocol::ChannelKind,
 ) -> Result<bool, StoreError> {
-    for (scope, _) in store.blob_refs(blob)? {
+    let refs = store.blob_refs(blob)?;
+    for (scope, _) in &refs {
         let ScopeId::Thread(thread) = scope else {
             continue;
         };
         let routed = store
-            .thread_state(&thread)?
+            .thread_state(thread)?
             .and_then(|state| state.route)
             .is_some_and(|route| route.channel == channel);
         if routed {
             return Ok(true);
         }
     }
-    Ok(false)
+    if refs.is_empty() {
+        return Ok(false);
+    }
+    let queued = store.deliveries(channel, usize::MAX)?;
+    Ok(refs
+        .iter()
+        .any(|(_, event)| queued.iter().any(|delivery| delivery.event == *event)))
 }

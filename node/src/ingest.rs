@@ -225,6 +225,9 @@ enum Request {
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
+    /// Delete attachment files no event refers to, older than the grace (after the batch's
+    /// commit, so nothing staged or acknowledged loses its file).
+    SweepBlobs(std::time::Duration, Reply<usize>),
 }
 
 /// The handle to the pipeline: cheap to clone, one per API task.
@@ -249,6 +252,7 @@ impl std::fmt::Debug for Request {
             Request::Act(..) => "Act",
             Request::Directory(..) => "Directory",
             Request::Certificates(..) => "Certificates",
+            Request::SweepBlobs(..) => "SweepBlobs",
         })
     }
 }
@@ -345,6 +349,16 @@ impl Ingest {
     ) -> Result<usize, IngestError> {
         self.call(|reply| Request::Certificates(certificates, reply))
             .await
+    }
+
+    /// Deletes the attachment files no event refers to that were last stored more than
+    /// `grace` ago; how many went. In the writer, so no event that refers to a file is stored
+    /// while its file goes.
+    pub async fn sweep_unused_blobs(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<usize, IngestError> {
+        self.call(|reply| Request::SweepBlobs(grace, reply)).await
     }
 
     /// A live stream of what changes.

@@ -267,13 +267,10 @@ async fn sweep_unused_blobs(ingest: crate::ingest::Ingest) {
             _ = tick.tick() => {}
             () = ingest.closing() => break,
         }
-        let store = ingest.store().clone();
-        match tokio::task::spawn_blocking(move || store.sweep_unused_blobs(UNUSED_BLOB_GRACE)).await
-        {
-            Ok(Ok(0)) => {}
-            Ok(Ok(swept)) => info!(swept, "deleted attachments no event refers to"),
-            Ok(Err(err)) => warn!(cause = %err, "cannot sweep unused attachments"),
-            Err(err) => warn!(cause = %err, "the attachment sweep failed"),
+        match ingest.sweep_unused_blobs(UNUSED_BLOB_GRACE).await {
+            Ok(0) => {}
+            Ok(swept) => info!(swept, "deleted attachments no event refers to"),
+            Err(err) => warn!(cause = %err, "cannot sweep unused attachments"),
         }
     }
 }

@@ -425,18 +425,23 @@ impl Store {
 
     /// Deletes the blobs no event refers to that were last stored more than `grace` ago
     /// (uploads whose message never came, or an erasure interrupted by a crash). Returns how
-    /// many went.
+    /// many went. Only the ingest writer calls it (`Ingest::sweep_unused_blobs`), between
+    /// commits, so no event that refers to a file is stored while the file goes.
     pub fn sweep_unused_blobs(&self, grace: std::time::Duration) -> Result<usize, StoreError> {
         let mut swept = 0;
         let now = std::time::SystemTime::now();
+        let old = |modified: std::time::SystemTime| {
+            now.duration_since(modified).is_ok_and(|age| age > grace)
+        };
         for (blob, modified) in self.blobs.list()? {
-            let old = now.duration_since(modified).is_ok_and(|age| age > grace);
-            if old
+            if old(modified)
                 && self
                     .tree(TreeName::BlobRefs)
                     .scan_prefix(blob.as_bytes())
                     .next()
                     .is_none()
+                // Uploaded again since the listing (for a message on its way): kept.
+                && self.blobs.modified(&blob)?.is_some_and(old)
             {
                 self.blobs.remove(&blob)?;
                 swept += 1;

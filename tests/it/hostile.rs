@@ -555,26 +555,6 @@ fn hostile_peers_are_refused_cut_off_and_honest_ones_keep_syncing() {
     assert_eq!(peers[0]["penalty"], 0, "{peers}");
 }
 
-/// Uploads `bytes` as an agent and replies on `thread` with them attached; the blob's hash.
-fn reply_with_file(node: &Node, token: &str, thread: &str, bytes: &[u8]) -> String {
-    let uploaded: Value = node
-        .http()
-        .post(&format!("{}/api/v1/attachments", node.base))
-        .set("Authorization", &format!("Bearer {token}"))
-        .send_bytes(bytes)
-        .expect("upload")
-        .into_json()
-        .expect("json");
-    let blob = uploaded["blob"].as_str().expect("blob").to_owned();
-    let (status, answer) = node.post(
-        token,
-        &format!("/api/v1/threads/{thread}/replies"),
-        &serde_json::json!({ "text": "attached", "attachments": [{ "blob": blob, "name": "file.bin" }] }),
-    );
-    assert_eq!(status, 200, "{answer}");
-    blob
-}
-
 #[test]
 fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -586,41 +566,59 @@ fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() 
         &office_data,
         &["partner", "add", &partner_org_id.to_string()],
     );
+    // A standalone email bridge, over the bridge API (HttpLink): customers' mails with files.
+    let added = threadline_ok(&office_data, &["bridge", "add", "email"]);
+    let bridge_key: [u8; 32] = hex::decode(field(&added, "bridge key:"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let bridge_token = field(&added, "token:");
     let office = Node::start(&office_data);
     let address = office.p2p_address(&office_token);
-
-    let mut alice = Visitor::connect(&office, None);
-    alice.say("a1", "Hello from Alice");
-    let mut bob = Visitor::connect(&office, None);
-    bob.say("b1", "Hello from Bob");
-    let (_, list) = office.get(&office_token, "/api/v1/threads");
-    let thread_of = |text: &str| -> String {
-        list["threads"]
-            .as_array()
-            .expect("threads")
-            .iter()
-            .filter_map(|t| t["id"].as_str())
-            .find(|id| {
-                thread_events(&office, &office_token, id)
-                    .to_string()
-                    .contains(text)
-            })
-            .expect("thread")
-            .to_owned()
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let bridge = threadline_bridges::sdk::Bridge::new(
+        threadline_bridges::sdk::BridgeIdentity::new(
+            SecretKey::from_seed(bridge_key),
+            threadline_protocol::ChannelKind::Email,
+        ),
+        threadline_bridges::http_link::HttpLink::new(office.base.clone(), bridge_token),
+        now,
+    );
+    let mail_with = |from: &str, id: &str, file: &[u8]| {
+        let message = threadline_bridges::sdk::InboundMessage {
+            handle: format!("email:{from}").parse().expect("handle"),
+            external_id: threadline_protocol::name::ExternalId::new(id).expect("id"),
+            text: "My invoice".to_owned(),
+            thread_hint: None,
+            attachments: vec![threadline_bridges::sdk::InboundAttachment {
+                name: "invoice.pdf".to_owned(),
+                media_type: "application/pdf".to_owned(),
+                bytes: file.to_vec(),
+            }],
+        };
+        runtime.block_on(bridge.receive(&message)).expect("stored");
     };
-    let (alices, bobs) = (thread_of("Hello from Alice"), thread_of("Hello from Bob"));
     let alice_file = b"alice's invoice".to_vec();
     let bob_file = b"bob's invoice".to_vec();
-    let alice_blob: threadline_protocol::id::BlobHash =
-        reply_with_file(&office, &office_token, &alices, &alice_file)
-            .parse()
-            .expect("hash");
-    let bob_blob: threadline_protocol::id::BlobHash =
-        reply_with_file(&office, &office_token, &bobs, &bob_file)
-            .parse()
-            .expect("hash");
+    mail_with("alice@example.test", "<a1@example.test>", &alice_file);
+    mail_with("bob@example.test", "<b1@example.test>", &bob_file);
+    let alice_blob = threadline_protocol::id::BlobHash::of(&alice_file);
+    let bob_blob = threadline_protocol::id::BlobHash::of(&bob_file);
+    let (_, list) = office.get(&office_token, "/api/v1/threads");
+    let alices = list["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .find(|t| t["route"]["handle"] == "email:alice@example.test")
+        .and_then(|t| t["id"].as_str())
+        .expect("Alice's thread")
+        .to_owned();
+    let (_, detail) = office.get(&office_token, &format!("/api/v1/threads/{alices}"));
+    assert!(
+        detail.to_string().contains(&alice_blob.to_string()),
+        "the bridge's upload is on the message: {detail}"
+    );
 
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let key = SecretKey::generate(&mut rand_core::OsRng);
         let mut partner = Rogue::connect(&key, node_cert(&partner_org, &key), &address).await;

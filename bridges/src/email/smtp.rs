@@ -81,6 +81,8 @@ pub struct AddressSlot {
 impl PerAddress {
     /// A slot for a session from `address`, unless it has `cap` open already.
     pub fn enter(&self, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        // `::ffff:127.0.0.1` on a dual-stack listener is 127.0.0.1.
+        let address = address.to_canonical();
         if address.is_loopback() {
             return Some(AddressSlot {
                 open: Arc::clone(&self.open),
@@ -511,9 +513,14 @@ mod tests {
             per_address.enter(other, 3).is_some(),
             "others are not held up"
         );
-        let local: IpAddr = "127.0.0.1".parse().expect("ip");
-        let locals: Vec<AddressSlot> = (0..10)
-            .map(|_| per_address.enter(local, 3).expect("loopback: the local MX"))
+        let locals: Vec<AddressSlot> = ["127.0.0.1", "::1", "::ffff:127.0.0.1"]
+            .iter()
+            .cycle()
+            .take(10)
+            .map(|ip| {
+                let ip: IpAddr = ip.parse().expect("ip");
+                per_address.enter(ip, 3).expect("loopback: the local MX")
+            })
             .collect();
         drop(slots);
         assert!(per_address.enter(remote, 3).is_some(), "free again");

@@ -3,6 +3,7 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var TOKEN_KEY = "threadline.inbox.token";
+  var FILE_CHANNELS = ["email"];
   var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
     selected: null, detail: null, contact: null, mode: "reply" };
 
@@ -183,6 +184,10 @@
     var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + " messages";
     if (thread.route) meta += " · replies go to " + thread.route.channel;
     $("thread-meta").textContent = meta;
+    // Only channels whose bridges send files get them (the node refuses the others).
+    var files = !!thread.route && FILE_CHANNELS.indexOf(thread.route.channel) >= 0;
+    $("attach-label").hidden = !files;
+    if (!files) $("attach").value = "";
     $("status").value = thread.status === "snoozed" ? "pending" : thread.status;
     $("assign-me").textContent = thread.assignee === state.me.id ? "Unassign" : "Assign to me";
     var labels = $("labels");

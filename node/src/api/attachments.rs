@@ -7,7 +7,7 @@
 //! image types shown inline: a customer's file never runs as a page of the node's origin.
 
 use axum::{
-    body::Bytes,
+    body::Body,
     extract::{Path, State},
     http::{header, HeaderValue},
     response::{IntoResponse, Response},
@@ -24,6 +24,12 @@ use crate::store::{BlobError, StoreError};
 
 /// Media types an inbox may show inline (raster images: no scripts in them).
 const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// Uploads held in memory at once (each up to 32 MiB); more wait their turn.
+const UPLOADS_AT_ONCE: usize = 4;
+/// Bytes read from a file per part of a download (downloads are streamed).
+const DOWNLOAD_PART: usize = 64 * 1024;
+
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
 /// What an upload stored.
 #[derive(Debug, Serialize)]
@@ -34,8 +40,22 @@ pub struct Stored {
     size: u64,
 }
 
-/// Stores an upload, off the async threads.
-async fn store_blob(ingest: &Ingest, bytes: Bytes) -> Result<Json<Stored>, ApiError> {
+/// Reads an upload (a few at a time, each at most the protocol's limit) and stores it, off
+/// the async threads.
+async fn store_blob(ingest: &Ingest, body: Body) -> Result<Json<Stored>, ApiError> {
+    let max = threadline_protocol::limits::MAX_BLOB_BYTES;
+    let _turn = UPLOADS
+        .acquire()
+        .await
+        .map_err(|_| ApiError::internal("the upload queue is closed"))?;
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("an attachment is at most {max} bytes ({err})"),
+        )
+    })?;
     let store = ingest.store().clone();
     let size = bytes.len() as u64;
     let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
@@ -56,9 +76,9 @@ async fn store_blob(ingest: &Ingest, bytes: Bytes) -> Result<Json<Stored>, ApiEr
 pub async fn upload(
     _caller: AgentCaller,
     State(ingest): State<Ingest>,
-    bytes: Bytes,
+    body: Body,
 ) -> Result<Json<Stored>, ApiError> {
-    store_blob(&ingest, bytes).await
+    store_blob(&ingest, body).await
 }
 
 /// `POST /api/v1/bridge/blobs` (raw bytes): a customer's file, before the message that
@@ -66,9 +86,9 @@ pub async fn upload(
 pub async fn bridge_upload(
     _caller: BridgeCaller,
     State(ingest): State<Ingest>,
-    bytes: Bytes,
+    body: Body,
 ) -> Result<Json<Stored>, ApiError> {
-    store_blob(&ingest, bytes).await
+    store_blob(&ingest, body).await
 }
 
 /// `GET /api/v1/threads/{id}/events/{event}/attachments/{n}`: the `n`th file of an event.
@@ -89,7 +109,7 @@ pub async fn download(
         .and_then(|event| event.content)
         .and_then(|content| content.attachments.into_iter().nth(n))
         .ok_or_else(missing)?;
-    let bytes = read_blob(&ingest, attachment.blob).await?.ok_or_else(|| {
+    let bytes = open_blob(&ingest, attachment.blob).await?.ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_yet",
@@ -120,21 +140,43 @@ pub async fn bridge_download(
     if !allowed {
         return Err(not_found());
     }
-    let bytes = read_blob(&ingest, blob).await?.ok_or_else(not_found)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let body = open_blob(&ingest, blob).await?.ok_or_else(not_found)?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
-async fn read_blob(ingest: &Ingest, blob: BlobHash) -> Result<Option<Vec<u8>>, ApiError> {
-    let store = ingest.store().clone();
-    tokio::task::spawn_blocking(move || store.blobs().read(&blob).map_err(StoreError::from))
-        .await
-        .map_err(|err| ApiError::internal(format!("reading task failed: {err}")))?
-        .map_err(ApiError::from)
+/// A blob's bytes as a streamed body (a part at a time, not the whole file in memory).
+async fn open_blob(ingest: &Ingest, blob: BlobHash) -> Result<Option<Body>, ApiError> {
+    let path = ingest.store().blobs().path(&blob);
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => {
+            return Err(ApiError::from(StoreError::from(
+                crate::store::BlobError::Io {
+                    action: "open",
+                    path,
+                    source: err,
+                },
+            )))
+        }
+    };
+    let parts = futures_util::stream::unfold(file, |mut file| async move {
+        let mut part = vec![0u8; DOWNLOAD_PART];
+        match tokio::io::AsyncReadExt::read(&mut file, &mut part).await {
+            Ok(0) => None,
+            Ok(n) => {
+                part.truncate(n);
+                Some((Ok::<_, std::io::Error>(part), file))
+            }
+            Err(err) => Some((Err(err), file)),
+        }
+    });
+    Ok(Some(Body::from_stream(parts)))
 }
 
 /// The bytes of `attachment` as a response: its media type if it is one shown inline, else
 /// a download under its name.
-fn serve(attachment: &Attachment, bytes: Vec<u8>) -> Response {
+fn serve(attachment: &Attachment, bytes: Body) -> Response {
     let media_type = attachment.media_type.as_str().to_ascii_lowercase();
     let inline = INLINE_TYPES.contains(&media_type.as_str());
     let content_type = if inline {

@@ -247,8 +247,10 @@ impl Writer {
     fn process(&mut self, batch: Vec<Request>) {
         let mut live = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
+        let mut sweeps = Vec::new();
         for request in batch {
             match request {
+                Request::SweepBlobs(grace, reply) => sweeps.push((grace, reply)),
                 Request::Submit(events, source, reply) => {
                     // Not through the verifier stage: verify here.
                     let verified = event::verify_batch(events);
@@ -342,6 +344,14 @@ impl Writer {
                     .map_err(drop),
             };
         }
+        // After the commit: what this batch made refer to a file is in the store now.
+        for (grace, reply) in sweeps {
+            let swept = self
+                .store
+                .sweep_unused_blobs(grace)
+                .map_err(IngestError::from);
+            let _ = reply.send(swept);
+        }
         if flushed.is_ok() {
             for event in live {
                 // No subscribers is fine.
@@ -403,7 +413,14 @@ impl Writer {
             .unwrap_or_default();
         let mut missing = Vec::new();
         for (blob, size) in attachments {
-            if self.store.blobs().size(&blob).map_err(StoreError::from)? != Some(size) {
+            let stored = self.store.blobs().size(&blob).map_err(StoreError::from)?;
+            // A peer's event may claim a wrong size: the bytes are named by their hash, so a
+            // stored file is the blob whatever the claim (this node's own must be exact).
+            let lacking = match source {
+                Source::Local => stored != Some(size),
+                Source::Peer => stored.is_none(),
+            };
+            if lacking {
                 missing.push((blob, size));
             }
         }

@@ -23,14 +23,19 @@ use threadline_protocol::{
 /// Blobs fetched at once (each holds its bytes in memory until whole: at most
 /// `MAX_FETCHES × MAX_BLOB_BYTES`).
 pub const MAX_FETCHES: usize = 4;
-/// How long a blob no connected peer had waits before every peer is asked again.
+/// How long a blob no connected peer had waits before every peer is asked again; doubled
+/// after each such round, up to [`MAX_RETRY_AFTER`].
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The longest wait between two rounds for a blob nobody has.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// A blob on its way.
 #[derive(Debug)]
 struct Fetch {
     peer: PeerId,
-    size: u64,
+    /// The size the holder gave in its first answer (an event's claim may be wrong; the hash
+    /// decides).
+    size: Option<u64>,
     bytes: Vec<u8>,
 }
 
@@ -39,6 +44,8 @@ struct Fetch {
 struct Tried {
     peers: HashSet<PeerId>,
     retry_at: Option<Instant>,
+    /// Rounds of asking every peer in vain: each doubles the wait before the next.
+    rounds: u32,
 }
 
 /// What a `Blob` answer leads to.
@@ -91,7 +98,11 @@ impl BlobFetches {
                 None => {
                     // Everyone was asked: wait, then start over.
                     tried.peers.clear();
-                    tried.retry_at = Some(now + RETRY_AFTER);
+                    let wait = RETRY_AFTER
+                        .saturating_mul(1 << tried.rounds.min(10))
+                        .min(MAX_RETRY_AFTER);
+                    tried.rounds += 1;
+                    tried.retry_at = Some(now + wait);
                     continue;
                 }
             };
@@ -100,7 +111,7 @@ impl BlobFetches {
                 blob,
                 Fetch {
                     peer,
-                    size,
+                    size: None,
                     bytes: Vec::new(),
                 },
             );
@@ -121,8 +132,11 @@ impl BlobFetches {
         let Some(fetch) = self.active.get_mut(&blob).filter(|f| f.peer == peer) else {
             return Chunk::Wrong("a blob that was not asked for");
         };
-        let wrong = if size != fetch.size {
-            Some("a blob of another size than its events say")
+        let size_now = *fetch.size.get_or_insert(size);
+        let wrong = if size != size_now {
+            Some("blob parts of different sizes")
+        } else if size > MAX_BLOB_BYTES {
+            Some("a blob over the size limit")
         } else if offset != fetch.bytes.len() as u64 {
             Some("a blob part from the wrong offset")
         } else if bytes.len() > MAX_BLOB_CHUNK_BYTES
@@ -251,8 +265,14 @@ mod tests {
             fetches.on_chunk(other, blob, size, 0, &bytes),
             Chunk::Wrong(_)
         ));
+        // The holder's size counts, not the event's claim (the hash decides)...
+        assert_eq!(
+            fetches.on_chunk(peer, blob, size + 1, 0, &bytes[..50]),
+            Chunk::Next(peer, 50)
+        );
+        // ...but it must keep to it.
         assert!(matches!(
-            fetches.on_chunk(peer, blob, size + 1, 0, &bytes),
+            fetches.on_chunk(peer, blob, size, 50, &bytes[50..]),
             Chunk::Wrong(_)
         ));
         fetches.start(&[(blob, size)], &[peer, other], now);

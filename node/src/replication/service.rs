@@ -70,6 +70,9 @@ pub const REQUESTS_PER_SECOND: f64 = 5_000.0;
 const SUMMARY_BUCKETS_PER_REQUEST: usize = 16;
 /// Bridge keys a joining node may have certified (one per channel).
 const MAX_JOIN_BRIDGES: usize = 9;
+/// Missing blobs read per look (those nobody has wait their turn in [`BlobFetches`] without
+/// holding up the others).
+const MISSING_BLOBS_READ: usize = 4096;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
 const STALLS_ALLOWED: u32 = 3;
 
@@ -978,6 +981,10 @@ impl Service {
                     let done = self.done_sender.clone();
                     tokio::task::spawn_blocking(move || {
                         let stored = store.blobs().put_checked(&blob, &bytes);
+                        // Erased while it was on its way: not kept.
+                        if stored.is_ok() && store.drop_unreferenced(&[blob]).is_err() {
+                            warn!(%blob, "cannot check whether a fetched blob is still wanted");
+                        }
                         let forged =
                             matches!(stored, Err(crate::store::BlobError::HashMismatch { .. }));
                         let result = stored
@@ -1242,12 +1249,13 @@ impl Service {
         let done = self.done_sender.clone();
         tokio::task::spawn_blocking(move || {
             let mut missing = Vec::new();
-            match store.missing_blobs(64) {
+            match store.missing_blobs(MISSING_BLOBS_READ) {
                 Ok(listed) => {
                     for (blob, size) in listed {
                         // Already here (another fetch, or the bridge that made it uploaded it).
+                        // A file is named by the hash of its bytes: present is whole.
                         match store.blobs().size(&blob) {
-                            Ok(Some(stored)) if stored == size => {
+                            Ok(Some(_)) => {
                                 if let Err(err) = store.blob_found(&blob) {
                                     warn!(%blob, cause = %err, "cannot mark a blob found");
                                 }

@@ -150,6 +150,16 @@ impl BlobStore {
         }
     }
 
+    /// When a blob was last stored (or stored again), if it is.
+    pub fn modified(&self, blob: &BlobHash) -> Result<Option<SystemTime>, BlobError> {
+        let path = self.path(blob);
+        match fs::metadata(&path).and_then(|meta| meta.modified()) {
+            Ok(modified) => Ok(Some(modified)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(io_error("stat", &path)(err)),
+        }
+    }
+
     /// A blob's bytes, if it is stored.
     pub fn read(&self, blob: &BlobHash) -> Result<Option<Vec<u8>>, BlobError> {
         let path = self.path(blob);
