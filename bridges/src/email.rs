@@ -439,14 +439,43 @@ pub struct RelayError {
 impl EmailOutbound {
     /// Sends through the relay at `url` (`smtp://host:port` plain, `smtp://…?tls=required`
     /// for STARTTLS, `smtps://…` for TLS; `user:password@` for AUTH), from `name <address>`.
-    pub fn new(url: &str, address: &str, name: &str) -> Result<Self, RelayError> {
-        let transport = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
-            .map_err(|err| RelayError {
-                url: redact(url),
-                reason: err.to_string(),
-            })?
-            .timeout(Some(std::time::Duration::from_secs(30)))
-            .build();
+    /// `ca_pem`: a certificate (PEM) to trust for the relay besides the usual web roots (a
+    /// relay with a private CA or a self-signed certificate).
+    pub fn new(
+        url: &str,
+        address: &str,
+        name: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, RelayError> {
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+        let error = |reason: String| RelayError {
+            url: redact(url),
+            reason,
+        };
+        let mut builder = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            .map_err(|err| error(err.to_string()))?
+            .timeout(Some(std::time::Duration::from_secs(30)));
+        if let Some(pem) = ca_pem {
+            let host = relay_host(url).ok_or_else(|| error("no host".to_owned()))?;
+            let parameters = TlsParameters::builder(host)
+                .add_root_certificate(
+                    Certificate::from_pem(pem).map_err(|err| error(format!("relay_ca: {err}")))?,
+                )
+                .build_rustls()
+                .map_err(|err| error(err.to_string()))?;
+            builder = builder.tls(if url.starts_with("smtps://") {
+                Tls::Wrapper(parameters)
+            } else if url.contains("tls=required") {
+                Tls::Required(parameters)
+            } else if url.contains("tls=opportunistic") {
+                Tls::Opportunistic(parameters)
+            } else {
+                return Err(error(
+                    "relay_ca is for a TLS relay: use smtps:// or ?tls=required".to_owned(),
+                ));
+            });
+        }
+        let transport = builder.build();
         Ok(EmailOutbound {
             transport,
             address: address.to_lowercase(),
@@ -472,6 +501,20 @@ impl EmailOutbound {
             Err(err) => Err(crate::sdk::SendError::Retry(err.to_string())),
         }
     }
+}
+
+/// The host of a relay URL (`smtp://user:pw@host:port/name?tls=…` → `host`).
+fn relay_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.0,
+        None => host_port.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 fn redact(url: &str) -> String {
@@ -825,6 +868,19 @@ mod tests {
     }
 
     /// A long run of quote lines costs one pass, not one per line.
+    #[test]
+    fn the_relay_host_is_read_from_its_url() {
+        for (url, host) in [
+            ("smtp://u:p@relay.example:587?tls=required", "relay.example"),
+            ("smtps://relay.example", "relay.example"),
+            ("smtp://localhost:2525/helo.name", "localhost"),
+            ("smtp://u:p@[::1]:25", "::1"),
+        ] {
+            assert_eq!(relay_host(url).as_deref(), Some(host), "{url}");
+        }
+        assert_eq!(relay_host("smtp://"), None);
+    }
+
     #[test]
     fn trimming_a_huge_quote_is_linear() {
         // Quadratic, this took minutes; linear, milliseconds.

@@ -95,6 +95,7 @@ fn main() {
         email_relay: None,
         email_name: None,
         email_authserv_id: None,
+        email_relay_ca: None,
         email_imap: None,
         email_imap_poll: std::time::Duration::from_secs(30),
     };

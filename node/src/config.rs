@@ -51,6 +51,9 @@ smtp_listen = \"127.0.0.1:2525\"
 # smtps:// for TLS; user:password@ for AUTH). THREADLINE_SMTP_RELAY overrides it (keep the
 # password there rather than here). No relay: replies wait in the email queue.
 # relay = \"smtp://127.0.0.1:587?tls=required\"
+# A certificate (PEM file) to trust for the relay, besides the usual web roots: a relay with
+# a private CA or a self-signed certificate.
+# relay_ca = \"/etc/threadline/relay-ca.pem\"
 # The name replies are signed with (From: NAME <address>); by default the address's domain.
 # name = \"Shop\"
 # The authserv-id of your MX (RFC 8601). When set, only mail whose Authentication-Results
@@ -98,6 +101,8 @@ pub struct Config {
     /// The MX whose `Authentication-Results` must say `dmarc=pass` (any From: is taken on
     /// trust when `None`).
     pub email_authserv_id: Option<String>,
+    /// A certificate file to trust for the relay.
+    pub email_relay_ca: Option<std::path::PathBuf>,
     /// An existing mailbox to poll over IMAP too.
     pub email_imap: Option<threadline_bridges::email::imap::MailboxUrl>,
     /// How often it is polled.
@@ -162,6 +167,8 @@ struct EmailSection {
     #[serde(default)]
     authserv_id: Option<String>,
     #[serde(default)]
+    relay_ca: Option<std::path::PathBuf>,
+    #[serde(default)]
     imap: Option<String>,
     #[serde(default = "default_imap_poll_seconds")]
     imap_poll_seconds: u64,
@@ -179,6 +186,7 @@ impl Default for EmailSection {
             relay: None,
             name: None,
             authserv_id: None,
+            relay_ca: None,
             imap: None,
             imap_poll_seconds: default_imap_poll_seconds(),
         }
@@ -396,6 +404,7 @@ impl Config {
                 .or(file.email.relay),
             email_name: file.email.name,
             email_authserv_id: file.email.authserv_id.filter(|id| !id.trim().is_empty()),
+            email_relay_ca: file.email.relay_ca,
             replication_listen,
             replication_peers,
             replication_mdns: file.replication.mdns,

@@ -94,11 +94,23 @@ pub async fn run_with(
                             .map(|(_, domain)| domain.to_owned())
                             .unwrap_or_default()
                     });
-                    let outbound =
-                        threadline_bridges::email::EmailOutbound::new(url, address, &name)
-                            .map_err(|err| {
-                                ServerError::Admin(admin::AdminError::Event(err.to_string()))
-                            })?;
+                    let fail = |text: String| ServerError::Admin(admin::AdminError::Event(text));
+                    let ca = match &config.email_relay_ca {
+                        Some(path) => Some(std::fs::read(path).map_err(|err| {
+                            fail(format!(
+                                "email.relay_ca: cannot read {}: {err}",
+                                path.display()
+                            ))
+                        })?),
+                        None => None,
+                    };
+                    let outbound = threadline_bridges::email::EmailOutbound::new(
+                        url,
+                        address,
+                        &name,
+                        ca.as_deref(),
+                    )
+                    .map_err(|err| fail(err.to_string()))?;
                     let bridge = Bridge::new(
                         BridgeIdentity::new(key.clone(), ChannelKind::Email),
                         LocalLink::new(ingest.clone(), ChannelKind::Email),

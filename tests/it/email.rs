@@ -275,6 +275,41 @@ impl Relay {
         }
     }
 
+    /// A relay that requires STARTTLS (with the self-signed certificate in
+    /// `tests/fixtures/relay-tls`) and AUTH as `user`/`password`.
+    fn start_with_auth(user: &str, password: &str) -> Relay {
+        let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing (.ci/run makes it)",
+            python.display()
+        );
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let maildir = dir.path().join("mail");
+        let child = Command::new(&python)
+            .arg(fixtures.join("relay_auth.py"))
+            .arg(port.to_string())
+            .arg(fixtures.join("relay-tls/cert.pem"))
+            .arg(fixtures.join("relay-tls/key.pem"))
+            .arg(&maildir)
+            .args([user, password])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the relay starts");
+        eventually("the relay listens", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Relay {
+            child,
+            port,
+            maildir,
+            _dir: dir,
+        }
+    }
+
     /// The mails captured so far, oldest first.
     fn mails(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
@@ -1286,4 +1321,68 @@ fn mail_in_an_existing_mailbox_is_taken_over_imap_once_and_marked() {
         texts(&node, &shop.token, &thread),
         ["Where is order 9?", "And a second question."]
     );
+}
+
+#[test]
+fn replies_go_out_through_a_relay_that_requires_starttls_and_auth() {
+    let relay = Relay::start_with_auth("shop", "relay secret");
+    let ca = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/relay-tls/cert.pem");
+    // One shop trusts the relay's certificate; the other does not (and must not send).
+    let shop_with = |trust: bool| {
+        let shop = Shop::new();
+        let config = shop.data.join("config.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let mut relay_lines = format!(
+            "relay = \"smtp://shop:relay%20secret@localhost:{}?tls=required\"",
+            relay.port
+        );
+        if trust {
+            relay_lines.push_str(&format!("\nrelay_ca = \"{}\"", ca.display()));
+        }
+        let text = text.replace(
+            "# relay = \"smtp://127.0.0.1:587?tls=required\"",
+            &relay_lines,
+        );
+        std::fs::write(&config, text).expect("config written");
+        shop
+    };
+    for trust in [true, false] {
+        let shop = shop_with(trust);
+        let (node, port) = shop.start();
+        let from = if trust {
+            "alice@example.test"
+        } else {
+            "bob@example.test"
+        };
+        let (taken, log) = swaks(port, from, SUPPORT, &[], "Hello?");
+        assert!(taken, "{log}");
+        let thread = thread_of(&node, &shop.token, &format!("email:{from}"));
+        let (status, answer) = node.post(
+            &shop.token,
+            &format!("/api/v1/threads/{thread}/replies"),
+            &json!({ "text": format!("Hello {from}") }),
+        );
+        assert_eq!(status, 200, "{answer}");
+        if trust {
+            let mail = eventually(
+                "the reply reaches the relay",
+                Duration::from_secs(30),
+                || relay.mails().into_iter().next(),
+            );
+            assert!(mail.contains("Hello alice@example.test"), "{mail}");
+        } else {
+            // An untrusted certificate: nothing is sent, and the agents see why.
+            let reason = eventually("a failed receipt", Duration::from_secs(30), || {
+                let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+                detail["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .find(|e| e["kind"] == "thread.receipt" && e["detail"]["receipt"] == "failed")
+                    .and_then(|e| e["text"].as_str().map(str::to_owned))
+            });
+            assert!(reason.to_lowercase().contains("certificate"), "{reason}");
+            assert_eq!(relay.mails().len(), 1, "only the trusted shop's reply");
+        }
+    }
 }
