@@ -533,7 +533,8 @@ const QUOTED_MESSAGES: usize = 20;
 /// Message-ID that names the thread, In-Reply-To and References to the customer's mails, the
 /// reply as plain text, and the conversation before it quoted below (whatever channel it was on:
 /// a chat handed off to email keeps its context; earlier files are named, not sent again).
-/// `files` are the reply's attachments with their bytes: the mail is `multipart/mixed` then.
+/// The text comes as plain text and as HTML (`multipart/alternative`); `files` are the reply's
+/// attachments with their bytes: the mail is `multipart/mixed` then.
 pub fn compose(
     delivery: &crate::sdk::Delivery,
     history: &[crate::sdk::ThreadMessage],
@@ -541,7 +542,7 @@ pub fn compose(
     address: &str,
     name: &str,
 ) -> Result<lettre::Message, String> {
-    use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
+    use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart};
     if delivery.handle.channel() != threadline_protocol::ChannelKind::Email {
         return Err(format!("{} is not an email address", delivery.handle));
     }
@@ -572,6 +573,10 @@ pub fn compose(
         .filter(|id| id.starts_with('<') && id.ends_with('>'))
         .collect();
     let mut body = delivery.text.clone();
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<div>{}</div>\n",
+        html_text(&delivery.text)
+    );
     let quoted: Vec<&&crate::sdk::ThreadMessage> = before
         .iter()
         .rev()
@@ -582,6 +587,7 @@ pub fn compose(
         .collect();
     if !quoted.is_empty() {
         body.push_str("\n\n--- Earlier in this conversation ---\n");
+        html.push_str("<p style=\"color:#666;margin-top:2em\">Earlier in this conversation</p>\n");
         for message in quoted {
             let who = match (message.inbound, message.channel) {
                 (true, Some(channel)) => format!("You ({channel})"),
@@ -598,15 +604,25 @@ pub fn compose(
             for line in text.lines() {
                 body.push_str(&format!("> {line}\n"));
             }
+            let mut files = String::new();
             for file in &message.attachments {
-                body.push_str(&format!(
-                    "> [attachment: {}, {}]\n",
+                let file = format!(
+                    "[attachment: {}, {}]",
                     file.name.as_str(),
                     human_size(file.size)
-                ));
+                );
+                body.push_str(&format!("> {file}\n"));
+                files.push_str(&format!("<br><i>{}</i>", html_text(&file)));
             }
+            html.push_str(&format!(
+                "<p style=\"margin:1em 0 0.2em\"><b>{}</b></p>\n<blockquote style=\"margin:0;padding-left:1em;border-left:3px solid #ccc;color:#444\">{}{files}</blockquote>\n",
+                html_text(&who),
+                html_text(&text)
+            ));
         }
     }
+    html.push_str("</body></html>\n");
+    let text_and_html = MultiPart::alternative_plain_html(body, html);
     let mut builder = lettre::Message::builder()
         .from(mailbox(address.to_owned())?)
         .reply_to(mailbox(format!(
@@ -631,11 +647,10 @@ pub fn compose(
     }
     if files.is_empty() {
         return builder
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
+            .multipart(text_and_html)
             .map_err(|err| err.to_string());
     }
-    let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(body));
+    let mut parts = MultiPart::mixed().multipart(text_and_html);
     for (file, bytes) in files {
         let media_type = ContentType::parse(file.media_type.as_str())
             .or_else(|_| ContentType::parse("application/octet-stream"))
@@ -645,6 +660,24 @@ pub fn compose(
         );
     }
     builder.multipart(parts).map_err(|err| err.to_string())
+}
+
+/// Text as HTML: escaped, line breaks kept.
+fn html_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("<br>\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A size for people: `532 bytes`, `12 KB`, `3.4 MB`.
@@ -868,6 +901,48 @@ mod tests {
     }
 
     /// A long run of quote lines costs one pass, not one per line.
+    /// A reply's mail: plain text and HTML alternatives, the HTML escaped, the earlier
+    /// conversation quoted in both.
+    #[test]
+    fn a_reply_is_plain_text_and_escaped_html_with_the_conversation_quoted() {
+        let thread = threadline_protocol::ThreadId::from_bytes([5; 32]);
+        let delivery = crate::sdk::Delivery {
+            seq: 1,
+            thread,
+            event: threadline_protocol::EventId::from_bytes([6; 32]),
+            depth: 3,
+            handle: "email:alice@example.test".parse().expect("handle"),
+            text: "Use <b>code</b> & \"SAVE10\"".to_owned(),
+            attachments: Vec::new(),
+        };
+        let history = vec![crate::sdk::ThreadMessage {
+            event: threadline_protocol::EventId::from_bytes([4; 32]),
+            depth: 1,
+            inbound: true,
+            channel: Some(threadline_protocol::ChannelKind::Webchat),
+            text: Some("Any discount?".to_owned()),
+            at: threadline_protocol::Timestamp::from_millis(1),
+            external_id: None,
+            attachments: Vec::new(),
+        }];
+        let mail =
+            compose(&delivery, &history, &[], "support@shop.test", "Shop").expect("composes");
+        let raw = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("Content-Type: text/plain"), "{raw}");
+        assert!(raw.contains("Content-Type: text/html"), "{raw}");
+        assert!(
+            raw.contains("Use <b>code</b> & \"SAVE10\""),
+            "plain stays plain: {raw}"
+        );
+        assert!(
+            raw.contains("Use &lt;b&gt;code&lt;/b&gt; &amp; &quot;SAVE10&quot;"),
+            "HTML is escaped: {raw}"
+        );
+        assert!(raw.contains("> Any discount?"), "{raw}");
+        assert!(raw.contains("<b>You (webchat)</b>"), "{raw}");
+    }
+
     #[test]
     fn the_relay_host_is_read_from_its_url() {
         for (url, host) in [
