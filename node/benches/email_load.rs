@@ -5,6 +5,10 @@
 //! waits for the group commit that also feeds the agents' live stream). Then every customer's
 //! thread is read back through the agent API: each mail must be there exactly once.
 //!
+//! `LOAD_ATTACHMENT_BYTES` (default 0) gives each mail a file of that size (different bytes
+//! for each, base64 in the mail as a mail client sends it): the `250` then also waits for the
+//! file to be stored as a blob, and the read-back checks each message refers to its file.
+//!
 //! Run: `cargo bench -p threadline-node --bench email_load`. Figures: docs/BENCHMARKS.md.
 
 use std::collections::HashMap;
@@ -31,7 +35,54 @@ async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
     }
 }
 
-async fn session(port: u16, mails: Vec<(usize, usize)>) -> Vec<Duration> {
+/// A mail's body: plain text, or multipart with a file of `attachment` bytes.
+fn body(mail: usize, sender: usize, attachment: usize) -> String {
+    let head = format!(
+        "From: Customer {sender} <customer{sender}@example.test>\r\nTo: support@shop.test\r\nSubject: order {mail}\r\nMessage-ID: <load-{mail}@example.test>\r\n"
+    );
+    let text = format!("Mail number {mail} from customer {sender}.");
+    if attachment == 0 {
+        return format!("{head}\r\n{text}\r\n.\r\n");
+    }
+    // Bytes that differ for every mail, so every file is a blob of its own.
+    let mut bytes = vec![0u8; attachment];
+    let mut state = (mail as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for byte in &mut bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *byte = (state >> 24) as u8;
+    }
+    let encoded = base64(&bytes);
+    let mut lines = String::new();
+    for chunk in encoded.as_bytes().chunks(76) {
+        lines.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        lines.push_str("\r\n");
+    }
+    format!(
+        "{head}MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n{text}\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"order-{mail}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{lines}--b--\r\n.\r\n"
+    )
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn session(port: u16, mails: Vec<(usize, usize)>, attachment: usize) -> Vec<Duration> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -50,9 +101,7 @@ async fn session(port: u16, mails: Vec<(usize, usize)>) -> Vec<Duration> {
         assert_eq!(reply(&mut reader).await, 250);
         assert_eq!(reply(&mut reader).await, 250);
         assert_eq!(reply(&mut reader).await, 354);
-        let body = format!(
-            "From: Customer {sender} <customer{sender}@example.test>\r\nTo: support@shop.test\r\nSubject: order {mail}\r\nMessage-ID: <load-{mail}@example.test>\r\n\r\nMail number {mail} from customer {sender}.\r\n.\r\n"
-        );
+        let body = body(mail, sender, attachment);
         write.write_all(body.as_bytes()).await.expect("write");
         let sent = Instant::now();
         let code = reply(&mut reader).await;
@@ -67,6 +116,7 @@ fn main() {
     let n_mails = env("LOAD_MAILS", 10_000);
     let n_senders = env("LOAD_SENDERS", 1_000);
     let n_sessions = env("LOAD_SESSIONS", 50);
+    let attachment = env("LOAD_ATTACHMENT_BYTES", 0);
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = DataDir::new(tmp.path().join("data"));
     let initialised = admin::init(&data_dir, clock::now()).expect("init");
@@ -121,7 +171,7 @@ fn main() {
     let mut latencies: Vec<Duration> = runtime.block_on(async {
         let tasks: Vec<_> = per_session
             .into_iter()
-            .map(|mails| tokio::spawn(session(smtp_port, mails)))
+            .map(|mails| tokio::spawn(session(smtp_port, mails, attachment)))
             .collect();
         let mut all = Vec::new();
         for task in tasks {
@@ -132,7 +182,8 @@ fn main() {
     let took = started.elapsed();
     latencies.sort();
     println!(
-        "{n_mails} mails from {n_senders} customers over {n_sessions} SMTP sessions in {took:.1?}: {:.0} mails/s; end of DATA -> 250 (durable, in the inbox) p50 {:.2?} p99 {:.2?} max {:.2?}",
+        "{n_mails} mails ({}) from {n_senders} customers over {n_sessions} SMTP sessions in {took:.1?}: {:.0} mails/s; end of DATA -> 250 (durable, in the inbox) p50 {:.2?} p99 {:.2?} max {:.2?}",
+        if attachment == 0 { "text only".to_owned() } else { format!("each with a {attachment}-byte file") },
         n_mails as f64 / took.as_secs_f64(),
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
@@ -181,6 +232,11 @@ fn main() {
                     text.ends_with(&format!("from customer {sender}.")),
                     "a mail on the wrong thread: {text} on {handle}'s"
                 );
+                if attachment > 0 {
+                    let files = event["attachments"].as_array().expect("attachments");
+                    assert_eq!(files.len(), 1, "the mail's file: {event}");
+                    assert_eq!(files[0]["size"], attachment);
+                }
                 *by_sender.entry(handle).or_default() += 1;
                 total += 1;
             }

@@ -8,6 +8,9 @@
 //!    handshakes included).
 //! 3. live: A takes `BENCH_RATE` new events per second (default 1,000) for 10 s; latency from
 //!    A's submit to B's live stream, p50 and p99.
+//! 4. attachments: A takes `BENCH_FILES` messages (default 100), each with a file of
+//!    `BENCH_FILE_BYTES` (default 1,000,000); time until B has fetched every file (whole and
+//!    hash-checked), MB/s and bytes on the wire per file byte.
 //!
 //! Run: `cargo bench -p threadline-node --bench replication`. Figures: docs/BENCHMARKS.md.
 
@@ -337,6 +340,70 @@ fn main() {
         "live at {rate}/s for {n_live} events: A submit -> B live stream p50 {:.2?} p99 {:.2?} ({seen} seen)",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99),
+    );
+
+    // 4. Attachments: messages with files on A; B fetches the files.
+    let n_files = env("BENCH_FILES", 100);
+    let file_bytes = env("BENCH_FILE_BYTES", 1_000_000);
+    let wire_before = wire.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let blobs: Vec<threadline_protocol::id::BlobHash> = runtime.block_on(async {
+        let mut blobs = Vec::with_capacity(n_files);
+        for idx in 0..n_files {
+            let bytes: Vec<u8> = (0..file_bytes)
+                .map(|i| (i as u64).wrapping_mul(idx as u64 + 7).to_le_bytes()[1])
+                .collect();
+            let blob = a.ingest.store().blobs().put(&bytes).expect("stored");
+            let n_chains = chains.len();
+            let chain = &mut chains[idx % n_chains];
+            let event = Draft::new(
+                Scope::Thread(chain.thread),
+                chain.parents.clone(),
+                chain.depth,
+                clock::now(),
+                EventKind::inbound_message(ChannelKind::Webchat),
+            )
+            .with_content(
+                Content::text(format!("file {idx}"))
+                    .with_handle(chain.handle.clone())
+                    .with_external_id(ExternalId::new(format!("file-{idx}")).expect("valid"))
+                    .with_attachment(threadline_protocol::event::Attachment::new(
+                        blob,
+                        bytes.len() as u64,
+                        threadline_protocol::name::AttachmentMeta::new("application/pdf")
+                            .expect("valid"),
+                        threadline_protocol::name::AttachmentMeta::new(format!("{idx}.pdf"))
+                            .expect("valid"),
+                    )),
+            )
+            .sign(&bridge.key)
+            .expect("signs");
+            chain.parents = vec![event.id().expect("id")];
+            chain.depth += 1;
+            let result = a.ingest.submit(vec![event]).await;
+            assert!(
+                matches!(result[0], Ok(ingest::Submitted::Stored(_))),
+                "{result:?}"
+            );
+            blobs.push(blob);
+        }
+        blobs
+    });
+    let b_store = b.ingest.store().clone();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !blobs
+        .iter()
+        .all(|blob| b_store.blobs().size(blob).ok().flatten() == Some(file_bytes as u64))
+    {
+        assert!(Instant::now() < deadline, "B never got every file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let total = (n_files * file_bytes) as f64;
+    println!(
+        "attachments: {n_files} files of {file_bytes} bytes on A -> all on B in {took:.2?}: {:.1} MB/s; {:.3} wire bytes per file byte",
+        total / took.as_secs_f64() / 1e6,
+        (wire.load(Ordering::Relaxed) - wire_before) as f64 / total,
     );
     stop(&runtime, b);
     stop(&runtime, a);

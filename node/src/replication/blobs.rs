@@ -60,10 +60,19 @@ pub enum Chunk {
 }
 
 /// The blobs being fetched and the peers that did not have them.
+///
+/// The list of missing blobs is read off the loop, so it can be older than what finished
+/// meanwhile: each read has a generation ([`BlobFetches::read_started`]), and a blob whose
+/// file was stored after a read began is not fetched again from that read's list.
 #[derive(Debug, Default)]
 pub struct BlobFetches {
     active: HashMap<BlobHash, Fetch>,
     tried: HashMap<BlobHash, Tried>,
+    /// Whole, being checked and stored.
+    storing: HashSet<BlobHash>,
+    /// Stored, with the generation of the newest read started before.
+    stored: HashMap<BlobHash, u64>,
+    generation: u64,
 }
 
 impl BlobFetches {
@@ -72,11 +81,27 @@ impl BlobFetches {
         self.active.len()
     }
 
-    /// Starts fetches for `missing` blobs (hash and size, as the events give them) from
-    /// `peers`, up to [`MAX_FETCHES`] at once: the requests to send.
+    /// A read of the missing blobs starts: its generation, for [`BlobFetches::start`].
+    pub fn read_started(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// A whole blob was stored (`ok`), or could not be.
+    pub fn stored(&mut self, blob: BlobHash, ok: bool) {
+        self.storing.remove(&blob);
+        if ok {
+            self.stored.insert(blob, self.generation);
+        }
+    }
+
+    /// Starts fetches for `missing` blobs (hash and size, as the events give them, read by
+    /// the read of `generation`) from `peers`, up to [`MAX_FETCHES`] at once: the requests to
+    /// send.
     pub fn start(
         &mut self,
         missing: &[(BlobHash, u64)],
+        generation: u64,
         peers: &[PeerId],
         now: Instant,
     ) -> Vec<(PeerId, SyncMessage)> {
@@ -85,7 +110,12 @@ impl BlobFetches {
             if self.active.len() >= MAX_FETCHES {
                 break;
             }
-            if self.active.contains_key(&blob) || size > MAX_BLOB_BYTES {
+            let stored_since = self.stored.get(&blob).is_some_and(|g| *g >= generation);
+            if self.active.contains_key(&blob)
+                || self.storing.contains(&blob)
+                || stored_since
+                || size > MAX_BLOB_BYTES
+            {
                 continue;
             }
             let tried = self.tried.entry(blob).or_default();
@@ -117,6 +147,8 @@ impl BlobFetches {
             );
             requests.push((peer, SyncMessage::WantBlob { blob, offset: 0 }));
         }
+        // A read that began after these were stored lists them no more.
+        self.stored.retain(|_, g| *g >= generation);
         requests
     }
 
@@ -161,6 +193,7 @@ impl BlobFetches {
                 .map(|f| f.bytes)
                 .unwrap_or_default();
             self.tried.remove(&blob);
+            self.storing.insert(blob);
             return Chunk::Whole(blob, whole);
         }
         Chunk::Next(peer, fetch.bytes.len() as u64)
@@ -206,7 +239,7 @@ mod tests {
         let peer = PeerId::random();
         let mut fetches = BlobFetches::default();
         let now = Instant::now();
-        let asked = fetches.start(&[(blob, bytes.len() as u64)], &[peer], now);
+        let asked = fetches.start(&[(blob, bytes.len() as u64)], 1, &[peer], now);
         assert_eq!(
             asked,
             vec![(peer, SyncMessage::WantBlob { blob, offset: 0 })]
@@ -225,6 +258,36 @@ mod tests {
         assert_eq!(fetches.active(), 0);
     }
 
+    /// A list read before a blob was stored does not fetch it again.
+    #[test]
+    fn a_stale_list_does_not_fetch_a_stored_blob_again() {
+        let (blob, bytes) = blob_of(10);
+        let peer = PeerId::random();
+        let now = Instant::now();
+        let missing = [(blob, bytes.len() as u64)];
+        let mut fetches = BlobFetches::default();
+        let first = fetches.read_started();
+        assert_eq!(fetches.start(&missing, first, &[peer], now).len(), 1);
+        let stale = fetches.read_started();
+        let size = bytes.len() as u64;
+        assert!(matches!(
+            fetches.on_chunk(peer, blob, size, 0, &bytes),
+            Chunk::Whole(..)
+        ));
+        assert!(
+            fetches.start(&missing, stale, &[peer], now).is_empty(),
+            "being stored"
+        );
+        fetches.stored(blob, true);
+        assert!(
+            fetches.start(&missing, stale, &[peer], now).is_empty(),
+            "stored since"
+        );
+        // A read begun after it was stored lists it only if it is missing again.
+        let fresh = fetches.read_started();
+        assert_eq!(fetches.start(&missing, fresh, &[peer], now).len(), 1);
+    }
+
     /// A peer that lacks the blob is not asked again; once all were asked, the fetch waits.
     #[test]
     fn peers_without_the_blob_are_skipped_then_all_retried_later() {
@@ -233,19 +296,20 @@ mod tests {
         let mut fetches = BlobFetches::default();
         let now = Instant::now();
         let missing = [(blob, bytes.len() as u64)];
-        assert_eq!(fetches.start(&missing, &[a, b], now)[0].0, a);
+        assert_eq!(fetches.start(&missing, 1, &[a, b], now)[0].0, a);
         fetches.not_from(a, blob);
-        assert_eq!(fetches.start(&missing, &[a, b], now)[0].0, b);
+        assert_eq!(fetches.start(&missing, 1, &[a, b], now)[0].0, b);
         fetches.not_from(b, blob);
         assert!(
-            fetches.start(&missing, &[a, b], now).is_empty(),
+            fetches.start(&missing, 1, &[a, b], now).is_empty(),
             "both asked"
         );
         assert!(fetches
-            .start(&missing, &[a, b], now + Duration::from_secs(1))
+            .start(&missing, 1, &[a, b], now + Duration::from_secs(1))
             .is_empty());
         let later = fetches.start(
             &missing,
+            1,
             &[a, b],
             now + RETRY_AFTER + Duration::from_secs(1),
         );
@@ -260,7 +324,7 @@ mod tests {
         let size = bytes.len() as u64;
         let now = Instant::now();
         let mut fetches = BlobFetches::default();
-        fetches.start(&[(blob, size)], &[peer], now);
+        fetches.start(&[(blob, size)], 1, &[peer], now);
         assert!(matches!(
             fetches.on_chunk(other, blob, size, 0, &bytes),
             Chunk::Wrong(_)
@@ -275,13 +339,13 @@ mod tests {
             fetches.on_chunk(peer, blob, size, 50, &bytes[50..]),
             Chunk::Wrong(_)
         ));
-        fetches.start(&[(blob, size)], &[peer, other], now);
+        fetches.start(&[(blob, size)], 1, &[peer, other], now);
         assert!(matches!(
             fetches.on_chunk(other, blob, size, 5, &bytes[5..]),
             Chunk::Wrong(_)
         ));
         // Not more than one at a time per blob, and at most MAX_FETCHES in all.
         let many: Vec<(BlobHash, u64)> = (0..10).map(|i| (blob_of(i + 1).0, 1)).collect();
-        assert_eq!(fetches.start(&many, &[peer], now).len(), MAX_FETCHES);
+        assert_eq!(fetches.start(&many, 1, &[peer], now).len(), MAX_FETCHES);
     }
 }

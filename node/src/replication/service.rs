@@ -223,8 +223,8 @@ enum Done {
         /// The peer sent bytes that are not the blob.
         forged: bool,
     },
-    /// The blobs still missing, read from the store.
-    MissingBlobs(Vec<(BlobHash, u64)>),
+    /// The blobs still missing, read from the store (by the read of this generation).
+    MissingBlobs(u64, Vec<(BlobHash, u64)>),
 }
 
 struct Target {
@@ -1245,6 +1245,7 @@ impl Service {
             return;
         }
         self.reading_missing = true;
+        let generation = self.blob_fetches.read_started();
         let store = self.ingest.store().clone();
         let done = self.done_sender.clone();
         tokio::task::spawn_blocking(move || {
@@ -1266,11 +1267,11 @@ impl Service {
                 }
                 Err(err) => warn!(cause = %err, "cannot read the missing blobs"),
             }
-            let _ = done.send(Done::MissingBlobs(missing));
+            let _ = done.send(Done::MissingBlobs(generation, missing));
         });
     }
 
-    fn start_blob_fetches(&mut self, missing: Vec<(BlobHash, u64)>) {
+    fn start_blob_fetches(&mut self, generation: u64, missing: Vec<(BlobHash, u64)>) {
         self.reading_missing = false;
         self.blob_fetches
             .retain_missing(&missing.iter().map(|(blob, _)| *blob).collect());
@@ -1282,7 +1283,10 @@ impl Service {
             .collect();
         peers.sort();
         let peers: Vec<PeerId> = peers.into_iter().map(|(_, peer)| peer).collect();
-        for (peer, request) in self.blob_fetches.start(&missing, &peers, Instant::now()) {
+        for (peer, request) in self
+            .blob_fetches
+            .start(&missing, generation, &peers, Instant::now())
+        {
             if let SyncMessage::WantBlob { blob, .. } = request {
                 debug!(%peer, %blob, "fetching a blob");
                 self.request(peer, request, Asked::Blob(blob));
@@ -1292,7 +1296,7 @@ impl Service {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::MissingBlobs(missing) => self.start_blob_fetches(missing),
+            Done::MissingBlobs(generation, missing) => self.start_blob_fetches(generation, missing),
             Done::BlobStored {
                 peer,
                 blob,
@@ -1301,13 +1305,18 @@ impl Service {
             } => match result {
                 Ok(()) => {
                     debug!(%peer, %blob, "blob stored");
+                    self.blob_fetches.stored(blob, true);
                     self.fetch_blobs();
                 }
                 Err(err) if forged => {
+                    self.blob_fetches.stored(blob, false);
                     self.blob_fetches.bad_bytes(peer, blob);
                     self.penalise(peer, PENALTY_LIMIT, &format!("forged blob bytes: {err}"));
                 }
-                Err(err) => warn!(%blob, cause = %err, "cannot store a fetched blob"),
+                Err(err) => {
+                    self.blob_fetches.stored(blob, false);
+                    warn!(%blob, cause = %err, "cannot store a fetched blob");
+                }
             },
             Done::Respond(channel, message) => self.respond(channel, message),
             Done::RespondAndPenalise(channel, message, peer, points, reason) => {
