@@ -184,6 +184,8 @@ impl InboundMail {
                     .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id))
             })
             .find_map(|header| {
+                // What a sender controls (quoted strings, comments) can hold `;dmarc=pass`.
+                let header = without_comments_and_quotes(header);
                 header.split(';').skip(1).find_map(|method| {
                     let result = method.trim().strip_prefix("dmarc")?.trim_start();
                     let result = result.strip_prefix('=')?.trim_start();
@@ -225,6 +227,34 @@ impl InboundMail {
             })
             .collect()
     }
+}
+
+/// A header value without its comments (`(…)`, nested) and quoted strings (`"…"`), each
+/// replaced by a space (RFC 5322 §3.2.2 and §3.2.4).
+fn without_comments_and_quotes(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    for c in value.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if depth > 0 || quoted => escaped = true,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(' ');
+            }
+            '(' if !quoted => {
+                depth += 1;
+                out.push(' ');
+            }
+            ')' if !quoted && depth > 0 => depth -= 1,
+            _ if depth > 0 || quoted => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The values of the header `name` (lowercase) in a mail's header section, in order,
@@ -456,6 +486,9 @@ impl EmailOutbound {
             .map_err(|err| error(err.to_string()))?
             .timeout(Some(std::time::Duration::from_secs(30)));
         if let Some(pem) = ca_pem {
+            if !String::from_utf8_lossy(pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(error("relay_ca holds no PEM certificate".to_owned()));
+            }
             let host = relay_host(url).ok_or_else(|| error("no host".to_owned()))?;
             let parameters = TlsParameters::builder(host)
                 .add_root_certificate(
@@ -988,6 +1021,13 @@ mod tests {
         );
         let parsed = InboundMail::parse(&raw).expect("parses");
         assert_eq!(parsed.dmarc_result("mx.shop.test"), None);
+        // A sender's address or a comment cannot smuggle a result in.
+        let raw = mail(
+            "Authentication-Results: mx.shop.test; spf=pass smtp.mailfrom=\"x;dmarc=pass\"@evil.test (sender \\(says\\) ;dmarc=pass);\r\n dmarc=fail header.from=example.test\r\nFrom: alice@example.test\r\nTo: support@shop.test",
+            "hi\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.dmarc_result("mx.shop.test").as_deref(), Some("fail"));
     }
 
     #[test]

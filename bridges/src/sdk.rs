@@ -454,7 +454,10 @@ pub struct Bridge<L> {
 /// A delivery waiting to be sent again.
 #[derive(Debug, Clone, Copy)]
 struct Retrying {
-    attempts: u32,
+    /// Times the app refused it for now (`SendError::Retry`): what gives up.
+    refusals: u32,
+    /// Times it was not ready (`SendError::NotReady`): never gives up.
+    waits: u32,
     next: std::time::Instant,
 }
 
@@ -606,7 +609,7 @@ impl<L: NodeLink> Bridge<L> {
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
                 Err(SendError::Retry(reason))
-                    if waiting.map_or(0, |w| w.attempts) + 1 >= MAX_SEND_ATTEMPTS =>
+                    if waiting.map_or(0, |w| w.refusals) + 1 >= MAX_SEND_ATTEMPTS =>
                 {
                     Some((
                         ReceiptKind::Failed,
@@ -616,14 +619,22 @@ impl<L: NodeLink> Bridge<L> {
                     ))
                 }
                 Err(failure @ (SendError::Retry(_) | SendError::NotReady(_))) => {
-                    // Only the app's failure is news for the agents.
-                    let attempts = waiting.map_or(0, |w| w.attempts) + 1;
-                    // The app's failure at once; a wait for the bytes only once it is long.
+                    let (mut refusals, mut waits) =
+                        waiting.map_or((0, 0), |w| (w.refusals, w.waits));
+                    // The app's first refusal is news for the agents at once; a wait for the
+                    // bytes only once it is long.
                     let (reason, tell) = match failure {
-                        SendError::Retry(reason) => (reason, attempts == 1),
-                        SendError::NotReady(reason) => (reason, attempts == NOT_READY_NOTICE),
+                        SendError::Retry(reason) => {
+                            refusals += 1;
+                            (reason, refusals == 1)
+                        }
+                        SendError::NotReady(reason) => {
+                            waits += 1;
+                            (reason, waits == NOT_READY_NOTICE)
+                        }
                         _ => continue,
                     };
+                    let attempts = refusals + waits;
                     let wait = Duration::from_secs(1)
                         .saturating_mul(1 << attempts.min(16))
                         .min(MAX_SEND_RETRY);
@@ -633,7 +644,8 @@ impl<L: NodeLink> Bridge<L> {
                         .insert(
                             seq,
                             Retrying {
-                                attempts,
+                                refusals,
+                                waits,
                                 next: now + wait,
                             },
                         );

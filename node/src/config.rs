@@ -51,8 +51,9 @@ smtp_listen = \"127.0.0.1:2525\"
 # smtps:// for TLS; user:password@ for AUTH). THREADLINE_SMTP_RELAY overrides it (keep the
 # password there rather than here). No relay: replies wait in the email queue.
 # relay = \"smtp://127.0.0.1:587?tls=required\"
-# A certificate (PEM file) to trust for the relay, besides the usual web roots: a relay with
-# a private CA or a self-signed certificate.
+# A certificate (PEM file) to trust for the relay, besides the usual web roots: the private
+# CA that signed the relay's certificate, or a self-signed one made as a server certificate
+# (CA:FALSE; one made as a CA is refused as a server's own certificate).
 # relay_ca = \"/etc/threadline/relay-ca.pem\"
 # The name replies are signed with (From: NAME <address>); by default the address's domain.
 # name = \"Shop\"

@@ -31,6 +31,10 @@ use crate::store::{Store, StoreError};
 
 pub use writer::{start, Running};
 
+/// The channels whose bridges send a reply's files (the others would drop them).
+pub const CHANNELS_WITH_FILES: [threadline_protocol::ChannelKind; 1] =
+    [threadline_protocol::ChannelKind::Email];
+
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,
 /// callers wait.
 pub const QUEUE_DEPTH: usize = 1024;
@@ -78,6 +82,12 @@ pub enum IngestError {
         blob: threadline_protocol::id::BlobHash,
         /// The size the event gives it.
         size: u64,
+    },
+    /// A reply with files on a thread whose route's bridge does not send files.
+    #[error("replies on {} cannot carry files (only {}): send a link, or hand the thread off", route.map_or("no route".to_owned(), |c| c.to_string()), CHANNELS_WITH_FILES.map(|c| c.to_string()).join(", "))]
+    FilesNotCarried {
+        /// The thread's route.
+        route: Option<threadline_protocol::ChannelKind>,
     },
     /// The store failed; the request may or may not be stored, and was not acknowledged.
     #[error(transparent)]

@@ -450,11 +450,22 @@ impl Store {
         Ok(swept)
     }
 
-    /// Blobs that events from peers refer to and that are not here yet, with their sizes (at
-    /// most `limit`).
-    pub fn missing_blobs(&self, limit: usize) -> Result<Vec<(BlobHash, u64)>, StoreError> {
-        self.tree(TreeName::MissingBlobs)
-            .iter()
+    /// Blobs that events from peers refer to and that are not here yet, with their sizes: at
+    /// most `limit`, in hash order, after `after` (from the first with `None`).
+    pub fn missing_blobs(
+        &self,
+        after: Option<&BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<(BlobHash, u64)>, StoreError> {
+        let tree = self.tree(TreeName::MissingBlobs);
+        let entries = match after {
+            Some(after) => tree.range((
+                std::ops::Bound::Excluded(after.as_bytes().to_vec()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => tree.iter(),
+        };
+        entries
             .take(limit)
             .map(|entry| {
                 let (key, value) = entry?;

@@ -857,6 +857,22 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
         .into_json()
         .expect("json");
     assert_eq!(uploaded["size"], label.len());
+    // Over the limit: a clear 413, nothing stored.
+    let too_big = vec![7u8; 32 * 1024 * 1024 + 1];
+    let refused = second_node
+        .http()
+        .post(&format!("{}/api/v1/attachments", second_node.base))
+        .set("Authorization", &format!("Bearer {second_token}"))
+        .send_bytes(&too_big);
+    match refused {
+        Err(ureq::Error::Status(413, response)) => {
+            let body: Value = response.into_json().expect("a JSON error");
+            assert_eq!(body["error"]["code"], "too_large", "{body}");
+        }
+        other => panic!("an upload over 32 MiB must be refused with 413: {other:?}"),
+    }
+    let big_hash = threadline_protocol::id::BlobHash::of(&too_big).to_string();
+    assert!(!blob_file(&second_data, &big_hash).exists());
     let (status, answer) = second_node.post(
         &second_token,
         &format!("/api/v1/threads/{thread}/replies"),

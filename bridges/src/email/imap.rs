@@ -23,6 +23,12 @@ pub const TAKEN_KEYWORD: &str = "$Threadline";
 const PER_POLL: usize = 100;
 /// A server that does not answer within this long is given up until the next poll.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// Polls a message may fail in (it cannot be fetched, or the server chokes on it) before it
+/// is marked as refused and skipped, so one bad message never stops the mailbox.
+const FAILURES_ALLOWED: u32 = 3;
+
+/// Messages that failed, by UID, across polls (kept by [`poll_forever`]).
+pub type Failures = std::collections::HashMap<u32, u32>;
 
 /// Where the mailbox is: `imap://user:password@host:143/MAILBOX` (plain, for a server on the
 /// same host or network) or `imaps://…:993/…` (TLS, checked against the usual web roots). The
@@ -159,9 +165,10 @@ pub struct Polled {
 pub async fn poll_forever(url: MailboxUrl, interval: Duration, max_bytes: usize, sink: MailSink) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = Failures::new();
     loop {
         tick.tick().await;
-        match poll_once(&url, max_bytes, &sink).await {
+        match poll_once(&url, max_bytes, &sink, &mut failures).await {
             Ok(polled) if polled == Polled::default() => {}
             Ok(polled) => tracing::info!(mailbox = %url, ?polled, "IMAP poll"),
             Err(err) => tracing::warn!(cause = %err, "IMAP poll failed; trying again later"),
@@ -169,11 +176,13 @@ pub async fn poll_forever(url: MailboxUrl, interval: Duration, max_bytes: usize,
     }
 }
 
-/// One poll: takes what is new in the mailbox.
+/// One poll: takes what is new in the mailbox. `failures` counts the messages that could not
+/// be fetched, across polls.
 pub async fn poll_once(
     url: &MailboxUrl,
     max_bytes: usize,
     sink: &MailSink,
+    failures: &mut Failures,
 ) -> Result<Polled, PollError> {
     let connect_error = |detail: String| PollError::Connect {
         url: url.to_string(),
@@ -184,7 +193,7 @@ pub async fn poll_once(
         .map_err(|_| PollError::Timeout(TIMEOUT))?
         .map_err(|err| connect_error(err.to_string()))?;
     if !url.tls {
-        return session(url, tcp, max_bytes, sink).await;
+        return session(url, tcp, max_bytes, sink, failures).await;
     }
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -204,7 +213,7 @@ pub async fn poll_once(
     .await
     .map_err(|_| PollError::Timeout(TIMEOUT))?
     .map_err(|err| connect_error(err.to_string()))?;
-    session(url, tls, max_bytes, sink).await
+    session(url, tls, max_bytes, sink, failures).await
 }
 
 async fn session<S>(
@@ -212,6 +221,7 @@ async fn session<S>(
     stream: S,
     max_bytes: usize,
     sink: &MailSink,
+    failures: &mut Failures,
 ) -> Result<Polled, PollError>
 where
     S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
@@ -232,11 +242,13 @@ where
     let mailbox = within(session.select(&url.mailbox))
         .await?
         .map_err(imap("SELECT"))?;
-    // Keywords if the server keeps them (`\*` or ours among the permanent flags).
-    let keywords = mailbox.permanent_flags.iter().any(|flag| {
-        matches!(flag, Flag::MayCreate)
-            || matches!(flag, Flag::Custom(name) if name.as_ref() == TAKEN_KEYWORD)
-    });
+    // Keywords if the server keeps them (`\*` or ours among the permanent flags; none named
+    // means every flag is permanent, RFC 3501 §7.1).
+    let keywords = mailbox.permanent_flags.is_empty()
+        || mailbox.permanent_flags.iter().any(|flag| {
+            matches!(flag, Flag::MayCreate)
+                || matches!(flag, Flag::Custom(name) if name.as_ref() == TAKEN_KEYWORD)
+        });
     let (search, mark) = if keywords {
         (
             format!("UNKEYWORD {TAKEN_KEYWORD}"),
@@ -256,30 +268,48 @@ where
         ..Polled::default()
     };
     for uid in uids.into_iter().take(PER_POLL) {
-        let fetched: Vec<async_imap::types::Fetch> = {
-            let stream = within(session.uid_fetch(uid.to_string(), "(RFC822.SIZE BODY.PEEK[])"))
-                .await?
-                .map_err(imap("UID FETCH"))?;
-            within(stream.collect::<Vec<_>>())
-                .await?
-                .into_iter()
-                .collect::<Result<_, _>>()
-                .map_err(imap("UID FETCH"))?
-        };
-        while session.unsolicited_responses.try_recv().is_ok() {}
-        let Some(message) = fetched.iter().find(|f| f.uid == Some(uid)) else {
-            // Expunged meanwhile.
-            continue;
-        };
-        let size = message.size.map_or(0, |size| size as usize);
         let refused = |text: String| Refusal { code: 552, text };
-        let outcome = match message.body() {
-            _ if size > max_bytes => {
-                Err(refused(format!("5.3.4 {size} bytes; at most {max_bytes}")))
+        let failed = failures.get(&uid).copied().unwrap_or(0);
+        let outcome = if failed >= FAILURES_ALLOWED {
+            Err(refused(format!(
+                "5.6.0 it could not be fetched in {failed} polls"
+            )))
+        } else {
+            // Counted as failed until it is through: an error below ends the poll.
+            *failures.entry(uid).or_insert(0) += 1;
+            // The size first: a message too large is never downloaded.
+            let sizes = fetch(&mut session, uid, "(UID RFC822.SIZE)").await?;
+            let size = sizes
+                .iter()
+                .find(|f| f.uid == Some(uid))
+                .and_then(|f| f.size)
+                .map(|size| size as usize);
+            match size {
+                // Expunged meanwhile.
+                None => {
+                    failures.remove(&uid);
+                    continue;
+                }
+                Some(size) if size > max_bytes => {
+                    Err(refused(format!("5.3.4 {size} bytes; at most {max_bytes}")))
+                }
+                Some(_) => {
+                    let bodies = fetch(&mut session, uid, "(UID BODY.PEEK[])").await?;
+                    match bodies
+                        .iter()
+                        .find(|f| f.uid == Some(uid))
+                        .and_then(|f| f.body())
+                    {
+                        None => Err(refused("5.6.0 no body".to_owned())),
+                        Some(bytes) => within(take(bytes, sink)).await.unwrap_or(Err(Refusal {
+                            code: 451,
+                            text: "4.3.0 the node took too long".to_owned(),
+                        })),
+                    }
+                }
             }
-            None => Err(refused("5.6.0 no body".to_owned())),
-            Some(bytes) => take(bytes, sink).await,
         };
+        failures.remove(&uid);
         match outcome {
             Ok(()) => polled.taken += 1,
             Err(refusal) if (400..500).contains(&refusal.code) => {
@@ -303,14 +333,14 @@ where
                 polled.refused += 1;
             }
         }
-        let marked: Vec<_> = within(
-            session
-                .uid_store(uid.to_string(), &mark)
-                .await
-                .map_err(imap("UID STORE"))?
-                .collect::<Vec<_>>(),
-        )
-        .await?;
+        let marked: Vec<_> = within(async {
+            match session.uid_store(uid.to_string(), &mark).await {
+                Ok(updates) => Ok(updates.collect::<Vec<_>>().await),
+                Err(err) => Err(err),
+            }
+        })
+        .await?
+        .map_err(imap("UID STORE"))?;
         marked
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
@@ -320,6 +350,34 @@ where
     // The work is done and marked; a failed goodbye changes nothing.
     let _ = within(session.logout()).await;
     Ok(polled)
+}
+
+/// `UID FETCH uid query`, whole, within the timeout.
+async fn fetch<S>(
+    session: &mut async_imap::Session<S>,
+    uid: u32,
+    query: &str,
+) -> Result<Vec<async_imap::types::Fetch>, PollError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + Send,
+{
+    let error = |err: async_imap::error::Error| PollError::Imap {
+        command: "UID FETCH",
+        detail: err.to_string(),
+    };
+    let fetched = within(async {
+        match session.uid_fetch(uid.to_string(), query).await {
+            Ok(stream) => Ok(stream.collect::<Vec<_>>().await),
+            Err(err) => Err(err),
+        }
+    })
+    .await?
+    .map_err(error)?
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(error)?;
+    while session.unsolicited_responses.try_recv().is_ok() {}
+    Ok(fetched)
 }
 
 /// Hands a message to the sink as SMTP would: the envelope sender from its `Return-Path`
@@ -334,7 +392,8 @@ async fn take(bytes: &[u8], sink: &MailSink) -> Result<(), Refusal> {
     sink(mail).await
 }
 
-/// The address in the first `Return-Path:` header (empty for `<>`).
+/// The address in the first `Return-Path:` header: empty only for a literal `<>` (a bounce);
+/// `None` for anything else that is not `<address>`.
 fn return_path(bytes: &[u8]) -> Option<String> {
     let head_end = bytes
         .windows(4)
@@ -343,13 +402,11 @@ fn return_path(bytes: &[u8]) -> Option<String> {
     let head = String::from_utf8_lossy(&bytes[..head_end]);
     head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("return-path").then(|| {
-            value
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>')
-                .to_owned()
-        })
+        if !name.trim().eq_ignore_ascii_case("return-path") {
+            return None;
+        }
+        let address = value.trim().strip_prefix('<')?.strip_suffix('>')?.trim();
+        (address.is_empty() == (value.trim() == "<>")).then(|| address.to_owned())
     })
 }
 
@@ -408,5 +465,8 @@ mod tests {
             Some(String::new())
         );
         assert_eq!(return_path(b"From: a\r\n\r\nReturn-Path: <x>"), None);
+        // Only a literal `<>` is a bounce's; an empty or folded value is no sender at all.
+        assert_eq!(return_path(b"Return-Path:\r\n <a@b>\r\n\r\nbody"), None);
+        assert_eq!(return_path(b"Return-Path: < >\r\n\r\nbody"), None);
     }
 }

@@ -26,6 +26,8 @@ use crate::store::{BlobError, StoreError};
 const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
 /// Uploads held in memory at once (each up to 32 MiB); more wait their turn.
 const UPLOADS_AT_ONCE: usize = 4;
+/// The longest an upload may take, waiting for its turn included.
+const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Bytes read from a file per part of a download (downloads are streamed).
 const DOWNLOAD_PART: usize = 64 * 1024;
 
@@ -44,18 +46,34 @@ pub struct Stored {
 /// the async threads.
 async fn store_blob(ingest: &Ingest, body: Body) -> Result<Json<Stored>, ApiError> {
     let max = threadline_protocol::limits::MAX_BLOB_BYTES;
-    let _turn = UPLOADS
-        .acquire()
-        .await
-        .map_err(|_| ApiError::internal("the upload queue is closed"))?;
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|err| {
+    // A client that stalls gives its turn up: it cannot hold the uploads of everyone else.
+    let read = tokio::time::timeout(UPLOAD_TIMEOUT, async {
+        let _turn = UPLOADS
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("the upload queue is closed"))?;
+        axum::body::to_bytes(body, limit).await.map_err(|err| {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("an attachment is at most {max} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("the upload was cut short: {err}"))
+            }
+        })
+    });
+    let bytes = read.await.map_err(|_| {
         ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("an attachment is at most {max} bytes ({err})"),
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the upload took longer than {UPLOAD_TIMEOUT:?}"),
         )
-    })?;
+    })??;
     let store = ingest.store().clone();
     let size = bytes.len() as u64;
     let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))

@@ -105,6 +105,9 @@ impl From<IngestError> for ApiError {
             IngestError::HandleNotOfContact { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "handle_not_of_contact", message)
             }
+            IngestError::FilesNotCarried { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
+            }
             IngestError::MissingBlob { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "missing_attachment", message)
             }

@@ -19,9 +19,6 @@ use super::views::{parse_field, parse_id, status_name, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 
-/// The channels whose bridges send a reply's files (the others would drop them).
-const CHANNELS_WITH_FILES: [ChannelKind; 1] = [ChannelKind::Email];
-
 /// Default and largest page.
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 200;
@@ -288,26 +285,6 @@ pub async fn reply(
             body.attachments.len(),
             threadline_protocol::limits::MAX_ATTACHMENTS
         )));
-    }
-    if !body.attachments.is_empty() {
-        let thread: ThreadId = parse_id(&id, "thread")?;
-        let route = ingest
-            .store()
-            .thread_state(&thread)?
-            .ok_or_else(|| ApiError::not_found(format!("no thread `{thread}`")))?
-            .route
-            .map(|route| route.channel);
-        if !route.is_some_and(|channel| CHANNELS_WITH_FILES.contains(&channel)) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "attachments_not_supported",
-                format!(
-                    "replies on {} cannot carry files (only {}): send a link, or hand the thread off",
-                    route.map_or("no route".to_owned(), |c| c.to_string()),
-                    CHANNELS_WITH_FILES.map(|c| c.to_string()).join(", ")
-                ),
-            ));
-        }
     }
     let mut attachments = Vec::with_capacity(body.attachments.len());
     for file in body.attachments {

@@ -344,19 +344,23 @@ impl Writer {
                     .map_err(drop),
             };
         }
-        // After the commit: what this batch made refer to a file is in the store now.
-        for (grace, reply) in sweeps {
-            let swept = self
-                .store
-                .sweep_unused_blobs(grace)
-                .map_err(IngestError::from);
-            let _ = reply.send(swept);
-        }
         if flushed.is_ok() {
             for event in live {
                 // No subscribers is fine.
                 let _ = self.live.send(event);
             }
+        }
+        // After the commit, and only after a good one (a failed one is applied again at the
+        // next open): what this batch made refer to a file is in the store now.
+        for (grace, reply) in sweeps {
+            let swept = match &flushed {
+                Ok(()) => self
+                    .store
+                    .sweep_unused_blobs(grace)
+                    .map_err(IngestError::from),
+                Err(err) => Err(not_durable(err)),
+            };
+            let _ = reply.send(swept);
         }
     }
 
@@ -802,6 +806,16 @@ impl Writer {
         let thread = self.threads.load(&self.store, thread_id)?;
         let contact = thread.state().contact;
         let (parents, depth) = thread.dag().next_parents();
+        // Checked here, with the route as it is when the reply is stored (not as it was when
+        // the request came): a reply's files go only where its bridge sends them.
+        if let Action::Reply(_, attachments) = &action {
+            let route = thread.state().route.map(|route| route.channel);
+            if !attachments.is_empty()
+                && !route.is_some_and(|channel| super::CHANNELS_WITH_FILES.contains(&channel))
+            {
+                return Err(IngestError::FilesNotCarried { route });
+            }
+        }
         let (kind, content) = match action {
             Action::Reply(text, attachments) => (
                 ThreadKind::Message {

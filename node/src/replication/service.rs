@@ -224,7 +224,18 @@ enum Done {
         forged: bool,
     },
     /// The blobs still missing, read from the store (by the read of this generation).
-    MissingBlobs(u64, Vec<(BlobHash, u64)>),
+    MissingBlobs(u64, MissingWindow, Vec<(BlobHash, u64)>),
+}
+
+/// Which part of the missing blobs a read covered.
+#[derive(Debug, Clone, Copy)]
+struct MissingWindow {
+    /// It started at the first.
+    from_start: bool,
+    /// The last it listed.
+    last: Option<BlobHash>,
+    /// It reached the last.
+    to_end: bool,
 }
 
 struct Target {
@@ -255,6 +266,8 @@ struct Service {
     blob_fetches: BlobFetches,
     /// A read of the missing blobs is under way.
     reading_missing: bool,
+    /// Where the next read of the missing blobs starts (they are read a window at a time).
+    missing_after: Option<BlobHash>,
 }
 
 /// Starts replication: builds the swarm and listens (errors here stop the node from
@@ -305,6 +318,7 @@ async fn run(
         status,
         blob_fetches: BlobFetches::default(),
         reading_missing: false,
+        missing_after: None,
     };
     service.load_targets();
     let mut live = ingest.subscribe();
@@ -338,7 +352,10 @@ async fn run(
                 }
                 service.dial_due();
                 service.unblock_due();
-                service.fetch_blobs();
+                if ticks % 5 == 0 {
+                    // New ones are asked for when their events arrive; this is the retry.
+                    service.fetch_blobs();
+                }
                 service.publish_status();
             }
             () = ingest.closing() => break,
@@ -1004,6 +1021,7 @@ impl Service {
             (Asked::Blob(asked), SyncMessage::NoBlob { blob }) if blob == asked => {
                 debug!(%peer, %blob, "the peer has no such blob to share");
                 self.blob_fetches.not_from(peer, blob);
+                self.fetch_blobs();
             }
             (Asked::Blob(blob), SyncMessage::Refused { reason }) => {
                 debug!(%peer, %blob, reason, "a peer refused a blob");
@@ -1248,10 +1266,18 @@ impl Service {
         let generation = self.blob_fetches.read_started();
         let store = self.ingest.store().clone();
         let done = self.done_sender.clone();
+        let after = self.missing_after;
         tokio::task::spawn_blocking(move || {
             let mut missing = Vec::new();
-            match store.missing_blobs(MISSING_BLOBS_READ) {
+            let mut window = MissingWindow {
+                from_start: after.is_none(),
+                last: None,
+                to_end: true,
+            };
+            match store.missing_blobs(after.as_ref(), MISSING_BLOBS_READ) {
                 Ok(listed) => {
+                    window.to_end = listed.len() < MISSING_BLOBS_READ;
+                    window.last = listed.last().map(|(blob, _)| *blob);
                     for (blob, size) in listed {
                         // Already here (another fetch, or the bridge that made it uploaded it).
                         // A file is named by the hash of its bytes: present is whole.
@@ -1267,14 +1293,24 @@ impl Service {
                 }
                 Err(err) => warn!(cause = %err, "cannot read the missing blobs"),
             }
-            let _ = done.send(Done::MissingBlobs(generation, missing));
+            let _ = done.send(Done::MissingBlobs(generation, window, missing));
         });
     }
 
-    fn start_blob_fetches(&mut self, generation: u64, missing: Vec<(BlobHash, u64)>) {
+    fn start_blob_fetches(
+        &mut self,
+        generation: u64,
+        window: MissingWindow,
+        missing: Vec<(BlobHash, u64)>,
+    ) {
         self.reading_missing = false;
-        self.blob_fetches
-            .retain_missing(&missing.iter().map(|(blob, _)| *blob).collect());
+        // The next read goes on where this one stopped, wrapping round at the end.
+        self.missing_after = if window.to_end { None } else { window.last };
+        if window.from_start && window.to_end {
+            // The whole list: what is not on it is missing no more.
+            self.blob_fetches
+                .retain_missing(&missing.iter().map(|(blob, _)| *blob).collect());
+        }
         // This org's nodes first: they may have every blob; a partner only its shared threads'.
         let mut peers: Vec<(bool, PeerId)> = self
             .peers
@@ -1296,7 +1332,9 @@ impl Service {
 
     fn on_done(&mut self, done: Done) {
         match done {
-            Done::MissingBlobs(generation, missing) => self.start_blob_fetches(generation, missing),
+            Done::MissingBlobs(generation, window, missing) => {
+                self.start_blob_fetches(generation, window, missing)
+            }
             Done::BlobStored {
                 peer,
                 blob,

@@ -223,11 +223,12 @@ impl BlobStore {
                 else {
                     continue;
                 };
-                let modified = entry
-                    .metadata()
-                    .and_then(|meta| meta.modified())
-                    .map_err(io_error("stat", &entry.path()))?;
-                blobs.push((blob, modified));
+                match entry.metadata().and_then(|meta| meta.modified()) {
+                    Ok(modified) => blobs.push((blob, modified)),
+                    // Deleted since it was listed.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(io_error("stat", &entry.path())(err)),
+                }
             }
         }
         Ok(blobs)
