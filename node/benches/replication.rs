@@ -41,6 +41,19 @@ struct Chain {
 }
 
 fn message(key: &SecretKey, chain: &mut Chain, tag: &str) -> Event {
+    message_with(key, chain, tag, None)
+}
+
+/// A customer's message on `chain`, with a file if given.
+fn message_with(
+    key: &SecretKey,
+    chain: &mut Chain,
+    tag: &str,
+    file: Option<threadline_protocol::event::Attachment>,
+) -> Event {
+    let content = Content::text(format!("message {tag} from {}", chain.handle))
+        .with_handle(chain.handle.clone())
+        .with_external_id(ExternalId::new(tag.to_owned()).expect("valid"));
     let event = Draft::new(
         Scope::Thread(chain.thread),
         chain.parents.clone(),
@@ -48,11 +61,10 @@ fn message(key: &SecretKey, chain: &mut Chain, tag: &str) -> Event {
         clock::now(),
         EventKind::inbound_message(ChannelKind::Webchat),
     )
-    .with_content(
-        Content::text(format!("message {tag} from {}", chain.handle))
-            .with_handle(chain.handle.clone())
-            .with_external_id(ExternalId::new(tag.to_owned()).expect("valid")),
-    )
+    .with_content(match file {
+        Some(file) => content.with_attachment(file),
+        None => content,
+    })
     .sign(key)
     .expect("signs");
     chain.parents = vec![event.id().expect("id")];
@@ -355,31 +367,19 @@ fn main() {
                 .collect();
             let blob = a.ingest.store().blobs().put(&bytes).expect("stored");
             let n_chains = chains.len();
-            let chain = &mut chains[idx % n_chains];
-            let event = Draft::new(
-                Scope::Thread(chain.thread),
-                chain.parents.clone(),
-                chain.depth,
-                clock::now(),
-                EventKind::inbound_message(ChannelKind::Webchat),
-            )
-            .with_content(
-                Content::text(format!("file {idx}"))
-                    .with_handle(chain.handle.clone())
-                    .with_external_id(ExternalId::new(format!("file-{idx}")).expect("valid"))
-                    .with_attachment(threadline_protocol::event::Attachment::new(
-                        blob,
-                        bytes.len() as u64,
-                        threadline_protocol::name::AttachmentMeta::new("application/pdf")
-                            .expect("valid"),
-                        threadline_protocol::name::AttachmentMeta::new(format!("{idx}.pdf"))
-                            .expect("valid"),
-                    )),
-            )
-            .sign(&bridge.key)
-            .expect("signs");
-            chain.parents = vec![event.id().expect("id")];
-            chain.depth += 1;
+            let file = threadline_protocol::event::Attachment::new(
+                blob,
+                bytes.len() as u64,
+                threadline_protocol::name::AttachmentMeta::new("application/pdf").expect("valid"),
+                threadline_protocol::name::AttachmentMeta::new(format!("{idx}.pdf"))
+                    .expect("valid"),
+            );
+            let event = message_with(
+                &bridge.key,
+                &mut chains[idx % n_chains],
+                &format!("file-{idx}"),
+                Some(file),
+            );
             let result = a.ingest.submit(vec![event]).await;
             assert!(
                 matches!(result[0], Ok(ingest::Submitted::Stored(_))),

@@ -254,25 +254,14 @@ impl Relay {
             "{} is missing: python3 -m venv target/venv && target/venv/bin/pip install aiosmtpd",
             binary.display()
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let maildir = dir.path().join("mail");
-        let child = Command::new(&binary)
-            .args(["-n", "-u", "-l", &format!("127.0.0.1:{port}")])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("aiosmtpd starts");
-        eventually("aiosmtpd listens", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        Relay {
-            child,
-            port,
-            maildir,
-            _dir: dir,
-        }
+        Relay::spawn(port, |maildir| {
+            let mut command = Command::new(&binary);
+            command
+                .args(["-n", "-u", "-l", &format!("127.0.0.1:{port}")])
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(maildir);
+            command
+        })
     }
 
     /// A relay that requires STARTTLS (with the self-signed certificate in
@@ -286,15 +275,24 @@ impl Relay {
         );
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let port = free_port();
+        Relay::spawn(port, |maildir| {
+            let mut command = Command::new(&python);
+            command
+                .arg(fixtures.join("relay_auth.py"))
+                .arg(port.to_string())
+                .arg(fixtures.join("relay-tls/cert.pem"))
+                .arg(fixtures.join("relay-tls/key.pem"))
+                .arg(maildir)
+                .args([user, password]);
+            command
+        })
+    }
+
+    /// Runs the relay `command` makes for a Maildir, and waits until it listens on `port`.
+    fn spawn(port: u16, command: impl FnOnce(&std::path::Path) -> Command) -> Relay {
         let dir = tempfile::tempdir().expect("tempdir");
         let maildir = dir.path().join("mail");
-        let child = Command::new(&python)
-            .arg(fixtures.join("relay_auth.py"))
-            .arg(port.to_string())
-            .arg(fixtures.join("relay-tls/cert.pem"))
-            .arg(fixtures.join("relay-tls/key.pem"))
-            .arg(&maildir)
-            .args([user, password])
+        let child = command(&maildir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
