@@ -4,7 +4,9 @@
 //!
 //! An unreadable *answer* fails the request (libp2p reports it). An unreadable *request* comes
 //! up as [`Frame::Unreadable`] instead: libp2p's request-response drops a request its codec
-//! cannot read without telling anyone, and the node must know, to penalise the peer.
+//! cannot read without telling anyone, and the node must know, to penalise the peer. A request
+//! whose kind is newer than this build ([`Frame::Newer`]: a tag past the last it knows) is
+//! not an offence: a newer node may ask it, and is answered `Refused`.
 
 use std::io;
 
@@ -23,7 +25,12 @@ pub enum Frame {
     Message(SyncMessage),
     /// A frame that is oversize or does not decode (never sent; only read).
     Unreadable(String),
+    /// A request of a kind this build does not know yet, by its tag (never sent; only read).
+    Newer(u8),
 }
+
+/// The tag of the last [`SyncMessage`] variant this build knows (`NoBlob`).
+pub const LAST_KNOWN_TAG: u8 = 15;
 
 impl From<SyncMessage> for Frame {
     fn from(message: SyncMessage) -> Self {
@@ -33,6 +40,12 @@ impl From<SyncMessage> for Frame {
 
 /// Reads one frame and decodes it.
 pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<SyncMessage> {
+    let bytes = read_frame_bytes(io).await?;
+    SyncMessage::from_bytes(&bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+}
+
+/// Reads one frame's bytes (at most [`MAX_FRAME_BYTES`]).
+async fn read_frame_bytes<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
@@ -44,7 +57,7 @@ pub async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<S
     }
     let mut bytes = vec![0u8; len];
     io.read_exact(&mut bytes).await?;
-    SyncMessage::from_bytes(&bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+    Ok(bytes)
 }
 
 /// Encodes a message and writes it as one frame.
@@ -81,12 +94,24 @@ impl libp2p::request_response::Codec for SyncCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        match read_frame(io).await {
-            Ok(message) => Ok(Frame::Message(message)),
+        let bytes = match read_frame_bytes(io).await {
+            Ok(bytes) => bytes,
             Err(err) if err.kind() == io::ErrorKind::InvalidData => {
-                Ok(Frame::Unreadable(err.to_string()))
+                return Ok(Frame::Unreadable(err.to_string()))
             }
-            Err(err) => Err(err),
+            Err(err) => return Err(err),
+        };
+        match SyncMessage::from_bytes(&bytes) {
+            Ok(message) => Ok(Frame::Message(message)),
+            // The message's own tag (a one-byte varint below 251) is past the last known one.
+            Err(threadline_protocol::codec::DecodeError::UnknownVariant { .. })
+                if bytes
+                    .first()
+                    .is_some_and(|tag| *tag > LAST_KNOWN_TAG && *tag < 251) =>
+            {
+                Ok(Frame::Newer(bytes[0]))
+            }
+            Err(err) => Ok(Frame::Unreadable(err.to_string())),
         }
     }
 
@@ -108,9 +133,9 @@ impl libp2p::request_response::Codec for SyncCodec {
     {
         match request {
             Frame::Message(message) => write_frame(io, &message).await,
-            Frame::Unreadable(_) => Err(io::Error::new(
+            Frame::Unreadable(_) | Frame::Newer(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "an unreadable frame is never sent",
+                "only messages are sent",
             )),
         }
     }
@@ -158,6 +183,36 @@ mod tests {
             .await
             .expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+
+        // The last known tag is the last variant's.
+        let last = SyncMessage::NoBlob {
+            blob: threadline_protocol::id::BlobHash::of(b""),
+        };
+        assert_eq!(last.to_bytes().expect("encodes")[0], LAST_KNOWN_TAG);
+
+        // A request newer than this build, and one with a known tag but garbage inside.
+        let mut codec = SyncCodec;
+        let protocol = StreamProtocol::new(super::super::SYNC_PROTOCOL);
+        let mut newer = 1u32.to_be_bytes().to_vec();
+        newer.push(LAST_KNOWN_TAG + 1);
+        let frame = libp2p::request_response::Codec::read_request(
+            &mut codec,
+            &protocol,
+            &mut futures_util::io::Cursor::new(newer),
+        )
+        .await
+        .expect("read");
+        assert_eq!(frame, Frame::Newer(LAST_KNOWN_TAG + 1));
+        let mut bad_scope = 2u32.to_be_bytes().to_vec();
+        bad_scope.extend_from_slice(&[2, 9]); // Want { scope: tag 9 }
+        let frame = libp2p::request_response::Codec::read_request(
+            &mut codec,
+            &protocol,
+            &mut futures_util::io::Cursor::new(bad_scope),
+        )
+        .await
+        .expect("read");
+        assert!(matches!(frame, Frame::Unreadable(_)), "{frame:?}");
 
         // A truncated frame.
         let err = read_frame(&mut &wire[..wire.len() - 1])

@@ -496,6 +496,20 @@ impl Service {
                     self.refuse(channel, "unreadable frame");
                     self.penalise(peer, 50, &format!("an unreadable request: {reason}"));
                 }
+                request_response::Message::Request {
+                    request: super::Frame::Newer(tag),
+                    channel,
+                    ..
+                } => {
+                    // A newer node's question: no offence (the request budget still counts).
+                    debug!(%peer, tag, "a request of a newer protocol; refused");
+                    if self.allow_request(peer) {
+                        self.refuse(channel, "a request this node does not know (it is older)");
+                    } else {
+                        self.refuse(channel, "too many requests");
+                        self.penalise(peer, 10, "a flood of requests");
+                    }
+                }
                 request_response::Message::Response {
                     request_id,
                     response,
