@@ -201,6 +201,10 @@ enum ContactCommand {
         /// Write to this file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Copy the files of the contact's messages into this folder too (named
+        /// `<blob hash prefix>-<file name>`; the JSON names each by its blob hash).
+        #[arg(long)]
+        files: Option<PathBuf>,
     },
 }
 
@@ -212,6 +216,54 @@ enum EraseCommand {
         /// A contact id or a handle.
         contact: String,
     },
+}
+
+/// Copies the files a contact record's timeline refers to into `folder`; how many.
+fn export_files(
+    ingest: &ingest::Ingest,
+    record: &serde_json::Value,
+    folder: &std::path::Path,
+) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let mut copied = 0;
+    let events = record["timeline"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let files = events
+        .iter()
+        .flat_map(|e| e["attachments"].as_array().into_iter().flatten());
+    for file in files {
+        let (Some(hash), Some(name)) = (file["blob"].as_str(), file["name"].as_str()) else {
+            continue;
+        };
+        let blob: threadline_protocol::id::BlobHash = hash.parse()?;
+        // A name from a customer's mail: no folders, no hidden files, no control characters.
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c == '/' || c == '\\' || c.is_control() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let prefix = hash.get(..12).unwrap_or(hash);
+        let target = folder.join(format!("{prefix}-{}", safe.trim_start_matches('.')));
+        match ingest.store().blobs().read(&blob)? {
+            Some(bytes) => {
+                std::fs::write(&target, bytes)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+                copied += 1;
+            }
+            None => eprintln!(
+                "{name} ({hash}) is not on this node yet: export it where it is, or wait until it is fetched"
+            ),
+        }
+    }
+    Ok(copied)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -468,15 +520,24 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Contact { command } => {
-            let (contact, output) = match command {
-                ContactCommand::Show { contact } => (contact, None),
-                ContactCommand::Export { contact, output } => (contact, output),
+            let (contact, output, files) = match command {
+                ContactCommand::Show { contact } => (contact, None, None),
+                ContactCommand::Export {
+                    contact,
+                    output,
+                    files,
+                } => (contact, output, files),
             };
             with_ingest(&data_dir, |ingest| async move {
                 let id = contact_id(&ingest, &contact)?;
                 let record = api::contact_record(&ingest, id)
                     .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
-                let json = serde_json::to_string_pretty(&record)?;
+                let json = serde_json::to_value(&record)?;
+                if let Some(folder) = files {
+                    let copied = export_files(&ingest, &json, &folder)?;
+                    eprintln!("{copied} files copied to {}", folder.display());
+                }
+                let json = serde_json::to_string_pretty(&json)?;
                 match output {
                     Some(path) => std::fs::write(&path, json)
                         .with_context(|| format!("cannot write {}", path.display()))?,

@@ -902,8 +902,29 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
     let label_hash = uploaded["blob"].as_str().expect("blob").to_owned();
     assert!(blob_file(&shop.data, &label_hash).exists());
 
-    // Erasing the customer erases their files, on every node.
+    // The customer's export (right of access) has their files too.
     node.stop();
+    let export = tempfile::tempdir().expect("tempdir");
+    let files_dir = export.path().join("files");
+    threadline_ok(
+        &shop.data,
+        &[
+            "contact",
+            "export",
+            "email:alice@example.test",
+            "--output",
+            export.path().join("record.json").to_str().expect("utf-8"),
+            "--files",
+            files_dir.to_str().expect("utf-8"),
+        ],
+    );
+    let exported = |hash: &str, name: &str| {
+        std::fs::read(files_dir.join(format!("{}-{name}", &hash[..12]))).expect("exported file")
+    };
+    assert_eq!(exported(&photo_hash, "broken-vase.jpg"), photo);
+    assert_eq!(exported(&label_hash, "return-label.pdf"), label);
+
+    // Erasing the customer erases their files, on every node.
     let out = threadline_ok(
         &shop.data,
         &["erase", "contact", "email:alice@example.test"],
