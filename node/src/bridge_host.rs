@@ -113,19 +113,11 @@ impl NodeLink for LocalLink {
 
     async fn deliveries(&self, limit: usize) -> Result<Vec<sdk::Delivery>, LinkError> {
         let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
-        self.ingest
-            .store()
-            .deliveries(self.channel, limit)
-            .map_err(unavailable)?
-            .into_iter()
-            .map(|delivery| {
-                let attachments = crate::conversation::attachments_of(
-                    self.ingest.store(),
-                    delivery.thread,
-                    &delivery.event,
-                )
-                .map_err(unavailable)?;
-                Ok(sdk::Delivery {
+        Ok(
+            crate::conversation::deliveries(self.ingest.store(), self.channel, limit)
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|(delivery, attachments)| sdk::Delivery {
                     seq: delivery.seq,
                     thread: delivery.thread,
                     event: delivery.event,
@@ -134,8 +126,8 @@ impl NodeLink for LocalLink {
                     text: delivery.text,
                     attachments,
                 })
-            })
-            .collect()
+                .collect(),
+        )
     }
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash, LinkError> {

@@ -154,6 +154,28 @@ pub fn of_thread(
     Ok(Some(messages))
 }
 
+/// The oldest `limit` deliveries queued for `channel`, each with its reply's attachments.
+pub fn deliveries(
+    store: &crate::store::Store,
+    channel: threadline_protocol::ChannelKind,
+    limit: usize,
+) -> Result<
+    Vec<(
+        crate::store::Delivery,
+        Vec<threadline_protocol::event::Attachment>,
+    )>,
+    StoreError,
+> {
+    store
+        .deliveries(channel, limit)?
+        .into_iter()
+        .map(|delivery| {
+            let attachments = attachments_of(store, delivery.thread, &delivery.event)?;
+            Ok((delivery, attachments))
+        })
+        .collect()
+}
+
 /// The attachments of a thread's event (none if erased or unknown).
 pub fn attachments_of(
     store: &crate::store::Store,

@@ -79,6 +79,31 @@ impl Shop {
     }
 }
 
+/// Another node of a shop's org, joined with an invite, running.
+struct SecondNode {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    token: String,
+    node: Node,
+}
+
+impl Shop {
+    /// Joins a second node to the org of the running `node` and starts it.
+    fn join_second_node(&self, node: &Node) -> SecondNode {
+        let address = node.p2p_address(&self.token);
+        let invite = threadline_ok(&self.data, &["org", "invite", "--address", &address]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("second");
+        let joined = threadline_ok(&data, &["init", "--join", invite.trim()]);
+        SecondNode {
+            token: field(&joined, "token:"),
+            node: Node::start(&data),
+            data,
+            _dir: dir,
+        }
+    }
+}
+
 /// Sends a mail with swaks; true if the server took it.
 fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> (bool, String) {
     let mut command = Command::new("swaks");
@@ -352,13 +377,12 @@ fn a_web_chat_is_handed_off_to_email_and_the_customer_answers_by_mail() {
     let shop = Shop::with_relay(Some(relay.port));
     let (node, port) = shop.start();
     // A second node of the same org (the federation issue), joined before the conversation.
-    let address = node.p2p_address(&shop.token);
-    let invite = threadline_ok(&shop.data, &["org", "invite", "--address", &address]);
-    let second_dir = tempfile::tempdir().expect("tempdir");
-    let second_data = second_dir.path().join("second");
-    let joined = threadline_ok(&second_data, &["init", "--join", invite.trim()]);
-    let second_token = field(&joined, "token:");
-    let second_node = Node::start(&second_data);
+    let SecondNode {
+        token: second_token,
+        node: second_node,
+        _dir: _second,
+        ..
+    } = shop.join_second_node(&node);
 
     // 1. A visitor writes in the web chat.
     let mut visitor = Visitor::connect(&node, None);
@@ -751,13 +775,12 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
     let relay = Relay::start();
     let shop = Shop::with_relay(Some(relay.port));
     let (node, port) = shop.start();
-    let address = node.p2p_address(&shop.token);
-    let invite = threadline_ok(&shop.data, &["org", "invite", "--address", &address]);
-    let second_dir = tempfile::tempdir().expect("tempdir");
-    let second_data = second_dir.path().join("second");
-    let joined = threadline_ok(&second_data, &["init", "--join", invite.trim()]);
-    let second_token = field(&joined, "token:");
-    let second_node = Node::start(&second_data);
+    let SecondNode {
+        data: second_data,
+        token: second_token,
+        node: second_node,
+        _dir: _second,
+    } = shop.join_second_node(&node);
     // The office dials the laptop too, so they meet again after the office restarts.
     threadline_ok(
         &shop.data,

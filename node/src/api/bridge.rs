@@ -216,27 +216,19 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveriesAnswer>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
-    let deliveries = ingest
-        .store()
-        .deliveries(channel, limit)?
+    let deliveries = crate::conversation::deliveries(ingest.store(), channel, limit)?
         .into_iter()
-        .map(|delivery| {
-            Ok(DeliveryView {
-                attachments: crate::conversation::attachments_of(
-                    ingest.store(),
-                    delivery.thread,
-                    &delivery.event,
-                )?,
-                seq: delivery.seq,
-                thread: delivery.thread,
-                event: delivery.event,
-                depth: delivery.depth,
-                handle: delivery.handle,
-                text: delivery.text,
-                queued_at: delivery.queued_at.as_millis(),
-            })
+        .map(|(delivery, attachments)| DeliveryView {
+            seq: delivery.seq,
+            thread: delivery.thread,
+            event: delivery.event,
+            depth: delivery.depth,
+            handle: delivery.handle,
+            text: delivery.text,
+            attachments,
+            queued_at: delivery.queued_at.as_millis(),
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect();
     Ok(Json(DeliveriesAnswer { deliveries }))
 }
 
