@@ -12,11 +12,16 @@
 //!    as its own agent; only the org key revokes.
 //! 4. Thread events: the author's org is a member of the thread as of the event's causal past;
 //!    only the owning org changes membership or erases; the owner cannot be removed.
+//! 5. A bridge stays on its own org's threads and its channel's: it introduces a message only
+//!    into a thread of its org whose causal past opens it on the bridge's channel or hands it
+//!    off there (a node or agent, which checked that the customer's handle is the thread's
+//!    contact's, signed that); its receipt names an outbound message among its parents whose
+//!    reply was routed to its channel.
 
 use std::collections::BTreeMap;
 
 use crate::cert::{CertError, CertRole, Certificate};
-use crate::channel::{ChannelKind, Handle};
+use crate::channel::{ChannelKind, ChannelSet, Handle};
 use crate::event::{Direction, DirectoryKind, EventKind, ThreadKind, VerifiedEvent};
 use crate::key::{OrgId, PublicKey};
 use crate::limits::MAX_CLOCK_SKEW_MILLIS;
@@ -150,6 +155,33 @@ pub enum AuthError {
         /// The org written for.
         target: OrgId,
     },
+    /// A bridge wrote into a thread that its org never opened on, or handed off to, the
+    /// bridge's channel.
+    #[error("the thread is not open to {channel}: no node or agent opened it there or handed it off there")]
+    ChannelNotAdmitted {
+        /// The bridge's channel.
+        channel: ChannelKind,
+    },
+    /// A receipt's target is not one of its parents.
+    #[error("a receipt's target {target} must be one of its parents")]
+    ReceiptTargetNotParent {
+        /// The target.
+        target: crate::id::EventId,
+    },
+    /// A receipt names something other than an outbound message.
+    #[error("a receipt's target {target} is not an outbound message")]
+    ReceiptTargetNotOutbound {
+        /// The target.
+        target: crate::id::EventId,
+    },
+    /// A bridge wrote a receipt for a reply routed to another channel.
+    #[error("a {channel} bridge may not write a receipt for a reply routed to {}", routed_to.map_or("no channel", ChannelKind::as_str))]
+    ReceiptNotOnRoute {
+        /// The bridge's channel.
+        channel: ChannelKind,
+        /// Where the reply was routed.
+        routed_to: Option<ChannelKind>,
+    },
     /// A published certificate does not verify.
     #[error("published certificate is invalid: {0}")]
     BadCertificate(#[from] CertError),
@@ -268,6 +300,19 @@ pub struct ThreadContext<'a> {
     pub owner: OrgId,
     /// The member orgs as of the event's causal past.
     pub members: &'a std::collections::BTreeSet<OrgId>,
+    /// The channels the thread was opened on or handed off to in the event's causal past.
+    pub admitted: ChannelSet,
+    /// For a receipt whose target is one of its parents: that target.
+    pub receipt_target: Option<ReceiptTarget>,
+}
+
+/// A receipt's target, as the auth rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptTarget {
+    /// Whether it is an outbound message.
+    pub outbound: bool,
+    /// The thread's route channel as of the target (where the reply was sent).
+    pub routed_to: Option<ChannelKind>,
 }
 
 /// Rules 1–4 for a thread event. `context` is `None` for a thread's root.
@@ -377,9 +422,46 @@ pub fn check_thread_event(
                     return Err(AuthError::CannotRemoveOwner);
                 }
             }
+            if let CertRole::Bridge { channel, .. } = role {
+                // The customer is the owning org's (its directory links the handles): a
+                // partner's bridge has no one to speak for in a shared thread.
+                if org != context.owner {
+                    return Err(AuthError::NotOwner {
+                        org,
+                        owner: context.owner,
+                        kind: kind_name,
+                    });
+                }
+                check_bridge_scope(kind, *channel, &context)?;
+            }
         }
     }
     Ok(())
+}
+
+/// Rule 5: a bridge's message goes only into a thread open to its channel, and its receipt
+/// only onto a reply routed to its channel.
+fn check_bridge_scope(
+    kind: &ThreadKind,
+    channel: ChannelKind,
+    context: &ThreadContext<'_>,
+) -> Result<(), AuthError> {
+    match kind {
+        ThreadKind::Message { .. } if !context.admitted.contains(channel) => {
+            Err(AuthError::ChannelNotAdmitted { channel })
+        }
+        ThreadKind::Receipt { target, .. } => match context.receipt_target {
+            None => Err(AuthError::ReceiptTargetNotParent { target: *target }),
+            Some(ReceiptTarget {
+                outbound: false, ..
+            }) => Err(AuthError::ReceiptTargetNotOutbound { target: *target }),
+            Some(ReceiptTarget { routed_to, .. }) if routed_to != Some(channel) => {
+                Err(AuthError::ReceiptNotOnRoute { channel, routed_to })
+            }
+            Some(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// Rules 1–3 for an event of `org`'s directory. `certificates` are the directory's own.

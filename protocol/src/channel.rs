@@ -77,6 +77,42 @@ impl std::str::FromStr for ChannelKind {
     }
 }
 
+/// A set of channels (a bit per [`ChannelKind`]): the channels a thread is open to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChannelSet(u16);
+
+impl ChannelSet {
+    /// No channel.
+    pub const EMPTY: ChannelSet = ChannelSet(0);
+
+    /// The set with one channel.
+    pub const fn only(channel: ChannelKind) -> Self {
+        ChannelSet(1 << channel as u16)
+    }
+
+    /// Whether `channel` is in the set.
+    pub const fn contains(self, channel: ChannelKind) -> bool {
+        self.0 & (1 << channel as u16) != 0
+    }
+
+    /// The set with `channel` added.
+    pub const fn with(self, channel: ChannelKind) -> Self {
+        ChannelSet(self.0 | 1 << channel as u16)
+    }
+
+    /// Both sets' channels.
+    pub const fn union(self, other: ChannelSet) -> Self {
+        ChannelSet(self.0 | other.0)
+    }
+
+    /// The channels in the set, in encoding order.
+    pub fn iter(self) -> impl Iterator<Item = ChannelKind> {
+        ChannelKind::ALL
+            .into_iter()
+            .filter(move |channel| self.contains(*channel))
+    }
+}
+
 /// A handle did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -50,7 +50,7 @@ mod verify;
 
 pub use auth::{AuthError, Certificates};
 pub use cert::{CertRole, Certificate, CertificateBody};
-pub use channel::{ChannelKind, Handle};
+pub use channel::{ChannelKind, ChannelSet, Handle};
 pub use dag::{Dag, DagError, Inserted};
 pub use directory::{Directory, DirectoryState};
 pub use event::{Content, Draft, Event, EventKind, Scope, ScopeId, VerifiedEvent};

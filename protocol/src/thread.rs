@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 pub use state::{Reader, Route, ThreadState};
 
-use crate::auth::{self, AuthError, Certificates, ThreadContext};
+use crate::auth::{self, AuthError, Certificates, ReceiptTarget, ThreadContext};
+use crate::channel::{ChannelKind, ChannelSet};
 use crate::dag::{Dag, DagError, Inserted, OrderKey};
-use crate::event::{EventKind, ThreadKind, VerifiedEvent};
+use crate::event::{Direction, EventKind, ThreadKind, VerifiedEvent};
 use crate::id::{EventId, ThreadId};
 use crate::key::OrgId;
 use crate::time::Timestamp;
@@ -52,9 +53,59 @@ impl IngestError {
 pub struct Thread {
     dag: Dag,
     state: ThreadState,
-    /// For each event, the membership-changing events in its strict causal past (the root
-    /// included), sorted by order key. Almost every event shares one `Arc`.
-    member_past: HashMap<EventId, Arc<[(OrderKey, EventId)]>>,
+    /// For each event, what the auth rules need of its strict causal past.
+    past: HashMap<EventId, Past>,
+}
+
+/// What an event's strict causal past (everything reachable through its parents) says about
+/// the thread, as the auth rules need it. Computed from the parents' own `Past` in O(parents),
+/// so every replica derives the same value from the same event, in any delivery order.
+#[derive(Clone, Debug)]
+struct Past {
+    /// The membership-changing events (the root included), sorted by order key. Almost every
+    /// event shares one `Arc`.
+    members: Arc<[(OrderKey, EventId)]>,
+    /// The channels the org opened the thread on or handed it off to.
+    admitted: ChannelSet,
+    /// The route-setting event with the highest order key: where the org's replies went as of
+    /// this event (the linear fold of the past ends on it).
+    route: Option<(OrderKey, ChannelKind)>,
+}
+
+impl Past {
+    fn of_root() -> Self {
+        Past {
+            members: Arc::from(Vec::new()),
+            admitted: ChannelSet::EMPTY,
+            route: None,
+        }
+    }
+}
+
+/// The channel a thread is opened on or handed off to by `event`, if it does either.
+fn admits(event: &VerifiedEvent) -> Option<ChannelKind> {
+    match &event.header().kind {
+        EventKind::Thread(ThreadKind::Opened { channel, .. } | ThreadKind::HandOff { channel }) => {
+            Some(*channel)
+        }
+        _ => None,
+    }
+}
+
+/// The channel `event` routes replies to, if it sets the route (the same events as
+/// [`ThreadState::apply`] moves the route on).
+fn routes_to(event: &VerifiedEvent) -> Option<ChannelKind> {
+    let header = event.header();
+    match &header.kind {
+        EventKind::Thread(ThreadKind::Opened { channel, .. }) => {
+            header.content_hash.map(|_| *channel)
+        }
+        EventKind::Thread(ThreadKind::HandOff { channel })
+        | EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Inbound { channel },
+        }) => Some(*channel),
+        _ => None,
+    }
 }
 
 impl Thread {
@@ -73,12 +124,10 @@ impl Thread {
         auth::check_thread_event(&root, None, certificates, now)?;
         let root_id = root.id();
         let dag = Dag::new(root)?;
-        let mut member_past = HashMap::new();
-        member_past.insert(root_id, Arc::from(Vec::new()));
         Ok(Thread {
             dag,
             state,
-            member_past,
+            past: HashMap::from([(root_id, Past::of_root())]),
         })
     }
 
@@ -108,11 +157,13 @@ impl Thread {
         if self.dag.check(&event)? {
             return Ok(Inserted::Duplicate);
         }
-        let past = self.causal_member_events(&event);
-        let members = self.members_of(&past);
+        let past = self.causal_past(&event);
+        let members = self.members_of(&past.members);
         let context = ThreadContext {
             owner: self.state.owner,
             members: &members,
+            admitted: past.admitted,
+            receipt_target: self.receipt_target(&event),
         };
         auth::check_thread_event(&event, Some(context), certificates, now)?;
 
@@ -139,19 +190,19 @@ impl Thread {
         let mut thread = Thread {
             dag: Dag::new(root)?,
             state,
-            member_past: HashMap::from([(root_id, Arc::from(Vec::new()))]),
+            past: HashMap::from([(root_id, Past::of_root())]),
         };
         for event in events {
             if thread.dag.check(&event)? {
                 continue;
             }
-            let past = thread.causal_member_events(&event);
+            let past = thread.causal_past(&event);
             thread.insert_authorised(event, past);
         }
         Ok(thread)
     }
 
-    fn insert_authorised(&mut self, mut event: VerifiedEvent, past: Arc<[(OrderKey, EventId)]>) {
+    fn insert_authorised(&mut self, mut event: VerifiedEvent, past: Past) {
         let id = event.id();
         if self.state.erased.contains(&id) {
             event.erase_content();
@@ -162,7 +213,7 @@ impl Thread {
             EventKind::Thread(ThreadKind::Erase { targets }) => targets.clone(),
             _ => Vec::new(),
         };
-        self.member_past.insert(id, past);
+        self.past.insert(id, past);
         if appended {
             self.state.apply(&event);
             self.dag.insert_checked(event);
@@ -189,16 +240,81 @@ impl Thread {
         state
     }
 
-    fn causal_member_events(&self, event: &VerifiedEvent) -> Arc<[(OrderKey, EventId)]> {
+    /// The channels the org has opened this thread to, as of the parents a new event takes
+    /// ([`Dag::next_parents`]): a bridge of another channel may introduce a message only after
+    /// a node or agent hands the thread off to its channel (see [`auth::check_thread_event`]).
+    pub fn admitted_channels(&self) -> ChannelSet {
+        self.dag
+            .next_parents()
+            .0
+            .iter()
+            .filter_map(|head| Some((self.past.get(head)?, self.dag.get(head)?)))
+            .fold(ChannelSet::EMPTY, |set, (past, head)| {
+                let set = set.union(past.admitted);
+                admits(head).map_or(set, |channel| set.with(channel))
+            })
+    }
+
+    /// For a receipt, its target as the auth rules see it: `None` unless the target is one of
+    /// the receipt's parents.
+    fn receipt_target(&self, event: &VerifiedEvent) -> Option<ReceiptTarget> {
+        let EventKind::Thread(ThreadKind::Receipt { target, .. }) = &event.header().kind else {
+            return None;
+        };
+        if !event.header().parents.contains(target) {
+            return None;
+        }
+        let target_event = self.dag.get(target)?;
+        Some(ReceiptTarget {
+            outbound: matches!(
+                target_event.header().kind,
+                EventKind::Thread(ThreadKind::Message {
+                    direction: Direction::Outbound
+                })
+            ),
+            routed_to: self
+                .past
+                .get(target)
+                .and_then(|past| past.route)
+                .map(|(_, channel)| channel),
+        })
+    }
+
+    fn causal_past(&self, event: &VerifiedEvent) -> Past {
         let parents = &event.header().parents;
+        let mut admitted = ChannelSet::EMPTY;
+        let mut route: Option<(OrderKey, ChannelKind)> = None;
+        for parent in parents {
+            let Some(parent_event) = self.dag.get(parent) else {
+                continue;
+            };
+            if let Some(past) = self.past.get(parent) {
+                admitted = admitted.union(past.admitted);
+                route = route.max(past.route);
+            }
+            if let Some(channel) = admits(parent_event) {
+                admitted = admitted.with(channel);
+            }
+            if let Some(channel) = routes_to(parent_event) {
+                route = route.max(Some((OrderKey::of(parent_event), channel)));
+            }
+        }
+        Past {
+            members: self.causal_member_events(parents),
+            admitted,
+            route,
+        }
+    }
+
+    fn causal_member_events(&self, parents: &[EventId]) -> Arc<[(OrderKey, EventId)]> {
         let mut shared: Option<&Arc<[(OrderKey, EventId)]>> = None;
         let mut all_same = true;
         let mut any_member_parent = false;
         for parent in parents {
-            if let Some(past) = self.member_past.get(parent) {
+            if let Some(past) = self.past.get(parent) {
                 match shared {
-                    None => shared = Some(past),
-                    Some(first) => all_same &= Arc::ptr_eq(first, past),
+                    None => shared = Some(&past.members),
+                    Some(first) => all_same &= Arc::ptr_eq(first, &past.members),
                 }
             }
             if let Some(parent_event) = self.dag.get(parent) {
@@ -210,8 +326,8 @@ impl Thread {
         }
         let mut union: BTreeSet<(OrderKey, EventId)> = BTreeSet::new();
         for parent in parents {
-            if let Some(past) = self.member_past.get(parent) {
-                union.extend(past.iter().copied());
+            if let Some(past) = self.past.get(parent) {
+                union.extend(past.members.iter().copied());
             }
             if let Some(parent_event) = self.dag.get(parent) {
                 if changes_membership(parent_event) {

@@ -286,12 +286,25 @@ fn bridge_may_only_introduce_messages_and_receipts() {
             )
         });
     }
-    // And a correct receipt is fine.
+    // And a correct receipt is fine: on a reply routed to the bridge's channel, right under it.
+    let inbound = world.inbound(&thread, "hello");
+    thread
+        .insert(inbound, &world.certificates, NOW)
+        .expect("message accepted");
+    let reply = world.reply(&thread, "hi there");
+    thread
+        .insert(reply, &world.certificates, NOW)
+        .expect("reply accepted");
     let receipt = next(
         thread.dag(),
         &world.bridge_webchat,
         EventKind::Thread(ThreadKind::Receipt {
-            target: thread.dag().root(),
+            target: thread
+                .dag()
+                .iter_ordered()
+                .next_back()
+                .expect("the reply")
+                .id(),
             channel: ChannelKind::Webchat,
             receipt: ReceiptKind::Read,
         }),
@@ -307,6 +320,18 @@ fn bridge_may_only_introduce_messages_and_receipts() {
 fn handle_scoped_bridge_cannot_speak_for_another_handle() {
     let world = World::new();
     let mut thread = world.open_thread();
+    let hand_off = next(
+        thread.dag(),
+        &world.node_a,
+        EventKind::Thread(ThreadKind::HandOff {
+            channel: ChannelKind::Sms,
+        }),
+        None,
+        Some(Content::default().with_handle(handle("sms:+15550000001"))),
+    );
+    thread
+        .insert(hand_off, &world.certificates, NOW)
+        .expect("hand-off to SMS");
     let sms = |address: &str| {
         next(
             thread.dag(),
@@ -459,6 +484,51 @@ fn membership_is_judged_by_the_causal_past() {
     );
     refused(&mut thread, &world.certificates, concurrent, |e| {
         matches!(e, IngestError::Auth(AuthError::NotAMember { .. }))
+    });
+}
+
+#[test]
+fn a_partners_bridge_writes_nothing_in_a_shared_thread() {
+    let mut world = World::new();
+    let org_b = world.org_b.clone();
+    let partner_bridge = threadline_protocol::SecretKey::from_seed([22; 32]);
+    world.certify(
+        &org_b,
+        &partner_bridge,
+        threadline_protocol::CertRole::Bridge {
+            channel: ChannelKind::Webchat,
+            handle_scope: None,
+        },
+    );
+    let mut thread = world.open_thread();
+    let add = next(
+        thread.dag(),
+        &world.node_a,
+        EventKind::Thread(ThreadKind::MemberAdd {
+            org: world.org_b_id(),
+        }),
+        None,
+        None,
+    );
+    thread
+        .insert(add, &world.certificates, NOW)
+        .expect("owner shares the thread");
+    // Org B is a member, and the thread is open to the web chat; but the customer is org A's.
+    let message = next(
+        thread.dag(),
+        &partner_bridge,
+        EventKind::inbound_message(ChannelKind::Webchat),
+        None,
+        Some(Content::text("hello").with_handle(handle("webchat:visitor-1"))),
+    );
+    refused(&mut thread, &world.certificates, message, |e| {
+        matches!(
+            e,
+            IngestError::Auth(AuthError::NotOwner {
+                kind: "thread.message.inbound",
+                ..
+            })
+        )
     });
 }
 

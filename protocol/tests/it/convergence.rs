@@ -119,7 +119,7 @@ fn thread_history(world: &World, ops: &[Op]) -> (Thread, Vec<VerifiedEvent>) {
     let mut all = Vec::new();
     let labels = ["billing", "vip", "bug"];
     for op in ops {
-        let (parents, depth) = parents_of(&accepted, &op.parent_picks);
+        let (mut parents, mut depth) = parents_of(&accepted, &op.parent_picks);
         let time = NOW.saturating_add_millis(u64::from(op.time_jitter % 64));
         let pick_target = |extra: u16| accepted[extra as usize % accepted.len()].id();
         let nodes: [&SecretKey; 2] = [&world.node_a, &world.node_a2];
@@ -262,6 +262,18 @@ fn thread_history(world: &World, ops: &[Op]) -> (Thread, Vec<VerifiedEvent>) {
                 None,
             ),
         };
+        // A receipt goes right under its target (the auth rules want the target a parent).
+        if let ThreadKind::Receipt { target, .. } = &kind {
+            if !parents.contains(target) {
+                let target_depth = accepted
+                    .iter()
+                    .find(|e| e.id() == *target)
+                    .map_or(0, |e| e.header().depth);
+                parents.push(*target);
+                parents.sort_unstable();
+                depth = depth.max(target_depth + 1);
+            }
+        }
         let mut draft = Draft::new(
             Scope::Thread(reference.id()),
             parents,

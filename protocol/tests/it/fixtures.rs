@@ -26,7 +26,7 @@ pub fn handle(text: &str) -> Handle {
 }
 
 /// Fixed keys: org A (seed 1) with two nodes, an email bridge, a webchat bridge, a handle-scoped
-/// SMS bridge and an agent key; org B (seed 2) with one node.
+/// SMS bridge, a WhatsApp bridge and an agent key; org B (seed 2) with one node.
 #[derive(Debug)]
 pub struct World {
     pub org_a: SecretKey,
@@ -37,6 +37,7 @@ pub struct World {
     pub bridge_email: SecretKey,
     pub bridge_webchat: SecretKey,
     pub bridge_sms_scoped: SecretKey,
+    pub bridge_whatsapp: SecretKey,
     pub agent_key: SecretKey,
     pub agent: AgentId,
     pub contact: ContactId,
@@ -56,6 +57,7 @@ impl World {
             bridge_email: key(13),
             bridge_webchat: key(14),
             bridge_sms_scoped: key(15),
+            bridge_whatsapp: key(17),
             agent_key: key(16),
             agent,
             contact: ContactId::from_bytes([0xc0; 16]),
@@ -91,6 +93,14 @@ impl World {
             CertRole::Bridge {
                 channel: ChannelKind::Sms,
                 handle_scope: Some(handle("sms:+15550000001")),
+            },
+        );
+        world.certify(
+            &a,
+            &world.bridge_whatsapp.clone(),
+            CertRole::Bridge {
+                channel: ChannelKind::Whatsapp,
+                handle_scope: None,
             },
         );
         world.certify(&a, &world.agent_key.clone(), CertRole::Agent { agent });

@@ -2,6 +2,7 @@
 //! and convergence properties.
 
 mod auth_rules;
+mod auth_vectors;
 mod convergence;
 mod decoding;
 mod fixtures;
