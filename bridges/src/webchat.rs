@@ -66,7 +66,9 @@ pub enum ClientFrame {
         up_to: String,
     },
     /// The visitor is typing (the widget sends it at most every few seconds while they do).
-    Typing,
+    /// A struct variant with no fields, not a unit one: serde lets a unit variant of an
+    /// internally tagged enum through with any fields, whatever `deny_unknown_fields` says.
+    Typing {},
     /// The visitor left an email address to be answered at (unverified: agents see it).
     Email {
         /// The address.
@@ -420,7 +422,7 @@ impl<L: NodeLink> Webchat<L> {
                 }
                 self.read(session, &up_to).await
             }
-            ClientFrame::Typing => {
+            ClientFrame::Typing {} => {
                 if self.typing_allowed(session.handle()) {
                     self.bridge.link().customer_typing(session.handle()).await;
                 }
@@ -817,6 +819,36 @@ mod tests {
                 identity: None
             })
         );
+    }
+
+    #[test]
+    fn every_frame_type_refuses_unknown_fields() {
+        let frames = [
+            r#"{"type":"hello","session":null}"#,
+            r#"{"type":"hello","session":null,"identity":{"email":"a@b.c","expires":1,"signature":"00"}}"#,
+            r#"{"type":"message","id":"m1","text":"hi"}"#,
+            r#"{"type":"read","up_to":"00"}"#,
+            r#"{"type":"typing"}"#,
+            r#"{"type":"email","address":"a@b.c"}"#,
+        ];
+        for frame in frames {
+            assert!(
+                serde_json::from_str::<ClientFrame>(frame).is_ok(),
+                "{frame}"
+            );
+            let with_extra = format!(r#"{},"extra":1}}"#, &frame[..frame.len() - 1]);
+            let err = serde_json::from_str::<ClientFrame>(&with_extra)
+                .expect_err(&with_extra)
+                .to_string();
+            assert!(err.contains("unknown field `extra`"), "{with_extra}: {err}");
+        }
+        // Inside the signed identity too.
+        let err = serde_json::from_str::<ClientFrame>(
+            r#"{"type":"hello","session":null,"identity":{"email":"a@b.c","expires":1,"signature":"00","admin":true}}"#,
+        )
+        .expect_err("an unknown field of the identity")
+        .to_string();
+        assert!(err.contains("unknown field `admin`"), "{err}");
     }
 
     #[test]

@@ -232,16 +232,14 @@ pub fn invite(
     .map_err(|e| AdminError::Event(e.to_string()))
 }
 
-/// Opens the data folder's store, with a clear error when a running node holds it.
+/// Opens the data folder's store, with a clear error ([`StoreError::InUse`]) when another
+/// process holds it.
 pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
     Store::open(&data_dir.store_path()).map_err(|err| match err {
-        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-            StoreError::Corrupt {
-                tree: "store",
-                detail: format!(
-                    "{} is in use by a running node; stop it first ({io})",
-                    data_dir.store_path().display()
-                ),
+        // sled says so only in words: "could not acquire lock on ...".
+        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+            StoreError::InUse {
+                data_dir: data_dir.root().to_path_buf(),
             }
         }
         other => other,
@@ -497,4 +495,26 @@ fn new_token() -> String {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(threadline_protocol::codec::encode(value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_in_use_is_refused_with_the_data_folder_named() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = DataDir::new(tmp.path().join("data"));
+        let _held = open_store(&data_dir).expect("the first open");
+        // sled's lock is an flock: a second open, even from this process, is refused.
+        let err = open_store(&data_dir).expect_err("the folder is in use");
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the data folder {} is in use by another process (a running node?); stop it first",
+                data_dir.root().display()
+            )
+        );
+    }
 }

@@ -413,6 +413,9 @@ fn main() -> anyhow::Result<()> {
             }
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
+                // First: a data folder another process holds fails here, before anything is
+                // bound or a listening address printed.
+                let opened = server::open(&data_dir)?;
                 let listener = tokio::net::TcpListener::bind(config.api_listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", config.api_listen))?;
@@ -435,7 +438,7 @@ fn main() -> anyhow::Result<()> {
                 println!("threadline listening on http://{address}");
                 println!("agent API: http://{address}/api/v1");
                 std::io::stdout().flush()?;
-                server::run_with(&data_dir, &config, listener, smtp, shutdown_signal()).await?;
+                server::serve(opened, &config, listener, smtp, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }

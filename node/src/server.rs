@@ -68,8 +68,45 @@ pub async fn run_with(
     smtp: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve(open(data_dir)?, config, listener, smtp, shutdown).await
+}
+
+/// A data folder opened for [`serve`]: the node's identity read and its store open. sled lets
+/// one process at a time hold a store, so a folder that a running node (or an admin command)
+/// holds fails here with [`StoreError::InUse`]: `threadline run` opens before it binds or
+/// prints a listening address.
+#[derive(Debug)]
+pub struct Opened {
+    data_dir: DataDir,
+    identity: crate::identity::Identity,
+    store: crate::store::Store,
+}
+
+/// Opens `data_dir` for [`serve`].
+pub fn open(data_dir: &DataDir) -> Result<Opened, ServerError> {
     let identity = data_dir.load_identity()?;
     let store = admin::open_store(data_dir)?;
+    Ok(Opened {
+        data_dir: data_dir.clone(),
+        identity,
+        store,
+    })
+}
+
+/// [`run_with`] on a data folder already [`open`]ed.
+pub async fn serve(
+    opened: Opened,
+    config: &Config,
+    listener: TcpListener,
+    smtp: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let Opened {
+        data_dir,
+        identity,
+        store,
+    } = opened;
+    let data_dir = &data_dir;
     // Before the pipeline starts: a new built-in bridge's certificate goes straight to the store.
     let webchat_key = if config.webchat_builtin {
         admin::builtin_bridge_key(data_dir, &store, ChannelKind::Webchat, crate::clock::now())?

@@ -508,3 +508,49 @@ fn an_address_opening_chats_in_a_loop_is_slowed_down() {
     assert!(webchat_threads(&node, &site.agent_token).is_empty());
     node.stop();
 }
+
+#[test]
+fn a_frame_of_any_type_with_an_unknown_field_is_refused_with_a_clear_error() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    let unknown = |answer: &Value| {
+        answer["type"] == "error"
+            && answer["code"] == "bad_frame"
+            && answer["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown field"))
+    };
+    // The first frame: an error that says why, then the socket closes (the widget reconnects).
+    for hello in [
+        json!({"type": "hello", "session": null, "extra": 1}),
+        json!({"type": "hello", "session": null, "identity": {
+            "email": "ann@example.test", "expires": 1, "signature": "00", "admin": true}}),
+    ] {
+        let answers = Visitor::refused_hello(&node, &hello);
+        assert!(
+            answers.len() == 1 && unknown(&answers[0]),
+            "{hello}: {answers:?}"
+        );
+    }
+    // Later frames: an error each, and the chat goes on.
+    let mut visitor = Visitor::connect(&node, None);
+    for frame in [
+        json!({"type": "message", "id": "m1", "text": "hi", "extra": 1}),
+        json!({"type": "read", "up_to": "ab".repeat(32), "extra": 1}),
+        json!({"type": "typing", "extra": 1}),
+        json!({"type": "email", "address": "ann@example.test", "extra": 1}),
+        json!({"type": "hello", "session": null, "extra": 1}),
+    ] {
+        visitor.send(&frame);
+        let answer = visitor.receive().expect("an answer, on an open socket");
+        assert!(unknown(&answer), "{frame}: {answer}");
+    }
+    assert!(webchat_threads(&node, &site.agent_token).is_empty());
+    assert_eq!(visitor.say("m1", "hi")["type"], "ack");
+
+    // The web chat's routes answer a method they do not take like the API does.
+    let (status, body) = node.post(&site.agent_token, "/webchat/demo", &json!({}));
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    node.stop();
+}

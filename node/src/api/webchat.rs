@@ -215,14 +215,20 @@ async fn serve<L: NodeLink>(
                 }
                 session
             }
-            _ => {
+            refused => {
+                let message = match refused {
+                    // Not JSON, an unknown type or field, a missing or mistyped one.
+                    Err(err) => format!("the first frame is `hello`: {err}"),
+                    Ok(_) => "the first frame is `hello`".to_owned(),
+                };
                 let _ = socket
                     .send(text(&ServerFrame::Error {
                         code: "bad_frame",
-                        message: "the first frame is `hello`".to_owned(),
+                        message,
                         id: None,
                     }))
                     .await;
+                let _ = socket.send(Message::Close(None)).await;
                 return;
             }
         },
