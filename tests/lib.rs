@@ -81,7 +81,12 @@ pub struct Node {
     pub base: String,
     /// What it printed before its ready line.
     pub banner: Vec<String>,
+    /// The last [`KEPT_LOG_LINES`] lines of its log (stderr; also passed through to the test's).
+    logs: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Log lines of a node kept for [`Node::logged`].
+const KEPT_LOG_LINES: usize = 10_000;
 
 impl Node {
     /// Starts a node on `data_dir` and waits for its ready line.
@@ -116,9 +121,24 @@ impl Node {
             .env_remove("THREADLINE_API_LISTEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("threadline run starts");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let kept = std::sync::Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut kept = kept
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if kept.len() == KEPT_LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = Vec::new();
@@ -138,7 +158,20 @@ impl Node {
             child,
             base,
             banner,
+            logs,
         }
+    }
+
+    /// The node's log lines (stderr, at `RUST_LOG=warn`) read so far that contain every one of
+    /// `needles` (they arrive through a pipe: wait for one with [`eventually`]).
+    pub fn logged(&self, needles: &[&str]) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+            .cloned()
+            .collect()
     }
 
     /// What `GET /api/v1/replication` says: PeerId, addresses, peers, digests.
@@ -277,24 +310,8 @@ impl Visitor {
         origin: &str,
         identity: Option<serde_json::Value>,
     ) -> Result<Visitor, u16> {
-        use tungstenite::client::IntoClientRequest as _;
-        let url = format!("{}/webchat/ws", node.base.replacen("http://", "ws://", 1));
-        let mut request = url.into_client_request().expect("valid URL");
-        request
-            .headers_mut()
-            .insert("Origin", origin.parse().expect("valid header"));
-        let (mut socket, _) = match tungstenite::connect(request) {
-            Ok(connected) => connected,
-            Err(tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
-            Err(err) => panic!("cannot connect to the web chat: {err}"),
-        };
-        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
-            stream
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .expect("timeout");
-        }
         let mut visitor = Visitor {
-            socket,
+            socket: Visitor::open(node, origin)?,
             session: String::new(),
             history: Vec::new(),
             agents_online: false,
@@ -316,6 +333,56 @@ impl Visitor {
         visitor.session = welcome["session"].as_str().expect("session").to_owned();
         visitor.history = welcome["history"].as_array().expect("history").clone();
         Ok(visitor)
+    }
+
+    /// Opens the socket as a page of the node, sends `hello` as its first frame (one the node
+    /// refuses), and returns what the node answered before it closed the socket.
+    pub fn refused_hello(node: &Node, hello: &serde_json::Value) -> Vec<serde_json::Value> {
+        let origin = node.base.clone();
+        let mut socket = Visitor::open(node, &origin).expect("the node's own pages may connect");
+        socket
+            .send(tungstenite::Message::text(hello.to_string()))
+            .expect("frame sent");
+        let mut answers = Vec::new();
+        loop {
+            match socket.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    answers.push(serde_json::from_str(&text).expect("frames are JSON"));
+                }
+                Ok(tungstenite::Message::Close(_))
+                | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return answers
+                }
+                Ok(_) => {}
+                Err(err) => panic!("the node neither answered nor closed: {err}; {answers:?}"),
+            }
+        }
+    }
+
+    /// The WebSocket to the node's `/webchat/ws`, as a page of `origin` opens it; the HTTP
+    /// status if the node refuses the upgrade.
+    fn open(
+        node: &Node,
+        origin: &str,
+    ) -> Result<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>, u16>
+    {
+        use tungstenite::client::IntoClientRequest as _;
+        let url = format!("{}/webchat/ws", node.base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().expect("valid URL");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("valid header"));
+        let (mut socket, _) = match tungstenite::connect(request) {
+            Ok(connected) => connected,
+            Err(tungstenite::Error::Http(response)) => return Err(response.status().as_u16()),
+            Err(err) => panic!("cannot connect to the web chat: {err}"),
+        };
+        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+        }
+        Ok(socket)
     }
 
     /// Sends a frame.
@@ -364,9 +431,9 @@ impl Visitor {
     }
 }
 
-/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`; `.ci/run`
-/// installs them). One ChromeDriver and one browser session each, with a fresh profile;
-/// both are ended when dropped.
+/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`;
+/// `scripts/test` installs them). One ChromeDriver and one browser session each, with a fresh
+/// profile; both are ended when dropped.
 #[derive(Debug)]
 pub struct Browser {
     driver: Child,
@@ -387,7 +454,7 @@ impl Browser {
         for program in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(
                 Path::new(program).exists(),
-                "{program} is missing: install Debian's chromium and chromium-driver (see .ci/run)"
+                "{program} is missing: run the tests with scripts/test, which installs chromium and chromium-driver"
             );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -97,7 +97,12 @@ impl HttpLink {
                         .unwrap_or("unknown")
                         .to_owned();
                     let message = body["error"]["message"].as_str().unwrap_or("").to_owned();
-                    if status >= 500 || code == "not_yet" || code == "missing_attachment" {
+                    // 429: too much of this bridge's in flight at the node; soon it is not.
+                    if status >= 500
+                        || status == 429
+                        || code == "not_yet"
+                        || code == "missing_attachment"
+                    {
                         Err(LinkError::Unavailable(format!(
                             "{status} {code}: {message}"
                         )))

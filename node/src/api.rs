@@ -14,6 +14,7 @@ mod error;
 mod inbox;
 mod stream;
 mod threads;
+pub mod throttle;
 mod views;
 pub mod webchat;
 
@@ -33,11 +34,20 @@ pub fn router(
     ingest: Ingest,
     webchat: Option<webchat::WebchatHost<crate::bridge_host::LocalLink>>,
 ) -> Router {
+    let throttle = throttle::Throttle::new(Some(ingest.store().clone()));
     let api = api_router(ingest);
-    match webchat {
+    let app = match webchat {
         Some(host) => webchat::router(host).merge(api),
         None => api,
-    }
+    };
+    // After the merge, so that every route, the web chat's too, answers 405 in JSON.
+    let app = app.method_not_allowed_fallback(error::method_not_allowed);
+    // Last, so that every route is behind it: each caller's share of requests in flight, and
+    // request bodies held to a minimum rate.
+    app.layer(axum::middleware::from_fn_with_state(
+        throttle,
+        throttle::admit,
+    ))
 }
 
 fn api_router(ingest: Ingest) -> Router {

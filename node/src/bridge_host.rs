@@ -132,17 +132,28 @@ impl NodeLink for LocalLink {
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash, LinkError> {
         let store = self.ingest.store().clone();
-        match tokio::task::spawn_blocking(move || store.blobs().put(&bytes)).await {
-            Ok(Ok(blob)) => Ok(blob),
-            Ok(Err(err @ BlobError::TooLarge { .. })) => Err(LinkError::Refused {
-                code: "too_large".to_owned(),
-                message: err.to_string(),
-            }),
-            Ok(Err(err)) => Err(LinkError::Unavailable(err.to_string())),
-            Err(err) => Err(LinkError::Unavailable(format!(
-                "storing task failed: {err}"
-            ))),
-        }
+        let channel = self.channel;
+        let put = move || -> Result<BlobHash, LinkError> {
+            let blob = store.blobs().put(&bytes).map_err(|err| match err {
+                BlobError::TooLarge { .. } => LinkError::Refused {
+                    code: "too_large".to_owned(),
+                    message: err.to_string(),
+                },
+                err => LinkError::Unavailable(err.to_string()),
+            })?;
+            // Only the channel that sent the bytes may refer to them.
+            store
+                .record_upload(channel, &blob)
+                .map_err(|err| LinkError::Unavailable(err.to_string()))?;
+            Ok(blob)
+        };
+        tokio::task::spawn_blocking(put)
+            .await
+            .unwrap_or_else(|err| {
+                Err(LinkError::Unavailable(format!(
+                    "storing task failed: {err}"
+                )))
+            })
     }
 
     async fn blob(&self, blob: BlobHash) -> Result<Option<Vec<u8>>, LinkError> {

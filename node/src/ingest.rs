@@ -83,12 +83,25 @@ pub enum IngestError {
         /// The size the event gives it.
         size: u64,
     },
+    /// A bridge's event refers to a file that no bridge of its channel uploaded and that no
+    /// thread routed to its channel holds: knowing a file's hash does not open it.
+    #[error("attachment {blob} was not uploaded by a {channel} bridge and is on no {channel} thread: upload its bytes first")]
+    AttachmentNotYours {
+        /// The blob.
+        blob: threadline_protocol::id::BlobHash,
+        /// The bridge's channel.
+        channel: threadline_protocol::ChannelKind,
+    },
     /// A reply with files on a thread whose route's bridge does not send files.
     #[error("replies on {} cannot carry files (only {}): send a link, or hand the thread off", route.map_or("no route".to_owned(), |c| c.to_string()), CHANNELS_WITH_FILES.map(|c| c.to_string()).join(", "))]
     FilesNotCarried {
         /// The thread's route.
         route: Option<threadline_protocol::ChannelKind>,
     },
+    /// The action would take a thread or a contact past one of the node's caps (checked in
+    /// the writer, against the state as it is when the action is applied).
+    #[error("{0}")]
+    Full(crate::limits::Cap),
     /// The store failed; the request may or may not be stored, and was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -10,6 +10,7 @@
 //!   writer thread.
 //! - [`store`]: the sled store: trees, keys, records, atomic write sets, group-commit flush.
 //! - [`api`]: the HTTP API (agents and bridges), one file per resource.
+//! - [`limits`]: the node's own limits on requests, threads, contacts and callers.
 //! - [`admin`]: `init`, agents, bridges and tokens on a stopped node.
 //! - [`config`]: `config.toml`, environment and flags.
 //! - [`data_dir`]: the data folder: its layout, creating it, loading the identity.
@@ -25,6 +26,7 @@ pub mod conversation;
 pub mod data_dir;
 pub mod identity;
 pub mod ingest;
+pub mod limits;
 pub mod presence;
 pub mod replication;
 pub mod server;

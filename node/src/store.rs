@@ -43,7 +43,8 @@ mod records;
 use std::path::Path;
 
 use threadline_protocol::{
-    codec, dag::OrderKey, id::BlobHash, thread::ThreadState, Event, EventId, ScopeId, ThreadId,
+    codec, dag::OrderKey, id::BlobHash, thread::ThreadState, ChannelKind, Event, EventId, ScopeId,
+    ThreadId,
 };
 
 pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
@@ -87,9 +88,19 @@ const JOURNAL_CHUNK_BYTES: usize = 32 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// sled failed (I/O, corruption, or the store is open in another process).
+    /// sled failed (I/O, corruption).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// Another process (a running node, an admin command) holds the data folder's store:
+    /// sled lets one process at a time open it.
+    #[error(
+        "the data folder {} is in use by another process (a running node?); stop it first",
+        .data_dir.display()
+    )]
+    InUse {
+        /// The data folder.
+        data_dir: std::path::PathBuf,
+    },
     /// The store was written by another schema version.
     #[error("store schema version is {found}, this build reads {SCHEMA_VERSION}")]
     Schema {
@@ -143,9 +154,12 @@ pub enum TreeName {
     BlobRefs,
     /// Blobs that events from peers refer to and this node does not have yet.
     MissingBlobs,
+    /// `blob ‖ channel`: a bridge of the channel uploaded the blob (so its events may refer to
+    /// it; see [`Store::may_attach`]).
+    BlobUploads,
 }
 
-const TREE_NAMES: [&str; 13] = [
+const TREE_NAMES: [&str; 14] = [
     "log",
     "threads",
     "contact_threads",
@@ -159,6 +173,7 @@ const TREE_NAMES: [&str; 13] = [
     "partner_certs",
     "blob_refs",
     "missing_blobs",
+    "blob_uploads",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -406,6 +421,47 @@ impl Store {
             .collect()
     }
 
+    /// Records, durably, that a bridge of `channel` uploaded `blob`: having sent the bytes, its
+    /// events may refer to them.
+    pub fn record_upload(&self, channel: ChannelKind, blob: &BlobHash) -> Result<(), StoreError> {
+        let mut key = blob.as_bytes().to_vec();
+        key.push(keys::channel_key(channel));
+        self.tree(TreeName::BlobUploads).insert(key, &[])?;
+        self.flush()
+    }
+
+    /// Whether an event a bridge of `channel` introduces may refer to `blob`: a bridge of the
+    /// channel uploaded it, or an event of a thread routed to the channel refers to it already
+    /// (a file the customer sent before, on this channel). A hash alone opens nothing.
+    pub fn may_attach(&self, channel: ChannelKind, blob: &BlobHash) -> Result<bool, StoreError> {
+        let mut key = blob.as_bytes().to_vec();
+        key.push(keys::channel_key(channel));
+        if self.tree(TreeName::BlobUploads).contains_key(key)? {
+            return Ok(true);
+        }
+        for (scope, _) in self.blob_refs(blob)? {
+            let ScopeId::Thread(thread) = scope else {
+                continue;
+            };
+            let routed = self
+                .thread_state(&thread)?
+                .and_then(|state| state.route)
+                .is_some_and(|route| route.channel == channel);
+            if routed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn forget_uploads(&self, blob: &BlobHash) -> Result<(), StoreError> {
+        let uploads = self.tree(TreeName::BlobUploads);
+        for key in uploads.scan_prefix(blob.as_bytes()).keys() {
+            uploads.remove(key?)?;
+        }
+        Ok(())
+    }
+
     /// Deletes each of `blobs` that no event refers to any more (after the erasure that
     /// released them is durable).
     pub fn drop_unreferenced(&self, blobs: &[BlobHash]) -> Result<(), StoreError> {
@@ -417,6 +473,7 @@ impl Store {
                 .is_none()
             {
                 self.tree(TreeName::MissingBlobs).remove(blob.as_bytes())?;
+                self.forget_uploads(blob)?;
                 self.blobs.remove(blob)?;
             }
         }
@@ -443,6 +500,7 @@ impl Store {
                 // Uploaded again since the listing (for a message on its way): kept.
                 && self.blobs.modified(&blob)?.is_some_and(old)
             {
+                self.forget_uploads(&blob)?;
                 self.blobs.remove(&blob)?;
                 swept += 1;
             }

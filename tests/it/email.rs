@@ -122,7 +122,7 @@ fn swaks(port: u16, from: &str, to: &str, headers: &[&str], body: &str) -> (bool
     }
     let output = command
         .output()
-        .expect("swaks runs (apt-get install swaks)");
+        .expect("swaks runs (scripts/test installs it)");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -246,7 +246,7 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
     assert_eq!(email_threads(&node, &shop.token).len(), 2);
 }
 
-/// aiosmtpd (from PyPI, in `target/venv`; `.ci/run` installs it) capturing mail into a Maildir:
+/// aiosmtpd (from PyPI, in `target/venv`; `scripts/test` installs it) capturing mail into a Maildir:
 /// the shop's outbound relay in these tests.
 struct Relay {
     child: std::process::Child,
@@ -276,7 +276,7 @@ impl Relay {
             });
         assert!(
             binary.exists(),
-            "{} is missing: python3 -m venv target/venv && target/venv/bin/pip install aiosmtpd",
+            "{} is missing: run the tests with scripts/test, which installs aiosmtpd there",
             binary.display()
         );
         Relay::spawn(port, |maildir| {
@@ -295,7 +295,7 @@ impl Relay {
         let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
         assert!(
             python.exists(),
-            "{} is missing (.ci/run makes it)",
+            "{} is missing (scripts/test makes it)",
             python.display()
         );
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -1163,7 +1163,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     assert_eq!(detail_len(&node, &shop.token, &chat), before);
 }
 
-/// Dovecot (Debian's `dovecot-imapd`; `.ci/run` installs it) serving one mailbox on a free
+/// Dovecot (Debian's `dovecot-imapd`; `scripts/test` installs it) serving one mailbox on a free
 /// loopback port, plain IMAP with a password: an existing mailbox the node polls.
 struct Dovecot {
     port: u16,
@@ -1179,7 +1179,7 @@ impl Dovecot {
     fn start() -> Dovecot {
         assert!(
             std::path::Path::new("/usr/sbin/dovecot").exists(),
-            "dovecot is missing: apt-get install dovecot-imapd"
+            "dovecot is missing: run the tests with scripts/test, which installs dovecot-imapd"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();

@@ -1,10 +1,12 @@
 //! End-to-end tests: they run the real `threadline` binary.
 
+mod bridge_scope;
 mod browser;
 mod cli;
 mod email;
 mod federation;
 mod hostile;
+mod limits;
 mod node;
 mod store;
 mod webchat;

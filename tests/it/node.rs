@@ -13,22 +13,22 @@ use threadline_protocol::{
 use threadline_tests::{field, threadline_ok, Node};
 
 /// A data folder with an org, a node, an agent and a web chat and an email bridge.
-struct Org {
+pub(crate) struct Org {
     _tmp: tempfile::TempDir,
-    data: std::path::PathBuf,
-    agent_token: String,
-    webchat: Bridge,
-    email: Bridge,
+    pub(crate) data: std::path::PathBuf,
+    pub(crate) agent_token: String,
+    pub(crate) webchat: Bridge,
+    pub(crate) email: Bridge,
 }
 
-struct Bridge {
-    key: SecretKey,
-    token: String,
-    channel: ChannelKind,
+pub(crate) struct Bridge {
+    pub(crate) key: SecretKey,
+    pub(crate) token: String,
+    pub(crate) channel: ChannelKind,
 }
 
 impl Org {
-    fn new() -> Org {
+    pub(crate) fn new() -> Org {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let init = threadline_ok(&data, &["init"]);
@@ -38,20 +38,8 @@ impl Org {
         let text = std::fs::read_to_string(&config).expect("config");
         std::fs::write(&config, text.replace("builtin = true", "builtin = false"))
             .expect("config written");
-        let bridge = |channel: ChannelKind| {
-            let out = threadline_ok(&data, &["bridge", "add", channel.as_str()]);
-            let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))
-                .expect("hex")
-                .try_into()
-                .expect("32 bytes");
-            Bridge {
-                key: SecretKey::from_seed(seed),
-                token: field(&out, "token:"),
-                channel,
-            }
-        };
-        let webchat = bridge(ChannelKind::Webchat);
-        let email = bridge(ChannelKind::Email);
+        let webchat = add_bridge(&data, ChannelKind::Webchat);
+        let email = add_bridge(&data, ChannelKind::Email);
         Org {
             _tmp: tmp,
             data,
@@ -60,9 +48,27 @@ impl Org {
             email,
         }
     }
+
+    /// Certifies another bridge (before the node starts: the CLI opens the store).
+    pub(crate) fn bridge(&self, channel: ChannelKind) -> Bridge {
+        add_bridge(&self.data, channel)
+    }
 }
 
-fn now() -> Timestamp {
+fn add_bridge(data: &std::path::Path, channel: ChannelKind) -> Bridge {
+    let out = threadline_ok(data, &["bridge", "add", channel.as_str()]);
+    let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    Bridge {
+        key: SecretKey::from_seed(seed),
+        token: field(&out, "token:"),
+        channel,
+    }
+}
+
+pub(crate) fn now() -> Timestamp {
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -71,7 +77,7 @@ fn now() -> Timestamp {
 }
 
 /// The bridge's inbound message, signed, as hex: resolve the handle, then sign on its thread.
-fn inbound(
+pub(crate) fn inbound(
     node: &Node,
     bridge: &Bridge,
     handle: &str,
@@ -152,14 +158,20 @@ fn post_oversize(node: &Node, token: &str, path: &str) -> (u16, Value) {
 }
 
 /// Resolves, signs and submits one inbound message, and checks it was stored.
-fn send(node: &Node, bridge: &Bridge, handle: &str, text: &str, external_id: &str) -> ThreadId {
+pub(crate) fn send(
+    node: &Node,
+    bridge: &Bridge,
+    handle: &str,
+    text: &str,
+    external_id: &str,
+) -> ThreadId {
     let (thread, message) = inbound(node, bridge, handle, text, external_id);
     let results = submit(node, bridge, &[message]);
     assert_eq!(results[0]["status"], "stored", "{results:?}");
     thread
 }
 
-fn submit(node: &Node, bridge: &Bridge, events: &[String]) -> Vec<Value> {
+pub(crate) fn submit(node: &Node, bridge: &Bridge, events: &[String]) -> Vec<Value> {
     let (status, answer) = node.post(
         &bridge.token,
         "/api/v1/bridge/events",
@@ -461,6 +473,38 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             .is_some_and(|m| !m.is_empty()));
     }
 
+    // A route asked with a method it does not take: 405, with the methods it takes, and the
+    // same JSON error as everything else.
+    for (method, path) in [
+        ("DELETE", format!("/api/v1/threads/{thread}")),
+        ("GET", format!("/api/v1/threads/{thread}/replies")),
+        ("PUT", "/api/v1/bridge/events".to_owned()),
+    ] {
+        let request = node
+            .http()
+            .request(method, &format!("{}{path}", node.base))
+            .set("Authorization", &format!("Bearer {token}"));
+        let response = match request.call() {
+            Err(ureq::Error::Status(_, response)) => response,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        assert_eq!(response.status(), 405, "{method} {path}");
+        let allow = response.header("Allow").unwrap_or_default().to_owned();
+        let body: Value = serde_json::from_str(&response.into_string().expect("text"))
+            .unwrap_or_else(|err| panic!("{method} {path}: not JSON: {err}"));
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(method)),
+            "{body}"
+        );
+        assert!(
+            !allow.is_empty() && !allow.contains(method),
+            "Allow: {allow}"
+        );
+    }
+
     // Bridge-side garbage: not hex, not an event, a forged signature, another channel.
     let mut forged = hex::decode(&message).expect("hex");
     let len = forged.len();
@@ -751,7 +795,7 @@ fn thread_list_filters_and_pages() {
     let out = threadline_tests::run_threadline(&org.data, &["agent", "list"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("in use by a running node"),
+        String::from_utf8_lossy(&out.stderr).contains("is in use by another process"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -996,5 +1040,40 @@ fn a_resolved_thread_gets_a_new_thread_and_a_reopened_one_gets_the_message() {
         &json!({}),
     );
     assert_eq!(status, 400);
+    node.stop();
+}
+
+#[test]
+fn a_second_run_on_a_data_folder_in_use_fails_before_it_listens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let second = threadline_tests::run_threadline(
+        &data,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr),
+    );
+    assert!(!second.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the data folder {} is in use by another process",
+            data.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("listening"), "{stdout}");
+    // The first node goes on as if nothing happened.
+    let (status, threads) = node.get(&token, "/api/v1/threads");
+    assert_eq!(status, 200, "{threads}");
     node.stop();
 }

@@ -108,6 +108,12 @@
     }).catch(function (error) { if (error.status === 401) showSignIn("Signed out."); });
   }
 
+  // A revoked agent's assignment stays until someone takes the thread over: say so.
+  function assigneeName(thread) {
+    var name = state.agents[thread.assignee] || "assigned";
+    return thread.assignee_revoked ? name + " (revoked)" : name;
+  }
+
   function renderThreads() {
     var list = $("thread-list");
     list.textContent = "";
@@ -118,7 +124,7 @@
       item.appendChild(el("span", "who", who(thread)));
       item.appendChild(el("span", "when", ago(thread.last_activity)));
       var what = (thread.route ? thread.route.channel : thread.opened_on) + " · " + thread.status;
-      if (thread.assignee) what += " · " + (state.agents[thread.assignee] || "assigned");
+      if (thread.assignee) what += " · " + assigneeName(thread);
       item.appendChild(el("span", "what", what));
       // Unread for this agent, from its read marks on the node (the same on every device).
       if (thread.unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(thread.unread)));
@@ -183,6 +189,7 @@
     $("thread-title").textContent = who(thread);
     var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + " messages";
     if (thread.route) meta += " · replies go to " + thread.route.channel;
+    if (thread.assignee) meta += " · assigned to " + assigneeName(thread);
     $("thread-meta").textContent = meta;
     // Only channels whose bridges send files get them (the node refuses the others).
     var files = !!thread.route && FILE_CHANNELS.indexOf(thread.route.channel) >= 0;

@@ -9,7 +9,7 @@
 use axum::{
     body::Body,
     extract::{Path, State},
-    http::{header, HeaderValue},
+    http::{header, HeaderMap, HeaderValue},
     response::{IntoResponse, Response},
     Json,
 };
@@ -17,6 +17,7 @@ use serde::Serialize;
 use threadline_protocol::{event::Attachment, id::BlobHash, EventId, ScopeId, ThreadId};
 
 use super::auth::{AgentCaller, BridgeCaller};
+use super::throttle::{is_too_slow, Admission};
 use super::views::parse_id;
 use super::ApiError;
 use crate::ingest::Ingest;
@@ -24,14 +25,11 @@ use crate::store::{BlobError, StoreError};
 
 /// Media types an inbox may show inline (raster images: no scripts in them).
 const INLINE_TYPES: [&str; 4] = ["image/png", "image/jpeg", "image/gif", "image/webp"];
-/// Uploads held in memory at once (each up to 32 MiB); more wait their turn.
-const UPLOADS_AT_ONCE: usize = 4;
-/// The longest an upload may take, waiting for its turn included.
+/// The longest reading an upload may take, once it has its turn (it must also keep up the
+/// minimum rate of every request body: see [`super::throttle`]).
 const UPLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Bytes read from a file per part of a download (downloads are streamed).
 const DOWNLOAD_PART: usize = 64 * 1024;
-
-static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
 /// What an upload stored.
 #[derive(Debug, Serialize)]
@@ -42,38 +40,51 @@ pub struct Stored {
     size: u64,
 }
 
-/// Reads an upload (a few at a time, each at most the protocol's limit) and stores it, off
-/// the async threads.
-async fn store_blob(ingest: &Ingest, body: Body) -> Result<Json<Stored>, ApiError> {
+/// Reads an upload (each at most the protocol's limit; in one of the caller's upload slots,
+/// within the node's upload memory) and stores it, off the async threads.
+async fn store_blob(
+    ingest: &Ingest,
+    admission: &Admission,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Json<Stored>, ApiError> {
     let max = threadline_protocol::limits::MAX_BLOB_BYTES;
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    // A client that stalls gives its turn up: it cannot hold the uploads of everyone else.
-    let read = tokio::time::timeout(UPLOAD_TIMEOUT, async {
-        let _turn = UPLOADS
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal("the upload queue is closed"))?;
-        axum::body::to_bytes(body, limit).await.map_err(|err| {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("an attachment is at most {max} bytes"),
-                )
+    let too_large = || {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("an attachment is at most {max} bytes"),
+        )
+    };
+    // What the upload announces, to reserve that much (no more than the limit: an upload over
+    // it is read up to the limit and refused then, so that a client that writes its whole
+    // body before it reads an answer still gets it).
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    let _turn = admission.upload(announced, max).await?;
+    // A client that stalls is cut (the minimum rate), and so gives its turn up.
+    let read = tokio::time::timeout(UPLOAD_TIMEOUT, axum::body::to_bytes(body, limit));
+    let bytes = read
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!("the upload took longer than {UPLOAD_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|err| {
+            let source = std::error::Error::source(&err);
+            if source.is_some_and(|source| source.is::<http_body_util::LengthLimitError>()) {
+                too_large()
+            } else if is_too_slow(&err) {
+                ApiError::too_slow()
             } else {
                 ApiError::bad_request(format!("the upload was cut short: {err}"))
             }
-        })
-    });
-    let bytes = read.await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!("the upload took longer than {UPLOAD_TIMEOUT:?}"),
-        )
-    })??;
+        })?;
     let store = ingest.store().clone();
     let size = bytes.len() as u64;
     let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
@@ -93,20 +104,31 @@ async fn store_blob(ingest: &Ingest, body: Body) -> Result<Json<Stored>, ApiErro
 /// `POST /api/v1/attachments` (raw bytes): an agent's file, for a reply's `attachments`.
 pub async fn upload(
     _caller: AgentCaller,
+    admission: Admission,
     State(ingest): State<Ingest>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Stored>, ApiError> {
-    store_blob(&ingest, body).await
+    store_blob(&ingest, &admission, &headers, body).await
 }
 
 /// `POST /api/v1/bridge/blobs` (raw bytes): a customer's file, before the message that
 /// carries it.
 pub async fn bridge_upload(
-    _caller: BridgeCaller,
+    BridgeCaller(channel): BridgeCaller,
+    admission: Admission,
     State(ingest): State<Ingest>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Stored>, ApiError> {
-    store_blob(&ingest, body).await
+    let stored = store_blob(&ingest, &admission, &headers, body).await?;
+    // Only the channel that sent the bytes may refer to them (a hash alone opens nothing).
+    let store = ingest.store().clone();
+    let blob = stored.blob;
+    tokio::task::spawn_blocking(move || store.record_upload(channel, &blob))
+        .await
+        .map_err(|err| ApiError::internal(format!("recording task failed: {err}")))??;
+    Ok(stored)
 }
 
 /// `GET /api/v1/threads/{id}/events/{event}/attachments/{n}`: the `n`th file of an event.

@@ -23,7 +23,9 @@ use crate::ingest::{Ingest, Submitted};
 use threadline_bridges::sdk::{Identity, LinkError, NodeLink as _};
 use threadline_protocol::event::ReceiptKind;
 
-/// Most events per submission.
+/// Most events per submission (`413 too_many_events` past it). The writer verifies and stores
+/// a submission's events while other writers wait: 512 is a few tens of milliseconds of its
+/// time, and a bridge catching up sends the rest in further requests.
 const MAX_EVENTS_PER_SUBMIT: usize = 512;
 /// Most deliveries per take.
 const MAX_DELIVERIES: usize = 512;
@@ -122,10 +124,18 @@ pub async fn submit(
     body: Result<Json<SubmitBody>, JsonRejection>,
 ) -> Result<Json<SubmitAnswer>, ApiError> {
     let Json(body) = body?;
-    if body.events.is_empty() || body.events.len() > MAX_EVENTS_PER_SUBMIT {
-        return Err(ApiError::bad_request(format!(
-            "submit 1 to {MAX_EVENTS_PER_SUBMIT} events"
-        )));
+    if body.events.is_empty() {
+        return Err(ApiError::bad_request("no events"));
+    }
+    if body.events.len() > MAX_EVENTS_PER_SUBMIT {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "{} events; at most {MAX_EVENTS_PER_SUBMIT} a request",
+                body.events.len()
+            ),
+        ));
     }
     let mut results: Vec<Option<SubmitResult>> = Vec::with_capacity(body.events.len());
     let mut decoded = Vec::new();
@@ -138,13 +148,21 @@ pub async fn submit(
                 decoded.push(event);
                 results.push(None);
             }
-            Ok(event) => results.push(Some(SubmitResult::Refused {
-                code: "forbidden",
-                message: format!(
-                    "a {channel} bridge may submit only inbound messages and receipts on {channel}, not {}",
-                    event.header().kind.name()
-                ),
-            })),
+            Ok(event) => {
+                let kind = event.header().kind.name();
+                tracing::warn!(
+                    bridge = %event.header().author,
+                    %channel,
+                    kind,
+                    "refused a bridge's event: not an inbound message or receipt on its channel"
+                );
+                results.push(Some(SubmitResult::Refused {
+                    code: "forbidden",
+                    message: format!(
+                        "a {channel} bridge may submit only inbound messages and receipts on {channel}, not {kind}"
+                    ),
+                }));
+            }
             Err(message) => results.push(Some(SubmitResult::Refused {
                 code: "malformed",
                 message,

@@ -59,6 +59,15 @@ impl ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// 408 `too_slow`: the request body came slower than the node's minimum rate.
+    pub fn too_slow() -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "too_slow",
+            super::throttle::TooSlow.to_string(),
+        )
+    }
+
     /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -108,8 +117,14 @@ impl From<IngestError> for ApiError {
             IngestError::FilesNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
             }
+            IngestError::AttachmentNotYours { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "attachment_not_yours", message)
+            }
             IngestError::MissingBlob { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "missing_attachment", message)
+            }
+            IngestError::Full(cap) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, cap.code(), message)
             }
             IngestError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
@@ -122,6 +137,13 @@ impl From<IngestError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
+            JsonRejection::BytesRejection(_)
+                if super::throttle::is_too_slow(
+                    &rejection as &(dyn std::error::Error + 'static),
+                ) =>
+            {
+                ApiError::too_slow()
+            }
             JsonRejection::BytesRejection(_) => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
@@ -147,4 +169,14 @@ impl From<crate::store::StoreError> for ApiError {
 /// Answer for unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+/// Answer for a known route asked with a method it does not take (axum adds the `Allow`
+/// header).
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this route does not take {method}"),
+    )
 }

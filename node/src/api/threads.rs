@@ -3,6 +3,7 @@
 
 use axum::{
     extract::{rejection::JsonRejection, rejection::QueryRejection, Path, Query, State},
+    http::StatusCode,
     Json,
 };
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use threadline_protocol::{
     channel::Handle,
     event::{Attachment, Status},
     id::BlobHash,
+    limits::{MAX_ATTACHMENTS, MAX_TEXT_BYTES},
     name::{AttachmentMeta, Label},
     AgentId, ChannelKind, ContactId, EventId, ScopeId, ThreadId, Timestamp,
 };
@@ -18,6 +20,8 @@ use super::auth::AgentCaller;
 use super::views::{parse_field, parse_id, status_name, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
+use crate::limits::MAX_LABELS_PER_REQUEST;
+use crate::store::{AgentRecord, TreeName};
 
 /// Default and largest page.
 const DEFAULT_PAGE: usize = 50;
@@ -244,7 +248,23 @@ fn text(body: Result<Json<TextBody>, JsonRejection>) -> Result<String, ApiError>
     if body.text.trim().is_empty() {
         return Err(ApiError::bad_request("text is empty"));
     }
+    text_fits(&body.text)?;
     Ok(body.text)
+}
+
+/// `413 text_too_long` for a text over the protocol's limit (the event would be refused).
+fn text_fits(text: &str) -> Result<(), ApiError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_long",
+            format!(
+                "the text is {} bytes; at most {MAX_TEXT_BYTES} (of UTF-8)",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,12 +299,16 @@ pub async fn reply(
     if body.text.trim().is_empty() && body.attachments.is_empty() {
         return Err(ApiError::bad_request("a reply needs text or attachments"));
     }
-    if body.attachments.len() > threadline_protocol::limits::MAX_ATTACHMENTS {
-        return Err(ApiError::bad_request(format!(
-            "{} attachments; at most {}",
-            body.attachments.len(),
-            threadline_protocol::limits::MAX_ATTACHMENTS
-        )));
+    text_fits(&body.text)?;
+    if body.attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_attachments",
+            format!(
+                "{} attachments; at most {MAX_ATTACHMENTS}",
+                body.attachments.len()
+            ),
+        ));
     }
     let mut attachments = Vec::with_capacity(body.attachments.len());
     for file in body.attachments {
@@ -300,7 +324,7 @@ pub async fn reply(
             .map_err(|err| ApiError::internal(err.to_string()))?
             .ok_or_else(|| {
                 ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
+                    StatusCode::CONFLICT,
                     "missing_attachment",
                     format!("no uploaded attachment {blob}: POST it to /api/v1/attachments first"),
                 )
@@ -356,7 +380,37 @@ pub async fn assign(
             )))
         }
     };
+    if let Some(agent) = assignee {
+        assignable(&ingest, agent)?;
+    }
     act(&ingest, caller, &id, Action::Assign(assignee)).await
+}
+
+/// Whether a thread may be assigned to `agent`: an agent of this node's that is not revoked
+/// (`422 unknown_agent`, `422 agent_revoked`). Agents are only added and revoked on a stopped
+/// node, so what this reads holds until the assignment is stored.
+fn assignable(ingest: &Ingest, agent: AgentId) -> Result<(), ApiError> {
+    let stored = ingest
+        .store()
+        .tree(TreeName::Agents)
+        .get(agent.as_bytes())
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_agent",
+                format!("no agent {agent} (see GET /api/v1/agents)"),
+            )
+        })?;
+    let record: AgentRecord = crate::store::decode("agents", &stored)?;
+    if record.revoked {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "agent_revoked",
+            format!("agent {agent} ({}) is revoked", record.name),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -502,7 +556,10 @@ pub async fn typing(
     Ok(Json(serde_json::json!({})))
 }
 
-/// `POST /api/v1/threads/{id}/labels` `{"add": [...], "remove": [...]}`.
+/// `POST /api/v1/threads/{id}/labels` `{"add": [...], "remove": [...]}`: at most
+/// [`MAX_LABELS_PER_REQUEST`] together (`413 too_many_labels`), and the thread at most
+/// [`crate::limits::MAX_LABELS_PER_THREAD`] after them (`422 thread_labels_full`, checked by
+/// the writer). Refused, nothing is stored.
 pub async fn labels(
     caller: AgentCaller,
     State(ingest): State<Ingest>,
@@ -511,6 +568,17 @@ pub async fn labels(
 ) -> Result<Json<LabelsDone>, ApiError> {
     let Json(body) = body?;
     let thread: ThreadId = parse_id(&id, "thread")?;
+    // Each label is an event the writer stores while other writers wait: a few per request.
+    let n_labels = body.add.len() + body.remove.len();
+    if n_labels > MAX_LABELS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_labels",
+            format!(
+                "{n_labels} labels to add and remove; at most {MAX_LABELS_PER_REQUEST} a request"
+            ),
+        ));
+    }
     let parse =
         |l: &String| Label::new(l.clone()).map_err(|e| ApiError::bad_request(e.to_string()));
     let add: Vec<Label> = body.add.iter().map(parse).collect::<Result<_, _>>()?;

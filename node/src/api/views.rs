@@ -20,6 +20,9 @@ pub struct ThreadView {
     pub status: &'static str,
     pub snoozed_until: Option<u64>,
     pub assignee: Option<AgentId>,
+    /// Whether the assignee is an agent this node knows as revoked (its assignment stays,
+    /// for someone to take over). `false` when unassigned, and for an agent of another node.
+    pub assignee_revoked: bool,
     pub opened_on: ChannelKind,
     pub opened_at: u64,
     pub route: Option<RouteView>,
@@ -89,6 +92,10 @@ impl ThreadView {
                 _ => None,
             },
             assignee: state.assignee,
+            assignee_revoked: match state.assignee {
+                Some(agent) => revoked(ingest, agent)?,
+                None => false,
+            },
             opened_on: state.opened_on,
             opened_at: state.opened_at.as_millis(),
             route,
@@ -98,6 +105,20 @@ impl ThreadView {
             last_activity: state.last_activity.as_millis(),
         })
     }
+}
+
+/// Whether `agent` is an agent of this node that was revoked.
+fn revoked(ingest: &Ingest, agent: AgentId) -> Result<bool, ApiError> {
+    let Some(stored) = ingest
+        .store()
+        .tree(crate::store::TreeName::Agents)
+        .get(agent.as_bytes())
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    else {
+        return Ok(false);
+    };
+    let record: crate::store::AgentRecord = crate::store::decode("agents", &stored)?;
+    Ok(record.revoked)
 }
 
 impl EventView {

@@ -19,6 +19,7 @@ use super::{
     ThreadRef, LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
 use crate::identity::Identity;
+use crate::limits::Cap;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
 
 /// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
@@ -266,10 +267,13 @@ impl Writer {
                     answers.push(Answer::Resolve(reply, result));
                 }
                 Request::Act(agent, thread, actions, reply) => {
-                    let result = actions
-                        .into_iter()
-                        .map(|action| self.act(agent, thread, action, &mut live))
-                        .collect();
+                    // Caps first, for the request as a whole: refused, it stores nothing.
+                    let result = self.labels_fit(thread, &actions).and_then(|()| {
+                        actions
+                            .into_iter()
+                            .map(|action| self.act(agent, thread, action, &mut live))
+                            .collect()
+                    });
                     answers.push(Answer::Act(reply, result));
                 }
                 Request::Directory(action, reply) => {
@@ -388,8 +392,38 @@ impl Writer {
         self.apply_from(event, Source::Local, live)
     }
 
-    /// Authorises and stores one verified event from `source`.
+    /// Authorises and stores one verified event from `source`. A bridge's event refused here
+    /// is logged with the bridge's key: a bridge that tries another channel's thread, handle
+    /// or file is either broken or hostile, and its operator should hear of it.
     fn apply_from(
+        &mut self,
+        event: VerifiedEvent,
+        source: Source,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Submitted, IngestError> {
+        let from_bridge = source == Source::Local && bridge_channel(&event).is_some();
+        let (bridge, kind, scope) = (
+            event.header().author,
+            event.header().kind.name(),
+            event.scope_id(),
+        );
+        let result = self.authorise_and_store(event, source, live);
+        if let (true, Err(err)) = (from_bridge, &result) {
+            let refused = matches!(
+                err,
+                IngestError::Refused(_)
+                    | IngestError::HandleNotOfContact { .. }
+                    | IngestError::AttachmentNotYours { .. }
+                    | IngestError::ForeignScope(_)
+            );
+            if refused {
+                warn!(%bridge, kind, %scope, cause = %err, "refused a bridge's event");
+            }
+        }
+        result
+    }
+
+    fn authorise_and_store(
         &mut self,
         event: VerifiedEvent,
         source: Source,
@@ -432,6 +466,17 @@ impl Writer {
         // come before its blobs (replication fetches them: `missing_blobs`).
         if let Some(&(blob, size)) = missing.first().filter(|_| source == Source::Local) {
             return Err(IngestError::MissingBlob { blob, size });
+        }
+        // A bridge refers only to files its channel sent or already holds.
+        if let (Source::Local, Some(channel)) = (source, bridge_channel(&event)) {
+            for attachment in event.content().map_or(&[][..], |c| &c.attachments) {
+                if !self.store.may_attach(channel, &attachment.blob)? {
+                    return Err(IngestError::AttachmentNotYours {
+                        blob: attachment.blob,
+                        channel,
+                    });
+                }
+            }
         }
         let scope = event.scope_id();
         let kind = event.header().kind.name();
@@ -546,6 +591,23 @@ impl Writer {
             self.threads.put(thread_id, thread)
         } else {
             let thread = self.threads.load(&self.store, thread_id)?;
+            // The handle a bridge's message comes from is the thread's customer's: never a
+            // made-up or another customer's handle (the protocol checks the channel; the
+            // directory, which only this org's nodes hold, the handle).
+            if let (Source::Local, Some(handle)) = (source, inbound_handle(&event)) {
+                let directory_state = directory.state();
+                let owner = directory_state.root_of(thread.state().contact);
+                if !thread.dag().contains(&id)
+                    && directory_state
+                        .resolve(handle)
+                        .map(|contact| directory_state.root_of(contact))
+                        != Some(owner)
+                {
+                    return Err(IngestError::HandleNotOfContact {
+                        handle: handle.clone(),
+                    });
+                }
+            }
             if thread.insert(event.clone(), certificates, now)? == Inserted::Duplicate {
                 return Ok(Submitted::Duplicate(id));
             }
@@ -730,6 +792,7 @@ impl Writer {
         };
         if let Some(hint) = &hint {
             if let Some(thread) = self.hinted_thread(hint, contact)? {
+                self.admit(thread, &handle, live)?;
                 let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
                 return Ok(Resolved {
                     contact,
@@ -787,6 +850,7 @@ impl Writer {
                 thread
             }
         };
+        self.admit(thread, &handle, live)?;
         let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
         Ok(Resolved {
             contact,
@@ -794,6 +858,68 @@ impl Writer {
             parents,
             depth,
         })
+    }
+
+    /// Opens `thread` to the channel of `handle` (a handle of the thread's customer: the
+    /// caller resolved it) if nothing in its past did: a node-signed hand-off naming the
+    /// handle, without which the protocol refuses that channel's bridge in the thread. The
+    /// customer writes there now, so that is where replies go.
+    fn admit(
+        &mut self,
+        thread_id: ThreadId,
+        handle: &Handle,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<(), IngestError> {
+        let thread = self.threads.load(&self.store, thread_id)?;
+        if thread.admitted_channels().contains(handle.channel()) {
+            return Ok(());
+        }
+        let (parents, depth) = thread.dag().next_parents();
+        let draft = Draft::new(
+            Scope::Thread(thread_id),
+            parents,
+            depth,
+            (self.now)(),
+            EventKind::Thread(ThreadKind::HandOff {
+                channel: handle.channel(),
+            }),
+        )
+        .with_content(Content::default().with_handle(handle.clone()));
+        let event = self.sign(draft)?;
+        self.apply(event, live)?;
+        Ok(())
+    }
+
+    /// Whether the labels a request adds and removes, applied in order to the thread as it is
+    /// now, leave it within [`Cap::ThreadLabels`] (a thread over it already may still lose
+    /// labels). Checked for the whole request before any of it is applied, so a refused request
+    /// stores nothing; in the writer, so concurrent requests cannot together go past it.
+    fn labels_fit(&mut self, thread_id: ThreadId, actions: &[Action]) -> Result<(), IngestError> {
+        if !actions.iter().any(|a| matches!(a, Action::LabelAdd(_))) {
+            return Ok(());
+        }
+        let mut labels = self
+            .threads
+            .load(&self.store, thread_id)?
+            .state()
+            .labels
+            .clone();
+        let before = labels.len();
+        for action in actions {
+            match action {
+                Action::LabelAdd(label) => {
+                    labels.insert(label.clone());
+                }
+                Action::LabelRemove(label) => {
+                    labels.remove(label);
+                }
+                _ => {}
+            }
+        }
+        if labels.len() > Cap::ThreadLabels.max() && labels.len() > before {
+            return Err(IngestError::Full(Cap::ThreadLabels));
+        }
+        Ok(())
     }
 
     fn act(
@@ -846,7 +972,13 @@ impl Writer {
                     Some(Content::default().with_handle(handle)),
                 )
             }
-            Action::MemberAdd(org) => (ThreadKind::MemberAdd { org }, None),
+            Action::MemberAdd(org) => {
+                let members = &thread.state().members;
+                if !members.contains(&org) && members.len() >= Cap::ThreadMembers.max() {
+                    return Err(IngestError::Full(Cap::ThreadMembers));
+                }
+                (ThreadKind::MemberAdd { org }, None)
+            }
             Action::MemberRemove(org) => (ThreadKind::MemberRemove { org }, None),
             Action::LabelAdd(label) => (ThreadKind::LabelAdd { label }, None),
             Action::LabelRemove(label) => (ThreadKind::LabelRemove { label }, None),
@@ -910,9 +1042,19 @@ impl Writer {
                     .unwrap_or_else(PoisonError::into_inner)
                     .state()
                     .resolve(&handle);
+                let n_handles = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .state()
+                    .contact(root)
+                    .map_or(0, |(_, record)| record.handles.len());
                 match current {
                     Some(owner) if owner == root => Ok(Vec::new()),
                     Some(_) => Err(IngestError::HandleNotOfContact { handle }),
+                    None if n_handles >= Cap::ContactHandles.max() => {
+                        Err(IngestError::Full(Cap::ContactHandles))
+                    }
                     None => Ok(vec![self.sign_directory(
                         DirectoryKind::LinkHandle { contact: root },
                         Some(Content::default().with_handle(handle)),
@@ -1185,6 +1327,29 @@ fn delivery_for(
 }
 
 /// The external-id key of an inbound message that names one (see [`crate::store::external_id_key`]).
+/// The channel of a bridge's event: an inbound message or a receipt (only bridges make them).
+fn bridge_channel(event: &VerifiedEvent) -> Option<threadline_protocol::ChannelKind> {
+    match &event.header().kind {
+        EventKind::Thread(
+            ThreadKind::Message {
+                direction: Direction::Inbound { channel },
+            }
+            | ThreadKind::Receipt { channel, .. },
+        ) => Some(*channel),
+        _ => None,
+    }
+}
+
+/// The customer's handle on an inbound message (when its content is here).
+fn inbound_handle(event: &VerifiedEvent) -> Option<&Handle> {
+    match &event.header().kind {
+        EventKind::Thread(ThreadKind::Message {
+            direction: Direction::Inbound { .. },
+        }) => event.content()?.handle.as_ref(),
+        _ => None,
+    }
+}
+
 fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
 }
