@@ -10,6 +10,7 @@
 //!   writer thread.
 //! - [`store`]: the sled store: trees, keys, records, atomic write sets, group-commit flush.
 //! - [`api`]: the HTTP API (agents and bridges), one file per resource.
+//! - [`http`]: the HTTP server under it: header read timeout and connection caps.
 //! - [`limits`]: the node's own limits on requests, threads, contacts and callers.
 //! - [`admin`]: `init`, agents, bridges and tokens on a stopped node.
 //! - [`config`]: `config.toml`, environment and flags.
@@ -24,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod data_dir;
+pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod limits;

@@ -255,11 +255,7 @@ pub async fn serve(
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
     let app = api::router(ingest.clone(), webchat);
     let closing = running.closing();
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let result = crate::http::serve(listener, app, async move {
         shutdown.await;
         info!("shutting down");
         closing.close();

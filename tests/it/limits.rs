@@ -522,3 +522,59 @@ fn assignments_go_only_to_active_agents_and_a_revoked_assignee_shows() {
     let (state, _) = read_back(&node, &org.ann, &thread);
     assert_eq!(state["assignee_revoked"], false);
 }
+
+/// Whether the node closes `stream` (EOF or reset) before `within` passes, answering nothing.
+fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).expect("timeout");
+    let mut buffer = [0u8; 256];
+    match stream.read(&mut buffer) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) => !matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn connections_that_trickle_their_head_or_crowd_from_one_address_are_closed() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let address = node.base.trim_start_matches("http://").to_owned();
+    let timeout = threadline_node::http::HEADER_READ_TIMEOUT;
+
+    // Half a head, then nothing: cut once the head's time is up, while others are served.
+    let mut trickler = TcpStream::connect(&address).expect("connects");
+    trickler
+        .write_all(b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bea")
+        .expect("half a head");
+    let (status, me) = node.get(&org.ann, "/api/v1/me");
+    assert_eq!(status, 200, "{me}");
+    assert!(
+        closed_within(&mut trickler, timeout * 3),
+        "a head that never completes is cut"
+    );
+
+    // One address's share of connections, all idle: the next one from it is closed at once,
+    // and the share comes back as they close.
+    let share = threadline_node::http::MAX_CONNECTIONS_PER_ADDRESS;
+    let idle: Vec<TcpStream> = (0..share)
+        .map(|_| TcpStream::connect(&address).expect("connects"))
+        .collect();
+    let mut crowded = eventually(
+        "the node has counted the idle connections",
+        Duration::from_secs(20),
+        || {
+            let mut extra = TcpStream::connect(&address).expect("the kernel accepts");
+            closed_within(&mut extra, Duration::from_millis(500)).then_some(extra)
+        },
+    );
+    assert!(closed_within(&mut crowded, Duration::from_secs(1)));
+    drop(idle);
+    eventually(
+        "the address has its share back once its connections close",
+        Duration::from_secs(20),
+        || (node.get(&org.ann, "/api/v1/me").0 == 200).then_some(()),
+    );
+}

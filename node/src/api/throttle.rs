@@ -164,14 +164,7 @@ impl Throttle {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
-        Caller::Address(match address.to_canonical() {
-            IpAddr::V6(v6) => {
-                let mut segments = v6.segments();
-                segments[4..].fill(0);
-                IpAddr::from(segments)
-            }
-            v4 => v4,
-        })
+        Caller::Address(address_key(address))
     }
 
     fn token_caller(&self, parts: &Parts) -> Option<Caller> {
@@ -212,6 +205,19 @@ impl Throttle {
 /// The middleware: counts the request against its caller (`429 too_many_requests` past the
 /// caller's share), holds its body to the minimum rate, and keeps the count until the answer
 /// has been sent. Handlers find the [`Admission`] in the request.
+/// The address a client is counted by: an IPv4 address (IPv4-mapped IPv6 ones as IPv4), or an
+/// IPv6 one cut to its /64 (what one host usually has).
+pub fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+        v4 => v4,
+    }
+}
+
 pub async fn admit(State(throttle): State<Throttle>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let caller = throttle.caller(&parts);
