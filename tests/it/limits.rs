@@ -450,6 +450,21 @@ fn a_token_with_too_much_in_flight_is_refused_and_others_are_not() {
     let held: Vec<TcpStream> = (0..limit)
         .map(|_| held_request(&node, &org.ann, "GET /api/v1/stream", 0, b""))
         .collect();
+    // Each stream is open once its answer's head has come.
+    for stream in &held {
+        let mut stream = stream.try_clone().expect("clone");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("the stream's head");
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
     // One more of Ann's is refused once the node has read those heads; Bea's goes through.
     let refusal = eventually(
         "Ann's requests past her share are refused",
