@@ -202,9 +202,6 @@ impl Throttle {
     }
 }
 
-/// The middleware: counts the request against its caller (`429 too_many_requests` past the
-/// caller's share), holds its body to the minimum rate, and keeps the count until the answer
-/// has been sent. Handlers find the [`Admission`] in the request.
 /// The address a client is counted by: an IPv4 address (IPv4-mapped IPv6 ones as IPv4), or an
 /// IPv6 one cut to its /64 (what one host usually has).
 pub fn address_key(address: IpAddr) -> IpAddr {
@@ -218,6 +215,9 @@ pub fn address_key(address: IpAddr) -> IpAddr {
     }
 }
 
+/// The middleware: counts the request against its caller (`429 too_many_requests` past the
+/// caller's share), holds its body to the minimum rate, and keeps the count until the answer
+/// has been sent. Handlers find the [`Admission`] in the request.
 pub async fn admit(State(throttle): State<Throttle>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let caller = throttle.caller(&parts);
