@@ -14,7 +14,7 @@
 pub mod imap;
 pub mod smtp;
 
-use mail_parser::{MessageParser, MimeHeaders as _};
+use mail_parser::{MessageParser, MimeHeaders as _, PartType};
 use threadline_protocol::{channel::Handle, name::ExternalId};
 
 /// The largest mail taken (the SMTP listener says so in its `SIZE`).
@@ -99,7 +99,7 @@ impl InboundMail {
             .map_err(|_| MailError::NoSender)?;
         let from_name = sender
             .name()
-            .map(|name| name.trim().to_owned())
+            .map(|name| without_nul(name.trim()))
             .filter(|name| !name.is_empty());
         let mut answers: Vec<String> = Vec::new();
         let mut push_ids = |list: Option<&[std::borrow::Cow<'_, str>]>, newest_first: bool| {
@@ -128,28 +128,15 @@ impl InboundMail {
                 }
             }
         }
-        let text = message
-            .body_text(0)
-            .map(|text| text.into_owned())
-            .unwrap_or_default();
-        let text = truncate(text.replace("\r\n", "\n").trim_end(), MAX_TEXT_BYTES);
+        let text = every_text_part(&message);
+        let text = truncate(text.trim_end(), MAX_TEXT_BYTES);
         let new_text = trim_quoted(&text);
         let attachments = message
             .attachments()
-            .map(|part| {
-                let name = part.attachment_name().unwrap_or("attachment").to_owned();
-                let content_type = part
-                    .content_type()
-                    .map(|ct| match ct.subtype() {
-                        Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                        None => ct.ctype().to_owned(),
-                    })
-                    .unwrap_or_else(|| "application/octet-stream".to_owned());
-                crate::sdk::InboundAttachment {
-                    name,
-                    media_type: content_type,
-                    bytes: part.contents().to_vec(),
-                }
+            .map(|part| crate::sdk::InboundAttachment {
+                name: part_name(part),
+                media_type: media_type(part),
+                bytes: part.contents().to_vec(),
             })
             .collect();
         let automated = automated(&message);
@@ -160,7 +147,7 @@ impl InboundMail {
             message_id: message.message_id().map(strip_brackets),
             answers,
             recipients,
-            subject: message.subject().map(str::to_owned),
+            subject: message.subject().map(without_nul),
             text,
             new_text,
             attachments,
@@ -198,17 +185,19 @@ impl InboundMail {
             })
     }
 
-    /// The id that makes this mail idempotent: its Message-ID, or (when it has none) a hash of
-    /// its bytes, so a resent copy of the same mail is the same message.
-    pub fn external_id(&self, raw: &[u8]) -> Option<ExternalId> {
-        let id = match &self.message_id {
-            Some(id) => format!("<{id}>"),
-            None => format!(
-                "sha256:{}",
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw))
-            ),
-        };
-        ExternalId::new(id).ok()
+    /// The id that makes this mail idempotent: the hash of its bytes, so a copy of the same
+    /// mail sent again is the same message, and another mail that reuses a Message-ID (clients
+    /// do) is not. The Message-ID goes in front (`<id> sha256:…`), for replies to name it in
+    /// `In-Reply-To`, when the two fit [`ExternalId`]'s limit.
+    pub fn external_id(&self, raw: &[u8]) -> ExternalId {
+        let hash = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw))
+        );
+        self.message_id
+            .as_ref()
+            .and_then(|id| ExternalId::new(format!("<{id}> {hash}")).ok())
+            .unwrap_or_else(|| ExternalId::new(hash).expect("a SHA-256 in hex fits an external id"))
     }
 
     /// The reply tokens in the addresses this mail was sent to: `TOKEN` in
@@ -329,12 +318,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
                 text: format!("5.6.0 {err}"),
             },
         })?;
-        let external_id = parsed
-            .external_id(&mail.data)
-            .ok_or_else(|| smtp::Refusal {
-                code: 554,
-                text: "5.6.0 the Message-ID is not usable".to_owned(),
-            })?;
+        let external_id = parsed.external_id(&mail.data);
         let text = match (&parsed.subject, parsed.text.trim().is_empty()) {
             (Some(subject), true) => truncate(subject, MAX_TEXT_BYTES),
             _ => parsed.text.clone(),
@@ -602,8 +586,7 @@ pub fn compose(
     let customer_ids: Vec<&str> = before
         .iter()
         .filter(|m| m.inbound && m.channel == Some(threadline_protocol::ChannelKind::Email))
-        .filter_map(|m| m.external_id.as_deref())
-        .filter(|id| id.starts_with('<') && id.ends_with('>'))
+        .filter_map(|m| m.external_id.as_deref().and_then(message_id_of))
         .collect();
     let mut body = delivery.text.clone();
     let mut html = format!(
@@ -836,14 +819,28 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
+/// Robots, in the order that tells them apart: a delivery report first (it often carries
+/// `Auto-Submitted` too, and must mark the reply it bounces, not pass for an auto-reply), then a
+/// null return path, then auto-replies and bulk mail.
 fn automated(message: &mail_parser::Message<'_>) -> Option<Automated> {
     let header = |name: &str| {
         message
             .header_raw(name)
             .map(|value| value.trim().to_ascii_lowercase())
     };
-    if header("Auto-Submitted").is_some_and(|value| !value.starts_with("no")) {
-        return Some(Automated::AutoSubmitted);
+    let is_type = |part: &mail_parser::MessagePart<'_>, ctype: &str, subtype: &str| {
+        part.content_type().is_some_and(|ct| {
+            ct.ctype().eq_ignore_ascii_case(ctype)
+                && ct
+                    .subtype()
+                    .is_some_and(|sub| sub.eq_ignore_ascii_case(subtype))
+        })
+    };
+    let is_report = message.parts.iter().any(|part| {
+        is_type(part, "multipart", "report") || is_type(part, "message", "delivery-status")
+    });
+    if is_report {
+        return Some(Automated::DeliveryReport);
     }
     if message
         .header_raw("Return-Path")
@@ -851,21 +848,80 @@ fn automated(message: &mail_parser::Message<'_>) -> Option<Automated> {
     {
         return Some(Automated::NullReturnPath);
     }
-    let is_report = message.content_type().is_some_and(|ct| {
-        ct.ctype().eq_ignore_ascii_case("multipart")
-            && ct
-                .subtype()
-                .is_some_and(|sub| sub.eq_ignore_ascii_case("report"))
-    });
-    if is_report {
-        return Some(Automated::DeliveryReport);
+    if header("Auto-Submitted").is_some_and(|value| !value.starts_with("no")) {
+        return Some(Automated::AutoSubmitted);
     }
     let bulk = header("Precedence")
         .is_some_and(|value| matches!(value.as_str(), "bulk" | "junk" | "list" | "auto_reply"));
-    if bulk || header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
+    let suppressing = header("X-Auto-Response-Suppress")
+        .is_some_and(|value| !value.is_empty() && value != "none");
+    if bulk || suppressing || header("X-Autoreply").is_some() || header("X-Autorespond").is_some() {
         return Some(Automated::BulkOrAutoReply);
     }
     None
+}
+
+/// Every part a mail client shows as the body, in order: each text part (a plain one, or an
+/// HTML one made plain when it has no plain alternative), and where a picture or a file sits
+/// between them (Apple Mail's text, photo, text), a line naming it (the file itself is among
+/// the attachments). Line ends are `\n`; NUL characters are dropped.
+fn every_text_part(message: &mail_parser::Message<'_>) -> String {
+    let mut pieces: Vec<String> = Vec::new();
+    for (position, &id) in message.text_body.iter().enumerate() {
+        let Some(part) = message.part(id) else {
+            continue;
+        };
+        let piece = match &part.body {
+            PartType::Text(_) | PartType::Html(_) => message
+                .body_text(position)
+                .map(|text| without_nul(&text.replace("\r\n", "\n")))
+                .unwrap_or_default(),
+            PartType::Message(inner) => format!(
+                "[forwarded message: {}]",
+                inner.subject().map(without_nul).unwrap_or_default()
+            ),
+            PartType::Binary(_) | PartType::InlineBinary(_) => {
+                format!("[{}: {}]", media_type(part), part_name(part))
+            }
+            PartType::Multipart(_) => continue,
+        };
+        let piece = piece.trim_matches('\n');
+        if !piece.trim().is_empty() {
+            pieces.push(piece.to_owned());
+        }
+    }
+    pieces.join("\n\n")
+}
+
+/// A part's file name, or one made from its type.
+fn part_name(part: &mail_parser::MessagePart<'_>) -> String {
+    match part.attachment_name() {
+        Some(name) if !name.trim().is_empty() => without_nul(name.trim()),
+        _ if part.is_message() => "message.eml".to_owned(),
+        _ => "attachment".to_owned(),
+    }
+}
+
+/// A part's media type as its headers give it (`message/rfc822` for a forwarded message).
+fn media_type(part: &mail_parser::MessagePart<'_>) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None if part.is_message() => "message/rfc822".to_owned(),
+        None => "application/octet-stream".to_owned(),
+    }
+}
+
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "")
+}
+
+/// The Message-ID (with its angle brackets) an external id of a mail starts with, if any.
+fn message_id_of(external_id: &str) -> Option<&str> {
+    let first = external_id.split(' ').next()?;
+    (first.len() > 2 && first.starts_with('<') && first.ends_with('>')).then_some(first)
 }
 
 /// The text without the quoted history a mail client puts below a reply: lines quoted with
@@ -927,9 +983,12 @@ mod tests {
         assert_eq!(parsed.new_text, "Thanks, that works.");
         assert!(parsed.text.contains("> Your parcel is at the depot."));
         assert_eq!(parsed.automated, None);
-        assert_eq!(
-            parsed.external_id(&raw).expect("id").as_str(),
-            "<abc@example.test>"
+        let external_id = parsed.external_id(&raw);
+        assert!(
+            external_id
+                .as_str()
+                .starts_with("<abc@example.test> sha256:"),
+            "{external_id:?}"
         );
     }
 
@@ -1048,11 +1107,74 @@ mod tests {
             }]
         );
         // No Message-ID: the bytes name it.
-        assert!(parsed
-            .external_id(&raw)
-            .expect("id")
-            .as_str()
-            .starts_with("sha256:"));
+        assert!(parsed.external_id(&raw).as_str().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn every_text_part_is_kept_in_order_with_the_picture_between_them_named() {
+        // How Apple Mail and iOS Mail send a pasted photo: text, inline image, text.
+        let raw = mail(
+            "From: Ada <ada@example.test>\r\nTo: support@shop.test\r\nSubject: Broken mug\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"apple\"",
+            "--apple\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nHere is the box as it arrived:\r\n\r\n--apple\r\nContent-Type: image/jpeg; name=\"box.jpg\"\r\nContent-Disposition: inline; filename=\"box.jpg\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--apple\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nThe mug is broken. Please refund order 1077.\r\n--apple--\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(
+            parsed.text,
+            "Here is the box as it arrived:\n\n[image/jpeg: box.jpg]\n\nThe mug is broken. Please refund order 1077."
+        );
+        assert_eq!(parsed.attachments.len(), 1, "{:?}", parsed.attachments);
+        assert_eq!(parsed.attachments[0].name, "box.jpg");
+        assert_eq!(parsed.attachments[0].bytes, b"hello");
+    }
+
+    #[test]
+    fn a_forwarded_message_is_an_attachment_of_type_message_rfc822() {
+        let raw = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: Fwd: order\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"f\"",
+            "--f\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n--f\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\nFrom: shop@example.test\r\nSubject: Your order\r\n\r\nShipped.\r\n--f--\r\n",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert!(parsed.text.starts_with("See below."), "{}", parsed.text);
+        let forwarded = parsed
+            .attachments
+            .iter()
+            .find(|a| a.media_type == "message/rfc822")
+            .expect("the forwarded mail is kept");
+        assert!(String::from_utf8_lossy(&forwarded.bytes).contains("Shipped."));
+    }
+
+    #[test]
+    fn nul_characters_never_reach_the_text_or_the_subject() {
+        let raw = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: a\0b",
+            "hello\0 world",
+        );
+        let parsed = InboundMail::parse(&raw).expect("parses");
+        assert_eq!(parsed.subject.as_deref(), Some("ab"));
+        assert_eq!(parsed.text, "hello world");
+    }
+
+    #[test]
+    fn the_same_message_id_with_other_content_is_another_message() {
+        let first = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nMessage-ID: <same@example.test>",
+            "first",
+        );
+        let second = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nMessage-ID: <same@example.test>",
+            "second",
+        );
+        let id = |raw: &[u8]| {
+            InboundMail::parse(raw)
+                .expect("parses")
+                .external_id(raw)
+                .as_str()
+                .to_owned()
+        };
+        assert_ne!(id(&first), id(&second));
+        assert_eq!(id(&first), id(&first.clone()), "a copy is the same message");
+        assert_eq!(message_id_of(&id(&first)), Some("<same@example.test>"));
+        assert_eq!(message_id_of("sha256:00"), None);
     }
 
     #[test]
@@ -1069,6 +1191,15 @@ mod tests {
             (
                 "Content-Type: multipart/report; report-type=delivery-status; boundary=x",
                 Some(Automated::DeliveryReport),
+            ),
+            // A report that says it is auto-replied too is still a report (checked first).
+            (
+                "Auto-Submitted: auto-replied\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=x",
+                Some(Automated::DeliveryReport),
+            ),
+            (
+                "X-Auto-Response-Suppress: All",
+                Some(Automated::BulkOrAutoReply),
             ),
         ];
         for (header, expected) in cases {

@@ -170,6 +170,7 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
         &[
             "Subject: Where is my parcel?",
             "Message-Id: <a1@example.test>",
+            "Date: Mon, 30 Nov 2026 10:00:00 +0000",
         ],
         "It never arrived.",
     );
@@ -180,7 +181,7 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
         ["It never arrived."]
     );
 
-    // The same mail again (a retrying server): stored once.
+    // The same mail again, byte for byte (a retrying server): stored once.
     let (taken, log) = swaks(
         port,
         "alice@example.test",
@@ -188,6 +189,7 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
         &[
             "Subject: Where is my parcel?",
             "Message-Id: <a1@example.test>",
+            "Date: Mon, 30 Nov 2026 10:00:00 +0000",
         ],
         "It never arrived.",
     );
@@ -237,6 +239,24 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
     assert_eq!(
         texts(&node, &shop.token, &alice_thread),
         ["It never arrived.", "Any news?"]
+    );
+
+    // Another mail that reuses her first Message-ID (clients do): it is not a duplicate.
+    let (taken, log) = swaks(
+        port,
+        "alice@example.test",
+        SUPPORT,
+        &[
+            "Subject: Where is my parcel?",
+            "Message-Id: <a1@example.test>",
+            "Date: Mon, 30 Nov 2026 11:00:00 +0000",
+        ],
+        "It is order 1077.",
+    );
+    assert!(taken, "{log}");
+    assert_eq!(
+        texts(&node, &shop.token, &alice_thread),
+        ["It never arrived.", "Any news?", "It is order 1077."]
     );
 
     // Mail for anyone else here is refused at RCPT, and nothing is stored.
