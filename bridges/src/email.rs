@@ -83,8 +83,9 @@ impl InboundMail {
         if bytes.len() > MAX_MAIL_BYTES {
             return Err(MailError::TooLarge(bytes.len()));
         }
+        let repaired = with_header_end(bytes);
         let message = MessageParser::default()
-            .parse(bytes)
+            .parse(repaired.as_ref())
             .ok_or(MailError::Unparseable)?;
         let sender = message
             .from()
@@ -133,6 +134,7 @@ impl InboundMail {
         let new_text = trim_quoted(&text);
         let attachments = message
             .attachments()
+            .filter(|part| !is_unnamed_text(part))
             .map(|part| crate::sdk::InboundAttachment {
                 name: part_name(part),
                 media_type: media_type(part),
@@ -890,7 +892,72 @@ fn every_text_part(message: &mail_parser::Message<'_>) -> String {
             pieces.push(piece.to_owned());
         }
     }
+    // Text the parser could not type as text (`Content-Type: text` with no subtype, a
+    // `multipart/*` with no boundary): a client shows it, so it is text, not a file.
+    for part in message.attachments().filter(|part| is_unnamed_text(part)) {
+        let text = without_nul(&String::from_utf8_lossy(part.contents()).replace("\r\n", "\n"));
+        let text = text.trim_matches('\n');
+        if !text.trim().is_empty() {
+            pieces.push(text.to_owned());
+        }
+    }
     pieces.join("\n\n")
+}
+
+/// A part the parser left as a file although it is text: no file name, not marked as an
+/// attachment, and typed `text` (with or without a subtype) or `multipart` (a broken one).
+fn is_unnamed_text(part: &mail_parser::MessagePart<'_>) -> bool {
+    let declared_attachment = part
+        .content_disposition()
+        .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+    let textual = part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("text") || ct.ctype().eq_ignore_ascii_case("multipart")
+    });
+    textual
+        && !declared_attachment
+        && part.attachment_name().is_none()
+        && matches!(
+            part.body,
+            PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Text(_)
+        )
+}
+
+/// `bytes`, with the blank line that ends the headers put back where a client left it out:
+/// before the first line of the header block that is neither a header nor a continuation (RFC
+/// 5322 wants one; some clients send the body straight after the last header).
+fn with_header_end(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut at = 0;
+    let mut first = true;
+    while at < bytes.len() {
+        let end = bytes[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |n| at + n + 1);
+        let line = &bytes[at..end];
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            return std::borrow::Cow::Borrowed(bytes);
+        }
+        let continuation = matches!(content[0], b' ' | b'\t');
+        let field = content
+            .iter()
+            .position(|&b| b == b':')
+            .is_some_and(|colon| {
+                colon > 0 && content[..colon].iter().all(|&b| b.is_ascii_graphic())
+            });
+        let mbox_line = first && content.starts_with(b"From ");
+        if !(continuation || field || mbox_line) {
+            let mut repaired = Vec::with_capacity(bytes.len() + 2);
+            repaired.extend_from_slice(&bytes[..at]);
+            repaired.extend_from_slice(b"\r\n");
+            repaired.extend_from_slice(&bytes[at..]);
+            return std::borrow::Cow::Owned(repaired);
+        }
+        first = false;
+        at = end;
+    }
+    std::borrow::Cow::Borrowed(bytes)
 }
 
 /// A part's file name, or one made from its type.
@@ -1141,6 +1208,41 @@ mod tests {
             .find(|a| a.media_type == "message/rfc822")
             .expect("the forwarded mail is kept");
         assert!(String::from_utf8_lossy(&forwarded.bytes).contains("Shipped."));
+    }
+
+    #[test]
+    fn a_mail_without_the_blank_line_after_its_headers_keeps_its_body() {
+        let raw = b"From: ada@example.test\r\nTo: support@shop.test\r\nSubject: hi\r\nthe body starts here\r\nand goes on\r\n";
+        let parsed = InboundMail::parse(raw).expect("parses");
+        assert_eq!(parsed.subject.as_deref(), Some("hi"));
+        assert_eq!(parsed.text, "the body starts here\nand goes on");
+        // A header block that ends properly is left as it is.
+        let proper = mail(
+            "From: ada@example.test\r\nSubject: hi",
+            "body: with a colon",
+        );
+        assert!(matches!(
+            with_header_end(&proper),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn text_the_parser_cannot_type_is_text_not_a_file() {
+        // `Content-Type: text` with no subtype, and a multipart with no boundary.
+        for content_type in ["text; charset=us-ascii", "multipart/mixed"] {
+            let raw = mail(
+                &format!("From: ada@example.test\r\nTo: support@shop.test\r\nMIME-Version: 1.0\r\nContent-Type: {content_type}"),
+                "Please refund order 1077.",
+            );
+            let parsed = InboundMail::parse(&raw).expect("parses");
+            assert_eq!(parsed.text, "Please refund order 1077.", "{content_type}");
+            assert!(
+                parsed.attachments.is_empty(),
+                "{content_type}: {:?}",
+                parsed.attachments
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! address lands on the sender's thread; replies thread by their references or reply token,
 //! but only ever onto the sender's own thread.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use std::time::Duration;
@@ -1471,4 +1471,141 @@ fn replies_go_out_through_a_relay_that_requires_starttls_and_auth() {
             assert_eq!(relay.mails().len(), 1, "only the trusted shop's reply");
         }
     }
+}
+
+/// CPython's email test corpus (Debian's `libpython3.11-testsuite`; `scripts/test` installs it).
+const EMAIL_CORPUS: &str = "/usr/lib/python3.11/test/test_email/data";
+
+/// Whitespace runs made one space, NULs dropped (as `email_corpus_parts.py` does).
+fn normalised(text: &str) -> String {
+    text.replace('\0', "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The inbound messages of every email thread not in `seen`, with their thread.
+fn new_inbound(
+    node: &Node,
+    token: &str,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Vec<(String, Value)> {
+    let mut found = Vec::new();
+    let (status, list) = node.get(token, "/api/v1/threads?channel=email&limit=500");
+    assert_eq!(status, 200, "{list}");
+    for thread in list["threads"].as_array().expect("threads") {
+        let id = thread["id"].as_str().expect("id");
+        let (_, detail) = node.get(token, &format!("/api/v1/threads/{id}"));
+        for event in detail["events"].as_array().expect("events") {
+            let event_id = event["id"].as_str().expect("event id").to_owned();
+            if event["kind"] == "thread.message.inbound" && seen.insert(event_id) {
+                found.push((id.to_owned(), event.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_mail_of_the_cpython_corpus_is_refused_clearly_or_kept_whole() {
+    assert!(
+        Path::new(EMAIL_CORPUS).is_dir(),
+        "{EMAIL_CORPUS} is missing: run the tests with scripts/test, which installs libpython3.11-testsuite"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email_corpus_parts.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(EMAIL_CORPUS)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let expected = expected.as_object().expect("an object per mail");
+    assert!(expected.len() >= 40, "the corpus has its mails");
+
+    let shop = Shop::new();
+    let (node, port) = shop.start();
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut n_kept, mut n_refused) = (0, 0);
+    for (name, parts) in expected {
+        let path = format!("{EMAIL_CORPUS}/{name}");
+        let output = Command::new("swaks")
+            .args(["-S", "--server", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--from", "corpus@example.test", "--to", SUPPORT])
+            .args(["--data", &format!("@{path}")])
+            .output()
+            .expect("swaks runs");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stored = new_inbound(&node, &shop.token, &mut seen);
+        if !output.status.success() {
+            // A clear permanent refusal with its reason, and nothing stored.
+            assert!(
+                log.lines().any(|line| line.starts_with("<** 5")),
+                "{name}: refused without a 5xx: {log}"
+            );
+            assert!(stored.is_empty(), "{name}: refused but stored {stored:?}");
+            n_refused += 1;
+            continue;
+        }
+        assert_eq!(
+            stored.len(),
+            1,
+            "{name}: a 250 stores one message: {stored:?}"
+        );
+        let (thread, event) = &stored[0];
+        let text = normalised(event["text"].as_str().unwrap_or_default());
+        for part in parts["top"].as_array().expect("top") {
+            let part = part.as_str().expect("text");
+            assert!(
+                text.contains(part),
+                "{name}: a text part is missing.\n part: {part}\n kept: {text}"
+            );
+        }
+        let attachments = event["attachments"].as_array().expect("attachments");
+        let mut files_text = String::new();
+        for (n, attachment) in attachments.iter().enumerate() {
+            let event_id = event["id"].as_str().expect("id");
+            let response = node
+                .http()
+                .get(&format!(
+                    "{}/api/v1/threads/{thread}/events/{event_id}/attachments/{n}",
+                    node.base
+                ))
+                .set("Authorization", &format!("Bearer {}", shop.token))
+                .call()
+                .unwrap_or_else(|err| panic!("{name}: attachment {attachment} downloads: {err}"));
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("bytes");
+            files_text.push_str(&String::from_utf8_lossy(&bytes));
+            files_text.push(' ');
+        }
+        let files_text = normalised(&files_text);
+        for part in parts["nested"].as_array().expect("nested") {
+            let part = part.as_str().expect("text");
+            assert!(
+                text.contains(part) || files_text.contains(part),
+                "{name}: a forwarded message's text is neither kept nor attached: {part}"
+            );
+        }
+        for file in parts["files"].as_array().expect("files") {
+            let file = file.as_str().expect("name");
+            assert!(
+                attachments.iter().any(|a| a["name"] == file),
+                "{name}: the file {file} is missing: {attachments:?}"
+            );
+        }
+        n_kept += 1;
+    }
+    assert!(
+        n_kept >= 35,
+        "most of the corpus is kept ({n_kept} kept, {n_refused} refused)"
+    );
 }
