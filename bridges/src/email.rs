@@ -359,6 +359,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             text,
             thread_hint: thread_hint(&parsed, &self.address),
             attachments: parsed.attachments.clone(),
+            sender_name: parsed.from_name.clone(),
         };
         match self.bridge.receive(&message).await {
             Ok(_) => Ok(()),

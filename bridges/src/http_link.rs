@@ -178,8 +178,12 @@ impl NodeLink for HttpLink {
         &self,
         handle: &Handle,
         hint: Option<&crate::sdk::ThreadHint>,
+        name: Option<&str>,
     ) -> Result<Resolved, LinkError> {
         let mut body = json!({ "handle": handle.to_string() });
+        if let Some(name) = name {
+            body["name"] = json!(name);
+        }
         match hint {
             Some(crate::sdk::ThreadHint::Thread(thread)) => {
                 body["thread"] = json!(thread.to_string());

@@ -72,6 +72,9 @@ pub struct InboundMessage {
     /// Files that came with it (at most [`MAX_ATTACHMENTS`]; stored by the node as blobs
     /// before the message is submitted).
     pub attachments: Vec<InboundAttachment>,
+    /// The name the customer goes by on the app (a mail's display name), if it says: a new
+    /// contact is given it.
+    pub sender_name: Option<String>,
 }
 
 /// A file a customer sent, as the app gave it.
@@ -281,10 +284,14 @@ pub trait NodeLink: Send + Sync {
     /// The contact and open thread of a handle on the bridge's channel (created when new). With
     /// a `hint`, the hinted thread instead, if it is open and the handle's contact's (never
     /// another customer's: then the handle's own thread, and the node logs the mismatch).
+    ///
+    /// `name` is what the customer goes by on the app (a mail's display name): a contact
+    /// created for the handle is given it.
     fn resolve(
         &self,
         handle: &Handle,
         hint: Option<&ThreadHint>,
+        name: Option<&str>,
     ) -> impl Future<Output = Result<Resolved, LinkError>> + Send;
 
     /// Submits signed events; answers each, in order, once the stored ones are durable.
@@ -535,7 +542,11 @@ impl<L: NodeLink> Bridge<L> {
                 }
                 let resolved = self
                     .link
-                    .resolve(&message.handle, message.thread_hint.as_ref())
+                    .resolve(
+                        &message.handle,
+                        message.thread_hint.as_ref(),
+                        message.sender_name.as_deref(),
+                    )
                     .await?;
                 let event = Draft::new(
                     Scope::Thread(resolved.thread),

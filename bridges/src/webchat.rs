@@ -489,6 +489,7 @@ impl<L: NodeLink> Webchat<L> {
             text: text.clone(),
             thread_hint: None,
             attachments: Vec::new(),
+            sender_name: None,
         };
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {

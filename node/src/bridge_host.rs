@@ -70,6 +70,7 @@ impl NodeLink for LocalLink {
         &self,
         handle: &Handle,
         hint: Option<&sdk::ThreadHint>,
+        name: Option<&str>,
     ) -> Result<sdk::Resolved, LinkError> {
         if handle.channel() != self.channel {
             return Err(LinkError::Refused {
@@ -83,7 +84,11 @@ impl NodeLink for LocalLink {
         }
         let resolved = self
             .ingest
-            .resolve_hinted(handle.clone(), hint.map(crate::ingest::ThreadRef::from))
+            .resolve_named(
+                handle.clone(),
+                hint.map(crate::ingest::ThreadRef::from),
+                name.map(str::to_owned),
+            )
             .await
             .map_err(link_error)?;
         Ok(sdk::Resolved {

@@ -244,7 +244,7 @@ enum Request {
         Source,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
-    Resolve(Handle, Option<ThreadRef>, Reply<Resolved>),
+    Resolve(Handle, Option<ThreadRef>, Option<String>, Reply<Resolved>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
@@ -326,7 +326,18 @@ impl Ingest {
         handle: Handle,
         hint: Option<ThreadRef>,
     ) -> Result<Resolved, IngestError> {
-        self.call(|reply| Request::Resolve(handle, hint, reply))
+        self.resolve_named(handle, hint, None).await
+    }
+
+    /// [`Ingest::resolve_hinted`], with the name the customer goes by on the app (a mail's
+    /// display name): a contact created for the handle is given it.
+    pub async fn resolve_named(
+        &self,
+        handle: Handle,
+        hint: Option<ThreadRef>,
+        name: Option<String>,
+    ) -> Result<Resolved, IngestError> {
+        self.call(|reply| Request::Resolve(handle, hint, name, reply))
             .await
     }
 

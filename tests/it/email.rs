@@ -1609,3 +1609,26 @@ fn every_mail_of_the_cpython_corpus_is_refused_clearly_or_kept_whole() {
         "most of the corpus is kept ({n_kept} kept, {n_refused} refused)"
     );
 }
+
+#[test]
+fn a_new_customer_by_mail_gets_the_display_name_of_their_mail() {
+    let shop = Shop::new();
+    let (node, port) = shop.start();
+    let (taken, log) = swaks(
+        port,
+        "juergen@example.test",
+        SUPPORT,
+        &[
+            "From: =?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.test>",
+            "Subject: Bestellung",
+        ],
+        "Wo ist mein Paket?",
+    );
+    assert!(taken, "{log}");
+    let (status, found) = node.get(&shop.token, "/api/v1/contacts?q=email:juergen@example.test");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(
+        found["contacts"][0]["display_name"], "Jürgen Müller",
+        "{found}"
+    );
+}

@@ -595,6 +595,7 @@ fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() 
                 media_type: "application/pdf".to_owned(),
                 bytes: file.to_vec(),
             }],
+            sender_name: None,
         };
         runtime.block_on(bridge.receive(&message)).expect("stored");
     };

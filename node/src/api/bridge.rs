@@ -40,6 +40,9 @@ pub struct ResolveBody {
     /// A reply token naming the thread (hex of 16 bytes).
     #[serde(default)]
     token: Option<String>,
+    /// The name the customer goes by on the app (a mail's display name), for a new contact.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,7 +89,7 @@ pub async fn resolve(
         }
         (None, None) => None,
     };
-    let resolved = ingest.resolve_hinted(handle, hint).await?;
+    let resolved = ingest.resolve_named(handle, hint, body.name).await?;
     Ok(Json(ResolveAnswer {
         contact: resolved.contact,
         thread: resolved.thread,

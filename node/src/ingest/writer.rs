@@ -262,8 +262,8 @@ impl Writer {
                     let results = self.apply_verified(verified, source, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
-                Request::Resolve(handle, hint, reply) => {
-                    let result = self.resolve(handle, hint, &mut live);
+                Request::Resolve(handle, hint, name, reply) => {
+                    let result = self.resolve(handle, hint, name, &mut live);
                     answers.push(Answer::Resolve(reply, result));
                 }
                 Request::Act(agent, thread, actions, reply) => {
@@ -769,6 +769,7 @@ impl Writer {
         &mut self,
         handle: Handle,
         hint: Option<ThreadRef>,
+        name: Option<String>,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Resolved, IngestError> {
         let known = self
@@ -781,7 +782,14 @@ impl Writer {
             Some(contact) => contact,
             None => {
                 let contact = ContactId::random(&mut rand_core::OsRng);
-                self.sign_directory(DirectoryKind::CreateContact { contact }, None, live)?;
+                let name = name
+                    .map(|name| display_name(&name))
+                    .filter(|n| !n.is_empty());
+                self.sign_directory(
+                    DirectoryKind::CreateContact { contact },
+                    name.map(Content::text),
+                    live,
+                )?;
                 self.sign_directory(
                     DirectoryKind::LinkHandle { contact },
                     Some(Content::default().with_handle(handle.clone())),
@@ -1327,6 +1335,20 @@ fn delivery_for(
 }
 
 /// The external-id key of an inbound message that names one (see [`crate::store::external_id_key`]).
+/// A display name as a contact keeps it: trimmed, no control characters, at most 256 bytes
+/// (cut at a character boundary).
+fn display_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    let mut end = clean
+        .len()
+        .min(threadline_protocol::limits::MAX_SHORT_STRING_BYTES);
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    clean[..end].trim_end().to_owned()
+}
+
 /// The channel of a bridge's event: an inbound message or a receipt (only bridges make them).
 fn bridge_channel(event: &VerifiedEvent) -> Option<threadline_protocol::ChannelKind> {
     match &event.header().kind {
