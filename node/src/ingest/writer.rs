@@ -882,17 +882,14 @@ impl Writer {
         if thread.admitted_channels().contains(handle.channel()) {
             return Ok(());
         }
-        let (parents, depth) = thread.dag().next_parents();
-        let draft = Draft::new(
-            Scope::Thread(thread_id),
-            parents,
-            depth,
-            (self.now)(),
-            EventKind::Thread(ThreadKind::HandOff {
-                channel: handle.channel(),
-            }),
-        )
-        .with_content(Content::default().with_handle(handle.clone()));
+        let draft = self
+            .next_on(
+                thread_id,
+                ThreadKind::HandOff {
+                    channel: handle.channel(),
+                },
+            )?
+            .with_content(Content::default().with_handle(handle.clone()));
         let event = self.sign(draft)?;
         self.apply(event, live)?;
         Ok(())
@@ -928,6 +925,22 @@ impl Writer {
             return Err(IngestError::Full(Cap::ThreadLabels));
         }
         Ok(())
+    }
+
+    /// A draft of this node's next event on a thread: after everything it holds of it, now.
+    fn next_on(&mut self, thread_id: ThreadId, kind: ThreadKind) -> Result<Draft, IngestError> {
+        let (parents, depth) = self
+            .threads
+            .load(&self.store, thread_id)?
+            .dag()
+            .next_parents();
+        Ok(Draft::new(
+            Scope::Thread(thread_id),
+            parents,
+            depth,
+            (self.now)(),
+            EventKind::Thread(kind),
+        ))
     }
 
     fn act(
@@ -1172,17 +1185,12 @@ impl Writer {
         targets.sort_unstable();
         let mut ids = Vec::new();
         for chunk in targets.chunks(MAX_ERASE_TARGETS) {
-            let thread = self.threads.load(&self.store, thread_id)?;
-            let (parents, depth) = thread.dag().next_parents();
-            let draft = Draft::new(
-                Scope::Thread(thread_id),
-                parents,
-                depth,
-                (self.now)(),
-                EventKind::Thread(ThreadKind::Erase {
+            let draft = self.next_on(
+                thread_id,
+                ThreadKind::Erase {
                     targets: chunk.to_vec(),
-                }),
-            );
+                },
+            )?;
             let event = self.sign(draft)?;
             if let Submitted::Stored(id) = self.apply(event, live)? {
                 ids.push(id);
