@@ -1196,6 +1196,51 @@ mod tests {
     }
 
     #[test]
+    fn gmail_and_outlook_layouts_keep_their_text_and_pasted_images() {
+        // Gmail and Outlook: multipart/related around the alternatives, the pasted image
+        // referenced by its Content-ID from the HTML.
+        let related = |text_part: &str| {
+            mail(
+                "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: Photo\r\nMIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=\"rel\"",
+                &format!("--rel\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n{text_part}--alt\r\nContent-Type: text/html; charset=\"UTF-8\"\r\n\r\n<div>The lid is cracked:<br><img src=\"cid:ii_1\" alt=\"lid.png\"><br>Order 1077.</div>\r\n--alt--\r\n--rel\r\nContent-Type: image/png; name=\"lid.png\"\r\nContent-Disposition: inline; filename=\"lid.png\"\r\nContent-Transfer-Encoding: base64\r\nContent-ID: <ii_1>\r\n\r\naGVsbG8=\r\n--rel--\r\n"),
+            )
+        };
+        // Gmail sends a plain alternative; some Outlook builds send the HTML alone.
+        for text_part in [
+            "--alt\r\nContent-Type: text/plain; charset=\"UTF-8\"\r\n\r\nThe lid is cracked:\r\n[image: lid.png]\r\nOrder 1077.\r\n",
+            "",
+        ] {
+            let parsed = InboundMail::parse(&related(text_part)).expect("parses");
+            assert!(parsed.text.contains("The lid is cracked:"), "{}", parsed.text);
+            assert!(parsed.text.contains("Order 1077."), "{}", parsed.text);
+            assert!(
+                parsed.attachments.iter().any(|a| a.name == "lid.png" && a.bytes == b"hello"),
+                "{:?}",
+                parsed.attachments
+            );
+        }
+        // Gmail's forward: inline, in the text, under its marker.
+        let forward = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: Fwd: Your order",
+            "See below.\r\n\r\n---------- Forwarded message ---------\r\nFrom: Shop <shop@example.test>\r\nSubject: Your order\r\n\r\nShipped on Monday.\r\n",
+        );
+        let parsed = InboundMail::parse(&forward).expect("parses");
+        assert!(
+            parsed.text.contains("Shipped on Monday."),
+            "{}",
+            parsed.text
+        );
+        // Outlook's reply: the new text above the quoted history, which is kept whole.
+        let reply = mail(
+            "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: RE: Your order",
+            "Thanks, that works.\r\n\r\n-----Original Message-----\r\nFrom: Shop\r\nSent: Monday\r\n\r\nYour parcel is at the depot.\r\n",
+        );
+        let parsed = InboundMail::parse(&reply).expect("parses");
+        assert!(parsed.text.contains("Your parcel is at the depot."));
+        assert_eq!(parsed.new_text, "Thanks, that works.");
+    }
+
+    #[test]
     fn a_forwarded_message_is_an_attachment_of_type_message_rfc822() {
         let raw = mail(
             "From: ada@example.test\r\nTo: support@shop.test\r\nSubject: Fwd: order\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"f\"",
