@@ -360,6 +360,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             thread_hint: thread_hint(&parsed, &self.address),
             attachments: parsed.attachments.clone(),
             sender_name: parsed.from_name.clone(),
+            automatic: parsed.automated.is_some(),
         };
         match self.bridge.receive(&message).await {
             Ok(_) => Ok(()),

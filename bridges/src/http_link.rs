@@ -178,11 +178,14 @@ impl NodeLink for HttpLink {
         &self,
         handle: &Handle,
         hint: Option<&crate::sdk::ThreadHint>,
-        name: Option<&str>,
+        sender: crate::sdk::Sender<'_>,
     ) -> Result<Resolved, LinkError> {
         let mut body = json!({ "handle": handle.to_string() });
-        if let Some(name) = name {
+        if let Some(name) = sender.name {
             body["name"] = json!(name);
+        }
+        if sender.automatic {
+            body["automatic"] = json!(true);
         }
         match hint {
             Some(crate::sdk::ThreadHint::Thread(thread)) => {

@@ -75,6 +75,9 @@ pub struct InboundMessage {
     /// The name the customer goes by on the app (a mail's display name), if it says: a new
     /// contact is given it.
     pub sender_name: Option<String>,
+    /// An automatic reply (see [`Sender::automatic`]): stored as one, which shows it but
+    /// neither reopens the thread nor moves its route.
+    pub automatic: bool,
 }
 
 /// A file a customer sent, as the app gave it.
@@ -141,6 +144,18 @@ fn fit(text: &str, keep_end: bool) -> String {
         kept.reverse();
     }
     kept.into_iter().collect::<String>().trim().to_owned()
+}
+
+/// What a bridge says of who wrote, as it resolves their handle.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sender<'a> {
+    /// The name the customer goes by on the app (a mail's display name): a contact created
+    /// for the handle is given it.
+    pub name: Option<&'a str>,
+    /// An automatic reply (an out-of-office, a delivery report): it goes only to a
+    /// conversation the customer already has (the hinted one, even if resolved, or their
+    /// latest), open to the bridge's channel, and never opens a thread or a contact.
+    pub automatic: bool,
 }
 
 /// A thread the app names for an inbound message: a hint, never trusted alone.
@@ -284,14 +299,12 @@ pub trait NodeLink: Send + Sync {
     /// The contact and open thread of a handle on the bridge's channel (created when new). With
     /// a `hint`, the hinted thread instead, if it is open and the handle's contact's (never
     /// another customer's: then the handle's own thread, and the node logs the mismatch).
-    ///
-    /// `name` is what the customer goes by on the app (a mail's display name): a contact
-    /// created for the handle is given it.
+    /// `sender` says more of who wrote (see [`Sender`]).
     fn resolve(
         &self,
         handle: &Handle,
         hint: Option<&ThreadHint>,
-        name: Option<&str>,
+        sender: Sender<'_>,
     ) -> impl Future<Output = Result<Resolved, LinkError>> + Send;
 
     /// Submits signed events; answers each, in order, once the stored ones are durable.
@@ -545,15 +558,25 @@ impl<L: NodeLink> Bridge<L> {
                     .resolve(
                         &message.handle,
                         message.thread_hint.as_ref(),
-                        message.sender_name.as_deref(),
+                        Sender {
+                            name: message.sender_name.as_deref(),
+                            automatic: message.automatic,
+                        },
                     )
                     .await?;
+                let kind = if message.automatic {
+                    EventKind::Thread(ThreadKind::AutoReply {
+                        channel: self.identity.channel,
+                    })
+                } else {
+                    EventKind::inbound_message(self.identity.channel)
+                };
                 let event = Draft::new(
                     Scope::Thread(resolved.thread),
                     resolved.parents,
                     resolved.depth,
                     (self.now)(),
-                    EventKind::inbound_message(self.identity.channel),
+                    kind,
                 )
                 .with_content(
                     attachments.into_iter().fold(

@@ -490,6 +490,7 @@ impl<L: NodeLink> Webchat<L> {
             thread_hint: None,
             attachments: Vec::new(),
             sender_name: None,
+            automatic: false,
         };
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {

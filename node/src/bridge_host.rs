@@ -70,7 +70,7 @@ impl NodeLink for LocalLink {
         &self,
         handle: &Handle,
         hint: Option<&sdk::ThreadHint>,
-        name: Option<&str>,
+        sender: sdk::Sender<'_>,
     ) -> Result<sdk::Resolved, LinkError> {
         if handle.channel() != self.channel {
             return Err(LinkError::Refused {
@@ -84,10 +84,13 @@ impl NodeLink for LocalLink {
         }
         let resolved = self
             .ingest
-            .resolve_named(
+            .resolve_for(
                 handle.clone(),
                 hint.map(crate::ingest::ThreadRef::from),
-                name.map(str::to_owned),
+                crate::ingest::Customer {
+                    name: sender.name.map(str::to_owned),
+                    automatic: sender.automatic,
+                },
             )
             .await
             .map_err(link_error)?;

@@ -45,6 +45,17 @@ pub const MAX_BATCH: usize = 512;
 /// lagged and should reload.
 pub const LIVE_BUFFER: usize = 4096;
 
+/// What a bridge says of who wrote, as it resolves their handle.
+#[derive(Debug, Clone, Default)]
+pub struct Customer {
+    /// The name they go by on the app: a contact created for the handle is given it.
+    pub name: Option<String>,
+    /// An automatic reply: it goes only to a conversation the handle's contact already has,
+    /// open to the handle's channel (the hinted thread, even if resolved; else the open one;
+    /// else the latest), and opens nothing ([`IngestError::NoConversation`] otherwise).
+    pub automatic: bool,
+}
+
 /// Why a request was refused. Refused requests change nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -91,6 +102,12 @@ pub enum IngestError {
         blob: threadline_protocol::id::BlobHash,
         /// The bridge's channel.
         channel: threadline_protocol::ChannelKind,
+    },
+    /// An automatic reply from a handle with no conversation it may go to: it opens nothing.
+    #[error("an automatic reply from {handle}, which has no conversation here open to its channel: not taken (automatic replies open nothing)")]
+    NoConversation {
+        /// The handle.
+        handle: Handle,
     },
     /// A reply with files on a thread whose route's bridge does not send files.
     #[error("replies on {} cannot carry files (only {}): send a link, or hand the thread off", route.map_or("no route".to_owned(), |c| c.to_string()), CHANNELS_WITH_FILES.map(|c| c.to_string()).join(", "))]
@@ -244,7 +261,7 @@ enum Request {
         Source,
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
-    Resolve(Handle, Option<ThreadRef>, Option<String>, Reply<Resolved>),
+    Resolve(Handle, Option<ThreadRef>, Customer, Reply<Resolved>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
@@ -326,18 +343,17 @@ impl Ingest {
         handle: Handle,
         hint: Option<ThreadRef>,
     ) -> Result<Resolved, IngestError> {
-        self.resolve_named(handle, hint, None).await
+        self.resolve_for(handle, hint, Customer::default()).await
     }
 
-    /// [`Ingest::resolve_hinted`], with the name the customer goes by on the app (a mail's
-    /// display name): a contact created for the handle is given it.
-    pub async fn resolve_named(
+    /// [`Ingest::resolve_hinted`], with what the bridge says of who wrote (see [`Customer`]).
+    pub async fn resolve_for(
         &self,
         handle: Handle,
         hint: Option<ThreadRef>,
-        name: Option<String>,
+        customer: Customer,
     ) -> Result<Resolved, IngestError> {
-        self.call(|reply| Request::Resolve(handle, hint, name, reply))
+        self.call(|reply| Request::Resolve(handle, hint, customer, reply))
             .await
     }
 

@@ -7,9 +7,9 @@
 //! 1. The author is the org key of the directory it writes, or holds a certificate of an org
 //!    that is valid at the event's author time and not revoked at or before it.
 //! 2. The author time is not more than [`MAX_CLOCK_SKEW_MILLIS`] after `now`.
-//! 3. The author's role allows the kind: a bridge introduces only inbound messages and receipts
-//!    on its own channel (and handle scope); nodes and agents do the rest; an agent key acts only
-//!    as its own agent; only the org key revokes.
+//! 3. The author's role allows the kind: a bridge introduces only inbound messages, automatic
+//!    replies and receipts on its own channel (and handle scope); nodes and agents do the rest;
+//!    an agent key acts only as its own agent; only the org key revokes.
 //! 4. Thread events: the author's org is a member of the thread as of the event's causal past;
 //!    only the owning org changes membership or erases; the owner cannot be removed.
 //! 5. A bridge stays on its own org's threads and its channel's: it introduces a message only
@@ -349,7 +349,8 @@ pub fn check_thread_event(
             let used = match kind {
                 ThreadKind::Message {
                     direction: Direction::Inbound { channel: used },
-                } => {
+                }
+                | ThreadKind::AutoReply { channel: used } => {
                     if let (Some(scope), Some(content)) = (handle_scope, event.content()) {
                         if content.handle.as_ref() != Some(scope) {
                             return Err(AuthError::HandleOutOfScope {
@@ -373,6 +374,7 @@ pub fn check_thread_event(
             let bridge_only = matches!(
                 kind,
                 ThreadKind::Receipt { .. }
+                    | ThreadKind::AutoReply { .. }
                     | ThreadKind::Message {
                         direction: Direction::Inbound { .. }
                     }
@@ -447,7 +449,9 @@ fn check_bridge_scope(
     context: &ThreadContext<'_>,
 ) -> Result<(), AuthError> {
     match kind {
-        ThreadKind::Message { .. } if !context.admitted.contains(channel) => {
+        ThreadKind::Message { .. } | ThreadKind::AutoReply { .. }
+            if !context.admitted.contains(channel) =>
+        {
             Err(AuthError::ChannelNotAdmitted { channel })
         }
         ThreadKind::Receipt { target, .. } => match context.receipt_target {

@@ -556,7 +556,8 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
         EventKind::Thread(ThreadKind::Message {
             direction: Direction::Inbound { channel },
         })
-        | EventKind::Thread(ThreadKind::HandOff { channel }) => handle_on(*channel),
+        | EventKind::Thread(ThreadKind::HandOff { channel })
+        | EventKind::Thread(ThreadKind::AutoReply { channel }) => handle_on(*channel),
         EventKind::Thread(ThreadKind::Opened { channel, .. }) if content.handle.is_some() => {
             handle_on(*channel)
         }

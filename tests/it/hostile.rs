@@ -596,6 +596,7 @@ fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() 
                 bytes: file.to_vec(),
             }],
             sender_name: None,
+            automatic: false,
         };
         runtime.block_on(bridge.receive(&message)).expect("stored");
     };

@@ -153,6 +153,11 @@
     "thread.handoff": function (e) { return "Replies now go to " + (pretty(e.handle) || e.detail.channel); },
     "thread.label_add": function (e) { return "Label " + e.detail.label + " added"; },
     "thread.label_remove": function (e) { return "Label " + e.detail.label + " removed"; },
+    "thread.auto_reply": function (e) {
+      var text = (e.text || "").replace(/\s+/g, " ").trim();
+      if (text.length > 200) text = text.slice(0, 200) + "…";
+      return "Automatic reply from " + (pretty(e.handle) || e.detail.channel) + (text ? ": " + text : "");
+    },
   };
 
   function select(id) {

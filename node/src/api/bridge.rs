@@ -43,6 +43,9 @@ pub struct ResolveBody {
     /// The name the customer goes by on the app (a mail's display name), for a new contact.
     #[serde(default)]
     name: Option<String>,
+    /// An automatic reply: only to a conversation the customer already has (never opens one).
+    #[serde(default)]
+    automatic: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -89,7 +92,11 @@ pub async fn resolve(
         }
         (None, None) => None,
     };
-    let resolved = ingest.resolve_named(handle, hint, body.name).await?;
+    let customer = crate::ingest::Customer {
+        name: body.name,
+        automatic: body.automatic,
+    };
+    let resolved = ingest.resolve_for(handle, hint, customer).await?;
     Ok(Json(ResolveAnswer {
         contact: resolved.contact,
         thread: resolved.thread,
@@ -162,7 +169,7 @@ pub async fn submit(
                 results.push(Some(SubmitResult::Refused {
                     code: "forbidden",
                     message: format!(
-                        "a {channel} bridge may submit only inbound messages and receipts on {channel}, not {kind}"
+                        "a {channel} bridge may submit only inbound messages, automatic replies and receipts on {channel}, not {kind}"
                     ),
                 }));
             }
@@ -201,6 +208,7 @@ fn on_channel(event: &Event, channel: threadline_protocol::ChannelKind) -> bool 
         EventKind::Thread(ThreadKind::Message {
             direction: Direction::Inbound { channel: used },
         })
+        | EventKind::Thread(ThreadKind::AutoReply { channel: used })
         | EventKind::Thread(ThreadKind::Receipt { channel: used, .. }) => *used == channel,
         _ => false,
     }

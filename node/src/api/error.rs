@@ -117,6 +117,9 @@ impl From<IngestError> for ApiError {
             IngestError::FilesNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
             }
+            IngestError::NoConversation { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "no_conversation", message)
+            }
             IngestError::AttachmentNotYours { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "attachment_not_yours", message)
             }

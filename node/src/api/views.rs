@@ -199,6 +199,7 @@ fn thread_detail(kind: &ThreadKind) -> serde_json::Value {
         }
         ThreadKind::MemberAdd { org } | ThreadKind::MemberRemove { org } => json!({"org": org}),
         ThreadKind::Erase { targets } => json!({"targets": targets}),
+        ThreadKind::AutoReply { channel } => json!({"channel": channel}),
         _ => json!({}),
     }
 }

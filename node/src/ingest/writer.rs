@@ -262,8 +262,8 @@ impl Writer {
                     let results = self.apply_verified(verified, source, &mut live);
                     answers.push(Answer::Submit(reply, results));
                 }
-                Request::Resolve(handle, hint, name, reply) => {
-                    let result = self.resolve(handle, hint, name, &mut live);
+                Request::Resolve(handle, hint, customer, reply) => {
+                    let result = self.resolve(handle, hint, customer, &mut live);
                     answers.push(Answer::Resolve(reply, result));
                 }
                 Request::Act(agent, thread, actions, reply) => {
@@ -724,13 +724,13 @@ impl Writer {
     }
 
     /// The hinted thread, if it may take a message from `contact`: it exists, is this org's,
-    /// is not resolved, and is the same customer's. Otherwise `None`, logged when the hint
+    /// and is the same customer's; with its status. Otherwise `None`, logged when the hint
     /// names another customer's thread (a forged or swapped reference: never a crossed wire).
     fn hinted_thread(
         &mut self,
         hint: &ThreadRef,
         contact: ContactId,
-    ) -> Result<Option<ThreadId>, IngestError> {
+    ) -> Result<Option<(ThreadId, Status)>, IngestError> {
         let thread = match hint {
             ThreadRef::Thread(thread) => *thread,
             ThreadRef::Token(prefix) => {
@@ -762,14 +762,14 @@ impl Writer {
             warn!(%thread, "an inbound message names a thread of another customer; it goes to the sender's own thread");
             return Ok(None);
         }
-        Ok((state.owner == self.org && state.status != Status::Resolved).then_some(thread))
+        Ok((state.owner == self.org).then_some((thread, state.status)))
     }
 
     fn resolve(
         &mut self,
         handle: Handle,
         hint: Option<ThreadRef>,
-        name: Option<String>,
+        customer: super::Customer,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Resolved, IngestError> {
         let known = self
@@ -778,6 +778,23 @@ impl Writer {
             .unwrap_or_else(PoisonError::into_inner)
             .state()
             .resolve(&handle);
+        if customer.automatic {
+            let no_conversation = || IngestError::NoConversation {
+                handle: handle.clone(),
+            };
+            let contact = known.ok_or_else(no_conversation)?;
+            let thread = self
+                .conversation_of(contact, &handle, hint.as_ref())?
+                .ok_or_else(no_conversation)?;
+            let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
+            return Ok(Resolved {
+                contact,
+                thread,
+                parents,
+                depth,
+            });
+        }
+        let name = customer.name;
         let contact = match known {
             Some(contact) => contact,
             None => {
@@ -799,7 +816,10 @@ impl Writer {
             }
         };
         if let Some(hint) = &hint {
-            if let Some(thread) = self.hinted_thread(hint, contact)? {
+            if let Some((thread, _)) = self
+                .hinted_thread(hint, contact)?
+                .filter(|(_, status)| *status != Status::Resolved)
+            {
                 self.admit(thread, &handle, live)?;
                 let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
                 return Ok(Resolved {
@@ -866,6 +886,55 @@ impl Writer {
             parents,
             depth,
         })
+    }
+
+    /// Where an automatic reply from `handle` (of `contact`) goes: the hinted thread (even a
+    /// resolved one: the reply answers it), else the customer's open thread, else their latest;
+    /// and only one already open to the handle's channel. `None`: nowhere, and nothing opens.
+    fn conversation_of(
+        &mut self,
+        contact: ContactId,
+        handle: &Handle,
+        hint: Option<&ThreadRef>,
+    ) -> Result<Option<ThreadId>, IngestError> {
+        let mut candidates = Vec::new();
+        if let Some(hint) = hint {
+            if let Some((thread, _)) = self.hinted_thread(hint, contact)? {
+                candidates.push(thread);
+            }
+        }
+        let customer = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state()
+            .same_customer(contact);
+        let mut theirs = Vec::new();
+        for contact in customer {
+            for thread in self.threads_of(contact)? {
+                let state = self.threads.load(&self.store, thread)?.state();
+                if state.owner == self.org {
+                    theirs.push((
+                        state.status != Status::Resolved,
+                        state.last_activity,
+                        thread,
+                    ));
+                }
+            }
+        }
+        theirs.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.extend(theirs.into_iter().map(|(_, _, thread)| thread));
+        for thread in candidates {
+            let open_to_it = self
+                .threads
+                .load(&self.store, thread)?
+                .admitted_channels()
+                .contains(handle.channel());
+            if open_to_it {
+                return Ok(Some(thread));
+            }
+        }
+        Ok(None)
     }
 
     /// Opens `thread` to the channel of `handle` (a handle of the thread's customer: the
@@ -1364,18 +1433,22 @@ fn bridge_channel(event: &VerifiedEvent) -> Option<threadline_protocol::ChannelK
             ThreadKind::Message {
                 direction: Direction::Inbound { channel },
             }
+            | ThreadKind::AutoReply { channel }
             | ThreadKind::Receipt { channel, .. },
         ) => Some(*channel),
         _ => None,
     }
 }
 
-/// The customer's handle on an inbound message (when its content is here).
+/// The customer's handle on an inbound message or automatic reply (when its content is here).
 fn inbound_handle(event: &VerifiedEvent) -> Option<&Handle> {
     match &event.header().kind {
-        EventKind::Thread(ThreadKind::Message {
-            direction: Direction::Inbound { .. },
-        }) => event.content()?.handle.as_ref(),
+        EventKind::Thread(
+            ThreadKind::Message {
+                direction: Direction::Inbound { .. },
+            }
+            | ThreadKind::AutoReply { .. },
+        ) => event.content()?.handle.as_ref(),
         _ => None,
     }
 }

@@ -77,9 +77,10 @@ pub fn external_id_key(channel: ChannelKind, sender: &Handle, external: &Externa
 
 /// The [`external_id_key`] of an inbound message that names an external id and its sender.
 pub fn external_id_key_of(kind: &EventKind, content: Option<&Content>) -> Option<Vec<u8>> {
-    let EventKind::Thread(ThreadKind::Message {
+    let (EventKind::Thread(ThreadKind::Message {
         direction: Direction::Inbound { channel },
-    }) = kind
+    })
+    | EventKind::Thread(ThreadKind::AutoReply { channel })) = kind
     else {
         return None;
     };

@@ -162,6 +162,14 @@ pub enum ThreadKind {
         /// The events whose content is erased, sorted ascending, no duplicates.
         targets: Vec<EventId>,
     },
+    /// An automatic reply from the customer's side (an out-of-office, a delivery report),
+    /// introduced by the bridge of `channel`. Content: text and the handle, as an inbound
+    /// message. Unlike one, it neither reopens the thread nor moves its route, and it is never
+    /// answered.
+    AutoReply {
+        /// The channel it came on.
+        channel: ChannelKind,
+    },
 }
 
 /// The events of an org's contact directory (one log per org, replicated among its own nodes).
@@ -276,6 +284,7 @@ impl EventKind {
                 ThreadKind::MemberAdd { .. } => "thread.member_add",
                 ThreadKind::MemberRemove { .. } => "thread.member_remove",
                 ThreadKind::Erase { .. } => "thread.erase",
+                ThreadKind::AutoReply { .. } => "thread.auto_reply",
             },
             EventKind::Directory(kind) => match kind {
                 DirectoryKind::Genesis => "directory.genesis",
@@ -295,9 +304,10 @@ impl EventKind {
     pub(crate) fn content_rule(&self) -> ContentRule {
         match self {
             EventKind::Thread(kind) => match kind {
-                ThreadKind::Message { .. } | ThreadKind::Note | ThreadKind::HandOff { .. } => {
-                    ContentRule::Required
-                }
+                ThreadKind::Message { .. }
+                | ThreadKind::Note
+                | ThreadKind::HandOff { .. }
+                | ThreadKind::AutoReply { .. } => ContentRule::Required,
                 ThreadKind::Opened { .. } | ThreadKind::Receipt { .. } => ContentRule::Optional,
                 _ => ContentRule::Forbidden,
             },

@@ -165,6 +165,8 @@ impl ThreadState {
                 self.members.remove(org);
             }
             ThreadKind::Erase { targets } => self.erased.extend(targets.iter().copied()),
+            // Kept and shown, but no news for the org: no reopening, no route, no message.
+            ThreadKind::AutoReply { .. } => {}
         }
     }
 

@@ -307,6 +307,38 @@ fn steps(world: &World) -> Vec<Step> {
         whatsapp_receipt,
         None,
     );
+    let email_auto_reply = event(
+        &thread,
+        &world.bridge_email,
+        heads(&thread),
+        ThreadKind::AutoReply {
+            channel: ChannelKind::Email,
+        },
+        Some(Content::text("I am away").with_handle(handle("email:alice@example.com"))),
+        false,
+    );
+    push(
+        &mut thread,
+        "an email bridge's automatic reply: the thread was never opened to email",
+        email_auto_reply,
+        Some("ChannelNotAdmitted"),
+    );
+    let webchat_auto_reply = event(
+        &thread,
+        &world.bridge_webchat,
+        heads(&thread),
+        ThreadKind::AutoReply {
+            channel: ChannelKind::Webchat,
+        },
+        Some(Content::text("(away)").with_handle(handle("webchat:visitor-1"))),
+        false,
+    );
+    push(
+        &mut thread,
+        "the webchat bridge's automatic reply: kept, and the route stays on whatsapp",
+        webchat_auto_reply,
+        None,
+    );
     steps
 }
 
@@ -418,7 +450,7 @@ fn the_stored_vectors_replay_to_their_verdicts() {
             }
         }
     }
-    assert_eq!((n_steps, n_refused), (14, 6), "every step was replayed");
+    assert_eq!((n_steps, n_refused), (16, 7), "every step was replayed");
     let thread = thread.expect("the thread opened");
     assert_eq!(
         thread.state().route.map(|route| route.channel),

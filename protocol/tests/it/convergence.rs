@@ -129,7 +129,7 @@ fn thread_history(world: &World, ops: &[Op]) -> (Thread, Vec<VerifiedEvent>) {
             ThreadKind,
             Option<AgentId>,
             Option<Content>,
-        ) = match op.action % 14 {
+        ) = match op.action % 15 {
             0 => (
                 &world.bridge_webchat,
                 ThreadKind::Message {
@@ -246,6 +246,14 @@ fn thread_history(world: &World, ops: &[Op]) -> (Thread, Vec<VerifiedEvent>) {
                 },
                 None,
                 None,
+            ),
+            13 => (
+                &world.bridge_webchat,
+                ThreadKind::AutoReply {
+                    channel: ChannelKind::Webchat,
+                },
+                None,
+                Some(Content::text("away").with_handle(handle("webchat:visitor-1"))),
             ),
             _ => (
                 &world.bridge_webchat,

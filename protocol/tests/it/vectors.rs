@@ -181,6 +181,18 @@ fn vectors() -> Vec<Vector> {
             }),
         ),
         (
+            "thread.auto_reply",
+            bridge_seed,
+            t(ThreadKind::AutoReply {
+                channel: ChannelKind::Email,
+            })
+            .with_content(
+                text("I am out of the office until Monday.")
+                    .with_handle(email.clone())
+                    .with_external_id(ExternalId::new("<ooo1@example.com>").expect("valid")),
+            ),
+        ),
+        (
             "directory.genesis",
             1,
             Draft::new(
@@ -485,6 +497,6 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 14 thread kinds (inbound and outbound messages counted apart) and 10 directory kinds.
-    assert_eq!(kinds.len(), 24);
+    // 15 thread kinds (inbound and outbound messages counted apart) and 10 directory kinds.
+    assert_eq!(kinds.len(), 25);
 }
