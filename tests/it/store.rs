@@ -88,8 +88,16 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
     running.join();
     drop(store);
 
-    // Reopen, and compare every thread's stored state with a fold from scratch.
-    let store = admin::open_store(&data_dir).expect("store reopens");
+    // Reopen, and compare every thread's stored state with a fold from scratch. sled's
+    // flusher thread lets go of the folder's lock shortly after the last handle is dropped.
+    let store = threadline_tests::eventually(
+        "the store reopens once the first one has let go of it",
+        std::time::Duration::from_secs(10),
+        || match admin::open_store(&data_dir) {
+            Err(threadline_node::store::StoreError::InUse { .. }) => None,
+            other => Some(other.expect("store reopens")),
+        },
+    );
     let mut n_threads = 0;
     for entry in store.thread_states() {
         let (thread_id, stored_state) = entry.expect("state decodes");
