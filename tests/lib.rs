@@ -4,7 +4,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The `threadline` binary, built once per test run (`cargo build` of the node's binary in the
 /// same target folder and profile; a no-op when it is up to date).
@@ -183,14 +183,14 @@ impl Node {
 
     /// The address other nodes reach this one's replication at (with its PeerId).
     pub fn p2p_address(&self, token: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let view = self.replication(token);
             if let Some(address) = view["listening"][0].as_str() {
                 return address.to_owned();
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "replication never listened: {view}"
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -272,6 +272,21 @@ fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, serde_json::Valu
     let body = response.into_string().expect("body is text");
     let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
     (status, json)
+}
+
+/// An error a WebDriver command answered with.
+#[derive(Debug)]
+pub struct WebDriverError {
+    /// The WebDriver error code, such as `stale element reference`.
+    pub error: String,
+    /// The driver's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for WebDriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.error, self.message)
+    }
 }
 
 /// A web chat visitor: a WebSocket to the node's `/webchat/ws`, as the widget opens it.
@@ -535,6 +550,17 @@ impl Browser {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> serde_json::Value {
+        self.try_command(method, path, body)
+            .unwrap_or_else(|refused| panic!("WebDriver {method} {path}: {refused}"))
+    }
+
+    /// Runs a WebDriver command; `Err` carries the driver's error code and message.
+    fn try_command(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, WebDriverError> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let http = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(60))
@@ -550,13 +576,13 @@ impl Browser {
             Err(err) => panic!("WebDriver {method} {path}: {err}"),
         };
         let answer: serde_json::Value = response.into_json().expect("JSON");
-        if let Some(error) = answer["value"]["error"].as_str() {
-            panic!(
-                "WebDriver {method} {path}: {error}: {}",
-                answer["value"]["message"]
-            );
+        match answer["value"]["error"].as_str() {
+            Some(error) => Err(WebDriverError {
+                error: error.to_owned(),
+                message: answer["value"]["message"].to_string(),
+            }),
+            None => Ok(answer["value"].clone()),
         }
-        answer["value"].clone()
     }
 
     /// Loads `url`.
@@ -610,13 +636,27 @@ impl Browser {
         )
     }
 
-    /// Clicks an element.
-    pub fn click(&self, element: &Element) {
-        self.command(
-            "POST",
-            &format!("/element/{}/click", element.0),
-            Some(serde_json::json!({})),
-        );
+    /// Clicks the first element `css` selects. The page may re-render it between the lookup
+    /// and the click (the inbox redraws a thread when it changes), so a stale element is looked
+    /// up again.
+    pub fn click_on(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(css);
+            match self.try_command(
+                "POST",
+                &format!("/element/{}/click", element.0),
+                Some(serde_json::json!({})),
+            ) {
+                Ok(_) => return,
+                Err(refused)
+                    if refused.error == "stale element reference" && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(refused) => panic!("WebDriver click on {css}: {refused}"),
+            }
+        }
     }
 
     /// Types into an element (`\u{E007}` is Enter).
@@ -690,15 +730,12 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// Polls `check` until it returns `Some`, or fails the test after `within` saying `what`.
 pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + within;
+    let deadline = Instant::now() + within;
     loop {
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -420,6 +420,7 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {}", config.api_listen))?;
                 let address = listener.local_addr()?;
+                let shutdown = shutdown_signal()?;
                 let smtp = match &config.email_address {
                     Some(support) => {
                         let smtp = tokio::net::TcpListener::bind(config.email_smtp_listen)
@@ -438,7 +439,7 @@ fn main() -> anyhow::Result<()> {
                 println!("threadline listening on http://{address}");
                 println!("agent API: http://{address}/api/v1");
                 std::io::stdout().flush()?;
-                server::serve(opened, &config, listener, smtp, shutdown_signal()).await?;
+                server::serve(opened, &config, listener, smtp, shutdown).await?;
                 anyhow::Ok(())
             })?;
         }
@@ -514,11 +515,11 @@ fn main() -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let address = listener.local_addr()?;
+                let shutdown = shutdown_signal()?;
                 println!("web chat bridge listening on http://{address}");
                 println!("widget: http://{address}/webchat/widget.js, demo: http://{address}/webchat/demo");
                 std::io::stdout().flush()?;
-                threadline_node::standalone::run_webchat(settings, listener, shutdown_signal())
-                    .await?;
+                threadline_node::standalone::run_webchat(settings, listener, shutdown).await?;
                 anyhow::Ok(())
             })?;
         }
@@ -619,25 +620,27 @@ fn contact_id(ingest: &ingest::Ingest, text: &str) -> anyhow::Result<ContactId> 
         .with_context(|| format!("no contact has the handle {handle}"))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        // If the handler cannot be installed, the node still stops on SIGTERM or SIGKILL.
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT and SIGTERM handlers at once, so a signal that arrives any time after the
+/// node has printed its address stops it cleanly; the returned future ends on the first one.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            // If the handler cannot be installed, the node still stops when killed.
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -25,8 +25,7 @@ fn open_chat(browser: &Browser) {
         "the widget",
         "return document.querySelector('.tl-chat-launcher')",
     );
-    let launcher = browser.find(".tl-chat-launcher");
-    browser.click(&launcher);
+    browser.click_on(".tl-chat-launcher");
     browser.wait_for(
         "the chat to connect",
         "return document.querySelector('.tl-chat').dataset.state === 'connected'",
@@ -205,8 +204,7 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
     assert_eq!(badge, json!("1"));
 
     // Open it, see the message and the contact, answer with the keyboard.
-    let item = agent.find(".thread-item");
-    agent.click(&item);
+    agent.click_on(".thread-item");
     agent.wait_for(
         "the conversation",
         "return [...document.querySelectorAll('#events .event.inbound')].some(e => e.textContent.includes('order 1042'))",
@@ -232,8 +230,8 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
         json!([]),
     );
     agent.run("document.activeElement.blur()", json!([]));
+    agent.click_on("#compose");
     let compose = agent.find("#compose");
-    agent.click(&compose);
     agent.type_into(&compose, "Sorry about that! It left our warehouse today.");
     visitor.wait_for(
         "the agent typing",
@@ -252,12 +250,10 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
     );
 
     // An internal note stays internal; the status change shows in the conversation.
-    let note_tab = agent.find("#mode-note");
-    agent.click(&note_tab);
+    agent.click_on("#mode-note");
     let compose = agent.find("#compose");
     agent.type_into(&compose, "Check with the carrier tomorrow");
-    let send = agent.find("#send");
-    agent.click(&send);
+    agent.click_on("#send");
     agent.wait_for(
         "the note",
         "return [...document.querySelectorAll('#events .event.note')].some(e => e.textContent.includes('carrier'))",

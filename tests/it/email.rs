@@ -1100,8 +1100,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
         "the inbox with the mail's thread",
         "return !document.getElementById('app').hidden && document.querySelector('.thread-item')",
     );
-    let item = agent.find(".thread-item");
-    agent.click(&item);
+    agent.click_on(".thread-item");
     let shown = agent.wait_for(
         "the mail",
         "const e = document.querySelector('#events .event.inbound'); return e && e.firstChild.textContent",
@@ -1111,8 +1110,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
         json!("Where is my refund?"),
         "the quoted history is folded"
     );
-    let toggle = agent.find("#events .event.inbound .quoted");
-    agent.click(&toggle);
+    agent.click_on("#events .event.inbound .quoted");
     let whole = agent.wait_for(
         "the quoted history",
         "const t = document.querySelector('#events .event.inbound').firstChild.textContent; return t.includes('> Your refund is on its way.') && t",
@@ -1131,8 +1129,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
         "window.__saved = []; const make = URL.createObjectURL; URL.createObjectURL = b => { window.__saved.push(b.size); return make(b); };",
         json!([]),
     );
-    let button = agent.find("#events .event.inbound .attachment");
-    agent.click(&button);
+    agent.click_on("#events .event.inbound .attachment");
     let saved = agent.wait_for("the download", "return window.__saved[0]");
     assert_eq!(saved, json!(receipt.len()));
 
@@ -1144,11 +1141,20 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     agent.type_into(&picker, label_path.to_str().expect("utf-8 path"));
     let compose = agent.find("#compose");
     agent.type_into(&compose, "Here is your return label.");
-    let send = agent.find("#send");
-    agent.click(&send);
+    agent.click_on("#send");
     agent.wait_for(
         "the reply with its file",
         "return [...document.querySelectorAll('#events .event.outbound .attachment')].some(b => b.textContent.includes('return-label.pdf'))",
+    );
+    // The thread was drawn again with the reply; the history the agent unfolded stays open.
+    let mail = agent.run(
+        "return document.querySelector('#events .event.inbound').firstChild.textContent",
+        json!([]),
+    );
+    assert!(
+        mail.as_str()
+            .is_some_and(|t| t.contains("> Your refund is on its way.")),
+        "{mail}"
     );
     let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
     let reply = detail["events"]

@@ -5,7 +5,9 @@
   var TOKEN_KEY = "threadline.inbox.token";
   var FILE_CHANNELS = ["email"];
   var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
-    selected: null, detail: null, contact: null, mode: "reply" };
+    selected: null, detail: null, contact: null, mode: "reply",
+    // The mails whose quoted history the agent unfolded; kept across re-renders of the thread.
+    unfolded: {} };
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -227,8 +229,9 @@
       var item;
       if (e.kind === "thread.message.inbound" || e.kind === "thread.message.outbound" || e.kind === "thread.note") {
         var cls = e.kind === "thread.note" ? "note" : (e.kind === "thread.message.inbound" ? "inbound" : "outbound");
-        item = el("li", "event " + cls, e.erased ? "(erased)" : (e.display_text || e.text));
-        if (e.display_text) item.appendChild(quotedToggle(item, e));
+        var unfolded = !!e.display_text && !!state.unfolded[e.id];
+        item = el("li", "event " + cls, e.erased ? "(erased)" : (unfolded ? e.text : (e.display_text || e.text)));
+        if (e.display_text) item.appendChild(quotedToggle(item, e, unfolded));
         var meta = new Date(e.time).toLocaleString();
         if (e.kind === "thread.message.inbound" && e.handle) meta = pretty(e.handle) + " · " + meta;
         if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
@@ -250,15 +253,17 @@
   }
 
   // A mail shows its new text; the quoted history below it is kept and one click away.
-  function quotedToggle(item, e) {
-    var button = el("button", "quoted", "… show quoted text");
+  function quotedToggle(item, e, unfolded) {
+    var button = el("button", "quoted");
     button.type = "button";
-    button.addEventListener("click", function () {
-      var open = button.dataset.open === "1";
-      item.firstChild.textContent = open ? e.display_text : e.text;
-      button.dataset.open = open ? "" : "1";
-      button.textContent = open ? "… show quoted text" : "hide quoted text";
-    });
+    function show(open) {
+      item.firstChild.textContent = open ? e.text : e.display_text;
+      button.dataset.open = open ? "1" : "";
+      button.textContent = open ? "hide quoted text" : "… show quoted text";
+      if (open) state.unfolded[e.id] = true; else delete state.unfolded[e.id];
+    }
+    show(unfolded);
+    button.addEventListener("click", function () { show(button.dataset.open !== "1"); });
     return button;
   }
 
