@@ -15,7 +15,7 @@ pub mod imap;
 pub mod smtp;
 
 use mail_parser::{MessageParser, MimeHeaders as _, PartType};
-use threadline_protocol::{channel::Handle, name::ExternalId};
+use threadline_protocol::{channel::Handle, name::ExternalId, EventId};
 
 /// The largest mail taken (the SMTP listener says so in its `SIZE`).
 pub const MAX_MAIL_BYTES: usize = 10 << 20;
@@ -280,6 +280,27 @@ fn raw_headers(bytes: &[u8], name: &str) -> Vec<String> {
     values
 }
 
+/// A reply's subject: `Re:` and the subject of the customer's latest mail in the thread (as
+/// mail clients answer), or "Your conversation with {name}" when they never wrote one.
+fn reply_subject(before: &[&crate::sdk::ThreadMessage], name: &str) -> String {
+    let latest = before
+        .iter()
+        .rev()
+        .filter(|m| m.inbound && m.channel == Some(threadline_protocol::ChannelKind::Email))
+        .find_map(|m| m.subject.as_deref());
+    match latest {
+        Some(subject)
+            if subject
+                .get(..3)
+                .is_some_and(|re| re.eq_ignore_ascii_case("re:")) =>
+        {
+            subject.to_owned()
+        }
+        Some(subject) => format!("Re: {subject}"),
+        None => format!("Your conversation with {name}"),
+    }
+}
+
 /// The email bridge's inbound side: turns received mail into the bridge's inbound messages.
 #[derive(Debug)]
 pub struct EmailInbound<L> {
@@ -287,7 +308,14 @@ pub struct EmailInbound<L> {
     address: String,
     /// The MX whose DMARC verdict a mail needs (none: the From: is taken on trust).
     authserv_id: Option<String>,
+    /// The external ids of recent mails by sender and Message-ID, to say in the log when a
+    /// Message-ID comes again with other content (stored as another message all the same).
+    recent: std::sync::Mutex<std::collections::HashMap<(Handle, String), ExternalId>>,
 }
+
+/// How many recent Message-IDs [`EmailInbound`] remembers to notice one reused; forgotten
+/// all at once when full, and on restart (the log line is a courtesy, dedup is the node's).
+const RECENT_MESSAGE_IDS: usize = 10_000;
 
 impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
     /// The inbound side of an email bridge for the support `address`.
@@ -296,6 +324,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             bridge,
             address: address.to_lowercase(),
             authserv_id: None,
+            recent: std::sync::Mutex::default(),
         }
     }
 
@@ -321,10 +350,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             },
         })?;
         let external_id = parsed.external_id(&mail.data);
-        let text = match (&parsed.subject, parsed.text.trim().is_empty()) {
-            (Some(subject), true) => truncate(subject, MAX_TEXT_BYTES),
-            _ => parsed.text.clone(),
-        };
+        let text = parsed.text.clone();
         // A bounce has a null envelope sender; headers alone prove nothing (anyone can write
         // them), so only that makes a report mark a reply failed.
         if mail.reverse_path.is_empty()
@@ -361,9 +387,19 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             attachments: parsed.attachments.clone(),
             sender_name: parsed.from_name.clone(),
             automatic: parsed.automated.is_some(),
+            subject: parsed.subject.clone(),
+            original: Some(crate::sdk::InboundAttachment {
+                name: "original.eml".to_owned(),
+                media_type: "message/rfc822".to_owned(),
+                bytes: mail.data.clone(),
+            }),
         };
         match self.bridge.receive(&message).await {
-            Ok(_) => Ok(()),
+            Ok(crate::sdk::Submitted::Stored(event)) => {
+                self.note_message_id(&parsed, &message.external_id, event);
+                Ok(())
+            }
+            Ok(crate::sdk::Submitted::Duplicate(_)) => Ok(()),
             Err(
                 err @ (crate::sdk::BridgeError::Refused(_) | crate::sdk::BridgeError::Event(_)),
             ) => Err(smtp::Refusal {
@@ -374,6 +410,33 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
                 code: 451,
                 text: format!("4.3.0 not stored, try again later: {err}"),
             }),
+        }
+    }
+
+    /// Remembers a stored mail's Message-ID, and says so when the same sender used it before
+    /// for a mail with other bytes: clients reuse or break Message-IDs, so it is kept as
+    /// another message, not dropped as a duplicate.
+    fn note_message_id(&self, parsed: &InboundMail, external_id: &ExternalId, event: EventId) {
+        let Some(message_id) = &parsed.message_id else {
+            return;
+        };
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= RECENT_MESSAGE_IDS {
+            recent.clear();
+        }
+        let key = (parsed.from.clone(), message_id.clone());
+        if let Some(before) = recent.insert(key, external_id.clone()) {
+            if &before != external_id {
+                tracing::warn!(
+                    from = %parsed.from,
+                    message_id = %message_id,
+                    %event,
+                    "a mail reuses a Message-ID with other content: stored as another message"
+                );
+            }
         }
     }
 
@@ -650,7 +713,7 @@ pub fn compose(
             reply_token(&delivery.thread)
         ))?)
         .to(to)
-        .subject(format!("Your conversation with {name}"))
+        .subject(reply_subject(&before, name))
         .message_id(Some(message_id(&delivery.thread, &delivery.event, &domain)));
     if let Some(last) = customer_ids.last() {
         builder = builder.in_reply_to((*last).to_owned());
@@ -1061,7 +1124,6 @@ mod tests {
         );
     }
 
-    /// A long run of quote lines costs one pass, not one per line.
     /// A reply's mail: plain text and HTML alternatives, the HTML escaped, the earlier
     /// conversation quoted in both.
     #[test]
@@ -1085,10 +1147,15 @@ mod tests {
             at: threadline_protocol::Timestamp::from_millis(1),
             external_id: None,
             attachments: Vec::new(),
+            subject: None,
         }];
         let mail =
             compose(&delivery, &history, &[], "support@shop.test", "Shop").expect("composes");
         let raw = String::from_utf8(mail.formatted()).expect("utf-8");
+        assert!(
+            raw.contains("Subject: Your conversation with Shop"),
+            "{raw}"
+        );
         assert!(raw.contains("multipart/alternative"), "{raw}");
         assert!(raw.contains("Content-Type: text/plain"), "{raw}");
         assert!(raw.contains("Content-Type: text/html"), "{raw}");
@@ -1102,6 +1169,38 @@ mod tests {
         );
         assert!(raw.contains("> Any discount?"), "{raw}");
         assert!(raw.contains("<b>You (webchat)</b>"), "{raw}");
+    }
+
+    /// A reply answers the subject of the customer's latest mail, as a mail client does.
+    #[test]
+    fn a_reply_takes_the_subject_of_the_latest_mail() {
+        let message = |subject: Option<&str>, channel| crate::sdk::ThreadMessage {
+            event: threadline_protocol::EventId::from_bytes([4; 32]),
+            depth: 1,
+            inbound: true,
+            channel: Some(channel),
+            text: Some("text".to_owned()),
+            at: threadline_protocol::Timestamp::from_millis(1),
+            external_id: None,
+            attachments: Vec::new(),
+            subject: subject.map(str::to_owned),
+        };
+        use threadline_protocol::ChannelKind::{Email, Webchat};
+        let first = message(Some("Order 1077: broken mug"), Email);
+        let again = message(Some("RE: Order 1077: broken mug"), Email);
+        let chat = message(None, Webchat);
+        assert_eq!(
+            reply_subject(&[&first, &chat], "Shop"),
+            "Re: Order 1077: broken mug"
+        );
+        assert_eq!(
+            reply_subject(&[&first, &again], "Shop"),
+            "RE: Order 1077: broken mug"
+        );
+        assert_eq!(
+            reply_subject(&[&chat], "Shop"),
+            "Your conversation with Shop"
+        );
     }
 
     #[test]

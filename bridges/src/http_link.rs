@@ -332,6 +332,7 @@ impl NodeLink for HttpLink {
                     at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
                     external_id: m["external_id"].as_str().map(str::to_owned),
                     attachments: attachments(m)?,
+                    subject: m["subject"].as_str().map(str::to_owned),
                 })
             })
             .collect()

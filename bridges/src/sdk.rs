@@ -23,8 +23,8 @@ use threadline_protocol::{
     channel::{ChannelKind, Handle},
     event::{Attachment, Content, Draft, EventKind, ReceiptKind, Scope, ThreadKind},
     id::BlobHash,
-    limits::{MAX_ATTACHMENTS, MAX_SHORT_STRING_BYTES},
-    name::{AttachmentMeta, ExternalId},
+    limits::{MAX_ATTACHMENTS, MAX_SHORT_STRING_BYTES, MAX_SUBJECT_BYTES},
+    name::{AttachmentMeta, ExternalId, Subject},
     ContactId, Event, EventId, SecretKey, ThreadId, Timestamp,
 };
 
@@ -78,6 +78,54 @@ pub struct InboundMessage {
     /// An automatic reply (see [`Sender::automatic`]): stored as one, which shows it but
     /// neither reopens the thread nor moves its route.
     pub automatic: bool,
+    /// The message's subject, on apps that have one (a mail's `Subject:`): stored cut to
+    /// [`MAX_SUBJECT_BYTES`] on one line; none if empty.
+    pub subject: Option<String>,
+    /// The message exactly as the app delivered it (a mail's raw bytes), stored beside the
+    /// faithful view so nothing the customer sent is unrecoverable.
+    pub original: Option<InboundAttachment>,
+}
+
+impl InboundMessage {
+    /// A plain text message from `handle`: no hint, files, name, subject or original.
+    pub fn new(handle: Handle, external_id: ExternalId, text: impl Into<String>) -> Self {
+        InboundMessage {
+            handle,
+            external_id,
+            text: text.into(),
+            thread_hint: None,
+            attachments: Vec::new(),
+            sender_name: None,
+            automatic: false,
+            subject: None,
+            original: None,
+        }
+    }
+
+    /// The subject as an event carries it: control characters and runs of whitespace made
+    /// one space, trimmed, cut to [`MAX_SUBJECT_BYTES`] on a character boundary.
+    fn stored_subject(&self) -> Option<Subject> {
+        let subject = self.subject.as_deref()?;
+        let mut line = String::with_capacity(subject.len().min(MAX_SUBJECT_BYTES));
+        for word in subject
+            .split(|c: char| c.is_whitespace() || c.is_control())
+            .filter(|w| !w.is_empty())
+        {
+            let room = MAX_SUBJECT_BYTES.saturating_sub(line.len() + usize::from(!line.is_empty()));
+            if room == 0 {
+                break;
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            let mut end = word.len().min(room);
+            while !word.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.push_str(&word[..end]);
+        }
+        Subject::new(line.trim_end()).ok()
+    }
 }
 
 /// A file a customer sent, as the app gave it.
@@ -263,6 +311,8 @@ pub struct ThreadMessage {
     pub external_id: Option<String>,
     /// Files attached to it (empty if erased).
     pub attachments: Vec<Attachment>,
+    /// Its subject, on apps that have one (none if erased).
+    pub subject: Option<String>,
 }
 
 /// What a customer's handle is known to be, besides itself.
@@ -545,14 +595,12 @@ impl<L: NodeLink> Bridge<L> {
                 // (as `Unavailable`), so a retry puts it back.
                 let mut attachments = Vec::with_capacity(message.attachments.len());
                 for attachment in &message.attachments {
-                    let blob = self.link.put_blob(attachment.bytes.clone()).await?;
-                    attachments.push(attachment.reference(blob).map_err(|err| {
-                        LinkError::Refused {
-                            code: "bad_event".to_owned(),
-                            message: err.to_string(),
-                        }
-                    })?);
+                    attachments.push(self.upload(attachment).await?);
                 }
+                let original = match &message.original {
+                    Some(original) => Some(self.upload(original).await?),
+                    None => None,
+                };
                 let resolved = self
                     .link
                     .resolve(
@@ -578,14 +626,17 @@ impl<L: NodeLink> Bridge<L> {
                     (self.now)(),
                     kind,
                 )
-                .with_content(
-                    attachments.into_iter().fold(
+                .with_content({
+                    let mut content = attachments.into_iter().fold(
                         Content::text(message.text.clone())
                             .with_handle(message.handle.clone())
                             .with_external_id(message.external_id.clone()),
                         Content::with_attachment,
-                    ),
-                )
+                    );
+                    content.subject = message.stored_subject();
+                    content.original = original;
+                    content
+                })
                 .sign(&self.identity.key)
                 .map_err(|err| LinkError::Refused {
                     code: "bad_event".to_owned(),
@@ -594,6 +645,15 @@ impl<L: NodeLink> Bridge<L> {
                 self.submit_one(event).await
             })
             .await
+    }
+
+    /// Stores a file's bytes on the node and gives its reference.
+    async fn upload(&self, file: &InboundAttachment) -> Result<Attachment, LinkError> {
+        let blob = self.link.put_blob(file.bytes.clone()).await?;
+        file.reference(blob).map_err(|err| LinkError::Refused {
+            code: "bad_event".to_owned(),
+            message: err.to_string(),
+        })
     }
 
     /// Sends what is queued for the bridge's channel (up to `limit` deliveries) with `send`,
@@ -820,6 +880,27 @@ mod tests {
             max: Duration::from_millis(4),
             attempts,
         }
+    }
+
+    #[test]
+    fn a_subject_is_stored_on_one_line_cut_to_fit() {
+        let with = |subject: &str| {
+            let mut message = InboundMessage::new(
+                "email:a@example.test".parse().expect("handle"),
+                ExternalId::new("<1@x>").expect("id"),
+                "text",
+            );
+            message.subject = Some(subject.to_owned());
+            message.stored_subject().map(|s| s.as_str().to_owned())
+        };
+        assert_eq!(
+            with("  Order\r\n\t 1077:\u{0}  broken  ").as_deref(),
+            Some("Order 1077: broken")
+        );
+        assert_eq!(with(" \r\n "), None);
+        let long = with(&"é".repeat(MAX_SUBJECT_BYTES)).expect("kept");
+        assert!(long.len() <= MAX_SUBJECT_BYTES && long.len() >= MAX_SUBJECT_BYTES - 1);
+        assert!(long.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -483,15 +483,7 @@ impl<L: NodeLink> Webchat<L> {
             Ok(external_id) => external_id,
             Err(err) => return ServerFrame::error("bad_frame", err.to_string(), Some(id)),
         };
-        let inbound = InboundMessage {
-            handle: session.handle().clone(),
-            external_id,
-            text: text.clone(),
-            thread_hint: None,
-            attachments: Vec::new(),
-            sender_name: None,
-            automatic: false,
-        };
+        let inbound = InboundMessage::new(session.handle().clone(), external_id, text.clone());
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {
                 // Typing after a message is news again.

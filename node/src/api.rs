@@ -64,6 +64,10 @@ fn api_router(ingest: Ingest) -> Router {
             get(attachments::download),
         )
         .route(
+            "/api/v1/threads/{id}/events/{event}/original",
+            get(attachments::original),
+        )
+        .route(
             "/api/v1/attachments",
             post(attachments::upload).layer(DefaultBodyLimit::disable()),
         )

@@ -148,6 +148,11 @@ pub fn of_thread(
                 .as_ref()
                 .and_then(|c| c.external_id.as_ref())
                 .map(|id| id.as_str().to_owned()),
+            subject: event
+                .content
+                .as_ref()
+                .and_then(|c| c.subject.as_ref())
+                .map(|s| s.to_string()),
             attachments: event.content.map(|c| c.attachments).unwrap_or_default(),
         });
     }

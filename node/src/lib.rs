@@ -23,6 +23,7 @@ pub mod api;
 pub mod bridge_host;
 pub mod clock;
 pub mod config;
+pub mod contact_name;
 pub mod conversation;
 pub mod data_dir;
 pub mod http;

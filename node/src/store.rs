@@ -43,8 +43,8 @@ mod records;
 use std::path::Path;
 
 use threadline_protocol::{
-    codec, dag::OrderKey, id::BlobHash, thread::ThreadState, ChannelKind, Event, EventId, ScopeId,
-    ThreadId,
+    codec, dag::OrderKey, id::BlobHash, thread::ThreadState, ChannelKind, Content, Event, EventId,
+    ScopeId, ThreadId,
 };
 
 pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
@@ -239,7 +239,7 @@ impl WriteSet {
             log_key(&scope, &id),
             codec::encode(event.event())?,
         );
-        for attachment in event.content().map_or(&[][..], |c| &c.attachments[..]) {
+        for attachment in event.content().into_iter().flat_map(Content::blobs) {
             self.insert(
                 TreeName::BlobRefs,
                 blob_ref_key(&attachment.blob, &scope, &id),
@@ -267,7 +267,7 @@ impl WriteSet {
         };
         let event: Event = decode("log", &bytes)?;
         if let Some(content) = &event.content {
-            for attachment in &content.attachments {
+            for attachment in content.blobs() {
                 self.remove(
                     TreeName::BlobRefs,
                     blob_ref_key(&attachment.blob, scope, id),
@@ -387,7 +387,7 @@ impl Store {
             if let Some(external) = external_id_key_of(&event.signed.header.kind, Some(content)) {
                 writes.insert(TreeName::ExternalIds, external, id.as_bytes().to_vec());
             }
-            for attachment in &content.attachments {
+            for attachment in content.blobs() {
                 writes.insert(
                     TreeName::BlobRefs,
                     blob_ref_key(&attachment.blob, &scope, &id),

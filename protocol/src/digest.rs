@@ -17,8 +17,10 @@ pub enum Domain {
     CertificateSignature,
     /// Hash of a signed header: the event id.
     EventId,
-    /// Hash of an event's content.
+    /// Hash of an event's content (the `v1` fields).
     Content,
+    /// Hash of an event's content with a subject or an original (all fields).
+    ContentV2,
     /// Hash of a thread's derived state.
     ThreadState,
     /// Hash of a directory's derived state.
@@ -35,6 +37,7 @@ impl Domain {
             Domain::CertificateSignature => "threadline/cert/v1",
             Domain::EventId => "threadline/event-id/v1",
             Domain::Content => "threadline/content/v1",
+            Domain::ContentV2 => "threadline/content/v2",
             Domain::ThreadState => "threadline/thread-state/v1",
             Domain::DirectoryState => "threadline/directory-state/v1",
             Domain::SyncDigest => "threadline/sync-digest/v1",

@@ -99,6 +99,7 @@ pub struct Event {
     /// The signed header.
     pub signed: SignedHeader,
     /// The content, or `None` when the event has none or it was erased.
+    #[serde(with = "content::wire")]
     pub content: Option<Content>,
 }
 
@@ -530,8 +531,7 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
         });
     }
     if let Some(attachment) = content
-        .attachments
-        .iter()
+        .blobs()
         .find(|a| a.size > crate::limits::MAX_BLOB_BYTES)
     {
         return Err(VerifyError::TooLarge {
@@ -541,6 +541,16 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
         });
     }
     let name = kind.name();
+    let is_message = matches!(
+        kind,
+        EventKind::Thread(ThreadKind::Message { .. } | ThreadKind::AutoReply { .. })
+    );
+    if !is_message && (content.subject.is_some() || content.original.is_some()) {
+        return Err(VerifyError::BadContent {
+            kind: name,
+            reason: "only messages have a subject or an original",
+        });
+    }
     let handle_on = |channel| match &content.handle {
         Some(handle) if handle.channel() == channel => Ok(()),
         Some(_) => Err(VerifyError::BadContent {

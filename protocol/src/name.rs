@@ -1,9 +1,9 @@
 //! Short validated strings that appear in signed headers or content: labels, attribute keys,
-//! external message ids, attachment metadata.
+//! external message ids, attachment metadata, subjects.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::limits::MAX_SHORT_STRING_BYTES;
+use crate::limits::{MAX_SHORT_STRING_BYTES, MAX_SUBJECT_BYTES};
 
 /// A short string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,7 +15,8 @@ pub enum NameError {
         /// Which kind of name.
         kind: &'static str,
     },
-    /// Longer than [`MAX_SHORT_STRING_BYTES`].
+    /// Longer than its limit ([`MAX_SHORT_STRING_BYTES`], or [`MAX_SUBJECT_BYTES`] for a
+    /// subject).
     #[error("{kind} is {len} bytes, limit is {max}")]
     TooLong {
         /// Which kind of name.
@@ -33,15 +34,15 @@ pub enum NameError {
     },
 }
 
-fn validate(kind: &'static str, text: &str) -> Result<(), NameError> {
+fn validate(kind: &'static str, text: &str, max: usize) -> Result<(), NameError> {
     if text.is_empty() {
         return Err(NameError::Empty { kind });
     }
-    if text.len() > MAX_SHORT_STRING_BYTES {
+    if text.len() > max {
         return Err(NameError::TooLong {
             kind,
             len: text.len(),
-            max: MAX_SHORT_STRING_BYTES,
+            max,
         });
     }
     if text.chars().any(char::is_control) {
@@ -52,15 +53,21 @@ fn validate(kind: &'static str, text: &str) -> Result<(), NameError> {
 
 macro_rules! short_string {
     ($(#[$meta:meta])* $name:ident) => {
+        short_string!($(#[$meta])* $name, MAX_SHORT_STRING_BYTES);
+    };
+    ($(#[$meta:meta])* $name:ident, $max:expr) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
-            /// A validated value: non-empty, at most 256 bytes, no control characters.
+            /// The most bytes a value may have.
+            pub const MAX_BYTES: usize = $max;
+
+            /// A validated value: non-empty, at most [`Self::MAX_BYTES`], no control characters.
             pub fn new(text: impl Into<String>) -> Result<Self, NameError> {
                 let text = text.into();
-                validate(stringify!($name), &text)?;
+                validate(stringify!($name), &text, $max)?;
                 Ok($name(text))
             }
 
@@ -107,6 +114,12 @@ short_string!(
 short_string!(
     /// A media type or file name of an attachment.
     AttachmentMeta
+);
+short_string!(
+    /// The subject line of a message, on channels that have one (email): at most
+    /// [`MAX_SUBJECT_BYTES`], on one line.
+    Subject,
+    MAX_SUBJECT_BYTES
 );
 
 #[cfg(test)]

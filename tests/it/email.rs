@@ -258,6 +258,18 @@ fn mail_lands_on_the_senders_thread_once_and_replies_never_cross_wires() {
         texts(&node, &shop.token, &alice_thread),
         ["It never arrived.", "Any news?", "It is order 1077."]
     );
+    // The log says a Message-ID came again with other content.
+    eventually(
+        "the log line on the reused Message-ID",
+        Duration::from_secs(10),
+        || {
+            (node
+                .logged(&["reuses a Message-ID with other content", "a1@example.test"])
+                .len()
+                == 1)
+                .then_some(())
+        },
+    );
 
     // Mail for anyone else here is refused at RCPT, and nothing is stored.
     let (taken, log) = swaks(port, "carol@example.test", "sales@shop.test", &[], "Hi");
@@ -1059,8 +1071,9 @@ fn with_an_authserv_id_only_mail_that_passed_dmarc_at_the_mx_is_taken() {
     assert_eq!(texts(&node, &shop.token, &thread), ["Hello, really me"]);
 }
 
-/// The inbox in a real browser: a mail shows its new text with its quoted history one click
-/// away, its file downloads whole, and an agent attaches a file to a reply.
+/// The inbox in a real browser: a mail shows its subject and its new text with its quoted
+/// history one click away, its file and its original source download whole, and an agent
+/// attaches a file to a reply.
 #[test]
 fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies() {
     let shop = Shop::new();
@@ -1103,7 +1116,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     agent.click_on(".thread-item");
     let shown = agent.wait_for(
         "the mail",
-        "const e = document.querySelector('#events .event.inbound'); return e && e.firstChild.textContent",
+        "const e = document.querySelector('#events .event.inbound'); return e && e.querySelector('.text').textContent",
     );
     assert_eq!(
         shown,
@@ -1113,7 +1126,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     agent.click_on("#events .event.inbound .quoted");
     let whole = agent.wait_for(
         "the quoted history",
-        "const t = document.querySelector('#events .event.inbound').firstChild.textContent; return t.includes('> Your refund is on its way.') && t",
+        "const t = document.querySelector('#events .event.inbound .text').textContent; return t.includes('> Your refund is on its way.') && t",
     );
     assert!(whole
         .as_str()
@@ -1133,6 +1146,39 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     let saved = agent.wait_for("the download", "return window.__saved[0]");
     assert_eq!(saved, json!(receipt.len()));
 
+    // The mail's subject heads it, and its source, exactly as it came, is one click away.
+    let subject = agent.run(
+        "return document.querySelector('#events .event.inbound .subject').textContent",
+        json!([]),
+    );
+    assert_eq!(subject, json!("Refund"));
+    let (_, detail) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    let mail = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.message.inbound")
+        .expect("the mail")
+        .clone();
+    let source = get_bytes(
+        &node,
+        &shop.token,
+        &format!(
+            "/api/v1/threads/{thread}/events/{}/original",
+            mail["id"].as_str().expect("id")
+        ),
+    );
+    assert_eq!(source.0, 200);
+    let source = String::from_utf8_lossy(&source.1).into_owned();
+    assert!(
+        source.contains("Subject: Refund") && source.contains("Content-Type: image/png"),
+        "the original is the mail's source: {source}"
+    );
+    assert_eq!(mail["original"]["size"], json!(source.len()));
+    agent.click_on("#events .event.inbound .original");
+    let saved = agent.wait_for("the original's download", "return window.__saved[1]");
+    assert_eq!(saved, json!(source.len()));
+
     // The agent attaches a file to a reply.
     let label_bytes = photo_bytes(5_000);
     let label_path = files.path().join("return-label.pdf");
@@ -1148,7 +1194,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     );
     // The thread was drawn again with the reply; the history the agent unfolded stays open.
     let mail = agent.run(
-        "return document.querySelector('#events .event.inbound').firstChild.textContent",
+        "return document.querySelector('#events .event.inbound .text').textContent",
         json!([]),
     );
     assert!(
@@ -1569,6 +1615,32 @@ fn every_mail_of_the_cpython_corpus_is_refused_clearly_or_kept_whole() {
             "{name}: a 250 stores one message: {stored:?}"
         );
         let (thread, event) = &stored[0];
+        // The subject, as Python decodes it.
+        assert_eq!(
+            event["subject"].as_str().map(normalised),
+            parts["subject"].as_str().map(str::to_owned),
+            "{name}: the subject"
+        );
+        // The mail exactly as it came (line ends aside: swaks sends CRLF), one click away.
+        let original = get_bytes(
+            &node,
+            &shop.token,
+            &format!(
+                "/api/v1/threads/{thread}/events/{}/original",
+                event["id"].as_str().expect("id")
+            ),
+        );
+        let sent = std::fs::read(&path).expect("corpus file");
+        assert_eq!(original.0, 200, "{name}: the original downloads");
+        assert_eq!(
+            String::from_utf8_lossy(&original.1)
+                .replace("\r\n", "\n")
+                .trim_end(),
+            String::from_utf8_lossy(&sent)
+                .replace("\r\n", "\n")
+                .trim_end(),
+            "{name}: the original is the mail as sent"
+        );
         let text = normalised(event["text"].as_str().unwrap_or_default());
         for part in parts["top"].as_array().expect("top") {
             let part = part.as_str().expect("text");
@@ -1639,6 +1711,45 @@ fn a_new_customer_by_mail_gets_the_display_name_of_their_mail() {
         found["contacts"][0]["display_name"], "Jürgen Müller",
         "{found}"
     );
+    let (_, list) = node.get(&shop.token, "/api/v1/threads?channel=email");
+    assert_eq!(
+        list["threads"][0]["contact_name"], "Jürgen Müller",
+        "{list}"
+    );
+
+    // A customer whose first mail said no name gets the one a later mail says, once: a
+    // contact's name is not changed by whatever the next mail's From: claims.
+    let name_of = |address: &str| {
+        let (status, found) = node.get(&shop.token, &format!("/api/v1/contacts?q=email:{address}"));
+        assert_eq!(status, 200, "{found}");
+        found["contacts"][0]["display_name"].clone()
+    };
+    let (taken, log) = swaks(
+        port,
+        "ann@example.test",
+        SUPPORT,
+        &[],
+        "First, with no name.",
+    );
+    assert!(taken, "{log}");
+    assert_eq!(name_of("ann@example.test"), Value::Null);
+    for (from, text) in [
+        ("Ann Lee <ann@example.test>", "Now with my name."),
+        ("Someone Else <ann@example.test>", "And another."),
+    ] {
+        let (taken, log) = swaks(
+            port,
+            "ann@example.test",
+            SUPPORT,
+            &[&format!("From: {from}")],
+            text,
+        );
+        assert!(taken, "{log}");
+    }
+    assert_eq!(name_of("ann@example.test"), "Ann Lee");
+    // The name is found by search, and shown on the contact's record.
+    let (_, found) = node.get(&shop.token, "/api/v1/contacts?q=ann%20lee");
+    assert_eq!(found["contacts"][0]["display_name"], "Ann Lee", "{found}");
 }
 
 #[test]

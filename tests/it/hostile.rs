@@ -585,19 +585,16 @@ fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() 
         now,
     );
     let mail_with = |from: &str, id: &str, file: &[u8]| {
-        let message = threadline_bridges::sdk::InboundMessage {
-            handle: format!("email:{from}").parse().expect("handle"),
-            external_id: threadline_protocol::name::ExternalId::new(id).expect("id"),
-            text: "My invoice".to_owned(),
-            thread_hint: None,
-            attachments: vec![threadline_bridges::sdk::InboundAttachment {
-                name: "invoice.pdf".to_owned(),
-                media_type: "application/pdf".to_owned(),
-                bytes: file.to_vec(),
-            }],
-            sender_name: None,
-            automatic: false,
-        };
+        let mut message = threadline_bridges::sdk::InboundMessage::new(
+            format!("email:{from}").parse().expect("handle"),
+            threadline_protocol::name::ExternalId::new(id).expect("id"),
+            "My invoice",
+        );
+        message.attachments = vec![threadline_bridges::sdk::InboundAttachment {
+            name: "invoice.pdf".to_owned(),
+            media_type: "application/pdf".to_owned(),
+            bytes: file.to_vec(),
+        }];
         runtime.block_on(bridge.receive(&message)).expect("stored");
     };
     let alice_file = b"alice's invoice".to_vec();

@@ -100,7 +100,7 @@
   }
 
   function who(thread) {
-    return pretty(thread.route && thread.route.handle) || ("Contact " + thread.contact.slice(0, 8));
+    return thread.contact_name || pretty(thread.route && thread.route.handle) || ("Contact " + thread.contact.slice(0, 8));
   }
 
   function loadThreads() {
@@ -230,16 +230,25 @@
       if (e.kind === "thread.message.inbound" || e.kind === "thread.message.outbound" || e.kind === "thread.note") {
         var cls = e.kind === "thread.note" ? "note" : (e.kind === "thread.message.inbound" ? "inbound" : "outbound");
         var unfolded = !!e.display_text && !!state.unfolded[e.id];
-        item = el("li", "event " + cls, e.erased ? "(erased)" : (unfolded ? e.text : (e.display_text || e.text)));
-        if (e.display_text) item.appendChild(quotedToggle(item, e, unfolded));
+        item = el("li", "event " + cls);
+        if (e.subject) item.appendChild(el("div", "subject", e.subject));
+        var body = el("div", "text", e.erased ? "(erased)" : (unfolded ? e.text : (e.display_text || e.text)));
+        item.appendChild(body);
+        if (e.display_text) item.appendChild(quotedToggle(body, e, unfolded));
         var meta = new Date(e.time).toLocaleString();
         if (e.kind === "thread.message.inbound" && e.handle) meta = pretty(e.handle) + " · " + meta;
         if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
         if (e.kind === "thread.note") meta = "Note · " + meta;
         if (receipts[e.id]) meta += " · " + receipts[e.id];
         (e.attachments || []).forEach(function (file, n) {
-          item.appendChild(attachmentLink(e, file, n));
+          item.appendChild(fileButton("attachment", file.name + " (" + size(file.size) + ")",
+            "/attachments/" + n, file, e));
         });
+        // The message exactly as it came (a mail's source), for what the view above cannot show.
+        if (e.original) {
+          item.appendChild(fileButton("original", "Original message (" + size(e.original.size) + ")",
+            "/original", e.original, e));
+        }
         item.appendChild(el("div", "meta", meta));
       } else if (SYSTEM[e.kind]) {
         item = el("li", "event system", SYSTEM[e.kind](e));
@@ -253,11 +262,11 @@
   }
 
   // A mail shows its new text; the quoted history below it is kept and one click away.
-  function quotedToggle(item, e, unfolded) {
+  function quotedToggle(body, e, unfolded) {
     var button = el("button", "quoted");
     button.type = "button";
     function show(open) {
-      item.firstChild.textContent = open ? e.text : e.display_text;
+      body.textContent = open ? e.text : e.display_text;
       button.dataset.open = open ? "1" : "";
       button.textContent = open ? "hide quoted text" : "… show quoted text";
       if (open) state.unfolded[e.id] = true; else delete state.unfolded[e.id];
@@ -275,13 +284,14 @@
 
   // A file of a message: fetched with the agent's token (a plain link would carry none), then
   // saved under its name.
-  function attachmentLink(e, file, n) {
-    var link = el("button", "attachment", file.name + " (" + size(file.size) + ")");
+  // A button that downloads one of an event's files (`path` below the event) under its name.
+  function fileButton(cls, label, path, file, e) {
+    var link = el("button", cls, label);
     link.title = "Download";
     link.type = "button";
     link.dataset.blob = file.blob;
     link.addEventListener("click", function () {
-      fetch("/api/v1/threads/" + state.selected + "/events/" + e.id + "/attachments/" + n,
+      fetch("/api/v1/threads/" + state.selected + "/events/" + e.id + path,
         { headers: { Authorization: "Bearer " + state.token } })
         .then(function (response) {
           if (!response.ok) throw new Error(response.status === 503 ? "not on this node yet: try again in a moment" : response.statusText);

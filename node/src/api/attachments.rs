@@ -149,7 +149,31 @@ pub async fn download(
         .and_then(|event| event.content)
         .and_then(|content| content.attachments.into_iter().nth(n))
         .ok_or_else(missing)?;
-    let bytes = open_blob(&ingest, attachment.blob).await?.ok_or_else(|| {
+    serve_stored(&ingest, attachment).await
+}
+
+/// `GET /api/v1/threads/{id}/events/{event}/original`: a message exactly as the app delivered
+/// it (a mail's raw bytes, `message/rfc822`), always as a download. `404` for a message kept
+/// without one (or erased); `503 not_yet` as for an attachment.
+pub async fn original(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path((thread, event)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let thread: ThreadId = parse_id(&thread, "thread")?;
+    let event: EventId = parse_id(&event, "event")?;
+    let original = ingest
+        .store()
+        .event(&ScopeId::Thread(thread), &event)?
+        .and_then(|event| event.content)
+        .and_then(|content| content.original)
+        .ok_or_else(|| ApiError::not_found(format!("no original kept for event {event}")))?;
+    serve_stored(&ingest, original).await
+}
+
+/// The bytes of a stored file, or `503 not_yet` while they are on their way from a peer.
+async fn serve_stored(ingest: &Ingest, attachment: Attachment) -> Result<Response, ApiError> {
+    let bytes = open_blob(ingest, attachment.blob).await?.ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_yet",

@@ -372,6 +372,7 @@ pub struct ThreadMessageView {
     at: u64,
     external_id: Option<String>,
     attachments: Vec<threadline_protocol::event::Attachment>,
+    subject: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -399,6 +400,7 @@ pub async fn thread_messages(
             at: m.at.as_millis(),
             external_id: m.external_id,
             attachments: m.attachments,
+            subject: m.subject,
         })
         .collect();
     Ok(Json(ThreadMessagesView { messages }))

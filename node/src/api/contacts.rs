@@ -41,7 +41,7 @@ fn summary(state: &DirectoryState, id: ContactId) -> Option<ContactSummary> {
     let (root, record) = state.contact(id)?;
     (!record.erased).then(|| ContactSummary {
         id: root,
-        display_name: record.display_name.clone(),
+        display_name: crate::contact_name::of(record),
         handles: record.handles.iter().cloned().collect(),
     })
 }
@@ -75,9 +75,7 @@ pub async fn search(
                 .iter()
                 .filter(|(_, record)| record.merged_into.is_none() && !record.erased)
                 .filter(|(_, record)| {
-                    record
-                        .display_name
-                        .as_deref()
+                    crate::contact_name::of(record)
                         .is_some_and(|name| name.to_lowercase().contains(&lower))
                         || record.handles.iter().any(|h| h.address().contains(&lower))
                 })
@@ -138,7 +136,7 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
     timeline.sort_by_key(|event| (event.timestamp(), event.id));
     Ok(ContactRecordView {
         id: root,
-        display_name: record.display_name,
+        display_name: crate::contact_name::of(&record),
         handles: record.handles.into_iter().collect(),
         attributes: record
             .attributes

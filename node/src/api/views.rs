@@ -17,6 +17,8 @@ use crate::ingest::Ingest;
 pub struct ThreadView {
     pub id: ThreadId,
     pub contact: ContactId,
+    /// The name the contact goes by, if it has one.
+    pub contact_name: Option<String>,
     pub status: &'static str,
     pub snoozed_until: Option<u64>,
     pub assignee: Option<AgentId>,
@@ -61,6 +63,11 @@ pub struct EventView {
     pub external_id: Option<String>,
     /// Files, by reference (bytes: `GET /threads/{thread}/events/{id}/attachments/{n}`).
     pub attachments: Vec<threadline_protocol::event::Attachment>,
+    /// The message's subject, on channels that have one (email).
+    pub subject: Option<String>,
+    /// The message exactly as the app delivered it (a mail's raw bytes), by reference (bytes:
+    /// `GET /threads/{thread}/events/{id}/original`).
+    pub original: Option<threadline_protocol::event::Attachment>,
     /// Kind-specific details (the new status, the assignee, the label, the receipt, ...).
     pub detail: serde_json::Value,
 }
@@ -83,9 +90,17 @@ impl ThreadView {
             }),
             None => None,
         };
+        let contact_name = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state()
+            .contact(state.contact)
+            .and_then(|(_, record)| crate::contact_name::of(record));
         Ok(ThreadView {
             id,
             contact: state.contact,
+            contact_name,
             status: status_name(&state.status),
             snoozed_until: match state.status {
                 Status::Snoozed { until } => Some(until.as_millis()),
@@ -154,6 +169,8 @@ impl EventView {
             handle: content.and_then(|c| c.handle.clone()),
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
             attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
+            subject: content.and_then(|c| c.subject.as_ref().map(|s| s.to_string())),
+            original: content.and_then(|c| c.original.clone()),
             detail,
         }
     }

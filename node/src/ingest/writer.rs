@@ -447,7 +447,7 @@ impl Writer {
         }
         let attachments: Vec<(BlobHash, u64)> = event
             .content()
-            .map(|c| c.attachments.iter().map(|a| (a.blob, a.size)).collect())
+            .map(|c| c.blobs().map(|a| (a.blob, a.size)).collect())
             .unwrap_or_default();
         let mut missing = Vec::new();
         for (blob, size) in attachments {
@@ -469,7 +469,7 @@ impl Writer {
         }
         // A bridge refers only to files its channel sent or already holds.
         if let (Source::Local, Some(channel)) = (source, bridge_channel(&event)) {
-            for attachment in event.content().map_or(&[][..], |c| &c.attachments) {
+            for attachment in event.content().into_iter().flat_map(Content::blobs) {
                 if !self.store.may_attach(channel, &attachment.blob)? {
                     return Err(IngestError::AttachmentNotYours {
                         blob: attachment.blob,
@@ -765,6 +765,43 @@ impl Writer {
         Ok((state.owner == self.org).then_some((thread, state.status)))
     }
 
+    /// Gives a known contact that has no name the one the customer's app says they go by,
+    /// as the `name` attribute (a contact's display name is fixed when it is created). A
+    /// contact with a name, or an erased one, is left as it is.
+    fn name_if_unnamed(
+        &mut self,
+        contact: ContactId,
+        name: Option<&str>,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<(), IngestError> {
+        let (Some(name), Ok(key)) = (
+            name.map(display_name).filter(|n| !n.is_empty()),
+            crate::contact_name::attribute(),
+        ) else {
+            return Ok(());
+        };
+        let root = {
+            let directory = self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match directory.state().contact(contact) {
+                Some((root, record))
+                    if !record.erased && crate::contact_name::of(record).is_none() =>
+                {
+                    root
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.sign_directory(
+            DirectoryKind::SetAttribute { contact: root, key },
+            Some(Content::text(name)),
+            live,
+        )?;
+        Ok(())
+    }
+
     fn resolve(
         &mut self,
         handle: Handle,
@@ -796,7 +833,10 @@ impl Writer {
         }
         let name = customer.name;
         let contact = match known {
-            Some(contact) => contact,
+            Some(contact) => {
+                self.name_if_unnamed(contact, name.as_deref(), live)?;
+                contact
+            }
             None => {
                 let contact = ContactId::random(&mut rand_core::OsRng);
                 let name = name

@@ -6,11 +6,16 @@ use crate::channel::Handle;
 use crate::codec::{self, EncodeError};
 use crate::digest::{self, Domain};
 use crate::id::{BlobHash, ContentHash};
-use crate::name::{AttachmentMeta, ExternalId};
+use crate::name::{AttachmentMeta, ExternalId, Subject};
 
 /// The erasable part of an event, stored beside its header and checked against the header's
 /// content hash. Erasure deletes it and keeps the header.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Content has two encodings (docs/PROTOCOL.md §3): the first four fields alone (`v1`, what
+/// every content without a subject or an original is written as, byte for byte as before
+/// those fields existed), or all six (`v2`). [`Content::hash`] and the event's wire form pick
+/// the one that fits, so one value still has exactly one encoding.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Content {
     /// The text (message body, note, display name, attribute value, failure reason).
@@ -21,6 +26,11 @@ pub struct Content {
     pub external_id: Option<ExternalId>,
     /// The customer's handle, where the kind needs one.
     pub handle: Option<Handle>,
+    /// The message's subject, on channels that have one (email).
+    pub subject: Option<Subject>,
+    /// The message exactly as the app delivered it (a mail's raw bytes), kept so that nothing
+    /// the customer sent is ever unrecoverable from the faithful view above.
+    pub original: Option<Attachment>,
 }
 
 /// A file attached to a message, stored as a content-addressed blob.
@@ -81,12 +91,209 @@ impl Content {
         self
     }
 
+    /// Sets the subject.
+    pub fn with_subject(mut self, subject: Subject) -> Self {
+        self.subject = Some(subject);
+        self
+    }
+
+    /// Sets the original message.
+    pub fn with_original(mut self, original: Attachment) -> Self {
+        self.original = Some(original);
+        self
+    }
+
+    /// Every blob the content refers to: its attachments, then its original.
+    pub fn blobs(&self) -> impl Iterator<Item = &Attachment> {
+        self.attachments.iter().chain(self.original.as_ref())
+    }
+
     /// The hash the header carries: SHA-256 over `threadline/content/v1 || 0x00 ||
-    /// encode(content)`.
+    /// encode(v1 fields)`, or, for content with a subject or an original,
+    /// `threadline/content/v2 || 0x00 || encode(all fields)`.
     pub fn hash(&self) -> Result<ContentHash, EncodeError> {
+        let domain = match self.wire() {
+            Wire::V1(_) => Domain::Content,
+            Wire::V2(_) => Domain::ContentV2,
+        };
         Ok(ContentHash::from_bytes(digest::sha256(
-            Domain::Content,
-            &codec::encode(self)?,
+            domain,
+            &self.to_bytes()?,
         )))
+    }
+
+    /// The canonical bytes the hash is taken over: `encode(ContentV1)` or `encode(ContentV2)`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        match self.wire() {
+            Wire::V1(v1) => codec::encode(&v1),
+            Wire::V2(v2) => codec::encode(&v2),
+        }
+    }
+
+    fn wire(&self) -> Wire<'_> {
+        if self.subject.is_none() && self.original.is_none() {
+            Wire::V1(V1 {
+                text: &self.text,
+                attachments: &self.attachments,
+                external_id: &self.external_id,
+                handle: &self.handle,
+            })
+        } else {
+            Wire::V2(V2 {
+                text: &self.text,
+                attachments: &self.attachments,
+                external_id: &self.external_id,
+                handle: &self.handle,
+                subject: &self.subject,
+                original: &self.original,
+            })
+        }
+    }
+}
+
+/// The `v1` fields, in order, borrowed for encoding.
+#[derive(Serialize)]
+struct V1<'a> {
+    text: &'a String,
+    attachments: &'a Vec<Attachment>,
+    external_id: &'a Option<ExternalId>,
+    handle: &'a Option<Handle>,
+}
+
+/// All fields, in order: the `v1` fields, then the subject and the original.
+#[derive(Serialize)]
+struct V2<'a> {
+    text: &'a String,
+    attachments: &'a Vec<Attachment>,
+    external_id: &'a Option<ExternalId>,
+    handle: &'a Option<Handle>,
+    subject: &'a Option<Subject>,
+    original: &'a Option<Attachment>,
+}
+
+enum Wire<'a> {
+    V1(V1<'a>),
+    V2(V2<'a>),
+}
+
+/// The owned `v1` fields, for decoding.
+#[derive(Deserialize)]
+struct OwnedV1 {
+    text: String,
+    attachments: Vec<Attachment>,
+    external_id: Option<ExternalId>,
+    handle: Option<Handle>,
+}
+
+/// All fields, owned, for decoding.
+#[derive(Deserialize)]
+struct OwnedV2 {
+    text: String,
+    attachments: Vec<Attachment>,
+    external_id: Option<ExternalId>,
+    handle: Option<Handle>,
+    subject: Option<Subject>,
+    original: Option<Attachment>,
+}
+
+/// An event's `content` as it travels and is stored: tag 0 for none, 1 and the `v1` fields,
+/// or 2 and all fields. Tags 0 and 1 are the bytes `Option<v1>` always had, so events written
+/// before subjects and originals existed read back, and hash, unchanged. Content whose subject
+/// and original are both absent is always written with tag 1; tag 2 with neither is refused
+/// as non-canonical.
+pub(crate) mod wire {
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Content, OwnedV1, OwnedV2, Wire, V1, V2};
+
+    #[derive(Serialize)]
+    enum Tagged<'a> {
+        None,
+        V1(V1<'a>),
+        V2(V2<'a>),
+    }
+
+    /// The human-readable form: the fields, the subject and the original only when present.
+    #[derive(Deserialize)]
+    struct Readable {
+        text: String,
+        attachments: Vec<super::Attachment>,
+        external_id: Option<super::ExternalId>,
+        handle: Option<super::Handle>,
+        #[serde(default)]
+        subject: Option<super::Subject>,
+        #[serde(default)]
+        original: Option<super::Attachment>,
+    }
+
+    #[derive(Deserialize)]
+    enum OwnedTagged {
+        None,
+        V1(OwnedV1),
+        V2(OwnedV2),
+    }
+
+    pub(crate) fn serialize<S: Serializer>(
+        content: &Option<Content>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // Human-readable forms (the JSON shown beside the golden vectors) show the fields,
+        // or null; the tags are a detail of the binary encoding.
+        if serializer.is_human_readable() {
+            return match content.as_ref().map(Content::wire) {
+                None => serializer.serialize_none(),
+                Some(Wire::V1(v1)) => serializer.serialize_some(&v1),
+                Some(Wire::V2(v2)) => serializer.serialize_some(&v2),
+            };
+        }
+        match content.as_ref().map(Content::wire) {
+            None => Tagged::None,
+            Some(Wire::V1(v1)) => Tagged::V1(v1),
+            Some(Wire::V2(v2)) => Tagged::V2(v2),
+        }
+        .serialize(serializer)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Content>, D::Error> {
+        if deserializer.is_human_readable() {
+            return Ok(
+                Option::<Readable>::deserialize(deserializer)?.map(|r| Content {
+                    text: r.text,
+                    attachments: r.attachments,
+                    external_id: r.external_id,
+                    handle: r.handle,
+                    subject: r.subject,
+                    original: r.original,
+                }),
+            );
+        }
+        Ok(match OwnedTagged::deserialize(deserializer)? {
+            OwnedTagged::None => None,
+            OwnedTagged::V1(v1) => Some(Content {
+                text: v1.text,
+                attachments: v1.attachments,
+                external_id: v1.external_id,
+                handle: v1.handle,
+                subject: None,
+                original: None,
+            }),
+            OwnedTagged::V2(v2) => {
+                if v2.subject.is_none() && v2.original.is_none() {
+                    return Err(de::Error::custom(
+                        "v2 content with neither a subject nor an original must be written as v1",
+                    ));
+                }
+                Some(Content {
+                    text: v2.text,
+                    attachments: v2.attachments,
+                    external_id: v2.external_id,
+                    handle: v2.handle,
+                    subject: v2.subject,
+                    original: v2.original,
+                })
+            }
+        })
     }
 }

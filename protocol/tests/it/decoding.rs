@@ -190,3 +190,83 @@ fn garbage_never_panics() {
         let _ = codec::decode::<threadline_protocol::Certificate>(&bytes, 4096);
     }
 }
+
+/// Content V2 (a subject, an original) is tag 2; the same content without either is only ever
+/// written as V1, so a V2 that carries neither is refused, and only messages may carry them.
+#[test]
+fn content_v2_is_canonical_and_only_on_messages() {
+    use threadline_protocol::{
+        event::{Attachment, Direction, VerifyError},
+        id::BlobHash,
+        name::{AttachmentMeta, Subject},
+        ChannelKind,
+    };
+    let note = sample_event();
+    let v1 = note.to_bytes().expect("encodes");
+    let content = note.content.clone().expect("content");
+    let v1_content = content.to_bytes().expect("encodes");
+    // A V1 event's bytes end with tag 1 and the V1 fields.
+    let tag_at = v1.len() - v1_content.len() - 1;
+    assert_eq!(v1[tag_at], 1);
+    let mut forged = v1.clone();
+    forged[tag_at] = 2;
+    forged.extend_from_slice(&[0, 0]);
+    assert!(
+        matches!(Event::from_bytes(&forged), Err(DecodeError::Invalid { .. })),
+        "{:?}",
+        Event::from_bytes(&forged)
+    );
+
+    let world = World::new();
+    let thread = world.open_thread();
+    let original = Attachment::new(
+        BlobHash::from_bytes([7; 32]),
+        99,
+        AttachmentMeta::new("message/rfc822").expect("valid"),
+        AttachmentMeta::new("original.eml").expect("valid"),
+    );
+    let subject = Subject::new("Order 1077").expect("valid");
+    let mail = sign_unverified(
+        &world.bridge_email,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Email,
+                },
+            }),
+            None,
+            Some(
+                Content::text("the mug is broken")
+                    .with_handle(crate::fixtures::handle("email:ann@example.com"))
+                    .with_subject(subject.clone())
+                    .with_original(original.clone()),
+            ),
+        ),
+    );
+    let bytes = mail.to_bytes().expect("encodes");
+    let back = Event::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, mail);
+    let verified = back.verify().expect("verifies");
+    let content = verified.content().expect("content");
+    assert_eq!(content.subject, Some(subject.clone()));
+    assert_eq!(content.blobs().last(), Some(&original));
+    // Its hash is over V2, in its own domain: dropping the subject gives another hash.
+    let mut stripped = content.clone();
+    stripped.subject = None;
+    assert_ne!(stripped.hash(), content.hash());
+
+    let note_with_subject = sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Note),
+            Some(world.agent),
+            Some(Content::text("a note").with_subject(subject)),
+        ),
+    );
+    assert!(matches!(
+        note_with_subject.verify(),
+        Err(VerifyError::BadContent { .. })
+    ));
+}

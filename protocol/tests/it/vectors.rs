@@ -15,7 +15,7 @@ use threadline_protocol::{
         Status, ThreadKind,
     },
     id::BlobHash,
-    name::{AttachmentMeta, AttributeKey, ExternalId, Label},
+    name::{AttachmentMeta, AttributeKey, ExternalId, Label, Subject},
     sync::{heads_digest, ScopeSummary, SyncMessage},
     AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
 };
@@ -239,7 +239,7 @@ fn vectors() -> Vec<Vector> {
             "directory.unlink_handle",
             node_seed,
             d(DirectoryKind::UnlinkHandle { contact })
-                .with_content(Content::default().with_handle(email)),
+                .with_content(Content::default().with_handle(email.clone())),
         ),
         (
             "directory.merge",
@@ -271,6 +271,28 @@ fn vectors() -> Vec<Vector> {
             "directory.erase_contact",
             node_seed,
             d(DirectoryKind::EraseContact { contact }),
+        ),
+        // Content V2 (tag 2): a mail with its subject and the raw message it came as.
+        (
+            "thread.message.inbound",
+            bridge_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Email,
+                },
+            })
+            .with_content(
+                text("The mug is broken.")
+                    .with_handle(email)
+                    .with_external_id(ExternalId::new("<m2@example.com>").expect("valid"))
+                    .with_subject(Subject::new("Order 1077: broken mug").expect("valid"))
+                    .with_original(Attachment::new(
+                        BlobHash::from_bytes([0xe1; 32]),
+                        4321,
+                        AttachmentMeta::new("message/rfc822").expect("valid"),
+                        AttachmentMeta::new("original.eml").expect("valid"),
+                    )),
+            ),
         ),
     ];
     drafts
@@ -321,7 +343,7 @@ fn render() -> String {
             writeln!(
                 out,
                 "content: {}",
-                hex(&codec::encode(content).expect("encodes"))
+                hex(&content.to_bytes().expect("encodes"))
             )
             .expect("write to string");
             writeln!(out, "content_hash: {}", content.hash().expect("hashes"))
@@ -497,6 +519,7 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 15 thread kinds (inbound and outbound messages counted apart) and 10 directory kinds.
-    assert_eq!(kinds.len(), 25);
+    // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, and
+    // an inbound message with content V2.
+    assert_eq!(kinds.len(), 26);
 }

@@ -1,0 +1,30 @@
+//! The name a contact goes by: its display name, given when the contact was created, or else
+//! its `name` attribute, which the node sets from what a customer's app says (a mail's display
+//! name) when a contact it already had has no name.
+
+use threadline_protocol::{
+    directory::ContactRecord,
+    name::{AttributeKey, NameError},
+};
+
+/// The attribute that names a contact created without a name.
+pub const ATTRIBUTE: &str = "name";
+
+/// The `name` attribute's key.
+pub fn attribute() -> Result<AttributeKey, NameError> {
+    AttributeKey::new(ATTRIBUTE)
+}
+
+/// The contact's name, if it has one (an erased contact has none).
+pub fn of(record: &ContactRecord) -> Option<String> {
+    if record.erased {
+        return None;
+    }
+    record.display_name.clone().or_else(|| {
+        record
+            .attributes
+            .iter()
+            .find(|(key, name)| key.as_str() == ATTRIBUTE && !name.is_empty())
+            .map(|(_, name)| name.clone())
+    })
+}
