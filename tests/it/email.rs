@@ -892,6 +892,27 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
         (status == 200).then_some(bytes)
     });
     assert_eq!(fetched, photo);
+    // And the mail as it came, which holds the files too.
+    let original_hash = message["original"]["blob"]
+        .as_str()
+        .expect("the original is kept")
+        .to_owned();
+    let original = eventually(
+        "the laptop has the original",
+        Duration::from_secs(30),
+        || {
+            let (status, bytes) = get_bytes(
+                &second_node,
+                &second_token,
+                &format!("/api/v1/threads/{thread}/events/{event}/original"),
+            );
+            (status == 200).then_some(bytes)
+        },
+    );
+    assert_eq!(
+        threadline_protocol::id::BlobHash::of(&original).to_string(),
+        original_hash
+    );
 
     // A reply naming a file nobody uploaded is refused and changes nothing.
     let before = detail_len(&node, &shop.token, &thread);
@@ -993,7 +1014,7 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
         &["erase", "contact", "email:alice@example.test"],
     );
     assert!(out.contains("erased contact"), "{out}");
-    for blob in [&photo_hash, &label_hash] {
+    for blob in [&photo_hash, &label_hash, &original_hash] {
         assert!(!blob_file(&shop.data, blob).exists(), "{blob} is gone here");
     }
     let (node, _) = shop.start();
@@ -1001,7 +1022,7 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
         "the laptop erases the files too",
         Duration::from_secs(30),
         || {
-            [&photo_hash, &label_hash]
+            [&photo_hash, &label_hash, &original_hash]
                 .iter()
                 .all(|blob| !blob_file(&second_data, blob).exists())
                 .then_some(())
@@ -1019,6 +1040,17 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
             .clone();
         assert_eq!(message["erased"], true);
         assert_eq!(message["attachments"], json!([]));
+        assert_eq!(message["subject"], Value::Null);
+        assert_eq!(message["original"], Value::Null);
+        assert_eq!(
+            get_bytes(
+                node,
+                token,
+                &format!("/api/v1/threads/{thread}/events/{event}/original")
+            )
+            .0,
+            404
+        );
     }
 }
 
