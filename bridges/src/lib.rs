@@ -15,5 +15,6 @@ pub mod email;
 pub mod http_link;
 pub mod sdk;
 pub mod webchat;
+pub mod webhook;
 
 pub use threadline_protocol as protocol;

@@ -1,0 +1,274 @@
+//! What every webhook bridge shares, written once: the provider's signature over the raw body,
+//! checked in constant time before anything is parsed, and the subscription handshake.
+//!
+//! Meta (Messenger, Instagram, WhatsApp Cloud API) signs each delivery with
+//! `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body under the app secret>` and
+//! verifies a webhook URL with `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`.
+
+use hmac::{KeyInit as _, Mac as _};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Why a delivery's signature was not accepted. Nothing of its body may be parsed or stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The request carries no signature header.
+    #[error("the request is not signed (no {header} header)")]
+    Missing {
+        /// The header looked for.
+        header: &'static str,
+    },
+    /// The header is not `sha256=` and 64 hex digits.
+    #[error("the {header} header is not `sha256=` and 64 hex digits")]
+    Malformed {
+        /// The header read.
+        header: &'static str,
+    },
+    /// The signature is not the body's under the secret (a wrong secret, or a changed body).
+    #[error("the signature does not match the body")]
+    Mismatch,
+}
+
+impl SignatureError {
+    /// The HTTP status to answer with: `401` when the request is not signed at all, `403` when
+    /// it is signed wrongly.
+    pub fn status(&self) -> u16 {
+        match self {
+            SignatureError::Missing { .. } | SignatureError::Malformed { .. } => 401,
+            SignatureError::Mismatch => 403,
+        }
+    }
+}
+
+/// The header Meta signs its webhook deliveries in.
+pub const HUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// An app secret, the key of a provider's webhook signatures. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AppSecret {
+    /// The HMAC keyed with the secret, cloned for each delivery.
+    keyed: HmacSha256,
+}
+
+/// An app secret that cannot key an HMAC (an empty one: a webhook would accept anything).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the app secret is empty")]
+pub struct EmptySecret;
+
+impl AppSecret {
+    /// A secret from its bytes (Meta's app secret is the text as shown in the app dashboard).
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self, EmptySecret> {
+        let secret = secret.as_ref();
+        if secret.is_empty() {
+            return Err(EmptySecret);
+        }
+        // HMAC takes a key of any length (a longer one is hashed first).
+        let keyed = HmacSha256::new_from_slice(secret).map_err(|_| EmptySecret)?;
+        Ok(AppSecret { keyed })
+    }
+
+    /// Checks `X-Hub-Signature-256` (`header`, as received) against the raw `body`, in
+    /// constant time.
+    pub fn verify_hub_signature(
+        &self,
+        header: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(), SignatureError> {
+        let header = header.ok_or(SignatureError::Missing {
+            header: HUB_SIGNATURE_HEADER,
+        })?;
+        let malformed = SignatureError::Malformed {
+            header: HUB_SIGNATURE_HEADER,
+        };
+        let hex_digest = header.strip_prefix(b"sha256=").ok_or(malformed.clone())?;
+        let mut expected = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut expected).map_err(|_| malformed)?;
+        let mut mac = self.keyed.clone();
+        mac.update(body);
+        mac.verify_slice(&expected)
+            .map_err(|_| SignatureError::Mismatch)
+    }
+
+    /// The `X-Hub-Signature-256` value of `body` (what a provider sends; for tests and for
+    /// signing stand-in deliveries).
+    pub fn hub_signature(&self, body: &[u8]) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl std::fmt::Debug for AppSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppSecret(…)")
+    }
+}
+
+/// Why a subscription handshake was refused (answer `403`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// `hub.mode` is not `subscribe`.
+    #[error("hub.mode is not `subscribe`")]
+    NotSubscribe,
+    /// `hub.verify_token` is missing or not the configured one.
+    #[error("hub.verify_token is not this webhook's")]
+    WrongToken,
+    /// `hub.challenge` is missing, empty, longer than 256 bytes or not printable ASCII.
+    #[error("hub.challenge is missing or not a short printable string")]
+    BadChallenge,
+}
+
+/// The subscription handshake (`GET` with `hub.mode`, `hub.verify_token`, `hub.challenge`,
+/// already URL-decoded): the challenge to echo as the body of a `200`, if the mode is
+/// `subscribe` and the token is `verify_token` (compared in constant time).
+pub fn subscription_challenge<'a>(
+    mode: Option<&str>,
+    token: Option<&str>,
+    challenge: Option<&'a str>,
+    verify_token: &str,
+) -> Result<&'a str, HandshakeError> {
+    if mode != Some("subscribe") {
+        return Err(HandshakeError::NotSubscribe);
+    }
+    let token = token.ok_or(HandshakeError::WrongToken)?;
+    if !constant_time_eq(token.as_bytes(), verify_token.as_bytes()) {
+        return Err(HandshakeError::WrongToken);
+    }
+    // Echoed back as the body: only a short printable value, never markup from a stranger.
+    challenge
+        .filter(|c| !c.is_empty() && c.len() <= 256 && c.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|c| !c.contains(['<', '>', '&', '"', '\'']))
+        .ok_or(HandshakeError::BadChallenge)
+}
+
+/// Equality of two byte strings in time that depends on their lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression vector of issue 15 (a WhatsApp delivery with no entries).
+    const SECRET: &str = "test_app_secret";
+    const BODY: &[u8] = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+    const SIGNATURE: &str =
+        "sha256=dec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c633756";
+
+    #[test]
+    fn the_published_vector_verifies_and_one_changed_byte_does_not() {
+        let secret = AppSecret::new(SECRET).expect("a secret");
+        assert_eq!(secret.hub_signature(BODY), SIGNATURE);
+        assert_eq!(
+            secret.verify_hub_signature(Some(SIGNATURE.as_bytes()), BODY),
+            Ok(())
+        );
+        for n in 0..BODY.len() {
+            let mut changed = BODY.to_vec();
+            changed[n] ^= 1;
+            assert_eq!(
+                secret.verify_hub_signature(Some(SIGNATURE.as_bytes()), &changed),
+                Err(SignatureError::Mismatch),
+                "byte {n} changed"
+            );
+        }
+        assert_eq!(
+            AppSecret::new("another_secret")
+                .expect("a secret")
+                .verify_hub_signature(Some(SIGNATURE.as_bytes()), BODY),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_signatures_are_401_and_wrong_ones_403() {
+        let secret = AppSecret::new(SECRET).expect("a secret");
+        let missing = secret
+            .verify_hub_signature(None, BODY)
+            .expect_err("unsigned");
+        assert_eq!(missing.status(), 401);
+        for header in [
+            "",
+            "sha256=",
+            "sha1=dec6a680679a968e7e0319355b23599cbfc54502",
+            "dec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c633756",
+            "sha256=dec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c63375",
+            "sha256=zec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c633756",
+            "sha256=dec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c633756 ",
+        ] {
+            let refused = secret
+                .verify_hub_signature(Some(header.as_bytes()), BODY)
+                .expect_err(header);
+            assert_eq!(refused.status(), 401, "{header:?}: {refused}");
+        }
+        let wrong = SIGNATURE.replace("dec6", "dec7");
+        let refused = secret
+            .verify_hub_signature(Some(wrong.as_bytes()), BODY)
+            .expect_err("wrong");
+        assert_eq!(refused.status(), 403);
+        assert_eq!(format!("{secret:?}"), "AppSecret(…)");
+        assert!(
+            AppSecret::new("").is_err(),
+            "an empty secret would accept anything"
+        );
+    }
+
+    #[test]
+    fn the_handshake_echoes_the_challenge_only_for_the_right_token() {
+        let ok = subscription_challenge(
+            Some("subscribe"),
+            Some("my-verify-token"),
+            Some("1158201444"),
+            "my-verify-token",
+        );
+        assert_eq!(ok, Ok("1158201444"));
+        assert_eq!(
+            subscription_challenge(
+                Some("subscribe"),
+                Some("nope"),
+                Some("1"),
+                "my-verify-token"
+            ),
+            Err(HandshakeError::WrongToken)
+        );
+        assert_eq!(
+            subscription_challenge(Some("subscribe"), None, Some("1"), "my-verify-token"),
+            Err(HandshakeError::WrongToken)
+        );
+        assert_eq!(
+            subscription_challenge(
+                Some("unsubscribe"),
+                Some("my-verify-token"),
+                Some("1"),
+                "my-verify-token"
+            ),
+            Err(HandshakeError::NotSubscribe)
+        );
+        for challenge in [None, Some(""), Some("<script>"), Some("a b")] {
+            assert_eq!(
+                subscription_challenge(
+                    Some("subscribe"),
+                    Some("my-verify-token"),
+                    challenge,
+                    "my-verify-token"
+                ),
+                Err(HandshakeError::BadChallenge),
+                "{challenge:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
