@@ -13,8 +13,10 @@
 
 pub mod email;
 pub mod http_link;
+pub mod messenger;
 pub mod sdk;
 pub mod webchat;
 pub mod webhook;
+pub mod whatsapp;
 
 pub use threadline_protocol as protocol;
