@@ -18,6 +18,8 @@
 //! | `partner_certs` | SHA-256 of the certificate's encoding | `encode(Certificate)`: other orgs' certificates, for threads shared with them |
 //! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
 //! | `missing_blobs` | blob hash | size, u64 BE: blobs referred to by events from peers and not here yet (replication fetches them) |
+//! | `blob_uploads` | blob hash ‖ channel | empty: a bridge of the channel uploaded the blob |
+//! | `handoff_codes` | SHA-256 of a "continue on …" code | `encode(CodeRecord)`: its grant (contact, thread, channel, expiry) and whether it was spent |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //!
 //! Attachment bytes are files under `attachments/` in the store's directory ([`BlobStore`]).
@@ -37,6 +39,7 @@
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
 mod blobs;
+mod handoff_codes;
 mod keys;
 mod records;
 
@@ -48,6 +51,7 @@ use threadline_protocol::{
 };
 
 pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
+pub use handoff_codes::{CodeRefused, HandoffCode, HandoffGrant, HANDOFF_CODE_LIFETIME_MILLIS};
 pub use keys::{
     blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
 };
@@ -157,9 +161,12 @@ pub enum TreeName {
     /// `blob ‖ channel`: a bridge of the channel uploaded the blob (so its events may refer to
     /// it; see [`Store::may_attach`]).
     BlobUploads,
+    /// `SHA-256(code)` → the grant of a one-time "continue on …" code (see
+    /// [`Store::issue_handoff_code`]).
+    HandoffCodes,
 }
 
-const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 15] = [
     "log",
     "threads",
     "contact_threads",
@@ -174,6 +181,7 @@ const TREE_NAMES: [&str; 14] = [
     "blob_refs",
     "missing_blobs",
     "blob_uploads",
+    "handoff_codes",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
