@@ -248,7 +248,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let a_multiaddr: libp2p::Multiaddr = a_listen.parse().expect("multiaddr");
-    let a_peer = replication::service::peer_of(&a_multiaddr).expect("peer id");
+    let a_peer = threadline_node::identity::peer_of(&a_multiaddr).expect("peer id");
     let a_port = a_multiaddr
         .iter()
         .find_map(|p| match p {

@@ -6,7 +6,7 @@
 
 use rand_core::RngCore as _;
 use threadline_protocol::{
-    cert::{CertRole, Certificate, CertificateBody},
+    cert::{CertRole, Certificate},
     directory,
     event::{DirectoryKind, Draft, EventKind, Scope},
     AgentId, ChannelKind, Directory, OrgId, ScopeId, SecretKey, Timestamp,
@@ -17,8 +17,7 @@ use crate::data_dir::{DataDir, InitError, LoadError};
 use crate::identity::Identity;
 use crate::store::{AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, WriteSet};
 
-/// How long a bridge certificate made by `bridge add` is valid.
-pub const BRIDGE_CERT_VALIDITY_MILLIS: u64 = 365 * 24 * 3600 * 1000;
+pub use crate::data_dir::BRIDGE_CERT_VALIDITY_MILLIS;
 
 /// Administration failed; nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -459,31 +458,8 @@ fn bridge_certificate(
     channel: ChannelKind,
     now: Timestamp,
 ) -> Result<Certificate, AdminError> {
-    bridge_certificate_for(org_key, org, key.public(), channel, now)
-}
-
-/// The org's certificate for the bridge key `key` on `channel` (see [`bridge_certificate`]).
-pub fn bridge_certificate_for(
-    org_key: &SecretKey,
-    org: OrgId,
-    key: threadline_protocol::PublicKey,
-    channel: ChannelKind,
-    now: Timestamp,
-) -> Result<Certificate, AdminError> {
-    Certificate::issue(
-        org_key,
-        CertificateBody::new(
-            org,
-            key,
-            CertRole::Bridge {
-                channel,
-                handle_scope: None,
-            },
-            now,
-            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
-        ),
-    )
-    .map_err(|e| AdminError::Event(e.to_string()))
+    crate::data_dir::bridge_certificate_for(org_key, org, key.public(), channel, now)
+        .map_err(|e| AdminError::Event(e.to_string()))
 }
 
 /// A bearer token: `thl_` and 32 random bytes in hex.

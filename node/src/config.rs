@@ -235,7 +235,7 @@ pub fn peer_address(text: &str) -> Result<libp2p::Multiaddr, String> {
         .trim()
         .parse()
         .map_err(|err| format!("`{text}` is not a multiaddr: {err}"))?;
-    if crate::replication::service::peer_of(&address).is_none() {
+    if crate::identity::peer_of(&address).is_none() {
         return Err(format!(
             "`{text}` does not end with /p2p/<PeerId> (`threadline identity` prints a node's PeerId)"
         ));

@@ -37,6 +37,34 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// revoked.
 pub const NODE_CERT_VALIDITY_MILLIS: u64 = 365 * 24 * 3600 * 1000;
 
+/// How long a bridge certificate is valid (`bridge add`, a built-in bridge's key, a joining
+/// node's bridges).
+pub const BRIDGE_CERT_VALIDITY_MILLIS: u64 = 365 * 24 * 3600 * 1000;
+
+/// The org's certificate for the bridge key `key` on `channel`, valid from `now` for
+/// [`BRIDGE_CERT_VALIDITY_MILLIS`].
+pub fn bridge_certificate_for(
+    org_key: &SecretKey,
+    org: OrgId,
+    key: threadline_protocol::PublicKey,
+    channel: threadline_protocol::ChannelKind,
+    now: Timestamp,
+) -> Result<Certificate, codec::EncodeError> {
+    Certificate::issue(
+        org_key,
+        CertificateBody::new(
+            org,
+            key,
+            CertRole::Bridge {
+                channel,
+                handle_scope: None,
+            },
+            now,
+            now.saturating_add_millis(BRIDGE_CERT_VALIDITY_MILLIS),
+        ),
+    )
+}
+
 /// A node's data folder.
 #[derive(Debug, Clone)]
 pub struct DataDir {

@@ -28,6 +28,14 @@ impl Identity {
     }
 }
 
+/// The PeerId a multiaddr ends with.
+pub fn peer_of(address: &libp2p::Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|protocol| match protocol {
+        libp2p::multiaddr::Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
 /// The libp2p PeerId of an ed25519 public key: libp2p and Threadline use the same key, so a
 /// node's PeerId proves its node key in the Noise handshake. Fails if the bytes are not a
 /// valid ed25519 point (a key decoded from a peer is not checked until it verifies something).

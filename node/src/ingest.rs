@@ -280,7 +280,7 @@ pub struct Ingest {
     store: Store,
     identity: Identity,
     presence: crate::presence::Presence,
-    replication: crate::replication::service::Status,
+    replication: crate::replication_status::Status,
 }
 
 impl std::fmt::Debug for Request {
@@ -440,7 +440,7 @@ impl Ingest {
     }
 
     /// What replication is doing (for the API).
-    pub fn replication(&self) -> &crate::replication::service::Status {
+    pub fn replication(&self) -> &crate::replication_status::Status {
         &self.replication
     }
 

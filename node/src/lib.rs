@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod limits;
 pub mod presence;
 pub mod replication;
+pub mod replication_status;
 pub mod server;
 pub mod standalone;
 pub mod store;

@@ -327,7 +327,7 @@ fn main() -> anyhow::Result<()> {
             let address: libp2p::Multiaddr = address
                 .parse()
                 .with_context(|| format!("`{address}` is not a multiaddr"))?;
-            let address = if threadline_node::replication::service::peer_of(&address).is_some() {
+            let address = if threadline_node::identity::peer_of(&address).is_some() {
                 address
             } else {
                 address.with(libp2p::multiaddr::Protocol::P2p(identity.peer_id()))

@@ -82,7 +82,7 @@ impl Rogue {
     fn dial(key: &SecretKey, certificate: Certificate, address: &str) -> Rogue {
         let mut swarm = replication::swarm(key, false).expect("swarm");
         let address: Multiaddr = address.parse().expect("multiaddr");
-        let node = replication::service::peer_of(&address).expect("peer id");
+        let node = threadline_node::identity::peer_of(&address).expect("peer id");
         swarm.add_peer_address(node, address);
         swarm.dial(node).expect("dial");
         Rogue {
@@ -311,7 +311,7 @@ async fn send_garbage(address: &str, frames: &[Vec<u8>]) -> bool {
         .expect("behaviour")
         .build();
     let address: Multiaddr = address.parse().expect("multiaddr");
-    let node = replication::service::peer_of(&address).expect("peer id");
+    let node = threadline_node::identity::peer_of(&address).expect("peer id");
     swarm.add_peer_address(node, address);
     swarm.dial(node).expect("dial");
     for frame in frames {

@@ -70,7 +70,7 @@ pub async fn list(
 #[derive(Debug, Serialize)]
 pub struct ReplicationView {
     #[serde(flatten)]
-    status: crate::replication::service::StatusView,
+    status: crate::replication_status::StatusView,
     /// How many logs this node holds (the directory and every thread).
     logs: usize,
     /// The digest of their summaries: equal on two nodes that hold the same events.

@@ -101,7 +101,7 @@ pub fn start(
             store,
             identity,
             presence: crate::presence::Presence::default(),
-            replication: crate::replication::service::Status::default(),
+            replication: crate::replication_status::Status::default(),
         },
         Running {
             writer: handle,

@@ -1,0 +1,217 @@
+//! Answering a peer's sync requests: hello, summaries, wants, blobs.
+
+use super::*;
+
+impl Service {
+    pub(super) fn request(&mut self, peer: PeerId, message: SyncMessage, asked: Asked) {
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, message.into());
+        self.asked.insert(id, (peer, asked));
+    }
+
+    pub(super) fn respond(&mut self, channel: ResponseChannel<SyncMessage>, message: SyncMessage) {
+        // The peer may have gone; nothing to do then.
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, message);
+    }
+
+    pub(super) fn refuse(&mut self, channel: ResponseChannel<SyncMessage>, reason: &str) {
+        self.respond(
+            channel,
+            SyncMessage::Refused {
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        peer: PeerId,
+        request: SyncMessage,
+        channel: ResponseChannel<SyncMessage>,
+    ) {
+        if !self.allow_request(peer) {
+            self.refuse(channel, "too many requests");
+            self.penalise(peer, 10, "a flood of requests");
+            return;
+        }
+        let org = self.peers.get(&peer).and_then(|state| state.org);
+        match (request, org) {
+            (SyncMessage::Hello { certificate }, _) => {
+                match self.verify_hello(peer, &certificate) {
+                    Ok(org) => {
+                        let hello = SyncMessage::Hello {
+                            certificate: self.certificate.clone(),
+                        };
+                        self.respond(channel, hello);
+                        self.accept(peer, org);
+                    }
+                    Err((reason, points)) => {
+                        self.refuse(channel, &reason);
+                        self.refuse_hello(peer, &reason, points);
+                    }
+                }
+            }
+            (
+                SyncMessage::Join {
+                    secret,
+                    bridge_keys,
+                },
+                _,
+            ) => self.on_join(peer, secret, bridge_keys, channel),
+            (_, None) => {
+                self.refuse(channel, "say Hello with a node certificate first");
+                self.penalise(peer, 25, "a request before Hello");
+            }
+            (SyncMessage::Digest { .. }, Some(peer_org)) => {
+                self.answer_with_summaries(channel, peer_org, |ours| SyncMessage::Digest {
+                    n_scopes: ours.len() as u64,
+                    digest: summaries_digest(ours.iter()),
+                });
+            }
+            (SyncMessage::Buckets { .. }, Some(peer_org)) => {
+                self.answer_with_summaries(channel, peer_org, |ours| SyncMessage::Buckets {
+                    digests: bucket_digests(ours),
+                });
+            }
+            (SyncMessage::SummaryOf { buckets }, Some(peer_org)) => {
+                let buckets: HashSet<u8> = buckets.into_iter().collect();
+                self.answer_with_summaries(channel, peer_org, move |ours| SyncMessage::Summary {
+                    scopes: ours
+                        .iter()
+                        .filter(|s| {
+                            buckets.contains(&threadline_protocol::sync::bucket_of(&s.scope))
+                        })
+                        .cloned()
+                        .collect(),
+                });
+            }
+            (
+                SyncMessage::Want {
+                    scope,
+                    have,
+                    from_depth,
+                    max_events,
+                },
+                Some(peer_org),
+            ) => {
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = match logs::may_share_stored(&store, &scope, our_org, peer_org) {
+                        Ok(true) => {
+                            match logs::events_for_want(
+                                &store, &scope, &have, from_depth, max_events,
+                            ) {
+                                Ok((events, complete)) => SyncMessage::Events {
+                                    scope,
+                                    events,
+                                    complete,
+                                },
+                                Err(err) => SyncMessage::Refused {
+                                    reason: format!("cannot read {scope}: {err}"),
+                                },
+                            }
+                        }
+                        // Not even whether it exists.
+                        Ok(false) => SyncMessage::Events {
+                            scope,
+                            events: Vec::new(),
+                            complete: true,
+                        },
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read {scope}: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Respond(channel, answer));
+                });
+            }
+            (SyncMessage::Push { events }, Some(peer_org)) => {
+                self.on_push(peer, peer_org, events, channel);
+            }
+            (SyncMessage::WantBlob { blob, offset }, Some(peer_org)) => {
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
+                        .map_err(|err| err.to_string())
+                        .and_then(|shared| match shared {
+                            true => store
+                                .blobs()
+                                .read_range(&blob, offset, MAX_BLOB_CHUNK_BYTES)
+                                .map_err(|err| err.to_string()),
+                            false => Ok(None),
+                        });
+                    let answer = match read {
+                        Ok(Some((size, bytes))) => SyncMessage::Blob {
+                            blob,
+                            size,
+                            offset,
+                            bytes: threadline_protocol::codec::ByteBuf(bytes),
+                        },
+                        // Not even whether it exists.
+                        Ok(None) => SyncMessage::NoBlob { blob },
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read blob {blob}: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Respond(channel, answer));
+                });
+            }
+            (SyncMessage::Certificates { certificates }, Some(peer_org)) => {
+                // A partner speaks for its own org only; this org's nodes relay partners'.
+                let from_partner = peer_org != self.org;
+                let certificates: Vec<Certificate> = certificates
+                    .into_iter()
+                    .filter(|c| !from_partner || c.body.org == peer_org)
+                    .collect();
+                let ingest = self.ingest.clone();
+                let done = self.done_sender.clone();
+                tokio::spawn(async move {
+                    let added = ingest
+                        .add_partner_certificates(certificates.clone())
+                        .await
+                        .unwrap_or_else(|err| {
+                            warn!(cause = %err, "cannot store partner certificates");
+                            0
+                        });
+                    let relay = if added > 0 { certificates } else { Vec::new() };
+                    let _ = done.send(Done::CertificatesTaken(channel, relay, added));
+                });
+            }
+            (_, Some(_)) => {
+                self.refuse(channel, "not a request");
+                self.penalise(peer, 25, "an answer sent as a request");
+            }
+        }
+    }
+
+    /// Answers with something made of this node's summaries for `peer_org`.
+    pub(super) fn answer_with_summaries(
+        &mut self,
+        channel: ResponseChannel<SyncMessage>,
+        peer_org: OrgId,
+        make: impl FnOnce(&[ScopeSummary]) -> SyncMessage + Send + 'static,
+    ) {
+        let store = self.ingest.store().clone();
+        let our_org = self.org;
+        let done = self.done_sender.clone();
+        tokio::task::spawn_blocking(move || {
+            let answer = match logs::shared_summaries(&store, our_org, peer_org) {
+                Ok(ours) => make(&ours),
+                Err(err) => SyncMessage::Refused {
+                    reason: format!("cannot read the store: {err}"),
+                },
+            };
+            let _ = done.send(Done::Respond(channel, answer));
+        });
+    }
+}
