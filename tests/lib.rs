@@ -230,6 +230,20 @@ impl Node {
         answer(request.call())
     }
 
+    /// `GET path` with a bearer token, or `None` if the connection failed (a node that is
+    /// shedding connections resets them).
+    pub fn try_get(&self, token: &str, path: &str) -> Option<(u16, serde_json::Value)> {
+        let result = self
+            .http()
+            .get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call();
+        match result {
+            Err(ureq::Error::Transport(_)) => None,
+            result => Some(answer(result)),
+        }
+    }
+
     /// `POST path` with a bearer token and a JSON body.
     pub fn post(
         &self,

@@ -618,13 +618,7 @@ impl<L: NodeLink> Webchat<L> {
         }
         let expected = hmac_sha256(secret, &identity_message(&identity.email, identity.expires));
         let given = hex::decode(identity.signature.trim()).unwrap_or_default();
-        let same = given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected.iter())
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0;
-        if !same {
+        if !crate::webhook::constant_time_eq(&given, &expected) {
             return Some(ServerFrame::error(
                 "identity_refused",
                 "the identity's signature is wrong",
@@ -748,25 +742,7 @@ fn email_handle(address: &str) -> Option<Handle> {
     format!("email:{address}").parse().ok()
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| block.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
+pub use crate::webhook::hmac_sha256;
 
 /// The channel this bridge serves.
 pub const CHANNEL: ChannelKind = ChannelKind::Webchat;

@@ -63,9 +63,9 @@ impl AppSecret {
         if secret.is_empty() {
             return Err(EmptySecret);
         }
-        // HMAC takes a key of any length (a longer one is hashed first).
-        let keyed = HmacSha256::new_from_slice(secret).map_err(|_| EmptySecret)?;
-        Ok(AppSecret { keyed })
+        Ok(AppSecret {
+            keyed: HmacSha256::new(&block_key(secret).into()),
+        })
     }
 
     /// Checks `X-Hub-Signature-256` (`header`, as received) against the raw `body`, in
@@ -105,6 +105,37 @@ impl std::fmt::Debug for AppSecret {
     }
 }
 
+/// The most bytes of a webhook delivery read (Meta's are a few KiB; a batch of 1,000 messages
+/// stays well under this).
+pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
+
+/// Why a delivery whose signature was good was refused (answer `400`; nothing of it is
+/// stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliveryError {
+    /// Over [`MAX_WEBHOOK_BYTES`].
+    #[error("the body is {len} bytes, at most {MAX_WEBHOOK_BYTES} are read")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Not JSON of the provider's documented shape.
+    #[error("not a webhook delivery of the documented shape: {0}")]
+    Malformed(String),
+    /// `object` names an app this bridge does not take.
+    #[error("object `{0}` is not one this bridge takes")]
+    UnknownObject(String),
+}
+
+/// A delivery's body as JSON of type `T`, refused whole if too large or not of that shape.
+pub fn read_delivery<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, DeliveryError> {
+    if body.len() > MAX_WEBHOOK_BYTES {
+        return Err(DeliveryError::TooLarge { len: body.len() });
+    }
+    serde_json::from_slice(body).map_err(|err| DeliveryError::Malformed(err.to_string()))
+}
+
 /// Why a subscription handshake was refused (answer `403`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -141,6 +172,26 @@ pub fn subscription_challenge<'a>(
         .filter(|c| !c.is_empty() && c.len() <= 256 && c.bytes().all(|b| b.is_ascii_graphic()))
         .filter(|c| !c.contains(['<', '>', '&', '"', '\'']))
         .ok_or(HandshakeError::BadChallenge)
+}
+
+/// HMAC-SHA256 (RFC 2104) of `message` under `key`: what a website signs a web chat visitor's
+/// identity with, and what Meta signs deliveries with.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = HmacSha256::new(&block_key(key).into());
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// A key as HMAC uses it: one SHA-256 block, the key hashed first if longer, zero-padded. Keyed
+/// this way, HMAC takes any key and cannot fail.
+fn block_key(key: &[u8]) -> [u8; 64] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    block
 }
 
 /// Equality of two byte strings in time that depends on their lengths only.

@@ -484,12 +484,10 @@ fn a_token_with_too_much_in_flight_is_refused_and_others_are_not() {
         Duration::from_secs(30),
         || {
             // Until the node has seen them close, a new connection is still closed at once.
-            let answered = node
-                .http()
-                .get(&format!("{}/api/v1/me", node.base))
-                .set("Authorization", &format!("Bearer {}", org.ann))
-                .call();
-            matches!(answered, Ok(response) if response.status() == 200).then_some(())
+            let answered = node.try_get(&org.ann, "/api/v1/me");
+            answered
+                .is_some_and(|(status, _)| status == 200)
+                .then_some(())
         },
     );
 }
@@ -600,12 +598,10 @@ fn connections_that_trickle_their_head_or_crowd_from_one_address_are_closed() {
         Duration::from_secs(20),
         || {
             // Until the node has seen them close, a new connection is still closed at once.
-            let answered = node
-                .http()
-                .get(&format!("{}/api/v1/me", node.base))
-                .set("Authorization", &format!("Bearer {}", org.ann))
-                .call();
-            matches!(answered, Ok(response) if response.status() == 200).then_some(())
+            let answered = node.try_get(&org.ann, "/api/v1/me");
+            answered
+                .is_some_and(|(status, _)| status == 200)
+                .then_some(())
         },
     );
 }

@@ -10,8 +10,7 @@
 
 use serde::Deserialize;
 
-/// The most bytes of a webhook body read.
-pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
+use crate::webhook::{read_delivery, DeliveryError};
 
 /// Which app a delivery is from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,24 +19,6 @@ pub enum MetaApp {
     Messenger,
     /// Instagram messaging (`object: instagram`).
     Instagram,
-}
-
-/// Why a delivery was refused (answer `400`; nothing of it is stored).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WebhookError {
-    /// Over [`MAX_WEBHOOK_BYTES`].
-    #[error("the body is {len} bytes, at most {MAX_WEBHOOK_BYTES} are read")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-    },
-    /// Not JSON of the documented shape.
-    #[error("not a Messenger webhook delivery: {0}")]
-    Malformed(String),
-    /// `object` is neither `page` nor `instagram`.
-    #[error("object `{0}` is neither page nor instagram")]
-    UnknownObject(String),
 }
 
 /// One `messaging` item, read.
@@ -211,16 +192,12 @@ struct RawReaction {
 
 /// Reads a delivery's raw body (after its signature was checked) into its app and its
 /// events, in order.
-pub fn parse(body: &[u8]) -> Result<(MetaApp, Vec<MessagingEvent>), WebhookError> {
-    if body.len() > MAX_WEBHOOK_BYTES {
-        return Err(WebhookError::TooLarge { len: body.len() });
-    }
-    let delivery: Delivery =
-        serde_json::from_slice(body).map_err(|err| WebhookError::Malformed(err.to_string()))?;
+pub fn parse(body: &[u8]) -> Result<(MetaApp, Vec<MessagingEvent>), DeliveryError> {
+    let delivery: Delivery = read_delivery(body)?;
     let app = match delivery.object.as_str() {
         "page" => MetaApp::Messenger,
         "instagram" => MetaApp::Instagram,
-        _ => return Err(WebhookError::UnknownObject(delivery.object)),
+        _ => return Err(DeliveryError::UnknownObject(delivery.object)),
     };
     let events = delivery
         .entry
@@ -302,6 +279,7 @@ fn what(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::MAX_WEBHOOK_BYTES;
 
     fn one(body: &str) -> MessagingEvent {
         let (_, mut events) = parse(body.as_bytes()).expect("parses");
@@ -446,25 +424,25 @@ mod tests {
         let (app, events) = parse(body.as_bytes()).expect("parses");
         assert_eq!(app, MetaApp::Instagram);
         assert_eq!(events.len(), 1);
-        assert!(matches!(parse(b"[]"), Err(WebhookError::Malformed(_))));
+        assert!(matches!(parse(b"[]"), Err(DeliveryError::Malformed(_))));
         assert!(matches!(
             parse(br#"{"object":"whatsapp_business_account","entry":[]}"#),
-            Err(WebhookError::UnknownObject(_))
+            Err(DeliveryError::UnknownObject(_))
         ));
         // A messaging item without its sender, or with a timestamp that is not a number.
         assert!(matches!(
             parse(
                 page(r#"{"recipient":{"id":"2"},"timestamp":1,"message":{"mid":"m"}}"#).as_bytes()
             ),
-            Err(WebhookError::Malformed(_))
+            Err(DeliveryError::Malformed(_))
         ));
         assert!(matches!(
             parse(page(r#"{"sender":{"id":"1"},"recipient":{"id":"2"},"timestamp":"soon","message":{"mid":"m"}}"#).as_bytes()),
-            Err(WebhookError::Malformed(_))
+            Err(DeliveryError::Malformed(_))
         ));
         assert!(matches!(
             parse(&vec![b' '; MAX_WEBHOOK_BYTES + 1]),
-            Err(WebhookError::TooLarge { .. })
+            Err(DeliveryError::TooLarge { .. })
         ));
         assert_eq!(
             parse(br#"{"object":"page","entry":[]}"#),

@@ -9,27 +9,7 @@
 
 use serde::Deserialize;
 
-/// The most bytes of a webhook body read (Meta's deliveries are a few KiB; a batch of 1,000
-/// messages stays well under this).
-pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
-
-/// Why a delivery was refused (answer `400`; nothing of it is stored).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WebhookError {
-    /// Over [`MAX_WEBHOOK_BYTES`].
-    #[error("the body is {len} bytes, at most {MAX_WEBHOOK_BYTES} are read")]
-    TooLarge {
-        /// Its length.
-        len: usize,
-    },
-    /// Not JSON of the documented shape.
-    #[error("not a WhatsApp webhook delivery: {0}")]
-    Malformed(String),
-    /// `object` is not `whatsapp_business_account`.
-    #[error("object `{0}` is not whatsapp_business_account")]
-    UnknownObject(String),
-}
+use crate::webhook::{read_delivery, DeliveryError};
 
 /// One thing a delivery says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,14 +195,11 @@ struct RawError {
 const MEDIA_KINDS: [&str; 5] = ["image", "audio", "video", "document", "sticker"];
 
 /// Reads a delivery's raw body (after its signature was checked) into its events, in order.
-pub fn parse(body: &[u8]) -> Result<Vec<WhatsappEvent>, WebhookError> {
-    if body.len() > MAX_WEBHOOK_BYTES {
-        return Err(WebhookError::TooLarge { len: body.len() });
-    }
-    let malformed = |err: serde_json::Error| WebhookError::Malformed(err.to_string());
-    let delivery: Delivery = serde_json::from_slice(body).map_err(malformed)?;
+pub fn parse(body: &[u8]) -> Result<Vec<WhatsappEvent>, DeliveryError> {
+    let delivery: Delivery = read_delivery(body)?;
+    let malformed = |err: serde_json::Error| DeliveryError::Malformed(err.to_string());
     if delivery.object != "whatsapp_business_account" {
-        return Err(WebhookError::UnknownObject(delivery.object));
+        return Err(DeliveryError::UnknownObject(delivery.object));
     }
     let mut events = Vec::new();
     for change in delivery.entry.into_iter().flat_map(|e| e.changes) {
@@ -273,9 +250,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<WhatsappEvent>, WebhookError> {
     Ok(events)
 }
 
-fn body_of(message: &RawMessage) -> Result<WhatsappBody, WebhookError> {
+fn body_of(message: &RawMessage) -> Result<WhatsappBody, DeliveryError> {
     let missing = |what: &str| {
-        WebhookError::Malformed(format!("a {} message without its `{what}`", message.kind))
+        DeliveryError::Malformed(format!("a {} message without its `{what}`", message.kind))
     };
     Ok(match message.kind.as_str() {
         "text" => WhatsappBody::Text(
@@ -303,7 +280,7 @@ fn body_of(message: &RawMessage) -> Result<WhatsappBody, WebhookError> {
                 .cloned()
                 .map(serde_json::from_value)
                 .ok_or_else(|| missing(kind))?
-                .map_err(|err| WebhookError::Malformed(err.to_string()))?;
+                .map_err(|err| DeliveryError::Malformed(err.to_string()))?;
             WhatsappBody::Media {
                 kind: kind.to_owned(),
                 media_id: media.id,
@@ -319,14 +296,15 @@ fn body_of(message: &RawMessage) -> Result<WhatsappBody, WebhookError> {
     })
 }
 
-fn seconds(text: &str) -> Result<u64, WebhookError> {
+fn seconds(text: &str) -> Result<u64, DeliveryError> {
     text.parse()
-        .map_err(|_| WebhookError::Malformed(format!("timestamp `{text}` is not Unix seconds")))
+        .map_err(|_| DeliveryError::Malformed(format!("timestamp `{text}` is not Unix seconds")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::MAX_WEBHOOK_BYTES;
 
     /// Meta's documented sample of a text message (messages webhook reference).
     const TEXT: &str = r#"{
@@ -453,14 +431,14 @@ mod tests {
 
     #[test]
     fn bad_deliveries_are_refused_whole_and_other_fields_skipped() {
-        assert!(matches!(parse(b"{"), Err(WebhookError::Malformed(_))));
+        assert!(matches!(parse(b"{"), Err(DeliveryError::Malformed(_))));
         assert!(matches!(
             parse(br#"{"object":"page","entry":[]}"#),
-            Err(WebhookError::UnknownObject(o)) if o == "page"
+            Err(DeliveryError::UnknownObject(o)) if o == "page"
         ));
         assert!(matches!(
             parse(&vec![b' '; MAX_WEBHOOK_BYTES + 1]),
-            Err(WebhookError::TooLarge { .. })
+            Err(DeliveryError::TooLarge { .. })
         ));
         // A text message without its text, a timestamp that is not a number: refused.
         let no_text = TEXT.replace(
@@ -469,12 +447,12 @@ mod tests {
         );
         assert!(matches!(
             parse(no_text.as_bytes()),
-            Err(WebhookError::Malformed(_))
+            Err(DeliveryError::Malformed(_))
         ));
         let bad_time = TEXT.replace("1749416383", "yesterday");
         assert!(matches!(
             parse(bad_time.as_bytes()),
-            Err(WebhookError::Malformed(_))
+            Err(DeliveryError::Malformed(_))
         ));
         // A template review is not about a conversation.
         let review = r#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"message_template_status_update","value":{"event":"APPROVED","message_template_id":1}}]}]}"#;

@@ -823,13 +823,7 @@ impl Writer {
             let thread = self
                 .conversation_of(contact, &handle, hint.as_ref())?
                 .ok_or_else(no_conversation)?;
-            let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
-            return Ok(Resolved {
-                contact,
-                thread,
-                parents,
-                depth,
-            });
+            return self.resolved(contact, thread);
         }
         let name = customer.name;
         let contact = match known {
@@ -861,13 +855,7 @@ impl Writer {
                 .filter(|(_, status)| *status != Status::Resolved)
             {
                 self.admit(thread, &handle, live)?;
-                let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
-                return Ok(Resolved {
-                    contact,
-                    thread,
-                    parents,
-                    depth,
-                });
+                return self.resolved(contact, thread);
             }
         }
         // The contact's open thread: its own, or one of a contact merged into it (the index
@@ -919,6 +907,11 @@ impl Writer {
             }
         };
         self.admit(thread, &handle, live)?;
+        self.resolved(contact, thread)
+    }
+
+    /// `contact`'s `thread`, with the parents and depth of the bridge's next event on it.
+    fn resolved(&mut self, contact: ContactId, thread: ThreadId) -> Result<Resolved, IngestError> {
         let (parents, depth) = self.threads.load(&self.store, thread)?.dag().next_parents();
         Ok(Resolved {
             contact,

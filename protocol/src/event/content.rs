@@ -185,15 +185,44 @@ struct OwnedV1 {
     handle: Option<Handle>,
 }
 
-/// All fields, owned, for decoding.
+/// All fields, owned, for decoding. The binary form always has all six; the human-readable
+/// one may leave out the subject and the original.
 #[derive(Deserialize)]
 struct OwnedV2 {
     text: String,
     attachments: Vec<Attachment>,
     external_id: Option<ExternalId>,
     handle: Option<Handle>,
+    #[serde(default)]
     subject: Option<Subject>,
+    #[serde(default)]
     original: Option<Attachment>,
+}
+
+impl From<OwnedV1> for Content {
+    fn from(v1: OwnedV1) -> Self {
+        Content {
+            text: v1.text,
+            attachments: v1.attachments,
+            external_id: v1.external_id,
+            handle: v1.handle,
+            subject: None,
+            original: None,
+        }
+    }
+}
+
+impl From<OwnedV2> for Content {
+    fn from(v2: OwnedV2) -> Self {
+        Content {
+            text: v2.text,
+            attachments: v2.attachments,
+            external_id: v2.external_id,
+            handle: v2.handle,
+            subject: v2.subject,
+            original: v2.original,
+        }
+    }
 }
 
 /// An event's `content` as it travels and is stored: tag 0 for none, 1 and the `v1` fields,
@@ -211,19 +240,6 @@ pub(crate) mod wire {
         None,
         V1(V1<'a>),
         V2(V2<'a>),
-    }
-
-    /// The human-readable form: the fields, the subject and the original only when present.
-    #[derive(Deserialize)]
-    struct Readable {
-        text: String,
-        attachments: Vec<super::Attachment>,
-        external_id: Option<super::ExternalId>,
-        handle: Option<super::Handle>,
-        #[serde(default)]
-        subject: Option<super::Subject>,
-        #[serde(default)]
-        original: Option<super::Attachment>,
     }
 
     #[derive(Deserialize)]
@@ -258,42 +274,17 @@ pub(crate) mod wire {
         deserializer: D,
     ) -> Result<Option<Content>, D::Error> {
         if deserializer.is_human_readable() {
-            return Ok(
-                Option::<Readable>::deserialize(deserializer)?.map(|r| Content {
-                    text: r.text,
-                    attachments: r.attachments,
-                    external_id: r.external_id,
-                    handle: r.handle,
-                    subject: r.subject,
-                    original: r.original,
-                }),
-            );
+            return Ok(Option::<OwnedV2>::deserialize(deserializer)?.map(Content::from));
         }
         Ok(match OwnedTagged::deserialize(deserializer)? {
             OwnedTagged::None => None,
-            OwnedTagged::V1(v1) => Some(Content {
-                text: v1.text,
-                attachments: v1.attachments,
-                external_id: v1.external_id,
-                handle: v1.handle,
-                subject: None,
-                original: None,
-            }),
-            OwnedTagged::V2(v2) => {
-                if v2.subject.is_none() && v2.original.is_none() {
-                    return Err(de::Error::custom(
-                        "v2 content with neither a subject nor an original must be written as v1",
-                    ));
-                }
-                Some(Content {
-                    text: v2.text,
-                    attachments: v2.attachments,
-                    external_id: v2.external_id,
-                    handle: v2.handle,
-                    subject: v2.subject,
-                    original: v2.original,
-                })
+            OwnedTagged::V1(v1) => Some(v1.into()),
+            OwnedTagged::V2(v2) if v2.subject.is_none() && v2.original.is_none() => {
+                return Err(de::Error::custom(
+                    "v2 content with neither a subject nor an original must be written as v1",
+                ));
             }
+            OwnedTagged::V2(v2) => Some(v2.into()),
         })
     }
 }
