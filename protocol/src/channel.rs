@@ -27,11 +27,13 @@ pub enum ChannelKind {
     Matrix,
     /// XMPP.
     Xmpp,
+    /// Instagram messaging (direct messages to a business's Instagram account).
+    Instagram,
 }
 
 impl ChannelKind {
     /// Every channel, in encoding order.
-    pub const ALL: [ChannelKind; 9] = [
+    pub const ALL: [ChannelKind; 10] = [
         ChannelKind::Webchat,
         ChannelKind::Email,
         ChannelKind::Whatsapp,
@@ -41,6 +43,7 @@ impl ChannelKind {
         ChannelKind::Sms,
         ChannelKind::Matrix,
         ChannelKind::Xmpp,
+        ChannelKind::Instagram,
     ];
 
     /// The lowercase name used in handles and configuration (`email`, `webchat`, ...).
@@ -55,6 +58,7 @@ impl ChannelKind {
             ChannelKind::Sms => "sms",
             ChannelKind::Matrix => "matrix",
             ChannelKind::Xmpp => "xmpp",
+            ChannelKind::Instagram => "instagram",
         }
     }
 }

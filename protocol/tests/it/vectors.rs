@@ -294,6 +294,24 @@ fn vectors() -> Vec<Vector> {
                     )),
             ),
         ),
+        // Instagram (channel 9, appended): a direct message by its Instagram-scoped id.
+        (
+            "thread.message.inbound",
+            bridge_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Instagram,
+                },
+            })
+            .with_content(
+                text("Is the blue one back in stock?")
+                    .with_handle(handle("instagram:6192845573061201"))
+                    .with_external_id(
+                        ExternalId::new("aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAy")
+                            .expect("valid"),
+                    ),
+            ),
+        ),
     ];
     drafts
         .drain(..)
@@ -520,6 +538,6 @@ fn vectors_cover_every_event_kind() {
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
     // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, and
-    // an inbound message with content V2.
-    assert_eq!(kinds.len(), 26);
+    // an inbound message with content V2, one on Instagram.
+    assert_eq!(kinds.len(), 27);
 }
