@@ -12,7 +12,9 @@ use threadline_protocol::{
     Event, EventId, ThreadId, Timestamp,
 };
 
-use crate::sdk::{ConversationEntry, Delivery, Identity, LinkError, NodeLink, Resolved, Submitted};
+use crate::sdk::{
+    ConversationEntry, Delivery, HandoffCode, Identity, LinkError, NodeLink, Resolved, Submitted,
+};
 
 /// Requests give up after this long (the node answers submissions once they are durable).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -280,6 +282,48 @@ impl NodeLink for HttpLink {
         )
         .await
         .map(drop)
+    }
+
+    async fn handoff_code(
+        &self,
+        handle: &Handle,
+        to: threadline_protocol::ChannelKind,
+    ) -> Result<HandoffCode, LinkError> {
+        let answer = self
+            .call(
+                "POST",
+                "/bridge/handoff-codes".to_owned(),
+                Some(json!({ "handle": handle.to_string(), "channel": to.as_str() })),
+            )
+            .await?;
+        answer["code"]
+            .as_str()
+            .and_then(HandoffCode::parse)
+            .ok_or_else(|| LinkError::Unavailable("the node's answer has no code".to_owned()))
+    }
+
+    async fn continue_with(
+        &self,
+        handle: &Handle,
+        code: &HandoffCode,
+    ) -> Result<Option<ThreadId>, LinkError> {
+        let answer = self
+            .call(
+                "POST",
+                "/bridge/handoff-codes/redeem".to_owned(),
+                Some(json!({ "handle": handle.to_string(), "code": code.as_str() })),
+            )
+            .await?;
+        match &answer["thread"] {
+            Value::Null => Ok(None),
+            thread => thread
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    LinkError::Unavailable("the node's answer has no thread id".to_owned())
+                }),
+        }
     }
 
     async fn identify(&self, handle: &Handle, identity: Identity) -> Result<(), LinkError> {

@@ -12,11 +12,13 @@
 #![warn(missing_docs)]
 
 pub mod email;
+pub mod graph;
 pub mod http_link;
 pub mod messenger;
 pub mod sdk;
 pub mod webchat;
 pub mod webhook;
 pub mod whatsapp;
+pub mod window;
 
 pub use threadline_protocol as protocol;

@@ -215,6 +215,42 @@ pub enum ThreadHint {
     Token([u8; REPLY_TOKEN_BYTES]),
 }
 
+/// A one-time "continue on …" code: 128 random bits as 32 lowercase hex digits, which fit a
+/// Messenger link's `ref` and any message text. It never prints.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HandoffCode(String);
+
+impl HandoffCode {
+    /// The code of 16 random bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        HandoffCode(hex::encode(bytes))
+    }
+
+    /// The code's text, to put in a link.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The code `text` is, if it is one (32 hex digits, either case).
+    pub fn parse(text: &str) -> Option<HandoffCode> {
+        (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| HandoffCode(text.to_ascii_lowercase()))
+    }
+
+    /// The first code in a message's text (a WhatsApp message the customer sent from the
+    /// link, with the code in it).
+    pub fn find_in(text: &str) -> Option<HandoffCode> {
+        text.split(|c: char| !c.is_ascii_hexdigit())
+            .find_map(HandoffCode::parse)
+    }
+}
+
+impl std::fmt::Debug for HandoffCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandoffCode(…)")
+    }
+}
+
 /// Bytes of a thread id in a reply token (128 bits: unguessable, and short enough for an
 /// address's local part in base32).
 pub const REPLY_TOKEN_BYTES: usize = 16;
@@ -372,6 +408,27 @@ pub trait NodeLink: Send + Sync {
     /// Takes a delivery off the queue (idempotent).
     fn ack(&self, seq: u64) -> impl Future<Output = Result<(), LinkError>> + Send;
 
+    /// A one-time code for continuing the conversation of `handle` (a customer of the
+    /// bridge's channel, who has written) on `to` ("continue on WhatsApp"): good once, for
+    /// a short time, for that contact and thread. Refused (`no_conversation`) for a handle
+    /// with no conversation.
+    fn handoff_code(
+        &self,
+        handle: &Handle,
+        to: ChannelKind,
+    ) -> impl Future<Output = Result<HandoffCode, LinkError>> + Send;
+
+    /// Brings back a code (see [`NodeLink::handoff_code`]) that `handle`, of the bridge's
+    /// channel, sent: if it is good, the handle joins the contact it was issued for and the
+    /// conversation continues here; answers that thread. `None`: the code links nothing (used,
+    /// expired, for another channel, unknown, or its contact erased), the node logged why, and
+    /// the message is taken as any other.
+    fn continue_with(
+        &self,
+        handle: &Handle,
+        code: &HandoffCode,
+    ) -> impl Future<Output = Result<Option<ThreadId>, LinkError>> + Send;
+
     /// Records what `handle`'s customer is known to be (see [`Identity`]); creates the contact
     /// if it is new.
     fn identify(
@@ -413,6 +470,17 @@ pub trait NodeLink: Send + Sync {
         &self,
         blob: BlobHash,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, LinkError>> + Send;
+}
+
+/// What became of a delivery the app took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The app has it for the customer: a delivered receipt is recorded now.
+    Delivered,
+    /// The app accepted it and will say later what became of it (a delivery or read report,
+    /// or a failure, by webhook): no receipt now; the bridge records the app's report when it
+    /// comes.
+    Accepted,
 }
 
 /// Why a bridge could not send a delivery to the app.
@@ -664,7 +732,7 @@ impl<L: NodeLink> Bridge<L> {
     pub async fn deliver_pending<F, Fut>(&self, limit: usize, send: F) -> Result<usize, BridgeError>
     where
         F: Fn(Delivery) -> Fut,
-        Fut: Future<Output = Result<(), SendError>>,
+        Fut: Future<Output = Result<Sent, SendError>>,
     {
         // Deliveries waiting to be retried do not hold up the ones behind them.
         let waiting_now = self
@@ -699,7 +767,8 @@ impl<L: NodeLink> Bridge<L> {
                 delivery.depth,
             );
             let receipt = match send(delivery).await {
-                Ok(()) => Some((ReceiptKind::Delivered, None)),
+                Ok(Sent::Delivered) => Some((ReceiptKind::Delivered, None)),
+                Ok(Sent::Accepted) => None,
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),
                 Err(SendError::NotConnected) => None,
                 Err(SendError::Retry(reason))

@@ -27,8 +27,8 @@ use threadline_protocol::{
 use tokio::sync::mpsc;
 
 use crate::sdk::{
-    Bridge, BridgeError, ConversationEntry, Delivery, Identity, InboundMessage, NodeLink,
-    SendError, Submitted,
+    Bridge, BridgeError, ConversationEntry, Delivery, HandoffCode, Identity, InboundMessage,
+    LinkError, NodeLink, SendError, Sent, Submitted,
 };
 
 /// The longest message a visitor may send, in bytes (well under the protocol's limit).
@@ -73,6 +73,12 @@ pub enum ClientFrame {
     Email {
         /// The address.
         address: String,
+    },
+    /// The visitor asks to continue the conversation on another app (one the welcome
+    /// offered): the answer is a `continue_link` with a one-time code in it.
+    Continue {
+        /// The channel (`messenger`, `whatsapp`, `instagram`).
+        channel: String,
     },
 }
 
@@ -144,6 +150,15 @@ pub enum ServerFrame {
         history: Vec<ChatMessage>,
         /// Whether an agent is at the inbox now.
         agents_online: bool,
+        /// The apps the conversation can continue on (`continue` asks for a link).
+        continue_on: Vec<ChannelKind>,
+    },
+    /// The link that continues the conversation on another app: good once, for 15 minutes.
+    ContinueLink {
+        /// The app.
+        channel: ChannelKind,
+        /// The link (`https://m.me/…?ref=<code>`, `https://wa.me/…?text=…<code>`).
+        url: String,
     },
     /// An agent is typing a reply.
     Typing,
@@ -294,12 +309,34 @@ struct Window {
 /// The web chat bridge.
 pub struct Webchat<L> {
     bridge: Bridge<L>,
+    continue_on: Vec<ContinueOn>,
     identity_secret: Option<Vec<u8>>,
     windows: Mutex<HashMap<Handle, Vec<Window>>>,
     buckets: Mutex<HashMap<Handle, Bucket>>,
     last_typing: Mutex<HashMap<Handle, Instant>>,
     next_window: std::sync::atomic::AtomicU64,
     rate: RateLimit,
+}
+
+/// Makes the link that carries a one-time code to an app (none if the app has no link).
+pub type ContinueLinkFn = std::sync::Arc<dyn Fn(&HandoffCode) -> Option<String> + Send + Sync>;
+
+/// An app a visitor can continue their conversation on, and how to make its link from a
+/// one-time code (the app's bridge knows: `m.me/<page>?ref=<code>`, `wa.me/<number>?text=…`).
+#[derive(Clone)]
+pub struct ContinueOn {
+    /// The app.
+    pub channel: ChannelKind,
+    /// The link that carries `code` there.
+    pub link: ContinueLinkFn,
+}
+
+impl std::fmt::Debug for ContinueOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContinueOn")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<L> std::fmt::Debug for Webchat<L> {
@@ -321,6 +358,7 @@ impl<L: NodeLink> Webchat<L> {
     pub fn new(bridge: Bridge<L>, rate: RateLimit, identity_secret: Option<Vec<u8>>) -> Self {
         Webchat {
             bridge,
+            continue_on: Vec::new(),
             identity_secret,
             windows: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
@@ -328,6 +366,12 @@ impl<L: NodeLink> Webchat<L> {
             next_window: std::sync::atomic::AtomicU64::new(1),
             rate,
         }
+    }
+
+    /// The same web chat, offering visitors to continue on these apps.
+    pub fn continuing_on(mut self, apps: Vec<ContinueOn>) -> Self {
+        self.continue_on = apps;
+        self
     }
 
     /// The SDK bridge underneath.
@@ -342,6 +386,7 @@ impl<L: NodeLink> Webchat<L> {
                 session: session.secret().to_owned(),
                 history: entries.iter().map(ChatMessage::from).collect(),
                 agents_online: self.bridge.link().agents_online().await,
+                continue_on: self.continue_on.iter().map(|app| app.channel).collect(),
             },
             Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
         }
@@ -437,6 +482,16 @@ impl<L: NodeLink> Webchat<L> {
                     ));
                 }
                 Some(self.claimed_email(session, &address).await)
+            }
+            ClientFrame::Continue { channel } => {
+                if !self.take_token(session.handle()) {
+                    return Some(ServerFrame::error(
+                        "rate_limited",
+                        "too many requests; wait a moment",
+                        None,
+                    ));
+                }
+                Some(self.continue_link(session, &channel).await)
             }
         }
     }
@@ -567,12 +622,53 @@ impl<L: NodeLink> Webchat<L> {
                     state: None,
                 });
                 if self.push(&delivery.handle, None, &frame) > 0 {
-                    Ok(())
+                    Ok(Sent::Delivered)
                 } else {
                     Err(SendError::NotConnected)
                 }
             })
             .await
+    }
+
+    /// A link that continues the visitor's conversation on `channel`, with a new one-time code.
+    async fn continue_link(&self, session: &Session, channel: &str) -> ServerFrame {
+        let Some(app) = self
+            .continue_on
+            .iter()
+            .find(|app| app.channel.as_str() == channel)
+        else {
+            return ServerFrame::error(
+                "bad_frame",
+                format!("this chat does not continue on `{channel}`"),
+                None,
+            );
+        };
+        match self
+            .bridge
+            .link()
+            .handoff_code(session.handle(), app.channel)
+            .await
+        {
+            Ok(code) => match (app.link)(&code) {
+                Some(url) => ServerFrame::ContinueLink {
+                    channel: app.channel,
+                    url,
+                },
+                None => ServerFrame::error(
+                    "unavailable",
+                    format!("no {} link is configured", app.channel),
+                    None,
+                ),
+            },
+            Err(LinkError::Refused { code, .. }) if code == "no_conversation" => {
+                ServerFrame::error(
+                    "refused",
+                    "write a message first: then the conversation can continue elsewhere",
+                    None,
+                )
+            }
+            Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
+        }
     }
 
     async fn claimed_email(&self, session: &Session, address: &str) -> ServerFrame {

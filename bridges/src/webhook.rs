@@ -6,6 +6,9 @@
 //! verifies a webhook URL with `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`.
 
 use hmac::{KeyInit as _, Mac as _};
+use threadline_protocol::{event::ReceiptKind, ChannelKind, Handle, Timestamp};
+
+use crate::sdk::{Bridge, BridgeError, Delivery, HandoffCode, NodeLink, SendError, ThreadHint};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -174,6 +177,115 @@ pub fn subscription_challenge<'a>(
         .ok_or(HandshakeError::BadChallenge)
 }
 
+/// A webhook endpoint of a Meta app: the app secret its deliveries are signed with and the
+/// token its subscription handshake must carry.
+#[derive(Clone)]
+pub struct MetaEndpoint {
+    secret: AppSecret,
+    verify_token: String,
+}
+
+impl std::fmt::Debug for MetaEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaEndpoint(…)")
+    }
+}
+
+impl MetaEndpoint {
+    /// The endpoint with `secret` and `verify_token` (refused if the token is empty: any
+    /// handshake would pass).
+    pub fn new(secret: AppSecret, verify_token: impl Into<String>) -> Result<Self, String> {
+        let verify_token = verify_token.into();
+        if verify_token.is_empty() {
+            return Err("the verify token is empty".to_owned());
+        }
+        Ok(MetaEndpoint {
+            secret,
+            verify_token,
+        })
+    }
+
+    /// The subscription handshake: the challenge to echo, or why not.
+    pub fn challenge<'a>(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&'a str>,
+    ) -> Result<&'a str, HandshakeError> {
+        subscription_challenge(mode, token, challenge, &self.verify_token)
+    }
+
+    /// Checks a delivery's `X-Hub-Signature-256` over its raw body.
+    pub fn verify(&self, signature: Option<&[u8]>, body: &[u8]) -> Result<(), WebhookRefusal> {
+        self.secret
+            .verify_hub_signature(signature, body)
+            .map_err(WebhookRefusal::Signature)
+    }
+}
+
+/// Why a webhook bridge did not take a delivery, and so what the provider is answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookRefusal {
+    /// Unsigned or wrongly signed: nothing of it was read.
+    #[error(transparent)]
+    Signature(SignatureError),
+    /// Signed, but not a delivery this bridge takes: nothing of it was stored.
+    #[error(transparent)]
+    Delivery(DeliveryError),
+    /// The node could not store it now: the provider sends it again later, and what of it
+    /// was stored already is stored once.
+    #[error("the node is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl WebhookRefusal {
+    /// The HTTP status to answer: 401/403 for signatures, 400 for a bad delivery, 503 (the
+    /// provider retries) when the node could not store it.
+    pub fn status(&self) -> u16 {
+        match self {
+            WebhookRefusal::Signature(err) => err.status(),
+            WebhookRefusal::Delivery(DeliveryError::TooLarge { .. }) => 413,
+            WebhookRefusal::Delivery(_) => 400,
+            WebhookRefusal::Unavailable(_) => 503,
+        }
+    }
+}
+
+impl From<DeliveryError> for WebhookRefusal {
+    fn from(err: DeliveryError) -> Self {
+        WebhookRefusal::Delivery(err)
+    }
+}
+
+/// How a webhook bridge retries the node while the provider waits for its answer: briefly
+/// (Meta waits a few seconds), then `503` so the provider delivers again later.
+pub const WEBHOOK_BACKOFF: crate::sdk::Backoff = crate::sdk::Backoff {
+    first: std::time::Duration::from_millis(50),
+    max: std::time::Duration::from_millis(400),
+    attempts: 5,
+};
+
+/// What became of one item of a delivery, for the bridge's answer: any item the node could
+/// not take now makes the whole delivery be answered `503` (the provider sends it all again;
+/// the items stored already are stored once, by their ids).
+pub fn outcome(
+    result: Result<crate::sdk::Submitted, crate::sdk::BridgeError>,
+    what: &str,
+) -> Result<(), WebhookRefusal> {
+    use crate::sdk::BridgeError;
+    match result {
+        Ok(_) => Ok(()),
+        Err(BridgeError::GaveUp { last, .. }) => {
+            Err(WebhookRefusal::Unavailable(format!("{what}: {last}")))
+        }
+        // Sending it again would not help: it is logged and the delivery is taken.
+        Err(err) => {
+            tracing::warn!(cause = %err, "{what}: refused by the node; skipped");
+            Ok(())
+        }
+    }
+}
+
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`: what a website signs a web chat visitor's
 /// identity with, and what Meta signs deliveries with.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -202,9 +314,145 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
+/// The thread a "continue on …" code leads to, if it links the handle (the node logs why not).
+pub async fn continue_hint<L: NodeLink>(
+    bridge: &Bridge<L>,
+    handle: &Handle,
+    code: &HandoffCode,
+) -> Result<Option<ThreadHint>, WebhookRefusal> {
+    let thread = WEBHOOK_BACKOFF
+        .retry(|| bridge.link().continue_with(handle, code))
+        .await;
+    match thread {
+        Ok(thread) => Ok(thread.map(ThreadHint::Thread)),
+        Err(BridgeError::GaveUp { last, .. }) => Err(WebhookRefusal::Unavailable(last.to_string())),
+        Err(err) => {
+            tracing::warn!(cause = %err, "a continue-on code was refused");
+            Ok(None)
+        }
+    }
+}
+
+/// Records `kind` on each reply to `handle` that `pick` chooses and that has no receipt as
+/// good yet (a provider's report delivered twice records nothing new).
+pub async fn record_receipt<L: NodeLink>(
+    bridge: &Bridge<L>,
+    handle: &Handle,
+    pick: impl Fn(&crate::sdk::ConversationEntry) -> bool,
+    kind: ReceiptKind,
+    reason: Option<String>,
+) -> Result<(), WebhookRefusal> {
+    let entries = match WEBHOOK_BACKOFF
+        .retry(|| bridge.link().conversation(handle))
+        .await
+    {
+        Ok(entries) => entries,
+        Err(BridgeError::GaveUp { last, .. }) => {
+            return Err(WebhookRefusal::Unavailable(last.to_string()))
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "cannot read the conversation for a receipt");
+            return Ok(());
+        }
+    };
+    for entry in entries.iter().filter(|e| !e.inbound && pick(e)) {
+        let better = match (entry.receipt, kind) {
+            (None, _) => true,
+            // A failure after a success is news; the thread keeps the best of them anyway.
+            (Some(_), ReceiptKind::Failed) => false,
+            (Some(had), new) => rank(new) > rank(had),
+        };
+        if better {
+            let result = bridge
+                .receipt(entry.thread, entry.event, entry.depth, kind, reason.clone())
+                .await;
+            outcome(result, "a receipt")?;
+        }
+    }
+    Ok(())
+}
+
+fn rank(kind: ReceiptKind) -> u8 {
+    match kind {
+        ReceiptKind::Failed => 0,
+        ReceiptKind::Delivered => 1,
+        ReceiptKind::Read => 2,
+    }
+}
+
+/// When the customer last wrote on `channel` in the delivery's thread.
+pub async fn last_customer_message<L: NodeLink>(
+    link: &L,
+    delivery: &Delivery,
+    channel: ChannelKind,
+) -> Result<Option<Timestamp>, SendError> {
+    let messages = link
+        .thread_messages(delivery.thread)
+        .await
+        .map_err(|err| SendError::Retry(err.to_string()))?;
+    Ok(messages
+        .iter()
+        .filter(|m| m.inbound && m.channel == Some(channel))
+        .map(|m| m.at)
+        .max())
+}
+
+/// An attachment's bytes from the node (not there yet: the delivery waits).
+pub async fn attachment_bytes<L: NodeLink>(
+    link: &L,
+    file: &threadline_protocol::event::Attachment,
+) -> Result<Vec<u8>, SendError> {
+    match link.blob(file.blob).await {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(SendError::NotReady(format!(
+            "attachment {} is not on this node yet",
+            file.name.as_str()
+        ))),
+        Err(err) => Err(SendError::NotReady(err.to_string())),
+    }
+}
+
+/// `text` in parts of at most `max` characters, cut at a line or word break where one is near;
+/// none for an empty text.
+pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        if rest.chars().count() <= max {
+            parts.push(rest.to_owned());
+            break;
+        }
+        let hard = rest
+            .char_indices()
+            .nth(max)
+            .map_or(rest.len(), |(index, _)| index);
+        let cut = rest[..hard]
+            .rfind('\n')
+            .or_else(|| rest[..hard].rfind(' '))
+            .filter(|&at| at > hard / 2)
+            .unwrap_or(hard);
+        parts.push(rest[..cut].trim_end().to_owned());
+        rest = rest[cut..].trim_start();
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_replies_are_split_at_breaks_and_nothing_is_lost() {
+        assert!(split_text("  ", 10).is_empty());
+        assert_eq!(split_text("short", 10), vec!["short"]);
+        let parts = split_text("one two three four five", 10);
+        assert_eq!(parts, vec!["one two", "three four", "five"]);
+        let long = "é".repeat(25);
+        let parts = split_text(&long, 10);
+        assert_eq!(parts.concat(), long);
+        assert!(parts.iter().all(|p| p.chars().count() <= 10));
+    }
+
 
     /// The regression vector of issue 15 (a WhatsApp delivery with no entries).
     const SECRET: &str = "test_app_secret";

@@ -101,6 +101,9 @@ fn main() {
         email_relay_ca: None,
         email_imap: None,
         email_imap_poll: std::time::Duration::from_secs(30),
+        whatsapp: None,
+        messenger: None,
+        instagram: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

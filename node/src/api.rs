@@ -17,6 +17,7 @@ mod threads;
 pub mod throttle;
 mod views;
 pub mod webchat;
+pub mod webhooks;
 
 use axum::{extract::DefaultBodyLimit, routing::get, routing::post, Router};
 
@@ -103,6 +104,11 @@ fn api_router(ingest: Ingest) -> Router {
         )
         .route("/api/v1/bridge/identify", post(bridge::identify))
         .route("/api/v1/bridge/typing", post(bridge::typing))
+        .route("/api/v1/bridge/handoff-codes", post(bridge::handoff_code))
+        .route(
+            "/api/v1/bridge/handoff-codes/redeem",
+            post(bridge::redeem_handoff_code),
+        )
         .route("/api/v1/bridge/presence", get(bridge::presence))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

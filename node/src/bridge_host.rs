@@ -50,6 +50,17 @@ fn link_error(err: IngestError) -> LinkError {
 }
 
 impl LocalLink {
+    /// Refuses a handle of another channel than the bridge's.
+    fn own(&self, handle: &Handle) -> Result<(), LinkError> {
+        if handle.channel() == self.channel {
+            return Ok(());
+        }
+        Err(LinkError::Refused {
+            code: "forbidden".to_owned(),
+            message: format!("a {} bridge cannot speak for {handle}", self.channel),
+        })
+    }
+
     /// The contact of a handle that has none yet (made with its first thread, as when the
     /// customer writes).
     async fn contact_for(
@@ -205,6 +216,30 @@ impl NodeLink for LocalLink {
                 code: "forbidden".to_owned(),
                 message: format!("thread {thread} is not routed to {}", self.channel),
             })
+    }
+
+    async fn handoff_code(
+        &self,
+        handle: &Handle,
+        to: ChannelKind,
+    ) -> Result<sdk::HandoffCode, LinkError> {
+        self.own(handle)?;
+        self.ingest
+            .issue_handoff(handle.clone(), to)
+            .await
+            .map_err(link_error)
+    }
+
+    async fn continue_with(
+        &self,
+        handle: &Handle,
+        code: &sdk::HandoffCode,
+    ) -> Result<Option<threadline_protocol::ThreadId>, LinkError> {
+        self.own(handle)?;
+        self.ingest
+            .continue_with(handle.clone(), code.clone())
+            .await
+            .map_err(link_error)
     }
 
     /// Only email addresses can be claimed or vouched for: a bridge speaks for its own

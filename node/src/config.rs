@@ -68,6 +68,39 @@ smtp_listen = \"127.0.0.1:2525\"
 # imap = \"imaps://support%40shop.example:PASSWORD@imap.shop.example/INBOX\"
 # How often the mailbox is polled, in seconds.
 imap_poll_seconds = 30
+
+# Meta's channels. Each is on when its id is set. Meta calls the node's webhook at
+# https://<your host>/webhooks/<channel> (behind your TLS proxy); subscribe the app to
+# messages, messaging_postbacks, messaging_referrals, message_deliveries and message_reads
+# (Messenger, Instagram) or messages (WhatsApp). Keep tokens and secrets in the environment:
+# THREADLINE_<CHANNEL>_ACCESS_TOKEN and THREADLINE_<CHANNEL>_APP_SECRET override what is here.
+[whatsapp]
+# The WhatsApp Cloud API's id of the business's number, and the number itself (digits, for
+# the web chat's \"continue on WhatsApp\" link).
+# phone_number_id = \"106540352242922\"
+# number = \"15550783881\"
+# access_token = \"\"
+# app_secret = \"\"
+# verify_token = \"a long random string you also give Meta\"
+
+[messenger]
+# The Facebook page's id, and its username (for the m.me link of \"continue on Messenger\").
+# page_id = \"682498302938465\"
+# link_name = \"shop.example\"
+# Whether Meta granted the page the HUMAN_AGENT tag (agents may then answer for 7 days).
+# human_agent = false
+# access_token = \"\"
+# app_secret = \"\"
+# verify_token = \"\"
+
+[instagram]
+# The Instagram professional account's id, and its username (for ig.me links).
+# account_id = \"17841400000000000\"
+# link_name = \"shop.example\"
+# human_agent = false
+# access_token = \"\"
+# app_secret = \"\"
+# verify_token = \"\"
 ";
 
 /// A loaded, validated configuration.
@@ -108,6 +141,121 @@ pub struct Config {
     pub email_imap: Option<threadline_bridges::email::imap::MailboxUrl>,
     /// How often it is polled.
     pub email_imap_poll: std::time::Duration,
+    /// The WhatsApp Cloud API number, if configured.
+    pub whatsapp: Option<MetaConfig>,
+    /// The Messenger page, if configured.
+    pub messenger: Option<MetaConfig>,
+    /// The Instagram account, if configured.
+    pub instagram: Option<MetaConfig>,
+}
+
+/// One of Meta's channels, configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetaConfig {
+    /// The phone-number id, page id or Instagram account id.
+    pub account_id: String,
+    /// The number (WhatsApp) or page/account username, for "continue on …" links.
+    pub link_name: Option<String>,
+    /// Whether the page has the `HUMAN_AGENT` tag.
+    pub human_agent: bool,
+    /// The Graph API access token.
+    pub access_token: String,
+    /// The app secret webhooks are signed with.
+    pub app_secret: String,
+    /// The token of the webhook subscription handshake.
+    pub verify_token: String,
+    /// The Graph API's base URL.
+    pub graph_url: String,
+    /// The Graph API version.
+    pub graph_version: String,
+}
+
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaConfig")
+            .field("account_id", &self.account_id)
+            .field("link_name", &self.link_name)
+            .field("human_agent", &self.human_agent)
+            .field("graph_url", &self.graph_url)
+            .field("graph_version", &self.graph_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the Graph API is, unless configured.
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
+/// The Graph API version the bridges were written against.
+pub const DEFAULT_GRAPH_VERSION: &str = "v21.0";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaSection {
+    #[serde(default, alias = "phone_number_id", alias = "page_id")]
+    account_id: Option<String>,
+    #[serde(default, alias = "number")]
+    link_name: Option<String>,
+    #[serde(default)]
+    human_agent: bool,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    app_secret: Option<String>,
+    #[serde(default)]
+    verify_token: Option<String>,
+    #[serde(default)]
+    graph_url: Option<String>,
+    #[serde(default)]
+    graph_version: Option<String>,
+}
+
+impl MetaSection {
+    /// The channel's configuration, if its id is set: tokens from the environment first.
+    fn load(self, channel: &str) -> Result<Option<MetaConfig>, String> {
+        let Some(account_id) = self.account_id.map(|id| id.trim().to_owned()) else {
+            return Ok(None);
+        };
+        if account_id.is_empty() || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{channel}: `{account_id}` is not a Meta id (digits)"));
+        }
+        let upper = channel.to_uppercase();
+        let from_env = |name: &str| {
+            std::env::var(format!("THREADLINE_{upper}_{name}"))
+                .ok()
+                .filter(|value| !value.is_empty())
+        };
+        let required = |value: Option<String>, key: &str| {
+            value
+                .filter(|value| !value.trim().is_empty())
+                .ok_or_else(|| format!("{channel}.{key} is needed when {channel} is on"))
+        };
+        let access_token = required(from_env("ACCESS_TOKEN").or(self.access_token), "access_token")?;
+        let app_secret = required(from_env("APP_SECRET").or(self.app_secret), "app_secret")?;
+        let verify_token = required(self.verify_token, "verify_token")?;
+        if verify_token.len() < 16 {
+            return Err(format!(
+                "{channel}.verify_token has {} bytes; use at least 16 random ones",
+                verify_token.len()
+            ));
+        }
+        let graph_url = self.graph_url.unwrap_or_else(|| DEFAULT_GRAPH_URL.to_owned());
+        let graph_version = self
+            .graph_version
+            .unwrap_or_else(|| DEFAULT_GRAPH_VERSION.to_owned());
+        // The same checks the bridge makes, so a bad value stops the node at start.
+        let token = threadline_bridges::graph::AccessToken::new(access_token.clone())?;
+        threadline_bridges::graph::GraphApi::new(&graph_url, &graph_version, token)
+            .map_err(|err| format!("{channel}: {err}"))?;
+        Ok(Some(MetaConfig {
+            account_id,
+            link_name: self.link_name.filter(|name| !name.trim().is_empty()),
+            human_agent: self.human_agent,
+            access_token,
+            app_secret,
+            verify_token,
+            graph_url,
+            graph_version,
+        }))
+    }
 }
 
 /// The configuration could not be loaded.
@@ -152,6 +300,12 @@ struct File {
     replication: ReplicationSection,
     #[serde(default)]
     email: EmailSection,
+    #[serde(default)]
+    whatsapp: MetaSection,
+    #[serde(default)]
+    messenger: MetaSection,
+    #[serde(default)]
+    instagram: MetaSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +469,37 @@ pub fn check_origin(origin: &str) -> Result<(), String> {
     }
 }
 
+/// The `[whatsapp]`, `[messenger]` or `[instagram]` section of a standalone bridge's TOML
+/// file (the same keys as in a node's config.toml).
+pub fn load_meta_section(
+    path: &Path,
+    channel: threadline_protocol::ChannelKind,
+) -> Result<MetaConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Invalid {
+        path: path.to_owned(),
+        source,
+    })?;
+    let section = table
+        .remove(channel.as_str())
+        .ok_or_else(|| bad(format!("no [{channel}] section")))?;
+    let section: MetaSection = section.try_into().map_err(|source| ConfigError::Invalid {
+        path: path.to_owned(),
+        source,
+    })?;
+    section
+        .load(channel.as_str())
+        .map_err(bad)?
+        .ok_or_else(|| bad(format!("[{channel}] has no account id")))
+}
+
 impl Config {
     /// Loads `path`, then applies `listen` (from the environment or the command line) if given.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
@@ -393,7 +578,13 @@ impl Config {
         if file.email.imap_poll_seconds == 0 {
             return Err(bad("email.imap_poll_seconds must be at least 1".to_owned()));
         }
+        let whatsapp = file.whatsapp.load("whatsapp").map_err(bad)?;
+        let messenger = file.messenger.load("messenger").map_err(bad)?;
+        let instagram = file.instagram.load("instagram").map_err(bad)?;
         Ok(Config {
+            whatsapp,
+            messenger,
+            instagram,
             replication_partners,
             email_imap,
             email_imap_poll: std::time::Duration::from_secs(file.email.imap_poll_seconds),

@@ -110,6 +110,27 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
     Ok(entries.into_iter().map(|(_, entry)| entry).collect())
 }
 
+/// When the customer last wrote on `channel` in `thread` (the author time of their latest
+/// message there).
+pub fn last_customer_message(
+    store: &crate::store::Store,
+    thread: threadline_protocol::ThreadId,
+    channel: threadline_protocol::ChannelKind,
+) -> Result<Option<threadline_protocol::Timestamp>, StoreError> {
+    let mut last = None;
+    for (_, event) in store.log_with_ids(&ScopeId::Thread(thread))? {
+        let header = &event.signed.header;
+        if header.kind
+            == (EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Inbound { channel },
+            }))
+        {
+            last = last.max(Some(header.author_time));
+        }
+    }
+    Ok(last)
+}
+
 /// The messages of `thread`, oldest first, if its route is on `channel` (a bridge of that
 /// channel sends its replies); `None` otherwise.
 pub fn of_thread(

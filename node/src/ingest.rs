@@ -21,8 +21,8 @@ mod writer;
 use std::sync::{Arc, RwLock};
 
 use threadline_protocol::{
-    channel::Handle, event::Status, name::Label, AgentId, ContactId, Directory, Event, EventId,
-    ScopeId, ThreadId,
+    channel::Handle, event::Status, name::Label, AgentId, ChannelKind, ContactId, Directory, Event,
+    EventId, ScopeId, ThreadId,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -32,8 +32,12 @@ use crate::store::{Store, StoreError};
 pub use writer::{start, Running};
 
 /// The channels whose bridges send a reply's files (the others would drop them).
-pub const CHANNELS_WITH_FILES: [threadline_protocol::ChannelKind; 1] =
-    [threadline_protocol::ChannelKind::Email];
+pub const CHANNELS_WITH_FILES: [ChannelKind; 4] = [
+    ChannelKind::Email,
+    ChannelKind::Whatsapp,
+    ChannelKind::Messenger,
+    ChannelKind::Instagram,
+];
 
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,
 /// callers wait.
@@ -106,6 +110,12 @@ pub enum IngestError {
     /// An automatic reply from a handle with no conversation it may go to: it opens nothing.
     #[error("an automatic reply from {handle}, which has no conversation here open to its channel: not taken (automatic replies open nothing)")]
     NoConversation {
+        /// The handle.
+        handle: Handle,
+    },
+    /// A "continue on …" code asked for a handle with no open conversation.
+    #[error("{handle} has no open conversation to continue elsewhere")]
+    NothingToContinue {
         /// The handle.
         handle: Handle,
     },
@@ -262,6 +272,8 @@ enum Request {
         oneshot::Sender<Vec<Result<Submitted, IngestError>>>,
     ),
     Resolve(Handle, Option<ThreadRef>, Customer, Reply<Resolved>),
+    Handoff(Handle, ChannelKind, Reply<crate::store::HandoffCode>),
+    Continue(Handle, crate::store::HandoffCode, Reply<Option<ThreadId>>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
@@ -281,6 +293,9 @@ pub struct Ingest {
     identity: Identity,
     presence: crate::presence::Presence,
     replication: crate::replication_status::Status,
+    /// The channels whose page may answer with the `HUMAN_AGENT` tag (see
+    /// [`threadline_bridges::window`]).
+    human_agent: Arc<RwLock<threadline_protocol::channel::ChannelSet>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -289,6 +304,8 @@ impl std::fmt::Debug for Request {
             Request::Submit(..) => "Submit",
             Request::Verified(..) => "Verified",
             Request::Resolve(..) => "Resolve",
+            Request::Handoff(..) => "Handoff",
+            Request::Continue(..) => "Continue",
             Request::Act(..) => "Act",
             Request::Directory(..) => "Directory",
             Request::Certificates(..) => "Certificates",
@@ -355,6 +372,26 @@ impl Ingest {
     ) -> Result<Resolved, IngestError> {
         self.call(|reply| Request::Resolve(handle, hint, customer, reply))
             .await
+    }
+
+    /// A one-time code for continuing the open conversation of `handle`'s customer on `to`
+    /// (see [`crate::store::HandoffCode`]).
+    pub async fn issue_handoff(
+        &self,
+        handle: Handle,
+        to: ChannelKind,
+    ) -> Result<crate::store::HandoffCode, IngestError> {
+        self.call(|reply| Request::Handoff(handle, to, reply)).await
+    }
+
+    /// Spends a code `handle` brought back: the handle joins the code's contact and its
+    /// thread continues on the handle's channel. `None`: nothing linked (logged).
+    pub async fn continue_with(
+        &self,
+        handle: Handle,
+        code: crate::store::HandoffCode,
+    ) -> Result<Option<ThreadId>, IngestError> {
+        self.call(|reply| Request::Continue(handle, code, reply)).await
     }
 
     /// Performs an agent's action on a thread, signed by this node for the agent.
@@ -437,6 +474,43 @@ impl Ingest {
     /// Who is here right now (agents with the inbox open, typing).
     pub fn presence(&self) -> &crate::presence::Presence {
         &self.presence
+    }
+
+    /// Lets agents answer on `channel` for 7 days with the `HUMAN_AGENT` tag (the page has it).
+    pub fn allow_human_agent(&self, channel: ChannelKind) {
+        let mut set = self
+            .human_agent
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *set = set.with(channel);
+    }
+
+    /// Whether a reply may go out now on the thread's route (see
+    /// [`threadline_bridges::window::ReplyWindow`]); `None` for a thread with no route.
+    pub fn reply_window(
+        &self,
+        thread: ThreadId,
+        state: &threadline_protocol::ThreadState,
+    ) -> Result<Option<(ChannelKind, threadline_bridges::window::ReplyWindow)>, StoreError> {
+        let Some(route) = state.route else {
+            return Ok(None);
+        };
+        let channel = route.channel;
+        let tagged = self
+            .human_agent
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(channel);
+        let now = crate::clock::now();
+        let window = threadline_bridges::window::ReplyWindow::of(channel, None, now, tagged);
+        if window == threadline_bridges::window::ReplyWindow::Always {
+            return Ok(Some((channel, window)));
+        }
+        let last = crate::conversation::last_customer_message(&self.store, thread, channel)?;
+        Ok(Some((
+            channel,
+            threadline_bridges::window::ReplyWindow::of(channel, last, now, tagged),
+        )))
     }
 
     /// What replication is doing (for the API).

@@ -30,6 +30,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod limits;
+pub mod meta;
 pub mod presence;
 pub mod replication;
 pub mod replication_status;

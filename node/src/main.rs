@@ -151,6 +151,28 @@ enum AgentCommand {
     },
 }
 
+/// What a standalone Meta bridge needs.
+#[derive(Debug, clap::Args)]
+struct MetaBridgeArgs {
+    /// The node's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7420")]
+    node: String,
+    /// The bridge token (`threadline bridge add <channel>`), or THREADLINE_BRIDGE_TOKEN.
+    #[arg(long, env = "THREADLINE_BRIDGE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// A file holding the bridge key in hex (`threadline bridge add <channel>`).
+    #[arg(long)]
+    key_file: std::path::PathBuf,
+    /// A TOML file with the channel's section, as in a node's config.toml (`[whatsapp]`,
+    /// `[messenger]` or `[instagram]`); THREADLINE_<CHANNEL>_ACCESS_TOKEN and
+    /// THREADLINE_<CHANNEL>_APP_SECRET override its secrets.
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// Where to serve the webhook (`/webhooks/<channel>`).
+    #[arg(long, default_value = "127.0.0.1:7422")]
+    listen: std::net::SocketAddr,
+}
+
 #[derive(Debug, Subcommand)]
 enum BridgeCommand {
     /// Certify a new bridge key for a channel and print its key, certificate and token.
@@ -158,6 +180,13 @@ enum BridgeCommand {
         /// The channel (webchat, email, whatsapp, messenger, slack, telegram, sms, matrix, xmpp).
         channel: ChannelKind,
     },
+    /// Run the WhatsApp bridge on its own, against a node's bridge API (leave the node's
+    /// `[whatsapp]` unset so that only this bridge takes the WhatsApp queue).
+    Whatsapp(MetaBridgeArgs),
+    /// Run the Messenger bridge on its own (leave the node's `[messenger]` unset).
+    Messenger(MetaBridgeArgs),
+    /// Run the Instagram bridge on its own (leave the node's `[instagram]` unset).
+    Instagram(MetaBridgeArgs),
     /// Run the web chat bridge on its own, against a node's bridge API (set the node's
     /// `[webchat] builtin = false` so that only this bridge takes the web chat queue).
     Webchat {
@@ -491,12 +520,7 @@ fn main() -> anyhow::Result<()> {
                     identity_secret,
                 },
         } => {
-            let text = std::fs::read_to_string(&key_file)
-                .with_context(|| format!("cannot read {}", key_file.display()))?;
-            let seed: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|bytes| bytes.try_into().ok())
-                .with_context(|| format!("{} does not hold 32 bytes of hex", key_file.display()))?;
+            let seed = read_key_file(&key_file)?;
             for origin in &allowed_origins {
                 threadline_node::config::check_origin(origin).map_err(anyhow::Error::msg)?;
             }
@@ -520,6 +544,43 @@ fn main() -> anyhow::Result<()> {
                 println!("widget: http://{address}/webchat/widget.js, demo: http://{address}/webchat/demo");
                 std::io::stdout().flush()?;
                 threadline_node::standalone::run_webchat(settings, listener, shutdown).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Bridge {
+            command:
+                command @ (BridgeCommand::Whatsapp(_)
+                | BridgeCommand::Messenger(_)
+                | BridgeCommand::Instagram(_)),
+        } => {
+            let (channel, args) = match command {
+                BridgeCommand::Whatsapp(args) => (ChannelKind::Whatsapp, args),
+                BridgeCommand::Messenger(args) => (ChannelKind::Messenger, args),
+                BridgeCommand::Instagram(args) => (ChannelKind::Instagram, args),
+                _ => unreachable!("matched above"),
+            };
+            let seed = read_key_file(&args.key_file)?;
+            let config = threadline_node::config::load_meta_section(&args.config, channel)?;
+            let settings = threadline_node::standalone::StandaloneMeta {
+                node: args.node,
+                token: args.token,
+                key: threadline_protocol::SecretKey::from_seed(seed),
+                channel,
+                config,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?;
+                let address = listener.local_addr()?;
+                let shutdown = shutdown_signal()?;
+                println!("{channel} bridge listening on http://{address}");
+                println!("webhook: http://{address}/webhooks/{channel}");
+                std::io::stdout().flush()?;
+                threadline_node::standalone::run_meta(settings, listener, shutdown)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
                 anyhow::Ok(())
             })?;
         }
@@ -656,4 +717,14 @@ fn install_tracing(json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// A bridge key file: 32 bytes in hex.
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| format!("{} does not hold 32 bytes of hex", path.display()))
 }

@@ -120,7 +120,23 @@ pub async fn serve(
         }
         None => None,
     };
+    let mut meta_keys = Vec::new();
+    for (channel, configured) in [
+        (ChannelKind::Whatsapp, &config.whatsapp),
+        (ChannelKind::Messenger, &config.messenger),
+        (ChannelKind::Instagram, &config.instagram),
+    ] {
+        if let Some(configured) = configured {
+            match admin::builtin_bridge_key(data_dir, &store, channel, crate::clock::now())? {
+                Some(key) => meta_keys.push((channel, configured.clone(), key)),
+                None => warn!("{channel} off: this node has no {channel} bridge key and no org key to make one (run `threadline bridge add {channel}` where the org key is, and copy the key to keys/bridge-{channel}.key)"),
+            }
+        }
+    }
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
+    let meta = crate::meta::start(&ingest, meta_keys).map_err(|err| {
+        ServerError::Admin(admin::AdminError::Event(err))
+    })?;
     match (&config.email_address, email_key, smtp) {
         (Some(address), Some(key), Some(smtp)) => {
             match &config.email_relay {
@@ -214,7 +230,10 @@ pub async fn serve(
                 .webchat_identity_secret
                 .as_ref()
                 .map(|secret| secret.as_bytes().to_vec());
-            let webchat = Arc::new(Webchat::new(bridge, RateLimit::default(), secret));
+            let webchat = Arc::new(
+                Webchat::new(bridge, RateLimit::default(), secret)
+                    .continuing_on(crate::meta::continue_on(&meta)),
+            );
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
             tokio::spawn(relay_presence(Arc::clone(&webchat)));
             info!("web chat on: /webchat/demo, widget at /webchat/widget.js");
@@ -253,7 +272,7 @@ pub async fn serve(
     )?;
     tokio::spawn(replication);
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
-    let app = api::router(ingest.clone(), webchat);
+    let app = api::router(ingest.clone(), webchat).merge(api::webhooks::router(&meta));
     let closing = running.closing();
     let result = crate::http::serve(listener, app, async move {
         shutdown.await;
@@ -365,7 +384,7 @@ async fn deliver_email(
                             Err(err) => return Err(SendError::NotReady(err.to_string())),
                         }
                     }
-                    outbound.send(&delivery, &history, &files).await
+                    outbound.send(&delivery, &history, &files).await.map(|()| threadline_bridges::sdk::Sent::Delivered)
                 }
             })
             .await;

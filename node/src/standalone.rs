@@ -96,3 +96,94 @@ async fn poll(webchat: Arc<Webchat<HttpLink>>, mut closing: tokio::sync::watch::
         }
     }
 }
+
+/// What a standalone Meta bridge (`threadline bridge whatsapp|messenger|instagram`) needs.
+#[derive(Debug)]
+pub struct StandaloneMeta {
+    /// The node's base URL.
+    pub node: String,
+    /// The bridge's token for the node's bridge API.
+    pub token: String,
+    /// The bridge's key, certified for the channel.
+    pub key: SecretKey,
+    /// WhatsApp, Messenger or Instagram.
+    pub channel: ChannelKind,
+    /// The channel's configuration.
+    pub config: crate::config::MetaConfig,
+}
+
+/// Serves a Meta bridge's webhook on `listener` and sends its replies until `shutdown`
+/// resolves.
+pub async fn run_meta(
+    settings: StandaloneMeta,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    use threadline_bridges::messenger::webhook::MetaApp;
+    let link = HttpLink::new(settings.node, settings.token);
+    let bridge = Bridge::new(
+        BridgeIdentity::new(settings.key, settings.channel),
+        link,
+        crate::clock::now,
+    );
+    let mut bridges = crate::api::webhooks::MetaBridges::default();
+    let (close, mut closing) = tokio::sync::watch::channel(false);
+    let poller = match settings.channel {
+        ChannelKind::Whatsapp => {
+            let whatsapp = Arc::new(crate::meta::whatsapp(&settings.config, bridge)?);
+            bridges.whatsapp = Some(Arc::clone(&whatsapp));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(POLL);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(err) = whatsapp.deliver(64).await {
+                                warn!(cause = %err, "WhatsApp deliveries failed; retrying");
+                            }
+                        }
+                        _ = closing.changed() => break,
+                    }
+                }
+            })
+        }
+        ChannelKind::Messenger | ChannelKind::Instagram => {
+            let app = if settings.channel == ChannelKind::Messenger {
+                MetaApp::Messenger
+            } else {
+                MetaApp::Instagram
+            };
+            let messenger = Arc::new(crate::meta::messenger(app, &settings.config, bridge)?);
+            if app == MetaApp::Messenger {
+                bridges.messenger = Some(Arc::clone(&messenger));
+            } else {
+                bridges.instagram = Some(Arc::clone(&messenger));
+            }
+            let channel = settings.channel;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(POLL);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(err) = messenger.deliver(64).await {
+                                warn!(%channel, cause = %err, "deliveries failed; retrying");
+                            }
+                        }
+                        _ = closing.changed() => break,
+                    }
+                }
+            })
+        }
+        other => return Err(format!("{other} is not one of Meta's channels")),
+    };
+    let app = crate::api::webhooks::router(&bridges)
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("bridge shutting down");
+            close.send_replace(true);
+        })
+        .await;
+    let _ = poller.await;
+    served.map_err(|err| err.to_string())
+}

@@ -62,10 +62,13 @@ pub enum Messaging {
         /// Everything sent before this time was delivered.
         watermark: u64,
     },
-    /// The customer read the page's messages up to `watermark` (ms).
+    /// The customer read the page's messages up to `watermark` (ms; Messenger), or up to the
+    /// message `mid` (Instagram's `messaging_seen`), or up to the event's time if neither.
     Read {
         /// Everything sent before this time was read.
-        watermark: u64,
+        watermark: Option<u64>,
+        /// The last message read.
+        mid: Option<String>,
     },
     /// The customer opened the conversation by a link with `ref` (an `m.me/<page>?ref=…`
     /// link) in a conversation that already existed.
@@ -169,7 +172,10 @@ struct RawDelivery {
 
 #[derive(Deserialize)]
 struct RawRead {
-    watermark: u64,
+    /// Messenger's: everything before it was read.
+    watermark: Option<u64>,
+    /// Instagram's `messaging_seen`: the last message read.
+    mid: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -256,6 +262,7 @@ fn what(
     if let Some(read) = read {
         return Messaging::Read {
             watermark: read.watermark,
+            mid: read.mid,
         };
     }
     if let Some(reference) = referral.and_then(|r| r.reference) {
@@ -375,7 +382,23 @@ mod tests {
         assert_eq!(
             read.what,
             Messaging::Read {
-                watermark: 1_458_668_856_253
+                watermark: Some(1_458_668_856_253),
+                mid: None,
+            }
+        );
+        // Instagram's messaging_seen names the last message read.
+        let (app, seen) = parse(
+            br#"{"object":"instagram","entry":[{"id":"IGID","time":1569262486134,"messaging":[
+                {"sender":{"id":"IGSID"},"recipient":{"id":"IGID"},"timestamp":1569262485349,
+                 "read":{"mid":"aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQx"}}]}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(app, MetaApp::Instagram);
+        assert_eq!(
+            seen[0].what,
+            Messaging::Read {
+                watermark: None,
+                mid: Some("aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQx".to_owned()),
             }
         );
         let referral = one(&page(

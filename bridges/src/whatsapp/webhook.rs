@@ -87,6 +87,9 @@ pub struct StatusUpdate {
     pub timestamp: u64,
     /// Why it failed, as WhatsApp says (`code: title`), for a failed one.
     pub errors: Vec<String>,
+    /// What the business attached to the message when it sent it (the bridge puts the
+    /// message's event id there).
+    pub callback_data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +186,7 @@ struct RawStatus {
     recipient_id: String,
     #[serde(default)]
     errors: Vec<RawError>,
+    biz_opaque_callback_data: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -244,6 +248,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<WhatsappEvent>, DeliveryError> {
                 id: status.id,
                 status: status.status,
                 recipient_id: status.recipient_id,
+                callback_data: status.biz_opaque_callback_data,
             }));
         }
     }
@@ -422,6 +427,7 @@ mod tests {
                 status: "failed".to_owned(),
                 timestamp: 1_683_871_427,
                 errors: vec!["131047: Message failed to send because more than 24 hours have passed since the customer last replied to this number.".to_owned()],
+                callback_data: None,
             })
         );
         assert!(

@@ -61,6 +61,37 @@
   var agentsOnline = false;
   var emailLeft = !!settings.email;
 
+  // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram" };
+  var continueBar = el("div", "tl-chat-continue");
+  continueBar.hidden = true;
+  var continueLinks = el("div", "tl-chat-continue-row");
+  continueBar.appendChild(continueLinks);
+  var continueOn = [];
+  function offerContinue() {
+    continueLinks.textContent = "";
+    continueOn.forEach(function (channel) {
+      var button = el("button", "tl-chat-continue-button", "Continue on " + (APP_NAMES[channel] || channel));
+      button.type = "button";
+      button.dataset.channel = channel;
+      button.addEventListener("click", function () {
+        if (connected) socket.send(JSON.stringify({ type: "continue", channel: channel }));
+      });
+      continueLinks.appendChild(button);
+    });
+    continueBar.hidden = continueOn.length === 0 || !log.querySelector(".tl-chat-msg");
+  }
+  function showContinueLink(channel, url) {
+    continueLinks.textContent = "";
+    var link = el("a", "tl-chat-continue-link", "Open " + (APP_NAMES[channel] || channel) + " to continue");
+    link.href = url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    continueLinks.appendChild(link);
+    continueLinks.appendChild(el("div", "tl-chat-continue-note", "This link works once, for 15 minutes. Send the first message as it is."));
+    continueBar.hidden = false;
+  }
+
   var typingLine = el("div", "tl-chat-typing", "Typing…");
   typingLine.hidden = true;
   var form = el("form", "tl-chat-form");
@@ -77,6 +108,7 @@
   panel.appendChild(log);
   panel.appendChild(emailForm);
   panel.appendChild(emailDone);
+  panel.appendChild(continueBar);
   panel.appendChild(typingLine);
   panel.appendChild(form);
   var launcher = el("button", "tl-chat-launcher");
@@ -203,6 +235,8 @@
         setPresence(frame.agents_online);
         notice.hidden = true;
         frame.history.forEach(show);
+        continueOn = frame.continue_on || [];
+        offerContinue();
         Object.keys(pending).forEach(function (id) {
           socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
         });
@@ -218,10 +252,13 @@
             sent.element.dataset.event = frame.event;
             shown[frame.event] = sent.element;
           }
+          if (continueBar.hidden && !continueLinks.querySelector("a")) offerContinue();
         }
       } else if (frame.type === "message") {
         if (frame.from === "agent") typingLine.hidden = true;
         show(frame);
+      } else if (frame.type === "continue_link") {
+        showContinueLink(frame.channel, frame.url);
       } else if (frame.type === "email_saved") {
         emailLeft = true;
         emailForm.hidden = true;

@@ -439,6 +439,58 @@ pub async fn identify(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HandoffCodeBody {
+    handle: String,
+    /// The channel the conversation is to continue on.
+    channel: String,
+}
+
+/// `POST /api/v1/bridge/handoff-codes` `{"handle", "channel"}`: a one-time code for continuing
+/// the open conversation of a customer of the bridge's channel on another channel:
+/// `{"code"}` (`404 no_conversation` for a handle with none).
+pub async fn handoff_code(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<HandoffCodeBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let handle = own_handle(channel, &body.handle)?;
+    let to: threadline_protocol::ChannelKind = parse_field(&body.channel, "channel")?;
+    let code = LocalLink::new(ingest, channel)
+        .handoff_code(&handle, to)
+        .await
+        .map_err(link_refusal)?;
+    Ok(Json(serde_json::json!({ "code": code.as_str() })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    handle: String,
+    code: String,
+}
+
+/// `POST /api/v1/bridge/handoff-codes/redeem` `{"handle", "code"}`: a code a customer of the
+/// bridge's channel brought back. `{"thread"}`: the conversation continues there; `{"thread":
+/// null}`: the code links nothing (why is in the node's log).
+pub async fn redeem_handoff_code(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<RedeemBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let handle = own_handle(channel, &body.handle)?;
+    let code = threadline_bridges::sdk::HandoffCode::parse(&body.code)
+        .ok_or_else(|| ApiError::bad_request("`code` is not a code (32 hex digits)"))?;
+    let thread = LocalLink::new(ingest, channel)
+        .continue_with(&handle, &code)
+        .await
+        .map_err(link_refusal)?;
+    Ok(Json(serde_json::json!({ "thread": thread })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TypingBody {
     handle: String,
 }

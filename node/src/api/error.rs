@@ -117,7 +117,7 @@ impl From<IngestError> for ApiError {
             IngestError::FilesNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
             }
-            IngestError::NoConversation { .. } => {
+            IngestError::NoConversation { .. } | IngestError::NothingToContinue { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "no_conversation", message)
             }
             IngestError::AttachmentNotYours { .. } => {

@@ -341,7 +341,24 @@ pub async fn reply(
             meta(&file.name, "name")?,
         ));
     }
+    window_allows_reply(&ingest, &id)?;
     act(&ingest, caller, &id, Action::Reply(body.text, attachments)).await
+}
+
+/// `409 window_closed` for a reply on a thread whose channel would refuse it now (Messenger,
+/// Instagram and WhatsApp answer freely only within 24 hours of the customer's last message),
+/// with the reason and what works instead; nothing is stored.
+fn window_allows_reply(ingest: &Ingest, id: &str) -> Result<(), ApiError> {
+    let thread: ThreadId = parse_id(id, "thread")?;
+    let Some(state) = ingest.store().thread_state(&thread)? else {
+        return Ok(());
+    };
+    if let Some((channel, window)) = ingest.reply_window(thread, &state)? {
+        if let Some(reason) = window.refusal(channel) {
+            return Err(ApiError::new(StatusCode::CONFLICT, "window_closed", reason));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /api/v1/threads/{id}/notes` `{"text": "..."}`: an internal note.

@@ -28,6 +28,8 @@ pub struct ThreadView {
     pub opened_on: ChannelKind,
     pub opened_at: u64,
     pub route: Option<RouteView>,
+    /// When replies may go out on the route's channel (`null`: no window, or no route).
+    pub reply_window: Option<WindowView>,
     pub labels: Vec<String>,
     pub members: Vec<OrgId>,
     pub n_messages: u64,
@@ -40,6 +42,43 @@ pub struct RouteView {
     pub channel: ChannelKind,
     /// The customer's handle on it; `null` once erased.
     pub handle: Option<Handle>,
+}
+
+/// A channel's messaging window on a thread (Messenger, Instagram, WhatsApp).
+#[derive(Debug, Serialize)]
+pub struct WindowView {
+    pub channel: ChannelKind,
+    /// Whether a reply may go out now.
+    pub open: bool,
+    /// Until when (open).
+    pub until: Option<u64>,
+    /// Whether replies go out with the `HUMAN_AGENT` tag (past the first 24 hours).
+    pub human_agent: bool,
+    /// Why not, and what works instead (closed).
+    pub reason: Option<String>,
+}
+
+impl WindowView {
+    fn of(channel: ChannelKind, window: threadline_bridges::window::ReplyWindow) -> Option<Self> {
+        use threadline_bridges::window::ReplyWindow;
+        match window {
+            ReplyWindow::Always => None,
+            ReplyWindow::Open { until, human_agent } => Some(WindowView {
+                channel,
+                open: true,
+                until: Some(until.as_millis()),
+                human_agent,
+                reason: None,
+            }),
+            ReplyWindow::Closed { .. } => Some(WindowView {
+                channel,
+                open: false,
+                until: None,
+                human_agent: false,
+                reason: window.refusal(channel),
+            }),
+        }
+    }
 }
 
 /// One event of a thread.
@@ -114,6 +153,9 @@ impl ThreadView {
             opened_on: state.opened_on,
             opened_at: state.opened_at.as_millis(),
             route,
+            reply_window: ingest
+                .reply_window(id, state)?
+                .and_then(|(channel, window)| WindowView::of(channel, window)),
             labels: state.labels.iter().map(|l| l.to_string()).collect(),
             members: state.members.iter().copied().collect(),
             n_messages: state.n_messages,

@@ -102,6 +102,7 @@ pub fn start(
             identity,
             presence: crate::presence::Presence::default(),
             replication: crate::replication_status::Status::default(),
+            human_agent: Arc::default(),
         },
         Running {
             writer: handle,
@@ -216,6 +217,14 @@ enum Answer {
         Result<Vec<EventId>, IngestError>,
     ),
     Certificates(super::Reply<usize>, Result<usize, IngestError>),
+    Handoff(
+        super::Reply<crate::store::HandoffCode>,
+        Result<crate::store::HandoffCode, IngestError>,
+    ),
+    Continue(
+        super::Reply<Option<ThreadId>>,
+        Result<Option<ThreadId>, IngestError>,
+    ),
 }
 
 impl Answer {
@@ -233,6 +242,8 @@ impl Answer {
             Answer::Act(_, result) => store_error(result),
             Answer::Directory(_, result) => store_error(result),
             Answer::Certificates(_, result) => store_error(result),
+            Answer::Handoff(_, result) => store_error(result),
+            Answer::Continue(_, result) => store_error(result),
         }
     }
 }
@@ -283,6 +294,14 @@ impl Writer {
                 Request::Certificates(certificates, reply) => {
                     let result = self.add_partner_certificates(certificates);
                     answers.push(Answer::Certificates(reply, result));
+                }
+                Request::Handoff(handle, to, reply) => {
+                    let result = self.issue_handoff(&handle, to);
+                    answers.push(Answer::Handoff(reply, result));
+                }
+                Request::Continue(handle, code, reply) => {
+                    let result = self.continue_with(handle, &code, &mut live);
+                    answers.push(Answer::Continue(reply, result));
                 }
             }
         }
@@ -344,6 +363,12 @@ impl Writer {
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
                 (Answer::Certificates(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+                (Answer::Handoff(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
+                (Answer::Continue(reply, result), flushed) => reply
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
             };
@@ -858,33 +883,7 @@ impl Writer {
                 return self.resolved(contact, thread);
             }
         }
-        // The contact's open thread: its own, or one of a contact merged into it (the index
-        // is keyed by the contact a thread was opened for). A resolved thread is not open.
-        let candidates = self
-            .directory
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .state()
-            .same_customer(contact);
-        let mut open = None;
-        for candidate in candidates {
-            let Some(bytes) =
-                self.pending
-                    .get(&self.store, TreeName::OpenThreads, candidate.as_bytes())?
-            else {
-                continue;
-            };
-            let id = ThreadId::from_bytes(<[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
-                StoreError::Corrupt {
-                    tree: "open_threads",
-                    detail: "value is not a thread id".to_owned(),
-                }
-            })?);
-            if self.threads.load(&self.store, id)?.state().status != Status::Resolved {
-                open = Some(id);
-                break;
-            }
-        }
+        let open = self.open_thread_of(contact)?;
         let thread = match open {
             Some(thread) => thread,
             None => {
@@ -908,6 +907,117 @@ impl Writer {
         };
         self.admit(thread, &handle, live)?;
         self.resolved(contact, thread)
+    }
+
+    /// The open thread of `contact`'s customer: its own, or one of a contact merged into it
+    /// (the index is keyed by the contact a thread was opened for). A resolved thread is not
+    /// open.
+    fn open_thread_of(&mut self, contact: ContactId) -> Result<Option<ThreadId>, IngestError> {
+        let candidates = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state()
+            .same_customer(contact);
+        for candidate in candidates {
+            let Some(bytes) =
+                self.pending
+                    .get(&self.store, TreeName::OpenThreads, candidate.as_bytes())?
+            else {
+                continue;
+            };
+            let id = ThreadId::from_bytes(<[u8; 32]>::try_from(bytes.as_ref()).map_err(|_| {
+                StoreError::Corrupt {
+                    tree: "open_threads",
+                    detail: "value is not a thread id".to_owned(),
+                }
+            })?);
+            if self.threads.load(&self.store, id)?.state().status != Status::Resolved {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A "continue on `to`" code for the open conversation of `handle`'s customer.
+    fn issue_handoff(
+        &mut self,
+        handle: &Handle,
+        to: threadline_protocol::ChannelKind,
+    ) -> Result<crate::store::HandoffCode, IngestError> {
+        let nothing = || IngestError::NothingToContinue {
+            handle: handle.clone(),
+        };
+        let contact = self
+            .directory
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .state()
+            .resolve(handle)
+            .ok_or_else(nothing)?;
+        let thread = self.open_thread_of(contact)?.ok_or_else(nothing)?;
+        Ok(self
+            .store
+            .issue_handoff_code(contact, thread, to, (self.now)())?)
+    }
+
+    /// Spends a "continue on …" code that `handle` brought back: the handle joins the contact
+    /// the code was issued for (or, if it is already another contact's, that contact and the
+    /// code's become one customer: holding the code proves they are the same person), and the
+    /// code's thread, if still open, is handed off to the handle. `None`: nothing linked, and
+    /// the reason is logged.
+    fn continue_with(
+        &mut self,
+        handle: Handle,
+        code: &crate::store::HandoffCode,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Option<ThreadId>, IngestError> {
+        let grant = match self
+            .store
+            .redeem_handoff_code(code, handle.channel(), (self.now)())?
+        {
+            Ok(grant) => grant,
+            Err(refused) => {
+                warn!(%handle, reason = %refused, "a continue-on code links nothing");
+                return Ok(None);
+            }
+        };
+        let (root, owner, same) = {
+            let directory = self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some((root, record)) = directory.state().contact(grant.contact) else {
+                warn!(%handle, "a continue-on code for an unknown contact links nothing");
+                return Ok(None);
+            };
+            if record.erased {
+                warn!(%handle, "a continue-on code for an erased contact links nothing");
+                return Ok(None);
+            }
+            let owner = directory.state().resolve(&handle);
+            let same = owner
+                .is_some_and(|owner| directory.state().same_customer(root).contains(&owner));
+            (root, owner, same)
+        };
+        let linked = match (owner, same) {
+            (_, true) => None,
+            (None, false) => Some(DirectoryAction::LinkHandle(root, handle.clone())),
+            (Some(owner), false) => Some(DirectoryAction::Merge {
+                from: root,
+                into: owner,
+            }),
+        };
+        if let Some(action) = linked {
+            self.change_directory(action, live)?;
+        }
+        let thread = self.threads.load(&self.store, grant.thread)?;
+        if thread.state().status == Status::Resolved {
+            return Ok(None);
+        }
+        self.admit(grant.thread, &handle, live)?;
+        debug!(%handle, thread = %grant.thread, "conversation continued on another channel");
+        Ok(Some(grant.thread))
     }
 
     /// `contact`'s `thread`, with the parents and depth of the bridge's next event on it.

@@ -10,6 +10,7 @@
 
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
+pub use threadline_bridges::sdk::HandoffCode;
 use threadline_protocol::{ChannelKind, ContactId, ThreadId, Timestamp};
 
 use super::{decode, Store, StoreError, TreeName};
@@ -19,38 +20,9 @@ use threadline_protocol::codec;
 /// message, short enough that a code seen over a shoulder is soon worthless.
 pub const HANDOFF_CODE_LIFETIME_MILLIS: u64 = 15 * 60 * 1000;
 
-/// A one-time code: 128 random bits, 32 hex digits (Messenger's `ref` takes letters, digits,
-/// `-`, `_` and `=`; a WhatsApp text takes anything).
-#[derive(Clone, PartialEq, Eq)]
-pub struct HandoffCode(String);
-
-impl HandoffCode {
-    /// The code's text, to put in a link.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The code in `text`, if `text` is one (32 lowercase hex digits).
-    pub fn parse(text: &str) -> Option<HandoffCode> {
-        (text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| HandoffCode(text.to_owned()))
-    }
-
-    /// The first code found in a message's text (a WhatsApp message with the code in it).
-    pub fn find_in(text: &str) -> Option<HandoffCode> {
-        text.split(|c: char| !c.is_ascii_hexdigit())
-            .find_map(|word| HandoffCode::parse(&word.to_ascii_lowercase()))
-    }
-
-    fn key(&self) -> [u8; 32] {
-        <sha2::Sha256 as sha2::Digest>::digest(self.0.as_bytes()).into()
-    }
-}
-
-impl std::fmt::Debug for HandoffCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HandoffCode(…)")
-    }
+/// The store's key for a code: its SHA-256 (the code itself is never stored).
+fn code_key(code: &HandoffCode) -> [u8; 32] {
+    <sha2::Sha256 as sha2::Digest>::digest(code.as_str().as_bytes()).into()
 }
 
 /// What a code was issued for.
@@ -103,7 +75,7 @@ impl Store {
         self.forget_expired_codes(now)?;
         let mut bytes = [0u8; 16];
         rand_core::OsRng.fill_bytes(&mut bytes);
-        let code = HandoffCode(hex::encode(bytes));
+        let code = HandoffCode::from_bytes(bytes);
         let record = CodeRecord {
             grant: HandoffGrant {
                 contact,
@@ -114,7 +86,7 @@ impl Store {
             spent: false,
         };
         self.tree(TreeName::HandoffCodes)
-            .insert(code.key(), codec::encode(&record)?)?;
+            .insert(code_key(&code), codec::encode(&record)?)?;
         self.flush()?;
         Ok(code)
     }
@@ -128,7 +100,7 @@ impl Store {
         now: Timestamp,
     ) -> Result<Result<HandoffGrant, CodeRefused>, StoreError> {
         let tree = self.tree(TreeName::HandoffCodes);
-        let key = code.key();
+        let key = code_key(code);
         let Some(current) = tree.get(key)? else {
             return Ok(Err(CodeRefused::Unknown));
         };

@@ -1,0 +1,129 @@
+//! The webhook routes of the Meta bridges: `/webhooks/whatsapp`, `/webhooks/messenger` and
+//! `/webhooks/instagram`, each a `GET` for the subscription handshake and a `POST` for
+//! deliveries. A delivery's raw body goes to its bridge as received: the signature is checked
+//! over those bytes before anything is parsed, and the answer is `200` only once everything
+//! in it is durable (`503` asks Meta to deliver it again).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use threadline_bridges::messenger::Messenger;
+use threadline_bridges::sdk::NodeLink;
+use threadline_bridges::webhook::{
+    MetaEndpoint, WebhookRefusal, HUB_SIGNATURE_HEADER, MAX_WEBHOOK_BYTES,
+};
+use threadline_bridges::whatsapp::Whatsapp;
+use tracing::warn;
+
+/// The Meta bridges a server runs (each optional).
+#[derive(Debug)]
+pub struct MetaBridges<L> {
+    /// WhatsApp.
+    pub whatsapp: Option<Arc<Whatsapp<L>>>,
+    /// Messenger.
+    pub messenger: Option<Arc<Messenger<L>>>,
+    /// Instagram.
+    pub instagram: Option<Arc<Messenger<L>>>,
+}
+
+impl<L> Default for MetaBridges<L> {
+    fn default() -> Self {
+        MetaBridges {
+            whatsapp: None,
+            messenger: None,
+            instagram: None,
+        }
+    }
+}
+
+impl<L> Clone for MetaBridges<L> {
+    fn clone(&self) -> Self {
+        MetaBridges {
+            whatsapp: self.whatsapp.clone(),
+            messenger: self.messenger.clone(),
+            instagram: self.instagram.clone(),
+        }
+    }
+}
+
+/// The routes of the configured bridges (none for those that are not).
+pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
+    let mut router = Router::new();
+    if let Some(whatsapp) = &bridges.whatsapp {
+        let endpoint = whatsapp.endpoint().clone();
+        let bridge = Arc::clone(whatsapp);
+        router = router.route(
+            "/webhooks/whatsapp",
+            get(handshake)
+                .post(move |headers: HeaderMap, body: Bytes| async move {
+                    answer("whatsapp", bridge.take(signature(&headers), &body).await)
+                })
+                .with_state(endpoint),
+        );
+    }
+    for (path, bridge) in [
+        ("/webhooks/messenger", &bridges.messenger),
+        ("/webhooks/instagram", &bridges.instagram),
+    ] {
+        if let Some(bridge) = bridge {
+            let endpoint = bridge.endpoint().clone();
+            let bridge = Arc::clone(bridge);
+            router = router.route(
+                path,
+                get(handshake)
+                    .post(move |headers: HeaderMap, body: Bytes| async move {
+                        answer(path, bridge.take(signature(&headers), &body).await)
+                    })
+                    .with_state(endpoint),
+            );
+        }
+    }
+    router.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+}
+
+fn signature(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(HUB_SIGNATURE_HEADER).map(|value| value.as_bytes())
+}
+
+/// `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`: the challenge, or `403`.
+async fn handshake(
+    State(endpoint): State<MetaEndpoint>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match endpoint.challenge(
+        query.get("hub.mode").map(String::as_str),
+        query.get("hub.verify_token").map(String::as_str),
+        query.get("hub.challenge").map(String::as_str),
+    ) {
+        Ok(challenge) => (StatusCode::OK, challenge.to_owned()).into_response(),
+        Err(err) => {
+            warn!(cause = %err, "webhook subscription handshake refused");
+            (StatusCode::FORBIDDEN, err.to_string()).into_response()
+        }
+    }
+}
+
+fn answer(what: &str, taken: Result<(), WebhookRefusal>) -> Response {
+    match taken {
+        Ok(()) => (StatusCode::OK, "EVENT_RECEIVED").into_response(),
+        Err(refusal) => {
+            let status =
+                StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            match &refusal {
+                WebhookRefusal::Unavailable(_) => {
+                    warn!(webhook = what, cause = %refusal, "delivery not taken; Meta will retry")
+                }
+                _ => warn!(webhook = what, cause = %refusal, "delivery refused"),
+            }
+            (status, refusal.to_string()).into_response()
+        }
+    }
+}
