@@ -1,5 +1,9 @@
 //! Support for the end-to-end tests in `it/`: finding the real `threadline` binary, running its
-//! commands in a temporary data folder, and running a node on a free loopback port.
+//! commands in a temporary data folder, and running a node on a free loopback port; and
+//! [`graph`], a local stand-in of Meta's Graph API for the Messenger, Instagram and WhatsApp
+//! bridges.
+
+pub mod graph;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -113,7 +117,21 @@ impl Node {
     /// Starts `threadline <args>` (a server: a node, a standalone bridge) and waits for the
     /// line that starts with `ready` and gives its address.
     pub fn start_command(data_dir: &Path, args: &[&str], ready: &str) -> Node {
-        let mut child = Command::new(threadline_binary())
+        Node::start_wrapped(&[], data_dir, args, ready)
+    }
+
+    /// [`Node::start_command`] under a wrapper program (`["faketime", "-f", "+25h"]`: the node
+    /// lives 25 hours ahead).
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str], ready: &str) -> Node {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(threadline_binary());
+                command
+            }
+            None => Command::new(threadline_binary()),
+        };
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)

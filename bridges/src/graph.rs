@@ -97,11 +97,13 @@ impl GraphError {
                 self.message, self.code
             ));
         }
-        if self.code == 190 {
-            return SendError::Retry(
-                "the Graph API refused the access token (code 190): replace it in the bridge's configuration"
-                    .to_owned(),
-            );
+        // 190: a token Graph cannot use; 104: none reached it. The operator fixes the
+        // configuration, and the reply goes then.
+        if matches!(self.code, 104 | 190) {
+            return SendError::Retry(format!(
+                "the Graph API refused the access token (code {}): replace it in the bridge's configuration",
+                self.code
+            ));
         }
         let passing = self.status == 0 || self.status >= 500 || matches!(self.code, 1 | 2);
         if self.is_rate_limit() || passing {

@@ -28,7 +28,7 @@ use crate::webhook::{
     MetaEndpoint, WebhookRefusal, WEBHOOK_BACKOFF,
 };
 use crate::window::ReplyWindow;
-use webhook::{MetaApp, MetaAttachment, Messaging, MessagingEvent};
+use webhook::{Messaging, MessagingEvent, MetaApp, MetaAttachment};
 
 /// The longest text of one Messenger message (Instagram's is shorter: 1,000); a longer reply
 /// goes as several.
@@ -131,10 +131,15 @@ impl<L: NodeLink> Messenger<L> {
 
     async fn take_item(&self, event: MessagingEvent) -> Result<(), WebhookRefusal> {
         let Some(handle) = self.handle(&event.sender) else {
-            tracing::warn!("a {} item from an unusable id; skipped", self.settings.channel());
+            tracing::warn!(
+                "a {} item from an unusable id; skipped",
+                self.settings.channel()
+            );
             return Ok(());
         };
-        let at = Timestamp::from_millis(event.timestamp);
+        let at = event
+            .timestamp
+            .map_or_else(|| self.bridge.now(), Timestamp::from_millis);
         match event.what {
             Messaging::Message {
                 mid,
@@ -184,7 +189,8 @@ impl<L: NodeLink> Messenger<L> {
                 let Ok(external_id) = ExternalId::new(format!("reaction:{mid}:{emoji}")) else {
                     return Ok(());
                 };
-                let message = InboundMessage::new(handle, external_id, format!("[reacted {emoji}]"));
+                let message =
+                    InboundMessage::new(handle, external_id, format!("[reacted {emoji}]"));
                 outcome(self.bridge.receive(&message).await, "a reaction")
             }
             Messaging::Echo { .. }

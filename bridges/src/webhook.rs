@@ -453,7 +453,6 @@ mod tests {
         assert!(parts.iter().all(|p| p.chars().count() <= 10));
     }
 
-
     /// The regression vector of issue 15 (a WhatsApp delivery with no entries).
     const SECRET: &str = "test_app_secret";
     const BODY: &[u8] = br#"{"object":"whatsapp_business_account","entry":[]}"#;

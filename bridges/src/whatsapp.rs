@@ -133,7 +133,10 @@ impl<L: NodeLink> Whatsapp<L> {
                     // The message is kept (its caption, and what was lost), never the retry.
                     Err(err) => {
                         tracing::warn!(cause = %err, "a WhatsApp file could not be fetched");
-                        text.push_str(&format!("[{kind}: could not be fetched from WhatsApp: {}]", err.message));
+                        text.push_str(&format!(
+                            "[{kind}: could not be fetched from WhatsApp: {}]",
+                            err.message
+                        ));
                     }
                 }
                 if let Some(caption) = caption {
@@ -148,7 +151,9 @@ impl<L: NodeLink> Whatsapp<L> {
                 text.push_str(&format!("[reacted {emoji}]"));
             }
             WhatsappBody::Other { kind } => {
-                text.push_str(&format!("[a WhatsApp {kind} message, which Threadline does not show]"));
+                text.push_str(&format!(
+                    "[a WhatsApp {kind} message, which Threadline does not show]"
+                ));
             }
         }
         let hint = match HandoffCode::find_in(&text) {
@@ -179,14 +184,19 @@ impl<L: NodeLink> Whatsapp<L> {
             tracing::debug!("a WhatsApp status of a message this bridge did not send; skipped");
             return Ok(());
         };
-        let Ok(handle) = Handle::new(
-            ChannelKind::Whatsapp,
-            &format!("+{}", status.recipient_id),
-        ) else {
+        let Ok(handle) = Handle::new(ChannelKind::Whatsapp, &format!("+{}", status.recipient_id))
+        else {
             return Ok(());
         };
         let reason = (!status.errors.is_empty()).then(|| status.errors.join("; "));
-        record_receipt(&self.bridge, &handle, |entry| entry.event == event, kind, reason).await
+        record_receipt(
+            &self.bridge,
+            &handle,
+            |entry| entry.event == event,
+            kind,
+            reason,
+        )
+        .await
     }
 
     /// Sends what is queued for WhatsApp (up to `limit`); how many left the queue.
@@ -240,9 +250,9 @@ impl<L: NodeLink> Whatsapp<L> {
                 )
                 .await
                 .map_err(|err| err.send_error())?;
-            let media_id = uploaded["id"].as_str().ok_or_else(|| {
-                SendError::Retry("the media upload answered no id".to_owned())
-            })?;
+            let media_id = uploaded["id"]
+                .as_str()
+                .ok_or_else(|| SendError::Retry("the media upload answered no id".to_owned()))?;
             let kind = media_kind(file.media_type.as_str());
             let mut media = serde_json::json!({ "id": media_id });
             if kind == "document" {

@@ -131,26 +131,8 @@ fn main() {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let smtp_port = smtp.local_addr().expect("address").port();
     let config = Config {
-        api_listen: listener.local_addr().expect("address"),
-        webchat_origins: Vec::new(),
-        webchat_builtin: false,
-        webchat_identity_secret: None,
-        webchat_connections_per_minute: 120,
-        replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
-        replication_peers: Vec::new(),
-        replication_mdns: false,
-        replication_partners: Vec::new(),
         email_address: Some("support@shop.test".to_owned()),
-        email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
-        email_relay: None,
-        email_name: None,
-        email_authserv_id: None,
-        email_relay_ca: None,
-        email_imap: None,
-        email_imap_poll: std::time::Duration::from_secs(30),
-        whatsapp: None,
-        messenger: None,
-        instagram: None,
+        ..Config::loopback(listener.local_addr().expect("address"))
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

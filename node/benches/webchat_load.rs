@@ -83,27 +83,10 @@ fn main() {
     let address = listener.local_addr().expect("address");
     let base = format!("http://{address}");
     let config = Config {
-        api_listen: address,
-        webchat_origins: Vec::new(),
         webchat_builtin: true,
-        webchat_identity_secret: None,
         // Every visitor comes from 127.0.0.1 here.
         webchat_connections_per_minute: 1_000_000,
-        replication_listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")],
-        replication_peers: Vec::new(),
-        replication_mdns: false,
-        replication_partners: Vec::new(),
-        email_address: None,
-        email_smtp_listen: "127.0.0.1:0".parse().expect("addr"),
-        email_relay: None,
-        email_name: None,
-        email_authserv_id: None,
-        email_relay_ca: None,
-        email_imap: None,
-        email_imap_poll: std::time::Duration::from_secs(30),
-        whatsapp: None,
-        messenger: None,
-        instagram: None,
+        ..Config::loopback(address)
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = {

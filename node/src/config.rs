@@ -215,7 +215,9 @@ impl MetaSection {
             return Ok(None);
         };
         if account_id.is_empty() || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{channel}: `{account_id}` is not a Meta id (digits)"));
+            return Err(format!(
+                "{channel}: `{account_id}` is not a Meta id (digits)"
+            ));
         }
         let upper = channel.to_uppercase();
         let from_env = |name: &str| {
@@ -228,7 +230,10 @@ impl MetaSection {
                 .filter(|value| !value.trim().is_empty())
                 .ok_or_else(|| format!("{channel}.{key} is needed when {channel} is on"))
         };
-        let access_token = required(from_env("ACCESS_TOKEN").or(self.access_token), "access_token")?;
+        let access_token = required(
+            from_env("ACCESS_TOKEN").or(self.access_token),
+            "access_token",
+        )?;
         let app_secret = required(from_env("APP_SECRET").or(self.app_secret), "app_secret")?;
         let verify_token = required(self.verify_token, "verify_token")?;
         if verify_token.len() < 16 {
@@ -237,7 +242,9 @@ impl MetaSection {
                 verify_token.len()
             ));
         }
-        let graph_url = self.graph_url.unwrap_or_else(|| DEFAULT_GRAPH_URL.to_owned());
+        let graph_url = self
+            .graph_url
+            .unwrap_or_else(|| DEFAULT_GRAPH_URL.to_owned());
         let graph_version = self
             .graph_version
             .unwrap_or_else(|| DEFAULT_GRAPH_VERSION.to_owned());
@@ -501,6 +508,35 @@ pub fn load_meta_section(
 }
 
 impl Config {
+    /// A node with nothing but its API on `api_listen`: replication on an ephemeral loopback
+    /// port, no peers, no mDNS, the built-in web chat and every other bridge off. For embedding
+    /// a node (benches, tools); a served node loads its file with [`Config::load`].
+    pub fn loopback(api_listen: SocketAddr) -> Config {
+        Config {
+            api_listen,
+            webchat_origins: Vec::new(),
+            webchat_builtin: false,
+            webchat_identity_secret: None,
+            webchat_connections_per_minute: 120,
+            replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
+                .with(libp2p::multiaddr::Protocol::Tcp(0))],
+            replication_peers: Vec::new(),
+            replication_mdns: false,
+            replication_partners: Vec::new(),
+            email_address: None,
+            email_smtp_listen: SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+            email_relay: None,
+            email_name: None,
+            email_authserv_id: None,
+            email_relay_ca: None,
+            email_imap: None,
+            email_imap_poll: std::time::Duration::from_secs(30),
+            whatsapp: None,
+            messenger: None,
+            instagram: None,
+        }
+    }
+
     /// Loads `path`, then applies `listen` (from the environment or the command line) if given.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {

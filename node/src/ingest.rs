@@ -391,7 +391,8 @@ impl Ingest {
         handle: Handle,
         code: crate::store::HandoffCode,
     ) -> Result<Option<ThreadId>, IngestError> {
-        self.call(|reply| Request::Continue(handle, code, reply)).await
+        self.call(|reply| Request::Continue(handle, code, reply))
+            .await
     }
 
     /// Performs an agent's action on a thread, signed by this node for the agent.

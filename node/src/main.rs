@@ -721,8 +721,8 @@ fn install_tracing(json: bool) {
 
 /// A bridge key file: 32 bytes in hex.
 fn read_key_file(path: &std::path::Path) -> anyhow::Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     hex::decode(text.trim())
         .ok()
         .and_then(|bytes| bytes.try_into().ok())

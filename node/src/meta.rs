@@ -38,7 +38,10 @@ fn endpoint(config: &MetaConfig) -> Result<MetaEndpoint, String> {
 }
 
 /// The WhatsApp bridge of `config` on `bridge`.
-pub fn whatsapp<L: NodeLink>(config: &MetaConfig, bridge: Bridge<L>) -> Result<Whatsapp<L>, String> {
+pub fn whatsapp<L: NodeLink>(
+    config: &MetaConfig,
+    bridge: Bridge<L>,
+) -> Result<Whatsapp<L>, String> {
     Ok(Whatsapp::new(
         bridge,
         WhatsappSettings {

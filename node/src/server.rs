@@ -134,9 +134,8 @@ pub async fn serve(
         }
     }
     let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
-    let meta = crate::meta::start(&ingest, meta_keys).map_err(|err| {
-        ServerError::Admin(admin::AdminError::Event(err))
-    })?;
+    let meta = crate::meta::start(&ingest, meta_keys)
+        .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
     match (&config.email_address, email_key, smtp) {
         (Some(address), Some(key), Some(smtp)) => {
             match &config.email_relay {
@@ -280,6 +279,8 @@ pub async fn serve(
         closing.close();
     })
     .await;
+    // Every holder of the pipeline lets go, or the writer waits for them forever.
+    drop(meta);
     drop(ingest);
     running.join();
     store.flush()?;
@@ -384,7 +385,10 @@ async fn deliver_email(
                             Err(err) => return Err(SendError::NotReady(err.to_string())),
                         }
                     }
-                    outbound.send(&delivery, &history, &files).await.map(|()| threadline_bridges::sdk::Sent::Delivered)
+                    outbound
+                        .send(&delivery, &history, &files)
+                        .await
+                        .map(|()| threadline_bridges::sdk::Sent::Delivered)
                 }
             })
             .await;

@@ -7,6 +7,7 @@ mod email;
 mod federation;
 mod hostile;
 mod limits;
+mod meta;
 mod node;
 mod store;
 mod webchat;

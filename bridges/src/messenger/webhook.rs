@@ -28,8 +28,8 @@ pub struct MessagingEvent {
     pub sender: String,
     /// The page (or account); for an echo, the customer.
     pub recipient: String,
-    /// Milliseconds since the Unix epoch.
-    pub timestamp: u64,
+    /// Milliseconds since the Unix epoch (Meta's delivery reports carry none).
+    pub timestamp: Option<u64>,
     /// What happened.
     pub what: Messaging,
 }
@@ -125,7 +125,7 @@ struct Party {
 struct RawMessaging {
     sender: Party,
     recipient: Party,
-    timestamp: u64,
+    timestamp: Option<u64>,
     message: Option<RawMessage>,
     delivery: Option<RawDelivery>,
     read: Option<RawRead>,
@@ -308,7 +308,7 @@ mod tests {
                 "message":{"mid":"mid.1457764197618:41d102a3e1ae206a38","text":"hello, world!","quick_reply":{"payload":"X"}}}"#,
         ));
         assert_eq!(text.sender, "1254459154682919");
-        assert_eq!(text.timestamp, 1_458_692_752_478);
+        assert_eq!(text.timestamp, Some(1_458_692_752_478));
         assert_eq!(
             text.what,
             Messaging::Message {

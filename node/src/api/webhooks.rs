@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::{
-    body::Bytes,
-    extract::{DefaultBodyLimit, Query, State},
-    http::{HeaderMap, StatusCode},
+    body::{to_bytes, Body, Bytes},
+    extract::{Query, Request, State},
+    http::{header::CONTENT_LENGTH, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -63,8 +63,13 @@ pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
         router = router.route(
             "/webhooks/whatsapp",
             get(handshake)
-                .post(move |headers: HeaderMap, body: Bytes| async move {
-                    answer("whatsapp", bridge.take(signature(&headers), &body).await)
+                .post(move |request: Request| async move {
+                    match raw_delivery(request).await {
+                        Ok((headers, body)) => {
+                            answer("whatsapp", bridge.take(signature(&headers), &body).await)
+                        }
+                        Err(refused) => refused,
+                    }
                 })
                 .with_state(endpoint),
         );
@@ -79,18 +84,52 @@ pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
             router = router.route(
                 path,
                 get(handshake)
-                    .post(move |headers: HeaderMap, body: Bytes| async move {
-                        answer(path, bridge.take(signature(&headers), &body).await)
+                    .post(move |request: Request| async move {
+                        match raw_delivery(request).await {
+                            Ok((headers, body)) => {
+                                answer(path, bridge.take(signature(&headers), &body).await)
+                            }
+                            Err(refused) => refused,
+                        }
                     })
                     .with_state(endpoint),
             );
         }
     }
-    router.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+    router
+}
+
+/// A delivery's headers and raw body, or `413` for one over [`MAX_WEBHOOK_BYTES`]: refused
+/// on its `Content-Length` before any of the body is read, or once the bytes read pass it.
+async fn raw_delivery(request: Request) -> Result<(HeaderMap, Bytes), Response> {
+    let too_large = |cause: &str| {
+        warn!(limit = MAX_WEBHOOK_BYTES, cause, "webhook delivery refused");
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a delivery is at most {MAX_WEBHOOK_BYTES} bytes"),
+        )
+            .into_response()
+    };
+    let (parts, body): (_, Body) = request.into_parts();
+    let announced = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_WEBHOOK_BYTES as u64) {
+        return Err(too_large("its Content-Length is over the limit"));
+    }
+    match to_bytes(body, MAX_WEBHOOK_BYTES).await {
+        Ok(bytes) => Ok((parts.headers, bytes)),
+        // Over the limit, or the sender hung up mid-body (then nobody reads the answer).
+        Err(err) => Err(too_large(&err.to_string())),
+    }
 }
 
 fn signature(headers: &HeaderMap) -> Option<&[u8]> {
-    headers.get(HUB_SIGNATURE_HEADER).map(|value| value.as_bytes())
+    headers
+        .get(HUB_SIGNATURE_HEADER)
+        .map(|value| value.as_bytes())
 }
 
 /// `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`: the challenge, or `403`.
@@ -115,8 +154,7 @@ fn answer(what: &str, taken: Result<(), WebhookRefusal>) -> Response {
     match taken {
         Ok(()) => (StatusCode::OK, "EVENT_RECEIVED").into_response(),
         Err(refusal) => {
-            let status =
-                StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
             match &refusal {
                 WebhookRefusal::Unavailable(_) => {
                     warn!(webhook = what, cause = %refusal, "delivery not taken; Meta will retry")

@@ -996,8 +996,8 @@ impl Writer {
                 return Ok(None);
             }
             let owner = directory.state().resolve(&handle);
-            let same = owner
-                .is_some_and(|owner| directory.state().same_customer(root).contains(&owner));
+            let same =
+                owner.is_some_and(|owner| directory.state().same_customer(root).contains(&owner));
             (root, owner, same)
         };
         let linked = match (owner, same) {

@@ -1,0 +1,209 @@
+//! Signed WhatsApp webhook deliveries under load, on loopback, into a node with its built-in
+//! WhatsApp bridge: many senders POST deliveries built like Meta's, each signed with the app
+//! secret, a fifth of them a second delivery of a message already sent (Meta retries). Checks
+//! that every message is stored exactly once and measures the rate and the latency of a
+//! delivery's answer (`200` comes only once the message is durable, at the same flush that
+//! tells the inbox's live stream).
+//!
+//! Run: `cargo bench -p threadline-node --bench webhook_load` (environment: `LOAD_DELIVERIES`,
+//! default 10,000; `LOAD_SENDERS`, concurrent connections, default 16; `LOAD_CUSTOMERS`,
+//! default 1,000). Figures: docs/BENCHMARKS.md.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use threadline_bridges::webhook::AppSecret;
+use threadline_node::{
+    admin, clock,
+    config::{Config, MetaConfig},
+    server, DataDir,
+};
+
+mod common;
+use common::{env, percentile};
+
+const SECRET: &str = "bench_app_secret";
+const PHONE_ID: &str = "106540352242922";
+
+fn delivery(customer: usize, message: usize) -> Vec<u8> {
+    let wa_id = format!("49151{customer:08}");
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": { "display_phone_number": "15550783881", "phone_number_id": PHONE_ID },
+                    "contacts": [{ "profile": { "name": format!("Customer {customer}") }, "wa_id": wa_id }],
+                    "messages": [{
+                        "from": wa_id,
+                        "id": format!("wamid.BENCH{customer:06}x{message:04}"),
+                        "timestamp": "1767225600",
+                        "type": "text",
+                        "text": { "body": format!("customer {customer} message {message}") }
+                    }]
+                }
+            }]
+        }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn main() {
+    let n_deliveries = env("LOAD_DELIVERIES", 10_000);
+    let n_senders = env("LOAD_SENDERS", 16);
+    let n_customers = env("LOAD_CUSTOMERS", 1_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = DataDir::new(tmp.path().join("data"));
+    let initialised = admin::init(&data_dir, clock::now()).expect("init");
+    let token = initialised.first_agent.token.clone();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("listen");
+    let address = listener.local_addr().expect("address");
+    let base = format!("http://{address}");
+    let config = Config {
+        whatsapp: Some(MetaConfig {
+            account_id: PHONE_ID.to_owned(),
+            link_name: None,
+            human_agent: false,
+            access_token: "bench-token".to_owned(),
+            app_secret: SECRET.to_owned(),
+            verify_token: "bench-verify-token-0123456789".to_owned(),
+            // Nothing is sent in this bench: no Graph API is needed.
+            graph_url: "http://127.0.0.1:9".to_owned(),
+            graph_version: "v21.0".to_owned(),
+        }),
+        ..Config::loopback(address)
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = {
+        let data_dir = data_dir.clone();
+        runtime.spawn(async move {
+            server::run(&data_dir, &config, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node runs");
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The deliveries: each customer's messages in order, then one in five sent again.
+    let unique = n_deliveries - n_deliveries / 5;
+    let mut plan: Vec<(usize, usize)> = (0..unique)
+        .map(|i| (i % n_customers, i / n_customers))
+        .collect();
+    for i in 0..n_deliveries / 5 {
+        let again = plan[(i * 7919) % unique];
+        plan.push(again);
+    }
+    // Senders take the plan round-robin, so retries run alongside first deliveries.
+    let secret = AppSecret::new(SECRET).expect("secret");
+    let url = format!("{base}/webhooks/whatsapp");
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(n_deliveries)));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..n_senders)
+        .map(|sender| {
+            let mine: Vec<(usize, usize)> = plan
+                .iter()
+                .skip(sender)
+                .step_by(n_senders)
+                .copied()
+                .collect();
+            let (secret, url, latencies) = (secret.clone(), url.clone(), Arc::clone(&latencies));
+            std::thread::spawn(move || {
+                let http = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(60))
+                    .build();
+                let mut mine_latencies = Vec::with_capacity(mine.len());
+                for (customer, message) in mine {
+                    let body = delivery(customer, message);
+                    let signature = secret.hub_signature(&body);
+                    let sent = Instant::now();
+                    let answer = http
+                        .post(&url)
+                        .set("Content-Type", "application/json")
+                        .set("X-Hub-Signature-256", &signature)
+                        .send_bytes(&body);
+                    assert!(answer.is_ok(), "delivery refused: {answer:?}");
+                    mine_latencies.push(sent.elapsed());
+                }
+                latencies.lock().expect("lock").extend(mine_latencies);
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().expect("sender");
+    }
+    let elapsed = started.elapsed();
+
+    // Exactly once: every thread holds its customer's messages, each once.
+    let http = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut stored = 0usize;
+    let mut texts = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut request = format!("{base}/api/v1/threads?limit=200");
+        if let Some(cursor) = &cursor {
+            request.push_str(&format!("&cursor={cursor}"));
+        }
+        let page: serde_json::Value = http
+            .get(&request)
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("threads")
+            .into_json()
+            .expect("JSON");
+        for thread in page["threads"].as_array().expect("threads") {
+            let id = thread["id"].as_str().expect("id");
+            let detail: serde_json::Value = http
+                .get(&format!("{base}/api/v1/threads/{id}"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .call()
+                .expect("thread")
+                .into_json()
+                .expect("JSON");
+            for event in detail["events"].as_array().expect("events") {
+                if event["kind"] == "thread.message.inbound" {
+                    stored += 1;
+                    let text = event["text"].as_str().expect("text").to_owned();
+                    assert!(texts.insert(text.clone()), "stored twice: {text}");
+                }
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(stored, unique, "every message stored exactly once");
+    let _ = stop.send(());
+    runtime.block_on(server).expect("node stops");
+
+    let mut latencies = Arc::try_unwrap(latencies)
+        .expect("senders done")
+        .into_inner()
+        .expect("lock");
+    latencies.sort();
+    println!(
+        "{n_deliveries} signed deliveries ({unique} messages, {} retries) from {n_senders} senders to {n_customers} customers' threads in {elapsed:.2?} = {:.0} deliveries/s",
+        n_deliveries - unique,
+        n_deliveries as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "webhook → durable and in the inbox (POST → 200): p50 {:.1?} p99 {:.1?} max {:.1?}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies.last().copied().unwrap_or_default()
+    );
+    println!("checked: {stored} messages stored, each exactly once");
+}

@@ -1,0 +1,751 @@
+//! Messenger, Instagram and WhatsApp against a local stand-in of Meta's Graph API
+//! (`threadline_tests::graph`): webhooks built from Meta's documented samples and signed with
+//! the app secret, replies sent through the stand-in's Send API and Cloud API, and the web
+//! chat's "continue on …" hand-off. No Meta server can be reached from here.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use threadline_tests::graph::{
+    deliver_webhook, deliver_webhook_signed, hub_signature, samples, GraphStandin,
+};
+use threadline_tests::{eventually, field, threadline_ok, Node, Visitor};
+
+const TOKEN: &str = "EAAGm0PX4ZCpsBAtest-access-token";
+const SECRET: &str = "test_app_secret";
+const VERIFY: &str = "verify-token-0123456789abcdef";
+const PAGE: &str = "682498302938465";
+const IG_ACCOUNT: &str = "17841400000000001";
+const PHONE_ID: &str = "106540352242922";
+const NUMBER: &str = "15550783881";
+
+struct Shop {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    token: String,
+    graph: GraphStandin,
+}
+
+impl Shop {
+    /// A shop with Messenger (link name `shop.test`), Instagram and WhatsApp, all on the
+    /// Graph stand-in.
+    fn new() -> Shop {
+        Shop::with_human_agent(false)
+    }
+
+    fn with_human_agent(human_agent: bool) -> Shop {
+        let graph = GraphStandin::start(TOKEN);
+        graph.register_instagram_account(IG_ACCOUNT);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = threadline_ok(&data, &["init"]);
+        let config = data.join("config.toml");
+        let text = std::fs::read_to_string(&config).expect("config");
+        let section = |name: &str, id_key: &str, id: &str, link: &str| {
+            format!(
+                "[{name}]\n{id_key} = \"{id}\"\nlink_name = \"{link}\"\naccess_token = \"{TOKEN}\"\napp_secret = \"{SECRET}\"\nverify_token = \"{VERIFY}\"\ngraph_url = \"{}\"\n",
+                graph.base_url()
+            )
+        };
+        // The channels' sections replace the commented examples `init` wrote.
+        let cut = text.find("[whatsapp]").expect("a [whatsapp] example");
+        let mut text = text[..cut].to_owned();
+        text.push_str(&section("whatsapp", "phone_number_id", PHONE_ID, NUMBER));
+        text.push_str(&section("messenger", "page_id", PAGE, "shop.test"));
+        if human_agent {
+            text.push_str("human_agent = true\n");
+        }
+        text.push_str(&section("instagram", "account_id", IG_ACCOUNT, "shop.test"));
+        std::fs::write(&config, text).expect("config written");
+        Shop {
+            token: field(&out, "token:"),
+            data,
+            _dir: dir,
+            graph,
+        }
+    }
+
+    fn start(&self) -> Node {
+        Node::start(&self.data)
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits")
+}
+
+fn webhook(node: &Node, channel: &str) -> String {
+    format!("{}/webhooks/{channel}", node.base)
+}
+
+fn deliver(node: &Node, channel: &str, body: &Value) -> (u16, String) {
+    deliver_webhook(&webhook(node, channel), SECRET, body.to_string().as_bytes())
+}
+
+/// Every thread the agent sees.
+fn threads(node: &Node, token: &str) -> Vec<Value> {
+    let (status, list) = node.get(token, "/api/v1/threads");
+    assert_eq!(status, 200, "{list}");
+    list["threads"].as_array().expect("threads").clone()
+}
+
+fn detail(node: &Node, token: &str, thread: &str) -> Value {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    detail
+}
+
+fn events_of_kind(detail: &Value, kind: &str) -> Vec<Value> {
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+fn reply(node: &Node, token: &str, thread: &str, text: &str) -> (u16, Value) {
+    node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": text }),
+    )
+}
+
+/// The visitor's `continue_link` for `channel`, and the code in it.
+fn continue_link(visitor: &mut Visitor, channel: &str) -> (String, String) {
+    visitor.send(&json!({"type": "continue", "channel": channel}));
+    loop {
+        let frame = visitor.receive().expect("a frame");
+        if frame["type"] == "continue_link" {
+            assert_eq!(frame["channel"], channel);
+            let url = frame["url"].as_str().expect("url").to_owned();
+            // The code is a word of its own once the link's escapes are undone.
+            let plain = url
+                .replace("%20", " ")
+                .replace("%28", "(")
+                .replace("%29", ")");
+            let code = plain
+                .rsplit(|c: char| !c.is_ascii_hexdigit())
+                .find(|word| word.len() == 32)
+                .unwrap_or_else(|| panic!("no code in {url}"))
+                .to_owned();
+            return (url, code);
+        }
+        assert_ne!(frame["type"], "error", "{frame}");
+    }
+}
+
+fn receipts_of(detail: &Value, target: &str) -> Vec<String> {
+    events_of_kind(detail, "thread.receipt")
+        .iter()
+        .filter(|e| e["detail"]["target"] == target)
+        .map(|e| e["detail"]["receipt"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let mut visitor = Visitor::connect(&node, None);
+    let ack = visitor.say("m1", "Do you ship the blue tent to Norway?");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 1);
+    let thread = listed[0]["id"].as_str().expect("id").to_owned();
+
+    let (url, code) = continue_link(&mut visitor, "messenger");
+    assert_eq!(url, format!("https://m.me/shop.test?ref={code}"));
+
+    // On their phone, Messenger opens the page with the ref on the first message.
+    let psid = "6193845573061202";
+    let first = samples::messenger_text_with_ref(
+        PAGE,
+        psid,
+        "m_first-from-phone",
+        "Hi, it's me from the website",
+        &code,
+        now_ms(),
+    );
+    let (status, answer) = deliver(&node, "messenger", &first);
+    assert_eq!(status, 200, "{answer}");
+
+    // One conversation: the same thread and contact, now routed to Messenger.
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 1, "no new thread: {listed:?}");
+    let shown = detail(&node, &shop.token, &thread);
+    let inbound: Vec<(String, String)> = events_of_kind(&shown, "thread.message.inbound")
+        .iter()
+        .map(|e| {
+            (
+                e["handle"].as_str().unwrap_or("").to_owned(),
+                e["text"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(inbound.len(), 2, "{inbound:?}");
+    assert!(inbound[0].0.starts_with("webchat:"));
+    assert_eq!(
+        inbound[1],
+        (
+            format!("messenger:{psid}"),
+            "Hi, it's me from the website".to_owned()
+        )
+    );
+    assert_eq!(shown["thread"]["route"]["channel"], "messenger");
+    assert_eq!(shown["thread"]["reply_window"]["open"], true);
+    let contact = shown["thread"]["contact"].as_str().expect("contact");
+    let (_, record) = node.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
+    let handles = record["handles"].to_string();
+    assert!(handles.contains(&format!("messenger:{psid}")), "{record}");
+
+    // The agent's reply goes to that PSID through the Send API, inside the window.
+    let (status, sent) = reply(&node, &shop.token, &thread, "Yes, in 3 to 5 days.");
+    assert_eq!(status, 200, "{sent}");
+    let reply_event = sent["event"].as_str().expect("event").to_owned();
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(calls[0].recipient, psid);
+    assert_eq!(calls[0].sender_id, PAGE);
+    assert_eq!(calls[0].body["messaging_type"], "RESPONSE");
+    assert_eq!(calls[0].body["message"]["text"], "Yes, in 3 to 5 days.");
+
+    // Messenger's delivery watermark marks it delivered; the read watermark, read.
+    let watermark = now_ms() + 1000;
+    let (status, _) = deliver(
+        &node,
+        "messenger",
+        &samples::messenger_delivery(PAGE, psid, &[&calls[0].message_id], watermark),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = deliver(
+        &node,
+        "messenger",
+        &samples::messenger_read(PAGE, psid, watermark),
+    );
+    assert_eq!(status, 200);
+    let shown = detail(&node, &shop.token, &thread);
+    let mut receipts = receipts_of(&shown, &reply_event);
+    receipts.sort();
+    assert_eq!(receipts, ["delivered", "read"]);
+
+    // The same watermark again records nothing new.
+    let (status, _) = deliver(
+        &node,
+        "messenger",
+        &samples::messenger_delivery(PAGE, psid, &[], watermark),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        receipts_of(&detail(&node, &shop.token, &thread), &reply_event).len(),
+        2
+    );
+    // Nothing was sent with the token anywhere but the Authorization header.
+    for request in shop.graph.requests() {
+        assert!(!request.query.contains(TOKEN), "{}", request.path);
+    }
+}
+
+#[test]
+fn a_web_chat_continues_on_whatsapp_with_the_code_in_the_text() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let mut visitor = Visitor::connect(&node, None);
+    visitor.say("m1", "Is the stove still on sale?");
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (url, code) = continue_link(&mut visitor, "whatsapp");
+    assert!(
+        url.starts_with(&format!("https://wa.me/{NUMBER}?text=")),
+        "{url}"
+    );
+
+    let wa_id = "4915112345678";
+    let text = format!("Continue my chat (code {code})");
+    let message = samples::whatsapp_text(
+        PHONE_ID,
+        NUMBER,
+        wa_id,
+        "Jonas",
+        "wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFjNFQjA",
+        &text,
+        now_ms() / 1000,
+    );
+    let (status, answer) = deliver(&node, "whatsapp", &message);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(threads(&node, &shop.token).len(), 1);
+    let shown = detail(&node, &shop.token, &thread);
+    assert_eq!(shown["thread"]["route"]["channel"], "whatsapp");
+    assert_eq!(
+        shown["thread"]["route"]["handle"],
+        format!("whatsapp:+{wa_id}")
+    );
+
+    let (status, sent) = reply(&node, &shop.token, &thread, "It is, until Sunday.");
+    assert_eq!(status, 200, "{sent}");
+    let reply_event = sent["event"].as_str().expect("event").to_owned();
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(calls[0].recipient, wa_id);
+    assert_eq!(calls[0].sender_id, PHONE_ID);
+    assert_eq!(calls[0].body["type"], "text");
+    assert_eq!(calls[0].body["text"]["body"], "It is, until Sunday.");
+    assert_eq!(
+        calls[0].body["biz_opaque_callback_data"],
+        reply_event.as_str()
+    );
+
+    // WhatsApp's statuses: sent (nothing yet), delivered, read.
+    for status_name in ["sent", "delivered", "read"] {
+        let status = samples::whatsapp_status(
+            PHONE_ID,
+            NUMBER,
+            &calls[0].message_id,
+            wa_id,
+            status_name,
+            now_ms() / 1000,
+            Some(&reply_event),
+            None,
+        );
+        assert_eq!(deliver(&node, "whatsapp", &status).0, 200);
+    }
+    let mut receipts = receipts_of(&detail(&node, &shop.token, &thread), &reply_event);
+    receipts.sort();
+    assert_eq!(receipts, ["delivered", "read"]);
+}
+
+#[test]
+fn a_code_never_links_a_second_handle_another_channel_or_a_guess() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let mut alice = Visitor::connect(&node, None);
+    alice.say("a1", "Alice here");
+    let mut bob = Visitor::connect(&node, None);
+    bob.say("b1", "Bob here");
+    let (_, alice_code) = continue_link(&mut alice, "messenger");
+    let (_, bob_code) = continue_link(&mut bob, "whatsapp");
+    let contact_of = |handle: &str| -> Option<String> {
+        let (_, found) = node.get(&shop.token, &format!("/api/v1/contacts?q={handle}"));
+        found["contacts"]
+            .as_array()
+            .and_then(|list| list.first())
+            .map(|c| c["id"].as_str().unwrap_or("").to_owned())
+    };
+
+    // Alice's phone uses her code: linked. Then a second account uses it again: not linked.
+    let first = samples::messenger_text_with_ref(
+        PAGE,
+        "1001",
+        "m_a1",
+        "from Alice's phone",
+        &alice_code,
+        now_ms(),
+    );
+    assert_eq!(deliver(&node, "messenger", &first).0, 200);
+    let second = samples::messenger_text_with_ref(
+        PAGE,
+        "2002",
+        "m_x1",
+        "someone else",
+        &alice_code,
+        now_ms(),
+    );
+    assert_eq!(deliver(&node, "messenger", &second).0, 200);
+    // Bob's WhatsApp code brought back on Messenger: not linked. A guessed code: not linked.
+    let other_channel =
+        samples::messenger_text_with_ref(PAGE, "3003", "m_x2", "wrong app", &bob_code, now_ms());
+    assert_eq!(deliver(&node, "messenger", &other_channel).0, 200);
+    let guessed = samples::messenger_text_with_ref(
+        PAGE,
+        "4004",
+        "m_x3",
+        "a guess",
+        &"0".repeat(32),
+        now_ms(),
+    );
+    assert_eq!(deliver(&node, "messenger", &guessed).0, 200);
+
+    let (_, listed) = node.get(&shop.token, "/api/v1/contacts?q=webchat:");
+    let _ = listed;
+    let alice_phone = contact_of("messenger:1001").expect("linked");
+    let stranger = contact_of("messenger:2002").expect("a contact of its own");
+    assert_ne!(alice_phone, stranger);
+    for psid in ["2002", "3003", "4004"] {
+        let contact = contact_of(&format!("messenger:{psid}")).expect("its own contact");
+        let (_, record) = node.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
+        let handles = record["handles"].as_array().expect("handles");
+        assert_eq!(handles.len(), 1, "{record}");
+    }
+    // Four conversations: Alice's (continued), Bob's, and three strangers'.
+    assert_eq!(threads(&node, &shop.token).len(), 5);
+    for needles in [
+        ["links nothing", "used already"],
+        ["links nothing", "is for whatsapp"],
+        ["links nothing", "no such code"],
+    ] {
+        eventually("the refusal logged", Duration::from_secs(5), || {
+            (!node.logged(&needles).is_empty()).then_some(())
+        });
+    }
+}
+
+#[test]
+fn bad_webhook_deliveries_store_nothing_and_retries_store_once() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let url = webhook(&node, "whatsapp");
+    // The subscription handshake.
+    let agent = node.http();
+    let answer = agent
+        .get(&format!(
+            "{url}?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=1158201444"
+        ))
+        .call()
+        .expect("handshake");
+    assert_eq!(answer.into_string().expect("body"), "1158201444");
+    match agent
+        .get(&format!(
+            "{url}?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1"
+        ))
+        .call()
+    {
+        Err(ureq::Error::Status(403, _)) => {}
+        other => panic!("a wrong verify token: {other:?}"),
+    }
+
+    // The issue's regression vector, computed independently.
+    assert_eq!(
+        hub_signature(
+            SECRET,
+            br#"{"object":"whatsapp_business_account","entry":[]}"#
+        ),
+        "sha256=dec6a680679a968e7e0319355b23599cbfc54502c0784668e9618baa0c633756"
+    );
+    let message = samples::whatsapp_text(
+        PHONE_ID,
+        NUMBER,
+        "4915100000001",
+        "Ana",
+        "wamid.RETRY",
+        "Hola",
+        now_ms() / 1000,
+    );
+    let body = message.to_string().into_bytes();
+    let good = hub_signature(SECRET, &body);
+    assert_eq!(deliver_webhook_signed(&url, None, &body).0, 401);
+    assert_eq!(deliver_webhook_signed(&url, Some("sha1=abc"), &body).0, 401);
+    assert_eq!(
+        deliver_webhook_signed(&url, Some(&hub_signature("other_secret", &body)), &body).0,
+        403
+    );
+    let mut changed = body.clone();
+    let at = changed.iter().position(|b| *b == b'H').expect("an H");
+    changed[at] = b'h';
+    assert_eq!(deliver_webhook_signed(&url, Some(&good), &changed).0, 403);
+    let not_json = b"{\"object\": ".to_vec();
+    assert_eq!(
+        deliver_webhook_signed(&url, Some(&hub_signature(SECRET, &not_json)), &not_json).0,
+        400
+    );
+    let unknown = br#"{"object":"page","entry":[]}"#.to_vec();
+    assert_eq!(
+        deliver_webhook_signed(&url, Some(&hub_signature(SECRET, &unknown)), &unknown).0,
+        400
+    );
+    // Over 1 MiB: refused on its Content-Length, before the body is read.
+    assert_eq!(
+        oversize_status(&node, "/webhooks/whatsapp", (1 << 20) + 1),
+        413
+    );
+    assert!(threads(&node, &shop.token).is_empty(), "nothing stored");
+
+    // Meta retries: five deliveries of the same message at once store one message.
+    let workers: Vec<_> = (0..5)
+        .map(|_| {
+            let (url, body, good) = (url.clone(), body.clone(), good.clone());
+            std::thread::spawn(move || deliver_webhook_signed(&url, Some(&good), &body).0)
+        })
+        .collect();
+    for worker in workers {
+        assert_eq!(worker.join().expect("joined"), 200);
+    }
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 1);
+    let thread = listed[0]["id"].as_str().expect("id");
+    let shown = detail(&node, &shop.token, thread);
+    assert_eq!(events_of_kind(&shown, "thread.message.inbound").len(), 1);
+    // The profile name is the new contact's.
+    assert_eq!(shown["thread"]["contact_name"], "Ana");
+}
+
+/// The status a POST announcing `length` bytes gets before any of its body is sent.
+fn oversize_status(node: &Node, path: &str, length: usize) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let address = node.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {length}\r\n\r\n",
+        "0".repeat(64)
+    )
+    .expect("head sent");
+    let mut answer = [0u8; 64];
+    let n = stream.read(&mut answer).expect("an answer");
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
+}
+
+#[test]
+fn files_come_in_from_whatsapp_and_messenger_and_go_out_to_them() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let png = b"\x89PNG\r\n\x1a\n a small picture".to_vec();
+    let media = shop.graph.add_whatsapp_media(&png, "image/png");
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&png))
+    };
+    let message = samples::whatsapp_image(
+        PHONE_ID,
+        NUMBER,
+        "4915100000002",
+        "Lea",
+        "wamid.IMG1",
+        &media,
+        "image/png",
+        &sha,
+        Some("the crack"),
+        now_ms() / 1000,
+    );
+    assert_eq!(deliver(&node, "whatsapp", &message).0, 200);
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let shown = detail(&node, &shop.token, &thread);
+    let inbound = &events_of_kind(&shown, "thread.message.inbound")[0];
+    assert_eq!(inbound["text"], "the crack");
+    let blob = inbound["attachments"][0]["blob"]
+        .as_str()
+        .expect("a file")
+        .to_owned();
+    let event = inbound["id"].as_str().expect("id");
+    let agent = node.http();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut agent
+            .get(&format!(
+                "{}/api/v1/threads/{thread}/events/{event}/attachments/0",
+                node.base
+            ))
+            .set("Authorization", &format!("Bearer {}", shop.token))
+            .call()
+            .expect("download")
+            .into_reader(),
+        &mut bytes,
+    )
+    .expect("bytes");
+    assert_eq!(bytes, png);
+
+    // The agent answers with that file: uploaded to WhatsApp's media, then sent by its id.
+    let (status, sent) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "Here is the replacement part", "attachments": [{"blob": blob, "name": "part.png", "media_type": "image/png"}] }),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let calls = shop.graph.wait_for_sent(2, Duration::from_secs(10));
+    assert_eq!(calls[0].body["type"], "text");
+    assert_eq!(calls[1].body["type"], "image");
+    assert!(
+        calls[1].body["image"]["id"].is_string(),
+        "{}",
+        calls[1].body
+    );
+
+    // Messenger: the file at Meta's CDN URL comes in.
+    let url = shop
+        .graph
+        .add_cdn_file(b"%PDF-1.4 invoice", "application/pdf");
+    let message = samples::messenger_image(PAGE, "5005", "m_img", &url, now_ms());
+    assert_eq!(deliver(&node, "messenger", &message).0, 200);
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn an_instagram_message_lands_on_its_own_channel_and_the_reply_goes_back() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let message = samples::instagram_text(
+        IG_ACCOUNT,
+        "6192845573061201",
+        "aWdfZAG1faXRlbTox",
+        "Is the blue one back?",
+        now_ms(),
+    );
+    assert_eq!(deliver(&node, "instagram", &message).0, 200);
+    // A Messenger-shaped delivery at the Instagram webhook is refused.
+    let wrong = samples::messenger_text(PAGE, "1", "m_1", "x", now_ms());
+    assert_eq!(deliver(&node, "instagram", &wrong).0, 400);
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 1);
+    let thread = listed[0]["id"].as_str().expect("id").to_owned();
+    let shown = detail(&node, &shop.token, &thread);
+    assert_eq!(
+        shown["thread"]["route"]["handle"],
+        "instagram:6192845573061201"
+    );
+    let (status, _) = reply(&node, &shop.token, &thread, "It is!");
+    assert_eq!(status, 200);
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(calls[0].sender_id, IG_ACCOUNT);
+    assert_eq!(calls[0].recipient, "6192845573061201");
+    // Instagram reports no deliveries: the accepted send is the delivered receipt.
+    eventually("a delivered receipt", Duration::from_secs(10), || {
+        let shown = detail(&node, &shop.token, &thread);
+        (events_of_kind(&shown, "thread.receipt").len() == 1).then_some(())
+    });
+}
+
+#[test]
+fn a_rate_limited_send_is_retried_and_a_closed_window_fails_with_its_reason() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let psid = "7007";
+    let message = samples::messenger_text(PAGE, psid, "m_w1", "Hello?", now_ms());
+    assert_eq!(deliver(&node, "messenger", &message).0, 200);
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    shop.graph.rate_limit_next(1);
+    let (status, sent) = reply(&node, &shop.token, &thread, "Hi! One moment.");
+    assert_eq!(status, 200, "{sent}");
+    let reply_event = sent["event"].as_str().expect("event").to_owned();
+    // Refused once (rate limit), then sent on the retry.
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(15));
+    assert_eq!(calls[0].body["message"]["text"], "Hi! One moment.");
+
+    // Meta's clock says the window is closed (ours still open): the documented error becomes
+    // a failed receipt with the reason, and nothing is retried.
+    shop.graph.close_messenger_window(psid);
+    let (status, sent) = reply(&node, &shop.token, &thread, "Anything else?");
+    assert_eq!(status, 200, "{sent}");
+    let second = sent["event"].as_str().expect("event").to_owned();
+    let reason = eventually("a failed receipt", Duration::from_secs(10), || {
+        let shown = detail(&node, &shop.token, &thread);
+        events_of_kind(&shown, "thread.receipt")
+            .into_iter()
+            .find(|e| {
+                e["detail"]["target"] == second.as_str() && e["detail"]["receipt"] == "failed"
+            })
+            .map(|e| e["text"].as_str().unwrap_or("").to_owned())
+    });
+    assert!(reason.contains("messaging window"), "{reason}");
+    let _ = reply_event;
+}
+
+#[test]
+fn a_reply_25_hours_after_the_customers_last_message_is_refused_with_its_reason() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let message = samples::messenger_text(PAGE, "8008", "m_old", "Are you open Sunday?", now_ms());
+    assert_eq!(deliver(&node, "messenger", &message).0, 200);
+    let whatsapp = samples::whatsapp_text(
+        PHONE_ID,
+        NUMBER,
+        "4915100000009",
+        "Kim",
+        "wamid.OLD",
+        "Hello",
+        now_ms() / 1000,
+    );
+    assert_eq!(deliver(&node, "whatsapp", &whatsapp).0, 200);
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 2);
+    node.stop();
+
+    // The same node, 25 hours later.
+    let later = Node::start_wrapped(
+        &["faketime", "-f", "+25h"],
+        &shop.data,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        "threadline listening on ",
+    );
+    for thread in &listed {
+        let id = thread["id"].as_str().expect("id");
+        let shown = detail(&later, &shop.token, id);
+        let window = &shown["thread"]["reply_window"];
+        assert_eq!(window["open"], false, "{window}");
+        let channel = window["channel"].as_str().expect("channel").to_owned();
+        let (status, refused) = reply(&later, &shop.token, id, "Sorry for the wait!");
+        assert_eq!(status, 409, "{refused}");
+        assert_eq!(refused["error"]["code"], "window_closed");
+        let reason = refused["error"]["message"].as_str().expect("message");
+        assert_eq!(window["reason"], reason);
+        if channel == "whatsapp" {
+            assert!(reason.contains("template"), "{reason}");
+        } else {
+            assert!(reason.contains("24 hours"), "{reason}");
+        }
+        // Nothing was stored.
+        let after = detail(&later, &shop.token, id);
+        assert!(events_of_kind(&after, "thread.message.outbound").is_empty());
+    }
+    assert!(shop.graph.sent().is_empty());
+}
+
+#[test]
+fn a_page_with_the_human_agent_tag_answers_after_24_hours_with_it() {
+    let shop = Shop::with_human_agent(true);
+    let node = shop.start();
+    let message = samples::messenger_text(PAGE, "9009", "m_tag", "Any news on my order?", now_ms());
+    assert_eq!(deliver(&node, "messenger", &message).0, 200);
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    node.stop();
+    let later = Node::start_wrapped(
+        &["faketime", "-f", "+25h"],
+        &shop.data,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        "threadline listening on ",
+    );
+    let shown = detail(&later, &shop.token, &thread);
+    assert_eq!(shown["thread"]["reply_window"]["open"], true);
+    assert_eq!(shown["thread"]["reply_window"]["human_agent"], true);
+    let (status, _) = reply(&later, &shop.token, &thread, "It ships tomorrow.");
+    assert_eq!(status, 200);
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(calls[0].body["messaging_type"], "MESSAGE_TAG");
+    assert_eq!(calls[0].body["tag"], "HUMAN_AGENT");
+}
