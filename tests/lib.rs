@@ -117,21 +117,47 @@ impl Node {
     /// Starts `threadline <args>` (a server: a node, a standalone bridge) and waits for the
     /// line that starts with `ready` and gives its address.
     pub fn start_command(data_dir: &Path, args: &[&str], ready: &str) -> Node {
-        Node::start_wrapped(&[], data_dir, args, ready)
+        Node::start_command_with(data_dir, args, ready, &[])
     }
 
-    /// [`Node::start_command`] under a wrapper program (`["faketime", "-f", "+25h"]`: the node
-    /// lives 25 hours ahead).
-    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, args: &[&str], ready: &str) -> Node {
-        let mut command = match wrapper.split_first() {
-            Some((program, wrapper_args)) => {
-                let mut command = Command::new(program);
-                command.args(wrapper_args).arg(threadline_binary());
-                command
-            }
-            None => Command::new(threadline_binary()),
-        };
+    /// A node on loopback living `offset` ahead of the machine's clock (libfaketime's
+    /// `FAKETIME` syntax: `+25h`), preloaded into the node's own process so that stopping it
+    /// stops the node (the `faketime` program forks and would leave it running).
+    pub fn start_ahead(data_dir: &Path, offset: &str) -> Node {
+        let library = ["x86_64", "aarch64"]
+            .iter()
+            .map(|arch| {
+                PathBuf::from(format!(
+                    "/usr/lib/{arch}-linux-gnu/faketime/libfaketime.so.1"
+                ))
+            })
+            .find(|path| path.exists())
+            .expect("libfaketime is installed (scripts/test installs the faketime package)");
+        let library = library.to_str().expect("a UTF-8 path");
+        Node::start_command_with(
+            data_dir,
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+            "threadline listening on ",
+            &[("LD_PRELOAD", library), ("FAKETIME", offset)],
+        )
+    }
+
+    /// [`Node::start_command`] with extra environment variables.
+    pub fn start_command_with(
+        data_dir: &Path,
+        args: &[&str],
+        ready: &str,
+        envs: &[(&str, &str)],
+    ) -> Node {
+        let mut command = Command::new(threadline_binary());
         let mut child = command
+            .envs(envs.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)

@@ -160,6 +160,12 @@ pub enum ServerFrame {
         /// The link (`https://m.me/…?ref=<code>`, `https://wa.me/…?text=…<code>`).
         url: String,
     },
+    /// The conversation went on in another app (the visitor's continue link came back from
+    /// there): the agents' replies go to that app now, until the visitor writes here again.
+    Moved {
+        /// The app.
+        channel: ChannelKind,
+    },
     /// An agent is typing a reply.
     Typing,
     /// The email address the visitor left is recorded.
@@ -737,6 +743,11 @@ impl<L: NodeLink> Webchat<L> {
             Ok(()) => None,
             Err(err) => Some(ServerFrame::error("unavailable", err.to_string(), None)),
         }
+    }
+
+    /// Tells the visitor's open windows that the conversation continues on `channel`.
+    pub fn moved(&self, handle: &Handle, channel: ChannelKind) {
+        self.push(handle, None, &ServerFrame::Moved { channel });
     }
 
     /// Tells the visitor of `handle` that an agent is typing (if a window is open).

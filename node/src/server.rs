@@ -301,6 +301,9 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
             change = changes.recv() => match change {
                 Ok(change) if change.kind == "thread.read" => {
                     tell_read(&webchat, &ingest, change.scope, change.event);
+                }
+                Ok(change) if change.kind == "thread.hand_off" => {
+                    tell_moved(&webchat, &ingest, change.scope, change.event);
                     continue;
                 }
                 Ok(change) if change.kind != "thread.message.outbound" => continue,
@@ -455,6 +458,41 @@ fn tell_read(
     if let Some(handle) = route_handle(ingest, thread) {
         if handle.channel() == ChannelKind::Webchat {
             webchat.agent_read(&handle, up_to);
+        }
+    }
+}
+
+/// Tells a web chat visitor that their thread was handed off to another app (their continue
+/// link came back from there), from the `HandOff` event.
+fn tell_moved(
+    webchat: &Webchat<LocalLink>,
+    ingest: &crate::ingest::Ingest,
+    scope: ScopeId,
+    event: threadline_protocol::EventId,
+) {
+    let ScopeId::Thread(thread) = scope else {
+        return;
+    };
+    let Ok(Some(stored)) = ingest.store().event(&scope, &event) else {
+        return;
+    };
+    let threadline_protocol::EventKind::Thread(threadline_protocol::event::ThreadKind::HandOff {
+        channel,
+    }) = stored.signed.header.kind
+    else {
+        return;
+    };
+    if channel == ChannelKind::Webchat {
+        return;
+    }
+    // The visitor is the handle the thread was opened for.
+    let root = threadline_protocol::EventId::from_bytes(*thread.as_bytes());
+    let Ok(Some(opened)) = ingest.store().event(&scope, &root) else {
+        return;
+    };
+    if let Some(handle) = opened.content.and_then(|content| content.handle) {
+        if handle.channel() == ChannelKind::Webchat {
+            webchat.moved(&handle, channel);
         }
     }
 }

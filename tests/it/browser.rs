@@ -14,13 +14,13 @@ const BUBBLES: &str = r#"
         + i.querySelector('.tl-chat-text').textContent);
 "#;
 
-fn write(browser: &Browser, text: &str) {
+pub(crate) fn write(browser: &Browser, text: &str) {
     let input = browser.find(".tl-chat-input");
     browser.type_into(&input, text);
     browser.type_into(&input, "\u{E007}");
 }
 
-fn open_chat(browser: &Browser) {
+pub(crate) fn open_chat(browser: &Browser) {
     browser.wait_for(
         "the widget",
         "return document.querySelector('.tl-chat-launcher')",

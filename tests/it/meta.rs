@@ -177,6 +177,11 @@ fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
     );
     let (status, answer) = deliver(&node, "messenger", &first);
     assert_eq!(status, 200, "{answer}");
+    // The web chat says where the conversation went.
+    let moved = std::iter::from_fn(|| visitor.receive_within(Duration::from_secs(5)))
+        .find(|frame| frame["type"] == "moved")
+        .expect("a moved frame");
+    assert_eq!(moved["channel"], "messenger");
 
     // One conversation: the same thread and contact, now routed to Messenger.
     let listed = threads(&node, &shop.token);
@@ -251,6 +256,16 @@ fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
     for request in shop.graph.requests() {
         assert!(!request.query.contains(TOKEN), "{}", request.path);
     }
+
+    // Back on the website: writing there brings the replies back to the web chat.
+    let ack = visitor.say("m2", "I'm at my desk again");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(reply(&node, &shop.token, &thread, "Welcome back!").0, 200);
+    let answer = std::iter::from_fn(|| visitor.receive_within(Duration::from_secs(5)))
+        .find(|frame| frame["type"] == "message" && frame["from"] == "agent")
+        .expect("the reply in the web chat");
+    assert_eq!(answer["text"], "Welcome back!");
+    assert_eq!(shop.graph.sent().len(), 1, "nothing more went to Messenger");
 }
 
 #[test]
@@ -682,18 +697,7 @@ fn a_reply_25_hours_after_the_customers_last_message_is_refused_with_its_reason(
     node.stop();
 
     // The same node, 25 hours later.
-    let later = Node::start_wrapped(
-        &["faketime", "-f", "+25h"],
-        &shop.data,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-        "threadline listening on ",
-    );
+    let later = Node::start_ahead(&shop.data, "+25h");
     for thread in &listed {
         let id = thread["id"].as_str().expect("id");
         let shown = detail(&later, &shop.token, id);
@@ -728,18 +732,7 @@ fn a_page_with_the_human_agent_tag_answers_after_24_hours_with_it() {
         .expect("id")
         .to_owned();
     node.stop();
-    let later = Node::start_wrapped(
-        &["faketime", "-f", "+25h"],
-        &shop.data,
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--p2p-listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ],
-        "threadline listening on ",
-    );
+    let later = Node::start_ahead(&shop.data, "+25h");
     let shown = detail(&later, &shop.token, &thread);
     assert_eq!(shown["thread"]["reply_window"]["open"], true);
     assert_eq!(shown["thread"]["reply_window"]["human_agent"], true);
@@ -748,4 +741,69 @@ fn a_page_with_the_human_agent_tag_answers_after_24_hours_with_it() {
     let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
     assert_eq!(calls[0].body["messaging_type"], "MESSAGE_TAG");
     assert_eq!(calls[0].body["tag"], "HUMAN_AGENT");
+}
+
+#[test]
+fn the_widget_continues_on_messenger_in_a_real_browser() {
+    use crate::browser::{open_chat, write};
+    let shop = Shop::new();
+    let node = shop.start();
+    let visitor = threadline_tests::Browser::start();
+    visitor.go(&format!("{}/webchat/demo", node.base));
+    open_chat(&visitor);
+    write(&visitor, "Can I pick the tent up tomorrow?");
+    let offered = visitor.wait_for(
+        "the continue buttons",
+        "const b = [...document.querySelectorAll('.tl-chat-continue-button')]; \
+         return b.length && !document.querySelector('.tl-chat-continue').hidden \
+             ? b.map(x => x.textContent) : null",
+    );
+    let offered: Vec<String> = serde_json::from_value(offered).expect("strings");
+    assert!(
+        offered.contains(&"Continue on Messenger".to_owned())
+            && offered.contains(&"Continue on WhatsApp".to_owned()),
+        "{offered:?}"
+    );
+    visitor.click_on(".tl-chat-continue-button[data-channel=messenger]");
+    let href = visitor.wait_for(
+        "the one-time link",
+        "const a = document.querySelector('.tl-chat-continue-link'); return a && a.href",
+    );
+    let href = href.as_str().expect("a link").to_owned();
+    let code = href
+        .strip_prefix("https://m.me/shop.test?ref=")
+        .unwrap_or_else(|| panic!("an m.me link: {href}"));
+    visitor.screenshot(&threadline_tests::screenshot_dir().join("webchat-continue-link.png"));
+
+    // The visitor opens it on their phone and sends the first message as it is.
+    let first = samples::messenger_text_with_ref(
+        PAGE,
+        "7710045",
+        "m_from-browser",
+        "Hello again",
+        code,
+        now_ms(),
+    );
+    assert_eq!(deliver(&node, "messenger", &first).0, 200);
+    let said = visitor.wait_for(
+        "the widget to say where the conversation went",
+        "const m = document.querySelector('.tl-chat-continue-moved'); return m && m.textContent",
+    );
+    assert!(
+        said.as_str()
+            .is_some_and(|s| s.contains("continues on Messenger")),
+        "{said}"
+    );
+    visitor.screenshot(&threadline_tests::screenshot_dir().join("webchat-continued.png"));
+    // And the agent's reply goes to Messenger, not to the web page.
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        reply(&node, &shop.token, &thread, "See you tomorrow!").0,
+        200
+    );
+    let sent = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(sent[0].recipient, "7710045");
 }

@@ -259,6 +259,14 @@
         show(frame);
       } else if (frame.type === "continue_link") {
         showContinueLink(frame.channel, frame.url);
+      } else if (frame.type === "moved") {
+        // The link came back from the visitor's phone: say where the conversation went.
+        emailForm.hidden = true;
+        continueLinks.textContent = "";
+        continueLinks.appendChild(el("div", "tl-chat-continue-moved",
+          "This conversation continues on " + (APP_NAMES[frame.channel] || frame.channel) +
+          ". Our replies go there now; write here to have them here again."));
+        continueBar.hidden = false;
       } else if (frame.type === "email_saved") {
         emailLeft = true;
         emailForm.hidden = true;
