@@ -397,16 +397,13 @@ pub mod samples {
         text: &str,
         timestamp_ms: u64,
     ) -> Value {
-        page(
+        from_customer(
             "page",
             page_id,
+            psid,
             timestamp_ms,
-            json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "message": {"mid": mid, "text": text},
-            }),
+            "message",
+            json!({"mid": mid, "text": text}),
         )
     }
 
@@ -422,16 +419,13 @@ pub mod samples {
         referral_ref: &str,
         timestamp_ms: u64,
     ) -> Value {
-        page(
+        from_customer(
             "page",
             page_id,
+            psid,
             timestamp_ms,
-            json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "message": {"mid": mid, "text": text, "referral": shortlink(referral_ref)},
-            }),
+            "message",
+            json!({"mid": mid, "text": text, "referral": shortlink(referral_ref)}),
         )
     }
 
@@ -442,16 +436,13 @@ pub mod samples {
         referral_ref: &str,
         timestamp_ms: u64,
     ) -> Value {
-        page(
+        from_customer(
             "page",
             page_id,
+            psid,
             timestamp_ms,
-            json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "referral": shortlink(referral_ref),
-            }),
+            "referral",
+            shortlink(referral_ref),
         )
     }
 
@@ -469,17 +460,7 @@ pub mod samples {
         if let Some(referral_ref) = referral_ref {
             postback["referral"] = shortlink(referral_ref);
         }
-        page(
-            "page",
-            page_id,
-            timestamp_ms,
-            json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "postback": postback,
-            }),
-        )
+        from_customer("page", page_id, psid, timestamp_ms, "postback", postback)
     }
 
     /// A customer's image (`messages` with `attachments[{type: "image", payload: {url}}]`).
@@ -490,18 +471,15 @@ pub mod samples {
         url: &str,
         timestamp_ms: u64,
     ) -> Value {
-        page(
+        from_customer(
             "page",
             page_id,
+            psid,
             timestamp_ms,
+            "message",
             json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": timestamp_ms,
-                "message": {
-                    "mid": mid,
-                    "attachments": [{"type": "image", "payload": {"url": url}}],
-                },
+                "mid": mid,
+                "attachments": [{"type": "image", "payload": {"url": url}}],
             }),
         )
     }
@@ -534,16 +512,13 @@ pub mod samples {
     /// The customer read the Page's messages up to `watermark_ms` (`message_reads`; the event's
     /// `timestamp` is the watermark).
     pub fn messenger_read(page_id: &str, psid: &str, watermark_ms: u64) -> Value {
-        page(
+        from_customer(
             "page",
             page_id,
+            psid,
             watermark_ms,
-            json!({
-                "sender": {"id": psid},
-                "recipient": {"id": page_id},
-                "timestamp": watermark_ms,
-                "read": {"watermark": watermark_ms},
-            }),
+            "read",
+            json!({"watermark": watermark_ms}),
         )
     }
 
@@ -577,16 +552,13 @@ pub mod samples {
         text: &str,
         timestamp_ms: u64,
     ) -> Value {
-        page(
+        from_customer(
             "instagram",
             ig_account_id,
+            igsid,
             timestamp_ms,
-            json!({
-                "sender": {"id": igsid},
-                "recipient": {"id": ig_account_id},
-                "timestamp": timestamp_ms,
-                "message": {"mid": mid, "text": text},
-            }),
+            "message",
+            json!({"mid": mid, "text": text}),
         )
     }
 
@@ -729,6 +701,25 @@ pub mod samples {
     }
 
     /// A Messenger or Instagram delivery of one `messaging` event.
+    /// A delivery of one messaging event from `customer` to the account, at `timestamp_ms`,
+    /// carrying `key: value` (`message`, `postback`, `referral`, `read`).
+    fn from_customer(
+        object: &str,
+        account_id: &str,
+        customer: &str,
+        timestamp_ms: u64,
+        key: &str,
+        value: Value,
+    ) -> Value {
+        let mut event = json!({
+            "sender": {"id": customer},
+            "recipient": {"id": account_id},
+            "timestamp": timestamp_ms,
+        });
+        event[key] = value;
+        page(object, account_id, timestamp_ms, event)
+    }
+
     fn page(object: &str, account_id: &str, time_ms: u64, messaging: Value) -> Value {
         json!({
             "object": object,

@@ -14,6 +14,7 @@
 pub mod email;
 pub mod graph;
 pub mod http_link;
+pub mod instagram;
 pub mod messenger;
 pub mod sdk;
 pub mod webchat;

@@ -30,11 +30,9 @@ use crate::webhook::{
 use crate::window::ReplyWindow;
 use webhook::{Messaging, MessagingEvent, MetaApp, MetaAttachment};
 
-/// The longest text of one Messenger message (Instagram's is shorter: 1,000); a longer reply
-/// goes as several.
+/// The longest text of one Messenger message (Instagram's: [`crate::instagram::MAX_TEXT_CHARS`]);
+/// a longer reply goes as several.
 pub const MAX_TEXT_CHARS: usize = 2000;
-/// The longest text of one Instagram message.
-pub const MAX_INSTAGRAM_TEXT_CHARS: usize = 1000;
 
 /// What the Messenger (or Instagram) bridge needs to know of the page (or account).
 #[derive(Debug, Clone)]
@@ -96,7 +94,7 @@ impl<L: NodeLink> Messenger<L> {
         let name = self.settings.link_name.as_deref()?;
         Some(match self.settings.app {
             MetaApp::Messenger => format!("https://m.me/{name}?ref={}", code.as_str()),
-            MetaApp::Instagram => format!("https://ig.me/m/{name}?ref={}", code.as_str()),
+            MetaApp::Instagram => crate::instagram::continue_link(name, code),
         })
     }
 
@@ -281,7 +279,7 @@ impl<L: NodeLink> Messenger<L> {
         let graph = &self.settings.graph;
         let max = match self.settings.app {
             MetaApp::Messenger => MAX_TEXT_CHARS,
-            MetaApp::Instagram => MAX_INSTAGRAM_TEXT_CHARS,
+            MetaApp::Instagram => crate::instagram::MAX_TEXT_CHARS,
         };
         for part in split_text(&delivery.text, max) {
             let mut body = serde_json::json!({

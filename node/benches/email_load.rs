@@ -14,11 +14,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use threadline_node::{admin, clock, config::Config, server, DataDir};
+use threadline_node::config::Config;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 mod common;
-use common::{env, percentile};
+use common::{env, percentile, BenchNode};
 
 /// Reads one SMTP reply (all its lines) and returns its code.
 async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> u16 {
@@ -117,34 +117,13 @@ fn main() {
     let n_senders = env("LOAD_SENDERS", 1_000);
     let n_sessions = env("LOAD_SESSIONS", 50);
     let attachment = env("LOAD_ATTACHMENT_BYTES", 0);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = DataDir::new(tmp.path().join("data"));
-    let initialised = admin::init(&data_dir, clock::now()).expect("init");
-    let token = initialised.first_agent.token.clone();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("listen");
-    let smtp = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("listen");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let smtp_port = smtp.local_addr().expect("address").port();
-    let config = Config {
+    let node = BenchNode::start(true, |loopback| Config {
         email_address: Some("support@shop.test".to_owned()),
-        ..Config::loopback(listener.local_addr().expect("address"))
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let data_dir = data_dir.clone();
-        runtime.spawn(async move {
-            server::run_with(&data_dir, &config, listener, Some(smtp), async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node runs");
-        })
-    };
+        ..loopback
+    });
+    let (base, token) = (node.base.clone(), node.token.clone());
+    let smtp_port = node.smtp_port.expect("an SMTP listener");
+    let runtime = &node.runtime;
 
     // Spread the mails over the sessions; each customer's mails in order within a session.
     let mut per_session: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_sessions];
@@ -234,6 +213,5 @@ fn main() {
         "checked: {total} mails on {} threads, each once, each on its sender's thread",
         threads.len()
     );
-    let _ = stop.send(());
-    runtime.block_on(server).expect("server");
+    node.stop();
 }

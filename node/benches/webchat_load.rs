@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{json, Value};
-use threadline_node::{admin, clock, config::Config, server, DataDir};
+use threadline_node::config::Config;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{env, percentile};
+use common::{env, percentile, BenchNode};
 
 /// When things happened, by key, to join the two ends of each latency.
 #[derive(Default)]
@@ -72,33 +72,14 @@ fn main() {
     let n_visitors = env("LOAD_VISITORS", 500);
     let n_messages = env("LOAD_MESSAGES", 10);
     let n_agents = env("LOAD_AGENTS", 8);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = DataDir::new(tmp.path().join("data"));
-    let initialised = admin::init(&data_dir, clock::now()).expect("init");
-    let token = initialised.first_agent.token.clone();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("listen");
-    let address = listener.local_addr().expect("address");
-    let base = format!("http://{address}");
-    let config = Config {
+    let node = BenchNode::start(false, |loopback| Config {
         webchat_builtin: true,
         // Every visitor comes from 127.0.0.1 here.
         webchat_connections_per_minute: 1_000_000,
-        ..Config::loopback(address)
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let data_dir = data_dir.clone();
-        runtime.spawn(async move {
-            server::run(&data_dir, &config, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node runs");
-        })
-    };
+        ..loopback
+    });
+    let (address, base, token) = (node.address, node.base.clone(), node.token.clone());
+    let runtime = &node.runtime;
     let clocks = Arc::new(Clocks::default());
 
     // Agents: one reader of the live stream hands each new inbound message to a reply worker.
@@ -268,8 +249,7 @@ fn main() {
             checked += 1;
         }
     });
-    let _ = stop.send(());
-    runtime.block_on(server).expect("node stops");
+    node.stop();
 
     let total = n_visitors * n_messages;
     let to_agent = clocks.visitor_sent.latencies(&clocks.agent_saw);

@@ -15,14 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use threadline_bridges::webhook::AppSecret;
-use threadline_node::{
-    admin, clock,
-    config::{Config, MetaConfig},
-    server, DataDir,
-};
+use threadline_node::config::{Config, MetaConfig};
 
 mod common;
-use common::{env, percentile};
+use common::{env, percentile, BenchNode};
 
 const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
@@ -58,17 +54,7 @@ fn main() {
     let n_deliveries = env("LOAD_DELIVERIES", 10_000);
     let n_senders = env("LOAD_SENDERS", 16);
     let n_customers = env("LOAD_CUSTOMERS", 1_000);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data_dir = DataDir::new(tmp.path().join("data"));
-    let initialised = admin::init(&data_dir, clock::now()).expect("init");
-    let token = initialised.first_agent.token.clone();
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("listen");
-    let address = listener.local_addr().expect("address");
-    let base = format!("http://{address}");
-    let config = Config {
+    let node = BenchNode::start(false, |loopback| Config {
         whatsapp: Some(MetaConfig {
             account_id: PHONE_ID.to_owned(),
             link_name: None,
@@ -80,19 +66,9 @@ fn main() {
             graph_url: "http://127.0.0.1:9".to_owned(),
             graph_version: "v21.0".to_owned(),
         }),
-        ..Config::loopback(address)
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let data_dir = data_dir.clone();
-        runtime.spawn(async move {
-            server::run(&data_dir, &config, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node runs");
-        })
-    };
+        ..loopback
+    });
+    let (base, token) = (node.base.clone(), node.token.clone());
     std::thread::sleep(Duration::from_millis(300));
 
     // The deliveries: each customer's messages in order, then one in five sent again.
@@ -186,8 +162,7 @@ fn main() {
         }
     }
     assert_eq!(stored, unique, "every message stored exactly once");
-    let _ = stop.send(());
-    runtime.block_on(server).expect("node stops");
+    node.stop();
 
     let mut latencies = Arc::try_unwrap(latencies)
         .expect("senders done")

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use threadline_bridges::sdk::{Bridge, BridgeIdentity};
 use threadline_bridges::webchat::{RateLimit, Webchat};
+use threadline_protocol::event::ThreadKind;
 use threadline_protocol::{channel::Handle, ChannelKind, ScopeId, ThreadId};
 use tracing::warn;
 
@@ -443,16 +444,7 @@ fn tell_read(
     scope: ScopeId,
     event: threadline_protocol::EventId,
 ) {
-    let ScopeId::Thread(thread) = scope else {
-        return;
-    };
-    let Ok(Some(stored)) = ingest.store().event(&scope, &event) else {
-        return;
-    };
-    let threadline_protocol::EventKind::Thread(threadline_protocol::event::ThreadKind::Read {
-        up_to,
-    }) = stored.signed.header.kind
-    else {
+    let Some((thread, ThreadKind::Read { up_to })) = thread_event(ingest, scope, event) else {
         return;
     };
     if let Some(handle) = route_handle(ingest, thread) {
@@ -470,16 +462,7 @@ fn tell_moved(
     scope: ScopeId,
     event: threadline_protocol::EventId,
 ) {
-    let ScopeId::Thread(thread) = scope else {
-        return;
-    };
-    let Ok(Some(stored)) = ingest.store().event(&scope, &event) else {
-        return;
-    };
-    let threadline_protocol::EventKind::Thread(threadline_protocol::event::ThreadKind::HandOff {
-        channel,
-    }) = stored.signed.header.kind
-    else {
+    let Some((thread, ThreadKind::HandOff { channel })) = thread_event(ingest, scope, event) else {
         return;
     };
     if channel == ChannelKind::Webchat {
@@ -494,6 +477,22 @@ fn tell_moved(
         if handle.channel() == ChannelKind::Webchat {
             webchat.moved(&handle, channel);
         }
+    }
+}
+
+/// The thread and kind of a stored thread event (`None` for another scope, or if it is gone).
+fn thread_event(
+    ingest: &crate::ingest::Ingest,
+    scope: ScopeId,
+    event: threadline_protocol::EventId,
+) -> Option<(ThreadId, ThreadKind)> {
+    let ScopeId::Thread(thread) = scope else {
+        return None;
+    };
+    let stored = ingest.store().event(&scope, &event).ok()??;
+    match stored.signed.header.kind {
+        threadline_protocol::EventKind::Thread(kind) => Some((thread, kind)),
+        _ => None,
     }
 }
 

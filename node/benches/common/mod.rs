@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use threadline_node::config::Config;
 use threadline_node::ingest::LiveEvent;
+use threadline_node::{admin, clock, server, DataDir};
 use threadline_protocol::EventId;
 use tokio::sync::broadcast;
 
@@ -51,4 +53,70 @@ pub fn watch_live(
         }
         latencies
     })
+}
+
+/// A node in this process, on a fresh data folder, with its API on a loopback port.
+#[allow(dead_code)] // Not every bench starts a node.
+pub struct BenchNode {
+    /// The runtime the node runs on (for the bench's own async work too).
+    pub runtime: tokio::runtime::Runtime,
+    /// The API's address.
+    pub address: std::net::SocketAddr,
+    /// `http://<address>`.
+    pub base: String,
+    /// The first agent's token.
+    pub token: String,
+    /// The email bridge's SMTP port, when started with one.
+    pub smtp_port: Option<u16>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl BenchNode {
+    /// Starts a node whose config is `configure` applied to [`Config::loopback`], with an SMTP
+    /// listener for the email bridge when `smtp`.
+    pub fn start(smtp: bool, configure: impl FnOnce(Config) -> Config) -> BenchNode {
+        let data = tempfile::tempdir().expect("tempdir");
+        let data_dir = DataDir::new(data.path().join("data"));
+        let initialised = admin::init(&data_dir, clock::now()).expect("init");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let bind = || {
+            runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("listen")
+        };
+        let listener = bind();
+        let smtp = smtp.then(bind);
+        let address = listener.local_addr().expect("address");
+        let smtp_port = smtp
+            .as_ref()
+            .map(|smtp| smtp.local_addr().expect("address").port());
+        let config = configure(Config::loopback(address));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(async move {
+            server::run_with(&data_dir, &config, listener, smtp, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("node runs");
+        });
+        BenchNode {
+            runtime,
+            address,
+            base: format!("http://{address}"),
+            token: initialised.first_agent.token.clone(),
+            smtp_port,
+            stop,
+            server,
+            _data: data,
+        }
+    }
+
+    /// Stops the node and waits until it has.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        self.runtime.block_on(self.server).expect("node stops");
+    }
 }

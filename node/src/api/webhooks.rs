@@ -15,6 +15,7 @@ use axum::{
     routing::get,
     Router,
 };
+use threadline_bridges::instagram::Instagram;
 use threadline_bridges::messenger::Messenger;
 use threadline_bridges::sdk::NodeLink;
 use threadline_bridges::webhook::{
@@ -31,7 +32,7 @@ pub struct MetaBridges<L> {
     /// Messenger.
     pub messenger: Option<Arc<Messenger<L>>>,
     /// Instagram.
-    pub instagram: Option<Arc<Messenger<L>>>,
+    pub instagram: Option<Arc<Instagram<L>>>,
 }
 
 impl<L> Default for MetaBridges<L> {
