@@ -19,8 +19,10 @@ pub enum Domain {
     EventId,
     /// Hash of an event's content (the `v1` fields).
     Content,
-    /// Hash of an event's content with a subject or an original (all fields).
+    /// Hash of an event's content with a subject or an original (the `v2` fields).
     ContentV2,
+    /// Hash of an event's content with a message template (all fields).
+    ContentV3,
     /// Hash of a thread's derived state.
     ThreadState,
     /// Hash of a directory's derived state.
@@ -38,6 +40,7 @@ impl Domain {
             Domain::EventId => "threadline/event-id/v1",
             Domain::Content => "threadline/content/v1",
             Domain::ContentV2 => "threadline/content/v2",
+            Domain::ContentV3 => "threadline/content/v3",
             Domain::ThreadState => "threadline/thread-state/v1",
             Domain::DirectoryState => "threadline/directory-state/v1",
             Domain::SyncDigest => "threadline/sync-digest/v1",

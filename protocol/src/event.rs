@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use content::{Attachment, Content};
+pub use content::{Attachment, Content, Template};
 pub use kind::{Direction, DirectoryKind, EventKind, ReceiptKind, Status, ThreadKind};
 
 use crate::codec::{self, DecodeError, EncodeError};
@@ -550,6 +550,27 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
             kind: name,
             reason: "only messages have a subject or an original",
         });
+    }
+    if let Some(template) = &content.template {
+        let outbound = matches!(
+            kind,
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound
+            })
+        );
+        if !outbound {
+            return Err(VerifyError::BadContent {
+                kind: name,
+                reason: "only a reply goes as a message template",
+            });
+        }
+        if template.parameters.len() > crate::limits::MAX_TEMPLATE_PARAMETERS {
+            return Err(VerifyError::TooLarge {
+                what: "template parameters",
+                len: template.parameters.len(),
+                max: crate::limits::MAX_TEMPLATE_PARAMETERS,
+            });
+        }
     }
     let handle_on = |channel| match &content.handle {
         Some(handle) if handle.channel() == channel => Ok(()),

@@ -22,6 +22,11 @@ pub const MAX_SHORT_STRING_BYTES: usize = 256;
 /// Length of a message's subject, in bytes. RFC 5322 lines stop at 998 characters; a
 /// folded subject can be longer, and bridges cut it to fit at a character boundary.
 pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// Values of one message template's placeholders.
+pub const MAX_TEMPLATE_PARAMETERS: usize = 32;
+/// Length of one template placeholder's value, in bytes (WhatsApp takes 1,024 characters in a
+/// template's body).
+pub const MAX_TEMPLATE_PARAMETER_BYTES: usize = 1024;
 /// Length of a handle's address, in bytes (an email address is at most 254).
 pub const MAX_HANDLE_BYTES: usize = 320;
 /// How far in the future an event's author time may be, compared with the receiver's clock,

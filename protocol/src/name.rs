@@ -1,9 +1,9 @@
 //! Short validated strings that appear in signed headers or content: labels, attribute keys,
-//! external message ids, attachment metadata, subjects.
+//! external message ids, attachment metadata, subjects, message templates.
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::limits::{MAX_SHORT_STRING_BYTES, MAX_SUBJECT_BYTES};
+use crate::limits::{MAX_SHORT_STRING_BYTES, MAX_SUBJECT_BYTES, MAX_TEMPLATE_PARAMETER_BYTES};
 
 /// A short string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,6 +120,20 @@ short_string!(
     /// [`MAX_SUBJECT_BYTES`], on one line.
     Subject,
     MAX_SUBJECT_BYTES
+);
+short_string!(
+    /// The name of a message template the app approved (WhatsApp's `order_update`).
+    TemplateName
+);
+short_string!(
+    /// The language of a message template, as the app names it (`en_US`, `pt_BR`).
+    TemplateLanguage
+);
+short_string!(
+    /// A value put into a message template's placeholder (`{{1}}`): one line, at most
+    /// [`MAX_TEMPLATE_PARAMETER_BYTES`].
+    TemplateParameter,
+    MAX_TEMPLATE_PARAMETER_BYTES
 );
 
 #[cfg(test)]

@@ -6,15 +6,18 @@ use crate::channel::Handle;
 use crate::codec::{self, EncodeError};
 use crate::digest::{self, Domain};
 use crate::id::{BlobHash, ContentHash};
-use crate::name::{AttachmentMeta, ExternalId, Subject};
+use crate::name::{
+    AttachmentMeta, ExternalId, Subject, TemplateLanguage, TemplateName, TemplateParameter,
+};
 
 /// The erasable part of an event, stored beside its header and checked against the header's
 /// content hash. Erasure deletes it and keeps the header.
 ///
-/// Content has two encodings (docs/PROTOCOL.md §3): the first four fields alone (`v1`, what
-/// every content without a subject or an original is written as, byte for byte as before
-/// those fields existed), or all six (`v2`). [`Content::hash`] and the event's wire form pick
-/// the one that fits, so one value still has exactly one encoding.
+/// Content has three encodings (docs/PROTOCOL.md §4.1): the first four fields alone (`v1`,
+/// what every content without a subject, an original or a template is written as, byte for
+/// byte as before those fields existed), the first six (`v2`: a subject or an original, no
+/// template), or all seven (`v3`: a template). [`Content::hash`] and the event's wire form
+/// pick the one that fits, so one value still has exactly one encoding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Content {
@@ -31,6 +34,38 @@ pub struct Content {
     /// The message exactly as the app delivered it (a mail's raw bytes), kept so that nothing
     /// the customer sent is ever unrecoverable from the faithful view above.
     pub original: Option<Attachment>,
+    /// For a reply that must go as a message template the app approved (WhatsApp outside its
+    /// 24-hour window): which template, in which language, with what in its placeholders.
+    pub template: Option<Template>,
+}
+
+/// A message template the app approved, filled in: what a business may send where a free
+/// message is not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Template {
+    /// The template's name.
+    pub name: TemplateName,
+    /// The language it was approved in.
+    pub language: TemplateLanguage,
+    /// The values of its body's placeholders, `{{1}}` first; at most
+    /// [`MAX_TEMPLATE_PARAMETERS`](crate::limits::MAX_TEMPLATE_PARAMETERS).
+    pub parameters: Vec<TemplateParameter>,
+}
+
+impl Template {
+    /// A filled-in template.
+    pub fn new(
+        name: TemplateName,
+        language: TemplateLanguage,
+        parameters: Vec<TemplateParameter>,
+    ) -> Self {
+        Template {
+            name,
+            language,
+            parameters,
+        }
+    }
 }
 
 /// A file attached to a message, stored as a content-addressed blob.
@@ -103,18 +138,26 @@ impl Content {
         self
     }
 
+    /// Sets the message template.
+    pub fn with_template(mut self, template: Template) -> Self {
+        self.template = Some(template);
+        self
+    }
+
     /// Every blob the content refers to: its attachments, then its original.
     pub fn blobs(&self) -> impl Iterator<Item = &Attachment> {
         self.attachments.iter().chain(self.original.as_ref())
     }
 
     /// The hash the header carries: SHA-256 over `threadline/content/v1 || 0x00 ||
-    /// encode(v1 fields)`, or, for content with a subject or an original,
-    /// `threadline/content/v2 || 0x00 || encode(all fields)`.
+    /// encode(v1 fields)`; for content with a subject or an original and no template,
+    /// `threadline/content/v2 || 0x00 || encode(v2 fields)`; for content with a template,
+    /// `threadline/content/v3 || 0x00 || encode(all fields)`.
     pub fn hash(&self) -> Result<ContentHash, EncodeError> {
         let domain = match self.wire() {
             Wire::V1(_) => Domain::Content,
             Wire::V2(_) => Domain::ContentV2,
+            Wire::V3(_) => Domain::ContentV3,
         };
         Ok(ContentHash::from_bytes(digest::sha256(
             domain,
@@ -122,15 +165,28 @@ impl Content {
         )))
     }
 
-    /// The canonical bytes the hash is taken over: `encode(ContentV1)` or `encode(ContentV2)`.
+    /// The canonical bytes the hash is taken over: `encode(ContentV1)`, `encode(ContentV2)`
+    /// or `encode(ContentV3)`.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         match self.wire() {
             Wire::V1(v1) => codec::encode(&v1),
             Wire::V2(v2) => codec::encode(&v2),
+            Wire::V3(v3) => codec::encode(&v3),
         }
     }
 
     fn wire(&self) -> Wire<'_> {
+        if self.template.is_some() {
+            return Wire::V3(V3 {
+                text: &self.text,
+                attachments: &self.attachments,
+                external_id: &self.external_id,
+                handle: &self.handle,
+                subject: &self.subject,
+                original: &self.original,
+                template: &self.template,
+            });
+        }
         if self.subject.is_none() && self.original.is_none() {
             Wire::V1(V1 {
                 text: &self.text,
@@ -160,7 +216,7 @@ struct V1<'a> {
     handle: &'a Option<Handle>,
 }
 
-/// All fields, in order: the `v1` fields, then the subject and the original.
+/// The `v2` fields, in order: the `v1` fields, then the subject and the original.
 #[derive(Serialize)]
 struct V2<'a> {
     text: &'a String,
@@ -171,9 +227,22 @@ struct V2<'a> {
     original: &'a Option<Attachment>,
 }
 
+/// All fields, in order: the `v2` fields, then the template (always `Some` in `v3`).
+#[derive(Serialize)]
+struct V3<'a> {
+    text: &'a String,
+    attachments: &'a Vec<Attachment>,
+    external_id: &'a Option<ExternalId>,
+    handle: &'a Option<Handle>,
+    subject: &'a Option<Subject>,
+    original: &'a Option<Attachment>,
+    template: &'a Option<Template>,
+}
+
 enum Wire<'a> {
     V1(V1<'a>),
     V2(V2<'a>),
+    V3(V3<'a>),
 }
 
 /// The owned `v1` fields, for decoding.
@@ -185,8 +254,7 @@ struct OwnedV1 {
     handle: Option<Handle>,
 }
 
-/// All fields, owned, for decoding. The binary form always has all six; the human-readable
-/// one may leave out the subject and the original.
+/// The `v2` fields, owned, for decoding. The binary form always has all six.
 #[derive(Deserialize)]
 struct OwnedV2 {
     text: String,
@@ -199,6 +267,22 @@ struct OwnedV2 {
     original: Option<Attachment>,
 }
 
+/// All fields, owned, for decoding. The binary form always has all seven; the human-readable
+/// one may leave out the subject, the original and the template.
+#[derive(Deserialize)]
+struct OwnedV3 {
+    text: String,
+    attachments: Vec<Attachment>,
+    external_id: Option<ExternalId>,
+    handle: Option<Handle>,
+    #[serde(default)]
+    subject: Option<Subject>,
+    #[serde(default)]
+    original: Option<Attachment>,
+    #[serde(default)]
+    template: Option<Template>,
+}
+
 impl From<OwnedV1> for Content {
     fn from(v1: OwnedV1) -> Self {
         Content {
@@ -208,6 +292,7 @@ impl From<OwnedV1> for Content {
             handle: v1.handle,
             subject: None,
             original: None,
+            template: None,
         }
     }
 }
@@ -221,25 +306,41 @@ impl From<OwnedV2> for Content {
             handle: v2.handle,
             subject: v2.subject,
             original: v2.original,
+            template: None,
+        }
+    }
+}
+
+impl From<OwnedV3> for Content {
+    fn from(v3: OwnedV3) -> Self {
+        Content {
+            text: v3.text,
+            attachments: v3.attachments,
+            external_id: v3.external_id,
+            handle: v3.handle,
+            subject: v3.subject,
+            original: v3.original,
+            template: v3.template,
         }
     }
 }
 
 /// An event's `content` as it travels and is stored: tag 0 for none, 1 and the `v1` fields,
-/// or 2 and all fields. Tags 0 and 1 are the bytes `Option<v1>` always had, so events written
-/// before subjects and originals existed read back, and hash, unchanged. Content whose subject
-/// and original are both absent is always written with tag 1; tag 2 with neither is refused
-/// as non-canonical.
+/// 2 and the `v2` fields, or 3 and all fields. Tags 0 and 1 are the bytes `Option<v1>` always
+/// had, so events written before subjects, originals and templates existed read back, and
+/// hash, unchanged. Each content is written with the lowest tag that holds it; a higher tag
+/// whose extra fields are all absent is refused as non-canonical.
 pub(crate) mod wire {
     use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Content, OwnedV1, OwnedV2, Wire, V1, V2};
+    use super::{Content, OwnedV1, OwnedV2, OwnedV3, Wire, V1, V2, V3};
 
     #[derive(Serialize)]
     enum Tagged<'a> {
         None,
         V1(V1<'a>),
         V2(V2<'a>),
+        V3(V3<'a>),
     }
 
     #[derive(Deserialize)]
@@ -247,6 +348,7 @@ pub(crate) mod wire {
         None,
         V1(OwnedV1),
         V2(OwnedV2),
+        V3(OwnedV3),
     }
 
     pub(crate) fn serialize<S: Serializer>(
@@ -260,12 +362,14 @@ pub(crate) mod wire {
                 None => serializer.serialize_none(),
                 Some(Wire::V1(v1)) => serializer.serialize_some(&v1),
                 Some(Wire::V2(v2)) => serializer.serialize_some(&v2),
+                Some(Wire::V3(v3)) => serializer.serialize_some(&v3),
             };
         }
         match content.as_ref().map(Content::wire) {
             None => Tagged::None,
             Some(Wire::V1(v1)) => Tagged::V1(v1),
             Some(Wire::V2(v2)) => Tagged::V2(v2),
+            Some(Wire::V3(v3)) => Tagged::V3(v3),
         }
         .serialize(serializer)
     }
@@ -274,7 +378,7 @@ pub(crate) mod wire {
         deserializer: D,
     ) -> Result<Option<Content>, D::Error> {
         if deserializer.is_human_readable() {
-            return Ok(Option::<OwnedV2>::deserialize(deserializer)?.map(Content::from));
+            return Ok(Option::<OwnedV3>::deserialize(deserializer)?.map(Content::from));
         }
         Ok(match OwnedTagged::deserialize(deserializer)? {
             OwnedTagged::None => None,
@@ -285,6 +389,12 @@ pub(crate) mod wire {
                 ));
             }
             OwnedTagged::V2(v2) => Some(v2.into()),
+            OwnedTagged::V3(v3) if v3.template.is_none() => {
+                return Err(de::Error::custom(
+                    "v3 content without a template must be written as v1 or v2",
+                ));
+            }
+            OwnedTagged::V3(v3) => Some(v3.into()),
         })
     }
 }

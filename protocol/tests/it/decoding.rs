@@ -270,3 +270,101 @@ fn content_v2_is_canonical_and_only_on_messages() {
         Err(VerifyError::BadContent { .. })
     ));
 }
+
+/// Content V3 (a message template) is tag 3; a V3 without a template is refused as
+/// non-canonical, and only a reply may go as a template.
+#[test]
+fn content_v3_is_canonical_and_only_on_replies() {
+    use threadline_protocol::{
+        event::{Direction, Template, VerifyError},
+        name::{TemplateLanguage, TemplateName, TemplateParameter},
+        ChannelKind,
+    };
+    let note = sample_event();
+    let v1 = note.to_bytes().expect("encodes");
+    let v1_content = note.content.clone().expect("content").to_bytes().expect("encodes");
+    let tag_at = v1.len() - v1_content.len() - 1;
+    // Tag 3 with the V1 fields, no subject, no original and no template.
+    let mut forged = v1.clone();
+    forged[tag_at] = 3;
+    forged.extend_from_slice(&[0, 0, 0]);
+    assert!(
+        matches!(Event::from_bytes(&forged), Err(DecodeError::Invalid { .. })),
+        "{:?}",
+        Event::from_bytes(&forged)
+    );
+
+    let template = Template::new(
+        TemplateName::new("order_update").expect("valid"),
+        TemplateLanguage::new("en_US").expect("valid"),
+        vec![TemplateParameter::new("Ann").expect("valid")],
+    );
+    let world = World::new();
+    let thread = world.open_thread();
+    let reply = sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound,
+            }),
+            Some(world.agent),
+            Some(Content::default().with_template(template.clone())),
+        ),
+    );
+    let bytes = reply.to_bytes().expect("encodes");
+    let back = Event::from_bytes(&bytes).expect("decodes");
+    assert_eq!(back, reply);
+    let verified = back.verify().expect("verifies");
+    let content = verified.content().expect("content");
+    assert_eq!(content.template.as_ref(), Some(&template));
+    // Its hash is over V3, in its own domain.
+    let mut stripped = content.clone();
+    stripped.template = None;
+    assert_ne!(stripped.hash(), content.hash());
+
+    // A customer's message never carries a template.
+    let inbound = sign_unverified(
+        &world.bridge_email,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Email,
+                },
+            }),
+            None,
+            Some(
+                Content::text("hi")
+                    .with_handle(crate::fixtures::handle("email:ann@example.com"))
+                    .with_template(template.clone()),
+            ),
+        ),
+    );
+    assert!(matches!(
+        inbound.verify(),
+        Err(VerifyError::BadContent { .. })
+    ));
+
+    // Nor more than 32 placeholders' values.
+    let crowded = Template::new(
+        TemplateName::new("order_update").expect("valid"),
+        TemplateLanguage::new("en_US").expect("valid"),
+        vec![TemplateParameter::new("x").expect("valid"); 33],
+    );
+    let too_many = sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound,
+            }),
+            Some(world.agent),
+            Some(Content::default().with_template(crowded)),
+        ),
+    );
+    assert!(matches!(
+        too_many.verify(),
+        Err(VerifyError::TooLarge { .. })
+    ));
+}

@@ -12,10 +12,13 @@ use threadline_protocol::{
     codec,
     event::{
         Attachment, Content, Direction, DirectoryKind, Draft, EventKind, ReceiptKind, Scope,
-        Status, ThreadKind,
+        Status, Template, ThreadKind,
     },
     id::BlobHash,
-    name::{AttachmentMeta, AttributeKey, ExternalId, Label, Subject},
+    name::{
+        AttachmentMeta, AttributeKey, ExternalId, Label, Subject, TemplateLanguage, TemplateName,
+        TemplateParameter,
+    },
     sync::{heads_digest, ScopeSummary, SyncMessage},
     AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
 };
@@ -312,6 +315,23 @@ fn vectors() -> Vec<Vector> {
                     ),
             ),
         ),
+        // Content V3 (tag 3): a WhatsApp reply as an approved template, outside the window.
+        (
+            "thread.message.outbound",
+            node_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Outbound,
+            })
+            .with_agent(agent)
+            .with_content(Content::default().with_template(Template::new(
+                TemplateName::new("order_update").expect("valid"),
+                TemplateLanguage::new("en_US").expect("valid"),
+                vec![
+                    TemplateParameter::new("Ann").expect("valid"),
+                    TemplateParameter::new("1077").expect("valid"),
+                ],
+            ))),
+        ),
     ];
     drafts
         .drain(..)
@@ -537,7 +557,7 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, and
-    // an inbound message with content V2, one on Instagram.
-    assert_eq!(kinds.len(), 27);
+    // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, an
+    // inbound message with content V2, one on Instagram, and a reply with content V3.
+    assert_eq!(kinds.len(), 28);
 }
