@@ -294,6 +294,16 @@ impl GraphStandin {
             .insert(recipient.to_owned());
     }
 
+    /// Approves a WhatsApp message template `name` in `language` whose body has `placeholders`
+    /// variables (`{{1}}` …). A template message naming any other gets Meta's 132001 (HTTP 404),
+    /// one with another number of body values 132000.
+    pub fn approve_whatsapp_template(&self, name: &str, language: &str, placeholders: usize) {
+        self.shared
+            .lock()
+            .templates
+            .insert((name.to_owned(), language.to_owned()), placeholders);
+    }
+
     /// Undoes [`GraphStandin::close_messenger_window`] (the customer wrote again).
     pub fn open_messenger_window(&self, recipient: &str) {
         self.shared.lock().closed_windows.remove(recipient);
@@ -790,6 +800,8 @@ struct State {
     cdn: HashMap<String, StoredFile>,
     instagram_accounts: HashSet<String>,
     closed_windows: HashSet<String>,
+    /// Approved WhatsApp templates: `(name, language code)` → placeholders in the body.
+    templates: HashMap<(String, String), usize>,
     rate_limited: usize,
     me: Option<String>,
 }
@@ -1651,6 +1663,7 @@ fn whatsapp_send(
                     "The parameter template['language']['code'] is required.",
                 ));
             }
+            check_template(&state, template)?;
         }
         "reaction" => {
             let reaction = params.get("reaction").ok_or_else(|| {
@@ -1715,6 +1728,58 @@ fn whatsapp_send(
         message_id,
     });
     Ok(Answer::json(200, &answer))
+}
+
+/// A template message's template against the approved ones: 132001 (HTTP 404) for a name and
+/// language that were never approved, 132000 when the body's values do not match its
+/// placeholders, 131009 for a value that is not `{"type": "text", "text": "<non-empty>"}`.
+fn check_template(state: &State, template: &Value) -> Result<(), GraphError> {
+    let name = template["name"].as_str().unwrap_or_default();
+    let language = template["language"]["code"].as_str().unwrap_or_default();
+    let Some(&expected) = state.templates.get(&(name.to_owned(), language.to_owned())) else {
+        return Err(GraphError {
+            status: 404,
+            ..GraphError::whatsapp(
+                132_001,
+                "Template name does not exist in the translation",
+                format!("template name ({name}) does not exist in {language}"),
+            )
+        });
+    };
+    let mut values = Vec::new();
+    if let Some(components) = template.get("components") {
+        let Some(components) = components.as_array() else {
+            return Err(GraphError::whatsapp_invalid(
+                "Param template['components'] must be an array.",
+            ));
+        };
+        for component in components.iter().filter(|c| c["type"] == "body") {
+            values.extend(
+                component["parameters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if values.len() != expected {
+        return Err(GraphError::whatsapp(
+            132_000,
+            "Number of parameters does not match the expected number of params",
+            format!(
+                "body: number of localizable_params ({}) does not match the expected number of params ({expected})",
+                values.len()
+            ),
+        ));
+    }
+    for value in &values {
+        if value["type"] != "text" || value["text"].as_str().is_none_or(str::is_empty) {
+            return Err(GraphError::whatsapp_invalid(format!(
+                "Param template['components'][0]['parameters'] must be text values - got {value}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /{phone-number-id}/media`: multipart `messaging_product`, `type` and `file`.

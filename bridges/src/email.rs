@@ -1137,6 +1137,7 @@ mod tests {
             handle: "email:alice@example.test".parse().expect("handle"),
             text: "Use <b>code</b> & \"SAVE10\"".to_owned(),
             attachments: Vec::new(),
+            template: None,
         };
         let history = vec![crate::sdk::ThreadMessage {
             event: threadline_protocol::EventId::from_bytes([4; 32]),

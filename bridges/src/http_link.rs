@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use threadline_protocol::{
     channel::Handle,
-    event::{Attachment, ReceiptKind},
+    event::{Attachment, ReceiptKind, Template},
     id::BlobHash,
     limits::MAX_BLOB_BYTES,
     Event, EventId, ThreadId, Timestamp,
@@ -133,6 +133,15 @@ fn attachments(value: &Value) -> Result<Vec<Attachment>, LinkError> {
         Value::Null => Ok(Vec::new()),
         list => serde_json::from_value(list.clone())
             .map_err(|err| LinkError::Unavailable(format!("unreadable attachments: {err}"))),
+    }
+}
+
+fn template(value: &Value) -> Result<Option<Template>, LinkError> {
+    match &value["template"] {
+        Value::Null => Ok(None),
+        template => serde_json::from_value(template.clone())
+            .map(Some)
+            .map_err(|err| LinkError::Unavailable(format!("unreadable template: {err}"))),
     }
 }
 
@@ -269,6 +278,7 @@ impl NodeLink for HttpLink {
                     handle: field(d, "handle")?,
                     text: d["text"].as_str().unwrap_or_default().to_owned(),
                     attachments: attachments(d)?,
+                    template: template(d)?,
                 })
             })
             .collect()

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use threadline_protocol::{
     channel::{ChannelKind, Handle},
-    event::{Attachment, Content, Draft, EventKind, ReceiptKind, Scope, ThreadKind},
+    event::{Attachment, Content, Draft, EventKind, ReceiptKind, Scope, Template, ThreadKind},
     id::BlobHash,
     limits::{MAX_ATTACHMENTS, MAX_SHORT_STRING_BYTES, MAX_SUBJECT_BYTES},
     name::{AttachmentMeta, ExternalId, Subject},
@@ -304,6 +304,8 @@ pub struct Delivery {
     pub text: String,
     /// Files the agent attached (their bytes: [`NodeLink::blob`]).
     pub attachments: Vec<Attachment>,
+    /// The approved message template to send instead of text (WhatsApp outside its window).
+    pub template: Option<Template>,
 }
 
 /// One message of a customer's conversation on one handle, as the customer may see it.
@@ -766,7 +768,18 @@ impl<L: NodeLink> Bridge<L> {
                 delivery.event,
                 delivery.depth,
             );
-            let receipt = match send(delivery).await {
+            // A template goes only where the app has templates (the route may have moved since
+            // the agent wrote it); elsewhere it fails at once, with what to do instead.
+            let sent = match &delivery.template {
+                Some(template) if !self.identity.channel.has_message_templates() => {
+                    Err(SendError::Permanent(format!(
+                        "the message template `{}` was not sent: {} has no message templates; write a reply instead",
+                        template.name, self.identity.channel
+                    )))
+                }
+                _ => send(delivery).await,
+            };
+            let receipt = match sent {
                 Ok(Sent::Delivered) => Some((ReceiptKind::Delivered, None)),
                 Ok(Sent::Accepted) => None,
                 Err(SendError::Permanent(reason)) => Some((ReceiptKind::Failed, Some(reason))),

@@ -10,11 +10,15 @@
 //!   `biz_opaque_callback_data`). The delivery is answered `200` once all of it is durable.
 //! - **Out**: replies go to `/{phone-number-id}/messages`, files uploaded first to
 //!   `/{phone-number-id}/media`, only inside the 24-hour window (see [`crate::window`]);
-//!   outside it a reply fails at once with the reason and what works instead.
+//!   outside it a reply fails at once with the reason and what works instead. A reply that is
+//!   an approved template ([`Template`]) goes whatever the window, as a `template` message.
 
 pub mod webhook;
 
-use threadline_protocol::{event::ReceiptKind, ChannelKind, EventId, Handle};
+use threadline_protocol::{
+    event::{ReceiptKind, Template},
+    ChannelKind, EventId, Handle,
+};
 
 use crate::graph::{GraphApi, Upload};
 use crate::sdk::{
@@ -31,6 +35,48 @@ use webhook::{InboundWhatsapp, StatusUpdate, WhatsappBody, WhatsappEvent};
 
 /// The longest text of one WhatsApp message; a longer reply goes as several.
 pub const MAX_TEXT_CHARS: usize = 4096;
+/// The longest template name WhatsApp takes.
+pub const MAX_TEMPLATE_NAME_CHARS: usize = 512;
+
+/// Why WhatsApp would refuse `template` as written, if it would: a name of lowercase letters,
+/// digits and underscores; a language code such as `en` or `en_US`; placeholder values without
+/// more than four spaces in a row (WhatsApp's error 132018; control characters, tabs and new
+/// lines cannot be in a [`TemplateParameter`](threadline_protocol::name::TemplateParameter)).
+pub fn template_problem(template: &Template) -> Option<String> {
+    let name = template.name.as_str();
+    if name.chars().count() > MAX_TEMPLATE_NAME_CHARS
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Some(format!(
+            "`{name}` is not a WhatsApp template name: lowercase letters, digits and underscores, at most {MAX_TEMPLATE_NAME_CHARS}"
+        ));
+    }
+    let language = template.language.as_str();
+    let mut parts = language.split('_');
+    let base_ok = parts.next().is_some_and(|base| {
+        (2..=3).contains(&base.len()) && base.chars().all(|c| c.is_ascii_lowercase())
+    });
+    let rest_ok = parts.all(|part| {
+        !part.is_empty() && part.len() <= 4 && part.chars().all(|c| c.is_ascii_alphanumeric())
+    });
+    if !(base_ok && rest_ok) {
+        return Some(format!(
+            "`{language}` is not a WhatsApp template language code (like `en` or `en_US`)"
+        ));
+    }
+    if let Some(value) = template
+        .parameters
+        .iter()
+        .find(|value| value.as_str().contains("     "))
+    {
+        return Some(format!(
+            "the template value `{value}` has more than four spaces in a row, which WhatsApp refuses"
+        ));
+    }
+    None
+}
 
 /// What the WhatsApp bridge needs to know of the business's number.
 #[derive(Debug, Clone)]
@@ -207,16 +253,27 @@ impl<L: NodeLink> Whatsapp<L> {
     }
 
     async fn send(&self, delivery: Delivery) -> Result<Sent, SendError> {
+        let to = delivery.handle.address().trim_start_matches('+').to_owned();
+        let node = self.settings.phone_number_id.as_str();
+        let graph = &self.settings.graph;
+        let callback = delivery.event.to_string();
+        // An approved template goes whatever the window.
+        if let Some(template) = &delivery.template {
+            if let Some(problem) = template_problem(template) {
+                return Err(SendError::Permanent(problem));
+            }
+            graph
+                .post_message(node, template_message(&to, template, &callback))
+                .await
+                .map_err(|err| err.send_error())?;
+            return Ok(Sent::Accepted);
+        }
         let link = self.bridge.link();
         let last = last_customer_message(link, &delivery, ChannelKind::Whatsapp).await?;
         let window = ReplyWindow::of(ChannelKind::Whatsapp, last, self.bridge.now(), false);
         if let Some(reason) = window.refusal(ChannelKind::Whatsapp) {
             return Err(SendError::Permanent(reason));
         }
-        let to = delivery.handle.address().trim_start_matches('+').to_owned();
-        let node = self.settings.phone_number_id.as_str();
-        let graph = &self.settings.graph;
-        let callback = delivery.event.to_string();
         for part in split_text(&delivery.text, MAX_TEXT_CHARS) {
             let body = serde_json::json!({
                 "messaging_product": "whatsapp",
@@ -276,6 +333,32 @@ impl<L: NodeLink> Whatsapp<L> {
     }
 }
 
+/// The Cloud API's message for `template` to `to`: its name, its language, and its values as
+/// the body's text parameters, `{{1}}` first.
+fn template_message(to: &str, template: &Template, callback: &str) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": to,
+        "type": "template",
+        "template": {
+            "name": template.name.as_str(),
+            "language": { "code": template.language.as_str() },
+        },
+        "biz_opaque_callback_data": callback,
+    });
+    if !template.parameters.is_empty() {
+        let parameters: Vec<serde_json::Value> = template
+            .parameters
+            .iter()
+            .map(|value| serde_json::json!({ "type": "text", "text": value.as_str() }))
+            .collect();
+        body["template"]["components"] =
+            serde_json::json!([{ "type": "body", "parameters": parameters }]);
+    }
+    body
+}
+
 /// WhatsApp's message type for a file of `media_type`.
 fn media_kind(media_type: &str) -> &'static str {
     match media_type.split('/').next() {
@@ -289,6 +372,73 @@ fn media_kind(media_type: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use threadline_protocol::name::{TemplateLanguage, TemplateName, TemplateParameter};
+
+    fn template(name: &str, language: &str, values: &[&str]) -> Template {
+        Template::new(
+            TemplateName::new(name).expect("valid"),
+            TemplateLanguage::new(language).expect("valid"),
+            values
+                .iter()
+                .map(|v| TemplateParameter::new(*v).expect("valid"))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_template_goes_as_the_cloud_apis_template_message() {
+        let body = template_message(
+            "15551234567",
+            &template("order_update", "en_US", &["Ann", "1077"]),
+            "ab12",
+        );
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "15551234567",
+                "type": "template",
+                "template": {
+                    "name": "order_update",
+                    "language": { "code": "en_US" },
+                    "components": [{ "type": "body", "parameters": [
+                        { "type": "text", "text": "Ann" },
+                        { "type": "text", "text": "1077" },
+                    ]}],
+                },
+                "biz_opaque_callback_data": "ab12",
+            })
+        );
+        // No placeholders: no components.
+        let plain = template_message("1", &template("hello_world", "en_US", &[]), "x");
+        assert!(plain["template"].get("components").is_none());
+    }
+
+    #[test]
+    fn templates_whatsapp_would_refuse_are_named_before_sending() {
+        assert_eq!(
+            template_problem(&template("order_update", "en_US", &["Ann"])),
+            None
+        );
+        assert_eq!(
+            template_problem(&template("hello_world", "pt_BR", &[])),
+            None
+        );
+        assert_eq!(
+            template_problem(&template("hello_world", "zh_Hant_HK", &[])),
+            None
+        );
+        assert!(template_problem(&template("Order Update", "en_US", &[]))
+            .is_some_and(|p| p.contains("template name")));
+        assert!(template_problem(&template("order_update", "english", &[]))
+            .is_some_and(|p| p.contains("language")));
+        assert!(
+            template_problem(&template("order_update", "en_US", &["a      b"]))
+                .is_some_and(|p| p.contains("four spaces"))
+        );
+    }
 
     #[test]
     fn files_go_as_the_matching_whatsapp_type() {

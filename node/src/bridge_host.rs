@@ -136,14 +136,15 @@ impl NodeLink for LocalLink {
             crate::conversation::deliveries(self.ingest.store(), self.channel, limit)
                 .map_err(unavailable)?
                 .into_iter()
-                .map(|(delivery, attachments)| sdk::Delivery {
-                    seq: delivery.seq,
-                    thread: delivery.thread,
-                    event: delivery.event,
-                    depth: delivery.depth,
-                    handle: delivery.handle,
-                    text: delivery.text,
-                    attachments,
+                .map(|queued| sdk::Delivery {
+                    seq: queued.delivery.seq,
+                    thread: queued.delivery.thread,
+                    event: queued.delivery.event,
+                    depth: queued.delivery.depth,
+                    handle: queued.delivery.handle,
+                    text: queued.delivery.text,
+                    attachments: queued.attachments,
+                    template: queued.template,
                 })
                 .collect(),
         )

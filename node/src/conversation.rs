@@ -180,39 +180,39 @@ pub fn of_thread(
     Ok(Some(messages))
 }
 
-/// The oldest `limit` deliveries queued for `channel`, each with its reply's attachments.
+/// A queued delivery with what its reply sends besides its text.
+#[derive(Debug)]
+pub struct QueuedReply {
+    /// The queue's record.
+    pub delivery: crate::store::Delivery,
+    /// The reply's files.
+    pub attachments: Vec<threadline_protocol::event::Attachment>,
+    /// The message template it goes as, if it is one.
+    pub template: Option<threadline_protocol::event::Template>,
+}
+
+/// The oldest `limit` deliveries queued for `channel`, each with its reply's attachments and
+/// template (none if the reply was erased meanwhile).
 pub fn deliveries(
     store: &crate::store::Store,
     channel: threadline_protocol::ChannelKind,
     limit: usize,
-) -> Result<
-    Vec<(
-        crate::store::Delivery,
-        Vec<threadline_protocol::event::Attachment>,
-    )>,
-    StoreError,
-> {
+) -> Result<Vec<QueuedReply>, StoreError> {
     store
         .deliveries(channel, limit)?
         .into_iter()
         .map(|delivery| {
-            let attachments = attachments_of(store, delivery.thread, &delivery.event)?;
-            Ok((delivery, attachments))
+            let content = store
+                .event(&ScopeId::Thread(delivery.thread), &delivery.event)?
+                .and_then(|event| event.content)
+                .unwrap_or_default();
+            Ok(QueuedReply {
+                delivery,
+                attachments: content.attachments,
+                template: content.template,
+            })
         })
         .collect()
-}
-
-/// The attachments of a thread's event (none if erased or unknown).
-pub fn attachments_of(
-    store: &crate::store::Store,
-    thread: threadline_protocol::ThreadId,
-    event: &threadline_protocol::EventId,
-) -> Result<Vec<threadline_protocol::event::Attachment>, StoreError> {
-    Ok(store
-        .event(&ScopeId::Thread(thread), event)?
-        .and_then(|event| event.content)
-        .map(|content| content.attachments)
-        .unwrap_or_default())
 }
 
 /// Whether a bridge of `channel` may read a blob: an event of a thread whose replies go to

@@ -125,6 +125,12 @@ pub enum IngestError {
         /// The thread's route.
         route: Option<threadline_protocol::ChannelKind>,
     },
+    /// A template reply on a thread whose route's app has no message templates.
+    #[error("replies on {} cannot be message templates (only WhatsApp has them): write a reply instead", route.map_or("no route".to_owned(), |c| c.to_string()))]
+    TemplateNotCarried {
+        /// The thread's route.
+        route: Option<threadline_protocol::ChannelKind>,
+    },
     /// The action would take a thread or a contact past one of the node's caps (checked in
     /// the writer, against the state as it is when the action is applied).
     #[error("{0}")]
@@ -149,6 +155,9 @@ pub enum Action {
     /// A reply to the customer, delivered on the thread's route, with files whose bytes
     /// are stored already (an agent uploads them first).
     Reply(String, Vec<threadline_protocol::event::Attachment>),
+    /// A reply as a message template the app approved (WhatsApp outside its 24-hour window),
+    /// delivered on the thread's route.
+    Template(threadline_protocol::event::Template),
     /// An internal note.
     Note(String),
     /// Assign or unassign.

@@ -46,6 +46,12 @@ impl ChannelKind {
         ChannelKind::Instagram,
     ];
 
+    /// Whether the app takes a reply as a message template it approved, where a free message
+    /// is not allowed (WhatsApp).
+    pub const fn has_message_templates(self) -> bool {
+        matches!(self, ChannelKind::Whatsapp)
+    }
+
     /// The lowercase name used in handles and configuration (`email`, `webchat`, ...).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -32,6 +32,25 @@ pub(crate) fn open_chat(browser: &Browser) {
     );
 }
 
+/// An agent's browser at `base`'s inbox, signed in with `token`, with the first conversation
+/// of the list open.
+pub(crate) fn open_first_conversation(base: &str, token: &str) -> Browser {
+    let agent = Browser::start();
+    agent.go(&format!("{base}/inbox"));
+    agent.wait_for(
+        "the sign-in form",
+        "return document.getElementById('token')",
+    );
+    let input = agent.find("#token");
+    agent.type_into(&input, &format!("{token}\u{E007}"));
+    agent.wait_for(
+        "the inbox with a conversation",
+        "return !document.getElementById('app').hidden && document.querySelector('.thread-item')",
+    );
+    agent.click_on(".thread-item");
+    agent
+}
+
 fn bubbles_when(browser: &Browser, what: &str, count: usize) -> Vec<String> {
     let script = format!(
         "const b = (function() {{ {BUBBLES} }})(); return b && b.length >= {count} ? b : null;"

@@ -1133,19 +1133,7 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
     );
     let thread = thread_of(&node, &shop.token, "email:alice@example.test");
 
-    let agent = threadline_tests::Browser::start();
-    agent.go(&format!("{}/inbox", node.base));
-    agent.wait_for(
-        "the sign-in form",
-        "return document.getElementById('token')",
-    );
-    let input = agent.find("#token");
-    agent.type_into(&input, &format!("{}\u{E007}", shop.token));
-    agent.wait_for(
-        "the inbox with the mail's thread",
-        "return !document.getElementById('app').hidden && document.querySelector('.thread-item')",
-    );
-    agent.click_on(".thread-item");
+    let agent = crate::browser::open_first_conversation(&node.base, &shop.token);
     let shown = agent.wait_for(
         "the mail",
         "const e = document.querySelector('#events .event.inbound'); return e && e.querySelector('.text').textContent",

@@ -677,8 +677,10 @@ fn a_rate_limited_send_is_retried_and_a_closed_window_fails_with_its_reason() {
 }
 
 #[test]
-fn a_reply_25_hours_after_the_customers_last_message_is_refused_with_its_reason() {
+fn a_reply_25_hours_later_is_refused_with_its_reason_and_a_whatsapp_template_goes_out() {
     let shop = Shop::new();
+    shop.graph
+        .approve_whatsapp_template("order_update", "en_US", 2);
     let node = shop.start();
     let message = samples::messenger_text(PAGE, "8008", "m_old", "Are you open Sunday?", now_ms());
     assert_eq!(deliver(&node, "messenger", &message).0, 200);
@@ -719,6 +721,116 @@ fn a_reply_25_hours_after_the_customers_last_message_is_refused_with_its_reason(
         assert!(events_of_kind(&after, "thread.message.outbound").is_empty());
     }
     assert!(shop.graph.sent().is_empty());
+
+    let channel_of = |thread: &Value| {
+        let shown = detail(&later, &shop.token, thread["id"].as_str().expect("id"));
+        shown["thread"]["route"]["channel"]
+            .as_str()
+            .expect("channel")
+            .to_owned()
+    };
+    let (on_whatsapp, on_messenger): (Vec<&Value>, Vec<&Value>) = listed
+        .iter()
+        .partition(|thread| channel_of(thread) == "whatsapp");
+    let whatsapp_thread = on_whatsapp[0]["id"].as_str().expect("id");
+    let messenger_thread = on_messenger[0]["id"].as_str().expect("id");
+    let template_reply = |thread: &str, body: Value| {
+        later.post(
+            &shop.token,
+            &format!("/api/v1/threads/{thread}/replies"),
+            &body,
+        )
+    };
+    let order_update = json!({"name": "order_update", "language": "en_US",
+                              "parameters": ["Kim", "1077"]});
+
+    // Refused up front, nothing stored: a template where the app has none, a template with
+    // text of its own, a name WhatsApp would never have approved, a value it would refuse.
+    let (status, refused) = template_reply(messenger_thread, json!({ "template": order_update }));
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "templates_not_supported");
+    for (body, says) in [
+        (
+            json!({"text": "Hi", "template": order_update}),
+            "no text or files",
+        ),
+        (
+            json!({"template": {"name": "Order Update", "language": "en_US"}}),
+            "template name",
+        ),
+        (
+            json!({"template": {"name": "order_update", "language": "en_US",
+                                "parameters": ["Kim\nline two", "1077"]}}),
+            "control characters",
+        ),
+    ] {
+        let (status, refused) = template_reply(whatsapp_thread, body);
+        assert_eq!(status, 400, "{refused}");
+        let message = refused["error"]["message"].as_str().expect("message");
+        assert!(message.contains(says), "{message}");
+    }
+    for thread in [whatsapp_thread, messenger_thread] {
+        let shown = detail(&later, &shop.token, thread);
+        assert!(events_of_kind(&shown, "thread.message.outbound").is_empty());
+    }
+
+    // The approved template goes out, whatever the window, and the status marks it delivered.
+    let (status, sent) = template_reply(whatsapp_thread, json!({ "template": order_update }));
+    assert_eq!(status, 200, "{sent}");
+    let event = sent["event"].as_str().expect("event").to_owned();
+    let calls = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(calls[0].recipient, "4915100000009");
+    assert_eq!(calls[0].body["type"], "template");
+    assert_eq!(calls[0].body["template"]["name"], "order_update");
+    assert_eq!(calls[0].body["template"]["language"]["code"], "en_US");
+    assert_eq!(
+        calls[0].body["template"]["components"][0]["parameters"][1]["text"],
+        "1077"
+    );
+    let shown = detail(&later, &shop.token, whatsapp_thread);
+    let outbound = events_of_kind(&shown, "thread.message.outbound");
+    assert_eq!(outbound.len(), 1);
+    assert_eq!(outbound[0]["template"], order_update);
+    let status = samples::whatsapp_status(
+        PHONE_ID,
+        NUMBER,
+        &calls[0].message_id,
+        "4915100000009",
+        "delivered",
+        now_ms() / 1000 + 25 * 3600,
+        Some(&event),
+        None,
+    );
+    assert_eq!(deliver(&later, "whatsapp", &status).0, 200);
+    eventually("a delivered receipt", Duration::from_secs(10), || {
+        let shown = detail(&later, &shop.token, whatsapp_thread);
+        events_of_kind(&shown, "thread.receipt")
+            .into_iter()
+            .find(|e| {
+                e["detail"]["target"] == event.as_str() && e["detail"]["receipt"] == "delivered"
+            })
+    });
+
+    // A template Meta does not know fails once, with Meta's reason; it is not retried.
+    let unknown = json!({"template": {"name": "order_updates", "language": "en_US"}});
+    let (status, sent) = template_reply(whatsapp_thread, unknown);
+    assert_eq!(status, 200, "{sent}");
+    let event = sent["event"].as_str().expect("event").to_owned();
+    let reason = eventually("a failed receipt", Duration::from_secs(10), || {
+        let shown = detail(&later, &shop.token, whatsapp_thread);
+        events_of_kind(&shown, "thread.receipt")
+            .into_iter()
+            .find(|e| e["detail"]["target"] == event.as_str() && e["detail"]["receipt"] == "failed")
+            .map(|e| e["text"].as_str().unwrap_or("").to_owned())
+    });
+    assert!(reason.contains("does not exist"), "{reason}");
+    let tries = shop
+        .graph
+        .requests()
+        .into_iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("order_updates"))
+        .count();
+    assert_eq!(tries, 1);
 }
 
 #[test]
@@ -806,4 +918,73 @@ fn the_widget_continues_on_messenger_in_a_real_browser() {
     );
     let sent = shop.graph.wait_for_sent(1, Duration::from_secs(10));
     assert_eq!(sent[0].recipient, "7710045");
+}
+
+#[test]
+fn an_agent_sends_a_whatsapp_template_from_the_inbox_once_the_window_has_closed() {
+    let shop = Shop::new();
+    shop.graph
+        .approve_whatsapp_template("order_update", "en_US", 2);
+    let node = shop.start();
+    let message = samples::whatsapp_text(
+        PHONE_ID,
+        NUMBER,
+        "4915100000031",
+        "Kim",
+        "wamid.INBOX",
+        "Where is order 1077?",
+        now_ms() / 1000,
+    );
+    assert_eq!(deliver(&node, "whatsapp", &message).0, 200);
+    let thread = threads(&node, &shop.token)[0].clone();
+    let contact = thread["contact"].as_str().expect("contact").to_owned();
+    let (status, linked) = node.post(
+        &shop.token,
+        &format!("/api/v1/contacts/{contact}/handles"),
+        &json!({"handle": "email:kim@example.test"}),
+    );
+    assert_eq!(status, 200, "{linked}");
+    node.stop();
+
+    let later = Node::start_ahead(&shop.data, "+25h");
+    let agent = crate::browser::open_first_conversation(&later.base, &shop.token);
+    // The agent sees why a reply cannot go, and the ways that can: a template, another channel.
+    let said = agent.wait_for(
+        "the closed window",
+        "const w = document.getElementById('window'); \
+         return !w.hidden && w.classList.contains('closed') && document.getElementById('window-text').textContent",
+    );
+    let said = said.as_str().expect("text").to_owned();
+    assert!(said.contains("Replies on WhatsApp are closed"), "{said}");
+    assert!(said.contains("approved WhatsApp template"), "{said}");
+    assert_eq!(
+        agent.run("return document.getElementById('send').disabled", json!([])),
+        json!(true),
+        "no free reply is offered"
+    );
+    agent.wait_for(
+        "the other channel",
+        "return [...document.querySelectorAll('#window-ways button')].some(b => b.textContent === 'Reply via email:kim@example.test')",
+    );
+    let name = agent.find("#template-name");
+    agent.type_into(&name, "order_update");
+    let values = agent.find("#template-values");
+    agent.type_into(&values, "Kim\n1077");
+    agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-whatsapp-template.png"));
+    agent.click_on("#template-send");
+
+    let sent = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(sent[0].recipient, "4915100000031");
+    assert_eq!(sent[0].body["template"]["name"], "order_update");
+    assert_eq!(
+        sent[0].body["template"]["components"][0]["parameters"],
+        json!([{"type": "text", "text": "Kim"}, {"type": "text", "text": "1077"}])
+    );
+    let shown = agent.wait_for(
+        "the template in the conversation",
+        "const e = document.querySelector('#events .event.outbound'); return e && e.textContent",
+    );
+    let shown = shown.as_str().expect("text").to_owned();
+    assert!(shown.contains("Template order_update (en_US)"), "{shown}");
+    assert!(shown.contains("Kim · 1077"), "{shown}");
 }

@@ -3,7 +3,11 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var TOKEN_KEY = "threadline.inbox.token";
-  var FILE_CHANNELS = ["email"];
+  // The channels whose bridges send a reply's files (the node refuses files elsewhere).
+  var FILE_CHANNELS = ["email", "whatsapp", "messenger", "instagram"];
+  var CHANNEL_NAMES = { whatsapp: "WhatsApp", messenger: "Messenger", instagram: "Instagram",
+    email: "email", webchat: "the web chat", sms: "SMS", telegram: "Telegram", slack: "Slack",
+    matrix: "Matrix", xmpp: "XMPP" };
   var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
     selected: null, detail: null, contact: null, mode: "reply",
     // The mails whose quoted history the agent unfolded; kept across re-renders of the thread.
@@ -194,7 +198,7 @@
   function renderThread() {
     var thread = state.detail.thread;
     $("thread-title").textContent = who(thread);
-    var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + " messages";
+    var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + (thread.n_messages === 1 ? " message" : " messages");
     if (thread.route) meta += " · replies go to " + thread.route.channel;
     if (thread.assignee) meta += " · assigned to " + assigneeName(thread);
     $("thread-meta").textContent = meta;
@@ -232,7 +236,9 @@
         var unfolded = !!e.display_text && !!state.unfolded[e.id];
         item = el("li", "event " + cls);
         if (e.subject) item.appendChild(el("div", "subject", e.subject));
-        var body = el("div", "text", e.erased ? "(erased)" : (unfolded ? e.text : (e.display_text || e.text)));
+        if (e.template) item.appendChild(el("div", "template", "Template " + e.template.name + " (" + e.template.language + ")"));
+        var shown = e.template ? e.template.parameters.join(" · ") : (unfolded ? e.text : (e.display_text || e.text));
+        var body = el("div", "text", e.erased ? "(erased)" : shown);
         item.appendChild(body);
         if (e.display_text) item.appendChild(quotedToggle(body, e, unfolded));
         var meta = new Date(e.time).toLocaleString();
@@ -259,7 +265,65 @@
       list.appendChild(item);
     });
     list.scrollTop = list.scrollHeight;
+    renderWindow();
   }
+
+  // The route's messaging window: when it is closed, why, and the ways that work instead
+  // (an approved template on WhatsApp, another of the contact's channels).
+  function renderWindow() {
+    var thread = state.detail.thread;
+    var win = thread.reply_window;
+    var box = $("window");
+    box.hidden = !win;
+    $("template-form").hidden = true;
+    $("window-ways").textContent = "";
+    updateSend();
+    if (!win) return;
+    var name = CHANNEL_NAMES[win.channel] || win.channel;
+    box.classList.toggle("closed", !win.open);
+    if (win.open) {
+      $("window-text").textContent = "Replies on " + name + " are open until " +
+        new Date(win.until).toLocaleString() +
+        (win.human_agent ? " (as a human agent's reply, with the HUMAN_AGENT tag)" : "") + ".";
+      return;
+    }
+    $("window-text").textContent = "Replies on " + name + " are closed: " + win.reason + ".";
+    $("template-form").hidden = win.channel !== "whatsapp";
+    var handles = (state.contact && state.contact.id === thread.contact) ? state.contact.handles : [];
+    handles.filter(function (h) { return h.split(":")[0] !== win.channel; }).forEach(function (h) {
+      var button = el("button", null, "Reply via " + pretty(h));
+      button.type = "button";
+      button.dataset.handle = h;
+      button.addEventListener("click", function () { act("/handoff", { handle: h }); });
+      $("window-ways").appendChild(button);
+    });
+  }
+
+  // A reply the window forbids is not offered (a note still is).
+  function replyClosed() {
+    var win = state.detail && state.detail.thread.reply_window;
+    return !!win && !win.open;
+  }
+  function updateSend() {
+    $("send").disabled = sending || (state.mode === "reply" && replyClosed());
+  }
+
+  $("template-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var values = $("template-values").value.split("\n").map(function (v) { return v.trim(); })
+      .filter(function (v) { return v; });
+    $("template-error").textContent = "";
+    $("template-send").disabled = true;
+    api("POST", "/threads/" + state.selected + "/replies", { template: {
+      name: $("template-name").value.trim(), language: $("template-language").value.trim(),
+      parameters: values } })
+      .then(function () {
+        $("template-values").value = "";
+        return loadThread().catch(function () { /* the live stream will refresh it */ });
+      })
+      .catch(function (error) { $("template-error").textContent = error.message; })
+      .then(function () { $("template-send").disabled = false; });
+  });
 
   // A mail shows its new text; the quoted history below it is kept and one click away.
   function quotedToggle(body, e, unfolded) {
@@ -342,6 +406,7 @@
     });
     var route = state.detail.thread.route;
     if (route && route.handle) handoff.value = route.handle;
+    renderWindow();
     var attributes = $("contact-attributes");
     attributes.textContent = "";
     Object.keys(record.attributes || {}).forEach(function (key) {
@@ -393,6 +458,7 @@
     $("composer").classList.toggle("noting", mode === "note");
     $("compose").placeholder = mode === "note" ? "Write an internal note… (Ctrl+Enter to save)" : "Write a reply… (Ctrl+Enter to send)";
     $("send").textContent = mode === "note" ? "Save note" : "Send";
+    updateSend();
     $("compose").focus();
   }
   $("mode-reply").addEventListener("click", function () { setMode("reply"); });
@@ -419,7 +485,7 @@
         return loadThread().catch(function () { /* the live stream will refresh it */ });
       })
       .catch(function (error) { $("compose-error").textContent = error.message; })
-      .then(function () { sending = false; $("send").disabled = false; });
+      .then(function () { sending = false; updateSend(); });
   });
   $("compose").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("send").click(); }

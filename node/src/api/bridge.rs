@@ -228,6 +228,8 @@ pub struct DeliveryView {
     handle: Handle,
     text: String,
     attachments: Vec<threadline_protocol::event::Attachment>,
+    /// The approved message template the reply goes as, or `null`.
+    template: Option<threadline_protocol::event::Template>,
     queued_at: u64,
 }
 
@@ -247,15 +249,16 @@ pub async fn deliveries(
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
     let deliveries = crate::conversation::deliveries(ingest.store(), channel, limit)?
         .into_iter()
-        .map(|(delivery, attachments)| DeliveryView {
-            seq: delivery.seq,
-            thread: delivery.thread,
-            event: delivery.event,
-            depth: delivery.depth,
-            handle: delivery.handle,
-            text: delivery.text,
-            attachments,
-            queued_at: delivery.queued_at.as_millis(),
+        .map(|queued| DeliveryView {
+            seq: queued.delivery.seq,
+            thread: queued.delivery.thread,
+            event: queued.delivery.event,
+            depth: queued.delivery.depth,
+            handle: queued.delivery.handle,
+            text: queued.delivery.text,
+            attachments: queued.attachments,
+            template: queued.template,
+            queued_at: queued.delivery.queued_at.as_millis(),
         })
         .collect();
     Ok(Json(DeliveriesAnswer { deliveries }))

@@ -117,6 +117,9 @@ impl From<IngestError> for ApiError {
             IngestError::FilesNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
             }
+            IngestError::TemplateNotCarried { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "templates_not_supported", message)
+            }
             IngestError::NoConversation { .. } | IngestError::NothingToContinue { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "no_conversation", message)
             }

@@ -9,10 +9,11 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use threadline_protocol::{
     channel::Handle,
+    event::Template,
     event::{Attachment, Status},
     id::BlobHash,
-    limits::{MAX_ATTACHMENTS, MAX_TEXT_BYTES},
-    name::{AttachmentMeta, Label},
+    limits::{MAX_ATTACHMENTS, MAX_TEMPLATE_PARAMETERS, MAX_TEXT_BYTES},
+    name::{AttachmentMeta, Label, TemplateLanguage, TemplateName, TemplateParameter},
     AgentId, ChannelKind, ContactId, EventId, ScopeId, ThreadId, Timestamp,
 };
 
@@ -275,6 +276,49 @@ pub struct ReplyBody {
     /// Files uploaded with `POST /api/v1/attachments`.
     #[serde(default)]
     attachments: Vec<AttachmentBody>,
+    /// An approved message template instead of text and files (WhatsApp).
+    #[serde(default)]
+    template: Option<TemplateBody>,
+}
+
+/// A message template the app approved, filled in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: String,
+    language: String,
+    /// The values of the body's placeholders, `{{1}}` first.
+    #[serde(default)]
+    parameters: Vec<String>,
+}
+
+impl TemplateBody {
+    /// The template, if WhatsApp would take it as written (`400` with the reason if not).
+    fn parse(self) -> Result<Template, ApiError> {
+        let invalid = |what: &str, err: threadline_protocol::name::NameError| {
+            ApiError::bad_request(format!("template {what}: {err}"))
+        };
+        if self.parameters.len() > MAX_TEMPLATE_PARAMETERS {
+            return Err(ApiError::bad_request(format!(
+                "{} template values; at most {MAX_TEMPLATE_PARAMETERS}",
+                self.parameters.len()
+            )));
+        }
+        let parameters = self
+            .parameters
+            .into_iter()
+            .map(|value| TemplateParameter::new(value).map_err(|err| invalid("value", err)))
+            .collect::<Result<_, _>>()?;
+        let template = Template::new(
+            TemplateName::new(self.name).map_err(|err| invalid("name", err))?,
+            TemplateLanguage::new(self.language).map_err(|err| invalid("language", err))?,
+            parameters,
+        );
+        if let Some(problem) = threadline_bridges::whatsapp::template_problem(&template) {
+            return Err(ApiError::bad_request(problem));
+        }
+        Ok(template)
+    }
 }
 
 /// A file of a reply: an uploaded blob, with the name and type the customer sees.
@@ -288,7 +332,9 @@ pub struct AttachmentBody {
 }
 
 /// `POST /api/v1/threads/{id}/replies` `{"text": "...", "attachments": [{"blob", "name",
-/// "media_type"}]}`: a reply, delivered on the route. Text, files or both.
+/// "media_type"}]}`: a reply, delivered on the route. Text, files or both; or, on WhatsApp,
+/// `{"template": {"name", "language", "parameters": [...]}}`: an approved template, which
+/// goes whatever the messaging window.
 pub async fn reply(
     caller: AgentCaller,
     State(ingest): State<Ingest>,
@@ -296,6 +342,15 @@ pub async fn reply(
     body: Result<Json<ReplyBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
+    if let Some(template) = body.template {
+        if !body.text.is_empty() || !body.attachments.is_empty() {
+            return Err(ApiError::bad_request(
+                "a template reply has no text or files of its own: the template is the message",
+            ));
+        }
+        let template = template.parse()?;
+        return act(&ingest, caller, &id, Action::Template(template)).await;
+    }
     if body.text.trim().is_empty() && body.attachments.is_empty() {
         return Err(ApiError::bad_request("a reply needs text or attachments"));
     }

@@ -107,6 +107,8 @@ pub struct EventView {
     /// The message exactly as the app delivered it (a mail's raw bytes), by reference (bytes:
     /// `GET /threads/{thread}/events/{id}/original`).
     pub original: Option<threadline_protocol::event::Attachment>,
+    /// For a reply sent as an approved message template: `{"name", "language", "parameters"}`.
+    pub template: Option<threadline_protocol::event::Template>,
     /// Kind-specific details (the new status, the assignee, the label, the receipt, ...).
     pub detail: serde_json::Value,
 }
@@ -211,6 +213,7 @@ impl EventView {
             handle: content.and_then(|c| c.handle.clone()),
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
             attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
+            template: content.and_then(|c| c.template.clone()),
             subject: content.and_then(|c| c.subject.as_ref().map(|s| s.to_string())),
             original: content.and_then(|c| c.original.clone()),
             detail,

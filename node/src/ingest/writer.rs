@@ -1175,6 +1175,12 @@ impl Writer {
                 return Err(IngestError::FilesNotCarried { route });
             }
         }
+        if let Action::Template(_) = &action {
+            let route = thread.state().route.map(|route| route.channel);
+            if !route.is_some_and(threadline_protocol::ChannelKind::has_message_templates) {
+                return Err(IngestError::TemplateNotCarried { route });
+            }
+        }
         let (kind, content) = match action {
             Action::Reply(text, attachments) => (
                 ThreadKind::Message {
@@ -1185,6 +1191,12 @@ impl Writer {
                         .into_iter()
                         .fold(Content::text(text), Content::with_attachment),
                 ),
+            ),
+            Action::Template(template) => (
+                ThreadKind::Message {
+                    direction: Direction::Outbound,
+                },
+                Some(Content::default().with_template(template)),
             ),
             Action::Note(text) => (ThreadKind::Note, Some(Content::text(text))),
             Action::Assign(assignee) => (ThreadKind::Assign { assignee }, None),

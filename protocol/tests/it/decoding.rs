@@ -282,7 +282,12 @@ fn content_v3_is_canonical_and_only_on_replies() {
     };
     let note = sample_event();
     let v1 = note.to_bytes().expect("encodes");
-    let v1_content = note.content.clone().expect("content").to_bytes().expect("encodes");
+    let v1_content = note
+        .content
+        .clone()
+        .expect("content")
+        .to_bytes()
+        .expect("encodes");
     let tag_at = v1.len() - v1_content.len() - 1;
     // Tag 3 with the V1 fields, no subject, no original and no template.
     let mut forged = v1.clone();
