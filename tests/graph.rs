@@ -294,6 +294,34 @@ impl GraphStandin {
             .insert(recipient.to_owned());
     }
 
+    /// Gives the Messenger customer `psid` a profile (`first_name`, `last_name`, `profile_pic`)
+    /// for the User Profile API, `GET /{PSID}?fields=…`.
+    pub fn add_messenger_profile(&self, psid: &str, first_name: &str, last_name: &str) {
+        let profile = json!({
+            "first_name": first_name,
+            "last_name": last_name,
+            "profile_pic": format!("{}{CDN_PREFIX}{psid}.jpg", self.base),
+        });
+        self.add_profile(psid, profile);
+    }
+
+    /// Gives the Instagram customer `igsid` a profile (`name`, `username`, `profile_pic`) for
+    /// Instagram's User Profile API, `GET /{IGSID}?fields=…`.
+    pub fn add_instagram_profile(&self, igsid: &str, name: &str, username: &str) {
+        let profile = json!({
+            "name": name,
+            "username": username,
+            "profile_pic": format!("{}{CDN_PREFIX}{igsid}.jpg", self.base),
+        });
+        self.add_profile(igsid, profile);
+    }
+
+    fn add_profile(&self, id: &str, profile: Value) {
+        if let Value::Object(fields) = profile {
+            self.shared.lock().profiles.insert(id.to_owned(), fields);
+        }
+    }
+
     /// Approves a WhatsApp message template `name` in `language` whose body has `placeholders`
     /// variables (`{{1}}` …). A template message naming any other gets Meta's 132001 (HTTP 404),
     /// one with another number of body values 132000.
@@ -800,6 +828,8 @@ struct State {
     cdn: HashMap<String, StoredFile>,
     instagram_accounts: HashSet<String>,
     closed_windows: HashSet<String>,
+    /// Customers' profiles by PSID or IGSID: their fields.
+    profiles: HashMap<String, Map<String, Value>>,
     /// Approved WhatsApp templates: `(name, language code)` → placeholders in the body.
     templates: HashMap<(String, String), usize>,
     rate_limited: usize,
@@ -1129,6 +1159,9 @@ fn route(shared: &Shared, request: &Request<'_>) -> Answer {
         (&Method::POST, [node, "messages"]) if whatsapp => whatsapp_send(shared, node, params),
         (&Method::POST, [node, "messages"]) => messenger_send(shared, node, params, files),
         (&Method::POST, [node, "media"]) => whatsapp_upload(shared, node, &params, files),
+        (&Method::GET, [id]) if shared.lock().profiles.contains_key(*id) => {
+            profile(shared, id, params.get("fields"))
+        }
         (&Method::GET, [id]) => media_lookup(shared, id, params.get("phone_number_id")),
         (&Method::DELETE, [id]) => media_delete(shared, id),
         (method, [id]) => Err(GraphError::unsupported(method, id)),
@@ -1780,6 +1813,31 @@ fn check_template(state: &State, template: &Value) -> Result<(), GraphError> {
         }
     }
     Ok(())
+}
+
+/// `GET /{PSID or IGSID}?fields=a,b`: the asked fields of a customer's profile and its `id`
+/// (`first_name,last_name,profile_pic` when none are asked); Graph's code-100 error for a field
+/// the profile does not have.
+fn profile(shared: &Shared, id: &str, fields: Option<&Value>) -> Result<Answer, GraphError> {
+    let state = shared.lock();
+    let stored = state
+        .profiles
+        .get(id)
+        .ok_or_else(|| GraphError::unsupported(&Method::GET, id))?;
+    let asked = fields
+        .and_then(Value::as_str)
+        .unwrap_or("first_name,last_name,profile_pic");
+    let mut answer = Map::new();
+    for field in asked.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let value = stored.get(field).ok_or_else(|| {
+            GraphError::param(format!(
+                "Tried accessing nonexisting field ({field}) on node type (User)"
+            ))
+        })?;
+        answer.insert(field.to_owned(), value.clone());
+    }
+    answer.insert("id".to_owned(), json!(id));
+    Ok(Answer::json(200, &Value::Object(answer)))
 }
 
 /// `POST /{phone-number-id}/media`: multipart `messaging_product`, `type` and `file`.

@@ -357,6 +357,8 @@ pub struct Visitor {
     pub history: Vec<serde_json::Value>,
     /// Whether the `welcome` frame said an agent is at the inbox.
     pub agents_online: bool,
+    /// The app the `welcome` frame said the conversation went on in, if any.
+    pub moved: Option<String>,
     /// Frames that came before `welcome` (a refused identity).
     pub notices: Vec<serde_json::Value>,
 }
@@ -388,6 +390,7 @@ impl Visitor {
             session: String::new(),
             history: Vec::new(),
             agents_online: false,
+            moved: None,
             notices: Vec::new(),
         };
         let mut hello = serde_json::json!({"type": "hello", "session": session});
@@ -403,6 +406,7 @@ impl Visitor {
             visitor.notices.push(frame);
         };
         visitor.agents_online = welcome["agents_online"] == true;
+        visitor.moved = welcome["moved"].as_str().map(str::to_owned);
         visitor.session = welcome["session"].as_str().expect("session").to_owned();
         visitor.history = welcome["history"].as_array().expect("history").clone();
         Ok(visitor)

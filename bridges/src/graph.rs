@@ -19,6 +19,8 @@ use crate::sdk::SendError;
 
 /// How long one Graph request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a customer's profile may take: it only names a new contact, and the webhook waits.
+const PROFILE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The largest file a bridge downloads from Meta (the node's own limit on a file).
 pub const MAX_MEDIA_BYTES: u64 = threadline_protocol::limits::MAX_BLOB_BYTES;
@@ -244,6 +246,49 @@ impl GraphApi {
             }
         }
         Ok((bytes, mime_type))
+    }
+
+    /// The name a Messenger or Instagram customer goes by, from the User Profile API:
+    /// `GET /{version}/{PSID}?fields=first_name,last_name` (Messenger) or
+    /// `GET /{version}/{IGSID}?fields=name,username` (Instagram). `Ok(None)` when the profile
+    /// has no name.
+    pub async fn profile_name(
+        &self,
+        id: &str,
+        instagram: bool,
+    ) -> Result<Option<String>, GraphError> {
+        let fields = if instagram {
+            "name,username"
+        } else {
+            "first_name,last_name"
+        };
+        let url = format!("{}?fields={fields}", self.url(id)?);
+        let profile = self
+            .blocking(move |agent, token| {
+                read_json(
+                    agent
+                        .get(&url)
+                        .timeout(PROFILE_TIMEOUT)
+                        .set("Authorization", &format!("Bearer {}", token.0))
+                        .call(),
+                )
+            })
+            .await?;
+        let text = |field: &str| {
+            profile[field]
+                .as_str()
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+        };
+        let name = if instagram {
+            text("name").or_else(|| text("username")).map(str::to_owned)
+        } else {
+            match (text("first_name"), text("last_name")) {
+                (Some(first), Some(last)) => Some(format!("{first} {last}")),
+                (first, last) => first.or(last).map(str::to_owned),
+            }
+        };
+        Ok(name)
     }
 
     /// A file a Messenger or Instagram webhook points at (a CDN URL: no token is sent), at

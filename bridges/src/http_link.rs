@@ -446,6 +446,7 @@ impl NodeLink for HttpLink {
                     at: Timestamp::from_millis(m["at"].as_u64().unwrap_or(0)),
                     receipt: m["receipt"].as_str().and_then(ReceiptKind::from_name),
                     seen: m["seen"] == true,
+                    routed_to: m["routed_to"].as_str().and_then(|c| c.parse().ok()),
                 })
             })
             .collect()

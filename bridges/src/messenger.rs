@@ -5,7 +5,7 @@
 //! - **In**: a signed delivery ([`webhook`]) is checked first, then each customer message
 //!   becomes an inbound message of `messenger:<PSID>` (or `instagram:<IGSID>`): text, files
 //!   downloaded from the URLs Meta gives, reactions as a line of text; idempotent on the
-//!   `mid`. A link's `ref` (`m.me/<page>?ref=<code>`, on the first message, a referral or a
+//!   `mid`; the name on the customer's profile (User Profile API) names a new contact. A link's `ref` (`m.me/<page>?ref=<code>`, on the first message, a referral or a
 //!   Get Started postback) that is a "continue on Messenger" code continues the web chat
 //!   conversation it was issued for. Delivery and read watermarks become receipts of the
 //!   replies sent before them; echoes of the page's own messages are skipped.
@@ -62,11 +62,17 @@ impl MessengerSettings {
     }
 }
 
+/// How many customers' profiles a bridge remembers having asked for before it starts over.
+const PROFILES_ASKED: usize = 100_000;
+
 /// The Messenger (or Instagram) bridge.
 #[derive(Debug)]
 pub struct Messenger<L> {
     bridge: Bridge<L>,
     settings: MessengerSettings,
+    /// The customers whose profile was asked for already (the name only names a new
+    /// contact, so it is asked for once per customer while the bridge runs).
+    profiles_asked: std::sync::Mutex<std::collections::HashSet<Handle>>,
 }
 
 impl<L: NodeLink> Messenger<L> {
@@ -75,6 +81,7 @@ impl<L: NodeLink> Messenger<L> {
         Messenger {
             bridge: bridge.with_backoff(WEBHOOK_BACKOFF),
             settings,
+            profiles_asked: std::sync::Mutex::default(),
         }
     }
 
@@ -242,10 +249,50 @@ impl<L: NodeLink> Messenger<L> {
             Some(code) => continue_hint(&self.bridge, &handle, &code).await?,
             None => None,
         };
+        let name = self.profile_name(&handle).await;
         let mut message = InboundMessage::new(handle, external_id, text);
         message.attachments = attachments;
         message.thread_hint = hint;
+        message.sender_name = name;
         outcome(self.bridge.receive(&message).await, "a message")
+    }
+
+    /// The customer's name from their profile, the first time they write while the bridge
+    /// runs (it names a new contact; later messages need not ask). A profile Graph cannot give
+    /// is asked for again next time only if no answer came at all.
+    async fn profile_name(&self, handle: &Handle) -> Option<String> {
+        let asked = |handle: &Handle| {
+            let mut asked = self
+                .profiles_asked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if asked.len() >= PROFILES_ASKED {
+                asked.clear();
+            }
+            !asked.insert(handle.clone())
+        };
+        if asked(handle) {
+            return None;
+        }
+        let instagram = self.settings.app == MetaApp::Instagram;
+        match self
+            .settings
+            .graph
+            .profile_name(handle.address(), instagram)
+            .await
+        {
+            Ok(name) => name,
+            Err(err) => {
+                tracing::debug!(cause = %err, "no profile name for a customer");
+                if err.status == 0 {
+                    self.profiles_asked
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(handle);
+                }
+                None
+            }
+        }
     }
 
     /// Sends what is queued for the channel (up to `limit`); how many left the queue.

@@ -327,6 +327,8 @@ pub struct ConversationEntry {
     pub receipt: Option<ReceiptKind>,
     /// For the customer's message, whether an agent has read it.
     pub seen: bool,
+    /// The channel the thread's replies go to now (`None`: nowhere, or erased).
+    pub routed_to: Option<ChannelKind>,
 }
 
 /// One message of a thread, for a bridge that sends the thread's replies: what the customer

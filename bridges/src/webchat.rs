@@ -152,6 +152,9 @@ pub enum ServerFrame {
         agents_online: bool,
         /// The apps the conversation can continue on (`continue` asks for a link).
         continue_on: Vec<ChannelKind>,
+        /// Where the conversation went on, if its replies go to another app now (as
+        /// [`ServerFrame::Moved`] said while the widget was open).
+        moved: Option<ChannelKind>,
     },
     /// The link that continues the conversation on another app: good once, for 15 minutes.
     ContinueLink {
@@ -393,6 +396,12 @@ impl<L: NodeLink> Webchat<L> {
                 history: entries.iter().map(ChatMessage::from).collect(),
                 agents_online: self.bridge.link().agents_online().await,
                 continue_on: self.continue_on.iter().map(|app| app.channel).collect(),
+                // The latest conversation's route, if it left the web chat.
+                moved: entries
+                    .iter()
+                    .max_by_key(|entry| entry.at)
+                    .and_then(|entry| entry.routed_to)
+                    .filter(|channel| *channel != ChannelKind::Webchat),
             },
             Err(err) => ServerFrame::error("unavailable", err.to_string(), None),
         }

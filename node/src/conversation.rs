@@ -89,6 +89,7 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                         at: header.author_time,
                         receipt: state.receipts.get(&id).copied(),
                         seen: false,
+                        routed_to: state.route.map(|route| route.channel),
                     },
                 ));
             }

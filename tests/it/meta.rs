@@ -182,6 +182,10 @@ fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
         .find(|frame| frame["type"] == "moved")
         .expect("a moved frame");
     assert_eq!(moved["channel"], "messenger");
+    // And says it again to the visitor coming back to the page (another tab, a reload).
+    let returning = Visitor::connect(&node, Some(&visitor.session));
+    assert_eq!(returning.moved.as_deref(), Some("messenger"));
+    drop(returning);
 
     // One conversation: the same thread and contact, now routed to Messenger.
     let listed = threads(&node, &shop.token);
@@ -266,6 +270,11 @@ fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
         .expect("the reply in the web chat");
     assert_eq!(answer["text"], "Welcome back!");
     assert_eq!(shop.graph.sent().len(), 1, "nothing more went to Messenger");
+    let returning = Visitor::connect(&node, Some(&visitor.session));
+    assert_eq!(
+        returning.moved, None,
+        "the conversation is back in the web chat"
+    );
 }
 
 #[test]
@@ -338,7 +347,7 @@ fn a_web_chat_continues_on_whatsapp_with_the_code_in_the_text() {
 }
 
 #[test]
-fn a_code_never_links_a_second_handle_another_channel_or_a_guess() {
+fn a_code_never_links_a_second_handle_another_channel_a_guess_or_after_expiry() {
     let shop = Shop::new();
     let node = shop.start();
     let mut alice = Visitor::connect(&node, None);
@@ -388,8 +397,6 @@ fn a_code_never_links_a_second_handle_another_channel_or_a_guess() {
     );
     assert_eq!(deliver(&node, "messenger", &guessed).0, 200);
 
-    let (_, listed) = node.get(&shop.token, "/api/v1/contacts?q=webchat:");
-    let _ = listed;
     let alice_phone = contact_of("messenger:1001").expect("linked");
     let stranger = contact_of("messenger:2002").expect("a contact of its own");
     assert_ne!(alice_phone, stranger);
@@ -399,7 +406,7 @@ fn a_code_never_links_a_second_handle_another_channel_or_a_guess() {
         let handles = record["handles"].as_array().expect("handles");
         assert_eq!(handles.len(), 1, "{record}");
     }
-    // Four conversations: Alice's (continued), Bob's, and three strangers'.
+    // Five conversations: Alice's (continued), Bob's, and three strangers'.
     assert_eq!(threads(&node, &shop.token).len(), 5);
     for needles in [
         ["links nothing", "used already"],
@@ -410,6 +417,35 @@ fn a_code_never_links_a_second_handle_another_channel_or_a_guess() {
             (!node.logged(&needles).is_empty()).then_some(())
         });
     }
+
+    // Bob's right code, brought back 16 minutes later (codes live 15): not linked either.
+    let (_, late_code) = continue_link(&mut bob, "messenger");
+    drop((alice, bob));
+    node.stop();
+    let later = Node::start_ahead(&shop.data, "+16m");
+    let late = samples::messenger_text_with_ref(
+        PAGE,
+        "5005",
+        "m_late",
+        "Bob, later",
+        &late_code,
+        now_ms() + 16 * 60 * 1000,
+    );
+    assert_eq!(deliver(&later, "messenger", &late).0, 200);
+    let (_, found) = later.get(&shop.token, "/api/v1/contacts?q=messenger:5005");
+    let contact = found["contacts"][0]["id"]
+        .as_str()
+        .expect("its own contact");
+    let (_, record) = later.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(
+        record["handles"],
+        json!(["messenger:5005"]),
+        "an expired code links nothing: {record}"
+    );
+    assert_eq!(threads(&later, &shop.token).len(), 6);
+    eventually("the expiry logged", Duration::from_secs(5), || {
+        (!later.logged(&["links nothing", "expired"]).is_empty()).then_some(())
+    });
 }
 
 #[test]
@@ -605,20 +641,31 @@ fn files_come_in_from_whatsapp_and_messenger_and_go_out_to_them() {
 #[test]
 fn an_instagram_message_lands_on_its_own_channel_and_the_reply_goes_back() {
     let shop = Shop::new();
+    shop.graph
+        .add_instagram_profile("6192845573061201", "Peter Chang", "peter_chang_live");
     let node = shop.start();
-    let message = samples::instagram_text(
-        IG_ACCOUNT,
-        "6192845573061201",
-        "aWdfZAG1faXRlbTox",
-        "Is the blue one back?",
-        now_ms(),
-    );
-    assert_eq!(deliver(&node, "instagram", &message).0, 200);
+    for (mid, text) in [
+        ("aWdfZAG1faXRlbTox", "Is the blue one back?"),
+        ("aWdfZAG1faXRlbToy", "In size M?"),
+    ] {
+        let message = samples::instagram_text(IG_ACCOUNT, "6192845573061201", mid, text, now_ms());
+        assert_eq!(deliver(&node, "instagram", &message).0, 200);
+    }
+    // The new contact is named from the customer's Instagram profile, asked for once.
+    let profile_asks: Vec<_> = shop
+        .graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/6192845573061201"))
+        .collect();
+    assert_eq!(profile_asks.len(), 1);
+    assert_eq!(profile_asks[0].query, "fields=name,username");
     // A Messenger-shaped delivery at the Instagram webhook is refused.
     let wrong = samples::messenger_text(PAGE, "1", "m_1", "x", now_ms());
     assert_eq!(deliver(&node, "instagram", &wrong).0, 400);
     let listed = threads(&node, &shop.token);
     assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["contact_name"], "Peter Chang");
     let thread = listed[0]["id"].as_str().expect("id").to_owned();
     let shown = detail(&node, &shop.token, &thread);
     assert_eq!(
@@ -642,12 +689,13 @@ fn a_rate_limited_send_is_retried_and_a_closed_window_fails_with_its_reason() {
     let shop = Shop::new();
     let node = shop.start();
     let psid = "7007";
+    shop.graph.add_messenger_profile(psid, "Ana", "Lima");
     let message = samples::messenger_text(PAGE, psid, "m_w1", "Hello?", now_ms());
     assert_eq!(deliver(&node, "messenger", &message).0, 200);
-    let thread = threads(&node, &shop.token)[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let listed = threads(&node, &shop.token);
+    // The new contact is named from the customer's Messenger profile.
+    assert_eq!(listed[0]["contact_name"], "Ana Lima");
+    let thread = listed[0]["id"].as_str().expect("id").to_owned();
 
     shop.graph.rate_limit_next(1);
     let (status, sent) = reply(&node, &shop.token, &thread, "Hi! One moment.");
@@ -987,4 +1035,91 @@ fn an_agent_sends_a_whatsapp_template_from_the_inbox_once_the_window_has_closed(
     let shown = shown.as_str().expect("text").to_owned();
     assert!(shown.contains("Template order_update (en_US)"), "{shown}");
     assert!(shown.contains("Kim · 1077"), "{shown}");
+}
+
+#[test]
+fn the_whatsapp_bridge_runs_on_its_own_against_the_node() {
+    let shop = Shop::new();
+    shop.graph
+        .approve_whatsapp_template("order_update", "en_US", 1);
+    // The node leaves WhatsApp to the standalone bridge: its section moves to the bridge's file.
+    let config = shop.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let start = text.find("[whatsapp]").expect("a [whatsapp] section");
+    let end = text.find("[messenger]").expect("a [messenger] section");
+    let bridge_config = shop.data.join("whatsapp.toml");
+    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
+    let added = threadline_ok(&shop.data, &["bridge", "add", "whatsapp"]);
+    let key_file = shop.data.join("whatsapp-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let node = shop.start();
+    let bridge = Node::start_command(
+        &shop.data,
+        &[
+            "bridge",
+            "whatsapp",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "whatsapp bridge listening on ",
+    );
+    // The node itself no longer answers for WhatsApp.
+    let message = samples::whatsapp_text(
+        PHONE_ID,
+        NUMBER,
+        "4915100000077",
+        "Lea",
+        "wamid.STANDALONE",
+        "Is my order on its way?",
+        now_ms() / 1000,
+    );
+    assert_eq!(deliver(&node, "whatsapp", &message).0, 404);
+    assert_eq!(deliver(&bridge, "whatsapp", &message).0, 200);
+    assert_eq!(deliver(&bridge, "whatsapp", &message).0, 200);
+    let listed = threads(&node, &shop.token);
+    assert_eq!(listed.len(), 1, "stored once: {listed:?}");
+    assert_eq!(listed[0]["contact_name"], "Lea");
+    let thread = listed[0]["id"].as_str().expect("id").to_owned();
+
+    // A reply and a template go out through the bridge; the status comes back through it.
+    let (status, sent) = reply(&node, &shop.token, &thread, "It left today.");
+    assert_eq!(status, 200, "{sent}");
+    let event = sent["event"].as_str().expect("event").to_owned();
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"template": {"name": "order_update", "language": "en_US", "parameters": ["Lea"]}}),
+    );
+    assert_eq!(status, 200);
+    let calls = shop.graph.wait_for_sent(2, Duration::from_secs(15));
+    assert_eq!(calls[0].body["text"]["body"], "It left today.");
+    assert_eq!(calls[1].body["type"], "template");
+    assert_eq!(
+        calls[1].body["template"]["components"][0]["parameters"][0]["text"],
+        "Lea"
+    );
+    let delivered = samples::whatsapp_status(
+        PHONE_ID,
+        NUMBER,
+        &calls[0].message_id,
+        "4915100000077",
+        "delivered",
+        now_ms() / 1000,
+        Some(&event),
+        None,
+    );
+    assert_eq!(deliver(&bridge, "whatsapp", &delivered).0, 200);
+    eventually("a delivered receipt", Duration::from_secs(10), || {
+        let shown = detail(&node, &shop.token, &thread);
+        (receipts_of(&shown, &event) == ["delivered"]).then_some(())
+    });
 }

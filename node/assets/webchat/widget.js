@@ -62,7 +62,7 @@
   var emailLeft = !!settings.email;
 
   // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
-  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram" };
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email" };
   var continueBar = el("div", "tl-chat-continue");
   continueBar.hidden = true;
   var continueLinks = el("div", "tl-chat-continue-row");
@@ -89,6 +89,15 @@
     link.rel = "noopener";
     continueLinks.appendChild(link);
     continueLinks.appendChild(el("div", "tl-chat-continue-note", "This link works once, for 15 minutes. Send the first message as it is."));
+    continueBar.hidden = false;
+  }
+  // The conversation went on in another app: say where (live, or on return to the page).
+  function showMoved(channel) {
+    emailForm.hidden = true;
+    continueLinks.textContent = "";
+    continueLinks.appendChild(el("div", "tl-chat-continue-moved",
+      "This conversation continues on " + (APP_NAMES[channel] || channel) +
+      ". Our replies go there now; write here to have them here again."));
     continueBar.hidden = false;
   }
 
@@ -237,6 +246,7 @@
         frame.history.forEach(show);
         continueOn = frame.continue_on || [];
         offerContinue();
+        if (frame.moved) showMoved(frame.moved);
         Object.keys(pending).forEach(function (id) {
           socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
         });
@@ -252,7 +262,9 @@
             sent.element.dataset.event = frame.event;
             shown[frame.event] = sent.element;
           }
-          if (continueBar.hidden && !continueLinks.querySelector("a")) offerContinue();
+          // Written here: the conversation is back here (a "continues on …" notice goes).
+          var moved = continueLinks.querySelector(".tl-chat-continue-moved");
+          if (moved || (continueBar.hidden && !continueLinks.querySelector("a"))) offerContinue();
         }
       } else if (frame.type === "message") {
         if (frame.from === "agent") typingLine.hidden = true;
@@ -260,13 +272,7 @@
       } else if (frame.type === "continue_link") {
         showContinueLink(frame.channel, frame.url);
       } else if (frame.type === "moved") {
-        // The link came back from the visitor's phone: say where the conversation went.
-        emailForm.hidden = true;
-        continueLinks.textContent = "";
-        continueLinks.appendChild(el("div", "tl-chat-continue-moved",
-          "This conversation continues on " + (APP_NAMES[frame.channel] || frame.channel) +
-          ". Our replies go there now; write here to have them here again."));
-        continueBar.hidden = false;
+        showMoved(frame.channel);
       } else if (frame.type === "email_saved") {
         emailLeft = true;
         emailForm.hidden = true;

@@ -338,6 +338,8 @@ pub struct ConversationMessage {
     at: u64,
     receipt: Option<&'static str>,
     seen: bool,
+    /// The channel the thread's replies go to now.
+    routed_to: Option<threadline_protocol::ChannelKind>,
 }
 
 /// `GET /api/v1/bridge/conversation?handle=H`: the messages exchanged on a handle of the
@@ -360,6 +362,7 @@ pub async fn conversation(
             at: entry.at.as_millis(),
             receipt: entry.receipt.map(ReceiptKind::name),
             seen: entry.seen,
+            routed_to: entry.routed_to,
         })
         .collect();
     Ok(Json(ConversationView { messages }))

@@ -5,6 +5,7 @@
 //! in it is durable (`503` asks Meta to deliver it again).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::{
@@ -12,7 +13,7 @@ use axum::{
     extract::{Query, Request, State},
     http::{header::CONTENT_LENGTH, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, MethodRouter},
     Router,
 };
 use threadline_bridges::instagram::Instagram;
@@ -58,46 +59,56 @@ impl<L> Clone for MetaBridges<L> {
 /// The routes of the configured bridges (none for those that are not).
 pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
     let mut router = Router::new();
-    if let Some(whatsapp) = &bridges.whatsapp {
-        let endpoint = whatsapp.endpoint().clone();
-        let bridge = Arc::clone(whatsapp);
+    if let Some(bridge) = &bridges.whatsapp {
         router = router.route(
             "/webhooks/whatsapp",
-            get(handshake)
-                .post(move |request: Request| async move {
-                    match raw_delivery(request).await {
-                        Ok((headers, body)) => {
-                            answer("whatsapp", bridge.take(signature(&headers), &body).await)
-                        }
-                        Err(refused) => refused,
-                    }
-                })
-                .with_state(endpoint),
+            meta_route("whatsapp", bridge.endpoint(), Arc::clone(bridge), |bridge, headers, body| async move {
+                bridge.take(signature(&headers), &body).await
+            }),
         );
     }
-    for (path, bridge) in [
-        ("/webhooks/messenger", &bridges.messenger),
-        ("/webhooks/instagram", &bridges.instagram),
+    for (what, bridge) in [
+        ("messenger", &bridges.messenger),
+        ("instagram", &bridges.instagram),
     ] {
         if let Some(bridge) = bridge {
-            let endpoint = bridge.endpoint().clone();
-            let bridge = Arc::clone(bridge);
-            router = router.route(
-                path,
-                get(handshake)
-                    .post(move |request: Request| async move {
-                        match raw_delivery(request).await {
-                            Ok((headers, body)) => {
-                                answer(path, bridge.take(signature(&headers), &body).await)
-                            }
-                            Err(refused) => refused,
-                        }
-                    })
-                    .with_state(endpoint),
-            );
+            router =
+                router.route(
+                    &format!("/webhooks/{what}"),
+                    meta_route(
+                        what,
+                        bridge.endpoint(),
+                        Arc::clone(bridge),
+                        |bridge, headers, body| async move {
+                            bridge.take(signature(&headers), &body).await
+                        },
+                    ),
+                );
         }
     }
     router
+}
+
+/// A bridge's webhook: `GET` the subscription handshake, `POST` a delivery, whose raw body
+/// `take` hands to the bridge.
+fn meta_route<B, Taken>(
+    what: &'static str,
+    endpoint: &MetaEndpoint,
+    bridge: Arc<B>,
+    take: fn(Arc<B>, HeaderMap, Bytes) -> Taken,
+) -> MethodRouter
+where
+    B: Send + Sync + 'static,
+    Taken: Future<Output = Result<(), WebhookRefusal>> + Send + 'static,
+{
+    get(handshake)
+        .post(move |request: Request| async move {
+            match raw_delivery(request).await {
+                Ok((headers, body)) => answer(what, take(bridge, headers, body).await),
+                Err(refused) => refused,
+            }
+        })
+        .with_state(endpoint.clone())
 }
 
 /// A delivery's headers and raw body, or `413` for one over [`MAX_WEBHOOK_BYTES`]: refused
