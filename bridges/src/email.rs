@@ -393,6 +393,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
                 media_type: "message/rfc822".to_owned(),
                 bytes: mail.data.clone(),
             }),
+            reply_to: None,
         };
         match self.bridge.receive(&message).await {
             Ok(crate::sdk::Submitted::Stored(event)) => {
@@ -1138,6 +1139,7 @@ mod tests {
             text: "Use <b>code</b> & \"SAVE10\"".to_owned(),
             attachments: Vec::new(),
             template: None,
+            reply_to: None,
         };
         let history = vec![crate::sdk::ThreadMessage {
             event: threadline_protocol::EventId::from_bytes([4; 32]),

@@ -9,6 +9,7 @@ use threadline_protocol::{
     event::{Attachment, ReceiptKind, Template},
     id::BlobHash,
     limits::MAX_BLOB_BYTES,
+    name::ExternalId,
     Event, EventId, ThreadId, Timestamp,
 };
 
@@ -279,6 +280,9 @@ impl NodeLink for HttpLink {
                     text: d["text"].as_str().unwrap_or_default().to_owned(),
                     attachments: attachments(d)?,
                     template: template(d)?,
+                    reply_to: d["reply_to"]
+                        .as_str()
+                        .and_then(|id| ExternalId::new(id).ok()),
                 })
             })
             .collect()
@@ -447,6 +451,9 @@ impl NodeLink for HttpLink {
                     receipt: m["receipt"].as_str().and_then(ReceiptKind::from_name),
                     seen: m["seen"] == true,
                     routed_to: m["routed_to"].as_str().and_then(|c| c.parse().ok()),
+                    external_id: m["external_id"]
+                        .as_str()
+                        .and_then(|id| ExternalId::new(id).ok()),
                 })
             })
             .collect()

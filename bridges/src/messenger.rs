@@ -24,8 +24,8 @@ use crate::sdk::{
     SendError, Sent,
 };
 use crate::webhook::{
-    attachment_bytes, continue_hint, last_customer_message, outcome, record_receipt, split_text,
-    MetaEndpoint, WebhookRefusal, WEBHOOK_BACKOFF,
+    attachment_bytes, continue_hint, last_customer_message, outcome, quoted_message,
+    record_receipt, split_text, MetaEndpoint, WebhookRefusal, WEBHOOK_BACKOFF,
 };
 use crate::window::ReplyWindow;
 use webhook::{Messaging, MessagingEvent, MetaApp, MetaAttachment};
@@ -151,9 +151,10 @@ impl<L: NodeLink> Messenger<L> {
                 text,
                 attachments,
                 referral,
+                reply_to,
                 ..
             } => {
-                self.take_message(handle, mid, text, attachments, referral)
+                self.take_message(handle, mid, text, attachments, referral, reply_to)
                     .await
             }
             Messaging::Referral { reference }
@@ -212,6 +213,7 @@ impl<L: NodeLink> Messenger<L> {
         text: Option<String>,
         files: Vec<MetaAttachment>,
         referral: Option<String>,
+        reply_to: Option<String>,
     ) -> Result<(), WebhookRefusal> {
         let Ok(external_id) = ExternalId::new(&mid) else {
             tracing::warn!("a message with an unusable id; skipped");
@@ -250,10 +252,15 @@ impl<L: NodeLink> Messenger<L> {
             None => None,
         };
         let name = self.profile_name(&handle).await;
+        let reply_to = match reply_to.as_deref().map(ExternalId::new) {
+            Some(Ok(quoted)) => quoted_message(&self.bridge, &handle, &quoted).await,
+            _ => None,
+        };
         let mut message = InboundMessage::new(handle, external_id, text);
         message.attachments = attachments;
         message.thread_hint = hint;
         message.sender_name = name;
+        message.reply_to = reply_to;
         outcome(self.bridge.receive(&message).await, "a message")
     }
 

@@ -84,6 +84,9 @@ pub struct InboundMessage {
     /// The message exactly as the app delivered it (a mail's raw bytes), stored beside the
     /// faithful view so nothing the customer sent is unrecoverable.
     pub original: Option<InboundAttachment>,
+    /// The earlier message it answers, `(thread, event)` (see [`Bridge::message_by_app_id`]):
+    /// recorded if the message lands in that thread.
+    pub reply_to: Option<(ThreadId, EventId)>,
 }
 
 impl InboundMessage {
@@ -99,6 +102,7 @@ impl InboundMessage {
             automatic: false,
             subject: None,
             original: None,
+            reply_to: None,
         }
     }
 
@@ -306,6 +310,9 @@ pub struct Delivery {
     pub attachments: Vec<Attachment>,
     /// The approved message template to send instead of text (WhatsApp outside its window).
     pub template: Option<Template>,
+    /// The app's id of the customer's message this reply answers (to quote it, where the app
+    /// can).
+    pub reply_to: Option<ExternalId>,
 }
 
 /// One message of a customer's conversation on one handle, as the customer may see it.
@@ -329,6 +336,8 @@ pub struct ConversationEntry {
     pub seen: bool,
     /// The channel the thread's replies go to now (`None`: nowhere, or erased).
     pub routed_to: Option<ChannelKind>,
+    /// The app's id of the message, where it has one (the customer's messages).
+    pub external_id: Option<ExternalId>,
 }
 
 /// One message of a thread, for a bridge that sends the thread's replies: what the customer
@@ -645,6 +654,22 @@ impl<L: NodeLink> Bridge<L> {
         &self.link
     }
 
+    /// The message on `handle` that the app knows as `id` (what a customer's message quoting
+    /// an earlier one names), as `(thread, event)`; `None` if there is none.
+    pub async fn message_by_app_id(
+        &self,
+        handle: &Handle,
+        id: &ExternalId,
+    ) -> Result<Option<(ThreadId, EventId)>, LinkError> {
+        Ok(self
+            .link
+            .conversation(handle)
+            .await?
+            .into_iter()
+            .find(|entry| entry.external_id.as_ref() == Some(id))
+            .map(|entry| (entry.thread, entry.event)))
+    }
+
     /// Takes a customer's message in: the node has it durably once this returns `Ok` (as
     /// `Stored`, or `Duplicate` if it had it already). Each attempt resolves the handle again,
     /// so a retry lands on the thread that is open then.
@@ -707,6 +732,10 @@ impl<L: NodeLink> Bridge<L> {
                     );
                     content.subject = message.stored_subject();
                     content.original = original;
+                    content.reply_to = message
+                        .reply_to
+                        .filter(|(thread, _)| *thread == resolved.thread)
+                        .map(|(_, event)| event);
                     content
                 })
                 .sign(&self.identity.key)

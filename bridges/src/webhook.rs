@@ -6,7 +6,9 @@
 //! verifies a webhook URL with `GET ?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`.
 
 use hmac::{KeyInit as _, Mac as _};
-use threadline_protocol::{event::ReceiptKind, ChannelKind, Handle, Timestamp};
+use threadline_protocol::{
+    event::ReceiptKind, name::ExternalId, ChannelKind, EventId, Handle, ThreadId, Timestamp,
+};
 
 use crate::sdk::{Bridge, BridgeError, Delivery, HandoffCode, NodeLink, SendError, ThreadHint};
 
@@ -312,6 +314,23 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// The earlier message a customer's message quotes, by the app's id of it, if the node has it
+/// on this handle (the customer's own messages; replies carry no app id). A node that cannot
+/// answer now loses only the quote, never the message.
+pub async fn quoted_message<L: NodeLink>(
+    bridge: &Bridge<L>,
+    handle: &Handle,
+    quoted: &ExternalId,
+) -> Option<(ThreadId, EventId)> {
+    match bridge.message_by_app_id(handle, quoted).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(cause = %err, "the quoted message could not be looked up");
+            None
+        }
+    }
 }
 
 /// The thread a "continue on …" code leads to, if it links the handle (the node logs why not).

@@ -26,8 +26,8 @@ use crate::sdk::{
     SendError, Sent,
 };
 use crate::webhook::{
-    attachment_bytes, continue_hint, last_customer_message, outcome, record_receipt, split_text,
-    MetaEndpoint, WebhookRefusal, WEBHOOK_BACKOFF,
+    attachment_bytes, continue_hint, last_customer_message, outcome, quoted_message,
+    record_receipt, split_text, MetaEndpoint, WebhookRefusal, WEBHOOK_BACKOFF,
 };
 use crate::window::ReplyWindow;
 use threadline_protocol::name::ExternalId;
@@ -206,10 +206,15 @@ impl<L: NodeLink> Whatsapp<L> {
             Some(code) => continue_hint(&self.bridge, &handle, &code).await?,
             None => None,
         };
+        let reply_to = match message.reply_to.as_deref().map(ExternalId::new) {
+            Some(Ok(quoted)) => quoted_message(&self.bridge, &handle, &quoted).await,
+            _ => None,
+        };
         let mut inbound = InboundMessage::new(handle, external_id, text);
         inbound.attachments = attachments;
         inbound.sender_name = message.profile_name;
         inbound.thread_hint = hint;
+        inbound.reply_to = reply_to;
         outcome(self.bridge.receive(&inbound).await, "a WhatsApp message")
     }
 
@@ -274,8 +279,13 @@ impl<L: NodeLink> Whatsapp<L> {
         if let Some(reason) = window.refusal(ChannelKind::Whatsapp) {
             return Err(SendError::Permanent(reason));
         }
+        // The first message of the reply quotes the customer's message it answers.
+        let mut context = delivery
+            .reply_to
+            .as_ref()
+            .map(|quoted| serde_json::json!({ "message_id": quoted.as_str() }));
         for part in split_text(&delivery.text, MAX_TEXT_CHARS) {
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "messaging_product": "whatsapp",
                 "recipient_type": "individual",
                 "to": to,
@@ -283,6 +293,9 @@ impl<L: NodeLink> Whatsapp<L> {
                 "text": { "preview_url": false, "body": part },
                 "biz_opaque_callback_data": callback,
             });
+            if let Some(context) = context.take() {
+                body["context"] = context;
+            }
             graph
                 .post_message(node, body)
                 .await
@@ -323,6 +336,9 @@ impl<L: NodeLink> Whatsapp<L> {
                 "biz_opaque_callback_data": callback,
             });
             body[kind] = media;
+            if let Some(context) = context.take() {
+                body["context"] = context;
+            }
             graph
                 .post_message(node, body)
                 .await

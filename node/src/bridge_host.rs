@@ -145,6 +145,7 @@ impl NodeLink for LocalLink {
                     text: queued.delivery.text,
                     attachments: queued.attachments,
                     template: queued.template,
+                    reply_to: queued.reply_to,
                 })
                 .collect(),
         )

@@ -85,11 +85,12 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                         event: id,
                         depth: header.depth,
                         inbound,
-                        text: content.map(|c| c.text),
+                        text: content.as_ref().map(|c| c.text.clone()),
                         at: header.author_time,
                         receipt: state.receipts.get(&id).copied(),
                         seen: false,
                         routed_to: state.route.map(|route| route.channel),
+                        external_id: content.as_ref().and_then(|c| c.external_id.clone()),
                     },
                 ));
             }
@@ -190,6 +191,9 @@ pub struct QueuedReply {
     pub attachments: Vec<threadline_protocol::event::Attachment>,
     /// The message template it goes as, if it is one.
     pub template: Option<threadline_protocol::event::Template>,
+    /// The app's id of the customer's message it answers, if the agent chose one (and the
+    /// app gave it an id).
+    pub reply_to: Option<threadline_protocol::name::ExternalId>,
 }
 
 /// The oldest `limit` deliveries queued for `channel`, each with its reply's attachments and
@@ -203,14 +207,23 @@ pub fn deliveries(
         .deliveries(channel, limit)?
         .into_iter()
         .map(|delivery| {
+            let scope = ScopeId::Thread(delivery.thread);
             let content = store
-                .event(&ScopeId::Thread(delivery.thread), &delivery.event)?
+                .event(&scope, &delivery.event)?
                 .and_then(|event| event.content)
                 .unwrap_or_default();
+            let reply_to = match content.reply_to {
+                Some(answered) => store
+                    .event(&scope, &answered)?
+                    .and_then(|event| event.content)
+                    .and_then(|content| content.external_id),
+                None => None,
+            };
             Ok(QueuedReply {
                 delivery,
                 attachments: content.attachments,
                 template: content.template,
+                reply_to,
             })
         })
         .collect()

@@ -125,6 +125,9 @@ pub enum IngestError {
         /// The thread's route.
         route: Option<threadline_protocol::ChannelKind>,
     },
+    /// A reply that answers an event of the thread that is not a customer's message.
+    #[error("event {0} is not a customer's message of this thread: a reply answers one")]
+    NotACustomerMessage(EventId),
     /// A template reply on a thread whose route's app has no message templates.
     #[error("replies on {} cannot be message templates (only WhatsApp has them): write a reply instead", route.map_or("no route".to_owned(), |c| c.to_string()))]
     TemplateNotCarried {
@@ -154,7 +157,14 @@ impl From<sled::Error> for IngestError {
 pub enum Action {
     /// A reply to the customer, delivered on the thread's route, with files whose bytes
     /// are stored already (an agent uploads them first).
-    Reply(String, Vec<threadline_protocol::event::Attachment>),
+    Reply {
+        /// The text.
+        text: String,
+        /// The files.
+        attachments: Vec<threadline_protocol::event::Attachment>,
+        /// The customer's message of the thread it answers, if the agent chose one.
+        reply_to: Option<EventId>,
+    },
     /// A reply as a message template the app approved (WhatsApp outside its 24-hour window),
     /// delivered on the thread's route.
     Template(threadline_protocol::event::Template),

@@ -551,6 +551,13 @@ fn check_content(kind: &EventKind, content: &Content) -> Result<(), VerifyError>
             reason: "only messages have a subject or an original",
         });
     }
+    if content.reply_to.is_some() && !matches!(kind, EventKind::Thread(ThreadKind::Message { .. }))
+    {
+        return Err(VerifyError::BadContent {
+            kind: name,
+            reason: "only a message answers another",
+        });
+    }
     if let Some(template) = &content.template {
         let outbound = matches!(
             kind,

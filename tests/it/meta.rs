@@ -1123,3 +1123,109 @@ fn the_whatsapp_bridge_runs_on_its_own_against_the_node() {
         (receipts_of(&shown, &event) == ["delivered"]).then_some(())
     });
 }
+
+#[test]
+fn a_whatsapp_reply_quotes_the_message_it_answers_and_a_customers_quote_is_kept() {
+    let shop = Shop::new();
+    let node = shop.start();
+    let customer = "4915100000042";
+    let from_customer = |wamid: &str, text: &str, quoting: Option<&str>| {
+        let mut message = samples::whatsapp_text(
+            PHONE_ID,
+            NUMBER,
+            customer,
+            "Noor",
+            wamid,
+            text,
+            now_ms() / 1000,
+        );
+        if let Some(quoted) = quoting {
+            message["entry"][0]["changes"][0]["value"]["messages"][0]["context"] =
+                json!({"from": customer, "id": quoted});
+        }
+        assert_eq!(deliver(&node, "whatsapp", &message).0, 200);
+    };
+    from_customer("wamid.Q1", "Do you have the mug in red?", None);
+    from_customer("wamid.Q2", "Or in blue?", None);
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let inbound = events_of_kind(
+        &detail(&node, &shop.token, &thread),
+        "thread.message.inbound",
+    );
+    let first = inbound[0]["id"].as_str().expect("id").to_owned();
+
+    // Only a customer's message of the thread can be answered.
+    let (status, note) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/notes"),
+        &json!({"text": "ask the warehouse"}),
+    );
+    assert_eq!(status, 200, "{note}");
+    let note = note["event"].as_str().expect("event");
+    let (status, refused) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Yes", "reply_to": note}),
+    );
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_a_customer_message");
+
+    // The agent answers the first question from the inbox: WhatsApp quotes it.
+    let agent = crate::browser::open_first_conversation(&node.base, &shop.token);
+    agent.wait_for(
+        "the answer buttons",
+        "return document.querySelectorAll('#events .event.inbound .reply-to').length === 2",
+    );
+    agent.run(
+        "document.querySelectorAll('#events .event.inbound .reply-to')[0].click()",
+        json!([]),
+    );
+    let replying = agent.wait_for(
+        "the quote above the composer",
+        "const r = document.getElementById('replying'); return !r.hidden && r.textContent",
+    );
+    assert!(
+        replying.as_str().is_some_and(|r| r.contains("in red?")),
+        "{replying}"
+    );
+    let compose = agent.find("#compose");
+    agent.type_into(&compose, "Red is back on Monday.");
+    agent.click_on("#send");
+    let sent = shop.graph.wait_for_sent(1, Duration::from_secs(10));
+    assert_eq!(sent[0].body["text"]["body"], "Red is back on Monday.");
+    assert_eq!(sent[0].body["context"]["message_id"], "wamid.Q1");
+    let outbound = eventually("the reply stored", Duration::from_secs(5), || {
+        events_of_kind(
+            &detail(&node, &shop.token, &thread),
+            "thread.message.outbound",
+        )
+        .into_iter()
+        .next()
+    });
+    assert_eq!(outbound["reply_to"], first.as_str());
+
+    // The customer quotes their first message again: the quote is kept on the thread.
+    from_customer("wamid.Q3", "Great, I'll take two", Some("wamid.Q1"));
+    let shown = detail(&node, &shop.token, &thread);
+    let latest = events_of_kind(&shown, "thread.message.inbound")
+        .into_iter()
+        .find(|e| e["external_id"] == "wamid.Q3")
+        .expect("the quoting message");
+    assert_eq!(latest["reply_to"], first.as_str());
+    // A quote of something the node never had is no quote, and the message is kept.
+    from_customer("wamid.Q4", "And this?", Some("wamid.UNKNOWN"));
+    let shown = detail(&node, &shop.token, &thread);
+    let unknown = events_of_kind(&shown, "thread.message.inbound")
+        .into_iter()
+        .find(|e| e["external_id"] == "wamid.Q4")
+        .expect("the message");
+    assert_eq!(unknown["reply_to"], Value::Null);
+    agent.wait_for(
+        "the quote in the inbox",
+        "return [...document.querySelectorAll('#events .event.inbound .quote')].some(q => q.textContent.includes('in red?'))",
+    );
+    agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-whatsapp-quote.png"));
+}

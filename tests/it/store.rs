@@ -55,7 +55,11 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                         .act(
                             agent,
                             resolved.thread,
-                            ingest::Action::Reply(format!("reply {message}"), Vec::new()),
+                            ingest::Action::Reply {
+                                text: format!("reply {message}"),
+                                attachments: Vec::new(),
+                                reply_to: None,
+                            },
                         )
                         .await
                         .expect("reply");

@@ -10,6 +10,8 @@
     matrix: "Matrix", xmpp: "XMPP" };
   var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
     selected: null, detail: null, contact: null, mode: "reply",
+    // The customer's message the next reply answers (quoted where the app can), if chosen.
+    replyTo: null,
     // The mails whose quoted history the agent unfolded; kept across re-renders of the thread.
     unfolded: {} };
 
@@ -167,6 +169,7 @@
   };
 
   function select(id) {
+    if (state.selected !== id) setReplyTo(null);
     state.selected = id;
     $("customer-typing").hidden = true;
     $("no-thread").hidden = true;
@@ -227,6 +230,10 @@
         if (!old || rank[e.detail.receipt] > rank[old]) receipts[e.detail.target] = e.detail.receipt;
       }
     });
+    var byId = {};
+    state.detail.events.forEach(function (e) { byId[e.id] = e; });
+    var quoting = !!thread.route && thread.route.channel === "whatsapp";
+    if (state.replyTo && (!quoting || !byId[state.replyTo.id])) setReplyTo(null);
     var list = $("events");
     list.textContent = "";
     state.detail.events.forEach(function (e) {
@@ -237,6 +244,7 @@
         item = el("li", "event " + cls);
         if (e.subject) item.appendChild(el("div", "subject", e.subject));
         if (e.template) item.appendChild(el("div", "template", "Template " + e.template.name + " (" + e.template.language + ")"));
+        if (e.reply_to && byId[e.reply_to]) item.appendChild(el("div", "quote", snippet(byId[e.reply_to])));
         var shown = e.template ? e.template.parameters.join(" · ") : (unfolded ? e.text : (e.display_text || e.text));
         var body = el("div", "text", e.erased ? "(erased)" : shown);
         item.appendChild(body);
@@ -256,6 +264,13 @@
             "/original", e.original, e));
         }
         item.appendChild(el("div", "meta", meta));
+        // WhatsApp quotes the message a reply answers.
+        if (e.kind === "thread.message.inbound" && !e.erased && quoting) {
+          var answer = el("button", "reply-to", "Reply to this");
+          answer.type = "button";
+          answer.addEventListener("click", function () { setReplyTo(e); });
+          item.appendChild(answer);
+        }
       } else if (SYSTEM[e.kind]) {
         item = el("li", "event system", SYSTEM[e.kind](e));
       } else {
@@ -267,6 +282,18 @@
     list.scrollTop = list.scrollHeight;
     renderWindow();
   }
+
+  function snippet(e) {
+    var text = e.erased ? "(erased)" : (e.display_text || e.text || "");
+    return text.length > 80 ? text.slice(0, 80) + "…" : text;
+  }
+  function setReplyTo(e) {
+    state.replyTo = e;
+    $("replying").hidden = !e;
+    $("replying-text").textContent = e ? "Replying to: " + snippet(e) : "";
+    if (e) $("compose").focus();
+  }
+  $("replying-clear").addEventListener("click", function () { setReplyTo(null); });
 
   // The route's messaging window: when it is closed, why, and the ways that work instead
   // (an approved template on WhatsApp, another of the contact's channels).
@@ -477,11 +504,13 @@
     uploadFiles(files)
       .then(function (attachments) {
         var body = state.mode === "note" ? { text: text } : { text: text, attachments: attachments };
+        if (state.mode === "reply" && state.replyTo) body.reply_to = state.replyTo.id;
         return api("POST", "/threads/" + state.selected + (state.mode === "note" ? "/notes" : "/replies"), body);
       })
       .then(function () {
         $("compose").value = "";
         $("attach").value = "";
+        if (state.mode === "reply") setReplyTo(null);
         return loadThread().catch(function () { /* the live stream will refresh it */ });
       })
       .catch(function (error) { $("compose-error").textContent = error.message; })

@@ -230,6 +230,8 @@ pub struct DeliveryView {
     attachments: Vec<threadline_protocol::event::Attachment>,
     /// The approved message template the reply goes as, or `null`.
     template: Option<threadline_protocol::event::Template>,
+    /// The app's id of the customer's message the reply answers, or `null`.
+    reply_to: Option<threadline_protocol::name::ExternalId>,
     queued_at: u64,
 }
 
@@ -258,6 +260,7 @@ pub async fn deliveries(
             text: queued.delivery.text,
             attachments: queued.attachments,
             template: queued.template,
+            reply_to: queued.reply_to,
             queued_at: queued.delivery.queued_at.as_millis(),
         })
         .collect();
@@ -340,6 +343,8 @@ pub struct ConversationMessage {
     seen: bool,
     /// The channel the thread's replies go to now.
     routed_to: Option<threadline_protocol::ChannelKind>,
+    /// The app's id of the message, if it has one.
+    external_id: Option<threadline_protocol::name::ExternalId>,
 }
 
 /// `GET /api/v1/bridge/conversation?handle=H`: the messages exchanged on a handle of the
@@ -363,6 +368,7 @@ pub async fn conversation(
             receipt: entry.receipt.map(ReceiptKind::name),
             seen: entry.seen,
             routed_to: entry.routed_to,
+            external_id: entry.external_id,
         })
         .collect();
     Ok(Json(ConversationView { messages }))

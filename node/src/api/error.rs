@@ -117,6 +117,11 @@ impl From<IngestError> for ApiError {
             IngestError::FilesNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "attachments_not_supported", message)
             }
+            IngestError::NotACustomerMessage(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_customer_message",
+                message,
+            ),
             IngestError::TemplateNotCarried { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "templates_not_supported", message)
             }

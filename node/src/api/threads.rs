@@ -279,6 +279,9 @@ pub struct ReplyBody {
     /// An approved message template instead of text and files (WhatsApp).
     #[serde(default)]
     template: Option<TemplateBody>,
+    /// The customer's message of the thread this reply answers (WhatsApp quotes it).
+    #[serde(default)]
+    reply_to: Option<String>,
 }
 
 /// A message template the app approved, filled in.
@@ -342,10 +345,15 @@ pub async fn reply(
     body: Result<Json<ReplyBody>, JsonRejection>,
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
+    let reply_to: Option<EventId> = body
+        .reply_to
+        .as_deref()
+        .map(|id| parse_field(id, "reply_to"))
+        .transpose()?;
     if let Some(template) = body.template {
-        if !body.text.is_empty() || !body.attachments.is_empty() {
+        if !body.text.is_empty() || !body.attachments.is_empty() || reply_to.is_some() {
             return Err(ApiError::bad_request(
-                "a template reply has no text or files of its own: the template is the message",
+                "a template reply has no text or files of its own and quotes nothing: the template is the message",
             ));
         }
         let template = template.parse()?;
@@ -397,7 +405,17 @@ pub async fn reply(
         ));
     }
     window_allows_reply(&ingest, &id)?;
-    act(&ingest, caller, &id, Action::Reply(body.text, attachments)).await
+    act(
+        &ingest,
+        caller,
+        &id,
+        Action::Reply {
+            text: body.text,
+            attachments,
+            reply_to,
+        },
+    )
+    .await
 }
 
 /// `409 window_closed` for a reply on a thread whose channel would refuse it now (Messenger,

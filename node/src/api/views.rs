@@ -109,6 +109,9 @@ pub struct EventView {
     pub original: Option<threadline_protocol::event::Attachment>,
     /// For a reply sent as an approved message template: `{"name", "language", "parameters"}`.
     pub template: Option<threadline_protocol::event::Template>,
+    /// The message of the thread this one answers (the customer quoted it, or the agent
+    /// replied to it).
+    pub reply_to: Option<EventId>,
     /// Kind-specific details (the new status, the assignee, the label, the receipt, ...).
     pub detail: serde_json::Value,
 }
@@ -214,6 +217,7 @@ impl EventView {
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
             attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
             template: content.and_then(|c| c.template.clone()),
+            reply_to: content.and_then(|c| c.reply_to),
             subject: content.and_then(|c| c.subject.as_ref().map(|s| s.to_string())),
             original: content.and_then(|c| c.original.clone()),
             detail,

@@ -1167,7 +1167,25 @@ impl Writer {
         let (parents, depth) = thread.dag().next_parents();
         // Checked here, with the route as it is when the reply is stored (not as it was when
         // the request came): a reply's files go only where its bridge sends them.
-        if let Action::Reply(_, attachments) = &action {
+        if let Action::Reply {
+            attachments,
+            reply_to,
+            ..
+        } = &action
+        {
+            if let Some(answered) = reply_to {
+                let inbound = thread.dag().get(answered).is_some_and(|event| {
+                    matches!(
+                        event.header().kind,
+                        EventKind::Thread(ThreadKind::Message {
+                            direction: Direction::Inbound { .. }
+                        })
+                    )
+                });
+                if !inbound {
+                    return Err(IngestError::NotACustomerMessage(*answered));
+                }
+            }
             let route = thread.state().route.map(|route| route.channel);
             if !attachments.is_empty()
                 && !route.is_some_and(|channel| super::CHANNELS_WITH_FILES.contains(&channel))
@@ -1182,16 +1200,22 @@ impl Writer {
             }
         }
         let (kind, content) = match action {
-            Action::Reply(text, attachments) => (
-                ThreadKind::Message {
-                    direction: Direction::Outbound,
-                },
-                Some(
-                    attachments
-                        .into_iter()
-                        .fold(Content::text(text), Content::with_attachment),
-                ),
-            ),
+            Action::Reply {
+                text,
+                attachments,
+                reply_to,
+            } => {
+                let mut content = attachments
+                    .into_iter()
+                    .fold(Content::text(text), Content::with_attachment);
+                content.reply_to = reply_to;
+                (
+                    ThreadKind::Message {
+                        direction: Direction::Outbound,
+                    },
+                    Some(content),
+                )
+            }
             Action::Template(template) => (
                 ThreadKind::Message {
                     direction: Direction::Outbound,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::Handle;
 use crate::codec::{self, EncodeError};
 use crate::digest::{self, Domain};
-use crate::id::{BlobHash, ContentHash};
+use crate::id::{BlobHash, ContentHash, EventId};
 use crate::name::{
     AttachmentMeta, ExternalId, Subject, TemplateLanguage, TemplateName, TemplateParameter,
 };
@@ -14,9 +14,9 @@ use crate::name::{
 /// content hash. Erasure deletes it and keeps the header.
 ///
 /// Content has three encodings (docs/PROTOCOL.md §4.1): the first four fields alone (`v1`,
-/// what every content without a subject, an original or a template is written as, byte for
-/// byte as before those fields existed), the first six (`v2`: a subject or an original, no
-/// template), or all seven (`v3`: a template). [`Content::hash`] and the event's wire form
+/// what every content without a subject, an original, a template or a reply-to is written as,
+/// byte for byte as before those fields existed), the first six (`v2`: a subject or an
+/// original, nothing later), or all eight (`v3`: a template or a reply-to). [`Content::hash`] and the event's wire form
 /// pick the one that fits, so one value still has exactly one encoding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,6 +37,9 @@ pub struct Content {
     /// For a reply that must go as a message template the app approved (WhatsApp outside its
     /// 24-hour window): which template, in which language, with what in its placeholders.
     pub template: Option<Template>,
+    /// The message of the same thread this one answers (the app shows it quoted, where it
+    /// can: WhatsApp's `context`).
+    pub reply_to: Option<EventId>,
 }
 
 /// A message template the app approved, filled in: what a business may send where a free
@@ -144,15 +147,21 @@ impl Content {
         self
     }
 
+    /// Sets the message this one answers.
+    pub fn with_reply_to(mut self, message: EventId) -> Self {
+        self.reply_to = Some(message);
+        self
+    }
+
     /// Every blob the content refers to: its attachments, then its original.
     pub fn blobs(&self) -> impl Iterator<Item = &Attachment> {
         self.attachments.iter().chain(self.original.as_ref())
     }
 
     /// The hash the header carries: SHA-256 over `threadline/content/v1 || 0x00 ||
-    /// encode(v1 fields)`; for content with a subject or an original and no template,
-    /// `threadline/content/v2 || 0x00 || encode(v2 fields)`; for content with a template,
-    /// `threadline/content/v3 || 0x00 || encode(all fields)`.
+    /// encode(v1 fields)`; for content with a subject or an original and nothing later,
+    /// `threadline/content/v2 || 0x00 || encode(v2 fields)`; for content with a template or a
+    /// reply-to, `threadline/content/v3 || 0x00 || encode(all fields)`.
     pub fn hash(&self) -> Result<ContentHash, EncodeError> {
         let domain = match self.wire() {
             Wire::V1(_) => Domain::Content,
@@ -176,7 +185,7 @@ impl Content {
     }
 
     fn wire(&self) -> Wire<'_> {
-        if self.template.is_some() {
+        if self.template.is_some() || self.reply_to.is_some() {
             return Wire::V3(V3 {
                 text: &self.text,
                 attachments: &self.attachments,
@@ -185,6 +194,7 @@ impl Content {
                 subject: &self.subject,
                 original: &self.original,
                 template: &self.template,
+                reply_to: &self.reply_to,
             });
         }
         if self.subject.is_none() && self.original.is_none() {
@@ -227,7 +237,8 @@ struct V2<'a> {
     original: &'a Option<Attachment>,
 }
 
-/// All fields, in order: the `v2` fields, then the template (always `Some` in `v3`).
+/// All fields, in order: the `v2` fields, then the template and the reply-to (one of them
+/// `Some` in `v3`).
 #[derive(Serialize)]
 struct V3<'a> {
     text: &'a String,
@@ -237,6 +248,7 @@ struct V3<'a> {
     subject: &'a Option<Subject>,
     original: &'a Option<Attachment>,
     template: &'a Option<Template>,
+    reply_to: &'a Option<EventId>,
 }
 
 enum Wire<'a> {
@@ -268,7 +280,7 @@ struct OwnedV2 {
 }
 
 /// All fields, owned, for decoding. The binary form always has all seven; the human-readable
-/// one may leave out the subject, the original and the template.
+/// one may leave out the subject, the original, the template and the reply-to.
 #[derive(Deserialize)]
 struct OwnedV3 {
     text: String,
@@ -281,6 +293,8 @@ struct OwnedV3 {
     original: Option<Attachment>,
     #[serde(default)]
     template: Option<Template>,
+    #[serde(default)]
+    reply_to: Option<EventId>,
 }
 
 impl From<OwnedV1> for Content {
@@ -293,6 +307,7 @@ impl From<OwnedV1> for Content {
             subject: None,
             original: None,
             template: None,
+            reply_to: None,
         }
     }
 }
@@ -307,6 +322,7 @@ impl From<OwnedV2> for Content {
             subject: v2.subject,
             original: v2.original,
             template: None,
+            reply_to: None,
         }
     }
 }
@@ -321,13 +337,14 @@ impl From<OwnedV3> for Content {
             subject: v3.subject,
             original: v3.original,
             template: v3.template,
+            reply_to: v3.reply_to,
         }
     }
 }
 
 /// An event's `content` as it travels and is stored: tag 0 for none, 1 and the `v1` fields,
 /// 2 and the `v2` fields, or 3 and all fields. Tags 0 and 1 are the bytes `Option<v1>` always
-/// had, so events written before subjects, originals and templates existed read back, and
+/// had, so events written before subjects, originals, templates and replies-to existed read back, and
 /// hash, unchanged. Each content is written with the lowest tag that holds it; a higher tag
 /// whose extra fields are all absent is refused as non-canonical.
 pub(crate) mod wire {
@@ -389,9 +406,9 @@ pub(crate) mod wire {
                 ));
             }
             OwnedTagged::V2(v2) => Some(v2.into()),
-            OwnedTagged::V3(v3) if v3.template.is_none() => {
+            OwnedTagged::V3(v3) if v3.template.is_none() && v3.reply_to.is_none() => {
                 return Err(de::Error::custom(
-                    "v3 content without a template must be written as v1 or v2",
+                    "v3 content with neither a template nor a reply-to must be written as v1 or v2",
                 ));
             }
             OwnedTagged::V3(v3) => Some(v3.into()),

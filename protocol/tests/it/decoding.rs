@@ -271,8 +271,8 @@ fn content_v2_is_canonical_and_only_on_messages() {
     ));
 }
 
-/// Content V3 (a message template) is tag 3; a V3 without a template is refused as
-/// non-canonical, and only a reply may go as a template.
+/// Content V3 (a message template, a reply-to) is tag 3; a V3 with neither is refused as
+/// non-canonical, only a reply may go as a template, and only a message answers another.
 #[test]
 fn content_v3_is_canonical_and_only_on_replies() {
     use threadline_protocol::{
@@ -289,10 +289,10 @@ fn content_v3_is_canonical_and_only_on_replies() {
         .to_bytes()
         .expect("encodes");
     let tag_at = v1.len() - v1_content.len() - 1;
-    // Tag 3 with the V1 fields, no subject, no original and no template.
+    // Tag 3 with the V1 fields, no subject, no original, no template and no reply-to.
     let mut forged = v1.clone();
     forged[tag_at] = 3;
-    forged.extend_from_slice(&[0, 0, 0]);
+    forged.extend_from_slice(&[0, 0, 0, 0]);
     assert!(
         matches!(Event::from_bytes(&forged), Err(DecodeError::Invalid { .. })),
         "{:?}",
@@ -348,6 +348,21 @@ fn content_v3_is_canonical_and_only_on_replies() {
     );
     assert!(matches!(
         inbound.verify(),
+        Err(VerifyError::BadContent { .. })
+    ));
+
+    // A note answers nothing.
+    let note_replying = sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Note),
+            Some(world.agent),
+            Some(Content::text("see above").with_reply_to(reply.id().expect("id"))),
+        ),
+    );
+    assert!(matches!(
+        note_replying.verify(),
         Err(VerifyError::BadContent { .. })
     ));
 

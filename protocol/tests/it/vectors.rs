@@ -332,6 +332,25 @@ fn vectors() -> Vec<Vector> {
                 ],
             ))),
         ),
+        // Content V3 with a reply-to: a WhatsApp message quoting an earlier one.
+        (
+            "thread.message.inbound",
+            bridge_seed,
+            t(ThreadKind::Message {
+                direction: Direction::Inbound {
+                    channel: ChannelKind::Whatsapp,
+                },
+            })
+            .with_content(
+                text("This one, please.")
+                    .with_handle(handle("whatsapp:+4915112345678"))
+                    .with_external_id(
+                        ExternalId::new("wamid.HBgLNDkxNTExMjM0NTY3OBUCABIYFjNFQjA=")
+                            .expect("valid"),
+                    )
+                    .with_reply_to(EventId::from_bytes([0x3c; 32])),
+            ),
+        ),
     ];
     drafts
         .drain(..)
@@ -558,6 +577,7 @@ fn vectors_cover_every_event_kind() {
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
     // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, an
-    // inbound message with content V2, one on Instagram, and a reply with content V3.
-    assert_eq!(kinds.len(), 28);
+    // inbound message with content V2, one on Instagram, a reply with content V3 (a template)
+    // and an inbound message with content V3 (a reply-to).
+    assert_eq!(kinds.len(), 29);
 }
