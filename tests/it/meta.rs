@@ -211,6 +211,14 @@ fn a_web_chat_continues_on_messenger_and_the_replies_go_to_that_psid() {
     );
     assert_eq!(shown["thread"]["route"]["channel"], "messenger");
     assert_eq!(shown["thread"]["reply_window"]["open"], true);
+    // The agents see what linked the new handle: the code.
+    let notes = events_of_kind(&shown, "thread.note");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note = notes[0]["text"].as_str().expect("text");
+    assert!(
+        note.contains(&format!("messenger:{psid}")) && note.contains("one-time"),
+        "{note}"
+    );
     let contact = shown["thread"]["contact"].as_str().expect("contact");
     let (_, record) = node.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
     let handles = record["handles"].to_string();

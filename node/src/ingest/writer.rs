@@ -1008,6 +1008,7 @@ impl Writer {
                 into: owner,
             }),
         };
+        let merged = matches!(linked, Some(DirectoryAction::Merge { .. }));
         if let Some(action) = linked {
             self.change_directory(action, live)?;
         }
@@ -1016,6 +1017,22 @@ impl Writer {
             return Ok(None);
         }
         self.admit(grant.thread, &handle, live)?;
+        // What links the handle, on the record for the agents: possession of the code.
+        let how = if merged {
+            "its contact and this one are now one customer"
+        } else if same {
+            "it was theirs already"
+        } else {
+            "it is now linked to them"
+        };
+        let note = self
+            .next_on(grant.thread, ThreadKind::Note)?
+            .with_content(Content::text(format!(
+                "{handle} continued this conversation: it brought back the one-time \"continue on {}\" code this customer was given, which proves it is them; {how}.",
+                handle.channel()
+            )));
+        let note = self.sign(note)?;
+        self.apply(note, live)?;
         debug!(%handle, thread = %grant.thread, "conversation continued on another channel");
         Ok(Some(grant.thread))
     }
