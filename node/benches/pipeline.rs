@@ -17,17 +17,7 @@ use threadline_protocol::{
 };
 
 mod common;
-use common::{env, percentile};
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
+use common::{env, percentile, rss_mib};
 
 struct Chain {
     handle: Handle,

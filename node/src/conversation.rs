@@ -39,11 +39,9 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
             let mut routed_here = false;
             let first_of_thread = entries.len();
             let mut positions = std::collections::HashMap::new();
-            for (position, event) in store
-                .log_events(&ScopeId::Thread(thread))?
-                .into_iter()
-                .enumerate()
-            {
+            let events = store.log_events(&ScopeId::Thread(thread))?;
+            let receipts = best_receipts(&events);
+            for (position, event) in events.into_iter().enumerate() {
                 let id = event.id()?;
                 positions.insert(id, position);
                 let Event {
@@ -87,7 +85,7 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                         inbound,
                         text: content.as_ref().map(|c| c.text.clone()),
                         at: header.author_time,
-                        receipt: state.receipts.get(&id).copied(),
+                        receipt: receipts.get(&id).copied(),
                         seen: false,
                         routed_to: state.route.map(|route| route.channel),
                         external_id: content.as_ref().and_then(|c| c.external_id.clone()),
@@ -257,4 +255,23 @@ pub fn blob_for_channel(
     Ok(refs
         .iter()
         .any(|(_, event)| queued.iter().any(|delivery| delivery.event == *event)))
+}
+
+/// The best receipt of each reply of a log (read > delivered > failed), as the thread's state
+/// folds them (the stored state leaves them out: they grow with the thread).
+fn best_receipts(
+    events: &[Event],
+) -> std::collections::HashMap<threadline_protocol::EventId, threadline_protocol::event::ReceiptKind>
+{
+    let mut best = std::collections::HashMap::new();
+    for event in events {
+        if let EventKind::Thread(ThreadKind::Receipt {
+            target, receipt, ..
+        }) = &event.signed.header.kind
+        {
+            let kind = best.entry(*target).or_insert(*receipt);
+            *kind = (*kind).max(*receipt);
+        }
+    }
+    best
 }

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
 //! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
-//! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state, the log's size and its DAG heads, kept in step with events (one write per thread per batch) |
+//! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state without its per-message maps (`receipts` and `erased` are written empty: see [`Store::thread_state`]), the log's size and its DAG heads, kept in step with events (one write per thread per batch, of a size that does not grow with the thread) |
 //! | `heads` | directory scope | `encode((n_events, heads))`: the directory's size and heads |
 //!
 //! A log's size and heads are what replication summaries are made of, without loading logs.
@@ -57,8 +57,40 @@ pub use keys::{
 };
 pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
 
-/// A `threads` record: the state, the log's size and its heads.
+/// A `threads` record: the state (per-message maps empty), the log's size and its heads.
 type ThreadRecord = (ThreadState, u64, Vec<EventId>);
+
+/// A thread's state encoded as the `threads` tree keeps it: field by field as [`ThreadState`]
+/// encodes, with `receipts` and `erased` empty, without copying the state. A record written
+/// so decodes as a `ThreadState` (a test holds the two in step).
+struct StoredThreadState<'a>(&'a ThreadState);
+
+impl serde::Serialize for StoredThreadState<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let state = self.0;
+        let none: std::collections::BTreeMap<EventId, threadline_protocol::event::ReceiptKind> =
+            std::collections::BTreeMap::new();
+        let nothing_erased: std::collections::BTreeSet<EventId> = std::collections::BTreeSet::new();
+        let mut fields = serializer.serialize_struct("ThreadState", 15)?;
+        fields.serialize_field("owner", &state.owner)?;
+        fields.serialize_field("contact", &state.contact)?;
+        fields.serialize_field("opened_on", &state.opened_on)?;
+        fields.serialize_field("opened_at", &state.opened_at)?;
+        fields.serialize_field("status", &state.status)?;
+        fields.serialize_field("assignee", &state.assignee)?;
+        fields.serialize_field("route", &state.route)?;
+        fields.serialize_field("labels", &state.labels)?;
+        fields.serialize_field("members", &state.members)?;
+        fields.serialize_field("read_marks", &state.read_marks)?;
+        fields.serialize_field("receipts", &none)?;
+        fields.serialize_field("erased", &nothing_erased)?;
+        fields.serialize_field("n_events", &state.n_events)?;
+        fields.serialize_field("n_messages", &state.n_messages)?;
+        fields.serialize_field("last_activity", &state.last_activity)?;
+        fields.end()
+    }
+}
 
 /// What replication needs of a thread: who may have it, its size and heads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +336,9 @@ impl WriteSet {
         Ok(())
     }
 
-    /// Stages a thread's derived state with its log's size and heads (one write).
+    /// Stages a thread's derived state with its log's size and heads (one write). The
+    /// state's `receipts` and `erased`, which grow with the thread, are written empty, so the
+    /// write costs the same on the thread's millionth event as on its first.
     pub fn put_thread_state(
         &mut self,
         thread: ThreadId,
@@ -316,7 +350,7 @@ impl WriteSet {
         self.insert(
             TreeName::Threads,
             thread.as_bytes().to_vec(),
-            codec::encode(&(state, n_events, heads))?,
+            codec::encode(&(StoredThreadState(state), n_events, heads))?,
         );
         Ok(())
     }
@@ -825,7 +859,9 @@ impl Store {
         Ok(())
     }
 
-    /// A thread's derived state.
+    /// A thread's derived state as stored: all of it but the per-message maps, `receipts`
+    /// and `erased`, which are empty here (they grow with the thread; read them off the log,
+    /// as [`Store::full_thread_state`] does).
     pub fn thread_state(&self, thread: &ThreadId) -> Result<Option<ThreadState>, StoreError> {
         Ok(self.thread_record(thread)?.map(|(state, _, _)| state))
     }
@@ -837,7 +873,33 @@ impl Store {
             .transpose()
     }
 
-    /// Every thread and its state, by thread id.
+    /// A thread's whole derived state, `receipts` and `erased` included: a fold of its log
+    /// (as costly as reading the log).
+    pub fn full_thread_state(&self, thread: &ThreadId) -> Result<Option<ThreadState>, StoreError> {
+        let events = self
+            .log_events(&ScopeId::Thread(*thread))?
+            .into_iter()
+            .map(|event| {
+                event
+                    .verify_from_store()
+                    .map_err(|err| StoreError::Corrupt {
+                        tree: "log",
+                        detail: format!("an event of thread {thread}: {err}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let restored =
+            threadline_protocol::Thread::restore(events).map_err(|err| StoreError::Corrupt {
+                tree: "log",
+                detail: format!("thread {thread} does not fold: {err}"),
+            })?;
+        Ok(Some(restored.state().clone()))
+    }
+
+    /// Every thread and its state (as [`Store::thread_state`] has it), by thread id.
     pub fn thread_states(
         &self,
     ) -> impl Iterator<Item = Result<(ThreadId, ThreadState), StoreError>> + '_ {

@@ -440,3 +440,174 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
         .expect("read")
         .is_empty());
 }
+
+/// One writer's stream of signed web chat messages into a node through the bridge API, as a
+/// bridge sends them: each on the handle's thread as the node last said it was, each counted
+/// once the node answered `stored` (durable). It stops at the first failed request (the node
+/// died) or when `stop` is set.
+fn stream_messages(
+    base: String,
+    bridge: &crate::node::Bridge,
+    handle: String,
+    prefix: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    use threadline_protocol::{
+        event::{Content, Draft, EventKind, Scope},
+        name::ExternalId,
+        ChannelKind, EventId, ThreadId,
+    };
+    let (token, key) = (bridge.token.clone(), bridge.key.clone());
+    std::thread::spawn(move || {
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        let mut idx = 0u32;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            idx += 1;
+            let text = format!("{prefix}-m{idx}");
+            let Some(resolved) = http
+                .post(&format!("{base}/api/v1/bridge/resolve"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .send_json(json!({ "handle": handle }))
+                .ok()
+                .and_then(|r| r.into_json::<Value>().ok())
+            else {
+                return;
+            };
+            let (Some(thread), Some(depth)) = (
+                resolved["thread"]
+                    .as_str()
+                    .and_then(|t| t.parse::<ThreadId>().ok()),
+                resolved["depth"].as_u64(),
+            ) else {
+                return;
+            };
+            let parents: Vec<EventId> = resolved["parents"]
+                .as_array()
+                .map(|ps| ps.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            let event = Draft::new(
+                Scope::Thread(thread),
+                parents,
+                depth,
+                crate::node::now(),
+                EventKind::inbound_message(ChannelKind::Webchat),
+            )
+            .with_content(
+                Content::text(text.clone())
+                    .with_handle(handle.parse().expect("handle"))
+                    .with_external_id(ExternalId::new(text.clone()).expect("id")),
+            )
+            .sign(&key)
+            .expect("signs");
+            let answer = http
+                .post(&format!("{base}/api/v1/bridge/events"))
+                .set("Authorization", &format!("Bearer {token}"))
+                .send_json(json!({"events": [hex::encode(event.to_bytes().expect("encodes"))]}))
+                .ok()
+                .and_then(|r| r.into_json::<Value>().ok());
+            match answer {
+                Some(answer) if answer["results"][0]["status"] == "stored" => {
+                    acknowledged.lock().expect("lock").push(text);
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
+#[test]
+fn twenty_kills_under_load_lose_nothing_acknowledged_and_the_replica_agrees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let bridge = crate::node::add_bridge(&office.data, threadline_protocol::ChannelKind::Webchat);
+    let office_node = Node::start(&office.data);
+    // The office comes back on the same replication address after each kill.
+    let office_p2p = office_node.p2p_address(&office.token);
+    let office_p2p = office_p2p
+        .split("/p2p/")
+        .next()
+        .expect("address")
+        .to_owned();
+    let standby = join(dir.path(), "standby", &office, &office_node);
+    let standby_node = Node::start(&standby.data);
+    office_node.crash();
+
+    // Where each round is cut: a pseudo-random number of acknowledgements (the seed is
+    // printed, so a failing run can be repeated).
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_nanos() as u64
+        | 1;
+    println!("kill loop seed {seed}");
+    let mut state = seed;
+    let mut next_cut = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        5 + (state % 36) as usize
+    };
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    const KILLS: usize = 20;
+    for round in 0..KILLS {
+        let node = Node::start_with_p2p(&office.data, "127.0.0.1:0", &office_p2p);
+        let before = acknowledged.lock().expect("lock").len();
+        let cut = before + next_cut();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..3)
+            .map(|writer| {
+                stream_messages(
+                    node.base.clone(),
+                    &bridge,
+                    format!("webchat:v-kill-{writer}"),
+                    format!("r{round}-w{writer}"),
+                    std::sync::Arc::clone(&stop),
+                    std::sync::Arc::clone(&acknowledged),
+                )
+            })
+            .collect();
+        eventually("acknowledgements before the kill", SYNC, || {
+            (acknowledged.lock().expect("lock").len() >= cut).then_some(())
+        });
+        node.crash();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+    }
+
+    let office_node = Node::start_with_p2p(&office.data, "127.0.0.1:0", &office_p2p);
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= KILLS * 5);
+    println!(
+        "{} messages acknowledged over {KILLS} kills",
+        acknowledged.len()
+    );
+    let mut stored: Vec<String> = Vec::new();
+    for listed in threads(&office_node, &office.token) {
+        let id = listed["id"].as_str().expect("id");
+        stored.extend(texts(
+            &thread(&office_node, &office.token, id).expect("thread"),
+        ));
+    }
+    let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an event stored twice");
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|text| !unique.contains(text))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost over {KILLS} kills: {lost:?}",
+        lost.len(),
+        acknowledged.len()
+    );
+    // The standby, which ran throughout, ends with the same logs and the same states.
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+}

@@ -55,7 +55,7 @@ impl Org {
     }
 }
 
-fn add_bridge(data: &std::path::Path, channel: ChannelKind) -> Bridge {
+pub(crate) fn add_bridge(data: &std::path::Path, channel: ChannelKind) -> Bridge {
     let out = threadline_ok(data, &["bridge", "add", channel.as_str()]);
     let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))
         .expect("hex")

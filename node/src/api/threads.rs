@@ -198,7 +198,13 @@ pub async fn show(
         .thread_state(&id)?
         .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
     let events = thread_events(&ingest, id)?;
-    let state_hash = state
+    // The hash covers the whole state, receipts and erasures too: those are folded from the
+    // log (the stored state leaves them out).
+    let full = ingest
+        .store()
+        .full_thread_state(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
+    let state_hash = full
         .hash()
         .map_err(|e| ApiError::internal(e.to_string()))?
         .to_string();
