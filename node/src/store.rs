@@ -3,6 +3,7 @@
 //! | tree | key | value |
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
+//! | `meta` | `b"commits"` | commits made, u64 BE (written last in each commit; [`COMMIT_MARK`] notes it once durable) |
 //! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
 //! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state without its per-message maps (`receipts` and `erased` are written empty: see [`Store::thread_state`]), the log's size and its DAG heads, kept in step with events (one write per thread per batch, of a size that does not grow with the thread) |
 //! | `heads` | directory scope | `encode((n_events, heads))`: the directory's size and heads |
@@ -157,7 +158,48 @@ pub enum StoreError {
     /// The attachment files failed.
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// sled found its files damaged (a checksum that does not match, a record cut short).
+    #[error("the store in {} is damaged ({detail}): restore the data folder from a backup (docs/OPERATIONS.md)", .path.display())]
+    Damaged {
+        /// The store's folder.
+        path: std::path::PathBuf,
+        /// What sled found.
+        detail: String,
+    },
+    /// The store recovered to an earlier commit than one it had acknowledged as durable: its
+    /// files lost writes (cut short, or a damaged record ended sled's recovery early).
+    #[error("the store in {} lost acknowledged writes: it recovered to commit {recovered}, but commit {acknowledged} had been made durable; restore the data folder from a backup (docs/OPERATIONS.md). If this store was itself just restored from a backup, delete {} and start again", .path.display(), .path.join(COMMIT_MARK).display())]
+    LostWrites {
+        /// The store's folder.
+        path: std::path::PathBuf,
+        /// The last commit made durable, as the commit mark says.
+        acknowledged: u64,
+        /// The last commit the store holds.
+        recovered: u64,
+    },
 }
+
+/// What [`Store::check`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Log entries read.
+    pub events: u64,
+    /// Thread records read.
+    pub threads: u64,
+    /// Attachment files read.
+    pub attachments: u64,
+    /// What is damaged, one line each (empty: nothing).
+    pub damaged: Vec<String>,
+}
+
+/// The file beside sled's where the store notes, after every flush, the last commit made
+/// durable: if sled ever recovers to an earlier one, writes were lost (see
+/// [`StoreError::LostWrites`]). It is written without an fsync of its own, after sled's, so it
+/// never says more than sled has (a lost update to it only weakens the check once).
+pub const COMMIT_MARK: &str = "commit-mark";
+
+/// Mixed into the commit mark's second half, so a torn or foreign file reads as no mark.
+const COMMIT_MARK_CHECK: u64 = 0x5448_5245_4144_4c4e;
 
 /// The trees, by index into [`Store::tree`] (and the order of a transaction's views).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -363,6 +405,12 @@ pub struct Store {
     trees: Vec<sled::Tree>,
     /// The redo journal of the last commit (see [`Store::commit`]).
     journal: sled::Tree,
+    /// The schema version and the commit counter.
+    meta: sled::Tree,
+    /// Commits made so far (stored in `meta`, noted in [`COMMIT_MARK`] once durable).
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The commit mark file.
+    mark: std::sync::Arc<std::fs::File>,
     blobs: BlobStore,
 }
 
@@ -370,8 +418,15 @@ impl Store {
     /// Opens (or creates) the store in `path` (sled's files, and attachments in
     /// `path/attachments`). A store of schema version 3 is migrated to this one.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).open()?;
-        let meta = db.open_tree("meta")?;
+        let damaged = |err: sled::Error| match err {
+            sled::Error::Corruption { .. } => StoreError::Damaged {
+                path: path.to_path_buf(),
+                detail: "sled read a record whose checksum does not match".to_owned(),
+            },
+            other => StoreError::Sled(other),
+        };
+        let db = sled::Config::new().path(path).open().map_err(damaged)?;
+        let meta = db.open_tree("meta").map_err(damaged)?;
         let found = match meta.get(b"schema")? {
             None => {
                 meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
@@ -393,10 +448,38 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
         let blobs = BlobStore::open(&path.join("attachments"))?;
+        let recovered = match meta.get(b"commits").map_err(damaged)? {
+            None => 0,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "the commit counter is not 8 bytes".to_owned(),
+                })?,
+        };
+        let mark_path = path.join(COMMIT_MARK);
+        if let Some(acknowledged) = read_commit_mark(&mark_path)? {
+            if acknowledged > recovered {
+                return Err(StoreError::LostWrites {
+                    path: path.to_path_buf(),
+                    acknowledged,
+                    recovered,
+                });
+            }
+        }
+        let mark = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&mark_path)
+            .map_err(|err| StoreError::Sled(sled::Error::Io(err)))?;
         let store = Store {
             db,
             trees,
             journal,
+            meta: meta.clone(),
+            commits: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(recovered)),
+            mark: std::sync::Arc::new(mark),
             blobs,
         };
         store.redo_journal()?;
@@ -619,6 +702,13 @@ impl Store {
         for (tree, batch) in self.trees.iter().zip(batches) {
             tree.apply_batch(batch)?;
         }
+        // After the commit's writes: sled recovers a prefix of what was written, so a
+        // recovered counter means every write before it was recovered too.
+        let commit = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.meta.insert(b"commits", &commit.to_be_bytes())?;
         Ok(())
     }
 
@@ -691,8 +781,99 @@ impl Store {
 
     /// Makes everything committed so far durable (one fsync for many writers: group commit).
     pub fn flush(&self) -> Result<(), StoreError> {
+        let committed = self.commits.load(std::sync::atomic::Ordering::SeqCst);
         self.db.flush()?;
+        write_commit_mark(&self.mark, committed)?;
         Ok(())
+    }
+
+    /// Reads everything back and checks it: every log entry decodes, is filed under its own
+    /// id and scope and matches its content hash; every thread's and directory's size is its
+    /// log's; every attachment file hashes to its name. What is damaged is named in the
+    /// report; only a failure to read at all is an error.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let mut sizes: std::collections::HashMap<ScopeId, u64> = std::collections::HashMap::new();
+        for entry in self.tree(TreeName::Log).iter() {
+            let (key, value) = entry?;
+            report.events += 1;
+            let Some((scope, id)) = keys::split_log_key(&key) else {
+                report.damaged.push(format!(
+                    "log: a key that is not scope ‖ event id ({} bytes)",
+                    key.len()
+                ));
+                continue;
+            };
+            *sizes.entry(scope).or_default() += 1;
+            let event: Event = match decode("log", &value) {
+                Ok(event) => event,
+                Err(err) => {
+                    report
+                        .damaged
+                        .push(format!("log: event {id} of {scope}: {err}"));
+                    continue;
+                }
+            };
+            match event.id() {
+                Ok(found) if found == id => {}
+                _ => report
+                    .damaged
+                    .push(format!("log: the entry filed as {id} holds another event")),
+            }
+            if let Err(err) = event.verify_from_store() {
+                report.damaged.push(format!("log: event {id}: {err}"));
+            }
+        }
+        for entry in self.thread_records() {
+            match entry {
+                Ok((thread, (_, n_events, _))) => {
+                    report.threads += 1;
+                    let held = sizes.get(&ScopeId::Thread(thread)).copied().unwrap_or(0);
+                    if held != n_events {
+                        report.damaged.push(format!(
+                            "threads: thread {thread} counts {n_events} events, its log holds {held}"
+                        ));
+                    }
+                }
+                Err(err) => report.damaged.push(format!("threads: {err}")),
+            }
+        }
+        for entry in self.tree(TreeName::Heads).iter() {
+            let (key, value) = entry?;
+            let counted: Result<(u64, Vec<EventId>), _> = decode("heads", &value);
+            // A heads key is a scope key: read it as a log key's first part.
+            let scope = keys::split_log_key(&[key.as_ref(), &[0u8; 32]].concat()).map(|(s, _)| s);
+            match (scope, counted) {
+                (Some(scope), Ok((n_events, _))) => {
+                    let held = sizes.get(&scope).copied().unwrap_or(0);
+                    if held != n_events {
+                        report.damaged.push(format!(
+                            "heads: {scope} counts {n_events} events, its log holds {held}"
+                        ));
+                    }
+                }
+                (_, Err(err)) => report.damaged.push(format!("heads: {err}")),
+                (None, _) => report
+                    .damaged
+                    .push("heads: a key that is not a scope".to_owned()),
+            }
+        }
+        for (blob, _) in self.blobs.list()? {
+            report.attachments += 1;
+            match self.blobs.read(&blob) {
+                Ok(_) => {}
+                Err(err) => report.damaged.push(format!(
+                    "attachments: {}: {err}",
+                    self.blobs.path(&blob).display()
+                )),
+            }
+        }
+        Ok(report)
+    }
+
+    /// The commits made so far (see [`COMMIT_MARK`]).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forgets the journal of a commit that is durable (the removal itself becomes durable
@@ -977,6 +1158,40 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
         tree,
         detail: err.to_string(),
     })
+}
+
+/// The commit the mark file says was made durable; `None` if there is no file yet or it does
+/// not read as a mark (torn, foreign).
+fn read_commit_mark(path: &Path) -> Result<Option<u64>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(StoreError::Sled(sled::Error::Io(err))),
+    };
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let Ok(bytes) = <[u8; 16]>::try_from(bytes.as_slice()) else {
+        tracing::warn!(path = %path.display(), "the commit mark is not a mark; ignored");
+        return Ok(None);
+    };
+    let (commit, check) = bytes.split_at(8);
+    let commit = u64::from_be_bytes(commit.try_into().unwrap_or_default());
+    let check = u64::from_be_bytes(check.try_into().unwrap_or_default());
+    if commit ^ COMMIT_MARK_CHECK != check {
+        tracing::warn!(path = %path.display(), "the commit mark is torn; ignored");
+        return Ok(None);
+    }
+    Ok(Some(commit))
+}
+
+fn write_commit_mark(file: &std::fs::File, commit: u64) -> Result<(), StoreError> {
+    use std::os::unix::fs::FileExt as _;
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&commit.to_be_bytes());
+    bytes[8..].copy_from_slice(&(commit ^ COMMIT_MARK_CHECK).to_be_bytes());
+    file.write_all_at(&bytes, 0)
+        .map_err(|err| StoreError::Sled(sled::Error::Io(err)))
 }
 
 #[cfg(test)]

@@ -1077,3 +1077,133 @@ fn a_second_run_on_a_data_folder_in_use_fails_before_it_listens() {
     assert_eq!(status, 200, "{threads}");
     node.stop();
 }
+
+/// Runs `threadline run` on `data` expecting it to refuse to start: its standard error.
+fn refused_start(data: &std::path::Path) -> String {
+    let mut child = std::process::Command::new(threadline_tests::threadline_binary())
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .env_remove("THREADLINE_DATA_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("threadline starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(!status.success(), "a damaged node must not start");
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+                .expect("stderr reads");
+            return stderr;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a node on a damaged store started and served");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_damaged_store_or_attachment_is_named_and_never_served() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    for idx in 0..20 {
+        let handle = format!("webchat:v-damage-{idx}");
+        let (_, message) = inbound(
+            &node,
+            &org.webchat,
+            &handle,
+            &format!("message {idx}"),
+            &format!("dmg-{idx}"),
+        );
+        assert_eq!(
+            submit(&node, &org.webchat, &[message])[0]["status"],
+            "stored"
+        );
+    }
+    let (status, uploaded) = node.post_raw(&org.agent_token, "/api/v1/attachments", "the invoice");
+    assert_eq!(status, 200, "{uploaded}");
+    let blob = uploaded["blob"].as_str().expect("blob").to_owned();
+    node.stop();
+    let checked = threadline_tests::run_threadline(&org.data, &["check"]);
+    assert!(checked.status.success(), "{checked:?}");
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("ok: nothing is damaged"));
+
+    let copy = |name: &str| {
+        let to = org.data.with_file_name(name);
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&org.data)
+            .arg(&to)
+            .status()
+            .expect("cp runs");
+        assert!(status.success());
+        to
+    };
+    let store_file = |data: &std::path::Path| data.join("store").join("db");
+    let used_bytes = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).expect("db reads");
+        bytes.iter().rposition(|b| *b != 0).expect("data") as u64 + 1
+    };
+
+    // Cut short at the end (the last commits' records) or in the middle: refused, named,
+    // and `threadline check` says the same without starting the node.
+    for (name, keep) in [("cut-tail", 0.98), ("cut-middle", 0.5)] {
+        let data = copy(name);
+        let db = store_file(&data);
+        let keep = (used_bytes(&db) as f64 * keep) as u64;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .expect("db opens")
+            .set_len(keep)
+            .expect("truncates");
+        let said = refused_start(&data);
+        assert!(
+            said.contains("lost acknowledged writes") || said.contains("is damaged"),
+            "{name}: {said}"
+        );
+        assert!(
+            said.contains("restore the data folder from a backup"),
+            "{said}"
+        );
+        let checked = threadline_tests::run_threadline(&data, &["check"]);
+        assert!(
+            !checked.status.success(),
+            "{name}: check passed a damaged store"
+        );
+        let check_said = String::from_utf8_lossy(&checked.stderr);
+        assert!(
+            check_said.contains("lost acknowledged writes") || check_said.contains("is damaged"),
+            "{name}: {check_said}"
+        );
+    }
+
+    // A flipped byte in an attachment: the node starts (it does not read every file), but
+    // `threadline check` names the file, and the bytes are never served.
+    let data = copy("flipped-attachment");
+    let file = data
+        .join("store")
+        .join("attachments")
+        .join(&blob[..2])
+        .join(&blob);
+    let mut bytes = std::fs::read(&file).expect("attachment reads");
+    bytes[3] ^= 0x20;
+    std::fs::write(&file, bytes).expect("attachment written");
+    let checked = threadline_tests::run_threadline(&data, &["check"]);
+    assert!(!checked.status.success());
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        out.contains(&format!("damaged: attachments: {}", file.display())),
+        "{out}"
+    );
+}

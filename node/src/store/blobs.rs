@@ -160,11 +160,21 @@ impl BlobStore {
         }
     }
 
-    /// A blob's bytes, if it is stored.
+    /// A blob's bytes, if it is stored; [`BlobError::HashMismatch`] if the file no longer
+    /// holds them (damaged bytes are never served).
     pub fn read(&self, blob: &BlobHash) -> Result<Option<Vec<u8>>, BlobError> {
         let path = self.path(blob);
         match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => {
+                let found = BlobHash::of(&bytes);
+                if found != *blob {
+                    return Err(BlobError::HashMismatch {
+                        expected: *blob,
+                        found,
+                    });
+                }
+                Ok(Some(bytes))
+            }
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(io_error("read", &path)(err)),
         }
@@ -238,6 +248,21 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_blob_file_is_never_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blobs = BlobStore::open(dir.path()).expect("opens");
+        let blob = blobs.put(b"the invoice").expect("stores");
+        let path = blobs.path(&blob);
+        let mut bytes = fs::read(&path).expect("reads");
+        bytes[0] ^= 1;
+        fs::write(&path, bytes).expect("writes");
+        assert!(matches!(
+            blobs.read(&blob),
+            Err(BlobError::HashMismatch { expected, .. }) if expected == blob
+        ));
+    }
 
     #[test]
     fn a_blob_is_stored_under_its_hash_and_read_back_whole_or_in_parts() {
