@@ -1149,44 +1149,68 @@ fn a_damaged_store_or_attachment_is_named_and_never_served() {
         assert!(status.success());
         to
     };
-    let store_file = |data: &std::path::Path| data.join("store").join("db");
-    let used_bytes = |path: &std::path::Path| {
-        let bytes = std::fs::read(path).expect("db reads");
-        bytes.iter().rposition(|b| *b != 0).expect("data") as u64 + 1
-    };
-
-    // Cut short at the end (the last commits' records) or in the middle: refused, named,
-    // and `threadline check` says the same without starting the node.
-    for (name, keep) in [("cut-tail", 0.98), ("cut-middle", 0.5)] {
-        let data = copy(name);
-        let db = store_file(&data);
-        let keep = (used_bytes(&db) as f64 * keep) as u64;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&db)
-            .expect("db opens")
-            .set_len(keep)
-            .expect("truncates");
-        let said = refused_start(&data);
-        assert!(
-            said.contains("lost acknowledged writes") || said.contains("is damaged"),
-            "{name}: {said}"
-        );
+    let refused_and_checked = |data: &std::path::Path, says: &str| {
+        let said = refused_start(data);
+        assert!(said.contains(says), "{said}");
         assert!(
             said.contains("restore the data folder from a backup"),
             "{said}"
         );
-        let checked = threadline_tests::run_threadline(&data, &["check"]);
-        assert!(
-            !checked.status.success(),
-            "{name}: check passed a damaged store"
-        );
+        let checked = threadline_tests::run_threadline(data, &["check"]);
+        assert!(!checked.status.success(), "check passed a damaged store");
         let check_said = String::from_utf8_lossy(&checked.stderr);
-        assert!(
-            check_said.contains("lost acknowledged writes") || check_said.contains("is damaged"),
-            "{name}: {check_said}"
+        assert!(check_said.contains(says), "{check_said}");
+    };
+
+    // The store as it was, then more messages: a store whose files went back to the earlier
+    // state (what sled does, silently, when the end of its log is cut off or damaged) is
+    // refused, naming both commits.
+    let earlier = copy("earlier");
+    let node = Node::start(&org.data);
+    for idx in 20..25 {
+        let (_, message) = inbound(
+            &node,
+            &org.webchat,
+            &format!("webchat:v-damage-{idx}"),
+            &format!("message {idx}"),
+            &format!("dmg-{idx}"),
+        );
+        assert_eq!(
+            submit(&node, &org.webchat, &[message])[0]["status"],
+            "stored"
         );
     }
+    node.stop();
+    std::fs::copy(
+        org.data.join("store").join("commit-mark"),
+        earlier.join("store").join("commit-mark"),
+    )
+    .expect("the later mark copied");
+    refused_and_checked(&earlier, "lost acknowledged writes");
+
+    // Cut in the middle: sled finds its records damaged.
+    let data = copy("cut-middle");
+    let db = data.join("store").join("db");
+    let used = std::fs::read(&db)
+        .expect("db reads")
+        .iter()
+        .rposition(|b| *b != 0)
+        .expect("data") as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .expect("db opens")
+        .set_len(used / 2)
+        .expect("truncates");
+    let said = refused_start(&data);
+    assert!(
+        said.contains("is damaged") || said.contains("lost acknowledged writes"),
+        "{said}"
+    );
+    assert!(
+        said.contains("restore the data folder from a backup"),
+        "{said}"
+    );
 
     // A flipped byte in an attachment: the node starts (it does not read every file), but
     // `threadline check` names the file, and the bytes are never served.
