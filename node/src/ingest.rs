@@ -526,7 +526,10 @@ impl Ingest {
         if window == threadline_bridges::window::ReplyWindow::Always {
             return Ok(Some((channel, window)));
         }
-        let last = crate::conversation::last_customer_message(&self.store, thread, channel)?;
+        let last = match self.store.thread_facts(&thread)? {
+            Some(facts) => facts.last_inbound.get(&channel).copied(),
+            None => crate::conversation::last_customer_message(&self.store, thread, channel)?,
+        };
         Ok(Some((
             channel,
             threadline_bridges::window::ReplyWindow::of(channel, last, now, tagged),

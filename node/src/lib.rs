@@ -37,6 +37,7 @@ pub mod replication_status;
 pub mod server;
 pub mod standalone;
 pub mod store;
+pub mod thread_facts;
 
 pub use data_dir::{DataDir, InitError, LoadError};
 pub use identity::Identity;

@@ -20,6 +20,7 @@
 //! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
 //! | `missing_blobs` | blob hash | size, u64 BE: blobs referred to by events from peers and not here yet (replication fetches them) |
 //! | `blob_uploads` | blob hash ‖ channel | empty: a bridge of the channel uploaded the blob |
+//! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel (`thread_facts.rs`); absent for a thread not written since they were kept |
 //! | `handoff_codes` | SHA-256 of a "continue on …" code | `encode(CodeRecord)`: its grant (contact, thread, channel, expiry) and whether it was spent |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //!
@@ -238,9 +239,12 @@ pub enum TreeName {
     /// `SHA-256(code)` → the grant of a one-time "continue on …" code (see
     /// [`Store::issue_handoff_code`]).
     HandoffCodes,
+    /// Thread id → what the thread list needs and the state does not keep
+    /// ([`crate::thread_facts::ThreadFacts`]).
+    ThreadFacts,
 }
 
-const TREE_NAMES: [&str; 15] = [
+const TREE_NAMES: [&str; 16] = [
     "log",
     "threads",
     "contact_threads",
@@ -256,6 +260,7 @@ const TREE_NAMES: [&str; 15] = [
     "missing_blobs",
     "blob_uploads",
     "handoff_codes",
+    "thread_facts",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -374,6 +379,20 @@ impl WriteSet {
             TreeName::Heads,
             scope_key(scope).to_vec(),
             codec::encode(&(n_events, heads))?,
+        );
+        Ok(())
+    }
+
+    /// Stages a thread's facts for the thread list (one write, of bounded size).
+    pub fn put_thread_facts(
+        &mut self,
+        thread: ThreadId,
+        facts: &crate::thread_facts::ThreadFacts,
+    ) -> Result<(), StoreError> {
+        self.insert(
+            TreeName::ThreadFacts,
+            thread.as_bytes().to_vec(),
+            codec::encode(facts)?,
         );
         Ok(())
     }
@@ -1051,6 +1070,18 @@ impl Store {
         self.tree(TreeName::Threads)
             .get(thread.as_bytes())?
             .map(|bytes| decode("threads", &bytes))
+            .transpose()
+    }
+
+    /// A thread's facts for the thread list; `None` for a thread the node has not written
+    /// since it began keeping them (read those off the log).
+    pub fn thread_facts(
+        &self,
+        thread: &ThreadId,
+    ) -> Result<Option<crate::thread_facts::ThreadFacts>, StoreError> {
+        self.tree(TreeName::ThreadFacts)
+            .get(thread.as_bytes())?
+            .map(|bytes| decode("thread_facts", &bytes))
             .transpose()
     }
 

@@ -50,6 +50,16 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                     "{:?}",
                     results[0]
                 );
+                // The agent reads some visitors' threads part of the way.
+                if message == 6 + visitor % 4 && visitor % 2 == 0 {
+                    let Ok(ingest::Submitted::Stored(read_up_to)) = results[0] else {
+                        unreachable!("checked above")
+                    };
+                    pipeline
+                        .act(agent, resolved.thread, ingest::Action::Read(read_up_to))
+                        .await
+                        .expect("read");
+                }
                 if message % 5 == 4 {
                     let reply = pipeline
                         .act(
@@ -159,6 +169,42 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
             "thread {thread_id}"
         );
         assert_eq!(thread.state(), &thread.fold_from_scratch());
+        // The thread list's facts agree with the log: unread counts in the log's order, the
+        // customer's last message on each channel.
+        let facts = store
+            .thread_facts(&thread_id)
+            .expect("facts read")
+            .expect("facts kept");
+        let mark = thread
+            .state()
+            .read_marks
+            .get(&threadline_protocol::thread::Reader::Agent(agent))
+            .copied();
+        let mut past_mark = mark.is_none();
+        let mut unread = 0;
+        let mut last_inbound = None;
+        for event in thread.dag().iter_ordered() {
+            if let EventKind::Thread(ThreadKind::Message {
+                direction: threadline_protocol::event::Direction::Inbound { .. },
+            }) = event.header().kind
+            {
+                last_inbound = last_inbound.max(Some(event.header().author_time));
+                if past_mark {
+                    unread += 1;
+                }
+            }
+            if Some(event.id()) == mark {
+                past_mark = true;
+            }
+        }
+        assert_eq!(facts.unread(agent), unread, "thread {thread_id}");
+        assert_eq!(
+            facts.last_inbound.get(&ChannelKind::Webchat).copied(),
+            last_inbound
+        );
+        if mark.is_some() {
+            assert!(unread < 15, "a read thread has fewer unread than messages");
+        }
         n_threads += 1;
     }
     assert_eq!(n_threads, 20);
@@ -181,7 +227,10 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
         directory.dag().heads().iter().copied().collect::<Vec<_>>()
     );
     // Every event of every log was stored once: 20 × (15 messages + 3 replies + 3 receipts +
-    // 3 labels + opening) + 7 status changes, and the directory's genesis, 2 certificates and
-    // 20 × 2 contact events.
-    assert_eq!(store.n_events(), 20 * (15 + 3 + 3 + 3 + 1) + 7 + 3 + 40);
+    // 3 labels + opening) + 7 status changes + 10 reads, and the directory's genesis, 2
+    // certificates and 20 × 2 contact events.
+    assert_eq!(
+        store.n_events(),
+        20 * (15 + 3 + 3 + 3 + 1) + 7 + 10 + 3 + 40
+    );
 }

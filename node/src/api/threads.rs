@@ -137,14 +137,18 @@ pub async fn list(
     }))
 }
 
-/// The customer's messages after `agent`'s read mark in the thread's order (one read of the
-/// thread's log: lists are pages of at most 200).
+/// The customer's messages after `agent`'s read mark in the thread's order: from the thread's
+/// facts (one small read), or for a thread not written since the node kept those, from its
+/// log.
 fn unread(
     ingest: &Ingest,
     thread: ThreadId,
     state: &threadline_protocol::ThreadState,
     agent: AgentId,
 ) -> Result<u64, ApiError> {
+    if let Some(facts) = ingest.store().thread_facts(&thread)? {
+        return Ok(facts.unread(agent));
+    }
     let mark = state
         .read_marks
         .get(&threadline_protocol::thread::Reader::Agent(agent));

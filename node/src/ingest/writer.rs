@@ -21,6 +21,7 @@ use super::{
 use crate::identity::Identity;
 use crate::limits::Cap;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
+use crate::thread_facts::ThreadFacts;
 
 /// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
 /// first; a thread not in the cache is rebuilt from the store when it is next written to
@@ -611,9 +612,9 @@ impl Writer {
         } else {
             directory.certificates()
         };
-        let thread = if is_root {
+        if is_root {
             let thread = Thread::open(event.clone(), certificates, now)?;
-            self.threads.put(thread_id, thread)
+            self.threads.put(thread_id, thread);
         } else {
             let thread = self.threads.load(&self.store, thread_id)?;
             // The handle a bridge's message comes from is the thread's customer's: never a
@@ -636,8 +637,9 @@ impl Writer {
             if thread.insert(event.clone(), certificates, now)? == Inserted::Duplicate {
                 return Ok(Submitted::Duplicate(id));
             }
-            thread
-        };
+        }
+        let facts = self.threads.facts_after(thread_id, &event)?;
+        let thread = self.threads.load(&self.store, thread_id)?;
         let state = thread.state();
         let contact = state.contact;
         let writes = &mut self.pending;
@@ -648,6 +650,7 @@ impl Writer {
             thread.dag().len() as u64,
             thread.dag().heads(),
         )?;
+        writes.put_thread_facts(thread_id, &facts)?;
         let open_key = directory.state().root_of(contact);
         let sets_route = matches!(
             event.header().kind,
@@ -1653,10 +1656,12 @@ fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
 }
 
-/// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all.
+/// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all, each with its
+/// [`ThreadFacts`] (computed when the thread is loaded, kept up to date as events enter).
 #[derive(Default)]
 struct ThreadCache {
     threads: HashMap<ThreadId, (Thread, u64)>,
+    facts: HashMap<ThreadId, ThreadFacts>,
     clock: u64,
 }
 
@@ -1664,9 +1669,33 @@ impl ThreadCache {
     fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
         self.clock += 1;
         let clock = self.clock;
+        self.facts
+            .entry(id)
+            .or_insert_with(|| ThreadFacts::of(thread.dag()));
         let entry = self.threads.entry(id).or_insert((thread, clock));
         entry.1 = clock;
         &mut entry.0
+    }
+
+    /// The thread's facts once `event`, which has just entered the cached thread, is taken in.
+    fn facts_after(
+        &mut self,
+        id: ThreadId,
+        event: &VerifiedEvent,
+    ) -> Result<ThreadFacts, IngestError> {
+        let (thread, _) = self
+            .threads
+            .get(&id)
+            .ok_or(IngestError::UnknownThread(id))?;
+        let facts = self
+            .facts
+            .entry(id)
+            .or_insert_with(|| ThreadFacts::of(thread.dag()));
+        // A new thread's facts were computed from its root already.
+        if thread.dag().len() > 1 {
+            facts.insert(thread.dag(), event);
+        }
+        Ok(facts.clone())
     }
 
     /// Evicts the least recently used threads beyond the bound. Called between batches only: a
@@ -1687,6 +1716,7 @@ impl ThreadCache {
                 break;
             }
             self.threads.remove(&id);
+            self.facts.remove(&id);
             cached -= n_events;
         }
     }
