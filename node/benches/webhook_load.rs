@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use threadline_bridges::webhook::AppSecret;
-use threadline_node::config::{Config, MetaConfig};
 
 mod common;
 use common::{env, percentile, BenchNode};
@@ -54,19 +53,8 @@ fn main() {
     let n_deliveries = env("LOAD_DELIVERIES", 10_000);
     let n_senders = env("LOAD_SENDERS", 16);
     let n_customers = env("LOAD_CUSTOMERS", 1_000);
-    let node = BenchNode::start(false, |loopback| Config {
-        whatsapp: Some(MetaConfig {
-            account_id: PHONE_ID.to_owned(),
-            link_name: None,
-            human_agent: false,
-            access_token: "bench-token".to_owned(),
-            app_secret: SECRET.to_owned(),
-            verify_token: "bench-verify-token-0123456789".to_owned(),
-            // Nothing is sent in this bench: no Graph API is needed.
-            graph_url: "http://127.0.0.1:9".to_owned(),
-            graph_version: "v21.0".to_owned(),
-        }),
-        ..loopback
+    let node = BenchNode::start(false, |loopback| {
+        common::with_whatsapp(loopback, PHONE_ID, SECRET)
     });
     let (base, token) = (node.base.clone(), node.token.clone());
     std::thread::sleep(Duration::from_millis(300));

@@ -315,6 +315,8 @@ pub struct Ingest {
     /// The channels whose page may answer with the `HUMAN_AGENT` tag (see
     /// [`threadline_bridges::window`]).
     human_agent: Arc<RwLock<threadline_protocol::channel::ChannelSet>>,
+    /// The thread list's index (see [`crate::thread_index`]).
+    thread_index: Arc<RwLock<crate::thread_index::ThreadIndex>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -539,6 +541,11 @@ impl Ingest {
     /// What replication is doing (for the API).
     pub fn replication(&self) -> &crate::replication_status::Status {
         &self.replication
+    }
+
+    /// The thread list's index.
+    pub fn thread_index(&self) -> &RwLock<crate::thread_index::ThreadIndex> {
+        &self.thread_index
     }
 
     /// This node's identity.

@@ -38,6 +38,7 @@ pub mod server;
 pub mod standalone;
 pub mod store;
 pub mod thread_facts;
+pub mod thread_index;
 
 pub use data_dir::{DataDir, InitError, LoadError};
 pub use identity::Identity;

@@ -68,6 +68,25 @@ pub fn watch_live(
     })
 }
 
+/// `config` with the built-in WhatsApp bridge for the business number `phone_number_id`,
+/// webhooks signed with `app_secret`; nothing is sent (no Graph API is reachable).
+#[allow(dead_code)]
+pub fn with_whatsapp(config: Config, phone_number_id: &str, app_secret: &str) -> Config {
+    Config {
+        whatsapp: Some(threadline_node::config::MetaConfig {
+            account_id: phone_number_id.to_owned(),
+            link_name: None,
+            human_agent: false,
+            access_token: "bench-token".to_owned(),
+            app_secret: app_secret.to_owned(),
+            verify_token: "bench-verify-token-0123456789".to_owned(),
+            graph_url: "http://127.0.0.1:9".to_owned(),
+            graph_version: "v21.0".to_owned(),
+        }),
+        ..config
+    }
+}
+
 /// A node in this process, on a fresh data folder, with its API on a loopback port.
 #[allow(dead_code)] // Not every bench starts a node.
 pub struct BenchNode {

@@ -18,7 +18,7 @@ use threadline_protocol::{
 };
 
 use super::auth::AgentCaller;
-use super::views::{parse_field, parse_id, status_name, EventView, ThreadView};
+use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 use crate::limits::MAX_LABELS_PER_REQUEST;
@@ -87,44 +87,52 @@ pub async fn list(
         .transpose()?;
     let cursor: Option<(u64, ThreadId)> = query.cursor.as_deref().map(parse_cursor).transpose()?;
 
-    let directory = ingest
-        .directory()
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // A merged-away contact's threads belong to the contact it was merged into.
-    let contact = contact.map(|c| directory.state().root_of(c));
-    let mut matching = Vec::new();
-    for entry in ingest.store().thread_states() {
-        let (id, state) = entry?;
-        let keep = status.is_none_or(|s| status_name(&state.status) == s)
-            && assignee.is_none_or(|a| state.assignee == a)
-            && channel.is_none_or(|c| state.route.map_or(state.opened_on, |r| r.channel) == c)
-            && query
-                .label
-                .as_deref()
-                .is_none_or(|l| state.labels.iter().any(|label| label.as_str() == l))
-            && contact.is_none_or(|c| directory.state().root_of(state.contact) == c);
-        if keep {
-            matching.push((state.last_activity.as_millis(), id, state));
-        }
-    }
-    // Newest first; ties by id so that pages are stable.
-    matching.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let start = match cursor {
-        Some((time, id)) => matching
-            .iter()
-            .position(|(t, i, _)| (*t, std::cmp::Reverse(*i)) < (time, std::cmp::Reverse(id)))
-            .unwrap_or(matching.len()),
-        None => 0,
+    // A merged-away contact's threads belong to the contact it was merged into: the
+    // customer's threads are those of every contact merged with it.
+    let contacts: Option<Vec<ContactId>> = contact.map(|c| {
+        ingest
+            .directory()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state()
+            .same_customer(c)
+    });
+    let filter = crate::thread_index::Filter {
+        status,
+        assignee,
+        channel,
+        label: query.label.as_deref(),
+        contacts: contacts.as_deref(),
     };
-    drop(directory);
-    let page: Vec<_> = matching.iter().skip(start).take(limit).collect();
-    let next_cursor = (start + page.len() < matching.len())
-        .then(|| page.last().map(|(time, id, _)| format!("{time}.{id}")))
-        .flatten();
+    let (page, next) = {
+        let index = ingest
+            .thread_index()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if index.is_ready() {
+            let page = index.page(&filter, cursor, limit);
+            (Some(page.threads), page.next)
+        } else {
+            (None, None)
+        }
+    };
+    let (page, next) = match page {
+        Some(ids) => {
+            let mut page = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(state) = ingest.store().thread_state(&id)? {
+                    page.push((id, state));
+                }
+            }
+            (page, next)
+        }
+        // The index is still being built (a large store, just started): read every record.
+        None => scan(&ingest, &filter, cursor, limit)?,
+    };
+    let next_cursor = next.map(|(time, id)| format!("{time}.{id}"));
     let threads = page
         .iter()
-        .map(|(_, id, state)| {
+        .map(|(id, state)| {
             Ok(ListedThread {
                 thread: ThreadView::new(*id, state, &ingest)?,
                 unread: unread(&ingest, *id, state, caller.0)?,
@@ -135,6 +143,42 @@ pub async fn list(
         threads,
         next_cursor,
     }))
+}
+
+/// A page of the list read off every thread record, in the index's order (newest activity
+/// first, ties: greater id first), for while the index is being built.
+#[allow(clippy::type_complexity)]
+fn scan(
+    ingest: &Ingest,
+    filter: &crate::thread_index::Filter<'_>,
+    cursor: Option<(u64, ThreadId)>,
+    limit: usize,
+) -> Result<
+    (
+        Vec<(ThreadId, threadline_protocol::ThreadState)>,
+        Option<(u64, ThreadId)>,
+    ),
+    ApiError,
+> {
+    let mut matching = Vec::new();
+    for entry in ingest.store().thread_states() {
+        let (id, state) = entry?;
+        let key = (state.last_activity.as_millis(), id);
+        if cursor.is_some_and(|cursor| key >= cursor) || !filter.keeps_state(&state) {
+            continue;
+        }
+        matching.push((key, state));
+    }
+    matching.sort_by_key(|(key, _)| std::cmp::Reverse(*key));
+    let next = (matching.len() > limit)
+        .then(|| matching.get(limit - 1).map(|(key, _)| *key))
+        .flatten();
+    let page = matching
+        .into_iter()
+        .take(limit)
+        .map(|((_, id), state)| (id, state))
+        .collect();
+    Ok((page, next))
 }
 
 /// The customer's messages after `agent`'s read mark in the thread's order: from the thread's

@@ -116,14 +116,7 @@ pub struct EventView {
     pub detail: serde_json::Value,
 }
 
-pub fn status_name(status: &Status) -> &'static str {
-    match status {
-        Status::Open => "open",
-        Status::Pending => "pending",
-        Status::Snoozed { .. } => "snoozed",
-        Status::Resolved => "resolved",
-    }
-}
+pub use crate::thread_index::status_name;
 
 impl ThreadView {
     pub fn new(id: ThreadId, state: &ThreadState, ingest: &Ingest) -> Result<Self, ApiError> {

@@ -22,6 +22,7 @@ use crate::identity::Identity;
 use crate::limits::Cap;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
 use crate::thread_facts::ThreadFacts;
+use crate::thread_index::ThreadIndex;
 
 /// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
 /// first; a thread not in the cache is rebuilt from the store when it is next written to
@@ -66,7 +67,9 @@ pub fn start(
         })?;
     let (closing_sender, closing) = tokio::sync::watch::channel(false);
     let (live, _) = broadcast::channel(LIVE_BUFFER);
+    let thread_index = build_thread_index(&store)?;
     let writer = Writer {
+        thread_index: Arc::clone(&thread_index),
         store: store.clone(),
         pending: WriteSet::default(),
         identity: identity.clone(),
@@ -104,12 +107,61 @@ pub fn start(
             presence: crate::presence::Presence::default(),
             replication: crate::replication_status::Status::default(),
             human_agent: Arc::default(),
+            thread_index,
         },
         Running {
             writer: handle,
             closing: Arc::new(closing_sender),
         },
     ))
+}
+
+/// The thread list's index over the stored threads: built now for a store of up to
+/// [`crate::thread_index::BUILD_AT_ONCE`] threads, otherwise on a thread of its own while the
+/// node serves (lists read the records until it is ready).
+fn build_thread_index(store: &Store) -> Result<Arc<RwLock<ThreadIndex>>, IngestError> {
+    let index = Arc::new(RwLock::new(ThreadIndex::default()));
+    let fill = |store: &Store, index: &RwLock<ThreadIndex>| -> Result<(), StoreError> {
+        for entry in store.thread_states() {
+            let (thread, state) = entry?;
+            index
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert_stored(thread, &state);
+        }
+        index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_ready();
+        Ok(())
+    };
+    let small = store
+        .tree(TreeName::Threads)
+        .iter()
+        .keys()
+        .nth(crate::thread_index::BUILD_AT_ONCE)
+        .is_none();
+    if small {
+        fill(store, &index)?;
+        return Ok(index);
+    }
+    let (store, building) = (store.clone(), Arc::clone(&index));
+    std::thread::Builder::new()
+        .name("threadline-thread-index".to_owned())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            match fill(&store, &building) {
+                Ok(()) => tracing::info!(took = ?started.elapsed(), "thread list index built"),
+                Err(err) => error!(cause = %err, "the thread list index could not be built; lists read every thread"),
+            }
+        })
+        .map_err(|err| {
+            IngestError::Store(StoreError::Corrupt {
+                tree: "thread index",
+                detail: format!("cannot start the index thread: {err}"),
+            })
+        })?;
+    Ok(index)
 }
 
 /// The running writer: tell it the node is closing, then wait for it once every [`Ingest`]
@@ -197,6 +249,8 @@ struct Writer {
     org: OrgId,
     directory: Arc<RwLock<Directory>>,
     threads: ThreadCache,
+    /// The thread list's index, kept up to date with every thread event applied.
+    thread_index: Arc<RwLock<ThreadIndex>>,
     /// Partner orgs' certificates (see [`Ingest::add_partner_certificates`]).
     partners: threadline_protocol::Certificates,
     live: broadcast::Sender<LiveEvent>,
@@ -651,6 +705,10 @@ impl Writer {
             thread.dag().heads(),
         )?;
         writes.put_thread_facts(thread_id, &facts)?;
+        self.thread_index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .update(thread_id, state);
         let open_key = directory.state().root_of(contact);
         let sets_route = matches!(
             event.header().kind,

@@ -1,0 +1,272 @@
+//! The thread list's index, in memory: every thread by its latest activity, with what the
+//! list filters on (status, assignee, channel, labels, contact). `GET /threads` walks it
+//! newest first and reads only the records of the page it answers, instead of reading every
+//! thread's record and sorting them all.
+//!
+//! The ingest writer updates it as it applies events (a thread's entry is replaced with its
+//! new state's), so it shows what the store shows. It is built from the stored thread records
+//! when the node starts: at once for a store of up to [`BUILD_AT_ONCE`] threads, otherwise in
+//! the background while the node already serves (lists read the records meanwhile). An
+//! entry the writer has put is never replaced by the build's older read of the same record.
+
+use std::collections::{BTreeSet, HashMap};
+
+use threadline_protocol::{
+    event::Status, thread::ThreadState, AgentId, ChannelKind, ContactId, ThreadId,
+};
+
+/// Stores with at most this many threads build the index before the node serves.
+pub const BUILD_AT_ONCE: usize = 20_000;
+
+/// What the list filters a thread on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    activity: u64,
+    status: &'static str,
+    assignee: Option<AgentId>,
+    channel: ChannelKind,
+    labels: BTreeSet<String>,
+    contact: ContactId,
+}
+
+impl Entry {
+    fn of(state: &ThreadState) -> Self {
+        Entry {
+            activity: state.last_activity.as_millis(),
+            status: status_name(&state.status),
+            assignee: state.assignee,
+            channel: state.route.map_or(state.opened_on, |route| route.channel),
+            labels: state.labels.iter().map(|l| l.as_str().to_owned()).collect(),
+            contact: state.contact,
+        }
+    }
+}
+
+/// The API's name of a status (`open`, `pending`, `snoozed`, `resolved`).
+pub fn status_name(status: &Status) -> &'static str {
+    match status {
+        Status::Open => "open",
+        Status::Pending => "pending",
+        Status::Snoozed { .. } => "snoozed",
+        Status::Resolved => "resolved",
+    }
+}
+
+/// What a list asks for. `None` in a field: any.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// `open`, `pending`, `snoozed` or `resolved`.
+    pub status: Option<&'a str>,
+    /// An agent, or `Some(None)` for unassigned.
+    pub assignee: Option<Option<AgentId>>,
+    /// The channel replies go to (or it opened on, before it had a route).
+    pub channel: Option<ChannelKind>,
+    /// A label.
+    pub label: Option<&'a str>,
+    /// Contacts (a customer's, merged ones included).
+    pub contacts: Option<&'a [ContactId]>,
+}
+
+impl Filter<'_> {
+    /// Whether a thread in `state` is in the list.
+    pub fn keeps_state(&self, state: &ThreadState) -> bool {
+        self.keeps(&Entry::of(state))
+    }
+
+    fn keeps(&self, entry: &Entry) -> bool {
+        self.status.is_none_or(|s| entry.status == s)
+            && self.assignee.is_none_or(|a| entry.assignee == a)
+            && self.channel.is_none_or(|c| entry.channel == c)
+            && self.label.is_none_or(|l| entry.labels.contains(l))
+            && self
+                .contacts
+                .is_none_or(|contacts| contacts.contains(&entry.contact))
+    }
+}
+
+/// A page of the list: thread ids newest first, and whether more follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The threads, newest activity first (ties: greater id first).
+    pub threads: Vec<ThreadId>,
+    /// Where the next page starts, `(activity, id)` of the last thread here; `None` on the
+    /// last page.
+    pub next: Option<(u64, ThreadId)>,
+}
+
+/// The index.
+#[derive(Debug, Default)]
+pub struct ThreadIndex {
+    by_activity: BTreeSet<(u64, ThreadId)>,
+    entries: HashMap<ThreadId, Entry>,
+    ready: bool,
+}
+
+impl ThreadIndex {
+    /// Whether every stored thread is in it (lists may use it).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Marks the build done.
+    pub fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
+    /// Puts `thread` in with its state (the writer, after each event).
+    pub fn update(&mut self, thread: ThreadId, state: &ThreadState) {
+        let entry = Entry::of(state);
+        if let Some(old) = self.entries.get(&thread) {
+            self.by_activity.remove(&(old.activity, thread));
+        }
+        self.by_activity.insert((entry.activity, thread));
+        self.entries.insert(thread, entry);
+    }
+
+    /// Puts `thread` in from its stored record, unless the writer has put it already (the
+    /// build).
+    pub fn insert_stored(&mut self, thread: ThreadId, state: &ThreadState) {
+        if !self.entries.contains_key(&thread) {
+            self.update(thread, state);
+        }
+    }
+
+    /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
+    pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
+        let walk: Box<dyn Iterator<Item = &(u64, ThreadId)>> = match cursor {
+            Some(cursor) => Box::new(self.by_activity.range(..cursor).rev()),
+            None => Box::new(self.by_activity.iter().rev()),
+        };
+        let mut threads = Vec::with_capacity(limit);
+        let mut more = false;
+        for (_, thread) in walk {
+            let Some(entry) = self.entries.get(thread) else {
+                continue;
+            };
+            if !filter.keeps(entry) {
+                continue;
+            }
+            if threads.len() == limit {
+                more = true;
+                break;
+            }
+            threads.push(*thread);
+        }
+        let next = if more {
+            threads
+                .last()
+                .and_then(|last| self.entries.get(last).map(|e| (e.activity, *last)))
+        } else {
+            None
+        };
+        Page { threads, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(activity: u64, status: &'static str, channel: ChannelKind) -> Entry {
+        Entry {
+            activity,
+            status,
+            assignee: None,
+            channel,
+            labels: BTreeSet::new(),
+            contact: ContactId::from_bytes([1; 16]),
+        }
+    }
+
+    fn index(entries: &[(u8, Entry)]) -> ThreadIndex {
+        let mut index = ThreadIndex::default();
+        for (id, entry) in entries {
+            let thread = ThreadId::from_bytes([*id; 32]);
+            index.by_activity.insert((entry.activity, thread));
+            index.entries.insert(thread, entry.clone());
+        }
+        index.set_ready();
+        index
+    }
+
+    fn ids(page: &Page) -> Vec<u8> {
+        page.threads.iter().map(|t| t.as_bytes()[0]).collect()
+    }
+
+    #[test]
+    fn pages_go_newest_first_and_filters_keep_their_threads_only() {
+        let index = index(&[
+            (1, entry(10, "open", ChannelKind::Webchat)),
+            (2, entry(30, "resolved", ChannelKind::Email)),
+            (3, entry(20, "open", ChannelKind::Email)),
+            (4, entry(30, "open", ChannelKind::Webchat)),
+            (5, entry(5, "open", ChannelKind::Whatsapp)),
+        ]);
+        let all = Filter::default();
+        let first = index.page(&all, None, 2);
+        // Ties in activity: the greater id first.
+        assert_eq!(ids(&first), [4, 2]);
+        let second = index.page(&all, first.next, 2);
+        assert_eq!(ids(&second), [3, 1]);
+        let last = index.page(&all, second.next, 2);
+        assert_eq!(ids(&last), [5]);
+        assert_eq!(last.next, None);
+
+        let open_email = Filter {
+            status: Some("open"),
+            channel: Some(ChannelKind::Email),
+            ..Filter::default()
+        };
+        assert_eq!(ids(&index.page(&open_email, None, 10)), [3]);
+        assert_eq!(index.page(&open_email, None, 1).next, None);
+    }
+
+    /// A thread's state right after it opened on the web chat.
+    fn opened_state(seed: u8) -> (ThreadId, ThreadState) {
+        use threadline_protocol::{
+            event::{Draft, EventKind, Scope, ThreadKind},
+            SecretKey, Timestamp,
+        };
+        let key = SecretKey::from_seed([seed; 32]);
+        let root = Draft::new(
+            Scope::NewThread,
+            Vec::new(),
+            0,
+            Timestamp::from_millis(1_000),
+            EventKind::Thread(ThreadKind::Opened {
+                org: threadline_protocol::OrgId(key.public()),
+                contact: ContactId::from_bytes([seed; 16]),
+                channel: ChannelKind::Webchat,
+            }),
+        )
+        .sign(&key)
+        .expect("signs")
+        .verify()
+        .expect("verifies");
+        let thread = ThreadId::from_root(root.id());
+        (thread, ThreadState::opened(&root).expect("an opening"))
+    }
+
+    #[test]
+    fn the_writers_updates_move_a_thread_and_the_build_never_overwrites_them() {
+        let mut index = ThreadIndex::default();
+        let (a, mut state_a) = opened_state(1);
+        let (b, state_b) = opened_state(2);
+        index.update(a, &state_a);
+        index.insert_stored(b, &state_b);
+        let stale_a = state_a.clone();
+        // A new message on a: it moves to the top, once, with its new status.
+        state_a.last_activity = threadline_protocol::Timestamp::from_millis(9_000);
+        state_a.status = Status::Pending;
+        index.update(a, &state_a);
+        // The build's read of a's record from before that changes nothing.
+        index.insert_stored(a, &stale_a);
+        let all = index.page(&Filter::default(), None, 10);
+        assert_eq!(all.threads, [a, b]);
+        let pending = Filter {
+            status: Some("pending"),
+            ..Filter::default()
+        };
+        assert_eq!(index.page(&pending, None, 10).threads, [a]);
+    }
+}
