@@ -94,10 +94,18 @@ pub struct Page {
     pub next: Option<(u64, ThreadId)>,
 }
 
+/// Threads in order of activity (`(activity, id)`, walked from the end).
+type Ordered = BTreeSet<(u64, ThreadId)>;
+
 /// The index.
 #[derive(Debug, Default)]
 pub struct ThreadIndex {
-    by_activity: BTreeSet<(u64, ThreadId)>,
+    by_activity: Ordered,
+    /// The same, per status, per assignee and per channel: a filter on one of those walks
+    /// only its threads.
+    by_status: HashMap<&'static str, Ordered>,
+    by_assignee: HashMap<Option<AgentId>, Ordered>,
+    by_channel: HashMap<ChannelKind, Ordered>,
     entries: HashMap<ThreadId, Entry>,
     ready: bool,
 }
@@ -116,10 +124,31 @@ impl ThreadIndex {
     /// Puts `thread` in with its state (the writer, after each event).
     pub fn update(&mut self, thread: ThreadId, state: &ThreadState) {
         let entry = Entry::of(state);
-        if let Some(old) = self.entries.get(&thread) {
-            self.by_activity.remove(&(old.activity, thread));
+        if let Some(old) = self.entries.remove(&thread) {
+            let key = (old.activity, thread);
+            self.by_activity.remove(&key);
+            for set in [
+                self.by_status.get_mut(old.status),
+                self.by_assignee.get_mut(&old.assignee),
+                self.by_channel.get_mut(&old.channel),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                set.remove(&key);
+            }
         }
-        self.by_activity.insert((entry.activity, thread));
+        let key = (entry.activity, thread);
+        self.by_activity.insert(key);
+        self.by_status.entry(entry.status).or_default().insert(key);
+        self.by_assignee
+            .entry(entry.assignee)
+            .or_default()
+            .insert(key);
+        self.by_channel
+            .entry(entry.channel)
+            .or_default()
+            .insert(key);
         self.entries.insert(thread, entry);
     }
 
@@ -133,9 +162,27 @@ impl ThreadIndex {
 
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
     pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
+        // The smallest set a filter narrows to (empty: nothing matches).
+        let empty = Ordered::new();
+        let narrowed = [
+            filter
+                .status
+                .map(|status| self.by_status.get(status).unwrap_or(&empty)),
+            filter
+                .assignee
+                .map(|assignee| self.by_assignee.get(&assignee).unwrap_or(&empty)),
+            filter
+                .channel
+                .map(|channel| self.by_channel.get(&channel).unwrap_or(&empty)),
+        ];
+        let set = narrowed
+            .into_iter()
+            .flatten()
+            .min_by_key(|set| set.len())
+            .unwrap_or(&self.by_activity);
         let walk: Box<dyn Iterator<Item = &(u64, ThreadId)>> = match cursor {
-            Some(cursor) => Box::new(self.by_activity.range(..cursor).rev()),
-            None => Box::new(self.by_activity.iter().rev()),
+            Some(cursor) => Box::new(set.range(..cursor).rev()),
+            None => Box::new(set.iter().rev()),
         };
         let mut threads = Vec::with_capacity(limit);
         let mut more = false;
@@ -182,7 +229,19 @@ mod tests {
         let mut index = ThreadIndex::default();
         for (id, entry) in entries {
             let thread = ThreadId::from_bytes([*id; 32]);
-            index.by_activity.insert((entry.activity, thread));
+            let key = (entry.activity, thread);
+            index.by_activity.insert(key);
+            index.by_status.entry(entry.status).or_default().insert(key);
+            index
+                .by_assignee
+                .entry(entry.assignee)
+                .or_default()
+                .insert(key);
+            index
+                .by_channel
+                .entry(entry.channel)
+                .or_default()
+                .insert(key);
             index.entries.insert(thread, entry.clone());
         }
         index.set_ready();
@@ -219,6 +278,11 @@ mod tests {
         };
         assert_eq!(ids(&index.page(&open_email, None, 10)), [3]);
         assert_eq!(index.page(&open_email, None, 1).next, None);
+        let snoozed = Filter {
+            status: Some("snoozed"),
+            ..Filter::default()
+        };
+        assert!(index.page(&snoozed, None, 10).threads.is_empty());
     }
 
     /// A thread's state right after it opened on the web chat.
@@ -268,5 +332,14 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(index.page(&pending, None, 10).threads, [a]);
+        let open = Filter {
+            status: Some("open"),
+            ..Filter::default()
+        };
+        assert_eq!(
+            index.page(&open, None, 10).threads,
+            [b],
+            "a left the open set"
+        );
     }
 }
