@@ -317,6 +317,8 @@ pub struct Ingest {
     human_agent: Arc<RwLock<threadline_protocol::channel::ChannelSet>>,
     /// The thread list's index (see [`crate::thread_index`]).
     thread_index: Arc<RwLock<crate::thread_index::ThreadIndex>>,
+    /// Contact search (see [`crate::contact_search`]).
+    contact_search: Arc<RwLock<crate::contact_search::ContactSearch>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -546,6 +548,11 @@ impl Ingest {
     /// The thread list's index.
     pub fn thread_index(&self) -> &RwLock<crate::thread_index::ThreadIndex> {
         &self.thread_index
+    }
+
+    /// Contact search.
+    pub fn contact_search(&self) -> &RwLock<crate::contact_search::ContactSearch> {
+        &self.contact_search
     }
 
     /// This node's identity.

@@ -24,6 +24,7 @@ pub mod bridge_host;
 pub mod clock;
 pub mod config;
 pub mod contact_name;
+pub mod contact_search;
 pub mod conversation;
 pub mod data_dir;
 pub mod http;

@@ -948,6 +948,15 @@ fn merging_two_contacts_gives_one_record_with_both_timelines() {
     );
     assert_eq!(status, 200);
     assert_eq!(contact_of("email:jack@example.test"), into);
+    // A search by part of a handle finds the one customer, not the contact merged away.
+    let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=JACK");
+    let found: Vec<&str> = found["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(found, [into.as_str()]);
     let (_, record) = node.get(&org.agent_token, &format!("/api/v1/contacts/{from}"));
     assert_eq!(
         record["id"],

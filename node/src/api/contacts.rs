@@ -68,21 +68,14 @@ pub async fn search(
             .and_then(|id| summary(state, id))
             .into_iter()
             .collect(),
-        Err(_) => {
-            let lower = needle.to_lowercase();
-            state
-                .contacts
-                .iter()
-                .filter(|(_, record)| record.merged_into.is_none() && !record.erased)
-                .filter(|(_, record)| {
-                    crate::contact_name::of(record)
-                        .is_some_and(|name| name.to_lowercase().contains(&lower))
-                        || record.handles.iter().any(|h| h.address().contains(&lower))
-                })
-                .filter_map(|(id, _)| summary(state, *id))
-                .take(MAX_RESULTS)
-                .collect()
-        }
+        Err(_) => ingest
+            .contact_search()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .find(needle, MAX_RESULTS)
+            .into_iter()
+            .filter_map(|id| summary(state, id))
+            .collect(),
     };
     Ok(Json(SearchResult { contacts }))
 }

@@ -18,6 +18,7 @@ use super::{
     Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Source, Submitted,
     ThreadRef, LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
 };
+use crate::contact_search::ContactSearch;
 use crate::identity::Identity;
 use crate::limits::Cap;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
@@ -53,6 +54,7 @@ pub fn start(
         restored.dag().heads(),
     )?;
     store.commit(heads)?;
+    let contact_search = Arc::new(RwLock::new(ContactSearch::of(restored.state())));
     let directory = Arc::new(RwLock::new(restored));
     let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
     let (verified_sender, verified_receiver) = mpsc::channel(QUEUE_DEPTH);
@@ -70,6 +72,7 @@ pub fn start(
     let thread_index = build_thread_index(&store)?;
     let writer = Writer {
         thread_index: Arc::clone(&thread_index),
+        contact_search: Arc::clone(&contact_search),
         store: store.clone(),
         pending: WriteSet::default(),
         identity: identity.clone(),
@@ -108,6 +111,7 @@ pub fn start(
             replication: crate::replication_status::Status::default(),
             human_agent: Arc::default(),
             thread_index,
+            contact_search,
         },
         Running {
             writer: handle,
@@ -251,6 +255,8 @@ struct Writer {
     threads: ThreadCache,
     /// The thread list's index, kept up to date with every thread event applied.
     thread_index: Arc<RwLock<ThreadIndex>>,
+    /// Contact search, kept up to date with every directory event applied.
+    contact_search: Arc<RwLock<ContactSearch>>,
     /// Partner orgs' certificates (see [`Ingest::add_partner_certificates`]).
     partners: threadline_protocol::Certificates,
     live: broadcast::Sender<LiveEvent>,
@@ -605,6 +611,10 @@ impl Writer {
         if directory.insert(event.clone(), now)? == Inserted::Duplicate {
             return Ok(Submitted::Duplicate(id));
         }
+        self.contact_search
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .applied(directory.state(), &event.header().kind);
         let writes = &mut self.pending;
         let stored = directory.dag().get(&id).unwrap_or(&event);
         writes.put_event(stored)?;
@@ -1602,12 +1612,37 @@ impl Writer {
             });
         match stored.and_then(|events| Ok(Directory::restore(events)?)) {
             Ok(directory) => {
+                // One lock at a time (readers take the directory's, then the search's).
+                let search = ContactSearch::of(directory.state());
                 *self
                     .directory
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = directory;
+                *self
+                    .contact_search
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = search;
             }
             Err(err) => error!(cause = %err, "cannot reload the directory after a failed commit"),
+        }
+        // The list's index may hold states the store does not: read it all again.
+        let mut index = ThreadIndex::default();
+        let rebuilt = self.store.thread_states().try_for_each(|entry| {
+            let (thread, state) = entry?;
+            index.insert_stored(thread, &state);
+            Ok::<(), StoreError>(())
+        });
+        match rebuilt {
+            Ok(()) => {
+                index.set_ready();
+                *self
+                    .thread_index
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = index;
+            }
+            Err(err) => {
+                error!(cause = %err, "cannot rebuild the thread list index after a failed commit")
+            }
         }
     }
 

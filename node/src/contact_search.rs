@@ -1,0 +1,91 @@
+//! Contact search by part of a name or a handle, in memory: each live contact's searchable
+//! text (its name and handles, lowercased) is kept ready, so a search reads that text and
+//! nothing else, instead of working out every contact's name for every search.
+//!
+//! The ingest writer refreshes the contacts a directory event names as it applies the event;
+//! the whole of it is built from the directory when the node starts (and again if a failed
+//! commit makes the writer reload the directory).
+
+use std::collections::BTreeMap;
+
+use threadline_protocol::{
+    directory::DirectoryState,
+    event::{DirectoryKind, EventKind},
+    ContactId,
+};
+
+/// What searches read.
+#[derive(Debug, Default)]
+pub struct ContactSearch {
+    /// Each live contact (not merged away, not erased): its name and handles' addresses,
+    /// lowercased, a line each.
+    texts: BTreeMap<ContactId, String>,
+}
+
+impl ContactSearch {
+    /// Every live contact of `directory`.
+    pub fn of(directory: &DirectoryState) -> Self {
+        let mut search = ContactSearch::default();
+        for id in directory.contacts.keys() {
+            search.refresh(directory, *id);
+        }
+        search
+    }
+
+    /// Takes in a directory event just applied to `directory`: the contacts it names are
+    /// read again.
+    pub fn applied(&mut self, directory: &DirectoryState, kind: &EventKind) {
+        let EventKind::Directory(kind) = kind else {
+            return;
+        };
+        match kind {
+            DirectoryKind::CreateContact { contact }
+            | DirectoryKind::LinkHandle { contact }
+            | DirectoryKind::UnlinkHandle { contact }
+            | DirectoryKind::SetAttribute { contact, .. }
+            | DirectoryKind::EraseContact { contact } => {
+                // An erasure covers every contact merged with it.
+                for id in directory.same_customer(*contact) {
+                    self.refresh(directory, id);
+                }
+                self.refresh(directory, *contact);
+            }
+            DirectoryKind::Merge { from, into } => {
+                self.refresh(directory, *from);
+                self.refresh(directory, *into);
+            }
+            _ => {}
+        }
+    }
+
+    fn refresh(&mut self, directory: &DirectoryState, id: ContactId) {
+        let Some(record) = directory.contacts.get(&id) else {
+            self.texts.remove(&id);
+            return;
+        };
+        if record.merged_into.is_some() || record.erased {
+            self.texts.remove(&id);
+            return;
+        }
+        let mut text = crate::contact_name::of(record)
+            .map(|name| name.to_lowercase())
+            .unwrap_or_default();
+        for handle in &record.handles {
+            text.push('\n');
+            text.push_str(&handle.address().to_lowercase());
+        }
+        self.texts.insert(id, text);
+    }
+
+    /// Up to `limit` live contacts whose name or a handle contains `needle` (any case), in
+    /// id order.
+    pub fn find(&self, needle: &str, limit: usize) -> Vec<ContactId> {
+        let needle = needle.to_lowercase();
+        self.texts
+            .iter()
+            .filter(|(_, text)| text.contains(&needle))
+            .map(|(id, _)| *id)
+            .take(limit)
+            .collect()
+    }
+}
