@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use threadline_protocol::{
     event::{Content, Draft, EventKind, Scope},
     name::ExternalId,
-    ChannelKind, EventId, Handle, SecretKey, ThreadId, Timestamp,
+    ChannelKind, Event, EventId, Handle, SecretKey, ThreadId, Timestamp,
 };
 use threadline_tests::{field, threadline_ok, Node};
 
@@ -1239,4 +1239,90 @@ fn a_damaged_store_or_attachment_is_named_and_never_served() {
         out.contains(&format!("damaged: attachments: {}", file.display())),
         "{out}"
     );
+}
+
+#[test]
+fn a_request_of_several_events_stores_exactly_what_its_results_say() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    // Two visitors' threads; events for both in one request, with failures between them.
+    let (thread_a, a1) = inbound(&node, &org.webchat, "webchat:v-batch-a", "a1", "b-a1");
+    let (thread_b, b1) = inbound(&node, &org.webchat, "webchat:v-batch-b", "b1", "b-b1");
+    let decode =
+        |hex_text: &str| Event::from_bytes(&hex::decode(hex_text).expect("hex")).expect("decodes");
+    let a1_id = decode(&a1).id().expect("id");
+    // a2 follows a1 (in the same request); a lost parent's child cannot enter.
+    let follow = |parent: EventId, depth: u64, text: &str| {
+        let event = Draft::new(
+            Scope::Thread(thread_a),
+            vec![parent],
+            depth,
+            now(),
+            EventKind::inbound_message(ChannelKind::Webchat),
+        )
+        .with_content(
+            Content::text(text)
+                .with_handle("webchat:v-batch-a".parse().expect("handle"))
+                .with_external_id(ExternalId::new(format!("b-{text}")).expect("id")),
+        )
+        .sign(&org.webchat.key)
+        .expect("signs");
+        hex::encode(event.to_bytes().expect("encodes"))
+    };
+    let a1_depth = decode(&a1).header().depth;
+    let a2 = follow(a1_id, a1_depth + 1, "a2");
+    let orphan = follow(EventId::from_bytes([0x77; 32]), a1_depth + 1, "orphan");
+    // A valid event whose signature a byte flip broke.
+    let mut forged = hex::decode(&b1).expect("hex");
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let forged = hex::encode(forged);
+    let batch = [
+        a1.clone(),
+        "not hex at all".to_owned(),
+        b1.clone(),
+        forged,
+        orphan,
+        a2,
+        a1.clone(),
+    ];
+    let results = submit(&node, &org.webchat, &batch);
+    let statuses: Vec<&str> = results
+        .iter()
+        .map(|r| r["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "stored",
+            "refused",
+            "stored",
+            "refused",
+            "refused",
+            "stored",
+            "duplicate"
+        ],
+        "{results:?}"
+    );
+    // Exactly what the results say is stored: a1 and a2 on a's thread, b1 on b's, once each.
+    let texts = |thread: &ThreadId| -> Vec<String> {
+        thread_texts(&node, &org.agent_token, thread)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    };
+    assert_eq!(texts(&thread_a), ["a1", "a2"]);
+    assert_eq!(texts(&thread_b), ["b1"]);
+    // And so after a restart.
+    node.stop();
+    let node = Node::start(&org.data);
+    let texts = |thread: &ThreadId| -> Vec<String> {
+        thread_texts(&node, &org.agent_token, thread)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect()
+    };
+    assert_eq!(texts(&thread_a), ["a1", "a2"]);
+    assert_eq!(texts(&thread_b), ["b1"]);
+    node.stop();
 }
