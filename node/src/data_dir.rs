@@ -234,6 +234,37 @@ impl DataDir {
         self.root.join("store")
     }
 
+    /// Where `threadline backup` asks a running node for a backup (a `<name>.request` file
+    /// naming the folder to back up into) and the node answers (`<name>.done`).
+    pub fn backup_requests_path(&self) -> PathBuf {
+        self.root.join("backup-requests")
+    }
+
+    /// Copies everything in the folder but the store (keys, configuration, identity, lists)
+    /// into `to`, creating it: what a backup holds besides the store. These files are written
+    /// only by admin commands, never by the running node's writer.
+    pub fn copy_besides_store(&self, to: &Path) -> std::io::Result<()> {
+        let skip = [self.store_path(), self.backup_requests_path()];
+        let mut pending = vec![(self.root.clone(), to.to_path_buf())];
+        while let Some((dir, into)) = pending.pop() {
+            fs::create_dir_all(&into)?;
+            for entry in fs::read_dir(&dir)? {
+                let entry = entry?;
+                let source = entry.path();
+                if skip.contains(&source) {
+                    continue;
+                }
+                let target = into.join(entry.file_name());
+                if entry.file_type()?.is_dir() {
+                    pending.push((source, target));
+                } else {
+                    fs::copy(&source, &target)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The entries of a list file (`peers`, `partners`): one a line, blank lines and `#`
     /// comments skipped; none if the file does not exist.
     pub fn read_list(path: &Path) -> Vec<String> {

@@ -299,6 +299,8 @@ enum Request {
     /// Delete attachment files no event refers to, older than the grace (after the batch's
     /// commit, so nothing staged or acknowledged loses its file).
     SweepBlobs(std::time::Duration, Reply<usize>),
+    /// Copy the store into a new folder between batches (see [`Ingest::backup`]).
+    Backup(std::path::PathBuf, Reply<u64>),
 }
 
 /// The handle to the pipeline: cheap to clone, one per API task.
@@ -333,6 +335,7 @@ impl std::fmt::Debug for Request {
             Request::Directory(..) => "Directory",
             Request::Certificates(..) => "Certificates",
             Request::SweepBlobs(..) => "SweepBlobs",
+            Request::Backup(..) => "Backup",
         })
     }
 }
@@ -543,6 +546,14 @@ impl Ingest {
     /// What replication is doing (for the API).
     pub fn replication(&self) -> &crate::replication_status::Status {
         &self.replication
+    }
+
+    /// Copies the store into `to`, a folder that must not exist, consistently: the writer does
+    /// it after a batch is durable and before it takes the next, so the copy holds every
+    /// request answered before it and nothing half-done. Requests wait meanwhile. Answers the
+    /// bytes copied.
+    pub async fn backup(&self, to: std::path::PathBuf) -> Result<u64, IngestError> {
+        self.call(|reply| Request::Backup(to, reply)).await
     }
 
     /// The thread list's index.

@@ -52,6 +52,13 @@ enum Command {
         #[arg(long, env = "THREADLINE_SMTP_LISTEN")]
         smtp_listen: Option<SocketAddr>,
     },
+    /// Back the data folder up into DIR, a new folder a node can start from: while the node
+    /// runs (it copies its store between two batches of requests, so the copy holds every
+    /// request answered before it) or while it is stopped.
+    Backup {
+        /// The folder to create.
+        dir: std::path::PathBuf,
+    },
     /// Check a stopped node's data folder: the store opens, every event, thread record and
     /// attachment reads back whole. Exits 1, naming what is damaged, if anything is.
     Check,
@@ -306,6 +313,15 @@ fn main() -> anyhow::Result<()> {
         Command::Init { join: None } => {
             let initialised = admin::init(&data_dir, clock::now())?;
             print_init(&cli.data_dir, &initialised);
+        }
+        Command::Backup { dir } => {
+            let to = std::path::absolute(&dir)?;
+            let bytes = backup(&data_dir, &to)?;
+            println!(
+                "backed up {} into {} ({bytes} bytes of store copied; attachments linked where they could be)",
+                cli.data_dir.display(),
+                to.display()
+            );
         }
         Command::Check => {
             let store = admin::open_store(&data_dir)?;
@@ -726,6 +742,52 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             // If the handler cannot be installed, the node still stops when killed.
             let _ = tokio::signal::ctrl_c().await;
         })
+    }
+}
+
+/// `threadline backup`: directly on a stopped node's store, or by asking the running node
+/// (a request file it answers within a second or so) and waiting for its answer.
+fn backup(data_dir: &DataDir, to: &std::path::Path) -> anyhow::Result<u64> {
+    if to.exists() {
+        anyhow::bail!("{} exists already: back up into a new folder", to.display());
+    }
+    match admin::open_store(data_dir) {
+        Ok(store) => {
+            data_dir.copy_besides_store(to)?;
+            let copied = store.backup(&to.join("store"));
+            if copied.is_err() {
+                let _ = std::fs::remove_dir_all(to);
+            }
+            Ok(copied?)
+        }
+        Err(threadline_node::store::StoreError::InUse { .. }) => {
+            let requests = data_dir.backup_requests_path();
+            std::fs::create_dir_all(&requests)?;
+            let name = format!("{}-{}", std::process::id(), clock::now().as_millis());
+            let request = requests.join(format!("{name}.request"));
+            let done = requests.join(format!("{name}.done"));
+            // Whole or not at all: the node reads only `.request` files.
+            let writing = requests.join(format!("{name}.writing"));
+            std::fs::write(&writing, to.as_os_str().as_encoded_bytes())?;
+            std::fs::rename(&writing, &request)?;
+            eprintln!("the node is running: asked it for the backup");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60 * 60);
+            loop {
+                if let Ok(answer) = std::fs::read_to_string(&done) {
+                    let _ = std::fs::remove_file(&done);
+                    return match answer.strip_prefix("ok ") {
+                        Some(bytes) => Ok(bytes.trim().parse().unwrap_or(0)),
+                        None => Err(anyhow::anyhow!("the node could not back up: {answer}")),
+                    };
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = std::fs::remove_file(&request);
+                    anyhow::bail!("the node did not answer the backup request within an hour");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

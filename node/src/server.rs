@@ -272,6 +272,7 @@ pub async fn serve(
     )?;
     tokio::spawn(replication);
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
+    tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     let app = api::router(ingest.clone(), webchat).merge(api::webhooks::router(&meta));
     let closing = running.closing();
     let result = crate::http::serve(listener, app, async move {
@@ -325,6 +326,68 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
             }
         }
     }
+}
+
+/// Answers `threadline backup` while the node runs: every half second, each
+/// `backup-requests/<name>.request` (the folder to back up into) is carried out (the folder's
+/// files, then the store, copied by the writer between batches) and answered in
+/// `<name>.done` (`ok <bytes>`, or `error: <why>`). Ends when the node closes.
+async fn serve_backup_requests(ingest: crate::ingest::Ingest, data_dir: DataDir) {
+    let requests = data_dir.backup_requests_path();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        let Ok(entries) = std::fs::read_dir(&requests) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let request = entry.path();
+            if request.extension().is_none_or(|ext| ext != "request") {
+                continue;
+            }
+            let answer = match std::fs::read_to_string(&request) {
+                Ok(to) => {
+                    let to = std::path::PathBuf::from(to.trim());
+                    info!(to = %to.display(), "backing up");
+                    match backup(&ingest, &data_dir, &to).await {
+                        Ok(bytes) => format!("ok {bytes}"),
+                        Err(err) => {
+                            let _ = std::fs::remove_dir_all(&to);
+                            format!("error: {err}")
+                        }
+                    }
+                }
+                Err(err) => format!("error: cannot read the request: {err}"),
+            };
+            info!(answer = %answer, "backup request answered");
+            let _ = std::fs::write(request.with_extension("done"), answer);
+            let _ = std::fs::remove_file(&request);
+        }
+    }
+}
+
+/// A running node's backup into `to`: the data folder's files, then the store.
+async fn backup(
+    ingest: &crate::ingest::Ingest,
+    data_dir: &DataDir,
+    to: &std::path::Path,
+) -> Result<u64, String> {
+    if to.exists() {
+        return Err(format!(
+            "{} exists already: back up into a new folder",
+            to.display()
+        ));
+    }
+    data_dir
+        .copy_besides_store(to)
+        .map_err(|err| format!("cannot copy the data folder's files: {err}"))?;
+    ingest
+        .backup(to.join("store"))
+        .await
+        .map_err(|err| err.to_string())
 }
 
 /// Deletes attachment files no event refers to (uploads whose message never came, erasures a

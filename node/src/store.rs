@@ -431,6 +431,8 @@ pub struct Store {
     /// The commit mark file.
     mark: std::sync::Arc<std::fs::File>,
     blobs: BlobStore,
+    /// Where the store is.
+    path: std::path::PathBuf,
 }
 
 impl Store {
@@ -500,6 +502,7 @@ impl Store {
             commits: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(recovered)),
             mark: std::sync::Arc::new(mark),
             blobs,
+            path: path.to_path_buf(),
         };
         store.redo_journal()?;
         if found == 3 {
@@ -888,6 +891,51 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Copies the store into `to` (which must not exist): sled's files as they are on disk
+    /// once flushed, the commit mark, and the attachment files (hard links where `to` is on
+    /// the same file system, copies otherwise). The copy is consistent only if nothing commits
+    /// meanwhile: the ingest writer calls it between batches ([`crate::ingest::Ingest::backup`]);
+    /// an admin command, on a store no node holds. Answers the bytes copied.
+    pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+        let io = |what: &str, path: &Path, err: std::io::Error| StoreError::Corrupt {
+            tree: "backup",
+            detail: format!("{what} {}: {err}", path.display()),
+        };
+        if to.exists() {
+            return Err(StoreError::Corrupt {
+                tree: "backup",
+                detail: format!("{} exists already: back up into a new folder", to.display()),
+            });
+        }
+        self.flush()?;
+        let from = self.path.as_path();
+        let attachments = from.join("attachments");
+        let mut bytes = 0;
+        let mut pending = vec![(from.to_path_buf(), to.to_path_buf())];
+        while let Some((dir, into)) = pending.pop() {
+            std::fs::create_dir_all(&into).map_err(|err| io("create", &into, err))?;
+            for entry in std::fs::read_dir(&dir).map_err(|err| io("list", &dir, err))? {
+                let entry = entry.map_err(|err| io("list", &dir, err))?;
+                let (source, target) = (entry.path(), into.join(entry.file_name()));
+                let kind = entry.file_type().map_err(|err| io("stat", &source, err))?;
+                if kind.is_dir() {
+                    // Attachment uploads under way are not attachments yet.
+                    if source != attachments.join("tmp") {
+                        pending.push((source, target));
+                    }
+                    continue;
+                }
+                // Attachment files never change once written: a link is a copy.
+                if source.starts_with(&attachments) && std::fs::hard_link(&source, &target).is_ok()
+                {
+                    continue;
+                }
+                bytes += std::fs::copy(&source, &target).map_err(|err| io("copy", &source, err))?;
+            }
+        }
+        Ok(bytes)
     }
 
     /// The commits made so far (see [`COMMIT_MARK`]).

@@ -611,3 +611,82 @@ fn twenty_kills_under_load_lose_nothing_acknowledged_and_the_replica_agrees() {
         (&standby_node, &standby.token),
     );
 }
+
+#[test]
+fn a_backup_taken_under_load_starts_a_node_with_everything_acknowledged_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let bridge = crate::node::add_bridge(&office.data, threadline_protocol::ChannelKind::Webchat);
+    let node = Node::start(&office.data);
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|writer| {
+            stream_messages(
+                node.base.clone(),
+                &bridge,
+                format!("webchat:v-backup-{writer}"),
+                format!("w{writer}"),
+                std::sync::Arc::clone(&stop),
+                std::sync::Arc::clone(&acknowledged),
+            )
+        })
+        .collect();
+    eventually("messages before the backup", SYNC, || {
+        (acknowledged.lock().expect("lock").len() >= 30).then_some(())
+    });
+    // Everything acknowledged before the backup starts must be in it.
+    let before: Vec<String> = acknowledged.lock().expect("lock").clone();
+    let backup = dir.path().join("backup");
+    let out = threadline_ok(
+        &office.data,
+        &["backup", backup.to_str().expect("utf-8 path")],
+    );
+    assert!(out.contains("backed up"), "{out}");
+    let during = acknowledged.lock().expect("lock").len();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    assert!(
+        acknowledged.lock().expect("lock").len() > during || during > before.len(),
+        "the writers went on while the backup was taken"
+    );
+    node.stop();
+
+    // The copy reads back whole, and a node starts from it with all of it.
+    let checked = threadline_ok(&backup, &["check"]);
+    assert!(checked.contains("ok: nothing is damaged"), "{checked}");
+    let restored = Node::start(&backup);
+    let mut stored: Vec<String> = Vec::new();
+    for listed in threads(&restored, &office.token) {
+        let id = listed["id"].as_str().expect("id");
+        stored.extend(texts(
+            &thread(&restored, &office.token, id).expect("thread"),
+        ));
+    }
+    let unique: std::collections::BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "an event twice in the backup");
+    let missing: Vec<&String> = before.iter().filter(|t| !unique.contains(t)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged before the backup, missing from it: {missing:?}"
+    );
+    restored.stop();
+
+    // A stopped node backs up too.
+    let cold = dir.path().join("cold-backup");
+    threadline_ok(
+        &office.data,
+        &["backup", cold.to_str().expect("utf-8 path")],
+    );
+    let checked = threadline_ok(&cold, &["check"]);
+    assert!(checked.contains("ok: nothing is damaged"), "{checked}");
+    // Into a folder that exists: refused, nothing changed.
+    let again = run_threadline(
+        &office.data,
+        &["backup", cold.to_str().expect("utf-8 path")],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}

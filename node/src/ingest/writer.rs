@@ -321,9 +321,11 @@ impl Writer {
         let mut live = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut sweeps = Vec::new();
+        let mut backups = Vec::new();
         for request in batch {
             match request {
                 Request::SweepBlobs(grace, reply) => sweeps.push((grace, reply)),
+                Request::Backup(to, reply) => backups.push((to, reply)),
                 Request::Submit(events, source, reply) => {
                     // Not through the verifier stage: verify here.
                     let verified = event::verify_batch(events);
@@ -451,6 +453,14 @@ impl Writer {
                 Err(err) => Err(not_durable(err)),
             };
             let _ = reply.send(swept);
+        }
+        // Between this batch, durable now, and the next: nothing commits while it copies.
+        for (to, reply) in backups {
+            let copied = match &flushed {
+                Ok(()) => self.store.backup(&to).map_err(IngestError::from),
+                Err(err) => Err(not_durable(err)),
+            };
+            let _ = reply.send(copied);
         }
     }
 
