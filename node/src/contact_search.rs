@@ -2,9 +2,10 @@
 //! text (its name and handles, lowercased) is kept ready, so a search reads that text and
 //! nothing else, instead of working out every contact's name for every search.
 //!
-//! The ingest writer refreshes the contacts a directory event names as it applies the event;
-//! the whole of it is built from the directory when the node starts (and again if a failed
-//! commit makes the writer reload the directory).
+//! The ingest writer refreshes the contacts a directory event names as it applies the event
+//! at the end of the directory's order; an event from a peer that sorts earlier (the directory
+//! folds again from there) rebuilds all of it, as does the node's start and a failed commit
+//! that makes the writer reload the directory.
 
 use std::collections::BTreeMap;
 
@@ -51,8 +52,13 @@ impl ContactSearch {
                 self.refresh(directory, *contact);
             }
             DirectoryKind::Merge { from, into } => {
-                self.refresh(directory, *from);
-                self.refresh(directory, *into);
+                // Both sides, and whatever either had merged in before.
+                let mut named = directory.same_customer(*into);
+                named.extend(directory.same_customer(*from));
+                named.extend([*from, *into]);
+                for id in named {
+                    self.refresh(directory, id);
+                }
             }
             _ => {}
         }

@@ -240,6 +240,29 @@ impl DataDir {
         self.root.join("backup-requests")
     }
 
+    /// Creates `to` for a backup of this folder: refused if it exists (a backup never
+    /// overwrites anything) or is inside this folder (it would copy itself).
+    pub fn claim_backup_folder(&self, to: &Path) -> Result<(), String> {
+        let root = fs::canonicalize(&self.root)
+            .map_err(|err| format!("{}: {err}", self.root.display()))?;
+        let parent = to
+            .parent()
+            .and_then(|parent| fs::canonicalize(parent).ok())
+            .ok_or_else(|| format!("{}: its parent folder does not exist", to.display()))?;
+        if parent.starts_with(&root) {
+            return Err(format!(
+                "{} is inside the data folder: back up somewhere else",
+                to.display()
+            ));
+        }
+        fs::create_dir(to).map_err(|err| match err.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{} exists already: back up into a new folder", to.display())
+            }
+            _ => format!("cannot create {}: {err}", to.display()),
+        })
+    }
+
     /// Copies everything in the folder but the store (keys, configuration, identity, lists)
     /// into `to`, creating it: what a backup holds besides the store. These files are written
     /// only by admin commands, never by the running node's writer.

@@ -753,12 +753,17 @@ fn backup(data_dir: &DataDir, to: &std::path::Path) -> anyhow::Result<u64> {
     }
     match admin::open_store(data_dir) {
         Ok(store) => {
-            data_dir.copy_besides_store(to)?;
-            let copied = store.backup(&to.join("store"));
+            data_dir
+                .claim_backup_folder(to)
+                .map_err(|err| anyhow::anyhow!(err))?;
+            let copied = data_dir
+                .copy_besides_store(to)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| Ok(store.backup(&to.join("store"))?));
             if copied.is_err() {
                 let _ = std::fs::remove_dir_all(to);
             }
-            Ok(copied?)
+            copied
         }
         Err(threadline_node::store::StoreError::InUse { .. }) => {
             let requests = data_dir.backup_requests_path();

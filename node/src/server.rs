@@ -354,10 +354,7 @@ async fn serve_backup_requests(ingest: crate::ingest::Ingest, data_dir: DataDir)
                     info!(to = %to.display(), "backing up");
                     match backup(&ingest, &data_dir, &to).await {
                         Ok(bytes) => format!("ok {bytes}"),
-                        Err(err) => {
-                            let _ = std::fs::remove_dir_all(&to);
-                            format!("error: {err}")
-                        }
+                        Err(err) => format!("error: {err}"),
                     }
                 }
                 Err(err) => format!("error: cannot read the request: {err}"),
@@ -369,25 +366,25 @@ async fn serve_backup_requests(ingest: crate::ingest::Ingest, data_dir: DataDir)
     }
 }
 
-/// A running node's backup into `to`: the data folder's files, then the store.
+/// A running node's backup into `to`, a folder it creates (one that exists is refused and
+/// left alone): the data folder's files, then the store. A failed backup removes what it made.
 async fn backup(
     ingest: &crate::ingest::Ingest,
     data_dir: &DataDir,
     to: &std::path::Path,
 ) -> Result<u64, String> {
-    if to.exists() {
-        return Err(format!(
-            "{} exists already: back up into a new folder",
-            to.display()
-        ));
+    data_dir.claim_backup_folder(to)?;
+    let copied = match data_dir.copy_besides_store(to) {
+        Ok(()) => ingest
+            .backup(to.join("store"))
+            .await
+            .map_err(|err| err.to_string()),
+        Err(err) => Err(format!("cannot copy the data folder's files: {err}")),
+    };
+    if copied.is_err() {
+        let _ = std::fs::remove_dir_all(to);
     }
-    data_dir
-        .copy_besides_store(to)
-        .map_err(|err| format!("cannot copy the data folder's files: {err}"))?;
-    ingest
-        .backup(to.join("store"))
-        .await
-        .map_err(|err| err.to_string())
+    copied
 }
 
 /// Deletes attachment files no event refers to (uploads whose message never came, erasures a

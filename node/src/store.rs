@@ -726,11 +726,12 @@ impl Store {
         }
         // After the commit's writes: sled recovers a prefix of what was written, so a
         // recovered counter means every write before it was recovered too.
-        let commit = self
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
+        // The counter is stored before it is published, so a flush on another thread never
+        // notes a commit sled does not hold yet. (Only the ingest writer commits.)
+        let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
         self.meta.insert(b"commits", &commit.to_be_bytes())?;
+        self.commits
+            .store(commit, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -893,27 +894,51 @@ impl Store {
         Ok(report)
     }
 
-    /// Copies the store into `to` (which must not exist): sled's files as they are on disk
-    /// once flushed, the commit mark, and the attachment files (hard links where `to` is on
-    /// the same file system, copies otherwise). The copy is consistent only if nothing commits
-    /// meanwhile: the ingest writer calls it between batches ([`crate::ingest::Ingest::backup`]);
-    /// an admin command, on a store no node holds. Answers the bytes copied.
+    /// Copies the store into `to` (a new, empty folder): every tree, key by key, into a new
+    /// sled store there, then its commit mark, then the attachment files (copied: a backup
+    /// must not share the live files' bytes). Consistent when nothing commits meanwhile: the
+    /// ingest writer calls it between batches ([`crate::ingest::Ingest::backup`]), an admin
+    /// command on a store no node holds. Writes outside the writer (a delivery acknowledged,
+    /// an upload recorded) touch one key each and land in the copy or not, whole. Answers the
+    /// bytes of attachments copied.
     pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
         let io = |what: &str, path: &Path, err: std::io::Error| StoreError::Corrupt {
             tree: "backup",
             detail: format!("{what} {}: {err}", path.display()),
         };
-        if to.exists() {
-            return Err(StoreError::Corrupt {
-                tree: "backup",
-                detail: format!("{} exists already: back up into a new folder", to.display()),
-            });
-        }
         self.flush()?;
-        let from = self.path.as_path();
-        let attachments = from.join("attachments");
+        let copy = sled::Config::new().path(to).open()?;
+        for name in self.db.tree_names() {
+            let from = self.db.open_tree(&name)?;
+            let into = copy.open_tree(&name)?;
+            let mut batch = sled::Batch::default();
+            let mut staged = 0;
+            for entry in from.iter() {
+                let (key, value) = entry?;
+                batch.insert(key, value);
+                staged += 1;
+                if staged == 10_000 {
+                    into.apply_batch(std::mem::take(&mut batch))?;
+                    staged = 0;
+                }
+            }
+            into.apply_batch(batch)?;
+        }
+        copy.flush()?;
+        let copied_commits = copy
+            .open_tree("meta")?
+            .get(b"commits")?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        drop(copy);
+        let mark = std::fs::File::create(to.join(COMMIT_MARK))
+            .map_err(|err| io("create", &to.join(COMMIT_MARK), err))?;
+        write_commit_mark(&mark, copied_commits)?;
+        mark.sync_all()
+            .map_err(|err| io("sync", &to.join(COMMIT_MARK), err))?;
         let mut bytes = 0;
-        let mut pending = vec![(from.to_path_buf(), to.to_path_buf())];
+        let attachments = self.path.join("attachments");
+        let mut pending = vec![(attachments.clone(), to.join("attachments"))];
         while let Some((dir, into)) = pending.pop() {
             std::fs::create_dir_all(&into).map_err(|err| io("create", &into, err))?;
             for entry in std::fs::read_dir(&dir).map_err(|err| io("list", &dir, err))? {
@@ -921,18 +946,18 @@ impl Store {
                 let (source, target) = (entry.path(), into.join(entry.file_name()));
                 let kind = entry.file_type().map_err(|err| io("stat", &source, err))?;
                 if kind.is_dir() {
-                    // Attachment uploads under way are not attachments yet.
+                    // Uploads under way are not attachments yet.
                     if source != attachments.join("tmp") {
                         pending.push((source, target));
                     }
                     continue;
                 }
-                // Attachment files never change once written: a link is a copy.
-                if source.starts_with(&attachments) && std::fs::hard_link(&source, &target).is_ok()
-                {
-                    continue;
+                match std::fs::copy(&source, &target) {
+                    Ok(copied) => bytes += copied,
+                    // Swept or erased since it was listed: nothing refers to it any more.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(err) => return Err(io("copy", &source, err)),
                 }
-                bytes += std::fs::copy(&source, &target).map_err(|err| io("copy", &source, err))?;
             }
         }
         Ok(bytes)

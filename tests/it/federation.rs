@@ -689,4 +689,13 @@ fn a_backup_taken_under_load_starts_a_node_with_everything_acknowledged_before_i
     );
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // Into the data folder itself: refused, nothing made.
+    let inside = office.data.join("backup-here");
+    let refused = run_threadline(
+        &office.data,
+        &["backup", inside.to_str().expect("utf-8 path")],
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the data folder"));
+    assert!(!inside.exists());
 }

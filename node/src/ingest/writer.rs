@@ -621,10 +621,20 @@ impl Writer {
         if directory.insert(event.clone(), now)? == Inserted::Duplicate {
             return Ok(Submitted::Duplicate(id));
         }
-        self.contact_search
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .applied(directory.state(), &event.header().kind);
+        {
+            let mut search = self
+                .contact_search
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // An event that sorts before others refolds the directory from there: any contact
+            // may have changed.
+            let appended = directory.dag().last_key().is_some_and(|key| key.id == id);
+            if appended {
+                search.applied(directory.state(), &event.header().kind);
+            } else {
+                *search = ContactSearch::of(directory.state());
+            }
+        }
         let writes = &mut self.pending;
         let stored = directory.dag().get(&id).unwrap_or(&event);
         writes.put_event(stored)?;
