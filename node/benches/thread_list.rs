@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use threadline_bridges::webhook::AppSecret;
 
 mod common;
@@ -16,33 +15,6 @@ use common::{env, percentile, BenchNode};
 
 const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
-
-fn delivery(customer: usize) -> Vec<u8> {
-    let wa_id = format!("49151{customer:08}");
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": { "display_phone_number": "15550783881", "phone_number_id": PHONE_ID },
-                    "contacts": [{ "profile": { "name": format!("Customer {customer}") }, "wa_id": wa_id }],
-                    "messages": [{
-                        "from": wa_id,
-                        "id": format!("wamid.LIST{customer:08}"),
-                        "timestamp": "1767225600",
-                        "type": "text",
-                        "text": { "body": format!("customer {customer} asks") }
-                    }]
-                }
-            }]
-        }]
-    })
-    .to_string()
-    .into_bytes()
-}
 
 fn main() {
     let n_threads = env("BENCH_THREADS", 100_000);
@@ -65,7 +37,12 @@ fn main() {
                     .timeout(Duration::from_secs(60))
                     .build();
                 for customer in (sender..n_threads).step_by(n_senders) {
-                    let body = delivery(customer);
+                    let body = common::whatsapp_delivery(
+                        PHONE_ID,
+                        customer,
+                        &format!("wamid.LIST{customer:08}"),
+                        &format!("customer {customer} asks"),
+                    );
                     let answer = http
                         .post(&url)
                         .set("Content-Type", "application/json")

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use threadline_bridges::webhook::AppSecret;
 
 mod common;
@@ -21,33 +20,6 @@ use common::{env, percentile, BenchNode};
 
 const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
-
-fn delivery(customer: usize, message: usize) -> Vec<u8> {
-    let wa_id = format!("49151{customer:08}");
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": "102290129340398",
-            "changes": [{
-                "field": "messages",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": { "display_phone_number": "15550783881", "phone_number_id": PHONE_ID },
-                    "contacts": [{ "profile": { "name": format!("Customer {customer}") }, "wa_id": wa_id }],
-                    "messages": [{
-                        "from": wa_id,
-                        "id": format!("wamid.BENCH{customer:06}x{message:04}"),
-                        "timestamp": "1767225600",
-                        "type": "text",
-                        "text": { "body": format!("customer {customer} message {message}") }
-                    }]
-                }
-            }]
-        }]
-    })
-    .to_string()
-    .into_bytes()
-}
 
 fn main() {
     let n_deliveries = env("LOAD_DELIVERIES", 10_000);
@@ -88,7 +60,12 @@ fn main() {
                     .build();
                 let mut mine_latencies = Vec::with_capacity(mine.len());
                 for (customer, message) in mine {
-                    let body = delivery(customer, message);
+                    let body = common::whatsapp_delivery(
+                        PHONE_ID,
+                        customer,
+                        &format!("wamid.BENCH{customer:06}x{message:04}"),
+                        &format!("customer {customer} message {message}"),
+                    );
                     let signature = secret.hub_signature(&body);
                     let sent = Instant::now();
                     let answer = http

@@ -748,9 +748,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// `threadline backup`: directly on a stopped node's store, or by asking the running node
 /// (a request file it answers within a second or so) and waiting for its answer.
 fn backup(data_dir: &DataDir, to: &std::path::Path) -> anyhow::Result<u64> {
-    if to.exists() {
-        anyhow::bail!("{} exists already: back up into a new folder", to.display());
-    }
     match admin::open_store(data_dir) {
         Ok(store) => {
             data_dir

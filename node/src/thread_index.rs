@@ -123,7 +123,10 @@ impl ThreadIndex {
 
     /// Puts `thread` in with its state (the writer, after each event).
     pub fn update(&mut self, thread: ThreadId, state: &ThreadState) {
-        let entry = Entry::of(state);
+        self.put(thread, Entry::of(state));
+    }
+
+    fn put(&mut self, thread: ThreadId, entry: Entry) {
         if let Some(old) = self.entries.remove(&thread) {
             let key = (old.activity, thread);
             self.by_activity.remove(&key);
@@ -228,21 +231,7 @@ mod tests {
     fn index(entries: &[(u8, Entry)]) -> ThreadIndex {
         let mut index = ThreadIndex::default();
         for (id, entry) in entries {
-            let thread = ThreadId::from_bytes([*id; 32]);
-            let key = (entry.activity, thread);
-            index.by_activity.insert(key);
-            index.by_status.entry(entry.status).or_default().insert(key);
-            index
-                .by_assignee
-                .entry(entry.assignee)
-                .or_default()
-                .insert(key);
-            index
-                .by_channel
-                .entry(entry.channel)
-                .or_default()
-                .insert(key);
-            index.entries.insert(thread, entry.clone());
+            index.put(ThreadId::from_bytes([*id; 32]), entry.clone());
         }
         index.set_ready();
         index

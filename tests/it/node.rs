@@ -1304,25 +1304,19 @@ fn a_request_of_several_events_stores_exactly_what_its_results_say() {
         ],
         "{results:?}"
     );
-    // Exactly what the results say is stored: a1 and a2 on a's thread, b1 on b's, once each.
-    let texts = |thread: &ThreadId| -> Vec<String> {
-        thread_texts(&node, &org.agent_token, thread)
+    // Exactly what the results say is stored: a1 and a2 on a's thread, b1 on b's, once each;
+    // and so after a restart.
+    let texts = |node: &Node, thread: &ThreadId| -> Vec<String> {
+        thread_texts(node, &org.agent_token, thread)
             .into_iter()
             .map(|(_, text)| text)
             .collect()
     };
-    assert_eq!(texts(&thread_a), ["a1", "a2"]);
-    assert_eq!(texts(&thread_b), ["b1"]);
-    // And so after a restart.
+    assert_eq!(texts(&node, &thread_a), ["a1", "a2"]);
+    assert_eq!(texts(&node, &thread_b), ["b1"]);
     node.stop();
     let node = Node::start(&org.data);
-    let texts = |thread: &ThreadId| -> Vec<String> {
-        thread_texts(&node, &org.agent_token, thread)
-            .into_iter()
-            .map(|(_, text)| text)
-            .collect()
-    };
-    assert_eq!(texts(&thread_a), ["a1", "a2"]);
-    assert_eq!(texts(&thread_b), ["b1"]);
+    assert_eq!(texts(&node, &thread_a), ["a1", "a2"]);
+    assert_eq!(texts(&node, &thread_b), ["b1"]);
     node.stop();
 }

@@ -87,6 +87,42 @@ pub fn with_whatsapp(config: Config, phone_number_id: &str, app_secret: &str) ->
     }
 }
 
+/// A WhatsApp `messages` webhook delivery as Meta sends it: customer number `customer` (a
+/// wa_id of their own, with the profile name `Customer <n>`) writes `text` to the business
+/// number `phone_number_id`, with the message id `wamid`.
+#[allow(dead_code)]
+pub fn whatsapp_delivery(
+    phone_number_id: &str,
+    customer: usize,
+    wamid: &str,
+    text: &str,
+) -> Vec<u8> {
+    let wa_id = format!("49151{customer:08}");
+    serde_json::json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": "102290129340398",
+            "changes": [{
+                "field": "messages",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": { "display_phone_number": "15550783881", "phone_number_id": phone_number_id },
+                    "contacts": [{ "profile": { "name": format!("Customer {customer}") }, "wa_id": wa_id }],
+                    "messages": [{
+                        "from": wa_id,
+                        "id": wamid,
+                        "timestamp": "1767225600",
+                        "type": "text",
+                        "text": { "body": text }
+                    }]
+                }
+            }]
+        }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// A node in this process, on a fresh data folder, with its API on a loopback port.
 #[allow(dead_code)] // Not every bench starts a node.
 pub struct BenchNode {
