@@ -45,6 +45,27 @@ pub fn threadline_binary() -> PathBuf {
     binary
 }
 
+/// `tests/fixtures/store_fault.c` built into a preloadable library (once per test run).
+fn store_fault_library() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+            let out = std::env::temp_dir()
+                .join(format!("threadline-store-fault-{}.so", std::process::id()));
+            let status = Command::new("cc")
+                .args(["-shared", "-fPIC", "-O2", "-o"])
+                .arg(&out)
+                .arg(fixtures.join("store_fault.c"))
+                .arg("-ldl")
+                .status()
+                .expect("cc runs (scripts/test installs build-essential)");
+            assert!(status.success(), "store_fault.c does not build");
+            out
+        })
+        .clone()
+}
+
 /// Runs `threadline` with `args` and the data folder `data_dir`, and returns its output.
 pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(threadline_binary())
@@ -146,6 +167,48 @@ impl Node {
             "threadline listening on ",
             &[("LD_PRELOAD", library), ("FAKETIME", offset)],
         )
+    }
+
+    /// A node whose store sits on a disk that fails on demand: while `trigger` exists, every
+    /// write and sync of a file in the data folder's store fails with EIO
+    /// (`tests/fixtures/store_fault.c`, preloaded into the node's own process).
+    pub fn start_with_failing_disk(data_dir: &Path, trigger: &Path) -> Node {
+        let library = store_fault_library();
+        let store = data_dir
+            .join("store")
+            .canonicalize()
+            .expect("the data folder has a store");
+        Node::start_command_with(
+            data_dir,
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+            "threadline listening on ",
+            &[
+                ("LD_PRELOAD", library.to_str().expect("a UTF-8 path")),
+                ("STORE_FAULT_DIR", store.to_str().expect("a UTF-8 path")),
+                ("STORE_FAULT_TRIGGER", trigger.to_str().expect("a UTF-8 path")),
+            ],
+        )
+    }
+
+    /// Waits up to `within` for the node's process to exit by itself; its exit status, or
+    /// `None` (the node is still running).
+    pub fn exit_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on the node") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// [`Node::start_command`] with extra environment variables.

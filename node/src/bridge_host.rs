@@ -35,7 +35,10 @@ impl LocalLink {
 fn link_error(err: IngestError) -> LinkError {
     let retryable = match &err {
         // A missing attachment is uploaded again by the retry.
-        IngestError::ShuttingDown | IngestError::Store(_) | IngestError::MissingBlob { .. } => true,
+        IngestError::ShuttingDown
+        | IngestError::Store(_)
+        | IngestError::NotDurable { .. }
+        | IngestError::MissingBlob { .. } => true,
         IngestError::Refused(inner) => inner.is_retryable(),
         _ => false,
     };

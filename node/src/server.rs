@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{error, info};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,10 @@ pub enum ServerError {
     /// Serving HTTP failed.
     #[error("HTTP server: {0}")]
     Http(#[from] std::io::Error),
+    /// The store failed to commit, so the node stopped (nothing uncommitted was
+    /// acknowledged; a restart recovers from what is on disk).
+    #[error("the store failed to commit and the node stopped: {0} (check the disk, then start the node again: it recovers from what is on disk; `threadline check` says whether the store is whole)")]
+    StoreFailed(String),
 }
 
 /// Runs the node on `listener` until `shutdown` resolves, then stops cleanly: stops taking
@@ -275,16 +279,21 @@ pub async fn serve(
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     let app = api::router(ingest.clone(), webchat).merge(api::webhooks::router(&meta));
     let closing = running.closing();
+    let store_failure = running.store_failure();
     let result = crate::http::serve(listener, app, async move {
-        shutdown.await;
-        info!("shutting down");
+        tokio::select! {
+            () = shutdown => info!("shutting down"),
+            cause = store_failure => error!(%cause, "the store failed: shutting down"),
+        }
         closing.close();
     })
     .await;
     // Every holder of the pipeline lets go, or the writer waits for them forever.
     drop(meta);
     drop(ingest);
-    running.join();
+    if let Some(cause) = running.join() {
+        return Err(ServerError::StoreFailed(cause));
+    }
     store.flush()?;
     info!("stopped");
     result.map_err(ServerError::Http)

@@ -1320,3 +1320,61 @@ fn a_request_of_several_events_stores_exactly_what_its_results_say() {
     assert_eq!(texts(&node, &thread_b), ["b1"]);
     node.stop();
 }
+
+#[test]
+fn a_disk_that_fails_mid_request_gets_an_error_the_node_stops_and_the_retry_stores_once() {
+    let org = Org::new();
+    let trigger = org.data.parent().expect("tmp").join("disk-fails");
+    let mut node = Node::start_with_failing_disk(&org.data, &trigger);
+    let (thread_a, a1) = inbound(&node, &org.webchat, "webchat:v-fault-a", "a1", "f-a1");
+    let results = submit(&node, &org.webchat, &[a1]);
+    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    // A request of three events on two threads (the second thread is opened by the resolve,
+    // before the disk fails).
+    let (_, a2) = inbound(&node, &org.webchat, "webchat:v-fault-a", "a2", "f-a2");
+    let (thread_b, b1) = inbound(&node, &org.webchat, "webchat:v-fault-b", "b1", "f-b1");
+    let (_, a3) = inbound(&node, &org.webchat, "webchat:v-fault-a", "a3", "f-a3");
+    let request = json!({"events": [a2, b1, a3]});
+
+    // The disk fails while the request's group commit is written: no result is final, so
+    // the request as a whole gets a 5xx (bridges send it again), never "stored" or "refused".
+    std::fs::write(&trigger, b"").expect("trigger");
+    let (status, answer) = node.post(&org.webchat.token, "/api/v1/bridge/events", &request);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "store_unavailable", "{answer}");
+    // sled's state after a failed write is not known: the node stops, saying why.
+    let exit = node
+        .exit_within(std::time::Duration::from_secs(30))
+        .expect("the node stops after its store failed");
+    assert!(!exit.success(), "{exit}");
+    assert!(
+        !node.logged(&["the store failed to commit and the node stopped"]).is_empty(),
+        "the node says why it stopped"
+    );
+
+    // The disk is back: the node recovers from what is on disk, and the bridge's retry stores
+    // each event once (what the failed commit got to disk is a duplicate now).
+    std::fs::remove_file(&trigger).expect("trigger removed");
+    drop(node);
+    let node = Node::start(&org.data);
+    let (status, answer) = node.post(&org.webchat.token, "/api/v1/bridge/events", &request);
+    assert_eq!(status, 200, "{answer}");
+    for result in answer["results"].as_array().expect("results") {
+        assert!(
+            result["status"] == "stored" || result["status"] == "duplicate",
+            "{answer}"
+        );
+    }
+    let texts = |thread: &ThreadId| -> BTreeSet<String> {
+        let texts: Vec<String> = thread_texts(&node, &org.agent_token, thread)
+            .into_iter()
+            .map(|(_, text)| text)
+            .collect();
+        let once: BTreeSet<String> = texts.iter().cloned().collect();
+        assert_eq!(once.len(), texts.len(), "no message twice: {texts:?}");
+        once
+    };
+    assert_eq!(texts(&thread_a), BTreeSet::from(["a1", "a2", "a3"].map(String::from)));
+    assert_eq!(texts(&thread_b), BTreeSet::from(["b1".to_owned()]));
+    node.stop();
+}

@@ -19,7 +19,7 @@ use super::auth::BridgeCaller;
 use super::views::parse_field;
 use super::ApiError;
 use crate::bridge_host::LocalLink;
-use crate::ingest::{Ingest, Submitted};
+use crate::ingest::{Ingest, IngestError, Submitted};
 use threadline_bridges::sdk::{Identity, LinkError, NodeLink as _};
 use threadline_protocol::event::ReceiptKind;
 
@@ -179,7 +179,19 @@ pub async fn submit(
             })),
         }
     }
-    let mut outcomes = ingest.submit(decoded).await.into_iter();
+    let mut outcomes = ingest.submit(decoded).await;
+    // A store failure fails the whole group commit: no result of the request is final, so the
+    // request as a whole gets the error (5xx: the bridge sends it again).
+    let failed = outcomes.iter().position(|outcome| {
+        matches!(
+            outcome,
+            Err(IngestError::Store(_) | IngestError::NotDurable { .. } | IngestError::ShuttingDown)
+        )
+    });
+    if let Some(Err(err)) = failed.map(|index| outcomes.swap_remove(index)) {
+        return Err(ApiError::from(err));
+    }
+    let mut outcomes = outcomes.into_iter();
     let results = results
         .into_iter()
         .map(|slot| {

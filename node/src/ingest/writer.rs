@@ -68,6 +68,7 @@ pub fn start(
             })
         })?;
     let (closing_sender, closing) = tokio::sync::watch::channel(false);
+    let (failed_sender, failed) = tokio::sync::watch::channel(None);
     let (live, _) = broadcast::channel(LIVE_BUFFER);
     let thread_index = build_thread_index(&store)?;
     let writer = Writer {
@@ -92,7 +93,7 @@ pub fn start(
     };
     let handle = std::thread::Builder::new()
         .name("threadline-writer".to_owned())
-        .spawn(move || writer.run(verified_receiver))
+        .spawn(move || writer.run(verified_receiver, failed_sender))
         .map_err(|err| {
             IngestError::Store(StoreError::Corrupt {
                 tree: "writer",
@@ -116,6 +117,7 @@ pub fn start(
         Running {
             writer: handle,
             closing: Arc::new(closing_sender),
+            failed,
         },
     ))
 }
@@ -174,6 +176,7 @@ fn build_thread_index(store: &Store) -> Result<Arc<RwLock<ThreadIndex>>, IngestE
 pub struct Running {
     writer: std::thread::JoinHandle<()>,
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    failed: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// Tells long-lived responses (live streams) that the node is closing.
@@ -193,12 +196,32 @@ impl Running {
         Closing(Arc::clone(&self.closing))
     }
 
-    /// Waits for the writer to finish the requests it has (blocks the calling thread).
-    pub fn join(self) {
+    /// Resolves if the writer stops because the store failed to commit, with what the store
+    /// said (the node must stop then: see [`IngestError::NotDurable`]). Cancel-safe.
+    pub fn store_failure(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut failed = self.failed.clone();
+        async move {
+            let cause = failed
+                .wait_for(Option::is_some)
+                .await
+                .map(|cause| cause.clone().unwrap_or_default());
+            match cause {
+                Ok(cause) => cause,
+                // The writer is gone without a failure: the node is stopping anyway.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Waits for the writer to finish the requests it has (blocks the calling thread); the
+    /// store's failure if that is why it stopped.
+    pub fn join(self) -> Option<String> {
         self.closing.send_replace(true);
         if self.writer.join().is_err() {
             error!("the writer thread panicked");
         }
+        let failed = self.failed.borrow().clone();
+        failed
     }
 }
 
@@ -310,14 +333,28 @@ impl Answer {
 }
 
 impl Writer {
-    fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    /// Takes requests until every sender is gone, or until a commit fails: then sled's state
+    /// is not known (a failed write or fsync may have been partly done, and sled refuses
+    /// further writes), so the writer stops and says why in `failed`, the node stops, and
+    /// a restart recovers from what is on disk (its journal redoes a commit that got there).
+    fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        failed: tokio::sync::watch::Sender<Option<String>>,
+    ) {
         while let Some(batch) = next_batch(&mut requests) {
-            self.process(batch);
+            if let Err(cause) = self.process(batch) {
+                error!(%cause, "the store failed to commit; the writer stops and the node with it");
+                failed.send_replace(Some(cause));
+                return;
+            }
         }
         debug!("ingest queue closed; writer stops");
     }
 
-    fn process(&mut self, batch: Vec<Request>) {
+    /// Applies a batch of requests, commits it and answers them. `Err` when the commit or its
+    /// flush failed (every request was answered with [`IngestError::NotDurable`]).
+    fn process(&mut self, batch: Vec<Request>) -> Result<(), String> {
         let mut live = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
         let mut sweeps = Vec::new();
@@ -375,6 +412,7 @@ impl Writer {
         // Group commit: one atomic commit and one flush for the whole batch, then answers.
         let writes = std::mem::take(&mut self.pending);
         let released = writes.released_blobs().to_vec();
+        let mut commit_failed = None;
         let flushed = match store_failed {
             Some(err) => Err(format!(
                 "the batch was abandoned after a store error: {err}"
@@ -383,7 +421,11 @@ impl Writer {
                 .store
                 .commit(writes)
                 .and_then(|()| self.store.flush())
-                .map_err(|err| err.to_string()),
+                .map_err(|err| {
+                    let cause = err.to_string();
+                    commit_failed = Some(cause.clone());
+                    cause
+                }),
         };
         match &flushed {
             Ok(()) => {
@@ -403,12 +445,7 @@ impl Writer {
             }
         }
         self.threads.trim();
-        let not_durable = |err: &String| {
-            IngestError::Store(StoreError::Corrupt {
-                tree: "flush",
-                detail: err.clone(),
-            })
-        };
+        let not_durable = |err: &String| IngestError::NotDurable { cause: err.clone() };
         for answer in answers {
             // A caller that went away does not mind.
             let _ = match (answer, &flushed) {
@@ -462,6 +499,7 @@ impl Writer {
             };
             let _ = reply.send(copied);
         }
+        commit_failed.map_or(Ok(()), Err)
     }
 
     fn apply_verified(
