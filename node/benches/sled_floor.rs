@@ -94,6 +94,93 @@ fn run(mode: &str) {
                     tree.apply_batch(batch).expect("batch");
                 }
             }
+            "sequenced log + scope chunks + external id + state, journal" => {
+                for k in first..end {
+                    trees[1].get(external_key(k)).expect("get");
+                }
+                let mut record = Vec::with_capacity(((end - first) * 600) as usize);
+                for k in first..end {
+                    record.extend_from_slice(&k.to_be_bytes());
+                    record.extend_from_slice(&log_value);
+                    record.extend_from_slice(&external_key(k));
+                    record.extend_from_slice(&[2u8; 250]);
+                }
+                let mut batch = sled::Batch::default();
+                for (idx, chunk) in record.chunks(JOURNAL_CHUNK).enumerate() {
+                    batch.insert(&(idx as u32).to_be_bytes()[..], chunk);
+                }
+                journal.apply_batch(batch).expect("journal");
+                let mut batches = [
+                    sled::Batch::default(),
+                    sled::Batch::default(),
+                    sled::Batch::default(),
+                    sled::Batch::default(),
+                ];
+                let mut chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
+                for k in first..end {
+                    batches[0].insert(&k.to_be_bytes()[..], log_value.as_slice());
+                    batches[1].insert(external_key(k), &[1u8; 32][..]);
+                    batches[2].insert(state_key(k), &[2u8; 250][..]);
+                    // The thread's chunk of (id prefix, seq) pairs, 128 a chunk.
+                    let position = k / THREADS;
+                    let mut key = state_key(k);
+                    key.extend_from_slice(&((position / 128) as u32).to_be_bytes());
+                    let chunk = match chunks.get(&key) {
+                        Some(chunk) => chunk.clone(),
+                        None => trees[3].get(&key).expect("get").map(|v| v.to_vec()).unwrap_or_default(),
+                    };
+                    let mut chunk = chunk;
+                    chunk.extend_from_slice(&spread(k));
+                    chunk.extend_from_slice(&k.to_be_bytes());
+                    chunks.insert(key, chunk);
+                }
+                for (key, chunk) in chunks {
+                    batches[3].insert(key, chunk);
+                }
+                for (tree, batch) in [&trees[0], &trees[1], &trees[2], &trees[3]].into_iter().zip(batches) {
+                    tree.apply_batch(batch).expect("batch");
+                }
+            }
+            "sequenced log + scope chunks + state, journal (external ids elsewhere)" => {
+                let mut record = Vec::with_capacity(((end - first) * 600) as usize);
+                for k in first..end {
+                    record.extend_from_slice(&k.to_be_bytes());
+                    record.extend_from_slice(&log_value);
+                    record.extend_from_slice(&[2u8; 250]);
+                }
+                let mut batch = sled::Batch::default();
+                for (idx, chunk) in record.chunks(JOURNAL_CHUNK).enumerate() {
+                    batch.insert(&(idx as u32).to_be_bytes()[..], chunk);
+                }
+                journal.apply_batch(batch).expect("journal");
+                let mut batches = [
+                    sled::Batch::default(),
+                    sled::Batch::default(),
+                    sled::Batch::default(),
+                ];
+                let mut chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
+                for k in first..end {
+                    batches[0].insert(&k.to_be_bytes()[..], log_value.as_slice());
+                    batches[1].insert(state_key(k), &[2u8; 250][..]);
+                    let position = k / THREADS;
+                    let mut key = state_key(k);
+                    key.extend_from_slice(&((position / 128) as u32).to_be_bytes());
+                    let chunk = match chunks.get(&key) {
+                        Some(chunk) => chunk.clone(),
+                        None => trees[3].get(&key).expect("get").map(|v| v.to_vec()).unwrap_or_default(),
+                    };
+                    let mut chunk = chunk;
+                    chunk.extend_from_slice(&spread(k));
+                    chunk.extend_from_slice(&k.to_be_bytes());
+                    chunks.insert(key, chunk);
+                }
+                for (key, chunk) in chunks {
+                    batches[2].insert(key, chunk);
+                }
+                for (tree, batch) in [&trees[0], &trees[2], &trees[3]].into_iter().zip(batches) {
+                    tree.apply_batch(batch).expect("batch");
+                }
+            }
             "log + id index + external id + state, one multi-tree transaction (schema 1)" => {
                 for k in first..end {
                     trees[1].get(external_key(k)).expect("get");
@@ -135,16 +222,44 @@ fn run(mode: &str) {
         first = end;
     }
     let elapsed = started.elapsed();
+    drop(trees);
+    drop(journal);
+    drop(db);
+    let disk = on_disk(dir.path());
     let per_message = |d: Duration| d.as_secs_f64() * 1e6 / MESSAGES as f64;
     println!(
-        "{mode}: {:.0} msgs/s; {:.1} µs per message writing, {:.1} µs flushing",
+        "{mode}: {:.0} msgs/s; {:.1} µs per message writing, {:.1} µs flushing; {} bytes on disk per message",
         MESSAGES as f64 / elapsed.as_secs_f64(),
         per_message(writing),
         per_message(flushing),
+        disk / MESSAGES,
     );
 }
 
+/// Bytes of the files under `path`.
+fn on_disk(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => on_disk(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
+    // `FLOOR_ONLY="mode;mode"`: just those.
+    if let Ok(only) = std::env::var("FLOOR_ONLY") {
+        for mode in only.split(';') {
+            run(mode);
+        }
+        return;
+    }
     run("log + external id + state, per-tree batches and a redo journal (the node)");
     run("log + external id + state, per-tree batches, no journal");
     run("log + id index + external id + state, one multi-tree transaction (schema 1)");
