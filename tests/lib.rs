@@ -191,7 +191,10 @@ impl Node {
             &[
                 ("LD_PRELOAD", library.to_str().expect("a UTF-8 path")),
                 ("STORE_FAULT_DIR", store.to_str().expect("a UTF-8 path")),
-                ("STORE_FAULT_TRIGGER", trigger.to_str().expect("a UTF-8 path")),
+                (
+                    "STORE_FAULT_TRIGGER",
+                    trigger.to_str().expect("a UTF-8 path"),
+                ),
             ],
         )
     }

@@ -43,6 +43,73 @@ fn state_key(k: u64) -> Vec<u8> {
     key
 }
 
+/// A log keyed by a global sequence, and each thread's list of `(id prefix, sequence)` in
+/// records of 128 entries rewritten as they grow (what finds a thread's events and an event by
+/// id), with or without the external-id tree; the thread state and the journal as the node.
+fn sequenced(
+    trees: &[sled::Tree],
+    journal: &sled::Tree,
+    group: std::ops::Range<u64>,
+    external_ids: bool,
+) {
+    let log_value = [7u8; 400];
+    if external_ids {
+        for k in group.clone() {
+            trees[1].get(external_key(k)).expect("get");
+        }
+    }
+    let mut record = Vec::with_capacity(group.clone().count() * 700);
+    for k in group.clone() {
+        record.extend_from_slice(&k.to_be_bytes());
+        record.extend_from_slice(&log_value);
+        if external_ids {
+            record.extend_from_slice(&external_key(k));
+        }
+        record.extend_from_slice(&[2u8; 250]);
+    }
+    let mut batch = sled::Batch::default();
+    for (idx, chunk) in record.chunks(JOURNAL_CHUNK).enumerate() {
+        batch.insert(&(idx as u32).to_be_bytes()[..], chunk);
+    }
+    journal.apply_batch(batch).expect("journal");
+    let (mut log, mut external, mut state, mut lists) = (
+        sled::Batch::default(),
+        sled::Batch::default(),
+        sled::Batch::default(),
+        sled::Batch::default(),
+    );
+    let mut chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
+    for k in group {
+        log.insert(&k.to_be_bytes()[..], &log_value[..]);
+        if external_ids {
+            external.insert(external_key(k), &[1u8; 32][..]);
+        }
+        state.insert(state_key(k), &[2u8; 250][..]);
+        let mut key = state_key(k);
+        key.extend_from_slice(&((k / THREADS / 128) as u32).to_be_bytes());
+        let mut chunk = match chunks.remove(&key) {
+            Some(chunk) => chunk,
+            None => trees[3]
+                .get(&key)
+                .expect("get")
+                .map(|v| v.to_vec())
+                .unwrap_or_default(),
+        };
+        chunk.extend_from_slice(&spread(k));
+        chunk.extend_from_slice(&k.to_be_bytes());
+        chunks.insert(key, chunk);
+    }
+    for (key, chunk) in chunks {
+        lists.insert(key, chunk);
+    }
+    for (tree, batch) in [&trees[0], &trees[1], &trees[2], &trees[3]]
+        .into_iter()
+        .zip([log, external, state, lists])
+    {
+        tree.apply_batch(batch).expect("batch");
+    }
+}
+
 fn run(mode: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sled::open(dir.path()).expect("sled opens");
@@ -95,91 +162,10 @@ fn run(mode: &str) {
                 }
             }
             "sequenced log + scope chunks + external id + state, journal" => {
-                for k in first..end {
-                    trees[1].get(external_key(k)).expect("get");
-                }
-                let mut record = Vec::with_capacity(((end - first) * 600) as usize);
-                for k in first..end {
-                    record.extend_from_slice(&k.to_be_bytes());
-                    record.extend_from_slice(&log_value);
-                    record.extend_from_slice(&external_key(k));
-                    record.extend_from_slice(&[2u8; 250]);
-                }
-                let mut batch = sled::Batch::default();
-                for (idx, chunk) in record.chunks(JOURNAL_CHUNK).enumerate() {
-                    batch.insert(&(idx as u32).to_be_bytes()[..], chunk);
-                }
-                journal.apply_batch(batch).expect("journal");
-                let mut batches = [
-                    sled::Batch::default(),
-                    sled::Batch::default(),
-                    sled::Batch::default(),
-                    sled::Batch::default(),
-                ];
-                let mut chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
-                for k in first..end {
-                    batches[0].insert(&k.to_be_bytes()[..], log_value.as_slice());
-                    batches[1].insert(external_key(k), &[1u8; 32][..]);
-                    batches[2].insert(state_key(k), &[2u8; 250][..]);
-                    // The thread's chunk of (id prefix, seq) pairs, 128 a chunk.
-                    let position = k / THREADS;
-                    let mut key = state_key(k);
-                    key.extend_from_slice(&((position / 128) as u32).to_be_bytes());
-                    let chunk = match chunks.get(&key) {
-                        Some(chunk) => chunk.clone(),
-                        None => trees[3].get(&key).expect("get").map(|v| v.to_vec()).unwrap_or_default(),
-                    };
-                    let mut chunk = chunk;
-                    chunk.extend_from_slice(&spread(k));
-                    chunk.extend_from_slice(&k.to_be_bytes());
-                    chunks.insert(key, chunk);
-                }
-                for (key, chunk) in chunks {
-                    batches[3].insert(key, chunk);
-                }
-                for (tree, batch) in [&trees[0], &trees[1], &trees[2], &trees[3]].into_iter().zip(batches) {
-                    tree.apply_batch(batch).expect("batch");
-                }
+                sequenced(&trees, &journal, first..end, true);
             }
             "sequenced log + scope chunks + state, journal (external ids elsewhere)" => {
-                let mut record = Vec::with_capacity(((end - first) * 600) as usize);
-                for k in first..end {
-                    record.extend_from_slice(&k.to_be_bytes());
-                    record.extend_from_slice(&log_value);
-                    record.extend_from_slice(&[2u8; 250]);
-                }
-                let mut batch = sled::Batch::default();
-                for (idx, chunk) in record.chunks(JOURNAL_CHUNK).enumerate() {
-                    batch.insert(&(idx as u32).to_be_bytes()[..], chunk);
-                }
-                journal.apply_batch(batch).expect("journal");
-                let mut batches = [
-                    sled::Batch::default(),
-                    sled::Batch::default(),
-                    sled::Batch::default(),
-                ];
-                let mut chunks: std::collections::HashMap<Vec<u8>, Vec<u8>> = Default::default();
-                for k in first..end {
-                    batches[0].insert(&k.to_be_bytes()[..], log_value.as_slice());
-                    batches[1].insert(state_key(k), &[2u8; 250][..]);
-                    let position = k / THREADS;
-                    let mut key = state_key(k);
-                    key.extend_from_slice(&((position / 128) as u32).to_be_bytes());
-                    let chunk = match chunks.get(&key) {
-                        Some(chunk) => chunk.clone(),
-                        None => trees[3].get(&key).expect("get").map(|v| v.to_vec()).unwrap_or_default(),
-                    };
-                    let mut chunk = chunk;
-                    chunk.extend_from_slice(&spread(k));
-                    chunk.extend_from_slice(&k.to_be_bytes());
-                    chunks.insert(key, chunk);
-                }
-                for (key, chunk) in chunks {
-                    batches[2].insert(key, chunk);
-                }
-                for (tree, batch) in [&trees[0], &trees[2], &trees[3]].into_iter().zip(batches) {
-                    tree.apply_batch(batch).expect("batch");
-                }
+                sequenced(&trees, &journal, first..end, false);
             }
             "log + id index + external id + state, one multi-tree transaction (schema 1)" => {
                 for k in first..end {

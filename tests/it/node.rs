@@ -1348,7 +1348,9 @@ fn a_disk_that_fails_mid_request_gets_an_error_the_node_stops_and_the_retry_stor
         .expect("the node stops after its store failed");
     assert!(!exit.success(), "{exit}");
     assert!(
-        !node.logged(&["the store failed to commit and the node stopped"]).is_empty(),
+        !node
+            .logged(&["the store failed to commit and the node stopped"])
+            .is_empty(),
         "the node says why it stopped"
     );
 
@@ -1374,7 +1376,10 @@ fn a_disk_that_fails_mid_request_gets_an_error_the_node_stops_and_the_retry_stor
         assert_eq!(once.len(), texts.len(), "no message twice: {texts:?}");
         once
     };
-    assert_eq!(texts(&thread_a), BTreeSet::from(["a1", "a2", "a3"].map(String::from)));
+    assert_eq!(
+        texts(&thread_a),
+        BTreeSet::from(["a1", "a2", "a3"].map(String::from))
+    );
     assert_eq!(texts(&thread_b), BTreeSet::from(["b1".to_owned()]));
     node.stop();
 }

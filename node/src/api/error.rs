@@ -140,9 +140,11 @@ impl From<IngestError> for ApiError {
             IngestError::ShuttingDown => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
             }
-            IngestError::NotDurable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
-            }
+            IngestError::NotDurable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                message,
+            ),
             _ => ApiError::internal(message),
         }
     }
