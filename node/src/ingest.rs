@@ -141,9 +141,10 @@ pub enum IngestError {
     /// The store failed; the request may or may not be stored, and was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The group commit this request was part of could not be made durable: nothing of it is
-    /// acknowledged (some of it may be stored: sent again, that part is a duplicate). The node
-    /// stops after answering, so that a restart recovers from what is on disk.
+    /// The group commit this request was part of could not be made durable (or was abandoned
+    /// after a store error in it): nothing of it is acknowledged (some of it may be stored:
+    /// sent again, that part is a duplicate). When the commit itself failed, the node stops
+    /// after answering, so that a restart recovers from what is on disk.
     #[error("the store could not make this durable ({cause}): nothing of it is acknowledged; send it again once the node is back")]
     NotDurable {
         /// What the store said.
