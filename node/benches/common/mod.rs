@@ -146,9 +146,20 @@ impl BenchNode {
     /// Starts a node whose config is `configure` applied to [`Config::loopback`], with an SMTP
     /// listener for the email bridge when `smtp`.
     pub fn start(smtp: bool, configure: impl FnOnce(Config) -> Config) -> BenchNode {
+        BenchNode::start_prepared(smtp, |_| {}, configure)
+    }
+
+    /// [`BenchNode::start`], with `prepare` run on the initialised data folder before the
+    /// node starts (to add agents and bridges).
+    pub fn start_prepared(
+        smtp: bool,
+        prepare: impl FnOnce(&DataDir),
+        configure: impl FnOnce(Config) -> Config,
+    ) -> BenchNode {
         let data = tempfile::tempdir().expect("tempdir");
         let data_dir = DataDir::new(data.path().join("data"));
         let initialised = admin::init(&data_dir, clock::now()).expect("init");
+        prepare(&data_dir);
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let bind = || {
             runtime
