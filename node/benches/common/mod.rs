@@ -193,6 +193,11 @@ impl BenchNode {
         }
     }
 
+    /// The node's data folder.
+    pub fn data_path(&self) -> std::path::PathBuf {
+        self._data.path().join("data")
+    }
+
     /// Stops the node and waits until it has.
     pub fn stop(self) {
         let _ = self.stop.send(());
