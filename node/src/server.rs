@@ -292,6 +292,9 @@ pub async fn serve(
     drop(meta);
     drop(ingest);
     if let Some(cause) = running.join() {
+        // Never dropped: sled flushes when its last handle goes, and on a disk that fails,
+        // that flush panics inside sled. The process is about to exit anyway.
+        std::mem::forget(store);
         return Err(ServerError::StoreFailed(cause));
     }
     store.flush()?;

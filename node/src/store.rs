@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | `meta` | `b"schema"` | schema version, u32 BE |
 //! | `meta` | `b"commits"` | commits made, u64 BE (written last in each commit; [`COMMIT_MARK`] notes it once durable) |
-//! | `log` | scope ‖ event id | `encode(Event)`: every log's events (header and content); erasure rewrites the value without content |
+//! | `log` | scope ‖ event id | empty since schema 5 (the events of schema 4 and earlier, moved to the event log when opened) |
 //! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state without its per-message maps (`receipts` and `erased` are written empty: see [`Store::thread_state`]), the log's size and its DAG heads, kept in step with events (one write per thread per batch, of a size that does not grow with the thread) |
 //! | `heads` | directory scope | `encode((n_events, heads))`: the directory's size and heads |
 //!
@@ -23,24 +23,27 @@
 //! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel (`thread_facts.rs`); absent for a thread not written since they were kept |
 //! | `handoff_codes` | SHA-256 of a "continue on …" code | `encode(CodeRecord)`: its grant (contact, thread, channel, expiry) and whether it was spent |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
+//! | `journal` | `b"events_end"` | where the event log ended after the last commit ([`LogEnd`]) |
+//! | `meta` | `b"events_end"` | where the event log ends ([`LogEnd`]): written with every commit, before its counter |
+//!
+//! Every log's events (header and content) are not in sled: they are in the event log
+//! ([`event_log`]), append-only segment files in `events/`, one record per commit, with an
+//! index in memory. An erasure writes the event again without its content.
 //!
 //! Attachment bytes are files under `attachments/` in the store's directory ([`BlobStore`]).
 //!
 //! A scope is 33 bytes: `0x00 ‖ org` for a directory, `0x01 ‖ thread id` for a thread.
 //!
-//! There is no separate event-id index: every lookup of an event knows its log (a thread's
-//! events are named inside the thread; a duplicate is found in the log's in-memory DAG), so a
-//! log entry is keyed by scope and id, and a log is read back with one prefix scan and put in
-//! linear order by sorting on `(depth, author time, id)` (the DAG does the same on restore).
-//! One new key per event instead of two: sled spends ~15–20 µs on each new key, which is
-//! most of what ingest costs (docs/BENCHMARKS.md).
+//! A log is read back from the event log's index and put in linear order by sorting on
+//! `(depth, author time, id)` (the DAG does the same on restore).
 //!
 //! Writes are staged in a [`WriteSet`] (which also answers reads of what it staged) and
-//! committed atomically across trees through a redo journal ([`Store::commit`]): the ingest
+//! committed atomically across the event log and the trees ([`Store::commit`]): the ingest
 //! writer commits one per group of requests, so a group is stored whole or not at all. Nothing is durable until
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
 mod blobs;
+pub mod event_log;
 mod handoff_codes;
 mod keys;
 mod records;
@@ -53,6 +56,7 @@ use threadline_protocol::{
 };
 
 pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
+use event_log::{EventLog, EventLogError, LogEnd, NewEntry};
 pub use handoff_codes::{CodeRefused, HandoffCode, HandoffGrant, HANDOFF_CODE_LIFETIME_MILLIS};
 pub use keys::{
     blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
@@ -110,9 +114,13 @@ pub struct ThreadSummary {
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
 ///
-/// Version 4 keyed external ids by sender too and added the blob trees; a version-3 store is
-/// migrated when opened ([`Store::open`]).
-pub const SCHEMA_VERSION: u32 = 4;
+/// Version 5 moved the events from the `log` tree to the event log; version 4 keyed external
+/// ids by sender too and added the blob trees. Stores of versions 3 and 4 are migrated when
+/// opened ([`Store::open`]).
+pub const SCHEMA_VERSION: u32 = 5;
+
+/// The key of [`LogEnd`] in `meta` and in the journal.
+const EVENTS_END: &[u8] = b"events_end";
 
 /// One write in the journal: tree number, key, value (`None`: removal).
 type JournalOp = (u8, codec::ByteBuf, Option<codec::ByteBuf>);
@@ -159,6 +167,9 @@ pub enum StoreError {
     /// The attachment files failed.
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// The event log's files could not be read or written.
+    #[error("store: {0}")]
+    Events(EventLogError),
     /// sled found its files damaged (a checksum that does not match, a record cut short).
     #[error("the store in {} is damaged ({detail}): restore the data folder from a backup (docs/OPERATIONS.md)", .path.display())]
     Damaged {
@@ -178,6 +189,15 @@ pub enum StoreError {
         /// The last commit the store holds.
         recovered: u64,
     },
+}
+
+impl From<EventLogError> for StoreError {
+    fn from(err: EventLogError) -> Self {
+        match err {
+            EventLogError::Damaged { path, detail } => StoreError::Damaged { path, detail },
+            other => StoreError::Events(other),
+        }
+    }
 }
 
 /// What [`Store::check`] found.
@@ -206,7 +226,8 @@ const COMMIT_MARK_CHECK: u64 = 0x5448_5245_4144_4c4e;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum TreeName {
-    /// Every log's events, by scope and id.
+    /// Every log's events, by scope and id: staged here, stored in the event log (the sled
+    /// tree of that name is what schema 4 and earlier used).
     Log = 0,
     /// Derived thread states.
     Threads,
@@ -311,6 +332,7 @@ impl WriteSet {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         match self.ops.get(&(tree, key.to_vec())) {
             Some(staged) => Ok(staged.clone()),
+            None if tree == TreeName::Log => store.log_entry(key),
             None => Ok(store.tree(tree).get(key)?.map(|value| value.to_vec())),
         }
     }
@@ -431,6 +453,8 @@ pub struct Store {
     /// The commit mark file.
     mark: std::sync::Arc<std::fs::File>,
     blobs: BlobStore,
+    /// Every log's events.
+    events: std::sync::Arc<EventLog>,
     /// Where the store is.
     path: std::path::PathBuf,
 }
@@ -460,7 +484,7 @@ impl Store {
                     detail: "schema version is not 4 bytes".to_owned(),
                 })?,
         };
-        if found != SCHEMA_VERSION && found != 3 {
+        if !(3..=SCHEMA_VERSION).contains(&found) {
             return Err(StoreError::Schema { found });
         }
         let trees = TREE_NAMES
@@ -468,6 +492,7 @@ impl Store {
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
+        let redone = redo_journal(&trees, &journal, &meta)?;
         let blobs = BlobStore::open(&path.join("attachments"))?;
         let recovered = match meta.get(b"commits").map_err(damaged)? {
             None => 0,
@@ -494,6 +519,30 @@ impl Store {
             .write(true)
             .open(&mark_path)
             .map_err(|err| StoreError::Sled(sled::Error::Io(err)))?;
+        let events_dir = path.join("events");
+        let events_end = if found < 5 {
+            // Migrating: whatever an interrupted migration left is written again.
+            match std::fs::remove_dir_all(&events_dir) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Events(EventLogError::Io {
+                        path: events_dir,
+                        source,
+                    }))
+                }
+            }
+            LogEnd::START
+        } else {
+            match meta.get(EVENTS_END).map_err(damaged)? {
+                None => LogEnd::START,
+                Some(bytes) => LogEnd::from_bytes(&bytes).ok_or_else(|| StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "the event log's end is not 12 bytes".to_owned(),
+                })?,
+            }
+        };
+        let events = EventLog::open(&events_dir, events_end)?;
         let store = Store {
             db,
             trees,
@@ -502,15 +551,61 @@ impl Store {
             commits: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(recovered)),
             mark: std::sync::Arc::new(mark),
             blobs,
+            events: std::sync::Arc::new(events),
             path: path.to_path_buf(),
         };
-        store.redo_journal()?;
+        if redone {
+            store.flush()?;
+        }
         if found == 3 {
             store.migrate_from_3()?;
-            meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+        }
+        if found < 5 {
+            store.migrate_from_4()?;
+        } else if !store.tree(TreeName::Log).is_empty() {
+            // A migration stopped after it was done and before the old tree was emptied.
+            store.tree(TreeName::Log).clear()?;
             store.flush()?;
         }
         Ok(store)
+    }
+
+    /// Version 4 → 5: the events move from the `log` tree to the event log (in records of a few
+    /// thousand), then the schema and the log's end are stored together, then the tree is
+    /// emptied. Stopped part way, it starts again from the tree at the next open.
+    fn migrate_from_4(&self) -> Result<(), StoreError> {
+        let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut end = self.events.end();
+        let mut moved = 0u64;
+        let mut append = |chunk: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<(), StoreError> {
+            let entries = chunk
+                .iter()
+                .map(|(key, value)| log_entry_of(key, value))
+                .collect::<Result<Vec<_>, _>>()?;
+            end = self.events.append(self.commits(), &entries)?;
+            moved += chunk.len() as u64;
+            chunk.clear();
+            Ok(())
+        };
+        for entry in self.tree(TreeName::Log).iter() {
+            let (key, value) = entry?;
+            chunk.push((key.to_vec(), value.to_vec()));
+            if chunk.len() == 4096 {
+                append(&mut chunk)?;
+            }
+        }
+        if !chunk.is_empty() {
+            append(&mut chunk)?;
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(EVENTS_END, &end.to_bytes());
+        batch.insert(b"schema", &SCHEMA_VERSION.to_be_bytes());
+        self.meta.apply_batch(batch)?;
+        self.flush()?;
+        self.tree(TreeName::Log).clear()?;
+        self.flush()?;
+        tracing::info!(events = moved, "moved the store's events to its event log (schema 5)");
+        Ok(())
     }
 
     /// Version 3 → 4: external ids are keyed by sender too, and attachments have references.
@@ -543,6 +638,8 @@ impl Store {
             }
         }
         self.commit(writes)?;
+        self.flush()?;
+        self.meta.insert(b"schema", &4u32.to_be_bytes())?;
         self.flush()?;
         self.clear_journal()
     }
@@ -698,21 +795,47 @@ impl Store {
         &self.trees[name as usize]
     }
 
-    /// Commits a write set atomically across trees (visible at once to the writer, durable
-    /// after [`Store::flush`]; readers on other threads may see one tree's part before
-    /// another's).
+    /// Commits a write set atomically across the event log and the trees (visible at once to
+    /// the writer, durable after [`Store::flush`]; readers on other threads may see one
+    /// part before another).
     ///
-    /// A redo journal gives the atomicity: the whole write set is first written to the
-    /// `journal` tree (one atomic batch), then applied tree by tree (one atomic batch each).
-    /// sled recovers a prefix of its log after a crash, so if any tree's part survived, the
-    /// journal did, and [`Store::open`] applies it again (the writes are idempotent). This
-    /// costs about 1 µs per message, where a sled transaction across trees (which reads every
-    /// key it writes) cost 15 µs (docs/BENCHMARKS.md).
-    pub fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
+    /// The commit's events are appended to the event log as one record and synced first. A
+    /// redo journal gives the atomicity of the rest: the other writes, with where the event
+    /// log now ends, are written to the `journal` tree (one atomic batch), then applied tree by
+    /// tree (one atomic batch each), then the log's end and the commit counter. sled recovers
+    /// a prefix of its log after a crash, so if any tree's part survived, the journal did, and
+    /// [`Store::open`] applies it again (the writes are idempotent); if the journal did not
+    /// survive, the event log is cut back to the end sled has, and the commit is gone whole
+    /// (it was never acknowledged: that waits for the flush). The journal costs about 1 µs
+    /// per message, where a sled transaction across trees (which reads every key it writes)
+    /// cost 15 µs (docs/BENCHMARKS.md).
+    pub fn commit(&self, mut writes: WriteSet) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
-        self.write_journal(&writes)?;
+        let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        let mut events: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        writes.ops.retain(|(tree, key), value| {
+            if *tree != TreeName::Log {
+                return true;
+            }
+            if let Some(value) = value.take() {
+                events.push((key.clone(), value));
+            }
+            false
+        });
+        // Appended in a stable order (the write set's is a hash map's).
+        events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let end = if events.is_empty() {
+            self.events.end()
+        } else {
+            let entries = events
+                .iter()
+                .map(|(key, value)| log_entry_of(key, value))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.events.append(commit, &entries)?
+        };
+        self.write_journal(&writes, end)?;
         let mut batches: Vec<sled::Batch> =
             self.trees.iter().map(|_| sled::Batch::default()).collect();
         for ((tree, key), value) in writes.ops {
@@ -728,15 +851,17 @@ impl Store {
         // recovered counter means every write before it was recovered too.
         // The counter is stored before it is published, so a flush on another thread never
         // notes a commit sled does not hold yet. (Only the ingest writer commits.)
-        let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
-        self.meta.insert(b"commits", &commit.to_be_bytes())?;
+        let mut meta = sled::Batch::default();
+        meta.insert(EVENTS_END, &end.to_bytes());
+        meta.insert(b"commits", &commit.to_be_bytes());
+        self.meta.apply_batch(meta)?;
         self.commits
             .store(commit, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
-    /// Replaces the journal with `writes`, in one atomic batch.
-    fn write_journal(&self, writes: &WriteSet) -> Result<(), StoreError> {
+    /// Replaces the journal with `writes` and the event log's `end`, in one atomic batch.
+    fn write_journal(&self, writes: &WriteSet, end: LogEnd) -> Result<(), StoreError> {
         let mut journal = sled::Batch::default();
         // What a failed clear left behind must not be applied again with this commit.
         for key in self.journal.iter().keys() {
@@ -762,43 +887,8 @@ impl Store {
         if !chunk.is_empty() {
             journal.insert(&n_chunks.to_be_bytes(), codec::encode(&chunk)?);
         }
+        journal.insert(EVENTS_END, &end.to_bytes());
         self.journal.apply_batch(journal)?;
-        Ok(())
-    }
-
-    /// Applies the journal of the last commit again (after a crash, it may be partly applied).
-    fn redo_journal(&self) -> Result<(), StoreError> {
-        let mut batches: Vec<sled::Batch> =
-            self.trees.iter().map(|_| sled::Batch::default()).collect();
-        let mut any = false;
-        for entry in self.journal.iter() {
-            let (_, bytes) = entry?;
-            let ops: Vec<JournalOp> =
-                codec::decode(&bytes, bytes.len()).map_err(|err| StoreError::Corrupt {
-                    tree: "journal",
-                    detail: err.to_string(),
-                })?;
-            for (tree, key, value) in ops {
-                let batch =
-                    batches
-                        .get_mut(usize::from(tree))
-                        .ok_or_else(|| StoreError::Corrupt {
-                            tree: "journal",
-                            detail: format!("no tree number {tree}"),
-                        })?;
-                match value {
-                    Some(value) => batch.insert(key.0, value.0),
-                    None => batch.remove(key.0),
-                }
-                any = true;
-            }
-        }
-        if any {
-            for (tree, batch) in self.trees.iter().zip(batches) {
-                tree.apply_batch(batch)?;
-            }
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -816,42 +906,35 @@ impl Store {
     /// report; only a failure to read at all is an error.
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let mut report = CheckReport::default();
-        let mut sizes: std::collections::HashMap<ScopeId, u64> = std::collections::HashMap::new();
-        for entry in self.tree(TreeName::Log).iter() {
-            let (key, value) = entry?;
-            report.events += 1;
-            let Some((scope, id)) = keys::split_log_key(&key) else {
-                report.damaged.push(format!(
-                    "log: a key that is not scope ‖ event id ({} bytes)",
-                    key.len()
-                ));
-                continue;
-            };
-            *sizes.entry(scope).or_default() += 1;
-            let event: Event = match decode("log", &value) {
+        let mut damaged_events = Vec::new();
+        let damaged_files = self.events.check(&mut |scope, id, bytes| {
+            let id = EventId::from_bytes(*id);
+            let event: Event = match decode("log", bytes) {
                 Ok(event) => event,
                 Err(err) => {
-                    report
-                        .damaged
-                        .push(format!("log: event {id} of {scope}: {err}"));
-                    continue;
+                    damaged_events.push(format!("log: event {id}: {err}"));
+                    return;
                 }
             };
-            match event.id() {
-                Ok(found) if found == id => {}
-                _ => report
-                    .damaged
-                    .push(format!("log: the entry filed as {id} holds another event")),
+            match event.verify_from_store() {
+                Ok(verified) if verified.id() == id && scope_key(&verified.scope_id()) == *scope => {}
+                Ok(_) => damaged_events.push(format!("log: the entry filed as {id} holds another event")),
+                Err(err) => damaged_events.push(format!("log: event {id}: {err}")),
             }
-            if let Err(err) = event.verify_from_store() {
-                report.damaged.push(format!("log: event {id}: {err}"));
-            }
-        }
+        })?;
+        report.damaged.extend(damaged_files);
+        report.damaged.extend(damaged_events);
+        report.events = self.events.len() as u64;
+        let sizes: std::collections::HashMap<[u8; 33], u64> =
+            self.events.scope_sizes().into_iter().collect();
         for entry in self.thread_records() {
             match entry {
                 Ok((thread, (_, n_events, _))) => {
                     report.threads += 1;
-                    let held = sizes.get(&ScopeId::Thread(thread)).copied().unwrap_or(0);
+                    let held = sizes
+                        .get(&scope_key(&ScopeId::Thread(thread)))
+                        .copied()
+                        .unwrap_or(0);
                     if held != n_events {
                         report.damaged.push(format!(
                             "threads: thread {thread} counts {n_events} events, its log holds {held}"
@@ -868,7 +951,7 @@ impl Store {
             let scope = keys::split_log_key(&[key.as_ref(), &[0u8; 32]].concat()).map(|(s, _)| s);
             match (scope, counted) {
                 (Some(scope), Ok((n_events, _))) => {
-                    let held = sizes.get(&scope).copied().unwrap_or(0);
+                    let held = sizes.get(&scope_key(&scope)).copied().unwrap_or(0);
                     if held != n_events {
                         report.damaged.push(format!(
                             "heads: {scope} counts {n_events} events, its log holds {held}"
@@ -895,7 +978,8 @@ impl Store {
     }
 
     /// Copies the store into `to` (a new, empty folder): every tree, key by key, into a new
-    /// sled store there, then its commit mark, then the attachment files (copied: a backup
+    /// sled store there, then the event log's segments up to its end, then its commit mark,
+    /// then the attachment files (copied: a backup
     /// must not share the live files' bytes). Consistent when nothing commits meanwhile: the
     /// ingest writer calls it between batches ([`crate::ingest::Ingest::backup`]), an admin
     /// command on a store no node holds. Writes outside the writer (a delivery acknowledged,
@@ -931,6 +1015,7 @@ impl Store {
             .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_ref()).ok())
             .map_or(0, u64::from_be_bytes);
         drop(copy);
+        self.events.copy_to(&to.join("events"))?;
         let mark = std::fs::File::create(to.join(COMMIT_MARK))
             .map_err(|err| io("create", &to.join(COMMIT_MARK), err))?;
         write_commit_mark(&mark, copied_commits)?;
@@ -982,15 +1067,26 @@ impl Store {
 
     /// Whether an event of `scope` is stored.
     pub fn contains_event(&self, scope: &ScopeId, id: &EventId) -> Result<bool, StoreError> {
-        Ok(self.tree(TreeName::Log).contains_key(log_key(scope, id))?)
+        Ok(self.events.contains(&scope_key(scope), id.as_bytes()))
     }
 
     /// A stored event of `scope`, with its content (if not erased).
     pub fn event(&self, scope: &ScopeId, id: &EventId) -> Result<Option<Event>, StoreError> {
-        self.tree(TreeName::Log)
-            .get(log_key(scope, id))?
+        self.events
+            .get(&scope_key(scope), id.as_bytes())?
             .map(|bytes| decode("log", &bytes))
             .transpose()
+    }
+
+    /// The stored encoding of the event a `log` key (scope ‖ event id) names.
+    fn log_entry(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let (Some(scope), Some(id)) = (
+            key.get(..33).and_then(|s| <&[u8; 33]>::try_from(s).ok()),
+            key.get(33..).and_then(|s| <&[u8; 32]>::try_from(s).ok()),
+        ) else {
+            return Ok(None);
+        };
+        Ok(self.events.get(scope, id)?)
     }
 
     /// The events of a log, in linear order (which puts parents first).
@@ -1005,15 +1101,7 @@ impl Store {
     /// The events of a log with their ids, in linear order.
     pub fn log_with_ids(&self, scope: &ScopeId) -> Result<Vec<(EventId, Event)>, StoreError> {
         let mut events = Vec::new();
-        for entry in self.tree(TreeName::Log).scan_prefix(scope_key(scope)) {
-            let (key, value) = entry?;
-            let id = key
-                .get(33..)
-                .and_then(|id| <[u8; 32]>::try_from(id).ok())
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: "log",
-                    detail: "key is not scope ‖ event id".to_owned(),
-                })?;
+        for (id, value) in self.events.scope(&scope_key(scope))? {
             let event: Event = decode("log", &value)?;
             let order = OrderKey {
                 depth: event.signed.header.depth,
@@ -1244,13 +1332,74 @@ impl Store {
 
     /// Number of events stored (sled counts them one by one: for tests and benchmarks).
     pub fn n_events(&self) -> usize {
-        self.tree(TreeName::Log).len()
+        self.events.len()
     }
 
-    /// Size on disk, in bytes.
+    /// Size on disk, in bytes (sled's files and the event log's).
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        Ok(self.db.size_on_disk()? + self.events.size_on_disk()?)
     }
+}
+
+/// Applies the journal of the last commit again (after a crash, it may be partly applied),
+/// with the event log's end it recorded; answers whether there was anything to apply (the
+/// caller flushes then).
+fn redo_journal(
+    trees: &[sled::Tree],
+    journal: &sled::Tree,
+    meta: &sled::Tree,
+) -> Result<bool, StoreError> {
+    let mut batches: Vec<sled::Batch> = trees.iter().map(|_| sled::Batch::default()).collect();
+    let mut any = false;
+    let mut end = None;
+    for entry in journal.iter() {
+        let (key, bytes) = entry?;
+        if key.as_ref() == EVENTS_END {
+            end = Some(bytes);
+            continue;
+        }
+        let ops: Vec<JournalOp> =
+            codec::decode(&bytes, bytes.len()).map_err(|err| StoreError::Corrupt {
+                tree: "journal",
+                detail: err.to_string(),
+            })?;
+        for (tree, key, value) in ops {
+            let batch = batches
+                .get_mut(usize::from(tree))
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "journal",
+                    detail: format!("no tree number {tree}"),
+                })?;
+            match value {
+                Some(value) => batch.insert(key.0, value.0),
+                None => batch.remove(key.0),
+            }
+            any = true;
+        }
+    }
+    if any {
+        for (tree, batch) in trees.iter().zip(batches) {
+            tree.apply_batch(batch)?;
+        }
+    }
+    if let Some(end) = end {
+        meta.insert(EVENTS_END, end)?;
+        any = true;
+    }
+    Ok(any)
+}
+
+/// An event log entry of a `log` key (scope ‖ event id) and the event's encoding.
+fn log_entry_of<'a>(key: &'a [u8], value: &'a [u8]) -> Result<NewEntry<'a>, StoreError> {
+    let not_a_key = || StoreError::Corrupt {
+        tree: "log",
+        detail: "key is not scope ‖ event id".to_owned(),
+    };
+    Ok(NewEntry {
+        scope: key.get(..33).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
+        id: key.get(33..).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
+        bytes: value,
+    })
 }
 
 /// Decodes a stored record.
@@ -1305,7 +1454,7 @@ mod tests {
         channel::Handle,
         event::{Attachment, Content, Draft, EventKind, Scope},
         name::{AttachmentMeta, ExternalId},
-        ChannelKind, SecretKey, Timestamp,
+        ChannelKind, SecretKey, Timestamp, VerifiedEvent,
     };
 
     /// An upload no event refers to goes once it is older than the grace; a referenced blob
@@ -1420,7 +1569,6 @@ mod tests {
     fn reopening_applies_a_journal_whose_commit_did_not_reach_every_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut writes = WriteSet::default();
-        writes.insert(TreeName::Log, b"log key".to_vec(), b"event".to_vec());
         writes.insert(TreeName::ExternalIds, b"ext key".to_vec(), b"id".to_vec());
         writes.insert(
             TreeName::Outbound,
@@ -1434,11 +1582,13 @@ mod tests {
                 .insert(b"old", b"removed by the commit")
                 .expect("insert");
             writes.remove(TreeName::Outbound, b"old".to_vec());
-            store.write_journal(&writes).expect("journal");
+            store
+                .write_journal(&writes, store.events.end())
+                .expect("journal");
             // Only one tree got its part before the "crash".
             store
-                .tree(TreeName::Log)
-                .insert(b"log key", b"event")
+                .tree(TreeName::ExternalIds)
+                .insert(b"ext key", b"id")
                 .expect("insert");
             store.flush().expect("flush");
         }
@@ -1450,7 +1600,6 @@ mod tests {
                 .expect("reads")
                 .map(|v| v.to_vec())
         };
-        assert_eq!(get(TreeName::Log, b"log key"), Some(b"event".to_vec()));
         assert_eq!(get(TreeName::ExternalIds, b"ext key"), Some(b"id".to_vec()));
         assert_eq!(
             get(TreeName::Outbound, b"big").map(|v| v.len()),
@@ -1473,5 +1622,98 @@ mod tests {
                 .expect("reads"),
             None
         );
+    }
+
+    /// A signed event of its own thread, for the event log tests.
+    fn thread_event(seed: u8) -> Event {
+        let key = SecretKey::from_seed([seed; 32]);
+        Draft::new(
+            Scope::NewThread,
+            Vec::new(),
+            0,
+            Timestamp::from_millis(1_700_000_000_000 + u64::from(seed)),
+            EventKind::Thread(threadline_protocol::event::ThreadKind::Opened {
+                org: threadline_protocol::OrgId(key.public()),
+                contact: threadline_protocol::ContactId::from_bytes([seed; 16]),
+                channel: ChannelKind::Webchat,
+            }),
+        )
+        .sign(&key)
+        .expect("signs")
+    }
+
+    /// Events committed and flushed are read back after a reopen, with the threads' records;
+    /// an event appended to the event log by a commit that sled never took (the crash came
+    /// between the two) is cut off at the next open, and the store checks clean.
+    #[test]
+    fn events_of_a_commit_sled_never_took_are_cut_off_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = thread_event(1).verify().expect("verifies");
+        let lost = thread_event(2).verify().expect("verifies");
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            let mut writes = WriteSet::default();
+            writes.put_event(&kept).expect("stages");
+            store.commit(writes).expect("commits");
+            store.flush().expect("flush");
+            let key = log_key(&lost.scope_id(), &lost.id());
+            let bytes = codec::encode(lost.event()).expect("encodes");
+            store
+                .events
+                .append(99, &[log_entry_of(&key, &bytes).expect("entry")])
+                .expect("appends");
+            assert!(store.contains_event(&lost.scope_id(), &lost.id()).expect("reads"));
+        }
+        let store = Store::open(dir.path()).expect("reopens");
+        assert_eq!(store.n_events(), 1);
+        assert_eq!(
+            store.event(&kept.scope_id(), &kept.id()).expect("reads"),
+            Some(kept.event().clone())
+        );
+        assert!(!store.contains_event(&lost.scope_id(), &lost.id()).expect("reads"));
+        assert!(!store.contains_event(&lost.scope_id(), &kept.id()).expect("reads"), "another log");
+        let report = store.check().expect("checks");
+        assert_eq!(report.events, 1);
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    }
+
+    /// A store of schema 4 (events in the `log` tree) is migrated at open: its events move
+    /// to the event log, and a migration stopped part way starts again.
+    #[test]
+    fn a_schema_4_store_moves_its_events_to_the_event_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let events: Vec<VerifiedEvent> = (1..=5)
+            .map(|seed| thread_event(seed).verify().expect("verifies"))
+            .collect();
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            for event in &events {
+                store
+                    .tree(TreeName::Log)
+                    .insert(
+                        log_key(&event.scope_id(), &event.id()),
+                        codec::encode(event.event()).expect("encode"),
+                    )
+                    .expect("insert");
+            }
+            store.meta.insert(b"schema", &4u32.to_be_bytes()).expect("schema 4");
+            store.flush().expect("flush");
+        }
+        // An earlier attempt left a partial event log behind.
+        std::fs::write(dir.path().join("events").join("00000002.events"), b"partial")
+            .expect("writes");
+        let store = Store::open(dir.path()).expect("migrates");
+        assert_eq!(store.n_events(), 5);
+        assert!(store.tree(TreeName::Log).is_empty());
+        for event in &events {
+            assert_eq!(
+                store.log_events(&event.scope_id()).expect("reads"),
+                vec![event.event().clone()]
+            );
+        }
+        drop(store);
+        let store = Store::open(dir.path()).expect("opens");
+        assert_eq!(store.n_events(), 5);
+        assert!(store.check().expect("checks").damaged.is_empty());
     }
 }

@@ -1221,6 +1221,21 @@ fn a_damaged_store_or_attachment_is_named_and_never_served() {
         "{said}"
     );
 
+    // A flipped byte in the event log, or its end cut off: refused, naming the segment.
+    for (name, cut) in [("flipped-event", false), ("cut-events", true)] {
+        let data = copy(name);
+        let segment = data.join("store").join("events").join("00000001.events");
+        let mut bytes = std::fs::read(&segment).expect("segment reads");
+        if cut {
+            bytes.truncate(bytes.len() - 7);
+        } else {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x20;
+        }
+        std::fs::write(&segment, bytes).expect("segment written");
+        refused_and_checked(&data, &segment.display().to_string());
+    }
+
     // A flipped byte in an attachment: the node starts (it does not read every file), but
     // `threadline check` names the file, and the bytes are never served.
     let data = copy("flipped-attachment");
