@@ -203,7 +203,18 @@ fn main() {
 
     let total = store.n_events();
     let disk = store.size_on_disk().expect("size");
+    let events_dir = data_dir.store_path().join("events");
+    let event_log: u64 = std::fs::read_dir(&events_dir)
+        .expect("event log")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum();
     let rss_end = rss_mib();
+    println!(
+        "store: event log {:.1} MiB ({:.0} bytes per event), sled {:.1} MiB",
+        event_log as f64 / 1048576.0,
+        event_log as f64 / total as f64,
+        (disk - event_log) as f64 / 1048576.0
+    );
     println!(
         "store: {total} events, {:.1} MiB on disk = {:.0} MiB per million events; process RSS {:.0} MiB -> {:.0} MiB",
         disk as f64 / 1048576.0,
