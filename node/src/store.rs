@@ -11,7 +11,7 @@
 //! A log's size and heads are what replication summaries are made of, without loading logs.
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
-//! | `external_ids` | channel ‖ SHA-256(sender's address ‖ 0 ‖ external id) | event id: makes resubmission idempotent |
+//! | `external_ids` | – | unused since the event log's index keeps each external key's event (channel ‖ SHA-256(sender's address ‖ 0 ‖ external id), [`external_id_key`]: makes resubmission idempotent); emptied at open |
 //! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
@@ -333,6 +333,9 @@ impl WriteSet {
         match self.ops.get(&(tree, key.to_vec())) {
             Some(staged) => Ok(staged.clone()),
             None if tree == TreeName::Log => store.log_entry(key),
+            None if tree == TreeName::ExternalIds => {
+                Ok(store.events.external(key).map(|id| id.to_vec()))
+            }
             None => Ok(store.tree(tree).get(key)?.map(|value| value.to_vec())),
         }
     }
@@ -542,7 +545,7 @@ impl Store {
                 })?,
             }
         };
-        let events = EventLog::open(&events_dir, events_end)?;
+        let events = EventLog::open(&events_dir, events_end, external_key_of_bytes)?;
         let store = Store {
             db,
             trees,
@@ -567,6 +570,11 @@ impl Store {
             store.tree(TreeName::Log).clear()?;
             store.flush()?;
         }
+        if !store.tree(TreeName::ExternalIds).is_empty() {
+            // Kept by the event log's index now.
+            store.tree(TreeName::ExternalIds).clear()?;
+            store.flush()?;
+        }
         Ok(store)
     }
 
@@ -578,10 +586,21 @@ impl Store {
         let mut end = self.events.end();
         let mut moved = 0u64;
         let mut append = |chunk: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<(), StoreError> {
+            let externals: Vec<Option<[u8; 33]>> = chunk
+                .iter()
+                .map(|(_, value)| external_key_of_bytes(value))
+                .collect();
             let entries = chunk
                 .iter()
-                .map(|(key, value)| log_entry_of(key, value))
-                .collect::<Result<Vec<_>, _>>()?;
+                .zip(&externals)
+                .map(|((key, value), external)| {
+                    // The first event of a key keeps it (the index sees to that).
+                    Ok(NewEntry {
+                        external: external.as_ref(),
+                        ..log_entry_of(key, value)?
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             end = self.events.append(self.commits(), &entries)?;
             moved += chunk.len() as u64;
             chunk.clear();
@@ -608,14 +627,12 @@ impl Store {
         Ok(())
     }
 
-    /// Version 3 → 4: external ids are keyed by sender too, and attachments have references.
-    /// Both are rebuilt from the logs (the external ids of erased messages are gone with their
-    /// content: an erased message resubmitted is a new message, as its sender is forgotten).
+    /// Version 3 → 4: attachments have references, rebuilt from the logs. (Version 4 also
+    /// keyed external ids by sender; since version 5 they are worked out from the events
+    /// themselves, and those of erased messages are gone with their content: an erased
+    /// message resubmitted is a new message, as its sender is forgotten.)
     fn migrate_from_3(&self) -> Result<(), StoreError> {
         let mut writes = WriteSet::default();
-        for entry in self.tree(TreeName::ExternalIds).iter().keys() {
-            writes.remove(TreeName::ExternalIds, entry?.to_vec());
-        }
         for entry in self.tree(TreeName::Log).iter() {
             let (key, value) = entry?;
             let event: Event = decode("log", &value)?;
@@ -626,9 +643,6 @@ impl Store {
                 tree: "log",
                 detail: "key is not scope ‖ event id".to_owned(),
             })?;
-            if let Some(external) = external_id_key_of(&event.signed.header.kind, Some(content)) {
-                writes.insert(TreeName::ExternalIds, external, id.as_bytes().to_vec());
-            }
             for attachment in content.blobs() {
                 writes.insert(
                     TreeName::BlobRefs,
@@ -815,24 +829,42 @@ impl Store {
         }
         let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
         let mut events: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        writes.ops.retain(|(tree, key), value| {
-            if *tree != TreeName::Log {
-                return true;
+        // Event id → the external key it takes (the event log's index keeps those).
+        let mut externals: std::collections::HashMap<Vec<u8>, [u8; 33]> =
+            std::collections::HashMap::new();
+        writes.ops.retain(|(tree, key), value| match tree {
+            TreeName::Log => {
+                if let Some(value) = value.take() {
+                    events.push((key.clone(), value));
+                }
+                false
             }
-            if let Some(value) = value.take() {
-                events.push((key.clone(), value));
+            TreeName::ExternalIds => {
+                if let (Some(id), Ok(key)) = (value.take(), <[u8; 33]>::try_from(key.as_slice())) {
+                    externals.insert(id, key);
+                }
+                false
             }
-            false
+            _ => true,
         });
-        // Appended in a stable order (the write set's is a hash map's).
+        // Appended in a stable order (the write set's is a hash map's). Should a peer's event
+        // and one of this node's share an external key in one commit, the key may go to the
+        // other of the two when the log is read again at start-up: both carry that id, and a
+        // resubmission is still answered as a duplicate.
         events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let end = if events.is_empty() {
             self.events.end()
         } else {
             let entries = events
                 .iter()
-                .map(|(key, value)| log_entry_of(key, value))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|(key, value)| {
+                    let entry = log_entry_of(key, value)?;
+                    Ok(NewEntry {
+                        external: externals.get(entry.id.as_slice()),
+                        ..entry
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             self.events.append(commit, &entries)?
         };
         self.write_journal(&writes, end)?;
@@ -1399,7 +1431,18 @@ fn log_entry_of<'a>(key: &'a [u8], value: &'a [u8]) -> Result<NewEntry<'a>, Stor
         scope: key.get(..33).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
         id: key.get(33..).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
         bytes: value,
+        external: None,
     })
+}
+
+/// The external key of a stored event (an inbound message that names its provider's id),
+/// worked out from its encoding; `None` for other events and ones that do not decode (the
+/// event log's checks name those).
+fn external_key_of_bytes(bytes: &[u8]) -> Option<[u8; 33]> {
+    let event: Event = codec::decode(bytes, codec::MAX_MESSAGE_BYTES).ok()?;
+    external_id_key_of(&event.signed.header.kind, event.content.as_ref())?
+        .try_into()
+        .ok()
 }
 
 /// Decodes a stored record.
@@ -1544,23 +1587,15 @@ mod tests {
             store.flush().expect("flush");
         }
         let store = Store::open(dir.path()).expect("migrates");
-        let external_ids: Vec<(Vec<u8>, Vec<u8>)> = store
-            .tree(TreeName::ExternalIds)
-            .iter()
-            .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("reads"))
-            .collect();
-        assert_eq!(
-            external_ids,
-            vec![(
-                external_id_key(ChannelKind::Email, &sender, &external),
-                id.as_bytes().to_vec()
-            )]
-        );
+        let key = external_id_key(ChannelKind::Email, &sender, &external);
+        assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
+        assert!(store.tree(TreeName::ExternalIds).is_empty(), "the old keys are gone");
         assert_eq!(store.blob_refs(&blob).expect("reads"), vec![(scope, id)]);
         drop(store);
-        // Version 4 now: opening again changes nothing.
+        // Version 5 now: opening again changes nothing.
         let store = Store::open(dir.path()).expect("opens");
-        assert_eq!(store.tree(TreeName::ExternalIds).len(), 1);
+        assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
+        assert_eq!(store.n_events(), 1);
     }
 
     /// A crash after the journal reached the disk but before every tree got its part: the
@@ -1569,7 +1604,7 @@ mod tests {
     fn reopening_applies_a_journal_whose_commit_did_not_reach_every_tree() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut writes = WriteSet::default();
-        writes.insert(TreeName::ExternalIds, b"ext key".to_vec(), b"id".to_vec());
+        writes.insert(TreeName::Tokens, b"ext key".to_vec(), b"id".to_vec());
         writes.insert(
             TreeName::Outbound,
             b"big".to_vec(),
@@ -1587,7 +1622,7 @@ mod tests {
                 .expect("journal");
             // Only one tree got its part before the "crash".
             store
-                .tree(TreeName::ExternalIds)
+                .tree(TreeName::Tokens)
                 .insert(b"ext key", b"id")
                 .expect("insert");
             store.flush().expect("flush");
@@ -1600,7 +1635,7 @@ mod tests {
                 .expect("reads")
                 .map(|v| v.to_vec())
         };
-        assert_eq!(get(TreeName::ExternalIds, b"ext key"), Some(b"id".to_vec()));
+        assert_eq!(get(TreeName::Tokens, b"ext key"), Some(b"id".to_vec()));
         assert_eq!(
             get(TreeName::Outbound, b"big").map(|v| v.len()),
             Some(JOURNAL_CHUNK_BYTES)
@@ -1609,7 +1644,7 @@ mod tests {
         // A cleared journal is not applied again.
         store.clear_journal().expect("clears");
         store
-            .tree(TreeName::ExternalIds)
+            .tree(TreeName::Tokens)
             .remove(b"ext key")
             .expect("remove");
         store.flush().expect("flush");
@@ -1617,7 +1652,7 @@ mod tests {
         let store = Store::open(dir.path()).expect("reopens");
         assert_eq!(
             store
-                .tree(TreeName::ExternalIds)
+                .tree(TreeName::Tokens)
                 .get(b"ext key")
                 .expect("reads"),
             None

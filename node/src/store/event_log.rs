@@ -16,10 +16,16 @@
 //! | segment `NNNNNNNN.events` | `TLEVENTS` ‖ format u32 ‖ segment number u32, then records |
 //! | record | `TLRC` ‖ commit u64 ‖ entries u32 ‖ bytes of entries u32 ‖ CRC-32 of those 20 bytes u32, then its entries |
 //! | entry | scope (33 bytes) ‖ event id (32) ‖ length u32 ‖ CRC-32 of scope, id, length and event u32 ‖ the event's encoding |
-//! | checkpoint `NNNNNNNN.index` | `TLEVINDX` ‖ format u32 ‖ segment number u32 ‖ entries u64, then per entry scope ‖ id ‖ offset u32 ‖ length u32, then CRC-32 of all before u32 |
+//! | checkpoint `NNNNNNNN.index` | `TLEVINDX` ‖ format u32 (2) ‖ segment number u32 ‖ entries u64, then per entry scope ‖ id ‖ offset u32 ‖ length u32 ‖ 0, or 1 ‖ external key (33 bytes), then CRC-32 of all before u32 |
 //!
 //! An event written again (its content erased) is a new entry; the index moves to it. The old
 //! entry's bytes stay in their segment (issue 17 makes them unreadable).
+//!
+//! The index also answers which event first took an external key (an inbound message's
+//! provider id, [`super::external_id_key`]): the store names the key of each event it
+//! appends, and a segment scanned at start-up has its events' keys worked out again by the
+//! function the store gives [`EventLog::open`] (the first event of a key keeps it, in log
+//! order, as it did when they were appended).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -32,16 +38,27 @@ const SEGMENT_MAGIC: &[u8; 8] = b"TLEVENTS";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TLEVINDX";
 const RECORD_MAGIC: &[u8; 4] = b"TLRC";
 const FORMAT: u32 = 1;
+const CHECKPOINT_FORMAT: u32 = 2;
 const SEGMENT_HEADER: u64 = 16;
 const RECORD_HEADER: usize = 24;
 const ENTRY_HEADER: usize = 33 + 32 + 4 + 4;
-const CHECKPOINT_ENTRY: usize = 33 + 32 + 4 + 4;
+const CHECKPOINT_ENTRY: usize = 33 + 32 + 4 + 4 + 1;
 
-/// A segment is sealed, and a new one begun, once it holds this many bytes.
-pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A segment is sealed, and a new one begun, once it holds this many bytes (the segment being
+/// written is read whole at start-up, its events decoded for their external keys).
+pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// A scope as the store keys it ([`super::scope_key`]).
 pub type ScopeKey = [u8; 33];
+
+/// An external key as the store makes it ([`super::external_id_key`]).
+pub type ExternalKey = [u8; 33];
+
+/// Works out an event's external key from its encoding (for segments scanned at start-up).
+pub type ExternalKeyOf = fn(&[u8]) -> Option<ExternalKey>;
+
+/// An index entry: scope, id, place, external key.
+type IndexEntry = (ScopeKey, [u8; 32], Location, Option<ExternalKey>);
 
 /// Where the log ends: everything before it is committed. Stored by sled with each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,7 +129,7 @@ pub enum EventLogError {
     Failed,
 }
 
-/// One event to append: its scope, its id and its encoding.
+/// One event to append: its scope, its id, its encoding and the external key it takes.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEntry<'a> {
     /// Its log.
@@ -121,6 +138,8 @@ pub struct NewEntry<'a> {
     pub id: &'a [u8; 32],
     /// Its encoding.
     pub bytes: &'a [u8],
+    /// The external key it takes (none if another event has it).
+    pub external: Option<&'a ExternalKey>,
 }
 
 /// The append-only event log and its in-memory index. Appends come from one thread (the
@@ -142,11 +161,22 @@ struct Index {
     /// Per scope number, its events' entries in the order they were appended.
     by_scope: Vec<Vec<Location>>,
     by_id: HashMap<[u8; 32], (u32, Location)>,
+    /// Each external key's event (the first to take it).
+    external: HashMap<ExternalKey, [u8; 32]>,
     files: BTreeMap<u32, Arc<File>>,
 }
 
 impl Index {
-    fn insert(&mut self, scope: &ScopeKey, id: [u8; 32], location: Location) {
+    fn insert(
+        &mut self,
+        scope: &ScopeKey,
+        id: [u8; 32],
+        location: Location,
+        external: Option<ExternalKey>,
+    ) {
+        if let Some(key) = external {
+            self.external.entry(key).or_insert(id);
+        }
         let number = match self.scope_numbers.get(scope) {
             Some(number) => *number,
             None => {
@@ -181,7 +211,7 @@ struct Active {
     file: Arc<File>,
     len: u64,
     /// Its entries so far, for its checkpoint when it is sealed.
-    entries: Vec<(ScopeKey, [u8; 32], Location)>,
+    entries: Vec<IndexEntry>,
     failed: bool,
 }
 
@@ -189,8 +219,13 @@ impl EventLog {
     /// Opens the log in `dir` (created if missing), whose committed part ends at `end`:
     /// segments and bytes beyond it are removed (written, never acknowledged); anything
     /// damaged before it is an error.
-    pub fn open(dir: &Path, end: LogEnd) -> Result<EventLog, EventLogError> {
-        Self::open_with(dir, end, SEGMENT_BYTES)
+    /// `external_key_of` works out an event's external key for segments read at start-up.
+    pub fn open(
+        dir: &Path,
+        end: LogEnd,
+        external_key_of: ExternalKeyOf,
+    ) -> Result<EventLog, EventLogError> {
+        Self::open_with(dir, end, SEGMENT_BYTES, external_key_of)
     }
 
     /// [`EventLog::open`] with segments sealed at `segment_bytes` (tests use small ones).
@@ -198,6 +233,7 @@ impl EventLog {
         dir: &Path,
         end: LogEnd,
         segment_bytes: u64,
+        external_key_of: ExternalKeyOf,
     ) -> Result<EventLog, EventLogError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -237,13 +273,13 @@ impl EventLog {
                 Some(entries) => entries,
                 None => {
                     let len = file.metadata().map_err(io(&path))?.len();
-                    let entries = scan(&file, &path, number, len, &mut |_| {})?;
+                    let entries = scan(&file, &path, number, len, Some(external_key_of), &mut |_| {})?;
                     write_checkpoint(dir, number, &entries)?;
                     entries
                 }
             };
-            for (scope, id, location) in entries {
-                index.insert(&scope, id, location);
+            for (scope, id, location, external) in entries {
+                index.insert(&scope, id, location, external);
             }
             index.files.insert(number, Arc::new(file));
         }
@@ -273,7 +309,14 @@ impl EventLog {
                 ),
             });
         }
-        let entries = scan(&file, &path, end.segment, end.offset, &mut |_| {})?;
+        let entries = scan(
+            &file,
+            &path,
+            end.segment,
+            end.offset,
+            Some(external_key_of),
+            &mut |_| {},
+        )?;
         if len > end.offset {
             tracing::warn!(
                 segment = end.segment,
@@ -284,8 +327,8 @@ impl EventLog {
             file.sync_all().map_err(io(&path))?;
         }
         remove_if_present(&checkpoint_path(dir, end.segment))?;
-        for (scope, id, location) in &entries {
-            index.insert(scope, *id, *location);
+        for (scope, id, location, external) in &entries {
+            index.insert(scope, *id, *location, *external);
         }
         let file = Arc::new(file);
         index.files.insert(end.segment, Arc::clone(&file));
@@ -346,6 +389,7 @@ impl EventLog {
                     offset: u32::try_from(offset).unwrap_or(u32::MAX),
                     len,
                 },
+                entry.external.copied(),
             ));
         }
         let path = segment_path(&self.dir, active.segment);
@@ -360,8 +404,8 @@ impl EventLog {
         active.len += record.len() as u64;
         {
             let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-            for (scope, id, location) in &placed {
-                index.insert(scope, *id, *location);
+            for (scope, id, location, external) in &placed {
+                index.insert(scope, *id, *location, *external);
             }
         }
         active.entries.extend(placed);
@@ -412,6 +456,17 @@ impl EventLog {
     /// Whether the log holds no event.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The event that took external key `key`, if any.
+    pub fn external(&self, key: &[u8]) -> Option<[u8; 32]> {
+        let key: &ExternalKey = key.try_into().ok()?;
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .external
+            .get(key)
+            .copied()
     }
 
     /// Whether `scope` holds event `id`.
@@ -522,7 +577,7 @@ impl EventLog {
                     .len()
             };
             let mut visit = |entry: Entry<'_>| each(&entry.scope, &entry.id, entry.bytes);
-            if let Err(err) = scan(&file, &path, number, len, &mut visit) {
+            if let Err(err) = scan(&file, &path, number, len, None, &mut visit) {
                 damaged.push(format!("events: {err}"));
             }
         }
@@ -595,15 +650,17 @@ fn parse_entry(buf: &[u8]) -> Option<([u8; 32], &[u8])> {
 }
 
 /// Reads the records of a segment from its header to `len`, checking every checksum; calls
-/// `each` with every entry and answers the segment's index entries. A record that does not
-/// end exactly at `len`, or any mismatch, is damage.
+/// `each` with every entry and answers the segment's index entries (with their external keys
+/// if `external_key_of` is given). A record that does not end exactly at `len`, or any
+/// mismatch, is damage.
 fn scan(
     file: &File,
     path: &Path,
     number: u32,
     len: u64,
+    external_key_of: Option<ExternalKeyOf>,
     each: &mut dyn FnMut(Entry<'_>),
-) -> Result<Vec<(ScopeKey, [u8; 32], Location)>, EventLogError> {
+) -> Result<Vec<IndexEntry>, EventLogError> {
     let damaged = |detail: String| EventLogError::Damaged {
         path: path.to_path_buf(),
         detail,
@@ -664,6 +721,7 @@ fn scan(
                     offset: u32::try_from(entry_at).unwrap_or(u32::MAX),
                     len: u32::try_from(event.len()).unwrap_or(u32::MAX),
                 },
+                external_key_of.and_then(|key_of| key_of(event)),
             ));
             entry_at += ENTRY_HEADER + event.len();
         }
@@ -731,20 +789,27 @@ fn create_segment(dir: &Path, number: u32) -> Result<File, EventLogError> {
 fn write_checkpoint(
     dir: &Path,
     number: u32,
-    entries: &[(ScopeKey, [u8; 32], Location)],
+    entries: &[IndexEntry],
 ) -> Result<(), EventLogError> {
     let path = checkpoint_path(dir, number);
     let tmp = path.with_extension("index.tmp");
     let mut bytes = Vec::with_capacity(24 + entries.len() * CHECKPOINT_ENTRY + 4);
     bytes.extend_from_slice(CHECKPOINT_MAGIC);
-    bytes.extend_from_slice(&FORMAT.to_be_bytes());
+    bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_be_bytes());
     bytes.extend_from_slice(&number.to_be_bytes());
     bytes.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-    for (scope, id, location) in entries {
+    for (scope, id, location, external) in entries {
         bytes.extend_from_slice(scope);
         bytes.extend_from_slice(id);
         bytes.extend_from_slice(&location.offset.to_be_bytes());
         bytes.extend_from_slice(&location.len.to_be_bytes());
+        match external {
+            None => bytes.push(0),
+            Some(key) => {
+                bytes.push(1);
+                bytes.extend_from_slice(key);
+            }
+        }
     }
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_be_bytes());
@@ -761,37 +826,45 @@ fn write_checkpoint(
 
 /// A sealed segment's checkpoint; `None` if it is missing or does not check (then the segment
 /// is scanned instead, and the checkpoint written again).
-fn read_checkpoint(dir: &Path, number: u32) -> Option<Vec<(ScopeKey, [u8; 32], Location)>> {
+fn read_checkpoint(dir: &Path, number: u32) -> Option<Vec<IndexEntry>> {
     let path = checkpoint_path(dir, number);
     let bytes = std::fs::read(&path).ok()?;
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
     if crc32fast::hash(body).to_be_bytes() != crc
         || body.get(..8)? != CHECKPOINT_MAGIC
-        || body.get(8..12)? != FORMAT.to_be_bytes()
+        || body.get(8..12)? != CHECKPOINT_FORMAT.to_be_bytes()
         || body.get(12..16)? != number.to_be_bytes()
     {
         tracing::warn!(path = %path.display(), "an event log checkpoint does not check; scanning its segment");
         return None;
     }
     let count = usize::try_from(u64::from_be_bytes(body.get(16..24)?.try_into().ok()?)).ok()?;
-    let entries = body.get(24..)?;
-    if entries.len() != count.checked_mul(CHECKPOINT_ENTRY)? {
-        return None;
+    let mut entries = Vec::with_capacity(count);
+    let mut at = 24;
+    for _ in 0..count {
+        let chunk = body.get(at..at + CHECKPOINT_ENTRY)?;
+        at += CHECKPOINT_ENTRY;
+        let external = match chunk.get(73)? {
+            0 => None,
+            1 => {
+                let key: ExternalKey = body.get(at..at + 33)?.try_into().ok()?;
+                at += 33;
+                Some(key)
+            }
+            _ => return None,
+        };
+        entries.push((
+            chunk.get(..33)?.try_into().ok()?,
+            chunk.get(33..65)?.try_into().ok()?,
+            Location {
+                segment: number,
+                offset: u32::from_be_bytes(chunk.get(65..69)?.try_into().ok()?),
+                len: u32::from_be_bytes(chunk.get(69..73)?.try_into().ok()?),
+            },
+            external,
+        ));
     }
-    entries
-        .chunks_exact(CHECKPOINT_ENTRY)
-        .map(|chunk| {
-            Some((
-                chunk.get(..33)?.try_into().ok()?,
-                chunk.get(33..65)?.try_into().ok()?,
-                Location {
-                    segment: number,
-                    offset: u32::from_be_bytes(chunk.get(65..69)?.try_into().ok()?),
-                    len: u32::from_be_bytes(chunk.get(69..73)?.try_into().ok()?),
-                },
-            ))
-        })
-        .collect()
+    (at == body.len()).then_some(entries)
 }
 
 #[cfg(test)]
@@ -799,7 +872,19 @@ mod tests {
     use super::*;
 
     fn entry<'a>(scope: &'a ScopeKey, id: &'a [u8; 32], bytes: &'a [u8]) -> NewEntry<'a> {
-        NewEntry { scope, id, bytes }
+        NewEntry {
+            scope,
+            id,
+            bytes,
+            external: None,
+        }
+    }
+
+    /// The tests' external keys: an event whose bytes start with a multiple of 5 takes the
+    /// key of its first byte divided by 10 (so two events share each key).
+    fn key_of(bytes: &[u8]) -> Option<ExternalKey> {
+        let first = *bytes.first()?;
+        (first % 5 == 0).then_some([first / 10; 33])
     }
 
     /// Appends `n` events of 100 bytes over 3 scopes, one commit each; answers the end.
@@ -808,9 +893,14 @@ mod tests {
         for i in from..from + n {
             let scope = [i % 3; 33];
             let id = [i; 32];
-            end = log
-                .append(u64::from(i), &[entry(&scope, &id, &[i; 100])])
-                .expect("appends");
+            let bytes = [i; 100];
+            let key = key_of(&bytes);
+            let mut new = entry(&scope, &id, &bytes);
+            // The first event of a key takes it, as the store's writer decides.
+            if key.is_some_and(|key| log.external(&key).is_none()) {
+                new.external = key.as_ref();
+            }
+            end = log.append(u64::from(i), &[new]).expect("appends");
         }
         end
     }
@@ -818,7 +908,7 @@ mod tests {
     #[test]
     fn events_read_back_by_scope_and_id_across_sealed_segments_and_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024).expect("opens");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
         let end = fill(&log, 0, 30);
         assert!(end.segment > 3, "small segments were sealed: {end:?}");
         let check = |log: &EventLog| {
@@ -835,17 +925,22 @@ mod tests {
                 })
                 .collect();
             assert_eq!(ids, [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]);
+            // Events 0 and 5 share key 0, 10 and 15 key 1, 20 and 25 key 2: the first keeps it.
+            assert_eq!(log.external(&[0; 33]), Some([0; 32]));
+            assert_eq!(log.external(&[1; 33]), Some([10; 32]));
+            assert_eq!(log.external(&[2; 33]), Some([20; 32]));
+            assert_eq!(log.external(&[3; 33]), None);
         };
         check(&log);
         drop(log);
-        let log = EventLog::open_with(dir.path(), end, 1024).expect("reopens");
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         check(&log);
         // Without checkpoints, the segments are scanned (and the checkpoints written again).
         drop(log);
         for number in 1..end.segment {
             std::fs::remove_file(checkpoint_path(dir.path(), number)).expect("removed");
         }
-        let log = EventLog::open_with(dir.path(), end, 1024).expect("reopens");
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         check(&log);
         assert!(checkpoint_path(dir.path(), 1).exists());
         assert!(log.check(&mut |_, _, _| {}).expect("checks").is_empty());
@@ -854,19 +949,19 @@ mod tests {
     #[test]
     fn what_lies_beyond_the_committed_end_is_cut_off() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024).expect("opens");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
         let committed = fill(&log, 0, 5);
         let beyond = fill(&log, 5, 20);
         assert!(beyond.segment > committed.segment);
         drop(log);
-        let log = EventLog::open_with(dir.path(), committed, 1024).expect("reopens");
+        let log = EventLog::open_with(dir.path(), committed, 1024, key_of).expect("reopens");
         assert_eq!(log.len(), 5);
         assert_eq!(log.get(&[2; 33], &[5; 32]).expect("reads"), None);
         assert!(!segment_path(dir.path(), beyond.segment).exists());
         // Appends go on from the end, and survive a reopen.
         let end = fill(&log, 100, 2);
         drop(log);
-        let log = EventLog::open_with(dir.path(), end, 1024).expect("reopens");
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         assert_eq!(log.len(), 7);
         assert_eq!(log.get(&[100 % 3; 33], &[100; 32]).expect("reads"), Some(vec![100; 100]));
     }
@@ -874,7 +969,7 @@ mod tests {
     #[test]
     fn an_event_written_again_replaces_the_first_in_its_log() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024).expect("opens");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
         fill(&log, 0, 12);
         let end = log
             .append(99, &[entry(&[0; 33], &[3; 32], b"erased")])
@@ -888,13 +983,13 @@ mod tests {
         };
         check(&log);
         drop(log);
-        check(&EventLog::open_with(dir.path(), end, 1024).expect("reopens"));
+        check(&EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens"));
     }
 
     #[test]
     fn damage_before_the_end_is_refused_with_the_file_named() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024).expect("opens");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
         let end = fill(&log, 0, 30);
         drop(log);
         // A flipped byte in the segment being written.
@@ -903,7 +998,7 @@ mod tests {
         let at = bytes.len() - 10;
         bytes[at] ^= 1;
         std::fs::write(&active, &bytes).expect("writes");
-        let err = EventLog::open_with(dir.path(), end, 1024).expect_err("refused");
+        let err = EventLog::open_with(dir.path(), end, 1024, key_of).expect_err("refused");
         assert!(
             matches!(&err, EventLogError::Damaged { path, .. } if *path == active),
             "{err}"
@@ -912,7 +1007,7 @@ mod tests {
         std::fs::write(&active, &bytes).expect("writes");
         // Cut short.
         std::fs::write(&active, &bytes[..bytes.len() - 1]).expect("writes");
-        let err = EventLog::open_with(dir.path(), end, 1024).expect_err("refused");
+        let err = EventLog::open_with(dir.path(), end, 1024, key_of).expect_err("refused");
         assert!(err.to_string().contains("cut short"), "{err}");
         std::fs::write(&active, &bytes).expect("writes");
         // A flipped byte in a sealed segment: the node starts from its checkpoint, but reading
@@ -922,7 +1017,7 @@ mod tests {
         let at = bytes.len() - 5;
         bytes[at] ^= 1;
         std::fs::write(&sealed, &bytes).expect("writes");
-        let log = EventLog::open_with(dir.path(), end, 1024).expect("opens from checkpoints");
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("opens from checkpoints");
         let damaged = log.check(&mut |_, _, _| {}).expect("checks");
         assert_eq!(damaged.len(), 1, "{damaged:?}");
         assert!(damaged[0].contains(&sealed.display().to_string()), "{damaged:?}");
@@ -933,18 +1028,18 @@ mod tests {
         // A missing segment.
         drop(log);
         std::fs::remove_file(segment_path(dir.path(), 2)).expect("removed");
-        let err = EventLog::open_with(dir.path(), end, 1024).expect_err("refused");
+        let err = EventLog::open_with(dir.path(), end, 1024, key_of).expect_err("refused");
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
     #[test]
     fn a_copy_opens_with_the_same_events() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024).expect("opens");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
         fill(&log, 0, 20);
         let copy = tempfile::tempdir().expect("tempdir");
         let end = log.copy_to(&copy.path().join("events")).expect("copies");
-        let copied = EventLog::open_with(&copy.path().join("events"), end, 1024).expect("opens");
+        let copied = EventLog::open_with(&copy.path().join("events"), end, 1024, key_of).expect("opens");
         assert_eq!(copied.len(), 20);
         assert_eq!(copied.get(&[1; 33], &[7; 32]).expect("reads"), Some(vec![7; 100]));
     }
