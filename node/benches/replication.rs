@@ -366,6 +366,11 @@ fn main() {
                 .map(|i| (i as u64).wrapping_mul(idx as u64 + 7).to_le_bytes()[1])
                 .collect();
             let blob = a.ingest.store().blobs().put(&bytes).expect("stored");
+            // As the bridge API does when the bridge uploads it.
+            a.ingest
+                .store()
+                .record_upload(threadline_protocol::ChannelKind::Webchat, &blob)
+                .expect("upload recorded");
             let n_chains = chains.len();
             let file = threadline_protocol::event::Attachment::new(
                 blob,
