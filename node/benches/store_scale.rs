@@ -9,7 +9,8 @@
 //! the store neither verifies nor decodes what it appends, so what is measured is the store's
 //! own cost: writing, disk, and the index it rebuilds at open.
 //!
-//! Run: `cargo bench -p threadline-node --bench store_scale`. Figures: docs/BENCHMARKS.md.
+//! Run: `cargo bench -p threadline-node --bench store_scale` (`STORE_SCALE_PATH=dir` keeps the
+//! store there; `STORE_SCALE_OPEN=dir` only opens one). Figures: docs/BENCHMARKS.md.
 
 use std::time::Instant;
 
@@ -38,7 +39,10 @@ fn main() {
     let n_threads = env("BENCH_THREADS", 100_000).max(1);
     let batch = env("BENCH_BATCH", 512).max(1);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let path = tmp.path().join("store");
+    // `STORE_SCALE_PATH`: build the store there and keep it (to profile an open of it).
+    let path = std::env::var("STORE_SCALE_PATH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().join("store"));
     let store = Store::open(&path).expect("opens");
 
     let key = SecretKey::from_seed([7; 32]);

@@ -167,6 +167,15 @@ struct Index {
 }
 
 impl Index {
+    /// Room for `more` entries, so that loading does not rehash as it grows. (At start-up
+    /// most of the time goes into these maps' inserts, each a cache miss in a large table:
+    /// ~0.7 µs an event at three million, ~1.1 µs at ten; a faster hasher did not change
+    /// that. docs/BENCHMARKS.md.)
+    fn reserve(&mut self, more: usize) {
+        self.by_id.reserve(more);
+        self.external.reserve(more / 2);
+    }
+
     fn insert(
         &mut self,
         scope: &ScopeKey,
@@ -269,6 +278,12 @@ impl EventLog {
                 });
             }
             let file = File::open(&path).map_err(io(&path))?;
+            if number == 1 {
+                // Segments are of about one size: the first one's count times their number.
+                if let Some(first) = read_checkpoint_count(dir, 1) {
+                    index.reserve(first.saturating_mul(end.segment as usize));
+                }
+            }
             let entries = match read_checkpoint(dir, number) {
                 Some(entries) => entries,
                 None => {
@@ -822,6 +837,16 @@ fn write_checkpoint(
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(dir)
+}
+
+/// How many entries a sealed segment's checkpoint holds, from its header alone.
+fn read_checkpoint_count(dir: &Path, number: u32) -> Option<usize> {
+    let mut header = [0u8; 24];
+    File::open(checkpoint_path(dir, number))
+        .ok()?
+        .read_exact_at(&mut header, 0)
+        .ok()?;
+    usize::try_from(u64::from_be_bytes(header[16..24].try_into().ok()?)).ok()
 }
 
 /// A sealed segment's checkpoint; `None` if it is missing or does not check (then the segment
