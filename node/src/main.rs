@@ -660,7 +660,7 @@ fn main() -> anyhow::Result<()> {
                     .change_directory(ingest::DirectoryAction::Erase(id))
                     .await?;
                 println!(
-                    "erased contact {id}: {} erasure events signed; content is gone, signed headers stay",
+                    "erased contact {id}: {} erasure events signed; its content is no longer served or replicated, signed headers stay (the bytes stay in the data folder until encryption at rest: docs/OPERATIONS.md)",
                     events.len()
                 );
                 Ok(())
