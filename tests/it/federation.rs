@@ -70,26 +70,45 @@ fn reply(node: &Node, token: &str, thread: &str, text: &str) {
 }
 
 /// Waits until both nodes hold the same logs, the same directory, and every thread with the
-/// same state hash and events.
+/// same state hash and events. The whole comparison is retried: a receipt written just after a
+/// delivery may still be on its way when the logs first look equal.
 fn converged(a: (&Node, &str), b: (&Node, &str)) {
-    eventually("both nodes hold the same logs", SYNC, || {
-        let (ra, rb) = (a.0.replication(a.1), b.0.replication(b.1));
-        (ra["logs_digest"] == rb["logs_digest"] && ra["directory_hash"] == rb["directory_hash"])
-            .then_some(())
-    });
+    let deadline = std::time::Instant::now() + SYNC;
+    loop {
+        let Some(difference) = difference(a, b) else {
+            return;
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not converge within {SYNC:?}: {difference}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first difference between what two nodes hold, if any.
+fn difference(a: (&Node, &str), b: (&Node, &str)) -> Option<String> {
+    let (ra, rb) = (a.0.replication(a.1), b.0.replication(b.1));
+    if ra["logs_digest"] != rb["logs_digest"] || ra["directory_hash"] != rb["directory_hash"] {
+        return Some(format!("logs or directory differ: {ra} / {rb}"));
+    }
     let ids: Vec<String> = threads(a.0, a.1)
         .iter()
         .map(|t| t["id"].as_str().expect("id").to_owned())
         .collect();
-    assert_eq!(ids.len(), threads(b.0, b.1).len());
-    for id in ids {
-        let (ta, tb) = (
-            thread(a.0, a.1, &id).expect("on a"),
-            thread(b.0, b.1, &id).expect("on b"),
-        );
-        assert_eq!(ta["state_hash"], tb["state_hash"], "thread {id}");
-        assert_eq!(ta["events"], tb["events"], "thread {id}");
+    let listed_on_b = threads(b.0, b.1).len();
+    if ids.len() != listed_on_b {
+        return Some(format!("{} threads against {listed_on_b}", ids.len()));
     }
+    for id in ids {
+        let (Some(ta), Some(tb)) = (thread(a.0, a.1, &id), thread(b.0, b.1, &id)) else {
+            return Some(format!("thread {id} is missing on one node"));
+        };
+        if ta["state_hash"] != tb["state_hash"] || ta["events"] != tb["events"] {
+            return Some(format!("thread {id}: {ta} / {tb}"));
+        }
+    }
+    None
 }
 
 /// The next message frame a visitor gets, within `wait`.
