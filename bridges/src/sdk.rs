@@ -731,7 +731,7 @@ impl<L: NodeLink> Bridge<L> {
                         Content::with_attachment,
                     );
                     content.subject = message.stored_subject();
-                    content.original = original;
+                    content.original = original.map(Box::new);
                     content.reply_to = message
                         .reply_to
                         .filter(|(thread, _)| *thread == resolved.thread)

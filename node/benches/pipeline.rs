@@ -54,6 +54,10 @@ fn sign_messages(key: &SecretKey, chains: &mut [Chain], n: usize, tag: &str) -> 
 }
 
 fn main() {
+    if let Ok(path) = std::env::var("PIPELINE_WARM") {
+        warm_in_a_fresh_process(std::path::Path::new(&path));
+        return;
+    }
     let n_messages = env("BENCH_MESSAGES", 200_000);
     let n_handles = env("BENCH_HANDLES", 10_000);
     let concurrency = env("BENCH_CONCURRENCY", 256);
@@ -231,7 +235,8 @@ fn main() {
     let started = Instant::now();
     let store = admin::open_store(&data_dir).expect("store");
     let opened = started.elapsed();
-    let (ingest, running) = ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+    let (ingest, running) =
+        ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
     let reopened = started.elapsed();
     println!("reopen: sled opened the store in {opened:.2?}");
     let sample = chains[0].thread;
@@ -287,6 +292,49 @@ fn main() {
         per_event(read),
         per_event(checked),
         per_event(rebuilt)
+    );
+    drop(ingest);
+    running.join();
+    drop(store);
+
+    // A node as it runs after a restart: a fresh process that opens the store and loads every
+    // thread into the writer's cache (as the first message to each would).
+    let output = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .env("PIPELINE_WARM", data_dir.root())
+        .env("BENCH_HANDLES", n_handles.to_string())
+        .output()
+        .expect("runs");
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// Opens the node's store at `data` in this (fresh) process, resolves every bench handle (which
+/// loads its thread into the writer's cache) and reports the time and the memory that takes.
+fn warm_in_a_fresh_process(data: &std::path::Path) {
+    let n_handles = env("BENCH_HANDLES", 10_000);
+    let data_dir = DataDir::new(data.to_path_buf());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let identity = data_dir.load_identity().expect("identity");
+    let started = Instant::now();
+    let store = admin::open_store(&data_dir).expect("store");
+    let (ingest, running) = ingest::start(store.clone(), identity, clock::now).expect("start");
+    let opened = started.elapsed();
+    let rss_open = rss_mib();
+    let started = Instant::now();
+    runtime.block_on(async {
+        for idx in 0..n_handles {
+            let handle: Handle = format!("webchat:visitor-{idx}").parse().expect("handle");
+            ingest.resolve(handle).await.expect("resolves");
+        }
+    });
+    let warmed = started.elapsed();
+    let n_events = store.n_events();
+    let rss_warm = rss_mib();
+    println!(
+        "fresh process: {n_events} events open and serving in {opened:.2?} (RSS {rss_open:.0} MiB); \
+         {n_handles} threads loaded into the writer's cache in {warmed:.2?}; RSS {rss_warm:.0} MiB \
+         = {:.0} MiB per million events",
+        rss_warm / (n_events as f64 / 1e6)
     );
     drop(ingest);
     running.join();

@@ -54,7 +54,9 @@ fn main() {
         Timestamp::from_millis(1_700_000_000_000),
         EventKind::inbound_message(ChannelKind::Webchat),
     )
-    .with_content(Content::text("Hello, is my order on its way? It was due on Tuesday."))
+    .with_content(Content::text(
+        "Hello, is my order on its way? It was due on Tuesday.",
+    ))
     .sign(&key)
     .expect("signs");
     let bytes = template.to_bytes().expect("encodes");

@@ -441,7 +441,9 @@ fn certify_event(
         parents,
         depth,
         now,
-        EventKind::Directory(DirectoryKind::Certify { certificate }),
+        EventKind::Directory(DirectoryKind::Certify {
+            certificate: Box::new(certificate),
+        }),
     )
     .sign(org_key)
     .map_err(|e| AdminError::Event(e.to_string()))?

@@ -220,7 +220,7 @@ pub fn deliveries(
             Ok(QueuedReply {
                 delivery,
                 attachments: content.attachments,
-                template: content.template,
+                template: content.template.map(|template| *template),
                 reply_to,
             })
         })

@@ -623,7 +623,10 @@ impl Store {
         self.flush()?;
         self.tree(TreeName::Log).clear()?;
         self.flush()?;
-        tracing::info!(events = moved, "moved the store's events to its event log (schema 5)");
+        tracing::info!(
+            events = moved,
+            "moved the store's events to its event log (schema 5)"
+        );
         Ok(())
     }
 
@@ -949,8 +952,11 @@ impl Store {
                 }
             };
             match event.verify_from_store() {
-                Ok(verified) if verified.id() == id && scope_key(&verified.scope_id()) == *scope => {}
-                Ok(_) => damaged_events.push(format!("log: the entry filed as {id} holds another event")),
+                Ok(verified)
+                    if verified.id() == id && scope_key(&verified.scope_id()) == *scope => {}
+                Ok(_) => {
+                    damaged_events.push(format!("log: the entry filed as {id} holds another event"))
+                }
                 Err(err) => damaged_events.push(format!("log: event {id}: {err}")),
             }
         })?;
@@ -1428,8 +1434,14 @@ fn log_entry_of<'a>(key: &'a [u8], value: &'a [u8]) -> Result<NewEntry<'a>, Stor
         detail: "key is not scope ‖ event id".to_owned(),
     };
     Ok(NewEntry {
-        scope: key.get(..33).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
-        id: key.get(33..).and_then(|s| s.try_into().ok()).ok_or_else(not_a_key)?,
+        scope: key
+            .get(..33)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(not_a_key)?,
+        id: key
+            .get(33..)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(not_a_key)?,
         bytes: value,
         external: None,
     })
@@ -1440,7 +1452,7 @@ fn log_entry_of<'a>(key: &'a [u8], value: &'a [u8]) -> Result<NewEntry<'a>, Stor
 /// event log's checks name those).
 fn external_key_of_bytes(bytes: &[u8]) -> Option<[u8; 33]> {
     let event: Event = codec::decode(bytes, codec::MAX_MESSAGE_BYTES).ok()?;
-    external_id_key_of(&event.signed.header.kind, event.content.as_ref())?
+    external_id_key_of(&event.signed.header.kind, event.content.as_deref())?
         .try_into()
         .ok()
 }
@@ -1589,7 +1601,10 @@ mod tests {
         let store = Store::open(dir.path()).expect("migrates");
         let key = external_id_key(ChannelKind::Email, &sender, &external);
         assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
-        assert!(store.tree(TreeName::ExternalIds).is_empty(), "the old keys are gone");
+        assert!(
+            store.tree(TreeName::ExternalIds).is_empty(),
+            "the old keys are gone"
+        );
         assert_eq!(store.blob_refs(&blob).expect("reads"), vec![(scope, id)]);
         drop(store);
         // Version 5 now: opening again changes nothing.
@@ -1651,10 +1666,7 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).expect("reopens");
         assert_eq!(
-            store
-                .tree(TreeName::Tokens)
-                .get(b"ext key")
-                .expect("reads"),
+            store.tree(TreeName::Tokens).get(b"ext key").expect("reads"),
             None
         );
     }
@@ -1697,7 +1709,9 @@ mod tests {
                 .events
                 .append(99, &[log_entry_of(&key, &bytes).expect("entry")])
                 .expect("appends");
-            assert!(store.contains_event(&lost.scope_id(), &lost.id()).expect("reads"));
+            assert!(store
+                .contains_event(&lost.scope_id(), &lost.id())
+                .expect("reads"));
         }
         let store = Store::open(dir.path()).expect("reopens");
         assert_eq!(store.n_events(), 1);
@@ -1705,8 +1719,15 @@ mod tests {
             store.event(&kept.scope_id(), &kept.id()).expect("reads"),
             Some(kept.event().clone())
         );
-        assert!(!store.contains_event(&lost.scope_id(), &lost.id()).expect("reads"));
-        assert!(!store.contains_event(&lost.scope_id(), &kept.id()).expect("reads"), "another log");
+        assert!(!store
+            .contains_event(&lost.scope_id(), &lost.id())
+            .expect("reads"));
+        assert!(
+            !store
+                .contains_event(&lost.scope_id(), &kept.id())
+                .expect("reads"),
+            "another log"
+        );
         let report = store.check().expect("checks");
         assert_eq!(report.events, 1);
         assert!(report.damaged.is_empty(), "{:?}", report.damaged);
@@ -1731,12 +1752,18 @@ mod tests {
                     )
                     .expect("insert");
             }
-            store.meta.insert(b"schema", &4u32.to_be_bytes()).expect("schema 4");
+            store
+                .meta
+                .insert(b"schema", &4u32.to_be_bytes())
+                .expect("schema 4");
             store.flush().expect("flush");
         }
         // An earlier attempt left a partial event log behind.
-        std::fs::write(dir.path().join("events").join("00000002.events"), b"partial")
-            .expect("writes");
+        std::fs::write(
+            dir.path().join("events").join("00000002.events"),
+            b"partial",
+        )
+        .expect("writes");
         let store = Store::open(dir.path()).expect("migrates");
         assert_eq!(store.n_events(), 5);
         assert!(store.tree(TreeName::Log).is_empty());

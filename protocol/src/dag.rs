@@ -8,7 +8,7 @@
 //! event is `O(log n)`, and an event deeper than every other (the common case: a new reply)
 //! lands at the end, so state folds can run incrementally.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::event::{ScopeId, VerifiedEvent};
 use crate::id::EventId;
@@ -78,12 +78,22 @@ pub enum Inserted {
 }
 
 /// A grow-only DAG of verified events of one log, with its heads and linear order.
+///
+/// Laid out for memory, since a node keeps many in its caches: each event boxed once, in the
+/// order it entered (its *position*), found by id through a map of positions, and the linear
+/// order a sorted list of positions (events almost always enter at its end).
 #[derive(Debug, Clone)]
 pub struct Dag {
     scope: ScopeId,
     root: EventId,
-    events: HashMap<EventId, VerifiedEvent>,
-    order: BTreeMap<OrderKey, EventId>,
+    /// Every event, by position. Boxed: an event is ~300 bytes, and a growing list of them
+    /// would keep up to as much again unused.
+    #[allow(clippy::vec_box)]
+    events: Vec<Box<VerifiedEvent>>,
+    /// Each event's position.
+    positions: HashMap<EventId, usize>,
+    /// Positions, in linear order.
+    order: Vec<usize>,
     heads: BTreeSet<EventId>,
 }
 
@@ -94,17 +104,32 @@ impl Dag {
             return Err(DagError::NotARoot);
         }
         let id = root.id();
-        let mut dag = Dag {
+        Ok(Dag {
             scope: root.scope_id(),
             root: id,
-            events: HashMap::new(),
-            order: BTreeMap::new(),
-            heads: BTreeSet::new(),
-        };
-        dag.order.insert(OrderKey::of(&root), id);
-        dag.heads.insert(id);
-        dag.events.insert(id, root);
-        Ok(dag)
+            events: vec![Box::new(root)],
+            positions: HashMap::from([(id, 0)]),
+            order: vec![0],
+            heads: BTreeSet::from([id]),
+        })
+    }
+
+    /// Makes room for `additional` more events (a log read back whole).
+    pub fn reserve(&mut self, additional: usize) {
+        self.events.reserve_exact(additional);
+        self.positions.reserve(additional);
+        self.order.reserve_exact(additional);
+    }
+
+    /// Where an event sits in the order events entered (0 for the root, then one more for
+    /// each event inserted): an index for data kept beside the DAG.
+    pub(crate) fn position(&self, id: &EventId) -> Option<usize> {
+        self.positions.get(id).copied()
+    }
+
+    /// The order key of the event at `position`.
+    pub(crate) fn key_at(&self, position: usize) -> OrderKey {
+        OrderKey::of(&self.events[position])
     }
 
     /// The log this DAG holds.
@@ -129,12 +154,14 @@ impl Dag {
 
     /// Whether the event is here.
     pub fn contains(&self, id: &EventId) -> bool {
-        self.events.contains_key(id)
+        self.positions.contains_key(id)
     }
 
     /// An event by id.
     pub fn get(&self, id: &EventId) -> Option<&VerifiedEvent> {
-        self.events.get(id)
+        self.positions
+            .get(id)
+            .map(|&position| &*self.events[position])
     }
 
     /// The heads: events that are nobody's parent, ascending by id.
@@ -144,30 +171,29 @@ impl Dag {
 
     /// The last key of the linear order.
     pub fn last_key(&self) -> Option<OrderKey> {
-        self.order.keys().next_back().copied()
+        self.order.last().map(|&position| self.key_at(position))
     }
 
     /// All events in linear order.
     pub fn iter_ordered(&self) -> impl DoubleEndedIterator<Item = &VerifiedEvent> + '_ {
-        self.order.values().filter_map(|id| self.events.get(id))
+        self.order.iter().map(|&position| &*self.events[position])
     }
 
     /// Events after `key` in linear order (to stream to a peer that has everything up to it).
     pub fn iter_after(&self, key: OrderKey) -> impl Iterator<Item = &VerifiedEvent> + '_ {
-        use std::ops::Bound;
-        self.order
-            .range((Bound::Excluded(key), Bound::Unbounded))
-            .filter_map(|(_, id)| self.events.get(id))
+        let start = self
+            .order
+            .partition_point(|&position| self.key_at(position) <= key);
+        self.order[start..]
+            .iter()
+            .map(|&position| &*self.events[position])
     }
 
     /// Parents and depth for a new event that has seen everything here: the heads (at most
     /// [`MAX_PARENTS`], the deepest first) and one more than the deepest of them.
     pub fn next_parents(&self) -> (Vec<EventId>, u64) {
-        let mut heads: Vec<&VerifiedEvent> = self
-            .heads
-            .iter()
-            .filter_map(|id| self.events.get(id))
-            .collect();
+        let mut heads: Vec<&VerifiedEvent> =
+            self.heads.iter().filter_map(|id| self.get(id)).collect();
         heads.sort_by_key(|event| std::cmp::Reverse(OrderKey::of(event)));
         heads.truncate(MAX_PARENTS);
         let depth = heads.iter().map(|e| e.header().depth).max().unwrap_or(0) + 1;
@@ -185,7 +211,7 @@ impl Dag {
                 found: event.scope_id(),
             });
         }
-        if self.events.contains_key(&event.id()) {
+        if self.positions.contains_key(&event.id()) {
             return Ok(true);
         }
         let header = event.header();
@@ -195,7 +221,7 @@ impl Dag {
         let mut missing = Vec::new();
         let mut deepest = 0;
         for parent in &header.parents {
-            match self.events.get(parent) {
+            match self.get(parent) {
                 Some(parent) => deepest = deepest.max(parent.header().depth),
                 None => missing.push(*parent),
             }
@@ -219,14 +245,33 @@ impl Dag {
             self.heads.remove(parent);
         }
         self.heads.insert(id);
-        self.order.insert(OrderKey::of(&event), id);
-        self.events.insert(id, event);
+        let key = OrderKey::of(&event);
+        let position = self.events.len();
+        if self.last_key().is_none_or(|last| key > last) {
+            self.order.push(position);
+        } else {
+            let at = self
+                .order
+                .partition_point(|&other| self.key_at(other) < key);
+            self.order.insert(at, position);
+        }
+        self.events.push(Box::new(event));
+        self.positions.insert(id, position);
+    }
+
+    /// Drops the content of every event but `keep`.
+    pub(crate) fn erase_all_content_except(&mut self, keep: Option<&EventId>) {
+        for event in &mut self.events {
+            if Some(&event.id()) != keep {
+                event.erase_content();
+            }
+        }
     }
 
     /// Drops an event's content (erasure); the header stays.
     pub(crate) fn erase_content(&mut self, id: &EventId) {
-        if let Some(event) = self.events.get_mut(id) {
-            event.erase_content();
+        if let Some(&position) = self.positions.get(id) {
+            self.events[position].erase_content();
         }
     }
 }

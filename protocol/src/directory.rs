@@ -125,7 +125,9 @@ impl Directory {
         match &event.header().kind {
             EventKind::Directory(DirectoryKind::Certify { certificate }) => {
                 // Certificates are verified by the auth rules before they are stored.
-                let _ = self.certificates.insert(certificate.clone());
+                let _ = self
+                    .certificates
+                    .insert(crate::Certificate::clone(certificate));
             }
             EventKind::Directory(DirectoryKind::Revoke {
                 subject,

@@ -98,9 +98,10 @@ pub struct SignedHeader {
 pub struct Event {
     /// The signed header.
     pub signed: SignedHeader,
-    /// The content, or `None` when the event has none or it was erased.
+    /// The content, or `None` when the event has none or it was erased. (Boxed: events are
+    /// kept in memory by the million, many without content or with it dropped.)
     #[serde(with = "content::wire")]
-    pub content: Option<Content>,
+    pub content: Option<Box<Content>>,
 }
 
 /// An event to be signed.
@@ -255,7 +256,7 @@ impl Draft {
         let signature = key.sign(Domain::EventSignature, &codec::encode(&header)?);
         Ok(Event {
             signed: SignedHeader { header, signature },
-            content: self.content,
+            content: self.content.map(Box::new),
         })
     }
 }
@@ -263,7 +264,10 @@ impl Draft {
 impl Event {
     /// An event from its signed header and content (as read back from storage).
     pub fn new(signed: SignedHeader, content: Option<Content>) -> Self {
-        Event { signed, content }
+        Event {
+            signed,
+            content: content.map(Box::new),
+        }
     }
 
     /// Decodes one event from its canonical bytes (at most [`MAX_EVENT_BYTES`]).
@@ -626,7 +630,7 @@ impl VerifiedEvent {
 
     /// The content, if present.
     pub fn content(&self) -> Option<&Content> {
-        self.event.content.as_ref()
+        self.event.content.as_deref()
     }
 
     /// The log this event belongs to.

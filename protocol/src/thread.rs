@@ -2,7 +2,7 @@
 
 mod state;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 pub use state::{Reader, Route, ThreadState};
@@ -53,8 +53,9 @@ impl IngestError {
 pub struct Thread {
     dag: Dag,
     state: ThreadState,
-    /// For each event, what the auth rules need of its strict causal past.
-    past: HashMap<EventId, Past>,
+    /// For each event, by its [`Dag::position`], what the auth rules need of its strict
+    /// causal past.
+    past: Vec<Past>,
 }
 
 /// What an event's strict causal past (everything reachable through its parents) says about
@@ -67,9 +68,9 @@ struct Past {
     members: Arc<[(OrderKey, EventId)]>,
     /// The channels the org opened the thread on or handed it off to.
     admitted: ChannelSet,
-    /// The route-setting event with the highest order key: where the org's replies went as of
-    /// this event (the linear fold of the past ends on it).
-    route: Option<(OrderKey, ChannelKind)>,
+    /// The route-setting event with the highest order key, by its [`Dag::position`]: where
+    /// the org's replies went as of this event (the linear fold of the past ends on it).
+    route: Option<(usize, ChannelKind)>,
 }
 
 impl Past {
@@ -122,12 +123,11 @@ impl Thread {
             });
         };
         auth::check_thread_event(&root, None, certificates, now)?;
-        let root_id = root.id();
         let dag = Dag::new(root)?;
         Ok(Thread {
             dag,
             state,
-            past: HashMap::from([(root_id, Past::of_root())]),
+            past: vec![Past::of_root()],
         })
     }
 
@@ -186,11 +186,12 @@ impl Thread {
                 found: root.header().kind.name(),
             });
         };
-        let root_id = root.id();
+        let mut dag = Dag::new(root)?;
+        dag.reserve(events.size_hint().0);
         let mut thread = Thread {
-            dag: Dag::new(root)?,
+            dag,
             state,
-            past: HashMap::from([(root_id, Past::of_root())]),
+            past: vec![Past::of_root()],
         };
         for event in events {
             if thread.dag.check(&event)? {
@@ -213,7 +214,7 @@ impl Thread {
             EventKind::Thread(ThreadKind::Erase { targets }) => targets.clone(),
             _ => Vec::new(),
         };
-        self.past.insert(id, past);
+        self.past.push(past);
         if appended {
             self.state.apply(&event);
             self.dag.insert_checked(event);
@@ -224,6 +225,27 @@ impl Thread {
         for target in erase_targets {
             self.dag.erase_content(&target);
         }
+    }
+
+    /// Drops the content this thread holds of event `id`, for a holder that keeps contents
+    /// elsewhere (a node's store), unless the route reads its handle there. The fold and the
+    /// auth rules read headers only, and the content of the event being inserted. Afterwards
+    /// [`Dag::get`] gives that event without content, as it gives an erased one.
+    pub fn release_content(&mut self, id: &EventId) {
+        if self
+            .state
+            .route
+            .is_some_and(|route| route.handle_from == *id)
+        {
+            return;
+        }
+        self.dag.erase_content(id);
+    }
+
+    /// [`Thread::release_content`] for every event.
+    pub fn release_all_content(&mut self) {
+        let keep = self.state.route.map(|route| route.handle_from);
+        self.dag.erase_all_content_except(keep.as_ref());
     }
 
     /// The state computed from scratch over every event in linear order. Equal to
@@ -248,7 +270,7 @@ impl Thread {
             .next_parents()
             .0
             .iter()
-            .filter_map(|head| Some((self.past.get(head)?, self.dag.get(head)?)))
+            .filter_map(|head| Some((self.past_of(head)?, self.dag.get(head)?)))
             .fold(ChannelSet::EMPTY, |set, (past, head)| {
                 let set = set.union(past.admitted);
                 admits(head).map_or(set, |channel| set.with(channel))
@@ -273,11 +295,15 @@ impl Thread {
                 })
             ),
             routed_to: self
-                .past
-                .get(target)
+                .past_of(target)
                 .and_then(|past| past.route)
                 .map(|(_, channel)| channel),
         })
+    }
+
+    /// What the auth rules need of an event's strict causal past.
+    fn past_of(&self, id: &EventId) -> Option<&Past> {
+        self.past.get(self.dag.position(id)?)
     }
 
     fn causal_past(&self, event: &VerifiedEvent) -> Past {
@@ -288,9 +314,12 @@ impl Thread {
             let Some(parent_event) = self.dag.get(parent) else {
                 continue;
             };
-            if let Some(past) = self.past.get(parent) {
+            if let Some(past) = self.past_of(parent) {
                 admitted = admitted.union(past.admitted);
-                route = route.max(past.route);
+                let past_route = past
+                    .route
+                    .map(|(position, channel)| (self.dag.key_at(position), channel));
+                route = route.max(past_route);
             }
             if let Some(channel) = admits(parent_event) {
                 admitted = admitted.with(channel);
@@ -302,7 +331,7 @@ impl Thread {
         Past {
             members: self.causal_member_events(parents),
             admitted,
-            route,
+            route: route.and_then(|(key, channel)| Some((self.dag.position(&key.id)?, channel))),
         }
     }
 
@@ -311,7 +340,7 @@ impl Thread {
         let mut all_same = true;
         let mut any_member_parent = false;
         for parent in parents {
-            if let Some(past) = self.past.get(parent) {
+            if let Some(past) = self.past_of(parent) {
                 match shared {
                     None => shared = Some(&past.members),
                     Some(first) => all_same &= Arc::ptr_eq(first, &past.members),
@@ -326,7 +355,7 @@ impl Thread {
         }
         let mut union: BTreeSet<(OrderKey, EventId)> = BTreeSet::new();
         for parent in parents {
-            if let Some(past) = self.past.get(parent) {
+            if let Some(past) = self.past_of(parent) {
                 union.extend(past.members.iter().copied());
             }
             if let Some(parent_event) = self.dag.get(parent) {

@@ -415,7 +415,7 @@ fn hostile_peers_are_refused_cut_off_and_honest_ones_keep_syncing() {
         let key = SecretKey::generate(&mut rand_core::OsRng);
         let mut rogue = Rogue::connect(&key, node_cert(&org_key, &key), &address).await;
         let mut forged = member_event(&key, EventKind::Thread(ThreadKind::Note), "forged");
-        forged.content = Some(Content::text("changed after signing"));
+        forged.content = Some(Box::new(Content::text("changed after signing")));
         let answer = rogue
             .ask(SyncMessage::Push {
                 events: vec![forged],

@@ -234,3 +234,129 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
         20 * (15 + 3 + 3 + 3 + 1) + 7 + 10 + 3 + 40
     );
 }
+
+/// The writer's cache keeps threads' headers, not their contents (those are in the store): a
+/// thread it reloads after a restart still has every content stored, its replies go to the
+/// handle the route names, and erasing the contact still erases every content of the thread.
+#[test]
+fn a_thread_reloaded_without_contents_delivers_to_its_route_and_erases_whole() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = DataDir::new(tmp.path().join("data"));
+    let initialised = admin::init(&data_dir, clock::now()).expect("init");
+    let agent = initialised.first_agent.agent.id;
+    let bridge = admin::add_bridge(&data_dir, ChannelKind::Webchat, clock::now()).expect("bridge");
+    let identity = data_dir.load_identity().expect("identity");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let handle: Handle = "webchat:visitor-7".parse().expect("handle");
+    let reply = |text: &str| ingest::Action::Reply {
+        text: text.to_owned(),
+        attachments: Vec::new(),
+        reply_to: None,
+    };
+
+    let run = |messages: std::ops::Range<usize>, answer: &str| {
+        let store = threadline_tests::eventually(
+            "the store opens once the last run has let go of it",
+            std::time::Duration::from_secs(10),
+            || match admin::open_store(&data_dir) {
+                Err(threadline_node::store::StoreError::InUse { .. }) => None,
+                other => Some(other.expect("store opens")),
+            },
+        );
+        let (pipeline, running) =
+            ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+        let thread = runtime.block_on(async {
+            let mut thread = None;
+            for message in messages {
+                let resolved = pipeline.resolve(handle.clone()).await.expect("resolves");
+                let event = Draft::new(
+                    Scope::Thread(resolved.thread),
+                    resolved.parents,
+                    resolved.depth,
+                    clock::now(),
+                    EventKind::inbound_message(ChannelKind::Webchat),
+                )
+                .with_content(
+                    Content::text(format!("message {message}"))
+                        .with_handle(handle.clone())
+                        .with_external_id(ExternalId::new(format!("m{message}")).expect("id")),
+                )
+                .sign(&bridge.key)
+                .expect("signs");
+                let results = pipeline.submit(vec![event]).await;
+                assert!(matches!(results[0], Ok(ingest::Submitted::Stored(_))));
+                thread = Some(resolved.thread);
+            }
+            let thread = thread.expect("a message");
+            pipeline
+                .act(agent, thread, reply(answer))
+                .await
+                .expect("reply");
+            thread
+        });
+        drop(pipeline);
+        running.join();
+        (store, thread)
+    };
+
+    let (store, thread) = run(0..5, "first answer");
+    drop(store);
+    // After a restart the writer loads the thread from the store (its cache starts empty).
+    let (store, again) = run(5..8, "second answer");
+    assert_eq!(thread, again);
+    let texts: Vec<Option<String>> = store
+        .log_events(&ScopeId::Thread(thread))
+        .expect("log reads")
+        .into_iter()
+        .map(|event| event.content.map(|content| content.text))
+        .collect();
+    for expected in (0..8)
+        .map(|m| format!("message {m}"))
+        .chain(["first answer".to_owned(), "second answer".to_owned()])
+    {
+        assert!(
+            texts.contains(&Some(expected.clone())),
+            "{expected} is stored: {texts:?}"
+        );
+    }
+    let queued = store.deliveries(ChannelKind::Webchat, 10).expect("queue");
+    assert_eq!(
+        queued
+            .iter()
+            .map(|d| (d.text.as_str(), d.handle.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("first answer", handle.clone()),
+            ("second answer", handle.clone())
+        ]
+    );
+
+    // Erase the contact from a cold cache: every content of the thread goes.
+    let contact = store
+        .thread_state(&thread)
+        .expect("reads")
+        .expect("state")
+        .contact;
+    drop(store);
+    let store = threadline_tests::eventually(
+        "the store opens once the last run has let go of it",
+        std::time::Duration::from_secs(10),
+        || match admin::open_store(&data_dir) {
+            Err(threadline_node::store::StoreError::InUse { .. }) => None,
+            other => Some(other.expect("store opens")),
+        },
+    );
+    let (pipeline, running) = ingest::start(store.clone(), identity, clock::now).expect("start");
+    runtime
+        .block_on(pipeline.change_directory(ingest::DirectoryAction::Erase(contact)))
+        .expect("erases");
+    drop(pipeline);
+    running.join();
+    let left: Vec<String> = store
+        .log_events(&ScopeId::Thread(thread))
+        .expect("log reads")
+        .into_iter()
+        .filter_map(|event| event.content.map(|content| content.text))
+        .collect();
+    assert!(left.is_empty(), "content left after the erase: {left:?}");
+}

@@ -166,7 +166,7 @@ pub async fn original(
         .store()
         .event(&ScopeId::Thread(thread), &event)?
         .and_then(|event| event.content)
-        .and_then(|content| content.original)
+        .and_then(|content| content.original.map(|original| *original))
         .ok_or_else(|| ApiError::not_found(format!("no original kept for event {event}")))?;
     serve_stored(&ingest, original).await
 }

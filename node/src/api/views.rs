@@ -209,10 +209,10 @@ impl EventView {
             handle: content.and_then(|c| c.handle.clone()),
             external_id: content.and_then(|c| c.external_id.as_ref().map(|e| e.to_string())),
             attachments: content.map(|c| c.attachments.clone()).unwrap_or_default(),
-            template: content.and_then(|c| c.template.clone()),
+            template: content.and_then(|c| c.template.as_deref().cloned()),
             reply_to: content.and_then(|c| c.reply_to),
             subject: content.and_then(|c| c.subject.as_ref().map(|s| s.to_string())),
-            original: content.and_then(|c| c.original.clone()),
+            original: content.and_then(|c| c.original.as_deref().cloned()),
             detail,
         }
     }

@@ -734,11 +734,13 @@ impl Writer {
         } else {
             directory.certificates()
         };
+        let mut route_before = None;
         if is_root {
             let thread = Thread::open(event.clone(), certificates, now)?;
             self.threads.put(thread_id, thread);
         } else {
             let thread = self.threads.load(&self.store, thread_id)?;
+            route_before = thread.state().route.map(|route| route.handle_from);
             // The handle a bridge's message comes from is the thread's customer's: never a
             // made-up or another customer's handle (the protocol checks the channel; the
             // directory, which only this org's nodes hold, the handle).
@@ -819,7 +821,9 @@ impl Writer {
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Outbound,
             }) => match if thread.state().owner == self.org {
-                delivery_for(thread, &directory, id, now)
+                delivery_for(thread, &directory, id, now, |from| {
+                    stored_handle(writes, &self.store, thread_id, from)
+                })
             } else {
                 Err("the owning org delivers")
             }
@@ -873,6 +877,13 @@ impl Writer {
             {
                 writes.insert(TreeName::ExternalIds, key, id.as_bytes().to_vec());
             }
+        }
+        // The cache keeps headers; contents are in the store (the route's handle excepted,
+        // which replies read).
+        let thread = self.threads.load(&self.store, thread_id)?;
+        thread.release_content(&id);
+        if let Some(before) = route_before {
+            thread.release_content(&before);
         }
         Ok(Submitted::Stored(id))
     }
@@ -1478,7 +1489,9 @@ impl Writer {
                 }
             }
             DirectoryAction::Certify(certificate) => Ok(vec![self.sign_directory(
-                DirectoryKind::Certify { certificate },
+                DirectoryKind::Certify {
+                    certificate: Box::new(certificate),
+                },
                 None,
                 live,
             )?]),
@@ -1570,10 +1583,12 @@ impl Writer {
         live: &mut Vec<LiveEvent>,
     ) -> Result<Vec<EventId>, IngestError> {
         let thread = self.threads.load(&self.store, thread_id)?;
+        // By header: the cache does not hold contents.
+        let erased = &thread.state().erased;
         let mut targets: Vec<EventId> = thread
             .dag()
             .iter_ordered()
-            .filter(|e| e.content().is_some())
+            .filter(|e| e.header().content_hash.is_some() && !erased.contains(&e.id()))
             .map(|e| e.id())
             .collect();
         targets.sort_unstable();
@@ -1727,20 +1742,29 @@ fn durable<T>(
 
 /// The outbound delivery for a new reply: to the handle of the thread's route, and only if
 /// that handle is linked to the thread's contact (no crossed wires).
+/// The delivery of reply `event`, on the thread's route. The route's handle is read from the
+/// cached thread, or through `stored_handle` where the cache released that content (a route
+/// that an earlier-sorting event moved back).
 fn delivery_for(
     thread: &Thread,
     directory: &Directory,
     event: EventId,
     now: Timestamp,
+    stored_handle: impl FnOnce(EventId) -> Option<Handle>,
 ) -> Result<Delivery, &'static str> {
     let state = thread.state();
     let route = state.route.ok_or("the thread has no route yet")?;
-    let handle = thread
+    let cached = thread
         .dag()
         .get(&route.handle_from)
         .and_then(|e| e.content())
-        .and_then(|c| c.handle.clone())
-        .ok_or("the route's handle is erased")?;
+        .and_then(|c| c.handle.clone());
+    let handle = match cached {
+        Some(handle) => Some(handle),
+        None if state.erased.contains(&route.handle_from) => None,
+        None => stored_handle(route.handle_from),
+    }
+    .ok_or("the route's handle is erased")?;
     let owner = directory.state().root_of(state.contact);
     if directory.state().resolve(&handle) != Some(owner) {
         return Err("the route's handle is not linked to the thread's contact");
@@ -1788,6 +1812,24 @@ fn bridge_channel(event: &VerifiedEvent) -> Option<threadline_protocol::ChannelK
         ) => Some(*channel),
         _ => None,
     }
+}
+
+/// The handle in the content of thread event `id` as staged or stored, for
+/// [`delivery_for`].
+fn stored_handle(
+    writes: &WriteSet,
+    store: &Store,
+    thread: ThreadId,
+    id: EventId,
+) -> Option<Handle> {
+    let bytes = writes
+        .get(
+            store,
+            TreeName::Log,
+            &log_key(&ScopeId::Thread(thread), &id),
+        )
+        .ok()??;
+    Event::from_bytes(&bytes).ok()?.content?.handle
 }
 
 /// The customer's handle on an inbound message or automatic reply (when its content is here).
@@ -1886,7 +1928,8 @@ impl ThreadCache {
             if events.is_empty() {
                 return Err(IngestError::UnknownThread(id));
             }
-            let thread = Thread::restore(events)?;
+            let mut thread = Thread::restore(events)?;
+            thread.release_all_content();
             return Ok(self.put(id, thread));
         }
         self.clock += 1;

@@ -51,6 +51,12 @@ pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 /// A scope as the store keys it ([`super::scope_key`]).
 pub type ScopeKey = [u8; 33];
 
+/// An event's id and its encoding.
+pub type IdAndEncoding = ([u8; 32], Vec<u8>);
+
+/// Called with each entry a check reads: scope, id, event encoding.
+pub type EntryVisitor<'a> = dyn FnMut(&ScopeKey, &[u8; 32], &[u8]) + 'a;
+
 /// An external key as the store makes it ([`super::external_id_key`]).
 pub type ExternalKey = [u8; 33];
 
@@ -264,7 +270,10 @@ impl EventLog {
         segments.sort_unstable();
         // Beyond the end: begun, never committed.
         for number in segments.iter().filter(|n| **n > end.segment) {
-            tracing::warn!(segment = number, "removing an event segment written after the last commit");
+            tracing::warn!(
+                segment = number,
+                "removing an event segment written after the last commit"
+            );
             remove_if_present(&segment_path(dir, *number))?;
             remove_if_present(&checkpoint_path(dir, *number))?;
         }
@@ -288,7 +297,14 @@ impl EventLog {
                 Some(entries) => entries,
                 None => {
                     let len = file.metadata().map_err(io(&path))?.len();
-                    let entries = scan(&file, &path, number, len, Some(external_key_of), &mut |_| {})?;
+                    let entries = scan(
+                        &file,
+                        &path,
+                        number,
+                        len,
+                        Some(external_key_of),
+                        &mut |_| {},
+                    )?;
                     write_checkpoint(dir, number, &entries)?;
                     entries
                 }
@@ -378,7 +394,11 @@ impl EventLog {
         let mut record = Vec::with_capacity(RECORD_HEADER + body);
         record.extend_from_slice(RECORD_MAGIC);
         record.extend_from_slice(&commit.to_be_bytes());
-        record.extend_from_slice(&u32::try_from(entries.len()).unwrap_or(u32::MAX).to_be_bytes());
+        record.extend_from_slice(
+            &u32::try_from(entries.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
         record.extend_from_slice(&u32::try_from(body).unwrap_or(u32::MAX).to_be_bytes());
         let header_crc = crc32fast::hash(&record[4..20]);
         record.extend_from_slice(&header_crc.to_be_bytes());
@@ -511,7 +531,7 @@ impl EventLog {
     }
 
     /// The events of `scope`, as (id, encoding), in the order they were appended.
-    pub fn scope(&self, scope: &ScopeKey) -> Result<Vec<([u8; 32], Vec<u8>)>, EventLogError> {
+    pub fn scope(&self, scope: &ScopeKey) -> Result<Vec<IdAndEncoding>, EventLogError> {
         let places: Vec<(Location, Arc<File>)> = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             let Some(number) = index.scope_numbers.get(scope) else {
@@ -568,7 +588,7 @@ impl EventLog {
     /// failure to read at all is an error).
     pub fn check(
         &self,
-        each: &mut dyn FnMut(&ScopeKey, &[u8; 32], &[u8]),
+        each: &mut EntryVisitor<'_>,
     ) -> Result<Vec<String>, EventLogError> {
         let end = self.end();
         let mut damaged = Vec::new();
@@ -620,7 +640,10 @@ impl EventLog {
         let from = segment_path(&self.dir, active.segment);
         let into = segment_path(to, active.segment);
         let mut bytes = vec![0u8; usize::try_from(active.len).unwrap_or(usize::MAX)];
-        active.file.read_exact_at(&mut bytes, 0).map_err(io(&from))?;
+        active
+            .file
+            .read_exact_at(&mut bytes, 0)
+            .map_err(io(&from))?;
         let mut file = File::create(&into).map_err(io(&into))?;
         file.write_all(&bytes).map_err(io(&into))?;
         file.sync_all().map_err(io(&into))?;
@@ -801,11 +824,7 @@ fn create_segment(dir: &Path, number: u32) -> Result<File, EventLogError> {
 }
 
 /// Writes a sealed segment's checkpoint (to a temporary file, synced, renamed).
-fn write_checkpoint(
-    dir: &Path,
-    number: u32,
-    entries: &[IndexEntry],
-) -> Result<(), EventLogError> {
+fn write_checkpoint(dir: &Path, number: u32, entries: &[IndexEntry]) -> Result<(), EventLogError> {
     let path = checkpoint_path(dir, number);
     let tmp = path.with_extension("index.tmp");
     let mut bytes = Vec::with_capacity(24 + entries.len() * CHECKPOINT_ENTRY + 4);
@@ -938,8 +957,15 @@ mod tests {
         assert!(end.segment > 3, "small segments were sealed: {end:?}");
         let check = |log: &EventLog| {
             assert_eq!(log.len(), 30);
-            assert_eq!(log.get(&[1; 33], &[4; 32]).expect("reads"), Some(vec![4; 100]));
-            assert_eq!(log.get(&[0; 33], &[4; 32]).expect("reads"), None, "another scope");
+            assert_eq!(
+                log.get(&[1; 33], &[4; 32]).expect("reads"),
+                Some(vec![4; 100])
+            );
+            assert_eq!(
+                log.get(&[0; 33], &[4; 32]).expect("reads"),
+                None,
+                "another scope"
+            );
             let ids: Vec<u8> = log
                 .scope(&[2; 33])
                 .expect("reads")
@@ -988,7 +1014,10 @@ mod tests {
         drop(log);
         let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         assert_eq!(log.len(), 7);
-        assert_eq!(log.get(&[100 % 3; 33], &[100; 32]).expect("reads"), Some(vec![100; 100]));
+        assert_eq!(
+            log.get(&[100 % 3; 33], &[100; 32]).expect("reads"),
+            Some(vec![100; 100])
+        );
     }
 
     #[test]
@@ -1001,7 +1030,10 @@ mod tests {
             .expect("appends");
         let check = |log: &EventLog| {
             assert_eq!(log.len(), 12);
-            assert_eq!(log.get(&[0; 33], &[3; 32]).expect("reads"), Some(b"erased".to_vec()));
+            assert_eq!(
+                log.get(&[0; 33], &[3; 32]).expect("reads"),
+                Some(b"erased".to_vec())
+            );
             let scope = log.scope(&[0; 33]).expect("reads");
             assert_eq!(scope.len(), 4);
             assert_eq!(scope[1], ([3; 32], b"erased".to_vec()));
@@ -1042,10 +1074,14 @@ mod tests {
         let at = bytes.len() - 5;
         bytes[at] ^= 1;
         std::fs::write(&sealed, &bytes).expect("writes");
-        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("opens from checkpoints");
+        let log =
+            EventLog::open_with(dir.path(), end, 1024, key_of).expect("opens from checkpoints");
         let damaged = log.check(&mut |_, _, _| {}).expect("checks");
         assert_eq!(damaged.len(), 1, "{damaged:?}");
-        assert!(damaged[0].contains(&sealed.display().to_string()), "{damaged:?}");
+        assert!(
+            damaged[0].contains(&sealed.display().to_string()),
+            "{damaged:?}"
+        );
         let read: Vec<_> = (0u8..30)
             .filter_map(|i| log.get(&[i % 3; 33], &[i; 32]).err())
             .collect();
@@ -1064,8 +1100,12 @@ mod tests {
         fill(&log, 0, 20);
         let copy = tempfile::tempdir().expect("tempdir");
         let end = log.copy_to(&copy.path().join("events")).expect("copies");
-        let copied = EventLog::open_with(&copy.path().join("events"), end, 1024, key_of).expect("opens");
+        let copied =
+            EventLog::open_with(&copy.path().join("events"), end, 1024, key_of).expect("opens");
         assert_eq!(copied.len(), 20);
-        assert_eq!(copied.get(&[1; 33], &[7; 32]).expect("reads"), Some(vec![7; 100]));
+        assert_eq!(
+            copied.get(&[1; 33], &[7; 32]).expect("reads"),
+            Some(vec![7; 100])
+        );
     }
 }

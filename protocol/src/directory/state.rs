@@ -142,7 +142,7 @@ impl DirectoryState {
                     .entry(certificate.body.subject)
                     .or_default();
                 if !entry.contains(certificate) {
-                    entry.push(certificate.clone());
+                    entry.push(Certificate::clone(certificate));
                 }
             }
             DirectoryKind::Revoke {

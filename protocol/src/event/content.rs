@@ -33,10 +33,12 @@ pub struct Content {
     pub subject: Option<Subject>,
     /// The message exactly as the app delivered it (a mail's raw bytes), kept so that nothing
     /// the customer sent is ever unrecoverable from the faithful view above.
-    pub original: Option<Attachment>,
+    /// (Boxed, like the template: both are rare, and contents are kept in memory by the
+    /// million.)
+    pub original: Option<Box<Attachment>>,
     /// For a reply that must go as a message template the app approved (WhatsApp outside its
     /// 24-hour window): which template, in which language, with what in its placeholders.
-    pub template: Option<Template>,
+    pub template: Option<Box<Template>>,
     /// The message of the same thread this one answers (the app shows it quoted, where it
     /// can: WhatsApp's `context`).
     pub reply_to: Option<EventId>,
@@ -137,13 +139,13 @@ impl Content {
 
     /// Sets the original message.
     pub fn with_original(mut self, original: Attachment) -> Self {
-        self.original = Some(original);
+        self.original = Some(Box::new(original));
         self
     }
 
     /// Sets the message template.
     pub fn with_template(mut self, template: Template) -> Self {
-        self.template = Some(template);
+        self.template = Some(Box::new(template));
         self
     }
 
@@ -155,7 +157,7 @@ impl Content {
 
     /// Every blob the content refers to: its attachments, then its original.
     pub fn blobs(&self) -> impl Iterator<Item = &Attachment> {
-        self.attachments.iter().chain(self.original.as_ref())
+        self.attachments.iter().chain(self.original.as_deref())
     }
 
     /// The hash the header carries: SHA-256 over `threadline/content/v1 || 0x00 ||
@@ -234,7 +236,7 @@ struct V2<'a> {
     external_id: &'a Option<ExternalId>,
     handle: &'a Option<Handle>,
     subject: &'a Option<Subject>,
-    original: &'a Option<Attachment>,
+    original: &'a Option<Box<Attachment>>,
 }
 
 /// All fields, in order: the `v2` fields, then the template and the reply-to (one of them
@@ -246,8 +248,8 @@ struct V3<'a> {
     external_id: &'a Option<ExternalId>,
     handle: &'a Option<Handle>,
     subject: &'a Option<Subject>,
-    original: &'a Option<Attachment>,
-    template: &'a Option<Template>,
+    original: &'a Option<Box<Attachment>>,
+    template: &'a Option<Box<Template>>,
     reply_to: &'a Option<EventId>,
 }
 
@@ -276,7 +278,7 @@ struct OwnedV2 {
     #[serde(default)]
     subject: Option<Subject>,
     #[serde(default)]
-    original: Option<Attachment>,
+    original: Option<Box<Attachment>>,
 }
 
 /// All fields, owned, for decoding. The binary form always has all seven; the human-readable
@@ -290,9 +292,9 @@ struct OwnedV3 {
     #[serde(default)]
     subject: Option<Subject>,
     #[serde(default)]
-    original: Option<Attachment>,
+    original: Option<Box<Attachment>>,
     #[serde(default)]
-    template: Option<Template>,
+    template: Option<Box<Template>>,
     #[serde(default)]
     reply_to: Option<EventId>,
 }
@@ -369,20 +371,20 @@ pub(crate) mod wire {
     }
 
     pub(crate) fn serialize<S: Serializer>(
-        content: &Option<Content>,
+        content: &Option<Box<Content>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         // Human-readable forms (the JSON shown beside the golden vectors) show the fields,
         // or null; the tags are a detail of the binary encoding.
         if serializer.is_human_readable() {
-            return match content.as_ref().map(Content::wire) {
+            return match content.as_deref().map(Content::wire) {
                 None => serializer.serialize_none(),
                 Some(Wire::V1(v1)) => serializer.serialize_some(&v1),
                 Some(Wire::V2(v2)) => serializer.serialize_some(&v2),
                 Some(Wire::V3(v3)) => serializer.serialize_some(&v3),
             };
         }
-        match content.as_ref().map(Content::wire) {
+        match content.as_deref().map(Content::wire) {
             None => Tagged::None,
             Some(Wire::V1(v1)) => Tagged::V1(v1),
             Some(Wire::V2(v2)) => Tagged::V2(v2),
@@ -393,25 +395,27 @@ pub(crate) mod wire {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Option<Content>, D::Error> {
+    ) -> Result<Option<Box<Content>>, D::Error> {
         if deserializer.is_human_readable() {
-            return Ok(Option::<OwnedV3>::deserialize(deserializer)?.map(Content::from));
+            return Ok(
+                Option::<OwnedV3>::deserialize(deserializer)?.map(|v3| Box::new(Content::from(v3)))
+            );
         }
         Ok(match OwnedTagged::deserialize(deserializer)? {
             OwnedTagged::None => None,
-            OwnedTagged::V1(v1) => Some(v1.into()),
+            OwnedTagged::V1(v1) => Some(Box::new(v1.into())),
             OwnedTagged::V2(v2) if v2.subject.is_none() && v2.original.is_none() => {
                 return Err(de::Error::custom(
                     "v2 content with neither a subject nor an original must be written as v1",
                 ));
             }
-            OwnedTagged::V2(v2) => Some(v2.into()),
+            OwnedTagged::V2(v2) => Some(Box::new(v2.into())),
             OwnedTagged::V3(v3) if v3.template.is_none() && v3.reply_to.is_none() => {
                 return Err(de::Error::custom(
                     "v3 content with neither a template nor a reply-to must be written as v1 or v2",
                 ));
             }
-            OwnedTagged::V3(v3) => Some(v3.into()),
+            OwnedTagged::V3(v3) => Some(Box::new(v3.into())),
         })
     }
 }

@@ -181,8 +181,9 @@ pub enum DirectoryKind {
     Genesis,
     /// Publishes a certificate of this org.
     Certify {
-        /// The certificate (self-authenticating).
-        certificate: Certificate,
+        /// The certificate (self-authenticating). Boxed: it is several times the size of every
+        /// other kind, and kinds are kept in memory by the million.
+        certificate: Box<Certificate>,
     },
     /// Revokes a key (org key only). Its events with author time at or after `effective_from`
     /// are refused.

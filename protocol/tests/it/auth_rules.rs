@@ -678,7 +678,7 @@ fn content_must_match_its_hash() {
             Some(Content::text("original")),
         ),
     );
-    event.content = Some(Content::text("tampered"));
+    event.content = Some(Box::new(Content::text("tampered")));
     assert_eq!(event.verify(), Err(VerifyError::ContentHashMismatch));
 }
 
@@ -945,7 +945,7 @@ fn a_node_of_another_org_publishing_its_certificate_gains_nothing() {
         next_draft(
             directory.dag(),
             EventKind::Directory(DirectoryKind::Certify {
-                certificate: b_cert,
+                certificate: Box::new(b_cert),
             }),
             None,
             None,
@@ -984,7 +984,9 @@ fn batch_verification_isolates_the_bad_events() {
     bytes[0] ^= 0x80;
     forged.signed.signature = Signature::from_bytes(bytes);
     events[3] = forged;
-    events[5].content = Some(Content::text("tampered").with_handle(handle("webchat:visitor-1")));
+    events[5].content = Some(Box::new(
+        Content::text("tampered").with_handle(handle("webchat:visitor-1")),
+    ));
     let results = threadline_protocol::event::verify_batch(events);
     for (idx, result) in results.iter().enumerate() {
         match idx {

@@ -322,7 +322,7 @@ fn content_v3_is_canonical_and_only_on_replies() {
     assert_eq!(back, reply);
     let verified = back.verify().expect("verifies");
     let content = verified.content().expect("content");
-    assert_eq!(content.template.as_ref(), Some(&template));
+    assert_eq!(content.template.as_deref(), Some(&template));
     // Its hash is over V3, in its own domain.
     let mut stripped = content.clone();
     stripped.template = None;

@@ -185,7 +185,7 @@ impl World {
                 directory.dag(),
                 &self.org_a,
                 EventKind::Directory(DirectoryKind::Certify {
-                    certificate: certificate.clone(),
+                    certificate: Box::new(certificate.clone()),
                 }),
                 None,
                 None,

@@ -210,13 +210,13 @@ fn vectors() -> Vec<Vector> {
             "directory.certify",
             1,
             d(DirectoryKind::Certify {
-                certificate: cert(
+                certificate: Box::new(cert(
                     &org,
                     &node,
                     CertRole::Node,
                     Timestamp::EPOCH,
                     NOW.saturating_add_millis(1000),
-                ),
+                )),
             }),
         ),
         (
