@@ -25,11 +25,11 @@ use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, 
 use crate::thread_facts::ThreadFacts;
 use crate::thread_index::ThreadIndex;
 
-/// Events of threads kept in memory (about 0.5 KiB each). The least recently used threads go
-/// first; a thread not in the cache is rebuilt from the store when it is next written to
-/// (a few µs per event, without re-verifying signatures). A million events keeps every active
-/// conversation of a busy node in memory for about 0.5 GiB.
-const THREAD_CACHE_EVENTS: usize = 1_000_000;
+/// Events of threads kept in memory (headers only, about 0.5 KiB each: docs/BENCHMARKS.md).
+/// The least recently used threads go first; a thread not in the cache is rebuilt from the
+/// store when it is next written to (~5 µs per event, without re-verifying signatures). Two
+/// million events keep every active conversation of a busy node in memory for about 1 GiB.
+const THREAD_CACHE_EVENTS: usize = 2_000_000;
 
 /// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
 /// no directory for the node's org (run `threadline init` first) or cannot be read.
