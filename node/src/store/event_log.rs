@@ -66,6 +66,9 @@ pub type ExternalKeyOf = fn(&[u8]) -> Option<ExternalKey>;
 /// An index entry: scope, id, place, external key.
 type IndexEntry = (ScopeKey, [u8; 32], Location, Option<ExternalKey>);
 
+/// Each external key's event (the first to take it).
+type ExternalIndex = HashMap<ExternalKey, [u8; 32]>;
+
 /// Where the log ends: everything before it is committed. Stored by sled with each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct LogEnd {
@@ -168,20 +171,11 @@ struct Index {
     by_scope: Vec<Vec<Location>>,
     by_id: HashMap<[u8; 32], (u32, Location)>,
     /// Each external key's event (the first to take it).
-    external: HashMap<ExternalKey, [u8; 32]>,
+    external: ExternalIndex,
     files: BTreeMap<u32, Arc<File>>,
 }
 
 impl Index {
-    /// Room for `more` entries, so that loading does not rehash as it grows. (At start-up
-    /// most of the time goes into these maps' inserts, each a cache miss in a large table:
-    /// ~0.7 µs an event at three million, ~1.1 µs at ten; a faster hasher did not change
-    /// that. docs/BENCHMARKS.md.)
-    fn reserve(&mut self, more: usize) {
-        self.by_id.reserve(more);
-        self.external.reserve(more / 2);
-    }
-
     fn insert(
         &mut self,
         scope: &ScopeKey,
@@ -277,43 +271,51 @@ impl EventLog {
             remove_if_present(&segment_path(dir, *number))?;
             remove_if_present(&checkpoint_path(dir, *number))?;
         }
+        // Sealed segments, read in order: on one thread their checkpoints are read (or
+        // rebuilt) and the external keys taken, on this one the rest of the index is built.
+        // The maps are sized up front so that loading does not rehash: start-up's time goes
+        // into their inserts, each a cache miss in a large table (~1 µs an event at ten
+        // million, docs/BENCHMARKS.md).
         let mut index = Index::default();
-        for number in 1..end.segment {
-            let path = segment_path(dir, number);
-            if !segments.contains(&number) {
-                return Err(EventLogError::Damaged {
-                    path,
-                    detail: "this segment of the event log is missing".to_owned(),
-                });
-            }
-            let file = File::open(&path).map_err(io(&path))?;
-            if number == 1 {
-                // Segments are of about one size: the first one's count times their number.
-                if let Some(first) = read_checkpoint_count(dir, 1) {
-                    index.reserve(first.saturating_mul(end.segment as usize));
+        let external = std::thread::scope(|threads| -> Result<_, EventLogError> {
+            let (send, receive) = std::sync::mpsc::sync_channel::<(u32, File, Vec<IndexEntry>)>(2);
+            let segments = &segments;
+            let reader = threads.spawn(move || -> Result<ExternalIndex, EventLogError> {
+                let mut external = ExternalIndex::new();
+                for number in 1..end.segment {
+                    let (file, entries) = read_sealed(dir, number, segments, external_key_of)?;
+                    if number == 1 {
+                        // Segments are of about one size: the first one's count times their
+                        // number.
+                        external.reserve(entries.len().saturating_mul(end.segment as usize) / 2);
+                    }
+                    for (_, id, _, key) in &entries {
+                        if let Some(key) = key {
+                            external.entry(*key).or_insert(*id);
+                        }
+                    }
+                    if send.send((number, file, entries)).is_err() {
+                        break;
+                    }
                 }
-            }
-            let entries = match read_checkpoint(dir, number) {
-                Some(entries) => entries,
-                None => {
-                    let len = file.metadata().map_err(io(&path))?.len();
-                    let entries = scan(
-                        &file,
-                        &path,
-                        number,
-                        len,
-                        Some(external_key_of),
-                        &mut |_| {},
-                    )?;
-                    write_checkpoint(dir, number, &entries)?;
-                    entries
+                Ok(external)
+            });
+            for (number, file, entries) in receive {
+                if number == 1 {
+                    index
+                        .by_id
+                        .reserve(entries.len().saturating_mul(end.segment as usize));
                 }
-            };
-            for (scope, id, location, external) in entries {
-                index.insert(&scope, id, location, external);
+                for (scope, id, location, _) in entries {
+                    index.insert(&scope, id, location, None);
+                }
+                index.files.insert(number, Arc::new(file));
             }
-            index.files.insert(number, Arc::new(file));
-        }
+            reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
+        index.external = external;
         // The segment being written: scanned up to the end, cut there.
         let path = segment_path(dir, end.segment);
         let file = if segments.contains(&end.segment) {
@@ -586,10 +588,7 @@ impl EventLog {
     /// Reads every record of every segment up to the end and checks it, calling `each` with
     /// every entry (scope, id, event encoding); answers what is damaged, one line each (only a
     /// failure to read at all is an error).
-    pub fn check(
-        &self,
-        each: &mut EntryVisitor<'_>,
-    ) -> Result<Vec<String>, EventLogError> {
+    pub fn check(&self, each: &mut EntryVisitor<'_>) -> Result<Vec<String>, EventLogError> {
         let end = self.end();
         let mut damaged = Vec::new();
         for number in 1..=end.segment {
@@ -858,14 +857,43 @@ fn write_checkpoint(dir: &Path, number: u32, entries: &[IndexEntry]) -> Result<(
     sync_dir(dir)
 }
 
-/// How many entries a sealed segment's checkpoint holds, from its header alone.
-fn read_checkpoint_count(dir: &Path, number: u32) -> Option<usize> {
-    let mut header = [0u8; 24];
-    File::open(checkpoint_path(dir, number))
-        .ok()?
-        .read_exact_at(&mut header, 0)
-        .ok()?;
-    usize::try_from(u64::from_be_bytes(header[16..24].try_into().ok()?)).ok()
+/// Sealed segment `number` of the log in `dir`, opened, with its index entries from its
+/// checkpoint (rebuilt from the segment when missing or damaged).
+fn read_sealed(
+    dir: &Path,
+    number: u32,
+    segments: &[u32],
+    external_key_of: ExternalKeyOf,
+) -> Result<(File, Vec<IndexEntry>), EventLogError> {
+    let path = segment_path(dir, number);
+    let io = |source| EventLogError::Io {
+        path: path.clone(),
+        source,
+    };
+    if !segments.contains(&number) {
+        return Err(EventLogError::Damaged {
+            path,
+            detail: "this segment of the event log is missing".to_owned(),
+        });
+    }
+    let file = File::open(&path).map_err(io)?;
+    let entries = match read_checkpoint(dir, number) {
+        Some(entries) => entries,
+        None => {
+            let len = file.metadata().map_err(io)?.len();
+            let entries = scan(
+                &file,
+                &path,
+                number,
+                len,
+                Some(external_key_of),
+                &mut |_| {},
+            )?;
+            write_checkpoint(dir, number, &entries)?;
+            entries
+        }
+    };
+    Ok((file, entries))
 }
 
 /// A sealed segment's checkpoint; `None` if it is missing or does not check (then the segment
