@@ -1068,7 +1068,33 @@ mod tests {
         };
         check(&log);
         drop(log);
-        check(&EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens"));
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
+        check(&log);
+        // Written a third time, then sealed away behind later events: a reopen builds the
+        // index from the checkpoints and still finds it once, where it was first.
+        log.append(100, &[entry(&[0; 33], &[3; 32], b"erased again")])
+            .expect("appends");
+        let end = fill(&log, 200, 12);
+        let check = |log: &EventLog| {
+            assert_eq!(log.len(), 24);
+            assert_eq!(
+                log.get(&[0; 33], &[3; 32]).expect("reads"),
+                Some(b"erased again".to_vec())
+            );
+            let scope = log.scope(&[0; 33]).expect("reads");
+            assert_eq!(scope.len(), 8);
+            assert_eq!(scope[1], ([3; 32], b"erased again".to_vec()));
+        };
+        check(&log);
+        let before = log.scope(&[0; 33]).expect("reads");
+        drop(log);
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
+        check(&log);
+        assert_eq!(log.scope(&[0; 33]).expect("reads"), before);
+        assert!(
+            end.segment > 2,
+            "the events are in sealed segments: {end:?}"
+        );
     }
 
     #[test]
