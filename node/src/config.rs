@@ -147,6 +147,8 @@ pub struct Config {
     pub messenger: Option<MetaConfig>,
     /// The Instagram account, if configured.
     pub instagram: Option<MetaConfig>,
+    /// Events of threads the writer keeps in memory (headers only, ~0.5 KiB each).
+    pub thread_cache_events: usize,
 }
 
 /// One of Meta's channels, configured.
@@ -313,6 +315,30 @@ struct File {
     messenger: MetaSection,
     #[serde(default)]
     instagram: MetaSection,
+    #[serde(default)]
+    store: StoreSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    #[serde(default = "default_thread_cache_events")]
+    thread_cache_events: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
+        }
+    }
+}
+
+/// The writer's thread cache, in events, unless configured: about 1 GiB.
+pub const DEFAULT_THREAD_CACHE_EVENTS: usize = 2_000_000;
+
+fn default_thread_cache_events() -> usize {
+    DEFAULT_THREAD_CACHE_EVENTS
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,6 +544,7 @@ impl Config {
             webchat_builtin: false,
             webchat_identity_secret: None,
             webchat_connections_per_minute: 120,
+            thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -614,6 +641,11 @@ impl Config {
         if file.email.imap_poll_seconds == 0 {
             return Err(bad("email.imap_poll_seconds must be at least 1".to_owned()));
         }
+        if file.store.thread_cache_events == 0 {
+            return Err(bad(
+                "store.thread_cache_events must be at least 1".to_owned()
+            ));
+        }
         let whatsapp = file.whatsapp.load("whatsapp").map_err(bad)?;
         let messenger = file.messenger.load("messenger").map_err(bad)?;
         let instagram = file.instagram.load("instagram").map_err(bad)?;
@@ -641,6 +673,7 @@ impl Config {
             webchat_builtin: file.webchat.builtin,
             webchat_identity_secret: identity_secret,
             webchat_connections_per_minute: file.webchat.connections_per_minute,
+            thread_cache_events: file.store.thread_cache_events,
         })
     }
 }
@@ -693,5 +726,32 @@ mod tests {
         .expect("write");
         let err = Config::load(&path, None).expect_err("a peer without its PeerId");
         assert!(err.to_string().contains("/p2p/<PeerId>"), "{err}");
+    }
+
+    #[test]
+    fn the_thread_cache_is_two_million_events_unless_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, DEFAULT_CONFIG).expect("write");
+        let config = Config::load(&path, None).expect("loads");
+        assert_eq!(config.thread_cache_events, 2_000_000);
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[store]\nthread_cache_events = 50000\n",
+        )
+        .expect("write");
+        assert_eq!(
+            Config::load(&path, None)
+                .expect("loads")
+                .thread_cache_events,
+            50_000
+        );
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[store]\nthread_cache_events = 0\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, None).expect_err("no cache");
+        assert!(err.to_string().contains("thread_cache_events"), "{err}");
     }
 }

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::identity::Identity;
 use crate::store::{Store, StoreError};
 
-pub use writer::{start, Running};
+pub use writer::{start, start_with_cache, Running};
 
 /// The channels whose bridges send a reply's files (the others would drop them).
 pub const CHANNELS_WITH_FILES: [ChannelKind; 4] = [

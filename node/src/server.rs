@@ -138,7 +138,12 @@ pub async fn serve(
             }
         }
     }
-    let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)?;
+    let (ingest, running) = ingest::start_with_cache(
+        store.clone(),
+        identity,
+        crate::clock::now,
+        config.thread_cache_events,
+    )?;
     let meta = crate::meta::start(&ingest, meta_keys)
         .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
     match (&config.email_address, email_key, smtp) {

@@ -19,8 +19,9 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
 
     let store = admin::open_store(&data_dir).expect("store");
+    // A cache of 100 events: threads are evicted and reloaded from the store as they go.
     let (pipeline, running) =
-        ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
+        ingest::start_with_cache(store.clone(), identity.clone(), clock::now, 100).expect("start");
     runtime.block_on(async {
         for visitor in 0..20 {
             let handle: Handle = format!("webchat:visitor-{visitor}")
@@ -117,6 +118,21 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                     .await
                     .expect("status");
             }
+        }
+        // Every thread again, most of them long evicted: reloaded, then written to.
+        for visitor in 0..20 {
+            let handle: Handle = format!("webchat:visitor-{visitor}")
+                .parse()
+                .expect("handle");
+            let resolved = pipeline.resolve(handle).await.expect("resolves");
+            pipeline
+                .act(
+                    agent,
+                    resolved.thread,
+                    ingest::Action::LabelAdd(Label::new("again").expect("label")),
+                )
+                .await
+                .expect("label");
         }
     });
     drop(pipeline);
@@ -227,11 +243,11 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
         directory.dag().heads().iter().copied().collect::<Vec<_>>()
     );
     // Every event of every log was stored once: 20 × (15 messages + 3 replies + 3 receipts +
-    // 3 labels + opening) + 7 status changes + 10 reads, and the directory's genesis, 2
+    // 4 labels + opening) + 7 status changes + 10 reads, and the directory's genesis, 2
     // certificates and 20 × 2 contact events.
     assert_eq!(
         store.n_events(),
-        20 * (15 + 3 + 3 + 3 + 1) + 7 + 10 + 3 + 40
+        20 * (15 + 3 + 3 + 4 + 1) + 7 + 10 + 3 + 40
     );
 }
 

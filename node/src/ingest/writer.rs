@@ -25,18 +25,30 @@ use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, 
 use crate::thread_facts::ThreadFacts;
 use crate::thread_index::ThreadIndex;
 
-/// Events of threads kept in memory (headers only, about 0.5 KiB each: docs/BENCHMARKS.md).
-/// The least recently used threads go first; a thread not in the cache is rebuilt from the
-/// store when it is next written to (~5 µs per event, without re-verifying signatures). Two
-/// million events keep every active conversation of a busy node in memory for about 1 GiB.
-const THREAD_CACHE_EVENTS: usize = 2_000_000;
-
 /// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
 /// no directory for the node's org (run `threadline init` first) or cannot be read.
 pub fn start(
     store: Store,
     identity: Identity,
     now: fn() -> Timestamp,
+) -> Result<(Ingest, Running), IngestError> {
+    start_with_cache(
+        store,
+        identity,
+        now,
+        crate::config::DEFAULT_THREAD_CACHE_EVENTS,
+    )
+}
+
+/// [`start`], with the writer keeping up to `cache_events` events of threads in memory
+/// (headers only, about 0.5 KiB each: docs/BENCHMARKS.md). The least recently used threads go
+/// first; a thread not in the cache is rebuilt from the store when it is next written to
+/// (~5 µs per event, without re-verifying signatures).
+pub fn start_with_cache(
+    store: Store,
+    identity: Identity,
+    now: fn() -> Timestamp,
+    cache_events: usize,
 ) -> Result<(Ingest, Running), IngestError> {
     let org = identity.org;
     let stored: Vec<VerifiedEvent> = store
@@ -79,7 +91,7 @@ pub fn start(
         identity: identity.clone(),
         org,
         directory: Arc::clone(&directory),
-        threads: ThreadCache::default(),
+        threads: ThreadCache::bounded(cache_events),
         partners: {
             let mut partners = threadline_protocol::Certificates::new();
             for certificate in store.partner_certificates()? {
@@ -1662,7 +1674,7 @@ impl Writer {
     /// After a failed commit the in-memory logs are ahead of the store: forget them and reload
     /// the directory from the store.
     fn reset_memory(&mut self) {
-        self.threads = ThreadCache::default();
+        self.threads = ThreadCache::bounded(self.threads.bound);
         let mut partners = threadline_protocol::Certificates::new();
         match self.store.partner_certificates() {
             Ok(stored) => {
@@ -1849,16 +1861,25 @@ fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
 }
 
-/// Recently used threads, bounded by [`THREAD_CACHE_EVENTS`] events in all, each with its
+/// Recently used threads, bounded by a number of events in all, each with its
 /// [`ThreadFacts`] (computed when the thread is loaded, kept up to date as events enter).
-#[derive(Default)]
 struct ThreadCache {
     threads: HashMap<ThreadId, (Thread, u64)>,
     facts: HashMap<ThreadId, ThreadFacts>,
     clock: u64,
+    bound: usize,
 }
 
 impl ThreadCache {
+    fn bounded(bound: usize) -> Self {
+        ThreadCache {
+            threads: HashMap::new(),
+            facts: HashMap::new(),
+            clock: 0,
+            bound,
+        }
+    }
+
     fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
         self.clock += 1;
         let clock = self.clock;
@@ -1895,7 +1916,7 @@ impl ThreadCache {
     /// thread changed in the current batch has writes that are not in the store yet.
     fn trim(&mut self) {
         let mut cached: usize = self.threads.values().map(|(t, _)| t.dag().len()).sum();
-        if cached <= THREAD_CACHE_EVENTS {
+        if cached <= self.bound {
             return;
         }
         let mut by_age: Vec<(u64, ThreadId, usize)> = self
@@ -1905,7 +1926,7 @@ impl ThreadCache {
             .collect();
         by_age.sort_unstable();
         for (_, id, n_events) in by_age {
-            if cached <= THREAD_CACHE_EVENTS * 3 / 4 {
+            if cached <= self.bound * 3 / 4 {
                 break;
             }
             self.threads.remove(&id);
