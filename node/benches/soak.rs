@@ -9,7 +9,9 @@
 //!
 //! Run: `cargo bench -p threadline-node --bench soak` (environment: `SOAK_MINUTES`, default 10;
 //! `SOAK_VISITORS`, default 50; `SOAK_INTERVAL_MS`, default 1,000; `SOAK_AGENTS`, reply
-//! workers, default 5). Figures: docs/BENCHMARKS.md.
+//! workers, default 5; `SOAK_VISIT_MESSAGES`, messages a visitor sends before leaving and a new
+//! visitor taking its place, default 0: nobody leaves; `SOAK_CACHE_EVENTS`, the node's thread
+//! cache, default the node's). Figures: docs/BENCHMARKS.md.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead as _, BufReader};
@@ -94,11 +96,44 @@ async fn welcome(ws: &str, session: &str) -> (Duration, Vec<Value>) {
     }
 }
 
-/// One visitor: a message every `interval` until `stop`, then waits for every ack and answer.
+/// One place for visitors: visitor after visitor (each leaving after `messages`, when not 0)
+/// until `stop`.
+async fn visitors_in_turn(
+    ws: String,
+    visitor: usize,
+    interval: Duration,
+    messages: usize,
+    stop: Arc<AtomicBool>,
+    meter: Arc<Meter>,
+    sessions: Arc<Mutex<Vec<Option<String>>>>,
+) -> Vec<Visit> {
+    // Visitors start spread over the interval, not all at once.
+    tokio::time::sleep(interval.mul_f64((visitor % 50) as f64 / 50.0)).await;
+    let mut visits = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        visits.push(
+            visit(
+                ws.clone(),
+                visitor,
+                interval,
+                messages,
+                Arc::clone(&stop),
+                Arc::clone(&meter),
+                Arc::clone(&sessions),
+            )
+            .await,
+        );
+    }
+    visits
+}
+
+/// One visitor: a message every `interval` until `stop` (or `messages` sent, when not 0),
+/// then waits for every ack and answer.
 async fn visit(
     ws: String,
     visitor: usize,
     interval: Duration,
+    messages: usize,
     stop: Arc<AtomicBool>,
     meter: Arc<Meter>,
     sessions: Arc<Mutex<Vec<Option<String>>>>,
@@ -170,13 +205,11 @@ async fn visit(
             (acked, answers, stream)
         })
     };
-    // Visitors start spread over the interval, not all at once.
-    tokio::time::sleep(interval.mul_f64((visitor % 50) as f64 / 50.0)).await;
     let mut tick = tokio::time::interval(interval);
     let mut sent = 0;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.load(Ordering::SeqCst) && (messages == 0 || sent < messages) {
         tick.tick().await;
-        let id = format!("v{visitor}m{sent}");
+        let id = format!("v{visitor}s{}m{sent}", &session[..8.min(session.len())]);
         sent_at
             .lock()
             .expect("lock")
@@ -208,9 +241,15 @@ fn main() {
     let n_visitors = env("SOAK_VISITORS", 50);
     let interval = Duration::from_millis(env("SOAK_INTERVAL_MS", 1_000) as u64);
     let n_agents = env("SOAK_AGENTS", 5);
+    let visit_messages = env("SOAK_VISIT_MESSAGES", 0);
+    let cache_events = env(
+        "SOAK_CACHE_EVENTS",
+        threadline_node::config::DEFAULT_THREAD_CACHE_EVENTS,
+    );
     let node = BenchNode::start(false, |loopback| Config {
         webchat_builtin: true,
         webchat_connections_per_minute: 1_000_000,
+        thread_cache_events: cache_events,
         ..loopback
     });
     let (base, token) = (node.base.clone(), node.token.clone());
@@ -282,10 +321,11 @@ fn main() {
     let sessions: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n_visitors]));
     let visitors: Vec<_> = (0..n_visitors)
         .map(|visitor| {
-            node.runtime.spawn(visit(
+            node.runtime.spawn(visitors_in_turn(
                 ws.clone(),
                 visitor,
                 interval,
+                visit_messages,
                 Arc::clone(&stop),
                 Arc::clone(&meter),
                 Arc::clone(&sessions),
@@ -294,7 +334,11 @@ fn main() {
         .collect();
 
     println!(
-        "{n_visitors} visitors, a message every {interval:?} each; {n_agents} agents answering every message"
+        "{n_visitors} visitors at once, a message every {interval:?} each{}; {n_agents} agents answering every message; thread cache {cache_events} events",
+        match visit_messages {
+            0 => String::new(),
+            n => format!(", each leaving after {n} for a new one"),
+        }
     );
     println!("| minute | messages stored (both ways) | data folder MiB | bytes per message | RSS MiB | ack p50 / p99 ms | reply p50 / p99 ms | GET /threads?limit=50 ms | welcome ms (history) |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
@@ -342,7 +386,7 @@ fn main() {
     let visits: Vec<Visit> = node.runtime.block_on(async {
         let mut visits = Vec::new();
         for visitor in visitors {
-            visits.push(visitor.await.expect("visitor"));
+            visits.extend(visitor.await.expect("visitor"));
         }
         visits
     });
@@ -373,6 +417,7 @@ fn main() {
     }
     node.stop();
     println!(
-        "{sent} visitor messages over {minutes} minutes: every one acknowledged, answered and in its history; answers pushed twice: {answered_twice}"
+        "{sent} visitor messages from {} visitors over {minutes} minutes: every one acknowledged, answered and in its history; answers pushed twice: {answered_twice}",
+        visits.len()
     );
 }
