@@ -16,6 +16,7 @@
 //!
 //! So: acknowledged means durable, and one fsync serves many writers.
 
+mod thread_cache;
 mod writer;
 
 use std::sync::{Arc, RwLock};

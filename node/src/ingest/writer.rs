@@ -1,6 +1,5 @@
 //! The writer thread: the only code that mutates the store and the in-memory logs.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use threadline_protocol::{
@@ -14,6 +13,7 @@ use threadline_protocol::{
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, error, warn};
 
+use super::thread_cache::ThreadCache;
 use super::{
     Action, DirectoryAction, Ingest, IngestError, LiveEvent, Request, Resolved, Source, Submitted,
     ThreadRef, LIVE_BUFFER, MAX_BATCH, QUEUE_DEPTH,
@@ -22,7 +22,6 @@ use crate::contact_search::ContactSearch;
 use crate::identity::Identity;
 use crate::limits::Cap;
 use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
-use crate::thread_facts::ThreadFacts;
 use crate::thread_index::ThreadIndex;
 
 /// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
@@ -1674,7 +1673,7 @@ impl Writer {
     /// After a failed commit the in-memory logs are ahead of the store: forget them and reload
     /// the directory from the store.
     fn reset_memory(&mut self) {
-        self.threads = ThreadCache::bounded(self.threads.bound);
+        self.threads.clear();
         let mut partners = threadline_protocol::Certificates::new();
         match self.store.partner_certificates() {
             Ok(stored) => {
@@ -1859,107 +1858,4 @@ fn inbound_handle(event: &VerifiedEvent) -> Option<&Handle> {
 
 fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
-}
-
-/// Recently used threads, bounded by a number of events in all, each with its
-/// [`ThreadFacts`] (computed when the thread is loaded, kept up to date as events enter).
-struct ThreadCache {
-    threads: HashMap<ThreadId, (Thread, u64)>,
-    facts: HashMap<ThreadId, ThreadFacts>,
-    clock: u64,
-    bound: usize,
-}
-
-impl ThreadCache {
-    fn bounded(bound: usize) -> Self {
-        ThreadCache {
-            threads: HashMap::new(),
-            facts: HashMap::new(),
-            clock: 0,
-            bound,
-        }
-    }
-
-    fn put(&mut self, id: ThreadId, thread: Thread) -> &mut Thread {
-        self.clock += 1;
-        let clock = self.clock;
-        self.facts
-            .entry(id)
-            .or_insert_with(|| ThreadFacts::of(thread.dag()));
-        let entry = self.threads.entry(id).or_insert((thread, clock));
-        entry.1 = clock;
-        &mut entry.0
-    }
-
-    /// The thread's facts once `event`, which has just entered the cached thread, is taken in.
-    fn facts_after(
-        &mut self,
-        id: ThreadId,
-        event: &VerifiedEvent,
-    ) -> Result<ThreadFacts, IngestError> {
-        let (thread, _) = self
-            .threads
-            .get(&id)
-            .ok_or(IngestError::UnknownThread(id))?;
-        let facts = self
-            .facts
-            .entry(id)
-            .or_insert_with(|| ThreadFacts::of(thread.dag()));
-        // A new thread's facts were computed from its root already.
-        if thread.dag().len() > 1 {
-            facts.insert(thread.dag(), event);
-        }
-        Ok(facts.clone())
-    }
-
-    /// Evicts the least recently used threads beyond the bound. Called between batches only: a
-    /// thread changed in the current batch has writes that are not in the store yet.
-    fn trim(&mut self) {
-        let mut cached: usize = self.threads.values().map(|(t, _)| t.dag().len()).sum();
-        if cached <= self.bound {
-            return;
-        }
-        let mut by_age: Vec<(u64, ThreadId, usize)> = self
-            .threads
-            .iter()
-            .map(|(id, (thread, used))| (*used, *id, thread.dag().len()))
-            .collect();
-        by_age.sort_unstable();
-        for (_, id, n_events) in by_age {
-            if cached <= self.bound * 3 / 4 {
-                break;
-            }
-            self.threads.remove(&id);
-            self.facts.remove(&id);
-            cached -= n_events;
-        }
-    }
-
-    fn contains(&self, id: &ThreadId) -> bool {
-        self.threads.contains_key(id)
-    }
-
-    fn load(&mut self, store: &Store, id: ThreadId) -> Result<&mut Thread, IngestError> {
-        if !self.threads.contains_key(&id) {
-            let events: Vec<VerifiedEvent> = store
-                .log_events(&ScopeId::Thread(id))?
-                .into_iter()
-                .map(|event| Ok::<_, IngestError>(event.verify_from_store()?))
-                .collect::<Result<_, _>>()?;
-            if events.is_empty() {
-                return Err(IngestError::UnknownThread(id));
-            }
-            let mut thread = Thread::restore(events)?;
-            thread.release_all_content();
-            return Ok(self.put(id, thread));
-        }
-        self.clock += 1;
-        let clock = self.clock;
-        let (thread, used) = self
-            .threads
-            .get_mut(&id)
-            .ok_or(IngestError::UnknownThread(id))?;
-        *used = clock;
-        Ok(thread)
-    }
 }
