@@ -67,6 +67,17 @@ pub fn sha256(domain: Domain, bytes: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// [`sha256`] over the concatenation of `parts`, without building it.
+pub fn sha256_parts(domain: Domain, parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(domain.as_str().as_bytes());
+    hasher.update([0u8]);
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -302,7 +302,7 @@ impl Event {
             &header_bytes,
             &self.signed.signature,
         )?;
-        let id = self.id()?;
+        let id = id_of(&header_bytes, &self.signed.signature)?;
         Ok(VerifiedEvent { id, event: self })
     }
 
@@ -310,8 +310,8 @@ impl Event {
     /// checks structure, limits and the content hash (so a corrupted record is caught) but not
     /// the signature, which costs 40–80 µs and was checked on the way in.
     pub fn verify_from_store(self) -> Result<VerifiedEvent, VerifyError> {
-        self.check_all_but_signature()?;
-        let id = self.id()?;
+        let header_bytes = self.check_all_but_signature()?;
+        let id = id_of(&header_bytes, &self.signed.signature)?;
         Ok(VerifiedEvent { id, event: self })
     }
 
@@ -372,7 +372,7 @@ impl Event {
 /// event does not depend on the batch it arrived in.
 pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError>> {
     let mut keys: HashMap<PublicKey, Option<verify::Key>> = HashMap::new();
-    let mut checked: Vec<Result<(Event, verify::Prepared), VerifyError>> = events
+    let mut checked: Vec<Result<(Event, verify::Prepared, EventId), VerifyError>> = events
         .into_iter()
         .map(|event| {
             let header_bytes = event.check_all_but_signature()?;
@@ -393,28 +393,38 @@ pub fn verify_batch(events: Vec<Event>) -> Vec<Result<VerifiedEvent, VerifyError
                 &event.signed.signature,
             )
             .ok_or_else(bad)?;
-            Ok((event, prepared))
+            let id = id_of(&header_bytes, &event.signed.signature)?;
+            Ok((event, prepared, id))
         })
         .collect();
     let prepared: Vec<verify::Prepared> = checked
         .iter()
-        .filter_map(|result| result.as_ref().ok().map(|(_, prepared)| *prepared))
+        .filter_map(|result| result.as_ref().ok().map(|(_, prepared, _)| *prepared))
         .collect();
     let all_good = verify::check_batch(&prepared);
     checked
         .drain(..)
         .map(|result| {
-            let (event, prepared) = result?;
+            let (event, prepared, id) = result?;
             if !all_good && !verify::check_one(&prepared) {
                 return Err(VerifyError::BadSignature(BadSignature {
                     signer: event.signed.header.author,
                     domain: Domain::EventSignature.as_str(),
                 }));
             }
-            let id = event.id()?;
             Ok(VerifiedEvent { id, event })
         })
         .collect()
+}
+
+/// [`Event::id`] from the header's encoding, which verification has made already: a
+/// [`SignedHeader`] encodes as its fields in order, the header then the signature.
+fn id_of(header_bytes: &[u8], signature: &Signature) -> Result<EventId, EncodeError> {
+    let signature_bytes = codec::encode(signature)?;
+    Ok(EventId::from_bytes(digest::sha256_parts(
+        Domain::EventId,
+        &[header_bytes, &signature_bytes],
+    )))
 }
 
 fn check_structure(header: &EventHeader) -> Result<(), VerifyError> {

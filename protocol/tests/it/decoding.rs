@@ -388,3 +388,32 @@ fn content_v3_is_canonical_and_only_on_replies() {
         Err(VerifyError::TooLarge { .. })
     ));
 }
+
+/// Verification works out the id from the header's encoding it already made; it is the id
+/// [`Event::id`] gives, by every way of verifying, for events with and without content.
+#[test]
+fn every_way_of_verifying_gives_the_events_id() {
+    let world = World::new();
+    let thread = world.open_thread();
+    let with_content = sample_event();
+    let without = sign_unverified(
+        &world.node_a,
+        next_draft(
+            thread.dag(),
+            EventKind::Thread(ThreadKind::Read {
+                up_to: thread.dag().root(),
+            }),
+            Some(world.agent),
+            None,
+        ),
+    );
+    for event in [with_content, without] {
+        let id = event.id().expect("id");
+        assert_eq!(event.clone().verify().expect("verifies").id(), id);
+        assert_eq!(event.clone().verify_from_store().expect("checks").id(), id);
+        let batch = threadline_protocol::event::verify_batch(vec![event.clone(), event]);
+        for verified in batch {
+            assert_eq!(verified.expect("verifies").id(), id);
+        }
+    }
+}
