@@ -4,9 +4,10 @@
 //! deepest parent's. The **linear order** of the log sorts events by [`OrderKey`]
 //! `(depth, author_time, event_id)`. Because every parent is shallower than its children, this is
 //! a topological order with ties broken by author time, then id; and because the key of an event
-//! is fixed by its own header, the order of any subset is the subset of the order. Inserting an
-//! event is `O(log n)`, and an event deeper than every other (the common case: a new reply)
-//! lands at the end, so state folds can run incrementally.
+//! is fixed by its own header, the order of any subset is the subset of the order. An event
+//! deeper than every other (the common case: a new reply) lands at the end in `O(1)`, so state
+//! folds can run incrementally; one that sorts earlier (a peer's concurrent event) is placed by
+//! binary search and moves the positions after it.
 
 use std::collections::{BTreeSet, HashMap};
 
