@@ -96,48 +96,44 @@ async fn welcome(ws: &str, session: &str) -> (Duration, Vec<Value>) {
     }
 }
 
-/// One place for visitors: visitor after visitor (each leaving after `messages`, when not 0)
-/// until `stop`.
-async fn visitors_in_turn(
+/// A place visitors take one after another, and what the bench shares with them.
+struct Place {
     ws: String,
+    /// Its number (its session is `sessions[visitor]`).
     visitor: usize,
+    /// A message every `interval`.
     interval: Duration,
+    /// Messages a visitor sends before leaving; 0: until `stop`.
     messages: usize,
     stop: Arc<AtomicBool>,
     meter: Arc<Meter>,
     sessions: Arc<Mutex<Vec<Option<String>>>>,
-) -> Vec<Visit> {
+}
+
+/// Visitor after visitor at `place`, until `stop`.
+async fn visitors_in_turn(place: Place) -> Vec<Visit> {
     // Visitors start spread over the interval, not all at once.
-    tokio::time::sleep(interval.mul_f64((visitor % 50) as f64 / 50.0)).await;
+    tokio::time::sleep(place.interval.mul_f64((place.visitor % 50) as f64 / 50.0)).await;
     let mut visits = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        visits.push(
-            visit(
-                ws.clone(),
-                visitor,
-                interval,
-                messages,
-                Arc::clone(&stop),
-                Arc::clone(&meter),
-                Arc::clone(&sessions),
-            )
-            .await,
-        );
+    while !place.stop.load(Ordering::SeqCst) {
+        visits.push(visit(&place).await);
     }
     visits
 }
 
 /// One visitor: a message every `interval` until `stop` (or `messages` sent, when not 0),
 /// then waits for every ack and answer.
-async fn visit(
-    ws: String,
-    visitor: usize,
-    interval: Duration,
-    messages: usize,
-    stop: Arc<AtomicBool>,
-    meter: Arc<Meter>,
-    sessions: Arc<Mutex<Vec<Option<String>>>>,
-) -> Visit {
+async fn visit(place: &Place) -> Visit {
+    let Place {
+        ws,
+        visitor,
+        interval,
+        messages,
+        stop,
+        meter,
+        sessions,
+    } = place;
+    let (visitor, interval, messages) = (*visitor, *interval, *messages);
     let (socket, _) = tokio_tungstenite::connect_async(ws.as_str())
         .await
         .expect("connects");
@@ -321,15 +317,15 @@ fn main() {
     let sessions: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; n_visitors]));
     let visitors: Vec<_> = (0..n_visitors)
         .map(|visitor| {
-            node.runtime.spawn(visitors_in_turn(
-                ws.clone(),
+            node.runtime.spawn(visitors_in_turn(Place {
+                ws: ws.clone(),
                 visitor,
                 interval,
-                visit_messages,
-                Arc::clone(&stop),
-                Arc::clone(&meter),
-                Arc::clone(&sessions),
-            ))
+                messages: visit_messages,
+                stop: Arc::clone(&stop),
+                meter: Arc::clone(&meter),
+                sessions: Arc::clone(&sessions),
+            }))
         })
         .collect();
 

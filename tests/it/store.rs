@@ -8,6 +8,43 @@ use threadline_protocol::{
     ChannelKind, Directory, Handle, ScopeId, Thread,
 };
 
+/// Opens the store, waiting for the last run's to let go of it: sled's flusher thread lets
+/// go of the folder's lock shortly after the last handle is dropped.
+fn open_when_released(data_dir: &DataDir) -> threadline_node::store::Store {
+    threadline_tests::eventually(
+        "the store opens once the last one has let go of it",
+        std::time::Duration::from_secs(10),
+        || match admin::open_store(data_dir) {
+            Err(threadline_node::store::StoreError::InUse { .. }) => None,
+            other => Some(other.expect("store opens")),
+        },
+    )
+}
+
+/// A web chat message from `handle` on the thread `resolved` names, signed by the bridge.
+fn inbound(
+    resolved: &ingest::Resolved,
+    handle: &Handle,
+    text: &str,
+    external_id: &str,
+    key: &threadline_protocol::SecretKey,
+) -> threadline_protocol::Event {
+    Draft::new(
+        Scope::Thread(resolved.thread),
+        resolved.parents.clone(),
+        resolved.depth,
+        clock::now(),
+        EventKind::inbound_message(ChannelKind::Webchat),
+    )
+    .with_content(
+        Content::text(text)
+            .with_handle(handle.clone())
+            .with_external_id(ExternalId::new(external_id).expect("id")),
+    )
+    .sign(key)
+    .expect("signs")
+}
+
 #[test]
 fn reopened_derived_state_equals_a_fold_from_scratch() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -29,22 +66,13 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
                 .expect("handle");
             for message in 0..15 {
                 let resolved = pipeline.resolve(handle.clone()).await.expect("resolves");
-                let event = Draft::new(
-                    Scope::Thread(resolved.thread),
-                    resolved.parents,
-                    resolved.depth,
-                    clock::now(),
-                    EventKind::inbound_message(ChannelKind::Webchat),
-                )
-                .with_content(
-                    Content::text(format!("message {message}"))
-                        .with_handle(handle.clone())
-                        .with_external_id(
-                            ExternalId::new(format!("v{visitor}-m{message}")).expect("id"),
-                        ),
-                )
-                .sign(&bridge.key)
-                .expect("signs");
+                let event = inbound(
+                    &resolved,
+                    &handle,
+                    &format!("message {message}"),
+                    &format!("v{visitor}-m{message}"),
+                    &bridge.key,
+                );
                 let results = pipeline.submit(vec![event]).await;
                 assert!(
                     matches!(results[0], Ok(ingest::Submitted::Stored(_))),
@@ -139,16 +167,8 @@ fn reopened_derived_state_equals_a_fold_from_scratch() {
     running.join();
     drop(store);
 
-    // Reopen, and compare every thread's stored state with a fold from scratch. sled's
-    // flusher thread lets go of the folder's lock shortly after the last handle is dropped.
-    let store = threadline_tests::eventually(
-        "the store reopens once the first one has let go of it",
-        std::time::Duration::from_secs(10),
-        || match admin::open_store(&data_dir) {
-            Err(threadline_node::store::StoreError::InUse { .. }) => None,
-            other => Some(other.expect("store reopens")),
-        },
-    );
+    // Reopen, and compare every thread's stored state with a fold from scratch.
+    let store = open_when_released(&data_dir);
     let mut n_threads = 0;
     for entry in store.thread_states() {
         let (thread_id, stored_state) = entry.expect("state decodes");
@@ -271,34 +291,20 @@ fn a_thread_reloaded_without_contents_delivers_to_its_route_and_erases_whole() {
     };
 
     let run = |messages: std::ops::Range<usize>, answer: &str| {
-        let store = threadline_tests::eventually(
-            "the store opens once the last run has let go of it",
-            std::time::Duration::from_secs(10),
-            || match admin::open_store(&data_dir) {
-                Err(threadline_node::store::StoreError::InUse { .. }) => None,
-                other => Some(other.expect("store opens")),
-            },
-        );
+        let store = open_when_released(&data_dir);
         let (pipeline, running) =
             ingest::start(store.clone(), identity.clone(), clock::now).expect("start");
         let thread = runtime.block_on(async {
             let mut thread = None;
             for message in messages {
                 let resolved = pipeline.resolve(handle.clone()).await.expect("resolves");
-                let event = Draft::new(
-                    Scope::Thread(resolved.thread),
-                    resolved.parents,
-                    resolved.depth,
-                    clock::now(),
-                    EventKind::inbound_message(ChannelKind::Webchat),
-                )
-                .with_content(
-                    Content::text(format!("message {message}"))
-                        .with_handle(handle.clone())
-                        .with_external_id(ExternalId::new(format!("m{message}")).expect("id")),
-                )
-                .sign(&bridge.key)
-                .expect("signs");
+                let event = inbound(
+                    &resolved,
+                    &handle,
+                    &format!("message {message}"),
+                    &format!("m{message}"),
+                    &bridge.key,
+                );
                 let results = pipeline.submit(vec![event]).await;
                 assert!(matches!(results[0], Ok(ingest::Submitted::Stored(_))));
                 thread = Some(resolved.thread);
@@ -354,14 +360,7 @@ fn a_thread_reloaded_without_contents_delivers_to_its_route_and_erases_whole() {
         .expect("state")
         .contact;
     drop(store);
-    let store = threadline_tests::eventually(
-        "the store opens once the last run has let go of it",
-        std::time::Duration::from_secs(10),
-        || match admin::open_store(&data_dir) {
-            Err(threadline_node::store::StoreError::InUse { .. }) => None,
-            other => Some(other.expect("store opens")),
-        },
-    );
+    let store = open_when_released(&data_dir);
     let (pipeline, running) = ingest::start(store.clone(), identity, clock::now).expect("start");
     runtime
         .block_on(pipeline.change_directory(ingest::DirectoryAction::Erase(contact)))
