@@ -160,7 +160,7 @@ async fn visit(place: &Place) -> Visit {
     let reader = {
         let (sent_at, meter, sent_count, done_sending) = (
             Arc::clone(&sent_at),
-            Arc::clone(&meter),
+            Arc::clone(meter),
             Arc::clone(&sent_count),
             Arc::clone(&done_sending),
         );
