@@ -229,8 +229,10 @@ impl Thread {
 
     /// Drops the content this thread holds of event `id`, for a holder that keeps contents
     /// elsewhere (a node's store), unless the route reads its handle there. The fold and the
-    /// auth rules read headers only, and the content of the event being inserted. Afterwards
-    /// [`Dag::get`] gives that event without content, as it gives an erased one.
+    /// auth rules read headers only, and the content of the event being inserted; the route
+    /// moves only to an event being inserted (the last route-setting event in linear order),
+    /// so its handle stays held. Afterwards [`Dag::get`] gives that event without content, as
+    /// it gives an erased one.
     pub fn release_content(&mut self, id: &EventId) {
         if self
             .state

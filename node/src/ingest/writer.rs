@@ -832,9 +832,7 @@ impl Writer {
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Outbound,
             }) => match if thread.state().owner == self.org {
-                delivery_for(thread, &directory, id, now, |from| {
-                    stored_handle(writes, &self.store, thread_id, from)
-                })
+                delivery_for(thread, &directory, id, now)
             } else {
                 Err("the owning org delivers")
             }
@@ -1752,30 +1750,23 @@ fn durable<T>(
 }
 
 /// The outbound delivery for a new reply: to the handle of the thread's route, and only if
-/// that handle is linked to the thread's contact (no crossed wires).
-/// The delivery of reply `event`, on the thread's route. The route's handle is read from the
-/// cached thread, or through `stored_handle` where the cache released that content (a route
-/// that an earlier-sorting event moved back).
+/// that handle is linked to the thread's contact (no crossed wires). The cached thread holds
+/// the route's handle: releasing contents never drops it, and the route only ever moves to the
+/// event being inserted.
 fn delivery_for(
     thread: &Thread,
     directory: &Directory,
     event: EventId,
     now: Timestamp,
-    stored_handle: impl FnOnce(EventId) -> Option<Handle>,
 ) -> Result<Delivery, &'static str> {
     let state = thread.state();
     let route = state.route.ok_or("the thread has no route yet")?;
-    let cached = thread
+    let handle = thread
         .dag()
         .get(&route.handle_from)
         .and_then(|e| e.content())
-        .and_then(|c| c.handle.clone());
-    let handle = match cached {
-        Some(handle) => Some(handle),
-        None if state.erased.contains(&route.handle_from) => None,
-        None => stored_handle(route.handle_from),
-    }
-    .ok_or("the route's handle is erased")?;
+        .and_then(|c| c.handle.clone())
+        .ok_or("the route's handle is erased")?;
     let owner = directory.state().root_of(state.contact);
     if directory.state().resolve(&handle) != Some(owner) {
         return Err("the route's handle is not linked to the thread's contact");
@@ -1823,24 +1814,6 @@ fn bridge_channel(event: &VerifiedEvent) -> Option<threadline_protocol::ChannelK
         ) => Some(*channel),
         _ => None,
     }
-}
-
-/// The handle in the content of thread event `id` as staged or stored, for
-/// [`delivery_for`].
-fn stored_handle(
-    writes: &WriteSet,
-    store: &Store,
-    thread: ThreadId,
-    id: EventId,
-) -> Option<Handle> {
-    let bytes = writes
-        .get(
-            store,
-            TreeName::Log,
-            &log_key(&ScopeId::Thread(thread), &id),
-        )
-        .ok()??;
-    Event::from_bytes(&bytes).ok()?.content?.handle
 }
 
 /// The customer's handle on an inbound message or automatic reply (when its content is here).
