@@ -23,10 +23,15 @@ use threadline_protocol::{
 mod common;
 use common::{env, rss_mib};
 
+/// The storage key of the bench's store (a fixed one, so a fresh process opens it again).
+fn bench_key() -> threadline_node::store::data_keys::StorageKey {
+    threadline_node::store::data_keys::StorageKey::from_bytes([9; 32])
+}
+
 fn main() {
     if let Ok(path) = std::env::var("STORE_SCALE_OPEN") {
         let started = Instant::now();
-        let store = Store::open(std::path::Path::new(&path)).expect("opens");
+        let store = Store::open(std::path::Path::new(&path), &bench_key()).expect("opens");
         let opened = started.elapsed();
         println!(
             "fresh process: opened a store of {} events in {opened:.2?}; RSS {:.0} MiB",
@@ -43,7 +48,7 @@ fn main() {
     let path = std::env::var("STORE_SCALE_PATH")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| tmp.path().join("store"));
-    let store = Store::open(&path).expect("opens");
+    let store = Store::open(&path, &bench_key()).expect("opens");
 
     let key = SecretKey::from_seed([7; 32]);
     let thread = ThreadId::from_bytes([1; 32]);
@@ -114,7 +119,7 @@ fn main() {
 
     // Start-up, in this process (the file cache is warm) and in a fresh one.
     let started = Instant::now();
-    let store = Store::open(&path).expect("reopens");
+    let store = Store::open(&path, &bench_key()).expect("reopens");
     println!(
         "reopened a store of {} events in {:.2?}; RSS {:.0} MiB",
         store.n_events(),

@@ -15,6 +15,7 @@ use threadline_protocol::{
 use crate::api::auth::token_hash;
 use crate::data_dir::{DataDir, InitError, LoadError};
 use crate::identity::Identity;
+use crate::store::data_keys::StorageKey;
 use crate::store::{AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, WriteSet};
 
 pub use crate::data_dir::BRIDGE_CERT_VALIDITY_MILLIS;
@@ -94,12 +95,12 @@ pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminErro
             let mut directory =
                 Directory::new(genesis.clone()).map_err(|e| AdminError::Event(e.to_string()))?;
             let mut writes = WriteSet::default();
-            writes.put_event(&genesis)?;
+            writes.put_event(&store, &genesis)?;
             let certify = certify_event(&directory, org_key, identity.node_cert.clone(), now)?;
             directory
                 .insert(certify.clone(), now)
                 .map_err(|e| AdminError::Event(e.to_string()))?;
-            writes.put_event(&certify)?;
+            writes.put_event(&store, &certify)?;
             store.commit(writes)?;
             let first_agent = add_agent_to(&store, "admin", now)?;
             store.flush()?;
@@ -135,7 +136,7 @@ pub fn init_joined(
             .map_err(|e| AdminError::Event(e.to_string()))?;
         let mut writes = WriteSet::default();
         for event in &events {
-            writes.put_event(event)?;
+            writes.put_event(&store, event)?;
         }
         writes.put_heads(
             &ScopeId::Directory(identity.org),
@@ -200,7 +201,7 @@ pub fn remove_node(
     .verify()
     .map_err(|e| AdminError::Event(e.to_string()))?;
     let mut writes = WriteSet::default();
-    writes.put_event(&revoke)?;
+    writes.put_event(&store, &revoke)?;
     store.commit(writes)?;
     store.flush()?;
     Ok(())
@@ -231,18 +232,70 @@ pub fn invite(
     .map_err(|e| AdminError::Event(e.to_string()))
 }
 
-/// Opens the data folder's store, with a clear error ([`StoreError::InUse`]) when another
-/// process holds it.
-pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
-    Store::open(&data_dir.store_path()).map_err(|err| match err {
-        // sled says so only in words: "could not acquire lock on ...".
-        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
-            StoreError::InUse {
-                data_dir: data_dir.root().to_path_buf(),
+/// The environment variable naming a file that holds the storage key (instead of
+/// `storage.key` in the data folder).
+pub const STORAGE_KEY_FILE_VAR: &str = "THREADLINE_STORAGE_KEY_FILE";
+
+/// The environment variable holding the storage key itself (64 hex digits).
+pub const STORAGE_KEY_VAR: &str = "THREADLINE_STORAGE_KEY";
+
+/// The key that wraps the store's data keys (docs/OPERATIONS.md, "Encryption at rest"): from
+/// [`STORAGE_KEY_VAR`], else the file [`STORAGE_KEY_FILE_VAR`] names, else `storage.key` in
+/// the data folder, which is made (readable by its owner only) for a store that has no data
+/// keys yet. A store that has them and no key to open them is refused.
+pub fn storage_key(data_dir: &DataDir) -> Result<StorageKey, StoreError> {
+    let refused = |detail: String| StoreError::StorageKey { detail };
+    if let Ok(text) = std::env::var(STORAGE_KEY_VAR) {
+        return StorageKey::from_hex(&text)
+            .ok_or_else(|| refused(format!("{STORAGE_KEY_VAR} is not 64 hex digits")));
+    }
+    let (path, external) = match std::env::var_os(STORAGE_KEY_FILE_VAR) {
+        Some(path) => (std::path::PathBuf::from(path), true),
+        None => (data_dir.storage_key_path(), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => StorageKey::from_hex(&text)
+            .ok_or_else(|| refused(format!("{} does not hold 64 hex digits", path.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !external => {
+            let keys = data_dir.store_path().join(crate::store::DATA_KEYS);
+            if keys.exists() {
+                return Err(refused(format!(
+                    "{} is missing, and without it nothing customers wrote can be read: put \
+                     the key back, or name it with {STORAGE_KEY_FILE_VAR} or {STORAGE_KEY_VAR}",
+                    path.display()
+                )));
             }
+            let key = StorageKey::generate();
+            crate::data_dir::write_secret(&path, &format!("{}\n", key.to_hex()))
+                .map_err(|err| refused(format!("cannot write {}: {err}", path.display())))?;
+            Ok(key)
         }
-        other => other,
-    })
+        Err(err) => Err(refused(format!("cannot read {}: {err}", path.display()))),
+    }
+}
+
+/// Opens the data folder's store, with a clear error ([`StoreError::InUse`]) when another
+/// process holds it. A store this process just closed may still be locked for a moment (sled
+/// releases its lock from a background thread), so a lock is waited for, briefly.
+pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
+    let storage = storage_key(data_dir)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match Store::open(&data_dir.store_path(), &storage) {
+            // sled says so only in words: "could not acquire lock on ...".
+            Err(StoreError::Sled(sled::Error::Io(io)))
+                if io.to_string().contains("acquire lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse {
+                        data_dir: data_dir.root().to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Adds an agent and returns its token.
@@ -370,7 +423,7 @@ pub fn builtin_bridge_key(
     let certificate = bridge_certificate(&org_key, identity.org, &key, channel, now)?;
     let certify = certify_event(&directory, &org_key, certificate, now)?;
     let mut writes = WriteSet::default();
-    writes.put_event(&certify)?;
+    writes.put_event(store, &certify)?;
     store.commit(writes)?;
     store.flush()?;
     Ok(Some(key))
@@ -397,7 +450,7 @@ pub fn add_bridge(
     let certify = certify_event(&directory, &org_key, certificate.clone(), now)?;
     let token = new_token();
     let mut writes = WriteSet::default();
-    writes.put_event(&certify)?;
+    writes.put_event(&store, &certify)?;
     writes.insert(
         TreeName::Tokens,
         token_hash(&token).to_vec(),

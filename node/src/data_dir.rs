@@ -8,6 +8,8 @@
 //!                    more nodes
 //!   keys/node.key    the node key's seed, hex (mode 0600)
 //!   keys/node.cert   the org's certificate for the node key, hex of its canonical encoding
+//!   keys/storage.key the key that wraps the store's data keys, hex (mode 0600), unless the
+//!                    environment gives it (`admin::storage_key`)
 //!   config.toml      the node's configuration (see `config`)
 //!   peers            peers added with `threadline peer add`, one multiaddr a line
 //!   partners         partner orgs added with `threadline partner add`, one org id a line
@@ -227,6 +229,12 @@ impl DataDir {
             let _ = fs::remove_dir_all(&staging);
         }
         result.map(|prepared| (identity, prepared))
+    }
+
+    /// The key that wraps the store's data keys, unless it comes from the environment
+    /// (`admin::storage_key`).
+    pub fn storage_key_path(&self) -> PathBuf {
+        self.root.join("keys").join("storage.key")
     }
 
     /// The sled store's folder.
@@ -461,6 +469,18 @@ fn write_layout(
         false,
     )?;
     Ok(())
+}
+
+/// Writes a new secret file (readable by its owner only), synced, with its folder.
+pub fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    write_file(path, contents, true).map_err(|err| match err {
+        InitError::Io { source, .. } => source,
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    sync_parent(path)
 }
 
 fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), InitError> {

@@ -12,7 +12,7 @@
 //! | `contact_threads` | contact id ‖ thread id | empty |
 //! | `open_threads` | contact id | thread id: where the contact's next inbound message goes |
 //! | `external_ids` | – | unused since the event log's index keeps each external key's event (channel ‖ SHA-256(sender's address ‖ 0 ‖ external id), [`external_id_key`]: makes resubmission idempotent); emptied at open |
-//! | `outbound` | channel ‖ sequence BE | `encode(Delivery)`: each channel's delivery queue |
+//! | `outbound` | channel ‖ sequence BE | `encode(StoredDelivery)`: each channel's delivery queue, each [`Delivery`] sealed under its thread's data key |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
 //! | `agents` | agent id | `encode(AgentRecord)` |
 //! | `replicated_routes` | thread id ‖ event id | empty: a route set by an event from another node (that node delivers on it) |
@@ -25,10 +25,17 @@
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //! | `journal` | `b"events_end"` | where the event log ended after the last commit ([`LogEnd`]) |
 //! | `meta` | `b"events_end"` | where the event log ends ([`LogEnd`]): written with every commit, before its counter |
+//! | `retired_keys` | data key number BE | empty: a data key an erasure retired, destroyed once the commit is durable (again at open, should a crash come first) |
+//!
+//! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
+//! under a data key of its thread, contact or attachment, kept wrapped in `data-keys`;
+//! erasing destroys the keys.
 //!
 //! Every log's events (header and content) are not in sled: they are in the event log
 //! ([`event_log`]), append-only segment files in `events/`, one record per commit, with an
-//! index in memory. An erasure writes the event again without its content.
+//! index in memory, each a [`StoredEvent`] (the content sealed). An erasure writes the event
+//! again without its content, and re-keys its owner: what survives is sealed again under a
+//! new key, and the old keys are destroyed, which makes every old copy unreadable.
 //!
 //! Attachment bytes are files under `attachments/` in the store's directory ([`BlobStore`]).
 //!
@@ -43,6 +50,7 @@
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
 mod blobs;
+pub mod data_keys;
 pub mod event_log;
 mod handoff_codes;
 mod keys;
@@ -56,12 +64,13 @@ use threadline_protocol::{
 };
 
 pub use blobs::{BlobError, BlobStore, UNUSED_BLOB_GRACE};
+use data_keys::{DataKeys, DataKeysError, KeyNumber, KeyOwner, StorageKey};
 use event_log::{EventLog, EventLogError, LogEnd, NewEntry};
 pub use handoff_codes::{CodeRefused, HandoffCode, HandoffGrant, HANDOFF_CODE_LIFETIME_MILLIS};
 pub use keys::{
     blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
 };
-pub use records::{AgentRecord, Delivery, TokenRecord, TokenRole};
+pub use records::{AgentRecord, Delivery, StoredDelivery, StoredEvent, TokenRecord, TokenRole};
 
 /// A `threads` record: the state (per-message maps empty), the log's size and its heads.
 type ThreadRecord = (ThreadState, u64, Vec<EventId>);
@@ -114,13 +123,109 @@ pub struct ThreadSummary {
 /// The on-disk schema this build reads and writes. sled's own format may change before its
 /// 1.0 and need a migration; so may ours: a store with another version is refused.
 ///
-/// Version 5 moved the events from the `log` tree to the event log; version 4 keyed external
-/// ids by sender too and added the blob trees. Stores of versions 3 and 4 are migrated when
-/// opened ([`Store::open`]).
-pub const SCHEMA_VERSION: u32 = 5;
+/// Version 6 sealed what customers wrote under data keys (encryption at rest); version 5
+/// moved the events from the `log` tree to the event log; version 4 keyed external ids by
+/// sender too and added the blob trees. Stores of versions 3 to 5 are migrated when opened
+/// ([`Store::open`]).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The key of [`LogEnd`] in `meta` and in the journal.
 const EVENTS_END: &[u8] = b"events_end";
+
+/// The data keys' file in the store's folder ([`data_keys`]).
+pub const DATA_KEYS: &str = "data-keys";
+
+/// The suffix of the folder a store of schema 5 or earlier is sealed into, beside it
+/// ([`Store::seal_into`]).
+const SEALING: &str = "sealing";
+
+/// The suffix the store being replaced by its sealed copy takes for a moment.
+const UNSEALED: &str = "unsealed";
+
+/// `path` with `.suffix` added to its last part.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn io_damage(path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Damaged {
+        path: path.to_path_buf(),
+        detail: err.to_string(),
+    }
+}
+
+/// Finishes or undoes what a sealing migration interrupted left: the sealed copy is put in
+/// place if the store was already moved aside; the old store is removed once the copy is in
+/// place; an unfinished copy is removed (it is made again).
+fn finish_sealing(path: &Path) -> Result<(), StoreError> {
+    let (sealing, unsealed) = (sibling(path, SEALING), sibling(path, UNSEALED));
+    if !path.exists() && sealing.exists() && unsealed.exists() {
+        std::fs::rename(&sealing, path).map_err(|err| io_damage(path, err))?;
+        sync_parent(path)?;
+    }
+    for leftover in [&unsealed, &sealing] {
+        if leftover.exists() && path.exists() {
+            std::fs::remove_dir_all(leftover).map_err(|err| io_damage(leftover, err))?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts the sealed copy in the store's place: the store moves aside, the copy takes its name
+/// (each rename atomic; [`finish_sealing`] completes either step after a crash), then the old
+/// store is removed.
+fn swap_in_sealed(path: &Path, sealing: &Path) -> Result<(), StoreError> {
+    let unsealed = sibling(path, UNSEALED);
+    std::fs::rename(path, &unsealed).map_err(|err| io_damage(path, err))?;
+    sync_parent(path)?;
+    std::fs::rename(sealing, path).map_err(|err| io_damage(path, err))?;
+    sync_parent(path)?;
+    std::fs::remove_dir_all(&unsealed).map_err(|err| io_damage(&unsealed, err))?;
+    tracing::info!(
+        store = %path.display(),
+        "sealed the store (schema {SCHEMA_VERSION}: encryption at rest); the unsealed copy is deleted"
+    );
+    Ok(())
+}
+
+fn sync_parent(path: &Path) -> Result<(), StoreError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|err| io_damage(parent, err))
+}
+
+/// What a content's seal is bound to: its event.
+fn content_aad(id: &EventId) -> [u8; 40] {
+    let mut aad = [0u8; 40];
+    aad[..8].copy_from_slice(b"content\0");
+    aad[8..].copy_from_slice(id.as_bytes());
+    aad
+}
+
+/// Whose data key seals an event's content: its thread's, or for a directory event the
+/// contact's it is about. `None` for kinds that carry no content.
+pub fn content_owner(scope: &ScopeId, kind: &threadline_protocol::EventKind) -> Option<KeyOwner> {
+    use threadline_protocol::event::DirectoryKind as D;
+    match (scope, kind) {
+        (ScopeId::Thread(thread), _) => Some(KeyOwner::Thread(*thread)),
+        (
+            ScopeId::Directory(_),
+            threadline_protocol::EventKind::Directory(
+                D::CreateContact { contact }
+                | D::LinkHandle { contact }
+                | D::UnlinkHandle { contact }
+                | D::SetAttribute { contact, .. }
+                | D::Consent { contact, .. }
+                | D::EraseContact { contact },
+            ),
+        ) => Some(KeyOwner::Contact(*contact)),
+        _ => None,
+    }
+}
 
 /// One write in the journal: tree number, key, value (`None`: removal).
 type JournalOp = (u8, codec::ByteBuf, Option<codec::ByteBuf>);
@@ -137,6 +242,16 @@ pub enum StoreError {
     /// sled failed (I/O, corruption).
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
+    /// The storage key is missing or unreadable.
+    #[error("storage key: {detail}")]
+    StorageKey {
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+    /// Sealing or opening what is stored encrypted failed (a wrong storage key, a data key or
+    /// sealed bytes changed on disk).
+    #[error("store: {0}")]
+    Sealing(#[from] DataKeysError),
     /// Another process (a running node, an admin command) holds the data folder's store:
     /// sled lets one process at a time open it.
     #[error(
@@ -263,9 +378,11 @@ pub enum TreeName {
     /// Thread id → what the thread list needs and the state does not keep
     /// ([`crate::thread_facts::ThreadFacts`]).
     ThreadFacts,
+    /// Data keys retired by a commit, to destroy once it is durable.
+    RetiredKeys,
 }
 
-const TREE_NAMES: [&str; 16] = [
+const TREE_NAMES: [&str; 17] = [
     "log",
     "threads",
     "contact_threads",
@@ -282,6 +399,7 @@ const TREE_NAMES: [&str; 16] = [
     "blob_uploads",
     "handoff_codes",
     "thread_facts",
+    "retired_keys",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -291,6 +409,10 @@ pub struct WriteSet {
     ops: std::collections::HashMap<(TreeName, Vec<u8>), Option<Vec<u8>>>,
     /// Blobs an erasure stopped referring to: deleted after the commit if nothing else does.
     released: Vec<BlobHash>,
+    /// Whose sealed content an erasure took (each is re-keyed before the commit).
+    erased_owners: std::collections::HashSet<KeyOwner>,
+    /// Data keys to destroy once the commit is durable.
+    retired: Vec<KeyNumber>,
 }
 
 impl WriteSet {
@@ -340,16 +462,18 @@ impl WriteSet {
         }
     }
 
-    /// Stages a verified event in its log, with the references of its attachments.
+    /// Stages a verified event in its log (its content sealed), with the references of its
+    /// attachments.
     pub fn put_event(
         &mut self,
+        store: &Store,
         event: &threadline_protocol::VerifiedEvent,
     ) -> Result<(), StoreError> {
         let (scope, id) = (event.scope_id(), event.id());
         self.insert(
             TreeName::Log,
             log_key(&scope, &id),
-            codec::encode(event.event())?,
+            store.seal_event(&scope, &id, event.event())?,
         );
         for attachment in event.content().into_iter().flat_map(Content::blobs) {
             self.insert(
@@ -377,8 +501,11 @@ impl WriteSet {
         let Some(bytes) = self.get(store, TreeName::Log, &key)? else {
             return Ok(());
         };
-        let event: Event = decode("log", &bytes)?;
-        if let Some(content) = &event.content {
+        let stored: StoredEvent = decode("log", &bytes)?;
+        let Some(sealed) = &stored.content else {
+            return Ok(());
+        };
+        if let Some(content) = store.open_content(id, sealed)? {
             for attachment in content.blobs() {
                 self.remove(
                     TreeName::BlobRefs,
@@ -386,9 +513,92 @@ impl WriteSet {
                 );
                 self.released.push(attachment.blob);
             }
-            let erased = Event::new(event.signed, None);
-            self.insert(TreeName::Log, key, codec::encode(&erased)?);
         }
+        if let Some(owner) = store.keys.owner_of(sealed.key) {
+            self.erased_owners.insert(owner);
+        }
+        let erased = StoredEvent {
+            signed: stored.signed,
+            content: None,
+            external: None,
+        };
+        self.insert(TreeName::Log, key, codec::encode(&erased)?);
+        Ok(())
+    }
+
+    /// Whose sealed content erasures in this write set took: each must be
+    /// [re-keyed](WriteSet::rekey) before the commit.
+    pub fn erased_owners(&self) -> Vec<KeyOwner> {
+        self.erased_owners.iter().copied().collect()
+    }
+
+    /// Re-keys `owner` after an erasure: the content of `survivors` (its events whose content
+    /// stays) is sealed again under a new key, its queued deliveries too (a thread's; those of
+    /// events not surviving are dropped), and every older key of the owner is retired, to be
+    /// destroyed once the commit is durable. With no survivors the owner is left without a
+    /// key. Either way nothing sealed under its old keys can be read afterwards, wherever a
+    /// copy of it lies.
+    pub fn rekey(
+        &mut self,
+        store: &Store,
+        owner: KeyOwner,
+        survivors: &[(ScopeId, EventId)],
+    ) -> Result<(), StoreError> {
+        self.erased_owners.remove(&owner);
+        let old = store.keys.keys_of(owner);
+        if old.is_empty() {
+            return Ok(());
+        }
+        let new = if survivors.is_empty() {
+            None
+        } else {
+            Some(store.keys.new_key(owner)?)
+        };
+        for (scope, id) in survivors {
+            let key = log_key(scope, id);
+            let Some(bytes) = self.get(store, TreeName::Log, &key)? else {
+                continue;
+            };
+            let mut stored: StoredEvent = decode("log", &bytes)?;
+            let (Some(sealed), Some(new)) = (&stored.content, new) else {
+                continue;
+            };
+            if !old.contains(&sealed.key) {
+                continue;
+            }
+            let aad = content_aad(id);
+            stored.content = match store.keys.open_sealed(sealed, &aad)? {
+                Some(plain) => Some(store.keys.seal(new, &aad, &plain)?),
+                None => None,
+            };
+            self.insert(TreeName::Log, key, codec::encode(&stored)?);
+        }
+        if let KeyOwner::Thread(thread) = owner {
+            let surviving: std::collections::HashSet<EventId> =
+                survivors.iter().map(|(_, id)| *id).collect();
+            let mut queued: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for entry in store.tree(TreeName::Outbound).iter() {
+                let (key, value) = entry?;
+                queued.push((key.to_vec(), value.to_vec()));
+            }
+            queued.extend(self.staged(TreeName::Outbound));
+            for (key, value) in queued {
+                let stored: StoredDelivery = decode("outbound", &value)?;
+                if stored.thread != thread {
+                    continue;
+                }
+                let delivery = store.open_delivery(&key, &stored)?;
+                match (delivery, new) {
+                    (Some(delivery), Some(new)) if surviving.contains(&delivery.event) => {
+                        let sealed = store.keys.seal(new, &key, &codec::encode(&delivery)?)?;
+                        let stored = StoredDelivery { thread, sealed };
+                        self.insert(TreeName::Outbound, key, codec::encode(&stored)?);
+                    }
+                    _ => self.remove(TreeName::Outbound, key),
+                }
+            }
+        }
+        self.retired.extend(old);
         Ok(())
     }
 
@@ -458,14 +668,40 @@ pub struct Store {
     blobs: BlobStore,
     /// Every log's events.
     events: std::sync::Arc<EventLog>,
+    /// The data keys what customers wrote is sealed under.
+    keys: std::sync::Arc<DataKeys>,
+    /// Keys retired by commits not yet flushed: destroyed by the next flush.
+    retiring: std::sync::Arc<std::sync::Mutex<Vec<KeyNumber>>>,
+    /// Above every queued delivery's sequence number at open (see [`Store::generate_id`]).
+    seq_floor: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where the store is.
     path: std::path::PathBuf,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path` (sled's files, and attachments in
-    /// `path/attachments`). A store of schema version 3 is migrated to this one.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the store in `path` (sled's files, the event log in `path/events`,
+    /// the data keys in `path/data-keys`, attachments in `path/attachments`), with the
+    /// storage key that wraps its data keys: a wrong key is refused, and changes nothing. A
+    /// store of schema version 3 to 5 is migrated to this one (sealed: see
+    /// [`Store::seal_into`]).
+    pub fn open(path: &Path, storage: &StorageKey) -> Result<Self, StoreError> {
+        finish_sealing(path)?;
+        let (store, found) = Self::open_found(path, storage)?;
+        if found >= 6 {
+            store.destroy_retired_keys()?;
+            return Ok(store);
+        }
+        let sealing = sibling(path, SEALING);
+        store.seal_into(&sealing, storage)?;
+        drop(store);
+        swap_in_sealed(path, &sealing)?;
+        let (store, _) = Self::open_found(path, storage)?;
+        Ok(store)
+    }
+
+    /// Opens the store as it is (migrating versions 3 and 4 to 5 in place); answers the
+    /// schema version it found.
+    fn open_found(path: &Path, storage: &StorageKey) -> Result<(Self, u32), StoreError> {
         let damaged = |err: sled::Error| match err {
             sled::Error::Corruption { .. } => StoreError::Damaged {
                 path: path.to_path_buf(),
@@ -473,11 +709,24 @@ impl Store {
             },
             other => StoreError::Sled(other),
         };
+        let keys_path = path.join(DATA_KEYS);
+        // The storage key is checked before anything else is opened: a wrong one changes
+        // nothing.
+        let mut held_keys = if keys_path.exists() {
+            Some(DataKeys::open(&keys_path, storage)?)
+        } else {
+            None
+        };
         let db = sled::Config::new().path(path).open().map_err(damaged)?;
         let meta = db.open_tree("meta").map_err(damaged)?;
         let found = match meta.get(b"schema")? {
             None => {
+                // A new store: its keys' file first, so that a store without one is never new.
+                if held_keys.is_none() {
+                    held_keys = Some(DataKeys::open(&keys_path, storage)?);
+                }
                 meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
+                db.flush()?;
                 SCHEMA_VERSION
             }
             Some(bytes) => <[u8; 4]>::try_from(bytes.as_ref())
@@ -495,8 +744,23 @@ impl Store {
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
+        let keys = match held_keys {
+            Some(keys) => keys,
+            None if found >= 6 => {
+                return Err(StoreError::Damaged {
+                    path: path.to_path_buf(),
+                    detail: format!(
+                        "{} is missing: without it nothing customers wrote can be read",
+                        keys_path.display()
+                    ),
+                })
+            }
+            // A store from before encryption at rest: its keys begin here.
+            None => DataKeys::open(&keys_path, storage)?,
+        };
+        let keys = std::sync::Arc::new(keys);
         let redone = redo_journal(&trees, &journal, &meta)?;
-        let blobs = BlobStore::open(&path.join("attachments"))?;
+        let blobs = BlobStore::open(&path.join("attachments"), keys.clone())?;
         let recovered = match meta.get(b"commits").map_err(damaged)? {
             None => 0,
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
@@ -545,7 +809,24 @@ impl Store {
                 })?,
             }
         };
-        let events = EventLog::open(&events_dir, events_end, external_key_of_bytes)?;
+        let mut seq_floor = 0u64;
+        if let Some(outbound) = trees.get(TreeName::Outbound as usize) {
+            for channel in 0..=u8::MAX {
+                if let Some((key, _)) = outbound.scan_prefix([channel]).next_back().transpose()? {
+                    let seq = key
+                        .get(1..9)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    seq_floor = seq_floor.max(seq.saturating_add(1));
+                }
+            }
+        }
+        let external_key_of = if found >= 6 {
+            external_key_of_stored
+        } else {
+            external_key_of_event
+        };
+        let events = EventLog::open(&events_dir, events_end, external_key_of)?;
         let store = Store {
             db,
             trees,
@@ -555,6 +836,9 @@ impl Store {
             mark: std::sync::Arc::new(mark),
             blobs,
             events: std::sync::Arc::new(events),
+            keys,
+            retiring: std::sync::Arc::default(),
+            seq_floor: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(seq_floor)),
             path: path.to_path_buf(),
         };
         if redone {
@@ -575,7 +859,7 @@ impl Store {
             store.tree(TreeName::ExternalIds).clear()?;
             store.flush()?;
         }
-        Ok(store)
+        Ok((store, found))
     }
 
     /// Version 4 → 5: the events move from the `log` tree to the event log (in records of a few
@@ -588,7 +872,7 @@ impl Store {
         let mut append = |chunk: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<(), StoreError> {
             let externals: Vec<Option<[u8; 33]>> = chunk
                 .iter()
-                .map(|(_, value)| external_key_of_bytes(value))
+                .map(|(_, value)| external_key_of_event(value))
                 .collect();
             let entries = chunk
                 .iter()
@@ -618,7 +902,7 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         batch.insert(EVENTS_END, &end.to_bytes());
-        batch.insert(b"schema", &SCHEMA_VERSION.to_be_bytes());
+        batch.insert(b"schema", &5u32.to_be_bytes());
         self.meta.apply_batch(batch)?;
         self.flush()?;
         self.tree(TreeName::Log).clear()?;
@@ -626,6 +910,114 @@ impl Store {
         tracing::info!(
             events = moved,
             "moved the store's events to its event log (schema 5)"
+        );
+        Ok(())
+    }
+
+    /// Version 5 → 6: a sealed copy of this store is made in `to` (a new folder): every tree
+    /// but the retired ones copied (queued deliveries sealed), every event appended again in
+    /// the order it was (its content sealed), every attachment sealed, then the commit
+    /// counter and its mark. [`Store::open`] then puts it in this store's place and deletes
+    /// this one, so no unsealed copy is left behind, not even sled's old values.
+    fn seal_into(&self, to: &Path, storage: &StorageKey) -> Result<(), StoreError> {
+        let (sealed, _) = Store::open_found(to, storage)?;
+        for (number, name) in TREE_NAMES.iter().enumerate() {
+            if number == TreeName::Log as usize || number == TreeName::ExternalIds as usize {
+                continue;
+            }
+            let (Some(from), Some(into)) = (self.trees.get(number), sealed.trees.get(number))
+            else {
+                continue;
+            };
+            let mut batch = sled::Batch::default();
+            for entry in from.iter() {
+                let (key, value) = entry?;
+                if number == TreeName::Outbound as usize {
+                    let delivery: Delivery = decode("outbound", &value)?;
+                    batch.insert(key.as_ref(), sealed.seal_delivery(&key, &delivery)?);
+                } else {
+                    batch.insert(key, value);
+                }
+            }
+            into.apply_batch(batch)?;
+            tracing::debug!(tree = name, "copied into the sealed store");
+        }
+        let commits = self.commits();
+        type Entry = ([u8; 33], [u8; 32], Vec<u8>, Option<[u8; 33]>);
+        let mut chunk: Vec<Entry> = Vec::new();
+        let mut end = sealed.events.end();
+        let mut append = |chunk: &mut Vec<Entry>| -> Result<(), StoreError> {
+            sealed.keys.sync()?;
+            let entries: Vec<NewEntry<'_>> = chunk
+                .iter()
+                .map(|(scope, id, bytes, external)| NewEntry {
+                    scope,
+                    id,
+                    bytes,
+                    external: external.as_ref(),
+                })
+                .collect();
+            end = sealed.events.append(commits, &entries)?;
+            chunk.clear();
+            Ok(())
+        };
+        let mut moved = 0u64;
+        for (scope_bytes, id_bytes) in self.events.in_order() {
+            let Some(bytes) = self.events.get(&scope_bytes, &id_bytes)? else {
+                continue;
+            };
+            let event: Event = decode("log", &bytes)?;
+            let (scope, id) = keys::split_log_key(&[scope_bytes.as_slice(), &id_bytes].concat())
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: "log",
+                    detail: "an event log entry of no scope".to_owned(),
+                })?;
+            // The key it took, if it was the first to name it.
+            let external = external_key_of_event(&bytes)
+                .filter(|key| self.events.external(key) == Some(id_bytes));
+            chunk.push((
+                scope_bytes,
+                id_bytes,
+                sealed.seal_event(&scope, &id, &event)?,
+                external,
+            ));
+            moved += 1;
+            if chunk.len() == 4096 {
+                append(&mut chunk)?;
+            }
+        }
+        if !chunk.is_empty() {
+            append(&mut chunk)?;
+        }
+        let mut sealed_blobs = 0u64;
+        for (blob, _) in self.blobs.list()? {
+            let path = self.blobs.path(&blob);
+            let bytes = std::fs::read(&path).map_err(|err| io_damage(&path, err))?;
+            let found = BlobHash::of(&bytes);
+            if found != blob {
+                return Err(BlobError::HashMismatch {
+                    expected: blob,
+                    found,
+                }
+                .into());
+            }
+            sealed.blobs.put(&bytes)?;
+            sealed_blobs += 1;
+        }
+        let mut meta = sled::Batch::default();
+        meta.insert(EVENTS_END, &end.to_bytes());
+        meta.insert(b"commits", &commits.to_be_bytes());
+        meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes());
+        sealed.meta.apply_batch(meta)?;
+        sealed
+            .commits
+            .store(commits, std::sync::atomic::Ordering::SeqCst);
+        sealed.keys.sync()?;
+        sealed.flush()?;
+        tracing::info!(
+            events = moved,
+            attachments = sealed_blobs,
+            "sealed a copy of the store (schema {SCHEMA_VERSION})"
         );
         Ok(())
     }
@@ -831,6 +1223,16 @@ impl Store {
             return Ok(());
         }
         let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
+        // Keys made for this commit are durable before anything sealed under them.
+        self.keys.sync()?;
+        let retired = std::mem::take(&mut writes.retired);
+        for key in &retired {
+            writes.insert(
+                TreeName::RetiredKeys,
+                key.0.to_be_bytes().to_vec(),
+                Vec::new(),
+            );
+        }
         let mut events: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         // Event id → the external key it takes (the event log's index keeps those).
         let mut externals: std::collections::HashMap<Vec<u8>, [u8; 33]> =
@@ -892,6 +1294,10 @@ impl Store {
         self.meta.apply_batch(meta)?;
         self.commits
             .store(commit, std::sync::atomic::Ordering::SeqCst);
+        self.retiring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(retired);
         Ok(())
     }
 
@@ -930,9 +1336,132 @@ impl Store {
     /// Makes everything committed so far durable (one fsync for many writers: group commit).
     pub fn flush(&self) -> Result<(), StoreError> {
         let committed = self.commits.load(std::sync::atomic::Ordering::SeqCst);
+        let retiring = std::mem::take(
+            &mut *self
+                .retiring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         self.db.flush()?;
         write_commit_mark(&self.mark, committed)?;
+        if !retiring.is_empty() {
+            // The commits that retired them are durable: nothing readable needs them.
+            self.keys.destroy(&retiring)?;
+            let mut done = sled::Batch::default();
+            for key in &retiring {
+                done.remove(&key.0.to_be_bytes());
+            }
+            self.tree(TreeName::RetiredKeys).apply_batch(done)?;
+        }
         Ok(())
+    }
+
+    /// Destroys the keys that durable commits retired and a crash kept from being destroyed
+    /// (at open).
+    fn destroy_retired_keys(&self) -> Result<(), StoreError> {
+        let mut retired = Vec::new();
+        for key in self.tree(TreeName::RetiredKeys).iter().keys() {
+            let key = key?;
+            let number = <[u8; 8]>::try_from(key.as_ref()).map_err(|_| StoreError::Corrupt {
+                tree: "retired_keys",
+                detail: "a key that is not 8 bytes".to_owned(),
+            })?;
+            retired.push(KeyNumber(u64::from_be_bytes(number)));
+        }
+        if retired.is_empty() {
+            return Ok(());
+        }
+        self.keys.destroy(&retired)?;
+        self.tree(TreeName::RetiredKeys).clear()?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The data keys.
+    pub fn keys(&self) -> &DataKeys {
+        &self.keys
+    }
+
+    /// An event as the event log keeps it: its content sealed under its owner's current key
+    /// (made if it has none), with the external key it names.
+    fn seal_event(
+        &self,
+        scope: &ScopeId,
+        id: &EventId,
+        event: &Event,
+    ) -> Result<Vec<u8>, StoreError> {
+        let kind = &event.signed.header.kind;
+        let content = match &event.content {
+            None => None,
+            Some(content) => {
+                let owner = content_owner(scope, kind).ok_or_else(|| StoreError::Corrupt {
+                    tree: "log",
+                    detail: format!("a {} event with content has no key to seal it", kind.name()),
+                })?;
+                let key = self.keys.current_or_new(owner)?;
+                Some(
+                    self.keys
+                        .seal(key, &content_aad(id), &content.to_tagged_bytes()?)?,
+                )
+            }
+        };
+        let stored = StoredEvent {
+            signed: event.signed.clone(),
+            content,
+            external: external_id_key_of(kind, event.content.as_deref()).map(codec::ByteBuf),
+        };
+        Ok(codec::encode(&stored)?)
+    }
+
+    /// An event's content, opened; `None` if its key was destroyed (erased).
+    fn open_content(
+        &self,
+        id: &EventId,
+        sealed: &data_keys::Sealed,
+    ) -> Result<Option<Content>, StoreError> {
+        match self.keys.open_sealed(sealed, &content_aad(id))? {
+            None => Ok(None),
+            Some(plain) => Ok(Some(Content::from_tagged_bytes(&plain).map_err(|err| {
+                StoreError::Corrupt {
+                    tree: "log",
+                    detail: format!("event {id}'s content: {err}"),
+                }
+            })?)),
+        }
+    }
+
+    /// A stored event, its content opened (none if erased).
+    fn open_event(&self, id: &EventId, bytes: &[u8]) -> Result<Event, StoreError> {
+        let stored: StoredEvent = decode("log", bytes)?;
+        let content = match &stored.content {
+            None => None,
+            Some(sealed) => self.open_content(id, sealed)?,
+        };
+        Ok(Event::new(stored.signed, content))
+    }
+
+    /// A delivery as the `outbound` tree keeps it under `key`, sealed under its thread's key.
+    pub fn seal_delivery(&self, key: &[u8], delivery: &Delivery) -> Result<Vec<u8>, StoreError> {
+        let data_key = self
+            .keys
+            .current_or_new(KeyOwner::Thread(delivery.thread))?;
+        let sealed = self.keys.seal(data_key, key, &codec::encode(delivery)?)?;
+        Ok(codec::encode(&StoredDelivery {
+            thread: delivery.thread,
+            sealed,
+        })?)
+    }
+
+    /// A queued delivery, opened; `None` if its thread's key was destroyed (erased).
+    pub fn open_delivery(
+        &self,
+        key: &[u8],
+        stored: &StoredDelivery,
+    ) -> Result<Option<Delivery>, StoreError> {
+        match self.keys.open_sealed(&stored.sealed, key)? {
+            None => Ok(None),
+            Some(plain) => Ok(Some(decode("outbound", &plain)?)),
+        }
     }
 
     /// Reads everything back and checks it: every log entry decodes, is filed under its own
@@ -944,7 +1473,7 @@ impl Store {
         let mut damaged_events = Vec::new();
         let damaged_files = self.events.check(&mut |scope, id, bytes| {
             let id = EventId::from_bytes(*id);
-            let event: Event = match decode("log", bytes) {
+            let event: Event = match self.open_event(&id, bytes) {
                 Ok(event) => event,
                 Err(err) => {
                     damaged_events.push(format!("log: event {id}: {err}"));
@@ -1018,7 +1547,8 @@ impl Store {
     /// Copies the store into `to` (a new, empty folder): every tree, key by key, into a new
     /// sled store there, then the event log's segments up to its end, then its commit mark,
     /// then the attachment files (copied: a backup
-    /// must not share the live files' bytes). Consistent when nothing commits meanwhile: the
+    /// must not share the live files' bytes), then the data keys (sealed as they are: the
+    /// copy needs the same storage key). Consistent when nothing commits meanwhile: the
     /// ingest writer calls it between batches ([`crate::ingest::Ingest::backup`]), an admin
     /// command on a store no node holds. Writes outside the writer (a delivery acknowledged,
     /// an upload recorded) touch one key each and land in the copy or not, whole. Answers the
@@ -1083,6 +1613,9 @@ impl Store {
                 }
             }
         }
+        // Last: it holds the key of every attachment copied (keys are only ever added
+        // meanwhile; the writer, which destroys them, is the caller).
+        self.keys.copy_to(&to.join(DATA_KEYS))?;
         Ok(bytes)
     }
 
@@ -1098,9 +1631,15 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh monotonic id (delivery sequence numbers).
+    /// A fresh monotonic id (delivery sequence numbers): above every delivery queued, also
+    /// in a store copied into a new sled database (a backup, the sealing migration), whose
+    /// own id generator starts again from zero.
     pub fn generate_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        let floor = self
+            .seq_floor
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Both strictly increase, so their maximum does.
+        Ok(self.db.generate_id()?.max(floor))
     }
 
     /// Whether an event of `scope` is stored.
@@ -1112,7 +1651,7 @@ impl Store {
     pub fn event(&self, scope: &ScopeId, id: &EventId) -> Result<Option<Event>, StoreError> {
         self.events
             .get(&scope_key(scope), id.as_bytes())?
-            .map(|bytes| decode("log", &bytes))
+            .map(|bytes| self.open_event(id, &bytes))
             .transpose()
     }
 
@@ -1140,7 +1679,7 @@ impl Store {
     pub fn log_with_ids(&self, scope: &ScopeId) -> Result<Vec<(EventId, Event)>, StoreError> {
         let mut events = Vec::new();
         for (id, value) in self.events.scope(&scope_key(scope))? {
-            let event: Event = decode("log", &value)?;
+            let event = self.open_event(&EventId::from_bytes(id), &value)?;
             let order = OrderKey {
                 depth: event.signed.header.depth,
                 author_time: event.signed.header.author_time,
@@ -1230,14 +1769,22 @@ impl Store {
         channel: threadline_protocol::ChannelKind,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        self.tree(TreeName::Outbound)
+        let mut deliveries = Vec::new();
+        for entry in self
+            .tree(TreeName::Outbound)
             .scan_prefix([channel_key(channel)])
-            .take(limit)
-            .map(|entry| {
-                let (_, value) = entry?;
-                decode("outbound", &value)
-            })
-            .collect()
+        {
+            if deliveries.len() == limit {
+                break;
+            }
+            let (key, value) = entry?;
+            let stored: StoredDelivery = decode("outbound", &value)?;
+            // One whose thread was erased is never sent (the erasure drops it too).
+            if let Some(delivery) = self.open_delivery(&key, &stored)? {
+                deliveries.push(delivery);
+            }
+        }
+        Ok(deliveries)
     }
 
     /// Takes a delivery off its channel's queue; whether it was there. Durable after the next
@@ -1447,10 +1994,16 @@ fn log_entry_of<'a>(key: &'a [u8], value: &'a [u8]) -> Result<NewEntry<'a>, Stor
     })
 }
 
-/// The external key of a stored event (an inbound message that names its provider's id),
-/// worked out from its encoding; `None` for other events and ones that do not decode (the
-/// event log's checks name those).
-fn external_key_of_bytes(bytes: &[u8]) -> Option<[u8; 33]> {
+/// The external key a stored event names (an inbound message that names its provider's id);
+/// `None` for other events and ones that do not decode (the event log's checks name those).
+fn external_key_of_stored(bytes: &[u8]) -> Option<[u8; 33]> {
+    let stored: StoredEvent = codec::decode(bytes, codec::MAX_MESSAGE_BYTES).ok()?;
+    stored.external?.0.try_into().ok()
+}
+
+/// [`external_key_of_stored`] for an event stored unsealed (schema 5 and earlier), worked
+/// out from its content.
+fn external_key_of_event(bytes: &[u8]) -> Option<[u8; 33]> {
     let event: Event = codec::decode(bytes, codec::MAX_MESSAGE_BYTES).ok()?;
     external_id_key_of(&event.signed.header.kind, event.content.as_deref())?
         .try_into()
@@ -1512,12 +2065,17 @@ mod tests {
         ChannelKind, SecretKey, Timestamp, VerifiedEvent,
     };
 
+    /// The storage key of the tests' stores.
+    pub(crate) fn test_storage_key() -> StorageKey {
+        StorageKey::from_bytes([7; 32])
+    }
+
     /// An upload no event refers to goes once it is older than the grace; a referenced blob
     /// stays; an erasure releases its blobs, which go at once if nothing else refers to them.
     #[test]
     fn blobs_nobody_refers_to_are_swept_and_erased_ones_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
         let used = store.blobs().put(b"used").expect("stores");
         let unused = store.blobs().put(b"unused").expect("stores");
         let scope = ScopeId::Thread(ThreadId::from_bytes([3; 32]));
@@ -1581,7 +2139,7 @@ mod tests {
         .expect("signs");
         let id = event.id().expect("id");
         {
-            let store = Store::open(dir.path()).expect("opens");
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
             let old_key = [vec![channel_key(ChannelKind::Email)], vec![0xaa; 32]].concat();
             store
                 .tree(TreeName::ExternalIds)
@@ -1598,7 +2156,7 @@ mod tests {
                 .expect("schema 3");
             store.flush().expect("flush");
         }
-        let store = Store::open(dir.path()).expect("migrates");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("migrates");
         let key = external_id_key(ChannelKind::Email, &sender, &external);
         assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
         assert!(
@@ -1608,7 +2166,7 @@ mod tests {
         assert_eq!(store.blob_refs(&blob).expect("reads"), vec![(scope, id)]);
         drop(store);
         // Version 5 now: opening again changes nothing.
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
         assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
         assert_eq!(store.n_events(), 1);
     }
@@ -1626,7 +2184,7 @@ mod tests {
             vec![7u8; JOURNAL_CHUNK_BYTES],
         );
         {
-            let store = Store::open(dir.path()).expect("opens");
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
             store
                 .tree(TreeName::Outbound)
                 .insert(b"old", b"removed by the commit")
@@ -1642,7 +2200,7 @@ mod tests {
                 .expect("insert");
             store.flush().expect("flush");
         }
-        let store = Store::open(dir.path()).expect("reopens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
         let get = |tree, key: &[u8]| {
             store
                 .tree(tree)
@@ -1664,7 +2222,7 @@ mod tests {
             .expect("remove");
         store.flush().expect("flush");
         drop(store);
-        let store = Store::open(dir.path()).expect("reopens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
         assert_eq!(
             store.tree(TreeName::Tokens).get(b"ext key").expect("reads"),
             None
@@ -1698,9 +2256,9 @@ mod tests {
         let kept = thread_event(1).verify().expect("verifies");
         let lost = thread_event(2).verify().expect("verifies");
         {
-            let store = Store::open(dir.path()).expect("opens");
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
             let mut writes = WriteSet::default();
-            writes.put_event(&kept).expect("stages");
+            writes.put_event(&store, &kept).expect("stages");
             store.commit(writes).expect("commits");
             store.flush().expect("flush");
             let key = log_key(&lost.scope_id(), &lost.id());
@@ -1713,7 +2271,7 @@ mod tests {
                 .contains_event(&lost.scope_id(), &lost.id())
                 .expect("reads"));
         }
-        let store = Store::open(dir.path()).expect("reopens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
         assert_eq!(store.n_events(), 1);
         assert_eq!(
             store.event(&kept.scope_id(), &kept.id()).expect("reads"),
@@ -1742,7 +2300,7 @@ mod tests {
             .map(|seed| thread_event(seed).verify().expect("verifies"))
             .collect();
         {
-            let store = Store::open(dir.path()).expect("opens");
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
             for event in &events {
                 store
                     .tree(TreeName::Log)
@@ -1764,7 +2322,7 @@ mod tests {
             b"partial",
         )
         .expect("writes");
-        let store = Store::open(dir.path()).expect("migrates");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("migrates");
         assert_eq!(store.n_events(), 5);
         assert!(store.tree(TreeName::Log).is_empty());
         for event in &events {
@@ -1774,7 +2332,7 @@ mod tests {
             );
         }
         drop(store);
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
         assert_eq!(store.n_events(), 5);
         assert!(store.check().expect("checks").damaged.is_empty());
     }

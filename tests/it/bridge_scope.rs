@@ -18,7 +18,7 @@ use threadline_tests::{eventually, Node};
 use crate::node::{now, send, submit, Bridge, Org};
 
 /// `POST /bridge/resolve`: the handle's thread, and the parents and depth of the next event.
-fn resolve(node: &Node, bridge: &Bridge, handle: &str) -> (ThreadId, Vec<EventId>, u64) {
+pub(crate) fn resolve(node: &Node, bridge: &Bridge, handle: &str) -> (ThreadId, Vec<EventId>, u64) {
     let (status, resolved) = node.post(
         &bridge.token,
         "/api/v1/bridge/resolve",
@@ -60,7 +60,7 @@ fn head(detail: &Value) -> (EventId, u64) {
     )
 }
 
-fn signed(
+pub(crate) fn signed(
     bridge: &Bridge,
     thread: ThreadId,
     parents: Vec<EventId>,
@@ -76,7 +76,7 @@ fn signed(
     hex::encode(event.to_bytes().expect("encodes"))
 }
 
-fn message(text: &str, handle: &str, external_id: &str) -> Content {
+pub(crate) fn message(text: &str, handle: &str, external_id: &str) -> Content {
     Content::text(text)
         .with_handle(handle.parse::<Handle>().expect("handle"))
         .with_external_id(ExternalId::new(external_id).expect("id"))
@@ -91,7 +91,7 @@ fn refused(results: &[Value]) -> (String, String) {
     )
 }
 
-fn upload(node: &Node, bridge: &Bridge, bytes: &[u8]) -> BlobHash {
+pub(crate) fn upload(node: &Node, bridge: &Bridge, bytes: &[u8]) -> BlobHash {
     let response = node
         .http()
         .post(&format!("{}/api/v1/bridge/blobs", node.base))
@@ -106,7 +106,7 @@ fn upload(node: &Node, bridge: &Bridge, bytes: &[u8]) -> BlobHash {
         .expect("hash")
 }
 
-fn with_file(content: Content, blob: BlobHash, size: usize) -> Content {
+pub(crate) fn with_file(content: Content, blob: BlobHash, size: usize) -> Content {
     content.with_attachment(Attachment::new(
         blob,
         size as u64,

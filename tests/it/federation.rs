@@ -439,7 +439,9 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
         "its own directory and the shared thread"
     );
     partner_node.stop();
-    let store = threadline_node::store::Store::open(&partner.data.join("store")).expect("store");
+    let store =
+        threadline_node::admin::open_store(&threadline_node::data_dir::DataDir::new(&partner.data))
+            .expect("store");
     let held: Vec<String> = store
         .thread_summaries()
         .map(|t| t.expect("summary").thread.to_string())

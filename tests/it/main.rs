@@ -1,5 +1,6 @@
 //! End-to-end tests: they run the real `threadline` binary.
 
+mod at_rest;
 mod bridge_scope;
 mod browser;
 mod cli;

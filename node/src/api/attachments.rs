@@ -208,34 +208,51 @@ pub async fn bridge_download(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
-/// A blob's bytes as a streamed body (a part at a time, not the whole file in memory).
+/// A blob's bytes as a streamed body (a part at a time, opened as it is read: not the whole
+/// file in memory).
 async fn open_blob(ingest: &Ingest, blob: BlobHash) -> Result<Option<Body>, ApiError> {
-    let path = ingest.store().blobs().path(&blob);
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(ApiError::from(StoreError::from(
-                crate::store::BlobError::Io {
-                    action: "open",
-                    path,
-                    source: err,
-                },
-            )))
-        }
+    let store = ingest.store().clone();
+    let first = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.blobs().read_range(&blob, 0, DOWNLOAD_PART))
+            .await
+            .map_err(|err| ApiError::internal(format!("reading task failed: {err}")))?
+            .map_err(StoreError::from)?
     };
-    let parts = futures_util::stream::unfold(file, |mut file| async move {
-        let mut part = vec![0u8; DOWNLOAD_PART];
-        match tokio::io::AsyncReadExt::read(&mut file, &mut part).await {
-            Ok(0) => None,
-            Ok(n) => {
-                part.truncate(n);
-                Some((Ok::<_, std::io::Error>(part), file))
+    let Some((size, first)) = first else {
+        return Ok(None);
+    };
+    let parts = futures_util::stream::unfold(
+        (Some(first), first_len(size), store),
+        move |(ready, offset, store)| async move {
+            if let Some(part) = ready {
+                return Some((Ok::<_, std::io::Error>(part), (None, offset, store)));
             }
-            Err(err) => Some((Err(err), file)),
-        }
-    });
+            if offset >= size {
+                return None;
+            }
+            let reader = store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                reader.blobs().read_range(&blob, offset, DOWNLOAD_PART)
+            })
+            .await;
+            match read {
+                Ok(Ok(Some((_, part)))) if !part.is_empty() => {
+                    let next = offset + part.len() as u64;
+                    Some((Ok(part), (None, next, store)))
+                }
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some((Err(std::io::Error::other(err)), (None, size, store))),
+                Err(err) => Some((Err(std::io::Error::other(err)), (None, size, store))),
+            }
+        },
+    );
     Ok(Some(Body::from_stream(parts)))
+}
+
+/// Where the second part of a download starts.
+fn first_len(size: u64) -> u64 {
+    size.min(DOWNLOAD_PART as u64)
 }
 
 /// The bytes of `attachment` as a response: its media type if it is one shown inline, else

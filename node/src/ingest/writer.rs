@@ -21,7 +21,11 @@ use super::{
 use crate::contact_search::ContactSearch;
 use crate::identity::Identity;
 use crate::limits::Cap;
-use crate::store::{channel_key, log_key, Delivery, Store, StoreError, TreeName, WriteSet};
+use crate::store::data_keys::KeyOwner;
+use crate::store::{
+    channel_key, content_owner, log_key, Delivery, Store, StoreError, StoredDelivery, TreeName,
+    WriteSet,
+};
 use crate::thread_index::ThreadIndex;
 
 /// Starts the writer thread over `store` and returns the handle to it. Fails if the store has
@@ -419,7 +423,13 @@ impl Writer {
 
         // A store error in the middle of a request may leave memory ahead of what was staged:
         // then nothing of the batch is committed (its callers get errors and may retry).
-        let store_failed = answers.iter().find_map(Answer::store_error);
+        let mut store_failed = answers.iter().find_map(Answer::store_error);
+        if store_failed.is_none() {
+            // What erasures took is made unreadable everywhere it lies: its owners re-keyed.
+            if let Err(err) = self.rekey_erased() {
+                store_failed = Some(err.to_string());
+            }
+        }
         // Group commit: one atomic commit and one flush for the whole batch, then answers.
         let writes = std::mem::take(&mut self.pending);
         let released = writes.released_blobs().to_vec();
@@ -686,7 +696,7 @@ impl Writer {
         }
         let writes = &mut self.pending;
         let stored = directory.dag().get(&id).unwrap_or(&event);
-        writes.put_event(stored)?;
+        writes.put_event(&self.store, stored)?;
         writes.put_heads(
             &ScopeId::Directory(self.org),
             directory.dag().len() as u64,
@@ -778,7 +788,7 @@ impl Writer {
         let state = thread.state();
         let contact = state.contact;
         let writes = &mut self.pending;
-        writes.put_event(thread.dag().get(&id).unwrap_or(&event))?;
+        writes.put_event(&self.store, thread.dag().get(&id).unwrap_or(&event))?;
         writes.put_thread_state(
             thread_id,
             state,
@@ -860,11 +870,8 @@ impl Writer {
                     delivery.seq = self.store.generate_id()?;
                     let mut key = vec![channel_key(delivery.handle.channel())];
                     key.extend_from_slice(&delivery.seq.to_be_bytes());
-                    writes.insert(
-                        TreeName::Outbound,
-                        key,
-                        threadline_protocol::codec::encode(&delivery).map_err(StoreError::from)?,
-                    );
+                    let sealed = self.store.seal_delivery(&key, &delivery)?;
+                    writes.insert(TreeName::Outbound, key, sealed);
                 }
                 Err(
                     reason @ ("another node set the route and delivers on it"
@@ -1617,6 +1624,45 @@ impl Writer {
         Ok(ids)
     }
 
+    /// Re-keys the owners whose sealed content this batch's erasures took
+    /// ([`WriteSet::rekey`]): each thread's or contact's events that keep their content are
+    /// sealed again under a new key, and the old keys are destroyed once the batch is durable.
+    fn rekey_erased(&mut self) -> Result<(), IngestError> {
+        for owner in self.pending.erased_owners() {
+            let survivors: Vec<(ScopeId, EventId)> = match owner {
+                KeyOwner::Thread(thread_id) => {
+                    let thread = self.threads.load(&self.store, thread_id)?;
+                    let erased = &thread.state().erased;
+                    thread
+                        .dag()
+                        .iter_ordered()
+                        .filter(|e| e.header().content_hash.is_some() && !erased.contains(&e.id()))
+                        .map(|e| (ScopeId::Thread(thread_id), e.id()))
+                        .collect()
+                }
+                KeyOwner::Contact(_) => {
+                    let scope = ScopeId::Directory(self.org);
+                    let directory = self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    directory
+                        .dag()
+                        .iter_ordered()
+                        .filter(|e| {
+                            e.content().is_some()
+                                && content_owner(&scope, &e.header().kind) == Some(owner)
+                        })
+                        .map(|e| (scope, e.id()))
+                        .collect()
+                }
+                KeyOwner::Blob(_) => continue,
+            };
+            self.pending.rekey(&self.store, owner, &survivors)?;
+        }
+        Ok(())
+    }
+
     /// Drops the queued deliveries of `threads` (one pass over the outbound queues).
     fn drop_deliveries(
         &mut self,
@@ -1632,7 +1678,7 @@ impl Writer {
         }
         queued.extend(self.pending.staged(TreeName::Outbound));
         for (key, value) in queued {
-            let delivery: Delivery = crate::store::decode("outbound", &value)?;
+            let delivery: StoredDelivery = crate::store::decode("outbound", &value)?;
             if threads.contains(&delivery.thread) {
                 self.pending.remove(TreeName::Outbound, key);
             }

@@ -566,6 +566,20 @@ impl EventLog {
             .collect()
     }
 
+    /// Every event held, as its scope and id, in the order their entries were appended.
+    pub fn in_order(&self) -> Vec<(ScopeKey, [u8; 32])> {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<((u32, u32), u32, [u8; 32])> = index
+            .by_id
+            .iter()
+            .map(|(id, (number, location))| ((location.segment, location.offset), *number, *id))
+            .collect();
+        all.sort_unstable_by_key(|(place, _, _)| *place);
+        all.into_iter()
+            .filter_map(|(_, number, id)| Some((*index.scopes.get(number as usize)?, id)))
+            .collect()
+    }
+
     /// Reads one entry and checks its checksum; answers its id and the event's encoding.
     fn read(&self, file: &File, location: Location) -> Result<([u8; 32], Vec<u8>), EventLogError> {
         let path = segment_path(&self.dir, location.segment);

@@ -144,10 +144,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::test_storage_key;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("opens");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
         (dir, store)
     }
 

@@ -4,8 +4,36 @@
 use serde::{Deserialize, Serialize};
 use threadline_protocol::{
     channel::{ChannelKind, Handle},
+    codec::ByteBuf,
+    event::SignedHeader,
     AgentId, EventId, ThreadId, Timestamp,
 };
+
+use super::data_keys::Sealed;
+
+/// An event as the event log keeps it: the signed header in the clear (every replica
+/// verifies the DAG from headers, which name no customer), the content sealed under its
+/// owner's data key, and the external key it names (already a hash: [`super::external_id_key`]),
+/// which start-up reads without opening the content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// The signed header.
+    pub signed: SignedHeader,
+    /// The content's encoding, sealed; `None` when the event has none or it was erased.
+    pub content: Option<Sealed>,
+    /// The external key the event names, if any.
+    pub external: Option<ByteBuf>,
+}
+
+/// A queued delivery as the `outbound` tree keeps it: its thread in the clear (so a thread's
+/// deliveries are found without opening them), the [`Delivery`] sealed under the thread's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDelivery {
+    /// The thread.
+    pub thread: ThreadId,
+    /// The delivery's encoding, sealed.
+    pub sealed: Sealed,
+}
 
 /// A message waiting for a bridge to deliver it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -186,6 +186,23 @@ impl Content {
         }
     }
 
+    /// The content alone as an event carries it (its encoding's version tagged, as in the
+    /// event's wire form): what a store that keeps contents apart from headers writes.
+    pub fn to_tagged_bytes(&self) -> Result<Vec<u8>, EncodeError> {
+        codec::encode(&Tagged(Some(Box::new(self.clone()))))
+    }
+
+    /// Reads [`Content::to_tagged_bytes`] (strictly, at most
+    /// [`MAX_EVENT_BYTES`](crate::limits::MAX_EVENT_BYTES)).
+    pub fn from_tagged_bytes(bytes: &[u8]) -> Result<Content, codec::DecodeError> {
+        let Tagged(content) = codec::decode(bytes, crate::limits::MAX_EVENT_BYTES)?;
+        content
+            .map(|content| *content)
+            .ok_or_else(|| codec::DecodeError::Invalid {
+                detail: "tagged content of none".to_owned(),
+            })
+    }
+
     fn wire(&self) -> Wire<'_> {
         if self.template.is_some() || self.reply_to.is_some() {
             return Wire::V3(V3 {
@@ -349,6 +366,10 @@ impl From<OwnedV3> for Content {
 /// had, so events written before subjects, originals, templates and replies-to existed read back, and
 /// hash, unchanged. Each content is written with the lowest tag that holds it; a higher tag
 /// whose extra fields are all absent is refused as non-canonical.
+/// A content alone in its wire form (see [`Content::to_tagged_bytes`]).
+#[derive(Serialize, Deserialize)]
+struct Tagged(#[serde(with = "wire")] Option<Box<Content>>);
+
 pub(crate) mod wire {
     use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 

@@ -1,0 +1,283 @@
+//! Encryption at rest (issue 17): nothing a customer wrote, no handle and no file's bytes are
+//! anywhere in a data folder in the clear; an erasure destroys the keys, so even a copy of the
+//! store from before it cannot show the erased contact; a missing or wrong storage key is
+//! refused and changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use threadline_protocol::{event::EventKind, ChannelKind, ThreadId};
+use threadline_tests::{run_threadline, threadline_ok, Node};
+
+use crate::bridge_scope::{message, resolve, signed, upload, with_file};
+use crate::node::{send, submit, Org};
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("lists") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("reads");
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
+/// The files under `dir` that hold `needle` anywhere in their bytes (what `strings -a | grep`
+/// would find, and more).
+fn holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for (path, bytes) in files_under(from) {
+        let target = to.join(path.strip_prefix(from).expect("under"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("creates");
+        std::fs::write(target, bytes).expect("copies");
+    }
+}
+
+fn texts(node: &Node, token: &str, thread: &ThreadId) -> Vec<Value> {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("thread.message"))
+        })
+        .map(|e| e["text"].clone())
+        .collect()
+}
+
+/// A workload that touches every kind of stored record (messages, a file, a reply queued for
+/// delivery, a handle linked by an agent), a scan of the whole data folder for each thing the
+/// customers wrote, then an erasure: afterwards the erased customer is unreadable even from
+/// a copy of the store taken before it, while the other customer is untouched.
+#[test]
+fn nothing_a_customer_wrote_is_stored_in_the_clear_and_an_erasure_shreds_it_for_good() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let ivy = "webchat:ivy-canary-7f3a";
+    let ivy_thread = send(
+        &node,
+        &org.webchat,
+        ivy,
+        "IVY-SECRET-91c2 my address is 1 Main St",
+        "wc-i1",
+    );
+    let file: Vec<u8> = b"IVY-PASSPORT-SCAN-5d1e "
+        .iter()
+        .copied()
+        .cycle()
+        .take(200_000)
+        .collect();
+    let blob = upload(&node, &org.webchat, &file);
+    let (thread, parents, depth) = resolve(&node, &org.webchat, ivy);
+    assert_eq!(thread, ivy_thread);
+    let results = submit(
+        &node,
+        &org.webchat,
+        &[signed(
+            &org.webchat,
+            thread,
+            parents,
+            depth,
+            EventKind::inbound_message(ChannelKind::Webchat),
+            Some(with_file(
+                message("IVY-CAPTION-33b0 here is my passport", ivy, "wc-i2"),
+                blob,
+                file.len(),
+            )),
+        )],
+    );
+    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{ivy_thread}/replies"),
+        &json!({"text": "IVY-REPLY-0b7d thanks, we got it"}),
+    );
+    assert_eq!(status, 200);
+    let (_, found) = node.get(&org.agent_token, &format!("/api/v1/contacts?q={ivy}"));
+    let ivy_contact = found["contacts"][0]["id"].as_str().expect("id").to_owned();
+    let (status, linked) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/contacts/{ivy_contact}/handles"),
+        &json!({"handle": "email:ivy-canary-mail@example.test"}),
+    );
+    assert_eq!(status, 200, "{linked}");
+    let jon = "webchat:jon-canary-44aa";
+    let jon_thread = send(&node, &org.webchat, jon, "JON-TEXT-e19f hello", "wc-j1");
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(queue["deliveries"].as_array().map(Vec::len), Some(1));
+    node.stop();
+
+    let ivy_secrets = [
+        "ivy-canary-7f3a",
+        "IVY-SECRET-91c2",
+        "IVY-PASSPORT-SCAN-5d1e",
+        "IVY-CAPTION-33b0",
+        "IVY-REPLY-0b7d",
+        "ivy-canary-mail",
+    ];
+    for secret in ivy_secrets
+        .iter()
+        .chain(&["jon-canary-44aa", "JON-TEXT-e19f"])
+    {
+        assert_eq!(
+            holding(&org.data, secret),
+            Vec::<PathBuf>::new(),
+            "{secret}"
+        );
+    }
+
+    // A copy of the store from before the erasure (a backup, a disk image).
+    let before = tempfile::tempdir().expect("tempdir");
+    copy_dir(&org.data.join("store"), before.path());
+
+    let out = threadline_ok(&org.data, &["erase", "contact", ivy]);
+    assert!(out.contains("erased contact"), "{out}");
+    for secret in ivy_secrets {
+        assert_eq!(
+            holding(&org.data, secret),
+            Vec::<PathBuf>::new(),
+            "{secret}"
+        );
+    }
+    let node = Node::start(&org.data);
+    assert!(texts(&node, &org.agent_token, &ivy_thread)
+        .iter()
+        .all(Value::is_null));
+    assert_eq!(
+        texts(&node, &org.agent_token, &jon_thread),
+        vec![json!("JON-TEXT-e19f hello")]
+    );
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(
+        queue["deliveries"],
+        json!([]),
+        "the reply is never sent now"
+    );
+    node.stop();
+
+    // The old store put back, with the keys as they are now: every record of it is there,
+    // sealed, but what Ivy wrote no longer opens, and Jon's still does.
+    let store = org.data.join("store");
+    let keys = std::fs::read(store.join("data-keys")).expect("keys");
+    std::fs::remove_dir_all(&store).expect("removes");
+    copy_dir(before.path(), &store);
+    std::fs::write(store.join("data-keys"), keys).expect("keys back");
+    let node = Node::start(&org.data);
+    let ivy_texts = texts(&node, &org.agent_token, &ivy_thread);
+    assert_eq!(ivy_texts.len(), 3, "the headers are all there");
+    assert!(ivy_texts.iter().all(Value::is_null), "{ivy_texts:?}");
+    assert_eq!(
+        texts(&node, &org.agent_token, &jon_thread),
+        vec![json!("JON-TEXT-e19f hello")]
+    );
+    let (_, contact) = node.get(&org.agent_token, &format!("/api/v1/contacts/{ivy_contact}"));
+    let shown = contact.to_string();
+    assert!(!shown.contains("ivy-canary"), "{shown}");
+    let (status, _) = node.get(
+        &org.agent_token,
+        &format!("/api/v1/threads/{ivy_thread}/events/{}/attachments/0", {
+            let (_, detail) = node.get(&org.agent_token, &format!("/api/v1/threads/{ivy_thread}"));
+            detail["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter(|e| e["kind"] == "thread.message.inbound")
+                .nth(1)
+                .and_then(|e| e["id"].as_str())
+                .expect("the message with the file")
+                .to_owned()
+        }),
+    );
+    assert_eq!(status, 404, "the file does not open");
+    let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
+    assert_eq!(
+        queue["deliveries"],
+        json!([]),
+        "the old queue entry does not open"
+    );
+    node.stop();
+}
+
+/// The storage key: kept in `keys/storage.key` by default; a node without it, or with another
+/// one, refuses to start with an error that says so, and changes nothing; named by
+/// `THREADLINE_STORAGE_KEY_FILE` (kept off the disk the data is on), it opens the same store.
+#[test]
+fn a_missing_or_wrong_storage_key_is_refused_and_changes_nothing() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let thread = send(&node, &org.webchat, "webchat:kim", "KIM-TEXT-9a01", "wc-k1");
+    node.stop();
+    let key_file = org.data.join("keys/storage.key");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let moved = elsewhere.path().join("storage.key");
+    std::fs::rename(&key_file, &moved).expect("moves the key away");
+    let before = files_under(&org.data);
+
+    let out = run_threadline(&org.data, &["check"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("storage.key is missing") && stderr.contains("THREADLINE_STORAGE_KEY_FILE"),
+        "{stderr}"
+    );
+    assert!(
+        files_under(&org.data) == before,
+        "a refused start changes nothing"
+    );
+
+    let wrong = "ab".repeat(32);
+    let out = std::process::Command::new(threadline_tests::threadline_binary())
+        .arg("--data-dir")
+        .arg(&org.data)
+        .arg("check")
+        .env("THREADLINE_STORAGE_KEY", &wrong)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("storage key does not open"), "{stderr}");
+    assert!(
+        files_under(&org.data) == before,
+        "a refused start changes nothing"
+    );
+
+    let moved = moved.to_str().expect("utf-8 path");
+    let node = Node::start_command_with(
+        &org.data,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+        "threadline listening on ",
+        &[("THREADLINE_STORAGE_KEY_FILE", moved)],
+    );
+    assert_eq!(
+        texts(&node, &org.agent_token, &thread),
+        vec![json!("KIM-TEXT-9a01")]
+    );
+    node.stop();
+    assert!(!key_file.exists(), "the key stays where it was put");
+}
