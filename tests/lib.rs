@@ -867,3 +867,32 @@ pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Every file under `dir`, with its bytes.
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("lists") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).expect("reads");
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
+/// The files under `dir` that hold `needle` anywhere in their bytes (what `strings -a | grep`
+/// would find, and more).
+pub fn holding(dir: &Path, needle: impl AsRef<[u8]>) -> Vec<PathBuf> {
+    let needle = needle.as_ref();
+    files_under(dir)
+        .into_iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(path, _)| path)
+        .collect()
+}

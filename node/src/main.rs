@@ -660,7 +660,7 @@ fn main() -> anyhow::Result<()> {
                     .change_directory(ingest::DirectoryAction::Erase(id))
                     .await?;
                 println!(
-                    "erased contact {id}: {} erasure events signed; its content is no longer served or replicated, signed headers stay (the bytes stay in the data folder until encryption at rest: docs/OPERATIONS.md)",
+                    "erased contact {id}: {} erasure events signed; its data keys are destroyed, so what was stored of it can no longer be read here or from a copy of the data folder, and every node does the same as the erasure reaches it; signed headers stay",
                     events.len()
                 );
                 Ok(())

@@ -2247,6 +2247,105 @@ mod tests {
         .expect("signs")
     }
 
+    /// Erasing part of a thread re-keys it: the erased content is gone, the rest is sealed
+    /// again under a new key, and the old key is destroyed once the commit is durable, so the
+    /// thread's old records (a copy from before) open to nothing; erasing the rest leaves the
+    /// thread with no key at all.
+    #[test]
+    fn erasing_part_of_a_thread_re_keys_it_and_old_copies_no_longer_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
+        let author = SecretKey::from_seed([9; 32]);
+        let root = thread_event(9).verify().expect("verifies");
+        let thread = ThreadId::from_bytes(*root.id().as_bytes());
+        let scope = ScopeId::Thread(thread);
+        let messages: Vec<VerifiedEvent> = (0..3u64)
+            .map(|n| {
+                Draft::new(
+                    Scope::Thread(thread),
+                    vec![root.id()],
+                    1,
+                    Timestamp::from_millis(1_700_000_000_100 + n),
+                    EventKind::inbound_message(ChannelKind::Webchat),
+                )
+                .with_content(
+                    Content::text(format!("secret {n}"))
+                        .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
+                )
+                .sign(&author)
+                .expect("signs")
+                .verify()
+                .expect("verifies")
+            })
+            .collect();
+        let mut writes = WriteSet::default();
+        for event in std::iter::once(&root).chain(&messages) {
+            writes.put_event(&store, event).expect("stages");
+        }
+        store.commit(writes).expect("commits");
+        store.flush().expect("flushes");
+        let owner = KeyOwner::Thread(thread);
+        let old = store.keys().current(owner).expect("a key");
+        let copies: Vec<(EventId, Vec<u8>)> = messages
+            .iter()
+            .map(|m| {
+                let bytes = store
+                    .events
+                    .get(&scope_key(&scope), m.id().as_bytes())
+                    .expect("reads")
+                    .expect("there");
+                assert!(!bytes.windows(6).any(|w| w == b"secret"), "sealed");
+                (m.id(), bytes)
+            })
+            .collect();
+        let text = |store: &Store, id: &EventId| {
+            store
+                .event(&scope, id)
+                .expect("reads")
+                .expect("there")
+                .content
+                .map(|c| c.text.clone())
+        };
+
+        let mut writes = WriteSet::default();
+        writes
+            .erase_content(&store, &scope, &messages[0].id())
+            .expect("erases");
+        assert_eq!(writes.erased_owners(), vec![owner]);
+        let survivors: Vec<(ScopeId, EventId)> =
+            messages[1..].iter().map(|m| (scope, m.id())).collect();
+        writes.rekey(&store, owner, &survivors).expect("re-keys");
+        store.commit(writes).expect("commits");
+        assert!(store.keys().holds(old), "kept until the commit is durable");
+        store.flush().expect("flushes");
+        assert!(!store.keys().holds(old));
+        let new = store.keys().current(owner).expect("a new key");
+        assert_ne!(new, old);
+        assert_eq!(text(&store, &messages[0].id()), None);
+        assert_eq!(text(&store, &messages[1].id()), Some("secret 1".to_owned()));
+        assert_eq!(text(&store, &messages[2].id()), Some("secret 2".to_owned()));
+        for (id, bytes) in &copies {
+            assert_eq!(store.open_event(id, bytes).expect("reads").content, None);
+        }
+        drop(store);
+
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
+        assert_eq!(text(&store, &messages[1].id()), Some("secret 1".to_owned()));
+        let mut writes = WriteSet::default();
+        for m in &messages[1..] {
+            writes
+                .erase_content(&store, &scope, &m.id())
+                .expect("erases");
+        }
+        writes.rekey(&store, owner, &[]).expect("re-keys");
+        store.commit(writes).expect("commits");
+        store.flush().expect("flushes");
+        assert!(store.keys().keys_of(owner).is_empty());
+        assert!(messages.iter().all(|m| text(&store, &m.id()).is_none()));
+        let report = store.check().expect("checks");
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    }
+
     /// Events committed and flushed are read back after a reopen, with the threads' records;
     /// an event appended to the event log by a commit that sled never took (the crash came
     /// between the two) is cut off at the next open, and the store checks clean.
@@ -2289,6 +2388,170 @@ mod tests {
         let report = store.check().expect("checks");
         assert_eq!(report.events, 1);
         assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    }
+
+    /// A store as schema 5 wrote it, unsealed, in `path`: a thread's opening and a message
+    /// in the event log, an attachment file and a queued delivery, all in the clear.
+    fn unsealed_store(path: &Path) -> (Vec<VerifiedEvent>, BlobHash, Delivery) {
+        let root = thread_event(5).verify().expect("verifies");
+        let thread = ThreadId::from_bytes(*root.id().as_bytes());
+        let message = Draft::new(
+            Scope::Thread(thread),
+            vec![root.id()],
+            1,
+            Timestamp::from_millis(1_700_000_000_500),
+            EventKind::inbound_message(ChannelKind::Webchat),
+        )
+        .with_content(
+            Content::text("PLAIN-TEXT-6b1f").with_handle(
+                "webchat:plain-handle-2c9d"
+                    .parse::<Handle>()
+                    .expect("handle"),
+            ),
+        )
+        .sign(&SecretKey::from_seed([5; 32]))
+        .expect("signs")
+        .verify()
+        .expect("verifies");
+        let events = vec![root, message];
+        let file = b"PLAIN-FILE-BYTES-4e77".to_vec();
+        let blob = BlobHash::of(&file);
+        let delivery = Delivery {
+            seq: 7,
+            thread,
+            event: events[1].id(),
+            depth: 2,
+            handle: "webchat:plain-handle-2c9d".parse().expect("handle"),
+            text: "PLAIN-REPLY-a0c3".to_owned(),
+            queued_at: Timestamp::from_millis(1_700_000_000_600),
+        };
+        let store = Store::open(path, &test_storage_key()).expect("opens");
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    log_key(&e.scope_id(), &e.id()).to_vec(),
+                    codec::encode(e.event()).expect("encodes"),
+                )
+            })
+            .collect();
+        let entries: Vec<NewEntry<'_>> = encoded
+            .iter()
+            .map(|(key, bytes)| log_entry_of(key, bytes).expect("entry"))
+            .collect();
+        let end = store.events.append(1, &entries).expect("appends");
+        let mut key = vec![channel_key(ChannelKind::Webchat)];
+        key.extend_from_slice(&delivery.seq.to_be_bytes());
+        let outbound = store.tree(TreeName::Outbound);
+        outbound
+            .insert(key, codec::encode(&delivery).expect("encodes"))
+            .expect("queues");
+        let blob_path = store.blobs().path(&blob);
+        std::fs::create_dir_all(blob_path.parent().expect("shard")).expect("shard");
+        std::fs::write(&blob_path, &file).expect("writes");
+        store.meta.insert(EVENTS_END, &end.to_bytes()).expect("end");
+        store
+            .meta
+            .insert(b"schema", &5u32.to_be_bytes())
+            .expect("schema");
+        store
+            .meta
+            .insert(b"commits", &1u64.to_be_bytes())
+            .expect("commits");
+        store.flush().expect("flush");
+        drop(store);
+        std::fs::remove_file(path.join(DATA_KEYS)).expect("no keys then");
+        (events, blob, delivery)
+    }
+
+    fn holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("lists") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if std::fs::read(&path)
+                    .expect("reads")
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+                {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    /// A store of schema 5 is sealed at open: its events, attachment and queued delivery read
+    /// back the same, and nothing of them is left in the clear anywhere in its folder (sled's
+    /// old values included: the store is a new copy). Stopped part way, whether while the
+    /// copy is made or between the two renames that put it in place, it finishes at the next
+    /// open.
+    #[test]
+    fn a_schema_5_store_is_sealed_at_open_and_an_interrupted_sealing_finishes() {
+        let secrets: [&[u8]; 4] = [
+            b"PLAIN-TEXT-6b1f",
+            b"plain-handle-2c9d",
+            b"PLAIN-FILE-BYTES-4e77",
+            b"PLAIN-REPLY-a0c3",
+        ];
+        let read_back = |path: &Path, events: &[VerifiedEvent], blob, delivery: &Delivery| {
+            let store = Store::open(path, &test_storage_key()).expect("opens");
+            for event in events {
+                assert_eq!(
+                    store.event(&event.scope_id(), &event.id()).expect("reads"),
+                    Some(event.event().clone())
+                );
+            }
+            assert_eq!(
+                store.blobs().read(&blob).expect("reads").as_deref(),
+                Some(&b"PLAIN-FILE-BYTES-4e77"[..])
+            );
+            assert_eq!(
+                store.deliveries(ChannelKind::Webchat, 10).expect("reads"),
+                vec![delivery.clone()]
+            );
+            assert_ne!(store.generate_id().expect("id"), delivery.seq);
+            assert!(store.generate_id().expect("id") > delivery.seq);
+            assert!(store.check().expect("checks").damaged.is_empty());
+            drop(store);
+            for secret in secrets {
+                assert!(
+                    holding(path, secret).is_empty(),
+                    "{} in {:?}",
+                    String::from_utf8_lossy(secret),
+                    holding(path, secret)
+                );
+            }
+        };
+
+        // Straight through, with a copy an earlier attempt left half made.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        let (events, blob, delivery) = unsealed_store(&path);
+        assert!(!holding(&path, b"PLAIN-TEXT-6b1f").is_empty(), "unsealed");
+        std::fs::create_dir_all(sibling(&path, SEALING)).expect("creates");
+        std::fs::write(sibling(&path, SEALING).join("db"), b"half").expect("writes");
+        read_back(&path, &events, blob, &delivery);
+        assert!(!sibling(&path, SEALING).exists() && !sibling(&path, UNSEALED).exists());
+
+        // Stopped between the renames: the store moved aside, the copy not yet in place.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        let (events, blob, delivery) = unsealed_store(&path);
+        {
+            let (store, found) = Store::open_found(&path, &test_storage_key()).expect("opens");
+            assert_eq!(found, 5);
+            store
+                .seal_into(&sibling(&path, SEALING), &test_storage_key())
+                .expect("seals");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::rename(&path, sibling(&path, UNSEALED)).expect("moves aside");
+        read_back(&path, &events, blob, &delivery);
+        assert!(!sibling(&path, SEALING).exists() && !sibling(&path, UNSEALED).exists());
     }
 
     /// A store of schema 4 (events in the `log` tree) is migrated at open: its events move

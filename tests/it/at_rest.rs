@@ -3,43 +3,14 @@
 //! store from before it cannot show the erased contact; a missing or wrong storage key is
 //! refused and changes nothing.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use threadline_protocol::{event::EventKind, ChannelKind, ThreadId};
-use threadline_tests::{run_threadline, threadline_ok, Node};
+use threadline_tests::{files_under, holding, run_threadline, threadline_ok, Node};
 
 use crate::bridge_scope::{message, resolve, signed, upload, with_file};
 use crate::node::{send, submit, Org};
-
-/// Every file under `dir`, with its bytes.
-fn files_under(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).expect("lists") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).expect("reads");
-                files.insert(path, bytes);
-            }
-        }
-    }
-    files
-}
-
-/// The files under `dir` that hold `needle` anywhere in their bytes (what `strings -a | grep`
-/// would find, and more).
-fn holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    files_under(dir)
-        .into_iter()
-        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        .map(|(path, _)| path)
-        .collect()
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     for (path, bytes) in files_under(from) {

@@ -1052,6 +1052,27 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
             404
         );
     }
+    // Nothing of the customer is left in either data folder, in any file: not their address,
+    // their words or their files' bytes (sealed all along, and the keys are gone).
+    node.stop();
+    second_node.stop();
+    for data in [&shop.data, &second_data] {
+        for secret in [
+            &b"alice@example.test"[..],
+            b"Photos attached.",
+            b"Broken vase",
+            b"Order 123, delivered broken.",
+            &photo[700_000..700_032],
+        ] {
+            assert_eq!(
+                threadline_tests::holding(data, secret),
+                Vec::<PathBuf>::new(),
+                "{} in {}",
+                String::from_utf8_lossy(secret),
+                data.display()
+            );
+        }
+    }
 }
 
 #[test]

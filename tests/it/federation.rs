@@ -462,6 +462,130 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
         .is_empty());
 }
 
+/// Erasure across an org and a partner (issue 17): a contact erased on one node while the
+/// org's other node is offline and a partner holds the shared thread. Every node erases it as
+/// the erasure reaches it, and afterwards no file of any of the three data folders holds the
+/// customer's words; a copy of the offline node's data folder, taken before the erasure and
+/// started after it, shows nothing of them once it has synced.
+#[test]
+fn an_erasure_reaches_every_node_and_a_copy_from_before_shows_nothing_once_synced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    // The office comes back on the same address after the erasure, where its peers dial it.
+    let office_p2p = office_node
+        .p2p_address(&office.token)
+        .split("/p2p/")
+        .next()
+        .expect("address")
+        .to_owned();
+    let laptop = join(dir.path(), "laptop", &office, &office_node);
+    let laptop_node = Node::start(&laptop.data);
+    let partner = first_node(dir.path(), "partner");
+    let partner_org = field(&threadline_ok(&partner.data, &["identity"]), "org:");
+    let office_org = field(&threadline_ok(&office.data, &["identity"]), "org:");
+    threadline_ok(&partner.data, &["partner", "add", &office_org]);
+    threadline_ok(&office.data, &["partner", "add", &partner_org]);
+    let partner_node = Node::start(&partner.data);
+    threadline_ok(
+        &partner.data,
+        &["peer", "add", &office_node.p2p_address(&office.token)],
+    );
+
+    let mut alice = Visitor::connect(&office_node, None);
+    alice.say("a1", "ALICE-SECRET-3f9e my card ends 4242");
+    let shared = threads(&office_node, &office.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let contact = thread(&office_node, &office.token, &shared).expect("thread")["events"][0]
+        ["detail"]["contact"]
+        .as_str()
+        .expect("the thread's contact")
+        .to_owned();
+    let (status, answer) = office_node.post(
+        &office.token,
+        &format!("/api/v1/threads/{shared}/members"),
+        &json!({ "org": partner_org }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    eventually("the partner has the shared thread", SYNC, || {
+        thread(&partner_node, &partner.token, &shared)
+    });
+    reply(
+        &partner_node,
+        &partner.token,
+        &shared,
+        "CARRIER-REPLY-81d0 at the depot",
+    );
+    let on_every_node = |texts_wanted: usize| {
+        eventually("every node has the thread's words", SYNC, || {
+            [
+                (&office_node, &office.token),
+                (&laptop_node, &laptop.token),
+                (&partner_node, &partner.token),
+            ]
+            .iter()
+            .all(|(node, token)| {
+                thread(node, token, &shared).is_some_and(|t| texts(&t).len() == texts_wanted)
+            })
+            .then_some(())
+        })
+    };
+    on_every_node(2);
+    let secrets = ["ALICE-SECRET-3f9e", "CARRIER-REPLY-81d0"];
+    laptop_node.stop();
+    // The laptop is offline now; a copy of its data folder is kept from before the erasure.
+    let copy = dir.path().join("laptop-copy");
+    copy_folder(&laptop.data, &copy);
+
+    office_node.stop();
+    let out = threadline_ok(&office.data, &["erase", "contact", &contact]);
+    assert!(out.contains("erased contact"), "{out}");
+    let office_node = Node::start_with_p2p(&office.data, "127.0.0.1:0", &office_p2p);
+    let erased = |node: &Node, token: &str| {
+        thread(node, token, &shared).is_some_and(|t| texts(&t).is_empty())
+    };
+    eventually("the partner erases the shared thread", SYNC, || {
+        erased(&partner_node, &partner.token).then_some(())
+    });
+    let laptop_node = Node::start(&laptop.data);
+    eventually("the laptop erases it when it comes back", SYNC, || {
+        erased(&laptop_node, &laptop.token).then_some(())
+    });
+    assert!(erased(&office_node, &office.token));
+    laptop_node.stop();
+
+    // The copy from before the erasure, started in the laptop's place, erases it as it syncs.
+    std::fs::remove_dir_all(&laptop.data).expect("removes");
+    std::fs::rename(&copy, &laptop.data).expect("the copy takes its place");
+    let copy_node = Node::start(&laptop.data);
+    eventually("the copy from before erases it once synced", SYNC, || {
+        erased(&copy_node, &laptop.token).then_some(())
+    });
+    copy_node.stop();
+    office_node.stop();
+    partner_node.stop();
+    for data in [&office.data, &laptop.data, &partner.data] {
+        for secret in secrets {
+            assert_eq!(
+                threadline_tests::holding(data, secret),
+                Vec::<PathBuf>::new(),
+                "{secret} in {}",
+                data.display()
+            );
+        }
+    }
+}
+
+fn copy_folder(from: &Path, to: &Path) {
+    for (path, bytes) in threadline_tests::files_under(from) {
+        let target = to.join(path.strip_prefix(from).expect("under"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("creates");
+        std::fs::write(target, bytes).expect("copies");
+    }
+}
+
 /// One writer's stream of signed web chat messages into a node through the bridge API, as a
 /// bridge sends them: each on the handle's thread as the node last said it was, each counted
 /// once the node answered `stored` (durable). It stops at the first failed request (the node

@@ -18,8 +18,9 @@
 //! | entry | scope (33 bytes) ‖ event id (32) ‖ length u32 ‖ CRC-32 of scope, id, length and event u32 ‖ the event's encoding |
 //! | checkpoint `NNNNNNNN.index` | `TLEVINDX` ‖ format u32 (2) ‖ segment number u32 ‖ entries u64, then per entry scope ‖ id ‖ offset u32 ‖ length u32 ‖ 0, or 1 ‖ external key (33 bytes), then CRC-32 of all before u32 |
 //!
-//! An event written again (its content erased) is a new entry; the index moves to it. The old
-//! entry's bytes stay in their segment (issue 17 makes them unreadable).
+//! An event written again (its content erased, or sealed again under a new key) is a new
+//! entry; the index moves to it. The old entry's bytes stay in their segment, sealed under a
+//! data key the erasure destroyed (`super::data_keys`).
 //!
 //! The index also answers which event first took an external key (an inbound message's
 //! provider id, [`super::external_id_key`]): the store names the key of each event it
