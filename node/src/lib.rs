@@ -27,6 +27,7 @@ pub mod contact_name;
 pub mod contact_search;
 pub mod conversation;
 pub mod data_dir;
+pub mod export;
 pub mod http;
 pub mod identity;
 pub mod ingest;

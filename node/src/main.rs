@@ -100,6 +100,12 @@ enum Command {
         #[command(subcommand)]
         command: EraseCommand,
     },
+    /// Verify a contact export (`contact export`): its signature by the org and every file's
+    /// hash. Needs no data folder: anyone can run it.
+    VerifyExport {
+        /// The export's folder.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,18 +238,14 @@ enum ContactCommand {
         /// A contact id or a handle (`email:alice@example.com`).
         contact: String,
     },
-    /// Export a contact's whole common record and threads as JSON (right of access and
-    /// portability).
+    /// Export a contact's whole common record, threads and files into a new folder, signed by
+    /// the org (right of access and portability; `threadline verify-export` checks it).
     Export {
         /// A contact id or a handle.
         contact: String,
-        /// Write to this file instead of standard output.
+        /// The folder to write (new or empty).
         #[arg(long)]
-        output: Option<PathBuf>,
-        /// Copy the files of the contact's messages into this folder too (named
-        /// `<blob hash prefix>-<file name>`; the JSON names each by its blob hash).
-        #[arg(long)]
-        files: Option<PathBuf>,
+        to: PathBuf,
     },
 }
 
@@ -257,52 +259,37 @@ enum EraseCommand {
     },
 }
 
-/// Copies the files a contact record's timeline refers to into `folder`; how many.
-fn export_files(
+/// The files a contact record's timeline refers to, named `<blob hash prefix>-<file name>`
+/// (the JSON names each by its blob hash), read from the store.
+fn record_files(
     ingest: &ingest::Ingest,
     record: &serde_json::Value,
-    folder: &std::path::Path,
-) -> anyhow::Result<usize> {
-    std::fs::create_dir_all(folder)
-        .with_context(|| format!("cannot create {}", folder.display()))?;
-    let mut copied = 0;
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
     let events = record["timeline"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let files = events
+    let listed = events
         .iter()
         .flat_map(|e| e["attachments"].as_array().into_iter().flatten());
-    for file in files {
+    for file in listed {
         let (Some(hash), Some(name)) = (file["blob"].as_str(), file["name"].as_str()) else {
             continue;
         };
         let blob: threadline_protocol::id::BlobHash = hash.parse()?;
-        // A name from a customer's mail: no folders, no hidden files, no control characters.
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c == '/' || c == '\\' || c.is_control() {
-                    '_'
-                } else {
-                    c
-                }
-            })
-            .collect();
         let prefix = hash.get(..12).unwrap_or(hash);
-        let target = folder.join(format!("{prefix}-{}", safe.trim_start_matches('.')));
         match ingest.store().blobs().read(&blob)? {
-            Some(bytes) => {
-                std::fs::write(&target, bytes)
-                    .with_context(|| format!("cannot write {}", target.display()))?;
-                copied += 1;
-            }
+            Some(bytes) => files.push((
+                format!("{prefix}-{}", threadline_node::export::safe_file_name(name)),
+                bytes,
+            )),
             None => eprintln!(
                 "{name} ({hash}) is not on this node yet: export it where it is, or wait until it is fetched"
             ),
         }
     }
-    Ok(copied)
+    Ok(files)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -625,31 +612,64 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Contact { command } => {
-            let (contact, output, files) = match command {
-                ContactCommand::Show { contact } => (contact, None, None),
-                ContactCommand::Export {
-                    contact,
-                    output,
-                    files,
-                } => (contact, output, files),
+            let (contact, to) = match command {
+                ContactCommand::Show { contact } => (contact, None),
+                ContactCommand::Export { contact, to } => (contact, Some(to)),
             };
+            let identity = data_dir.load_identity()?;
+            let org_key = data_dir.load_org_key()?;
             with_ingest(&data_dir, |ingest| async move {
                 let id = contact_id(&ingest, &contact)?;
                 let record = api::contact_record(&ingest, id)
                     .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
                 let json = serde_json::to_value(&record)?;
-                if let Some(folder) = files {
-                    let copied = export_files(&ingest, &json, &folder)?;
-                    eprintln!("{copied} files copied to {}", folder.display());
-                }
-                let json = serde_json::to_string_pretty(&json)?;
-                match output {
-                    Some(path) => std::fs::write(&path, json)
-                        .with_context(|| format!("cannot write {}", path.display()))?,
-                    None => println!("{json}"),
-                }
+                let Some(to) = to else {
+                    println!("{}", serde_json::to_string_pretty(&json)?);
+                    return Ok(());
+                };
+                let files = record_files(&ingest, &json)?;
+                // The org key signs where it is kept on this node; else this node's key, with
+                // the org's certificate for it.
+                let signer = match &org_key {
+                    Some(key) => threadline_node::export::Signer::Org(key),
+                    None => threadline_node::export::Signer::Node {
+                        key: &identity.node_key,
+                        certificate: &identity.node_cert,
+                    },
+                };
+                let manifest = threadline_node::export::write(
+                    &to,
+                    identity.org,
+                    id,
+                    &json,
+                    &files,
+                    signer,
+                    clock::now(),
+                )?;
+                println!(
+                    "exported contact {id} to {}: {} files, signed by the {}; check it with `threadline verify-export {}`",
+                    to.display(),
+                    manifest.files.len(),
+                    if org_key.is_some() { "org key" } else { "node key (certified by the org)" },
+                    to.display()
+                );
                 Ok(())
             })?;
+        }
+        Command::VerifyExport { dir } => {
+            let verified = threadline_node::export::verify(&dir)?;
+            println!(
+                "verified: the export of contact {} by org {}, {} files, signed by {} on {}",
+                verified.manifest.contact,
+                verified.manifest.org,
+                verified.manifest.files.len(),
+                if verified.by_org_key {
+                    "the org key".to_owned()
+                } else {
+                    format!("node key {} (certified by the org)", verified.signer)
+                },
+                verified.manifest.created_at
+            );
         }
         Command::Erase {
             command: EraseCommand::Contact { contact },

@@ -29,6 +29,8 @@ pub enum Domain {
     DirectoryState,
     /// Digest of a set of log summaries (replication).
     SyncDigest,
+    /// Signature over a contact export's manifest.
+    ExportManifest,
 }
 
 impl Domain {
@@ -44,6 +46,7 @@ impl Domain {
             Domain::ThreadState => "threadline/thread-state/v1",
             Domain::DirectoryState => "threadline/directory-state/v1",
             Domain::SyncDigest => "threadline/sync-digest/v1",
+            Domain::ExportManifest => "threadline/export/v1",
         }
     }
 }

@@ -989,19 +989,22 @@ fn attachments_are_kept_as_blobs_replicated_sent_by_mail_and_erased_everywhere()
     // The customer's export (right of access) has their files too.
     node.stop();
     let export = tempfile::tempdir().expect("tempdir");
-    let files_dir = export.path().join("files");
+    let archive = export.path().join("alice");
     threadline_ok(
         &shop.data,
         &[
             "contact",
             "export",
             "email:alice@example.test",
-            "--output",
-            export.path().join("record.json").to_str().expect("utf-8"),
-            "--files",
-            files_dir.to_str().expect("utf-8"),
+            "--to",
+            archive.to_str().expect("utf-8"),
         ],
     );
+    threadline_ok(
+        &shop.data,
+        &["verify-export", archive.to_str().expect("utf-8")],
+    );
+    let files_dir = archive.join("files");
     let exported = |hash: &str, name: &str| {
         std::fs::read(files_dir.join(format!("{}-{name}", &hash[..12]))).expect("exported file")
     };

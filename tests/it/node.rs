@@ -10,7 +10,7 @@ use threadline_protocol::{
     name::ExternalId,
     ChannelKind, Event, EventId, Handle, SecretKey, ThreadId, Timestamp,
 };
-use threadline_tests::{field, threadline_ok, Node};
+use threadline_tests::{field, run_threadline, threadline_ok, Node};
 
 /// A data folder with an org, a node, an agent and a web chat and an email bridge.
 pub(crate) struct Org {
@@ -870,8 +870,47 @@ fn contact_export_and_erasure_from_the_command_line() {
     assert_eq!(queue["deliveries"].as_array().map(Vec::len), Some(1));
     node.stop();
 
-    let exported = threadline_ok(&org.data, &["contact", "export", "webchat:ivy-visitor"]);
-    let record: Value = serde_json::from_str(&exported).expect("export is JSON");
+    let exported = threadline_ok(&org.data, &["contact", "show", "webchat:ivy-visitor"]);
+    let record: Value = serde_json::from_str(&exported).expect("the record is JSON");
+    // The signed export: the same record, and a manifest the org signed, which anyone checks.
+    let archive = tempfile::tempdir().expect("tempdir");
+    let to = archive.path().join("ivy");
+    let to_arg = to.to_str().expect("utf-8");
+    let out = threadline_ok(
+        &org.data,
+        &["contact", "export", "webchat:ivy-visitor", "--to", to_arg],
+    );
+    assert!(out.contains("signed by the org key"), "{out}");
+    let in_archive: Value =
+        serde_json::from_slice(&std::fs::read(to.join("record.json")).expect("record.json"))
+            .expect("JSON");
+    assert_eq!(in_archive, record);
+    let nowhere = archive.path().join("no-data-folder");
+    let verified = threadline_ok(&nowhere, &["verify-export", to_arg]);
+    assert!(
+        verified.starts_with("verified: the export of contact"),
+        "{verified}"
+    );
+    assert!(
+        !nowhere.exists(),
+        "verifying needs no data folder and makes none"
+    );
+    let record_file = to.join("record.json");
+    let original = std::fs::read(&record_file).expect("reads");
+    let tampered = String::from_utf8(original.clone())
+        .expect("utf-8")
+        .replace("1 Main St", "2 Main St");
+    std::fs::write(&record_file, tampered).expect("writes");
+    let refused = run_threadline(&nowhere, &["verify-export", to_arg]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("record.json: its bytes are not those the manifest lists"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    std::fs::write(&record_file, original).expect("writes");
+    threadline_ok(&nowhere, &["verify-export", to_arg]);
     assert_eq!(record["handles"], json!(["webchat:ivy-visitor"]));
     let texts: Vec<&str> = record["timeline"]
         .as_array()
@@ -884,7 +923,7 @@ fn contact_export_and_erasure_from_the_command_line() {
     let out = threadline_ok(&org.data, &["erase", "contact", "webchat:ivy-visitor"]);
     assert!(out.contains("erased contact"), "{out}");
     let contact = record["id"].as_str().expect("id");
-    let exported = threadline_ok(&org.data, &["contact", "export", contact]);
+    let exported = threadline_ok(&org.data, &["contact", "show", contact]);
     let record: Value = serde_json::from_str(&exported).expect("export is JSON");
     assert_eq!(record["erased"], true);
     assert_eq!(record["handles"], json!([]));
