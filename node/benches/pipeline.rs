@@ -213,6 +213,17 @@ fn main() {
         .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
         .sum();
     let rss_end = rss_mib();
+    let data_keys = std::fs::metadata(
+        data_dir
+            .store_path()
+            .join(threadline_node::store::DATA_KEYS),
+    )
+    .map_or(0, |meta| meta.len());
+    println!(
+        "store: {} data keys held ({:.1} MiB of data-keys file)",
+        store.keys().len(),
+        data_keys as f64 / 1048576.0
+    );
     println!(
         "store: event log {:.1} MiB ({:.0} bytes per event), sled {:.1} MiB",
         event_log as f64 / 1048576.0,

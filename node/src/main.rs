@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use threadline_node::store::audit::{Actor, AuditAction, AuditRecord};
 use threadline_node::{admin, api, clock, config::Config, ingest, server, DataDir};
 use threadline_protocol::{AgentId, ChannelKind, ContactId, Handle};
 
@@ -99,6 +100,13 @@ enum Command {
     Erase {
         #[command(subcommand)]
         command: EraseCommand,
+    },
+    /// Show the audit trail: who viewed, exported or erased a contact's record, and when (the
+    /// node must be stopped).
+    Audit {
+        /// Only this contact's entries (a contact id or a handle).
+        #[arg(long)]
+        contact: Option<String>,
     },
     /// Verify a contact export (`contact export`): its signature by the org and every file's
     /// hash. Needs no data folder: anyone can run it.
@@ -623,8 +631,16 @@ fn main() -> anyhow::Result<()> {
                 let record = api::contact_record(&ingest, id)
                     .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
                 let json = serde_json::to_value(&record)?;
+                let audit = |action| AuditRecord {
+                    at: clock::now(),
+                    actor: Actor::Operator,
+                    action,
+                    contact: id,
+                };
                 let Some(to) = to else {
                     println!("{}", serde_json::to_string_pretty(&json)?);
+                    ingest.store().record_audit(&audit(AuditAction::Viewed))?;
+                    ingest.store().flush_async().await?;
                     return Ok(());
                 };
                 let files = record_files(&ingest, &json)?;
@@ -653,6 +669,21 @@ fn main() -> anyhow::Result<()> {
                     if org_key.is_some() { "org key" } else { "node key (certified by the org)" },
                     to.display()
                 );
+                ingest.store().record_audit(&audit(AuditAction::Exported))?;
+                ingest.store().flush_async().await?;
+                Ok(())
+            })?;
+        }
+        Command::Audit { contact } => {
+            with_ingest(&data_dir, |ingest| async move {
+                let contact = contact.map(|text| contact_id(&ingest, &text)).transpose()?;
+                let trail = ingest.store().audit_trail(contact)?;
+                if trail.is_empty() {
+                    println!("nothing in the audit trail");
+                }
+                for record in trail {
+                    println!("{record}");
+                }
                 Ok(())
             })?;
         }
@@ -679,6 +710,13 @@ fn main() -> anyhow::Result<()> {
                 let events = ingest
                     .change_directory(ingest::DirectoryAction::Erase(id))
                     .await?;
+                ingest.store().record_audit(&AuditRecord {
+                    at: clock::now(),
+                    actor: Actor::Operator,
+                    action: AuditAction::Erased,
+                    contact: id,
+                })?;
+                ingest.store().flush_async().await?;
                 println!(
                     "erased contact {id}: {} erasure events signed; its data keys are destroyed, so what was stored of it can no longer be read here or from a copy of the data folder, and every node does the same as the erasure reaches it; signed headers stay",
                     events.len()

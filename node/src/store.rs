@@ -26,6 +26,7 @@
 //! | `journal` | `b"events_end"` | where the event log ended after the last commit ([`LogEnd`]) |
 //! | `meta` | `b"events_end"` | where the event log ends ([`LogEnd`]): written with every commit, before its counter |
 //! | `retired_keys` | data key number BE | empty: a data key an erasure retired, destroyed once the commit is durable (again at open, should a crash come first) |
+//! | `audit` | time ms BE ‖ sequence BE | `encode(AuditRecord)`: who viewed, exported or erased a contact's record ([`audit`]) |
 //!
 //! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
 //! under a data key of its thread, contact or attachment, kept wrapped in `data-keys`;
@@ -49,6 +50,7 @@
 //! writer commits one per group of requests, so a group is stored whole or not at all. Nothing is durable until
 //! [`Store::flush`]; callers acknowledge only after it (see `ingest`).
 
+pub mod audit;
 mod blobs;
 pub mod data_keys;
 pub mod event_log;
@@ -131,6 +133,10 @@ pub const SCHEMA_VERSION: u32 = 6;
 
 /// The key of [`LogEnd`] in `meta` and in the journal.
 const EVENTS_END: &[u8] = b"events_end";
+
+/// The key, in `meta` and in the journal, of how many data keys the last commit had made
+/// durable ([`DataKeys::sync_slots`]).
+const DATA_KEYS_END: &[u8] = b"data_keys_end";
 
 /// The data keys' file in the store's folder ([`data_keys`]).
 pub const DATA_KEYS: &str = "data-keys";
@@ -380,9 +386,11 @@ pub enum TreeName {
     ThreadFacts,
     /// Data keys retired by a commit, to destroy once it is durable.
     RetiredKeys,
+    /// The audit trail ([`audit`]).
+    Audit,
 }
 
-const TREE_NAMES: [&str; 17] = [
+const TREE_NAMES: [&str; 18] = [
     "log",
     "threads",
     "contact_threads",
@@ -400,6 +408,7 @@ const TREE_NAMES: [&str; 17] = [
     "handoff_codes",
     "thread_facts",
     "retired_keys",
+    "audit",
 ];
 
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
@@ -712,18 +721,17 @@ impl Store {
         let keys_path = path.join(DATA_KEYS);
         // The storage key is checked before anything else is opened: a wrong one changes
         // nothing.
-        let mut held_keys = if keys_path.exists() {
-            Some(DataKeys::open(&keys_path, storage)?)
-        } else {
-            None
-        };
+        let held_keys = keys_path.exists();
+        if held_keys {
+            DataKeys::check(&keys_path, storage)?;
+        }
         let db = sled::Config::new().path(path).open().map_err(damaged)?;
         let meta = db.open_tree("meta").map_err(damaged)?;
         let found = match meta.get(b"schema")? {
             None => {
                 // A new store: its keys' file first, so that a store without one is never new.
-                if held_keys.is_none() {
-                    held_keys = Some(DataKeys::open(&keys_path, storage)?);
+                if !held_keys {
+                    DataKeys::open(&keys_path, storage)?;
                 }
                 meta.insert(b"schema", &SCHEMA_VERSION.to_be_bytes())?;
                 db.flush()?;
@@ -744,9 +752,19 @@ impl Store {
             .map(|name| db.open_tree(name))
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
-        let keys = match held_keys {
-            Some(keys) => keys,
-            None if found >= 6 => {
+        let redone = redo_journal(&trees, &journal, &meta)?;
+        let keys_counted = match meta.get(DATA_KEYS_END).map_err(damaged)? {
+            None => 0,
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    tree: "meta",
+                    detail: "the data keys' count is not 8 bytes".to_owned(),
+                })?,
+        };
+        let keys = match keys_path.exists() {
+            true => DataKeys::open_with(&keys_path, storage, keys_counted)?,
+            false if found >= 6 => {
                 return Err(StoreError::Damaged {
                     path: path.to_path_buf(),
                     detail: format!(
@@ -756,10 +774,9 @@ impl Store {
                 })
             }
             // A store from before encryption at rest: its keys begin here.
-            None => DataKeys::open(&keys_path, storage)?,
+            false => DataKeys::open(&keys_path, storage)?,
         };
         let keys = std::sync::Arc::new(keys);
-        let redone = redo_journal(&trees, &journal, &meta)?;
         let blobs = BlobStore::open(&path.join("attachments"), keys.clone())?;
         let recovered = match meta.get(b"commits").map_err(damaged)? {
             None => 0,
@@ -1223,8 +1240,6 @@ impl Store {
             return Ok(());
         }
         let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
-        // Keys made for this commit are durable before anything sealed under them.
-        self.keys.sync()?;
         let retired = std::mem::take(&mut writes.retired);
         for key in &retired {
             writes.insert(
@@ -1257,22 +1272,39 @@ impl Store {
         // other of the two when the log is read again at start-up: both carry that id, and a
         // resubmission is still answered as a duplicate.
         events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let end = if events.is_empty() {
-            self.events.end()
-        } else {
-            let entries = events
-                .iter()
-                .map(|(key, value)| {
-                    let entry = log_entry_of(key, value)?;
-                    Ok(NewEntry {
-                        external: externals.get(entry.id.as_slice()),
-                        ..entry
+        let append = || {
+            let end = if events.is_empty() {
+                self.events.end()
+            } else {
+                let entries = events
+                    .iter()
+                    .map(|(key, value)| {
+                        let entry = log_entry_of(key, value)?;
+                        Ok(NewEntry {
+                            external: externals.get(entry.id.as_slice()),
+                            ..entry
+                        })
                     })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            self.events.append(commit, &entries)?
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                self.events.append(commit, &entries)?
+            };
+            Ok::<_, StoreError>(end)
         };
-        self.write_journal(&writes, end)?;
+        // Keys made for this commit are durable before the commit is (sled takes it only after
+        // both): synced beside the event log's append, so the two waits overlap.
+        let (end, keys_end) = if self.keys.unsynced() {
+            std::thread::scope(|scope| {
+                let keys = scope.spawn(|| self.keys.sync_slots());
+                let end = append();
+                let synced = keys
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok::<_, StoreError>((end?, Some(synced?)))
+            })?
+        } else {
+            (append()?, None)
+        };
+        self.write_journal(&writes, end, keys_end)?;
         let mut batches: Vec<sled::Batch> =
             self.trees.iter().map(|_| sled::Batch::default()).collect();
         for ((tree, key), value) in writes.ops {
@@ -1290,6 +1322,9 @@ impl Store {
         // notes a commit sled does not hold yet. (Only the ingest writer commits.)
         let mut meta = sled::Batch::default();
         meta.insert(EVENTS_END, &end.to_bytes());
+        if let Some(keys_end) = keys_end {
+            meta.insert(DATA_KEYS_END, &keys_end.to_be_bytes());
+        }
         meta.insert(b"commits", &commit.to_be_bytes());
         self.meta.apply_batch(meta)?;
         self.commits
@@ -1301,8 +1336,14 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the journal with `writes` and the event log's `end`, in one atomic batch.
-    fn write_journal(&self, writes: &WriteSet, end: LogEnd) -> Result<(), StoreError> {
+    /// Replaces the journal with `writes`, the event log's `end` and the data keys made
+    /// durable, in one atomic batch.
+    fn write_journal(
+        &self,
+        writes: &WriteSet,
+        end: LogEnd,
+        keys_end: Option<u64>,
+    ) -> Result<(), StoreError> {
         let mut journal = sled::Batch::default();
         // What a failed clear left behind must not be applied again with this commit.
         for key in self.journal.iter().keys() {
@@ -1329,6 +1370,9 @@ impl Store {
             journal.insert(&n_chunks.to_be_bytes(), codec::encode(&chunk)?);
         }
         journal.insert(EVENTS_END, &end.to_bytes());
+        if let Some(keys_end) = keys_end {
+            journal.insert(DATA_KEYS_END, &keys_end.to_be_bytes());
+        }
         self.journal.apply_batch(journal)?;
         Ok(())
     }
@@ -1393,20 +1437,28 @@ impl Store {
         let kind = &event.signed.header.kind;
         let content = match &event.content {
             None => None,
-            Some(content) => {
+            Some(_) => {
                 let owner = content_owner(scope, kind).ok_or_else(|| StoreError::Corrupt {
                     tree: "log",
                     detail: format!("a {} event with content has no key to seal it", kind.name()),
                 })?;
                 let key = self.keys.current_or_new(owner)?;
-                Some(
-                    self.keys
-                        .seal(key, &content_aad(id), &content.to_tagged_bytes()?)?,
-                )
+                Some(self.keys.seal(
+                    key,
+                    &content_aad(id),
+                    &Content::tagged_bytes(&event.content)?,
+                )?)
             }
         };
-        let stored = StoredEvent {
-            signed: event.signed.clone(),
+        /// [`StoredEvent`], borrowing the header (the same encoding).
+        #[derive(serde::Serialize)]
+        struct Stored<'a> {
+            signed: &'a threadline_protocol::event::SignedHeader,
+            content: Option<data_keys::Sealed>,
+            external: Option<codec::ByteBuf>,
+        }
+        let stored = Stored {
+            signed: &event.signed,
             content,
             external: external_id_key_of(kind, event.content.as_deref()).map(codec::ByteBuf),
         };
@@ -1418,26 +1470,37 @@ impl Store {
         &self,
         id: &EventId,
         sealed: &data_keys::Sealed,
-    ) -> Result<Option<Content>, StoreError> {
-        match self.keys.open_sealed(sealed, &content_aad(id))? {
-            None => Ok(None),
-            Some(plain) => Ok(Some(Content::from_tagged_bytes(&plain).map_err(|err| {
-                StoreError::Corrupt {
-                    tree: "log",
-                    detail: format!("event {id}'s content: {err}"),
-                }
-            })?)),
-        }
+    ) -> Result<Option<Box<Content>>, StoreError> {
+        let Some(plain) = self.keys.open_sealed(sealed, &content_aad(id))? else {
+            return Ok(None);
+        };
+        // The AEAD tag authenticated what this store sealed: no canonical check again.
+        let content = Content::from_own_tagged_bytes(&plain)
+            .ok()
+            .flatten()
+            .ok_or_else(|| StoreError::Corrupt {
+                tree: "log",
+                detail: format!("event {id}'s content does not decode"),
+            })?;
+        Ok(Some(content))
     }
 
     /// A stored event, its content opened (none if erased).
     fn open_event(&self, id: &EventId, bytes: &[u8]) -> Result<Event, StoreError> {
-        let stored: StoredEvent = decode("log", bytes)?;
+        // Checked by the event log's CRC as it was read; the header's signature by whoever
+        // verifies the event.
+        let stored: StoredEvent =
+            codec::decode_own(bytes, codec::MAX_MESSAGE_BYTES).map_err(|err| {
+                StoreError::Corrupt {
+                    tree: "log",
+                    detail: err.to_string(),
+                }
+            })?;
         let content = match &stored.content {
             None => None,
             Some(sealed) => self.open_content(id, sealed)?,
         };
-        Ok(Event::new(stored.signed, content))
+        Ok(Event::from_parts(stored.signed, content))
     }
 
     /// A delivery as the `outbound` tree keeps it under `key`, sealed under its thread's key.
@@ -1937,10 +2000,15 @@ fn redo_journal(
     let mut batches: Vec<sled::Batch> = trees.iter().map(|_| sled::Batch::default()).collect();
     let mut any = false;
     let mut end = None;
+    let mut keys_end = None;
     for entry in journal.iter() {
         let (key, bytes) = entry?;
         if key.as_ref() == EVENTS_END {
             end = Some(bytes);
+            continue;
+        }
+        if key.as_ref() == DATA_KEYS_END {
+            keys_end = Some(bytes);
             continue;
         }
         let ops: Vec<JournalOp> =
@@ -1969,6 +2037,10 @@ fn redo_journal(
     }
     if let Some(end) = end {
         meta.insert(EVENTS_END, end)?;
+        any = true;
+    }
+    if let Some(keys_end) = keys_end {
+        meta.insert(DATA_KEYS_END, keys_end)?;
         any = true;
     }
     Ok(any)
@@ -2191,7 +2263,7 @@ mod tests {
                 .expect("insert");
             writes.remove(TreeName::Outbound, b"old".to_vec());
             store
-                .write_journal(&writes, store.events.end())
+                .write_journal(&writes, store.events.end(), None)
                 .expect("journal");
             // Only one tree got its part before the "crash".
             store

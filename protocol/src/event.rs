@@ -270,6 +270,12 @@ impl Event {
         }
     }
 
+    /// [`Event::new`] with the content already boxed (as [`Content::from_tagged_bytes`] gives
+    /// it).
+    pub fn from_parts(signed: SignedHeader, content: Option<Box<Content>>) -> Self {
+        Event { signed, content }
+    }
+
     /// Decodes one event from its canonical bytes (at most [`MAX_EVENT_BYTES`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         codec::decode(bytes, MAX_EVENT_BYTES)

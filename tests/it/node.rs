@@ -950,7 +950,37 @@ fn contact_export_and_erasure_from_the_command_line() {
     // The reply that was waiting for the bridge is not delivered any more.
     let (_, queue) = node.get(&org.webchat.token, "/api/v1/bridge/deliveries");
     assert_eq!(queue["deliveries"], json!([]));
+    // An agent looks at the (erased) record.
+    let (status, _) = node.get(&org.agent_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(status, 200);
     node.stop();
+
+    // The audit trail says who viewed, exported and erased the record, and when, in order.
+    let trail = threadline_ok(&org.data, &["audit", "--contact", contact]);
+    let actions: Vec<&str> = trail
+        .lines()
+        .map(|line| {
+            let (_, what) = line.split_once(" UTC  ").expect("a dated line");
+            what.split(" contact ").next().expect("an action")
+        })
+        .collect();
+    let me = threadline_ok(&org.data, &["agent", "list"]);
+    let agent = me
+        .split_whitespace()
+        .find(|word| word.len() == 32 && word.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("the agent's id");
+    assert_eq!(
+        actions,
+        [
+            "the operator (command line) viewed".to_owned(),
+            "the operator (command line) exported".to_owned(),
+            "the operator (command line) erased".to_owned(),
+            "the operator (command line) viewed".to_owned(),
+            format!("agent {agent} viewed"),
+        ],
+        "{trail}"
+    );
+    assert!(trail.lines().all(|line| line.ends_with(contact)), "{trail}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ use super::threads::thread_events;
 use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{DirectoryAction, Ingest};
+use crate::store::audit::{Actor, AuditAction, AuditRecord};
 
 /// Most contacts one search returns.
 const MAX_RESULTS: usize = 50;
@@ -95,12 +96,20 @@ pub struct ContactRecordView {
 
 /// `GET /api/v1/contacts/{id}`: the common record.
 pub async fn show(
-    _caller: AgentCaller,
+    caller: AgentCaller,
     State(ingest): State<Ingest>,
     Path(id): Path<String>,
 ) -> Result<Json<ContactRecordView>, ApiError> {
     let id: ContactId = parse_id(&id, "contact")?;
-    Ok(Json(record(&ingest, id)?))
+    let view = record(&ingest, id)?;
+    // Who looked at whose whole record, for the audit trail (`threadline audit`).
+    ingest.store().record_audit(&AuditRecord {
+        at: crate::clock::now(),
+        actor: Actor::Agent(caller.0),
+        action: AuditAction::Viewed,
+        contact: id,
+    })?;
+    Ok(Json(view))
 }
 
 /// The common record of a contact (also used by `threadline contact export`).

@@ -7,8 +7,11 @@
 //!
 //! | what | layout (integers big-endian) |
 //! | --- | --- |
-//! | header (40 bytes) | `TLBLOB01` ‖ data key u64 ‖ size u64 ‖ nonce prefix (16) |
-//! | part *i* | the *i*-th [`PART`] bytes sealed (XChaCha20-Poly1305: nonce = prefix ‖ *i* u64, AAD = the blob's hash ‖ *i* u64 ‖ 1 for the last part, else 0), with its 16-byte tag |
+//! | header (28 bytes) | `TLBLOB01` ‖ data key u64 ‖ size u64 ‖ nonce prefix (4) |
+//! | part *i* | the *i*-th [`PART`] bytes sealed (AES-256-GCM: nonce = prefix ‖ *i* u64, AAD = the blob's hash ‖ *i* u64 ‖ 1 for the last part, else 0), with its 16-byte tag |
+//!
+//! Every file gets a key of its own, so a nonce (its part's number) is never used twice under
+//! one key.
 //!
 //! Deleting a blob destroys its key first, so a copy of the file (or its blocks on the disk)
 //! reads as nothing. Which events refer to a blob is in the store's `blob_refs` tree; a
@@ -22,15 +25,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chacha20poly1305::aead::{Aead as _, Payload};
-use chacha20poly1305::XNonce;
+use aes_gcm::aead::{Aead as _, Payload};
+use aes_gcm::Nonce;
 use rand_core::RngCore as _;
 use threadline_protocol::id::BlobHash;
 
 use super::data_keys::{DataKeys, DataKeysError, KeyNumber, KeyOwner};
 
 const MAGIC: &[u8; 8] = b"TLBLOB01";
-const HEADER: u64 = 40;
+const HEADER: u64 = 28;
 /// The bytes of a blob sealed together (a range reads whole parts).
 pub const PART: u64 = 64 * 1024;
 const TAG: u64 = 16;
@@ -91,7 +94,7 @@ pub struct BlobStore {
 struct Header {
     key: KeyNumber,
     size: u64,
-    prefix: [u8; 16],
+    prefix: [u8; 4],
 }
 
 impl Header {
@@ -112,8 +115,8 @@ impl Header {
                 .map(u64::from_be_bytes)
                 .unwrap_or_default()
         };
-        let mut prefix = [0u8; 16];
-        prefix.copy_from_slice(&bytes[24..40]);
+        let mut prefix = [0u8; 4];
+        prefix.copy_from_slice(&bytes[24..28]);
         Ok(Some(Header {
             key: KeyNumber(number(8..16)),
             size: number(16..24),
@@ -129,13 +132,13 @@ impl Header {
 /// Part `index`'s nonce and AAD.
 fn part_nonce_and_aad(
     blob: &BlobHash,
-    prefix: &[u8; 16],
+    prefix: &[u8; 4],
     index: u64,
     last: bool,
-) -> ([u8; 24], [u8; 41]) {
-    let mut nonce = [0u8; 24];
-    nonce[..16].copy_from_slice(prefix);
-    nonce[16..].copy_from_slice(&index.to_be_bytes());
+) -> ([u8; 12], [u8; 41]) {
+    let mut nonce = [0u8; 12];
+    nonce[..4].copy_from_slice(prefix);
+    nonce[4..].copy_from_slice(&index.to_be_bytes());
     let mut aad = [0u8; 41];
     aad[..32].copy_from_slice(blob.as_bytes());
     aad[32..40].copy_from_slice(&index.to_be_bytes());
@@ -194,7 +197,9 @@ impl BlobStore {
         }
         let sealing = |source| BlobError::Sealing { blob, source };
         let owner = KeyOwner::Blob(blob);
-        let key = self.keys.current_or_new(owner).map_err(sealing)?;
+        // A key of its own for every file written, so no nonce is ever used twice under one
+        // (older ones, of a file this one replaces, go with the blob: `remove`).
+        let key = self.keys.new_key(owner).map_err(sealing)?;
         // The key is durable before the file that needs it.
         self.keys.sync().map_err(sealing)?;
         let sealed = self.seal(&blob, key, bytes)?;
@@ -234,7 +239,7 @@ impl BlobStore {
             .cipher(key)
             .map_err(sealing)?
             .ok_or(sealing(DataKeysError::Tampered { key: key.0 }))?;
-        let mut prefix = [0u8; 16];
+        let mut prefix = [0u8; 4];
         rand_core::OsRng.fill_bytes(&mut prefix);
         let header = Header {
             key,
@@ -253,7 +258,7 @@ impl BlobStore {
             let (nonce, aad) = part_nonce_and_aad(blob, &prefix, index, index + 1 == parts);
             let part = cipher
                 .encrypt(
-                    XNonce::from_slice(&nonce),
+                    Nonce::from_slice(&nonce),
                     Payload {
                         msg: &bytes[from..to],
                         aad: &aad,
@@ -375,7 +380,7 @@ impl BlobStore {
             let (nonce, aad) = part_nonce_and_aad(blob, &header.prefix, index, index + 1 == parts);
             let plain = cipher
                 .decrypt(
-                    XNonce::from_slice(&nonce),
+                    Nonce::from_slice(&nonce),
                     Payload {
                         msg: &part,
                         aad: &aad,

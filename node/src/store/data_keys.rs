@@ -2,7 +2,7 @@
 //! contact and per attachment, and the storage key that wraps them (crypto-shredding).
 //!
 //! Everything that names a customer or is theirs (events' contents, queued deliveries,
-//! attachment bytes) is stored sealed with XChaCha20-Poly1305 under a **data key** of its
+//! attachment bytes) is stored sealed with AES-256-GCM under a **data key** of its
 //! owner ([`KeyOwner`]). Data keys are random, and kept in one file, `store/data-keys`, each
 //! wrapped (sealed) by the node's **storage key**, which is not in that file: it is
 //! `storage.key` in the data folder, or a file or value from the environment so that the disk
@@ -12,23 +12,25 @@
 //!
 //! | what | layout (integers big-endian) |
 //! | --- | --- |
-//! | header (128 bytes) | `TLDKEYS1` ‖ format u32 ‖ 0u32 ‖ durable slots u64 ‖ check nonce (24) ‖ check (the storage key seals [`CHECK_PLAINTEXT`], 32) ‖ zeros |
-//! | slot *n* (128 bytes at 128 × (*n* + 1)) | 1 ‖ owner kind u8 ‖ owner id (32) ‖ nonce (24) ‖ wrapped key (48) ‖ zeros ‖ CRC-32 of the 124 bytes before u32; a destroyed slot is all zeros |
+//! | header (128 bytes) | `TLDKEYS1` ‖ format u32 ‖ 0u32 ‖ durable slots u64 ‖ check nonce (12) ‖ check (the storage key seals [`CHECK_PLAINTEXT`], 32) ‖ zeros |
+//! | slot *n* (128 bytes at 128 × (*n* + 1)) | 1 ‖ owner kind u8 ‖ owner id (32) ‖ nonce (12) ‖ wrapped key (48) ‖ zeros ‖ CRC-32 of the 124 bytes before u32; a destroyed slot is all zeros |
 //!
 //! A slot's number is the key's number ([`KeyNumber`]), which what is sealed names. Slots are
 //! only ever appended, never reused, so a number names one key for ever. A new key is synced
-//! before anything sealed under it is (the store syncs before it commits, an attachment before
-//! its file is written), then the header's count of durable slots; at open, slots past that
-//! count were never synced, so nothing durable uses them, and they are cut off.
+//! before anything sealed under it is durable, and counted: an attachment's syncs the file,
+//! then the header's count of durable slots, before the attachment is written; a commit's
+//! syncs the file beside the event log's append, and the store records the count with the
+//! commit (one sync less on the way of every new conversation). At open, slots past the
+//! greater count were never synced, so nothing durable uses them, and they are cut off.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use chacha20poly1305::aead::{Aead as _, KeyInit as _, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
 use threadline_protocol::{codec::ByteBuf, id::BlobHash, ContactId, ThreadId};
@@ -36,13 +38,14 @@ use threadline_protocol::{codec::ByteBuf, id::BlobHash, ContactId, ThreadId};
 const MAGIC: &[u8; 8] = b"TLDKEYS1";
 const FORMAT: u32 = 1;
 const SLOT: u64 = 128;
-const NONCE: usize = 24;
+const NONCE: usize = 12;
 const KEY: usize = 32;
 const TAG: usize = 16;
 /// What the storage key seals in the header, so that a wrong key is told at open.
 const CHECK_PLAINTEXT: &[u8; 16] = b"threadline keys\0";
-/// Unwrapped keys kept in memory; past this the cache starts again.
-const CACHE_KEYS: usize = 65_536;
+/// Unwrapped keys kept in memory (ready ciphers, ~1 KiB each); past this the cache starts
+/// again.
+const CACHE_KEYS: usize = 16_384;
 
 /// The key that wraps every data key of a node. Not stored in the store.
 #[derive(Clone)]
@@ -78,8 +81,8 @@ impl StorageKey {
         hex::encode(self.0)
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new((&self.0).into())
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new((&self.0).into())
     }
 }
 
@@ -177,8 +180,10 @@ pub enum DataKeysError {
 pub struct DataKeys {
     path: PathBuf,
     file: File,
-    wrapping: XChaCha20Poly1305,
+    wrapping: Aes256Gcm,
     state: Mutex<State>,
+    /// Held while syncing (not the state: key lookups go on meanwhile).
+    syncing: Mutex<()>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -190,12 +195,14 @@ impl std::fmt::Debug for DataKeys {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     /// Slots written (destroyed ones included): the next key's number.
     slots: u64,
     /// Slots known durable.
     durable: u64,
+    /// Slots the header counts as durable.
+    counted: u64,
     /// Each owner's newest key.
     current: HashMap<KeyOwner, KeyNumber>,
     /// Each owner's older keys still held (between a re-key and its retirement).
@@ -203,14 +210,35 @@ struct State {
     /// Each live key's owner (for the AAD of its slot).
     owners: HashMap<KeyNumber, KeyOwner>,
     /// Unwrapped keys.
-    cache: HashMap<KeyNumber, [u8; KEY]>,
+    cache: HashMap<KeyNumber, Arc<Aes256Gcm>>,
 }
 
 impl DataKeys {
-    /// Opens `path` with `storage` (creating it when missing): refused with
-    /// [`DataKeysError::WrongStorageKey`] if the key is not the file's. Slots past the durable
-    /// count are cut off.
+    /// Whether `storage` is the key of the file at `path`, read only: refused with
+    /// [`DataKeysError::WrongStorageKey`] if not (so a wrong key is told before anything is
+    /// written anywhere).
+    pub fn check(path: &Path, storage: &StorageKey) -> Result<(), DataKeysError> {
+        let file = File::open(path).map_err(|source| DataKeysError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        check_header(path, &file, &storage.cipher()).map(drop)
+    }
+
+    /// [`DataKeys::open_with`] with no durable count known from elsewhere.
     pub fn open(path: &Path, storage: &StorageKey) -> Result<DataKeys, DataKeysError> {
+        Self::open_with(path, storage, 0)
+    }
+
+    /// Opens `path` with `storage` (creating it when missing): refused with
+    /// [`DataKeysError::WrongStorageKey`] if the key is not the file's. The keys durable are
+    /// those the header counts, or `durable_at_least` where the store recorded more with a
+    /// commit ([`DataKeys::sync_slots`]); slots past them are cut off.
+    pub fn open_with(
+        path: &Path,
+        storage: &StorageKey,
+        durable_at_least: u64,
+    ) -> Result<DataKeys, DataKeysError> {
         let io = |source| DataKeysError::Io {
             path: path.to_owned(),
             source,
@@ -235,10 +263,10 @@ impl DataKeys {
             let mut nonce = [0u8; NONCE];
             rand_core::OsRng.fill_bytes(&mut nonce);
             let check = wrapping
-                .encrypt(XNonce::from_slice(&nonce), &CHECK_PLAINTEXT[..])
+                .encrypt(Nonce::from_slice(&nonce), &CHECK_PLAINTEXT[..])
                 .map_err(|_| damaged("cannot seal the check value".to_owned()))?;
-            header[24..48].copy_from_slice(&nonce);
-            header[48..80].copy_from_slice(&check);
+            header[24..36].copy_from_slice(&nonce);
+            header[36..68].copy_from_slice(&check);
             file.write_all_at(&header, 0).map_err(io)?;
             file.sync_all().map_err(io)?;
             if let Some(dir) = path.parent() {
@@ -246,25 +274,8 @@ impl DataKeys {
             }
         }
         let len = file.metadata().map_err(io)?.len();
-        let mut header = [0u8; SLOT as usize];
-        file.read_exact_at(&mut header, 0)
-            .map_err(|_| damaged(format!("{len} bytes: no header")))?;
-        if &header[..8] != MAGIC {
-            return Err(damaged("not a data keys file".to_owned()));
-        }
-        let format = u32::from_be_bytes(header[8..12].try_into().unwrap_or_default());
-        if format != FORMAT {
-            return Err(damaged(format!(
-                "format {format}, this build reads {FORMAT}"
-            )));
-        }
-        let check = wrapping.decrypt(XNonce::from_slice(&header[24..48]), &header[48..80]);
-        if check.as_deref() != Ok(&CHECK_PLAINTEXT[..]) {
-            return Err(DataKeysError::WrongStorageKey {
-                path: path.to_owned(),
-            });
-        }
-        let durable = u64::from_be_bytes(header[16..24].try_into().unwrap_or_default());
+        let counted = check_header(path, &file, &wrapping)?;
+        let durable = counted.max(durable_at_least);
         let written = len / SLOT - 1;
         if written < durable {
             return Err(damaged(format!(
@@ -276,9 +287,14 @@ impl DataKeys {
             file.set_len(SLOT * (durable + 1)).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
+        if counted != durable {
+            file.write_all_at(&durable.to_be_bytes(), 16).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
         let mut state = State {
             slots: durable,
             durable,
+            counted: durable,
             ..State::default()
         };
         let mut chunk = vec![0u8; (SLOT as usize) * 8192];
@@ -311,6 +327,7 @@ impl DataKeys {
             file,
             wrapping,
             state: Mutex::new(state),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -358,18 +375,18 @@ impl DataKeys {
         let mut slot = [0u8; SLOT as usize];
         slot[0] = 1;
         slot[1..34].copy_from_slice(&owner.to_bytes());
-        slot[34..58].copy_from_slice(&nonce);
+        slot[34..46].copy_from_slice(&nonce);
         let wrapped = self
             .wrapping
             .encrypt(
-                XNonce::from_slice(&nonce),
+                Nonce::from_slice(&nonce),
                 Payload {
                     msg: &plain,
                     aad: &slot_aad(key, owner),
                 },
             )
             .map_err(|_| DataKeysError::Tampered { key: key.0 })?;
-        slot[58..58 + KEY + TAG].copy_from_slice(&wrapped);
+        slot[46..46 + KEY + TAG].copy_from_slice(&wrapped);
         let crc = crc32fast::hash(&slot[..124]);
         slot[124..].copy_from_slice(&crc.to_be_bytes());
         self.file
@@ -383,23 +400,52 @@ impl DataKeys {
         if state.cache.len() >= CACHE_KEYS {
             state.cache.clear();
         }
-        state.cache.insert(key, plain);
+        state
+            .cache
+            .insert(key, Arc::new(Aes256Gcm::new((&plain).into())));
         Ok(key)
+    }
+
+    /// Whether keys were made since the last [`DataKeys::sync`].
+    pub fn unsynced(&self) -> bool {
+        let state = self.state();
+        state.durable != state.slots
+    }
+
+    /// Makes the keys made so far durable without counting them in the header (one sync):
+    /// for a store's commit, which records the count it answers with the commit, and gives it
+    /// back at open ([`DataKeys::open_with`]). Then the keys count as durable here too.
+    pub fn sync_slots(&self) -> Result<u64, DataKeysError> {
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        let slots = self.state().slots;
+        self.file.sync_data().map_err(self.io())?;
+        let mut state = self.state();
+        state.durable = state.durable.max(slots);
+        Ok(slots)
     }
 
     /// Makes every key made so far durable (nothing when there is none new): synced, then
     /// counted in the header, synced.
     pub fn sync(&self) -> Result<(), DataKeysError> {
-        let mut state = self.state();
-        if state.durable == state.slots {
-            return Ok(());
-        }
+        // One sync at a time; readers of keys are not held up by it.
+        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
+        let slots = {
+            let state = self.state();
+            // Counted in the header, not just synced: a key a commit synced is durable only
+            // once that commit is, which an attachment must not wait for.
+            if state.counted == state.slots {
+                return Ok(());
+            }
+            state.slots
+        };
         self.file.sync_data().map_err(self.io())?;
         self.file
-            .write_all_at(&state.slots.to_be_bytes(), 16)
+            .write_all_at(&slots.to_be_bytes(), 16)
             .map_err(self.io())?;
         self.file.sync_data().map_err(self.io())?;
-        state.durable = state.slots;
+        let mut state = self.state();
+        state.durable = state.durable.max(slots);
+        state.counted = state.counted.max(slots);
         Ok(())
     }
 
@@ -459,12 +505,12 @@ impl DataKeys {
         self.len() == 0
     }
 
-    /// A key's bytes; `None` if it was destroyed.
-    fn key(&self, key: KeyNumber) -> Result<Option<[u8; KEY]>, DataKeysError> {
+    /// A key, ready to seal and open with; `None` if it was destroyed.
+    fn key(&self, key: KeyNumber) -> Result<Option<Arc<Aes256Gcm>>, DataKeysError> {
         let owner = {
             let state = self.state();
-            if let Some(plain) = state.cache.get(&key) {
-                return Ok(Some(*plain));
+            if let Some(cipher) = state.cache.get(&key) {
+                return Ok(Some(Arc::clone(cipher)));
             }
             match state.owners.get(&key) {
                 Some(owner) => *owner,
@@ -478,9 +524,9 @@ impl DataKeys {
         let plain = self
             .wrapping
             .decrypt(
-                XNonce::from_slice(&slot[34..58]),
+                Nonce::from_slice(&slot[34..46]),
                 Payload {
-                    msg: &slot[58..58 + KEY + TAG],
+                    msg: &slot[46..46 + KEY + TAG],
                     aad: &slot_aad(key, owner),
                 },
             )
@@ -492,24 +538,25 @@ impl DataKeys {
             path: self.path.clone(),
             detail: format!("data key {} is not {KEY} bytes", key.0),
         })?;
+        let cipher = Arc::new(Aes256Gcm::new((&plain).into()));
         let mut state = self.state();
         if state.cache.len() >= CACHE_KEYS {
             state.cache.clear();
         }
-        state.cache.insert(key, plain);
-        Ok(Some(plain))
+        state.cache.insert(key, Arc::clone(&cipher));
+        Ok(Some(cipher))
     }
 
     /// Seals `plain` under `key`, bound to `aad` (what it belongs to: opening it anywhere
     /// else fails).
     pub fn seal(&self, key: KeyNumber, aad: &[u8], plain: &[u8]) -> Result<Sealed, DataKeysError> {
-        let bytes = self
+        let cipher = self
             .key(key)?
             .ok_or(DataKeysError::Tampered { key: key.0 })?;
         let mut nonce = [0u8; NONCE];
         rand_core::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = XChaCha20Poly1305::new((&bytes).into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
             .map_err(|_| DataKeysError::Tampered { key: key.0 })?;
         Ok(Sealed {
             key,
@@ -525,12 +572,12 @@ impl DataKeys {
         sealed: &Sealed,
         aad: &[u8],
     ) -> Result<Option<Vec<u8>>, DataKeysError> {
-        let Some(bytes) = self.key(sealed.key)? else {
+        let Some(cipher) = self.key(sealed.key)? else {
             return Ok(None);
         };
-        XChaCha20Poly1305::new((&bytes).into())
+        cipher
             .decrypt(
-                XNonce::from_slice(&sealed.nonce),
+                Nonce::from_slice(&sealed.nonce),
                 Payload {
                     msg: &sealed.ciphertext.0,
                     aad,
@@ -540,15 +587,10 @@ impl DataKeys {
             .map_err(|_| DataKeysError::Tampered { key: sealed.key.0 })
     }
 
-    /// A data key's raw bytes, for a stream cipher over a file (attachments): `None` if it was
+    /// A data key as a cipher, for what is sealed in parts (attachments): `None` if it was
     /// destroyed.
-    pub(crate) fn cipher(
-        &self,
-        key: KeyNumber,
-    ) -> Result<Option<XChaCha20Poly1305>, DataKeysError> {
-        Ok(self
-            .key(key)?
-            .map(|bytes| XChaCha20Poly1305::new((&bytes).into())))
+    pub(crate) fn cipher(&self, key: KeyNumber) -> Result<Option<Arc<Aes256Gcm>>, DataKeysError> {
+        self.key(key)
     }
 
     /// Copies the file to `to` (a backup: taken between commits, so what it holds is what the
@@ -560,6 +602,36 @@ impl DataKeys {
             .and_then(|file| file.sync_all())
             .map_err(self.io())
     }
+}
+
+/// Reads and checks the header: the file's magic and format, and that `wrapping` opens its
+/// check value. Answers the count of durable slots it records.
+fn check_header(path: &Path, file: &File, wrapping: &Aes256Gcm) -> Result<u64, DataKeysError> {
+    let damaged = |detail: String| DataKeysError::Damaged {
+        path: path.to_owned(),
+        detail,
+    };
+    let mut header = [0u8; SLOT as usize];
+    file.read_exact_at(&mut header, 0)
+        .map_err(|_| damaged("no header".to_owned()))?;
+    if &header[..8] != MAGIC {
+        return Err(damaged("not a data keys file".to_owned()));
+    }
+    let format = u32::from_be_bytes(header[8..12].try_into().unwrap_or_default());
+    if format != FORMAT {
+        return Err(damaged(format!(
+            "format {format}, this build reads {FORMAT}"
+        )));
+    }
+    let check = wrapping.decrypt(Nonce::from_slice(&header[24..36]), &header[36..68]);
+    if check.as_deref() != Ok(&CHECK_PLAINTEXT[..]) {
+        return Err(DataKeysError::WrongStorageKey {
+            path: path.to_owned(),
+        });
+    }
+    Ok(u64::from_be_bytes(
+        header[16..24].try_into().unwrap_or_default(),
+    ))
 }
 
 /// What a slot's wrapped key is bound to: its number and its owner.
@@ -652,6 +724,18 @@ mod tests {
         assert!(!keys.holds(unsynced));
         assert_eq!(keys.current(thread(2)), None);
         drop(keys);
+        // Synced for a commit, which records the count: kept when the store gives it back,
+        // and counted in the header from then on.
+        let keys = DataKeys::open(&path, &storage).expect("reopens");
+        let committed = keys.new_key(thread(3)).expect("made");
+        let count = keys.sync_slots().expect("synced");
+        drop(keys);
+        let keys = DataKeys::open_with(&path, &storage, count).expect("reopens");
+        assert!(keys.holds(committed));
+        drop(keys);
+        assert!(DataKeys::open(&path, &storage)
+            .expect("reopens")
+            .holds(committed));
         let mut bytes = std::fs::read(&path).expect("reads");
         bytes[SLOT as usize + 60] ^= 1;
         std::fs::write(&path, bytes).expect("writes");

@@ -186,21 +186,25 @@ impl Content {
         }
     }
 
-    /// The content alone as an event carries it (its encoding's version tagged, as in the
-    /// event's wire form): what a store that keeps contents apart from headers writes.
-    pub fn to_tagged_bytes(&self) -> Result<Vec<u8>, EncodeError> {
-        codec::encode(&Tagged(Some(Box::new(self.clone()))))
+    /// An event's content alone as the event carries it (its encoding's version tagged, as
+    /// in the event's wire form; `None` as none): what a store that keeps contents apart from
+    /// headers writes.
+    pub fn tagged_bytes(content: &Option<Box<Content>>) -> Result<Vec<u8>, EncodeError> {
+        codec::encode(&TaggedRef(content))
     }
 
-    /// Reads [`Content::to_tagged_bytes`] (strictly, at most
-    /// [`MAX_EVENT_BYTES`](crate::limits::MAX_EVENT_BYTES)).
-    pub fn from_tagged_bytes(bytes: &[u8]) -> Result<Content, codec::DecodeError> {
+    /// Reads [`Content::tagged_bytes`] strictly (at most
+    /// [`MAX_EVENT_BYTES`](crate::limits::MAX_EVENT_BYTES), canonical).
+    pub fn from_tagged_bytes(bytes: &[u8]) -> Result<Option<Box<Content>>, codec::DecodeError> {
         let Tagged(content) = codec::decode(bytes, crate::limits::MAX_EVENT_BYTES)?;
-        content
-            .map(|content| *content)
-            .ok_or_else(|| codec::DecodeError::Invalid {
-                detail: "tagged content of none".to_owned(),
-            })
+        Ok(content)
+    }
+
+    /// [`Content::from_tagged_bytes`] without the canonical check, for bytes a store wrote and
+    /// authenticated itself ([`codec::decode_own`]).
+    pub fn from_own_tagged_bytes(bytes: &[u8]) -> Result<Option<Box<Content>>, codec::DecodeError> {
+        let Tagged(content) = codec::decode_own(bytes, crate::limits::MAX_EVENT_BYTES)?;
+        Ok(content)
     }
 
     fn wire(&self) -> Wire<'_> {
@@ -361,15 +365,26 @@ impl From<OwnedV3> for Content {
     }
 }
 
+/// A content alone in its wire form (see [`Content::tagged_bytes`]).
+#[derive(Serialize, Deserialize)]
+struct Tagged(#[serde(with = "wire")] Option<Box<Content>>);
+
+/// [`Tagged`], borrowed (encodes the same bytes).
+#[derive(Serialize)]
+struct TaggedRef<'a>(#[serde(serialize_with = "tagged_ref")] &'a Option<Box<Content>>);
+
+fn tagged_ref<S: serde::Serializer>(
+    content: &&Option<Box<Content>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    wire::serialize(content, serializer)
+}
+
 /// An event's `content` as it travels and is stored: tag 0 for none, 1 and the `v1` fields,
 /// 2 and the `v2` fields, or 3 and all fields. Tags 0 and 1 are the bytes `Option<v1>` always
 /// had, so events written before subjects, originals, templates and replies-to existed read back, and
 /// hash, unchanged. Each content is written with the lowest tag that holds it; a higher tag
 /// whose extra fields are all absent is refused as non-canonical.
-/// A content alone in its wire form (see [`Content::to_tagged_bytes`]).
-#[derive(Serialize, Deserialize)]
-struct Tagged(#[serde(with = "wire")] Option<Box<Content>>);
-
 pub(crate) mod wire {
     use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -438,5 +453,55 @@ pub(crate) mod wire {
             }
             OwnedTagged::V3(v3) => Some(Box::new(v3.into())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Draft, EventKind, Scope};
+    use crate::{ChannelKind, SecretKey, Timestamp};
+
+    /// The tagged bytes of a content are exactly what follows the signed header in its event's
+    /// encoding, for every version of the encoding, and read back to it.
+    #[test]
+    fn tagged_content_is_the_events_wire_form_of_it() {
+        let handle: crate::Handle = "email:ann@example.com".parse().expect("handle");
+        let contents = [
+            Content::text("hello").with_handle(handle.clone()),
+            Content::text("with a subject")
+                .with_handle(handle)
+                .with_subject(Subject::new("Re: order").expect("subject")),
+            Content::text("a reply").with_reply_to(EventId::from_bytes([4; 32])),
+        ];
+        for content in contents {
+            let event = Draft::new(
+                Scope::NewThread,
+                Vec::new(),
+                0,
+                Timestamp::from_millis(1_700_000_000_000),
+                EventKind::Thread(crate::event::ThreadKind::Opened {
+                    org: crate::OrgId(SecretKey::from_seed([1; 32]).public()),
+                    contact: crate::ContactId::from_bytes([2; 16]),
+                    channel: ChannelKind::Email,
+                }),
+            )
+            .with_content(content)
+            .sign(&SecretKey::from_seed([1; 32]))
+            .expect("signs");
+            let tagged = Content::tagged_bytes(&event.content).expect("encodes");
+            let whole = event.to_bytes().expect("encodes");
+            let header = codec::encode(&event.signed).expect("encodes");
+            assert_eq!(whole, [header, tagged.clone()].concat());
+            assert_eq!(
+                Content::from_tagged_bytes(&tagged).expect("decodes"),
+                event.content
+            );
+            assert_eq!(
+                Content::from_own_tagged_bytes(&tagged).expect("decodes"),
+                event.content
+            );
+        }
+        assert_eq!(Content::from_tagged_bytes(&[0]).expect("none"), None);
     }
 }
