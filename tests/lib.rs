@@ -77,6 +77,39 @@ pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
         .expect("threadline starts")
 }
 
+/// libfaketime, to run `threadline` ahead of the machine's clock.
+fn libfaketime() -> PathBuf {
+    ["x86_64", "aarch64"]
+        .iter()
+        .map(|arch| {
+            PathBuf::from(format!(
+                "/usr/lib/{arch}-linux-gnu/faketime/libfaketime.so.1"
+            ))
+        })
+        .find(|path| path.exists())
+        .expect("libfaketime is installed (scripts/test installs the faketime package)")
+}
+
+/// [`threadline_ok`] living `offset` ahead of the machine's clock (libfaketime's `FAKETIME`
+/// syntax: `+40d`).
+pub fn threadline_ok_ahead(data_dir: &Path, args: &[&str], offset: &str) -> String {
+    let output = Command::new(threadline_binary())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("THREADLINE_DATA_DIR")
+        .env("LD_PRELOAD", libfaketime())
+        .env("FAKETIME", offset)
+        .output()
+        .expect("threadline starts");
+    assert!(
+        output.status.success(),
+        "threadline {args:?} at {offset} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `threadline` with `args` and returns its standard output, failing the test with its
 /// standard error if it fails.
 pub fn threadline_ok(data_dir: &Path, args: &[&str]) -> String {
@@ -145,15 +178,7 @@ impl Node {
     /// `FAKETIME` syntax: `+25h`), preloaded into the node's own process so that stopping it
     /// stops the node (the `faketime` program forks and would leave it running).
     pub fn start_ahead(data_dir: &Path, offset: &str) -> Node {
-        let library = ["x86_64", "aarch64"]
-            .iter()
-            .map(|arch| {
-                PathBuf::from(format!(
-                    "/usr/lib/{arch}-linux-gnu/faketime/libfaketime.so.1"
-                ))
-            })
-            .find(|path| path.exists())
-            .expect("libfaketime is installed (scripts/test installs the faketime package)");
+        let library = libfaketime();
         let library = library.to_str().expect("a UTF-8 path");
         Node::start_command_with(
             data_dir,

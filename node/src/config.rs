@@ -101,6 +101,18 @@ imap_poll_seconds = 30
 # access_token = \"\"
 # app_secret = \"\"
 # verify_token = \"\"
+
+[retention]
+# How long the org keeps what customers wrote (days; unset: for ever). Applied at start and
+# every hour, as erasures the node signs, so every node of the org (and a partner, for a
+# thread shared with it) erases the same. `threadline retention` shows what they would erase
+# now; set them on one node of the org.
+# Erase a contact once none of its conversations has had activity for this long.
+# erase_inactive_contacts_after_days = 730
+# Erase messages with files (the message goes with its files) this long after they came.
+# erase_attachments_after_days = 180
+# Erase a resolved conversation's contents this long after its last activity.
+# erase_resolved_threads_after_days = 365
 ";
 
 /// A loaded, validated configuration.
@@ -149,6 +161,8 @@ pub struct Config {
     pub instagram: Option<MetaConfig>,
     /// Events of threads the writer keeps in memory (headers only, ~0.5 KiB each).
     pub thread_cache_events: usize,
+    /// How long the org keeps what (`[retention]`).
+    pub retention: crate::retention::Policy,
 }
 
 /// One of Meta's channels, configured.
@@ -317,6 +331,16 @@ struct File {
     instagram: MetaSection,
     #[serde(default)]
     store: StoreSection,
+    #[serde(default)]
+    retention: RetentionSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    erase_inactive_contacts_after_days: Option<u32>,
+    erase_attachments_after_days: Option<u32>,
+    erase_resolved_threads_after_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -545,6 +569,7 @@ impl Config {
             webchat_identity_secret: None,
             webchat_connections_per_minute: 120,
             thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
+            retention: crate::retention::Policy::default(),
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -641,6 +666,27 @@ impl Config {
         if file.email.imap_poll_seconds == 0 {
             return Err(bad("email.imap_poll_seconds must be at least 1".to_owned()));
         }
+        let retention = &file.retention;
+        for (name, days) in [
+            (
+                "erase_inactive_contacts_after_days",
+                retention.erase_inactive_contacts_after_days,
+            ),
+            (
+                "erase_attachments_after_days",
+                retention.erase_attachments_after_days,
+            ),
+            (
+                "erase_resolved_threads_after_days",
+                retention.erase_resolved_threads_after_days,
+            ),
+        ] {
+            if days == Some(0) {
+                return Err(bad(format!(
+                    "retention.{name} must be at least 1 (leave it unset to keep for ever)"
+                )));
+            }
+        }
         if file.store.thread_cache_events == 0 {
             return Err(bad(
                 "store.thread_cache_events must be at least 1".to_owned()
@@ -674,6 +720,11 @@ impl Config {
             webchat_identity_secret: identity_secret,
             webchat_connections_per_minute: file.webchat.connections_per_minute,
             thread_cache_events: file.store.thread_cache_events,
+            retention: crate::retention::Policy {
+                inactive_contacts_days: retention.erase_inactive_contacts_after_days,
+                attachments_days: retention.erase_attachments_after_days,
+                resolved_threads_days: retention.erase_resolved_threads_after_days,
+            },
         })
     }
 }
@@ -753,5 +804,39 @@ mod tests {
         .expect("write");
         let err = Config::load(&path, None).expect_err("no cache");
         assert!(err.to_string().contains("thread_cache_events"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_read_and_a_zero_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        assert!(!Config::load(
+            &{
+                std::fs::write(&path, DEFAULT_CONFIG).expect("write");
+                path.clone()
+            },
+            None
+        )
+        .expect("loads")
+        .retention
+        .is_set());
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[retention]\nerase_resolved_threads_after_days = 30\n",
+        )
+        .expect("write");
+        let policy = Config::load(&path, None).expect("loads").retention;
+        assert_eq!(policy.resolved_threads_days, Some(30));
+        assert_eq!(policy.inactive_contacts_days, None);
+        std::fs::write(
+            &path,
+            "[api]\nlisten = \"127.0.0.1:1\"\n[retention]\nerase_attachments_after_days = 0\n",
+        )
+        .expect("write");
+        let err = Config::load(&path, None).expect_err("refused");
+        assert!(
+            err.to_string().contains("erase_attachments_after_days"),
+            "{err}"
+        );
     }
 }

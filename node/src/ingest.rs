@@ -305,6 +305,8 @@ enum Request {
     Continue(Handle, crate::store::HandoffCode, Reply<Option<ThreadId>>),
     Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
+    /// Erase the contents of some events of a thread (retention), signed by the node.
+    EraseContents(ThreadId, Vec<EventId>, Reply<Vec<EventId>>),
     Certificates(Vec<threadline_protocol::Certificate>, Reply<usize>),
     /// Delete attachment files no event refers to, older than the grace (after the batch's
     /// commit, so nothing staged or acknowledged loses its file).
@@ -343,6 +345,7 @@ impl std::fmt::Debug for Request {
             Request::Continue(..) => "Continue",
             Request::Act(..) => "Act",
             Request::Directory(..) => "Directory",
+            Request::EraseContents(..) => "EraseContents",
             Request::Certificates(..) => "Certificates",
             Request::SweepBlobs(..) => "SweepBlobs",
             Request::Backup(..) => "Backup",
@@ -461,6 +464,18 @@ impl Ingest {
         action: DirectoryAction,
     ) -> Result<Vec<EventId>, IngestError> {
         self.call(|reply| Request::Directory(action, reply)).await
+    }
+
+    /// Erases the contents of `events` of `thread` (those that have one), with erasure
+    /// events the node signs for the org, so every node erases them too (what retention
+    /// policies do). Answers the erasure events' ids; none if nothing was left to erase.
+    pub async fn erase_contents(
+        &self,
+        thread: ThreadId,
+        events: Vec<EventId>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        self.call(|reply| Request::EraseContents(thread, events, reply))
+            .await
     }
 
     /// Adds other orgs' certificates (from a partner, or relayed by a node of this org), so

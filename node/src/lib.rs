@@ -36,6 +36,7 @@ pub mod meta;
 pub mod presence;
 pub mod replication;
 pub mod replication_status;
+pub mod retention;
 pub mod server;
 pub mod standalone;
 pub mod store;

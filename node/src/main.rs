@@ -101,6 +101,13 @@ enum Command {
         #[command(subcommand)]
         command: EraseCommand,
     },
+    /// Show what the retention policy (`[retention]` in config.toml) erases now, and erase it
+    /// with `--apply` (the node must be stopped; a running node applies it every hour).
+    Retention {
+        /// Erase it (signed erasures every node applies), not only show it.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Show the audit trail: who viewed, exported or erased a contact's record, and when (the
     /// node must be stopped).
     Audit {
@@ -671,6 +678,37 @@ fn main() -> anyhow::Result<()> {
                 );
                 ingest.store().record_audit(&audit(AuditAction::Exported))?;
                 ingest.store().flush_async().await?;
+                Ok(())
+            })?;
+        }
+        Command::Retention { apply } => {
+            let config = Config::load(&data_dir.config_path(), None)?;
+            let policy = config.retention;
+            if !policy.is_set() {
+                println!(
+                    "no retention policy: everything is kept ([retention] in {})",
+                    data_dir.config_path().display()
+                );
+                return Ok(());
+            }
+            with_ingest(&data_dir, |ingest| async move {
+                let now = clock::now();
+                let plan = threadline_node::retention::plan(&ingest, &policy, now)?;
+                let verb = if apply { "erasing" } else { "would erase" };
+                println!("retention: {verb}");
+                for line in plan.lines() {
+                    println!("  {line}");
+                }
+                if apply && !plan.is_empty() {
+                    let applied = threadline_node::retention::apply(&ingest, &plan, now).await?;
+                    ingest.store().flush_async().await?;
+                    println!(
+                        "erased: {} contacts, {} erasure events signed (every node of the org applies them)",
+                        applied.contacts, applied.events
+                    );
+                } else if !apply && !plan.is_empty() {
+                    println!("nothing was erased: run `threadline retention --apply` to erase it");
+                }
                 Ok(())
             })?;
         }

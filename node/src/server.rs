@@ -281,6 +281,9 @@ pub async fn serve(
     )?;
     tokio::spawn(replication);
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
+    if config.retention.is_set() {
+        tokio::spawn(apply_retention(ingest.clone(), config.retention));
+    }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     let app = api::router(ingest.clone(), webchat).merge(api::webhooks::router(&meta));
     let closing = running.closing();
@@ -417,6 +420,47 @@ async fn sweep_unused_blobs(ingest: crate::ingest::Ingest) {
             Ok(0) => {}
             Ok(swept) => info!(swept, "deleted attachments no event refers to"),
             Err(err) => warn!(cause = %err, "cannot sweep unused attachments"),
+        }
+    }
+}
+
+/// Applies the retention policy at start, then hourly ([`crate::retention`]): what it erases
+/// is erased on every node by the erasure events signed here, and noted in the audit trail.
+async fn apply_retention(ingest: crate::ingest::Ingest, policy: crate::retention::Policy) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60 * 60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        let planner = ingest.clone();
+        let planned = tokio::task::spawn_blocking(move || {
+            crate::retention::plan(&planner, &policy, crate::clock::now())
+        })
+        .await;
+        let plan = match planned {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(err)) => {
+                warn!(cause = %err, "cannot work out what the retention policy erases");
+                continue;
+            }
+            Err(err) => {
+                warn!(cause = %err, "the retention task failed");
+                continue;
+            }
+        };
+        if plan.is_empty() {
+            continue;
+        }
+        match crate::retention::apply(&ingest, &plan, crate::clock::now()).await {
+            Ok(applied) => info!(
+                contacts = applied.contacts,
+                resolved_threads = plan.resolved_threads.len(),
+                messages_with_files = plan.messages_with_files.len(),
+                erasures = applied.events,
+                "retention policy applied"
+            ),
+            Err(err) => warn!(cause = %err, "cannot apply the retention policy"),
         }
     }
 }

@@ -71,6 +71,7 @@ use event_log::{EventLog, EventLogError, LogEnd, NewEntry};
 pub use handoff_codes::{CodeRefused, HandoffCode, HandoffGrant, HANDOFF_CODE_LIFETIME_MILLIS};
 pub use keys::{
     blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
+    split_log_key,
 };
 pub use records::{AgentRecord, Delivery, StoredDelivery, StoredEvent, TokenRecord, TokenRole};
 

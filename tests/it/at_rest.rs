@@ -252,3 +252,145 @@ fn a_missing_or_wrong_storage_key_is_refused_and_changes_nothing() {
     node.stop();
     assert!(!key_file.exists(), "the key stays where it was put");
 }
+
+/// Retention policies (`[retention]`): nothing is due while the conversations are recent; 40
+/// days on, the resolved conversation is; 70 days on, the message with a file too; applied,
+/// they are erased (and nothing else), and a node running 200 days on erases the contacts no
+/// longer active by itself, noting it in the audit trail.
+#[test]
+fn retention_policies_erase_what_is_due_and_nothing_else() {
+    let org = Org::new();
+    let config = org.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "# erase_inactive_contacts_after_days = 730",
+            "erase_inactive_contacts_after_days = 100",
+        )
+        .replace(
+            "# erase_attachments_after_days = 180",
+            "erase_attachments_after_days = 60",
+        )
+        .replace(
+            "# erase_resolved_threads_after_days = 365",
+            "erase_resolved_threads_after_days = 30",
+        ),
+    )
+    .expect("config written");
+    let node = Node::start(&org.data);
+    let done = send(&node, &org.webchat, "webchat:done-1", "DONE-TEXT", "wc-d1");
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{done}/status"),
+        &json!({"status": "resolved"}),
+    );
+    assert_eq!(status, 200);
+    let file_handle = "webchat:file-1";
+    let with_file_thread = send(&node, &org.webchat, file_handle, "FILE-INTRO", "wc-f1");
+    let bytes = b"FILE-BYTES-0042".repeat(100);
+    let blob = upload(&node, &org.webchat, &bytes);
+    let (thread, parents, depth) = resolve(&node, &org.webchat, file_handle);
+    let results = submit(
+        &node,
+        &org.webchat,
+        &[signed(
+            &org.webchat,
+            thread,
+            parents,
+            depth,
+            EventKind::inbound_message(ChannelKind::Webchat),
+            Some(with_file(
+                message("FILE-CAPTION", file_handle, "wc-f2"),
+                blob,
+                bytes.len(),
+            )),
+        )],
+    );
+    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    let kept = send(&node, &org.webchat, "webchat:kept-1", "KEPT-TEXT", "wc-k1");
+    node.stop();
+
+    let due = |offset: &str| -> Vec<String> {
+        let out = threadline_tests::threadline_ok_ahead(&org.data, &["retention"], offset);
+        out.lines().map(|line| line.trim().to_owned()).collect()
+    };
+    let now = due("+0d");
+    assert!(
+        now.contains(&"0 contacts, 0 resolved threads, 0 messages with files".to_owned()),
+        "{now:?}"
+    );
+    let later = due("+40d");
+    assert!(
+        later.contains(&"0 contacts, 1 resolved threads, 0 messages with files".to_owned()),
+        "{later:?}"
+    );
+    assert!(later
+        .iter()
+        .any(|l| l.starts_with(&format!("resolved thread {done}"))));
+    let later = due("+70d");
+    assert!(
+        later.contains(&"0 contacts, 1 resolved threads, 1 messages with files".to_owned()),
+        "{later:?}"
+    );
+    assert!(later
+        .iter()
+        .any(|l| l.starts_with("message ") && l.contains(&with_file_thread.to_string())));
+    // A dry run erased nothing.
+    assert_eq!(due("+70d"), later);
+
+    let out = threadline_tests::threadline_ok_ahead(&org.data, &["retention", "--apply"], "+70d");
+    assert!(out.contains("erased: 0 contacts"), "{out}");
+    assert!(
+        due("+70d").contains(&"0 contacts, 0 resolved threads, 0 messages with files".to_owned()),
+        "applied: nothing left due"
+    );
+    let node = Node::start(&org.data);
+    assert!(texts(&node, &org.agent_token, &done)
+        .iter()
+        .all(Value::is_null));
+    assert_eq!(
+        texts(&node, &org.agent_token, &with_file_thread),
+        vec![json!("FILE-INTRO"), Value::Null],
+        "only the message with the file"
+    );
+    assert_eq!(
+        texts(&node, &org.agent_token, &kept),
+        vec![json!("KEPT-TEXT")]
+    );
+    node.stop();
+    for secret in ["DONE-TEXT", "FILE-BYTES-0042", "FILE-CAPTION"] {
+        assert_eq!(
+            holding(&org.data, secret),
+            Vec::<PathBuf>::new(),
+            "{secret}"
+        );
+    }
+
+    // A node living 200 days on applies the policy by itself: every contact is inactive.
+    let node = Node::start_ahead(&org.data, "+200d");
+    threadline_tests::eventually(
+        "the node erases the inactive contacts",
+        std::time::Duration::from_secs(30),
+        || {
+            let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:kept-1");
+            found["contacts"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                .then_some(())
+        },
+    );
+    assert!(texts(&node, &org.agent_token, &kept)
+        .iter()
+        .all(Value::is_null));
+    node.stop();
+    let trail = threadline_ok(&org.data, &["audit"]);
+    assert_eq!(
+        trail
+            .lines()
+            .filter(|line| line.contains("the retention policy erased contact"))
+            .count(),
+        3,
+        "{trail}"
+    );
+}

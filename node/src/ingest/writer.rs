@@ -406,6 +406,10 @@ impl Writer {
                     let result = self.change_directory(action, &mut live);
                     answers.push(Answer::Directory(reply, result));
                 }
+                Request::EraseContents(thread, events, reply) => {
+                    let result = self.erase_contents(thread, events, &mut live);
+                    answers.push(Answer::Directory(reply, result));
+                }
                 Request::Certificates(certificates, reply) => {
                     let result = self.add_partner_certificates(certificates);
                     answers.push(Answer::Certificates(reply, result));
@@ -1598,14 +1602,28 @@ impl Writer {
         thread_id: ThreadId,
         live: &mut Vec<LiveEvent>,
     ) -> Result<Vec<EventId>, IngestError> {
+        self.erase_contents(thread_id, Vec::new(), live)
+    }
+
+    /// Erases the content of `events` of a thread (all that have one when `events` is
+    /// empty), in erasure events of at most [`MAX_ERASE_TARGETS`] each; events without
+    /// content, already erased or of another log are left out.
+    fn erase_contents(
+        &mut self,
+        thread_id: ThreadId,
+        events: Vec<EventId>,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Vec<EventId>, IngestError> {
         let thread = self.threads.load(&self.store, thread_id)?;
         // By header: the cache does not hold contents.
         let erased = &thread.state().erased;
+        let wanted: std::collections::HashSet<EventId> = events.into_iter().collect();
         let mut targets: Vec<EventId> = thread
             .dag()
             .iter_ordered()
             .filter(|e| e.header().content_hash.is_some() && !erased.contains(&e.id()))
             .map(|e| e.id())
+            .filter(|id| wanted.is_empty() || wanted.contains(id))
             .collect();
         targets.sort_unstable();
         let mut ids = Vec::new();

@@ -14,6 +14,8 @@ pub enum Actor {
     Agent(AgentId),
     /// The node's operator, on its command line.
     Operator,
+    /// The retention policy (`[retention]` in config.toml).
+    Retention,
 }
 
 impl std::fmt::Display for Actor {
@@ -21,6 +23,7 @@ impl std::fmt::Display for Actor {
         match self {
             Actor::Agent(agent) => write!(f, "agent {agent}"),
             Actor::Operator => f.write_str("the operator (command line)"),
+            Actor::Retention => f.write_str("the retention policy"),
         }
     }
 }
@@ -74,8 +77,8 @@ impl std::fmt::Display for AuditRecord {
     }
 }
 
-/// A time as `YYYY-MM-DD hh:mm:ss UTC` (the proleptic Gregorian calendar).
-fn utc(at: Timestamp) -> String {
+/// A time as `YYYY-MM-DD hh:mm:ss UTC` (the proleptic Gregorian calendar), for operators.
+pub fn utc(at: Timestamp) -> String {
     let secs = at.as_millis() / 1000;
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
