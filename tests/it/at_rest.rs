@@ -6,11 +6,42 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use threadline_protocol::{event::EventKind, ChannelKind, ThreadId};
+use threadline_protocol::{event::EventKind, ThreadId};
 use threadline_tests::{files_under, holding, run_threadline, threadline_ok, Node};
 
 use crate::bridge_scope::{message, resolve, signed, upload, with_file};
 use crate::node::{send, submit, Org};
+
+/// A customer's message with a file (uploaded first), on their thread; answers the thread.
+fn send_with_file(
+    node: &Node,
+    bridge: &crate::node::Bridge,
+    handle: &str,
+    caption: &str,
+    external_id: &str,
+    file: &[u8],
+) -> ThreadId {
+    let blob = upload(node, bridge, file);
+    let (thread, parents, depth) = resolve(node, bridge, handle);
+    let results = submit(
+        node,
+        bridge,
+        &[signed(
+            bridge,
+            thread,
+            parents,
+            depth,
+            EventKind::inbound_message(bridge.channel),
+            Some(with_file(
+                message(caption, handle, external_id),
+                blob,
+                file.len(),
+            )),
+        )],
+    );
+    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    thread
+}
 
 fn copy_dir(from: &Path, to: &Path) {
     for (path, bytes) in files_under(from) {
@@ -58,26 +89,15 @@ fn nothing_a_customer_wrote_is_stored_in_the_clear_and_an_erasure_shreds_it_for_
         .cycle()
         .take(200_000)
         .collect();
-    let blob = upload(&node, &org.webchat, &file);
-    let (thread, parents, depth) = resolve(&node, &org.webchat, ivy);
-    assert_eq!(thread, ivy_thread);
-    let results = submit(
+    let thread = send_with_file(
         &node,
         &org.webchat,
-        &[signed(
-            &org.webchat,
-            thread,
-            parents,
-            depth,
-            EventKind::inbound_message(ChannelKind::Webchat),
-            Some(with_file(
-                message("IVY-CAPTION-33b0 here is my passport", ivy, "wc-i2"),
-                blob,
-                file.len(),
-            )),
-        )],
+        ivy,
+        "IVY-CAPTION-33b0 here is my passport",
+        "wc-i2",
+        &file,
     );
-    assert_eq!(results[0]["status"], "stored", "{results:?}");
+    assert_eq!(thread, ivy_thread);
     let (status, _) = node.post(
         &org.agent_token,
         &format!("/api/v1/threads/{ivy_thread}/replies"),
@@ -289,25 +309,14 @@ fn retention_policies_erase_what_is_due_and_nothing_else() {
     let file_handle = "webchat:file-1";
     let with_file_thread = send(&node, &org.webchat, file_handle, "FILE-INTRO", "wc-f1");
     let bytes = b"FILE-BYTES-0042".repeat(100);
-    let blob = upload(&node, &org.webchat, &bytes);
-    let (thread, parents, depth) = resolve(&node, &org.webchat, file_handle);
-    let results = submit(
+    send_with_file(
         &node,
         &org.webchat,
-        &[signed(
-            &org.webchat,
-            thread,
-            parents,
-            depth,
-            EventKind::inbound_message(ChannelKind::Webchat),
-            Some(with_file(
-                message("FILE-CAPTION", file_handle, "wc-f2"),
-                blob,
-                bytes.len(),
-            )),
-        )],
+        file_handle,
+        "FILE-CAPTION",
+        "wc-f2",
+        &bytes,
     );
-    assert_eq!(results[0]["status"], "stored", "{results:?}");
     let kept = send(&node, &org.webchat, "webchat:kept-1", "KEPT-TEXT", "wc-k1");
     node.stop();
 
