@@ -27,6 +27,7 @@
 //! | `meta` | `b"events_end"` | where the event log ends ([`LogEnd`]): written with every commit, before its counter |
 //! | `retired_keys` | data key number BE | empty: a data key an erasure retired, destroyed once the commit is durable (again at open, should a crash come first) |
 //! | `audit` | time ms BE ‖ sequence BE | `encode(AuditRecord)`: who viewed, exported or erased a contact's record ([`audit`]) |
+//! | `meta` | `b"key_owners"` | `encode(Vec<(key number, owner bytes)>)`: the data keys given to owners since `data-keys` was last synced (at most a pool's worth), written with every commit while there are any: what finishes a rewrite of a slot a crash cut short |
 //!
 //! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
 //! under a data key of its thread, contact or attachment, kept wrapped in `data-keys`;
@@ -135,9 +136,8 @@ pub const SCHEMA_VERSION: u32 = 6;
 /// The key of [`LogEnd`] in `meta` and in the journal.
 const EVENTS_END: &[u8] = b"events_end";
 
-/// The key, in `meta` and in the journal, of how many data keys the last commit had made
-/// durable ([`DataKeys::sync_slots`]).
-const DATA_KEYS_END: &[u8] = b"data_keys_end";
+/// The key in `meta` of the data keys given to owners since `data-keys` was last synced.
+const KEY_OWNERS: &[u8] = b"key_owners";
 
 /// The data keys' file in the store's folder ([`data_keys`]).
 pub const DATA_KEYS: &str = "data-keys";
@@ -754,17 +754,25 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let journal = db.open_tree("journal")?;
         let redone = redo_journal(&trees, &journal, &meta)?;
-        let keys_counted = match meta.get(DATA_KEYS_END).map_err(damaged)? {
-            None => 0,
-            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Corrupt {
-                    tree: "meta",
-                    detail: "the data keys' count is not 8 bytes".to_owned(),
-                })?,
+        let recorded: Vec<(KeyNumber, KeyOwner)> = match meta.get(KEY_OWNERS)? {
+            None => Vec::new(),
+            Some(bytes) => {
+                let listed: Vec<(u64, codec::ByteBuf)> = decode("meta", &bytes)?;
+                listed
+                    .into_iter()
+                    .map(|(key, owner)| {
+                        KeyOwner::from_bytes(&owner.0)
+                            .map(|owner| (KeyNumber(key), owner))
+                            .ok_or_else(|| StoreError::Corrupt {
+                                tree: "meta",
+                                detail: "key_owners names no owner".to_owned(),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
         };
         let keys = match keys_path.exists() {
-            true => DataKeys::open_with(&keys_path, storage, keys_counted)?,
+            true => DataKeys::open_recorded(&keys_path, storage, &recorded)?,
             false if found >= 6 => {
                 return Err(StoreError::Damaged {
                     path: path.to_path_buf(),
@@ -777,6 +785,10 @@ impl Store {
             // A store from before encryption at rest: its keys begin here.
             false => DataKeys::open(&keys_path, storage)?,
         };
+        // Every slot is synced now: the record of who got which is no longer needed.
+        if !recorded.is_empty() {
+            meta.remove(KEY_OWNERS)?;
+        }
         let keys = std::sync::Arc::new(keys);
         let blobs = BlobStore::open(&path.join("attachments"), keys.clone())?;
         let recovered = match meta.get(b"commits").map_err(damaged)? {
@@ -1242,6 +1254,9 @@ impl Store {
         }
         let commit = self.commits.load(std::sync::atomic::Ordering::SeqCst) + 1;
         let retired = std::mem::take(&mut writes.retired);
+        // Keys given to owners since `data-keys` was last synced: recorded with the commit
+        // (their slots' rewrites are not synced; see `data_keys`).
+        let assigned = self.keys.unsynced_assignments();
         for key in &retired {
             writes.insert(
                 TreeName::RetiredKeys,
@@ -1291,21 +1306,17 @@ impl Store {
             };
             Ok::<_, StoreError>(end)
         };
-        // Keys made for this commit are durable before the commit is (sled takes it only after
-        // both): synced beside the event log's append, so the two waits overlap.
-        let (end, keys_end) = if self.keys.unsynced() {
-            std::thread::scope(|scope| {
-                let keys = scope.spawn(|| self.keys.sync_slots());
-                let end = append();
-                let synced = keys
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Ok::<_, StoreError>((end?, Some(synced?)))
-            })?
+        let end = append()?;
+        let key_owners = if assigned.is_empty() {
+            None
         } else {
-            (append()?, None)
+            let listed: Vec<(u64, codec::ByteBuf)> = assigned
+                .iter()
+                .map(|(key, owner)| (key.0, codec::ByteBuf(owner.to_bytes().to_vec())))
+                .collect();
+            Some(codec::encode(&listed)?)
         };
-        self.write_journal(&writes, end, keys_end)?;
+        self.write_journal(&writes, end, key_owners.as_deref())?;
         let mut batches: Vec<sled::Batch> =
             self.trees.iter().map(|_| sled::Batch::default()).collect();
         for ((tree, key), value) in writes.ops {
@@ -1323,8 +1334,9 @@ impl Store {
         // notes a commit sled does not hold yet. (Only the ingest writer commits.)
         let mut meta = sled::Batch::default();
         meta.insert(EVENTS_END, &end.to_bytes());
-        if let Some(keys_end) = keys_end {
-            meta.insert(DATA_KEYS_END, &keys_end.to_be_bytes());
+        match &key_owners {
+            Some(listed) => meta.insert(KEY_OWNERS, listed.as_slice()),
+            None => meta.remove(KEY_OWNERS),
         }
         meta.insert(b"commits", &commit.to_be_bytes());
         self.meta.apply_batch(meta)?;
@@ -1337,13 +1349,13 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the journal with `writes`, the event log's `end` and the data keys made
-    /// durable, in one atomic batch.
+    /// Replaces the journal with `writes`, the event log's `end` and the data keys given to
+    /// owners and not yet synced, in one atomic batch.
     fn write_journal(
         &self,
         writes: &WriteSet,
         end: LogEnd,
-        keys_end: Option<u64>,
+        key_owners: Option<&[u8]>,
     ) -> Result<(), StoreError> {
         let mut journal = sled::Batch::default();
         // What a failed clear left behind must not be applied again with this commit.
@@ -1371,8 +1383,8 @@ impl Store {
             journal.insert(&n_chunks.to_be_bytes(), codec::encode(&chunk)?);
         }
         journal.insert(EVENTS_END, &end.to_bytes());
-        if let Some(keys_end) = keys_end {
-            journal.insert(DATA_KEYS_END, &keys_end.to_be_bytes());
+        if let Some(listed) = key_owners {
+            journal.insert(KEY_OWNERS, listed);
         }
         self.journal.apply_batch(journal)?;
         Ok(())
@@ -2001,17 +2013,18 @@ fn redo_journal(
     let mut batches: Vec<sled::Batch> = trees.iter().map(|_| sled::Batch::default()).collect();
     let mut any = false;
     let mut end = None;
-    let mut keys_end = None;
+    let mut key_owners = None;
     for entry in journal.iter() {
         let (key, bytes) = entry?;
         if key.as_ref() == EVENTS_END {
             end = Some(bytes);
             continue;
         }
-        if key.as_ref() == DATA_KEYS_END {
-            keys_end = Some(bytes);
+        if key.as_ref() == KEY_OWNERS {
+            key_owners = Some(bytes);
             continue;
         }
+
         let ops: Vec<JournalOp> =
             codec::decode(&bytes, bytes.len()).map_err(|err| StoreError::Corrupt {
                 tree: "journal",
@@ -2040,10 +2053,11 @@ fn redo_journal(
         meta.insert(EVENTS_END, end)?;
         any = true;
     }
-    if let Some(keys_end) = keys_end {
-        meta.insert(DATA_KEYS_END, keys_end)?;
+    if let Some(listed) = key_owners {
+        meta.insert(KEY_OWNERS, listed)?;
         any = true;
     }
+
     Ok(any)
 }
 

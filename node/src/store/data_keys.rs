@@ -13,15 +13,16 @@
 //! | what | layout (integers big-endian) |
 //! | --- | --- |
 //! | header (128 bytes) | `TLDKEYS1` ‖ format u32 ‖ 0u32 ‖ durable slots u64 ‖ check nonce (12) ‖ check (the storage key seals [`CHECK_PLAINTEXT`], 32) ‖ zeros |
-//! | slot *n* (128 bytes at 128 × (*n* + 1)) | 1 ‖ owner kind u8 ‖ owner id (32) ‖ nonce (12) ‖ wrapped key (48) ‖ zeros ‖ CRC-32 of the 124 bytes before u32; a destroyed slot is all zeros |
+//! | slot *n* (128 bytes at 128 × (*n* + 1)) | 1 (given) or 2 (made ahead) ‖ owner kind u8 ‖ owner id (32) (zeros when made ahead) ‖ nonce (12) ‖ wrapped key (48, the slot's number as AAD) ‖ zeros ‖ CRC-32 of the 124 bytes before u32; a destroyed slot is all zeros |
 //!
 //! A slot's number is the key's number ([`KeyNumber`]), which what is sealed names. Slots are
-//! only ever appended, never reused, so a number names one key for ever. A new key is synced
-//! before anything sealed under it is durable, and counted: an attachment's syncs the file,
-//! then the header's count of durable slots, before the attachment is written; a commit's
-//! syncs the file beside the event log's append, and the store records the count with the
-//! commit (one sync less on the way of every new conversation). At open, slots past the
-//! greater count were never synced, so nothing durable uses them, and they are cut off.
+//! only ever appended, never reused, so a number names one key for ever. Keys are made ahead,
+//! [`POOL`] at a time: written, synced, then counted in the header, synced; at open, slots past
+//! that count were never synced (nothing uses them) and are cut off. Giving a key to an owner
+//! rewrites its slot's owner, not its key, without a sync: the store records the assignment
+//! with the commit that uses the key (in sled's `meta`, until this file is next synced), and an open finishes a rewrite a
+//! crash cut short from that record; an attachment's key is synced before the file is
+//! written. So a new conversation's commit syncs nothing here.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -46,6 +47,13 @@ const CHECK_PLAINTEXT: &[u8; 16] = b"threadline keys\0";
 /// Unwrapped keys kept in memory (ready ciphers, ~1 KiB each); past this the cache starts
 /// again.
 const CACHE_KEYS: usize = 16_384;
+/// Keys made ahead at once (one sync for them all), so that a new conversation's commit
+/// needs no sync of this file.
+const POOL: u64 = 64;
+/// A slot's first byte: a key given to its owner.
+const TAG_ASSIGNED: u8 = 1;
+/// A slot's first byte: a key made ahead, no one's yet.
+const TAG_POOL: u8 = 2;
 
 /// The key that wraps every data key of a node. Not stored in the store.
 #[derive(Clone)]
@@ -98,7 +106,9 @@ pub enum KeyOwner {
 }
 
 impl KeyOwner {
-    fn to_bytes(self) -> [u8; 33] {
+    /// Its 33 bytes: kind (1 thread, 2 contact, 3 attachment), then the id (a contact's
+    /// padded with zeros).
+    pub fn to_bytes(self) -> [u8; 33] {
         let (kind, id) = match self {
             KeyOwner::Thread(thread) => (1, *thread.as_bytes()),
             KeyOwner::Contact(contact) => {
@@ -114,7 +124,8 @@ impl KeyOwner {
         bytes
     }
 
-    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+    /// Reads [`KeyOwner::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let id: [u8; 32] = bytes.get(1..33)?.try_into().ok()?;
         match bytes.first()? {
             1 => Some(KeyOwner::Thread(ThreadId::from_bytes(id))),
@@ -182,8 +193,6 @@ pub struct DataKeys {
     file: File,
     wrapping: Aes256Gcm,
     state: Mutex<State>,
-    /// Held while syncing (not the state: key lookups go on meanwhile).
-    syncing: Mutex<()>,
 }
 
 impl std::fmt::Debug for DataKeys {
@@ -195,22 +204,61 @@ impl std::fmt::Debug for DataKeys {
     }
 }
 
+/// A key made ahead: its number, its slot as written, its bytes.
+type Pooled = (KeyNumber, [u8; SLOT as usize], [u8; KEY]);
+
 #[derive(Default)]
 struct State {
     /// Slots written (destroyed ones included): the next key's number.
     slots: u64,
-    /// Slots known durable.
-    durable: u64,
-    /// Slots the header counts as durable.
-    counted: u64,
+    /// Keys made ahead and synced, not yet anyone's.
+    pool: Vec<Pooled>,
+    /// Keys given to owners since the file was last synced ([`DataKeys::unsynced_assignments`]).
+    assigned: Vec<(KeyNumber, KeyOwner)>,
+    /// Whether a slot was written since the file was last synced.
+    unsynced: bool,
     /// Each owner's newest key.
     current: HashMap<KeyOwner, KeyNumber>,
     /// Each owner's older keys still held (between a re-key and its retirement).
     older: HashMap<KeyOwner, Vec<KeyNumber>>,
-    /// Each live key's owner (for the AAD of its slot).
+    /// Each held key's owner.
     owners: HashMap<KeyNumber, KeyOwner>,
-    /// Unwrapped keys.
+    /// Unwrapped keys, ready.
     cache: HashMap<KeyNumber, Arc<Aes256Gcm>>,
+}
+
+impl State {
+    fn take(&mut self, key: KeyNumber, owner: KeyOwner) {
+        self.owners.insert(key, owner);
+        match self.current.get(&owner) {
+            Some(current) if *current > key => self.older.entry(owner).or_default().push(key),
+            _ => {
+                if let Some(previous) = self.current.insert(owner, key) {
+                    self.older.entry(owner).or_default().push(previous);
+                }
+            }
+        }
+    }
+
+    fn cache(&mut self, key: KeyNumber, cipher: Arc<Aes256Gcm>) {
+        if self.cache.len() >= CACHE_KEYS {
+            self.cache.clear();
+        }
+        self.cache.insert(key, cipher);
+    }
+}
+
+/// A slot holding `owner`'s key (or a key made ahead, with `owner` none), its CRC set.
+fn slot_of(tag: u8, owner: Option<KeyOwner>, nonce_and_wrapped: &[u8]) -> [u8; SLOT as usize] {
+    let mut slot = [0u8; SLOT as usize];
+    slot[0] = tag;
+    if let Some(owner) = owner {
+        slot[1..34].copy_from_slice(&owner.to_bytes());
+    }
+    slot[34..34 + NONCE + KEY + TAG].copy_from_slice(nonce_and_wrapped);
+    let crc = crc32fast::hash(&slot[..124]);
+    slot[124..].copy_from_slice(&crc.to_be_bytes());
+    slot
 }
 
 impl DataKeys {
@@ -225,19 +273,21 @@ impl DataKeys {
         check_header(path, &file, &storage.cipher()).map(drop)
     }
 
-    /// [`DataKeys::open_with`] with no durable count known from elsewhere.
+    /// [`DataKeys::open_recorded`] with no assignment recorded elsewhere.
     pub fn open(path: &Path, storage: &StorageKey) -> Result<DataKeys, DataKeysError> {
-        Self::open_with(path, storage, 0)
+        Self::open_recorded(path, storage, &[])
     }
 
     /// Opens `path` with `storage` (creating it when missing): refused with
-    /// [`DataKeysError::WrongStorageKey`] if the key is not the file's. The keys durable are
-    /// those the header counts, or `durable_at_least` where the store recorded more with a
-    /// commit ([`DataKeys::sync_slots`]); slots past them are cut off.
-    pub fn open_with(
+    /// [`DataKeysError::WrongStorageKey`] if the key is not the file's. `recorded` are the
+    /// keys the store's commits gave to owners ([`DataKeys::take_assigned`]): a slot whose
+    /// assignment a crash cut short is given to its owner again. Slots past the header's count
+    /// were never synced (nothing uses them) and are cut off; keys made ahead and not given
+    /// are the pool again. Everything it finds is synced before it answers.
+    pub fn open_recorded(
         path: &Path,
         storage: &StorageKey,
-        durable_at_least: u64,
+        recorded: &[(KeyNumber, KeyOwner)],
     ) -> Result<DataKeys, DataKeysError> {
         let io = |source| DataKeysError::Io {
             path: path.to_owned(),
@@ -275,32 +325,26 @@ impl DataKeys {
         }
         let len = file.metadata().map_err(io)?.len();
         let counted = check_header(path, &file, &wrapping)?;
-        let durable = counted.max(durable_at_least);
         let written = len / SLOT - 1;
-        if written < durable {
+        if written < counted {
             return Err(damaged(format!(
-                "{durable} keys were made durable, the file holds {written}"
+                "{counted} keys were made durable, the file holds {written}"
             )));
         }
-        if len != SLOT * (durable + 1) {
+        if len != SLOT * (counted + 1) {
             // Written and never synced: nothing durable was sealed under them.
-            file.set_len(SLOT * (durable + 1)).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            file.set_len(SLOT * (counted + 1)).map_err(io)?;
         }
-        if counted != durable {
-            file.write_all_at(&durable.to_be_bytes(), 16).map_err(io)?;
-            file.sync_data().map_err(io)?;
-        }
+        let recorded: HashMap<KeyNumber, KeyOwner> = recorded.iter().copied().collect();
         let mut state = State {
-            slots: durable,
-            durable,
-            counted: durable,
+            slots: counted,
             ..State::default()
         };
+        let mut rewrites: Vec<(KeyNumber, [u8; SLOT as usize])> = Vec::new();
         let mut chunk = vec![0u8; (SLOT as usize) * 8192];
         let mut number = 0u64;
-        while number < durable {
-            let n = (durable - number).min(8192);
+        while number < counted {
+            let n = (counted - number).min(8192);
             let bytes = &mut chunk[..(n * SLOT) as usize];
             file.read_exact_at(bytes, SLOT * (number + 1)).map_err(io)?;
             for slot in bytes.chunks_exact(SLOT as usize) {
@@ -309,25 +353,43 @@ impl DataKeys {
                 if slot.iter().all(|b| *b == 0) {
                     continue;
                 }
-                let crc = crc32fast::hash(&slot[..124]);
+                let whole = crc32fast::hash(&slot[..124]).to_be_bytes() == slot[124..128];
                 let owner = KeyOwner::from_bytes(&slot[1..34]);
-                match (slot[0], owner) {
-                    (1, Some(owner)) if crc.to_be_bytes() == slot[124..128] => {
-                        state.owners.insert(key, owner);
-                        if let Some(previous) = state.current.insert(owner, key) {
-                            state.older.entry(owner).or_default().push(previous);
+                let keys = &slot[34..34 + NONCE + KEY + TAG];
+                match (recorded.get(&key), whole, slot[0], owner) {
+                    // Given to an owner, and the slot says so.
+                    (_, true, TAG_ASSIGNED, Some(owner)) => state.take(key, owner),
+                    // Given by a durable commit, the slot's rewrite cut short by a crash.
+                    (Some(owner), _, _, _) => {
+                        rewrites.push((key, slot_of(TAG_ASSIGNED, Some(*owner), keys)));
+                        state.take(key, *owner);
+                    }
+                    // Made ahead and never given (or given by a commit that did not last).
+                    (None, true, TAG_POOL, _) | (None, false, _, _) => {
+                        let slot = slot_of(TAG_POOL, None, keys);
+                        if !whole {
+                            rewrites.push((key, slot));
+                        }
+                        match unwrap(&wrapping, key, &slot) {
+                            Some(plain) => state.pool.push((key, slot, plain)),
+                            None => return Err(damaged(format!("data key {} is damaged", key.0))),
                         }
                     }
                     _ => return Err(damaged(format!("data key {} is damaged", key.0))),
                 }
             }
         }
+        for (key, slot) in &rewrites {
+            file.write_all_at(slot, SLOT * (key.0 + 1)).map_err(io)?;
+        }
+        // Handed out lowest number first.
+        state.pool.reverse();
+        file.sync_all().map_err(io)?;
         Ok(DataKeys {
             path: path.to_owned(),
             file,
             wrapping,
             state: Mutex::new(state),
-            syncing: Mutex::new(()),
         })
     }
 
@@ -355,7 +417,7 @@ impl DataKeys {
         keys
     }
 
-    /// The owner's newest key, made (not yet durable: see [`DataKeys::sync`]) if it has none.
+    /// The owner's newest key, given from the pool if it has none (see [`DataKeys::new_key`]).
     pub fn current_or_new(&self, owner: KeyOwner) -> Result<KeyNumber, DataKeysError> {
         if let Some(key) = self.current(owner) {
             return Ok(key);
@@ -363,89 +425,90 @@ impl DataKeys {
         self.new_key(owner)
     }
 
-    /// A new key for `owner`, which becomes its current one (not yet durable: see
-    /// [`DataKeys::sync`]).
+    /// A new key for `owner`, which becomes its current one: one made ahead (the pool is
+    /// refilled, [`POOL`] keys made and synced at once, when it is empty), its slot rewritten
+    /// to name the owner. That rewrite is not synced here: the store records the assignment
+    /// with the commit that uses the key ([`DataKeys::unsynced_assignments`]); an attachment syncs
+    /// it ([`DataKeys::sync`]).
     pub fn new_key(&self, owner: KeyOwner) -> Result<KeyNumber, DataKeysError> {
         let mut state = self.state();
-        let key = KeyNumber(state.slots);
-        let mut plain = [0u8; KEY];
-        rand_core::OsRng.fill_bytes(&mut plain);
-        let mut nonce = [0u8; NONCE];
-        rand_core::OsRng.fill_bytes(&mut nonce);
-        let mut slot = [0u8; SLOT as usize];
-        slot[0] = 1;
-        slot[1..34].copy_from_slice(&owner.to_bytes());
-        slot[34..46].copy_from_slice(&nonce);
-        let wrapped = self
-            .wrapping
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &slot_aad(key, owner),
-                },
-            )
-            .map_err(|_| DataKeysError::Tampered { key: key.0 })?;
-        slot[46..46 + KEY + TAG].copy_from_slice(&wrapped);
-        let crc = crc32fast::hash(&slot[..124]);
-        slot[124..].copy_from_slice(&crc.to_be_bytes());
+        if state.pool.is_empty() {
+            self.refill(&mut state)?;
+        }
+        let (key, slot, plain) = state.pool.pop().ok_or_else(|| DataKeysError::Damaged {
+            path: self.path.clone(),
+            detail: "no key made ahead".to_owned(),
+        })?;
+        let slot = slot_of(TAG_ASSIGNED, Some(owner), &slot[34..34 + NONCE + KEY + TAG]);
         self.file
             .write_all_at(&slot, SLOT * (key.0 + 1))
             .map_err(self.io())?;
-        state.slots += 1;
-        state.owners.insert(key, owner);
-        if let Some(previous) = state.current.insert(owner, key) {
-            state.older.entry(owner).or_default().push(previous);
-        }
-        if state.cache.len() >= CACHE_KEYS {
-            state.cache.clear();
-        }
-        state
-            .cache
-            .insert(key, Arc::new(Aes256Gcm::new((&plain).into())));
+        state.unsynced = true;
+        state.take(key, owner);
+        state.assigned.push((key, owner));
+        state.cache(key, Arc::new(Aes256Gcm::new((&plain).into())));
         Ok(key)
     }
 
-    /// Whether keys were made since the last [`DataKeys::sync`].
-    pub fn unsynced(&self) -> bool {
-        let state = self.state();
-        state.durable != state.slots
-    }
-
-    /// Makes the keys made so far durable without counting them in the header (one sync):
-    /// for a store's commit, which records the count it answers with the commit, and gives it
-    /// back at open ([`DataKeys::open_with`]). Then the keys count as durable here too.
-    pub fn sync_slots(&self) -> Result<u64, DataKeysError> {
-        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-        let slots = self.state().slots;
+    /// Makes [`POOL`] keys ahead: written, synced, then counted in the header, synced.
+    fn refill(&self, state: &mut State) -> Result<(), DataKeysError> {
+        let first = state.slots;
+        let mut bytes = Vec::with_capacity((POOL * SLOT) as usize);
+        let mut made = Vec::with_capacity(POOL as usize);
+        for n in 0..POOL {
+            let key = KeyNumber(first + n);
+            let mut plain = [0u8; KEY];
+            rand_core::OsRng.fill_bytes(&mut plain);
+            let mut nonce = [0u8; NONCE];
+            rand_core::OsRng.fill_bytes(&mut nonce);
+            let wrapped = self
+                .wrapping
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &plain,
+                        aad: &key.0.to_be_bytes(),
+                    },
+                )
+                .map_err(|_| DataKeysError::Tampered { key: key.0 })?;
+            let slot = slot_of(TAG_POOL, None, &[nonce.as_slice(), &wrapped].concat());
+            bytes.extend_from_slice(&slot);
+            made.push((key, slot, plain));
+        }
+        self.file
+            .write_all_at(&bytes, SLOT * (first + 1))
+            .map_err(self.io())?;
         self.file.sync_data().map_err(self.io())?;
-        let mut state = self.state();
-        state.durable = state.durable.max(slots);
-        Ok(slots)
-    }
-
-    /// Makes every key made so far durable (nothing when there is none new): synced, then
-    /// counted in the header, synced.
-    pub fn sync(&self) -> Result<(), DataKeysError> {
-        // One sync at a time; readers of keys are not held up by it.
-        let _syncing = self.syncing.lock().unwrap_or_else(PoisonError::into_inner);
-        let slots = {
-            let state = self.state();
-            // Counted in the header, not just synced: a key a commit synced is durable only
-            // once that commit is, which an attachment must not wait for.
-            if state.counted == state.slots {
-                return Ok(());
-            }
-            state.slots
-        };
-        self.file.sync_data().map_err(self.io())?;
+        let slots = first + POOL;
         self.file
             .write_all_at(&slots.to_be_bytes(), 16)
             .map_err(self.io())?;
         self.file.sync_data().map_err(self.io())?;
+        state.slots = slots;
+        state.unsynced = false;
+        state.assigned.clear();
+        // Handed out lowest number first.
+        made.reverse();
+        state.pool.extend(made);
+        Ok(())
+    }
+
+    /// The keys given to owners since the file was last synced: the store records them with
+    /// each commit until then, so a crash that cuts a slot's rewrite short loses no
+    /// assignment ([`DataKeys::open_recorded`]). At most a pool's worth: a refill syncs.
+    pub fn unsynced_assignments(&self) -> Vec<(KeyNumber, KeyOwner)> {
+        self.state().assigned.clone()
+    }
+
+    /// Makes every slot written so far durable (for what does not go through a commit: an
+    /// attachment's key).
+    pub fn sync(&self) -> Result<(), DataKeysError> {
         let mut state = self.state();
-        state.durable = state.durable.max(slots);
-        state.counted = state.counted.max(slots);
+        if state.unsynced {
+            self.file.sync_data().map_err(self.io())?;
+            state.unsynced = false;
+            state.assigned.clear();
+        }
         Ok(())
     }
 
@@ -482,7 +545,10 @@ impl DataKeys {
                 state.older.remove(&owner);
             }
         }
-        self.file.sync_data().map_err(self.io())
+        self.file.sync_data().map_err(self.io())?;
+        state.unsynced = false;
+        state.assigned.clear();
+        Ok(())
     }
 
     /// Whose a held key is.
@@ -490,7 +556,7 @@ impl DataKeys {
         self.state().owners.get(&key).copied()
     }
 
-    /// Whether a key is held (not destroyed).
+    /// Whether a key is held (given to an owner and not destroyed).
     pub fn holds(&self, key: KeyNumber) -> bool {
         self.state().owners.contains_key(&key)
     }
@@ -507,43 +573,25 @@ impl DataKeys {
 
     /// A key, ready to seal and open with; `None` if it was destroyed.
     fn key(&self, key: KeyNumber) -> Result<Option<Arc<Aes256Gcm>>, DataKeysError> {
-        let owner = {
+        {
             let state = self.state();
             if let Some(cipher) = state.cache.get(&key) {
                 return Ok(Some(Arc::clone(cipher)));
             }
-            match state.owners.get(&key) {
-                Some(owner) => *owner,
-                None => return Ok(None),
+            if !state.owners.contains_key(&key) {
+                return Ok(None);
             }
-        };
+        }
         let mut slot = [0u8; SLOT as usize];
         self.file
             .read_exact_at(&mut slot, SLOT * (key.0 + 1))
             .map_err(self.io())?;
-        let plain = self
-            .wrapping
-            .decrypt(
-                Nonce::from_slice(&slot[34..46]),
-                Payload {
-                    msg: &slot[46..46 + KEY + TAG],
-                    aad: &slot_aad(key, owner),
-                },
-            )
-            .map_err(|_| DataKeysError::Damaged {
-                path: self.path.clone(),
-                detail: format!("data key {} does not unwrap", key.0),
-            })?;
-        let plain: [u8; KEY] = plain.try_into().map_err(|_| DataKeysError::Damaged {
+        let plain = unwrap(&self.wrapping, key, &slot).ok_or_else(|| DataKeysError::Damaged {
             path: self.path.clone(),
-            detail: format!("data key {} is not {KEY} bytes", key.0),
+            detail: format!("data key {} does not unwrap", key.0),
         })?;
         let cipher = Arc::new(Aes256Gcm::new((&plain).into()));
-        let mut state = self.state();
-        if state.cache.len() >= CACHE_KEYS {
-            state.cache.clear();
-        }
-        state.cache.insert(key, Arc::clone(&cipher));
+        self.state().cache(key, Arc::clone(&cipher));
         Ok(Some(cipher))
     }
 
@@ -597,11 +645,26 @@ impl DataKeys {
     /// copied store uses).
     pub fn copy_to(&self, to: &Path) -> Result<(), DataKeysError> {
         let _state = self.state();
+        self.file.sync_data().map_err(self.io())?;
         std::fs::copy(&self.path, to).map_err(self.io())?;
         File::open(to)
             .and_then(|file| file.sync_all())
             .map_err(self.io())
     }
+}
+
+/// A slot's key, unwrapped (bound to the slot's number); `None` if it does not unwrap.
+fn unwrap(wrapping: &Aes256Gcm, key: KeyNumber, slot: &[u8]) -> Option<[u8; KEY]> {
+    let plain = wrapping
+        .decrypt(
+            Nonce::from_slice(slot.get(34..34 + NONCE)?),
+            Payload {
+                msg: slot.get(34 + NONCE..34 + NONCE + KEY + TAG)?,
+                aad: &key.0.to_be_bytes(),
+            },
+        )
+        .ok()?;
+    plain.try_into().ok()
 }
 
 /// Reads and checks the header: the file's magic and format, and that `wrapping` opens its
@@ -632,14 +695,6 @@ fn check_header(path: &Path, file: &File, wrapping: &Aes256Gcm) -> Result<u64, D
     Ok(u64::from_be_bytes(
         header[16..24].try_into().unwrap_or_default(),
     ))
-}
-
-/// What a slot's wrapped key is bound to: its number and its owner.
-fn slot_aad(key: KeyNumber, owner: KeyOwner) -> [u8; 41] {
-    let mut aad = [0u8; 41];
-    aad[..8].copy_from_slice(&key.0.to_be_bytes());
-    aad[8..].copy_from_slice(&owner.to_bytes());
-    aad
 }
 
 #[cfg(test)]
@@ -683,8 +738,9 @@ mod tests {
         assert_eq!(keys.current(thread(1)), None);
         assert_eq!(keys.open_sealed(&sealed, b"event 1").expect("reads"), None);
         let bytes = std::fs::read(&path).expect("reads");
+        let at = (SLOT * (key.0 + 1)) as usize;
         assert!(
-            bytes[SLOT as usize..].iter().all(|b| *b == 0),
+            bytes[at..at + SLOT as usize].iter().all(|b| *b == 0),
             "the slot is zeros"
         );
         // A new key for the same owner has a new number.
@@ -709,36 +765,65 @@ mod tests {
         assert_eq!(std::fs::read(&path).expect("reads"), before);
     }
 
+    /// Keys are made ahead and synced; giving one to an owner is not synced, and a crash
+    /// that cuts the slot's rewrite short is finished from the store's record of it, or, with
+    /// no record (the commit that used it did not last), the key goes back to the pool.
+    /// Bytes past the header's count are cut off; a key that does not unwrap is refused.
     #[test]
-    fn keys_never_synced_are_cut_off_and_a_damaged_slot_is_refused() {
+    fn assignments_survive_a_torn_rewrite_through_the_record_and_damage_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data-keys");
         let storage = StorageKey::generate();
         let keys = DataKeys::open(&path, &storage).expect("opens");
-        let durable = keys.new_key(thread(1)).expect("made");
+        let given = keys.new_key(thread(1)).expect("made");
+        let plain = b"a message".to_vec();
+        let sealed = keys.seal(given, b"aad", &plain).expect("seals");
+        assert_eq!(keys.unsynced_assignments(), vec![(given, thread(1))]);
         keys.sync().expect("synced");
-        let unsynced = keys.new_key(thread(2)).expect("made");
+        assert!(keys.unsynced_assignments().is_empty());
         drop(keys);
+        let bytes = std::fs::read(&path).expect("reads");
+        assert_eq!(bytes.len() as u64, SLOT * (POOL + 1), "made ahead at once");
+        // The rewrite torn: the slot half as it was made ahead.
+        let at = (SLOT * (given.0 + 1)) as usize;
+        let mut torn = bytes.clone();
+        torn[at] = TAG_POOL;
+        torn[at + 1..at + 34].fill(0);
+        std::fs::write(&path, &torn).expect("writes");
+        let keys =
+            DataKeys::open_recorded(&path, &storage, &[(given, thread(1))]).expect("reopens");
+        assert_eq!(keys.current(thread(1)), Some(given));
+        assert_eq!(
+            keys.open_sealed(&sealed, b"aad").expect("opens"),
+            Some(plain.clone())
+        );
+        drop(keys);
+        assert_eq!(
+            std::fs::read(&path).expect("reads"),
+            bytes,
+            "finished on disk"
+        );
+        // Torn, with no record: back to the pool, and given again (to someone else).
+        std::fs::write(&path, &torn).expect("writes");
         let keys = DataKeys::open(&path, &storage).expect("reopens");
-        assert!(keys.holds(durable));
-        assert!(!keys.holds(unsynced));
-        assert_eq!(keys.current(thread(2)), None);
+        assert_eq!(keys.current(thread(1)), None);
+        assert_eq!(keys.new_key(thread(2)).expect("made"), given);
         drop(keys);
-        // Synced for a commit, which records the count: kept when the store gives it back,
-        // and counted in the header from then on.
+        // Bytes past the count (a refill never synced) are cut off.
+        let mut longer = std::fs::read(&path).expect("reads");
+        longer.extend_from_slice(&[7u8; SLOT as usize]);
+        std::fs::write(&path, &longer).expect("writes");
         let keys = DataKeys::open(&path, &storage).expect("reopens");
-        let committed = keys.new_key(thread(3)).expect("made");
-        let count = keys.sync_slots().expect("synced");
+        assert_eq!(keys.current(thread(2)), Some(given));
         drop(keys);
-        let keys = DataKeys::open_with(&path, &storage, count).expect("reopens");
-        assert!(keys.holds(committed));
-        drop(keys);
-        assert!(DataKeys::open(&path, &storage)
-            .expect("reopens")
-            .holds(committed));
-        let mut bytes = std::fs::read(&path).expect("reads");
-        bytes[SLOT as usize + 60] ^= 1;
-        std::fs::write(&path, bytes).expect("writes");
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            SLOT * (POOL + 1)
+        );
+        // A wrapped key changed on disk: refused, naming it.
+        let mut damaged = std::fs::read(&path).expect("reads");
+        damaged[at + 60] ^= 1;
+        std::fs::write(&path, damaged).expect("writes");
         let err = DataKeys::open(&path, &storage).expect_err("refused");
         assert!(matches!(err, DataKeysError::Damaged { .. }), "{err}");
     }
