@@ -684,6 +684,8 @@ pub struct Store {
     retiring: std::sync::Arc<std::sync::Mutex<Vec<KeyNumber>>>,
     /// Above every queued delivery's sequence number at open (see [`Store::generate_id`]).
     seq_floor: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Which change of the unsynced key assignments `meta` records ([`KEY_OWNERS`]).
+    key_owners_recorded: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Where the store is.
     path: std::path::PathBuf,
 }
@@ -869,6 +871,7 @@ impl Store {
             keys,
             retiring: std::sync::Arc::default(),
             seq_floor: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(seq_floor)),
+            key_owners_recorded: std::sync::Arc::default(),
             path: path.to_path_buf(),
         };
         if redone {
@@ -1256,7 +1259,7 @@ impl Store {
         let retired = std::mem::take(&mut writes.retired);
         // Keys given to owners since `data-keys` was last synced: recorded with the commit
         // (their slots' rewrites are not synced; see `data_keys`).
-        let assigned = self.keys.unsynced_assignments();
+        let (changes, assigned) = self.keys.unsynced_assignments();
         for key in &retired {
             writes.insert(
                 TreeName::RetiredKeys,
@@ -1307,7 +1310,11 @@ impl Store {
             Ok::<_, StoreError>(end)
         };
         let end = append()?;
-        let key_owners = if assigned.is_empty() {
+        // Written when it changed (a durable list stays true until the file is synced).
+        let recorded = self
+            .key_owners_recorded
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let key_owners = if changes == recorded || assigned.is_empty() {
             None
         } else {
             let listed: Vec<(u64, codec::ByteBuf)> = assigned
@@ -1336,7 +1343,8 @@ impl Store {
         meta.insert(EVENTS_END, &end.to_bytes());
         match &key_owners {
             Some(listed) => meta.insert(KEY_OWNERS, listed.as_slice()),
-            None => meta.remove(KEY_OWNERS),
+            None if assigned.is_empty() && changes != recorded => meta.remove(KEY_OWNERS),
+            None => {}
         }
         meta.insert(b"commits", &commit.to_be_bytes());
         self.meta.apply_batch(meta)?;
@@ -1346,6 +1354,8 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(retired);
+        self.key_owners_recorded
+            .store(changes, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 
@@ -2475,6 +2485,63 @@ mod tests {
         let report = store.check().expect("checks");
         assert_eq!(report.events, 1);
         assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+    }
+
+    /// A new thread's key is given to it without syncing `data-keys`: should the slot's
+    /// rewrite be lost in a crash (here: put back as it was made ahead), the commit's record
+    /// in `meta` gives the key back to its thread at open, and what was sealed opens.
+    #[test]
+    fn a_key_whose_slot_rewrite_was_lost_is_given_back_from_the_commits_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let event = thread_event(8).verify().expect("verifies");
+        let thread = ThreadId::from_bytes(*event.id().as_bytes());
+        let message = Draft::new(
+            Scope::Thread(thread),
+            vec![event.id()],
+            1,
+            Timestamp::from_millis(1_700_000_000_900),
+            EventKind::inbound_message(ChannelKind::Webchat),
+        )
+        .with_content(
+            Content::text("kept through a crash")
+                .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
+        )
+        .sign(&SecretKey::from_seed([8; 32]))
+        .expect("signs")
+        .verify()
+        .expect("verifies");
+        let key = {
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
+            let mut writes = WriteSet::default();
+            writes.put_event(&store, &event).expect("stages");
+            writes.put_event(&store, &message).expect("stages");
+            store.commit(writes).expect("commits");
+            store.flush().expect("flushes");
+            // As the writer does after every flush: the record must outlive the journal.
+            store.clear_journal().expect("clears");
+            store.flush().expect("flushes");
+            store
+                .keys()
+                .current(KeyOwner::Thread(thread))
+                .expect("a key")
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let path = dir.path().join(DATA_KEYS);
+        let mut bytes = std::fs::read(&path).expect("reads");
+        let at = 128 * (key.0 as usize + 1);
+        bytes[at] = 2;
+        bytes[at + 1..at + 34].fill(0);
+        std::fs::write(&path, &bytes).expect("writes");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
+        assert_eq!(store.keys().current(KeyOwner::Thread(thread)), Some(key));
+        assert_eq!(
+            store
+                .event(&message.scope_id(), &message.id())
+                .expect("reads")
+                .and_then(|e| e.content)
+                .map(|c| c.text.clone()),
+            Some("kept through a crash".to_owned())
+        );
     }
 
     /// A store as schema 5 wrote it, unsealed, in `path`: a thread's opening and a message

@@ -215,6 +215,8 @@ struct State {
     pool: Vec<Pooled>,
     /// Keys given to owners since the file was last synced ([`DataKeys::unsynced_assignments`]).
     assigned: Vec<(KeyNumber, KeyOwner)>,
+    /// Changes of `assigned` so far (to tell a list that changed from one that did not).
+    assigned_changes: u64,
     /// Whether a slot was written since the file was last synced.
     unsynced: bool,
     /// Each owner's newest key.
@@ -446,6 +448,7 @@ impl DataKeys {
         state.unsynced = true;
         state.take(key, owner);
         state.assigned.push((key, owner));
+        state.assigned_changes += 1;
         state.cache(key, Arc::new(Aes256Gcm::new((&plain).into())));
         Ok(key)
     }
@@ -487,6 +490,7 @@ impl DataKeys {
         state.slots = slots;
         state.unsynced = false;
         state.assigned.clear();
+        state.assigned_changes += 1;
         // Handed out lowest number first.
         made.reverse();
         state.pool.extend(made);
@@ -496,8 +500,9 @@ impl DataKeys {
     /// The keys given to owners since the file was last synced: the store records them with
     /// each commit until then, so a crash that cuts a slot's rewrite short loses no
     /// assignment ([`DataKeys::open_recorded`]). At most a pool's worth: a refill syncs.
-    pub fn unsynced_assignments(&self) -> Vec<(KeyNumber, KeyOwner)> {
-        self.state().assigned.clone()
+    pub fn unsynced_assignments(&self) -> (u64, Vec<(KeyNumber, KeyOwner)>) {
+        let state = self.state();
+        (state.assigned_changes, state.assigned.clone())
     }
 
     /// Makes every slot written so far durable (for what does not go through a commit: an
@@ -508,6 +513,7 @@ impl DataKeys {
             self.file.sync_data().map_err(self.io())?;
             state.unsynced = false;
             state.assigned.clear();
+            state.assigned_changes += 1;
         }
         Ok(())
     }
@@ -548,6 +554,7 @@ impl DataKeys {
         self.file.sync_data().map_err(self.io())?;
         state.unsynced = false;
         state.assigned.clear();
+        state.assigned_changes += 1;
         Ok(())
     }
 
@@ -778,9 +785,9 @@ mod tests {
         let given = keys.new_key(thread(1)).expect("made");
         let plain = b"a message".to_vec();
         let sealed = keys.seal(given, b"aad", &plain).expect("seals");
-        assert_eq!(keys.unsynced_assignments(), vec![(given, thread(1))]);
+        assert_eq!(keys.unsynced_assignments().1, vec![(given, thread(1))]);
         keys.sync().expect("synced");
-        assert!(keys.unsynced_assignments().is_empty());
+        assert!(keys.unsynced_assignments().1.is_empty());
         drop(keys);
         let bytes = std::fs::read(&path).expect("reads");
         assert_eq!(bytes.len() as u64, SLOT * (POOL + 1), "made ahead at once");
