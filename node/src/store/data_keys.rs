@@ -301,13 +301,18 @@ impl DataKeys {
         };
         let wrapping = storage.cipher();
         let exists = path.exists();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Wrapped, but readable by the node's user only all the same.
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?
+        };
         if !exists || file.metadata().map_err(io)?.len() == 0 {
             let mut header = [0u8; SLOT as usize];
             header[..8].copy_from_slice(MAGIC);
