@@ -1577,6 +1577,38 @@ impl Store {
         })?;
         report.damaged.extend(damaged_files);
         report.damaged.extend(damaged_events);
+        // What is sealed and meant to be read must have its key: an erasure rewrites an event
+        // without its content (and drops its deliveries) before it destroys a key, so a live
+        // record sealed under a key that is gone is a key lost to damage, not an erasure.
+        for (scope, id) in self.events.in_order() {
+            let Some(bytes) = self.events.get(&scope, &id)? else {
+                continue;
+            };
+            let Ok(stored) = codec::decode_own::<StoredEvent>(&bytes, codec::MAX_MESSAGE_BYTES)
+            else {
+                continue; // named above
+            };
+            if let Some(sealed) = &stored.content {
+                if !self.keys.holds(sealed.key) {
+                    report.damaged.push(format!(
+                        "data-keys: event {}'s content is sealed under data key {}, which is gone",
+                        EventId::from_bytes(id),
+                        sealed.key.0
+                    ));
+                }
+            }
+        }
+        for entry in self.tree(TreeName::Outbound).iter() {
+            let (_, value) = entry?;
+            match decode::<StoredDelivery>("outbound", &value) {
+                Ok(stored) if !self.keys.holds(stored.sealed.key) => report.damaged.push(format!(
+                    "data-keys: a delivery of thread {} is sealed under data key {}, which is gone",
+                    stored.thread, stored.sealed.key.0
+                )),
+                Ok(_) => {}
+                Err(err) => report.damaged.push(format!("outbound: {err}")),
+            }
+        }
         report.events = self.events.len() as u64;
         let sizes: std::collections::HashMap<[u8; 33], u64> =
             self.events.scope_sizes().into_iter().collect();
@@ -2541,6 +2573,23 @@ mod tests {
                 .and_then(|e| e.content)
                 .map(|c| c.text.clone()),
             Some("kept through a crash".to_owned())
+        );
+        assert!(store.check().expect("checks").damaged.is_empty());
+        drop(store);
+        // A key lost to damage (its slot zeroed) is not an erasure: `check` names it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut bytes = std::fs::read(&path).expect("reads");
+        bytes[at..at + 128].fill(0);
+        std::fs::write(&path, &bytes).expect("writes");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
+        let damaged = store.check().expect("checks").damaged;
+        assert!(
+            damaged.iter().any(|line| line.contains(&format!(
+                "event {}'s content is sealed under data key {}, which is gone",
+                message.id(),
+                key.0
+            ))),
+            "{damaged:?}"
         );
     }
 
