@@ -1291,25 +1291,21 @@ impl Store {
         // other of the two when the log is read again at start-up: both carry that id, and a
         // resubmission is still answered as a duplicate.
         events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let append = || {
-            let end = if events.is_empty() {
-                self.events.end()
-            } else {
-                let entries = events
-                    .iter()
-                    .map(|(key, value)| {
-                        let entry = log_entry_of(key, value)?;
-                        Ok(NewEntry {
-                            external: externals.get(entry.id.as_slice()),
-                            ..entry
-                        })
+        let end = if events.is_empty() {
+            self.events.end()
+        } else {
+            let entries = events
+                .iter()
+                .map(|(key, value)| {
+                    let entry = log_entry_of(key, value)?;
+                    Ok(NewEntry {
+                        external: externals.get(entry.id.as_slice()),
+                        ..entry
                     })
-                    .collect::<Result<Vec<_>, StoreError>>()?;
-                self.events.append(commit, &entries)?
-            };
-            Ok::<_, StoreError>(end)
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.events.append(commit, &entries)?
         };
-        let end = append()?;
         // Written when it changed (a durable list stays true until the file is synced).
         let recorded = self
             .key_owners_recorded
