@@ -2515,6 +2515,62 @@ mod tests {
         assert!(report.damaged.is_empty(), "{:?}", report.damaged);
     }
 
+    /// Keys an erasure retired are destroyed once its commit is durable; should the node
+    /// stop in between (the commit durable, the keys not yet destroyed), the next open
+    /// destroys them.
+    #[test]
+    fn keys_retired_by_a_durable_commit_are_destroyed_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opened = thread_event(6).verify().expect("verifies");
+        let thread = ThreadId::from_bytes(*opened.id().as_bytes());
+        let root = Draft::new(
+            Scope::Thread(thread),
+            vec![opened.id()],
+            1,
+            Timestamp::from_millis(1_700_000_000_700),
+            EventKind::inbound_message(ChannelKind::Webchat),
+        )
+        .with_content(
+            Content::text("to be erased")
+                .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
+        )
+        .sign(&SecretKey::from_seed([6; 32]))
+        .expect("signs")
+        .verify()
+        .expect("verifies");
+        let owner = KeyOwner::Thread(thread);
+        let old = {
+            let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
+            let mut writes = WriteSet::default();
+            writes.put_event(&store, &opened).expect("stages");
+            writes.put_event(&store, &root).expect("stages");
+            store.commit(writes).expect("commits");
+            store.flush().expect("flushes");
+            let old = store.keys().current(owner).expect("a key");
+            let mut writes = WriteSet::default();
+            writes
+                .erase_content(&store, &root.scope_id(), &root.id())
+                .expect("erases");
+            writes.rekey(&store, owner, &[]).expect("re-keys");
+            store.commit(writes).expect("commits");
+            // Durable, and stopped before the flush that destroys the keys.
+            store.db.flush().expect("sled flushes");
+            assert!(store.keys().holds(old));
+            old
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let store = Store::open(dir.path(), &test_storage_key()).expect("reopens");
+        assert!(!store.keys().holds(old));
+        assert!(store.tree(TreeName::RetiredKeys).is_empty());
+        assert_eq!(
+            store
+                .event(&root.scope_id(), &root.id())
+                .expect("reads")
+                .and_then(|e| e.content),
+            None
+        );
+    }
+
     /// A new thread's key is given to it without syncing `data-keys`: should the slot's
     /// rewrite be lost in a crash (here: put back as it was made ahead), the commit's record
     /// in `meta` gives the key back to its thread at open, and what was sealed opens.
