@@ -1463,11 +1463,13 @@ fn mail_in_an_existing_mailbox_is_taken_over_imap_once_and_marked() {
         "From: Alice <alice@example.test>\r\nTo: support@shop.test\r\nSubject: Order 9\r\nMessage-ID: <imap-1@example.test>\r\n\r\nWhere is order 9?\r\n",
     );
     let (node, _) = shop.start();
+    // The thread is opened (and listed) a moment before the mail is stored on it.
     let thread = eventually("the waiting mail is taken", Duration::from_secs(30), || {
         email_threads(&node, &shop.token)
             .iter()
             .find(|t| t["route"]["handle"] == "email:alice@example.test")
             .and_then(|t| t["id"].as_str().map(str::to_owned))
+            .filter(|thread| !texts(&node, &shop.token, thread).is_empty())
     });
     assert_eq!(texts(&node, &shop.token, &thread), ["Where is order 9?"]);
 
