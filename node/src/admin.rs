@@ -240,9 +240,9 @@ pub const STORAGE_KEY_FILE_VAR: &str = "THREADLINE_STORAGE_KEY_FILE";
 pub const STORAGE_KEY_VAR: &str = "THREADLINE_STORAGE_KEY";
 
 /// The key that wraps the store's data keys (docs/OPERATIONS.md, "Encryption at rest"): from
-/// [`STORAGE_KEY_VAR`], else the file [`STORAGE_KEY_FILE_VAR`] names, else `storage.key` in
-/// the data folder, which is made (readable by its owner only) for a store that has no data
-/// keys yet. A store that has them and no key to open them is refused.
+/// [`STORAGE_KEY_VAR`], else the file [`STORAGE_KEY_FILE_VAR`] names, else `keys/storage.key`
+/// in the data folder; the file is made (readable by its owner only) for a store that has no
+/// data keys yet. A store that has them and no key to open them is refused.
 pub fn storage_key(data_dir: &DataDir) -> Result<StorageKey, StoreError> {
     let refused = |detail: String| StoreError::StorageKey { detail };
     if let Ok(text) = std::env::var(STORAGE_KEY_VAR) {
@@ -256,15 +256,21 @@ pub fn storage_key(data_dir: &DataDir) -> Result<StorageKey, StoreError> {
     match std::fs::read_to_string(&path) {
         Ok(text) => StorageKey::from_hex(&text)
             .ok_or_else(|| refused(format!("{} does not hold 64 hex digits", path.display()))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !external => {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let keys = data_dir.store_path().join(crate::store::DATA_KEYS);
             if keys.exists() {
+                let named = if external {
+                    format!(" (named by {STORAGE_KEY_FILE_VAR})")
+                } else {
+                    String::new()
+                };
                 return Err(refused(format!(
-                    "{} is missing, and without it nothing customers wrote can be read: put \
-                     the key back, or name it with {STORAGE_KEY_FILE_VAR} or {STORAGE_KEY_VAR}",
+                    "{}{named} is missing, and without it nothing customers wrote can be read: \
+                     put the key back, or name it with {STORAGE_KEY_FILE_VAR} or {STORAGE_KEY_VAR}",
                     path.display()
                 )));
             }
+            // A store with no data keys yet: its key is made where it was asked for.
             let key = StorageKey::generate();
             crate::data_dir::write_secret(&path, &format!("{}\n", key.to_hex()))
                 .map_err(|err| refused(format!("cannot write {}: {err}", path.display())))?;

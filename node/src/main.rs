@@ -782,6 +782,17 @@ fn print_init(data_dir: &std::path::Path, initialised: &admin::Initialised) {
         "The org key is in {}: keep a copy somewhere safe and offline.",
         data_dir.join("keys/org.key").display()
     );
+    let storage_key = if std::env::var_os(admin::STORAGE_KEY_VAR).is_some() {
+        format!("given by {}", admin::STORAGE_KEY_VAR)
+    } else {
+        let path = std::env::var_os(admin::STORAGE_KEY_FILE_VAR)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("keys/storage.key"));
+        format!("in {}", path.display())
+    };
+    println!(
+        "The storage key, which opens what customers write, is {storage_key}: keep a copy with the org key (without it the data is lost)."
+    );
 }
 
 /// Runs `body` with an ingest pipeline over the (stopped) node's store.

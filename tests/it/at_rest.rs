@@ -403,3 +403,45 @@ fn retention_policies_erase_what_is_due_and_nothing_else() {
         "{trail}"
     );
 }
+
+/// `init` with `THREADLINE_STORAGE_KEY_FILE` makes the key there, never in the data folder,
+/// and the node opens its store with it.
+#[test]
+fn a_new_data_folder_can_keep_its_storage_key_elsewhere_from_the_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let key = tmp.path().join("elsewhere").join("storage.key");
+    let key_arg = key.to_str().expect("utf-8");
+    let out = std::process::Command::new(threadline_tests::threadline_binary())
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("init")
+        .env("THREADLINE_STORAGE_KEY_FILE", key_arg)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("made").trim().len(),
+        64
+    );
+    assert!(!data.join("keys/storage.key").exists());
+    // Without it, the store does not open; with it, it does.
+    let refused = run_threadline(&data, &["check"]);
+    assert!(!refused.status.success());
+    let checked = std::process::Command::new(threadline_tests::threadline_binary())
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("check")
+        .env("THREADLINE_STORAGE_KEY_FILE", key_arg)
+        .output()
+        .expect("runs");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
