@@ -68,11 +68,17 @@ fn store_fault_library() -> PathBuf {
 
 /// Runs `threadline` with `args` and the data folder `data_dir`, and returns its output.
 pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
+    run_threadline_with(data_dir, args, &[])
+}
+
+/// [`run_threadline`] with extra environment variables.
+pub fn run_threadline_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(threadline_binary())
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
         .env_remove("THREADLINE_DATA_DIR")
+        .envs(envs.iter().copied())
         .output()
         .expect("threadline starts")
 }
@@ -93,15 +99,13 @@ fn libfaketime() -> PathBuf {
 /// [`threadline_ok`] living `offset` ahead of the machine's clock (libfaketime's `FAKETIME`
 /// syntax: `+40d`).
 pub fn threadline_ok_ahead(data_dir: &Path, args: &[&str], offset: &str) -> String {
-    let output = Command::new(threadline_binary())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("THREADLINE_DATA_DIR")
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME", offset)
-        .output()
-        .expect("threadline starts");
+    let library = libfaketime();
+    let library = library.to_str().expect("a UTF-8 path");
+    let output = run_threadline_with(
+        data_dir,
+        args,
+        &[("LD_PRELOAD", library), ("FAKETIME", offset)],
+    );
     assert!(
         output.status.success(),
         "threadline {args:?} at {offset} failed: {}",

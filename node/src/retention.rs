@@ -107,6 +107,8 @@ pub fn plan(ingest: &Ingest, policy: &Policy, now: Timestamp) -> Result<Plan, In
     // Each live contact's last activity, over its threads (and those of contacts merged in).
     let mut last_of_contact: HashMap<ContactId, Timestamp> = HashMap::new();
     let mut resolved_before = Vec::new();
+    // This org's threads (read once; the files' references below name threads by id).
+    let mut owned = std::collections::HashSet::new();
     {
         let directory = ingest
             .directory()
@@ -117,6 +119,7 @@ pub fn plan(ingest: &Ingest, policy: &Policy, now: Timestamp) -> Result<Plan, In
             if state.owner != org {
                 continue;
             }
+            owned.insert(thread);
             if let Some((root, record)) = directory.state().contact(state.contact) {
                 if !record.erased {
                     let last = last_of_contact.entry(root).or_insert(state.last_activity);
@@ -159,10 +162,7 @@ pub fn plan(ingest: &Ingest, policy: &Policy, now: Timestamp) -> Result<Plan, In
             if !seen.insert((thread, event)) {
                 continue;
             }
-            let owned = store
-                .thread_state(&thread)?
-                .is_some_and(|state| state.owner == org);
-            if !owned {
+            if !owned.contains(&thread) {
                 continue;
             }
             if let Some(stored) = store.event(&ScopeId::Thread(thread), &event)? {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use threadline_protocol::{event::EventKind, ThreadId};
-use threadline_tests::{files_under, holding, run_threadline, threadline_ok, Node};
+use threadline_tests::{
+    files_under, holding, run_threadline, run_threadline_with, threadline_ok, Node,
+};
 
 use crate::bridge_scope::{message, resolve, signed, upload, with_file};
 use crate::node::{send, submit, Org};
@@ -237,13 +239,7 @@ fn a_missing_or_wrong_storage_key_is_refused_and_changes_nothing() {
     );
 
     let wrong = "ab".repeat(32);
-    let out = std::process::Command::new(threadline_tests::threadline_binary())
-        .arg("--data-dir")
-        .arg(&org.data)
-        .arg("check")
-        .env("THREADLINE_STORAGE_KEY", &wrong)
-        .output()
-        .expect("runs");
+    let out = run_threadline_with(&org.data, &["check"], &[("THREADLINE_STORAGE_KEY", &wrong)]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("storage key does not open"), "{stderr}");
@@ -412,13 +408,11 @@ fn a_new_data_folder_can_keep_its_storage_key_elsewhere_from_the_start() {
     let data = tmp.path().join("data");
     let key = tmp.path().join("elsewhere").join("storage.key");
     let key_arg = key.to_str().expect("utf-8");
-    let out = std::process::Command::new(threadline_tests::threadline_binary())
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("init")
-        .env("THREADLINE_STORAGE_KEY_FILE", key_arg)
-        .output()
-        .expect("runs");
+    let out = run_threadline_with(
+        &data,
+        &["init"],
+        &[("THREADLINE_STORAGE_KEY_FILE", key_arg)],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -432,13 +426,11 @@ fn a_new_data_folder_can_keep_its_storage_key_elsewhere_from_the_start() {
     // Without it, the store does not open; with it, it does.
     let refused = run_threadline(&data, &["check"]);
     assert!(!refused.status.success());
-    let checked = std::process::Command::new(threadline_tests::threadline_binary())
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("check")
-        .env("THREADLINE_STORAGE_KEY_FILE", key_arg)
-        .output()
-        .expect("runs");
+    let checked = run_threadline_with(
+        &data,
+        &["check"],
+        &[("THREADLINE_STORAGE_KEY_FILE", key_arg)],
+    );
     assert!(
         checked.status.success(),
         "{}",
