@@ -33,9 +33,29 @@ fn main() {
         let started = Instant::now();
         let store = Store::open(std::path::Path::new(&path), &bench_key()).expect("opens");
         let opened = started.elapsed();
+        let rss = rss_mib();
+        // A log is put together from the checkpoints the first time it is used: time the
+        // first lookup in 1,000 threads' logs (each ~`BENCH_EVENTS / BENCH_THREADS` events).
+        let n_threads = env("BENCH_THREADS", 100_000).max(1);
+        let started = Instant::now();
+        let mut found = 0usize;
+        for n in (0..n_threads).step_by((n_threads / 1000).max(1)).take(1000) {
+            let id = EventId::from_bytes(event_id(n));
+            found += usize::from(store.contains_event(&thread_scope(n), &id).expect("reads"));
+        }
+        let first_reads = started.elapsed();
+        assert_eq!(
+            found,
+            1000.min(n_threads),
+            "every thread's first event is found"
+        );
+        let started = Instant::now();
+        let n_events = store.n_events();
         println!(
-            "fresh process: opened a store of {} events in {opened:.2?}; RSS {:.0} MiB",
-            store.n_events(),
+            "fresh process: opened a store of {n_events} events in {opened:.2?}; RSS {rss:.0} MiB; \
+             first lookup in 1,000 threads' logs {first_reads:.2?}; \
+             counting every event {:.2?}; RSS {:.0} MiB",
+            started.elapsed(),
             rss_mib()
         );
         return;
@@ -79,18 +99,16 @@ fn main() {
         let mut writes = WriteSet::default();
         let upto = (written + batch).min(n_events);
         for n in written..upto {
-            let mut thread = [0u8; 32];
-            thread[..8].copy_from_slice(&((n % n_threads) as u64).to_be_bytes());
-            let mut id = [0xeeu8; 32];
-            id[..8].copy_from_slice(&(n as u64).to_be_bytes());
-            let scope = ScopeId::Thread(ThreadId::from_bytes(thread));
+            let id = event_id(n);
+            let scope = thread_scope(n % n_threads);
             writes.insert(
                 TreeName::Log,
                 log_key(&scope, &EventId::from_bytes(id)).to_vec(),
                 bytes.clone(),
             );
+            // A key as the store makes them: the channel, then a SHA-256.
             let mut external = vec![channel_byte()];
-            external.extend_from_slice(&id);
+            external.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(id));
             writes.insert(TreeName::ExternalIds, external, id.to_vec());
         }
         store.commit(writes).expect("commits");
@@ -121,8 +139,7 @@ fn main() {
     let started = Instant::now();
     let store = Store::open(&path, &bench_key()).expect("reopens");
     println!(
-        "reopened a store of {} events in {:.2?}; RSS {:.0} MiB",
-        store.n_events(),
+        "reopened a store in {:.2?}; RSS {:.0} MiB",
         started.elapsed(),
         rss_mib()
     );
@@ -133,6 +150,20 @@ fn main() {
         .expect("runs");
     print!("{}", String::from_utf8_lossy(&output.stdout));
     assert!(output.status.success(), "{output:?}");
+}
+
+/// The id of event `n`.
+fn event_id(n: usize) -> [u8; 32] {
+    let mut id = [0xeeu8; 32];
+    id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    id
+}
+
+/// The scope of thread `n`.
+fn thread_scope(n: usize) -> ScopeId {
+    let mut thread = [0u8; 32];
+    thread[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    ScopeId::Thread(ThreadId::from_bytes(thread))
 }
 
 /// The web chat's channel byte, as the store's external keys begin.

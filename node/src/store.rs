@@ -466,7 +466,7 @@ impl WriteSet {
             Some(staged) => Ok(staged.clone()),
             None if tree == TreeName::Log => store.log_entry(key),
             None if tree == TreeName::ExternalIds => {
-                Ok(store.events.external(key).map(|id| id.to_vec()))
+                Ok(store.events.external(key)?.map(|id| id.to_vec()))
             }
             None => Ok(store.tree(tree).get(key)?.map(|value| value.to_vec())),
         }
@@ -1006,8 +1006,10 @@ impl Store {
                     detail: "an event log entry of no scope".to_owned(),
                 })?;
             // The key it took, if it was the first to name it.
-            let external = external_key_of_event(&bytes)
-                .filter(|key| self.events.external(key) == Some(id_bytes));
+            let external = match external_key_of_event(&bytes) {
+                Some(key) if self.events.external(&key)? == Some(id_bytes) => Some(key),
+                _ => None,
+            };
             chunk.push((
                 scope_bytes,
                 id_bytes,
@@ -2029,7 +2031,7 @@ impl Store {
             .contains_key([thread.as_bytes().as_slice(), event.as_bytes()].concat())?)
     }
 
-    /// Number of events stored (sled counts them one by one: for tests and benchmarks).
+    /// Number of events stored (counted one by one: for tests and benchmarks).
     pub fn n_events(&self) -> usize {
         self.events.len()
     }
@@ -2283,7 +2285,10 @@ mod tests {
         }
         let store = Store::open(dir.path(), &test_storage_key()).expect("migrates");
         let key = external_id_key(ChannelKind::Email, &sender, &external);
-        assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
+        assert_eq!(
+            store.events.external(&key).expect("reads"),
+            Some(*id.as_bytes())
+        );
         assert!(
             store.tree(TreeName::ExternalIds).is_empty(),
             "the old keys are gone"
@@ -2292,7 +2297,10 @@ mod tests {
         drop(store);
         // Version 5 now: opening again changes nothing.
         let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
-        assert_eq!(store.events.external(&key), Some(*id.as_bytes()));
+        assert_eq!(
+            store.events.external(&key).expect("reads"),
+            Some(*id.as_bytes())
+        );
         assert_eq!(store.n_events(), 1);
     }
 

@@ -7,16 +7,18 @@
 //! the log ends ([`LogEnd`]); at start-up whatever lies beyond that end was never
 //! acknowledged and is cut off.
 //!
-//! Which events a log holds, and where, is kept in memory ([`EventLog`]'s index). A sealed
-//! segment has a checkpoint of its part of that index beside it (`NNNNNNNN.index`), so start-up
-//! reads the checkpoints and scans only the segment still being written.
+//! Which events a log holds, and where, is kept in memory ([`index`]). A sealed segment has a
+//! checkpoint of its part of that index beside it (`NNNNNNNN.index`), so start-up reads the
+//! checkpoints and scans only the segment still being written; it inserts nothing per event
+//! (a log's list is put together from the checkpoints when the log is first used), so a node
+//! of ten million events is serving in about a second (docs/BENCHMARKS.md).
 //!
 //! | what | layout (integers big-endian) |
 //! | --- | --- |
 //! | segment `NNNNNNNN.events` | `TLEVENTS` ‖ format u32 ‖ segment number u32, then records |
 //! | record | `TLRC` ‖ commit u64 ‖ entries u32 ‖ bytes of entries u32 ‖ CRC-32 of those 20 bytes u32, then its entries |
 //! | entry | scope (33 bytes) ‖ event id (32) ‖ length u32 ‖ CRC-32 of scope, id, length and event u32 ‖ the event's encoding |
-//! | checkpoint `NNNNNNNN.index` | `TLEVINDX` ‖ format u32 (2) ‖ segment number u32 ‖ entries u64, then per entry scope ‖ id ‖ offset u32 ‖ length u32 ‖ 0, or 1 ‖ external key (33 bytes), then CRC-32 of all before u32 |
+//! | checkpoint `NNNNNNNN.index` | `TLEVINDX` ‖ format u32 (3) ‖ segment number u32 ‖ entries u64 ‖ external keys u64, then the entries sorted by scope (in append order within one), each scope ‖ id ‖ offset u32 ‖ length u32 ‖ flags u8 (1: look it up, it may replace an earlier entry of its id), then the external keys sorted by fingerprint ([`index::fingerprint`]) and offset, each key (33 bytes) ‖ offset u32 ‖ length u32, then CRC-32 of all before u32 |
 //!
 //! An event written again (its content erased, or sealed again under a new key) is a new
 //! entry; the index moves to it. The old entry's bytes stay in their segment, sealed under a
@@ -28,7 +30,10 @@
 //! function the store gives [`EventLog::open`] (the first event of a key keeps it, in log
 //! order, as it did when they were appended).
 
-use std::collections::{BTreeMap, HashMap};
+mod index;
+
+use index::Index;
+
 use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
@@ -39,11 +44,16 @@ const SEGMENT_MAGIC: &[u8; 8] = b"TLEVENTS";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"TLEVINDX";
 const RECORD_MAGIC: &[u8; 4] = b"TLRC";
 const FORMAT: u32 = 1;
-const CHECKPOINT_FORMAT: u32 = 2;
+const CHECKPOINT_FORMAT: u32 = 3;
+/// The checkpoint format before entries were sorted by scope (read, and written again).
+const CHECKPOINT_FORMAT_2: u32 = 2;
+const CHECKPOINT_HEADER: usize = 32;
+const CHECKPOINT_KEY: usize = 33 + 4 + 4;
 const SEGMENT_HEADER: u64 = 16;
 const RECORD_HEADER: usize = 24;
 const ENTRY_HEADER: usize = 33 + 32 + 4 + 4;
-const CHECKPOINT_ENTRY: usize = 33 + 32 + 4 + 4 + 1;
+/// A checkpoint entry of format 2: scope ‖ id ‖ offset ‖ length ‖ whether a key follows.
+const CHECKPOINT_2_ENTRY: usize = 33 + 32 + 4 + 4 + 1;
 
 /// A segment is sealed, and a new one begun, once it holds this many bytes (the segment being
 /// written is read whole at start-up, its events decoded for their external keys).
@@ -64,11 +74,17 @@ pub type ExternalKey = [u8; 33];
 /// Works out an event's external key from its encoding (for segments scanned at start-up).
 pub type ExternalKeyOf = fn(&[u8]) -> Option<ExternalKey>;
 
-/// An index entry: scope, id, place, external key.
-type IndexEntry = (ScopeKey, [u8; 32], Location, Option<ExternalKey>);
-
-/// Each external key's event (the first to take it).
-type ExternalIndex = HashMap<ExternalKey, [u8; 32]>;
+/// An entry of a segment, for its checkpoint.
+#[derive(Debug, Clone, Copy)]
+struct IndexEntry {
+    scope: ScopeKey,
+    id: [u8; 32],
+    location: Location,
+    /// The external key it took.
+    external: Option<ExternalKey>,
+    /// Whether it may replace an earlier entry of its id (written again, or not known).
+    look_up: bool,
+}
 
 /// Where the log ends: everything before it is committed. Stored by sled with each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,58 +178,6 @@ pub struct EventLog {
     active: Mutex<Active>,
 }
 
-/// Which events each log holds and where. Scopes are interned: an id's entry names its
-/// scope by number.
-#[derive(Debug, Default)]
-struct Index {
-    scopes: Vec<ScopeKey>,
-    scope_numbers: HashMap<ScopeKey, u32>,
-    /// Per scope number, its events' entries in the order they were appended.
-    by_scope: Vec<Vec<Location>>,
-    by_id: HashMap<[u8; 32], (u32, Location)>,
-    /// Each external key's event (the first to take it).
-    external: ExternalIndex,
-    files: BTreeMap<u32, Arc<File>>,
-}
-
-impl Index {
-    fn insert(
-        &mut self,
-        scope: &ScopeKey,
-        id: [u8; 32],
-        location: Location,
-        external: Option<ExternalKey>,
-    ) {
-        if let Some(key) = external {
-            self.external.entry(key).or_insert(id);
-        }
-        let number = match self.scope_numbers.get(scope) {
-            Some(number) => *number,
-            None => {
-                let number = u32::try_from(self.scopes.len()).unwrap_or(u32::MAX);
-                self.scopes.push(*scope);
-                self.scope_numbers.insert(*scope, number);
-                self.by_scope.push(Vec::new());
-                number
-            }
-        };
-        let Some(entries) = self.by_scope.get_mut(number as usize) else {
-            return;
-        };
-        match self.by_id.insert(id, (number, location)) {
-            // Written again (erased): the entry moves.
-            Some((old_number, old)) if old_number == number => {
-                if let Some(slot) = entries.iter_mut().find(|slot| **slot == old) {
-                    *slot = location;
-                } else {
-                    entries.push(location);
-                }
-            }
-            _ => entries.push(location),
-        }
-    }
-}
-
 /// The segment being written.
 #[derive(Debug)]
 struct Active {
@@ -272,51 +236,28 @@ impl EventLog {
             remove_if_present(&segment_path(dir, *number))?;
             remove_if_present(&checkpoint_path(dir, *number))?;
         }
-        // Sealed segments, read in order: on one thread their checkpoints are read (or
-        // rebuilt) and the external keys taken, on this one the rest of the index is built.
-        // The maps are sized up front so that loading does not rehash: start-up's time goes
-        // into their inserts, each a cache miss in a large table (~1 µs an event at ten
-        // million, docs/BENCHMARKS.md).
-        let mut index = Index::default();
-        let external = std::thread::scope(|threads| -> Result<_, EventLogError> {
-            let (send, receive) = std::sync::mpsc::sync_channel::<(u32, File, Vec<IndexEntry>)>(2);
-            let segments = &segments;
-            let reader = threads.spawn(move || -> Result<ExternalIndex, EventLogError> {
-                let mut external = ExternalIndex::new();
-                for number in 1..end.segment {
-                    let (file, entries) = read_sealed(dir, number, segments, external_key_of)?;
-                    if number == 1 {
-                        // Segments are of about one size: the first one's count times their
-                        // number.
-                        external.reserve(entries.len().saturating_mul(end.segment as usize) / 2);
-                    }
-                    for (_, id, _, key) in &entries {
-                        if let Some(key) = key {
-                            external.entry(*key).or_insert(*id);
-                        }
-                    }
-                    if send.send((number, file, entries)).is_err() {
-                        break;
-                    }
-                }
-                Ok(external)
-            });
-            for (number, file, entries) in receive {
-                if number == 1 {
-                    index
-                        .by_id
-                        .reserve(entries.len().saturating_mul(end.segment as usize));
-                }
-                for (scope, id, location, _) in entries {
-                    index.insert(&scope, id, location, None);
-                }
-                index.files.insert(number, Arc::new(file));
-            }
-            reader
+        // Sealed segments: their checkpoints read (or rebuilt) on two threads, each taking
+        // half; nothing is inserted per event, and each thread sorts its half's external keys.
+        let sealed: Vec<u32> = (1..end.segment).collect();
+        let (first, second) = sealed.split_at(sealed.len() / 2);
+        let segments = &segments;
+        let (mut parts, keys) = std::thread::scope(|threads| -> Result<_, EventLogError> {
+            let second =
+                threads.spawn(move || read_sealed_all(dir, second, segments, external_key_of));
+            let (mut parts, keys) = read_sealed_all(dir, first, segments, external_key_of)?;
+            let (more_parts, more_keys) = second
                 .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            parts.extend(more_parts);
+            Ok((parts, vec![keys, more_keys]))
         })?;
-        index.external = external;
+        let mut files = std::collections::BTreeMap::new();
+        let mut checkpoints = Vec::with_capacity(parts.len() + 1);
+        for (number, file, checkpoint) in parts.drain(..) {
+            files.insert(number, Arc::new(file));
+            checkpoints.push(checkpoint);
+        }
+        let external = index::ExternalIndex::new(keys);
         // The segment being written: scanned up to the end, cut there.
         let path = segment_path(dir, end.segment);
         let file = if segments.contains(&end.segment) {
@@ -361,8 +302,27 @@ impl EventLog {
             file.sync_all().map_err(io(&path))?;
         }
         remove_if_present(&checkpoint_path(dir, end.segment))?;
-        for (scope, id, location, external) in &entries {
-            index.insert(scope, *id, *location, *external);
+        // Its entries are a part of their own, each looked up when its log is put together
+        // (whether one replaces an earlier entry is not known without its log).
+        let mut tail: Vec<_> = entries
+            .iter()
+            .map(|entry| {
+                let slot = index::Slot {
+                    id: entry.id,
+                    location: entry.location,
+                };
+                (entry.scope, slot, true)
+            })
+            .collect();
+        let mut bytes = Vec::with_capacity(tail.len() * index::CHECKPOINT_ENTRY);
+        index::Checkpoint::encode(&mut tail, &mut bytes);
+        checkpoints.push(index::Checkpoint::new(end.segment, bytes, 0, tail.len()));
+        let mut index = Index::new(checkpoints, external);
+        index.files = files;
+        for entry in &entries {
+            if let Some(key) = entry.external {
+                index.external.take(key, entry.id);
+            }
         }
         let file = Arc::new(file);
         index.files.insert(end.segment, Arc::clone(&file));
@@ -419,16 +379,17 @@ impl EventLog {
             crc.update(entry.bytes);
             record.extend_from_slice(&crc.finalize().to_be_bytes());
             record.extend_from_slice(entry.bytes);
-            placed.push((
-                *entry.scope,
-                *entry.id,
-                Location {
+            placed.push(IndexEntry {
+                scope: *entry.scope,
+                id: *entry.id,
+                location: Location {
                     segment: active.segment,
                     offset: u32::try_from(offset).unwrap_or(u32::MAX),
                     len,
                 },
-                entry.external.copied(),
-            ));
+                external: entry.external.copied(),
+                look_up: false,
+            });
         }
         let path = segment_path(&self.dir, active.segment);
         let written = active
@@ -442,8 +403,11 @@ impl EventLog {
         active.len += record.len() as u64;
         {
             let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-            for (scope, id, location, external) in &placed {
-                index.insert(scope, *id, *location, *external);
+            for entry in &mut placed {
+                entry.look_up = !index.insert(&entry.scope, entry.id, entry.location);
+                if let Some(key) = entry.external {
+                    index.external.take(key, entry.id);
+                }
             }
         }
         active.entries.extend(placed);
@@ -455,7 +419,11 @@ impl EventLog {
 
     /// Writes the active segment's checkpoint and begins the next segment.
     fn seal(&self, active: &mut Active) -> Result<(), EventLogError> {
-        write_checkpoint(&self.dir, active.segment, &active.entries)?;
+        write_checkpoint(
+            &self.dir,
+            active.segment,
+            &encode_checkpoint(active.segment, &active.entries),
+        )?;
         let next = active.segment + 1;
         let file = Arc::new(create_segment(&self.dir, next)?);
         self.index
@@ -482,13 +450,15 @@ impl EventLog {
         }
     }
 
-    /// Events held (an event written again counts once).
+    /// Events held (an event written again counts once). Puts every log together: for
+    /// checks, tests and benchmarks.
     pub fn len(&self) -> usize {
+        let mut len = 0;
         self.index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .by_id
-            .len()
+            .every_log(&mut |_, slots| len += slots.len());
+        len
     }
 
     /// Whether the log holds no event.
@@ -497,37 +467,62 @@ impl EventLog {
     }
 
     /// The event that took external key `key`, if any.
-    pub fn external(&self, key: &[u8]) -> Option<[u8; 32]> {
-        let key: &ExternalKey = key.try_into().ok()?;
-        self.index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .external
-            .get(key)
-            .copied()
+    pub fn external(&self, key: &[u8]) -> Result<Option<[u8; 32]>, EventLogError> {
+        let Ok(key) = <&ExternalKey>::try_from(key) else {
+            return Ok(None);
+        };
+        let (location, file) = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            match index.external.find(key) {
+                None => return Ok(None),
+                Some(index::Taker::Event(id)) => return Ok(Some(id)),
+                Some(index::Taker::At(location)) => {
+                    let Some(file) = index.files.get(&location.segment) else {
+                        return Ok(None);
+                    };
+                    (location, Arc::clone(file))
+                }
+            }
+        };
+        self.read(&file, location).map(|(id, _)| Some(id))
+    }
+
+    /// Calls `with` with the log of `scope` (put together first if it is not yet) and the
+    /// segment files.
+    fn with_log<R>(
+        &self,
+        scope: &ScopeKey,
+        with: impl FnOnce(&index::LogEntries, &std::collections::BTreeMap<u32, Arc<File>>) -> R,
+    ) -> R {
+        {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(log) = index.log(scope) {
+                return with(log, &index.files);
+            }
+        }
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let (log, files) = index.log_and_files(scope);
+        with(log, files)
+    }
+
+    fn locate(&self, scope: &ScopeKey, id: &[u8; 32]) -> Option<(Location, Arc<File>)> {
+        self.with_log(scope, |log, files| {
+            let slot = log.slots().get(log.position(id)?)?;
+            Some((
+                slot.location,
+                Arc::clone(files.get(&slot.location.segment)?),
+            ))
+        })
     }
 
     /// Whether `scope` holds event `id`.
     pub fn contains(&self, scope: &ScopeKey, id: &[u8; 32]) -> bool {
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        Self::locate(&index, scope, id).is_some()
-    }
-
-    fn locate(index: &Index, scope: &ScopeKey, id: &[u8; 32]) -> Option<(Location, Arc<File>)> {
-        let (number, location) = index.by_id.get(id)?;
-        if index.scopes.get(*number as usize)? != scope {
-            return None;
-        }
-        Some((*location, Arc::clone(index.files.get(&location.segment)?)))
+        self.locate(scope, id).is_some()
     }
 
     /// The encoding of event `id` of `scope`, if held.
     pub fn get(&self, scope: &ScopeKey, id: &[u8; 32]) -> Result<Option<Vec<u8>>, EventLogError> {
-        let found = {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            Self::locate(&index, scope, id)
-        };
-        match found {
+        match self.locate(scope, id) {
             None => Ok(None),
             Some((location, file)) => self.read(&file, location).map(|(_, bytes)| Some(bytes)),
         }
@@ -535,21 +530,17 @@ impl EventLog {
 
     /// The events of `scope`, as (id, encoding), in the order they were appended.
     pub fn scope(&self, scope: &ScopeKey) -> Result<Vec<IdAndEncoding>, EventLogError> {
-        let places: Vec<(Location, Arc<File>)> = {
-            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            let Some(number) = index.scope_numbers.get(scope) else {
-                return Ok(Vec::new());
-            };
-            index
-                .by_scope
-                .get(*number as usize)
-                .into_iter()
-                .flatten()
-                .filter_map(|location| {
-                    Some((*location, Arc::clone(index.files.get(&location.segment)?)))
+        let places: Vec<(Location, Arc<File>)> = self.with_log(scope, |log, files| {
+            log.slots()
+                .iter()
+                .filter_map(|slot| {
+                    Some((
+                        slot.location,
+                        Arc::clone(files.get(&slot.location.segment)?),
+                    ))
                 })
                 .collect()
-        };
+        });
         places
             .into_iter()
             .map(|(location, file)| self.read(&file, location))
@@ -558,27 +549,31 @@ impl EventLog {
 
     /// Each scope with the number of events it holds.
     pub fn scope_sizes(&self) -> Vec<(ScopeKey, u64)> {
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        index
-            .scopes
-            .iter()
-            .zip(&index.by_scope)
-            .map(|(scope, entries)| (*scope, entries.len() as u64))
-            .collect()
+        let mut sizes = Vec::new();
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .every_log(&mut |scope, slots| sizes.push((*scope, slots.len() as u64)));
+        sizes
     }
 
     /// Every event held, as its scope and id, in the order their entries were appended.
     pub fn in_order(&self) -> Vec<(ScopeKey, [u8; 32])> {
-        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<((u32, u32), u32, [u8; 32])> = index
-            .by_id
-            .iter()
-            .map(|(id, (number, location))| ((location.segment, location.offset), *number, *id))
-            .collect();
+        let mut all: Vec<((u32, u32), ScopeKey, [u8; 32])> = Vec::new();
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .every_log(&mut |scope, slots| {
+                all.extend(slots.iter().map(|slot| {
+                    (
+                        (slot.location.segment, slot.location.offset),
+                        *scope,
+                        slot.id,
+                    )
+                }));
+            });
         all.sort_unstable_by_key(|(place, _, _)| *place);
-        all.into_iter()
-            .filter_map(|(_, number, id)| Some((*index.scopes.get(number as usize)?, id)))
-            .collect()
+        all.into_iter().map(|(_, scope, id)| (scope, id)).collect()
     }
 
     /// Reads one entry and checks its checksum; answers its id and the event's encoding.
@@ -765,16 +760,17 @@ fn scan(
                 id,
                 bytes: event,
             });
-            entries.push((
+            entries.push(IndexEntry {
                 scope,
                 id,
-                Location {
+                location: Location {
                     segment: number,
                     offset: u32::try_from(entry_at).unwrap_or(u32::MAX),
                     len: u32::try_from(event.len()).unwrap_or(u32::MAX),
                 },
-                external_key_of.and_then(|key_of| key_of(event)),
-            ));
+                external: external_key_of.and_then(|key_of| key_of(event)),
+                look_up: true,
+            });
             entry_at += ENTRY_HEADER + event.len();
         }
         if entry_at != end {
@@ -837,49 +833,107 @@ fn create_segment(dir: &Path, number: u32) -> Result<File, EventLogError> {
     Ok(file)
 }
 
-/// Writes a sealed segment's checkpoint (to a temporary file, synced, renamed).
-fn write_checkpoint(dir: &Path, number: u32, entries: &[IndexEntry]) -> Result<(), EventLogError> {
-    let path = checkpoint_path(dir, number);
-    let tmp = path.with_extension("index.tmp");
-    let mut bytes = Vec::with_capacity(24 + entries.len() * CHECKPOINT_ENTRY + 4);
+/// Encodes a segment's checkpoint (format 3) from its entries.
+fn encode_checkpoint(number: u32, entries: &[IndexEntry]) -> Vec<u8> {
+    let mut keys: Vec<(index::SealedKey, &ExternalKey)> = entries
+        .iter()
+        .filter_map(|entry| {
+            let key = entry.external.as_ref()?;
+            Some((index::SealedKey::new(key, entry.location), key))
+        })
+        .collect();
+    keys.sort_by_key(|(sealed, _)| sealed.order());
+    let mut bytes = Vec::with_capacity(
+        CHECKPOINT_HEADER
+            + entries.len() * index::CHECKPOINT_ENTRY
+            + keys.len() * CHECKPOINT_KEY
+            + 4,
+    );
     bytes.extend_from_slice(CHECKPOINT_MAGIC);
     bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_be_bytes());
     bytes.extend_from_slice(&number.to_be_bytes());
     bytes.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-    for (scope, id, location, external) in entries {
-        bytes.extend_from_slice(scope);
-        bytes.extend_from_slice(id);
-        bytes.extend_from_slice(&location.offset.to_be_bytes());
-        bytes.extend_from_slice(&location.len.to_be_bytes());
-        match external {
-            None => bytes.push(0),
-            Some(key) => {
-                bytes.push(1);
-                bytes.extend_from_slice(key);
-            }
-        }
+    bytes.extend_from_slice(&(keys.len() as u64).to_be_bytes());
+    let mut sorted: Vec<_> = entries
+        .iter()
+        .map(|entry| {
+            let slot = index::Slot {
+                id: entry.id,
+                location: entry.location,
+            };
+            (entry.scope, slot, entry.look_up)
+        })
+        .collect();
+    index::Checkpoint::encode(&mut sorted, &mut bytes);
+    for (sealed, key) in keys {
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(&sealed.location.offset.to_be_bytes());
+        bytes.extend_from_slice(&sealed.location.len.to_be_bytes());
     }
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// Writes a sealed segment's checkpoint (to a temporary file, synced, renamed).
+fn write_checkpoint(dir: &Path, number: u32, bytes: &[u8]) -> Result<(), EventLogError> {
+    let path = checkpoint_path(dir, number);
+    let tmp = path.with_extension("index.tmp");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| EventLogError::Io { path, source }
     };
     let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(dir)
 }
 
-/// Sealed segment `number` of the log in `dir`, opened, with its index entries from its
-/// checkpoint (rebuilt from the segment when missing or damaged).
+/// A sealed segment as start-up reads it: its number, its file and its checkpoint.
+type SealedSegment = (u32, File, index::Checkpoint);
+
+/// [`read_sealed`] for each of `numbers`, in order: each segment's file and checkpoint, and
+/// their external keys (sorted).
+fn read_sealed_all(
+    dir: &Path,
+    numbers: &[u32],
+    segments: &[u32],
+    external_key_of: ExternalKeyOf,
+) -> Result<(Vec<SealedSegment>, index::SealedKeys), EventLogError> {
+    let mut parts = Vec::with_capacity(numbers.len());
+    let mut keys = index::SealedKeys::default();
+    let mut scratch = Vec::new();
+    for (at, number) in numbers.iter().enumerate() {
+        let (file, checkpoint) = read_sealed(
+            dir,
+            *number,
+            segments,
+            external_key_of,
+            &mut scratch,
+            &mut keys,
+        )?;
+        if at == 0 {
+            // Segments hold about as many keys each.
+            keys.reserve(keys.len().saturating_mul(numbers.len()));
+        }
+        parts.push((*number, file, checkpoint));
+    }
+    keys.sort();
+    Ok((parts, keys))
+}
+
+/// Sealed segment `number` of the log in `dir`, opened, with its checkpoint (its external
+/// keys added to `keys`); the checkpoint is written again from the segment when missing or
+/// damaged, or from a checkpoint of format 2. `scratch` is a buffer to reuse.
 fn read_sealed(
     dir: &Path,
     number: u32,
     segments: &[u32],
     external_key_of: ExternalKeyOf,
-) -> Result<(File, Vec<IndexEntry>), EventLogError> {
+    scratch: &mut Vec<u8>,
+    keys: &mut index::SealedKeys,
+) -> Result<(File, index::Checkpoint), EventLogError> {
     let path = segment_path(dir, number);
     let io = |source| EventLogError::Io {
         path: path.clone(),
@@ -892,45 +946,112 @@ fn read_sealed(
         });
     }
     let file = File::open(&path).map_err(io)?;
-    let entries = match read_checkpoint(dir, number) {
+    if let Some(checkpoint) = read_checkpoint(dir, number, scratch, keys) {
+        return Ok((file, checkpoint));
+    }
+    let entries = match read_checkpoint_2(dir, number) {
         Some(entries) => entries,
         None => {
+            tracing::warn!(
+                path = %checkpoint_path(dir, number).display(),
+                "an event log checkpoint is missing or does not check; scanning its segment"
+            );
             let len = file.metadata().map_err(io)?.len();
-            let entries = scan(
+            scan(
                 &file,
                 &path,
                 number,
                 len,
                 Some(external_key_of),
                 &mut |_| {},
-            )?;
-            write_checkpoint(dir, number, &entries)?;
-            entries
+            )?
         }
     };
-    Ok((file, entries))
+    write_checkpoint(dir, number, &encode_checkpoint(number, &entries))?;
+    read_checkpoint(dir, number, scratch, keys)
+        .map(|checkpoint| (file, checkpoint))
+        .ok_or_else(|| EventLogError::Damaged {
+            path: checkpoint_path(dir, number),
+            detail: "a checkpoint just written does not read back".to_owned(),
+        })
 }
 
-/// A sealed segment's checkpoint; `None` if it is missing or does not check (then the segment
-/// is scanned instead, and the checkpoint written again).
-fn read_checkpoint(dir: &Path, number: u32) -> Option<Vec<IndexEntry>> {
+/// Reads segment `number`'s checkpoint (format 3), adding its external keys to `keys`;
+/// `None` (and no key added) if it is missing, of another format, or does not check. The
+/// entries are read into memory of their own, and kept; the keys through `scratch`.
+fn read_checkpoint(
+    dir: &Path,
+    number: u32,
+    scratch: &mut Vec<u8>,
+    keys: &mut index::SealedKeys,
+) -> Option<index::Checkpoint> {
+    use std::io::Read as _;
+    let mut file = File::open(checkpoint_path(dir, number)).ok()?;
+    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+    let mut header = [0u8; CHECKPOINT_HEADER];
+    file.read_exact(&mut header).ok()?;
+    if header.get(..8)? != CHECKPOINT_MAGIC
+        || header.get(8..12)? != CHECKPOINT_FORMAT.to_be_bytes()
+        || header.get(12..16)? != number.to_be_bytes()
+    {
+        return None;
+    }
+    let count = usize::try_from(u64::from_be_bytes(header.get(16..24)?.try_into().ok()?)).ok()?;
+    let n_keys = usize::try_from(u64::from_be_bytes(header.get(24..32)?.try_into().ok()?)).ok()?;
+    let entries_len = count.checked_mul(index::CHECKPOINT_ENTRY)?;
+    let keys_len = n_keys.checked_mul(CHECKPOINT_KEY)?;
+    if CHECKPOINT_HEADER
+        .checked_add(entries_len)?
+        .checked_add(keys_len)?
+        .checked_add(4)?
+        != len
+    {
+        return None;
+    }
+    let mut entries = vec![0u8; entries_len];
+    file.read_exact(&mut entries).ok()?;
+    scratch.resize(keys_len + 4, 0);
+    file.read_exact(scratch).ok()?;
+    let (key_bytes, crc) = scratch.split_at(keys_len);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header);
+    hasher.update(&entries);
+    hasher.update(key_bytes);
+    if hasher.finalize().to_be_bytes() != crc {
+        return None;
+    }
+    for record in key_bytes.chunks_exact(CHECKPOINT_KEY) {
+        let key: ExternalKey = record.get(..33)?.try_into().ok()?;
+        let location = Location {
+            segment: number,
+            offset: u32::from_be_bytes(record.get(33..37)?.try_into().ok()?),
+            len: u32::from_be_bytes(record.get(37..41)?.try_into().ok()?),
+        };
+        keys.push(index::SealedKey::new(&key, location));
+    }
+    Some(index::Checkpoint::new(number, entries, 0, count))
+}
+
+/// A sealed segment's checkpoint of format 2 (before entries were sorted by scope), as
+/// entries each to be looked up; `None` if it is missing, of another format or does not
+/// check.
+fn read_checkpoint_2(dir: &Path, number: u32) -> Option<Vec<IndexEntry>> {
     let path = checkpoint_path(dir, number);
     let bytes = std::fs::read(&path).ok()?;
     let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
     if crc32fast::hash(body).to_be_bytes() != crc
         || body.get(..8)? != CHECKPOINT_MAGIC
-        || body.get(8..12)? != CHECKPOINT_FORMAT.to_be_bytes()
+        || body.get(8..12)? != CHECKPOINT_FORMAT_2.to_be_bytes()
         || body.get(12..16)? != number.to_be_bytes()
     {
-        tracing::warn!(path = %path.display(), "an event log checkpoint does not check; scanning its segment");
         return None;
     }
     let count = usize::try_from(u64::from_be_bytes(body.get(16..24)?.try_into().ok()?)).ok()?;
     let mut entries = Vec::with_capacity(count);
     let mut at = 24;
     for _ in 0..count {
-        let chunk = body.get(at..at + CHECKPOINT_ENTRY)?;
-        at += CHECKPOINT_ENTRY;
+        let chunk = body.get(at..at + CHECKPOINT_2_ENTRY)?;
+        at += CHECKPOINT_2_ENTRY;
         let external = match chunk.get(73)? {
             0 => None,
             1 => {
@@ -940,16 +1061,17 @@ fn read_checkpoint(dir: &Path, number: u32) -> Option<Vec<IndexEntry>> {
             }
             _ => return None,
         };
-        entries.push((
-            chunk.get(..33)?.try_into().ok()?,
-            chunk.get(33..65)?.try_into().ok()?,
-            Location {
+        entries.push(IndexEntry {
+            scope: chunk.get(..33)?.try_into().ok()?,
+            id: chunk.get(33..65)?.try_into().ok()?,
+            location: Location {
                 segment: number,
                 offset: u32::from_be_bytes(chunk.get(65..69)?.try_into().ok()?),
                 len: u32::from_be_bytes(chunk.get(69..73)?.try_into().ok()?),
             },
             external,
-        ));
+            look_up: true,
+        });
     }
     (at == body.len()).then_some(entries)
 }
@@ -984,7 +1106,7 @@ mod tests {
             let key = key_of(&bytes);
             let mut new = entry(&scope, &id, &bytes);
             // The first event of a key takes it, as the store's writer decides.
-            if key.is_some_and(|key| log.external(&key).is_none()) {
+            if key.is_some_and(|key| log.external(&key).expect("reads").is_none()) {
                 new.external = key.as_ref();
             }
             end = log.append(u64::from(i), &[new]).expect("appends");
@@ -1020,10 +1142,10 @@ mod tests {
                 .collect();
             assert_eq!(ids, [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]);
             // Events 0 and 5 share key 0, 10 and 15 key 1, 20 and 25 key 2: the first keeps it.
-            assert_eq!(log.external(&[0; 33]), Some([0; 32]));
-            assert_eq!(log.external(&[1; 33]), Some([10; 32]));
-            assert_eq!(log.external(&[2; 33]), Some([20; 32]));
-            assert_eq!(log.external(&[3; 33]), None);
+            assert_eq!(log.external(&[0; 33]).expect("reads"), Some([0; 32]));
+            assert_eq!(log.external(&[1; 33]).expect("reads"), Some([10; 32]));
+            assert_eq!(log.external(&[2; 33]).expect("reads"), Some([20; 32]));
+            assert_eq!(log.external(&[3; 33]).expect("reads"), None);
         };
         check(&log);
         drop(log);
@@ -1038,6 +1160,72 @@ mod tests {
         check(&log);
         assert!(checkpoint_path(dir.path(), 1).exists());
         assert!(log.check(&mut |_, _, _| {}).expect("checks").is_empty());
+    }
+
+    /// Writes segment `number`'s checkpoint as format 2 (one entry after the other, in log
+    /// order, each key inline) from its scan, as a node before format 3 wrote it.
+    fn write_checkpoint_2(dir: &Path, number: u32) {
+        let path = segment_path(dir, number);
+        let file = File::open(&path).expect("opens");
+        let len = file.metadata().expect("metadata").len();
+        let entries = scan(&file, &path, number, len, Some(key_of), &mut |_| {}).expect("scans");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(CHECKPOINT_MAGIC);
+        bytes.extend_from_slice(&CHECKPOINT_FORMAT_2.to_be_bytes());
+        bytes.extend_from_slice(&number.to_be_bytes());
+        bytes.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+        for entry in &entries {
+            bytes.extend_from_slice(&entry.scope);
+            bytes.extend_from_slice(&entry.id);
+            bytes.extend_from_slice(&entry.location.offset.to_be_bytes());
+            bytes.extend_from_slice(&entry.location.len.to_be_bytes());
+            match entry.external {
+                None => bytes.push(0),
+                Some(key) => {
+                    bytes.push(1);
+                    bytes.extend_from_slice(&key);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_be_bytes());
+        std::fs::write(checkpoint_path(dir, number), bytes).expect("writes");
+    }
+
+    #[test]
+    fn checkpoints_of_format_2_are_read_and_written_again_as_format_3() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open_with(dir.path(), LogEnd::START, 1024, key_of).expect("opens");
+        fill(&log, 0, 20);
+        log.append(99, &[entry(&[1; 33], &[4; 32], b"erased")])
+            .expect("appends");
+        let end = fill(&log, 20, 10);
+        drop(log);
+        for number in 1..end.segment {
+            write_checkpoint_2(dir.path(), number);
+        }
+        let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
+        assert_eq!(log.len(), 30);
+        assert_eq!(
+            log.get(&[1; 33], &[4; 32]).expect("reads"),
+            Some(b"erased".to_vec())
+        );
+        let ids: Vec<u8> = log
+            .scope(&[1; 33])
+            .expect("reads")
+            .into_iter()
+            .map(|(id, _)| id[0])
+            .collect();
+        assert_eq!(ids, [1, 4, 7, 10, 13, 16, 19, 22, 25, 28]);
+        assert_eq!(log.external(&[1; 33]).expect("reads"), Some([10; 32]));
+        for number in 1..end.segment {
+            let bytes = std::fs::read(checkpoint_path(dir.path(), number)).expect("reads");
+            assert_eq!(
+                bytes[8..12],
+                CHECKPOINT_FORMAT.to_be_bytes(),
+                "segment {number}"
+            );
+        }
     }
 
     #[test]
