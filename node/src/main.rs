@@ -11,6 +11,12 @@ use threadline_node::store::audit::{Actor, AuditAction, AuditRecord};
 use threadline_node::{admin, api, clock, config::Config, ingest, server, DataDir};
 use threadline_protocol::{AgentId, ChannelKind, ContactId, Handle};
 
+/// mimalloc rather than the system's allocator: with the node's threads (writer, verifier,
+/// sled's, tokio's) glibc's malloc took ~30% of the ingest writer's time, much of it in its
+/// arena locks (docs/BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Threadline: a federated, peer-to-peer messaging relay for businesses.
 #[derive(Debug, Parser)]
 #[command(name = "threadline", version, about)]

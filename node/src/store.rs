@@ -1810,6 +1810,20 @@ impl Store {
             .collect())
     }
 
+    /// The events of a log in linear order, as verified when they were stored (read back
+    /// under the ids they were stored under; the event log's checksums and the contents'
+    /// authenticated encryption catch damage): what the writer loads a thread from.
+    pub fn verified_log(
+        &self,
+        scope: &ScopeId,
+    ) -> Result<Vec<threadline_protocol::VerifiedEvent>, StoreError> {
+        Ok(self
+            .log_with_ids(scope)?
+            .into_iter()
+            .map(|(id, event)| threadline_protocol::VerifiedEvent::from_own_store(id, event))
+            .collect())
+    }
+
     /// A log's size and heads, as stored with its last event.
     pub fn heads(&self, scope: &ScopeId) -> Result<Option<(u64, Vec<EventId>)>, StoreError> {
         match scope {

@@ -10,6 +10,10 @@ use threadline_node::{admin, clock, server, DataDir};
 use threadline_protocol::EventId;
 use tokio::sync::broadcast;
 
+/// The allocator the `threadline` binary uses (its `main.rs`), so benches measure the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A count from the environment, or `default`.
 pub fn env(name: &str, default: usize) -> usize {
     std::env::var(name)

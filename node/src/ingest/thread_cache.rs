@@ -99,11 +99,7 @@ impl ThreadCache {
     /// Thread `id`, read from the store (headers only) unless cached, as just used.
     pub(super) fn load(&mut self, store: &Store, id: ThreadId) -> Result<&mut Thread, IngestError> {
         if !self.threads.contains_key(&id) {
-            let events: Vec<VerifiedEvent> = store
-                .log_events(&ScopeId::Thread(id))?
-                .into_iter()
-                .map(|event| Ok::<_, IngestError>(event.verify_from_store()?))
-                .collect::<Result<_, _>>()?;
+            let events = store.verified_log(&ScopeId::Thread(id))?;
             if events.is_empty() {
                 return Err(IngestError::UnknownThread(id));
             }
