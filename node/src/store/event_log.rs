@@ -226,6 +226,9 @@ impl EventLog {
                 .and_then(|n| n.parse::<u32>().ok())
             {
                 segments.push(number);
+            } else if name.ends_with(".index.tmp") {
+                // A checkpoint whose writing a stop cut short.
+                remove_if_present(&entry.path())?;
             }
         }
         segments.sort_unstable();
@@ -1194,14 +1197,18 @@ mod tests {
         drop(log);
         let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         check(&log);
-        // Without checkpoints, the segments are scanned (and the checkpoints written again).
+        // Without checkpoints, the segments are scanned (and the checkpoints written again);
+        // one whose writing was cut short leaves only its temporary file, which goes.
         drop(log);
+        let cut_short = checkpoint_path(dir.path(), 1).with_extension("index.tmp");
+        std::fs::write(&cut_short, b"TLEVINDX").expect("writes");
         for number in 1..end.segment {
             std::fs::remove_file(checkpoint_path(dir.path(), number)).expect("removed");
         }
         let log = EventLog::open_with(dir.path(), end, 1024, key_of).expect("reopens");
         check(&log);
         assert!(checkpoint_path(dir.path(), 1).exists());
+        assert!(!cut_short.exists());
         assert!(log.check(&mut |_, _, _| {}).expect("checks").is_empty());
     }
 
