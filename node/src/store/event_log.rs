@@ -321,7 +321,7 @@ impl EventLog {
             .collect();
         let mut bytes = Vec::with_capacity(tail.len() * index::CHECKPOINT_ENTRY);
         index::Checkpoint::encode(&mut tail, &mut bytes);
-        checkpoints.push(index::Checkpoint::new(end.segment, bytes, 0, tail.len()));
+        checkpoints.push(index::Checkpoint::new(end.segment, bytes, tail.len()));
         let mut index = Index::new(checkpoints, external);
         index.files = files;
         for entry in &entries {
@@ -1075,7 +1075,7 @@ fn read_checkpoint(
         };
         keys.push(index::SealedKey::new(&key, location));
     }
-    Some(index::Checkpoint::new(number, entries, 0, count))
+    Some(index::Checkpoint::new(number, entries, count))
 }
 
 /// A sealed segment's checkpoint of format 2 (before entries were sorted by scope), as

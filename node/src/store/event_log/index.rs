@@ -105,18 +105,16 @@ pub(super) const LOOK_UP: u8 = 1;
 pub(super) struct Checkpoint {
     segment: u32,
     bytes: Vec<u8>,
-    start: usize,
     count: usize,
 }
 
 impl Checkpoint {
-    /// Entries `count` of [`CHECKPOINT_ENTRY`] bytes at `start` of `bytes`, of `segment`
-    /// (checked by the caller to be there and sorted).
-    pub fn new(segment: u32, bytes: Vec<u8>, start: usize, count: usize) -> Checkpoint {
+    /// `bytes`: `count` entries of [`CHECKPOINT_ENTRY`] bytes, of `segment` (the caller has
+    /// checked they are there; [`Checkpoint::encode`] wrote them sorted).
+    pub fn new(segment: u32, bytes: Vec<u8>, count: usize) -> Checkpoint {
         Checkpoint {
             segment,
             bytes,
-            start,
             count,
         }
     }
@@ -134,7 +132,7 @@ impl Checkpoint {
     }
 
     fn record(&self, at: usize) -> &[u8] {
-        let from = self.start + at * CHECKPOINT_ENTRY;
+        let from = at * CHECKPOINT_ENTRY;
         self.bytes
             .get(from..from + CHECKPOINT_ENTRY)
             .unwrap_or_default()
