@@ -46,7 +46,7 @@ pub fn start(
 /// [`start`], with the writer keeping up to `cache_events` events of threads in memory
 /// (headers only, about 0.5 KiB each: docs/BENCHMARKS.md). The least recently used threads go
 /// first; a thread not in the cache is rebuilt from the store when it is next written to
-/// (~5 µs per event, without re-verifying signatures).
+/// (~2–3 µs per event: read back as stored, not checked again).
 pub fn start_with_cache(
     store: Store,
     identity: Identity,
