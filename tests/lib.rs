@@ -71,6 +71,13 @@ pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
     run_threadline_with(data_dir, args, &[])
 }
 
+/// Rewrites the data folder's `config.toml` (as `init` wrote it) with `edit`.
+pub fn edit_config(data_dir: &Path, edit: impl FnOnce(String) -> String) {
+    let path = data_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, edit(text)).expect("config written");
+}
+
 /// [`run_threadline`] with extra environment variables.
 pub fn run_threadline_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(threadline_binary())

@@ -644,16 +644,9 @@ fn main() -> anyhow::Result<()> {
                 let record = api::contact_record(&ingest, id)
                     .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
                 let json = serde_json::to_value(&record)?;
-                let audit = |action| AuditRecord {
-                    at: clock::now(),
-                    actor: Actor::Operator,
-                    action,
-                    contact: id,
-                };
                 let Some(to) = to else {
                     println!("{}", serde_json::to_string_pretty(&json)?);
-                    ingest.store().record_audit(&audit(AuditAction::Viewed))?;
-                    ingest.store().flush_async().await?;
+                    audit(&ingest, AuditAction::Viewed, id).await?;
                     return Ok(());
                 };
                 let files = record_files(&ingest, &json)?;
@@ -682,8 +675,7 @@ fn main() -> anyhow::Result<()> {
                     if org_key.is_some() { "org key" } else { "node key (certified by the org)" },
                     to.display()
                 );
-                ingest.store().record_audit(&audit(AuditAction::Exported))?;
-                ingest.store().flush_async().await?;
+                audit(&ingest, AuditAction::Exported, id).await?;
                 Ok(())
             })?;
         }
@@ -754,13 +746,7 @@ fn main() -> anyhow::Result<()> {
                 let events = ingest
                     .change_directory(ingest::DirectoryAction::Erase(id))
                     .await?;
-                ingest.store().record_audit(&AuditRecord {
-                    at: clock::now(),
-                    actor: Actor::Operator,
-                    action: AuditAction::Erased,
-                    contact: id,
-                })?;
-                ingest.store().flush_async().await?;
+                audit(&ingest, AuditAction::Erased, id).await?;
                 println!(
                     "erased contact {id}: {} erasure events signed; its data keys are destroyed, so what was stored of it can no longer be read here or from a copy of the data folder, and every node does the same as the erasure reaches it; signed headers stay",
                     events.len()
@@ -799,6 +785,22 @@ fn print_init(data_dir: &std::path::Path, initialised: &admin::Initialised) {
     println!(
         "The storage key, which opens what customers write, is {storage_key}: keep a copy with the org key (without it the data is lost)."
     );
+}
+
+/// Notes the operator's `action` on `contact` in the audit trail, durably.
+async fn audit(
+    ingest: &ingest::Ingest,
+    action: AuditAction,
+    contact: ContactId,
+) -> anyhow::Result<()> {
+    ingest.store().record_audit(&AuditRecord {
+        at: clock::now(),
+        actor: Actor::Operator,
+        action,
+        contact,
+    })?;
+    ingest.store().flush_async().await?;
+    Ok(())
 }
 
 /// Runs `body` with an ingest pipeline over the (stopped) node's store.

@@ -2394,6 +2394,28 @@ mod tests {
         .expect("signs")
     }
 
+    /// An inbound web chat message on the thread `root` opened, after it, signed by the key
+    /// of `seed`, at `millis`.
+    fn message_on(root: &VerifiedEvent, seed: u8, millis: u64, content: Content) -> VerifiedEvent {
+        Draft::new(
+            Scope::Thread(ThreadId::from_bytes(*root.id().as_bytes())),
+            vec![root.id()],
+            1,
+            Timestamp::from_millis(millis),
+            EventKind::inbound_message(ChannelKind::Webchat),
+        )
+        .with_content(content)
+        .sign(&SecretKey::from_seed([seed; 32]))
+        .expect("signs")
+        .verify()
+        .expect("verifies")
+    }
+
+    /// `text` from the web chat visitor `webchat:visitor`.
+    fn visitor_text(text: &str) -> Content {
+        Content::text(text).with_handle("webchat:visitor".parse::<Handle>().expect("handle"))
+    }
+
     /// Erasing part of a thread re-keys it: the erased content is gone, the rest is sealed
     /// again under a new key, and the old key is destroyed once the commit is durable, so the
     /// thread's old records (a copy from before) open to nothing; erasing the rest leaves the
@@ -2402,27 +2424,17 @@ mod tests {
     fn erasing_part_of_a_thread_re_keys_it_and_old_copies_no_longer_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
-        let author = SecretKey::from_seed([9; 32]);
         let root = thread_event(9).verify().expect("verifies");
         let thread = ThreadId::from_bytes(*root.id().as_bytes());
         let scope = ScopeId::Thread(thread);
         let messages: Vec<VerifiedEvent> = (0..3u64)
             .map(|n| {
-                Draft::new(
-                    Scope::Thread(thread),
-                    vec![root.id()],
-                    1,
-                    Timestamp::from_millis(1_700_000_000_100 + n),
-                    EventKind::inbound_message(ChannelKind::Webchat),
+                message_on(
+                    &root,
+                    9,
+                    1_700_000_000_100 + n,
+                    visitor_text(&format!("secret {n}")),
                 )
-                .with_content(
-                    Content::text(format!("secret {n}"))
-                        .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
-                )
-                .sign(&author)
-                .expect("signs")
-                .verify()
-                .expect("verifies")
             })
             .collect();
         let mut writes = WriteSet::default();
@@ -2545,21 +2557,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let opened = thread_event(6).verify().expect("verifies");
         let thread = ThreadId::from_bytes(*opened.id().as_bytes());
-        let root = Draft::new(
-            Scope::Thread(thread),
-            vec![opened.id()],
-            1,
-            Timestamp::from_millis(1_700_000_000_700),
-            EventKind::inbound_message(ChannelKind::Webchat),
-        )
-        .with_content(
-            Content::text("to be erased")
-                .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
-        )
-        .sign(&SecretKey::from_seed([6; 32]))
-        .expect("signs")
-        .verify()
-        .expect("verifies");
+        let root = message_on(&opened, 6, 1_700_000_000_700, visitor_text("to be erased"));
         let owner = KeyOwner::Thread(thread);
         let old = {
             let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
@@ -2601,21 +2599,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let event = thread_event(8).verify().expect("verifies");
         let thread = ThreadId::from_bytes(*event.id().as_bytes());
-        let message = Draft::new(
-            Scope::Thread(thread),
-            vec![event.id()],
-            1,
-            Timestamp::from_millis(1_700_000_000_900),
-            EventKind::inbound_message(ChannelKind::Webchat),
-        )
-        .with_content(
-            Content::text("kept through a crash")
-                .with_handle("webchat:visitor".parse::<Handle>().expect("handle")),
-        )
-        .sign(&SecretKey::from_seed([8; 32]))
-        .expect("signs")
-        .verify()
-        .expect("verifies");
+        let message = message_on(
+            &event,
+            8,
+            1_700_000_000_900,
+            visitor_text("kept through a crash"),
+        );
         let key = {
             let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
             let mut writes = WriteSet::default();
@@ -2672,24 +2661,16 @@ mod tests {
     fn unsealed_store(path: &Path) -> (Vec<VerifiedEvent>, BlobHash, Delivery) {
         let root = thread_event(5).verify().expect("verifies");
         let thread = ThreadId::from_bytes(*root.id().as_bytes());
-        let message = Draft::new(
-            Scope::Thread(thread),
-            vec![root.id()],
-            1,
-            Timestamp::from_millis(1_700_000_000_500),
-            EventKind::inbound_message(ChannelKind::Webchat),
-        )
-        .with_content(
+        let message = message_on(
+            &root,
+            5,
+            1_700_000_000_500,
             Content::text("PLAIN-TEXT-6b1f").with_handle(
                 "webchat:plain-handle-2c9d"
                     .parse::<Handle>()
                     .expect("handle"),
             ),
-        )
-        .sign(&SecretKey::from_seed([5; 32]))
-        .expect("signs")
-        .verify()
-        .expect("verifies");
+        );
         let events = vec![root, message];
         let file = b"PLAIN-FILE-BYTES-4e77".to_vec();
         let blob = BlobHash::of(&file);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use threadline_protocol::{event::EventKind, ThreadId};
 use threadline_tests::{
-    files_under, holding, run_threadline, run_threadline_with, threadline_ok, Node,
+    edit_config, files_under, holding, run_threadline, run_threadline_with, threadline_ok, Node,
 };
 
 use crate::bridge_scope::{message, resolve, signed, upload, with_file};
@@ -276,10 +276,7 @@ fn a_missing_or_wrong_storage_key_is_refused_and_changes_nothing() {
 #[test]
 fn retention_policies_erase_what_is_due_and_nothing_else() {
     let org = Org::new();
-    let config = org.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
+    edit_config(&org.data, |text| {
         text.replace(
             "# erase_inactive_contacts_after_days = 730",
             "erase_inactive_contacts_after_days = 100",
@@ -291,9 +288,8 @@ fn retention_policies_erase_what_is_due_and_nothing_else() {
         .replace(
             "# erase_resolved_threads_after_days = 365",
             "erase_resolved_threads_after_days = 30",
-        ),
-    )
-    .expect("config written");
+        )
+    });
     let node = Node::start(&org.data);
     let done = send(&node, &org.webchat, "webchat:done-1", "DONE-TEXT", "wc-d1");
     let (status, _) = node.post(

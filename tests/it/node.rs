@@ -10,7 +10,7 @@ use threadline_protocol::{
     name::ExternalId,
     ChannelKind, Event, EventId, Handle, SecretKey, ThreadId, Timestamp,
 };
-use threadline_tests::{field, run_threadline, threadline_ok, Node};
+use threadline_tests::{edit_config, field, run_threadline, threadline_ok, Node};
 
 /// A data folder with an org, a node, an agent and a web chat and an email bridge.
 pub(crate) struct Org {
@@ -34,10 +34,9 @@ impl Org {
         let init = threadline_ok(&data, &["init"]);
         let agent_token = field(&init, "token:");
         // These tests play the web chat bridge themselves, over the bridge API.
-        let config = data.join("config.toml");
-        let text = std::fs::read_to_string(&config).expect("config");
-        std::fs::write(&config, text.replace("builtin = true", "builtin = false"))
-            .expect("config written");
+        edit_config(&data, |text| {
+            text.replace("builtin = true", "builtin = false")
+        });
         let webchat = add_bridge(&data, ChannelKind::Webchat);
         let email = add_bridge(&data, ChannelKind::Email);
         Org {

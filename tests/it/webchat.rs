@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use threadline_tests::{field, threadline_ok, Node, Visitor};
+use threadline_tests::{edit_config, field, threadline_ok, Node, Visitor};
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -310,16 +310,12 @@ fn an_email_the_visitor_types_is_noted_for_agents_and_routes_nothing() {
 #[test]
 fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() {
     let site = Site::new();
-    let config = site.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
+    edit_config(&site.data, |text| {
         text.replace(
             "allowed_origins = []",
             "allowed_origins = []\nidentity_secret = \"shop-secret-0123456789\"",
-        ),
-    )
-    .expect("config written");
+        )
+    });
     let node = Node::start(&site.data);
     let expires = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -411,9 +407,9 @@ fn a_signed_identity_makes_two_browsers_one_customer_and_a_forged_one_nothing() 
 fn the_web_chat_runs_as_a_standalone_bridge_against_the_node() {
     let site = Site::new();
     // The node leaves its web chat queue to the standalone bridge.
-    let config = site.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(&config, text.replace("builtin = true", "builtin = false")).expect("config");
+    edit_config(&site.data, |text| {
+        text.replace("builtin = true", "builtin = false")
+    });
     let added = threadline_ok(&site.data, &["bridge", "add", "webchat"]);
     let key_file = site.data.join("webchat-bridge.key");
     std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
@@ -489,13 +485,9 @@ fn the_web_chat_runs_as_a_standalone_bridge_against_the_node() {
 #[test]
 fn an_address_opening_chats_in_a_loop_is_slowed_down() {
     let site = Site::new();
-    let config = site.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    std::fs::write(
-        &config,
-        text.replace("connections_per_minute = 120", "connections_per_minute = 3"),
-    )
-    .expect("config written");
+    edit_config(&site.data, |text| {
+        text.replace("connections_per_minute = 120", "connections_per_minute = 3")
+    });
     let node = Node::start(&site.data);
     let origin = node.base.clone();
     let open: Vec<Visitor> = (0..3).map(|_| Visitor::connect(&node, None)).collect();

@@ -308,20 +308,11 @@ impl EventLog {
         }
         remove_if_present(&checkpoint_path(dir, end.segment))?;
         // Its entries are a part of their own, each looked up when its log is put together
-        // (whether one replaces an earlier entry is not known without its log).
-        let mut tail: Vec<_> = entries
-            .iter()
-            .map(|entry| {
-                let slot = index::Slot {
-                    id: entry.id,
-                    location: entry.location,
-                };
-                (entry.scope, slot, true)
-            })
-            .collect();
-        let mut bytes = Vec::with_capacity(tail.len() * index::CHECKPOINT_ENTRY);
-        index::Checkpoint::encode(&mut tail, &mut bytes);
-        checkpoints.push(index::Checkpoint::new(end.segment, bytes, tail.len()));
+        // (`scan` marks them so: whether one replaces an earlier entry is not known without
+        // its log).
+        let mut bytes = Vec::with_capacity(entries.len() * index::CHECKPOINT_ENTRY);
+        index::Checkpoint::encode(&entries, &mut bytes);
+        checkpoints.push(index::Checkpoint::new(end.segment, bytes, entries.len()));
         let mut index = Index::new(checkpoints, external);
         index.files = files;
         for entry in &entries {
@@ -900,17 +891,7 @@ fn encode_checkpoint(number: u32, entries: &[IndexEntry]) -> Vec<u8> {
     bytes.extend_from_slice(&number.to_be_bytes());
     bytes.extend_from_slice(&(entries.len() as u64).to_be_bytes());
     bytes.extend_from_slice(&(keys.len() as u64).to_be_bytes());
-    let mut sorted: Vec<_> = entries
-        .iter()
-        .map(|entry| {
-            let slot = index::Slot {
-                id: entry.id,
-                location: entry.location,
-            };
-            (entry.scope, slot, entry.look_up)
-        })
-        .collect();
-    index::Checkpoint::encode(&mut sorted, &mut bytes);
+    index::Checkpoint::encode(entries, &mut bytes);
     for (sealed, key) in keys {
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(&sealed.location.offset.to_be_bytes());

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
-use super::{ExternalKey, Location, ScopeKey};
+use super::{ExternalKey, IndexEntry, Location, ScopeKey};
 
 /// A log of more entries than this is searched through a map from id to position, built the
 /// first time it is searched; a shorter one by a scan.
@@ -119,15 +119,17 @@ impl Checkpoint {
         }
     }
 
-    /// Encodes entries (sorted here) into a checkpoint's entry bytes.
-    pub fn encode(entries: &mut [(ScopeKey, Slot, bool)], out: &mut Vec<u8>) {
-        entries.sort_by_key(|entry| entry.0);
-        for (scope, slot, look_up) in entries.iter() {
-            out.extend_from_slice(scope);
-            out.extend_from_slice(&slot.id);
-            out.extend_from_slice(&slot.location.offset.to_be_bytes());
-            out.extend_from_slice(&slot.location.len.to_be_bytes());
-            out.push(if *look_up { LOOK_UP } else { 0 });
+    /// Encodes a segment's entries into a checkpoint's entry bytes, sorted by scope (stable:
+    /// in append order within one).
+    pub fn encode(entries: &[IndexEntry], out: &mut Vec<u8>) {
+        let mut sorted: Vec<&IndexEntry> = entries.iter().collect();
+        sorted.sort_by_key(|entry| entry.scope);
+        for entry in sorted {
+            out.extend_from_slice(&entry.scope);
+            out.extend_from_slice(&entry.id);
+            out.extend_from_slice(&entry.location.offset.to_be_bytes());
+            out.extend_from_slice(&entry.location.len.to_be_bytes());
+            out.push(if entry.look_up { LOOK_UP } else { 0 });
         }
     }
 
