@@ -66,6 +66,51 @@ fn store_fault_library() -> PathBuf {
         .clone()
 }
 
+/// Every thread the agent of `token` sees (the first page of `/api/v1/threads`).
+pub fn threads(node: &Node, token: &str) -> Vec<serde_json::Value> {
+    let (status, list) = node.get(token, "/api/v1/threads");
+    assert_eq!(status, 200, "{list}");
+    list["threads"].as_array().expect("threads").clone()
+}
+
+/// A thread as the inbox shows it (`GET /api/v1/threads/{id}`).
+pub fn detail(node: &Node, token: &str, thread: &str) -> serde_json::Value {
+    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(status, 200, "{detail}");
+    detail
+}
+
+/// The events of a thread's `detail` of one kind (`thread.receipt`).
+pub fn events_of_kind(detail: &serde_json::Value, kind: &str) -> Vec<serde_json::Value> {
+    detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// The receipts (`delivered`, `read`, `failed`) recorded for the reply `target`, sorted.
+pub fn receipts_of(detail: &serde_json::Value, target: &str) -> Vec<String> {
+    let mut receipts: Vec<String> = events_of_kind(detail, "thread.receipt")
+        .iter()
+        .filter(|e| e["detail"]["target"] == target)
+        .map(|e| e["detail"]["receipt"].as_str().unwrap_or("").to_owned())
+        .collect();
+    receipts.sort();
+    receipts
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 /// Runs `threadline` with `args` and the data folder `data_dir`, and returns its output.
 pub fn run_threadline(data_dir: &Path, args: &[&str]) -> Output {
     run_threadline_with(data_dir, args, &[])

@@ -16,10 +16,12 @@ pub mod graph;
 pub mod http_link;
 pub mod instagram;
 pub mod messenger;
+pub mod rate;
 pub mod sdk;
 pub mod webchat;
 pub mod webhook;
 pub mod whatsapp;
 pub mod window;
+pub mod xmpp;
 
 pub use threadline_protocol as protocol;

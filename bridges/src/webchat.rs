@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ use threadline_protocol::{
 };
 use tokio::sync::mpsc;
 
+use crate::rate::{Allowances, TypingThrottle};
 use crate::sdk::{
     Bridge, BridgeError, ConversationEntry, Delivery, HandoffCode, Identity, InboundMessage,
     LinkError, NodeLink, SendError, Sent, Submitted,
@@ -269,45 +270,7 @@ impl Session {
     }
 }
 
-/// A visitor's allowance of messages: `burst` at once, then one per `refill`.
-#[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
-    /// Messages allowed at once.
-    pub burst: u32,
-    /// Time to earn one more.
-    pub refill: Duration,
-}
-
-impl Default for RateLimit {
-    /// 10 at once, then one a second.
-    fn default() -> Self {
-        RateLimit {
-            burst: 10,
-            refill: Duration::from_secs(1),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Typing signals a visitor may send the agents: one per this long.
-const TYPING_EVERY: Duration = Duration::from_secs(2);
-/// Rate-limit state is kept for this many visitors at most before idle ones are forgotten.
-const TRACKED_VISITORS: usize = 10_000;
-/// A visitor idle this long starts again with a full allowance.
-const IDLE: Duration = Duration::from_secs(600);
-
-/// Forgets visitors idle for [`IDLE`] once more than [`TRACKED_VISITORS`] are tracked, so the
-/// maps stay bounded by the visitors of the last ten minutes.
-fn forget_idle<V>(map: &mut HashMap<Handle, V>, now: Instant, at: impl Fn(&V) -> Instant) {
-    if map.len() > TRACKED_VISITORS {
-        map.retain(|_, value| now.duration_since(at(value)) < IDLE);
-    }
-}
+pub use crate::rate::RateLimit;
 
 /// An open widget window of a visitor.
 struct Window {
@@ -321,10 +284,9 @@ pub struct Webchat<L> {
     continue_on: Vec<ContinueOn>,
     identity_secret: Option<Vec<u8>>,
     windows: Mutex<HashMap<Handle, Vec<Window>>>,
-    buckets: Mutex<HashMap<Handle, Bucket>>,
-    last_typing: Mutex<HashMap<Handle, Instant>>,
+    allowances: Allowances,
+    typing: TypingThrottle,
     next_window: std::sync::atomic::AtomicU64,
-    rate: RateLimit,
 }
 
 /// Makes the link that carries a one-time code to an app (none if the app has no link).
@@ -370,10 +332,9 @@ impl<L: NodeLink> Webchat<L> {
             continue_on: Vec::new(),
             identity_secret,
             windows: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(HashMap::new()),
-            last_typing: Mutex::new(HashMap::new()),
+            allowances: Allowances::new(rate),
+            typing: TypingThrottle::default(),
             next_window: std::sync::atomic::AtomicU64::new(1),
-            rate,
         }
     }
 
@@ -473,7 +434,7 @@ impl<L: NodeLink> Webchat<L> {
                         None,
                     ));
                 }
-                if !self.take_token(session.handle()) {
+                if !self.allowances.take(session.handle()) {
                     return Some(ServerFrame::error(
                         "rate_limited",
                         "too many requests; wait a moment",
@@ -483,13 +444,13 @@ impl<L: NodeLink> Webchat<L> {
                 self.read(session, &up_to).await
             }
             ClientFrame::Typing {} => {
-                if self.typing_allowed(session.handle()) {
+                if self.typing.allow(session.handle()) {
                     self.bridge.link().customer_typing(session.handle()).await;
                 }
                 None
             }
             ClientFrame::Email { address } => {
-                if !self.take_token(session.handle()) {
+                if !self.allowances.take(session.handle()) {
                     return Some(ServerFrame::error(
                         "rate_limited",
                         "too many requests; wait a moment",
@@ -499,7 +460,7 @@ impl<L: NodeLink> Webchat<L> {
                 Some(self.claimed_email(session, &address).await)
             }
             ClientFrame::Continue { channel } => {
-                if !self.take_token(session.handle()) {
+                if !self.allowances.take(session.handle()) {
                     return Some(ServerFrame::error(
                         "rate_limited",
                         "too many requests; wait a moment",
@@ -541,7 +502,7 @@ impl<L: NodeLink> Webchat<L> {
                 Some(id),
             );
         }
-        if !self.take_token(session.handle()) {
+        if !self.allowances.take(session.handle()) {
             return ServerFrame::error(
                 "rate_limited",
                 "too many messages; wait a moment",
@@ -557,10 +518,7 @@ impl<L: NodeLink> Webchat<L> {
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {
                 // Typing after a message is news again.
-                self.last_typing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(session.handle());
+                self.typing.reset(session.handle());
                 if let Submitted::Stored(event) = submitted {
                     // The visitor's other windows show it too.
                     let message = ChatMessage {
@@ -808,44 +766,6 @@ impl<L: NodeLink> Webchat<L> {
             windows.remove(handle);
         }
         took
-    }
-
-    /// At most one typing signal per [`TYPING_EVERY`] per visitor goes to the agents.
-    fn typing_allowed(&self, handle: &Handle) -> bool {
-        let mut last = self
-            .last_typing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        forget_idle(&mut last, now, |at| *at);
-        match last.get(handle) {
-            Some(at) if now.duration_since(*at) < TYPING_EVERY => false,
-            _ => {
-                last.insert(handle.clone(), now);
-                true
-            }
-        }
-    }
-
-    fn take_token(&self, handle: &Handle) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        forget_idle(&mut buckets, now, |bucket| bucket.at);
-        let burst = f64::from(self.rate.burst.max(1));
-        let bucket = buckets.entry(handle.clone()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let earned =
-            now.duration_since(bucket.at).as_secs_f64() / self.rate.refill.as_secs_f64().max(1e-3);
-        bucket.tokens = (bucket.tokens + earned).min(burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 

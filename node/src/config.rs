@@ -102,6 +102,24 @@ imap_poll_seconds = 30
 # app_secret = \"\"
 # verify_token = \"\"
 
+[xmpp]
+# The XMPP bridge: the support address is an external component (XEP-0114) of your XMPP
+# server; customers on any XMPP account write to it. On when `component` is set. Declare the
+# component in the server (Prosody: `Component \"support.shop.example\"` with a
+# `component_secret`) and keep its port on a private link (the stream is not encrypted).
+# THREADLINE_XMPP_SECRET overrides the secret.
+# component = \"support.shop.example\"
+# server = \"127.0.0.1:5347\"
+# secret = \"\"
+# The server's own domain (pinged to confirm deliveries); by default the component's
+# domain without its first label.
+# server_domain = \"shop.example\"
+# The upload service (XEP-0363) the agents' files go to.
+# upload_service = \"upload.shop.example\"
+# Hosts whose file links customers send are fetched into the conversation (your upload
+# service's HTTP host); links elsewhere stay as text.
+# media_hosts = [\"upload.shop.example\"]
+
 [retention]
 # How long the org keeps what customers wrote (days; unset: for ever). Applied at start and
 # every hour, as erasures the node signs, so every node of the org (and a partner, for a
@@ -159,6 +177,8 @@ pub struct Config {
     pub messenger: Option<MetaConfig>,
     /// The Instagram account, if configured.
     pub instagram: Option<MetaConfig>,
+    /// The XMPP component, if configured.
+    pub xmpp: Option<XmppConfig>,
     /// Events of threads the writer keeps in memory (headers only, ~0.5 KiB each).
     pub thread_cache_events: usize,
     /// How long the org keeps what (`[retention]`).
@@ -196,6 +216,151 @@ impl std::fmt::Debug for MetaConfig {
             .field("graph_version", &self.graph_version)
             .finish_non_exhaustive()
     }
+}
+
+/// The XMPP bridge, configured (`[xmpp]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct XmppConfig {
+    /// The component's address, which customers write to.
+    pub component: String,
+    /// The server's component port, `host:port`.
+    pub server: String,
+    /// The component's secret.
+    pub secret: String,
+    /// The server's own domain.
+    pub server_domain: String,
+    /// The upload service for agents' files, if any.
+    pub upload_service: Option<String>,
+    /// Hosts whose file links are fetched.
+    pub media_hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for XmppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppConfig")
+            .field("component", &self.component)
+            .field("server", &self.server)
+            .field("server_domain", &self.server_domain)
+            .field("upload_service", &self.upload_service)
+            .field("media_hosts", &self.media_hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XmppConfig {
+    /// The bridge's settings (the checks the bridge makes, so a bad value stops the node at
+    /// start).
+    pub fn settings(&self) -> Result<threadline_bridges::xmpp::XmppSettings, String> {
+        use threadline_bridges::xmpp::xmpp_parsers::jid::BareJid;
+        let jid = |key: &str, text: &str| {
+            BareJid::new(text.trim())
+                .map_err(|err| format!("xmpp.{key}: `{text}` is not a JID: {err}"))
+        };
+        let component = jid("component", &self.component)?;
+        if component.node().is_some() {
+            return Err(format!(
+                "xmpp.component: `{}` is a user's address; a component is a domain like support.shop.example",
+                self.component
+            ));
+        }
+        Ok(threadline_bridges::xmpp::XmppSettings {
+            component,
+            server: self.server.clone(),
+            secret: threadline_bridges::xmpp::ComponentSecret::new(self.secret.clone())
+                .map_err(|err| format!("xmpp.secret: {err}"))?,
+            server_domain: jid("server_domain", &self.server_domain)?,
+            upload_service: self
+                .upload_service
+                .as_deref()
+                .map(|service| jid("upload_service", service))
+                .transpose()?,
+            media_hosts: self.media_hosts.clone(),
+            rate: threadline_bridges::xmpp::CUSTOMER_RATE,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XmppSection {
+    #[serde(default)]
+    component: Option<String>,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    server_domain: Option<String>,
+    #[serde(default)]
+    upload_service: Option<String>,
+    #[serde(default)]
+    media_hosts: Vec<String>,
+}
+
+impl XmppSection {
+    /// The bridge's configuration, if its component is set: the secret from the environment
+    /// first.
+    fn load(self) -> Result<Option<XmppConfig>, String> {
+        let Some(component) = self.component.map(|c| c.trim().to_lowercase()) else {
+            return Ok(None);
+        };
+        let secret = std::env::var("THREADLINE_XMPP_SECRET")
+            .ok()
+            .filter(|secret| !secret.is_empty())
+            .or(self.secret)
+            .filter(|secret| !secret.trim().is_empty())
+            .ok_or("xmpp.secret is needed when xmpp is on (or THREADLINE_XMPP_SECRET)")?;
+        let server_domain = match self.server_domain {
+            Some(domain) => domain.trim().to_lowercase(),
+            None => component
+                .split_once('.')
+                .map(|(_, parent)| parent.to_owned())
+                .filter(|parent| !parent.is_empty())
+                .ok_or_else(|| {
+                    format!("xmpp.server_domain: set it (`{component}` has no parent domain)")
+                })?,
+        };
+        let config = XmppConfig {
+            component,
+            server: self.server.unwrap_or_else(|| "127.0.0.1:5347".to_owned()),
+            secret,
+            server_domain,
+            upload_service: self.upload_service.filter(|s| !s.trim().is_empty()),
+            media_hosts: self.media_hosts,
+        };
+        config.settings()?;
+        Ok(Some(config))
+    }
+}
+
+/// The `[xmpp]` section of a standalone bridge's TOML file.
+pub fn load_xmpp_section(path: &Path) -> Result<XmppConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct BridgeFile {
+        #[serde(default)]
+        xmpp: XmppSection,
+    }
+    let file: BridgeFile = read_toml(path)?;
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    file.xmpp
+        .load()
+        .map_err(bad)?
+        .ok_or_else(|| bad("xmpp.component is not set".to_owned()))
+}
+
+/// A TOML file, read and parsed.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Invalid {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Where the Graph API is, unless configured.
@@ -329,6 +494,8 @@ struct File {
     messenger: MetaSection,
     #[serde(default)]
     instagram: MetaSection,
+    #[serde(default)]
+    xmpp: XmppSection,
     #[serde(default)]
     store: StoreSection,
     #[serde(default)]
@@ -532,18 +699,11 @@ pub fn load_meta_section(
     path: &Path,
     channel: threadline_protocol::ChannelKind,
 ) -> Result<MetaConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
     let bad = |detail: String| ConfigError::BadValue {
         path: path.to_owned(),
         detail,
     };
-    let mut table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Invalid {
-        path: path.to_owned(),
-        source,
-    })?;
+    let mut table: toml::Table = read_toml(path)?;
     let section = table
         .remove(channel.as_str())
         .ok_or_else(|| bad(format!("no [{channel}] section")))?;
@@ -586,19 +746,13 @@ impl Config {
             whatsapp: None,
             messenger: None,
             instagram: None,
+            xmpp: None,
         }
     }
 
     /// Loads `path`, then applies `listen` (from the environment or the command line) if given.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let file: File = toml::from_str(&text).map_err(|source| ConfigError::Invalid {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file: File = read_toml(path)?;
         let bad = |detail: String| ConfigError::BadValue {
             path: path.to_owned(),
             detail,
@@ -695,7 +849,9 @@ impl Config {
         let whatsapp = file.whatsapp.load("whatsapp").map_err(bad)?;
         let messenger = file.messenger.load("messenger").map_err(bad)?;
         let instagram = file.instagram.load("instagram").map_err(bad)?;
+        let xmpp = file.xmpp.load().map_err(bad)?;
         Ok(Config {
+            xmpp,
             whatsapp,
             messenger,
             instagram,
@@ -777,6 +933,47 @@ mod tests {
         .expect("write");
         let err = Config::load(&path, None).expect_err("a peer without its PeerId");
         assert!(err.to_string().contains("/p2p/<PeerId>"), "{err}");
+    }
+
+    #[test]
+    fn xmpp_is_on_with_a_component_and_its_secret_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let load = |xmpp: &str| {
+            std::fs::write(
+                &path,
+                format!("[api]\nlisten = \"127.0.0.1:1\"\n[xmpp]\n{xmpp}"),
+            )
+            .expect("write");
+            Config::load(&path, None)
+        };
+        let config =
+            load("component = \"support.shop.example\"\nsecret = \"s3cret\"\n").expect("loads");
+        let xmpp = config.xmpp.expect("on");
+        assert_eq!(xmpp.server, "127.0.0.1:5347");
+        assert_eq!(xmpp.server_domain, "shop.example", "the parent domain");
+        assert!(
+            !format!("{xmpp:?}").contains("s3cret"),
+            "the secret never prints"
+        );
+        assert!(
+            load("").expect("loads").xmpp.is_none(),
+            "off without a component"
+        );
+        for (xmpp, named) in [
+            ("component = \"support.shop.example\"\n", "xmpp.secret"),
+            (
+                "component = \"alice@shop.example\"\nsecret = \"s\"\n",
+                "a user's address",
+            ),
+            (
+                "component = \"support.shop.example\"\nsecret = \"s\"\nupload_service = \"a@@b\"\n",
+                "xmpp.upload_service",
+            ),
+        ] {
+            let err = load(xmpp).expect_err("refused");
+            assert!(err.to_string().contains(named), "{err}");
+        }
     }
 
     #[test]

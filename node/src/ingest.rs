@@ -32,12 +32,15 @@ use crate::store::{Store, StoreError};
 
 pub use writer::{start, start_with_cache, Running};
 
-/// The channels whose bridges send a reply's files (the others would drop them).
-pub const CHANNELS_WITH_FILES: [ChannelKind; 4] = [
+/// The channels whose bridges send a reply's files (the others would drop them). XMPP sends
+/// them through the server's upload service; a bridge with none fails such a reply with the
+/// reason.
+pub const CHANNELS_WITH_FILES: [ChannelKind; 5] = [
     ChannelKind::Email,
     ChannelKind::Whatsapp,
     ChannelKind::Messenger,
     ChannelKind::Instagram,
+    ChannelKind::Xmpp,
 ];
 
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,

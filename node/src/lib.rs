@@ -42,6 +42,7 @@ pub mod standalone;
 pub mod store;
 pub mod thread_facts;
 pub mod thread_index;
+pub mod xmpp;
 
 pub use data_dir::{DataDir, InitError, LoadError};
 pub use identity::Identity;

@@ -224,6 +224,23 @@ enum BridgeCommand {
     Messenger(MetaBridgeArgs),
     /// Run the Instagram bridge on its own (leave the node's `[instagram]` unset).
     Instagram(MetaBridgeArgs),
+    /// Run the XMPP bridge on its own, against a node's bridge API (leave the node's `[xmpp]`
+    /// unset so that only this bridge takes the XMPP queue).
+    Xmpp {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7420")]
+        node: String,
+        /// The bridge token (`threadline bridge add xmpp`), or THREADLINE_BRIDGE_TOKEN.
+        #[arg(long, env = "THREADLINE_BRIDGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A file holding the bridge key in hex (`threadline bridge add xmpp`).
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+        /// A TOML file with an `[xmpp]` section, as in a node's config.toml;
+        /// THREADLINE_XMPP_SECRET overrides its secret.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Run the web chat bridge on its own, against a node's bridge API (set the node's
     /// `[webchat] builtin = false` so that only this bridge takes the web chat queue).
     Webchat {
@@ -592,6 +609,37 @@ fn main() -> anyhow::Result<()> {
                 println!("widget: http://{address}/webchat/widget.js, demo: http://{address}/webchat/demo");
                 std::io::stdout().flush()?;
                 threadline_node::standalone::run_webchat(settings, listener, shutdown).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Bridge {
+            command:
+                BridgeCommand::Xmpp {
+                    node,
+                    token,
+                    key_file,
+                    config,
+                },
+        } => {
+            let seed = read_key_file(&key_file)?;
+            let config = threadline_node::config::load_xmpp_section(&config)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let shutdown = shutdown_signal()?;
+                println!(
+                    "xmpp bridge: component {} on {}",
+                    config.component, config.server
+                );
+                std::io::stdout().flush()?;
+                threadline_node::standalone::run_xmpp(
+                    &node,
+                    &token,
+                    threadline_protocol::SecretKey::from_seed(seed),
+                    &config,
+                    shutdown,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
                 anyhow::Ok(())
             })?;
         }

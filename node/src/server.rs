@@ -138,6 +138,12 @@ pub async fn serve(
             }
         }
     }
+    let xmpp_key = match &config.xmpp {
+        Some(_) => {
+            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Xmpp, crate::clock::now())?
+        }
+        None => None,
+    };
     let (ingest, running) = ingest::start_with_cache(
         store.clone(),
         identity,
@@ -146,6 +152,17 @@ pub async fn serve(
     )?;
     let meta = crate::meta::start(&ingest, meta_keys)
         .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
+    let xmpp = match (&config.xmpp, xmpp_key) {
+        (Some(configured), Some(key)) => Some(
+            crate::xmpp::start(&ingest, configured, key)
+                .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
+        ),
+        (Some(_), None) => {
+            warn!("xmpp off: this node has no xmpp bridge key and no org key to make one (run `threadline bridge add xmpp` where the org key is, and copy the key to keys/bridge-xmpp.key)");
+            None
+        }
+        _ => None,
+    };
     match (&config.email_address, email_key, smtp) {
         (Some(address), Some(key), Some(smtp)) => {
             match &config.email_relay {
@@ -241,7 +258,7 @@ pub async fn serve(
                 .map(|secret| secret.as_bytes().to_vec());
             let webchat = Arc::new(
                 Webchat::new(bridge, RateLimit::default(), secret)
-                    .continuing_on(crate::meta::continue_on(&meta)),
+                    .continuing_on(continue_on(&meta, xmpp.as_ref())),
             );
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
             tokio::spawn(relay_presence(Arc::clone(&webchat)));
@@ -298,6 +315,7 @@ pub async fn serve(
     .await;
     // Every holder of the pipeline lets go, or the writer waits for them forever.
     drop(meta);
+    drop(xmpp);
     drop(ingest);
     if let Some(cause) = running.join() {
         // Never dropped: sled flushes when its last handle goes, and on a disk that fails,
@@ -523,6 +541,22 @@ async fn deliver_email(
     }
 }
 
+/// The apps a web chat visitor can continue on: Meta's with a link name, and XMPP.
+fn continue_on(
+    meta: &crate::api::webhooks::MetaBridges<LocalLink>,
+    xmpp: Option<&Arc<threadline_bridges::xmpp::Xmpp<LocalLink>>>,
+) -> Vec<threadline_bridges::webchat::ContinueOn> {
+    let mut apps = crate::meta::continue_on(meta);
+    if let Some(xmpp) = xmpp {
+        let settings = xmpp.settings().clone();
+        apps.push(threadline_bridges::webchat::ContinueOn {
+            channel: ChannelKind::Xmpp,
+            link: Arc::new(move |code| Some(settings.continue_link(code))),
+        });
+    }
+    apps
+}
+
 /// Tells web chat visitors what agents do right now: typing in their thread, and whether any
 /// agent is at the inbox. Ends when the node closes.
 async fn relay_presence(webchat: Arc<Webchat<LocalLink>>) {
@@ -618,7 +652,7 @@ fn thread_event(
 }
 
 /// The handle a thread's replies go to now, if it has one (and it is not erased).
-fn route_handle(ingest: &crate::ingest::Ingest, thread: ThreadId) -> Option<Handle> {
+pub(crate) fn route_handle(ingest: &crate::ingest::Ingest, thread: ThreadId) -> Option<Handle> {
     let state = ingest.store().thread_state(&thread).ok()??;
     ingest.store().route_handle(thread, &state).ok()?
 }

@@ -187,3 +187,36 @@ pub async fn run_meta(
     let _ = poller.await;
     served.map_err(|err| err.to_string())
 }
+
+/// Runs the XMPP bridge against a node's bridge API until `shutdown` resolves: it keeps its
+/// stream to the XMPP server and asks the node for replies to send every 300 ms.
+pub async fn run_xmpp(
+    node: &str,
+    token: &str,
+    key: SecretKey,
+    config: &crate::config::XmppConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let settings = config.settings()?;
+    let bridge = Bridge::new(
+        BridgeIdentity::new(key, ChannelKind::Xmpp),
+        HttpLink::new(node.to_owned(), token.to_owned()),
+        crate::clock::now,
+    );
+    let xmpp = Arc::new(threadline_bridges::xmpp::Xmpp::new(bridge, settings));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let ticker = Arc::clone(&wake);
+    let poll = async move {
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tick.tick().await;
+            ticker.notify_one();
+        }
+    };
+    tokio::select! {
+        () = xmpp.run(wake) => {}
+        () = poll => {}
+        () = shutdown => info!("bridge shutting down"),
+    }
+    Ok(())
+}

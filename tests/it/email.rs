@@ -287,17 +287,9 @@ struct Relay {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("address")
-        .port()
-}
-
 impl Relay {
     fn start() -> Relay {
-        Relay::start_on(free_port())
+        Relay::start_on(threadline_tests::free_port())
     }
 
     fn start_on(port: u16) -> Relay {
@@ -331,7 +323,7 @@ impl Relay {
             python.display()
         );
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let port = free_port();
+        let port = threadline_tests::free_port();
         Relay::spawn(port, |maildir| {
             let mut command = Command::new(&python);
             command
@@ -730,7 +722,7 @@ fn two_customers_with_swapped_forged_or_stripped_replies_never_cross() {
 
 #[test]
 fn a_relay_that_is_down_gives_a_failed_receipt_then_the_reply_goes_out_once_it_is_back() {
-    let port = free_port();
+    let port = threadline_tests::free_port();
     let shop = Shop::with_relay(Some(port));
     let (node, smtp) = shop.start();
     let (taken, log) = swaks(smtp, "alice@example.test", SUPPORT, &[], "Hello?");
@@ -1320,7 +1312,7 @@ impl Dovecot {
             format!("{}:{{PLAIN}}{}\n", Dovecot::USER, Dovecot::PASSWORD),
         )
         .expect("passwd");
-        let port = free_port();
+        let port = threadline_tests::free_port();
         let r = root.display();
         let config = root.join("dovecot.conf");
         std::fs::write(

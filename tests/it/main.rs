@@ -12,3 +12,4 @@ mod meta;
 mod node;
 mod store;
 mod webchat;
+mod xmpp;

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use threadline_tests::graph::{
     deliver_webhook, deliver_webhook_signed, hub_signature, samples, GraphStandin,
 };
-use threadline_tests::{eventually, field, threadline_ok, Node, Visitor};
+use threadline_tests::{
+    detail, events_of_kind, eventually, field, receipts_of, threadline_ok, threads, Node, Visitor,
+};
 
 const TOKEN: &str = "EAAGm0PX4ZCpsBAtest-access-token";
 const SECRET: &str = "test_app_secret";
@@ -89,28 +91,6 @@ fn deliver(node: &Node, channel: &str, body: &Value) -> (u16, String) {
 }
 
 /// Every thread the agent sees.
-fn threads(node: &Node, token: &str) -> Vec<Value> {
-    let (status, list) = node.get(token, "/api/v1/threads");
-    assert_eq!(status, 200, "{list}");
-    list["threads"].as_array().expect("threads").clone()
-}
-
-fn detail(node: &Node, token: &str, thread: &str) -> Value {
-    let (status, detail) = node.get(token, &format!("/api/v1/threads/{thread}"));
-    assert_eq!(status, 200, "{detail}");
-    detail
-}
-
-fn events_of_kind(detail: &Value, kind: &str) -> Vec<Value> {
-    detail["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| e["kind"] == kind)
-        .cloned()
-        .collect()
-}
-
 fn reply(node: &Node, token: &str, thread: &str, text: &str) -> (u16, Value) {
     node.post(
         token,
@@ -141,14 +121,6 @@ fn continue_link(visitor: &mut Visitor, channel: &str) -> (String, String) {
         }
         assert_ne!(frame["type"], "error", "{frame}");
     }
-}
-
-fn receipts_of(detail: &Value, target: &str) -> Vec<String> {
-    events_of_kind(detail, "thread.receipt")
-        .iter()
-        .filter(|e| e["detail"]["target"] == target)
-        .map(|e| e["detail"]["receipt"].as_str().unwrap_or("").to_owned())
-        .collect()
 }
 
 #[test]
