@@ -102,6 +102,141 @@ pub fn receipts_of(detail: &serde_json::Value, target: &str) -> Vec<String> {
     receipts
 }
 
+/// The status a node answers to a request (`"POST /path"`) that announces a body of `length`
+/// bytes with `headers`, read before any of the body is sent (a node refuses an oversized
+/// body on its `Content-Length`, and would hang up on a client still sending it).
+pub fn oversize_status(
+    node: &Node,
+    method_and_path: &str,
+    headers: &[(&str, &str)],
+    length: usize,
+) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let address = node.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method_and_path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {length}\r\n\r\n"));
+    stream.write_all(head.as_bytes()).expect("head sent");
+    let mut answer = [0u8; 64];
+    let n = stream.read(&mut answer).expect("an answer");
+    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    line.split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
+}
+
+/// A program of the Python venv `scripts/test` makes (`target/venv/bin/<name>`).
+pub fn venv_program(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../target/venv/bin/{name}"));
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with scripts/test, which makes the venv",
+        path.display()
+    );
+    path
+}
+
+/// A client program (a customer's XMPP or Matrix client, in Python) driven over its stdin,
+/// one JSON command a line, reporting one JSON object a line on its stdout. Every report is
+/// kept in `seen`; the program is killed on drop.
+#[derive(Debug)]
+pub struct ScriptedClient {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    reports: std::sync::mpsc::Receiver<serde_json::Value>,
+    /// What the client reported so far.
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl ScriptedClient {
+    /// Starts `command` with its stdin and stdout piped.
+    pub fn spawn(mut command: Command) -> ScriptedClient {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the client starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, reports) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        ScriptedClient {
+            child,
+            stdin,
+            reports,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Sends a command.
+    pub fn command(&mut self, command: &serde_json::Value) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "{command}").expect("the client takes commands");
+        self.stdin.flush().expect("flushed");
+    }
+
+    /// The first report, seen already or arriving within `within`, that `pick` takes.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pick: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(found) = self.seen.iter().find(|r| pick(r)) {
+            return found.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(left) {
+                Ok(report) => {
+                    self.seen.push(report.clone());
+                    if pick(&report) {
+                        return report;
+                    }
+                }
+                Err(_) => panic!(
+                    "not within {within:?}: {what}; the client said {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Takes every report that arrives within `quiet` of the last.
+    pub fn drain(&mut self, quiet: Duration) {
+        while let Ok(report) = self.reports.recv_timeout(quiet) {
+            self.seen.push(report);
+        }
+    }
+}
+
+impl Drop for ScriptedClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

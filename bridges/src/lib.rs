@@ -15,6 +15,7 @@ pub mod email;
 pub mod graph;
 pub mod http_link;
 pub mod instagram;
+pub mod matrix;
 pub mod messenger;
 pub mod rate;
 pub mod sdk;

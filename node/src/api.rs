@@ -12,6 +12,7 @@ mod bridge;
 mod contacts;
 mod error;
 mod inbox;
+pub mod matrix;
 mod stream;
 mod threads;
 pub mod throttle;

@@ -120,6 +120,17 @@ imap_poll_seconds = 30
 # service's HTTP host); links elsewhere stay as text.
 # media_hosts = [\"upload.shop.example\"]
 
+[matrix]
+# The Matrix bridge: an application service of your homeserver; its bot user is the business
+# on Matrix and customers open a direct chat with it. On when `homeserver` is set. Run
+# `threadline bridge matrix registration --url <this node's URL as the homeserver reaches it>`
+# and give the file it writes to the homeserver (Synapse: app_service_config_files). The
+# tokens are made then and kept in keys/matrix-tokens; THREADLINE_MATRIX_AS_TOKEN and
+# THREADLINE_MATRIX_HS_TOKEN override them.
+# homeserver = \"https://matrix.shop.example\"
+# server_name = \"shop.example\"
+# bot = \"support\"
+
 [retention]
 # How long the org keeps what customers wrote (days; unset: for ever). Applied at start and
 # every hour, as erasures the node signs, so every node of the org (and a partner, for a
@@ -179,6 +190,8 @@ pub struct Config {
     pub instagram: Option<MetaConfig>,
     /// The XMPP component, if configured.
     pub xmpp: Option<XmppConfig>,
+    /// The Matrix application service, if configured.
+    pub matrix: Option<MatrixConfig>,
     /// Events of threads the writer keeps in memory (headers only, ~0.5 KiB each).
     pub thread_cache_events: usize,
     /// How long the org keeps what (`[retention]`).
@@ -363,6 +376,123 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
     })
 }
 
+/// The Matrix bridge, configured (`[matrix]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MatrixConfig {
+    /// The homeserver's client-server API base URL.
+    pub homeserver: String,
+    /// The homeserver's name.
+    pub server_name: String,
+    /// The bot's localpart.
+    pub bot: String,
+    /// The application service's tokens, when set here or in the environment (else the node
+    /// reads them from `keys/matrix-tokens`).
+    pub tokens: Option<MatrixTokens>,
+}
+
+/// The two tokens of an application service registration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MatrixTokens {
+    /// What the bridge calls the homeserver with.
+    pub as_token: String,
+    /// What the homeserver calls the bridge with.
+    pub hs_token: String,
+}
+
+impl std::fmt::Debug for MatrixTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MatrixTokens(…)")
+    }
+}
+
+impl std::fmt::Debug for MatrixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixConfig")
+            .field("homeserver", &self.homeserver)
+            .field("server_name", &self.server_name)
+            .field("bot", &self.bot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MatrixConfig {
+    /// The bridge's settings with `tokens` (the checks the bridge makes, so a bad value stops
+    /// the node at start).
+    pub fn settings(
+        &self,
+        tokens: &MatrixTokens,
+    ) -> Result<threadline_bridges::matrix::MatrixSettings, String> {
+        use threadline_bridges::matrix::{ruma, AppserviceToken};
+        let server_name = ruma::OwnedServerName::try_from(self.server_name.as_str())
+            .map_err(|err| format!("matrix.server_name: `{}`: {err}", self.server_name))?;
+        let bot = ruma::OwnedUserId::try_from(format!("@{}:{}", self.bot, self.server_name))
+            .map_err(|err| format!("matrix.bot: `{}`: {err}", self.bot))?;
+        Ok(threadline_bridges::matrix::MatrixSettings {
+            homeserver: self.homeserver.clone(),
+            server_name,
+            bot,
+            as_token: AppserviceToken::new(tokens.as_token.clone())
+                .map_err(|err| format!("matrix as_token: {err}"))?,
+            hs_token: AppserviceToken::new(tokens.hs_token.clone())
+                .map_err(|err| format!("matrix hs_token: {err}"))?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatrixSection {
+    #[serde(default)]
+    homeserver: Option<String>,
+    #[serde(default)]
+    server_name: Option<String>,
+    #[serde(default)]
+    bot: Option<String>,
+    #[serde(default)]
+    as_token: Option<String>,
+    #[serde(default)]
+    hs_token: Option<String>,
+}
+
+impl MatrixSection {
+    fn load(self) -> Result<Option<MatrixConfig>, String> {
+        let Some(homeserver) = self.homeserver.map(|url| url.trim().to_owned()) else {
+            return Ok(None);
+        };
+        let server_name = self
+            .server_name
+            .map(|name| name.trim().to_owned())
+            .ok_or("matrix.server_name is needed when matrix is on")?;
+        let from_env = |name: &str| {
+            std::env::var(format!("THREADLINE_MATRIX_{name}"))
+                .ok()
+                .filter(|value| !value.is_empty())
+        };
+        let tokens = match (
+            from_env("AS_TOKEN").or(self.as_token),
+            from_env("HS_TOKEN").or(self.hs_token),
+        ) {
+            (Some(as_token), Some(hs_token)) => Some(MatrixTokens { as_token, hs_token }),
+            (None, None) => None,
+            _ => return Err("matrix: set both as_token and hs_token, or neither".to_owned()),
+        };
+        let config = MatrixConfig {
+            homeserver,
+            server_name,
+            bot: self.bot.unwrap_or_else(|| "support".to_owned()),
+            tokens,
+        };
+        let probe = MatrixTokens {
+            as_token: "0123456789abcdef0123".to_owned(),
+            hs_token: "0123456789abcdef0123".to_owned(),
+        };
+        let settings = config.settings(config.tokens.as_ref().unwrap_or(&probe))?;
+        threadline_bridges::matrix::Homeserver::new(&config.homeserver, settings.as_token)
+            .map_err(|err| format!("matrix.homeserver: {err}"))?;
+        Ok(Some(config))
+    }
+}
+
 /// Where the Graph API is, unless configured.
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.facebook.com";
 /// The Graph API version the bridges were written against.
@@ -496,6 +626,8 @@ struct File {
     instagram: MetaSection,
     #[serde(default)]
     xmpp: XmppSection,
+    #[serde(default)]
+    matrix: MatrixSection,
     #[serde(default)]
     store: StoreSection,
     #[serde(default)]
@@ -747,6 +879,7 @@ impl Config {
             messenger: None,
             instagram: None,
             xmpp: None,
+            matrix: None,
         }
     }
 
@@ -850,8 +983,10 @@ impl Config {
         let messenger = file.messenger.load("messenger").map_err(bad)?;
         let instagram = file.instagram.load("instagram").map_err(bad)?;
         let xmpp = file.xmpp.load().map_err(bad)?;
+        let matrix = file.matrix.load().map_err(bad)?;
         Ok(Config {
             xmpp,
+            matrix,
             whatsapp,
             messenger,
             instagram,

@@ -237,6 +237,12 @@ impl DataDir {
         self.root.join("keys").join("storage.key")
     }
 
+    /// The Matrix application service's tokens (`threadline bridge matrix registration`
+    /// makes them).
+    pub fn matrix_tokens_path(&self) -> PathBuf {
+        self.root.join("keys").join("matrix-tokens")
+    }
+
     /// The sled store's folder.
     pub fn store_path(&self) -> PathBuf {
         self.root.join("store")

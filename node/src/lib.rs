@@ -32,6 +32,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod limits;
+pub mod matrix;
 pub mod meta;
 pub mod presence;
 pub mod replication;

@@ -224,6 +224,11 @@ enum BridgeCommand {
     Messenger(MetaBridgeArgs),
     /// Run the Instagram bridge on its own (leave the node's `[instagram]` unset).
     Instagram(MetaBridgeArgs),
+    /// The Matrix bridge (an application service of your homeserver).
+    Matrix {
+        #[command(subcommand)]
+        command: MatrixCommand,
+    },
     /// Run the XMPP bridge on its own, against a node's bridge API (leave the node's `[xmpp]`
     /// unset so that only this bridge takes the XMPP queue).
     Xmpp {
@@ -266,6 +271,20 @@ enum BridgeCommand {
             hide_env_values = true
         )]
         identity_secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MatrixCommand {
+    /// Write the application service registration for the homeserver (from config.toml's
+    /// `[matrix]`; the tokens are made the first time, in keys/matrix-tokens).
+    Registration {
+        /// Where the homeserver reaches this node (its base URL, as the homeserver sees it).
+        #[arg(long, default_value = "http://127.0.0.1:7420")]
+        url: String,
+        /// Write it to this file (else it is printed).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -611,6 +630,27 @@ fn main() -> anyhow::Result<()> {
                 threadline_node::standalone::run_webchat(settings, listener, shutdown).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Command::Bridge {
+            command:
+                BridgeCommand::Matrix {
+                    command: MatrixCommand::Registration { url, out },
+                },
+        } => {
+            let config = Config::load(&data_dir.config_path(), None)?;
+            let matrix = config.matrix.ok_or_else(|| {
+                anyhow::anyhow!("config.toml has no [matrix] homeserver: set it first")
+            })?;
+            let yaml = threadline_node::matrix::registration(&data_dir, &matrix, &url)
+                .map_err(anyhow::Error::msg)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, yaml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("registration written to {}", path.display());
+                }
+                None => print!("{yaml}"),
+            }
         }
         Command::Bridge {
             command:

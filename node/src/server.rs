@@ -144,6 +144,15 @@ pub async fn serve(
         }
         None => None,
     };
+    let matrix_key = match &config.matrix {
+        Some(configured) => {
+            let tokens = crate::matrix::tokens(data_dir, configured)
+                .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
+            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Matrix, crate::clock::now())?
+                .map(|key| (key, tokens))
+        }
+        None => None,
+    };
     let (ingest, running) = ingest::start_with_cache(
         store.clone(),
         identity,
@@ -159,6 +168,17 @@ pub async fn serve(
         ),
         (Some(_), None) => {
             warn!("xmpp off: this node has no xmpp bridge key and no org key to make one (run `threadline bridge add xmpp` where the org key is, and copy the key to keys/bridge-xmpp.key)");
+            None
+        }
+        _ => None,
+    };
+    let matrix = match (&config.matrix, matrix_key) {
+        (Some(configured), Some((key, tokens))) => Some(
+            crate::matrix::start(&ingest, configured, &tokens, key)
+                .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
+        ),
+        (Some(_), None) => {
+            warn!("matrix off: this node has no matrix bridge key and no org key to make one (run `threadline bridge add matrix` where the org key is, and copy the key to keys/bridge-matrix.key)");
             None
         }
         _ => None,
@@ -257,8 +277,11 @@ pub async fn serve(
                 .as_ref()
                 .map(|secret| secret.as_bytes().to_vec());
             let webchat = Arc::new(
-                Webchat::new(bridge, RateLimit::default(), secret)
-                    .continuing_on(continue_on(&meta, xmpp.as_ref())),
+                Webchat::new(bridge, RateLimit::default(), secret).continuing_on(continue_on(
+                    &meta,
+                    xmpp.as_ref(),
+                    matrix.as_ref(),
+                )),
             );
             tokio::spawn(deliver_webchat(Arc::clone(&webchat)));
             tokio::spawn(relay_presence(Arc::clone(&webchat)));
@@ -302,7 +325,9 @@ pub async fn serve(
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
-    let app = api::router(ingest.clone(), webchat).merge(api::webhooks::router(&meta));
+    let app = api::router(ingest.clone(), webchat)
+        .merge(api::webhooks::router(&meta))
+        .merge(api::matrix::router(matrix.clone()));
     let closing = running.closing();
     let store_failure = running.store_failure();
     let result = crate::http::serve(listener, app, async move {
@@ -316,6 +341,7 @@ pub async fn serve(
     // Every holder of the pipeline lets go, or the writer waits for them forever.
     drop(meta);
     drop(xmpp);
+    drop(matrix);
     drop(ingest);
     if let Some(cause) = running.join() {
         // Never dropped: sled flushes when its last handle goes, and on a disk that fails,
@@ -545,8 +571,16 @@ async fn deliver_email(
 fn continue_on(
     meta: &crate::api::webhooks::MetaBridges<LocalLink>,
     xmpp: Option<&Arc<threadline_bridges::xmpp::Xmpp<LocalLink>>>,
+    matrix: Option<&Arc<threadline_bridges::matrix::Matrix<LocalLink>>>,
 ) -> Vec<threadline_bridges::webchat::ContinueOn> {
     let mut apps = crate::meta::continue_on(meta);
+    if let Some(matrix) = matrix {
+        let settings = matrix.settings().clone();
+        apps.push(threadline_bridges::webchat::ContinueOn {
+            channel: ChannelKind::Matrix,
+            link: Arc::new(move |code| Some(settings.continue_link(code))),
+        });
+    }
     if let Some(xmpp) = xmpp {
         let settings = xmpp.settings().clone();
         apps.push(threadline_bridges::webchat::ContinueOn {
@@ -636,7 +670,7 @@ fn tell_moved(
 }
 
 /// The thread and kind of a stored thread event (`None` for another scope, or if it is gone).
-fn thread_event(
+pub(crate) fn thread_event(
     ingest: &crate::ingest::Ingest,
     scope: ScopeId,
     event: threadline_protocol::EventId,

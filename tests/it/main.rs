@@ -8,6 +8,7 @@ mod email;
 mod federation;
 mod hostile;
 mod limits;
+mod matrix;
 mod meta;
 mod node;
 mod store;

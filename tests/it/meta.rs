@@ -493,7 +493,12 @@ fn bad_webhook_deliveries_store_nothing_and_retries_store_once() {
     );
     // Over 1 MiB: refused on its Content-Length, before the body is read.
     assert_eq!(
-        oversize_status(&node, "/webhooks/whatsapp", (1 << 20) + 1),
+        threadline_tests::oversize_status(
+            &node,
+            "POST /webhooks/whatsapp",
+            &[("X-Hub-Signature-256", &format!("sha256={}", "0".repeat(64)))],
+            (1 << 20) + 1
+        ),
         413
     );
     assert!(threads(&node, &shop.token).is_empty(), "nothing stored");
@@ -518,28 +523,6 @@ fn bad_webhook_deliveries_store_nothing_and_retries_store_once() {
 }
 
 /// The status a POST announcing `length` bytes gets before any of its body is sent.
-fn oversize_status(node: &Node, path: &str, length: usize) -> u16 {
-    use std::io::{Read as _, Write as _};
-    let address = node.base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(address).expect("connects");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nX-Hub-Signature-256: sha256={}\r\nContent-Length: {length}\r\n\r\n",
-        "0".repeat(64)
-    )
-    .expect("head sent");
-    let mut answer = [0u8; 64];
-    let n = stream.read(&mut answer).expect("an answer");
-    let line = String::from_utf8_lossy(&answer[..n]).into_owned();
-    line.split(' ')
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {line}"))
-}
-
 #[test]
 fn files_come_in_from_whatsapp_and_messenger_and_go_out_to_them() {
     let shop = Shop::new();

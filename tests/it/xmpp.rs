@@ -2,16 +2,14 @@
 //! component and upload service, with customers who are real XMPP clients (slixmpp from PyPI,
 //! `tests/fixtures/xmpp_customer.py`). Everything on loopback.
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use threadline_tests::{
     detail, events_of_kind, eventually, field, free_port, receipts_of, threadline_ok, threads,
-    Node, Visitor,
+    venv_program, Node, ScriptedClient, Visitor,
 };
 
 const COMPONENT: &str = "support.localhost";
@@ -132,88 +130,38 @@ impl Drop for Prosody {
     }
 }
 
-/// A customer's XMPP client (slixmpp), driven over its stdin; what it reports is kept.
-struct Customer {
-    child: Child,
-    stdin: ChildStdin,
-    reports: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
+/// A customer's XMPP client (slixmpp, `tests/fixtures/xmpp_customer.py`).
+struct Customer(ScriptedClient);
+
+impl std::ops::Deref for Customer {
+    type Target = ScriptedClient;
+    fn deref(&self) -> &ScriptedClient {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Customer {
+    fn deref_mut(&mut self) -> &mut ScriptedClient {
+        &mut self.0
+    }
 }
 
 impl Customer {
     fn connect(prosody: &Prosody, user: &str) -> Customer {
         let password = format!("{user}-password");
         prosody.register(user, &password);
-        let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
-        assert!(
-            python.exists(),
-            "{} is missing (scripts/test makes it)",
-            python.display()
-        );
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/xmpp_customer.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .args([
-                &format!("{user}@localhost"),
-                &password,
-                "127.0.0.1",
-                &prosody.c2s.to_string(),
-                COMPONENT,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the XMPP client starts");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, reports) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(value).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let mut customer = Customer {
-            child,
-            stdin,
-            reports,
-            seen: Vec::new(),
-        };
+        let mut command = Command::new(venv_program("python"));
+        command.arg(script).args([
+            &format!("{user}@localhost"),
+            &password,
+            "127.0.0.1",
+            &prosody.c2s.to_string(),
+            COMPONENT,
+        ]);
+        let mut customer = Customer(ScriptedClient::spawn(command));
         customer.wait_for("online", Duration::from_secs(20), |r| r["online"] == true);
         customer
-    }
-
-    fn command(&mut self, command: &Value) {
-        writeln!(self.stdin, "{command}").expect("the client takes commands");
-        self.stdin.flush().expect("flushed");
-    }
-
-    /// Takes reports until one satisfies `pick`; every report stays in `seen`.
-    fn wait_for(&mut self, what: &str, within: Duration, pick: impl Fn(&Value) -> bool) -> Value {
-        if let Some(found) = self.seen.iter().find(|r| pick(r)) {
-            return found.clone();
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok(report) => {
-                    self.seen.push(report.clone());
-                    if pick(&report) {
-                        return report;
-                    }
-                }
-                Err(_) => panic!(
-                    "not within {within:?}: {what}; the client said {:?}",
-                    self.seen
-                ),
-            }
-        }
     }
 
     /// Sends a message and waits for its receipt (the node has it durably).
@@ -224,20 +172,6 @@ impl Customer {
             Duration::from_secs(20),
             |r| r["receipt"] == id,
         );
-    }
-
-    /// Takes every report that arrives within `quiet` of the last.
-    fn drain(&mut self, quiet: Duration) {
-        while let Ok(report) = self.reports.recv_timeout(quiet) {
-            self.seen.push(report);
-        }
-    }
-}
-
-impl Drop for Customer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

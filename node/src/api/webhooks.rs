@@ -111,14 +111,22 @@ where
         .with_state(endpoint.clone())
 }
 
-/// A delivery's headers and raw body, or `413` for one over [`MAX_WEBHOOK_BYTES`]: refused
-/// on its `Content-Length` before any of the body is read, or once the bytes read pass it.
+/// A delivery's headers and raw body, or `413` for one over [`MAX_WEBHOOK_BYTES`].
 async fn raw_delivery(request: Request) -> Result<(HeaderMap, Bytes), Response> {
+    raw_body(request, MAX_WEBHOOK_BYTES).await
+}
+
+/// A request's headers and raw body, or `413` for one over `limit` bytes: refused on its
+/// `Content-Length` before any of the body is read, or once the bytes read pass it.
+pub(crate) async fn raw_body(
+    request: Request,
+    limit: usize,
+) -> Result<(HeaderMap, Bytes), Response> {
     let too_large = |cause: &str| {
-        warn!(limit = MAX_WEBHOOK_BYTES, cause, "webhook delivery refused");
+        warn!(limit, cause, "a pushed body refused");
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a delivery is at most {MAX_WEBHOOK_BYTES} bytes"),
+            format!("a delivery is at most {limit} bytes"),
         )
             .into_response()
     };
@@ -128,10 +136,10 @@ async fn raw_delivery(request: Request) -> Result<(HeaderMap, Bytes), Response> 
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if announced.is_some_and(|length| length > MAX_WEBHOOK_BYTES as u64) {
+    if announced.is_some_and(|length| length > limit as u64) {
         return Err(too_large("its Content-Length is over the limit"));
     }
-    match to_bytes(body, MAX_WEBHOOK_BYTES).await {
+    match to_bytes(body, limit).await {
         Ok(bytes) => Ok((parts.headers, bytes)),
         // Over the limit, or the sender hung up mid-body (then nobody reads the answer).
         Err(err) => Err(too_large(&err.to_string())),
