@@ -364,6 +364,32 @@ pub fn load_xmpp_section(path: &Path) -> Result<XmppConfig, ConfigError> {
         .ok_or_else(|| bad("xmpp.component is not set".to_owned()))
 }
 
+/// The `[matrix]` section of a standalone bridge's TOML file (its tokens set there or in the
+/// environment: a standalone bridge has no data folder to keep them in).
+pub fn load_matrix_section(path: &Path) -> Result<MatrixConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct BridgeFile {
+        #[serde(default)]
+        matrix: MatrixSection,
+    }
+    let file: BridgeFile = read_toml(path)?;
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    let config = file
+        .matrix
+        .load()
+        .map_err(bad)?
+        .ok_or_else(|| bad("matrix.homeserver is not set".to_owned()))?;
+    if config.tokens.is_none() {
+        return Err(bad(
+            "matrix: a standalone bridge needs as_token and hs_token (random, at least 16 characters each)".to_owned(),
+        ));
+    }
+    Ok(config)
+}
+
 /// A TOML file, read and parsed.
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {

@@ -285,6 +285,30 @@ enum MatrixCommand {
         /// Write it to this file (else it is printed).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// For a standalone bridge: its TOML file with a `[matrix]` section and both tokens
+        /// (instead of the node's config.toml and keys/matrix-tokens).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
+    /// Run the Matrix bridge on its own, against a node's bridge API (leave the node's
+    /// `[matrix]` unset so that only this bridge takes the Matrix queue).
+    Run {
+        /// The node's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7420")]
+        node: String,
+        /// The bridge token (`threadline bridge add matrix`), or THREADLINE_BRIDGE_TOKEN.
+        #[arg(long, env = "THREADLINE_BRIDGE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A file holding the bridge key in hex (`threadline bridge add matrix`).
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+        /// A TOML file with a `[matrix]` section and both tokens
+        /// (THREADLINE_MATRIX_AS_TOKEN and THREADLINE_MATRIX_HS_TOKEN override them).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Where the homeserver pushes transactions (the registration's `url`).
+        #[arg(long, default_value = "127.0.0.1:7423")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -634,15 +658,29 @@ fn main() -> anyhow::Result<()> {
         Command::Bridge {
             command:
                 BridgeCommand::Matrix {
-                    command: MatrixCommand::Registration { url, out },
+                    command: MatrixCommand::Registration { url, out, config },
                 },
         } => {
-            let config = Config::load(&data_dir.config_path(), None)?;
-            let matrix = config.matrix.ok_or_else(|| {
-                anyhow::anyhow!("config.toml has no [matrix] homeserver: set it first")
-            })?;
-            let yaml = threadline_node::matrix::registration(&data_dir, &matrix, &url)
-                .map_err(anyhow::Error::msg)?;
+            let yaml = match config {
+                Some(path) => {
+                    let matrix = threadline_node::config::load_matrix_section(&path)?;
+                    let tokens = matrix.tokens.clone().ok_or_else(|| {
+                        anyhow::anyhow!("{}: the [matrix] tokens are not set", path.display())
+                    })?;
+                    matrix
+                        .settings(&tokens)
+                        .map_err(anyhow::Error::msg)?
+                        .registration(&url)
+                }
+                None => {
+                    let config = Config::load(&data_dir.config_path(), None)?;
+                    let matrix = config.matrix.ok_or_else(|| {
+                        anyhow::anyhow!("config.toml has no [matrix] homeserver: set it first")
+                    })?;
+                    threadline_node::matrix::registration(&data_dir, &matrix, &url)
+                        .map_err(anyhow::Error::msg)?
+                }
+            };
             match out {
                 Some(path) => {
                     std::fs::write(&path, yaml)
@@ -651,6 +689,43 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => print!("{yaml}"),
             }
+        }
+        Command::Bridge {
+            command:
+                BridgeCommand::Matrix {
+                    command:
+                        MatrixCommand::Run {
+                            node,
+                            token,
+                            key_file,
+                            config,
+                            listen,
+                        },
+                },
+        } => {
+            let seed = read_key_file(&key_file)?;
+            let config = threadline_node::config::load_matrix_section(&config)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let address = listener.local_addr()?;
+                let shutdown = shutdown_signal()?;
+                println!("matrix bridge listening on http://{address}");
+                std::io::stdout().flush()?;
+                threadline_node::standalone::run_matrix(
+                    &node,
+                    &token,
+                    threadline_protocol::SecretKey::from_seed(seed),
+                    &config,
+                    listener,
+                    shutdown,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                anyhow::Ok(())
+            })?;
         }
         Command::Bridge {
             command:

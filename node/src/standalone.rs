@@ -220,3 +220,63 @@ pub async fn run_xmpp(
     }
     Ok(())
 }
+
+/// Runs the Matrix bridge against a node's bridge API until `shutdown` resolves: it serves the
+/// homeserver's transactions on `listener` and asks the node for replies to send every 300 ms.
+pub async fn run_matrix(
+    node: &str,
+    token: &str,
+    key: SecretKey,
+    config: &crate::config::MatrixConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let tokens = config
+        .tokens
+        .clone()
+        .ok_or("matrix: a standalone bridge needs its tokens")?;
+    let bridge = Bridge::new(
+        BridgeIdentity::new(key, ChannelKind::Matrix),
+        HttpLink::new(node.to_owned(), token.to_owned()),
+        crate::clock::now,
+    );
+    let matrix = Arc::new(threadline_bridges::matrix::Matrix::new(
+        bridge,
+        config.settings(&tokens)?,
+    )?);
+    let (close, mut closing) = tokio::sync::watch::channel(false);
+    let worker = Arc::clone(&matrix);
+    let poller = tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        while let Err(err) = worker.load_rooms().await {
+            warn!(cause = %err, "matrix: cannot read the rooms yet; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = closing.changed() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = worker.deliver(64).await {
+                        warn!(cause = %err, "matrix: deliveries failed; retrying");
+                    }
+                }
+                _ = closing.changed() => break,
+            }
+        }
+    });
+    let app = crate::api::matrix::router(Some(matrix))
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("bridge shutting down");
+            close.send_replace(true);
+        })
+        .await;
+    let _ = poller.await;
+    served.map_err(|err| err.to_string())
+}

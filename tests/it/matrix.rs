@@ -625,3 +625,78 @@ fn a_web_chat_continues_on_matrix_with_its_one_time_code() {
         r["body"] == "Of course, here we are."
     });
 }
+
+#[test]
+fn the_matrix_bridge_runs_on_its_own_against_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = threadline_ok(&data, &["init"]);
+    let token = field(&out, "token:");
+    let added = threadline_ok(&data, &["bridge", "add", "matrix"]);
+    let key_file = dir.path().join("matrix-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    // The bridge's own file, with its tokens (a standalone bridge has no data folder).
+    let synapse_port = free_port();
+    let bridge_port = free_port();
+    let bridge_config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &bridge_config,
+        format!(
+            "[matrix]\nhomeserver = \"http://127.0.0.1:{synapse_port}\"\nserver_name = \"localhost\"\nas_token = \"as-token-0123456789abcdef\"\nhs_token = \"hs-token-0123456789abcdef\"\n"
+        ),
+    )
+    .expect("bridge config");
+    let registration = dir.path().join("registration.yaml");
+    threadline_ok(
+        &data,
+        &[
+            "bridge",
+            "matrix",
+            "registration",
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+            "--url",
+            &format!("http://127.0.0.1:{bridge_port}"),
+            "--out",
+            registration.to_str().expect("utf-8 path"),
+        ],
+    );
+    let synapse = Synapse::start(dir.path(), &registration, synapse_port);
+    let node = Node::start(&data);
+    let _bridge = Node::start_command(
+        &data,
+        &[
+            "bridge",
+            "matrix",
+            "run",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+            "--listen",
+            &format!("127.0.0.1:{bridge_port}"),
+        ],
+        "matrix bridge listening on ",
+    );
+    let mut alice = Customer::connect(&synapse, "alice");
+    alice.open_chat();
+    alice.send("m1", "Hello from a standalone bridge");
+    let thread = thread_of(&node, &token, "matrix:@alice:localhost");
+    eventually("her message", Duration::from_secs(30), || {
+        (texts(&inbound(&node, &token, &thread)) == ["Hello from a standalone bridge"])
+            .then_some(())
+    });
+    let (status, sent) = node.post(
+        &token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Answered through the bridge API."}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    alice.wait_for("the reply", Duration::from_secs(30), |r| {
+        r["body"] == "Answered through the bridge API."
+    });
+}

@@ -527,3 +527,58 @@ fn a_web_chat_continues_on_xmpp_with_its_one_time_code() {
     assert_eq!(shown["thread"]["route"]["handle"], "xmpp:alice@localhost");
     assert_eq!(threads(&node, &token).len(), 2);
 }
+
+#[test]
+fn the_xmpp_bridge_runs_on_its_own_against_the_node() {
+    let prosody = Prosody::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let out = threadline_ok(&data, &["init"]);
+    let token = field(&out, "token:");
+    let added = threadline_ok(&data, &["bridge", "add", "xmpp"]);
+    let key_file = dir.path().join("xmpp-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let bridge_config = dir.path().join("xmpp.toml");
+    std::fs::write(
+        &bridge_config,
+        format!(
+            "[xmpp]\ncomponent = \"{COMPONENT}\"\nserver = \"127.0.0.1:{}\"\nsecret = \"{SECRET}\"\nserver_domain = \"localhost\"\n",
+            prosody.component
+        ),
+    )
+    .expect("bridge config");
+    let node = Node::start(&data);
+    let _bridge = Node::start_command(
+        &data,
+        &[
+            "bridge",
+            "xmpp",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+        ],
+        "xmpp bridge: component",
+    );
+    let mut alice = Customer::connect(&prosody, "alice");
+    alice.say("m1", "Hello from a standalone bridge");
+    let thread = thread_of(&node, &token, "xmpp:alice@localhost");
+    assert_eq!(
+        inbound_texts(&node, &token, &thread),
+        ["Hello from a standalone bridge"]
+    );
+    let (status, sent) = node.post(
+        &token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Answered through the bridge API."}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    let reply = sent["event"].as_str().expect("event").to_owned();
+    alice.wait_for("the reply", Duration::from_secs(30), |r| {
+        r["message"] == reply.as_str()
+    });
+}

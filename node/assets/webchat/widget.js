@@ -62,7 +62,9 @@
   var emailLeft = !!settings.email;
 
   // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
-  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email" };
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP" };
+  // Apps whose links cannot fill in the first message (matrix.to): the visitor sends it.
+  var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true };
   var continueBar = el("div", "tl-chat-continue");
   continueBar.hidden = true;
   var continueLinks = el("div", "tl-chat-continue-row");
@@ -88,6 +90,12 @@
     link.target = "_blank";
     link.rel = "noopener";
     continueLinks.appendChild(link);
+    var first = /[?&;](?:text|body)=([^&]*)/.exec(url);
+    if (TYPE_FIRST_MESSAGE[channel] && first) {
+      var message = el("div", "tl-chat-continue-note", "Send this as your first message there:");
+      message.appendChild(el("code", "tl-chat-continue-code", decodeURIComponent(first[1])));
+      continueLinks.appendChild(message);
+    }
     continueLinks.appendChild(el("div", "tl-chat-continue-note", "This link works once, for 15 minutes. Send the first message as it is."));
     continueBar.hidden = false;
   }
