@@ -700,3 +700,49 @@ fn the_matrix_bridge_runs_on_its_own_against_the_node() {
         r["body"] == "Answered through the bridge API."
     });
 }
+
+#[test]
+fn the_widget_continues_on_matrix_in_a_real_browser() {
+    use crate::browser::{open_chat, write};
+    let (shop, node) = Shop::start();
+    let visitor = threadline_tests::Browser::start();
+    visitor.go(&format!("{}/webchat/demo", node.base));
+    open_chat(&visitor);
+    write(&visitor, "Can we talk on Matrix?");
+    visitor.wait_for(
+        "the Matrix button",
+        "return document.querySelector('.tl-chat-continue-button[data-channel=matrix]') \
+             && !document.querySelector('.tl-chat-continue').hidden ? true : null",
+    );
+    visitor.click_on(".tl-chat-continue-button[data-channel=matrix]");
+    let shown = visitor.wait_for(
+        "the link and the message to send",
+        "const a = document.querySelector('.tl-chat-continue-link'); \
+         const c = document.querySelector('.tl-chat-continue-code'); \
+         return a && c ? [a.href, a.textContent, c.textContent] : null",
+    );
+    let shown: Vec<String> = serde_json::from_value(shown).expect("strings");
+    assert!(
+        shown[0].starts_with(&format!("https://matrix.to/#/{BOT}")),
+        "{shown:?}"
+    );
+    assert_eq!(shown[1], "Open Matrix to continue");
+    assert!(shown[2].starts_with("Continue my chat (code "), "{shown:?}");
+    visitor.screenshot(&threadline_tests::screenshot_dir().join("webchat-continue-matrix.png"));
+
+    // The visitor sends that message to the bot from their Matrix app.
+    let mut alice = Customer::connect(&shop.synapse, "alice");
+    alice.open_chat();
+    alice.send("c1", &shown[2]);
+    let moved = visitor.wait_for(
+        "the moved notice",
+        "const m = document.querySelector('.tl-chat-continue-moved'); return m && m.textContent",
+    );
+    assert!(
+        moved
+            .as_str()
+            .is_some_and(|s| s.contains("continues on Matrix")),
+        "{moved}"
+    );
+    assert_eq!(threads(&node, &shop.token).len(), 1);
+}
