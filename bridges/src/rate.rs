@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use threadline_protocol::Handle;
 
 /// A customer's allowance of messages: `burst` at once, then one per `refill`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     /// Messages allowed at once.
     pub burst: u32,

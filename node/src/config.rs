@@ -119,6 +119,10 @@ imap_poll_seconds = 30
 # Hosts whose file links customers send are fetched into the conversation (your upload
 # service's HTTP host); links elsewhere stay as text.
 # media_hosts = [\"upload.shop.example\"]
+# Each customer may send this many messages at once, then this many a second; more are
+# refused with \"wait\" (a client sends what it queued during an outage all at once).
+# customer_burst = 30
+# customer_per_second = 4
 
 [matrix]
 # The Matrix bridge: an application service of your homeserver; its bot user is the business
@@ -246,6 +250,8 @@ pub struct XmppConfig {
     pub upload_service: Option<String>,
     /// Hosts whose file links are fetched.
     pub media_hosts: Vec<String>,
+    /// Each customer's allowance of messages.
+    pub rate: threadline_bridges::rate::RateLimit,
 }
 
 impl std::fmt::Debug for XmppConfig {
@@ -288,7 +294,7 @@ impl XmppConfig {
                 .map(|service| jid("upload_service", service))
                 .transpose()?,
             media_hosts: self.media_hosts.clone(),
-            rate: threadline_bridges::xmpp::CUSTOMER_RATE,
+            rate: self.rate,
         })
     }
 }
@@ -308,6 +314,10 @@ struct XmppSection {
     upload_service: Option<String>,
     #[serde(default)]
     media_hosts: Vec<String>,
+    #[serde(default)]
+    customer_burst: Option<u32>,
+    #[serde(default)]
+    customer_per_second: Option<f64>,
 }
 
 impl XmppSection {
@@ -333,7 +343,21 @@ impl XmppSection {
                     format!("xmpp.server_domain: set it (`{component}` has no parent domain)")
                 })?,
         };
+        let default = threadline_bridges::xmpp::CUSTOMER_RATE;
+        let per_second = self
+            .customer_per_second
+            .unwrap_or(1.0 / default.refill.as_secs_f64());
+        if !(per_second.is_finite() && per_second > 0.0) || self.customer_burst == Some(0) {
+            return Err(
+                "xmpp.customer_burst and xmpp.customer_per_second must be above 0".to_owned(),
+            );
+        }
+        let rate = threadline_bridges::rate::RateLimit {
+            burst: self.customer_burst.unwrap_or(default.burst),
+            refill: std::time::Duration::from_secs_f64(1.0 / per_second),
+        };
         let config = XmppConfig {
+            rate,
             component,
             server: self.server.unwrap_or_else(|| "127.0.0.1:5347".to_owned()),
             secret,

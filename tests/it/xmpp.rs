@@ -33,37 +33,13 @@ impl Prosody {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let (c2s, component, http) = (free_port(), free_port(), free_port());
-        let config = format!(
-            r#"
-local base = "{base}"
-run_as_root = true
-pidfile = base .. "/prosody.pid"
-data_path = base
-certificates = base .. "/certs"
-log = {{ info = base .. "/prosody.log"; error = base .. "/prosody.err"; }}
-interfaces = {{ "127.0.0.1" }}
-c2s_ports = {{ {c2s} }}
-c2s_direct_tls_ports = {{ }}
-component_ports = {{ {component} }}
-component_interface = "127.0.0.1"
-http_ports = {{ {http} }}
-http_interfaces = {{ "127.0.0.1" }}
-https_ports = {{ }}
-http_external_url = "http://127.0.0.1:{http}/"
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "offline"; }}
-modules_disabled = {{ "s2s"; }}
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_hashed"
-storage = "internal"
-VirtualHost "localhost"
-Component "{COMPONENT}"
-    component_secret = "{SECRET}"
-Component "upload.localhost" "http_file_share"
-    http_host = "127.0.0.1"
-"#,
-            base = dir.path().display()
-        );
+        let config = include_str!("../fixtures/prosody.cfg.lua.in")
+            .replace("@BASE@", &dir.path().display().to_string())
+            .replace("@C2S@", &c2s.to_string())
+            .replace("@COMPONENT_PORT@", &component.to_string())
+            .replace("@HTTP@", &http.to_string())
+            .replace("@COMPONENT@", COMPONENT)
+            .replace("@SECRET@", SECRET);
         std::fs::write(dir.path().join("prosody.cfg.lua"), config).expect("config");
         let mut prosody = Prosody {
             dir,
