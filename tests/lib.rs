@@ -500,6 +500,36 @@ impl Node {
             .collect()
     }
 
+    /// The live stream (`GET /api/v1/stream`) as the agent of `token` sees it: each event's
+    /// name (`change`, `typing`, ...) and data, as they come.
+    pub fn live_stream(
+        &self,
+        token: &str,
+    ) -> std::sync::mpsc::Receiver<(String, serde_json::Value)> {
+        let response = self
+            .http()
+            .get(&format!("{}/api/v1/stream", self.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("the stream opens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut name = String::new();
+            for line in BufReader::new(response.into_reader()).lines() {
+                let Ok(line) = line else { break };
+                if let Some(event) = line.strip_prefix("event:") {
+                    name = event.trim().to_owned();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    let data = serde_json::from_str(data.trim()).unwrap_or_default();
+                    if tx.send((name.clone(), data)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
     /// What `GET /api/v1/replication` says: PeerId, addresses, peers, digests.
     pub fn replication(&self, token: &str) -> serde_json::Value {
         let (status, view) = self.get(token, "/api/v1/replication");

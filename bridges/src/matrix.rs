@@ -156,7 +156,8 @@ impl MatrixRefusal {
     }
 }
 
-/// Which customer each direct chat is.
+/// Which customer each direct chat is. A customer may have several (they opened a new one):
+/// what they write in any is theirs, and replies go to the newest.
 #[derive(Debug, Default)]
 struct Rooms {
     by_customer: HashMap<OwnedUserId, OwnedRoomId>,
@@ -165,9 +166,7 @@ struct Rooms {
 
 impl Rooms {
     fn link(&mut self, customer: OwnedUserId, room: OwnedRoomId) {
-        if let Some(old) = self.by_customer.insert(customer.clone(), room.clone()) {
-            self.by_room.remove(&old);
-        }
+        self.by_customer.insert(customer.clone(), room.clone());
         self.by_room.insert(room, customer);
     }
 
@@ -175,17 +174,30 @@ impl Rooms {
         let customer = self.by_room.remove(room)?;
         if self.by_customer.get(&customer) == Some(room) {
             self.by_customer.remove(&customer);
+            // Replies go to another of their rooms, if they have one.
+            if let Some((other, _)) = self.by_room.iter().find(|(_, c)| **c == customer) {
+                self.by_customer.insert(customer.clone(), other.clone());
+            }
         }
         Some(customer)
     }
 
+    /// The bot's `m.direct`: each customer's rooms, the one replies go to last.
     fn direct(&self) -> DirectEventContent {
         let mut content = DirectEventContent::default();
+        for (room, customer) in &self.by_room {
+            if self.by_customer.get(customer) != Some(room) {
+                content
+                    .entry(OwnedDirectUserIdentifier::from(customer.clone()))
+                    .or_default()
+                    .push(room.clone());
+            }
+        }
         for (customer, room) in &self.by_customer {
-            content.insert(
-                OwnedDirectUserIdentifier::from(customer.clone()),
-                vec![room.clone()],
-            );
+            content
+                .entry(OwnedDirectUserIdentifier::from(customer.clone()))
+                .or_default()
+                .push(room.clone());
         }
         content
     }
@@ -244,10 +256,13 @@ impl<L: NodeLink> Matrix<L> {
         };
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         for (customer, list) in direct.iter() {
-            let (Some(user), Some(room)) = (customer.as_user_id(), list.last()) else {
+            let Some(user) = customer.as_user_id() else {
                 continue;
             };
-            rooms.link(user.to_owned(), room.clone());
+            // In order: the last is where replies go.
+            for room in list {
+                rooms.link(user.to_owned(), room.clone());
+            }
         }
         Ok(rooms.by_room.len())
     }
@@ -856,4 +871,64 @@ fn append(text: &mut String, line: &str) {
         text.push('\n');
     }
     text.push_str(line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(n: u8) -> OwnedRoomId {
+        OwnedRoomId::try_from(format!("!r{n}:localhost")).expect("room id")
+    }
+
+    #[test]
+    fn a_customers_older_rooms_stay_theirs_and_replies_go_to_the_newest() {
+        let alice = OwnedUserId::try_from("@alice:localhost").expect("user id");
+        let mut rooms = Rooms::default();
+        rooms.link(alice.clone(), room(1));
+        rooms.link(alice.clone(), room(2));
+        assert_eq!(
+            rooms.by_room.get(&room(1)),
+            Some(&alice),
+            "the old room is still hers"
+        );
+        assert_eq!(rooms.by_customer.get(&alice), Some(&room(2)));
+        let direct = rooms.direct();
+        let listed = direct
+            .get(&OwnedDirectUserIdentifier::from(alice.clone()))
+            .expect("listed");
+        assert_eq!(listed, &vec![room(1), room(2)], "the reply room last");
+        // She leaves the newest: replies go to the other.
+        rooms.unlink(&room(2));
+        assert_eq!(rooms.by_customer.get(&alice), Some(&room(1)));
+        rooms.unlink(&room(1));
+        assert!(rooms.by_customer.is_empty() && rooms.by_room.is_empty());
+    }
+
+    #[test]
+    fn the_registration_names_the_tokens_the_url_and_an_exclusive_namespace() {
+        let settings = MatrixSettings {
+            homeserver: "http://127.0.0.1:8008".to_owned(),
+            server_name: OwnedServerName::try_from("shop.example").expect("server name"),
+            bot: OwnedUserId::try_from("@support:shop.example").expect("user id"),
+            as_token: AppserviceToken::new("as-token-0123456789").expect("token"),
+            hs_token: AppserviceToken::new("hs-token-0123456789").expect("token"),
+        };
+        let yaml = settings.registration("https://node.shop.example");
+        for line in [
+            "url: \"https://node.shop.example\"",
+            "as_token: \"as-token-0123456789\"",
+            "hs_token: \"hs-token-0123456789\"",
+            "sender_localpart: \"support\"",
+            "receive_ephemeral: true",
+            "- exclusive: true",
+            "regex: '@support(_.*)?:shop\\.example'",
+        ] {
+            assert!(yaml.contains(line), "{line} in {yaml}");
+        }
+        assert!(
+            !format!("{settings:?}").contains("as-token"),
+            "tokens never print"
+        );
+    }
 }

@@ -340,6 +340,19 @@ fn a_matrix_customer_chats_with_the_bot_both_ways_with_files_receipts_edits_and_
             .is_some_and(|users| users.contains(&json!(BOT)))
     });
 
+    // Her typing reaches the agents' live stream.
+    let stream = node.live_stream(token);
+    alice.command(&json!({"typing": true}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (name, data) = stream
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("her typing on the live stream");
+        if name == "typing" && data["thread"] == thread.as_str() {
+            break;
+        }
+    }
+
     // A photo from her comes in as a file; the agent's file goes to her through the media
     // repository.
     let photo = tempfile::Builder::new()

@@ -304,6 +304,19 @@ fn an_xmpp_customer_writes_and_gets_replies_receipts_markers_and_files() {
         r["typing"] == true
     });
 
+    // Her typing reaches the agents' live stream.
+    let stream = node.live_stream(&token);
+    alice.command(&json!({"typing": true}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (name, data) = stream
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("her typing on the live stream");
+        if name == "typing" && data["thread"] == thread.as_str() {
+            break;
+        }
+    }
+
     // A forged `from` is replaced by the server with who she is: it lands on her thread.
     alice.command(&json!({"send": "m3", "text": "Signed, Bob", "from": "bob@localhost/x"}));
     alice.wait_for("the receipt of m3", Duration::from_secs(20), |r| {
