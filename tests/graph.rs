@@ -882,7 +882,7 @@ impl State {
 
 /// Runs the server until `stopped` says so (or its sender is gone), then gives open connections
 /// [`SHUTDOWN_GRACE`].
-fn serve(
+pub(crate) fn serve(
     listener: std::net::TcpListener,
     app: Router,
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -1119,11 +1119,11 @@ impl GraphError {
 }
 
 /// A multipart part.
-struct Part {
-    name: String,
-    filename: Option<String>,
-    content_type: Option<String>,
-    data: Vec<u8>,
+pub(crate) struct Part {
+    pub(crate) name: String,
+    pub(crate) filename: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) data: Vec<u8>,
 }
 
 fn route(shared: &Shared, request: &Request<'_>) -> Answer {
@@ -1317,7 +1317,7 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// A `multipart/form-data` body (RFC 7578), or `None` if it is malformed.
-fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
+pub(crate) fn parse_multipart(content_type: &str, body: &[u8]) -> Option<Vec<Part>> {
     let boundary = content_type.split(';').skip(1).find_map(|param| {
         let (name, value) = param.trim().split_once('=')?;
         name.eq_ignore_ascii_case("boundary")

@@ -351,14 +351,14 @@ impl GraphApi {
     }
 }
 
-fn rand_boundary() -> u64 {
+pub(crate) fn rand_boundary() -> u64 {
     let mut bytes = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     u64::from_le_bytes(bytes)
 }
 
 /// A `multipart/form-data` body (RFC 7578).
-fn multipart(
+pub(crate) fn multipart(
     boundary: &str,
     fields: &[(&'static str, String)],
     file_field: &str,

@@ -33,6 +33,10 @@ pub enum SignatureError {
     /// The signature is not the body's under the secret (a wrong secret, or a changed body).
     #[error("the signature does not match the body")]
     Mismatch,
+    /// The shared secret token the request carries is not the bridge's (Telegram's
+    /// `X-Telegram-Bot-Api-Secret-Token`).
+    #[error("the secret token is wrong")]
+    WrongToken,
 }
 
 impl SignatureError {
@@ -40,7 +44,9 @@ impl SignatureError {
     /// it is signed wrongly.
     pub fn status(&self) -> u16 {
         match self {
-            SignatureError::Missing { .. } | SignatureError::Malformed { .. } => 401,
+            SignatureError::Missing { .. }
+            | SignatureError::Malformed { .. }
+            | SignatureError::WrongToken => 401,
             SignatureError::Mismatch => 403,
         }
     }

@@ -74,7 +74,7 @@ fn main() {
                 stored[0]
             );
             written += 2;
-            if written % step == 0 || written >= n_events {
+            if written.is_multiple_of(step) || written >= n_events {
                 let per_event = step_started.elapsed().as_secs_f64() * 1e6 / step as f64;
                 let bytes = store.size_on_disk().expect("size");
                 println!(

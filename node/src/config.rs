@@ -102,6 +102,16 @@ imap_poll_seconds = 30
 # app_secret = \"\"
 # verify_token = \"\"
 
+[telegram]
+# The Telegram bridge: customers write to your bot (from @BotFather) in a private chat. On
+# when `bot_token` is set. Point the bot's webhook at https://<your host>/webhooks/telegram
+# with `setWebhook` and the same `secret_token`. THREADLINE_TELEGRAM_BOT_TOKEN and
+# THREADLINE_TELEGRAM_SECRET_TOKEN override what is here.
+# bot_token = \"123456789:AA…\"
+# secret_token = \"16 to 256 of A-Z a-z 0-9 _ -\"
+# The bot's username, for the web chat's \"continue on Telegram\" link (t.me/<username>).
+# bot_username = \"shop_support_bot\"
+
 [xmpp]
 # The XMPP bridge: the support address is an external component (XEP-0114) of your XMPP
 # server; customers on any XMPP account write to it. On when `component` is set. Declare the
@@ -192,6 +202,8 @@ pub struct Config {
     pub messenger: Option<MetaConfig>,
     /// The Instagram account, if configured.
     pub instagram: Option<MetaConfig>,
+    /// The Telegram bot, if configured.
+    pub telegram: Option<TelegramConfig>,
     /// The XMPP component, if configured.
     pub xmpp: Option<XmppConfig>,
     /// The Matrix application service, if configured.
@@ -232,6 +244,87 @@ impl std::fmt::Debug for MetaConfig {
             .field("graph_url", &self.graph_url)
             .field("graph_version", &self.graph_version)
             .finish_non_exhaustive()
+    }
+}
+
+/// The Telegram bridge, configured (`[telegram]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TelegramConfig {
+    /// The bot's token.
+    pub bot_token: String,
+    /// The webhook's secret token.
+    pub secret_token: String,
+    /// The bot's username, for `t.me` links.
+    pub bot_username: Option<String>,
+    /// The Bot API's base URL.
+    pub api_url: String,
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("bot_username", &self.bot_username)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelegramConfig {
+    /// The bridge's settings (the checks the bridge makes, so a bad value stops the node at
+    /// start).
+    pub fn settings(&self) -> Result<threadline_bridges::telegram::TelegramSettings, String> {
+        use threadline_bridges::telegram::{BotApi, BotToken, SecretToken, TelegramSettings};
+        let token = BotToken::new(self.bot_token.clone())
+            .map_err(|err| format!("telegram.bot_token: {err}"))?;
+        Ok(TelegramSettings {
+            secret: SecretToken::new(self.secret_token.clone())
+                .map_err(|err| format!("telegram.secret_token: {err}"))?,
+            bot_username: self.bot_username.clone(),
+            api: BotApi::new(&self.api_url, token)
+                .map_err(|err| format!("telegram.api_url: {err}"))?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelegramSection {
+    #[serde(default)]
+    bot_token: Option<String>,
+    #[serde(default)]
+    secret_token: Option<String>,
+    #[serde(default)]
+    bot_username: Option<String>,
+    #[serde(default)]
+    api_url: Option<String>,
+}
+
+impl TelegramSection {
+    fn load(self) -> Result<Option<TelegramConfig>, String> {
+        let from_env = |name: &str| {
+            std::env::var(format!("THREADLINE_TELEGRAM_{name}"))
+                .ok()
+                .filter(|value| !value.is_empty())
+        };
+        let Some(bot_token) = from_env("BOT_TOKEN").or(self.bot_token) else {
+            return Ok(None);
+        };
+        let secret_token = from_env("SECRET_TOKEN")
+            .or(self.secret_token)
+            .ok_or("telegram.secret_token is needed when telegram is on")?;
+        let config = TelegramConfig {
+            bot_token,
+            secret_token,
+            bot_username: self
+                .bot_username
+                .map(|name| name.trim().trim_start_matches('@').to_owned())
+                .filter(|name| !name.is_empty()),
+            api_url: self
+                .api_url
+                .unwrap_or_else(|| threadline_bridges::telegram::DEFAULT_API_URL.to_owned()),
+        };
+        config.settings()?;
+        Ok(Some(config))
     }
 }
 
@@ -675,6 +768,8 @@ struct File {
     #[serde(default)]
     instagram: MetaSection,
     #[serde(default)]
+    telegram: TelegramSection,
+    #[serde(default)]
     xmpp: XmppSection,
     #[serde(default)]
     matrix: MatrixSection,
@@ -928,6 +1023,7 @@ impl Config {
             whatsapp: None,
             messenger: None,
             instagram: None,
+            telegram: None,
             xmpp: None,
             matrix: None,
         }
@@ -1032,9 +1128,11 @@ impl Config {
         let whatsapp = file.whatsapp.load("whatsapp").map_err(bad)?;
         let messenger = file.messenger.load("messenger").map_err(bad)?;
         let instagram = file.instagram.load("instagram").map_err(bad)?;
+        let telegram = file.telegram.load().map_err(bad)?;
         let xmpp = file.xmpp.load().map_err(bad)?;
         let matrix = file.matrix.load().map_err(bad)?;
         Ok(Config {
+            telegram,
             xmpp,
             matrix,
             whatsapp,

@@ -35,13 +35,14 @@ pub use writer::{start, start_with_cache, Running};
 /// The channels whose bridges send a reply's files (the others would drop them). XMPP sends
 /// them through the server's upload service; a bridge with none fails such a reply with the
 /// reason.
-pub const CHANNELS_WITH_FILES: [ChannelKind; 6] = [
+pub const CHANNELS_WITH_FILES: [ChannelKind; 7] = [
     ChannelKind::Email,
     ChannelKind::Whatsapp,
     ChannelKind::Messenger,
     ChannelKind::Instagram,
     ChannelKind::Xmpp,
     ChannelKind::Matrix,
+    ChannelKind::Telegram,
 ];
 
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,

@@ -41,6 +41,7 @@ pub mod retention;
 pub mod server;
 pub mod standalone;
 pub mod store;
+pub mod telegram;
 pub mod thread_facts;
 pub mod thread_index;
 pub mod xmpp;

@@ -16,7 +16,7 @@ use threadline_bridges::whatsapp::{Whatsapp, WhatsappSettings};
 use threadline_protocol::{ChannelKind, SecretKey};
 use tracing::{info, warn};
 
-use crate::api::webhooks::MetaBridges;
+use crate::api::webhooks::WebhookBridges;
 use crate::bridge_host::LocalLink;
 use crate::config::MetaConfig;
 use crate::ingest::Ingest;
@@ -77,8 +77,8 @@ pub fn messenger<L: NodeLink>(
 pub fn start(
     ingest: &Ingest,
     configured: Vec<(ChannelKind, MetaConfig, SecretKey)>,
-) -> Result<MetaBridges<LocalLink>, String> {
-    let mut bridges = MetaBridges::default();
+) -> Result<WebhookBridges<LocalLink>, String> {
+    let mut bridges = WebhookBridges::default();
     for (channel, config, key) in configured {
         if config.human_agent {
             ingest.allow_human_agent(channel);
@@ -125,7 +125,7 @@ pub fn start(
 
 /// The apps a web chat visitor can continue on: the configured Meta channels that have a
 /// link name (a page username, a number).
-pub fn continue_on<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Vec<ContinueOn> {
+pub fn continue_on<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Vec<ContinueOn> {
     let probe = HandoffCode::from_bytes([0; 16]);
     let mut apps = Vec::new();
     if let Some(whatsapp) = bridges.whatsapp.clone() {

@@ -138,6 +138,12 @@ pub async fn serve(
             }
         }
     }
+    let telegram_key = match &config.telegram {
+        Some(_) => {
+            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Telegram, crate::clock::now())?
+        }
+        None => None,
+    };
     let xmpp_key = match &config.xmpp {
         Some(_) => {
             admin::builtin_bridge_key(data_dir, &store, ChannelKind::Xmpp, crate::clock::now())?
@@ -159,8 +165,18 @@ pub async fn serve(
         crate::clock::now,
         config.thread_cache_events,
     )?;
-    let meta = crate::meta::start(&ingest, meta_keys)
+    let mut meta = crate::meta::start(&ingest, meta_keys)
         .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
+    match (&config.telegram, telegram_key) {
+        (Some(configured), Some(key)) => {
+            meta.telegram = Some(
+                crate::telegram::start(&ingest, configured, key)
+                    .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
+            );
+        }
+        (Some(_), None) => warn!("telegram off: this node has no telegram bridge key and no org key to make one (run `threadline bridge add telegram` where the org key is, and copy the key to keys/bridge-telegram.key)"),
+        _ => {}
+    }
     let xmpp = match (&config.xmpp, xmpp_key) {
         (Some(configured), Some(key)) => Some(
             crate::xmpp::start(&ingest, configured, key)
@@ -569,11 +585,20 @@ async fn deliver_email(
 
 /// The apps a web chat visitor can continue on: Meta's with a link name, and XMPP.
 fn continue_on(
-    meta: &crate::api::webhooks::MetaBridges<LocalLink>,
+    meta: &crate::api::webhooks::WebhookBridges<LocalLink>,
     xmpp: Option<&Arc<threadline_bridges::xmpp::Xmpp<LocalLink>>>,
     matrix: Option<&Arc<threadline_bridges::matrix::Matrix<LocalLink>>>,
 ) -> Vec<threadline_bridges::webchat::ContinueOn> {
     let mut apps = crate::meta::continue_on(meta);
+    if let Some(telegram) = meta.telegram.clone() {
+        let probe = threadline_bridges::sdk::HandoffCode::from_bytes([0; 16]);
+        if telegram.continue_link(&probe).is_some() {
+            apps.push(threadline_bridges::webchat::ContinueOn {
+                channel: ChannelKind::Telegram,
+                link: Arc::new(move |code| telegram.continue_link(code)),
+            });
+        }
+    }
     if let Some(matrix) = matrix {
         let settings = matrix.settings().clone();
         apps.push(threadline_bridges::webchat::ContinueOn {

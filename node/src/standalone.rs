@@ -126,7 +126,7 @@ pub async fn run_meta(
         link,
         crate::clock::now,
     );
-    let mut bridges = crate::api::webhooks::MetaBridges::default();
+    let mut bridges = crate::api::webhooks::WebhookBridges::default();
     let (close, mut closing) = tokio::sync::watch::channel(false);
     let poller = match settings.channel {
         ChannelKind::Whatsapp => {

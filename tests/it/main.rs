@@ -12,5 +12,6 @@ mod matrix;
 mod meta;
 mod node;
 mod store;
+mod telegram;
 mod webchat;
 mod xmpp;

@@ -62,7 +62,7 @@
   var emailLeft = !!settings.email;
 
   // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
-  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP" };
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP", telegram: "Telegram" };
   // Apps whose links cannot fill in the first message (matrix.to): the visitor sends it.
   var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true };
   var continueBar = el("div", "tl-chat-continue");

@@ -1,6 +1,6 @@
-//! The webhook routes of the Meta bridges: `/webhooks/whatsapp`, `/webhooks/messenger` and
+//! The webhook routes of the webhook bridges: `/webhooks/whatsapp`, `/webhooks/messenger` and
 //! `/webhooks/instagram`, each a `GET` for the subscription handshake and a `POST` for
-//! deliveries. A delivery's raw body goes to its bridge as received: the signature is checked
+//! deliveries, and `/webhooks/telegram` (a `POST` of updates, with the secret token). A delivery's raw body goes to its bridge as received: the signature is checked
 //! over those bytes before anything is parsed, and the answer is `200` only once everything
 //! in it is durable (`503` asks Meta to deliver it again).
 
@@ -13,51 +13,56 @@ use axum::{
     extract::{Query, Request, State},
     http::{header::CONTENT_LENGTH, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, MethodRouter},
+    routing::{get, post, MethodRouter},
     Router,
 };
 use threadline_bridges::instagram::Instagram;
 use threadline_bridges::messenger::Messenger;
 use threadline_bridges::sdk::NodeLink;
+use threadline_bridges::telegram::{Telegram, SECRET_TOKEN_HEADER};
 use threadline_bridges::webhook::{
     MetaEndpoint, WebhookRefusal, HUB_SIGNATURE_HEADER, MAX_WEBHOOK_BYTES,
 };
 use threadline_bridges::whatsapp::Whatsapp;
 use tracing::warn;
 
-/// The Meta bridges a server runs (each optional).
+/// The webhook bridges a server runs (each optional).
 #[derive(Debug)]
-pub struct MetaBridges<L> {
+pub struct WebhookBridges<L> {
     /// WhatsApp.
     pub whatsapp: Option<Arc<Whatsapp<L>>>,
     /// Messenger.
     pub messenger: Option<Arc<Messenger<L>>>,
     /// Instagram.
     pub instagram: Option<Arc<Instagram<L>>>,
+    /// Telegram.
+    pub telegram: Option<Arc<Telegram<L>>>,
 }
 
-impl<L> Default for MetaBridges<L> {
+impl<L> Default for WebhookBridges<L> {
     fn default() -> Self {
-        MetaBridges {
+        WebhookBridges {
             whatsapp: None,
             messenger: None,
             instagram: None,
+            telegram: None,
         }
     }
 }
 
-impl<L> Clone for MetaBridges<L> {
+impl<L> Clone for WebhookBridges<L> {
     fn clone(&self) -> Self {
-        MetaBridges {
+        WebhookBridges {
             whatsapp: self.whatsapp.clone(),
             messenger: self.messenger.clone(),
             instagram: self.instagram.clone(),
+            telegram: self.telegram.clone(),
         }
     }
 }
 
 /// The routes of the configured bridges (none for those that are not).
-pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
+pub fn router<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Router {
     let mut router = Router::new();
     if let Some(bridge) = &bridges.whatsapp {
         router = router.route(
@@ -85,6 +90,26 @@ pub fn router<L: NodeLink + 'static>(bridges: &MetaBridges<L>) -> Router {
                     ),
                 );
         }
+    }
+    if let Some(bridge) = &bridges.telegram {
+        let bridge = Arc::clone(bridge);
+        router = router.route(
+            "/webhooks/telegram",
+            post(move |request: Request| {
+                let bridge = Arc::clone(&bridge);
+                async move {
+                    match raw_delivery(request).await {
+                        Ok((headers, body)) => {
+                            let secret = headers
+                                .get(SECRET_TOKEN_HEADER)
+                                .map(|value| value.as_bytes());
+                            answer("telegram", bridge.take(secret, &body).await)
+                        }
+                        Err(refused) => refused,
+                    }
+                }
+            }),
+        );
     }
     router
 }
@@ -177,7 +202,7 @@ fn answer(what: &str, taken: Result<(), WebhookRefusal>) -> Response {
             let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
             match &refusal {
                 WebhookRefusal::Unavailable(_) => {
-                    warn!(webhook = what, cause = %refusal, "delivery not taken; Meta will retry")
+                    warn!(webhook = what, cause = %refusal, "delivery not taken; the provider will retry")
                 }
                 _ => warn!(webhook = what, cause = %refusal, "delivery refused"),
             }

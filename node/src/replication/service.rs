@@ -314,12 +314,12 @@ async fn run(
             },
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     service.load_targets();
                 }
                 service.dial_due();
                 service.unblock_due();
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     // New ones are asked for when their events arrive; this is the retry.
                     service.fetch_blobs();
                 }
