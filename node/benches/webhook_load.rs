@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo bench -p threadline-node --bench webhook_load` (environment: `LOAD_DELIVERIES`,
 //! default 10,000; `LOAD_SENDERS`, concurrent connections, default 16; `LOAD_CUSTOMERS`,
-//! default 1,000). Figures: docs/BENCHMARKS.md.
+//! default 1,000; `LOAD_PROVIDER`, `whatsapp` (default) or `telegram`: Telegram updates with
+//! the webhook's secret token, into the built-in Telegram bridge). Figures:
+//! docs/BENCHMARKS.md.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,13 +22,46 @@ use common::{env, percentile, BenchNode};
 
 const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
+const TELEGRAM_SECRET: &str = "bench-telegram-secret-token";
+
+/// A Telegram update as the Bot API sends it: customer `customer` (a private chat of their
+/// own) writes `text` as their message number `message`.
+fn telegram_update(customer: usize, message: usize, text: &str) -> Vec<u8> {
+    let user = 100_000 + customer;
+    serde_json::json!({
+        "update_id": customer * 100_000 + message,
+        "message": {
+            "message_id": message + 1,
+            "date": 1_767_225_600,
+            "chat": {"id": user, "type": "private", "first_name": format!("Customer {customer}")},
+            "from": {"id": user, "is_bot": false, "first_name": format!("Customer {customer}")},
+            "text": text,
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
 
 fn main() {
     let n_deliveries = env("LOAD_DELIVERIES", 10_000);
     let n_senders = env("LOAD_SENDERS", 16);
     let n_customers = env("LOAD_CUSTOMERS", 1_000);
+    let telegram = std::env::var("LOAD_PROVIDER").is_ok_and(|p| p == "telegram");
     let node = BenchNode::start(false, |loopback| {
-        common::with_whatsapp(loopback, PHONE_ID, SECRET)
+        if telegram {
+            threadline_node::config::Config {
+                telegram: Some(threadline_node::config::TelegramConfig {
+                    bot_token: "123456789:AAHbenchbenchbench".to_owned(),
+                    secret_token: TELEGRAM_SECRET.to_owned(),
+                    bot_username: None,
+                    // Nothing is sent: no Bot API is reachable.
+                    api_url: "http://127.0.0.1:9".to_owned(),
+                }),
+                ..loopback
+            }
+        } else {
+            common::with_whatsapp(loopback, PHONE_ID, SECRET)
+        }
     });
     let (base, token) = (node.base.clone(), node.token.clone());
     std::thread::sleep(Duration::from_millis(300));
@@ -42,7 +77,11 @@ fn main() {
     }
     // Senders take the plan round-robin, so retries run alongside first deliveries.
     let secret = AppSecret::new(SECRET).expect("secret");
-    let url = format!("{base}/webhooks/whatsapp");
+    let url = if telegram {
+        format!("{base}/webhooks/telegram")
+    } else {
+        format!("{base}/webhooks/whatsapp")
+    };
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(n_deliveries)));
     let started = Instant::now();
     let senders: Vec<_> = (0..n_senders)
@@ -60,18 +99,29 @@ fn main() {
                     .build();
                 let mut mine_latencies = Vec::with_capacity(mine.len());
                 for (customer, message) in mine {
-                    let body = common::whatsapp_delivery(
-                        PHONE_ID,
-                        customer,
-                        &format!("wamid.BENCH{customer:06}x{message:04}"),
-                        &format!("customer {customer} message {message}"),
-                    );
-                    let signature = secret.hub_signature(&body);
+                    let text = format!("customer {customer} message {message}");
+                    let (body, header, value) = if telegram {
+                        let body = telegram_update(customer, message, &text);
+                        (
+                            body,
+                            "X-Telegram-Bot-Api-Secret-Token",
+                            TELEGRAM_SECRET.to_owned(),
+                        )
+                    } else {
+                        let body = common::whatsapp_delivery(
+                            PHONE_ID,
+                            customer,
+                            &format!("wamid.BENCH{customer:06}x{message:04}"),
+                            &text,
+                        );
+                        let signature = secret.hub_signature(&body);
+                        (body, "X-Hub-Signature-256", signature)
+                    };
                     let sent = Instant::now();
                     let answer = http
                         .post(&url)
                         .set("Content-Type", "application/json")
-                        .set("X-Hub-Signature-256", &signature)
+                        .set(header, &value)
                         .send_bytes(&body);
                     assert!(answer.is_ok(), "delivery refused: {answer:?}");
                     mine_latencies.push(sent.elapsed());
