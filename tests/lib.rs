@@ -4,6 +4,7 @@
 //! bridges.
 
 pub mod graph;
+pub mod slack;
 pub mod telegram;
 
 use std::io::{BufRead as _, BufReader};

@@ -19,6 +19,7 @@ pub mod matrix;
 pub mod messenger;
 pub mod rate;
 pub mod sdk;
+pub mod slack;
 pub mod telegram;
 pub mod webchat;
 pub mod webhook;

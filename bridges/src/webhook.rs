@@ -37,6 +37,9 @@ pub enum SignatureError {
     /// `X-Telegram-Bot-Api-Secret-Token`).
     #[error("the secret token is wrong")]
     WrongToken,
+    /// The signed timestamp is too far from the bridge's clock (a replayed request).
+    #[error("the request's timestamp is more than 5 minutes from now")]
+    Stale,
 }
 
 impl SignatureError {
@@ -46,7 +49,8 @@ impl SignatureError {
         match self {
             SignatureError::Missing { .. }
             | SignatureError::Malformed { .. }
-            | SignatureError::WrongToken => 401,
+            | SignatureError::WrongToken
+            | SignatureError::Stale => 401,
             SignatureError::Mismatch => 403,
         }
     }

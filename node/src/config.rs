@@ -112,6 +112,18 @@ imap_poll_seconds = 30
 # The bot's username, for the web chat's \"continue on Telegram\" link (t.me/<username>).
 # bot_username = \"shop_support_bot\"
 
+[slack]
+# The Slack bridge: customers in Slack write to your app (a direct message, or a Slack Connect
+# channel the app is in). On when `bot_token` is set. Give Slack the Events API request URL
+# https://<your host>/webhooks/slack and subscribe to message.im and message.channels.
+# THREADLINE_SLACK_BOT_TOKEN and THREADLINE_SLACK_SIGNING_SECRET override what is here.
+# bot_token = \"xoxb-…\"
+# signing_secret = \"\"
+# The app's bot user (U…), whose own posts are never a customer's.
+# bot_user = \"U0123456789\"
+# For the web chat's \"continue on Slack\": https://slack.com/app_redirect?app=<app id>&team=<team id>
+# app_link = \"https://slack.com/app_redirect?app=A0123456789\"
+
 [xmpp]
 # The XMPP bridge: the support address is an external component (XEP-0114) of your XMPP
 # server; customers on any XMPP account write to it. On when `component` is set. Declare the
@@ -204,6 +216,8 @@ pub struct Config {
     pub instagram: Option<MetaConfig>,
     /// The Telegram bot, if configured.
     pub telegram: Option<TelegramConfig>,
+    /// The Slack app, if configured.
+    pub slack: Option<SlackConfig>,
     /// The XMPP component, if configured.
     pub xmpp: Option<XmppConfig>,
     /// The Matrix application service, if configured.
@@ -322,6 +336,91 @@ impl TelegramSection {
             api_url: self
                 .api_url
                 .unwrap_or_else(|| threadline_bridges::telegram::DEFAULT_API_URL.to_owned()),
+        };
+        config.settings()?;
+        Ok(Some(config))
+    }
+}
+
+/// The Slack bridge, configured (`[slack]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlackConfig {
+    /// The bot token.
+    pub bot_token: String,
+    /// The signing secret.
+    pub signing_secret: String,
+    /// The app's bot user id.
+    pub bot_user: Option<String>,
+    /// The link that opens the app in Slack.
+    pub app_link: Option<String>,
+    /// The Web API's base URL.
+    pub api_url: String,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("bot_user", &self.bot_user)
+            .field("app_link", &self.app_link)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlackConfig {
+    /// The bridge's settings (the checks the bridge makes, so a bad value stops the node at
+    /// start).
+    pub fn settings(&self) -> Result<threadline_bridges::slack::SlackSettings, String> {
+        use threadline_bridges::slack::{BotToken, SigningSecret, SlackSettings, WebApi};
+        let token = BotToken::new(self.bot_token.clone())
+            .map_err(|err| format!("slack.bot_token: {err}"))?;
+        Ok(SlackSettings {
+            signing_secret: SigningSecret::new(self.signing_secret.clone())
+                .map_err(|err| format!("slack.signing_secret: {err}"))?,
+            bot_user: self.bot_user.clone(),
+            app_link: self.app_link.clone(),
+            api: WebApi::new(&self.api_url, token)
+                .map_err(|err| format!("slack.api_url: {err}"))?,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackSection {
+    #[serde(default)]
+    bot_token: Option<String>,
+    #[serde(default)]
+    signing_secret: Option<String>,
+    #[serde(default)]
+    bot_user: Option<String>,
+    #[serde(default)]
+    app_link: Option<String>,
+    #[serde(default)]
+    api_url: Option<String>,
+}
+
+impl SlackSection {
+    fn load(self) -> Result<Option<SlackConfig>, String> {
+        let from_env = |name: &str| {
+            std::env::var(format!("THREADLINE_SLACK_{name}"))
+                .ok()
+                .filter(|value| !value.is_empty())
+        };
+        let Some(bot_token) = from_env("BOT_TOKEN").or(self.bot_token) else {
+            return Ok(None);
+        };
+        let signing_secret = from_env("SIGNING_SECRET")
+            .or(self.signing_secret)
+            .ok_or("slack.signing_secret is needed when slack is on")?;
+        let config = SlackConfig {
+            bot_token,
+            signing_secret,
+            bot_user: self.bot_user.filter(|user| !user.trim().is_empty()),
+            app_link: self.app_link.filter(|link| !link.trim().is_empty()),
+            api_url: self
+                .api_url
+                .unwrap_or_else(|| threadline_bridges::slack::DEFAULT_API_URL.to_owned()),
         };
         config.settings()?;
         Ok(Some(config))
@@ -770,6 +869,8 @@ struct File {
     #[serde(default)]
     telegram: TelegramSection,
     #[serde(default)]
+    slack: SlackSection,
+    #[serde(default)]
     xmpp: XmppSection,
     #[serde(default)]
     matrix: MatrixSection,
@@ -1024,6 +1125,7 @@ impl Config {
             messenger: None,
             instagram: None,
             telegram: None,
+            slack: None,
             xmpp: None,
             matrix: None,
         }
@@ -1129,10 +1231,12 @@ impl Config {
         let messenger = file.messenger.load("messenger").map_err(bad)?;
         let instagram = file.instagram.load("instagram").map_err(bad)?;
         let telegram = file.telegram.load().map_err(bad)?;
+        let slack = file.slack.load().map_err(bad)?;
         let xmpp = file.xmpp.load().map_err(bad)?;
         let matrix = file.matrix.load().map_err(bad)?;
         Ok(Config {
             telegram,
+            slack,
             xmpp,
             matrix,
             whatsapp,

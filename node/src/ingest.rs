@@ -35,7 +35,7 @@ pub use writer::{start, start_with_cache, Running};
 /// The channels whose bridges send a reply's files (the others would drop them). XMPP sends
 /// them through the server's upload service; a bridge with none fails such a reply with the
 /// reason.
-pub const CHANNELS_WITH_FILES: [ChannelKind; 7] = [
+pub const CHANNELS_WITH_FILES: [ChannelKind; 8] = [
     ChannelKind::Email,
     ChannelKind::Whatsapp,
     ChannelKind::Messenger,
@@ -43,6 +43,7 @@ pub const CHANNELS_WITH_FILES: [ChannelKind; 7] = [
     ChannelKind::Xmpp,
     ChannelKind::Matrix,
     ChannelKind::Telegram,
+    ChannelKind::Slack,
 ];
 
 /// Requests waiting for the writer. Enough for bursts of many concurrent API calls; beyond it,

@@ -39,6 +39,7 @@ pub mod replication;
 pub mod replication_status;
 pub mod retention;
 pub mod server;
+pub mod slack;
 pub mod standalone;
 pub mod store;
 pub mod telegram;

@@ -154,7 +154,7 @@ pub fn continue_on<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Vec<Co
 
 /// Sends a channel's replies as soon as they are stored, and every few seconds (retries of
 /// what the app did not take). Ends when the node closes.
-async fn deliver_while_open<F, Fut>(ingest: Ingest, channel: ChannelKind, deliver: F)
+pub(crate) async fn deliver_while_open<F, Fut>(ingest: Ingest, channel: ChannelKind, deliver: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<usize, BridgeError>>,

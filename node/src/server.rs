@@ -144,6 +144,12 @@ pub async fn serve(
         }
         None => None,
     };
+    let slack_key = match &config.slack {
+        Some(_) => {
+            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Slack, crate::clock::now())?
+        }
+        None => None,
+    };
     let xmpp_key = match &config.xmpp {
         Some(_) => {
             admin::builtin_bridge_key(data_dir, &store, ChannelKind::Xmpp, crate::clock::now())?
@@ -175,6 +181,16 @@ pub async fn serve(
             );
         }
         (Some(_), None) => warn!("telegram off: this node has no telegram bridge key and no org key to make one (run `threadline bridge add telegram` where the org key is, and copy the key to keys/bridge-telegram.key)"),
+        _ => {}
+    }
+    match (&config.slack, slack_key) {
+        (Some(configured), Some(key)) => {
+            meta.slack = Some(
+                crate::slack::start(&ingest, configured, key)
+                    .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
+            );
+        }
+        (Some(_), None) => warn!("slack off: this node has no slack bridge key and no org key to make one (run `threadline bridge add slack` where the org key is, and copy the key to keys/bridge-slack.key)"),
         _ => {}
     }
     let xmpp = match (&config.xmpp, xmpp_key) {
@@ -590,6 +606,15 @@ fn continue_on(
     matrix: Option<&Arc<threadline_bridges::matrix::Matrix<LocalLink>>>,
 ) -> Vec<threadline_bridges::webchat::ContinueOn> {
     let mut apps = crate::meta::continue_on(meta);
+    if let Some(slack) = meta.slack.clone() {
+        let probe = threadline_bridges::sdk::HandoffCode::from_bytes([0; 16]);
+        if slack.continue_link(&probe).is_some() {
+            apps.push(threadline_bridges::webchat::ContinueOn {
+                channel: ChannelKind::Slack,
+                link: Arc::new(move |code| slack.continue_link(code)),
+            });
+        }
+    }
     if let Some(telegram) = meta.telegram.clone() {
         let probe = threadline_bridges::sdk::HandoffCode::from_bytes([0; 16]);
         if telegram.continue_link(&probe).is_some() {

@@ -11,6 +11,7 @@ mod limits;
 mod matrix;
 mod meta;
 mod node;
+mod slack;
 mod store;
 mod telegram;
 mod webchat;

@@ -62,9 +62,9 @@
   var emailLeft = !!settings.email;
 
   // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
-  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP", telegram: "Telegram" };
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP", telegram: "Telegram", slack: "Slack" };
   // Apps whose links cannot fill in the first message (matrix.to): the visitor sends it.
-  var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true };
+  var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true, slack: true };
   var continueBar = el("div", "tl-chat-continue");
   continueBar.hidden = true;
   var continueLinks = el("div", "tl-chat-continue-row");

@@ -1,6 +1,7 @@
 //! The webhook routes of the webhook bridges: `/webhooks/whatsapp`, `/webhooks/messenger` and
 //! `/webhooks/instagram`, each a `GET` for the subscription handshake and a `POST` for
-//! deliveries, and `/webhooks/telegram` (a `POST` of updates, with the secret token). A delivery's raw body goes to its bridge as received: the signature is checked
+//! deliveries, `/webhooks/telegram` (a `POST` of updates, with the secret token) and
+//! `/webhooks/slack` (the Events API, signed; its `url_verification` answered). A delivery's raw body goes to its bridge as received: the signature is checked
 //! over those bytes before anything is parsed, and the answer is `200` only once everything
 //! in it is durable (`503` asks Meta to deliver it again).
 
@@ -19,6 +20,10 @@ use axum::{
 use threadline_bridges::instagram::Instagram;
 use threadline_bridges::messenger::Messenger;
 use threadline_bridges::sdk::NodeLink;
+use threadline_bridges::slack::{
+    Answer as SlackAnswer, Slack, SIGNATURE_HEADER as SLACK_SIGNATURE,
+    TIMESTAMP_HEADER as SLACK_TIMESTAMP,
+};
 use threadline_bridges::telegram::{Telegram, SECRET_TOKEN_HEADER};
 use threadline_bridges::webhook::{
     MetaEndpoint, WebhookRefusal, HUB_SIGNATURE_HEADER, MAX_WEBHOOK_BYTES,
@@ -37,6 +42,8 @@ pub struct WebhookBridges<L> {
     pub instagram: Option<Arc<Instagram<L>>>,
     /// Telegram.
     pub telegram: Option<Arc<Telegram<L>>>,
+    /// Slack.
+    pub slack: Option<Arc<Slack<L>>>,
 }
 
 impl<L> Default for WebhookBridges<L> {
@@ -46,6 +53,7 @@ impl<L> Default for WebhookBridges<L> {
             messenger: None,
             instagram: None,
             telegram: None,
+            slack: None,
         }
     }
 }
@@ -57,6 +65,7 @@ impl<L> Clone for WebhookBridges<L> {
             messenger: self.messenger.clone(),
             instagram: self.instagram.clone(),
             telegram: self.telegram.clone(),
+            slack: self.slack.clone(),
         }
     }
 }
@@ -106,6 +115,32 @@ pub fn router<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Router {
                             answer("telegram", bridge.take(secret, &body).await)
                         }
                         Err(refused) => refused,
+                    }
+                }
+            }),
+        );
+    }
+    if let Some(bridge) = &bridges.slack {
+        let bridge = Arc::clone(bridge);
+        router = router.route(
+            "/webhooks/slack",
+            post(move |request: Request| {
+                let bridge = Arc::clone(&bridge);
+                async move {
+                    let (headers, body) = match raw_delivery(request).await {
+                        Ok(delivery) => delivery,
+                        Err(refused) => return refused,
+                    };
+                    let header = |name: &str| headers.get(name).map(|value| value.as_bytes());
+                    let taken = bridge
+                        .take(header(SLACK_SIGNATURE), header(SLACK_TIMESTAMP), &body)
+                        .await;
+                    match taken {
+                        Ok(SlackAnswer::Challenge(challenge)) => {
+                            (StatusCode::OK, challenge).into_response()
+                        }
+                        Ok(SlackAnswer::Taken) => answer("slack", Ok(())),
+                        Err(refusal) => answer("slack", Err(refusal)),
                     }
                 }
             }),

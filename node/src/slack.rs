@@ -1,0 +1,45 @@
+//! The Slack bridge in the node: made from `[slack]`, its Events API requests served by
+//! `api/webhooks.rs`, its replies sent as soon as they are stored.
+
+use std::sync::Arc;
+
+use threadline_bridges::sdk::{Bridge, BridgeIdentity};
+use threadline_bridges::slack::Slack;
+use threadline_protocol::{ChannelKind, SecretKey};
+use tracing::info;
+
+use crate::bridge_host::LocalLink;
+use crate::config::SlackConfig;
+use crate::ingest::Ingest;
+
+/// Deliveries sent per round.
+const BATCH: usize = 64;
+
+/// Starts the Slack bridge with its certified `key`; it runs until the node closes.
+pub fn start(
+    ingest: &Ingest,
+    config: &SlackConfig,
+    key: SecretKey,
+) -> Result<Arc<Slack<LocalLink>>, String> {
+    let bridge = Bridge::new(
+        BridgeIdentity::new(key, ChannelKind::Slack),
+        LocalLink::new(ingest.clone(), ChannelKind::Slack),
+        crate::clock::now,
+    );
+    let slack = Arc::new(Slack::new(
+        bridge,
+        config.settings()?,
+        threadline_bridges::slack::unix_now,
+    ));
+    info!("slack on: Events API at /webhooks/slack");
+    let sender = Arc::clone(&slack);
+    tokio::spawn(crate::meta::deliver_while_open(
+        ingest.clone(),
+        ChannelKind::Slack,
+        move || {
+            let sender = Arc::clone(&sender);
+            async move { sender.deliver(BATCH).await }
+        },
+    ));
+    Ok(slack)
+}
