@@ -7,8 +7,8 @@
 //!
 //! Run: `cargo bench -p threadline-node --bench webhook_load` (environment: `LOAD_DELIVERIES`,
 //! default 10,000; `LOAD_SENDERS`, concurrent connections, default 16; `LOAD_CUSTOMERS`,
-//! default 1,000; `LOAD_PROVIDER`, `whatsapp` (default) or `telegram`: Telegram updates with
-//! the webhook's secret token, into the built-in Telegram bridge). Figures:
+//! default 1,000; `LOAD_PROVIDER`, `whatsapp` (default), `telegram` (updates with the
+//! webhook's secret token) or `slack` (Events API requests signed with the signing secret)). Figures:
 //! docs/BENCHMARKS.md.
 
 use std::collections::HashSet;
@@ -23,6 +23,23 @@ use common::{env, percentile, BenchNode};
 const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
 const TELEGRAM_SECRET: &str = "bench-telegram-secret-token";
+const SLACK_SECRET: &str = "bench-slack-signing-secret";
+
+/// A Slack Events API `message.im` request: customer `customer` (a DM of their own) writes
+/// `text` as their message number `message`.
+fn slack_event(customer: usize, message: usize, text: &str) -> Vec<u8> {
+    let ts = format!("1767225600.{message:06}");
+    serde_json::json!({
+        "token": "bench", "team_id": "T0001", "api_app_id": "A0001", "type": "event_callback",
+        "event_id": format!("Ev{customer}x{message}"), "event_time": 1_767_225_600,
+        "event": {
+            "type": "message", "channel": format!("D{customer:08}"), "user": format!("U{customer:08}"),
+            "text": text, "ts": ts, "event_ts": ts, "channel_type": "im",
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
 
 /// A Telegram update as the Bot API sends it: customer `customer` (a private chat of their
 /// own) writes `text` as their message number `message`.
@@ -46,9 +63,23 @@ fn main() {
     let n_deliveries = env("LOAD_DELIVERIES", 10_000);
     let n_senders = env("LOAD_SENDERS", 16);
     let n_customers = env("LOAD_CUSTOMERS", 1_000);
-    let telegram = std::env::var("LOAD_PROVIDER").is_ok_and(|p| p == "telegram");
+    let provider = std::env::var("LOAD_PROVIDER").unwrap_or_default();
+    let telegram = provider == "telegram";
+    let slack = provider == "slack";
     let node = BenchNode::start(false, |loopback| {
-        if telegram {
+        if slack {
+            threadline_node::config::Config {
+                slack: Some(threadline_node::config::SlackConfig {
+                    bot_token: "xoxb-bench".to_owned(),
+                    signing_secret: SLACK_SECRET.to_owned(),
+                    bot_user: None,
+                    app_link: None,
+                    // Nothing is sent: no Web API is reachable.
+                    api_url: "http://127.0.0.1:9/api".to_owned(),
+                }),
+                ..loopback
+            }
+        } else if telegram {
             threadline_node::config::Config {
                 telegram: Some(threadline_node::config::TelegramConfig {
                     bot_token: "123456789:AAHbenchbenchbench".to_owned(),
@@ -77,7 +108,9 @@ fn main() {
     }
     // Senders take the plan round-robin, so retries run alongside first deliveries.
     let secret = AppSecret::new(SECRET).expect("secret");
-    let url = if telegram {
+    let url = if slack {
+        format!("{base}/webhooks/slack")
+    } else if telegram {
         format!("{base}/webhooks/telegram")
     } else {
         format!("{base}/webhooks/whatsapp")
@@ -100,7 +133,10 @@ fn main() {
                 let mut mine_latencies = Vec::with_capacity(mine.len());
                 for (customer, message) in mine {
                     let text = format!("customer {customer} message {message}");
-                    let (body, header, value) = if telegram {
+                    let (body, header, value) = if slack {
+                        let body = slack_event(customer, message, &text);
+                        (body, "X-Slack-Signature", String::new())
+                    } else if telegram {
                         let body = telegram_update(customer, message, &text);
                         (
                             body,
@@ -118,11 +154,28 @@ fn main() {
                         (body, "X-Hub-Signature-256", signature)
                     };
                     let sent = Instant::now();
-                    let answer = http
-                        .post(&url)
-                        .set("Content-Type", "application/json")
-                        .set(header, &value)
-                        .send_bytes(&body);
+                    let mut request = http.post(&url).set("Content-Type", "application/json");
+                    if slack {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .expect("after 1970")
+                            .as_secs();
+                        let mut base = format!("v0:{now}:").into_bytes();
+                        base.extend_from_slice(&body);
+                        let signature = format!(
+                            "v0={}",
+                            hex::encode(threadline_bridges::webhook::hmac_sha256(
+                                SLACK_SECRET.as_bytes(),
+                                &base
+                            ))
+                        );
+                        request = request
+                            .set("X-Slack-Request-Timestamp", &now.to_string())
+                            .set(header, &signature);
+                    } else {
+                        request = request.set(header, &value);
+                    }
+                    let answer = request.send_bytes(&body);
                     assert!(answer.is_ok(), "delivery refused: {answer:?}");
                     mine_latencies.push(sent.elapsed());
                 }
