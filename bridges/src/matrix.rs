@@ -56,6 +56,15 @@ use events::{Happening, Signal};
 /// The stanza types' crate, for callers that name Matrix ids.
 pub use ruma;
 
+/// How long a transaction waits for a busy node before it is answered `503`. Longer than a
+/// webhook provider's: a homeserver waits, but an application service it got a `503` from is
+/// marked down and retried with its own back-off (Synapse: 2 s, doubling to 512 s).
+const HOMESERVER_BACKOFF: crate::sdk::Backoff = crate::sdk::Backoff {
+    first: std::time::Duration::from_millis(100),
+    max: std::time::Duration::from_secs(2),
+    attempts: 10,
+};
+
 /// Events read back from a room the bot joins.
 const CATCH_UP: u32 = 50;
 /// Transactions remembered as done (the homeserver retries the last ones it sent).
@@ -220,7 +229,7 @@ impl<L: NodeLink> Matrix<L> {
     pub fn new(bridge: Bridge<L>, settings: MatrixSettings) -> Result<Self, String> {
         let homeserver = Homeserver::new(&settings.homeserver, settings.as_token.clone())?;
         Ok(Matrix {
-            bridge: bridge.with_backoff(crate::webhook::WEBHOOK_BACKOFF),
+            bridge: bridge.with_backoff(HOMESERVER_BACKOFF),
             settings,
             homeserver,
             rooms: Mutex::default(),

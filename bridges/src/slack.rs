@@ -345,6 +345,9 @@ pub struct SlackSettings {
     pub signing_secret: SigningSecret,
     /// The app's bot user id (`U…`), whose own posts are never a customer's, if known.
     pub bot_user: Option<String>,
+    /// The business's own workspace (`T…`): in a shared channel, its members are the
+    /// business's people, not customers.
+    pub own_team: Option<String>,
     /// `https://slack.com/app_redirect?app=<app id>` (and `&team=`), for "continue on Slack".
     pub app_link: Option<String>,
     /// The Web API.
@@ -453,6 +456,12 @@ impl<L: NodeLink> Slack<L> {
         if message.get("bot_id").is_some_and(|bot| !bot.is_null())
             || self.settings.bot_user.as_deref() == Some(user)
         {
+            return Ok(());
+        }
+        let team = message["user_team"].as_str().or(message["team"].as_str());
+        if !channel.starts_with('D') && team.is_some() && team == self.settings.own_team.as_deref()
+        {
+            // One of the business's own people in a shared channel.
             return Ok(());
         }
         let Ok(handle) = Handle::new(ChannelKind::Slack, user) else {

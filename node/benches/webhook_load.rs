@@ -73,6 +73,7 @@ fn main() {
                     bot_token: "xoxb-bench".to_owned(),
                     signing_secret: SLACK_SECRET.to_owned(),
                     bot_user: None,
+                    team_id: None,
                     app_link: None,
                     // Nothing is sent: no Web API is reachable.
                     api_url: "http://127.0.0.1:9/api".to_owned(),

@@ -121,6 +121,8 @@ imap_poll_seconds = 30
 # signing_secret = \"\"
 # The app's bot user (U…), whose own posts are never a customer's.
 # bot_user = \"U0123456789\"
+# Your workspace (T…): in a Slack Connect channel, its members are your people, not customers.
+# team_id = \"T0123456789\"
 # For the web chat's \"continue on Slack\": https://slack.com/app_redirect?app=<app id>&team=<team id>
 # app_link = \"https://slack.com/app_redirect?app=A0123456789\"
 
@@ -351,6 +353,8 @@ pub struct SlackConfig {
     pub signing_secret: String,
     /// The app's bot user id.
     pub bot_user: Option<String>,
+    /// The business's own workspace id.
+    pub team_id: Option<String>,
     /// The link that opens the app in Slack.
     pub app_link: Option<String>,
     /// The Web API's base URL.
@@ -378,6 +382,7 @@ impl SlackConfig {
             signing_secret: SigningSecret::new(self.signing_secret.clone())
                 .map_err(|err| format!("slack.signing_secret: {err}"))?,
             bot_user: self.bot_user.clone(),
+            own_team: self.team_id.clone(),
             app_link: self.app_link.clone(),
             api: WebApi::new(&self.api_url, token)
                 .map_err(|err| format!("slack.api_url: {err}"))?,
@@ -394,6 +399,8 @@ struct SlackSection {
     signing_secret: Option<String>,
     #[serde(default)]
     bot_user: Option<String>,
+    #[serde(default)]
+    team_id: Option<String>,
     #[serde(default)]
     app_link: Option<String>,
     #[serde(default)]
@@ -417,6 +424,7 @@ impl SlackSection {
             bot_token,
             signing_secret,
             bot_user: self.bot_user.filter(|user| !user.trim().is_empty()),
+            team_id: self.team_id.filter(|team| !team.trim().is_empty()),
             app_link: self.app_link.filter(|link| !link.trim().is_empty()),
             api_url: self
                 .api_url
@@ -1081,18 +1089,50 @@ pub fn load_meta_section(
         path: path.to_owned(),
         detail,
     };
-    let mut table: toml::Table = read_toml(path)?;
-    let section = table
-        .remove(channel.as_str())
-        .ok_or_else(|| bad(format!("no [{channel}] section")))?;
-    let section: MetaSection = section.try_into().map_err(|source| ConfigError::Invalid {
-        path: path.to_owned(),
-        source,
-    })?;
-    section
+    standalone_section::<MetaSection>(path, channel.as_str())?
         .load(channel.as_str())
         .map_err(bad)?
         .ok_or_else(|| bad(format!("[{channel}] has no account id")))
+}
+
+/// A channel's section of a standalone bridge's TOML file, read as `S`.
+fn standalone_section<S: serde::de::DeserializeOwned>(
+    path: &Path,
+    name: &str,
+) -> Result<S, ConfigError> {
+    let mut table: toml::Table = read_toml(path)?;
+    let section = table.remove(name).ok_or_else(|| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail: format!("no [{name}] section"),
+    })?;
+    section.try_into().map_err(|source| ConfigError::Invalid {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The `[telegram]` section of a standalone bridge's TOML file.
+pub fn load_telegram_section(path: &Path) -> Result<TelegramConfig, ConfigError> {
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    standalone_section::<TelegramSection>(path, "telegram")?
+        .load()
+        .map_err(bad)?
+        .ok_or_else(|| bad("[telegram] has no bot_token".to_owned()))
+}
+
+/// The `[slack]` section of a standalone bridge's TOML file.
+pub fn load_slack_section(path: &Path) -> Result<SlackConfig, ConfigError> {
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    standalone_section::<SlackSection>(path, "slack")?
+        .load()
+        .map_err(bad)?
+        .ok_or_else(|| bad("[slack] has no bot_token".to_owned()))
 }
 
 impl Config {

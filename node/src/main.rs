@@ -188,9 +188,9 @@ enum AgentCommand {
     },
 }
 
-/// What a standalone Meta bridge needs.
+/// What a standalone webhook bridge needs.
 #[derive(Debug, clap::Args)]
-struct MetaBridgeArgs {
+struct WebhookBridgeArgs {
     /// The node's base URL.
     #[arg(long, default_value = "http://127.0.0.1:7420")]
     node: String,
@@ -201,8 +201,8 @@ struct MetaBridgeArgs {
     #[arg(long)]
     key_file: std::path::PathBuf,
     /// A TOML file with the channel's section, as in a node's config.toml (`[whatsapp]`,
-    /// `[messenger]` or `[instagram]`); THREADLINE_<CHANNEL>_ACCESS_TOKEN and
-    /// THREADLINE_<CHANNEL>_APP_SECRET override its secrets.
+    /// `[messenger]`, `[instagram]`, `[telegram]` or `[slack]`); the THREADLINE_<CHANNEL>_…
+    /// variables override its secrets as for a node.
     #[arg(long)]
     config: std::path::PathBuf,
     /// Where to serve the webhook (`/webhooks/<channel>`).
@@ -219,11 +219,15 @@ enum BridgeCommand {
     },
     /// Run the WhatsApp bridge on its own, against a node's bridge API (leave the node's
     /// `[whatsapp]` unset so that only this bridge takes the WhatsApp queue).
-    Whatsapp(MetaBridgeArgs),
+    Whatsapp(WebhookBridgeArgs),
     /// Run the Messenger bridge on its own (leave the node's `[messenger]` unset).
-    Messenger(MetaBridgeArgs),
+    Messenger(WebhookBridgeArgs),
     /// Run the Instagram bridge on its own (leave the node's `[instagram]` unset).
-    Instagram(MetaBridgeArgs),
+    Instagram(WebhookBridgeArgs),
+    /// Run the Telegram bridge on its own (leave the node's `[telegram]` unset).
+    Telegram(WebhookBridgeArgs),
+    /// Run the Slack bridge on its own (leave the node's `[slack]` unset).
+    Slack(WebhookBridgeArgs),
     /// The Matrix bridge (an application service of your homeserver).
     Matrix {
         #[command(subcommand)]
@@ -762,22 +766,37 @@ fn main() -> anyhow::Result<()> {
             command:
                 command @ (BridgeCommand::Whatsapp(_)
                 | BridgeCommand::Messenger(_)
-                | BridgeCommand::Instagram(_)),
+                | BridgeCommand::Instagram(_)
+                | BridgeCommand::Telegram(_)
+                | BridgeCommand::Slack(_)),
         } => {
             let (channel, args) = match command {
                 BridgeCommand::Whatsapp(args) => (ChannelKind::Whatsapp, args),
                 BridgeCommand::Messenger(args) => (ChannelKind::Messenger, args),
                 BridgeCommand::Instagram(args) => (ChannelKind::Instagram, args),
+                BridgeCommand::Telegram(args) => (ChannelKind::Telegram, args),
+                BridgeCommand::Slack(args) => (ChannelKind::Slack, args),
                 _ => unreachable!("matched above"),
             };
             let seed = read_key_file(&args.key_file)?;
-            let config = threadline_node::config::load_meta_section(&args.config, channel)?;
-            let settings = threadline_node::standalone::StandaloneMeta {
+            use threadline_node::standalone::WebhookChannel;
+            let config = match channel {
+                ChannelKind::Telegram => WebhookChannel::Telegram(
+                    threadline_node::config::load_telegram_section(&args.config)?,
+                ),
+                ChannelKind::Slack => WebhookChannel::Slack(
+                    threadline_node::config::load_slack_section(&args.config)?,
+                ),
+                _ => WebhookChannel::Meta(
+                    channel,
+                    threadline_node::config::load_meta_section(&args.config, channel)?,
+                ),
+            };
+            let settings = threadline_node::standalone::StandaloneWebhook {
                 node: args.node,
                 token: args.token,
                 key: threadline_protocol::SecretKey::from_seed(seed),
-                channel,
-                config,
+                channel: config,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -789,7 +808,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{channel} bridge listening on http://{address}");
                 println!("webhook: http://{address}/webhooks/{channel}");
                 std::io::stdout().flush()?;
-                threadline_node::standalone::run_meta(settings, listener, shutdown)
+                threadline_node::standalone::run_webhook(settings, listener, shutdown)
                     .await
                     .map_err(anyhow::Error::msg)?;
                 anyhow::Ok(())

@@ -97,83 +97,103 @@ async fn poll(webchat: Arc<Webchat<HttpLink>>, mut closing: tokio::sync::watch::
     }
 }
 
-/// What a standalone Meta bridge (`threadline bridge whatsapp|messenger|instagram`) needs.
+/// A webhook channel's configuration, for its standalone bridge.
 #[derive(Debug)]
-pub struct StandaloneMeta {
+pub enum WebhookChannel {
+    /// WhatsApp, Messenger or Instagram.
+    Meta(ChannelKind, crate::config::MetaConfig),
+    /// Telegram.
+    Telegram(crate::config::TelegramConfig),
+    /// Slack.
+    Slack(crate::config::SlackConfig),
+}
+
+/// What a standalone webhook bridge (`threadline bridge
+/// whatsapp|messenger|instagram|telegram|slack`) needs.
+#[derive(Debug)]
+pub struct StandaloneWebhook {
     /// The node's base URL.
     pub node: String,
     /// The bridge's token for the node's bridge API.
     pub token: String,
     /// The bridge's key, certified for the channel.
     pub key: SecretKey,
-    /// WhatsApp, Messenger or Instagram.
-    pub channel: ChannelKind,
-    /// The channel's configuration.
-    pub config: crate::config::MetaConfig,
+    /// The channel and its configuration.
+    pub channel: WebhookChannel,
 }
 
-/// Serves a Meta bridge's webhook on `listener` and sends its replies until `shutdown`
-/// resolves.
-pub async fn run_meta(
-    settings: StandaloneMeta,
+/// Serves a webhook bridge on `listener` and sends its replies until `shutdown` resolves.
+pub async fn run_webhook(
+    settings: StandaloneWebhook,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     use threadline_bridges::messenger::webhook::MetaApp;
+    let channel = match &settings.channel {
+        WebhookChannel::Meta(channel, _) => *channel,
+        WebhookChannel::Telegram(_) => ChannelKind::Telegram,
+        WebhookChannel::Slack(_) => ChannelKind::Slack,
+    };
     let link = HttpLink::new(settings.node, settings.token);
     let bridge = Bridge::new(
-        BridgeIdentity::new(settings.key, settings.channel),
+        BridgeIdentity::new(settings.key, channel),
         link,
         crate::clock::now,
     );
     let mut bridges = crate::api::webhooks::WebhookBridges::default();
-    let (close, mut closing) = tokio::sync::watch::channel(false);
+    let (close, closing) = tokio::sync::watch::channel(false);
     let poller = match settings.channel {
-        ChannelKind::Whatsapp => {
-            let whatsapp = Arc::new(crate::meta::whatsapp(&settings.config, bridge)?);
+        WebhookChannel::Meta(ChannelKind::Whatsapp, config) => {
+            let whatsapp = Arc::new(crate::meta::whatsapp(&config, bridge)?);
             bridges.whatsapp = Some(Arc::clone(&whatsapp));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(POLL);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(err) = whatsapp.deliver(64).await {
-                                warn!(cause = %err, "WhatsApp deliveries failed; retrying");
-                            }
-                        }
-                        _ = closing.changed() => break,
-                    }
-                }
+            poll_deliveries(closing, channel, move || {
+                let whatsapp = Arc::clone(&whatsapp);
+                async move { whatsapp.deliver(64).await }
             })
         }
-        ChannelKind::Messenger | ChannelKind::Instagram => {
-            let app = if settings.channel == ChannelKind::Messenger {
+        WebhookChannel::Meta(ChannelKind::Messenger | ChannelKind::Instagram, config) => {
+            let app = if channel == ChannelKind::Messenger {
                 MetaApp::Messenger
             } else {
                 MetaApp::Instagram
             };
-            let messenger = Arc::new(crate::meta::messenger(app, &settings.config, bridge)?);
+            let messenger = Arc::new(crate::meta::messenger(app, &config, bridge)?);
             if app == MetaApp::Messenger {
                 bridges.messenger = Some(Arc::clone(&messenger));
             } else {
                 bridges.instagram = Some(Arc::clone(&messenger));
             }
-            let channel = settings.channel;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(POLL);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(err) = messenger.deliver(64).await {
-                                warn!(%channel, cause = %err, "deliveries failed; retrying");
-                            }
-                        }
-                        _ = closing.changed() => break,
-                    }
-                }
+            poll_deliveries(closing, channel, move || {
+                let messenger = Arc::clone(&messenger);
+                async move { messenger.deliver(64).await }
             })
         }
-        other => return Err(format!("{other} is not one of Meta's channels")),
+        WebhookChannel::Meta(other, _) => {
+            return Err(format!("{other} is not one of Meta's channels"))
+        }
+        WebhookChannel::Telegram(config) => {
+            let telegram = Arc::new(threadline_bridges::telegram::Telegram::new(
+                bridge,
+                config.settings()?,
+            ));
+            bridges.telegram = Some(Arc::clone(&telegram));
+            poll_deliveries(closing, channel, move || {
+                let telegram = Arc::clone(&telegram);
+                async move { telegram.deliver(64).await }
+            })
+        }
+        WebhookChannel::Slack(config) => {
+            let slack = Arc::new(threadline_bridges::slack::Slack::new(
+                bridge,
+                config.settings()?,
+                threadline_bridges::slack::unix_now,
+            ));
+            bridges.slack = Some(Arc::clone(&slack));
+            poll_deliveries(closing, channel, move || {
+                let slack = Arc::clone(&slack);
+                async move { slack.deliver(64).await }
+            })
+        }
     };
     let app = crate::api::webhooks::router(&bridges)
         .fallback(|| async { axum::http::StatusCode::NOT_FOUND });
@@ -186,6 +206,32 @@ pub async fn run_meta(
         .await;
     let _ = poller.await;
     served.map_err(|err| err.to_string())
+}
+
+/// Asks the node for the channel's replies to send every [`POLL`] (a standalone bridge has no
+/// live stream) until `closing` changes.
+fn poll_deliveries<F, Fut>(
+    mut closing: tokio::sync::watch::Receiver<bool>,
+    channel: ChannelKind,
+    deliver: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, threadline_bridges::sdk::BridgeError>> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(err) = deliver().await {
+                        warn!(%channel, cause = %err, "deliveries failed; retrying");
+                    }
+                }
+                _ = closing.changed() => break,
+            }
+        }
+    })
 }
 
 /// Runs the XMPP bridge against a node's bridge API until `shutdown` resolves: it keeps its

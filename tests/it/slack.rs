@@ -32,7 +32,7 @@ impl Shop {
             text.replacen(
                 "[slack]\n",
                 &format!(
-                    "[slack]\nbot_token = \"{BOT_TOKEN}\"\nsigning_secret = \"{SECRET}\"\nbot_user = \"U0BOT\"\napp_link = \"https://slack.com/app_redirect?app=A0001\"\napi_url = \"{}\"\n",
+                    "[slack]\nbot_token = \"{BOT_TOKEN}\"\nsigning_secret = \"{SECRET}\"\nbot_user = \"U0BOT\"\nteam_id = \"T0001\"\napp_link = \"https://slack.com/app_redirect?app=A0001\"\napi_url = \"{}\"\n",
                     api.api_url()
                 ),
                 1,
@@ -228,8 +228,18 @@ fn a_slack_customer_gets_replies_and_files_and_a_shared_channel_is_answered_in_i
         (receipts_of(&detail(&node, &shop.token, &thread), &reply) == ["delivered"]).then_some(())
     });
 
-    // In a Slack Connect channel, another customer is answered in the thread of their message.
+    // In a Slack Connect channel, another customer is answered in the thread of their message;
+    // the business's own people there are not customers.
     let shared = "C0SHARED1";
+    let mut own = serde_json::from_slice::<serde_json::Value>(&samples::channel(
+        "U0AGENT",
+        shared,
+        "1700000099.000001",
+        "our colleague",
+    ))
+    .expect("json");
+    own["event"]["user_team"] = json!("T0001");
+    assert_eq!(deliver(&node, own.to_string().as_bytes()).0, 200);
     assert_eq!(
         deliver(
             &node,
@@ -242,6 +252,11 @@ fn a_slack_customer_gets_replies_and_files_and_a_shared_channel_is_answered_in_i
         )
         .0,
         200
+    );
+    assert_eq!(
+        threads(&node, &shop.token).len(),
+        2,
+        "no thread for our colleague"
     );
     let partner_thread = threads(&node, &shop.token)
         .into_iter()
@@ -333,5 +348,69 @@ fn a_web_chat_continues_on_slack_with_the_code_in_the_first_message() {
             posts
                 .iter()
                 .any(|p| p.channel == DM && p.text == "Welcome to Slack")
+        });
+}
+
+#[test]
+fn the_slack_bridge_runs_on_its_own_against_the_node() {
+    let shop = Shop::new();
+    let config = shop.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let start = text.find("[slack]").expect("a [slack] section");
+    let end = text.find("[xmpp]").expect("an [xmpp] section");
+    let bridge_config = shop.data.join("slack.toml");
+    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
+    let added = threadline_ok(&shop.data, &["bridge", "add", "slack"]);
+    let key_file = shop.data.join("slack-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let node = Node::start(&shop.data);
+    let bridge = Node::start_command(
+        &shop.data,
+        &[
+            "bridge",
+            "slack",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "slack bridge listening on ",
+    );
+    let event = samples::im(
+        CUSTOMER,
+        DM,
+        "1700000300.000001",
+        "Hello through the bridge",
+    );
+    assert_eq!(
+        deliver(&node, &event).0,
+        404,
+        "the node no longer answers for Slack"
+    );
+    assert_eq!(deliver(&bridge, &event).0, 200);
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        inbound(&node, &shop.token, &thread)[0]["text"],
+        "Hello through the bridge"
+    );
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Answered by the bridge"}),
+    );
+    assert_eq!(status, 200);
+    shop.api
+        .wait_for("the reply", Duration::from_secs(15), |posts| {
+            posts.iter().any(|p| p.text == "Answered by the bridge")
         });
 }

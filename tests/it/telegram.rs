@@ -317,3 +317,73 @@ fn a_web_chat_continues_on_telegram_with_the_start_code() {
         format!("telegram:{CUSTOMER}")
     );
 }
+
+#[test]
+fn the_telegram_bridge_runs_on_its_own_against_the_node() {
+    let shop = Shop::new();
+    // The node leaves Telegram to the standalone bridge: its section moves to the bridge's file.
+    let config = shop.data.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let start = text.find("[telegram]").expect("a [telegram] section");
+    let end = text.find("[slack]").expect("a [slack] section");
+    let bridge_config = shop.data.join("telegram.toml");
+    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
+    let added = threadline_ok(&shop.data, &["bridge", "add", "telegram"]);
+    let key_file = shop.data.join("telegram-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let node = Node::start(&shop.data);
+    let bridge = Node::start_command(
+        &shop.data,
+        &[
+            "bridge",
+            "telegram",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            bridge_config.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "telegram bridge listening on ",
+    );
+    let update = samples::text(30, CUSTOMER, 1, "Hello through the bridge");
+    assert_eq!(
+        deliver_update(&webhook(&node), Some(SECRET), &update).0,
+        404,
+        "the node no longer answers for Telegram"
+    );
+    assert_eq!(
+        deliver_update(
+            &format!("{}/webhooks/telegram", bridge.base),
+            Some(SECRET),
+            &update
+        )
+        .0,
+        200
+    );
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        inbound_texts(&node, &shop.token, &thread),
+        ["Hello through the bridge"]
+    );
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Answered by the bridge"}),
+    );
+    assert_eq!(status, 200);
+    shop.api
+        .wait_for("the reply", Duration::from_secs(15), |calls| {
+            calls
+                .iter()
+                .any(|c| c.text.as_deref() == Some("Answered by the bridge"))
+        });
+}
