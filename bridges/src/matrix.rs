@@ -9,7 +9,8 @@
 //!   Each is checked against the `hs_token` in constant time (401 otherwise, nothing read);
 //!   its events are taken in order and the answer (`200`) comes only once every message in it
 //!   is durable; a transaction the homeserver sends again is taken again and stores nothing
-//!   twice (each message is idempotent on its Matrix event id). An invitation of the bot to a
+//!   twice (each message is idempotent on its Matrix event id; transaction ids are not
+//!   trusted, since a homeserver may number them again after a restart). An invitation of the bot to a
 //!   direct chat is accepted and that room becomes the customer's (kept in the bot's
 //!   `m.direct`, so a restart knows it); the bot never stays in a room where a third person
 //!   joined (a reply there would reach someone else). Text (with its HTML kept as the
@@ -24,7 +25,7 @@
 pub mod client;
 pub mod events;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use ruma::api::client::{
@@ -67,8 +68,6 @@ const HOMESERVER_BACKOFF: crate::sdk::Backoff = crate::sdk::Backoff {
 
 /// Events read back from a room the bot joins.
 const CATCH_UP: u32 = 50;
-/// Transactions remembered as done (the homeserver retries the last ones it sent).
-const DONE_TRANSACTIONS: usize = 1024;
 /// The largest transaction body taken (a homeserver sends at most 50 events of at most
 /// 64 KiB, and ephemeral ones).
 pub const MAX_TRANSACTION_BYTES: usize = 8 * 1024 * 1024;
@@ -219,7 +218,6 @@ pub struct Matrix<L> {
     settings: MatrixSettings,
     homeserver: Homeserver,
     rooms: Mutex<Rooms>,
-    done: Mutex<(VecDeque<String>, HashSet<String>)>,
     warned: Mutex<HashSet<OwnedRoomId>>,
     typing: TypingThrottle,
 }
@@ -233,7 +231,6 @@ impl<L: NodeLink> Matrix<L> {
             settings,
             homeserver,
             rooms: Mutex::default(),
-            done: Mutex::default(),
             warned: Mutex::default(),
             typing: TypingThrottle::default(),
         })
@@ -327,15 +324,9 @@ impl<L: NodeLink> Matrix<L> {
         body: &[u8],
     ) -> Result<(), MatrixRefusal> {
         self.ping(token)?;
-        if self
-            .done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            .contains(txn_id)
-        {
-            return Ok(());
-        }
+        // Every transaction is taken, even one whose id was seen: a homeserver may number
+        // them again (Synapse on sqlite starts again after its highest pending id when it
+        // restarts), so an id says nothing; each message is idempotent on its event id.
         let transaction = parse_transaction(txn_id, body)?;
         tracing::debug!(
             txn_id,
@@ -351,15 +342,6 @@ impl<L: NodeLink> Matrix<L> {
         for raw in &transaction.ephemeral {
             for signal in events::read_ephemeral(raw) {
                 self.signal(signal).await?;
-            }
-        }
-        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-        if done.1.insert(txn_id.to_owned()) {
-            done.0.push_back(txn_id.to_owned());
-            if done.0.len() > DONE_TRANSACTIONS {
-                if let Some(old) = done.0.pop_front() {
-                    done.1.remove(&old);
-                }
             }
         }
         Ok(())
