@@ -239,6 +239,28 @@ impl Drop for ScriptedClient {
     }
 }
 
+/// Moves the `[section]` of a data folder's config.toml (up to the `[next]` section) into a
+/// file of its own beside it, for a standalone bridge; the node no longer runs that bridge.
+pub fn move_section_out(data_dir: &Path, section: &str, next: &str) -> PathBuf {
+    let config = data_dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let start = text.find(&format!("[{section}]")).expect("the section");
+    let end = text.find(&format!("[{next}]")).expect("the next section");
+    let bridge_config = data_dir.join(format!("{section}.toml"));
+    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
+    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
+    bridge_config
+}
+
+/// `threadline bridge add <channel>` in `data_dir` (node stopped): the file the bridge key is
+/// written to, and the bridge's token.
+pub fn add_bridge(data_dir: &Path, channel: &str) -> (PathBuf, String) {
+    let added = threadline_ok(data_dir, &["bridge", "add", channel]);
+    let key_file = data_dir.join(format!("{channel}-bridge.key"));
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    (key_file, field(&added, "token:"))
+}
+
 /// A TCP port on 127.0.0.1 that nothing listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

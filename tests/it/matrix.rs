@@ -516,9 +516,19 @@ fn bad_transactions_store_nothing_and_a_retried_one_stores_once() {
 
     // A homeserver that restarted may use a transaction id again for new events (Synapse on
     // sqlite does): they are taken.
-    assert_eq!(put("t5", Some(&hs_token), &transaction("$after-restart", "third")), 200);
+    assert_eq!(
+        put(
+            "t5",
+            Some(&hs_token),
+            &transaction("$after-restart", "third")
+        ),
+        200
+    );
 
-    assert_eq!(texts(&inbound(&node, token, &thread)), ["first", "second", "third"]);
+    assert_eq!(
+        texts(&inbound(&node, token, &thread)),
+        ["first", "second", "third"]
+    );
     assert_eq!(threads(&node, token).len(), 1);
 }
 
@@ -650,9 +660,7 @@ fn the_matrix_bridge_runs_on_its_own_against_the_node() {
     let data = dir.path().join("data");
     let out = threadline_ok(&data, &["init"]);
     let token = field(&out, "token:");
-    let added = threadline_ok(&data, &["bridge", "add", "matrix"]);
-    let key_file = dir.path().join("matrix-bridge.key");
-    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let (key_file, bridge_token) = threadline_tests::add_bridge(&data, "matrix");
     // The bridge's own file, with its tokens (a standalone bridge has no data folder).
     let synapse_port = free_port();
     let bridge_port = free_port();
@@ -690,7 +698,7 @@ fn the_matrix_bridge_runs_on_its_own_against_the_node() {
             "--node",
             &node.base,
             "--token",
-            &field(&added, "token:"),
+            &bridge_token,
             "--key-file",
             key_file.to_str().expect("utf-8 path"),
             "--config",

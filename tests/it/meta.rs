@@ -1006,16 +1006,8 @@ fn the_whatsapp_bridge_runs_on_its_own_against_the_node() {
     shop.graph
         .approve_whatsapp_template("order_update", "en_US", 1);
     // The node leaves WhatsApp to the standalone bridge: its section moves to the bridge's file.
-    let config = shop.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let start = text.find("[whatsapp]").expect("a [whatsapp] section");
-    let end = text.find("[messenger]").expect("a [messenger] section");
-    let bridge_config = shop.data.join("whatsapp.toml");
-    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
-    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
-    let added = threadline_ok(&shop.data, &["bridge", "add", "whatsapp"]);
-    let key_file = shop.data.join("whatsapp-bridge.key");
-    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let bridge_config = threadline_tests::move_section_out(&shop.data, "whatsapp", "messenger");
+    let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "whatsapp");
     let node = shop.start();
     let bridge = Node::start_command(
         &shop.data,
@@ -1025,7 +1017,7 @@ fn the_whatsapp_bridge_runs_on_its_own_against_the_node() {
             "--node",
             &node.base,
             "--token",
-            &field(&added, "token:"),
+            &bridge_token,
             "--key-file",
             key_file.to_str().expect("utf-8 path"),
             "--config",

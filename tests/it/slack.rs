@@ -354,16 +354,8 @@ fn a_web_chat_continues_on_slack_with_the_code_in_the_first_message() {
 #[test]
 fn the_slack_bridge_runs_on_its_own_against_the_node() {
     let shop = Shop::new();
-    let config = shop.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let start = text.find("[slack]").expect("a [slack] section");
-    let end = text.find("[xmpp]").expect("an [xmpp] section");
-    let bridge_config = shop.data.join("slack.toml");
-    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
-    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
-    let added = threadline_ok(&shop.data, &["bridge", "add", "slack"]);
-    let key_file = shop.data.join("slack-bridge.key");
-    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let bridge_config = threadline_tests::move_section_out(&shop.data, "slack", "xmpp");
+    let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "slack");
     let node = Node::start(&shop.data);
     let bridge = Node::start_command(
         &shop.data,
@@ -373,7 +365,7 @@ fn the_slack_bridge_runs_on_its_own_against_the_node() {
             "--node",
             &node.base,
             "--token",
-            &field(&added, "token:"),
+            &bridge_token,
             "--key-file",
             key_file.to_str().expect("utf-8 path"),
             "--config",

@@ -322,16 +322,8 @@ fn a_web_chat_continues_on_telegram_with_the_start_code() {
 fn the_telegram_bridge_runs_on_its_own_against_the_node() {
     let shop = Shop::new();
     // The node leaves Telegram to the standalone bridge: its section moves to the bridge's file.
-    let config = shop.data.join("config.toml");
-    let text = std::fs::read_to_string(&config).expect("config");
-    let start = text.find("[telegram]").expect("a [telegram] section");
-    let end = text.find("[slack]").expect("a [slack] section");
-    let bridge_config = shop.data.join("telegram.toml");
-    std::fs::write(&bridge_config, &text[start..end]).expect("bridge config written");
-    std::fs::write(&config, format!("{}{}", &text[..start], &text[end..])).expect("config");
-    let added = threadline_ok(&shop.data, &["bridge", "add", "telegram"]);
-    let key_file = shop.data.join("telegram-bridge.key");
-    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let bridge_config = threadline_tests::move_section_out(&shop.data, "telegram", "slack");
+    let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "telegram");
     let node = Node::start(&shop.data);
     let bridge = Node::start_command(
         &shop.data,
@@ -341,7 +333,7 @@ fn the_telegram_bridge_runs_on_its_own_against_the_node() {
             "--node",
             &node.base,
             "--token",
-            &field(&added, "token:"),
+            &bridge_token,
             "--key-file",
             key_file.to_str().expect("utf-8 path"),
             "--config",

@@ -524,9 +524,7 @@ fn the_xmpp_bridge_runs_on_its_own_against_the_node() {
     let data = dir.path().join("data");
     let out = threadline_ok(&data, &["init"]);
     let token = field(&out, "token:");
-    let added = threadline_ok(&data, &["bridge", "add", "xmpp"]);
-    let key_file = dir.path().join("xmpp-bridge.key");
-    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let (key_file, bridge_token) = threadline_tests::add_bridge(&data, "xmpp");
     let bridge_config = dir.path().join("xmpp.toml");
     std::fs::write(
         &bridge_config,
@@ -545,7 +543,7 @@ fn the_xmpp_bridge_runs_on_its_own_against_the_node() {
             "--node",
             &node.base,
             "--token",
-            &field(&added, "token:"),
+            &bridge_token,
             "--key-file",
             key_file.to_str().expect("utf-8 path"),
             "--config",
