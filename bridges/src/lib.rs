@@ -20,6 +20,7 @@ pub mod messenger;
 pub mod rate;
 pub mod sdk;
 pub mod slack;
+pub mod sms;
 pub mod telegram;
 pub mod webchat;
 pub mod webhook;
