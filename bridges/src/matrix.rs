@@ -218,6 +218,9 @@ pub struct Matrix<L> {
     settings: MatrixSettings,
     homeserver: Homeserver,
     rooms: Mutex<Rooms>,
+    /// Whether the rooms were read back from the homeserver (until then nothing is taken or
+    /// sent: a customer's room would look like nobody's).
+    loaded: std::sync::atomic::AtomicBool,
     warned: Mutex<HashSet<OwnedRoomId>>,
     typing: TypingThrottle,
 }
@@ -231,6 +234,7 @@ impl<L: NodeLink> Matrix<L> {
             settings,
             homeserver,
             rooms: Mutex::default(),
+            loaded: std::sync::atomic::AtomicBool::new(false),
             warned: Mutex::default(),
             typing: TypingThrottle::default(),
         })
@@ -270,6 +274,7 @@ impl<L: NodeLink> Matrix<L> {
                 rooms.link(user.to_owned(), room.clone());
             }
         }
+        self.loaded.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(rooms.by_room.len())
     }
 
@@ -327,6 +332,12 @@ impl<L: NodeLink> Matrix<L> {
         // Every transaction is taken, even one whose id was seen: a homeserver may number
         // them again (Synapse on sqlite starts again after its highest pending id when it
         // restarts), so an id says nothing; each message is idempotent on its event id.
+        if !self.loaded.load(std::sync::atomic::Ordering::SeqCst) {
+            // A customer's room is known only once the rooms are read back.
+            self.load_rooms().await.map_err(|err| {
+                MatrixRefusal::Unavailable(format!("the rooms are not read yet: {err}"))
+            })?;
+        }
         let transaction = parse_transaction(txn_id, body)?;
         tracing::debug!(
             txn_id,
@@ -689,6 +700,11 @@ impl<L: NodeLink> Matrix<L> {
 
     /// Sends what is queued for Matrix (up to `limit`); how many left the queue.
     pub async fn deliver(&self, limit: usize) -> Result<usize, BridgeError> {
+        if !self.loaded.load(std::sync::atomic::Ordering::SeqCst) {
+            // Until the rooms are read back, a reply would open a new chat beside the
+            // customer's own.
+            return Ok(0);
+        }
         self.bridge
             .deliver_pending(limit, |delivery| self.send(delivery))
             .await

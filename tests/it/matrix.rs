@@ -772,3 +772,52 @@ fn the_widget_continues_on_matrix_in_a_real_browser() {
     );
     assert_eq!(threads(&node, &shop.token).len(), 1);
 }
+
+#[test]
+fn a_restarted_node_keeps_the_rooms_and_a_third_person_makes_the_bot_leave() {
+    let (shop, node) = Shop::start();
+    let token = shop.token.clone();
+    let mut alice = Customer::connect(&shop.synapse, "alice");
+    let room = alice.open_chat();
+    alice.send("m1", "Hello before the restart");
+    let thread = thread_of(&node, &token, "matrix:@alice:localhost");
+
+    // The node restarts: it reads the customer's room back from the bot's m.direct, so the
+    // reply reaches her in the room she has (a new room would only be an invitation).
+    node.stop();
+    let node = Node::start_at(&shop.data, &shop.address);
+    let (status, sent) = node.post(
+        &token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Answered after the restart"}),
+    );
+    assert_eq!(status, 200, "{sent}");
+    alice.wait_for("the reply in her room", Duration::from_secs(60), |r| {
+        r["body"] == "Answered after the restart"
+    });
+
+    // She invites someone else into the room: the bot says why and leaves.
+    let mut mallory = Customer::connect(&shop.synapse, "mallory");
+    alice.command(&json!({"invite": "@mallory:localhost"}));
+    alice.wait_for("invited", Duration::from_secs(30), |r| {
+        r["invited"].is_string()
+    });
+    mallory.command(&json!({"join": room}));
+    mallory.wait_for("joined", Duration::from_secs(30), |r| {
+        r["joined"].is_string()
+    });
+    alice.wait_for("the bot's notice", Duration::from_secs(60), |r| {
+        r["msgtype"] == "m.notice"
+            && r["body"]
+                .as_str()
+                .is_some_and(|body| body.contains("private to one customer"))
+    });
+    // What mallory writes there is nobody's conversation.
+    mallory.send("x1", "I am not the customer");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        texts(&inbound(&node, &token, &thread)),
+        ["Hello before the restart"]
+    );
+    assert_eq!(threads(&node, &token).len(), 1);
+}

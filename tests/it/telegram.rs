@@ -111,6 +111,12 @@ fn the_secret_token_guards_the_webhook_and_a_retry_storm_stores_once() {
         .text
         .as_deref()
         .is_some_and(|t| t.contains("private chats only")));
+    // Opening the bot (`/start` with no code) says nothing yet: nothing is stored.
+    let opened = samples::text(10_020, 3_333_333, 1, "/start");
+    assert_eq!(
+        deliver_update(&webhook(&node), Some(SECRET), &opened).0,
+        200
+    );
     assert_eq!(threads(&node, &shop.token).len(), 1);
 }
 
