@@ -360,3 +360,140 @@ impl NodeLink for LocalLink {
             .map_err(|err| LinkError::Unavailable(err.to_string()))
     }
 }
+
+/// A built-in bridge as the node drives it ([`drive`]).
+pub trait Driven: Send + Sync + 'static {
+    /// Sends up to `limit` queued replies; how many left the queue.
+    fn deliver(
+        &self,
+        limit: usize,
+    ) -> impl std::future::Future<Output = Result<usize, sdk::BridgeError>> + Send;
+
+    /// An agent types in a thread whose replies go to `handle`.
+    fn agent_typing(&self, _handle: &Handle) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// An agent read the thread whose replies go to `handle`, up to `up_to`.
+    fn agent_read(
+        &self,
+        _handle: &Handle,
+        _up_to: threadline_protocol::EventId,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Replies sent per round of [`drive`].
+const DELIVERY_BATCH: usize = 64;
+
+/// Drives a built-in bridge of `channel` until the node closes: its replies sent as soon as
+/// they are stored (and every 2 s: retries), in rounds while rounds come back full; agents'
+/// typing and read marks in the threads routed to `channel` passed on.
+pub async fn drive<B: Driven>(ingest: Ingest, channel: ChannelKind, bridge: std::sync::Arc<B>) {
+    use crate::presence::Typing;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut changes = ingest.subscribe();
+    let mut typing = ingest.presence().subscribe_typing();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    let routed = |thread| {
+        crate::server::route_handle(&ingest, thread).filter(|handle| handle.channel() == channel)
+    };
+    loop {
+        let deliver = tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) if change.kind == "thread.message.outbound" => true,
+                Ok(change) if change.kind == "thread.read" => {
+                    if let Some((thread, threadline_protocol::event::ThreadKind::Read { up_to })) =
+                        crate::server::thread_event(&ingest, change.scope, change.event)
+                    {
+                        if let Some(handle) = routed(thread) {
+                            bridge.agent_read(&handle, up_to).await;
+                        }
+                    }
+                    false
+                }
+                Ok(_) => false,
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => break,
+            },
+            signal = typing.recv() => match signal {
+                Ok(Typing::Agent(thread)) => {
+                    if let Some(handle) = routed(thread) {
+                        bridge.agent_typing(&handle).await;
+                    }
+                    false
+                }
+                Ok(Typing::Customer(_)) | Err(RecvError::Lagged(_)) => false,
+                Err(RecvError::Closed) => break,
+            },
+            _ = tick.tick() => true,
+            () = ingest.closing() => break,
+        };
+        if !deliver {
+            continue;
+        }
+        loop {
+            match bridge.deliver(DELIVERY_BATCH).await {
+                Ok(sent) if sent == DELIVERY_BATCH => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(%channel, cause = %err, "deliveries failed; retrying");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Driven for threadline_bridges::whatsapp::Whatsapp<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::whatsapp::Whatsapp::deliver(self, limit).await
+    }
+}
+
+impl Driven for threadline_bridges::messenger::Messenger<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::messenger::Messenger::deliver(self, limit).await
+    }
+}
+
+impl Driven for threadline_bridges::slack::Slack<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::slack::Slack::deliver(self, limit).await
+    }
+}
+
+impl Driven for threadline_bridges::telegram::Telegram<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::telegram::Telegram::deliver(self, limit).await
+    }
+
+    async fn agent_typing(&self, handle: &Handle) {
+        threadline_bridges::telegram::Telegram::agent_typing(self, handle).await;
+    }
+}
+
+impl Driven for threadline_bridges::matrix::Matrix<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::matrix::Matrix::deliver(self, limit).await
+    }
+
+    async fn agent_typing(&self, handle: &Handle) {
+        threadline_bridges::matrix::Matrix::agent_typing(self, handle).await;
+    }
+
+    /// The bot marks the customer's message read in the room, by its Matrix event id.
+    async fn agent_read(&self, handle: &Handle, up_to: threadline_protocol::EventId) {
+        let Ok(entries) = self.bridge().link().conversation(handle).await else {
+            return;
+        };
+        let read = entries
+            .iter()
+            .find(|entry| entry.event == up_to)
+            .and_then(|entry| entry.external_id.clone());
+        if let Some(read) = read {
+            threadline_bridges::matrix::Matrix::agent_read(self, handle, &read).await;
+        }
+    }
+}

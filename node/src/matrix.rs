@@ -6,20 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use threadline_bridges::matrix::Matrix;
-use threadline_bridges::sdk::{Bridge, BridgeIdentity, NodeLink as _};
-use threadline_protocol::event::ThreadKind;
+use threadline_bridges::sdk::{Bridge, BridgeIdentity};
 use threadline_protocol::{ChannelKind, SecretKey};
-use tokio::sync::broadcast::error::RecvError;
 use tracing::{info, warn};
 
 use crate::bridge_host::LocalLink;
 use crate::config::{MatrixConfig, MatrixTokens};
 use crate::data_dir::DataDir;
 use crate::ingest::Ingest;
-use crate::presence::Typing;
-
-/// Deliveries sent per round.
-const BATCH: usize = 64;
 
 /// The tokens: from the configuration (or the environment), else from `keys/matrix-tokens`.
 pub fn tokens(data_dir: &DataDir, config: &MatrixConfig) -> Result<MatrixTokens, String> {
@@ -84,7 +78,11 @@ pub fn start(
     let matrix = Arc::new(Matrix::new(bridge, config.settings(tokens)?)?);
     info!(homeserver = %config.homeserver, bot = %matrix.settings().bot, "matrix on");
     tokio::spawn(load_rooms(ingest.clone(), Arc::clone(&matrix)));
-    tokio::spawn(relay(ingest.clone(), Arc::clone(&matrix)));
+    tokio::spawn(crate::bridge_host::drive(
+        ingest.clone(),
+        ChannelKind::Matrix,
+        Arc::clone(&matrix),
+    ));
     Ok(matrix)
 }
 
@@ -104,87 +102,5 @@ async fn load_rooms(ingest: Ingest, matrix: Arc<Matrix<LocalLink>>) {
             () = ingest.closing() => return,
         }
         wait = (wait * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// Sends replies as soon as they are stored (and every 2 s: retries), and relays agents'
-/// typing and read marks. Ends when the node closes.
-async fn relay(ingest: Ingest, matrix: Arc<Matrix<LocalLink>>) {
-    let mut changes = ingest.subscribe();
-    let mut typing = ingest.presence().subscribe_typing();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        let deliver = tokio::select! {
-            change = changes.recv() => match change {
-                Ok(change) if change.kind == "thread.message.outbound" => true,
-                Ok(change) if change.kind == "thread.read" => {
-                    tell_read(&ingest, &matrix, change.scope, change.event).await;
-                    false
-                }
-                Ok(_) => false,
-                Err(RecvError::Lagged(_)) => true,
-                Err(RecvError::Closed) => break,
-            },
-            signal = typing.recv() => {
-                match signal {
-                    Ok(Typing::Agent(thread)) => {
-                        if let Some(handle) = crate::server::route_handle(&ingest, thread) {
-                            if handle.channel() == ChannelKind::Matrix {
-                                matrix.agent_typing(&handle).await;
-                            }
-                        }
-                    }
-                    Ok(Typing::Customer(_)) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => break,
-                }
-                false
-            }
-            _ = tick.tick() => true,
-            () = ingest.closing() => break,
-        };
-        if !deliver {
-            continue;
-        }
-        loop {
-            match matrix.deliver(BATCH).await {
-                Ok(sent) if sent == BATCH => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    warn!(cause = %err, "matrix: deliveries failed; retrying");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// An agent read a Matrix customer's messages: the bot marks the last of them read in the
-/// room.
-async fn tell_read(
-    ingest: &Ingest,
-    matrix: &Matrix<LocalLink>,
-    scope: threadline_protocol::ScopeId,
-    event: threadline_protocol::EventId,
-) {
-    let Some((thread, ThreadKind::Read { up_to })) =
-        crate::server::thread_event(ingest, scope, event)
-    else {
-        return;
-    };
-    let Some(handle) = crate::server::route_handle(ingest, thread) else {
-        return;
-    };
-    if handle.channel() != ChannelKind::Matrix {
-        return;
-    }
-    let Ok(entries) = matrix.bridge().link().conversation(&handle).await else {
-        return;
-    };
-    let read = entries
-        .iter()
-        .find(|entry| entry.event == up_to)
-        .and_then(|entry| entry.external_id.clone());
-    if let Some(read) = read {
-        matrix.agent_read(&handle, &read).await;
     }
 }

@@ -2,27 +2,22 @@
 //! configuration, their webhooks served on the node's HTTP server (`api::webhooks`), and
 //! their replies sent as soon as they are stored.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use threadline_bridges::graph::{AccessToken, GraphApi};
 use threadline_bridges::messenger::webhook::MetaApp;
 use threadline_bridges::messenger::{Messenger, MessengerSettings};
-use threadline_bridges::sdk::{Bridge, BridgeError, BridgeIdentity, HandoffCode, NodeLink};
+use threadline_bridges::sdk::{Bridge, BridgeIdentity, HandoffCode, NodeLink};
 use threadline_bridges::webchat::ContinueOn;
 use threadline_bridges::webhook::{AppSecret, MetaEndpoint};
 use threadline_bridges::whatsapp::{Whatsapp, WhatsappSettings};
 use threadline_protocol::{ChannelKind, SecretKey};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::webhooks::WebhookBridges;
-use crate::bridge_host::LocalLink;
+use crate::bridge_host::{drive, LocalLink};
 use crate::config::MetaConfig;
 use crate::ingest::Ingest;
-
-/// Deliveries sent per round.
-const BATCH: usize = 64;
 
 fn graph(config: &MetaConfig) -> Result<GraphApi, String> {
     GraphApi::new(
@@ -91,11 +86,7 @@ pub fn start(
         match channel {
             ChannelKind::Whatsapp => {
                 let whatsapp = Arc::new(whatsapp(&config, bridge)?);
-                let sender = Arc::clone(&whatsapp);
-                tokio::spawn(deliver_while_open(ingest.clone(), channel, move || {
-                    let sender = Arc::clone(&sender);
-                    async move { sender.deliver(BATCH).await }
-                }));
+                tokio::spawn(drive(ingest.clone(), channel, Arc::clone(&whatsapp)));
                 bridges.whatsapp = Some(whatsapp);
             }
             ChannelKind::Messenger | ChannelKind::Instagram => {
@@ -105,11 +96,7 @@ pub fn start(
                     MetaApp::Instagram
                 };
                 let bridge = Arc::new(messenger(app, &config, bridge)?);
-                let sender = Arc::clone(&bridge);
-                tokio::spawn(deliver_while_open(ingest.clone(), channel, move || {
-                    let sender = Arc::clone(&sender);
-                    async move { sender.deliver(BATCH).await }
-                }));
+                tokio::spawn(drive(ingest.clone(), channel, Arc::clone(&bridge)));
                 if channel == ChannelKind::Messenger {
                     bridges.messenger = Some(bridge);
                 } else {
@@ -150,36 +137,4 @@ pub fn continue_on<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Vec<Co
         }
     }
     apps
-}
-
-/// Sends a channel's replies as soon as they are stored, and every few seconds (retries of
-/// what the app did not take). Ends when the node closes.
-pub(crate) async fn deliver_while_open<F, Fut>(ingest: Ingest, channel: ChannelKind, deliver: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<usize, BridgeError>>,
-{
-    let mut changes = ingest.subscribe();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Ok(change) if change.kind != "thread.message.outbound" => continue,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            },
-            _ = tick.tick() => {}
-            () = ingest.closing() => break,
-        }
-        loop {
-            match deliver().await {
-                Ok(sent) if sent == BATCH => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    warn!(%channel, cause = %err, "deliveries failed; retrying");
-                    break;
-                }
-            }
-        }
-    }
 }

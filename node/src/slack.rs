@@ -12,9 +12,6 @@ use crate::bridge_host::LocalLink;
 use crate::config::SlackConfig;
 use crate::ingest::Ingest;
 
-/// Deliveries sent per round.
-const BATCH: usize = 64;
-
 /// Starts the Slack bridge with its certified `key`; it runs until the node closes.
 pub fn start(
     ingest: &Ingest,
@@ -32,14 +29,10 @@ pub fn start(
         threadline_bridges::slack::unix_now,
     ));
     info!("slack on: Events API at /webhooks/slack");
-    let sender = Arc::clone(&slack);
-    tokio::spawn(crate::meta::deliver_while_open(
+    tokio::spawn(crate::bridge_host::drive(
         ingest.clone(),
         ChannelKind::Slack,
-        move || {
-            let sender = Arc::clone(&sender);
-            async move { sender.deliver(BATCH).await }
-        },
+        Arc::clone(&slack),
     ));
     Ok(slack)
 }
