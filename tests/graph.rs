@@ -880,6 +880,42 @@ impl State {
     }
 }
 
+/// A stand-in's HTTP server on a free loopback port, on a thread of its own (the Telegram and
+/// Slack stand-ins'); stopped on drop.
+#[derive(Debug)]
+pub(crate) struct StandinServer {
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StandinServer {
+    /// Serves the router `app` makes, given the server's base URL (for links it hands out).
+    pub(crate) fn start(app: impl FnOnce(&str) -> Router) -> StandinServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let app = app(&base);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = std::thread::spawn(move || serve(listener, app, stopped));
+        StandinServer {
+            base,
+            stop,
+            server: Some(server),
+        }
+    }
+}
+
+impl Drop for StandinServer {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
 /// Runs the server until `stopped` says so (or its sender is gone), then gives open connections
 /// [`SHUTDOWN_GRACE`].
 pub(crate) fn serve(

@@ -58,41 +58,33 @@ fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 /// The stand-in, on a free loopback port; stopped on drop.
 #[derive(Debug)]
 pub struct SlackStandin {
-    base: String,
+    server: crate::graph::StandinServer,
     shared: SharedState,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SlackStandin {
     /// Starts it for the bot of `token`.
     pub fn start(token: &str) -> SlackStandin {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        let shared = Arc::new(Mutex::new(Shared {
-            token: token.to_owned(),
-            base: base.clone(),
-            ..Shared::default()
-        }));
-        let app = Router::new()
-            .route("/api/{method}", post(method))
-            .route("/upload/{file}", post(upload))
-            .route("/files/{file}", get(customer_file))
-            .with_state(Arc::clone(&shared));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let server = std::thread::spawn(move || crate::graph::serve(listener, app, stopped));
-        SlackStandin {
-            base,
-            shared,
-            stop,
-            server: Some(server),
-        }
+        let shared: SharedState = Arc::default();
+        let state = Arc::clone(&shared);
+        let server = crate::graph::StandinServer::start(|base| {
+            *lock(&state) = Shared {
+                token: token.to_owned(),
+                base: base.to_owned(),
+                ..Shared::default()
+            };
+            Router::new()
+                .route("/api/{method}", post(method))
+                .route("/upload/{file}", post(upload))
+                .route("/files/{file}", get(customer_file))
+                .with_state(state)
+        });
+        SlackStandin { server, shared }
     }
 
     /// `http://127.0.0.1:PORT/api`: the bridge's `api_url`.
     pub fn api_url(&self) -> String {
-        format!("{}/api", self.base)
+        format!("{}/api", self.server.base)
     }
 
     /// A file a customer shared: its `url_private_download`.
@@ -101,7 +93,7 @@ impl SlackStandin {
         shared.next += 1;
         let id = format!("F0{}", shared.next);
         shared.customer_files.insert(id.clone(), bytes.to_vec());
-        format!("{}/files/{id}", self.base)
+        format!("{}/files/{id}", self.server.base)
     }
 
     /// Posts to `channel` fail from now on with `is_archived`.
@@ -132,15 +124,6 @@ impl SlackStandin {
                 "not within {within:?}: {what}; posts: {posts:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for SlackStandin {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
         }
     }
 }

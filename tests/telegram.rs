@@ -58,10 +58,8 @@ struct Shared {
 /// The stand-in, on a free loopback port; stopped on drop.
 #[derive(Debug)]
 pub struct TelegramStandin {
-    base: String,
+    server: crate::graph::StandinServer,
     shared: Arc<Mutex<Shared>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    server: Option<std::thread::JoinHandle<()>>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -73,32 +71,25 @@ fn lock(shared: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
 impl TelegramStandin {
     /// Starts it for the bot of `token`.
     pub fn start(token: &str) -> TelegramStandin {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
         let shared = Arc::new(Mutex::new(Shared {
             token: token.to_owned(),
             next_message: 500,
             ..Shared::default()
         }));
-        let app = Router::new()
-            .route("/{bot}/{method}", post(method))
-            .route("/file/{bot}/{*path}", get(file))
-            .layer(DefaultBodyLimit::max(64 << 20))
-            .with_state(Arc::clone(&shared));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let server = std::thread::spawn(move || crate::graph::serve(listener, app, stopped));
-        TelegramStandin {
-            base,
-            shared,
-            stop,
-            server: Some(server),
-        }
+        let state = Arc::clone(&shared);
+        let server = crate::graph::StandinServer::start(|_| {
+            Router::new()
+                .route("/{bot}/{method}", post(method))
+                .route("/file/{bot}/{*path}", get(file))
+                .layer(DefaultBodyLimit::max(64 << 20))
+                .with_state(state)
+        });
+        TelegramStandin { server, shared }
     }
 
     /// `http://127.0.0.1:PORT`: the bridge's `api_url`.
     pub fn base_url(&self) -> String {
-        self.base.clone()
+        self.server.base.clone()
     }
 
     /// A file a customer sent: its `file_id` (what an update names).
@@ -139,15 +130,6 @@ impl TelegramStandin {
                 "not within {within:?}: {what}; calls: {calls:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for TelegramStandin {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
         }
     }
 }
