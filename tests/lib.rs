@@ -6,6 +6,7 @@
 pub mod graph;
 pub mod slack;
 pub mod telegram;
+pub mod twilio;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -91,6 +92,73 @@ pub fn events_of_kind(detail: &serde_json::Value, kind: &str) -> Vec<serde_json:
         .filter(|e| e["kind"] == kind)
         .cloned()
         .collect()
+}
+
+/// Starts `threadline bridge <channel>` (a webhook bridge on its own) against `node`, with the
+/// bridge `token` and key file from [`add_bridge`] and the section [`move_section_out`] wrote,
+/// listening on `listen`; returns it once it serves.
+pub fn start_webhook_bridge(
+    data_dir: &Path,
+    channel: &str,
+    node: &Node,
+    (key_file, token): (&Path, &str),
+    config: &Path,
+    listen: &str,
+) -> Node {
+    Node::start_command(
+        data_dir,
+        &[
+            "bridge",
+            channel,
+            "--node",
+            &node.base,
+            "--token",
+            token,
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--listen",
+            listen,
+        ],
+        &format!("{channel} bridge listening on "),
+    )
+}
+
+/// Checks that a web chat's `thread` continued on `handle`: its replies go there, it is still
+/// the node's only thread, and the contact holds both the handle and the web chat's.
+pub fn assert_continued_on(node: &Node, token: &str, thread: &str, handle: &str) {
+    let shown = detail(node, token, thread);
+    assert_eq!(shown["thread"]["route"]["handle"], handle, "{shown}");
+    assert_eq!(threads(node, token).len(), 1, "one thread still");
+    let contact = shown["thread"]["contact"].as_str().expect("contact");
+    let (_, record) = node.get(token, &format!("/api/v1/contacts/{contact}"));
+    let handles: Vec<&str> = record["handles"]
+        .as_array()
+        .expect("handles")
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    assert!(
+        handles.contains(&handle) && handles.iter().any(|h| h.starts_with("webchat:")),
+        "{record}"
+    );
+}
+
+/// The bytes of the `n`th file of `event` in `thread`, as an agent downloads them.
+pub fn attachment(node: &Node, token: &str, thread: &str, event: &str, n: usize) -> Vec<u8> {
+    let response = node
+        .http()
+        .get(&format!(
+            "{}/api/v1/threads/{thread}/events/{event}/attachments/{n}",
+            node.base
+        ))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("the attachment");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("its bytes");
+    bytes
 }
 
 /// The receipts (`delivered`, `read`, `failed`) recorded for the reply `target`, sorted.
@@ -803,6 +871,20 @@ impl Visitor {
         self.socket
             .send(tungstenite::Message::text(frame.to_string()))
             .expect("frame sent");
+    }
+
+    /// Asks to continue on `channel` and returns the one-time link the chat answers with
+    /// (frames before it are skipped; an error frame fails the test).
+    pub fn continue_link(&mut self, channel: &str) -> String {
+        self.send(&serde_json::json!({"type": "continue", "channel": channel}));
+        loop {
+            let frame = self.receive().expect("a frame");
+            if frame["type"] == "continue_link" {
+                assert_eq!(frame["channel"], channel);
+                return frame["url"].as_str().expect("url").to_owned();
+            }
+            assert_ne!(frame["type"], "error", "{frame}");
+        }
     }
 
     /// The next frame, or `None` if none comes within the read timeout or the socket closed.

@@ -1140,6 +1140,7 @@ mod tests {
             attachments: Vec::new(),
             template: None,
             reply_to: None,
+            opted_out: false,
         };
         let history = vec![crate::sdk::ThreadMessage {
             event: threadline_protocol::EventId::from_bytes([4; 32]),

@@ -283,6 +283,7 @@ impl NodeLink for HttpLink {
                     reply_to: d["reply_to"]
                         .as_str()
                         .and_then(|id| ExternalId::new(id).ok()),
+                    opted_out: d["opted_out"].as_bool().unwrap_or(false),
                 })
             })
             .collect()
@@ -350,6 +351,13 @@ impl NodeLink for HttpLink {
             }
         };
         self.call("POST", "/bridge/identify".to_owned(), Some(body))
+            .await
+            .map(drop)
+    }
+
+    async fn consent(&self, handle: &Handle, granted: bool) -> Result<(), LinkError> {
+        let body = json!({ "handle": handle.to_string(), "granted": granted });
+        self.call("POST", "/bridge/consent".to_owned(), Some(body))
             .await
             .map(drop)
     }

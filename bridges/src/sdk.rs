@@ -313,6 +313,9 @@ pub struct Delivery {
     /// The app's id of the customer's message this reply answers (to quote it, where the app
     /// can).
     pub reply_to: Option<ExternalId>,
+    /// The customer withdrew consent to be written to on this channel (texted STOP): the
+    /// bridge never sends it; it fails with a receipt saying so.
+    pub opted_out: bool,
 }
 
 /// One message of a customer's conversation on one handle, as the customer may see it.
@@ -448,6 +451,16 @@ pub trait NodeLink: Send + Sync {
         &self,
         handle: &Handle,
         identity: Identity,
+    ) -> impl Future<Output = Result<(), LinkError>> + Send;
+
+    /// Records that the customer of `handle` (of the bridge's channel) withdrew consent to be
+    /// written to on the channel (`granted: false`: they texted STOP) or gave it back
+    /// (`granted: true`: START). Consent is the contact's, per channel: nothing is sent to
+    /// them there until they give it back. Recording what is recorded already writes nothing.
+    fn consent(
+        &self,
+        handle: &Handle,
+        granted: bool,
     ) -> impl Future<Output = Result<(), LinkError>> + Send;
 
     /// Tells the agents that the customer of `handle` is typing (best effort: nothing is
@@ -802,6 +815,11 @@ impl<L: NodeLink> Bridge<L> {
             // A template goes only where the app has templates (the route may have moved since
             // the agent wrote it); elsewhere it fails at once, with what to do instead.
             let sent = match &delivery.template {
+                // A customer who opted out is never written to: refused before the app is called.
+                _ if delivery.opted_out => Err(SendError::Permanent(format!(
+                    "not sent: the customer opted out of {} (texted STOP); nothing goes to them there until they opt back in (START)",
+                    self.identity.channel
+                ))),
                 Some(template) if !self.identity.channel.has_message_templates() => {
                     Err(SendError::Permanent(format!(
                         "the message template `{}` was not sent: {} has no message templates; write a reply instead",

@@ -20,7 +20,7 @@
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use threadline_protocol::{limits::MAX_BLOB_BYTES, name::ExternalId, ChannelKind, Handle};
+use threadline_protocol::{name::ExternalId, ChannelKind, Handle};
 
 use crate::sdk::{
     Bridge, BridgeError, Delivery, HandoffCode, InboundAttachment, InboundMessage, NodeLink,
@@ -222,7 +222,7 @@ impl WebApi {
     }
 
     /// A file a customer shared (its `url_private_download`, read with the bot token), at
-    /// most [`MAX_BLOB_BYTES`].
+    /// most `MAX_BLOB_BYTES`.
     pub async fn download(&self, url: &str) -> Result<Vec<u8>, SlackError> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(SlackError::local("the file's URL is not http(s)"));
@@ -234,18 +234,7 @@ impl WebApi {
                 .set("Authorization", &format!("Bearer {token}"))
                 .call()
                 .map_err(slack_error)?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
-                &mut bytes,
-            )
-            .map_err(|err| SlackError::local(format!("download cut short: {err}")))?;
-            if bytes.len() as u64 > MAX_BLOB_BYTES {
-                return Err(SlackError::local(format!(
-                    "larger than {MAX_BLOB_BYTES} bytes"
-                )));
-            }
-            Ok(bytes)
+            crate::webhook::read_file(response).map_err(SlackError::local)
         })
         .await
     }

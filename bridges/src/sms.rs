@@ -1,308 +1,388 @@
-//! The parts of the SMS bridge (Twilio Messaging) built so far: checking Twilio's request
-//! signature, counting a text's SMS segments as the carrier will, and writing numbers in
-//! E.164. The bridge itself (the inbound webhook, status callbacks, sending, opt-out) is not
-//! built yet: the README lists SMS as planned.
+//! The SMS bridge, on Twilio's Programmable Messaging: customers text the business's number;
+//! agents' replies go back as texts. Twilio's calls go through ureq like the other bridges'
+//! (a configurable base URL, so a stand-in can take Twilio's place in tests).
+//!
+//! - **In**: Twilio posts each message as a form to `/webhooks/sms`, signed with
+//!   `X-Twilio-Signature` over the URL it was given (the configured public URL, with the port
+//!   variants Twilio's own libraries accept) and every parameter; a request that does not
+//!   verify is refused (`401`/`403`) before anything of it is used. The sender's number,
+//!   normalised to E.164, is the handle `sms:+…`; `MessageSid` is the message's id (a request
+//!   Twilio sends again is stored once); an MMS's files are fetched (with the account's
+//!   credentials, from the account's media URLs only) into blobs. A text with a "continue on
+//!   SMS" code continues that web chat.
+//! - **Opting out**: STOP (and its synonyms, or Twilio's `OptOutType=STOP`) is stored as the
+//!   customer's message and withdraws their consent to SMS on their contact: the agents see
+//!   it, the reply API refuses replies up front, and a reply queued before fails with a
+//!   receipt, never reaching Twilio. START gives it back. Twilio's own opt-out list answers a
+//!   send with error 21610: the bridge records the opt-out then too.
+//! - **Out**: `Messages.json` from the configured number or Messaging Service, with a status
+//!   callback to `/webhooks/sms/status?event=<reply>`; a reply longer than 1,600 characters
+//!   goes as several messages. Twilio's status reports (signed alike) become receipts:
+//!   `delivered`, `read`, and `undelivered`/`failed` with Twilio's error code and what it
+//!   means. Rate limits, server errors and no answer are retried; Twilio's refusals fail the
+//!   reply with its message.
 
-use base64::Engine as _;
-use hmac::{KeyInit as _, Mac as _};
+pub mod text;
+pub mod twilio;
 
-use crate::webhook::{constant_time_eq, SignatureError};
+use threadline_protocol::{event::ReceiptKind, name::ExternalId, ChannelKind, EventId, Handle};
 
-/// The header Twilio signs its webhook requests in.
-pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
+use crate::sdk::{
+    Bridge, BridgeError, Delivery, HandoffCode, InboundAttachment, InboundMessage, NodeLink,
+    SendError, Sent,
+};
+use crate::webhook::{
+    continue_hint, outcome, record_receipt, DeliveryError, WebhookRefusal, MAX_WEBHOOK_BYTES,
+    WEBHOOK_BACKOFF,
+};
+use text::Keyword;
+use twilio::{form_params, MessagesApi, SenderId};
 
-type HmacSha1 = hmac::Hmac<sha1::Sha1>;
+/// The header Twilio signs its requests in.
+pub use twilio::SIGNATURE_HEADER;
 
-/// Twilio's signature of a request: base64(HMAC-SHA1(auth token, the full URL, then every
-/// POST parameter sorted by name, each as name then value)).
-pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut mac = HmacSha1::new_from_slice(auth_token.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    mac.update(url.as_bytes());
-    for (name, value) in sorted {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+/// The path of the inbound messages' webhook.
+pub const INBOUND_PATH: &str = "/webhooks/sms";
+/// The path of the status callbacks.
+pub const STATUS_PATH: &str = "/webhooks/sms/status";
+/// The most files one MMS carries (Twilio's limit).
+const MAX_MEDIA: usize = 10;
+
+/// What the SMS bridge needs to know of the account.
+#[derive(Debug, Clone)]
+pub struct SmsSettings {
+    /// Twilio's REST API, with the account's credentials.
+    pub api: MessagesApi,
+    /// Who replies come from.
+    pub sender: SenderId,
+    /// Where Twilio reaches the node's webhooks, as given to Twilio (`https://chat.example.com`):
+    /// what requests are signed over, and where status reports go.
+    pub public_url: String,
+    /// The number a web chat visitor texts to continue there, if "continue on SMS" is offered.
+    pub continue_number: Option<String>,
 }
 
-/// Checks a request's `X-Twilio-Signature` against `url`, the public URL Twilio was given
-/// (behind a proxy the request's own URL differs), and the URL with its port added or
-/// removed, as Twilio's own libraries accept (Twilio may sign either form).
-pub fn verify(
-    auth_token: &str,
-    url: &str,
-    params: &[(String, String)],
-    given: Option<&[u8]>,
-) -> Result<(), SignatureError> {
-    let given = given.ok_or(SignatureError::Missing {
-        header: SIGNATURE_HEADER,
-    })?;
-    let matches = url_variants(url)
+/// The SMS bridge.
+#[derive(Debug)]
+pub struct Sms<L> {
+    bridge: Bridge<L>,
+    settings: SmsSettings,
+}
+
+impl<L: NodeLink> Sms<L> {
+    /// The bridge on `bridge` (a bridge certified for SMS).
+    pub fn new(bridge: Bridge<L>, mut settings: SmsSettings) -> Self {
+        settings.public_url = settings.public_url.trim_end_matches('/').to_owned();
+        Sms {
+            bridge: bridge.with_backoff(WEBHOOK_BACKOFF),
+            settings,
+        }
+    }
+
+    /// The bridge's SDK side.
+    pub fn bridge(&self) -> &Bridge<L> {
+        &self.bridge
+    }
+
+    /// The `sms:` link that opens the customer's messaging app with the code ready to send to
+    /// the business's number, if one is configured.
+    pub fn continue_link(&self, code: &HandoffCode) -> Option<String> {
+        let number = self.settings.continue_number.as_deref()?;
+        Some(format!(
+            "sms:{number}?body=Continue%20my%20chat%20(code%20{})",
+            code.as_str()
+        ))
+    }
+
+    /// The URL Twilio signed a request to `path_and_query` over.
+    fn signed_url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.settings.public_url)
+    }
+
+    /// The form's parameters, once its signature over the public URL is checked.
+    fn verified(
+        &self,
+        path_and_query: &str,
+        signature: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<Vec<(String, String)>, WebhookRefusal> {
+        if body.len() > MAX_WEBHOOK_BYTES {
+            return Err(DeliveryError::TooLarge { len: body.len() }.into());
+        }
+        let params = form_params(body);
+        self.settings
+            .api
+            .verify(&self.signed_url(path_and_query), &params, signature)
+            .map_err(WebhookRefusal::Signature)?;
+        Ok(params)
+    }
+
+    /// Takes an incoming message (the form Twilio posted to `path_and_query`): its signature
+    /// checked first, then the message stored. `Ok` once it is durable (answer `200`).
+    pub async fn take(
+        &self,
+        path_and_query: &str,
+        signature: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(), WebhookRefusal> {
+        let params = self.verified(path_and_query, signature, body)?;
+        let get = |name: &str| param(&params, name);
+        let malformed =
+            |what: &str| WebhookRefusal::from(DeliveryError::Malformed(what.to_owned()));
+        let sid = get("MessageSid")
+            .or_else(|| get("SmsMessageSid"))
+            .ok_or_else(|| malformed("no MessageSid"))?;
+        if get("AccountSid") != Some(self.settings.api.account().as_str()) {
+            return Err(malformed("a message of another account"));
+        }
+        let from = get("From").ok_or_else(|| malformed("no From"))?;
+        let Some(handle) = sms_handle(from) else {
+            // A short code or an alphanumeric sender: no one to answer.
+            tracing::warn!(
+                from,
+                "sms: a message from a sender that is not a phone number; skipped"
+            );
+            return Ok(());
+        };
+        let external_id = ExternalId::new(sid).map_err(|_| malformed("an unusable MessageSid"))?;
+        let mut body_text = get("Body").unwrap_or_default().to_owned();
+        let attachments = self.media(&params, &mut body_text).await?;
+        let keyword = match get("OptOutType").map(str::to_ascii_uppercase).as_deref() {
+            Some("STOP") => Some(Keyword::OptOut),
+            Some("START") => Some(Keyword::OptIn),
+            Some("HELP") => Some(Keyword::Help),
+            _ => text::keyword(&body_text),
+        };
+        let hint = match HandoffCode::find_in(&body_text) {
+            Some(code) => continue_hint(&self.bridge, &handle, &code).await?,
+            None => None,
+        };
+        let mut inbound = InboundMessage::new(handle.clone(), external_id, body_text);
+        inbound.attachments = attachments;
+        inbound.thread_hint = hint;
+        outcome(self.bridge.receive(&inbound).await, "an SMS")?;
+        // After the message, so that it is on the contact it withdraws from; a retry of the
+        // request finds the message stored and records the consent.
+        match keyword {
+            Some(Keyword::OptOut) => self.consent(&handle, false).await,
+            Some(Keyword::OptIn) => self.consent(&handle, true).await,
+            Some(Keyword::Help) | None => Ok(()),
+        }
+    }
+
+    /// Records the customer's consent on SMS.
+    async fn consent(&self, handle: &Handle, granted: bool) -> Result<(), WebhookRefusal> {
+        match WEBHOOK_BACKOFF
+            .retry(|| self.bridge.link().consent(handle, granted))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%handle, granted, "sms: consent recorded");
+                Ok(())
+            }
+            Err(BridgeError::GaveUp { last, .. }) => {
+                Err(WebhookRefusal::Unavailable(last.to_string()))
+            }
+            Err(err) => {
+                tracing::warn!(%handle, cause = %err, "sms: consent refused by the node");
+                Ok(())
+            }
+        }
+    }
+
+    /// An MMS's files. One Twilio cannot give now makes Twilio send the message again
+    /// (`503`); one it refuses is noted in the text.
+    async fn media(
+        &self,
+        params: &[(String, String)],
+        text: &mut String,
+    ) -> Result<Vec<InboundAttachment>, WebhookRefusal> {
+        let count: usize = param(params, "NumMedia")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut attachments = Vec::new();
+        for n in 0..count.min(MAX_MEDIA) {
+            let Some(url) = param(params, &format!("MediaUrl{n}")) else {
+                continue;
+            };
+            let media_type = param(params, &format!("MediaContentType{n}"))
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let name = format!("media-{}.{}", n + 1, extension(&media_type));
+            match self.settings.api.media(url).await {
+                Ok(bytes) => attachments.push(InboundAttachment {
+                    name,
+                    media_type,
+                    bytes,
+                }),
+                Err(err) if err.status == 0 || err.status == 429 || err.status >= 500 => {
+                    return Err(WebhookRefusal::Unavailable(err.to_string()))
+                }
+                Err(err) => {
+                    tracing::warn!(cause = %err, "sms: a file could not be fetched");
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&format!("[{name}: could not be fetched: {}]", err.message));
+                }
+            }
+        }
+        Ok(attachments)
+    }
+
+    /// Takes a status report of a reply (posted to `path_and_query`, which names the reply):
+    /// its signature checked first, then a receipt recorded unless the reply has one as good.
+    pub async fn take_status(
+        &self,
+        path_and_query: &str,
+        signature: Option<&[u8]>,
+        body: &[u8],
+    ) -> Result<(), WebhookRefusal> {
+        let params = self.verified(path_and_query, signature, body)?;
+        let get = |name: &str| param(&params, name);
+        let status = get("MessageStatus")
+            .or_else(|| get("SmsStatus"))
+            .unwrap_or("");
+        let kind = match status {
+            "delivered" => ReceiptKind::Delivered,
+            "read" => ReceiptKind::Read,
+            "undelivered" | "failed" => ReceiptKind::Failed,
+            // queued, accepted, sending, sent: still on the way.
+            _ => return Ok(()),
+        };
+        let event = path_and_query
+            .split_once('?')
+            .map(|(_, query)| form_params(query.as_bytes()))
+            .and_then(|query| param(&query, "event").and_then(|id| id.parse::<EventId>().ok()));
+        let Some(event) = event else {
+            tracing::debug!("sms: a status report of a message this bridge did not send; skipped");
+            return Ok(());
+        };
+        let Some(handle) = get("To").and_then(sms_handle) else {
+            return Ok(());
+        };
+        let reason =
+            (kind == ReceiptKind::Failed).then(|| failure_reason(status, get("ErrorCode")));
+        if get("ErrorCode").and_then(|c| c.parse::<u64>().ok())
+            == Some(twilio::UNSUBSCRIBED_RECIPIENT)
+        {
+            self.consent(&handle, false).await?;
+        }
+        record_receipt(
+            &self.bridge,
+            &handle,
+            |entry| entry.event == event,
+            kind,
+            reason,
+        )
+        .await
+    }
+
+    /// Sends what is queued for SMS (up to `limit`); how many left the queue.
+    pub async fn deliver(&self, limit: usize) -> Result<usize, BridgeError> {
+        self.bridge
+            .deliver_pending(limit, |delivery| self.send(delivery))
+            .await
+    }
+
+    async fn send(&self, delivery: Delivery) -> Result<Sent, SendError> {
+        if !delivery.attachments.is_empty() {
+            return Err(SendError::Permanent(
+                "SMS carries no files from Threadline: send them on another of the customer's channels".to_owned(),
+            ));
+        }
+        let to = delivery.handle.address();
+        let callback = format!("{}?event={}", self.signed_url(STATUS_PATH), delivery.event);
+        for body in text::plan(&delivery.text).messages {
+            let sent = self
+                .settings
+                .api
+                .send(to, &self.settings.sender, &body, &callback)
+                .await;
+            if let Err(err) = sent {
+                if err.unsubscribed() {
+                    // Twilio's list says STOP: so does the contact from now on.
+                    if let Err(cause) = self.bridge.link().consent(&delivery.handle, false).await {
+                        tracing::warn!(cause = %cause, "sms: an opt-out Twilio knows not recorded");
+                    }
+                    return Err(SendError::Permanent(format!(
+                        "not sent: {} opted out of SMS (Twilio error {}: {})",
+                        delivery.handle,
+                        twilio::UNSUBSCRIBED_RECIPIENT,
+                        err.message
+                    )));
+                }
+                return Err(err.send_error());
+            }
+        }
+        // Twilio reports delivery (or its failure) by status callback.
+        Ok(Sent::Accepted)
+    }
+}
+
+/// The handle of a phone number, in E.164 (`None` for a short code or a sender name).
+fn sms_handle(number: &str) -> Option<Handle> {
+    text::e164(number).and_then(|n| Handle::new(ChannelKind::Sms, &n).ok())
+}
+
+/// A form parameter's value.
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
         .iter()
-        .any(|url| constant_time_eq(signature(auth_token, url, params).as_bytes(), given));
-    if matches {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
+        .find(|(n, _)| n == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// A file name's extension for a media type.
+fn extension(media_type: &str) -> &'static str {
+    match media_type {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "video/mp4" => "mp4",
+        "audio/mpeg" => "mp3",
+        "text/vcard" | "text/x-vcard" => "vcf",
+        "application/pdf" => "pdf",
+        _ => "bin",
     }
 }
 
-/// `url` as given, and with its scheme's default port added (or removed, if it has one).
-fn url_variants(url: &str) -> Vec<String> {
-    let mut variants = vec![url.to_owned()];
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return variants;
+/// What a failed report tells the agent: Twilio's code and what it means
+/// (<https://www.twilio.com/docs/api/errors>).
+fn failure_reason(status: &str, code: Option<&str>) -> String {
+    let meaning = match code {
+        Some("30001") => "queue overflow",
+        Some("30002") => "account suspended",
+        Some("30003") => "unreachable destination handset",
+        Some("30004") => "message blocked",
+        Some("30005") => "unknown destination handset",
+        Some("30006") => "landline or unreachable carrier",
+        Some("30007") => "message filtered by the carrier",
+        Some("30008") => "unknown error",
+        Some("21610") => "the recipient opted out (STOP)",
+        _ => "",
     };
-    let default = match scheme {
-        "https" => "443",
-        "http" => "80",
-        _ => return variants,
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (format!("{userinfo}@"), host_port),
-        None => (String::new(), authority),
-    };
-    let other = match host_port.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{scheme}://{userinfo}{host}{tail}")
-        }
-        _ => format!("{scheme}://{userinfo}{host_port}:{default}{tail}"),
-    };
-    variants.push(other);
-    variants
-}
-
-/// How a text goes over SMS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// The GSM 03.38 alphabet, 7 bits a character (its extension characters count twice).
-    Gsm7,
-    /// UCS-2, 16 bits a code unit: any text with a character outside GSM-7.
-    Ucs2,
-}
-
-/// A text's SMS segments, as carriers count them: what the agent sees before sending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segments {
-    /// The encoding the text needs.
-    pub encoding: Encoding,
-    /// How many messages it goes as (one, or several concatenated).
-    pub count: usize,
-}
-
-/// GSM 03.38's basic characters.
-const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
-/// GSM 03.38's extension characters (an escape, then the character: two septets).
-const GSM7_EXTENSION: &str = "^{}\\[~]|€\u{000C}";
-
-/// Counts `text`'s segments: GSM-7 takes 160 septets in one message, 153 a part when
-/// concatenated (the header takes 7); UCS-2 takes 70 code units, 67 a part. An extension
-/// character is never split across parts, nor is a surrogate pair.
-pub fn segments(text: &str) -> Segments {
-    let gsm = text
-        .chars()
-        .map(|c| {
-            if GSM7_BASIC.contains(c) {
-                Some(1)
-            } else if GSM7_EXTENSION.contains(c) {
-                Some(2)
-            } else {
-                None
-            }
-        })
-        .collect::<Option<Vec<usize>>>();
-    match gsm {
-        Some(units) => Segments {
-            encoding: Encoding::Gsm7,
-            count: parts(&units, 160, 153),
-        },
-        None => {
-            let units: Vec<usize> = text.chars().map(char::len_utf16).collect();
-            Segments {
-                encoding: Encoding::Ucs2,
-                count: parts(&units, 70, 67),
-            }
-        }
+    match (code, meaning) {
+        (Some(code), "") => format!("{status}: Twilio error {code}"),
+        (Some(code), meaning) => format!("{status}: {meaning} (Twilio error {code})"),
+        (None, _) => status.to_owned(),
     }
-}
-
-/// How many parts characters of `units` each take: one part if they fit in `single`, else
-/// parts of `multi`, a character never split.
-fn parts(units: &[usize], single: usize, multi: usize) -> usize {
-    let total: usize = units.iter().sum();
-    if total <= single {
-        return 1;
-    }
-    let (mut count, mut used) = (1, 0);
-    for unit in units {
-        if used + unit > multi {
-            count += 1;
-            used = 0;
-        }
-        used += unit;
-    }
-    count
-}
-
-/// A phone number in E.164 (`+` and up to 15 digits, no leading zero), from the forms
-/// people and providers write (spaces, dashes, dots, parentheses, `00` for `+`). `None` for
-/// what is not one (a short code, a national number without its country code).
-pub fn e164(number: &str) -> Option<String> {
-    let compact: String = number
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
-        .collect();
-    let digits = compact
-        .strip_prefix('+')
-        .or_else(|| compact.strip_prefix("00"))?;
-    let valid = (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
-    valid.then(|| format!("+{digits}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn params(caller: &str) -> Vec<(String, String)> {
-        [
-            ("CallSid", "CA1234567890ABCDE"),
-            ("Caller", caller),
-            ("Digits", "1234"),
-            ("From", caller),
-            ("To", "+18005551212"),
-        ]
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
-    }
-
-    const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
-
     #[test]
-    fn twilios_published_vectors() {
+    fn a_failure_says_what_twilios_code_means() {
         assert_eq!(
-            signature("12345", URL, &params("+14158675310")),
-            "GvWf1cFY/Q7PnoempGyD5oXAezc="
-        );
-        assert_eq!(
-            signature("12345", URL, &params("+14158675309")),
-            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-        );
-    }
-
-    #[test]
-    fn a_signature_is_checked_with_and_without_the_port_and_refused_when_anything_differs() {
-        let good = params("+14158675310");
-        let signed = signature("12345", URL, &good);
-        assert_eq!(verify("12345", URL, &good, Some(signed.as_bytes())), Ok(()));
-        // Twilio signed the URL with its default port; the configured one has none, or the
-        // other way round.
-        let with_port = signature(
-            "12345",
-            "https://mycompany.com:443/myapp.php?foo=1&bar=2",
-            &good,
+            failure_reason("undelivered", Some("30006")),
+            "undelivered: landline or unreachable carrier (Twilio error 30006)"
         );
         assert_eq!(
-            verify("12345", URL, &good, Some(with_port.as_bytes())),
-            Ok(())
+            failure_reason("failed", Some("39999")),
+            "failed: Twilio error 39999"
         );
-        assert_eq!(
-            verify(
-                "12345",
-                "https://mycompany.com:443/myapp.php?foo=1&bar=2",
-                &good,
-                Some(signed.as_bytes())
-            ),
-            Ok(())
-        );
-        assert!(matches!(
-            verify("12345", URL, &good, None),
-            Err(SignatureError::Missing { .. })
-        ));
-        assert_eq!(
-            verify("54321", URL, &good, Some(signed.as_bytes())),
-            Err(SignatureError::Mismatch)
-        );
-        let mut altered = good.clone();
-        altered[2].1 = "1235".to_owned();
-        assert_eq!(
-            verify("12345", URL, &altered, Some(signed.as_bytes())),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify(
-                "12345",
-                "https://mycompany.com/myapp.php?foo=1&bar=3",
-                &good,
-                Some(signed.as_bytes())
-            ),
-            Err(SignatureError::Mismatch)
-        );
-    }
-
-    #[test]
-    fn segments_are_counted_as_carriers_count_them() {
-        let gsm = |n: usize| "a".repeat(n);
-        assert_eq!(
-            segments(&gsm(160)),
-            Segments {
-                encoding: Encoding::Gsm7,
-                count: 1
-            }
-        );
-        assert_eq!(segments(&gsm(161)).count, 2);
-        assert_eq!(segments(&gsm(306)).count, 2);
-        assert_eq!(segments(&gsm(307)).count, 3);
-        // An extension character takes two septets: 80 euros fill one message.
-        assert_eq!(
-            segments(&"€".repeat(80)),
-            Segments {
-                encoding: Encoding::Gsm7,
-                count: 1
-            }
-        );
-        assert_eq!(segments(&"€".repeat(81)).count, 2);
-        // One character outside GSM-7 makes the whole text UCS-2.
-        let ucs = |n: usize| format!("{}ł", "a".repeat(n - 1));
-        assert_eq!(
-            segments(&ucs(70)),
-            Segments {
-                encoding: Encoding::Ucs2,
-                count: 1
-            }
-        );
-        assert_eq!(segments(&ucs(71)).count, 2);
-        assert_eq!(segments(&ucs(134)).count, 2);
-        assert_eq!(segments(&ucs(135)).count, 3);
-        // An emoji is a surrogate pair: two code units, never split.
-        assert_eq!(segments(&"😀".repeat(35)).count, 1);
-        assert_eq!(segments(&"😀".repeat(36)).count, 2);
-    }
-
-    #[test]
-    fn numbers_are_written_in_e164() {
-        assert_eq!(e164("+1 (415) 867-5310").as_deref(), Some("+14158675310"));
-        assert_eq!(
-            e164("0049 151 1234 5678").as_deref(),
-            Some("+4915112345678")
-        );
-        assert_eq!(e164("+44.20.7946.0958").as_deref(), Some("+442079460958"));
-        for bad in [
-            "4158675310",
-            "+0123456",
-            "+1234567890123456",
-            "+1-800-FLOWERS",
-            "12345",
-            "",
-        ] {
-            assert_eq!(e164(bad), None, "{bad}");
-        }
+        assert_eq!(failure_reason("failed", None), "failed");
     }
 }

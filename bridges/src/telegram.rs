@@ -26,7 +26,7 @@ use std::time::Duration;
 use frankenstein::types::{ChatType, Message};
 use frankenstein::updates::{Update, UpdateContent};
 use serde::de::DeserializeOwned;
-use threadline_protocol::{limits::MAX_BLOB_BYTES, name::ExternalId, ChannelKind, Handle};
+use threadline_protocol::{name::ExternalId, ChannelKind, Handle};
 
 use crate::graph::Upload;
 use crate::sdk::{
@@ -215,7 +215,7 @@ impl BotApi {
     }
 
     /// A file a customer sent: `getFile` for its path, then its bytes (at most
-    /// [`MAX_BLOB_BYTES`]).
+    /// `MAX_BLOB_BYTES`).
     pub async fn file(&self, file_id: &str) -> Result<Vec<u8>, TelegramError> {
         let params = frankenstein::methods::GetFileParams::builder()
             .file_id(file_id)
@@ -229,18 +229,7 @@ impl BotApi {
         let agent = self.agent.clone();
         blocking(move || {
             let response = agent.get(&url).call().map_err(telegram_error)?;
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
-                &mut bytes,
-            )
-            .map_err(|err| TelegramError::local(format!("download cut short: {err}")))?;
-            if bytes.len() as u64 > MAX_BLOB_BYTES {
-                return Err(TelegramError::local(format!(
-                    "the file is larger than {MAX_BLOB_BYTES} bytes"
-                )));
-            }
-            Ok(bytes)
+            crate::webhook::read_file(response).map_err(TelegramError::local)
         })
         .await
     }

@@ -441,6 +441,24 @@ pub async fn attachment_bytes<L: NodeLink>(
     }
 }
 
+/// The body of a file a bridge downloads from its app, at most [`MAX_BLOB_BYTES`]: what a
+/// blob holds. The error says what went wrong.
+///
+/// [`MAX_BLOB_BYTES`]: threadline_protocol::limits::MAX_BLOB_BYTES
+pub fn read_file(response: ureq::Response) -> Result<Vec<u8>, String> {
+    use threadline_protocol::limits::MAX_BLOB_BYTES;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(|err| format!("download cut short: {err}"))?;
+    if bytes.len() as u64 > MAX_BLOB_BYTES {
+        return Err(format!("the file is larger than {MAX_BLOB_BYTES} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// `text` in parts of at most `max` characters, cut at a line or word break where one is near;
 /// none for an empty text.
 pub fn split_text(text: &str, max: usize) -> Vec<String> {

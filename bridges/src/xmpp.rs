@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use threadline_protocol::{event::ReceiptKind, limits::MAX_BLOB_BYTES, Handle};
+use threadline_protocol::{event::ReceiptKind, Handle};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
 use tokio_xmpp::xmlstream::Timeouts;
@@ -807,21 +807,13 @@ impl<L: NodeLink + 'static> Xmpp<L> {
         })
     }
 
-    /// A file a customer sent as a link, at most [`MAX_BLOB_BYTES`].
+    /// A file a customer sent as a link, at most `MAX_BLOB_BYTES`.
     async fn fetch(&self, url: &str) -> Result<InboundAttachment, String> {
         let (agent, url) = (self.http.clone(), url.to_owned());
         tokio::task::spawn_blocking(move || {
             let response = agent.get(&url).call().map_err(|err| err.to_string())?;
             let media_type = response.content_type().to_owned();
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
-                &mut bytes,
-            )
-            .map_err(|err| err.to_string())?;
-            if bytes.len() as u64 > MAX_BLOB_BYTES {
-                return Err(format!("larger than {MAX_BLOB_BYTES} bytes"));
-            }
+            let bytes = crate::webhook::read_file(response)?;
             let name = url
                 .rsplit('/')
                 .next()

@@ -8,8 +8,8 @@
 //! Run: `cargo bench -p threadline-node --bench webhook_load` (environment: `LOAD_DELIVERIES`,
 //! default 10,000; `LOAD_SENDERS`, concurrent connections, default 16; `LOAD_CUSTOMERS`,
 //! default 1,000; `LOAD_PROVIDER`, `whatsapp` (default), `telegram` (updates with the
-//! webhook's secret token) or `slack` (Events API requests signed with the signing secret)). Figures:
-//! docs/BENCHMARKS.md.
+//! webhook's secret token), `slack` (Events API requests signed with the signing secret) or
+//! `sms` (Twilio's forms signed with `X-Twilio-Signature`)). Figures: docs/BENCHMARKS.md.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,38 @@ const SECRET: &str = "bench_app_secret";
 const PHONE_ID: &str = "106540352242922";
 const TELEGRAM_SECRET: &str = "bench-telegram-secret-token";
 const SLACK_SECRET: &str = "bench-slack-signing-secret";
+const TWILIO_ACCOUNT: &str = "AC0000000000000000000000000000beef";
+const TWILIO_TOKEN: &str = "bench-twilio-auth-token";
+const TWILIO_PUBLIC_URL: &str = "https://sms.bench.example";
+
+/// An incoming SMS as Twilio posts it (the documented parameters), and its signature.
+fn twilio_form(customer: usize, message: usize, text: &str) -> (Vec<u8>, String) {
+    let params: Vec<(String, String)> = [
+        ("MessageSid", format!("SM{customer:016x}{message:016x}")),
+        ("SmsMessageSid", format!("SM{customer:016x}{message:016x}")),
+        ("AccountSid", TWILIO_ACCOUNT.to_owned()),
+        ("From", format!("+1415{:07}", customer)),
+        ("To", "+15005550006".to_owned()),
+        ("Body", text.to_owned()),
+        ("NumMedia", "0".to_owned()),
+        ("NumSegments", "1".to_owned()),
+        ("SmsStatus", "received".to_owned()),
+        ("ApiVersion", "2010-04-01".to_owned()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    let signature = threadline_bridges::sms::twilio::signature(
+        TWILIO_TOKEN,
+        &format!("{TWILIO_PUBLIC_URL}/webhooks/sms"),
+        &params,
+    );
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&params)
+        .finish()
+        .into_bytes();
+    (body, signature)
+}
 
 /// A Slack Events API `message.im` request: customer `customer` (a DM of their own) writes
 /// `text` as their message number `message`.
@@ -66,8 +98,23 @@ fn main() {
     let provider = std::env::var("LOAD_PROVIDER").unwrap_or_default();
     let telegram = provider == "telegram";
     let slack = provider == "slack";
+    let sms = provider == "sms";
     let node = BenchNode::start(false, |loopback| {
-        if slack {
+        if sms {
+            threadline_node::config::Config {
+                sms: Some(threadline_node::config::SmsConfig {
+                    account_sid: TWILIO_ACCOUNT.to_owned(),
+                    auth_token: TWILIO_TOKEN.to_owned(),
+                    public_url: TWILIO_PUBLIC_URL.to_owned(),
+                    from: Some("+15005550006".to_owned()),
+                    messaging_service_sid: None,
+                    continue_number: None,
+                    // Nothing is sent: no REST API is reachable.
+                    api_url: "http://127.0.0.1:9".to_owned(),
+                }),
+                ..loopback
+            }
+        } else if slack {
             threadline_node::config::Config {
                 slack: Some(threadline_node::config::SlackConfig {
                     bot_token: "xoxb-bench".to_owned(),
@@ -109,7 +156,9 @@ fn main() {
     }
     // Senders take the plan round-robin, so retries run alongside first deliveries.
     let secret = AppSecret::new(SECRET).expect("secret");
-    let url = if slack {
+    let url = if sms {
+        format!("{base}/webhooks/sms")
+    } else if slack {
         format!("{base}/webhooks/slack")
     } else if telegram {
         format!("{base}/webhooks/telegram")
@@ -134,7 +183,10 @@ fn main() {
                 let mut mine_latencies = Vec::with_capacity(mine.len());
                 for (customer, message) in mine {
                     let text = format!("customer {customer} message {message}");
-                    let (body, header, value) = if slack {
+                    let (body, header, value) = if sms {
+                        let (body, signature) = twilio_form(customer, message, &text);
+                        (body, "X-Twilio-Signature", signature)
+                    } else if slack {
                         let body = slack_event(customer, message, &text);
                         (body, "X-Slack-Signature", String::new())
                     } else if telegram {
@@ -155,7 +207,12 @@ fn main() {
                         (body, "X-Hub-Signature-256", signature)
                     };
                     let sent = Instant::now();
-                    let mut request = http.post(&url).set("Content-Type", "application/json");
+                    let content_type = if sms {
+                        "application/x-www-form-urlencoded"
+                    } else {
+                        "application/json"
+                    };
+                    let mut request = http.post(&url).set("Content-Type", content_type);
                     if slack {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)

@@ -62,6 +62,10 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}", get(threads::show))
         .route("/api/v1/threads/{id}/replies", post(threads::reply))
         .route(
+            "/api/v1/threads/{id}/replies/preview",
+            post(threads::preview_reply),
+        )
+        .route(
             "/api/v1/threads/{id}/events/{event}/attachments/{n}",
             get(attachments::download),
         )
@@ -104,6 +108,7 @@ fn api_router(ingest: Ingest) -> Router {
             get(bridge::thread_messages),
         )
         .route("/api/v1/bridge/identify", post(bridge::identify))
+        .route("/api/v1/bridge/consent", post(bridge::consent))
         .route("/api/v1/bridge/typing", post(bridge::typing))
         .route("/api/v1/bridge/handoff-codes", post(bridge::handoff_code))
         .route(

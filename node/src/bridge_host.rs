@@ -135,23 +135,28 @@ impl NodeLink for LocalLink {
 
     async fn deliveries(&self, limit: usize) -> Result<Vec<sdk::Delivery>, LinkError> {
         let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
-        Ok(
-            crate::conversation::deliveries(self.ingest.store(), self.channel, limit)
-                .map_err(unavailable)?
-                .into_iter()
-                .map(|queued| sdk::Delivery {
-                    seq: queued.delivery.seq,
-                    thread: queued.delivery.thread,
-                    event: queued.delivery.event,
-                    depth: queued.delivery.depth,
-                    handle: queued.delivery.handle,
-                    text: queued.delivery.text,
-                    attachments: queued.attachments,
-                    template: queued.template,
-                    reply_to: queued.reply_to,
-                })
-                .collect(),
+        let queued = crate::conversation::deliveries(
+            self.ingest.store(),
+            self.ingest.read_directory().state(),
+            self.channel,
+            limit,
         )
+        .map_err(unavailable)?;
+        Ok(queued
+            .into_iter()
+            .map(|queued| sdk::Delivery {
+                opted_out: queued.opted_out,
+                seq: queued.delivery.seq,
+                thread: queued.delivery.thread,
+                event: queued.delivery.event,
+                depth: queued.delivery.depth,
+                handle: queued.delivery.handle,
+                text: queued.delivery.text,
+                attachments: queued.attachments,
+                template: queued.template,
+                reply_to: queued.reply_to,
+            })
+            .collect())
     }
 
     async fn put_blob(&self, bytes: Vec<u8>) -> Result<BlobHash, LinkError> {
@@ -320,6 +325,30 @@ impl NodeLink for LocalLink {
             .map_err(link_error)
     }
 
+    async fn consent(&self, handle: &Handle, granted: bool) -> Result<(), LinkError> {
+        self.own(handle)?;
+        let known = self
+            .ingest
+            .directory()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state()
+            .resolve(handle);
+        let contact = match known {
+            Some(contact) => contact,
+            None => self.contact_for(handle).await?,
+        };
+        self.ingest
+            .change_directory(DirectoryAction::Consent {
+                contact,
+                channel: Some(self.channel),
+                granted,
+            })
+            .await
+            .map(drop)
+            .map_err(link_error)
+    }
+
     async fn customer_typing(&self, handle: &Handle) {
         // The thread the customer's next message goes to (as `resolve` finds it).
         let candidates = {
@@ -461,6 +490,12 @@ impl Driven for threadline_bridges::messenger::Messenger<LocalLink> {
 impl Driven for threadline_bridges::slack::Slack<LocalLink> {
     async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
         threadline_bridges::slack::Slack::deliver(self, limit).await
+    }
+}
+
+impl Driven for threadline_bridges::sms::Sms<LocalLink> {
+    async fn deliver(&self, limit: usize) -> Result<usize, sdk::BridgeError> {
+        threadline_bridges::sms::Sms::deliver(self, limit).await
     }
 }
 

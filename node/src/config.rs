@@ -126,6 +126,21 @@ imap_poll_seconds = 30
 # For the web chat's \"continue on Slack\": https://slack.com/app_redirect?app=<app id>&team=<team id>
 # app_link = \"https://slack.com/app_redirect?app=A0123456789\"
 
+[sms]
+# The SMS bridge, on Twilio Programmable Messaging: customers text your Twilio number. On when
+# `account_sid` is set. In the Twilio console, set the number's (or Messaging Service's)
+# \"A message comes in\" webhook to <public_url>/webhooks/sms (HTTP POST). Twilio signs every
+# request over that URL with the auth token, so `public_url` must be exactly where Twilio
+# reaches this node (behind a proxy too). THREADLINE_SMS_AUTH_TOKEN overrides what is here.
+# account_sid = \"AC…\"
+# auth_token = \"\"
+# public_url = \"https://chat.example.com\"
+# Replies come from this number (E.164), or from a Messaging Service (MG…).
+# from = \"+15005550006\"
+# messaging_service_sid = \"MG…\"
+# The number a web chat visitor texts to continue there (the `from` number unless set).
+# continue_number = \"+15005550006\"
+
 [xmpp]
 # The XMPP bridge: the support address is an external component (XEP-0114) of your XMPP
 # server; customers on any XMPP account write to it. On when `component` is set. Declare the
@@ -220,6 +235,8 @@ pub struct Config {
     pub telegram: Option<TelegramConfig>,
     /// The Slack app, if configured.
     pub slack: Option<SlackConfig>,
+    /// The Twilio account for SMS, if configured.
+    pub sms: Option<SmsConfig>,
     /// The XMPP component, if configured.
     pub xmpp: Option<XmppConfig>,
     /// The Matrix application service, if configured.
@@ -429,6 +446,134 @@ impl SlackSection {
             api_url: self
                 .api_url
                 .unwrap_or_else(|| threadline_bridges::slack::DEFAULT_API_URL.to_owned()),
+        };
+        config.settings()?;
+        Ok(Some(config))
+    }
+}
+
+/// The SMS bridge, configured (`[sms]`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmsConfig {
+    /// The Account SID.
+    pub account_sid: String,
+    /// The auth token.
+    pub auth_token: String,
+    /// Where Twilio reaches the node's webhooks.
+    pub public_url: String,
+    /// The number replies come from (E.164).
+    pub from: Option<String>,
+    /// The Messaging Service replies come from.
+    pub messaging_service_sid: Option<String>,
+    /// The number a web chat visitor texts to continue there.
+    pub continue_number: Option<String>,
+    /// The REST API's base URL.
+    pub api_url: String,
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("account_sid", &self.account_sid)
+            .field("public_url", &self.public_url)
+            .field("from", &self.from)
+            .field("messaging_service_sid", &self.messaging_service_sid)
+            .field("api_url", &self.api_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmsConfig {
+    /// The bridge's settings (the checks the bridge makes, so a bad value stops the node at
+    /// start).
+    pub fn settings(&self) -> Result<threadline_bridges::sms::SmsSettings, String> {
+        use threadline_bridges::sms::twilio::{
+            is_sid, AccountSid, AuthToken, MessagesApi, SenderId,
+        };
+        use threadline_bridges::sms::{text::e164, SmsSettings};
+        let account = AccountSid::new(self.account_sid.clone())
+            .map_err(|err| format!("sms.account_sid: {err}"))?;
+        let token = AuthToken::new(self.auth_token.clone())
+            .map_err(|err| format!("sms.auth_token: {err}"))?;
+        let number = |field: &str, value: &str| {
+            e164(value).ok_or_else(|| {
+                format!("sms.{field}: `{value}` is not a phone number in E.164 (+ and the country code)")
+            })
+        };
+        let sender = match (&self.from, &self.messaging_service_sid) {
+            (Some(from), None) => SenderId::Number(number("from", from)?),
+            (None, Some(service)) if is_sid(service, "MG") => SenderId::Service(service.clone()),
+            (None, Some(service)) => {
+                return Err(format!(
+                    "sms.messaging_service_sid: `{service}` is not MG and 32 hex digits"
+                ))
+            }
+            _ => return Err("sms: set one of `from` and `messaging_service_sid`".to_owned()),
+        };
+        let public_url = self.public_url.trim_end_matches('/').to_owned();
+        if !(public_url.starts_with("https://") || public_url.starts_with("http://"))
+            || public_url.contains(['?', '#'])
+        {
+            return Err(format!(
+                "sms.public_url: `{public_url}` is not the http(s) URL Twilio reaches this node at"
+            ));
+        }
+        let continue_number = match (&self.continue_number, &sender) {
+            (Some(continue_number), _) => Some(number("continue_number", continue_number)?),
+            (None, SenderId::Number(from)) => Some(from.clone()),
+            (None, SenderId::Service(_)) => None,
+        };
+        Ok(SmsSettings {
+            api: MessagesApi::new(&self.api_url, account, token)
+                .map_err(|err| format!("sms.api_url: {err}"))?,
+            sender,
+            public_url,
+            continue_number,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmsSection {
+    #[serde(default)]
+    account_sid: Option<String>,
+    #[serde(default)]
+    auth_token: Option<String>,
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    messaging_service_sid: Option<String>,
+    #[serde(default)]
+    continue_number: Option<String>,
+    #[serde(default)]
+    api_url: Option<String>,
+}
+
+impl SmsSection {
+    fn load(self) -> Result<Option<SmsConfig>, String> {
+        let present = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let Some(account_sid) = present(self.account_sid) else {
+            return Ok(None);
+        };
+        let auth_token = std::env::var("THREADLINE_SMS_AUTH_TOKEN")
+            .ok()
+            .filter(|value| !value.is_empty())
+            .or(self.auth_token)
+            .ok_or("sms.auth_token is needed when sms is on")?;
+        let config = SmsConfig {
+            account_sid,
+            auth_token,
+            public_url: present(self.public_url).ok_or(
+                "sms.public_url is needed when sms is on: Twilio signs its requests over it",
+            )?,
+            from: present(self.from),
+            messaging_service_sid: present(self.messaging_service_sid),
+            continue_number: present(self.continue_number),
+            api_url: present(self.api_url)
+                .unwrap_or_else(|| threadline_bridges::sms::twilio::DEFAULT_API_URL.to_owned()),
         };
         config.settings()?;
         Ok(Some(config))
@@ -879,6 +1024,8 @@ struct File {
     #[serde(default)]
     slack: SlackSection,
     #[serde(default)]
+    sms: SmsSection,
+    #[serde(default)]
     xmpp: XmppSection,
     #[serde(default)]
     matrix: MatrixSection,
@@ -1123,6 +1270,18 @@ pub fn load_telegram_section(path: &Path) -> Result<TelegramConfig, ConfigError>
         .ok_or_else(|| bad("[telegram] has no bot_token".to_owned()))
 }
 
+/// The `[sms]` section of a standalone bridge's TOML file.
+pub fn load_sms_section(path: &Path) -> Result<SmsConfig, ConfigError> {
+    let bad = |detail: String| ConfigError::BadValue {
+        path: path.to_owned(),
+        detail,
+    };
+    standalone_section::<SmsSection>(path, "sms")?
+        .load()
+        .map_err(bad)?
+        .ok_or_else(|| bad("[sms] has no account_sid".to_owned()))
+}
+
 /// The `[slack]` section of a standalone bridge's TOML file.
 pub fn load_slack_section(path: &Path) -> Result<SlackConfig, ConfigError> {
     let bad = |detail: String| ConfigError::BadValue {
@@ -1166,6 +1325,7 @@ impl Config {
             instagram: None,
             telegram: None,
             slack: None,
+            sms: None,
             xmpp: None,
             matrix: None,
         }
@@ -1272,11 +1432,13 @@ impl Config {
         let instagram = file.instagram.load("instagram").map_err(bad)?;
         let telegram = file.telegram.load().map_err(bad)?;
         let slack = file.slack.load().map_err(bad)?;
+        let sms = file.sms.load().map_err(bad)?;
         let xmpp = file.xmpp.load().map_err(bad)?;
         let matrix = file.matrix.load().map_err(bad)?;
         Ok(Config {
             telegram,
             slack,
+            sms,
             xmpp,
             matrix,
             whatsapp,

@@ -192,12 +192,15 @@ pub struct QueuedReply {
     /// The app's id of the customer's message it answers, if the agent chose one (and the
     /// app gave it an id).
     pub reply_to: Option<threadline_protocol::name::ExternalId>,
+    /// The customer withdrew consent on the channel (an SMS STOP): it is not to be sent.
+    pub opted_out: bool,
 }
 
 /// The oldest `limit` deliveries queued for `channel`, each with its reply's attachments and
-/// template (none if the reply was erased meanwhile).
+/// template (none if the reply was erased meanwhile), and whether its customer opted out.
 pub fn deliveries(
     store: &crate::store::Store,
+    directory: &threadline_protocol::directory::DirectoryState,
     channel: threadline_protocol::ChannelKind,
     limit: usize,
 ) -> Result<Vec<QueuedReply>, StoreError> {
@@ -218,6 +221,7 @@ pub fn deliveries(
                 None => None,
             };
             Ok(QueuedReply {
+                opted_out: crate::consent::withdrawn(directory, &delivery.handle),
                 delivery,
                 attachments: content.attachments,
                 template: content.template.map(|template| *template),

@@ -229,6 +229,17 @@ pub enum DirectoryAction {
         /// Its value.
         value: String,
     },
+    /// Record a contact's consent to be written to on a channel (`None`: every channel):
+    /// withdrawn (a customer's STOP) or given back (START). Nothing is written when the
+    /// record says so already.
+    Consent {
+        /// The contact.
+        contact: ContactId,
+        /// The channel, or every channel.
+        channel: Option<ChannelKind>,
+        /// Given (`true`) or withdrawn.
+        granted: bool,
+    },
 }
 
 /// The outcome of submitting one event.
@@ -522,6 +533,13 @@ impl Ingest {
     /// The org's contact directory (read-only use).
     pub fn directory(&self) -> &Arc<RwLock<Directory>> {
         &self.directory
+    }
+
+    /// The contact directory, read-locked (hold it briefly: the writer waits for it).
+    pub fn read_directory(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The store (read-only use: all writes go through the pipeline).

@@ -201,7 +201,7 @@ struct WebhookBridgeArgs {
     #[arg(long)]
     key_file: std::path::PathBuf,
     /// A TOML file with the channel's section, as in a node's config.toml (`[whatsapp]`,
-    /// `[messenger]`, `[instagram]`, `[telegram]` or `[slack]`); the THREADLINE_<CHANNEL>_…
+    /// `[messenger]`, `[instagram]`, `[telegram]`, `[slack]` or `[sms]`); the THREADLINE_<CHANNEL>_…
     /// variables override its secrets as for a node.
     #[arg(long)]
     config: std::path::PathBuf,
@@ -228,6 +228,8 @@ enum BridgeCommand {
     Telegram(WebhookBridgeArgs),
     /// Run the Slack bridge on its own (leave the node's `[slack]` unset).
     Slack(WebhookBridgeArgs),
+    /// Run the SMS bridge on its own (leave the node's `[sms]` unset).
+    Sms(WebhookBridgeArgs),
     /// The Matrix bridge (an application service of your homeserver).
     Matrix {
         #[command(subcommand)]
@@ -768,7 +770,8 @@ fn main() -> anyhow::Result<()> {
                 | BridgeCommand::Messenger(_)
                 | BridgeCommand::Instagram(_)
                 | BridgeCommand::Telegram(_)
-                | BridgeCommand::Slack(_)),
+                | BridgeCommand::Slack(_)
+                | BridgeCommand::Sms(_)),
         } => {
             let (channel, args) = match command {
                 BridgeCommand::Whatsapp(args) => (ChannelKind::Whatsapp, args),
@@ -776,6 +779,7 @@ fn main() -> anyhow::Result<()> {
                 BridgeCommand::Instagram(args) => (ChannelKind::Instagram, args),
                 BridgeCommand::Telegram(args) => (ChannelKind::Telegram, args),
                 BridgeCommand::Slack(args) => (ChannelKind::Slack, args),
+                BridgeCommand::Sms(args) => (ChannelKind::Sms, args),
                 _ => unreachable!("matched above"),
             };
             let seed = read_key_file(&args.key_file)?;
@@ -787,6 +791,9 @@ fn main() -> anyhow::Result<()> {
                 ChannelKind::Slack => WebhookChannel::Slack(
                     threadline_node::config::load_slack_section(&args.config)?,
                 ),
+                ChannelKind::Sms => {
+                    WebhookChannel::Sms(threadline_node::config::load_sms_section(&args.config)?)
+                }
                 _ => WebhookChannel::Meta(
                     channel,
                     threadline_node::config::load_meta_section(&args.config, channel)?,

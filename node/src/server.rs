@@ -138,18 +138,13 @@ pub async fn serve(
             }
         }
     }
-    let telegram_key = match &config.telegram {
-        Some(_) => {
-            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Telegram, crate::clock::now())?
-        }
-        None => None,
+    let key_if = |configured: bool, channel: ChannelKind| match configured {
+        true => admin::builtin_bridge_key(data_dir, &store, channel, crate::clock::now()),
+        false => Ok(None),
     };
-    let slack_key = match &config.slack {
-        Some(_) => {
-            admin::builtin_bridge_key(data_dir, &store, ChannelKind::Slack, crate::clock::now())?
-        }
-        None => None,
-    };
+    let telegram_key = key_if(config.telegram.is_some(), ChannelKind::Telegram)?;
+    let slack_key = key_if(config.slack.is_some(), ChannelKind::Slack)?;
+    let sms_key = key_if(config.sms.is_some(), ChannelKind::Sms)?;
     let xmpp_key = match &config.xmpp {
         Some(_) => {
             admin::builtin_bridge_key(data_dir, &store, ChannelKind::Xmpp, crate::clock::now())?
@@ -173,24 +168,27 @@ pub async fn serve(
     )?;
     let mut meta = crate::meta::start(&ingest, meta_keys)
         .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?;
+    let started = |err: String| ServerError::Admin(admin::AdminError::Event(err));
     match (&config.telegram, telegram_key) {
         (Some(configured), Some(key)) => {
-            meta.telegram = Some(
-                crate::telegram::start(&ingest, configured, key)
-                    .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
-            );
+            meta.telegram =
+                Some(crate::telegram::start(&ingest, configured, key).map_err(started)?);
         }
-        (Some(_), None) => warn!("telegram off: this node has no telegram bridge key and no org key to make one (run `threadline bridge add telegram` where the org key is, and copy the key to keys/bridge-telegram.key)"),
+        (Some(_), None) => no_key(ChannelKind::Telegram),
         _ => {}
     }
     match (&config.slack, slack_key) {
         (Some(configured), Some(key)) => {
-            meta.slack = Some(
-                crate::slack::start(&ingest, configured, key)
-                    .map_err(|err| ServerError::Admin(admin::AdminError::Event(err)))?,
-            );
+            meta.slack = Some(crate::slack::start(&ingest, configured, key).map_err(started)?);
         }
-        (Some(_), None) => warn!("slack off: this node has no slack bridge key and no org key to make one (run `threadline bridge add slack` where the org key is, and copy the key to keys/bridge-slack.key)"),
+        (Some(_), None) => no_key(ChannelKind::Slack),
+        _ => {}
+    }
+    match (&config.sms, sms_key) {
+        (Some(configured), Some(key)) => {
+            meta.sms = Some(crate::sms::start(&ingest, configured, key).map_err(started)?);
+        }
+        (Some(_), None) => no_key(ChannelKind::Sms),
         _ => {}
     }
     let xmpp = match (&config.xmpp, xmpp_key) {
@@ -599,6 +597,11 @@ async fn deliver_email(
     }
 }
 
+/// Says why a configured bridge is off.
+fn no_key(channel: ChannelKind) {
+    warn!("{channel} off: this node has no {channel} bridge key and no org key to make one (run `threadline bridge add {channel}` where the org key is, and copy the key to keys/bridge-{channel}.key)");
+}
+
 /// The apps a web chat visitor can continue on: Meta's with a link name, and XMPP.
 fn continue_on(
     meta: &crate::api::webhooks::WebhookBridges<LocalLink>,
@@ -612,6 +615,15 @@ fn continue_on(
             apps.push(threadline_bridges::webchat::ContinueOn {
                 channel: ChannelKind::Slack,
                 link: Arc::new(move |code| slack.continue_link(code)),
+            });
+        }
+    }
+    if let Some(sms) = meta.sms.clone() {
+        let probe = threadline_bridges::sdk::HandoffCode::from_bytes([0; 16]);
+        if sms.continue_link(&probe).is_some() {
+            apps.push(threadline_bridges::webchat::ContinueOn {
+                channel: ChannelKind::Sms,
+                link: Arc::new(move |code| sms.continue_link(code)),
             });
         }
     }

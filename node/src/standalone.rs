@@ -106,10 +106,12 @@ pub enum WebhookChannel {
     Telegram(crate::config::TelegramConfig),
     /// Slack.
     Slack(crate::config::SlackConfig),
+    /// SMS (Twilio).
+    Sms(crate::config::SmsConfig),
 }
 
 /// What a standalone webhook bridge (`threadline bridge
-/// whatsapp|messenger|instagram|telegram|slack`) needs.
+/// whatsapp|messenger|instagram|telegram|slack|sms`) needs.
 #[derive(Debug)]
 pub struct StandaloneWebhook {
     /// The node's base URL.
@@ -133,6 +135,7 @@ pub async fn run_webhook(
         WebhookChannel::Meta(channel, _) => *channel,
         WebhookChannel::Telegram(_) => ChannelKind::Telegram,
         WebhookChannel::Slack(_) => ChannelKind::Slack,
+        WebhookChannel::Sms(_) => ChannelKind::Sms,
     };
     let link = HttpLink::new(settings.node, settings.token);
     let bridge = Bridge::new(
@@ -192,6 +195,17 @@ pub async fn run_webhook(
             poll_deliveries(closing, channel, move || {
                 let slack = Arc::clone(&slack);
                 async move { slack.deliver(64).await }
+            })
+        }
+        WebhookChannel::Sms(config) => {
+            let sms = Arc::new(threadline_bridges::sms::Sms::new(
+                bridge,
+                config.settings()?,
+            ));
+            bridges.sms = Some(Arc::clone(&sms));
+            poll_deliveries(closing, channel, move || {
+                let sms = Arc::clone(&sms);
+                async move { sms.deliver(64).await }
             })
         }
     };

@@ -12,6 +12,7 @@ mod matrix;
 mod meta;
 mod node;
 mod slack;
+mod sms;
 mod store;
 mod telegram;
 mod webchat;

@@ -249,25 +249,6 @@ fn texts(events: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn attachment(node: &Node, token: &str, thread: &str, event: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut node
-            .http()
-            .get(&format!(
-                "{}/api/v1/threads/{thread}/events/{event}/attachments/0",
-                node.base
-            ))
-            .set("Authorization", &format!("Bearer {token}"))
-            .call()
-            .expect("attachment")
-            .into_reader(),
-        &mut bytes,
-    )
-    .expect("bytes");
-    bytes
-}
-
 #[test]
 fn a_matrix_customer_chats_with_the_bot_both_ways_with_files_receipts_edits_and_deletions() {
     let (shop, node) = Shop::start();
@@ -369,7 +350,10 @@ fn a_matrix_customer_chats_with_the_bot_both_ways_with_files_receipts_edits_and_
             .find(|m| m["attachments"].as_array().is_some_and(|a| !a.is_empty()))
     });
     let event = with_file["id"].as_str().expect("id");
-    assert_eq!(attachment(&node, token, &thread, event), bytes);
+    assert_eq!(
+        threadline_tests::attachment(&node, token, &thread, event, 0),
+        bytes
+    );
     let blob = with_file["attachments"][0]["blob"].as_str().expect("blob");
     let (status, sent) = node.post(
         token,
@@ -605,14 +589,7 @@ fn a_web_chat_continues_on_matrix_with_its_one_time_code() {
         .as_str()
         .expect("id")
         .to_owned();
-    visitor.send(&json!({"type": "continue", "channel": "matrix"}));
-    let url = loop {
-        let frame = visitor.receive().expect("a frame");
-        if frame["type"] == "continue_link" {
-            break frame["url"].as_str().expect("url").to_owned();
-        }
-        assert_ne!(frame["type"], "error", "{frame}");
-    };
+    let url = visitor.continue_link("matrix");
     let prefix = format!("https://matrix.to/#/{BOT}?text=");
     assert!(url.starts_with(&prefix), "{url}");
     let text = url[prefix.len()..]
@@ -632,17 +609,7 @@ fn a_web_chat_continues_on_matrix_with_its_one_time_code() {
                 .then_some(())
         },
     );
-    assert_eq!(threads(&node, token).len(), 1);
-    let contact = detail(&node, token, &thread)["thread"]["contact"]
-        .as_str()
-        .expect("contact")
-        .to_owned();
-    let (_, record) = node.get(token, &format!("/api/v1/contacts/{contact}"));
-    let handles = record["handles"].to_string();
-    assert!(
-        handles.contains("matrix:@alice:localhost") && handles.contains("webchat:"),
-        "{record}"
-    );
+    threadline_tests::assert_continued_on(&node, token, &thread, "matrix:@alice:localhost");
     let (status, sent) = node.post(
         token,
         &format!("/api/v1/threads/{thread}/replies"),

@@ -101,26 +101,18 @@ fn reply(node: &Node, token: &str, thread: &str, text: &str) -> (u16, Value) {
 
 /// The visitor's `continue_link` for `channel`, and the code in it.
 fn continue_link(visitor: &mut Visitor, channel: &str) -> (String, String) {
-    visitor.send(&json!({"type": "continue", "channel": channel}));
-    loop {
-        let frame = visitor.receive().expect("a frame");
-        if frame["type"] == "continue_link" {
-            assert_eq!(frame["channel"], channel);
-            let url = frame["url"].as_str().expect("url").to_owned();
-            // The code is a word of its own once the link's escapes are undone.
-            let plain = url
-                .replace("%20", " ")
-                .replace("%28", "(")
-                .replace("%29", ")");
-            let code = plain
-                .rsplit(|c: char| !c.is_ascii_hexdigit())
-                .find(|word| word.len() == 32)
-                .unwrap_or_else(|| panic!("no code in {url}"))
-                .to_owned();
-            return (url, code);
-        }
-        assert_ne!(frame["type"], "error", "{frame}");
-    }
+    let url = visitor.continue_link(channel);
+    // The code is a word of its own once the link's escapes are undone.
+    let plain = url
+        .replace("%20", " ")
+        .replace("%28", "(")
+        .replace("%29", ")");
+    let code = plain
+        .rsplit(|c: char| !c.is_ascii_hexdigit())
+        .find(|word| word.len() == 32)
+        .unwrap_or_else(|| panic!("no code in {url}"))
+        .to_owned();
+    (url, code)
 }
 
 #[test]
@@ -558,21 +550,7 @@ fn files_come_in_from_whatsapp_and_messenger_and_go_out_to_them() {
         .expect("a file")
         .to_owned();
     let event = inbound["id"].as_str().expect("id");
-    let agent = node.http();
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(
-        &mut agent
-            .get(&format!(
-                "{}/api/v1/threads/{thread}/events/{event}/attachments/0",
-                node.base
-            ))
-            .set("Authorization", &format!("Bearer {}", shop.token))
-            .call()
-            .expect("download")
-            .into_reader(),
-        &mut bytes,
-    )
-    .expect("bytes");
+    let bytes = threadline_tests::attachment(&node, &shop.token, &thread, event, 0);
     assert_eq!(bytes, png);
 
     // The agent answers with that file: uploaded to WhatsApp's media, then sent by its id.
@@ -1009,23 +987,13 @@ fn the_whatsapp_bridge_runs_on_its_own_against_the_node() {
     let bridge_config = threadline_tests::move_section_out(&shop.data, "whatsapp", "messenger");
     let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "whatsapp");
     let node = shop.start();
-    let bridge = Node::start_command(
+    let bridge = threadline_tests::start_webhook_bridge(
         &shop.data,
-        &[
-            "bridge",
-            "whatsapp",
-            "--node",
-            &node.base,
-            "--token",
-            &bridge_token,
-            "--key-file",
-            key_file.to_str().expect("utf-8 path"),
-            "--config",
-            bridge_config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "whatsapp bridge listening on ",
+        "whatsapp",
+        &node,
+        (&key_file, &bridge_token),
+        &bridge_config,
+        "127.0.0.1:0",
     );
     // The node itself no longer answers for WhatsApp.
     let message = samples::whatsapp_text(

@@ -309,14 +309,7 @@ fn a_web_chat_continues_on_slack_with_the_code_in_the_first_message() {
         .as_str()
         .expect("id")
         .to_owned();
-    visitor.send(&json!({"type": "continue", "channel": "slack"}));
-    let url = loop {
-        let frame = visitor.receive().expect("a frame");
-        if frame["type"] == "continue_link" {
-            break frame["url"].as_str().expect("url").to_owned();
-        }
-        assert_ne!(frame["type"], "error", "{frame}");
-    };
+    let url = visitor.continue_link("slack");
     let prefix = "https://slack.com/app_redirect?app=A0001&text=";
     assert!(url.starts_with(prefix), "{url}");
     let text = url[prefix.len()..]
@@ -331,12 +324,12 @@ fn a_web_chat_continues_on_slack_with_the_code_in_the_first_message() {
         .0,
         200
     );
-    let shown = detail(&node, &shop.token, &thread);
-    assert_eq!(
-        shown["thread"]["route"]["handle"],
-        format!("slack:{CUSTOMER}")
+    threadline_tests::assert_continued_on(
+        &node,
+        &shop.token,
+        &thread,
+        &format!("slack:{CUSTOMER}"),
     );
-    assert_eq!(threads(&node, &shop.token).len(), 1);
     let (status, _) = node.post(
         &shop.token,
         &format!("/api/v1/threads/{thread}/replies"),
@@ -354,26 +347,16 @@ fn a_web_chat_continues_on_slack_with_the_code_in_the_first_message() {
 #[test]
 fn the_slack_bridge_runs_on_its_own_against_the_node() {
     let shop = Shop::new();
-    let bridge_config = threadline_tests::move_section_out(&shop.data, "slack", "xmpp");
+    let bridge_config = threadline_tests::move_section_out(&shop.data, "slack", "sms");
     let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "slack");
     let node = Node::start(&shop.data);
-    let bridge = Node::start_command(
+    let bridge = threadline_tests::start_webhook_bridge(
         &shop.data,
-        &[
-            "bridge",
-            "slack",
-            "--node",
-            &node.base,
-            "--token",
-            &bridge_token,
-            "--key-file",
-            key_file.to_str().expect("utf-8 path"),
-            "--config",
-            bridge_config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "slack bridge listening on ",
+        "slack",
+        &node,
+        (&key_file, &bridge_token),
+        &bridge_config,
+        "127.0.0.1:0",
     );
     let event = samples::im(
         CUSTOMER,

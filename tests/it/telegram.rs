@@ -275,14 +275,7 @@ fn a_web_chat_continues_on_telegram_with_the_start_code() {
         .as_str()
         .expect("id")
         .to_owned();
-    visitor.send(&json!({"type": "continue", "channel": "telegram"}));
-    let url = loop {
-        let frame = visitor.receive().expect("a frame");
-        if frame["type"] == "continue_link" {
-            break frame["url"].as_str().expect("url").to_owned();
-        }
-        assert_ne!(frame["type"], "error", "{frame}");
-    };
+    let url = visitor.continue_link("telegram");
     let code = url
         .strip_prefix("https://t.me/shop_support_bot?start=")
         .unwrap_or_else(|| panic!("a t.me link: {url}"))
@@ -290,18 +283,11 @@ fn a_web_chat_continues_on_telegram_with_the_start_code() {
     // She opens the link: Telegram sends `/start <code>`.
     let start = samples::text(20, CUSTOMER, 1, &format!("/start {code}"));
     assert_eq!(deliver_update(&webhook(&node), Some(SECRET), &start).0, 200);
-    let shown = detail(&node, &shop.token, &thread);
-    assert_eq!(
-        shown["thread"]["route"]["handle"],
-        format!("telegram:{CUSTOMER}")
-    );
-    assert_eq!(threads(&node, &shop.token).len(), 1);
-    let contact = shown["thread"]["contact"].as_str().expect("contact");
-    let (_, record) = node.get(&shop.token, &format!("/api/v1/contacts/{contact}"));
-    let handles = record["handles"].to_string();
-    assert!(
-        handles.contains(&format!("telegram:{CUSTOMER}")) && handles.contains("webchat:"),
-        "{record}"
+    threadline_tests::assert_continued_on(
+        &node,
+        &shop.token,
+        &thread,
+        &format!("telegram:{CUSTOMER}"),
     );
     let (status, sent) = node.post(
         &shop.token,
@@ -331,23 +317,13 @@ fn the_telegram_bridge_runs_on_its_own_against_the_node() {
     let bridge_config = threadline_tests::move_section_out(&shop.data, "telegram", "slack");
     let (key_file, bridge_token) = threadline_tests::add_bridge(&shop.data, "telegram");
     let node = Node::start(&shop.data);
-    let bridge = Node::start_command(
+    let bridge = threadline_tests::start_webhook_bridge(
         &shop.data,
-        &[
-            "bridge",
-            "telegram",
-            "--node",
-            &node.base,
-            "--token",
-            &bridge_token,
-            "--key-file",
-            key_file.to_str().expect("utf-8 path"),
-            "--config",
-            bridge_config.to_str().expect("utf-8 path"),
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "telegram bridge listening on ",
+        "telegram",
+        &node,
+        (&key_file, &bridge_token),
+        &bridge_config,
+        "127.0.0.1:0",
     );
     let update = samples::text(30, CUSTOMER, 1, "Hello through the bridge");
     assert_eq!(

@@ -471,14 +471,7 @@ fn a_web_chat_continues_on_xmpp_with_its_one_time_code() {
         .as_str()
         .expect("id")
         .to_owned();
-    visitor.send(&json!({"type": "continue", "channel": "xmpp"}));
-    let url = loop {
-        let frame = visitor.receive().expect("a frame");
-        if frame["type"] == "continue_link" {
-            break frame["url"].as_str().expect("url").to_owned();
-        }
-        assert_ne!(frame["type"], "error", "{frame}");
-    };
+    let url = visitor.continue_link("xmpp");
     let prefix = format!("xmpp:{COMPONENT}?message;body=");
     assert!(url.starts_with(&prefix), "{url}");
     let body = url[prefix.len()..]
@@ -489,14 +482,7 @@ fn a_web_chat_continues_on_xmpp_with_its_one_time_code() {
     let mut alice = Customer::connect(&prosody, "alice");
     alice.say("c1", &body);
     // One thread still: the web chat's, now answered on XMPP.
-    assert_eq!(threads(&node, &token).len(), 1);
-    let shown = detail(&node, &token, &thread);
-    assert_eq!(shown["thread"]["route"]["handle"], "xmpp:alice@localhost");
-    let contact = shown["thread"]["contact"].as_str().expect("contact");
-    let (_, record) = node.get(&token, &format!("/api/v1/contacts/{contact}"));
-    let handles = record["handles"].to_string();
-    assert!(handles.contains("xmpp:alice@localhost"), "{record}");
-    assert!(handles.contains("webchat:"), "{record}");
+    threadline_tests::assert_continued_on(&node, &token, &thread, "xmpp:alice@localhost");
 
     let (status, sent) = node.post(
         &token,

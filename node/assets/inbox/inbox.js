@@ -4,7 +4,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var TOKEN_KEY = "threadline.inbox.token";
   // The channels whose bridges send a reply's files (the node refuses files elsewhere).
-  var FILE_CHANNELS = ["email", "whatsapp", "messenger", "instagram"];
+  var FILE_CHANNELS = ["email", "whatsapp", "messenger", "instagram", "xmpp", "matrix", "telegram", "slack"];
   var CHANNEL_NAMES = { whatsapp: "WhatsApp", messenger: "Messenger", instagram: "Instagram",
     email: "email", webchat: "the web chat", sms: "SMS", telegram: "Telegram", slack: "Slack",
     matrix: "Matrix", xmpp: "XMPP" };
@@ -300,24 +300,31 @@
   function renderWindow() {
     var thread = state.detail.thread;
     var win = thread.reply_window;
+    var optedOut = thread.opted_out && thread.route;
     var box = $("window");
-    box.hidden = !win;
+    box.hidden = !win && !optedOut;
     $("template-form").hidden = true;
     $("window-ways").textContent = "";
     updateSend();
-    if (!win) return;
-    var name = CHANNEL_NAMES[win.channel] || win.channel;
-    box.classList.toggle("closed", !win.open);
-    if (win.open) {
+    updateSegments();
+    if (!win && !optedOut) return;
+    var channel = optedOut ? thread.route.channel : win.channel;
+    var name = CHANNEL_NAMES[channel] || channel;
+    box.classList.toggle("closed", !!optedOut || !win.open);
+    if (optedOut) {
+      $("window-text").textContent = "The customer opted out of " + name +
+        " (they texted STOP): nothing is sent to them there until they text START. Write a note, or reply on another of their channels.";
+    } else if (win.open) {
       $("window-text").textContent = "Replies on " + name + " are open until " +
         new Date(win.until).toLocaleString() +
         (win.human_agent ? " (as a human agent's reply, with the HUMAN_AGENT tag)" : "") + ".";
       return;
+    } else {
+      $("window-text").textContent = "Replies on " + name + " are closed: " + win.reason + ".";
+      $("template-form").hidden = win.channel !== "whatsapp";
     }
-    $("window-text").textContent = "Replies on " + name + " are closed: " + win.reason + ".";
-    $("template-form").hidden = win.channel !== "whatsapp";
     var handles = (state.contact && state.contact.id === thread.contact) ? state.contact.handles : [];
-    handles.filter(function (h) { return h.split(":")[0] !== win.channel; }).forEach(function (h) {
+    handles.filter(function (h) { return h.split(":")[0] !== channel; }).forEach(function (h) {
       var button = el("button", null, "Reply via " + pretty(h));
       button.type = "button";
       button.dataset.handle = h;
@@ -326,13 +333,37 @@
     });
   }
 
-  // A reply the window forbids is not offered (a note still is).
+  // A reply the window or an opt-out forbids is not offered (a note still is).
   function replyClosed() {
-    var win = state.detail && state.detail.thread.reply_window;
-    return !!win && !win.open;
+    var thread = state.detail && state.detail.thread;
+    if (!thread) return false;
+    return !!thread.opted_out || (!!thread.reply_window && !thread.reply_window.open);
   }
   function updateSend() {
     $("send").disabled = sending || (state.mode === "reply" && replyClosed());
+  }
+
+  // An SMS reply's segments (each billed) as the agent writes it, counted by the node as the
+  // carrier will.
+  var segmentsTimer = null;
+  function updateSegments() {
+    clearTimeout(segmentsTimer);
+    var thread = state.detail && state.detail.thread;
+    var text = $("compose").value;
+    var sms = state.mode === "reply" && thread && thread.route && thread.route.channel === "sms";
+    if (!sms || !text.trim()) { $("segments").hidden = true; return; }
+    var id = thread.id;
+    segmentsTimer = setTimeout(function () {
+      api("POST", "/threads/" + id + "/replies/preview", { text: text }).then(function (preview) {
+        if (!preview.sms || state.selected !== id) return;
+        var n = preview.sms.segments;
+        $("segments").textContent = n + (n === 1 ? " SMS segment" : " SMS segments") +
+          (preview.sms.messages > 1 ? " in " + preview.sms.messages + " messages" : "") +
+          " (" + preview.sms.encoding + ")";
+        $("segments").classList.toggle("ucs2", preview.sms.encoding !== "GSM-7");
+        $("segments").hidden = false;
+      }).catch(function () { $("segments").hidden = true; });
+    }, 200);
   }
 
   $("template-form").addEventListener("submit", function (e) {
@@ -440,6 +471,11 @@
       attributes.appendChild(el("dt", null, key));
       attributes.appendChild(el("dd", null, String(record.attributes[key])));
     });
+    // Channels the customer withdrew consent on (an SMS STOP): nothing is sent there.
+    (record.opted_out || []).forEach(function (channel) {
+      attributes.appendChild(el("dt", null, "opted out"));
+      attributes.appendChild(el("dd", "opted-out", channel === "all" ? "every channel" : (CHANNEL_NAMES[channel] || channel) + " (texted STOP)"));
+    });
     var timeline = $("contact-timeline");
     timeline.textContent = "";
     record.timeline.filter(function (e) {
@@ -486,6 +522,7 @@
     $("compose").placeholder = mode === "note" ? "Write an internal note… (Ctrl+Enter to save)" : "Write a reply… (Ctrl+Enter to send)";
     $("send").textContent = mode === "note" ? "Save note" : "Send";
     updateSend();
+    updateSegments();
     $("compose").focus();
   }
   $("mode-reply").addEventListener("click", function () { setMode("reply"); });
@@ -510,6 +547,7 @@
       .then(function () {
         $("compose").value = "";
         $("attach").value = "";
+        updateSegments();
         if (state.mode === "reply") setReplyTo(null);
         return loadThread().catch(function () { /* the live stream will refresh it */ });
       })
@@ -544,6 +582,7 @@
   }
   var lastTyping = 0;
   $("compose").addEventListener("input", function () {
+    updateSegments();
     var now = Date.now();
     if (state.mode !== "reply" || !state.selected || now - lastTyping < 3000) return;
     lastTyping = now;

@@ -62,9 +62,10 @@
   var emailLeft = !!settings.email;
 
   // "Continue on Messenger / WhatsApp": a one-time link to carry on from the visitor's phone.
-  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP", telegram: "Telegram", slack: "Slack" };
+  var APP_NAMES = { messenger: "Messenger", whatsapp: "WhatsApp", instagram: "Instagram", email: "email", matrix: "Matrix", xmpp: "XMPP", telegram: "Telegram", slack: "Slack", sms: "SMS" };
   // Apps whose links cannot fill in the first message (matrix.to): the visitor sends it.
-  var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true, slack: true };
+  // (An sms: link fills it in on a phone; on a computer the visitor texts it from theirs.)
+  var TYPE_FIRST_MESSAGE = { matrix: true, xmpp: true, slack: true, sms: true };
   var continueBar = el("div", "tl-chat-continue");
   continueBar.hidden = true;
   var continueLinks = el("div", "tl-chat-continue-row");
@@ -92,7 +93,9 @@
     continueLinks.appendChild(link);
     var first = /[?&;](?:text|body)=([^&]*)/.exec(url);
     if (TYPE_FIRST_MESSAGE[channel] && first) {
-      var message = el("div", "tl-chat-continue-note", "Send this as your first message there:");
+      var number = channel === "sms" ? /^sms:([+0-9]+)/.exec(url) : null;
+      var message = el("div", "tl-chat-continue-note", number ?
+        "Or text this to " + number[1] + " from your phone:" : "Send this as your first message there:");
       message.appendChild(el("code", "tl-chat-continue-code", decodeURIComponent(first[1])));
       continueLinks.appendChild(message);
     }

@@ -244,6 +244,8 @@ pub struct DeliveryView {
     template: Option<threadline_protocol::event::Template>,
     /// The app's id of the customer's message the reply answers, or `null`.
     reply_to: Option<threadline_protocol::name::ExternalId>,
+    /// The customer withdrew consent on the channel (texted STOP): not to be sent.
+    opted_out: bool,
     queued_at: u64,
 }
 
@@ -261,9 +263,16 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveriesAnswer>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
-    let deliveries = crate::conversation::deliveries(ingest.store(), channel, limit)?
+    let queued = crate::conversation::deliveries(
+        ingest.store(),
+        ingest.read_directory().state(),
+        channel,
+        limit,
+    )?;
+    let deliveries = queued
         .into_iter()
         .map(|queued| DeliveryView {
+            opted_out: queued.opted_out,
             seq: queued.delivery.seq,
             thread: queued.delivery.thread,
             event: queued.delivery.event,
@@ -456,6 +465,31 @@ pub async fn identify(
     };
     LocalLink::new(ingest, channel)
         .identify(&handle, identity)
+        .await
+        .map_err(link_refusal)?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentBody {
+    handle: String,
+    /// Given back (`true`: START) or withdrawn (`false`: STOP).
+    granted: bool,
+}
+
+/// `POST /api/v1/bridge/consent` `{"handle", "granted"}`: the customer of a handle of the
+/// bridge's channel withdrew consent to be written to there, or gave it back (see the SDK's
+/// `NodeLink::consent`).
+pub async fn consent(
+    BridgeCaller(channel): BridgeCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<ConsentBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(body) = body?;
+    let handle = own_handle(channel, &body.handle)?;
+    LocalLink::new(ingest, channel)
+        .consent(&handle, body.granted)
         .await
         .map_err(link_refusal)?;
     Ok(Json(serde_json::json!({})))

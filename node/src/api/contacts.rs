@@ -89,6 +89,9 @@ pub struct ContactRecordView {
     attributes: std::collections::BTreeMap<String, String>,
     merged_from: Vec<ContactId>,
     erased: bool,
+    /// The channels the customer withdrew consent on (texted STOP): nothing is sent to them
+    /// there. `"all"` for every channel.
+    opted_out: Vec<String>,
     threads: Vec<ThreadView>,
     /// Every event of every thread of the contact, on every channel, by time.
     timeline: Vec<EventView>,
@@ -125,6 +128,12 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
             .ok_or_else(|| ApiError::not_found(format!("no contact `{id}`")))?;
         (root, record.clone(), directory.state().same_customer(root))
     };
+    let opted_out = record
+        .consent
+        .iter()
+        .filter(|(_, granted)| !**granted)
+        .map(|(channel, _)| channel.map_or_else(|| "all".to_owned(), |c| c.to_string()))
+        .collect();
     let mut threads = Vec::new();
     let mut timeline = Vec::new();
     for member in members {
@@ -147,6 +156,7 @@ pub fn record(ingest: &Ingest, id: ContactId) -> Result<ContactRecordView, ApiEr
             .collect(),
         merged_from: record.merged_from.into_iter().collect(),
         erased: record.erased,
+        opted_out,
         threads,
         timeline,
     })

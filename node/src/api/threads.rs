@@ -411,6 +411,7 @@ pub async fn reply(
             ));
         }
         let template = template.parse()?;
+        consent_allows_reply(&ingest, &id)?;
         return act(&ingest, caller, &id, Action::Template(template)).await;
     }
     if body.text.trim().is_empty() && body.attachments.is_empty() {
@@ -458,6 +459,7 @@ pub async fn reply(
             meta(&file.name, "name")?,
         ));
     }
+    consent_allows_reply(&ingest, &id)?;
     window_allows_reply(&ingest, &id)?;
     act(
         &ingest,
@@ -486,6 +488,89 @@ fn window_allows_reply(ingest: &Ingest, id: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// What a reply of `text` would be on the thread's route: `{"channel", "sms": {"messages",
+/// "segments", "encoding"} | null, "refused": {"code", "message"} | null}`.
+#[derive(Debug, Serialize)]
+pub struct ReplyPreview {
+    /// Where it would go (`null`: the thread has no route).
+    channel: Option<ChannelKind>,
+    /// On SMS: the messages it goes as and the segments the carrier counts (and bills).
+    sms: Option<SmsPreview>,
+    /// Why it would be refused now (`opted_out`, `window_closed`), if it would.
+    refused: Option<serde_json::Value>,
+}
+
+/// How a reply goes over SMS.
+#[derive(Debug, Serialize)]
+pub struct SmsPreview {
+    messages: usize,
+    segments: usize,
+    /// `GSM-7`, or `UCS-2` when a character is outside GSM-7 (segments hold 70, not 160).
+    encoding: &'static str,
+}
+
+/// `POST /api/v1/threads/{id}/replies/preview` `{"text"}`: what the reply would be, before it
+/// is sent (the inbox shows an SMS reply's segment count as it is written). Nothing is stored.
+pub async fn preview_reply(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<TextBody>, JsonRejection>,
+) -> Result<Json<ReplyPreview>, ApiError> {
+    let Json(body) = body?;
+    text_fits(&body.text)?;
+    let thread: ThreadId = parse_id(&id, "thread")?;
+    let state = ingest
+        .store()
+        .thread_state(&thread)?
+        .ok_or_else(|| ApiError::not_found(format!("no thread `{id}`")))?;
+    let channel = state.route.map(|route| route.channel);
+    let sms = (channel == Some(ChannelKind::Sms)).then(|| {
+        let plan = threadline_bridges::sms::text::plan(&body.text);
+        SmsPreview {
+            messages: plan.messages.len(),
+            segments: plan.segments,
+            encoding: plan.encoding.name(),
+        }
+    });
+    let refused = consent_allows_reply(&ingest, &id)
+        .and_then(|()| window_allows_reply(&ingest, &id))
+        .err()
+        .map(|err| serde_json::json!({"code": err.code(), "message": err.message()}));
+    Ok(Json(ReplyPreview {
+        channel,
+        sms,
+        refused,
+    }))
+}
+
+/// `409 opted_out` for a reply on a thread whose route goes to a customer who withdrew
+/// consent there (texted STOP to the SMS number): nothing is stored, nothing reaches the
+/// provider. A note still may be written; replies go again once they opt back in (START).
+fn consent_allows_reply(ingest: &Ingest, id: &str) -> Result<(), ApiError> {
+    let thread: ThreadId = parse_id(id, "thread")?;
+    let Some(state) = ingest.store().thread_state(&thread)? else {
+        return Ok(());
+    };
+    match ingest.store().route_handle(thread, &state)? {
+        Some(handle) if crate::consent::withdrawn_on_node(ingest, &handle) => {
+            Err(opted_out(&handle))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn opted_out(handle: &Handle) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "opted_out",
+        format!(
+            "{handle} opted out of {} (the customer texted STOP): nothing is sent to them there until they opt back in (START); reply on another of their channels or write a note",
+            handle.channel()
+        ),
+    )
 }
 
 /// `POST /api/v1/threads/{id}/notes` `{"text": "..."}`: an internal note.
@@ -636,6 +721,9 @@ pub async fn hand_off(
 ) -> Result<Json<Done>, ApiError> {
     let Json(body) = body?;
     let handle: Handle = parse_field(&body.handle, "handle")?;
+    if crate::consent::withdrawn_on_node(&ingest, &handle) {
+        return Err(opted_out(&handle));
+    }
     act(&ingest, caller, &id, Action::HandOff(handle)).await
 }
 

@@ -30,6 +30,9 @@ pub struct ThreadView {
     pub route: Option<RouteView>,
     /// When replies may go out on the route's channel (`null`: no window, or no route).
     pub reply_window: Option<WindowView>,
+    /// The customer withdrew consent on the route's channel (texted STOP): replies there are
+    /// refused until they opt back in.
+    pub opted_out: bool,
     pub labels: Vec<String>,
     pub members: Vec<OrgId>,
     pub n_messages: u64,
@@ -127,6 +130,10 @@ impl ThreadView {
             }),
             None => None,
         };
+        let opted_out = route
+            .as_ref()
+            .and_then(|route| route.handle.as_ref())
+            .is_some_and(|handle| crate::consent::withdrawn_on_node(ingest, handle));
         let contact_name = ingest
             .directory()
             .read()
@@ -154,6 +161,7 @@ impl ThreadView {
             reply_window: ingest
                 .reply_window(id, state)?
                 .and_then(|(channel, window)| WindowView::of(channel, window)),
+            opted_out,
             labels: state.labels.iter().map(|l| l.to_string()).collect(),
             members: state.members.iter().copied().collect(),
             n_messages: state.n_messages,

@@ -1,9 +1,11 @@
 //! The webhook routes of the webhook bridges: `/webhooks/whatsapp`, `/webhooks/messenger` and
 //! `/webhooks/instagram`, each a `GET` for the subscription handshake and a `POST` for
 //! deliveries, `/webhooks/telegram` (a `POST` of updates, with the secret token) and
-//! `/webhooks/slack` (the Events API, signed; its `url_verification` answered). A delivery's raw body goes to its bridge as received: the signature is checked
-//! over those bytes before anything is parsed, and the answer is `200` only once everything
-//! in it is durable (`503` asks Meta to deliver it again).
+//! `/webhooks/slack` (the Events API, signed; its `url_verification` answered), and
+//! `/webhooks/sms` and `/webhooks/sms/status` (Twilio's forms: incoming messages and status
+//! callbacks, signed over the URL and parameters). A delivery's raw body goes to its bridge as
+//! received: the signature is checked before anything is used, and the answer is `200` only
+//! once everything in it is durable (`503` asks the provider to deliver it again).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,6 +26,7 @@ use threadline_bridges::slack::{
     Answer as SlackAnswer, Slack, SIGNATURE_HEADER as SLACK_SIGNATURE,
     TIMESTAMP_HEADER as SLACK_TIMESTAMP,
 };
+use threadline_bridges::sms::{Sms, SIGNATURE_HEADER as TWILIO_SIGNATURE};
 use threadline_bridges::telegram::{Telegram, SECRET_TOKEN_HEADER};
 use threadline_bridges::webhook::{
     MetaEndpoint, WebhookRefusal, HUB_SIGNATURE_HEADER, MAX_WEBHOOK_BYTES,
@@ -44,6 +47,8 @@ pub struct WebhookBridges<L> {
     pub telegram: Option<Arc<Telegram<L>>>,
     /// Slack.
     pub slack: Option<Arc<Slack<L>>>,
+    /// SMS (Twilio).
+    pub sms: Option<Arc<Sms<L>>>,
 }
 
 impl<L> Default for WebhookBridges<L> {
@@ -54,6 +59,7 @@ impl<L> Default for WebhookBridges<L> {
             instagram: None,
             telegram: None,
             slack: None,
+            sms: None,
         }
     }
 }
@@ -66,6 +72,7 @@ impl<L> Clone for WebhookBridges<L> {
             instagram: self.instagram.clone(),
             telegram: self.telegram.clone(),
             slack: self.slack.clone(),
+            sms: self.sms.clone(),
         }
     }
 }
@@ -145,6 +152,46 @@ pub fn router<L: NodeLink + 'static>(bridges: &WebhookBridges<L>) -> Router {
                 }
             }),
         );
+    }
+    if let Some(bridge) = &bridges.sms {
+        for (path, status) in [
+            (threadline_bridges::sms::INBOUND_PATH, false),
+            (threadline_bridges::sms::STATUS_PATH, true),
+        ] {
+            let bridge = Arc::clone(bridge);
+            router = router.route(
+                path,
+                post(move |request: Request| {
+                    let bridge = Arc::clone(&bridge);
+                    async move {
+                        let path_and_query = request
+                            .uri()
+                            .path_and_query()
+                            .map_or_else(|| path.to_owned(), |p| p.as_str().to_owned());
+                        let (headers, body) = match raw_delivery(request).await {
+                            Ok(delivery) => delivery,
+                            Err(refused) => return refused,
+                        };
+                        let signature = headers.get(TWILIO_SIGNATURE).map(|v| v.as_bytes());
+                        let taken = if status {
+                            bridge.take_status(&path_and_query, signature, &body).await
+                        } else {
+                            bridge.take(&path_and_query, signature, &body).await
+                        };
+                        match taken {
+                            // Twilio reads the answer as TwiML: an empty response sends nothing.
+                            Ok(()) => (
+                                StatusCode::OK,
+                                [(axum::http::header::CONTENT_TYPE, "text/xml")],
+                                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+                            )
+                                .into_response(),
+                            Err(refusal) => answer("sms", Err(refusal)),
+                        }
+                    }
+                }),
+            );
+        }
     }
     router
 }

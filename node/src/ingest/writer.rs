@@ -1508,6 +1508,32 @@ impl Writer {
                     )?]),
                 }
             }
+            DirectoryAction::Consent {
+                contact,
+                channel,
+                granted,
+            } => {
+                let root = exists(self, contact)?;
+                let recorded = self
+                    .directory
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .state()
+                    .contact(root)
+                    .and_then(|(_, record)| record.consent.get(&channel).copied());
+                if recorded == Some(granted) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![self.sign_directory(
+                    DirectoryKind::Consent {
+                        contact: root,
+                        channel,
+                        granted,
+                    },
+                    None,
+                    live,
+                )?])
+            }
             DirectoryAction::Certify(certificate) => Ok(vec![self.sign_directory(
                 DirectoryKind::Certify {
                     certificate: Box::new(certificate),
