@@ -37,6 +37,11 @@ impl Shop {
 
     /// A shop whose node listens on `port` and that Twilio reaches at `public_url`.
     fn with_public_url(port: u16, public_url: &str) -> Shop {
+        Shop::configured(port, public_url, &format!("from = \"{NUMBER}\""))
+    }
+
+    /// A shop whose `[sms]` section says who replies come from with `sender`.
+    fn configured(port: u16, public_url: &str, sender: &str) -> Shop {
         let api = TwilioStandin::start(ACCOUNT, AUTH_TOKEN);
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
@@ -45,7 +50,7 @@ impl Shop {
             text.replacen(
                 "[sms]\n",
                 &format!(
-                    "[sms]\naccount_sid = \"{ACCOUNT}\"\nauth_token = \"{AUTH_TOKEN}\"\npublic_url = \"{public_url}\"\nfrom = \"{NUMBER}\"\napi_url = \"{}\"\n",
+                    "[sms]\naccount_sid = \"{ACCOUNT}\"\nauth_token = \"{AUTH_TOKEN}\"\npublic_url = \"{public_url}\"\n{sender}\napi_url = \"{}\"\n",
                     api.base_url()
                 ),
                 1,
@@ -546,4 +551,48 @@ fn the_inbox_shows_an_sms_replys_segments_and_the_customers_opt_out() {
     );
     agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-sms-opted-out.png"));
     assert_eq!(shop.api.requests(), 0);
+}
+
+#[test]
+fn replies_go_from_a_messaging_service_and_a_bad_sender_stops_the_node_with_the_reason() {
+    let port = free_port();
+    let service = format!("MG{}", "0123456789abcdef".repeat(2));
+    let shop = Shop::configured(
+        port,
+        &format!("http://127.0.0.1:{port}"),
+        &format!("messaging_service_sid = \"{service}\""),
+    );
+    let node = shop.start();
+    assert_eq!(shop.text_in(&node, &sms(&sid(1), CUSTOMER, "hello")).0, 200);
+    let thread = only_thread(&node, &shop.token);
+    let (status, sent) = reply(&node, &shop.token, &thread, "Hi from the service");
+    assert_eq!(status, 200, "{sent}");
+    let event = sent["event"].as_str().expect("event").to_owned();
+    let texts = shop
+        .api
+        .wait_for("the reply", Duration::from_secs(10), |sent| {
+            !sent.is_empty()
+        });
+    assert_eq!(
+        texts[0].messaging_service_sid.as_deref(),
+        Some(service.as_str())
+    );
+    assert_eq!(texts[0].from, None);
+    receipt(&node, &shop.token, &thread, &event, "delivered");
+    node.stop();
+
+    // A sender that is not a number in E.164: the node does not start, and says why.
+    threadline_tests::edit_config(&shop.data, |text| {
+        text.replace(
+            &format!("messaging_service_sid = \"{service}\""),
+            "from = \"5550006\"",
+        )
+    });
+    let out = threadline_tests::run_threadline(&shop.data, &["run", "--listen", &shop.listen]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sms.from: `5550006` is not a phone number in E.164"),
+        "{stderr}"
+    );
 }
