@@ -4,7 +4,9 @@
 //! node of the org enforces it: the reply API refuses a reply up front, and a reply queued
 //! before the STOP fails with a receipt instead of reaching the provider.
 
-use threadline_protocol::{directory::DirectoryState, ChannelKind, ContactId, Handle};
+use threadline_protocol::{
+    directory::DirectoryState, thread::ThreadState, ChannelKind, ContactId, Handle,
+};
 
 use crate::ingest::Ingest;
 
@@ -26,6 +28,13 @@ pub fn withdrawn(directory: &DirectoryState, handle: &Handle) -> bool {
     directory
         .resolve(handle)
         .is_some_and(|contact| withdrawn_by(directory, contact, handle.channel()))
+}
+
+/// The channel of the thread's route, if its customer withdrew consent there (the route
+/// goes to a handle of the thread's contact, so the contact's consent is what counts).
+pub fn withdrawn_on_route(ingest: &Ingest, state: &ThreadState) -> Option<ChannelKind> {
+    let channel = state.route?.channel;
+    withdrawn_by(ingest.read_directory().state(), state.contact, channel).then_some(channel)
 }
 
 /// [`withdrawn`], reading the node's directory.

@@ -411,7 +411,7 @@ pub async fn reply(
             ));
         }
         let template = template.parse()?;
-        consent_allows_reply(&ingest, &id)?;
+        reply_refusal(&ingest, &id, false)?;
         return act(&ingest, caller, &id, Action::Template(template)).await;
     }
     if body.text.trim().is_empty() && body.attachments.is_empty() {
@@ -459,8 +459,7 @@ pub async fn reply(
             meta(&file.name, "name")?,
         ));
     }
-    consent_allows_reply(&ingest, &id)?;
-    window_allows_reply(&ingest, &id)?;
+    reply_refusal(&ingest, &id, true)?;
     act(
         &ingest,
         caller,
@@ -472,22 +471,6 @@ pub async fn reply(
         },
     )
     .await
-}
-
-/// `409 window_closed` for a reply on a thread whose channel would refuse it now (Messenger,
-/// Instagram and WhatsApp answer freely only within 24 hours of the customer's last message),
-/// with the reason and what works instead; nothing is stored.
-fn window_allows_reply(ingest: &Ingest, id: &str) -> Result<(), ApiError> {
-    let thread: ThreadId = parse_id(id, "thread")?;
-    let Some(state) = ingest.store().thread_state(&thread)? else {
-        return Ok(());
-    };
-    if let Some((channel, window)) = ingest.reply_window(thread, &state)? {
-        if let Some(reason) = window.refusal(channel) {
-            return Err(ApiError::new(StatusCode::CONFLICT, "window_closed", reason));
-        }
-    }
-    Ok(())
 }
 
 /// What a reply of `text` would be on the thread's route: `{"channel", "sms": {"messages",
@@ -535,8 +518,7 @@ pub async fn preview_reply(
             encoding: plan.encoding.name(),
         }
     });
-    let refused = consent_allows_reply(&ingest, &id)
-        .and_then(|()| window_allows_reply(&ingest, &id))
+    let refused = reply_refusal(&ingest, &id, true)
         .err()
         .map(|err| serde_json::json!({"code": err.code(), "message": err.message()}));
     Ok(Json(ReplyPreview {
@@ -546,29 +528,36 @@ pub async fn preview_reply(
     }))
 }
 
-/// `409 opted_out` for a reply on a thread whose route goes to a customer who withdrew
-/// consent there (texted STOP to the SMS number): nothing is stored, nothing reaches the
-/// provider. A note still may be written; replies go again once they opt back in (START).
-fn consent_allows_reply(ingest: &Ingest, id: &str) -> Result<(), ApiError> {
+/// Why a reply on the thread would be refused now, before anything is stored: `409
+/// opted_out` when the route's customer withdrew consent there (texted STOP to the SMS
+/// number; nothing reaches the provider, a note still may be written), and, with `window`,
+/// `409 window_closed` when the route's app would refuse it (Messenger, Instagram and WhatsApp
+/// answer freely only within 24 hours of the customer's last message), with the reason and
+/// what works instead.
+fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError> {
     let thread: ThreadId = parse_id(id, "thread")?;
     let Some(state) = ingest.store().thread_state(&thread)? else {
         return Ok(());
     };
-    match ingest.store().route_handle(thread, &state)? {
-        Some(handle) if crate::consent::withdrawn_on_node(ingest, &handle) => {
-            Err(opted_out(&handle))
-        }
-        _ => Ok(()),
+    if let Some(channel) = crate::consent::withdrawn_on_route(ingest, &state) {
+        return Err(opted_out(channel));
     }
+    if window {
+        if let Some((channel, window)) = ingest.reply_window(thread, &state)? {
+            if let Some(reason) = window.refusal(channel) {
+                return Err(ApiError::new(StatusCode::CONFLICT, "window_closed", reason));
+            }
+        }
+    }
+    Ok(())
 }
 
-fn opted_out(handle: &Handle) -> ApiError {
+fn opted_out(channel: ChannelKind) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
         "opted_out",
         format!(
-            "{handle} opted out of {} (the customer texted STOP): nothing is sent to them there until they opt back in (START); reply on another of their channels or write a note",
-            handle.channel()
+            "the customer opted out of {channel} (texted STOP): nothing is sent to them there until they opt back in (START); reply on another of their channels, or write a note"
         ),
     )
 }
@@ -722,7 +711,7 @@ pub async fn hand_off(
     let Json(body) = body?;
     let handle: Handle = parse_field(&body.handle, "handle")?;
     if crate::consent::withdrawn_on_node(&ingest, &handle) {
-        return Err(opted_out(&handle));
+        return Err(opted_out(handle.channel()));
     }
     act(&ingest, caller, &id, Action::HandOff(handle)).await
 }

@@ -130,10 +130,7 @@ impl ThreadView {
             }),
             None => None,
         };
-        let opted_out = route
-            .as_ref()
-            .and_then(|route| route.handle.as_ref())
-            .is_some_and(|handle| crate::consent::withdrawn_on_node(ingest, handle));
+        let opted_out = crate::consent::withdrawn_on_route(ingest, state).is_some();
         let contact_name = ingest
             .directory()
             .read()
