@@ -87,7 +87,7 @@ pub struct Initialised {
 pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminError> {
     let (identity, first_agent) =
         data_dir.init(&mut rand_core::OsRng, now, |staging, identity, org_key| {
-            let store = open_store(staging)?;
+            let store = open_new_store(staging)?;
             let genesis = directory::genesis(org_key)
                 .map_err(|e| AdminError::Event(e.to_string()))?
                 .verify()
@@ -131,7 +131,7 @@ pub fn init_joined(
         for (channel, key) in &bridge_keys {
             staging.save_builtin_bridge_key(*channel, key)?;
         }
-        let store = open_store(staging)?;
+        let store = open_new_store(staging)?;
         let directory = Directory::restore(events.iter().cloned())
             .map_err(|e| AdminError::Event(e.to_string()))?;
         let mut writes = WriteSet::default();
@@ -284,6 +284,18 @@ pub fn storage_key(data_dir: &DataDir) -> Result<StorageKey, StoreError> {
 /// process holds it. A store this process just closed may still be locked for a moment (sled
 /// releases its lock from a background thread), so a lock is waited for, briefly.
 pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
+    // A folder `init` never made (or an empty one) gets nothing written into it: no key, no
+    // half-made store that `run` and `init` would then refuse.
+    if !data_dir.config_path().exists() {
+        return Err(StoreError::NotADataFolder {
+            data_dir: data_dir.root().to_path_buf(),
+        });
+    }
+    open_new_store(data_dir)
+}
+
+/// [`open_store`] for a data folder being made (`init`'s staging folder).
+fn open_new_store(data_dir: &DataDir) -> Result<Store, StoreError> {
     let storage = storage_key(data_dir)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
@@ -542,6 +554,7 @@ mod tests {
     fn a_store_in_use_is_refused_with_the_data_folder_named() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = DataDir::new(tmp.path().join("data"));
+        init(&data_dir, Timestamp::from_millis(1)).expect("init");
         let _held = open_store(&data_dir).expect("the first open");
         // sled's lock is an flock: a second open, even from this process, is refused.
         let err = open_store(&data_dir).expect_err("the folder is in use");
@@ -552,6 +565,24 @@ mod tests {
                 "the data folder {} is in use by another process (a running node?); stop it first",
                 data_dir.root().display()
             )
+        );
+    }
+
+    #[test]
+    fn a_folder_never_made_by_init_is_refused_and_left_as_it_was() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = DataDir::new(tmp.path().join("data"));
+        std::fs::create_dir(data_dir.root()).expect("an empty folder");
+        let err = add_agent(&data_dir, "maria", Timestamp::from_millis(1)).expect_err("refused");
+        assert!(err.to_string().contains("threadline init"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(data_dir.root()).expect("dir").count(),
+            0,
+            "nothing written"
+        );
+        assert!(
+            init(&data_dir, Timestamp::from_millis(1)).is_ok(),
+            "init still works"
         );
     }
 }

@@ -1133,6 +1133,9 @@ impl Default for ReplicationSection {
     }
 }
 
+/// Where the HTTP API listens unless configured (the default config file says so).
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7420";
+
 /// Where replication listens unless configured.
 pub const DEFAULT_P2P_LISTEN: &str = "/ip4/127.0.0.1/tcp/7430";
 
@@ -1484,7 +1487,7 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, DEFAULT_CONFIG).expect("write");
         let config = Config::load(&path, None).expect("loads");
-        assert_eq!(config.api_listen, "127.0.0.1:7420".parse().expect("addr"));
+        assert_eq!(config.api_listen, DEFAULT_API_LISTEN.parse().expect("addr"));
         assert_eq!(
             config.replication_listen,
             vec![DEFAULT_P2P_LISTEN

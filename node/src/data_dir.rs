@@ -110,6 +110,15 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The folder is not a node's data folder: `init` (or the first `run`) never made it.
+    #[error(
+        "{} is not a Threadline data folder: make one with `threadline init` (or `threadline run`), or name another with --data-dir",
+        .data_dir.display()
+    )]
+    NotADataFolder {
+        /// The folder.
+        data_dir: PathBuf,
+    },
     /// A file's contents are invalid.
     #[error("{path} is invalid: {reason}")]
     Invalid {
@@ -386,7 +395,14 @@ impl DataDir {
     /// Loads the node's identity and checks that its certificate is the org's, for its key.
     pub fn load_identity(&self) -> Result<Identity, LoadError> {
         let version_path = self.root.join("VERSION");
-        let version = read(&version_path)?;
+        let version = match read(&version_path) {
+            Err(LoadError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LoadError::NotADataFolder {
+                    data_dir: self.root.clone(),
+                })
+            }
+            other => other?,
+        };
         if version.trim() != LAYOUT_VERSION.to_string() {
             return Err(LoadError::Invalid {
                 path: version_path,

@@ -379,7 +379,42 @@ fn record_files(
     Ok(files)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The TCP address of a multiaddr such as `/ip4/127.0.0.1/tcp/7430` (`None` for others).
+fn tcp_address(multiaddr: &str) -> Option<SocketAddr> {
+    let parts: Vec<&str> = multiaddr.split('/').collect();
+    match parts.as_slice() {
+        ["", "ip4" | "ip6", ip, "tcp", port] => {
+            Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// An error and its causes on one line, each cause once: a cause whose text the line holds
+/// already (an error that prints its source) is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     install_tracing(cli.log_json);
     let data_dir = DataDir::new(&cli.data_dir);
@@ -537,6 +572,29 @@ fn main() -> anyhow::Result<()> {
             let is_new = std::fs::read_dir(&cli.data_dir)
                 .map(|mut entries| entries.next().is_none())
                 .unwrap_or(true);
+            // A new node's ports are checked before an org is made for it: a port in use
+            // fails here, with nothing created and no token printed.
+            let bound_early = if is_new {
+                let api = match listen {
+                    Some(address) => address,
+                    None => threadline_node::config::DEFAULT_API_LISTEN.parse()?,
+                };
+                let listener = std::net::TcpListener::bind(api)
+                    .with_context(|| format!("cannot listen on {api}"))?;
+                let p2p = match p2p_listen.first() {
+                    Some(text) => text.clone(),
+                    None => threadline_node::config::DEFAULT_P2P_LISTEN.to_owned(),
+                };
+                if let Some(address) = tcp_address(&p2p) {
+                    drop(
+                        std::net::TcpListener::bind(address)
+                            .with_context(|| format!("cannot listen on {p2p} for replication"))?,
+                    );
+                }
+                Some(listener)
+            } else {
+                None
+            };
             if is_new {
                 let initialised = admin::init(&data_dir, clock::now())?;
                 print_init(&cli.data_dir, &initialised);
@@ -559,9 +617,15 @@ fn main() -> anyhow::Result<()> {
                 // First: a data folder another process holds fails here, before anything is
                 // bound or a listening address printed.
                 let opened = server::open(&data_dir)?;
-                let listener = tokio::net::TcpListener::bind(config.api_listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", config.api_listen))?;
+                let listener = match bound_early {
+                    Some(listener) => {
+                        listener.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(listener)?
+                    }
+                    None => tokio::net::TcpListener::bind(config.api_listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {}", config.api_listen))?,
+                };
                 let address = listener.local_addr()?;
                 let shutdown = shutdown_signal()?;
                 let smtp = match &config.email_address {
@@ -580,6 +644,7 @@ fn main() -> anyhow::Result<()> {
                     None => None,
                 };
                 println!("threadline listening on http://{address}");
+                println!("inbox: http://{address}/inbox");
                 println!("agent API: http://{address}/api/v1");
                 std::io::stdout().flush()?;
                 server::serve(opened, &config, listener, smtp, shutdown).await?;

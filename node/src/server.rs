@@ -324,7 +324,9 @@ pub async fn serve(
             });
             Some(WebchatHost {
                 webchat,
-                allowed_origins: Arc::new(config.webchat_origins.clone()),
+                allowed_origins: Arc::new(crate::api::webchat::Origins::new(
+                    config.webchat_origins.clone(),
+                )),
                 closing,
                 connections: Arc::new(crate::api::webchat::ConnectionLimit::new(
                     config.webchat_connections_per_minute,

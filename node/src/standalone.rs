@@ -52,7 +52,7 @@ pub async fn run_webchat(
     let (close, closing) = tokio::sync::watch::channel(false);
     let host = WebchatHost {
         webchat: Arc::clone(&webchat),
-        allowed_origins: Arc::new(settings.allowed_origins),
+        allowed_origins: Arc::new(crate::api::webchat::Origins::new(settings.allowed_origins)),
         closing: closing.clone(),
         connections: Arc::new(ConnectionLimit::new(
             crate::config::DEFAULT_CONNECTIONS_PER_MINUTE,

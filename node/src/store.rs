@@ -259,6 +259,15 @@ pub enum StoreError {
     /// sealed bytes changed on disk).
     #[error("store: {0}")]
     Sealing(#[from] DataKeysError),
+    /// The folder is not a node's data folder: `init` (or the first `run`) never made it.
+    #[error(
+        "{} is not a Threadline data folder: make one with `threadline init` (or `threadline run`), or name another with --data-dir",
+        .data_dir.display()
+    )]
+    NotADataFolder {
+        /// The folder.
+        data_dir: std::path::PathBuf,
+    },
     /// Another process (a running node, an admin command) holds the data folder's store:
     /// sled lets one process at a time open it.
     #[error(

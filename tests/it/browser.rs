@@ -290,3 +290,82 @@ fn an_agent_answers_from_the_inbox_while_the_visitor_waits() {
     );
     node.stop();
 }
+
+/// Serves `page` (HTML) to every request on a free loopback port, from a thread of its own:
+/// another site than the node's. Returns its origin.
+fn serve_page(page: String) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let origin = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    origin
+}
+
+#[test]
+fn a_widget_on_a_site_not_allowed_says_so_and_the_node_names_the_site() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    threadline_ok(&data, &["init"]);
+    let address = format!("127.0.0.1:{}", threadline_tests::free_port());
+    let node = Node::start_at(&data, &address);
+    let site = serve_page(format!(
+        "<!doctype html><title>Shop</title><h1>Shop</h1><script src=\"{}/webchat/widget.js\"></script>",
+        node.base
+    ));
+    let visitor = Browser::start();
+    visitor.go(&format!("{site}/"));
+    visitor.wait_for(
+        "the widget",
+        "return document.querySelector('.tl-chat-launcher')",
+    );
+    visitor.click_on(".tl-chat-launcher");
+    let status = visitor.wait_for(
+        "the chat to say it cannot open here",
+        "const c = document.querySelector('.tl-chat'); return c.dataset.state === 'not-allowed' && document.querySelector('.tl-chat-status').textContent",
+    );
+    assert_eq!(status, json!("Chat is not available on this site"));
+    assert_eq!(
+        visitor.run(
+            "return document.querySelector('.tl-chat-input').disabled",
+            json!([])
+        ),
+        json!(true)
+    );
+    visitor.screenshot(&screenshot_dir().join("webchat-site-not-allowed.png"));
+    // The node says which site was refused, and how to allow it (once per site).
+    let logged = threadline_tests::eventually(
+        "the refusal in the log",
+        std::time::Duration::from_secs(5),
+        || {
+            let lines = node.logged(&[&site, "allowed_origins"]);
+            (!lines.is_empty()).then_some(lines)
+        },
+    );
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    node.stop();
+
+    // Allowed, the same page chats.
+    threadline_tests::edit_config(&data, |text| {
+        text.replace(
+            "allowed_origins = []",
+            &format!("allowed_origins = [\"{site}\"]"),
+        )
+    });
+    let node = Node::start_at(&data, &address);
+    visitor.go(&format!("{site}/"));
+    open_chat(&visitor);
+    write(&visitor, "Hello from the shop's site");
+    bubbles_when(&visitor, "the message stored", 1);
+    node.stop();
+}

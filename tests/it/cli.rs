@@ -98,8 +98,70 @@ fn identity_without_a_data_folder_is_a_clear_error() {
     let output = run_threadline(&tmp.path().join("nowhere"), &["identity"]);
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("cannot read"),
+        stderr(&output).contains("is not a Threadline data folder"),
         "{}",
         stderr(&output)
     );
+}
+
+/// The lines of an error: one, `error: …`, with each cause once.
+fn error_lines(output: &std::process::Output) -> Vec<String> {
+    stderr(output)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn run_on_a_port_in_use_fails_before_making_an_org() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("address").to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let output = run_threadline(&data, &["run", "--listen", &address]);
+    assert!(!output.status.success());
+    assert!(!stdout(&output).contains("token"), "{}", stdout(&output));
+    let lines = error_lines(&output);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("error: cannot listen on {address}: ")),
+        "{lines:?}"
+    );
+    assert!(!data.exists(), "no data folder made");
+    // Once the port is free, the same command makes the org and serves.
+    drop(taken);
+    let node = threadline_tests::Node::start_at(&data, &address);
+    assert!(node.base.ends_with(&address));
+}
+
+#[test]
+fn an_admin_command_in_a_folder_init_never_made_says_so_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).expect("an empty folder");
+    for args in [
+        &["agent", "add", "maria"][..],
+        &["agent", "list"][..],
+        &["bridge", "add", "sms"][..],
+        &["identity"][..],
+    ] {
+        let output = run_threadline(&data, args);
+        assert!(!output.status.success(), "{args:?}");
+        let lines = error_lines(&output);
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(
+            lines[0].contains("is not a Threadline data folder")
+                && lines[0].contains("threadline init"),
+            "{lines:?}"
+        );
+        assert!(!stdout(&output).contains("token"), "{args:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&data).expect("dir").count(),
+        0,
+        "nothing written"
+    );
+    // The folder is still good for `init`.
+    threadline_tests::threadline_ok(&data, &["init"]);
 }

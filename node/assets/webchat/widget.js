@@ -310,11 +310,30 @@
       }
     };
     socket.onclose = function () {
+      var wasConnected = connected;
       connected = false;
       root.dataset.state = "reconnecting";
       setStatus("Reconnecting…");
-      setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 15000);
+      // A socket that never opened may have been refused for this site: ask, and say so
+      // rather than reconnect for ever.
+      var check = wasConnected ? Promise.resolve(true) :
+        fetch(base.origin + "/webchat/allowed").then(function (r) { return r.json(); })
+          .then(function (answer) { return answer.allowed !== false; })
+          .catch(function () { return true; });
+      check.then(function (allowed) {
+        if (!allowed) {
+          root.dataset.state = "not-allowed";
+          setStatus("Chat is not available on this site");
+          empty.textContent = "This chat cannot open on this site. Please contact us another way.";
+          input.disabled = true;
+          send.disabled = true;
+          if (window.console) console.warn("Threadline: this site (" + location.origin +
+            ") is not in the node's [webchat] allowed_origins, so the chat cannot open here.");
+          return;
+        }
+        setTimeout(connect, retry);
+        retry = Math.min(retry * 2, 15000);
+      });
     };
   }
 

@@ -89,7 +89,7 @@ pub struct WebchatHost<L> {
     /// The bridge.
     pub webchat: Arc<Webchat<L>>,
     /// Origins allowed besides the node's own.
-    pub allowed_origins: Arc<Vec<String>>,
+    pub allowed_origins: Arc<Origins>,
     /// Turns `true` when the server is shutting down.
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// New connections per client address.
@@ -107,10 +107,56 @@ impl<L> Clone for WebchatHost<L> {
     }
 }
 
+/// The sites whose pages may open the chat besides the node's own (`[webchat]
+/// allowed_origins`), and those refused so far (each logged once, so that the operator learns
+/// which site to allow, and a hostile page cannot flood the log).
+#[derive(Debug, Default)]
+pub struct Origins {
+    allowed: Vec<String>,
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Refused origins remembered for logging (past this, refusals go unlogged).
+const MAX_REFUSED_ORIGINS_LOGGED: usize = 64;
+
+impl Origins {
+    /// These origins allowed (`https://shop.example`).
+    pub fn new(allowed: Vec<String>) -> Self {
+        Origins {
+            allowed,
+            refused: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Whether a request with these headers comes from a page that may open the chat; a
+    /// refused origin is logged the first time.
+    fn check(&self, headers: &HeaderMap) -> bool {
+        if origin_allowed(headers, &self.allowed) {
+            return true;
+        }
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused.len() < MAX_REFUSED_ORIGINS_LOGGED && refused.insert(origin.to_owned()) {
+            tracing::warn!(
+                origin,
+                "web chat: a page of {origin} tried to open the chat and was refused; add it to [webchat] allowed_origins if it is your site"
+            );
+        }
+        false
+    }
+}
+
 /// The web chat's routes.
 pub fn router<L: NodeLink + 'static>(host: WebchatHost<L>) -> Router {
     Router::new()
         .route("/webchat/widget.js", get(widget_js))
+        .route("/webchat/allowed", get(allowed::<L>))
         .route("/webchat/widget.css", get(widget_css))
         .route("/webchat/demo", get(demo))
         .route("/webchat/ws", get(socket::<L>))
@@ -157,6 +203,21 @@ fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
     own || allowed.iter().any(|a| a == origin)
 }
 
+/// `GET /webchat/allowed`: `{"allowed"}`, whether the calling page's site may open the chat,
+/// readable from any site (a browser cannot read why a WebSocket was refused), so the widget
+/// can say that the chat is not available there instead of reconnecting for ever.
+async fn allowed<L: NodeLink + 'static>(
+    State(host): State<WebchatHost<L>>,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = host.allowed_origins.check(&headers);
+    (
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        axum::Json(serde_json::json!({ "allowed": allowed })),
+    )
+        .into_response()
+}
+
 async fn socket<L: NodeLink + 'static>(
     State(host): State<WebchatHost<L>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -171,7 +232,7 @@ async fn socket<L: NodeLink + 'static>(
         )
         .into_response();
     }
-    if !origin_allowed(&headers, &host.allowed_origins) {
+    if !host.allowed_origins.check(&headers) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",
