@@ -16,7 +16,9 @@ use crate::api::auth::token_hash;
 use crate::data_dir::{DataDir, InitError, LoadError};
 use crate::identity::Identity;
 use crate::store::data_keys::StorageKey;
-use crate::store::{AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, WriteSet};
+use crate::store::{
+    AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, TreeRecord, WriteSet,
+};
 
 pub use crate::data_dir::BRIDGE_CERT_VALIDITY_MILLIS;
 
@@ -325,6 +327,24 @@ pub fn add_agent(data_dir: &DataDir, name: &str, now: Timestamp) -> Result<NewAg
 }
 
 fn add_agent_to(store: &Store, name: &str, now: Timestamp) -> Result<NewAgent, AdminError> {
+    let (agent, records) = agent_records(name, now)?;
+    store.commit(write_set(records))?;
+    Ok(agent)
+}
+
+fn write_set(records: Vec<TreeRecord>) -> WriteSet {
+    let mut writes = WriteSet::default();
+    for (tree, key, value) in records {
+        writes.insert(tree, key, value);
+    }
+    writes
+}
+
+/// A new agent and its first token, as the records to write.
+pub fn agent_records(
+    name: &str,
+    now: Timestamp,
+) -> Result<(NewAgent, Vec<TreeRecord>), AdminError> {
     let agent = AgentRecord {
         id: AgentId::random(&mut rand_core::OsRng),
         name: name.to_owned(),
@@ -332,28 +352,32 @@ fn add_agent_to(store: &Store, name: &str, now: Timestamp) -> Result<NewAgent, A
         revoked: false,
     };
     let token = new_token();
-    let mut writes = WriteSet::default();
-    writes.insert(
-        TreeName::Agents,
-        agent.id.as_bytes().to_vec(),
-        encode(&agent)?,
-    );
-    writes.insert(
-        TreeName::Tokens,
-        token_hash(&token).to_vec(),
-        encode(&TokenRecord {
-            role: TokenRole::Agent(agent.id),
-            created_at: now,
-            revoked: false,
-        })?,
-    );
-    store.commit(writes)?;
-    Ok(NewAgent { agent, token })
+    let records = vec![
+        (
+            TreeName::Agents,
+            agent.id.as_bytes().to_vec(),
+            encode(&agent)?,
+        ),
+        (
+            TreeName::Tokens,
+            token_hash(&token).to_vec(),
+            encode(&TokenRecord {
+                role: TokenRole::Agent(agent.id),
+                created_at: now,
+                revoked: false,
+            })?,
+        ),
+    ];
+    Ok((NewAgent { agent, token }, records))
 }
 
 /// Every agent.
 pub fn list_agents(data_dir: &DataDir) -> Result<Vec<AgentRecord>, AdminError> {
-    let store = open_store(data_dir)?;
+    agents(&open_store(data_dir)?)
+}
+
+/// Every agent of `store`.
+pub fn agents(store: &Store) -> Result<Vec<AgentRecord>, AdminError> {
     store
         .tree(TreeName::Agents)
         .iter()
@@ -367,6 +391,13 @@ pub fn list_agents(data_dir: &DataDir) -> Result<Vec<AgentRecord>, AdminError> {
 /// Revokes an agent and every token of it.
 pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
     let store = open_store(data_dir)?;
+    store.commit(write_set(revoke_records(&store, id)?))?;
+    store.flush()?;
+    Ok(())
+}
+
+/// What revoking agent `id` and every token of it writes.
+pub fn revoke_records(store: &Store, id: AgentId) -> Result<Vec<TreeRecord>, AdminError> {
     let stored = store
         .tree(TreeName::Agents)
         .get(id.as_bytes())
@@ -374,19 +405,16 @@ pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
         .ok_or(AdminError::UnknownAgent(id))?;
     let mut agent: AgentRecord = crate::store::decode("agents", &stored)?;
     agent.revoked = true;
-    let mut writes = WriteSet::default();
-    writes.insert(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?);
+    let mut records = vec![(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?)];
     for entry in store.tree(TreeName::Tokens).iter() {
         let (key, value) = entry.map_err(StoreError::from)?;
         let mut token: TokenRecord = crate::store::decode("tokens", &value)?;
         if token.role == TokenRole::Agent(id) && !token.revoked {
             token.revoked = true;
-            writes.insert(TreeName::Tokens, key.to_vec(), encode(&token)?);
+            records.push((TreeName::Tokens, key.to_vec(), encode(&token)?));
         }
     }
-    store.commit(writes)?;
-    store.flush()?;
-    Ok(())
+    Ok(records)
 }
 
 /// A built-in bridge's certificate is renewed at start when it has less than this left.
@@ -455,21 +483,36 @@ pub fn add_bridge(
     now: Timestamp,
 ) -> Result<NewBridge, AdminError> {
     let identity = data_dir.load_identity()?;
+    let (org_key, new, records) = new_bridge(data_dir, channel, now)?;
+    let store = open_store(data_dir)?;
+    let directory = load_directory(&store, identity.org)?;
+    let certify = certify_event(&directory, &org_key, new.certificate.clone(), now)?;
+    let mut writes = write_set(records);
+    writes.put_event(&store, &certify)?;
+    store.commit(writes)?;
+    store.flush()?;
+    Ok(new)
+}
+
+/// A new bridge for `channel` (its key, the org's certificate for it, a token) and the
+/// records of its token; the certificate is yet to be published. Needs the org key, which is
+/// given back to sign with.
+pub fn new_bridge(
+    data_dir: &DataDir,
+    channel: ChannelKind,
+    now: Timestamp,
+) -> Result<(SecretKey, NewBridge, Vec<TreeRecord>), AdminError> {
+    let identity = data_dir.load_identity()?;
     let org_key = data_dir
         .load_org_key()?
         .ok_or_else(|| AdminError::NoOrgKey {
             path: data_dir.root().join("keys/org.key"),
             needed_for: "certifying a bridge",
         })?;
-    let store = open_store(data_dir)?;
-    let directory = load_directory(&store, identity.org)?;
     let key = SecretKey::generate(&mut rand_core::OsRng);
     let certificate = bridge_certificate(&org_key, identity.org, &key, channel, now)?;
-    let certify = certify_event(&directory, &org_key, certificate.clone(), now)?;
     let token = new_token();
-    let mut writes = WriteSet::default();
-    writes.put_event(&store, &certify)?;
-    writes.insert(
+    let records = vec![(
         TreeName::Tokens,
         token_hash(&token).to_vec(),
         encode(&TokenRecord {
@@ -477,14 +520,16 @@ pub fn add_bridge(
             created_at: now,
             revoked: false,
         })?,
-    );
-    store.commit(writes)?;
-    store.flush()?;
-    Ok(NewBridge {
-        key,
-        certificate,
-        token,
-    })
+    )];
+    Ok((
+        org_key,
+        NewBridge {
+            key,
+            certificate,
+            token,
+        },
+        records,
+    ))
 }
 
 fn load_directory(store: &Store, org: OrgId) -> Result<Directory, AdminError> {

@@ -263,6 +263,12 @@ impl DataDir {
         self.root.join("backup-requests")
     }
 
+    /// Where `threadline agent …` and `threadline bridge add` ask a running node to carry
+    /// them out (see `admin_requests.rs`).
+    pub fn admin_requests_path(&self) -> PathBuf {
+        self.root.join("admin-requests")
+    }
+
     /// Creates `to` for a backup of this folder: refused if it exists (a backup never
     /// overwrites anything) or is inside this folder (it would copy itself).
     pub fn claim_backup_folder(&self, to: &Path) -> Result<(), String> {
@@ -290,7 +296,11 @@ impl DataDir {
     /// into `to`, creating it: what a backup holds besides the store. These files are written
     /// only by admin commands, never by the running node's writer.
     pub fn copy_besides_store(&self, to: &Path) -> std::io::Result<()> {
-        let skip = [self.store_path(), self.backup_requests_path()];
+        let skip = [
+            self.store_path(),
+            self.backup_requests_path(),
+            self.admin_requests_path(),
+        ];
         let mut pending = vec![(self.root.clone(), to.to_path_buf())];
         while let Some((dir, into)) = pending.pop() {
             fs::create_dir_all(&into)?;

@@ -330,6 +330,8 @@ enum Request {
     SweepBlobs(std::time::Duration, Reply<usize>),
     /// Copy the store into a new folder between batches (see [`Ingest::backup`]).
     Backup(std::path::PathBuf, Reply<u64>),
+    /// Write records of the admin trees (see [`Ingest::write_records`]).
+    Records(Vec<crate::store::TreeRecord>, Reply<usize>),
 }
 
 /// The handle to the pipeline: cheap to clone, one per API task.
@@ -366,6 +368,7 @@ impl std::fmt::Debug for Request {
             Request::Certificates(..) => "Certificates",
             Request::SweepBlobs(..) => "SweepBlobs",
             Request::Backup(..) => "Backup",
+            Request::Records(..) => "Records",
         })
     }
 }
@@ -499,6 +502,16 @@ impl Ingest {
     /// that their events in threads shared with them can be authorised. Certificates of this
     /// org, and any for a key this org certifies, are ignored: this org's come from its
     /// directory. Answers how many were new.
+    /// Writes records of the admin trees (agents, tokens: what `threadline agent` and
+    /// `threadline bridge add` change) with the next group commit; answers how many once they
+    /// are durable. They take effect at once: every request reads its token from the store.
+    pub async fn write_records(
+        &self,
+        records: Vec<crate::store::TreeRecord>,
+    ) -> Result<usize, IngestError> {
+        self.call(|reply| Request::Records(records, reply)).await
+    }
+
     pub async fn add_partner_certificates(
         &self,
         certificates: Vec<threadline_protocol::Certificate>,

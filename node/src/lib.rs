@@ -19,6 +19,7 @@
 //! - [`clock`]: the only place that reads the system time.
 
 pub mod admin;
+pub mod admin_requests;
 pub mod api;
 pub mod bridge_host;
 pub mod clock;

@@ -657,36 +657,27 @@ fn run() -> anyhow::Result<()> {
             println!("node:    {}", identity.node_id());
             println!("peer id: {}", identity.peer_id());
         }
-        Command::Agent { command } => match command {
-            AgentCommand::Add { name } => {
-                let new = admin::add_agent(&data_dir, &name, clock::now())?;
-                println!("agent: {} ({})", new.agent.id, new.agent.name);
-                println!("token: {}", new.token);
-                println!("The token is shown once; the node keeps only its hash.");
+        Command::Agent { command } => {
+            use threadline_node::admin_requests::AdminCommand;
+            let command = match command {
+                AgentCommand::Add { name } => AdminCommand::AddAgent { name },
+                AgentCommand::List => AdminCommand::ListAgents,
+                AgentCommand::Revoke { id } => AdminCommand::RevokeAgent { id },
+            };
+            let printed =
+                threadline_node::admin_requests::carry_out(&data_dir, &command, clock::now())?;
+            if !printed.is_empty() {
+                println!("{printed}");
             }
-            AgentCommand::List => {
-                for agent in admin::list_agents(&data_dir)? {
-                    let state = if agent.revoked { "revoked" } else { "active" };
-                    println!("{}  {:8}  {}", agent.id, state, agent.name);
-                }
-            }
-            AgentCommand::Revoke { id } => {
-                admin::revoke_agent(&data_dir, id)?;
-                println!("revoked agent {id} and its tokens");
-            }
-        },
+        }
         Command::Bridge {
             command: BridgeCommand::Add { channel },
         } => {
-            let new = admin::add_bridge(&data_dir, channel, clock::now())?;
-            println!("bridge key:  {}", hex::encode(new.key.to_seed()));
-            println!("public key:  {}", new.key.public());
+            let command = threadline_node::admin_requests::AdminCommand::AddBridge { channel };
             println!(
-                "certificate: {}",
-                hex::encode(threadline_protocol::codec::encode(&new.certificate)?)
+                "{}",
+                threadline_node::admin_requests::carry_out(&data_dir, &command, clock::now())?
             );
-            println!("token:       {}", new.token);
-            println!("Keep the key and token secret; they are shown once.");
         }
         Command::Bridge {
             command:
@@ -1132,31 +1123,14 @@ fn backup(data_dir: &DataDir, to: &std::path::Path) -> anyhow::Result<u64> {
             copied
         }
         Err(threadline_node::store::StoreError::InUse { .. }) => {
-            let requests = data_dir.backup_requests_path();
-            std::fs::create_dir_all(&requests)?;
-            let name = format!("{}-{}", std::process::id(), clock::now().as_millis());
-            let request = requests.join(format!("{name}.request"));
-            let done = requests.join(format!("{name}.done"));
-            // Whole or not at all: the node reads only `.request` files.
-            let writing = requests.join(format!("{name}.writing"));
-            std::fs::write(&writing, to.as_os_str().as_encoded_bytes())?;
-            std::fs::rename(&writing, &request)?;
             eprintln!("the node is running: asked it for the backup");
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60 * 60);
-            loop {
-                if let Ok(answer) = std::fs::read_to_string(&done) {
-                    let _ = std::fs::remove_file(&done);
-                    return match answer.strip_prefix("ok ") {
-                        Some(bytes) => Ok(bytes.trim().parse().unwrap_or(0)),
-                        None => Err(anyhow::anyhow!("the node could not back up: {answer}")),
-                    };
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = std::fs::remove_file(&request);
-                    anyhow::bail!("the node did not answer the backup request within an hour");
-                }
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
+            let answer = threadline_node::admin_requests::ask(
+                &data_dir.backup_requests_path(),
+                &to.to_string_lossy(),
+                std::time::Duration::from_secs(60 * 60),
+            )
+            .map_err(|err| anyhow::anyhow!("the node could not back up: {err}"))?;
+            Ok(answer.trim().parse().unwrap_or(0))
         }
         Err(err) => Err(err.into()),
     }

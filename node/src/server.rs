@@ -357,6 +357,10 @@ pub async fn serve(
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
+    tokio::spawn(crate::admin_requests::serve(
+        ingest.clone(),
+        data_dir.clone(),
+    ));
     let app = api::router(ingest.clone(), webchat)
         .merge(api::webhooks::router(&meta))
         .merge(api::matrix::router(matrix.clone()));
@@ -430,36 +434,19 @@ async fn deliver_webchat(webchat: Arc<Webchat<LocalLink>>) {
 /// `<name>.done` (`ok <bytes>`, or `error: <why>`). Ends when the node closes.
 async fn serve_backup_requests(ingest: crate::ingest::Ingest, data_dir: DataDir) {
     let requests = data_dir.backup_requests_path();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = ingest.closing() => break,
+    crate::admin_requests::serve_requests(&ingest, &requests, |to| {
+        let (ingest, data_dir) = (ingest.clone(), data_dir.clone());
+        async move {
+            let to = std::path::PathBuf::from(to.trim());
+            info!(to = %to.display(), "backing up");
+            let answer = backup(&ingest, &data_dir, &to)
+                .await
+                .map(|bytes| bytes.to_string());
+            info!(answer = ?answer, "backup request answered");
+            answer
         }
-        let Ok(entries) = std::fs::read_dir(&requests) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let request = entry.path();
-            if request.extension().is_none_or(|ext| ext != "request") {
-                continue;
-            }
-            let answer = match std::fs::read_to_string(&request) {
-                Ok(to) => {
-                    let to = std::path::PathBuf::from(to.trim());
-                    info!(to = %to.display(), "backing up");
-                    match backup(&ingest, &data_dir, &to).await {
-                        Ok(bytes) => format!("ok {bytes}"),
-                        Err(err) => format!("error: {err}"),
-                    }
-                }
-                Err(err) => format!("error: cannot read the request: {err}"),
-            };
-            info!(answer = %answer, "backup request answered");
-            let _ = std::fs::write(request.with_extension("done"), answer);
-            let _ = std::fs::remove_file(&request);
-        }
-    }
+    })
+    .await;
 }
 
 /// A running node's backup into `to`, a folder it creates (one that exists is refused and

@@ -421,6 +421,9 @@ const TREE_NAMES: [&str; 18] = [
     "audit",
 ];
 
+/// A record to write into a tree (the admin trees: agents, tokens): tree, key, value.
+pub type TreeRecord = (TreeName, Vec<u8>, Vec<u8>);
+
 /// Writes to commit together. The last write to a key wins; [`WriteSet::get`] reads through
 /// the staged writes to the store, so a writer sees its own uncommitted changes.
 #[derive(Debug, Default)]

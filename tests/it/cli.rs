@@ -165,3 +165,53 @@ fn an_admin_command_in_a_folder_init_never_made_says_so_and_writes_nothing() {
     // The folder is still good for `init`.
     threadline_tests::threadline_ok(&data, &["init"]);
 }
+
+#[test]
+fn agents_and_bridges_are_added_and_revoked_while_the_node_runs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let admin =
+        threadline_tests::field(&threadline_tests::threadline_ok(&data, &["init"]), "token:");
+    let node = threadline_tests::Node::start(&data);
+    // Added through the running node: its token works at once.
+    let added = threadline_tests::threadline_ok(&data, &["agent", "add", "maria"]);
+    let token = threadline_tests::field(&added, "token:");
+    let (status, me) = node.get(&token, "/api/v1/me");
+    assert_eq!((status, me["name"].as_str()), (200, Some("maria")), "{me}");
+    let id = me["id"].as_str().expect("id").to_owned();
+    let listed = threadline_tests::threadline_ok(&data, &["agent", "list"]);
+    assert!(
+        listed.lines().any(|line| line.starts_with(&id)
+            && line.contains("active")
+            && line.ends_with("maria")),
+        "{listed}"
+    );
+    // Revoked through it: refused at once.
+    let revoked = threadline_tests::threadline_ok(&data, &["agent", "revoke", &id]);
+    assert!(
+        revoked.contains(&format!("revoked agent {id}")),
+        "{revoked}"
+    );
+    assert_eq!(node.get(&token, "/api/v1/me").0, 401);
+    assert_eq!(node.get(&admin, "/api/v1/me").0, 200, "others keep theirs");
+    // A bridge: its certificate is in the directory and its token opens the bridge API.
+    let bridge = threadline_tests::threadline_ok(&data, &["bridge", "add", "sms"]);
+    let bridge_token = threadline_tests::field(&bridge, "token:");
+    assert_eq!(node.get(&bridge_token, "/api/v1/bridge/presence").0, 200);
+    // A command the node refuses says why, once.
+    let unknown = run_threadline(
+        &data,
+        &["agent", "revoke", "00000000000000000000000000000000"],
+    );
+    assert!(!unknown.status.success());
+    let lines = error_lines(&unknown);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("no agent"), "{lines:?}");
+    node.stop();
+    // Stopped, the same commands work on the folder directly.
+    let listed = threadline_tests::threadline_ok(&data, &["agent", "list"]);
+    assert!(
+        listed.contains("revoked") && listed.contains("maria"),
+        "{listed}"
+    );
+}

@@ -790,8 +790,8 @@ fn thread_list_filters_and_pages() {
         &format!("/api/v1/threads/{}/labels", threads[1]),
         &json!({"add": ["billing"]}),
     );
-    // Admin commands need the store, which the running node holds: a clear error, no change.
-    let out = threadline_tests::run_threadline(&org.data, &["agent", "list"]);
+    // Commands that read the store itself need the node stopped: a clear error, no change.
+    let out = threadline_tests::run_threadline(&org.data, &["check"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is in use by another process"),

@@ -316,6 +316,7 @@ enum Answer {
         Result<Vec<EventId>, IngestError>,
     ),
     Certificates(super::Reply<usize>, Result<usize, IngestError>),
+    Records(super::Reply<usize>, Result<usize, IngestError>),
     Handoff(
         super::Reply<crate::store::HandoffCode>,
         Result<crate::store::HandoffCode, IngestError>,
@@ -340,7 +341,7 @@ impl Answer {
             Answer::Resolve(_, result) => store_error(result),
             Answer::Act(_, result) => store_error(result),
             Answer::Directory(_, result) => store_error(result),
-            Answer::Certificates(_, result) => store_error(result),
+            Answer::Certificates(_, result) | Answer::Records(_, result) => store_error(result),
             Answer::Handoff(_, result) => store_error(result),
             Answer::Continue(_, result) => store_error(result),
         }
@@ -378,6 +379,13 @@ impl Writer {
             match request {
                 Request::SweepBlobs(grace, reply) => sweeps.push((grace, reply)),
                 Request::Backup(to, reply) => backups.push((to, reply)),
+                Request::Records(records, reply) => {
+                    let written = records.len();
+                    for (tree, key, value) in records {
+                        self.pending.insert(tree, key, value);
+                    }
+                    answers.push(Answer::Records(reply, Ok(written)));
+                }
                 Request::Submit(events, source, reply) => {
                     // Not through the verifier stage: verify here.
                     let verified = event::verify_batch(events);
@@ -487,9 +495,11 @@ impl Writer {
                 (Answer::Directory(reply, result), flushed) => reply
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
-                (Answer::Certificates(reply, result), flushed) => reply
-                    .send(durable(result, flushed, not_durable))
-                    .map_err(drop),
+                (Answer::Certificates(reply, result) | Answer::Records(reply, result), flushed) => {
+                    reply
+                        .send(durable(result, flushed, not_durable))
+                        .map_err(drop)
+                }
                 (Answer::Handoff(reply, result), flushed) => reply
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
