@@ -1070,6 +1070,16 @@ impl Browser {
         self.command("POST", "/url", Some(serde_json::json!({ "url": url })));
     }
 
+    /// Resizes the browser's window to `width` × `height` CSS pixels (the page's viewport is
+    /// what the window's frame leaves of it).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(serde_json::json!({ "width": width, "height": height })),
+        );
+    }
+
     /// Reloads the page.
     pub fn reload(&self) {
         self.command("POST", "/refresh", Some(serde_json::json!({})));

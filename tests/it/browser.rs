@@ -369,3 +369,117 @@ fn a_widget_on_a_site_not_allowed_says_so_and_the_node_names_the_site() {
     bubbles_when(&visitor, "the message stored", 1);
     node.stop();
 }
+
+/// Where an element is on the screen: `{top, bottom, left, right}` of its bounding box, with
+/// the viewport's `width` and `height`.
+const GEOMETRY: &str = r#"
+    const box = document.querySelector(arguments[0]).getBoundingClientRect();
+    return {top: box.top, bottom: box.bottom, left: box.left, right: box.right,
+            width: window.innerWidth, height: window.innerHeight};
+"#;
+
+fn geometry(browser: &Browser, css: &str) -> Value {
+    browser.run(GEOMETRY, json!([css]))
+}
+
+fn on_screen(browser: &Browser, css: &str, width: u32) {
+    let at = geometry(browser, css);
+    let (top, bottom) = (at["top"].as_f64(), at["bottom"].as_f64());
+    let (left, right) = (at["left"].as_f64(), at["right"].as_f64());
+    let (w, h) = (at["width"].as_f64(), at["height"].as_f64());
+    assert!(
+        matches!((top, bottom, left, right, w, h), (Some(t), Some(b), Some(l), Some(r), Some(w), Some(h))
+            if t >= -0.5 && b <= h + 0.5 && l >= -0.5 && r <= w + 0.5 && b > t && r > l),
+        "{css} is not wholly on screen at {width} px: {at}"
+    );
+}
+
+/// The newest event is wholly inside the message pane (not under its edge).
+fn newest_in_view(browser: &Browser, width: u32) {
+    let inside = browser.wait_for(
+        "the newest message in view",
+        "const pane = document.getElementById('events').getBoundingClientRect();
+         const last = document.querySelector('#events .event:last-child').getBoundingClientRect();
+         return last.top >= pane.top - 0.5 && last.bottom <= pane.bottom + 0.5 ? 'yes' : null",
+    );
+    assert_eq!(inside, json!("yes"), "at {width} px");
+}
+
+#[test]
+fn the_inbox_works_at_1280_1024_and_390_pixels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let mut visitor = threadline_tests::Visitor::connect(&node, None);
+    for n in 1..=20 {
+        visitor.say(
+            &format!("m{n}"),
+            &format!("Message number {n} about my order"),
+        );
+    }
+    let agent = open_first_conversation(&node.base, &token);
+    let shots = screenshot_dir();
+    for width in [1280, 1024, 390] {
+        agent.resize(width, 800);
+        agent.wait_for(
+            "the newest message",
+            "return [...document.querySelectorAll('#events .event.inbound')].some(e => e.textContent.includes('number 10'))",
+        );
+        // It opens at the newest message, in a pane that scrolls by itself, with the composer
+        // on screen.
+        let scrolls = agent.run(
+            "const e = document.getElementById('events'); return e.scrollHeight > e.clientHeight",
+            json!([]),
+        );
+        assert_eq!(
+            scrolls,
+            json!(true),
+            "at {width} px the messages scroll in their pane"
+        );
+        newest_in_view(&agent, width);
+        on_screen(&agent, "#compose", width);
+        on_screen(&agent, "#status", width);
+        on_screen(&agent, "#send", width);
+        let overflow = agent.run(
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+            json!([]),
+        );
+        assert_eq!(
+            overflow,
+            json!(true),
+            "nothing sticks out sideways at {width} px"
+        );
+        if width >= 1024 {
+            on_screen(&agent, ".contact", width);
+            on_screen(&agent, ".threads", width);
+        } else {
+            // A phone: the conversation fills the screen; back shows the list, which fills it.
+            on_screen(&agent, "#back", width);
+            agent.screenshot(&shots.join(format!("inbox-{width}-conversation.png")));
+            agent.click_on("#back");
+            on_screen(&agent, ".thread-item", width);
+            let list = geometry(&agent, ".threads");
+            assert!(
+                list["right"].as_f64().unwrap_or(0.0) - list["left"].as_f64().unwrap_or(0.0)
+                    >= f64::from(width) - 2.0,
+                "the list fills the phone: {list}"
+            );
+            agent.screenshot(&shots.join(format!("inbox-{width}-list.png")));
+            agent.click_on(".thread-item");
+            on_screen(&agent, "#compose", width);
+        }
+        agent.screenshot(&shots.join(format!("inbox-{width}.png")));
+    }
+    // Typing a reply on the phone works as on a computer.
+    agent.click_on("#compose");
+    let compose = agent.find("#compose");
+    agent.type_into(&compose, "We are on it");
+    agent.click_on("#send");
+    agent.wait_for(
+        "the reply",
+        "return [...document.querySelectorAll('#events .event.outbound')].some(e => e.textContent.includes('We are on it'))",
+    );
+    newest_in_view(&agent, 390);
+    node.stop();
+}

@@ -141,6 +141,9 @@
     });
     $("list-empty").hidden = state.threads.length > 0;
     $("list-title").textContent = TITLES[state.filter];
+    // Unread messages in the list, in the tab's title too (seen from another tab).
+    var unread = state.threads.reduce(function (n, t) { return n + (t.unread || 0); }, 0);
+    document.title = (unread > 0 ? "(" + unread + ") " : "") + "Threadline inbox";
   }
 
   document.querySelectorAll("[data-filter]").forEach(function (button) {
@@ -174,9 +177,12 @@
     $("customer-typing").hidden = true;
     $("no-thread").hidden = true;
     $("thread-view").hidden = false;
+    // On a phone the conversation takes the screen; `back` returns to the list.
+    $("app").classList.add("reading");
     renderThreads();
     return loadThread();
   }
+  $("back").addEventListener("click", function () { $("app").classList.remove("reading"); });
 
   function loadThread() {
     var id = state.selected;
@@ -196,6 +202,20 @@
         renderContact();
       });
     });
+  }
+
+  // Whether the message pane shows the newest message: it stays so as messages come and as
+  // the pane changes size (a narrower window, a banner above the composer), until the agent
+  // scrolls up.
+  var pinned = true;
+  $("events").addEventListener("scroll", function () {
+    var pane = $("events");
+    pinned = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+  });
+  if (window.ResizeObserver) {
+    new ResizeObserver(function () {
+      if (pinned) $("events").scrollTop = $("events").scrollHeight;
+    }).observe($("events"));
   }
 
   function renderThread() {
@@ -235,6 +255,10 @@
     var quoting = !!thread.route && thread.route.channel === "whatsapp";
     if (state.replyTo && (!quoting || !byId[state.replyTo.id])) setReplyTo(null);
     var list = $("events");
+    // Opened at the newest message; a live update keeps it there, unless the agent scrolled
+    // up to read (then the view stays where it is).
+    var sameThread = list.dataset.thread === thread.id;
+    var kept = list.scrollTop;
     list.textContent = "";
     state.detail.events.forEach(function (e) {
       var item;
@@ -279,7 +303,9 @@
       item.dataset.event = e.id;
       list.appendChild(item);
     });
-    list.scrollTop = list.scrollHeight;
+    list.dataset.thread = thread.id;
+    if (!sameThread) pinned = true;
+    list.scrollTop = pinned ? list.scrollHeight : kept;
     renderWindow();
   }
 
