@@ -18,8 +18,16 @@ pub struct LocalLink {
 }
 
 impl LocalLink {
-    /// The link for the built-in bridge of `channel`.
+    /// The link of a bridge of `channel` to `ingest` (a standalone bridge's request, through
+    /// the bridge API).
     pub fn new(ingest: Ingest, channel: ChannelKind) -> Self {
+        LocalLink { ingest, channel }
+    }
+
+    /// The link of this node's built-in bridge of `channel`: the node delivers to `channel`
+    /// from now on (see [`Ingest::delivers_to`]).
+    pub fn builtin(ingest: Ingest, channel: ChannelKind) -> Self {
+        ingest.builtin_bridge_started(channel);
         LocalLink { ingest, channel }
     }
 

@@ -348,6 +348,8 @@ pub struct Ingest {
     /// The channels whose page may answer with the `HUMAN_AGENT` tag (see
     /// [`threadline_bridges::window`]).
     human_agent: Arc<RwLock<threadline_protocol::channel::ChannelSet>>,
+    /// The channels this node's built-in bridges deliver to (see [`Ingest::delivers_to`]).
+    builtin_bridges: Arc<RwLock<threadline_protocol::channel::ChannelSet>>,
     /// The thread list's index (see [`crate::thread_index`]).
     thread_index: Arc<RwLock<crate::thread_index::ThreadIndex>>,
     /// Contact search (see [`crate::contact_search`]).
@@ -563,6 +565,36 @@ impl Ingest {
     /// Who is here right now (agents with the inbox open, typing).
     pub fn presence(&self) -> &crate::presence::Presence {
         &self.presence
+    }
+
+    /// Notes that a built-in bridge of `channel` runs in this node.
+    pub fn builtin_bridge_started(&self, channel: ChannelKind) {
+        let mut set = self
+            .builtin_bridges
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *set = set.with(channel);
+    }
+
+    /// Whether this node has a bridge that delivers to `channel`: a built-in one, or a
+    /// standalone one it gave a bridge token (which takes the channel's queue when it runs).
+    pub fn delivers_to(&self, channel: ChannelKind) -> Result<bool, StoreError> {
+        let builtin = self
+            .builtin_bridges
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(channel);
+        if builtin {
+            return Ok(true);
+        }
+        for entry in self.store.tree(crate::store::TreeName::Tokens).iter() {
+            let (_, value) = entry.map_err(StoreError::from)?;
+            let token: crate::store::TokenRecord = crate::store::decode("tokens", &value)?;
+            if token.role == crate::store::TokenRole::Bridge(channel) && !token.revoked {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Lets agents answer on `channel` for 7 days with the `HUMAN_AGENT` tag (the page has it).

@@ -72,7 +72,7 @@ pub fn start(
 ) -> Result<Arc<Matrix<LocalLink>>, String> {
     let bridge = Bridge::new(
         BridgeIdentity::new(key, ChannelKind::Matrix),
-        LocalLink::new(ingest.clone(), ChannelKind::Matrix),
+        LocalLink::builtin(ingest.clone(), ChannelKind::Matrix),
         crate::clock::now,
     );
     let matrix = Arc::new(Matrix::new(bridge, config.settings(tokens)?)?);

@@ -80,7 +80,7 @@ pub fn start(
         }
         let bridge = Bridge::new(
             BridgeIdentity::new(key, channel),
-            LocalLink::new(ingest.clone(), channel),
+            LocalLink::builtin(ingest.clone(), channel),
             crate::clock::now,
         );
         match channel {

@@ -242,7 +242,7 @@ pub async fn serve(
                     .map_err(|err| fail(err.to_string()))?;
                     let bridge = Bridge::new(
                         BridgeIdentity::new(key.clone(), ChannelKind::Email),
-                        LocalLink::new(ingest.clone(), ChannelKind::Email),
+                        LocalLink::builtin(ingest.clone(), ChannelKind::Email),
                         crate::clock::now,
                     );
                     tokio::spawn(deliver_email(Arc::new(bridge), Arc::new(outbound)));
@@ -251,7 +251,7 @@ pub async fn serve(
             }
             let bridge = Bridge::new(
                 BridgeIdentity::new(key, ChannelKind::Email),
-                LocalLink::new(ingest.clone(), ChannelKind::Email),
+                LocalLink::builtin(ingest.clone(), ChannelKind::Email),
                 crate::clock::now,
             );
             let mut inbound = threadline_bridges::email::EmailInbound::new(bridge, address.clone());
@@ -299,7 +299,7 @@ pub async fn serve(
         Some(key) => {
             let bridge = Bridge::new(
                 BridgeIdentity::new(key, ChannelKind::Webchat),
-                LocalLink::new(ingest.clone(), ChannelKind::Webchat),
+                LocalLink::builtin(ingest.clone(), ChannelKind::Webchat),
                 crate::clock::now,
             );
             let secret = config

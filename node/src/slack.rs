@@ -20,7 +20,7 @@ pub fn start(
 ) -> Result<Arc<Slack<LocalLink>>, String> {
     let bridge = Bridge::new(
         BridgeIdentity::new(key, ChannelKind::Slack),
-        LocalLink::new(ingest.clone(), ChannelKind::Slack),
+        LocalLink::builtin(ingest.clone(), ChannelKind::Slack),
         crate::clock::now,
     );
     let slack = Arc::new(Slack::new(

@@ -21,7 +21,7 @@ pub fn start(
 ) -> Result<Arc<Sms<LocalLink>>, String> {
     let bridge = Bridge::new(
         BridgeIdentity::new(key, ChannelKind::Sms),
-        LocalLink::new(ingest.clone(), ChannelKind::Sms),
+        LocalLink::builtin(ingest.clone(), ChannelKind::Sms),
         crate::clock::now,
     );
     let sms = Arc::new(Sms::new(bridge, config.settings()?));

@@ -21,7 +21,7 @@ pub fn start(
 ) -> Result<Arc<Telegram<LocalLink>>, String> {
     let bridge = Bridge::new(
         BridgeIdentity::new(key, ChannelKind::Telegram),
-        LocalLink::new(ingest.clone(), ChannelKind::Telegram),
+        LocalLink::builtin(ingest.clone(), ChannelKind::Telegram),
         crate::clock::now,
     );
     let telegram = Arc::new(Telegram::new(bridge, config.settings()?));

@@ -25,7 +25,7 @@ pub fn start(
     let settings = config.settings()?;
     let bridge = Bridge::new(
         BridgeIdentity::new(key, ChannelKind::Xmpp),
-        LocalLink::new(ingest.clone(), ChannelKind::Xmpp),
+        LocalLink::builtin(ingest.clone(), ChannelKind::Xmpp),
         crate::clock::now,
     );
     let xmpp = Arc::new(Xmpp::new(bridge, settings));

@@ -384,6 +384,44 @@ fn hand_off_to_a_linked_handle_routes_replies_there_and_never_to_a_stranger() {
         .as_array()
         .expect("deliveries")
         .is_empty());
+
+    // Her WhatsApp number, linked: this node has no WhatsApp bridge, so a hand-off there is
+    // refused up front (its replies would never be sent), and the route stays on email.
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/contacts/{carol}/handles"),
+        &json!({"handle": "whatsapp:+14155550123"}),
+    );
+    assert_eq!(status, 200);
+    let (status, err) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/handoff"),
+        &json!({"handle": "whatsapp:+14155550123"}),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("no_bridge")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("[whatsapp]")),
+        "{err}"
+    );
+    let (_, shown) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(
+        shown["thread"]["route"]["handle"],
+        "email:carol@example.test"
+    );
+    // Once a WhatsApp bridge is added (while the node runs), the hand-off goes.
+    threadline_ok(&org.data, &["bridge", "add", "whatsapp"]);
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/handoff"),
+        &json!({"handle": "whatsapp:+14155550123"}),
+    );
+    assert_eq!(status, 200);
     node.stop();
 }
 

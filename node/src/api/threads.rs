@@ -713,6 +713,18 @@ pub async fn hand_off(
     if crate::consent::withdrawn_on_node(&ingest, &handle) {
         return Err(opted_out(handle.channel()));
     }
+    // The node that sets the route delivers on it: a channel it has no bridge for would take
+    // the replies and send none.
+    let channel = handle.channel();
+    if !ingest.delivers_to(channel)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_bridge",
+            format!(
+                "this node has no {channel} bridge, so replies handed off to {handle} would never be sent: configure [{channel}] in config.toml (or run `threadline bridge {channel}` with a bridge token), or hand off to another of the customer's channels"
+            ),
+        ));
+    }
     act(&ingest, caller, &id, Action::HandOff(handle)).await
 }
 

@@ -126,6 +126,7 @@ pub fn start_with_cache(
             presence: crate::presence::Presence::default(),
             replication: crate::replication_status::Status::default(),
             human_agent: Arc::default(),
+            builtin_bridges: Arc::default(),
             thread_index,
             contact_search,
         },
