@@ -332,6 +332,8 @@ enum Request {
     Backup(std::path::PathBuf, Reply<u64>),
     /// Write records of the admin trees (see [`Ingest::write_records`]).
     Records(Vec<crate::store::TreeRecord>, Reply<usize>),
+    /// Reopen a thread whose snooze has ended (see [`Ingest::wake`]).
+    Wake(ThreadId, Reply<Option<EventId>>),
 }
 
 /// The handle to the pipeline: cheap to clone, one per API task.
@@ -371,6 +373,7 @@ impl std::fmt::Debug for Request {
             Request::SweepBlobs(..) => "SweepBlobs",
             Request::Backup(..) => "Backup",
             Request::Records(..) => "Records",
+            Request::Wake(..) => "Wake",
         })
     }
 }
@@ -504,6 +507,12 @@ impl Ingest {
     /// that their events in threads shared with them can be authorised. Certificates of this
     /// org, and any for a key this org certifies, are ignored: this org's come from its
     /// directory. Answers how many were new.
+    /// Reopens `thread` if it is snoozed until a time that has come: a status event the node
+    /// signs (every node may do it; two reopenings are one state). `None` if it was not due.
+    pub async fn wake(&self, thread: ThreadId) -> Result<Option<EventId>, IngestError> {
+        self.call(|reply| Request::Wake(thread, reply)).await
+    }
+
     /// Writes records of the admin trees (agents, tokens: what `threadline agent` and
     /// `threadline bridge add` change) with the next group commit; answers how many once they
     /// are durable. They take effect at once: every request reads its token from the store.

@@ -353,6 +353,7 @@ pub async fn serve(
     )?;
     tokio::spawn(replication);
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
+    tokio::spawn(wake_snoozed(ingest.clone()));
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
@@ -468,6 +469,44 @@ async fn backup(
         let _ = std::fs::remove_dir_all(to);
     }
     copied
+}
+
+/// How often snoozed threads are looked at for an ended snooze.
+const WAKE_EVERY: Duration = Duration::from_secs(5);
+
+/// Reopens snoozed threads once their time has come (within [`WAKE_EVERY`]), so they are back
+/// in the open list. Ends when the node closes.
+async fn wake_snoozed(ingest: crate::ingest::Ingest) {
+    let mut tick = tokio::time::interval(WAKE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ingest.closing() => break,
+        }
+        let snoozed = ingest
+            .thread_index()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .with_status("snoozed");
+        let now = crate::clock::now();
+        for thread in snoozed {
+            let due = match ingest.store().thread_state(&thread) {
+                Ok(Some(state)) => matches!(
+                    state.status,
+                    threadline_protocol::event::Status::Snoozed { until } if until <= now
+                ),
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            match ingest.wake(thread).await {
+                Ok(Some(_)) => info!(%thread, "snooze ended: the conversation is open again"),
+                Ok(None) => {}
+                Err(err) => warn!(%thread, cause = %err, "cannot reopen a snoozed conversation"),
+            }
+        }
+    }
 }
 
 /// Deletes attachment files no event refers to (uploads whose message never came, erasures a

@@ -163,6 +163,14 @@ impl ThreadIndex {
         }
     }
 
+    /// Every thread of `status` (`snoozed`: what may be due to wake), in no order.
+    pub fn with_status(&self, status: &str) -> Vec<ThreadId> {
+        self.by_status
+            .get(status)
+            .map(|set| set.iter().map(|(_, thread)| *thread).collect())
+            .unwrap_or_default()
+    }
+
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
     pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
         // The smallest set a filter narrows to (empty: nothing matches).

@@ -483,3 +483,89 @@ fn the_inbox_works_at_1280_1024_and_390_pixels() {
     newest_in_view(&agent, 390);
     node.stop();
 }
+
+/// Picks `value` in the `<select>` matching `css`, as a person does (the page hears `change`).
+fn choose(browser: &Browser, css: &str, value: &str) {
+    browser.run(
+        "const s = document.querySelector(arguments[0]); s.value = arguments[1]; s.dispatchEvent(new Event('change'));",
+        json!([css, value]),
+    );
+}
+
+#[test]
+fn an_agent_assigns_to_anyone_snoozes_and_filters_by_label() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let bea = field(&threadline_ok(&data, &["agent", "add", "Bea"]), "agent:");
+    let bea_id = bea.split_whitespace().next().expect("id").to_owned();
+    let node = Node::start(&data);
+    for who in ["first", "second"] {
+        let mut visitor = threadline_tests::Visitor::connect(&node, None);
+        let said = visitor.say("m1", &format!("Hello from the {who} visitor"));
+        assert_eq!(said["type"], "ack", "{said}");
+    }
+    let agent = open_first_conversation(&node.base, &token);
+    let thread = agent
+        .wait_for(
+            "the conversation",
+            "const s = document.querySelector('.thread-item.selected'); return s && s.dataset.thread",
+        )
+        .as_str()
+        .expect("thread id")
+        .to_owned();
+    // Assigned to Bea, not only to "me".
+    agent.wait_for(
+        "Bea in the assignee picker",
+        &format!("return !!document.querySelector('#assignee option[value=\"{bea_id}\"]')"),
+    );
+    choose(&agent, "#assignee", &bea_id);
+    agent.wait_for(
+        "the assignment",
+        "return document.getElementById('thread-meta').textContent.includes('assigned to Bea')",
+    );
+    // Labelled, and the list filtered by the label from the label itself.
+    let input = agent.find("#label-input");
+    agent.type_into(&input, "billing\u{E007}");
+    agent.wait_for(
+        "the label",
+        "return [...document.querySelectorAll('#labels .chip-name')].some(c => c.textContent === 'billing')",
+    );
+    agent.click_on("#labels .chip-name");
+    agent.wait_for(
+        "the list of billing conversations",
+        "return document.getElementById('list-title').textContent === 'Open · billing' && document.querySelectorAll('.thread-item').length === 1",
+    );
+    agent.run(
+        "const f = document.getElementById('label-filter'); f.value = ''; f.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    agent.wait_for(
+        "both conversations again",
+        "return document.querySelectorAll('.thread-item').length === 2",
+    );
+    // Snoozed: out of Open, in its own filter, saying until when.
+    choose(&agent, "#status", "snooze-4h");
+    agent.wait_for(
+        "the thread out of Open",
+        &format!("return !document.querySelector('.thread-item[data-thread=\"{thread}\"]')"),
+    );
+    agent.click_on("[data-filter=snoozed]");
+    agent.wait_for(
+        "the thread under Snoozed",
+        &format!("return document.getElementById('list-title').textContent === 'Snoozed' && !!document.querySelector('.thread-item[data-thread=\"{thread}\"]')"),
+    );
+    agent.click_on(&format!(".thread-item[data-thread=\"{thread}\"]"));
+    agent.wait_for(
+        "the snooze's end shown",
+        "const s = document.getElementById('status'); return s.value === 'snoozed' && s.selectedOptions[0].textContent.startsWith('Snoozed until')",
+    );
+    on_screen(&agent, "#status", 1280);
+    on_screen(&agent, "#assignee", 1280);
+    agent.screenshot(&screenshot_dir().join("inbox-assign-label-snooze.png"));
+    let (_, shown) = node.get(&token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(shown["thread"]["status"], "snoozed");
+    assert_eq!(shown["thread"]["assignee"], bea_id.as_str());
+    assert_eq!(shown["thread"]["labels"], json!(["billing"]));
+    node.stop();
+}

@@ -1504,3 +1504,53 @@ fn a_disk_that_fails_mid_request_gets_an_error_the_node_stops_and_the_retry_stor
     assert_eq!(texts(&thread_b), BTreeSet::from(["b1".to_owned()]));
     node.stop();
 }
+
+#[test]
+fn a_snoozed_thread_opens_again_when_its_time_comes() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let thread = send(
+        &node,
+        &org.webchat,
+        "webchat:sleepy-visitor",
+        "Call me back tomorrow",
+        "wc-s1",
+    );
+    let token = &org.agent_token;
+    let until = now().as_millis() + 1_500;
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/status"),
+        &json!({"status": "snoozed", "until": until}),
+    );
+    assert_eq!(status, 200);
+    let listed = |status: &str| -> Vec<String> {
+        let (_, page) = node.get(token, &format!("/api/v1/threads?status={status}"));
+        page["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(listed("snoozed"), [thread.to_string()]);
+    assert!(listed("open").is_empty());
+    // Its time comes: the node reopens it (a status event it signs, no agent's).
+    threadline_tests::eventually(
+        "the thread open again",
+        std::time::Duration::from_secs(20),
+        || (listed("open") == [thread.to_string()]).then_some(()),
+    );
+    assert!(listed("snoozed").is_empty());
+    let (_, shown) = node.get(token, &format!("/api/v1/threads/{thread}"));
+    let reopened = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .rfind(|e| e["kind"] == "thread.status")
+        .expect("a status event")
+        .clone();
+    assert_eq!(reopened["detail"]["status"], "open", "{reopened}");
+    assert_eq!(reopened["agent"], serde_json::Value::Null);
+    node.stop();
+}

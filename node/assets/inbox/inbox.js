@@ -8,7 +8,8 @@
   var CHANNEL_NAMES = { whatsapp: "WhatsApp", messenger: "Messenger", instagram: "Instagram",
     email: "email", webchat: "the web chat", sms: "SMS", telegram: "Telegram", slack: "Slack",
     matrix: "Matrix", xmpp: "XMPP" };
-  var state = { token: null, me: null, agents: {}, filter: "open", channel: "", threads: [],
+  var state = { token: null, me: null, agents: {}, revoked: {}, filter: "open", channel: "",
+    label: "", threads: [],
     selected: null, detail: null, contact: null, mode: "reply",
     // The customer's message the next reply answers (quoted where the app can), if chosen.
     replyTo: null,
@@ -57,7 +58,7 @@
       $("signin").hidden = true;
       $("app").hidden = false;
       return api("GET", "/agents").then(function (list) {
-        list.agents.forEach(function (a) { state.agents[a.id] = a.name; });
+        list.agents.forEach(function (a) { state.agents[a.id] = a.name; state.revoked[a.id] = a.revoked; });
         loadThreads();
         listen();
       });
@@ -78,7 +79,7 @@
 
   // ---- thread list ----
   var TITLES = { mine: "Mine", unassigned: "Unassigned", open: "Open", pending: "Pending",
-    resolved: "Resolved", all: "All" };
+    snoozed: "Snoozed", resolved: "Resolved", all: "All" };
 
   function listQuery() {
     var q = [];
@@ -86,6 +87,7 @@
     else if (state.filter === "unassigned") q.push("assignee=none", "status=open");
     else if (state.filter !== "all") q.push("status=" + state.filter);
     if (state.channel) q.push("channel=" + state.channel);
+    if (state.label) q.push("label=" + encodeURIComponent(state.label));
     q.push("limit=200");
     return "?" + q.join("&");
   }
@@ -140,7 +142,7 @@
       list.appendChild(item);
     });
     $("list-empty").hidden = state.threads.length > 0;
-    $("list-title").textContent = TITLES[state.filter];
+    $("list-title").textContent = TITLES[state.filter] + (state.label ? " · " + state.label : "");
     // Unread messages in the list, in the tab's title too (seen from another tab).
     var unread = state.threads.reduce(function (n, t) { return n + (t.unread || 0); }, 0);
     document.title = (unread > 0 ? "(" + unread + ") " : "") + "Threadline inbox";
@@ -155,12 +157,21 @@
     });
   });
   $("channel").addEventListener("change", function () { state.channel = this.value; loadThreads(); });
+  function filterByLabel(label) {
+    state.label = label.trim();
+    $("label-filter").value = state.label;
+    loadThreads();
+  }
+  $("label-filter").addEventListener("change", function () { filterByLabel(this.value); });
 
   // ---- one thread ----
   var SYSTEM = {
     "thread.opened": function () { return "Conversation started"; },
     "thread.assign": function (e) { return e.detail.assignee ? "Assigned to " + (state.agents[e.detail.assignee] || e.detail.assignee) : "Unassigned"; },
-    "thread.status": function (e) { return "Marked " + e.detail.status; },
+    "thread.status": function (e) {
+      return "Marked " + e.detail.status + (e.detail.until ? " until " + new Date(e.detail.until).toLocaleString() : "") +
+        (!e.agent && e.detail.status === "open" ? " (the snooze ended)" : "");
+    },
     "thread.handoff": function (e) { return "Replies now go to " + (pretty(e.handle) || e.detail.channel); },
     "thread.label_add": function (e) { return "Label " + e.detail.label + " added"; },
     "thread.label_remove": function (e) { return "Label " + e.detail.label + " removed"; },
@@ -229,12 +240,35 @@
     var files = !!thread.route && FILE_CHANNELS.indexOf(thread.route.channel) >= 0;
     $("attach-label").hidden = !files;
     if (!files) $("attach").value = "";
-    $("status").value = thread.status === "snoozed" ? "pending" : thread.status;
+    $("status").value = thread.status;
     $("assign-me").textContent = thread.assignee === state.me.id ? "Unassign" : "Assign to me";
+    // Any agent of the node (revoked ones only as the current assignee).
+    var assignee = $("assignee");
+    assignee.textContent = "";
+    var none = el("option", null, "Unassigned");
+    none.value = "";
+    assignee.appendChild(none);
+    Object.keys(state.agents).forEach(function (id) {
+      if (state.revoked[id] && id !== thread.assignee) return;
+      var option = el("option", null, (id === state.me.id ? "Me: " : "") + state.agents[id]);
+      option.value = id;
+      assignee.appendChild(option);
+    });
+    assignee.value = thread.assignee || "";
+    if (thread.status === "snoozed" && thread.snoozed_until) {
+      $("status").querySelector("option[value=snoozed]").textContent =
+        "Snoozed until " + new Date(thread.snoozed_until).toLocaleString();
+    }
     var labels = $("labels");
     labels.textContent = "";
     thread.labels.forEach(function (label) {
-      var chip = el("span", "chip", label);
+      var chip = el("span", "chip");
+      // The label's name filters the list by it.
+      var name = el("button", "chip-name", label);
+      name.type = "button";
+      name.title = "Show the conversations labelled " + label;
+      name.addEventListener("click", function () { filterByLabel(label); });
+      chip.appendChild(name);
       var remove = el("button", null, "×");
       remove.type = "button";
       remove.setAttribute("aria-label", "Remove label " + label);
@@ -527,7 +561,22 @@
     var mine = state.detail.thread.assignee === state.me.id;
     act("/assign", { assignee: mine ? null : state.me.id });
   });
-  $("status").addEventListener("change", function () { act("/status", { status: this.value }); });
+  $("assignee").addEventListener("change", function () {
+    act("/assign", { assignee: this.value || null });
+  });
+  $("status").addEventListener("change", function () {
+    var hour = 3600 * 1000;
+    if (this.value === "snooze-4h") {
+      act("/status", { status: "snoozed", until: Date.now() + 4 * hour });
+    } else if (this.value === "snooze-1d") {
+      var tomorrow = new Date();
+      tomorrow.setDate(tomorrow.getDate() + 1);
+      tomorrow.setHours(9, 0, 0, 0);
+      act("/status", { status: "snoozed", until: tomorrow.getTime() });
+    } else {
+      act("/status", { status: this.value });
+    }
+  });
   $("label-form").addEventListener("submit", function (e) {
     e.preventDefault();
     var label = $("label-input").value.trim();

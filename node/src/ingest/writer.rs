@@ -318,6 +318,10 @@ enum Answer {
     ),
     Certificates(super::Reply<usize>, Result<usize, IngestError>),
     Records(super::Reply<usize>, Result<usize, IngestError>),
+    Wake(
+        super::Reply<Option<EventId>>,
+        Result<Option<EventId>, IngestError>,
+    ),
     Handoff(
         super::Reply<crate::store::HandoffCode>,
         Result<crate::store::HandoffCode, IngestError>,
@@ -343,6 +347,7 @@ impl Answer {
             Answer::Act(_, result) => store_error(result),
             Answer::Directory(_, result) => store_error(result),
             Answer::Certificates(_, result) | Answer::Records(_, result) => store_error(result),
+            Answer::Wake(_, result) => store_error(result),
             Answer::Handoff(_, result) => store_error(result),
             Answer::Continue(_, result) => store_error(result),
         }
@@ -380,6 +385,10 @@ impl Writer {
             match request {
                 Request::SweepBlobs(grace, reply) => sweeps.push((grace, reply)),
                 Request::Backup(to, reply) => backups.push((to, reply)),
+                Request::Wake(thread, reply) => {
+                    let result = self.wake(thread, &mut live);
+                    answers.push(Answer::Wake(reply, result));
+                }
                 Request::Records(records, reply) => {
                     let written = records.len();
                     for (tree, key, value) in records {
@@ -501,6 +510,9 @@ impl Writer {
                         .send(durable(result, flushed, not_durable))
                         .map_err(drop)
                 }
+                (Answer::Wake(reply, result), flushed) => reply
+                    .send(durable(result, flushed, not_durable))
+                    .map_err(drop),
                 (Answer::Handoff(reply, result), flushed) => reply
                     .send(durable(result, flushed, not_durable))
                     .map_err(drop),
@@ -1645,6 +1657,33 @@ impl Writer {
     /// Erases the content of `events` of a thread (all that have one when `events` is
     /// empty), in erasure events of at most [`MAX_ERASE_TARGETS`] each; events without
     /// content, already erased or of another log are left out.
+    /// Reopens `thread` if its snooze has ended (see [`super::Ingest::wake`]).
+    fn wake(
+        &mut self,
+        thread_id: ThreadId,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Option<EventId>, IngestError> {
+        let thread = self.threads.load(&self.store, thread_id)?;
+        let due = matches!(
+            thread.state().status,
+            Status::Snoozed { until } if until <= (self.now)()
+        );
+        if !due {
+            return Ok(None);
+        }
+        let draft = self.next_on(
+            thread_id,
+            ThreadKind::Status {
+                status: Status::Open,
+            },
+        )?;
+        let event = self.sign(draft)?;
+        match self.apply(event, live)? {
+            Submitted::Stored(id) => Ok(Some(id)),
+            Submitted::Duplicate(_) => Ok(None),
+        }
+    }
+
     fn erase_contents(
         &mut self,
         thread_id: ThreadId,
