@@ -361,3 +361,52 @@ fn the_telegram_bridge_runs_on_its_own_against_the_node() {
                 .any(|c| c.text.as_deref() == Some("Answered by the bridge"))
         });
 }
+
+#[test]
+fn a_reply_on_a_channel_whose_bridge_was_removed_is_refused_up_front() {
+    let shop = Shop::new();
+    let address = format!("127.0.0.1:{}", threadline_tests::free_port());
+    let node = Node::start_at(&shop.data, &address);
+    let update = samples::text(40, CUSTOMER, 1, "Hello");
+    assert_eq!(
+        deliver_update(&webhook(&node), Some(SECRET), &update).0,
+        200
+    );
+    let thread = threads(&node, &shop.token)[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    node.stop();
+    // The operator turns Telegram off: nothing would send this thread's replies any more.
+    threadline_tests::edit_config(&shop.data, |text| {
+        text.replace(&format!("bot_token = \"{BOT_TOKEN}\"\n"), "")
+    });
+    let node = Node::start_at(&shop.data, &address);
+    let (status, refused) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Are you there?"}),
+    );
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("no_bridge")),
+        "{refused}"
+    );
+    assert_eq!(
+        events_of_kind(
+            &detail(&node, &shop.token, &thread),
+            "thread.message.outbound"
+        )
+        .len(),
+        0,
+        "nothing stored"
+    );
+    // A note is still fine.
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/notes"),
+        &json!({"text": "Telegram is off; call her instead."}),
+    );
+    assert_eq!(status, 200);
+    node.stop();
+}

@@ -542,6 +542,17 @@ fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError
     if let Some(channel) = crate::consent::withdrawn_on_route(ingest, &state) {
         return Err(opted_out(channel));
     }
+    // The node that set the route delivers on it: if that is this node and it has no bridge
+    // of the channel any more (its section was removed), the reply would never be sent.
+    if let Some(route) = state.route {
+        if !ingest.delivers_to(route.channel)?
+            && !ingest
+                .store()
+                .is_replicated_route(&thread, &route.handle_from)?
+        {
+            return Err(no_bridge(route.channel, "replies there"));
+        }
+    }
     if window {
         if let Some((channel, window)) = ingest.reply_window(thread, &state)? {
             if let Some(reason) = window.refusal(channel) {
@@ -550,6 +561,17 @@ fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError
         }
     }
     Ok(())
+}
+
+/// `409 no_bridge`: this node has no bridge of `channel`, so `what` would never be sent.
+fn no_bridge(channel: ChannelKind, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "no_bridge",
+        format!(
+            "this node has no {channel} bridge, so {what} would never be sent: configure [{channel}] in config.toml (or run `threadline bridge {channel}` with a bridge token), or reply on another of the customer's channels"
+        ),
+    )
 }
 
 fn opted_out(channel: ChannelKind) -> ApiError {
@@ -715,14 +737,10 @@ pub async fn hand_off(
     }
     // The node that sets the route delivers on it: a channel it has no bridge for would take
     // the replies and send none.
-    let channel = handle.channel();
-    if !ingest.delivers_to(channel)? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "no_bridge",
-            format!(
-                "this node has no {channel} bridge, so replies handed off to {handle} would never be sent: configure [{channel}] in config.toml (or run `threadline bridge {channel}` with a bridge token), or hand off to another of the customer's channels"
-            ),
+    if !ingest.delivers_to(handle.channel())? {
+        return Err(no_bridge(
+            handle.channel(),
+            &format!("replies handed off to {handle}"),
         ));
     }
     act(&ingest, caller, &id, Action::HandOff(handle)).await
