@@ -410,35 +410,12 @@ fn download(request: ureq::Request) -> Result<Vec<u8>, GraphError> {
 }
 
 fn read_limited(response: ureq::Response) -> Result<Vec<u8>, GraphError> {
-    use std::io::Read as _;
-    let too_large = || GraphError {
+    crate::webhook::read_file(response).map_err(|message| GraphError {
         status: 200,
         code: 0,
         subcode: None,
-        message: format!("the file is larger than {MAX_MEDIA_BYTES} bytes"),
-    };
-    if response
-        .header("Content-Length")
-        .and_then(|length| length.parse::<u64>().ok())
-        .is_some_and(|length| length > MAX_MEDIA_BYTES)
-    {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_MEDIA_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| GraphError {
-            status: 200,
-            code: 0,
-            subcode: None,
-            message: format!("download cut short: {err}"),
-        })?;
-    if bytes.len() as u64 > MAX_MEDIA_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
+        message,
+    })
 }
 
 /// A failed call as a [`GraphError`]: Graph's error body when it sent one.

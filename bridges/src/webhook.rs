@@ -447,6 +447,15 @@ pub async fn attachment_bytes<L: NodeLink>(
 /// [`MAX_BLOB_BYTES`]: threadline_protocol::limits::MAX_BLOB_BYTES
 pub fn read_file(response: ureq::Response) -> Result<Vec<u8>, String> {
     use threadline_protocol::limits::MAX_BLOB_BYTES;
+    let too_large = || format!("the file is larger than {MAX_BLOB_BYTES} bytes");
+    // Refused on its announced length before any of it is read.
+    if response
+        .header("Content-Length")
+        .and_then(|length| length.parse::<u64>().ok())
+        .is_some_and(|length| length > MAX_BLOB_BYTES)
+    {
+        return Err(too_large());
+    }
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(
         &mut std::io::Read::take(response.into_reader(), MAX_BLOB_BYTES + 1),
@@ -454,7 +463,7 @@ pub fn read_file(response: ureq::Response) -> Result<Vec<u8>, String> {
     )
     .map_err(|err| format!("download cut short: {err}"))?;
     if bytes.len() as u64 > MAX_BLOB_BYTES {
-        return Err(format!("the file is larger than {MAX_BLOB_BYTES} bytes"));
+        return Err(too_large());
     }
     Ok(bytes)
 }

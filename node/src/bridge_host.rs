@@ -145,7 +145,7 @@ impl NodeLink for LocalLink {
         let unavailable = |err: crate::store::StoreError| LinkError::Unavailable(err.to_string());
         let queued = crate::conversation::deliveries(
             self.ingest.store(),
-            self.ingest.read_directory().state(),
+            self.ingest.directory(),
             self.channel,
             limit,
         )

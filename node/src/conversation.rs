@@ -200,11 +200,11 @@ pub struct QueuedReply {
 /// template (none if the reply was erased meanwhile), and whether its customer opted out.
 pub fn deliveries(
     store: &crate::store::Store,
-    directory: &threadline_protocol::directory::DirectoryState,
+    directory: &std::sync::RwLock<threadline_protocol::Directory>,
     channel: threadline_protocol::ChannelKind,
     limit: usize,
 ) -> Result<Vec<QueuedReply>, StoreError> {
-    store
+    let mut queued = store
         .deliveries(channel, limit)?
         .into_iter()
         .map(|delivery| {
@@ -221,14 +221,22 @@ pub fn deliveries(
                 None => None,
             };
             Ok(QueuedReply {
-                opted_out: crate::consent::withdrawn(directory, &delivery.handle),
                 delivery,
                 attachments: content.attachments,
                 template: content.template.map(|template| *template),
                 reply_to,
+                opted_out: false,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // The directory is read once the store's reads are done: the writer waits for no I/O.
+    let directory = directory
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for reply in &mut queued {
+        reply.opted_out = crate::consent::withdrawn(directory.state(), &reply.delivery.handle);
+    }
+    Ok(queued)
 }
 
 /// Whether a bridge of `channel` may read a blob: an event of a thread whose replies go to

@@ -483,23 +483,13 @@ async fn wake_snoozed(ingest: crate::ingest::Ingest) {
             _ = tick.tick() => {}
             () = ingest.closing() => break,
         }
-        let snoozed = ingest
+        // From the index, in memory: the writer checks each again before it reopens it.
+        let due = ingest
             .thread_index()
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .with_status("snoozed");
-        let now = crate::clock::now();
-        for thread in snoozed {
-            let due = match ingest.store().thread_state(&thread) {
-                Ok(Some(state)) => matches!(
-                    state.status,
-                    threadline_protocol::event::Status::Snoozed { until } if until <= now
-                ),
-                _ => false,
-            };
-            if !due {
-                continue;
-            }
+            .snoozes_ended(crate::clock::now().as_millis());
+        for thread in due {
             match ingest.wake(thread).await {
                 Ok(Some(_)) => info!(%thread, "snooze ended: the conversation is open again"),
                 Ok(None) => {}

@@ -1,5 +1,6 @@
 //! The thread list's index, in memory: every thread by its latest activity, with what the
-//! list filters on (status, assignee, channel, labels, contact). `GET /threads` walks it
+//! list filters on (status, assignee, channel, labels, contact) and when a snoozed thread
+//! wakes (what the node's waking task reads instead of the store). `GET /threads` walks it
 //! newest first and reads only the records of the page it answers, instead of reading every
 //! thread's record and sorting them all.
 //!
@@ -27,6 +28,8 @@ struct Entry {
     channel: ChannelKind,
     labels: BTreeSet<String>,
     contact: ContactId,
+    /// For a snoozed thread, when it wakes (ms).
+    snoozed_until: Option<u64>,
 }
 
 impl Entry {
@@ -38,6 +41,10 @@ impl Entry {
             channel: state.route.map_or(state.opened_on, |route| route.channel),
             labels: state.labels.iter().map(|l| l.as_str().to_owned()).collect(),
             contact: state.contact,
+            snoozed_until: match state.status {
+                Status::Snoozed { until } => Some(until.as_millis()),
+                _ => None,
+            },
         }
     }
 }
@@ -163,12 +170,20 @@ impl ThreadIndex {
         }
     }
 
-    /// Every thread of `status` (`snoozed`: what may be due to wake), in no order.
-    pub fn with_status(&self, status: &str) -> Vec<ThreadId> {
+    /// The snoozed threads whose time (ms) has come by `now`, in no order.
+    pub fn snoozes_ended(&self, now: u64) -> Vec<ThreadId> {
         self.by_status
-            .get(status)
-            .map(|set| set.iter().map(|(_, thread)| *thread).collect())
-            .unwrap_or_default()
+            .get("snoozed")
+            .into_iter()
+            .flatten()
+            .map(|(_, thread)| *thread)
+            .filter(|thread| {
+                self.entries
+                    .get(thread)
+                    .and_then(|entry| entry.snoozed_until)
+                    .is_some_and(|until| until <= now)
+            })
+            .collect()
     }
 
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
@@ -233,6 +248,7 @@ mod tests {
             channel,
             labels: BTreeSet::new(),
             contact: ContactId::from_bytes([1; 16]),
+            snoozed_until: None,
         }
     }
 
@@ -337,6 +353,27 @@ mod tests {
             index.page(&open, None, 10).threads,
             [b],
             "a left the open set"
+        );
+    }
+
+    #[test]
+    fn only_snoozes_whose_time_has_come_are_due() {
+        let snoozed = |until| Entry {
+            snoozed_until: Some(until),
+            ..entry(1, "snoozed", ChannelKind::Webchat)
+        };
+        let index = index(&[
+            (1, snoozed(1_000)),
+            (2, snoozed(5_000)),
+            (3, entry(2, "open", ChannelKind::Webchat)),
+        ]);
+        assert_eq!(index.snoozes_ended(999), Vec::<ThreadId>::new());
+        assert_eq!(index.snoozes_ended(1_000), [ThreadId::from_bytes([1; 32])]);
+        let mut both = index.snoozes_ended(5_000);
+        both.sort();
+        assert_eq!(
+            both,
+            [ThreadId::from_bytes([1; 32]), ThreadId::from_bytes([2; 32])]
         );
     }
 }

@@ -263,12 +263,8 @@ pub async fn deliveries(
 ) -> Result<Json<DeliveriesAnswer>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_DELIVERIES);
-    let queued = crate::conversation::deliveries(
-        ingest.store(),
-        ingest.read_directory().state(),
-        channel,
-        limit,
-    )?;
+    let queued =
+        crate::conversation::deliveries(ingest.store(), ingest.directory(), channel, limit)?;
     let deliveries = queued
         .into_iter()
         .map(|queued| DeliveryView {

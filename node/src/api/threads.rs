@@ -518,7 +518,7 @@ pub async fn preview_reply(
             encoding: plan.encoding.name(),
         }
     });
-    let refused = reply_refusal(&ingest, &id, true)
+    let refused = route_refusal(&ingest, thread, &state, true)
         .err()
         .map(|err| serde_json::json!({"code": err.code(), "message": err.message()}));
     Ok(Json(ReplyPreview {
@@ -528,18 +528,29 @@ pub async fn preview_reply(
     }))
 }
 
-/// Why a reply on the thread would be refused now, before anything is stored: `409
-/// opted_out` when the route's customer withdrew consent there (texted STOP to the SMS
-/// number; nothing reaches the provider, a note still may be written), and, with `window`,
-/// `409 window_closed` when the route's app would refuse it (Messenger, Instagram and WhatsApp
-/// answer freely only within 24 hours of the customer's last message), with the reason and
-/// what works instead.
+/// Why a reply on the thread `id` would be refused now (see [`route_refusal`]).
 fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError> {
     let thread: ThreadId = parse_id(id, "thread")?;
-    let Some(state) = ingest.store().thread_state(&thread)? else {
-        return Ok(());
-    };
-    if let Some(channel) = crate::consent::withdrawn_on_route(ingest, &state) {
+    match ingest.store().thread_state(&thread)? {
+        Some(state) => route_refusal(ingest, thread, &state, window),
+        None => Ok(()),
+    }
+}
+
+/// Why a reply on `thread` (in `state`) would be refused now, before anything is stored:
+/// `409 opted_out` when the route's customer withdrew consent there (texted STOP to the SMS
+/// number; nothing reaches the provider, a note still may be written); `409 no_bridge` when
+/// this node set the route and has no bridge of its channel; and, with `window`, `409
+/// window_closed` when the route's app would refuse it (Messenger, Instagram and WhatsApp
+/// answer freely only within 24 hours of the customer's last message), with the reason and
+/// what works instead.
+fn route_refusal(
+    ingest: &Ingest,
+    thread: ThreadId,
+    state: &threadline_protocol::ThreadState,
+    window: bool,
+) -> Result<(), ApiError> {
+    if let Some(channel) = crate::consent::withdrawn_on_route(ingest, state) {
         return Err(opted_out(channel));
     }
     // The node that set the route delivers on it: if that is this node and it has no bridge
@@ -554,7 +565,7 @@ fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError
         }
     }
     if window {
-        if let Some((channel, window)) = ingest.reply_window(thread, &state)? {
+        if let Some((channel, window)) = ingest.reply_window(thread, state)? {
             if let Some(reason) = window.refusal(channel) {
                 return Err(ApiError::new(StatusCode::CONFLICT, "window_closed", reason));
             }
