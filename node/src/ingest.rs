@@ -6,9 +6,11 @@
 //! Two threads, each taking requests from a bounded queue ([`QUEUE_DEPTH`]; when callers push
 //! faster than the node writes, they wait: back-pressure):
 //!
-//! 1. the **verifier** drains up to [`MAX_BATCH`] requests and checks all their signatures
+//! 1. the **verifier** drains up to [`MAX_BATCH`] submissions and checks all their signatures
 //!    in one batch equation (the protocol's rule makes that agree with checking each alone); it
-//!    is stateless, so it runs beside the writer, on the other core;
+//!    is stateless, so it runs beside the writer, on the other core. Requests with no
+//!    signature to check (an agent's actions, resolves, directory changes) skip it and go
+//!    to the writer's queue at once: a hand-over between threads fewer for each;
 //! 2. the **writer** owns the mutable state (the org's directory, a cache of threads) and the
 //!    store's writes. It drains up to [`MAX_BATCH`] verified requests, authorises and applies
 //!    them in order, commits the whole batch in one transaction, makes it durable with one
@@ -339,7 +341,10 @@ enum Request {
 /// The handle to the pipeline: cheap to clone, one per API task.
 #[derive(Debug, Clone)]
 pub struct Ingest {
+    /// To the verifier: submissions of signed events.
     requests: mpsc::Sender<Request>,
+    /// To the writer: every other request (nothing to verify).
+    writer: mpsc::Sender<Request>,
     closing: tokio::sync::watch::Receiver<bool>,
     live: broadcast::Sender<LiveEvent>,
     directory: Arc<RwLock<Directory>>,
@@ -676,7 +681,7 @@ impl Ingest {
 
     async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, IngestError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        self.writer
             .send(request(reply))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;

@@ -73,6 +73,7 @@ pub fn start_with_cache(
     let directory = Arc::new(RwLock::new(restored));
     let (requests, receiver) = mpsc::channel(QUEUE_DEPTH);
     let (verified_sender, verified_receiver) = mpsc::channel(QUEUE_DEPTH);
+    let writer_requests = verified_sender.clone();
     std::thread::Builder::new()
         .name("threadline-verifier".to_owned())
         .spawn(move || verify_stage(receiver, verified_sender))
@@ -118,6 +119,7 @@ pub fn start_with_cache(
     Ok((
         Ingest {
             requests,
+            writer: writer_requests,
             closing,
             live,
             directory,
@@ -255,8 +257,8 @@ fn next_batch(requests: &mut mpsc::Receiver<Request>) -> Option<Vec<Request>> {
     Some(batch)
 }
 
-/// The verifier stage: batch-verifies the events of submissions and passes every request on
-/// to the writer, in order.
+/// The verifier stage: batch-verifies the events of submissions and passes them on to the
+/// writer, in order (other requests go to the writer's queue directly).
 fn verify_stage(mut requests: mpsc::Receiver<Request>, writer: mpsc::Sender<Request>) {
     while let Some(mut batch) = next_batch(&mut requests) {
         let mut to_verify = Vec::new();
