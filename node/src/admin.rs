@@ -53,6 +53,9 @@ pub enum AdminError {
     /// An event could not be made.
     #[error("{0}")]
     Event(String),
+    /// A command on customers' records failed.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::OperatorError),
 }
 
 /// A new agent and the token it signs in with (shown once; the store keeps its hash).

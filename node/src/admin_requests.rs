@@ -1,5 +1,7 @@
-//! Admin commands on a running node. `threadline agent add|list|revoke` and `threadline
-//! bridge add` work on a stopped node's data folder directly; a running node holds its store
+//! Admin commands on a running node. `threadline agent add|list|revoke`, `bridge add`,
+//! `contact show|export`, `erase contact`, `retention` and `audit` work on a stopped node's
+//! data folder directly (the record commands with a pipeline of their own over its store,
+//! [`crate::operator`]); a running node holds its store
 //! (sled lets one process open it), so the command leaves a request in the data folder and the
 //! node carries it out through its pipeline, with the same checks, and answers: the folder is
 //! the channel, and who may write in it may run these commands either way.
@@ -17,7 +19,8 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminError, NewAgent, NewBridge};
 use crate::data_dir::DataDir;
-use crate::ingest::{DirectoryAction, Ingest};
+use crate::ingest::{self, DirectoryAction, Ingest};
+use crate::operator::{self, RecordCommand};
 use crate::store::StoreError;
 
 /// An admin command that works whether the node runs or not.
@@ -40,6 +43,8 @@ pub enum AdminCommand {
         /// The channel.
         channel: ChannelKind,
     },
+    /// A command on customers' records.
+    Records(RecordCommand),
 }
 
 /// How long the CLI waits for a running node's answer to an admin command.
@@ -79,7 +84,29 @@ fn carry_out_stopped(
         AdminCommand::AddBridge { channel } => {
             describe_bridge(&admin::add_bridge(data_dir, *channel, now)?)?
         }
+        AdminCommand::Records(command) => with_stopped_node(data_dir, |ingest| async move {
+            Ok(operator::carry_out(&ingest, data_dir, command, now).await?)
+        })?,
     })
+}
+
+/// Runs `body` with an ingest pipeline over the stopped node's store (fails with the store's
+/// `InUse` while the node runs).
+fn with_stopped_node<F, Fut, T>(data_dir: &DataDir, body: F) -> Result<T, AdminError>
+where
+    F: FnOnce(Ingest) -> Fut,
+    Fut: std::future::Future<Output = Result<T, AdminError>>,
+{
+    let identity = data_dir.load_identity()?;
+    let store = admin::open_store(data_dir)?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|err| AdminError::Event(format!("cannot start a runtime: {err}")))?;
+    let (ingest, running) = ingest::start(store.clone(), identity, crate::clock::now)
+        .map_err(|err| AdminError::Event(err.to_string()))?;
+    let result = runtime.block_on(body(ingest));
+    running.join();
+    store.flush()?;
+    result
 }
 
 /// Carries out `command` on this running node, through its pipeline.
@@ -110,6 +137,9 @@ pub async fn carry_out_running(
                 .map_err(node)?;
             ingest.write_records(records).await.map_err(node)?;
             describe_bridge(&new)?
+        }
+        AdminCommand::Records(command) => {
+            operator::carry_out(ingest, data_dir, command, now).await?
         }
     })
 }

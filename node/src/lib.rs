@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod limits;
 pub mod matrix;
 pub mod meta;
+pub mod operator;
 pub mod presence;
 pub mod replication;
 pub mod replication_status;

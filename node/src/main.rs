@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use threadline_node::store::audit::{Actor, AuditAction, AuditRecord};
-use threadline_node::{admin, api, clock, config::Config, ingest, server, DataDir};
-use threadline_protocol::{AgentId, ChannelKind, ContactId, Handle};
+use threadline_node::{admin, clock, config::Config, server, DataDir};
+use threadline_protocol::{AgentId, ChannelKind};
 
 /// mimalloc rather than the system's allocator: with the node's threads (writer, verifier,
 /// sled's, tokio's) glibc's malloc took ~30% of the ingest writer's time, much of it in its
@@ -87,35 +86,35 @@ enum Command {
     },
     /// Print this node's public identity: org id, node id and libp2p PeerId.
     Identity,
-    /// Manage agents (the node must be stopped).
+    /// Manage agents (works while the node runs).
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
     },
-    /// Manage bridges (the node must be stopped).
+    /// Manage bridges (`add` works while the node runs).
     Bridge {
         #[command(subcommand)]
         command: BridgeCommand,
     },
-    /// Show or export a contact's common record (the node must be stopped).
+    /// Show or export a contact's common record (works while the node runs).
     Contact {
         #[command(subcommand)]
         command: ContactCommand,
     },
-    /// Erase personal data (the node must be stopped).
+    /// Erase personal data (works while the node runs).
     Erase {
         #[command(subcommand)]
         command: EraseCommand,
     },
     /// Show what the retention policy (`[retention]` in config.toml) erases now, and erase it
-    /// with `--apply` (the node must be stopped; a running node applies it every hour).
+    /// with `--apply` (works while the node runs, which also applies it every hour).
     Retention {
         /// Erase it (signed erasures every node applies), not only show it.
         #[arg(long)]
         apply: bool,
     },
-    /// Show the audit trail: who viewed, exported or erased a contact's record, and when (the
-    /// node must be stopped).
+    /// Show the audit trail: who viewed, exported or erased a contact's record, and when
+    /// (works while the node runs).
     Audit {
         /// Only this contact's entries (a contact id or a handle).
         #[arg(long)]
@@ -344,39 +343,6 @@ enum EraseCommand {
         /// A contact id or a handle.
         contact: String,
     },
-}
-
-/// The files a contact record's timeline refers to, named `<blob hash prefix>-<file name>`
-/// (the JSON names each by its blob hash), read from the store.
-fn record_files(
-    ingest: &ingest::Ingest,
-    record: &serde_json::Value,
-) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut files = Vec::new();
-    let events = record["timeline"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let listed = events
-        .iter()
-        .flat_map(|e| e["attachments"].as_array().into_iter().flatten());
-    for file in listed {
-        let (Some(hash), Some(name)) = (file["blob"].as_str(), file["name"].as_str()) else {
-            continue;
-        };
-        let blob: threadline_protocol::id::BlobHash = hash.parse()?;
-        let prefix = hash.get(..12).unwrap_or(hash);
-        match ingest.store().blobs().read(&blob)? {
-            Some(bytes) => files.push((
-                format!("{prefix}-{}", threadline_node::export::safe_file_name(name)),
-                bytes,
-            )),
-            None => eprintln!(
-                "{name} ({hash}) is not on this node yet: export it where it is, or wait until it is fetched"
-            ),
-        }
-    }
-    Ok(files)
 }
 
 fn main() -> std::process::ExitCode {
@@ -877,96 +843,35 @@ fn run() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })?;
         }
-        Command::Contact { command } => {
-            let (contact, to) = match command {
-                ContactCommand::Show { contact } => (contact, None),
-                ContactCommand::Export { contact, to } => (contact, Some(to)),
+        command @ (Command::Contact { .. }
+        | Command::Retention { .. }
+        | Command::Audit { .. }
+        | Command::Erase { .. }) => {
+            use threadline_node::operator::RecordCommand;
+            let command = match command {
+                Command::Contact {
+                    command: ContactCommand::Show { contact },
+                } => RecordCommand::ShowContact { contact },
+                Command::Contact {
+                    command: ContactCommand::Export { contact, to },
+                } => RecordCommand::ExportContact {
+                    contact,
+                    // The running node writes it, from a working folder of its own.
+                    to: std::path::absolute(&to)
+                        .with_context(|| format!("--to {}", to.display()))?,
+                },
+                Command::Erase {
+                    command: EraseCommand::Contact { contact },
+                } => RecordCommand::EraseContact { contact },
+                Command::Retention { apply } => RecordCommand::Retention { apply },
+                Command::Audit { contact } => RecordCommand::Audit { contact },
+                _ => unreachable!("matched above"),
             };
-            let identity = data_dir.load_identity()?;
-            let org_key = data_dir.load_org_key()?;
-            with_ingest(&data_dir, |ingest| async move {
-                let id = contact_id(&ingest, &contact)?;
-                let record = api::contact_record(&ingest, id)
-                    .map_err(|err| anyhow::anyhow!("{}", err.message()))?;
-                let json = serde_json::to_value(&record)?;
-                let Some(to) = to else {
-                    println!("{}", serde_json::to_string_pretty(&json)?);
-                    audit(&ingest, AuditAction::Viewed, id).await?;
-                    return Ok(());
-                };
-                let files = record_files(&ingest, &json)?;
-                // The org key signs where it is kept on this node; else this node's key, with
-                // the org's certificate for it.
-                let signer = match &org_key {
-                    Some(key) => threadline_node::export::Signer::Org(key),
-                    None => threadline_node::export::Signer::Node {
-                        key: &identity.node_key,
-                        certificate: &identity.node_cert,
-                    },
-                };
-                let manifest = threadline_node::export::write(
-                    &to,
-                    identity.org,
-                    id,
-                    &json,
-                    &files,
-                    signer,
-                    clock::now(),
-                )?;
-                println!(
-                    "exported contact {id} to {}: {} files, signed by the {}; check it with `threadline verify-export {}`",
-                    to.display(),
-                    manifest.files.len(),
-                    if org_key.is_some() { "org key" } else { "node key (certified by the org)" },
-                    to.display()
-                );
-                audit(&ingest, AuditAction::Exported, id).await?;
-                Ok(())
-            })?;
-        }
-        Command::Retention { apply } => {
-            let config = Config::load(&data_dir.config_path(), None)?;
-            let policy = config.retention;
-            if !policy.is_set() {
-                println!(
-                    "no retention policy: everything is kept ([retention] in {})",
-                    data_dir.config_path().display()
-                );
-                return Ok(());
-            }
-            with_ingest(&data_dir, |ingest| async move {
-                let now = clock::now();
-                let plan = threadline_node::retention::plan(&ingest, &policy, now)?;
-                let verb = if apply { "erasing" } else { "would erase" };
-                println!("retention: {verb}");
-                for line in plan.lines() {
-                    println!("  {line}");
-                }
-                if apply && !plan.is_empty() {
-                    let applied = threadline_node::retention::apply(&ingest, &plan, now).await?;
-                    ingest.store().flush_async().await?;
-                    println!(
-                        "erased: {} contacts, {} erasure events signed (every node of the org applies them)",
-                        applied.contacts, applied.events
-                    );
-                } else if !apply && !plan.is_empty() {
-                    println!("nothing was erased: run `threadline retention --apply` to erase it");
-                }
-                Ok(())
-            })?;
-        }
-        Command::Audit { contact } => {
-            with_ingest(&data_dir, |ingest| async move {
-                let contact = contact.map(|text| contact_id(&ingest, &text)).transpose()?;
-                let trail = ingest.store().audit_trail(contact)?;
-                if trail.is_empty() {
-                    println!("nothing in the audit trail");
-                }
-                for record in trail {
-                    println!("{record}");
-                }
-                Ok(())
-            })?;
+            let command = threadline_node::admin_requests::AdminCommand::Records(command);
+            println!(
+                "{}",
+                threadline_node::admin_requests::carry_out(&data_dir, &command, clock::now())?
+            );
         }
         Command::VerifyExport { dir } => {
             let verified = threadline_node::export::verify(&dir)?;
@@ -982,22 +887,6 @@ fn run() -> anyhow::Result<()> {
                 },
                 verified.manifest.created_at
             );
-        }
-        Command::Erase {
-            command: EraseCommand::Contact { contact },
-        } => {
-            with_ingest(&data_dir, |ingest| async move {
-                let id = contact_id(&ingest, &contact)?;
-                let events = ingest
-                    .change_directory(ingest::DirectoryAction::Erase(id))
-                    .await?;
-                audit(&ingest, AuditAction::Erased, id).await?;
-                println!(
-                    "erased contact {id}: {} erasure events signed; its data keys are destroyed, so what was stored of it can no longer be read here or from a copy of the data folder, and every node does the same as the erasure reaches it; signed headers stay",
-                    events.len()
-                );
-                Ok(())
-            })?;
         }
     }
     Ok(())
@@ -1033,54 +922,6 @@ fn print_init(data_dir: &std::path::Path, initialised: &admin::Initialised) {
 }
 
 /// Notes the operator's `action` on `contact` in the audit trail, durably.
-async fn audit(
-    ingest: &ingest::Ingest,
-    action: AuditAction,
-    contact: ContactId,
-) -> anyhow::Result<()> {
-    ingest.store().record_audit(&AuditRecord {
-        at: clock::now(),
-        actor: Actor::Operator,
-        action,
-        contact,
-    })?;
-    ingest.store().flush_async().await?;
-    Ok(())
-}
-
-/// Runs `body` with an ingest pipeline over the (stopped) node's store.
-fn with_ingest<F, Fut>(data_dir: &DataDir, body: F) -> anyhow::Result<()>
-where
-    F: FnOnce(ingest::Ingest) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let identity = data_dir.load_identity()?;
-    let store = admin::open_store(data_dir)?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    let (ingest, running) = ingest::start(store.clone(), identity, clock::now)?;
-    let result = runtime.block_on(body(ingest));
-    running.join();
-    store.flush()?;
-    result
-}
-
-fn contact_id(ingest: &ingest::Ingest, text: &str) -> anyhow::Result<ContactId> {
-    if let Ok(id) = text.parse::<ContactId>() {
-        return Ok(id);
-    }
-    let handle: Handle = text
-        .parse()
-        .with_context(|| format!("`{text}` is neither a contact id nor a handle"))?;
-    let directory = ingest
-        .directory()
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    directory
-        .state()
-        .resolve(&handle)
-        .with_context(|| format!("no contact has the handle {handle}"))
-}
-
 /// Registers SIGINT and SIGTERM handlers at once, so a signal that arrives any time after the
 /// node has printed its address stops it cleanly; the returned future ends on the first one.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {

@@ -888,6 +888,92 @@ fn thread_list_filters_and_pages() {
 }
 
 #[test]
+fn contact_records_are_shown_exported_erased_and_audited_while_the_node_runs() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    send(
+        &node,
+        &org.webchat,
+        "webchat:noor-visitor",
+        "my number is 555 0100",
+        "wc-n1",
+    );
+    // Shown through the running node: the same record the API gives.
+    let shown = threadline_ok(&org.data, &["contact", "show", "webchat:noor-visitor"]);
+    let record: Value = serde_json::from_str(&shown).expect("the record is JSON");
+    let contact = record["id"].as_str().expect("id").to_owned();
+    let (_, from_api) = node.get(&org.agent_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(record["timeline"], from_api["timeline"]);
+    // Exported to a folder named relative to where the command runs (not the node's).
+    let here = tempfile::tempdir().expect("tempdir");
+    let exported = std::process::Command::new(threadline_tests::threadline_binary())
+        .current_dir(here.path())
+        .arg("--data-dir")
+        .arg(&org.data)
+        .args(["contact", "export", &contact, "--to", "noor"])
+        .output()
+        .expect("runs");
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let in_archive: Value = serde_json::from_slice(
+        &std::fs::read(here.path().join("noor/record.json")).expect("record.json"),
+    )
+    .expect("JSON");
+    assert_eq!(in_archive["timeline"], record["timeline"]);
+    let to = here.path().join("noor");
+    threadline_ok(&org.data, &["verify-export", to.to_str().expect("utf-8")]);
+    // Exporting into a folder that is not empty is refused, and nothing is written.
+    let refused = run_threadline(
+        &org.data,
+        &[
+            "contact",
+            "export",
+            &contact,
+            "--to",
+            to.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("not empty"), "{why}");
+    // A handle nobody has: said once, nothing changed.
+    let unknown = run_threadline(&org.data, &["erase", "contact", "webchat:nobody"]);
+    assert!(!unknown.status.success());
+    let why = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        why.contains("no contact has the handle webchat:nobody"),
+        "{why}"
+    );
+    // Retention with no policy says so.
+    let retention = threadline_ok(&org.data, &["retention"]);
+    assert!(retention.contains("no retention policy"), "{retention}");
+    // Erased through the running node: the API stops finding it at once.
+    let erased = threadline_ok(&org.data, &["erase", "contact", &contact]);
+    assert!(
+        erased.contains(&format!("erased contact {contact}")),
+        "{erased}"
+    );
+    let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:noor-visitor");
+    assert_eq!(found["contacts"], json!([]));
+    let (_, after) = node.get(&org.agent_token, &format!("/api/v1/contacts/{contact}"));
+    assert_eq!(after["erased"], true);
+    // The audit trail, read while it runs, has the operator's view, export and erasure.
+    let trail = threadline_ok(&org.data, &["audit", "--contact", &contact]);
+    let operator: Vec<&str> = trail
+        .lines()
+        .filter(|line| line.contains("operator"))
+        .collect();
+    assert_eq!(operator.len(), 3, "{trail}");
+    assert!(operator[0].contains("viewed"), "{trail}");
+    assert!(operator[1].contains("exported"), "{trail}");
+    assert!(operator[2].contains("erased"), "{trail}");
+    node.stop();
+}
+
+#[test]
 fn contact_export_and_erasure_from_the_command_line() {
     let org = Org::new();
     let node = Node::start(&org.data);
