@@ -94,9 +94,16 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}/read", post(threads::read))
         .route("/api/v1/threads/{id}/members", post(threads::members))
         .route("/api/v1/contacts", get(contacts::search))
-        .route("/api/v1/contacts/merge", post(contacts::merge))
+        .route(
+            "/api/v1/contacts/merge",
+            get(contacts::merge_preview).post(contacts::merge),
+        )
         .route("/api/v1/contacts/{id}", get(contacts::show))
         .route("/api/v1/contacts/{id}/handles", post(contacts::link_handle))
+        .route(
+            "/api/v1/contacts/{id}/attributes",
+            post(contacts::set_attribute),
+        )
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/bridge/resolve", post(bridge::resolve))
         .route("/api/v1/bridge/events", post(bridge::submit))

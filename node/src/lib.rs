@@ -25,6 +25,7 @@ pub mod bridge_host;
 pub mod clock;
 pub mod config;
 pub mod consent;
+pub mod contact_evidence;
 pub mod contact_name;
 pub mod contact_search;
 pub mod conversation;

@@ -31,6 +31,13 @@ pub const MAX_MEMBERS_PER_THREAD: usize = 16;
 /// them all. Merging two contacts is not refused by it (a merge joins what is there).
 pub const MAX_HANDLES_PER_CONTACT: usize = 256;
 
+/// Attributes a contact may have (an agent's notes on a customer: a company, a plan, a
+/// phone number). Every view of the contact lists them all.
+pub const MAX_ATTRIBUTES_PER_CONTACT: usize = 64;
+
+/// Longest attribute value an agent may set through the API, in bytes.
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
+
 /// Requests one agent token may have in flight (from headers to the end of the answer, a live
 /// stream included). A person's inbox needs a few: a live stream per tab and the requests of a
 /// click; 32 leaves room for many tabs and a script, and keeps one token from holding the
@@ -76,6 +83,8 @@ pub enum Cap {
     ThreadMembers,
     /// [`MAX_HANDLES_PER_CONTACT`].
     ContactHandles,
+    /// [`MAX_ATTRIBUTES_PER_CONTACT`].
+    ContactAttributes,
 }
 
 impl Cap {
@@ -85,6 +94,7 @@ impl Cap {
             Cap::ThreadLabels => MAX_LABELS_PER_THREAD,
             Cap::ThreadMembers => MAX_MEMBERS_PER_THREAD,
             Cap::ContactHandles => MAX_HANDLES_PER_CONTACT,
+            Cap::ContactAttributes => MAX_ATTRIBUTES_PER_CONTACT,
         }
     }
 
@@ -94,6 +104,7 @@ impl Cap {
             Cap::ThreadLabels => "thread_labels_full",
             Cap::ThreadMembers => "thread_members_full",
             Cap::ContactHandles => "contact_handles_full",
+            Cap::ContactAttributes => "contact_attributes_full",
         }
     }
 
@@ -103,6 +114,7 @@ impl Cap {
             Cap::ThreadLabels => "labels per thread",
             Cap::ThreadMembers => "member orgs per thread (the owner included)",
             Cap::ContactHandles => "handles per contact",
+            Cap::ContactAttributes => "attributes per contact",
         }
     }
 }

@@ -569,3 +569,136 @@ fn an_agent_assigns_to_anyone_snoozes_and_filters_by_label() {
     assert_eq!(shown["thread"]["labels"], json!(["billing"]));
     node.stop();
 }
+
+#[test]
+fn an_agent_renames_a_contact_edits_details_links_a_handle_and_merges_with_the_evidence_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    // Maria wrote by email before (a contact with her address as a handle)...
+    let mut earlier = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(earlier.say("m1", "Order 1234 is late")["type"], "ack");
+    let threads = threadline_tests::threads(&node, &token);
+    let by_mail = threads[0]["contact"].as_str().expect("contact").to_owned();
+    let (status, _) = node.post(
+        &token,
+        &format!("/api/v1/contacts/{by_mail}/handles"),
+        &json!({"handle": "email:maria@example.com"}),
+    );
+    assert_eq!(status, 200);
+    // ...and now chats on the site, leaving the same address in the widget.
+    let mut visitor = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Any news on my order?")["type"], "ack");
+    visitor.send(&json!({"type": "email", "address": "maria@example.com"}));
+    assert_eq!(visitor.receive().expect("answer")["type"], "email_saved");
+    let agent = open_first_conversation(&node.base, &token);
+    agent.wait_for(
+        "the visitor's record",
+        "return document.getElementById('contact-attributes').textContent.includes('maria@example.com')",
+    );
+    let visitor_contact = agent
+        .run(
+            "const s = document.querySelector('.thread-item.selected'); return s && s.dataset.thread",
+            json!([]),
+        )
+        .as_str()
+        .map(|thread| {
+            threadline_tests::detail(&node, &token, thread)["thread"]["contact"]
+                .as_str()
+                .expect("contact")
+                .to_owned()
+        })
+        .expect("a selected thread");
+    assert_ne!(visitor_contact, by_mail);
+
+    // Renamed: the panel and the list say so.
+    agent.click_on("#rename");
+    let name = agent.find("#rename-input");
+    agent.run(
+        "document.getElementById('rename-input').value = ''",
+        json!([]),
+    );
+    agent.type_into(&name, "Maria Lopez\u{E007}");
+    agent.wait_for(
+        "the new name in the panel, the conversation's title and the list",
+        "return document.getElementById('contact-name').textContent === 'Maria Lopez' && document.getElementById('rename-form').hidden && document.getElementById('thread-title').textContent === 'Maria Lopez' && [...document.querySelectorAll('.thread-item')].some(i => i.textContent.includes('Maria Lopez'))",
+    );
+    // A detail set, then removed.
+    let key = agent.find("#attribute-key");
+    agent.type_into(&key, "plan");
+    let value = agent.find("#attribute-value");
+    agent.type_into(&value, "pro\u{E007}");
+    agent.wait_for(
+        "the detail",
+        "return [...document.querySelectorAll('#contact-attributes dt')].some(d => d.textContent === 'plan')",
+    );
+    agent.click_on("#contact-attributes .attr-remove[data-key=plan]");
+    agent.wait_for(
+        "the detail gone",
+        "return ![...document.querySelectorAll('#contact-attributes dt')].some(d => d.textContent === 'plan')",
+    );
+    // A handle linked; a bad one refused with the reason, nothing linked.
+    choose(&agent, "#link-channel", "sms");
+    let address = agent.find("#link-address");
+    agent.type_into(&address, "not a number\u{E007}");
+    agent.wait_for(
+        "the refusal",
+        "return document.getElementById('contact-error').textContent.includes('handle')",
+    );
+    agent.run(
+        "document.getElementById('link-address').value = ''",
+        json!([]),
+    );
+    agent.type_into(&address, "+15550100\u{E007}");
+    agent.wait_for(
+        "the linked handle",
+        "return document.getElementById('contact-handles').textContent.includes('sms:+15550100') && document.getElementById('contact-error').textContent === ''",
+    );
+    let (_, record) = node.get(&token, &format!("/api/v1/contacts/{visitor_contact}"));
+    assert_eq!(record["display_name"], "Maria Lopez");
+    assert_eq!(record["attributes"].get("plan"), None);
+    assert_eq!(
+        record["handles"].as_array().map(Vec::len),
+        Some(2),
+        "{record}"
+    );
+
+    // The earlier contact found, the evidence shown, then merged into this one.
+    let search = agent.find("#merge-search");
+    agent.type_into(&search, "maria@example.com");
+    agent.wait_for(
+        "the other contact in the results",
+        &format!("return !!document.querySelector('#merge-results [data-contact=\"{by_mail}\"]')"),
+    );
+    agent.click_on(&format!("#merge-results [data-contact=\"{by_mail}\"]"));
+    let evidence = agent.wait_for(
+        "the evidence",
+        "const e = [...document.querySelectorAll('#merge-evidence .evidence')].map(l => l.textContent); return !document.getElementById('merge-preview').hidden && e.length ? e : null",
+    );
+    assert_eq!(
+        evidence,
+        json!(["This contact's “unverified email” is maria@example.com, a handle of the other contact (email:maria@example.com)."]),
+    );
+    on_screen(&agent, "#merge-confirm", 1280);
+    agent.screenshot(&screenshot_dir().join("inbox-contact-merge.png"));
+    agent.click_on("#merge-confirm");
+    agent.wait_for(
+        "the merged record",
+        "return document.getElementById('merge-preview').hidden && document.getElementById('contact-handles').textContent.includes('email:maria@example.com')",
+    );
+    let (_, record) = node.get(&token, &format!("/api/v1/contacts/{visitor_contact}"));
+    assert_eq!(record["merged_from"], json!([by_mail]));
+    let texts: Vec<&str> = record["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"Order 1234 is late") && texts.contains(&"Any news on my order?"),
+        "{texts:?}"
+    );
+    drop(earlier);
+    node.stop();
+}

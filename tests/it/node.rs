@@ -1640,3 +1640,112 @@ fn a_snoozed_thread_opens_again_when_its_time_comes() {
     assert_eq!(reopened["agent"], serde_json::Value::Null);
     node.stop();
 }
+
+#[test]
+fn contact_details_are_set_within_limits_and_a_merge_is_previewed_first() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let thread = send(&node, &org.webchat, "webchat:lee-1", "hello", "wc-l1");
+    send(&node, &org.webchat, "webchat:lee-2", "hello again", "wc-l2");
+    let contact_of = |thread: &ThreadId| {
+        let (_, shown) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+        shown["thread"]["contact"]
+            .as_str()
+            .expect("contact")
+            .to_owned()
+    };
+    let lee = contact_of(&thread);
+    let (_, found) = node.get(&org.agent_token, "/api/v1/contacts?q=webchat:lee-2");
+    let other = found["contacts"][0]["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/contacts/{lee}/attributes");
+    let record = || {
+        node.get(&org.agent_token, &format!("/api/v1/contacts/{lee}"))
+            .1
+    };
+    let before = record();
+    // Bad input: a clear error, nothing written.
+    for (body, code) in [
+        (json!({"key": "", "value": "x"}), 400),
+        (json!({"key": "plan", "value": "line one\nline two"}), 400),
+        (json!({"key": "plan", "value": "x".repeat(1025)}), 400),
+        (json!({"key": "plan"}), 400),
+    ] {
+        let (status, answer) = node.post(&org.agent_token, &path, &body);
+        assert_eq!(status, code, "{body}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{answer}");
+    }
+    let (status, _) = node.post(
+        &org.agent_token,
+        "/api/v1/contacts/00000000000000000000000000000000/attributes",
+        &json!({"key": "plan", "value": "pro"}),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(record(), before, "nothing changed");
+    // Renamed by the `name` attribute: the thread list says so too.
+    let (status, _) = node.post(
+        &org.agent_token,
+        &path,
+        &json!({"key": "name", "value": "  Lee Chen "}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(record()["display_name"], "Lee Chen");
+    let (_, listed) = node.get(&org.agent_token, "/api/v1/threads");
+    assert!(
+        listed["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .any(|t| t["contact_name"] == "Lee Chen"),
+        "{listed}"
+    );
+    // At most 64 attributes: the 64th fits (with `name`, 64 in all), one more is refused,
+    // and changing one that is there still works.
+    for n in 0..63 {
+        let (status, answer) = node.post(
+            &org.agent_token,
+            &path,
+            &json!({"key": format!("k{n}"), "value": "v"}),
+        );
+        assert_eq!(status, 200, "{n}: {answer}");
+    }
+    let (status, answer) = node.post(
+        &org.agent_token,
+        &path,
+        &json!({"key": "one-more", "value": "v"}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("contact_attributes_full")),
+        "{answer}"
+    );
+    let (status, _) = node.post(
+        &org.agent_token,
+        &path,
+        &json!({"key": "k0", "value": "changed"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(record()["attributes"]["k0"], "changed");
+    // The same company on both: evidence in the preview, which changes nothing.
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/contacts/{other}/attributes"),
+        &json!({"key": "k1", "value": "V"}),
+    );
+    let (status, preview) = node.get(
+        &org.agent_token,
+        &format!("/api/v1/contacts/merge?from={other}&into={lee}"),
+    );
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(preview["evidence"], json!(["Both have k1 “V”."]));
+    assert_eq!(preview["into"]["display_name"], "Lee Chen");
+    assert_eq!(preview["from"]["threads"], 1);
+    let (_, still) = node.get(&org.agent_token, &format!("/api/v1/contacts/{other}"));
+    assert_eq!(still["merged_from"], json!([]));
+    assert_eq!(record()["merged_from"], json!([]));
+    let (status, _) = node.get(
+        &org.agent_token,
+        &format!("/api/v1/contacts/merge?from={lee}&into={lee}"),
+    );
+    assert_eq!(status, 400);
+    node.stop();
+}

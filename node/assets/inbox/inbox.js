@@ -511,7 +511,7 @@
   function renderContact() {
     var record = state.contact;
     $("contact-view").hidden = false;
-    $("contact-name").textContent = record.display_name || pretty(record.handles[0]) || ("Contact " + record.id.slice(0, 8));
+    $("contact-name").textContent = contactLabel(record);
     var handles = $("contact-handles");
     handles.textContent = "";
     var handoff = $("handoff");
@@ -528,8 +528,17 @@
     var attributes = $("contact-attributes");
     attributes.textContent = "";
     Object.keys(record.attributes || {}).forEach(function (key) {
+      if (key === "name") return; // the contact's name, shown as its title
       attributes.appendChild(el("dt", null, key));
-      attributes.appendChild(el("dd", null, String(record.attributes[key])));
+      var value = el("dd", null, String(record.attributes[key]));
+      var remove = el("button", "attr-remove", "×");
+      remove.type = "button";
+      remove.title = "Remove " + key;
+      remove.setAttribute("aria-label", "Remove " + key);
+      remove.dataset.key = key;
+      remove.addEventListener("click", function () { setAttribute(key, ""); });
+      value.appendChild(remove);
+      attributes.appendChild(value);
     });
     // Channels the customer withdrew consent on (an SMS STOP): nothing is sent there.
     (record.opted_out || []).forEach(function (channel) {
@@ -549,6 +558,128 @@
       timeline.appendChild(item);
     });
   }
+
+  // ---- the contact panel: rename, details, linking a handle, merging ----
+  function contactLabel(contact) {
+    return contact.display_name || pretty(contact.handles[0]) || ("Contact " + contact.id.slice(0, 8));
+  }
+
+  function reloadContact() {
+    if (!state.contact) return Promise.resolve();
+    var id = state.contact.id;
+    return api("GET", "/contacts/" + id).then(function (record) {
+      if (!state.contact || state.contact.id !== id) return;
+      state.contact = record;
+      renderContact();
+      // The conversation's title names the contact too.
+      if (state.detail && state.detail.thread.contact_name !== record.display_name) {
+        state.detail.thread.contact_name = record.display_name;
+        renderThread();
+      }
+    });
+  }
+
+  function contactChange(method, path, body) {
+    $("contact-error").textContent = "";
+    return api(method, "/contacts/" + state.contact.id + path, body)
+      .then(function () { return reloadContact(); })
+      .then(function () { loadThreads(); return true; })
+      .catch(function (error) { $("contact-error").textContent = error.message; return false; });
+  }
+
+  function setAttribute(key, value) {
+    return contactChange("POST", "/attributes", { key: key, value: value });
+  }
+
+  $("rename").addEventListener("click", function () {
+    $("rename-form").hidden = false;
+    $("rename-input").value = state.contact.display_name || "";
+    $("rename-input").focus();
+  });
+  $("rename-cancel").addEventListener("click", function () { $("rename-form").hidden = true; });
+  $("rename-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    setAttribute("name", $("rename-input").value).then(function (done) {
+      if (done) $("rename-form").hidden = true;
+    });
+  });
+  Object.keys(CHANNEL_NAMES).forEach(function (channel) {
+    var option = el("option", null, channel);
+    option.value = channel;
+    $("link-channel").appendChild(option);
+  });
+  $("link-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var address = $("link-address").value.trim();
+    if (!address) return;
+    contactChange("POST", "/handles", { handle: $("link-channel").value + ":" + address }).then(function (done) {
+      if (done) $("link-address").value = "";
+    });
+  });
+  $("attribute-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var key = $("attribute-key").value.trim();
+    if (!key) return;
+    setAttribute(key, $("attribute-value").value).then(function (done) {
+      if (done) { $("attribute-key").value = ""; $("attribute-value").value = ""; }
+    });
+  });
+
+  var mergeSearch = null;
+  function closeMerge() {
+    $("merge-preview").hidden = true;
+    $("merge-results").textContent = "";
+    $("merge-search").value = "";
+    state.mergeFrom = null;
+  }
+  $("merge-search").addEventListener("input", function () {
+    clearTimeout(mergeSearch);
+    var needle = this.value.trim();
+    mergeSearch = setTimeout(function () {
+      var results = $("merge-results");
+      if (!needle) { results.textContent = ""; return; }
+      api("GET", "/contacts?q=" + encodeURIComponent(needle)).then(function (found) {
+        results.textContent = "";
+        found.contacts.filter(function (c) { return c.id !== state.contact.id; }).forEach(function (c) {
+          var item = el("li", "merge-result", contactLabel(c) + (c.handles.length ? " · " + c.handles.map(pretty).join(", ") : ""));
+          item.dataset.contact = c.id;
+          item.tabIndex = 0;
+          item.addEventListener("click", function () { previewMerge(c.id); });
+          results.appendChild(item);
+        });
+        if (!results.children.length) results.appendChild(el("li", "none", "No other contact matches."));
+      }).catch(function (error) { $("contact-error").textContent = error.message; });
+    }, 200);
+  });
+
+  function previewMerge(from) {
+    $("contact-error").textContent = "";
+    api("GET", "/contacts/merge?from=" + from + "&into=" + state.contact.id).then(function (preview) {
+      state.mergeFrom = from;
+      $("merge-results").textContent = "";
+      var other = preview.from;
+      $("merge-summary").textContent = "Merge " + contactLabel(other) + " (" + other.handles.map(pretty).join(", ") +
+        "; " + other.threads + (other.threads === 1 ? " conversation" : " conversations") + ") into " +
+        contactLabel(preview.into) + "? Its handles, details and conversations join this contact's record.";
+      var evidence = $("merge-evidence");
+      evidence.textContent = "";
+      if (!preview.evidence.length) {
+        evidence.appendChild(el("li", "none", "Nothing on record links these two contacts: merge only if you know they are the same person."));
+      }
+      preview.evidence.forEach(function (fact) { evidence.appendChild(el("li", "evidence", fact)); });
+      $("merge-preview").hidden = false;
+      $("merge-preview").scrollIntoView({ block: "nearest" });
+    }).catch(function (error) { $("contact-error").textContent = error.message; });
+  }
+  $("merge-cancel").addEventListener("click", closeMerge);
+  $("merge-confirm").addEventListener("click", function () {
+    if (!state.mergeFrom) return;
+    $("contact-error").textContent = "";
+    api("POST", "/contacts/merge", { from: state.mergeFrom, into: state.contact.id }).then(function () {
+      closeMerge();
+      return reloadContact();
+    }).then(loadThreads).catch(function (error) { $("contact-error").textContent = error.message; });
+  });
 
   function act(path, body) {
     $("compose-error").textContent = "";
@@ -670,6 +801,8 @@
     clearTimeout(refreshList);
     refreshList = setTimeout(loadThreads, 150);
     if (state.selected && scope === "thread:" + state.selected) loadThread();
+    // Another agent (or node) changed a contact: the panel shows it as it is now.
+    else if (state.contact && scope && scope.indexOf("directory") === 0) reloadContact();
   }
 
   function listen() {

@@ -1,5 +1,6 @@
 //! `/api/v1/contacts`: search, the common record with its whole cross-channel timeline,
-//! linking a handle, merging two contacts.
+//! setting an attribute (the name is the `name` attribute), linking a handle, and merging two
+//! contacts, with what suggests they are one customer shown first.
 
 use std::sync::PoisonError;
 
@@ -8,7 +9,9 @@ use axum::{
     Json,
 };
 use serde::{Deserialize, Serialize};
-use threadline_protocol::{channel::Handle, directory::DirectoryState, ContactId, EventId};
+use threadline_protocol::{
+    channel::Handle, directory::DirectoryState, name::AttributeKey, ContactId, EventId,
+};
 
 use super::auth::AgentCaller;
 use super::threads::thread_events;
@@ -215,4 +218,145 @@ pub async fn merge(
         .change_directory(DirectoryAction::Merge { from, into })
         .await?;
     Ok(Json(Done { events }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeBody {
+    key: String,
+    /// Empty removes the attribute.
+    value: String,
+}
+
+/// `POST /api/v1/contacts/{id}/attributes` `{"key": "...", "value": "..."}`: sets an
+/// attribute (`name` renames the contact), or removes it with an empty value. A value is at
+/// most [`MAX_ATTRIBUTE_VALUE_BYTES`] bytes, on one line.
+///
+/// [`MAX_ATTRIBUTE_VALUE_BYTES`]: crate::limits::MAX_ATTRIBUTE_VALUE_BYTES
+pub async fn set_attribute(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<AttributeBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let id: ContactId = parse_id(&id, "contact")?;
+    let Json(body) = body?;
+    let key: AttributeKey = AttributeKey::new(body.key.trim())
+        .map_err(|err| ApiError::bad_request(format!("bad attribute key: {err}")))?;
+    let value = body.value.trim();
+    if value.len() > crate::limits::MAX_ATTRIBUTE_VALUE_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the value is {} bytes; at most {} are kept",
+            value.len(),
+            crate::limits::MAX_ATTRIBUTE_VALUE_BYTES
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "the value must be one line of text (no control characters)",
+        ));
+    }
+    let events = ingest
+        .change_directory(DirectoryAction::SetAttribute {
+            contact: id,
+            key,
+            value: value.to_owned(),
+        })
+        .await?;
+    Ok(Json(Done { events }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MergeQuery {
+    from: String,
+    into: String,
+}
+
+/// One side of a merge, as the agent compares them.
+#[derive(Debug, Serialize)]
+pub struct MergeSide {
+    id: ContactId,
+    display_name: Option<String>,
+    handles: Vec<Handle>,
+    attributes: std::collections::BTreeMap<String, String>,
+    threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MergePreview {
+    from: MergeSide,
+    into: MergeSide,
+    /// Facts on record that link the two (empty: nothing does), calling `into` "this contact"
+    /// and `from` "the other contact".
+    evidence: Vec<String>,
+}
+
+/// `GET /api/v1/contacts/merge?from=id&into=id`: both contacts and what links them, to show
+/// before `POST /api/v1/contacts/merge`. Changes nothing.
+pub async fn merge_preview(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<MergeQuery>, QueryRejection>,
+) -> Result<Json<MergePreview>, ApiError> {
+    let Query(query) = query?;
+    let from: ContactId = parse_field(&query.from, "contact id")?;
+    let into: ContactId = parse_field(&query.into, "contact id")?;
+    let (from, into) = {
+        let directory = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let state = directory.state();
+        let live = |id: ContactId| {
+            state
+                .contact(id)
+                .filter(|(_, record)| !record.erased)
+                .map(|(root, record)| (root, record.clone(), state.same_customer(root)))
+                .ok_or_else(|| ApiError::not_found(format!("no contact `{id}`")))
+        };
+        (live(from)?, live(into)?)
+    };
+    if from.0 == into.0 {
+        return Err(ApiError::bad_request(
+            "these are one contact already (merged before)",
+        ));
+    }
+    // From the panel of the contact kept: "this contact", and "the other contact" merged in.
+    let evidence = crate::contact_evidence::between(
+        &crate::contact_evidence::Named {
+            record: &from.1,
+            label: "the other contact".to_owned(),
+        },
+        &crate::contact_evidence::Named {
+            record: &into.1,
+            label: "this contact".to_owned(),
+        },
+    );
+    let side = |(id, record, members): (
+        ContactId,
+        threadline_protocol::directory::ContactRecord,
+        Vec<ContactId>,
+    )|
+     -> Result<MergeSide, ApiError> {
+        let mut threads = 0;
+        for member in members {
+            threads += ingest.store().contact_threads(&member)?.len();
+        }
+        Ok(MergeSide {
+            id,
+            display_name: crate::contact_name::of(&record),
+            handles: record.handles.into_iter().collect(),
+            attributes: record
+                .attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            threads,
+        })
+    };
+    Ok(Json(MergePreview {
+        from: side(from)?,
+        into: side(into)?,
+        evidence,
+    }))
 }

@@ -1499,6 +1499,20 @@ impl Writer {
                 value,
             } => {
                 let root = exists(self, contact)?;
+                let full = !value.is_empty()
+                    && self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .state()
+                        .contact(root)
+                        .is_some_and(|(_, record)| {
+                            !record.attributes.contains_key(&key)
+                                && record.attributes.len() >= Cap::ContactAttributes.max()
+                        });
+                if full {
+                    return Err(IngestError::Full(Cap::ContactAttributes));
+                }
                 Ok(vec![self.sign_directory(
                     DirectoryKind::SetAttribute { contact: root, key },
                     Some(Content::text(value)),
