@@ -20,7 +20,7 @@
 //! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
 //! | `missing_blobs` | blob hash | size, u64 BE: blobs referred to by events from peers and not here yet (replication fetches them) |
 //! | `blob_uploads` | blob hash ‖ channel | empty: a bridge of the channel uploaded the blob |
-//! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel (`thread_facts.rs`); absent for a thread not written since they were kept |
+//! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel, the thread's last message (`thread_facts.rs`; a record written before that field is read without it); absent for a thread not written since they were kept |
 //! | `handoff_codes` | SHA-256 of a "continue on …" code | `encode(CodeRecord)`: its grant (contact, thread, channel, expiry) and whether it was spent |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //! | `journal` | `b"events_end"` | where the event log ended after the last commit ([`LogEnd`]) |
@@ -1967,10 +1967,17 @@ impl Store {
         &self,
         thread: &ThreadId,
     ) -> Result<Option<crate::thread_facts::ThreadFacts>, StoreError> {
-        self.tree(TreeName::ThreadFacts)
-            .get(thread.as_bytes())?
-            .map(|bytes| decode("thread_facts", &bytes))
-            .transpose()
+        let Some(bytes) = self.tree(TreeName::ThreadFacts).get(thread.as_bytes())? else {
+            return Ok(None);
+        };
+        // Written before the facts named the last message: read as such.
+        decode("thread_facts", &bytes)
+            .or_else(|err| {
+                decode::<crate::thread_facts::ThreadFactsWithoutLastMessage>("thread_facts", &bytes)
+                    .map(Into::into)
+                    .map_err(|_| err)
+            })
+            .map(Some)
     }
 
     /// A thread's whole derived state, `receipts` and `erased` included: a fold of its log
@@ -2221,6 +2228,42 @@ mod tests {
     /// The storage key of the tests' stores.
     pub(crate) fn test_storage_key() -> StorageKey {
         StorageKey::from_bytes([7; 32])
+    }
+
+    /// A thread's facts as stored before they named the last message still read (with no last
+    /// message), so the list works across the upgrade.
+    #[test]
+    fn thread_facts_written_before_the_last_message_was_kept_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
+        let thread = ThreadId::from_bytes([5; 32]);
+        let old: crate::thread_facts::ThreadFactsWithoutLastMessage = codec::decode(
+            &codec::encode(&(
+                3u64,
+                std::collections::BTreeMap::<ChannelKind, Timestamp>::new(),
+                std::collections::BTreeMap::<threadline_protocol::AgentId, ()>::new(),
+            ))
+            .expect("encodes"),
+            1 << 20,
+        )
+        .expect("the old layout");
+        store
+            .tree(TreeName::ThreadFacts)
+            .insert(thread.as_bytes(), codec::encode(&old).expect("encodes"))
+            .expect("writes");
+        let facts = store.thread_facts(&thread).expect("reads").expect("there");
+        assert_eq!(facts.inbound, 3);
+        assert_eq!(facts.last_message(), None);
+        assert_eq!(
+            facts.unread(threadline_protocol::AgentId::from_bytes([1; 16])),
+            3
+        );
+        // Bytes that are neither layout are an error, not facts.
+        store
+            .tree(TreeName::ThreadFacts)
+            .insert(thread.as_bytes(), &[0xff, 0xff][..])
+            .expect("writes");
+        assert!(store.thread_facts(&thread).is_err());
     }
 
     /// An upload no event refers to goes once it is older than the grace; a referenced blob

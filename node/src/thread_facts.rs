@@ -1,6 +1,7 @@
 //! What the thread list shows of a thread and its derived state does not keep: how many of
-//! the customer's messages each agent has not read, and when the customer last wrote on each
-//! channel (for the messaging windows). Reading either off the log costs the whole log, and a
+//! the customer's messages each agent has not read, when the customer last wrote on each
+//! channel (for the messaging windows), and which message is the last (the list's preview
+//! reads its text, sealed in the event log like every content). Reading either off the log costs the whole log, and a
 //! list shows 50 threads; so the ingest writer keeps them up to date as events arrive, a
 //! record of bounded size per thread (its channels, its readers), stored beside the thread's
 //! state (`thread_facts` tree).
@@ -38,6 +39,28 @@ pub struct ThreadFacts {
     pub last_inbound: BTreeMap<ChannelKind, Timestamp>,
     /// Each agent who has read the thread: their mark, and what is unread after it.
     readers: BTreeMap<AgentId, Reader>,
+    /// The last message (either way) in the linear order.
+    last_message: Option<Place>,
+}
+
+/// [`ThreadFacts`] as stored before they named the last message: read as such, with no last
+/// message until the thread is next written.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ThreadFactsWithoutLastMessage {
+    inbound: u64,
+    last_inbound: BTreeMap<ChannelKind, Timestamp>,
+    readers: BTreeMap<AgentId, Reader>,
+}
+
+impl From<ThreadFactsWithoutLastMessage> for ThreadFacts {
+    fn from(old: ThreadFactsWithoutLastMessage) -> Self {
+        ThreadFacts {
+            inbound: old.inbound,
+            last_inbound: old.last_inbound,
+            readers: old.readers,
+            last_message: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +81,9 @@ impl ThreadFacts {
         let mut marks: BTreeMap<AgentId, (Place, OrderKey)> = BTreeMap::new();
         for event in dag.iter_ordered() {
             let header = event.header();
+            if is_message(event) {
+                facts.last_message = Some(place_of(event));
+            }
             match &header.kind {
                 EventKind::Thread(ThreadKind::Message {
                     direction: Direction::Inbound { channel },
@@ -94,6 +120,12 @@ impl ThreadFacts {
     /// Takes in `event`, which has just entered `dag`.
     pub fn insert(&mut self, dag: &Dag, event: &VerifiedEvent) {
         let header = event.header();
+        if is_message(event) {
+            let at = place_of(event);
+            if self.last_message.is_none_or(|last| at > last) {
+                self.last_message = Some(at);
+            }
+        }
         match &header.kind {
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Inbound { channel },
@@ -145,6 +177,20 @@ impl ThreadFacts {
             .get(&agent)
             .map_or(self.inbound, |reader| reader.unread)
     }
+}
+
+impl ThreadFacts {
+    /// The last message of the thread, either way, in its linear order.
+    pub fn last_message(&self) -> Option<EventId> {
+        self.last_message.map(|(_, _, id)| id)
+    }
+}
+
+fn is_message(event: &VerifiedEvent) -> bool {
+    matches!(
+        event.header().kind,
+        EventKind::Thread(ThreadKind::Message { .. })
+    )
 }
 
 fn is_inbound(event: &VerifiedEvent) -> bool {

@@ -597,6 +597,11 @@ fn an_agent_renames_a_contact_edits_details_links_a_handle_and_merges_with_the_e
         "the visitor's record",
         "return document.getElementById('contact-attributes').textContent.includes('maria@example.com')",
     );
+    // Each conversation in the list shows its last message.
+    agent.wait_for(
+        "the previews",
+        "const p = [...document.querySelectorAll('.thread-item .preview')].map(p => p.textContent); return p.includes('Any news on my order?') && p.includes('Order 1234 is late')",
+    );
     let visitor_contact = agent
         .run(
             "const s = document.querySelector('.thread-item.selected'); return s && s.dataset.thread",

@@ -1749,3 +1749,72 @@ fn contact_details_are_set_within_limits_and_a_merge_is_previewed_first() {
     assert_eq!(status, 400);
     node.stop();
 }
+
+#[test]
+fn the_thread_list_previews_each_threads_last_message() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let listed = |thread: &ThreadId| {
+        let (_, page) = node.get(&org.agent_token, "/api/v1/threads");
+        page["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .find(|t| t["id"] == thread.to_string())
+            .expect("listed")["last_message"]
+            .clone()
+    };
+    let long = format!("My order   never\narrived. {}", "Please help. ".repeat(20));
+    let thread = send(&node, &org.webchat, "webchat:pia", &long, "wc-p1");
+    let preview = listed(&thread);
+    assert_eq!(preview["direction"], "inbound");
+    let text = preview["text"].as_str().expect("text");
+    assert!(
+        text.starts_with("My order never arrived. Please help.") && text.ends_with('…'),
+        "one line, cut: {text}"
+    );
+    assert_eq!(text.chars().count(), 121, "{text}");
+    // The agent's reply is the last message; a read mark after it is not a message.
+    let (status, _) = node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "On its way today"}),
+    );
+    assert_eq!(status, 200);
+    let (_, me) = node.get(&org.agent_token, "/api/v1/me");
+    let (_, shown) = node.get(&org.agent_token, &format!("/api/v1/threads/{thread}"));
+    let first = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.message.inbound")
+        .expect("the message")["id"]
+        .clone();
+    node.post(
+        &org.agent_token,
+        &format!("/api/v1/threads/{thread}/read"),
+        &json!({"up_to": first}),
+    );
+    let preview = listed(&thread);
+    assert_eq!(
+        (&preview["direction"], &preview["text"], &preview["agent"]),
+        (&json!("outbound"), &json!("On its way today"), &me["id"]),
+        "{preview}"
+    );
+    // After a restart it is the same (kept with the thread, not in memory only).
+    node.stop();
+    let node = Node::start(&org.data);
+    let (_, page) = node.get(&org.agent_token, "/api/v1/threads");
+    assert_eq!(
+        page["threads"][0]["last_message"]["text"],
+        "On its way today"
+    );
+    // Erased: no text any more, anywhere.
+    let contact = page["threads"][0]["contact"].as_str().expect("contact");
+    threadline_ok(&org.data, &["erase", "contact", contact]);
+    let (_, page) = node.get(&org.agent_token, "/api/v1/threads");
+    let preview = &page["threads"][0]["last_message"];
+    assert_eq!(preview["direction"], "outbound", "{preview}");
+    assert_eq!(preview["text"], Value::Null, "{preview}");
+    node.stop();
+}

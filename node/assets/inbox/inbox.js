@@ -138,6 +138,12 @@
       item.appendChild(el("span", "what", what));
       // Unread for this agent, from its read marks on the node (the same on every device).
       if (thread.unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(thread.unread)));
+      // The last message, either way: who wrote it, and its first words.
+      var last = thread.last_message;
+      if (last) {
+        var by = last.direction === "inbound" ? "" : (last.agent === state.me.id ? "You: " : ((state.agents[last.agent] || "Agent") + ": "));
+        item.appendChild(el("span", "preview" + (last.text == null ? " erased" : ""), by + (last.text == null ? "(erased)" : last.text)));
+      }
       item.addEventListener("click", function () { select(thread.id); });
       list.appendChild(item);
     });

@@ -47,7 +47,27 @@ pub struct ListedThread {
     thread: ThreadView,
     /// The customer's messages after the calling agent's read mark (all of them if none).
     unread: u64,
+    /// The last message, shortened (`null` for a thread with none, or not written since the
+    /// node kept which is last).
+    last_message: Option<MessagePreview>,
 }
+
+/// A message as the thread list shows it.
+#[derive(Debug, Serialize)]
+pub struct MessagePreview {
+    /// `inbound` (the customer's) or `outbound` (an agent's).
+    direction: &'static str,
+    /// The agent who wrote it (an outbound message).
+    agent: Option<AgentId>,
+    /// Its text on one line, at most [`PREVIEW_CHARS`] characters (`…` when cut), a quoted
+    /// mail trimmed off, or the names of its files or its template; `null` once erased.
+    text: Option<String>,
+    /// When it was written, ms since the epoch.
+    time: u64,
+}
+
+/// The longest preview text, in characters.
+const PREVIEW_CHARS: usize = 120;
 
 #[derive(Debug, Serialize)]
 pub struct ThreadPage {
@@ -133,9 +153,17 @@ pub async fn list(
     let threads = page
         .iter()
         .map(|(id, state)| {
+            let facts = ingest.store().thread_facts(id)?;
             Ok(ListedThread {
                 thread: ThreadView::new(*id, state, &ingest)?,
-                unread: unread(&ingest, *id, state, caller.0)?,
+                unread: match &facts {
+                    Some(facts) => facts.unread(caller.0),
+                    None => unread_off_the_log(&ingest, *id, state, caller.0)?,
+                },
+                last_message: match facts.and_then(|facts| facts.last_message()) {
+                    Some(last) => preview(&ingest, *id, &last)?,
+                    None => None,
+                },
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -181,18 +209,65 @@ fn scan(
     Ok((page, next))
 }
 
-/// The customer's messages after `agent`'s read mark in the thread's order: from the thread's
-/// facts (one small read), or for a thread not written since the node kept those, from its
-/// log.
-fn unread(
+/// The message `id` of `thread` as the list shows it (one event read from the event log).
+fn preview(
+    ingest: &Ingest,
+    thread: ThreadId,
+    id: &EventId,
+) -> Result<Option<MessagePreview>, ApiError> {
+    let Some(event) = ingest.store().event(&ScopeId::Thread(thread), id)? else {
+        return Ok(None);
+    };
+    let view = EventView::new(*id, Some(thread), &event);
+    let direction = match event.header().kind {
+        threadline_protocol::EventKind::Thread(
+            threadline_protocol::event::ThreadKind::Message {
+                direction: threadline_protocol::event::Direction::Inbound { .. },
+            },
+        ) => "inbound",
+        _ => "outbound",
+    };
+    let text = event.content.as_ref().map(|content| {
+        let written = view
+            .display_text
+            .as_deref()
+            .unwrap_or(&content.text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let text = if !written.is_empty() {
+            written
+        } else if let Some(template) = &content.template {
+            format!("[template {}]", template.name)
+        } else {
+            let files: Vec<&str> = content
+                .attachments
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect();
+            format!("[{}]", files.join(", "))
+        };
+        match text.char_indices().nth(PREVIEW_CHARS) {
+            Some((cut, _)) => format!("{}…", text[..cut].trim_end()),
+            None => text,
+        }
+    });
+    Ok(Some(MessagePreview {
+        direction,
+        agent: event.header().agent,
+        text,
+        time: event.header().author_time.as_millis(),
+    }))
+}
+
+/// The customer's messages after `agent`'s read mark in the thread's order, from its log: for
+/// a thread not written since the node kept its facts (which count them in one small read).
+fn unread_off_the_log(
     ingest: &Ingest,
     thread: ThreadId,
     state: &threadline_protocol::ThreadState,
     agent: AgentId,
 ) -> Result<u64, ApiError> {
-    if let Some(facts) = ingest.store().thread_facts(&thread)? {
-        return Ok(facts.unread(agent));
-    }
     let mark = state
         .read_marks
         .get(&threadline_protocol::thread::Reader::Agent(agent));
