@@ -1080,6 +1080,19 @@ impl Browser {
         );
     }
 
+    /// Grants the pages the permission to show desktop notifications (as a user answering
+    /// "Allow" would), through Chrome's DevTools protocol.
+    pub fn allow_notifications(&self) {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(serde_json::json!({
+                "cmd": "Browser.grantPermissions",
+                "params": {"permissions": ["notifications"]},
+            })),
+        );
+    }
+
     /// Reloads the page.
     pub fn reload(&self) {
         self.command("POST", "/refresh", Some(serde_json::json!({})));

@@ -59,6 +59,7 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/replication", get(agents::replication))
         .route("/api/v1/threads", get(threads::list))
+        .route("/api/v1/threads/counts", get(threads::counts))
         .route("/api/v1/threads/{id}", get(threads::show))
         .route("/api/v1/threads/{id}/replies", post(threads::reply))
         .route(

@@ -1,6 +1,6 @@
-//! Contact search by part of a name or a handle, in memory: each live contact's searchable
-//! text (its name and handles, lowercased) is kept ready, so a search reads that text and
-//! nothing else, instead of working out every contact's name for every search.
+//! Contact search by part of a name, a handle or a detail, in memory: each live contact's
+//! searchable text (its name, handles and attribute values, lowercased) is kept ready, so a
+//! search reads that text and nothing else, with one substring searcher built per query.
 //!
 //! The ingest writer refreshes the contacts a directory event names as it applies the event
 //! at the end of the directory's order; an event from a peer that sorts earlier (the directory
@@ -18,8 +18,8 @@ use threadline_protocol::{
 /// What searches read.
 #[derive(Debug, Default)]
 pub struct ContactSearch {
-    /// Each live contact (not merged away, not erased): its name and handles' addresses,
-    /// lowercased, a line each.
+    /// Each live contact (not merged away, not erased): its name, handles' addresses and
+    /// attribute values, lowercased, a line each.
     texts: BTreeMap<ContactId, String>,
 }
 
@@ -80,16 +80,21 @@ impl ContactSearch {
             text.push('\n');
             text.push_str(&handle.address().to_lowercase());
         }
+        for value in record.attributes.values() {
+            text.push('\n');
+            text.push_str(&value.to_lowercase());
+        }
         self.texts.insert(id, text);
     }
 
-    /// Up to `limit` live contacts whose name or a handle contains `needle` (any case), in
-    /// id order.
+    /// Up to `limit` live contacts whose name, a handle or a detail contains `needle` (any
+    /// case), in id order.
     pub fn find(&self, needle: &str, limit: usize) -> Vec<ContactId> {
         let needle = needle.to_lowercase();
+        let finder = memchr::memmem::Finder::new(needle.as_bytes());
         self.texts
             .iter()
-            .filter(|(_, text)| text.contains(&needle))
+            .filter(|(_, text)| finder.find(text.as_bytes()).is_some())
             .map(|(id, _)| *id)
             .take(limit)
             .collect()

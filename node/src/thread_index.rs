@@ -186,26 +186,55 @@ impl ThreadIndex {
             .collect()
     }
 
-    /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
-    pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
-        // The smallest set a filter narrows to (empty: nothing matches).
-        let empty = Ordered::new();
+    /// The smallest set `filter` narrows to (`empty` when one of its sets has no thread), and
+    /// whether that set alone is the answer (the filter names nothing else).
+    fn narrowed<'s>(&'s self, filter: &Filter<'_>, empty: &'s Ordered) -> (&'s Ordered, bool) {
         let narrowed = [
             filter
                 .status
-                .map(|status| self.by_status.get(status).unwrap_or(&empty)),
+                .map(|status| self.by_status.get(status).unwrap_or(empty)),
             filter
                 .assignee
-                .map(|assignee| self.by_assignee.get(&assignee).unwrap_or(&empty)),
+                .map(|assignee| self.by_assignee.get(&assignee).unwrap_or(empty)),
             filter
                 .channel
-                .map(|channel| self.by_channel.get(&channel).unwrap_or(&empty)),
+                .map(|channel| self.by_channel.get(&channel).unwrap_or(empty)),
         ];
+        let named = narrowed.iter().flatten().count()
+            + usize::from(filter.label.is_some())
+            + usize::from(filter.contacts.is_some());
         let set = narrowed
             .into_iter()
             .flatten()
             .min_by_key(|set| set.len())
             .unwrap_or(&self.by_activity);
+        (
+            set,
+            named <= 1 && filter.label.is_none() && filter.contacts.is_none(),
+        )
+    }
+
+    /// How many threads `filter` keeps: a set's size, or a walk of the smallest set it names.
+    pub fn count(&self, filter: &Filter<'_>) -> usize {
+        let empty = Ordered::new();
+        let (set, whole) = self.narrowed(filter, &empty);
+        if whole {
+            return set.len();
+        }
+        set.iter()
+            .filter(|(_, thread)| {
+                self.entries
+                    .get(thread)
+                    .is_some_and(|entry| filter.keeps(entry))
+            })
+            .count()
+    }
+
+    /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
+    pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
+        // The smallest set a filter narrows to (empty: nothing matches).
+        let empty = Ordered::new();
+        let (set, _) = self.narrowed(filter, &empty);
         let walk: Box<dyn Iterator<Item = &(u64, ThreadId)>> = match cursor {
             Some(cursor) => Box::new(set.range(..cursor).rev()),
             None => Box::new(set.iter().rev()),
@@ -296,6 +325,31 @@ mod tests {
             ..Filter::default()
         };
         assert!(index.page(&snoozed, None, 10).threads.is_empty());
+
+        // Counts agree with what the pages list, with one filter or several.
+        let open = Filter {
+            status: Some("open"),
+            ..Filter::default()
+        };
+        let webchat_open = Filter {
+            channel: Some(ChannelKind::Webchat),
+            ..open.clone()
+        };
+        let labelled = Filter {
+            label: Some("billing"),
+            ..Filter::default()
+        };
+        for (filter, expected) in [
+            (&all, 5),
+            (&open, 4),
+            (&open_email, 1),
+            (&webchat_open, 2),
+            (&snoozed, 0),
+            (&labelled, 0),
+        ] {
+            assert_eq!(index.count(filter), expected, "{filter:?}");
+            assert_eq!(index.page(filter, None, 100).threads.len(), expected);
+        }
     }
 
     /// A thread's state right after it opened on the web chat.

@@ -550,6 +550,16 @@ fn an_agent_assigns_to_anyone_snoozes_and_filters_by_label() {
         "the thread out of Open",
         &format!("return !document.querySelector('.thread-item[data-thread=\"{thread}\"]')"),
     );
+    // Each filter counts its conversations: one open, one snoozed, none of them the admin's.
+    agent.wait_for(
+        "the counts on the filters",
+        "const n = f => document.querySelector(`[data-filter=${f}] .count`).textContent; return n('open') === '1' && n('snoozed') === '1' && n('all') === '2' && n('mine') === '' && n('unassigned') === '1'",
+    );
+    let (_, counts) = node.get(&token, "/api/v1/threads/counts?label=billing");
+    assert_eq!(
+        counts,
+        json!({"mine": 0, "unassigned": 0, "open": 0, "pending": 0, "snoozed": 1, "resolved": 0, "all": 1})
+    );
     agent.click_on("[data-filter=snoozed]");
     agent.wait_for(
         "the thread under Snoozed",
@@ -705,5 +715,95 @@ fn an_agent_renames_a_contact_edits_details_links_a_handle_and_merges_with_the_e
         "{texts:?}"
     );
     drop(earlier);
+    node.stop();
+}
+
+/// Notes in the page every desktop notification it shows and every tone it plays, through
+/// the browser's own `Notification` and `AudioContext` (still shown and played).
+const NOTE_ALERTS: &str = "window.shown = []; window.tones = 0;
+const Real = window.Notification;
+window.Notification = class extends Real {
+  constructor(title, options) { super(title, options); window.shown.push([title, options.body]); }
+};
+const start = OscillatorNode.prototype.start;
+OscillatorNode.prototype.start = function (...args) { window.tones += 1; return start.apply(this, args); };";
+
+#[test]
+fn an_agent_is_notified_of_new_conversations_and_of_messages_on_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let mut first = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(first.say("m1", "Hello")["type"], "ack");
+    let agent = open_first_conversation(&node.base, &token);
+    agent.allow_notifications();
+    agent.run(NOTE_ALERTS, json!([]));
+    agent.click_on("#notify");
+    agent.wait_for(
+        "notifications on, allowed",
+        "return document.getElementById('notify').getAttribute('aria-pressed') === 'true' && Notification.permission === 'granted'",
+    );
+    let (_, me) = node.get(&token, "/api/v1/me");
+    // A new conversation: a notification with its first words, and a tone.
+    let mut second = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(second.say("m1", "I was charged twice")["type"], "ack");
+    let shown = agent.wait_for(
+        "the new conversation's notification",
+        "return window.shown.length === 1 && window.tones === 1 ? window.shown : null",
+    );
+    assert!(
+        shown[0][0]
+            .as_str()
+            .is_some_and(|title| title.starts_with("New conversation: ")),
+        "{shown}"
+    );
+    assert_eq!(shown[0][1], "I was charged twice");
+    // A message in a conversation that is not new and not the agent's: nothing.
+    assert_eq!(second.say("m2", "Hello?")["type"], "ack");
+    // A message in the conversation on screen: nothing either.
+    assert_eq!(first.say("m2", "Still there?")["type"], "ack");
+    // Assigned to the agent, the second conversation's next message notifies.
+    let threads = threadline_tests::threads(&node, &token);
+    let second_thread = threads
+        .iter()
+        .find(|t| t["last_message"]["text"] == "Hello?")
+        .expect("the second conversation")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, _) = node.post(
+        &token,
+        &format!("/api/v1/threads/{second_thread}/assign"),
+        &json!({"assignee": me["id"]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(second.say("m3", "Any update?")["type"], "ack");
+    let shown = agent.wait_for(
+        "the notification for a message on the agent's conversation",
+        "return window.shown.length >= 2 ? window.shown : null",
+    );
+    assert_eq!(shown.as_array().map(Vec::len), Some(2), "{shown}");
+    assert_eq!(shown[1][1], "Any update?");
+    assert!(
+        !shown[1][0]
+            .as_str()
+            .is_some_and(|title| title.starts_with("New conversation")),
+        "{shown}"
+    );
+    assert_eq!(agent.run("return window.tones", json!([])), json!(2));
+    // Turned off: nothing more, and it stays off after a reload.
+    agent.click_on("#notify");
+    assert_eq!(second.say("m4", "Hello again")["type"], "ack");
+    agent.wait_for(
+        "the list updated",
+        "return [...document.querySelectorAll('.thread-item .preview')].some(p => p.textContent === 'Hello again')",
+    );
+    assert_eq!(agent.run("return window.shown.length", json!([])), json!(2));
+    agent.reload();
+    agent.wait_for(
+        "notifications still off",
+        "return document.getElementById('notify').getAttribute('aria-pressed') === 'false'",
+    );
     node.stop();
 }

@@ -3,6 +3,7 @@
   "use strict";
   var $ = function (id) { return document.getElementById(id); };
   var TOKEN_KEY = "threadline.inbox.token";
+  var NOTIFY_KEY = "threadline.inbox.notify";
   // The channels whose bridges send a reply's files (the node refuses files elsewhere).
   var FILE_CHANNELS = ["email", "whatsapp", "messenger", "instagram", "xmpp", "matrix", "telegram", "slack"];
   var CHANNEL_NAMES = { whatsapp: "WhatsApp", messenger: "Messenger", instagram: "Instagram",
@@ -61,6 +62,7 @@
         list.agents.forEach(function (a) { state.agents[a.id] = a.name; state.revoked[a.id] = a.revoked; });
         loadThreads();
         listen();
+        checkNewMessages();
       });
     }).catch(function (error) {
       localStorage.removeItem(TOKEN_KEY);
@@ -112,10 +114,26 @@
   }
 
   function loadThreads() {
+    loadCounts();
     return api("GET", "/threads" + listQuery()).then(function (page) {
       state.threads = page.threads;
       renderThreads();
     }).catch(function (error) { if (error.status === 401) showSignIn("Signed out."); });
+  }
+
+  // How many conversations each filter holds (with the channel and label chosen).
+  function loadCounts() {
+    var q = [];
+    if (state.channel) q.push("channel=" + state.channel);
+    if (state.label) q.push("label=" + encodeURIComponent(state.label));
+    api("GET", "/threads/counts" + (q.length ? "?" + q.join("&") : "")).then(function (counts) {
+      document.querySelectorAll("[data-filter]").forEach(function (button) {
+        var count = button.querySelector(".count");
+        if (!count) { count = el("span", "count"); button.appendChild(count); }
+        var n = counts[button.dataset.filter];
+        count.textContent = n > 0 ? String(n) : "";
+      });
+    }).catch(function () { /* the next change asks again */ });
   }
 
   // A revoked agent's assignment stays until someone takes the thread over: say so.
@@ -801,11 +819,87 @@
     api("POST", "/threads/" + state.selected + "/typing", {}).catch(function () {});
   });
 
+  // ---- notifications: a desktop notification and a sound for a new conversation, and for a
+  // new message in a conversation assigned to this agent (not for the one on screen) ----
+  var notify = { on: localStorage.getItem(NOTIFY_KEY) === "on", seen: null, since: 0, audio: null, timer: null };
+  function showNotifyState() {
+    $("notify").textContent = notify.on ? "Notifications on" : "Notifications off";
+    $("notify").setAttribute("aria-pressed", notify.on ? "true" : "false");
+  }
+  function unlockAudio() {
+    // Browsers let a page play sound once the user has acted on it: made in the click.
+    var Context = window.AudioContext || window.webkitAudioContext;
+    if (!notify.audio && Context) notify.audio = new Context();
+    if (notify.audio && notify.audio.state === "suspended") notify.audio.resume();
+  }
+  function chime() {
+    var ctx = notify.audio;
+    if (!ctx) return;
+    var tone = ctx.createOscillator();
+    var volume = ctx.createGain();
+    tone.frequency.value = 880;
+    volume.gain.setValueAtTime(0.15, ctx.currentTime);
+    volume.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + 0.4);
+    tone.connect(volume);
+    volume.connect(ctx.destination);
+    tone.start();
+    tone.stop(ctx.currentTime + 0.4);
+  }
+  $("notify").addEventListener("click", function () {
+    notify.on = !notify.on;
+    localStorage.setItem(NOTIFY_KEY, notify.on ? "on" : "off");
+    if (notify.on) {
+      unlockAudio();
+      if (window.Notification && Notification.permission === "default") Notification.requestPermission();
+    }
+    showNotifyState();
+  });
+  document.addEventListener("click", function () { if (notify.on) unlockAudio(); }, { once: true });
+  showNotifyState();
+
+  function alertAgent(thread, isNew, last) {
+    if (!notify.on) return;
+    chime();
+    if (!window.Notification || Notification.permission !== "granted") return;
+    var shown = new Notification((isNew ? "New conversation: " : "") + who(thread), {
+      body: last.text || "", tag: thread.id
+    });
+    shown.onclick = function () { window.focus(); select(thread.id); shown.close(); };
+  }
+
+  // The newest threads, whatever the list's filter: which got a customer's message since the
+  // last look. The first look only notes where each stands.
+  function checkNewMessages() {
+    return api("GET", "/threads?limit=20").then(function (page) {
+      var first = notify.seen === null;
+      if (first) {
+        notify.seen = {};
+        // Conversations opened after this (the node's clock) are new.
+        notify.since = page.threads.reduce(function (t, thread) { return Math.max(t, thread.last_activity); }, 0);
+      }
+      page.threads.forEach(function (thread) {
+        var last = thread.last_message;
+        if (!last) return;
+        var before = notify.seen[thread.id];
+        notify.seen[thread.id] = last.time;
+        if (first || before >= last.time || last.direction !== "inbound") return;
+        var isNew = before === undefined && thread.opened_at > notify.since;
+        if (!isNew && thread.assignee !== state.me.id) return;
+        if (document.visibilityState === "visible" && state.selected === thread.id) return;
+        alertAgent(thread, isNew, last);
+      });
+    }).catch(function () { /* the next change looks again */ });
+  }
+
   // ---- live updates: the SSE stream, read with fetch so the token stays in a header ----
   var refreshList = null;
-  function changed(scope) {
+  function changed(scope, kind) {
     clearTimeout(refreshList);
     refreshList = setTimeout(loadThreads, 150);
+    if (kind === "thread.message.inbound") {
+      clearTimeout(notify.timer);
+      notify.timer = setTimeout(checkNewMessages, 150);
+    }
     if (state.selected && scope === "thread:" + state.selected) loadThread();
     // Another agent (or node) changed a contact: the panel shows it as it is now.
     else if (state.contact && scope && scope.indexOf("directory") === 0) reloadContact();
@@ -830,7 +924,7 @@
               if (line.indexOf("event:") === 0) event = line.slice(6).trim();
               else if (line.indexOf("data:") === 0) data += line.slice(5).trim();
             });
-            if (event === "change") { try { changed(JSON.parse(data).scope); } catch (e) { /* ignore */ } }
+            if (event === "change") { try { var change = JSON.parse(data); changed(change.scope, change.kind); } catch (e) { /* ignore */ } }
             else if (event === "typing") { try { customerTyping(JSON.parse(data).thread); } catch (e) { /* ignore */ } }
             else if (event === "lagged") { loadThreads(); if (state.selected) loadThread(); }
           });

@@ -76,6 +76,77 @@ pub struct ThreadPage {
     next_cursor: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountsQuery {
+    channel: Option<String>,
+    label: Option<String>,
+}
+
+/// How many conversations each of the inbox's filters holds for the calling agent.
+#[derive(Debug, Serialize)]
+pub struct ThreadCounts {
+    /// Assigned to the caller, whatever their status.
+    mine: usize,
+    /// Open and assigned to nobody.
+    unassigned: usize,
+    open: usize,
+    pending: usize,
+    snoozed: usize,
+    resolved: usize,
+    all: usize,
+}
+
+/// `GET /api/v1/threads/counts?channel=&label=`: the size of each filter of the inbox (from
+/// the thread list's index: a set's size, or a walk of the smaller set).
+pub async fn counts(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    query: Result<Query<CountsQuery>, QueryRejection>,
+) -> Result<Json<ThreadCounts>, ApiError> {
+    let Query(query) = query?;
+    let channel: Option<ChannelKind> = query
+        .channel
+        .as_deref()
+        .map(|c| parse_field(c, "channel"))
+        .transpose()?;
+    let base = crate::thread_index::Filter {
+        channel,
+        label: query.label.as_deref(),
+        ..crate::thread_index::Filter::default()
+    };
+    let index = ingest
+        .thread_index()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !index.is_ready() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the thread list's index is still being built; try again in a moment",
+        ));
+    }
+    let status = |status| crate::thread_index::Filter {
+        status: Some(status),
+        ..base.clone()
+    };
+    Ok(Json(ThreadCounts {
+        mine: index.count(&crate::thread_index::Filter {
+            assignee: Some(Some(caller.0)),
+            ..base.clone()
+        }),
+        unassigned: index.count(&crate::thread_index::Filter {
+            assignee: Some(None),
+            ..status("open")
+        }),
+        open: index.count(&status("open")),
+        pending: index.count(&status("pending")),
+        snoozed: index.count(&status("snoozed")),
+        resolved: index.count(&status("resolved")),
+        all: index.count(&base),
+    }))
+}
+
 /// `GET /api/v1/threads`: most recent activity first.
 pub async fn list(
     caller: AgentCaller,
