@@ -44,7 +44,9 @@
   // "We're away": the visitor may leave an email address to be answered at.
   var emailForm = el("form", "tl-chat-email");
   emailForm.hidden = true;
-  emailForm.appendChild(el("label", null, "Leave your email and we'll answer there too:"));
+  // What happens to the address: the team sees it beside the conversation (an unverified
+  // note, not a channel replies go to), so the widget promises that and no more.
+  emailForm.appendChild(el("label", null, "Nobody online? Leave your email so the team can see it with your message:"));
   var emailInput = el("input");
   emailInput.type = "email";
   emailInput.placeholder = "you@example.com";
@@ -287,7 +289,7 @@
       } else if (frame.type === "email_saved") {
         emailLeft = true;
         emailForm.hidden = true;
-        emailDone.textContent = "We'll also answer at " + frame.address + ".";
+        emailDone.textContent = "Thanks: the team will see " + frame.address + " with your conversation.";
         emailDone.hidden = false;
       } else if (frame.type === "seen") {
         markSeen(frame.up_to);
