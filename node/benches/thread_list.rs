@@ -94,6 +94,11 @@ fn main() {
             "contact search",
             format!("/api/v1/contacts?q=Customer%20{}", n_threads / 2),
         ),
+        ("filter counts", "/api/v1/threads/counts".to_owned()),
+        (
+            "filter counts, WhatsApp",
+            "/api/v1/threads/counts?channel=whatsapp".to_owned(),
+        ),
     ];
     println!("query                      p50        p99        max");
     for (name, path) in queries {

@@ -107,6 +107,11 @@ short_string!(
     AttributeKey
 );
 short_string!(
+    /// The shortcode of a canned reply (`refund`), which agents type to insert its text; the
+    /// text is the content of the event that sets it.
+    Shortcode
+);
+short_string!(
     /// The id an external app gave a message (an email Message-ID, a WhatsApp message id). It
     /// makes resubmission idempotent.
     ExternalId

@@ -20,7 +20,7 @@ use crate::digest::{self, Domain};
 use crate::event::{DirectoryKind, EventKind, VerifiedEvent};
 use crate::id::{ContactId, StateHash};
 use crate::key::{OrgId, PublicKey};
-use crate::name::AttributeKey;
+use crate::name::{AttributeKey, Shortcode};
 use crate::time::Timestamp;
 
 /// One contact as the directory knows it.
@@ -60,6 +60,8 @@ pub struct DirectoryState {
     pub handles: BTreeMap<Handle, ContactId>,
     /// Number of events.
     pub n_events: u64,
+    /// The org's canned replies: text by shortcode.
+    pub canned_replies: BTreeMap<Shortcode, String>,
 }
 
 impl DirectoryState {
@@ -72,6 +74,7 @@ impl DirectoryState {
             contacts: BTreeMap::new(),
             handles: BTreeMap::new(),
             n_events: 1,
+            canned_replies: BTreeMap::new(),
         }
     }
 
@@ -195,6 +198,17 @@ impl DirectoryState {
                 }
             }
             DirectoryKind::Merge { from, into } => self.merge(*from, *into),
+            DirectoryKind::SetCannedReply { shortcode } => {
+                let Some(content) = content else {
+                    return;
+                };
+                if content.text.is_empty() {
+                    self.canned_replies.remove(shortcode);
+                } else {
+                    self.canned_replies
+                        .insert(shortcode.clone(), content.text.clone());
+                }
+            }
             DirectoryKind::SetAttribute { contact, key } => {
                 let root = self.root_of(*contact);
                 let (Some(content), true) = (content, self.is_live(root)) else {

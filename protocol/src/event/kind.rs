@@ -10,7 +10,7 @@ use crate::cert::Certificate;
 use crate::channel::ChannelKind;
 use crate::id::{AgentId, ContactId, EventId};
 use crate::key::{OrgId, PublicKey};
-use crate::name::{AttributeKey, Label};
+use crate::name::{AttributeKey, Label, Shortcode};
 use crate::time::Timestamp;
 
 /// The kind of an event: a thread event or a directory event.
@@ -238,6 +238,13 @@ pub enum DirectoryKind {
         /// The contact.
         contact: ContactId,
     },
+    /// Sets one of the org's canned replies: the text agents insert by its shortcode, with
+    /// `{contact.name}` and `{agent.name}` filled in when inserted. The text is the content's
+    /// (empty text removes the reply).
+    SetCannedReply {
+        /// Its shortcode.
+        shortcode: Shortcode,
+    },
 }
 
 /// Whether a kind's event carries content.
@@ -298,6 +305,7 @@ impl EventKind {
                 DirectoryKind::SetAttribute { .. } => "directory.set_attribute",
                 DirectoryKind::Consent { .. } => "directory.consent",
                 DirectoryKind::EraseContact { .. } => "directory.erase_contact",
+                DirectoryKind::SetCannedReply { .. } => "directory.set_canned_reply",
             },
         }
     }
@@ -315,7 +323,8 @@ impl EventKind {
             EventKind::Directory(kind) => match kind {
                 DirectoryKind::LinkHandle { .. }
                 | DirectoryKind::UnlinkHandle { .. }
-                | DirectoryKind::SetAttribute { .. } => ContentRule::Required,
+                | DirectoryKind::SetAttribute { .. }
+                | DirectoryKind::SetCannedReply { .. } => ContentRule::Required,
                 DirectoryKind::CreateContact { .. } => ContentRule::Optional,
                 _ => ContentRule::Forbidden,
             },

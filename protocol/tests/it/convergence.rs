@@ -11,7 +11,7 @@ use threadline_protocol::{
     event::{
         Content, Direction, DirectoryKind, Draft, EventKind, ReceiptKind, Scope, Status, ThreadKind,
     },
-    name::{AttributeKey, Label},
+    name::{AttributeKey, Label, Shortcode},
     thread::IngestError,
     AgentId, ContactId, EventId, SecretKey, Thread, Timestamp, VerifiedEvent,
 };
@@ -380,7 +380,12 @@ proptest! {
                 4 => (DirectoryKind::UnlinkHandle { contact }, Some(Content::default().with_handle(some_handle))),
                 5 => (DirectoryKind::Merge { from: contact, into: other }, None),
                 6 => (DirectoryKind::SetAttribute { contact, key: AttributeKey::new("company").expect("valid") }, Some(Content::text(format!("co {}", op.extra % 3)))),
-                _ => if op.extra % 3 == 0 { (DirectoryKind::EraseContact { contact }, None) } else { (DirectoryKind::Consent { contact, channel: None, granted: op.extra % 2 == 0 }, None) },
+                _ => match op.extra % 4 {
+                    0 => (DirectoryKind::EraseContact { contact }, None),
+                    // A canned reply set, changed or removed (empty text), concurrently on two nodes.
+                    1 => (DirectoryKind::SetCannedReply { shortcode: Shortcode::new("thanks").expect("valid") }, Some(Content::text(["", "Thanks!", "Thank you"][op.extra as usize / 4 % 3]))),
+                    _ => (DirectoryKind::Consent { contact, channel: None, granted: op.extra % 2 == 0 }, None),
+                },
             };
             let author = [&world.node_a, &world.node_a2][op.actor as usize % 2];
             let mut draft = Draft::new(Scope::Directory(world.org_a_id()), parents, depth, time, EventKind::Directory(kind));

@@ -16,7 +16,8 @@ use threadline_protocol::{
     },
     id::BlobHash,
     name::{
-        AttachmentMeta, AttributeKey, ExternalId, Label, Subject, TemplateLanguage, TemplateName,
+        AttachmentMeta, AttributeKey, ExternalId, Label, Shortcode, Subject, TemplateLanguage,
+        TemplateName,
         TemplateParameter,
     },
     sync::{heads_digest, ScopeSummary, SyncMessage},
@@ -351,6 +352,17 @@ fn vectors() -> Vec<Vector> {
                     .with_reply_to(EventId::from_bytes([0x3c; 32])),
             ),
         ),
+        // Directory kind 10, appended: one of the org's canned replies.
+        (
+            "directory.set_canned_reply",
+            node_seed,
+            d(DirectoryKind::SetCannedReply {
+                shortcode: Shortcode::new("refund").expect("valid"),
+            })
+            .with_content(text(
+                "Hi {contact.name}, your refund is on its way. {agent.name}",
+            )),
+        ),
     ];
     drafts
         .drain(..)
@@ -576,8 +588,8 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 15 thread kinds (inbound and outbound messages counted apart), 10 directory kinds, an
+    // 15 thread kinds (inbound and outbound messages counted apart), 11 directory kinds, an
     // inbound message with content V2, one on Instagram, a reply with content V3 (a template)
     // and an inbound message with content V3 (a reply-to).
-    assert_eq!(kinds.len(), 29);
+    assert_eq!(kinds.len(), 30);
 }
