@@ -715,6 +715,15 @@ impl Node {
             .set("Content-Type", "application/json");
         answer(request.send_string(body))
     }
+
+    /// `DELETE path` as `token`.
+    pub fn delete(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
+        let request = self
+            .http()
+            .delete(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"));
+        answer(request.call())
+    }
 }
 
 impl Drop for Node {

@@ -9,6 +9,7 @@ mod agents;
 mod attachments;
 pub mod auth;
 mod bridge;
+mod canned;
 mod contacts;
 mod error;
 mod inbox;
@@ -94,6 +95,14 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}/typing", post(threads::typing))
         .route("/api/v1/threads/{id}/read", post(threads::read))
         .route("/api/v1/threads/{id}/members", post(threads::members))
+        .route(
+            "/api/v1/canned-replies",
+            get(canned::list).post(canned::set),
+        )
+        .route(
+            "/api/v1/canned-replies/{shortcode}",
+            axum::routing::delete(canned::remove),
+        )
         .route("/api/v1/contacts", get(contacts::search))
         .route(
             "/api/v1/contacts/merge",

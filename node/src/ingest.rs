@@ -231,6 +231,14 @@ pub enum DirectoryAction {
         /// Its value.
         value: String,
     },
+    /// Set one of the org's canned replies (empty text removes it). Nothing is written when
+    /// the directory holds that already.
+    SetCannedReply {
+        /// Its shortcode.
+        shortcode: threadline_protocol::name::Shortcode,
+        /// Its text.
+        text: String,
+    },
     /// Record a contact's consent to be written to on a channel (`None`: every channel):
     /// withdrawn (a customer's STOP) or given back (START). Nothing is written when the
     /// record says so already.

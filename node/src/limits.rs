@@ -38,6 +38,15 @@ pub const MAX_ATTRIBUTES_PER_CONTACT: usize = 64;
 /// Longest attribute value an agent may set through the API, in bytes.
 pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
 
+/// Canned replies an org may have (every inbox loads them all).
+pub const MAX_CANNED_REPLIES: usize = 500;
+
+/// Longest canned reply, in bytes.
+pub const MAX_CANNED_REPLY_BYTES: usize = 4096;
+
+/// Longest shortcode of a canned reply, in bytes (lower-case letters, digits, `-` and `_`).
+pub const MAX_SHORTCODE_BYTES: usize = 32;
+
 /// Requests one agent token may have in flight (from headers to the end of the answer, a live
 /// stream included). A person's inbox needs a few: a live stream per tab and the requests of a
 /// click; 32 leaves room for many tabs and a script, and keeps one token from holding the
@@ -85,6 +94,8 @@ pub enum Cap {
     ContactHandles,
     /// [`MAX_ATTRIBUTES_PER_CONTACT`].
     ContactAttributes,
+    /// [`MAX_CANNED_REPLIES`].
+    CannedReplies,
 }
 
 impl Cap {
@@ -95,6 +106,7 @@ impl Cap {
             Cap::ThreadMembers => MAX_MEMBERS_PER_THREAD,
             Cap::ContactHandles => MAX_HANDLES_PER_CONTACT,
             Cap::ContactAttributes => MAX_ATTRIBUTES_PER_CONTACT,
+            Cap::CannedReplies => MAX_CANNED_REPLIES,
         }
     }
 
@@ -105,6 +117,7 @@ impl Cap {
             Cap::ThreadMembers => "thread_members_full",
             Cap::ContactHandles => "contact_handles_full",
             Cap::ContactAttributes => "contact_attributes_full",
+            Cap::CannedReplies => "canned_replies_full",
         }
     }
 
@@ -115,6 +128,7 @@ impl Cap {
             Cap::ThreadMembers => "member orgs per thread (the owner included)",
             Cap::ContactHandles => "handles per contact",
             Cap::ContactAttributes => "attributes per contact",
+            Cap::CannedReplies => "canned replies per org",
         }
     }
 }

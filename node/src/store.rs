@@ -30,7 +30,8 @@
 //! | `meta` | `b"key_owners"` | `encode(Vec<(key number, owner bytes)>)`: the data keys given to owners since `data-keys` was last synced (at most a pool's worth), written with every commit while there are any: what finishes a rewrite of a slot a crash cut short |
 //!
 //! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
-//! under a data key of its thread, contact or attachment, kept wrapped in `data-keys`;
+//! under a data key of its thread, contact or attachment (the org's own for its canned
+//! replies), kept wrapped in `data-keys`;
 //! erasing destroys the keys.
 //!
 //! Every log's events (header and content) are not in sled: they are in the event log
@@ -214,7 +215,7 @@ fn content_aad(id: &EventId) -> [u8; 40] {
 }
 
 /// Whose data key seals an event's content: its thread's, or for a directory event the
-/// contact's it is about. `None` for kinds that carry no content.
+/// contact's it is about (the org's for its canned replies). `None` for kinds that carry no content.
 pub fn content_owner(scope: &ScopeId, kind: &threadline_protocol::EventKind) -> Option<KeyOwner> {
     use threadline_protocol::event::DirectoryKind as D;
     match (scope, kind) {
@@ -230,6 +231,10 @@ pub fn content_owner(scope: &ScopeId, kind: &threadline_protocol::EventKind) -> 
                 | D::EraseContact { contact },
             ),
         ) => Some(KeyOwner::Contact(*contact)),
+        (
+            ScopeId::Directory(org),
+            threadline_protocol::EventKind::Directory(D::SetCannedReply { .. }),
+        ) => Some(KeyOwner::Org(*org)),
         _ => None,
     }
 }

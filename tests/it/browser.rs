@@ -807,3 +807,90 @@ fn an_agent_is_notified_of_new_conversations_and_of_messages_on_theirs() {
     );
     node.stop();
 }
+
+#[test]
+fn an_agent_saves_a_canned_reply_and_inserts_it_with_a_shortcode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let mut visitor = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Where is my refund?")["type"], "ack");
+    let agent = open_first_conversation(&node.base, &token);
+    // The contact has a name, which the reply fills in.
+    let contact = agent
+        .wait_for(
+            "the contact panel",
+            "return !document.getElementById('contact-view').hidden && document.getElementById('contact-name').textContent",
+        )
+        .as_str()
+        .map(str::to_owned);
+    assert!(contact.is_some());
+    agent.click_on("#rename");
+    agent.run(
+        "document.getElementById('rename-input').value = ''",
+        json!([]),
+    );
+    let name = agent.find("#rename-input");
+    agent.type_into(&name, "Ines\u{E007}");
+    agent.wait_for(
+        "the name",
+        "return document.getElementById('contact-name').textContent === 'Ines'",
+    );
+    // Saved in the dialog; a bad shortcode is refused with the reason.
+    agent.click_on("#canned-open");
+    let code = agent.find("#canned-shortcode");
+    agent.type_into(&code, "Bad Code");
+    let text = agent.find("#canned-text");
+    agent.type_into(
+        &text,
+        "Hi {contact.name}, your refund left today. {agent.name}",
+    );
+    agent.run(
+        "document.getElementById('canned-form').requestSubmit()",
+        json!([]),
+    );
+    agent.wait_for(
+        "the refusal",
+        "return document.getElementById('canned-error').textContent.includes('bad shortcode')",
+    );
+    agent.run(
+        "document.getElementById('canned-shortcode').value = 'refund'; document.getElementById('canned-form').requestSubmit()",
+        json!([]),
+    );
+    agent.wait_for(
+        "the saved reply",
+        "return !!document.querySelector('#canned-list li[data-shortcode=refund]')",
+    );
+    agent.click_on("#canned-close");
+    // "/ref" in the composer offers it; Enter inserts it, filled in.
+    let compose = agent.find("#compose");
+    agent.type_into(&compose, "/ref");
+    agent.wait_for(
+        "the menu",
+        "const m = document.getElementById('canned-menu'); return !m.hidden && m.querySelector('li.active[data-shortcode=refund]')",
+    );
+    agent.type_into(&compose, "\u{E007}");
+    let inserted = agent.wait_for(
+        "the inserted text",
+        "const v = document.getElementById('compose').value; return v.startsWith('Hi ') ? v : null",
+    );
+    assert_eq!(inserted, "Hi Ines, your refund left today. admin");
+    assert_eq!(
+        agent.run(
+            "return document.getElementById('canned-menu').hidden",
+            json!([])
+        ),
+        json!(true)
+    );
+    // Sent as written: the visitor gets it.
+    agent.click_on("#send");
+    let reply = loop {
+        let frame = visitor.receive().expect("a frame");
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(reply["text"], "Hi Ines, your refund left today. admin");
+    node.stop();
+}

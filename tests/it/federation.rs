@@ -192,6 +192,19 @@ fn a_second_node_joins_and_conversations_follow_both_ways() {
     let delivered = next_message(&mut bob, SYNC).expect("the reply reaches Bob");
     assert_eq!(delivered["text"], "Hi Bob, from the office");
 
+    // A canned reply saved at the office is the laptop's too.
+    let (status, _) = office_node.post(
+        &office.token,
+        "/api/v1/canned-replies",
+        &json!({"shortcode": "thanks", "text": "Thanks {contact.name}!"}),
+    );
+    assert_eq!(status, 200);
+    eventually("the laptop has the canned reply", SYNC, || {
+        let (_, list) = laptop_node.get(&laptop.token, "/api/v1/canned-replies");
+        (list["replies"] == json!([{"shortcode": "thanks", "text": "Thanks {contact.name}!"}]))
+            .then_some(())
+    });
+
     converged((&office_node, &office.token), (&laptop_node, &laptop.token));
     let view = office_node.replication(&office.token);
     assert_eq!(view["peers"].as_array().expect("peers").len(), 1, "{view}");

@@ -1818,3 +1818,76 @@ fn the_thread_list_previews_each_threads_last_message() {
     assert_eq!(preview["text"], Value::Null, "{preview}");
     node.stop();
 }
+
+#[test]
+fn canned_replies_are_set_changed_and_removed_with_bad_input_refused() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let list = || node.get(&org.agent_token, "/api/v1/canned-replies").1["replies"].clone();
+    assert_eq!(list(), json!([]));
+    for (body, why) in [
+        (json!({"shortcode": "Refund", "text": "x"}), "bad shortcode"),
+        (
+            json!({"shortcode": "re fund", "text": "x"}),
+            "bad shortcode",
+        ),
+        (json!({"shortcode": "", "text": "x"}), "bad shortcode"),
+        (
+            json!({"shortcode": "a".repeat(33), "text": "x"}),
+            "bad shortcode",
+        ),
+        (json!({"shortcode": "refund", "text": "  "}), "empty"),
+        (
+            json!({"shortcode": "refund", "text": "x".repeat(4097)}),
+            "at most 4096",
+        ),
+    ] {
+        let (status, answer) = node.post(&org.agent_token, "/api/v1/canned-replies", &body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(why), "{message}");
+    }
+    assert_eq!(list(), json!([]), "nothing was written");
+    let set = |code: &str, text: &str| {
+        node.post(
+            &org.agent_token,
+            "/api/v1/canned-replies",
+            &json!({"shortcode": code, "text": text}),
+        )
+    };
+    let (status, answer) = set("refund", "Hi {contact.name}, the refund is on its way.");
+    assert_eq!(status, 200);
+    assert_eq!(answer["events"].as_array().map(Vec::len), Some(1));
+    // The same text again writes nothing.
+    let (_, again) = set("refund", "Hi {contact.name}, the refund is on its way.");
+    assert_eq!(again["events"], json!([]));
+    set("hours", "We answer 9 to 5. {agent.name}");
+    set("refund", "Your refund left today.");
+    assert_eq!(
+        list(),
+        json!([
+            {"shortcode": "hours", "text": "We answer 9 to 5. {agent.name}"},
+            {"shortcode": "refund", "text": "Your refund left today."},
+        ])
+    );
+    let (status, _) = node.delete(&org.agent_token, "/api/v1/canned-replies/refund");
+    assert_eq!(status, 200);
+    let (status, _) = node.delete(&org.agent_token, "/api/v1/canned-replies/refund");
+    assert_eq!(status, 404);
+    // Kept in the signed directory: the same after a restart.
+    node.stop();
+    let node = Node::start(&org.data);
+    let (_, after) = node.get(&org.agent_token, "/api/v1/canned-replies");
+    assert_eq!(
+        after["replies"],
+        json!([{"shortcode": "hours", "text": "We answer 9 to 5. {agent.name}"}])
+    );
+    // A bridge may not write them.
+    let (status, _) = node.post(
+        &org.webchat.token,
+        "/api/v1/canned-replies",
+        &json!({"shortcode": "x", "text": "y"}),
+    );
+    assert!(status == 401 || status == 403, "{status}");
+    node.stop();
+}

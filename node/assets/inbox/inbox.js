@@ -63,6 +63,7 @@
         loadThreads();
         listen();
         checkNewMessages();
+        loadCanned();
       });
     }).catch(function (error) {
       localStorage.removeItem(TOKEN_KEY);
@@ -819,6 +820,119 @@
     api("POST", "/threads/" + state.selected + "/typing", {}).catch(function () {});
   });
 
+  // ---- canned replies: "/" and a shortcode in the composer inserts one ----
+  var canned = { replies: [], matches: [], active: 0 };
+  function loadCanned() {
+    return api("GET", "/canned-replies").then(function (list) {
+      canned.replies = list.replies;
+      renderCannedList();
+    }).catch(function () { /* the next change loads them again */ });
+  }
+  function fillIn(text) {
+    var name = (state.contact && state.contact.display_name) || "";
+    return text.replace(/\{contact\.name\}/g, name).replace(/\{agent\.name\}/g, state.me ? state.me.name : "");
+  }
+  // The "/code" being typed just before the caret, if any.
+  function typedShortcode() {
+    var box = $("compose");
+    var before = box.value.slice(0, box.selectionStart);
+    var match = /(^|\s)\/([a-z0-9_-]*)$/.exec(before);
+    return match ? { start: before.length - match[2].length - 1, code: match[2] } : null;
+  }
+  function closeCannedMenu() { $("canned-menu").hidden = true; canned.matches = []; }
+  function updateCannedMenu() {
+    var typed = typedShortcode();
+    if (!typed || state.mode !== "reply" && state.mode !== "note") { closeCannedMenu(); return; }
+    canned.matches = canned.replies.filter(function (r) { return r.shortcode.indexOf(typed.code) === 0; });
+    var menu = $("canned-menu");
+    menu.textContent = "";
+    if (!canned.matches.length) { menu.hidden = true; return; }
+    canned.active = Math.min(canned.active, canned.matches.length - 1);
+    canned.matches.forEach(function (reply, i) {
+      var item = el("li", i === canned.active ? "active" : null);
+      item.setAttribute("role", "option");
+      item.dataset.shortcode = reply.shortcode;
+      item.appendChild(el("span", "code", "/" + reply.shortcode));
+      item.appendChild(document.createTextNode(fillIn(reply.text)));
+      item.addEventListener("mousedown", function (e) { e.preventDefault(); insertCanned(reply); });
+      menu.appendChild(item);
+    });
+    menu.hidden = false;
+  }
+  function insertCanned(reply) {
+    var typed = typedShortcode();
+    var box = $("compose");
+    if (!typed) return;
+    var text = fillIn(reply.text);
+    var end = box.selectionStart;
+    box.value = box.value.slice(0, typed.start) + text + box.value.slice(end);
+    var caret = typed.start + text.length;
+    box.setSelectionRange(caret, caret);
+    closeCannedMenu();
+    updateSegments();
+    box.focus();
+  }
+  $("compose").addEventListener("input", function () { canned.active = 0; updateCannedMenu(); });
+  $("compose").addEventListener("blur", closeCannedMenu);
+  $("compose").addEventListener("keydown", function (e) {
+    if ($("canned-menu").hidden || !canned.matches.length) return;
+    if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+      e.preventDefault();
+      var n = canned.matches.length;
+      canned.active = (canned.active + (e.key === "ArrowDown" ? 1 : n - 1)) % n;
+      updateCannedMenu();
+    } else if ((e.key === "Enter" && !e.ctrlKey && !e.metaKey) || e.key === "Tab") {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+      insertCanned(canned.matches[canned.active]);
+    } else if (e.key === "Escape") {
+      e.preventDefault();
+      e.stopPropagation();
+      closeCannedMenu();
+    }
+  });
+
+  function renderCannedList() {
+    var list = $("canned-list");
+    list.textContent = "";
+    canned.replies.forEach(function (reply) {
+      var item = el("li");
+      item.dataset.shortcode = reply.shortcode;
+      item.appendChild(el("span", "code", "/" + reply.shortcode));
+      item.appendChild(el("span", "text", reply.text));
+      var remove = el("button", "small", "Delete");
+      remove.type = "button";
+      remove.addEventListener("click", function () {
+        api("DELETE", "/canned-replies/" + reply.shortcode).then(loadCanned)
+          .catch(function (error) { $("canned-error").textContent = error.message; });
+      });
+      item.appendChild(remove);
+      item.addEventListener("dblclick", function () {
+        $("canned-shortcode").value = reply.shortcode;
+        $("canned-text").value = reply.text;
+      });
+      list.appendChild(item);
+    });
+    if (!canned.replies.length) list.appendChild(el("li", "meta", "None yet."));
+  }
+  $("canned-open").addEventListener("click", function () {
+    $("canned-error").textContent = "";
+    loadCanned();
+    $("canned-dialog").showModal();
+  });
+  $("canned-close").addEventListener("click", function () { $("canned-dialog").close(); });
+  $("canned-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    $("canned-error").textContent = "";
+    api("POST", "/canned-replies", { shortcode: $("canned-shortcode").value.trim(), text: $("canned-text").value })
+      .then(function () {
+        $("canned-shortcode").value = "";
+        $("canned-text").value = "";
+        return loadCanned();
+      })
+      .catch(function (error) { $("canned-error").textContent = error.message; });
+  });
+
   // ---- notifications: a desktop notification and a sound for a new conversation, and for a
   // new message in a conversation assigned to this agent (not for the one on screen) ----
   var notify = { on: localStorage.getItem(NOTIFY_KEY) === "on", seen: null, since: 0, audio: null, timer: null };
@@ -902,6 +1016,7 @@
     }
     if (state.selected && scope === "thread:" + state.selected) loadThread();
     // Another agent (or node) changed a contact: the panel shows it as it is now.
+    else if (kind === "directory.set_canned_reply") loadCanned();
     else if (state.contact && scope && scope.indexOf("directory") === 0) reloadContact();
   }
 

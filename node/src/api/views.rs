@@ -286,6 +286,7 @@ fn directory_detail(kind: &DirectoryKind) -> serde_json::Value {
         } => {
             json!({"contact": contact, "channel": channel, "granted": granted})
         }
+        DirectoryKind::SetCannedReply { shortcode } => json!({"shortcode": shortcode.as_str()}),
         _ => json!({}),
     }
 }

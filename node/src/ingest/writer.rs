@@ -1573,6 +1573,27 @@ impl Writer {
                     live,
                 )?])
             }
+            DirectoryAction::SetCannedReply { shortcode, text } => {
+                let (current, n_replies) = {
+                    let directory = self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let replies = &directory.state().canned_replies;
+                    (replies.get(&shortcode).cloned(), replies.len())
+                };
+                if current.as_deref().unwrap_or("") == text {
+                    return Ok(Vec::new());
+                }
+                if current.is_none() && n_replies >= Cap::CannedReplies.max() {
+                    return Err(IngestError::Full(Cap::CannedReplies));
+                }
+                Ok(vec![self.sign_directory(
+                    DirectoryKind::SetCannedReply { shortcode },
+                    Some(Content::text(text)),
+                    live,
+                )?])
+            }
             DirectoryAction::Certify(certificate) => Ok(vec![self.sign_directory(
                 DirectoryKind::Certify {
                     certificate: Box::new(certificate),
@@ -1750,7 +1771,7 @@ impl Writer {
                         .map(|e| (ScopeId::Thread(thread_id), e.id()))
                         .collect()
                 }
-                KeyOwner::Contact(_) => {
+                KeyOwner::Contact(_) | KeyOwner::Org(_) => {
                     let scope = ScopeId::Directory(self.org);
                     let directory = self
                         .directory

@@ -34,7 +34,7 @@ use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
-use threadline_protocol::{codec::ByteBuf, id::BlobHash, ContactId, ThreadId};
+use threadline_protocol::{codec::ByteBuf, id::BlobHash, ContactId, OrgId, PublicKey, ThreadId};
 
 const MAGIC: &[u8; 8] = b"TLDKEYS1";
 const FORMAT: u32 = 1;
@@ -103,11 +103,13 @@ pub enum KeyOwner {
     Contact(ContactId),
     /// An attachment's bytes.
     Blob(BlobHash),
+    /// The org's own texts in its directory (canned replies): no customer's, never erased.
+    Org(OrgId),
 }
 
 impl KeyOwner {
-    /// Its 33 bytes: kind (1 thread, 2 contact, 3 attachment), then the id (a contact's
-    /// padded with zeros).
+    /// Its 33 bytes: kind (1 thread, 2 contact, 3 attachment, 4 org), then the id (a
+    /// contact's padded with zeros; an org's is its key).
     pub fn to_bytes(self) -> [u8; 33] {
         let (kind, id) = match self {
             KeyOwner::Thread(thread) => (1, *thread.as_bytes()),
@@ -117,6 +119,7 @@ impl KeyOwner {
                 (2, id)
             }
             KeyOwner::Blob(blob) => (3, *blob.as_bytes()),
+            KeyOwner::Org(org) => (4, *org.0.as_bytes()),
         };
         let mut bytes = [0u8; 33];
         bytes[0] = kind;
@@ -133,6 +136,7 @@ impl KeyOwner {
                 id.get(..16)?.try_into().ok()?,
             ))),
             3 => Some(KeyOwner::Blob(BlobHash::from_bytes(id))),
+            4 => Some(KeyOwner::Org(OrgId(PublicKey::from_bytes(&id).ok()?))),
             _ => None,
         }
     }
@@ -715,6 +719,20 @@ mod tests {
 
     fn thread(n: u8) -> KeyOwner {
         KeyOwner::Thread(ThreadId::from_bytes([n; 32]))
+    }
+
+    #[test]
+    fn every_kind_of_owner_reads_back_from_its_bytes() {
+        let org = OrgId(threadline_protocol::SecretKey::from_seed([9; 32]).public());
+        for owner in [
+            thread(1),
+            KeyOwner::Contact(ContactId::from_bytes([2; 16])),
+            KeyOwner::Blob(BlobHash::from_bytes([3; 32])),
+            KeyOwner::Org(org),
+        ] {
+            assert_eq!(KeyOwner::from_bytes(&owner.to_bytes()), Some(owner));
+        }
+        assert_eq!(KeyOwner::from_bytes(&[5; 33]), None, "an unknown kind");
     }
 
     #[test]

@@ -17,8 +17,7 @@ use threadline_protocol::{
     id::BlobHash,
     name::{
         AttachmentMeta, AttributeKey, ExternalId, Label, Shortcode, Subject, TemplateLanguage,
-        TemplateName,
-        TemplateParameter,
+        TemplateName, TemplateParameter,
     },
     sync::{heads_digest, ScopeSummary, SyncMessage},
     AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
