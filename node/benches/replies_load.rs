@@ -34,8 +34,13 @@ fn main() {
         move |data_dir| {
             let mut kept = keep.lock().expect("lock");
             for agent in 0..n_connections.div_ceil(32) {
-                let added = admin::add_agent(data_dir, &format!("agent {agent}"), clock::now())
-                    .expect("agent");
+                let added = admin::add_agent(
+                    data_dir,
+                    &format!("agent {agent}"),
+                    threadline_node::store::AgentRole::Agent,
+                    clock::now(),
+                )
+                .expect("agent");
                 kept.0.push(added.token);
             }
             kept.1 = Some(

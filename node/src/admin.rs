@@ -17,7 +17,8 @@ use crate::data_dir::{DataDir, InitError, LoadError};
 use crate::identity::Identity;
 use crate::store::data_keys::StorageKey;
 use crate::store::{
-    AgentRecord, Store, StoreError, TokenRecord, TokenRole, TreeName, TreeRecord, WriteSet,
+    AgentRecord, AgentRole, Store, StoreError, TokenRecord, TokenRole, TreeName, TreeRecord,
+    WriteSet,
 };
 
 pub use crate::data_dir::BRIDGE_CERT_VALIDITY_MILLIS;
@@ -50,6 +51,9 @@ pub enum AdminError {
     /// No agent with this id.
     #[error("no agent {0}")]
     UnknownAgent(AgentId),
+    /// The change would leave no active admin.
+    #[error("agent {0} is the only admin left: make another agent an admin first (`threadline agent add NAME --admin`, or `threadline agent role ID admin`)")]
+    LastAdmin(AgentId),
     /// An event could not be made.
     #[error("{0}")]
     Event(String),
@@ -107,7 +111,7 @@ pub fn init(data_dir: &DataDir, now: Timestamp) -> Result<Initialised, AdminErro
                 .map_err(|e| AdminError::Event(e.to_string()))?;
             writes.put_event(&store, &certify)?;
             store.commit(writes)?;
-            let first_agent = add_agent_to(&store, "admin", now)?;
+            let first_agent = add_agent_to(&store, "admin", AgentRole::Admin, now)?;
             store.flush()?;
             Ok::<_, AdminError>(first_agent)
         })?;
@@ -149,7 +153,7 @@ pub fn init_joined(
             directory.dag().heads(),
         )?;
         store.commit(writes)?;
-        let first_agent = add_agent_to(&store, "admin", now)?;
+        let first_agent = add_agent_to(&store, "admin", AgentRole::Admin, now)?;
         store.flush()?;
         let peers = staging.peers_path();
         std::fs::write(&peers, format!("# added by init --join\n{inviter}\n")).map_err(
@@ -321,21 +325,32 @@ fn open_new_store(data_dir: &DataDir) -> Result<Store, StoreError> {
     }
 }
 
-/// Adds an agent and returns its token.
-pub fn add_agent(data_dir: &DataDir, name: &str, now: Timestamp) -> Result<NewAgent, AdminError> {
+/// Adds an agent with `role` and returns its token.
+pub fn add_agent(
+    data_dir: &DataDir,
+    name: &str,
+    role: AgentRole,
+    now: Timestamp,
+) -> Result<NewAgent, AdminError> {
     let store = open_store(data_dir)?;
-    let agent = add_agent_to(&store, name, now)?;
+    let agent = add_agent_to(&store, name, role, now)?;
     store.flush()?;
     Ok(agent)
 }
 
-fn add_agent_to(store: &Store, name: &str, now: Timestamp) -> Result<NewAgent, AdminError> {
-    let (agent, records) = agent_records(name, now)?;
+fn add_agent_to(
+    store: &Store,
+    name: &str,
+    role: AgentRole,
+    now: Timestamp,
+) -> Result<NewAgent, AdminError> {
+    let (agent, records) = agent_records(name, role, now)?;
     store.commit(write_set(records))?;
     Ok(agent)
 }
 
-fn write_set(records: Vec<TreeRecord>) -> WriteSet {
+/// The records as one write set.
+pub(crate) fn write_set(records: Vec<TreeRecord>) -> WriteSet {
     let mut writes = WriteSet::default();
     for (tree, key, value) in records {
         writes.insert(tree, key, value);
@@ -346,32 +361,114 @@ fn write_set(records: Vec<TreeRecord>) -> WriteSet {
 /// A new agent and its first token, as the records to write.
 pub fn agent_records(
     name: &str,
+    role: AgentRole,
     now: Timestamp,
 ) -> Result<(NewAgent, Vec<TreeRecord>), AdminError> {
+    let name = name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_AGENT_NAME_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(AdminError::Event(format!(
+            "an agent's name is 1 to {MAX_AGENT_NAME_CHARS} characters on one line"
+        )));
+    }
     let agent = AgentRecord {
         id: AgentId::random(&mut rand_core::OsRng),
         name: name.to_owned(),
         created_at: now,
         revoked: false,
+        role,
     };
-    let token = new_token();
+    let (token, token_record) = token_records(agent.id, now)?;
     let records = vec![
         (
             TreeName::Agents,
             agent.id.as_bytes().to_vec(),
             encode(&agent)?,
         ),
-        (
-            TreeName::Tokens,
-            token_hash(&token).to_vec(),
-            encode(&TokenRecord {
-                role: TokenRole::Agent(agent.id),
-                created_at: now,
-                revoked: false,
-            })?,
-        ),
+        token_record,
     ];
     Ok((NewAgent { agent, token }, records))
+}
+
+/// Longest agent name, in characters.
+pub const MAX_AGENT_NAME_CHARS: usize = 100;
+
+/// A new token for agent `id`, and its record.
+fn token_records(id: AgentId, now: Timestamp) -> Result<(String, TreeRecord), AdminError> {
+    let token = new_token();
+    let record = (
+        TreeName::Tokens,
+        token_hash(&token).to_vec(),
+        encode(&TokenRecord {
+            role: TokenRole::Agent(id),
+            created_at: now,
+            revoked: false,
+        })?,
+    );
+    Ok((token, record))
+}
+
+/// The agent `id` of `store`.
+pub fn agent(store: &Store, id: AgentId) -> Result<AgentRecord, AdminError> {
+    let stored = store
+        .tree(TreeName::Agents)
+        .get(id.as_bytes())
+        .map_err(StoreError::from)?
+        .ok_or(AdminError::UnknownAgent(id))?;
+    Ok(crate::store::decode_agent(&stored)?)
+}
+
+/// What giving agent `id` a new token writes: every token it had revoked, and the new one
+/// (shown once).
+pub fn reset_token_records(
+    store: &Store,
+    id: AgentId,
+    now: Timestamp,
+) -> Result<(String, Vec<TreeRecord>), AdminError> {
+    let agent = agent(store, id)?;
+    if agent.revoked {
+        return Err(AdminError::Event(format!(
+            "agent {id} is revoked: add a new agent instead"
+        )));
+    }
+    let mut records = revoked_tokens(store, id)?;
+    let (token, record) = token_records(id, now)?;
+    records.push(record);
+    Ok((token, records))
+}
+
+/// What giving agent `id` `role` writes.
+pub fn role_records(
+    store: &Store,
+    id: AgentId,
+    role: AgentRole,
+) -> Result<Vec<TreeRecord>, AdminError> {
+    let mut agent = agent(store, id)?;
+    agent.role = role;
+    Ok(vec![(
+        TreeName::Agents,
+        id.as_bytes().to_vec(),
+        encode(&agent)?,
+    )])
+}
+
+/// Refuses to revoke or demote `id` when it is the only active admin.
+pub fn keeps_an_admin(store: &Store, id: AgentId) -> Result<(), AdminError> {
+    if active_admins(store)? == [id] {
+        return Err(AdminError::LastAdmin(id));
+    }
+    Ok(())
+}
+
+/// The active admins of `store`.
+pub fn active_admins(store: &Store) -> Result<Vec<AgentId>, AdminError> {
+    Ok(agents(store)?
+        .into_iter()
+        .filter(|a| !a.revoked && a.role == AgentRole::Admin)
+        .map(|a| a.id)
+        .collect())
 }
 
 /// Every agent.
@@ -386,7 +483,7 @@ pub fn agents(store: &Store) -> Result<Vec<AgentRecord>, AdminError> {
         .iter()
         .map(|entry| {
             let (_, value) = entry.map_err(StoreError::from)?;
-            Ok(crate::store::decode("agents", &value)?)
+            Ok(crate::store::decode_agent(&value)?)
         })
         .collect()
 }
@@ -394,6 +491,7 @@ pub fn agents(store: &Store) -> Result<Vec<AgentRecord>, AdminError> {
 /// Revokes an agent and every token of it.
 pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
     let store = open_store(data_dir)?;
+    keeps_an_admin(&store, id)?;
     store.commit(write_set(revoke_records(&store, id)?))?;
     store.flush()?;
     Ok(())
@@ -406,9 +504,16 @@ pub fn revoke_records(store: &Store, id: AgentId) -> Result<Vec<TreeRecord>, Adm
         .get(id.as_bytes())
         .map_err(StoreError::from)?
         .ok_or(AdminError::UnknownAgent(id))?;
-    let mut agent: AgentRecord = crate::store::decode("agents", &stored)?;
+    let mut agent = crate::store::decode_agent(&stored)?;
     agent.revoked = true;
     let mut records = vec![(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?)];
+    records.extend(revoked_tokens(store, id)?);
+    Ok(records)
+}
+
+/// Every token of agent `id` not yet revoked, revoked.
+fn revoked_tokens(store: &Store, id: AgentId) -> Result<Vec<TreeRecord>, AdminError> {
+    let mut records = Vec::new();
     for entry in store.tree(TreeName::Tokens).iter() {
         let (key, value) = entry.map_err(StoreError::from)?;
         let mut token: TokenRecord = crate::store::decode("tokens", &value)?;
@@ -621,7 +726,13 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = DataDir::new(tmp.path().join("data"));
         std::fs::create_dir(data_dir.root()).expect("an empty folder");
-        let err = add_agent(&data_dir, "maria", Timestamp::from_millis(1)).expect_err("refused");
+        let err = add_agent(
+            &data_dir,
+            "maria",
+            AgentRole::Agent,
+            Timestamp::from_millis(1),
+        )
+        .expect_err("refused");
         assert!(err.to_string().contains("threadline init"), "{err}");
         assert_eq!(
             std::fs::read_dir(data_dir.root()).expect("dir").count(),

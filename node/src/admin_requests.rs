@@ -21,15 +21,17 @@ use crate::admin::{self, AdminError, NewAgent, NewBridge};
 use crate::data_dir::DataDir;
 use crate::ingest::{self, DirectoryAction, Ingest};
 use crate::operator::{self, RecordCommand};
-use crate::store::StoreError;
+use crate::store::{AgentRole, StoreError};
 
 /// An admin command that works whether the node runs or not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminCommand {
-    /// `threadline agent add <name>`.
+    /// `threadline agent add <name> [--admin]`.
     AddAgent {
         /// The agent's name.
         name: String,
+        /// What the agent may do.
+        role: AgentRole,
     },
     /// `threadline agent list`.
     ListAgents,
@@ -37,6 +39,18 @@ pub enum AdminCommand {
     RevokeAgent {
         /// The agent.
         id: AgentId,
+    },
+    /// `threadline agent token <id>`: a new token, the old ones revoked.
+    ResetToken {
+        /// The agent.
+        id: AgentId,
+    },
+    /// `threadline agent role <id> admin|agent`.
+    SetRole {
+        /// The agent.
+        id: AgentId,
+        /// The new role.
+        role: AgentRole,
     },
     /// `threadline bridge add <channel>`.
     AddBridge {
@@ -75,11 +89,29 @@ fn carry_out_stopped(
     now: Timestamp,
 ) -> Result<String, AdminError> {
     Ok(match command {
-        AdminCommand::AddAgent { name } => describe_agent(&admin::add_agent(data_dir, name, now)?),
+        AdminCommand::AddAgent { name, role } => {
+            describe_agent(&admin::add_agent(data_dir, name, *role, now)?)
+        }
         AdminCommand::ListAgents => describe_agents(&admin::list_agents(data_dir)?),
         AdminCommand::RevokeAgent { id } => {
             admin::revoke_agent(data_dir, *id)?;
             describe_revoked(*id)
+        }
+        AdminCommand::ResetToken { id } => {
+            let store = admin::open_store(data_dir)?;
+            let (token, records) = admin::reset_token_records(&store, *id, now)?;
+            store.commit(admin::write_set(records))?;
+            store.flush()?;
+            describe_token(*id, &token)
+        }
+        AdminCommand::SetRole { id, role } => {
+            let store = admin::open_store(data_dir)?;
+            if *role != AgentRole::Admin {
+                admin::keeps_an_admin(&store, *id)?;
+            }
+            store.commit(admin::write_set(admin::role_records(&store, *id, *role)?))?;
+            store.flush()?;
+            describe_role(*id, *role)
         }
         AdminCommand::AddBridge { channel } => {
             describe_bridge(&admin::add_bridge(data_dir, *channel, now)?)?
@@ -118,16 +150,20 @@ pub async fn carry_out_running(
 ) -> Result<String, AdminError> {
     let node = |err: crate::ingest::IngestError| AdminError::Event(err.to_string());
     Ok(match command {
-        AdminCommand::AddAgent { name } => {
-            let (new, records) = admin::agent_records(name, now)?;
-            ingest.write_records(records).await.map_err(node)?;
-            describe_agent(&new)
+        AdminCommand::AddAgent { name, role } => {
+            describe_agent(&add_agent(ingest, name, *role, now).await?)
         }
         AdminCommand::ListAgents => describe_agents(&admin::agents(ingest.store())?),
         AdminCommand::RevokeAgent { id } => {
-            let records = admin::revoke_records(ingest.store(), *id)?;
-            ingest.write_records(records).await.map_err(node)?;
+            revoke_agent(ingest, *id).await?;
             describe_revoked(*id)
+        }
+        AdminCommand::ResetToken { id } => {
+            describe_token(*id, &reset_token(ingest, *id, now).await?)
+        }
+        AdminCommand::SetRole { id, role } => {
+            set_role(ingest, *id, *role).await?;
+            describe_role(*id, *role)
         }
         AdminCommand::AddBridge { channel } => {
             let (_, new, records) = admin::new_bridge(data_dir, *channel, now)?;
@@ -144,11 +180,73 @@ pub async fn carry_out_running(
     })
 }
 
+/// Adds an agent through the running node's pipeline.
+pub async fn add_agent(
+    ingest: &Ingest,
+    name: &str,
+    role: AgentRole,
+    now: Timestamp,
+) -> Result<NewAgent, AdminError> {
+    let (new, records) = admin::agent_records(name, role, now)?;
+    ingest.write_records(records).await.map_err(pipeline)?;
+    Ok(new)
+}
+
+/// Revokes an agent and its tokens through the running node (not the last admin).
+pub async fn revoke_agent(ingest: &Ingest, id: AgentId) -> Result<(), AdminError> {
+    let _one_at_a_time = ingest.agent_changes().await;
+    admin::keeps_an_admin(ingest.store(), id)?;
+    let records = admin::revoke_records(ingest.store(), id)?;
+    ingest.write_records(records).await.map_err(pipeline)?;
+    Ok(())
+}
+
+/// Gives an agent a new token through the running node, its old ones revoked. Answers the
+/// token (shown once).
+pub async fn reset_token(
+    ingest: &Ingest,
+    id: AgentId,
+    now: Timestamp,
+) -> Result<String, AdminError> {
+    let _one_at_a_time = ingest.agent_changes().await;
+    let (token, records) = admin::reset_token_records(ingest.store(), id, now)?;
+    ingest.write_records(records).await.map_err(pipeline)?;
+    Ok(token)
+}
+
+/// Changes an agent's role through the running node (not demoting the last admin).
+pub async fn set_role(ingest: &Ingest, id: AgentId, role: AgentRole) -> Result<(), AdminError> {
+    let _one_at_a_time = ingest.agent_changes().await;
+    if role != AgentRole::Admin {
+        admin::keeps_an_admin(ingest.store(), id)?;
+    }
+    let records = admin::role_records(ingest.store(), id, role)?;
+    ingest.write_records(records).await.map_err(pipeline)?;
+    Ok(())
+}
+
+fn pipeline(err: crate::ingest::IngestError) -> AdminError {
+    AdminError::Event(err.to_string())
+}
+
 fn describe_agent(new: &NewAgent) -> String {
     format!(
-        "agent: {} ({})\ntoken: {}\nThe token is shown once; the node keeps only its hash.",
-        new.agent.id, new.agent.name, new.token
+        "agent: {} ({}, {})\ntoken: {}\nThe token is shown once; the node keeps only its hash.",
+        new.agent.id,
+        new.agent.name,
+        new.agent.role.name(),
+        new.token
     )
+}
+
+fn describe_token(id: AgentId, token: &str) -> String {
+    format!(
+        "agent: {id}\ntoken: {token}\nIts earlier tokens are revoked. The token is shown once; the node keeps only its hash."
+    )
+}
+
+fn describe_role(id: AgentId, role: AgentRole) -> String {
+    format!("agent {id} is now an {}", role.name())
 }
 
 fn describe_agents(agents: &[crate::store::AgentRecord]) -> String {
@@ -156,7 +254,13 @@ fn describe_agents(agents: &[crate::store::AgentRecord]) -> String {
         .iter()
         .map(|agent| {
             let state = if agent.revoked { "revoked" } else { "active" };
-            format!("{}  {:8}  {}", agent.id, state, agent.name)
+            format!(
+                "{}  {:8}  {:6}  {}",
+                agent.id,
+                state,
+                agent.role.name(),
+                agent.name
+            )
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -26,6 +26,11 @@ connections_per_minute = 120
 # Websites allowed to embed the chat widget (their origins, like \"https://shop.example\").
 # Pages served by the node itself are always allowed.
 allowed_origins = []
+# How the widget looks: its title, what the empty chat says, its colour and its corner.
+# title = \"Chat with us\"
+# greeting = \"Ask us anything. We usually answer within minutes; if we are away, we will answer here later.\"
+# color = \"#2563eb\"
+# position = \"right\"   # or \"left\"
 
 [replication]
 # Where this node listens for its org's other nodes (libp2p multiaddrs). Loopback only by
@@ -200,6 +205,8 @@ pub struct Config {
     pub webchat_identity_secret: Option<String>,
     /// New chat connections allowed per client address per minute.
     pub webchat_connections_per_minute: u32,
+    /// `[webchat]` title, greeting, color and position: how the widget looks.
+    pub webchat_look: crate::api::webchat::WidgetLook,
     /// Where replication listens.
     pub replication_listen: Vec<libp2p::Multiaddr>,
     /// Peers to stay connected to.
@@ -1168,6 +1175,14 @@ struct WebchatSection {
     identity_secret: Option<String>,
     #[serde(default = "connections_per_minute")]
     connections_per_minute: u32,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    greeting: Option<String>,
+    #[serde(default)]
+    color: Option<String>,
+    #[serde(default)]
+    position: Option<String>,
 }
 
 fn connections_per_minute() -> u32 {
@@ -1184,6 +1199,10 @@ impl Default for WebchatSection {
             allowed_origins: Vec::new(),
             identity_secret: None,
             connections_per_minute: DEFAULT_CONNECTIONS_PER_MINUTE,
+            title: None,
+            greeting: None,
+            color: None,
+            position: None,
         }
     }
 }
@@ -1308,6 +1327,7 @@ impl Config {
             webchat_builtin: false,
             webchat_identity_secret: None,
             webchat_connections_per_minute: 120,
+            webchat_look: crate::api::webchat::WidgetLook::default(),
             thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
             retention: crate::retention::Policy::default(),
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
@@ -1346,6 +1366,13 @@ impl Config {
         }
         let identity_secret = identity_secret(file.webchat.identity_secret)
             .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
+        let webchat_look = crate::api::webchat::WidgetLook::new(
+            file.webchat.title,
+            file.webchat.greeting,
+            file.webchat.color,
+            file.webchat.position,
+        )
+        .map_err(|e| bad(format!("webchat: {e}")))?;
         let replication_listen = file
             .replication
             .listen
@@ -1467,6 +1494,7 @@ impl Config {
             webchat_builtin: file.webchat.builtin,
             webchat_identity_secret: identity_secret,
             webchat_connections_per_minute: file.webchat.connections_per_minute,
+            webchat_look,
             thread_cache_events: file.store.thread_cache_events,
             retention: crate::retention::Policy {
                 inactive_contacts_days: retention.erase_inactive_contacts_after_days,

@@ -369,6 +369,9 @@ pub struct Ingest {
     thread_index: Arc<RwLock<crate::thread_index::ThreadIndex>>,
     /// Contact search (see [`crate::contact_search`]).
     contact_search: Arc<RwLock<crate::contact_search::ContactSearch>>,
+    /// Held while an agent is revoked, demoted or given a new token: each change checks the
+    /// agents as the one before left them (never no admin left).
+    agent_changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -680,6 +683,11 @@ impl Ingest {
     /// Contact search.
     pub fn contact_search(&self) -> &RwLock<crate::contact_search::ContactSearch> {
         &self.contact_search
+    }
+
+    /// Waits for the agents to be this caller's to change (see `admin_requests`).
+    pub async fn agent_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.agent_changes.lock().await
     }
 
     /// This node's identity.

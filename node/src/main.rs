@@ -177,13 +177,29 @@ enum AgentCommand {
     Add {
         /// Display name.
         name: String,
+        /// An admin, who may also manage agents (in the inbox, or `/api/v1/agents`).
+        #[arg(long)]
+        admin: bool,
     },
     /// List agents.
     List,
-    /// Revoke an agent and its tokens.
+    /// Revoke an agent and its tokens (not the only admin).
     Revoke {
         /// The agent's id.
         id: AgentId,
+    },
+    /// Give an agent a new token (printed once); its earlier tokens stop working.
+    Token {
+        /// The agent's id.
+        id: AgentId,
+    },
+    /// Make an agent an admin, or an agent only (not the only admin).
+    Role {
+        /// The agent's id.
+        id: AgentId,
+        /// `admin` or `agent`.
+        #[arg(value_parser = ["admin", "agent"])]
+        role: String,
     },
 }
 
@@ -276,6 +292,18 @@ enum BridgeCommand {
             hide_env_values = true
         )]
         identity_secret: Option<String>,
+        /// The widget's title (as `[webchat] title`).
+        #[arg(long)]
+        title: Option<String>,
+        /// What the empty chat says (as `[webchat] greeting`).
+        #[arg(long)]
+        greeting: Option<String>,
+        /// The widget's colour, `#rrggbb` (as `[webchat] color`).
+        #[arg(long)]
+        color: Option<String>,
+        /// The corner of the page, `right` or `left` (as `[webchat] position`).
+        #[arg(long)]
+        position: Option<String>,
     },
 }
 
@@ -625,10 +653,23 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Agent { command } => {
             use threadline_node::admin_requests::AdminCommand;
+            use threadline_node::store::AgentRole;
             let command = match command {
-                AgentCommand::Add { name } => AdminCommand::AddAgent { name },
+                AgentCommand::Add { name, admin } => AdminCommand::AddAgent {
+                    name,
+                    role: if admin {
+                        AgentRole::Admin
+                    } else {
+                        AgentRole::Agent
+                    },
+                },
                 AgentCommand::List => AdminCommand::ListAgents,
                 AgentCommand::Revoke { id } => AdminCommand::RevokeAgent { id },
+                AgentCommand::Token { id } => AdminCommand::ResetToken { id },
+                AgentCommand::Role { id, role } => AdminCommand::SetRole {
+                    id,
+                    role: AgentRole::from_name(&role).unwrap_or(AgentRole::Agent),
+                },
             };
             let printed =
                 threadline_node::admin_requests::carry_out(&data_dir, &command, clock::now())?;
@@ -654,8 +695,15 @@ fn run() -> anyhow::Result<()> {
                     listen,
                     allowed_origins,
                     identity_secret,
+                    title,
+                    greeting,
+                    color,
+                    position,
                 },
         } => {
+            let look =
+                threadline_node::api::webchat::WidgetLook::new(title, greeting, color, position)
+                    .map_err(anyhow::Error::msg)?;
             let seed = read_key_file(&key_file)?;
             for origin in &allowed_origins {
                 threadline_node::config::check_origin(origin).map_err(anyhow::Error::msg)?;
@@ -668,6 +716,7 @@ fn run() -> anyhow::Result<()> {
                 key: threadline_protocol::SecretKey::from_seed(seed),
                 allowed_origins,
                 identity_secret,
+                look,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {

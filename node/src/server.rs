@@ -331,6 +331,7 @@ pub async fn serve(
                 connections: Arc::new(crate::api::webchat::ConnectionLimit::new(
                     config.webchat_connections_per_minute,
                 )),
+                look: Arc::new(config.webchat_look.clone()),
             })
         }
         None if !config.webchat_builtin => None,

@@ -33,6 +33,8 @@ pub struct StandaloneWebchat {
     pub allowed_origins: Vec<String>,
     /// The secret websites sign their users' identities with.
     pub identity_secret: Option<String>,
+    /// How the widget looks.
+    pub look: crate::api::webchat::WidgetLook,
 }
 
 /// Serves the web chat on `listener` until `shutdown` resolves.
@@ -57,6 +59,7 @@ pub async fn run_webchat(
         connections: Arc::new(ConnectionLimit::new(
             crate::config::DEFAULT_CONNECTIONS_PER_MINUTE,
         )),
+        look: Arc::new(settings.look),
     };
     let poller = tokio::spawn(poll(Arc::clone(&webchat), closing));
     let app = router(host).fallback(|| async { axum::http::StatusCode::NOT_FOUND });

@@ -14,7 +14,7 @@
 //! | `external_ids` | – | unused since the event log's index keeps each external key's event (channel ‖ SHA-256(sender's address ‖ 0 ‖ external id), [`external_id_key`]: makes resubmission idempotent); emptied at open |
 //! | `outbound` | channel ‖ sequence BE | `encode(StoredDelivery)`: each channel's delivery queue, each [`Delivery`] sealed under its thread's data key |
 //! | `tokens` | SHA-256 of the token | `encode(TokenRecord)` |
-//! | `agents` | agent id | `encode(AgentRecord)` |
+//! | `agents` | agent id | `encode(AgentRecord)` (a record from before agents had roles reads as an admin's: [`decode_agent`]) |
 //! | `replicated_routes` | thread id ‖ event id | empty: a route set by an event from another node (that node delivers on it) |
 //! | `partner_certs` | SHA-256 of the certificate's encoding | `encode(Certificate)`: other orgs' certificates, for threads shared with them |
 //! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
@@ -75,7 +75,10 @@ pub use keys::{
     blob_ref_key, channel_key, external_id_key, external_id_key_of, log_key, scope_key,
     split_log_key,
 };
-pub use records::{AgentRecord, Delivery, StoredDelivery, StoredEvent, TokenRecord, TokenRole};
+pub use records::{
+    AgentRecord, AgentRecordBeforeRoles, AgentRole, Delivery, StoredDelivery, StoredEvent,
+    TokenRecord, TokenRole,
+};
 
 /// A `threads` record: the state (per-message maps empty), the log's size and its heads.
 type ThreadRecord = (ThreadState, u64, Vec<EventId>);
@@ -2186,6 +2189,15 @@ pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
     })
 }
 
+/// An `agents` record (one written before agents had roles reads as an admin's).
+pub fn decode_agent(bytes: &[u8]) -> Result<AgentRecord, StoreError> {
+    decode("agents", bytes).or_else(|err| {
+        decode::<AgentRecordBeforeRoles>("agents", bytes)
+            .map(Into::into)
+            .map_err(|_| err)
+    })
+}
+
 /// The commit the mark file says was made durable; `None` if there is no file yet or it does
 /// not read as a mark (torn, foreign).
 fn read_commit_mark(path: &Path) -> Result<Option<u64>, StoreError> {
@@ -2233,6 +2245,29 @@ mod tests {
     /// The storage key of the tests' stores.
     pub(crate) fn test_storage_key() -> StorageKey {
         StorageKey::from_bytes([7; 32])
+    }
+
+    /// An agent stored before agents had roles reads as an admin (every agent could do
+    /// everything then).
+    #[test]
+    fn agents_stored_before_roles_read_as_admins() {
+        let id = threadline_protocol::AgentId::from_bytes([4; 16]);
+        let old = codec::encode(&(id, "maria".to_owned(), Timestamp::from_millis(7), false))
+            .expect("encodes");
+        let agent = decode_agent(&old).expect("reads");
+        assert_eq!(
+            (agent.id, agent.name.as_str(), agent.revoked, agent.role),
+            (id, "maria", false, AgentRole::Admin)
+        );
+        let now = AgentRecord {
+            role: AgentRole::Agent,
+            ..agent
+        };
+        assert_eq!(
+            decode_agent(&codec::encode(&now).expect("encodes")).expect("reads"),
+            now
+        );
+        assert!(decode_agent(&[1, 2, 3]).is_err());
     }
 
     /// A thread's facts as stored before they named the last message still read (with no last

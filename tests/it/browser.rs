@@ -894,3 +894,123 @@ fn an_agent_saves_a_canned_reply_and_inserts_it_with_a_shortcode() {
     assert_eq!(reply["text"], "Hi Ines, your refund left today. admin");
     node.stop();
 }
+
+#[test]
+fn the_widget_takes_the_title_greeting_colour_and_corner_the_operator_sets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    threadline_ok(&data, &["init"]);
+    // A colour that is no colour: the node says which setting and does not start.
+    threadline_tests::edit_config(&data, |text| {
+        text.replace(
+            "allowed_origins = []",
+            "allowed_origins = []\ncolor = \"blue\"",
+        )
+    });
+    let refused = threadline_tests::run_threadline(&data, &["run", "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("webchat: color `blue` is not a colour like \"#2563eb\""),
+        "{why}"
+    );
+    threadline_tests::edit_config(&data, |text| {
+        text.replace(
+            "color = \"blue\"",
+            "title = \"Ask Trailhead\"\ngreeting = \"Questions about a tent? We answer in minutes.\"\ncolor = \"#0F766E\"\nposition = \"left\"",
+        )
+    });
+    let node = Node::start(&data);
+    let visitor = Browser::start();
+    visitor.go(&format!("{}/webchat/demo", node.base));
+    let look = visitor.wait_for(
+        "the widget as set",
+        "const root = document.querySelector('.tl-chat'); const t = document.querySelector('.tl-chat-title'); return root && t && t.textContent === 'Ask Trailhead' ? {launcher: getComputedStyle(document.querySelector('.tl-chat-launcher')).backgroundColor, left: root.getBoundingClientRect().left, width: window.innerWidth} : null",
+    );
+    assert_eq!(look["launcher"], "rgb(15, 118, 110)", "{look}");
+    assert!(
+        look["left"].as_f64().is_some_and(|left| left < 100.0),
+        "in the left corner: {look}"
+    );
+    open_chat(&visitor);
+    assert_eq!(
+        visitor.run(
+            "return document.querySelector('.tl-chat-empty').textContent",
+            json!([])
+        ),
+        "Questions about a tent? We answer in minutes."
+    );
+    let panel = geometry(&visitor, ".tl-chat-panel");
+    assert!(
+        panel["left"].as_f64().is_some_and(|left| left >= 0.0),
+        "the open panel is on screen: {panel}"
+    );
+    visitor.screenshot(&screenshot_dir().join("webchat-configured.png"));
+    node.stop();
+}
+
+#[test]
+fn an_admin_adds_and_revokes_agents_from_the_inbox_and_an_agent_cannot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let mut visitor = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Hello")["type"], "ack");
+    let admin = open_first_conversation(&node.base, &token);
+    admin.click_on("#agents-open");
+    let name = admin.find("#agent-name");
+    admin.type_into(&name, "Noor\u{E007}");
+    let new_token = admin
+        .wait_for(
+            "the new agent's token",
+            "const t = document.getElementById('agent-token'); return !t.hidden && t.dataset.token",
+        )
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (status, noor) = node.get(&new_token, "/api/v1/me");
+    assert_eq!(
+        (status, &noor["name"], &noor["role"]),
+        (200, &json!("Noor"), &json!("agent"))
+    );
+    let noor_id = noor["id"].as_str().expect("id").to_owned();
+    // Noor signs in elsewhere: the inbox offers her no agent management.
+    let agent = open_first_conversation(&node.base, &new_token);
+    assert_eq!(
+        agent.run(
+            "return document.getElementById('agents-open').hidden",
+            json!([])
+        ),
+        json!(true)
+    );
+    // Revoked from the admin's inbox: her token stops at once.
+    admin.click_on(&format!(
+        "#agents-list li[data-agent=\"{noor_id}\"] .revoke"
+    ));
+    admin.wait_for(
+        "Noor revoked",
+        &format!(
+            "return !!document.querySelector('#agents-list li.revoked[data-agent=\"{noor_id}\"]')"
+        ),
+    );
+    assert_eq!(node.get(&new_token, "/api/v1/me").0, 401);
+    // The admin cannot demote themselves, the only admin: the reason shows.
+    let (_, me) = node.get(&token, "/api/v1/me");
+    let admin_id = me["id"].as_str().expect("id");
+    choose(
+        &admin,
+        &format!("#agents-list li[data-agent=\"{admin_id}\"] .role"),
+        "agent",
+    );
+    let shown = admin.wait_for(
+        "the refusal",
+        "const e = document.getElementById('agents-error').textContent; return e.length ? e : null",
+    );
+    assert!(
+        shown.as_str().is_some_and(|e| e.contains("only admin")),
+        "{shown}"
+    );
+    admin.screenshot(&screenshot_dir().join("inbox-agents.png"));
+    node.stop();
+}

@@ -194,6 +194,29 @@ fn agents_and_bridges_are_added_and_revoked_while_the_node_runs() {
     );
     assert_eq!(node.get(&token, "/api/v1/me").0, 401);
     assert_eq!(node.get(&admin, "/api/v1/me").0, 200, "others keep theirs");
+    // An admin added, given a new token, then made an agent only.
+    let added = threadline_tests::threadline_ok(&data, &["agent", "add", "lee", "--admin"]);
+    assert!(added.contains("(lee, admin)"), "{added}");
+    let first = threadline_tests::field(&added, "token:");
+    let lee = threadline_tests::field(&added, "agent:");
+    let lee = lee.split_whitespace().next().expect("id").to_owned();
+    let reset = threadline_tests::threadline_ok(&data, &["agent", "token", &lee]);
+    let second = threadline_tests::field(&reset, "token:");
+    assert_eq!(node.get(&first, "/api/v1/me").0, 401);
+    let (_, lee_me) = node.get(&second, "/api/v1/me");
+    assert_eq!(lee_me["role"], "admin");
+    threadline_tests::threadline_ok(&data, &["agent", "role", &lee, "agent"]);
+    let (_, lee_me) = node.get(&second, "/api/v1/me");
+    assert_eq!(lee_me["role"], "agent");
+    // The only admin left cannot be revoked: said once, nothing changed.
+    let (_, admin_me) = node.get(&admin, "/api/v1/me");
+    let admin_id = admin_me["id"].as_str().expect("id");
+    let refused = run_threadline(&data, &["agent", "revoke", admin_id]);
+    assert!(!refused.status.success());
+    let lines = error_lines(&refused);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("the only admin left"), "{lines:?}");
+    assert_eq!(node.get(&admin, "/api/v1/me").0, 200);
     // A bridge: its certificate is in the directory and its token opens the bridge API.
     let bridge = threadline_tests::threadline_ok(&data, &["bridge", "add", "sms"]);
     let bridge_token = threadline_tests::field(&bridge, "token:");

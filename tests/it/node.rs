@@ -1891,3 +1891,96 @@ fn canned_replies_are_set_changed_and_removed_with_bad_input_refused() {
     assert!(status == 401 || status == 403, "{status}");
     node.stop();
 }
+
+#[test]
+fn admins_add_agents_give_them_tokens_and_roles_and_never_leave_no_admin() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let admin = &org.agent_token;
+    let (_, me) = node.get(admin, "/api/v1/me");
+    assert_eq!(
+        me["role"], "admin",
+        "the agent `init` makes is an admin: {me}"
+    );
+    let admin_id = me["id"].as_str().expect("id").to_owned();
+    // Bad input: a clear error, no agent added.
+    for (body, code) in [
+        (json!({"name": "  "}), 400),
+        (json!({"name": "Ana", "role": "owner"}), 400),
+        (json!({"name": "Ana", "team": "x"}), 400),
+    ] {
+        let (status, answer) = node.post(admin, "/api/v1/agents", &body);
+        assert_eq!(status, code, "{body}: {answer}");
+    }
+    let (_, listed) = node.get(admin, "/api/v1/agents");
+    assert_eq!(listed["agents"].as_array().map(Vec::len), Some(1));
+    // An agent added: its token works at once, as an agent.
+    let (status, added) = node.post(admin, "/api/v1/agents", &json!({"name": "Ana"}));
+    assert_eq!(status, 200, "{added}");
+    let ana = added["agent"]["id"].as_str().expect("id").to_owned();
+    let ana_token = added["token"].as_str().expect("token").to_owned();
+    let (status, ana_me) = node.get(&ana_token, "/api/v1/me");
+    assert_eq!((status, &ana_me["role"]), (200, &json!("agent")));
+    // An agent may not manage agents.
+    let (status, answer) = node.post(&ana_token, "/api/v1/agents", &json!({"name": "Bo"}));
+    assert_eq!(status, 403, "{answer}");
+    let (status, _) = node.post(
+        &ana_token,
+        &format!("/api/v1/agents/{admin_id}/revoke"),
+        &json!({}),
+    );
+    assert_eq!(status, 403);
+    // A new token: the old one stops, the new one works.
+    let (status, reset) = node.post(admin, &format!("/api/v1/agents/{ana}/token"), &json!({}));
+    assert_eq!(status, 200, "{reset}");
+    let new_token = reset["token"].as_str().expect("token");
+    assert_eq!(node.get(&ana_token, "/api/v1/me").0, 401);
+    assert_eq!(node.get(new_token, "/api/v1/me").0, 200);
+    // The only admin cannot be demoted or revoked; with a second admin, it can.
+    let (status, answer) = node.post(
+        admin,
+        &format!("/api/v1/agents/{admin_id}/role"),
+        &json!({"role": "agent"}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("last_admin")),
+        "{answer}"
+    );
+    let (status, answer) = node.post(
+        admin,
+        &format!("/api/v1/agents/{admin_id}/revoke"),
+        &json!({}),
+    );
+    assert_eq!(status, 409, "{answer}");
+    let (status, promoted) = node.post(
+        admin,
+        &format!("/api/v1/agents/{ana}/role"),
+        &json!({"role": "admin"}),
+    );
+    assert_eq!((status, &promoted["role"]), (200, &json!("admin")));
+    let (status, revoked) = node.post(
+        new_token,
+        &format!("/api/v1/agents/{admin_id}/revoke"),
+        &json!({}),
+    );
+    assert_eq!(
+        (status, &revoked["revoked"]),
+        (200, &json!(true)),
+        "{revoked}"
+    );
+    assert_eq!(node.get(admin, "/api/v1/me").0, 401);
+    let (status, _) = node.post(
+        new_token,
+        &format!("/api/v1/agents/{ana}/role"),
+        &json!({"role": "agent"}),
+    );
+    assert_eq!(status, 409, "Ana is the only admin now");
+    let (status, _) = node.post(
+        new_token,
+        "/api/v1/agents/00000000000000000000000000000000/token",
+        &json!({}),
+    );
+    assert_eq!(status, 404);
+    node.stop();
+}

@@ -322,6 +322,43 @@ fn a_reply_twilio_cannot_deliver_fails_with_twilios_reason() {
         failed["text"],
         "undelivered: landline or unreachable carrier (Twilio error 30006)"
     );
+
+    // The inbox shows the reply failed, why, and offers the customer's mobile number instead.
+    let (_, shown) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    let contact = shown["thread"]["contact"].as_str().expect("contact");
+    let mobile = "+14155550122";
+    let (status, _) = node.post(
+        &shop.token,
+        &format!("/api/v1/contacts/{contact}/handles"),
+        &json!({"handle": format!("sms:{mobile}")}),
+    );
+    assert_eq!(status, 200);
+    let agent = crate::browser::open_first_conversation(&node.base, &shop.token);
+    let failure = agent.wait_for(
+        "the failed reply",
+        "const f = document.querySelector('#events .event.outbound.failed .failure'); return f && f.textContent",
+    );
+    assert_eq!(
+        failure,
+        "Not delivered: undelivered: landline or unreachable carrier (Twilio error 30006)"
+    );
+    agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-failed-reply.png"));
+    agent.click_on(&format!(
+        "#events .event.failed .resend[data-handle=\"sms:{mobile}\"]"
+    ));
+    let sent = shop
+        .api
+        .wait_for("the reply to the mobile", Duration::from_secs(10), |sent| {
+            sent.iter().any(|m| m.to == mobile)
+        });
+    let resent = sent.iter().find(|m| m.to == mobile).expect("sent");
+    assert_eq!(resent.body, "We texted you back");
+    let (_, shown) = node.get(&shop.token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(
+        shown["thread"]["route"]["handle"],
+        format!("sms:{mobile}"),
+        "the conversation goes on at the mobile number"
+    );
 }
 
 #[test]

@@ -58,6 +58,7 @@
       $("me-name").textContent = me.name;
       $("signin").hidden = true;
       $("app").hidden = false;
+      $("agents-open").hidden = me.role !== "admin";
       return api("GET", "/agents").then(function (list) {
         list.agents.forEach(function (a) { state.agents[a.id] = a.name; state.revoked[a.id] = a.revoked; });
         loadThreads();
@@ -302,11 +303,13 @@
       labels.appendChild(chip);
     });
     var receipts = {};
+    var failures = {};
     state.detail.events.forEach(function (e) {
       if (e.kind === "thread.receipt") {
         var rank = { failed: 0, delivered: 1, read: 2 };
         var old = receipts[e.detail.target];
         if (!old || rank[e.detail.receipt] > rank[old]) receipts[e.detail.target] = e.detail.receipt;
+        if (e.detail.receipt === "failed") failures[e.detail.target] = e.text || "the channel did not say why";
       }
     });
     var byId = {};
@@ -347,6 +350,12 @@
             "/original", e.original, e));
         }
         item.appendChild(el("div", "meta", meta));
+        // Not delivered: why, and the customer's other handles to send it to instead.
+        if (e.kind === "thread.message.outbound" && receipts[e.id] === "failed") {
+          item.classList.add("failed");
+          item.appendChild(el("div", "failure", "Not delivered: " + failures[e.id]));
+          offerResend(item, e, thread);
+        }
         // WhatsApp quotes the message a reply answers.
         if (e.kind === "thread.message.inbound" && !e.erased && quoting) {
           var answer = el("button", "reply-to", "Reply to this");
@@ -415,6 +424,27 @@
       button.dataset.handle = h;
       button.addEventListener("click", function () { act("/handoff", { handle: h }); });
       $("window-ways").appendChild(button);
+    });
+  }
+
+  // Buttons that send a failed reply's text again through another of the contact's handles
+  // (the conversation is handed off to it first).
+  function offerResend(item, e, thread) {
+    var contact = state.contact && state.contact.id === thread.contact ? state.contact : null;
+    var current = thread.route && thread.route.handle;
+    if (!contact || e.erased || !e.text) return;
+    contact.handles.filter(function (h) { return h !== current; }).forEach(function (h) {
+      var button = el("button", "resend", "Send again via " + pretty(h));
+      button.type = "button";
+      button.dataset.handle = h;
+      button.addEventListener("click", function () {
+        $("compose-error").textContent = "";
+        api("POST", "/threads/" + thread.id + "/handoff", { handle: h })
+          .then(function () { return api("POST", "/threads/" + thread.id + "/replies", { text: e.text }); })
+          .then(loadThread)
+          .catch(function (error) { $("compose-error").textContent = error.message; });
+      });
+      item.appendChild(button);
     });
   }
 
@@ -931,6 +961,79 @@
         return loadCanned();
       })
       .catch(function (error) { $("canned-error").textContent = error.message; });
+  });
+
+  // ---- agents, for admins: add, revoke, a new token, a role ----
+  function showToken(agent, token) {
+    var shown = $("agent-token");
+    shown.textContent = "Token for " + agent.name + " (shown once): " + token;
+    shown.dataset.token = token;
+    shown.hidden = false;
+  }
+  function agentsError(error) { $("agents-error").textContent = error.message; }
+  function loadAgents() {
+    return api("GET", "/agents").then(function (list) {
+      var items = $("agents-list");
+      items.textContent = "";
+      list.agents.forEach(function (agent) {
+        state.agents[agent.id] = agent.name;
+        state.revoked[agent.id] = agent.revoked;
+        var item = el("li", agent.revoked ? "revoked" : null);
+        item.dataset.agent = agent.id;
+        item.appendChild(el("span", "name", agent.name + (agent.id === state.me.id ? " (you)" : "")));
+        if (agent.revoked) { item.appendChild(el("span", "meta", "revoked")); items.appendChild(item); return; }
+        var role = el("select", "role");
+        role.setAttribute("aria-label", "Role of " + agent.name);
+        ["agent", "admin"].forEach(function (name) {
+          var option = el("option", null, name);
+          option.value = name;
+          role.appendChild(option);
+        });
+        role.value = agent.role;
+        role.addEventListener("change", function () {
+          $("agents-error").textContent = "";
+          api("POST", "/agents/" + agent.id + "/role", { role: role.value }).then(loadAgents).catch(function (error) {
+            agentsError(error);
+            role.value = agent.role;
+          });
+        });
+        item.appendChild(role);
+        var token = el("button", "small token", "New token");
+        token.type = "button";
+        token.addEventListener("click", function () {
+          $("agents-error").textContent = "";
+          api("POST", "/agents/" + agent.id + "/token").then(function (answer) { showToken(answer.agent, answer.token); }).catch(agentsError);
+        });
+        item.appendChild(token);
+        var revoke = el("button", "small revoke", "Revoke");
+        revoke.type = "button";
+        revoke.addEventListener("click", function () {
+          $("agents-error").textContent = "";
+          api("POST", "/agents/" + agent.id + "/revoke").then(loadAgents).catch(agentsError);
+        });
+        item.appendChild(revoke);
+        items.appendChild(item);
+      });
+    }).catch(agentsError);
+  }
+  $("agents-open").addEventListener("click", function () {
+    $("agents-error").textContent = "";
+    $("agent-token").hidden = true;
+    loadAgents();
+    $("agents-dialog").showModal();
+  });
+  $("agents-close").addEventListener("click", function () { $("agents-dialog").close(); });
+  $("agent-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    $("agents-error").textContent = "";
+    api("POST", "/agents", { name: $("agent-name").value, role: $("agent-admin").checked ? "admin" : "agent" })
+      .then(function (answer) {
+        showToken(answer.agent, answer.token);
+        $("agent-name").value = "";
+        $("agent-admin").checked = false;
+        return loadAgents();
+      })
+      .catch(agentsError);
   });
 
   // ---- notifications: a desktop notification and a sound for a new conversation, and for a

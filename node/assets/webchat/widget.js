@@ -26,7 +26,8 @@
   panel.setAttribute("aria-label", "Chat");
   var header = el("div", "tl-chat-header");
   var titles = el("div");
-  titles.appendChild(el("div", "tl-chat-title", "Chat with us"));
+  var title = el("div", "tl-chat-title", "Chat with us");
+  titles.appendChild(title);
   var status = el("div", "tl-chat-status", "Connecting…");
   titles.appendChild(status);
   var close = el("button", "tl-chat-close", "×");
@@ -149,6 +150,19 @@
   launcher.setAttribute("aria-label", "Open chat");
   root.appendChild(panel);
   root.appendChild(launcher);
+
+  // How the node's operator set the widget to look ([webchat] title, greeting, color,
+  // position); the defaults above until it answers.
+  fetch(base.origin + "/webchat/settings").then(function (r) { return r.ok ? r.json() : null; })
+    .then(function (look) {
+      if (!look) return;
+      title.textContent = look.title;
+      panel.setAttribute("aria-label", look.title);
+      empty.textContent = look.greeting;
+      if (/^#[0-9a-f]{6}$/.test(look.color)) root.style.setProperty("--tl-accent", look.color);
+      root.classList.toggle("tl-left", look.position === "left");
+    })
+    .catch(function () { /* the defaults stay */ });
 
   var socket = null;
   var connected = false;

@@ -1,21 +1,31 @@
 //! Who the agents are: `GET /api/v1/me` (the caller) and `GET /api/v1/agents` (everyone, for
-//! assignment and names in the inbox); and which nodes this one replicates with:
-//! `GET /api/v1/replication`.
+//! assignment and names in the inbox); managing them, for admins (add, revoke, a new token, a
+//! role: the same as `threadline agent …`, through `admin_requests`); and which nodes this one
+//! replicates with: `GET /api/v1/replication`.
 
-use axum::{extract::State, Json};
-use serde::Serialize;
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
 use threadline_protocol::AgentId;
 
-use super::auth::AgentCaller;
+use super::auth::{AdminCaller, AgentCaller};
+use super::views::parse_id;
 use super::ApiError;
+use crate::admin::AdminError;
+use crate::admin_requests;
 use crate::ingest::Ingest;
-use crate::store::{AgentRecord, TreeName};
+use crate::store::{AgentRecord, AgentRole, TreeName};
 
 #[derive(Debug, Serialize)]
 pub struct AgentView {
     id: AgentId,
     name: String,
     revoked: bool,
+    /// `admin` or `agent`.
+    role: &'static str,
 }
 
 impl From<AgentRecord> for AgentView {
@@ -24,8 +34,124 @@ impl From<AgentRecord> for AgentView {
             id: record.id,
             name: record.name,
             revoked: record.revoked,
+            role: record.role.name(),
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentBody {
+    name: String,
+    /// `admin` or `agent` (the default).
+    role: Option<String>,
+}
+
+/// An agent just added or given a new token: the token, shown once.
+#[derive(Debug, Serialize)]
+pub struct AgentWithToken {
+    agent: AgentView,
+    token: String,
+}
+
+fn role(text: Option<&str>) -> Result<AgentRole, ApiError> {
+    match text {
+        None => Ok(AgentRole::Agent),
+        Some(text) => AgentRole::from_name(text).ok_or_else(|| {
+            ApiError::bad_request(format!("unknown role `{text}`: `admin` or `agent`"))
+        }),
+    }
+}
+
+fn admin_error(err: AdminError) -> ApiError {
+    match err {
+        AdminError::UnknownAgent(_) => ApiError::not_found(err.to_string()),
+        AdminError::LastAdmin(_) => {
+            ApiError::new(StatusCode::CONFLICT, "last_admin", err.to_string())
+        }
+        AdminError::Event(message) => ApiError::bad_request(message),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// `POST /api/v1/agents` `{"name", "role"?}` (admins): a new agent and its token.
+pub async fn add(
+    _caller: AdminCaller,
+    State(ingest): State<Ingest>,
+    body: Result<Json<NewAgentBody>, JsonRejection>,
+) -> Result<Json<AgentWithToken>, ApiError> {
+    let Json(body) = body?;
+    let role = role(body.role.as_deref())?;
+    let new = admin_requests::add_agent(&ingest, &body.name, role, crate::clock::now())
+        .await
+        .map_err(admin_error)?;
+    Ok(Json(AgentWithToken {
+        agent: new.agent.into(),
+        token: new.token,
+    }))
+}
+
+/// `POST /api/v1/agents/{id}/revoke` (admins): the agent and its tokens stop working at once;
+/// not the only admin.
+pub async fn revoke(
+    _caller: AdminCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    let id: AgentId = parse_id(&id, "agent")?;
+    admin_requests::revoke_agent(&ingest, id)
+        .await
+        .map_err(admin_error)?;
+    Ok(Json(
+        crate::admin::agent(ingest.store(), id)
+            .map_err(admin_error)?
+            .into(),
+    ))
+}
+
+/// `POST /api/v1/agents/{id}/token` (admins): a new token for the agent, shown once; its
+/// earlier tokens stop working.
+pub async fn reset_token(
+    _caller: AdminCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentWithToken>, ApiError> {
+    let id: AgentId = parse_id(&id, "agent")?;
+    let token = admin_requests::reset_token(&ingest, id, crate::clock::now())
+        .await
+        .map_err(admin_error)?;
+    let agent = crate::admin::agent(ingest.store(), id).map_err(admin_error)?;
+    Ok(Json(AgentWithToken {
+        agent: agent.into(),
+        token,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    role: String,
+}
+
+/// `POST /api/v1/agents/{id}/role` `{"role": "admin"|"agent"}` (admins); not demoting the only
+/// admin.
+pub async fn set_role(
+    _caller: AdminCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<RoleBody>, JsonRejection>,
+) -> Result<Json<AgentView>, ApiError> {
+    let id: AgentId = parse_id(&id, "agent")?;
+    let Json(body) = body?;
+    let role = role(Some(&body.role))?;
+    admin_requests::set_role(&ingest, id, role)
+        .await
+        .map_err(admin_error)?;
+    Ok(Json(
+        crate::admin::agent(ingest.store(), id)
+            .map_err(admin_error)?
+            .into(),
+    ))
 }
 
 #[derive(Debug, Serialize)]
@@ -44,7 +170,7 @@ pub async fn me(
         .get(agent.as_bytes())
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(format!("no agent {agent}")))?;
-    let record: AgentRecord = crate::store::decode("agents", &stored)?;
+    let record = crate::store::decode_agent(&stored)?;
     Ok(Json(record.into()))
 }
 
@@ -59,7 +185,7 @@ pub async fn list(
         .iter()
         .map(|entry| {
             let (_, value) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
-            let record: AgentRecord = crate::store::decode("agents", &value)?;
+            let record = crate::store::decode_agent(&value)?;
             Ok(record.into())
         })
         .collect::<Result<_, ApiError>>()?;

@@ -53,6 +53,26 @@ impl FromRequestParts<Ingest> for AgentCaller {
     }
 }
 
+/// An agent with the admin role, authenticated by its token.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller(pub AgentId);
+
+impl FromRequestParts<Ingest> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ingest: &Ingest) -> Result<Self, ApiError> {
+        let AgentCaller(agent) = AgentCaller::from_request_parts(parts, ingest).await?;
+        let admin = crate::admin::agent(ingest.store(), agent)
+            .is_ok_and(|record| record.role == crate::store::AgentRole::Admin);
+        if !admin {
+            return Err(ApiError::forbidden(
+                "only an admin may manage agents (`threadline agent role ID admin` makes one)",
+            ));
+        }
+        Ok(AdminCaller(agent))
+    }
+}
+
 /// A bridge authenticated by its token, for one channel.
 #[derive(Debug, Clone, Copy)]
 pub struct BridgeCaller(pub ChannelKind);

@@ -22,7 +22,7 @@ use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 use crate::limits::MAX_LABELS_PER_REQUEST;
-use crate::store::{AgentRecord, TreeName};
+use crate::store::TreeName;
 
 /// Default and largest page.
 const DEFAULT_PAGE: usize = 50;
@@ -799,7 +799,7 @@ fn assignable(ingest: &Ingest, agent: AgentId) -> Result<(), ApiError> {
                 format!("no agent {agent} (see GET /api/v1/agents)"),
             )
         })?;
-    let record: AgentRecord = crate::store::decode("agents", &stored)?;
+    let record = crate::store::decode_agent(&stored)?;
     if record.revoked {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

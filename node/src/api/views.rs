@@ -177,7 +177,7 @@ fn revoked(ingest: &Ingest, agent: AgentId) -> Result<bool, ApiError> {
     else {
         return Ok(false);
     };
-    let record: crate::store::AgentRecord = crate::store::decode("agents", &stored)?;
+    let record = crate::store::decode_agent(&stored)?;
     Ok(record.revoked)
 }
 

@@ -94,6 +94,8 @@ pub struct WebchatHost<L> {
     pub closing: tokio::sync::watch::Receiver<bool>,
     /// New connections per client address.
     pub connections: Arc<ConnectionLimit>,
+    /// How the widget looks and greets.
+    pub look: Arc<WidgetLook>,
 }
 
 impl<L> Clone for WebchatHost<L> {
@@ -103,7 +105,94 @@ impl<L> Clone for WebchatHost<L> {
             allowed_origins: Arc::clone(&self.allowed_origins),
             closing: self.closing.clone(),
             connections: Arc::clone(&self.connections),
+            look: Arc::clone(&self.look),
         }
+    }
+}
+
+/// How the widget looks and greets (`[webchat]` title, greeting, color, position), served at
+/// `/webchat/settings` for the widget to read as it loads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WidgetLook {
+    /// The panel's title.
+    pub title: String,
+    /// What the empty chat says.
+    pub greeting: String,
+    /// The accent colour, `#rrggbb`.
+    pub color: String,
+    /// Which corner of the page: `right` or `left`.
+    pub position: String,
+}
+
+impl Default for WidgetLook {
+    fn default() -> Self {
+        WidgetLook {
+            title: "Chat with us".to_owned(),
+            greeting: "Ask us anything. We usually answer within minutes; if we are away, we will answer here later.".to_owned(),
+            color: "#2563eb".to_owned(),
+            position: "right".to_owned(),
+        }
+    }
+}
+
+impl WidgetLook {
+    /// Longest title, in characters.
+    pub const MAX_TITLE_CHARS: usize = 60;
+    /// Longest greeting, in characters.
+    pub const MAX_GREETING_CHARS: usize = 500;
+
+    /// The look with each value given checked: a title of 1 to 60 characters and a greeting
+    /// of 1 to 500, on one line each; a colour `#rrggbb`; a position `right` or `left`.
+    pub fn new(
+        title: Option<String>,
+        greeting: Option<String>,
+        color: Option<String>,
+        position: Option<String>,
+    ) -> Result<Self, String> {
+        let default = WidgetLook::default();
+        let text = |what: &str, value: Option<String>, max: usize, default: String| {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            let value = value.trim().to_owned();
+            let n = value.chars().count();
+            if n == 0 || n > max || value.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} must be 1 to {max} characters on one line (it has {n})"
+                ));
+            }
+            Ok(value)
+        };
+        let color = match color {
+            None => default.color,
+            Some(color) => {
+                let hex = color.strip_prefix('#').unwrap_or("");
+                if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("color `{color}` is not a colour like \"#2563eb\""));
+                }
+                color.to_ascii_lowercase()
+            }
+        };
+        let position = match position.as_deref() {
+            None => default.position,
+            Some(side @ ("right" | "left")) => side.to_owned(),
+            Some(other) => {
+                return Err(format!(
+                    "position `{other}` is neither \"right\" nor \"left\""
+                ))
+            }
+        };
+        Ok(WidgetLook {
+            title: text("title", title, Self::MAX_TITLE_CHARS, default.title)?,
+            greeting: text(
+                "greeting",
+                greeting,
+                Self::MAX_GREETING_CHARS,
+                default.greeting,
+            )?,
+            color,
+            position,
+        })
     }
 }
 
@@ -157,6 +246,7 @@ pub fn router<L: NodeLink + 'static>(host: WebchatHost<L>) -> Router {
     Router::new()
         .route("/webchat/widget.js", get(widget_js))
         .route("/webchat/allowed", get(allowed::<L>))
+        .route("/webchat/settings", get(settings::<L>))
         .route("/webchat/widget.css", get(widget_css))
         .route("/webchat/demo", get(demo))
         .route("/webchat/ws", get(socket::<L>))
@@ -214,6 +304,15 @@ async fn allowed<L: NodeLink + 'static>(
     (
         [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
         axum::Json(serde_json::json!({ "allowed": allowed })),
+    )
+        .into_response()
+}
+
+/// `GET /webchat/settings`: how the widget looks (public, read by pages of any site).
+async fn settings<L: NodeLink + 'static>(State(host): State<WebchatHost<L>>) -> Response {
+    (
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        axum::Json(host.look.as_ref().clone()),
     )
         .into_response()
 }

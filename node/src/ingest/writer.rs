@@ -131,6 +131,7 @@ pub fn start_with_cache(
             builtin_bridges: Arc::default(),
             thread_index,
             contact_search,
+            agent_changes: Arc::default(),
         },
         Running {
             writer: handle,

@@ -85,4 +85,56 @@ pub struct AgentRecord {
     pub created_at: Timestamp,
     /// Whether revoked.
     pub revoked: bool,
+    /// What the agent may do.
+    pub role: AgentRole,
+}
+
+/// What an agent may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentRole {
+    /// Work in the inbox, and manage agents (add, revoke, reset a token, change a role).
+    Admin,
+    /// Work in the inbox.
+    Agent,
+}
+
+impl AgentRole {
+    /// `admin` or `agent`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentRole::Admin => "admin",
+            AgentRole::Agent => "agent",
+        }
+    }
+
+    /// The role a name names.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "admin" => Some(AgentRole::Admin),
+            "agent" => Some(AgentRole::Agent),
+            _ => None,
+        }
+    }
+}
+
+/// [`AgentRecord`] as stored before agents had roles: every agent could do everything then,
+/// so it reads as an admin.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AgentRecordBeforeRoles {
+    id: AgentId,
+    name: String,
+    created_at: Timestamp,
+    revoked: bool,
+}
+
+impl From<AgentRecordBeforeRoles> for AgentRecord {
+    fn from(old: AgentRecordBeforeRoles) -> Self {
+        AgentRecord {
+            id: old.id,
+            name: old.name,
+            created_at: old.created_at,
+            revoked: old.revoked,
+            role: AgentRole::Admin,
+        }
+    }
 }
