@@ -190,6 +190,13 @@ imap_poll_seconds = 30
 # erase_attachments_after_days = 180
 # Erase a resolved conversation's contents this long after its last activity.
 # erase_resolved_threads_after_days = 365
+
+[assignment]
+# Assign each new conversation that comes in on this node to one of the agents with the inbox
+# open, in turn (round robin), skipping those with max_open_per_agent open conversations
+# already (0: no cap). With nobody free it stays unassigned.
+auto = false
+max_open_per_agent = 0
 ";
 
 /// A loaded, validated configuration.
@@ -252,6 +259,8 @@ pub struct Config {
     pub thread_cache_events: usize,
     /// How long the org keeps what (`[retention]`).
     pub retention: crate::retention::Policy,
+    /// Who new conversations go to (`[assignment]`).
+    pub assignment: crate::assignment::Policy,
 }
 
 /// One of Meta's channels, configured.
@@ -1040,6 +1049,17 @@ struct File {
     store: StoreSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    assignment: AssignmentSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignmentSection {
+    #[serde(default)]
+    auto: bool,
+    #[serde(default)]
+    max_open_per_agent: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1330,6 +1350,7 @@ impl Config {
             webchat_look: crate::api::webchat::WidgetLook::default(),
             thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
             retention: crate::retention::Policy::default(),
+            assignment: crate::assignment::Policy::default(),
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1500,6 +1521,10 @@ impl Config {
                 inactive_contacts_days: retention.erase_inactive_contacts_after_days,
                 attachments_days: retention.erase_attachments_after_days,
                 resolved_threads_days: retention.erase_resolved_threads_after_days,
+            },
+            assignment: crate::assignment::Policy {
+                auto: file.assignment.auto,
+                max_open_per_agent: file.assignment.max_open_per_agent,
             },
         })
     }

@@ -284,6 +284,8 @@ pub struct LiveEvent {
     pub event: EventId,
     /// Its kind's name (`thread.message.inbound`, ...).
     pub kind: &'static str,
+    /// Whether it came from this node (its bridges, agents or itself), not from a peer.
+    pub local: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, IngestError>>;
@@ -330,7 +332,8 @@ enum Request {
     Resolve(Handle, Option<ThreadRef>, Customer, Reply<Resolved>),
     Handoff(Handle, ChannelKind, Reply<crate::store::HandoffCode>),
     Continue(Handle, crate::store::HandoffCode, Reply<Option<ThreadId>>),
-    Act(AgentId, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
+    /// Actions of an agent (`None`: of the node itself, such as an automatic assignment).
+    Act(Option<AgentId>, ThreadId, Vec<Action>, Reply<Vec<EventId>>),
     Directory(DirectoryAction, Reply<Vec<EventId>>),
     /// Erase the contents of some events of a thread (retention), signed by the node.
     EraseContents(ThreadId, Vec<EventId>, Reply<Vec<EventId>>),
@@ -486,6 +489,19 @@ impl Ingest {
         ids.into_iter().next().ok_or(IngestError::ShuttingDown)
     }
 
+    /// Performs `action` on a thread as the node itself, with no agent (the automatic
+    /// assignment).
+    pub async fn act_as_node(
+        &self,
+        thread: ThreadId,
+        action: Action,
+    ) -> Result<EventId, IngestError> {
+        let ids = self
+            .call(|reply| Request::Act(None, thread, vec![action], reply))
+            .await?;
+        ids.into_iter().next().ok_or(IngestError::ShuttingDown)
+    }
+
     /// Performs several actions on one thread in one request (one flush, answered together),
     /// in order. They are checked against the same thread and agent, so when the first is
     /// accepted the others are too (but for a store failure, which fails them all).
@@ -495,7 +511,7 @@ impl Ingest {
         thread: ThreadId,
         actions: Vec<Action>,
     ) -> Result<Vec<EventId>, IngestError> {
-        self.call(|reply| Request::Act(agent, thread, actions, reply))
+        self.call(|reply| Request::Act(Some(agent), thread, actions, reply))
             .await
     }
 

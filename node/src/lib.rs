@@ -21,6 +21,7 @@
 pub mod admin;
 pub mod admin_requests;
 pub mod api;
+pub mod assignment;
 pub mod bridge_host;
 pub mod clock;
 pub mod config;

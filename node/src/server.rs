@@ -358,6 +358,9 @@ pub async fn serve(
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
+    if config.assignment.auto {
+        tokio::spawn(crate::assignment::run(ingest.clone(), config.assignment));
+    }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     tokio::spawn(crate::admin_requests::serve(
         ingest.clone(),

@@ -113,8 +113,49 @@ pub struct ThreadIndex {
     by_status: HashMap<&'static str, Ordered>,
     by_assignee: HashMap<Option<AgentId>, Ordered>,
     by_channel: HashMap<ChannelKind, Ordered>,
+    /// How many threads have each status and assignee (the inbox's counts without a walk).
+    by_status_and_assignee: HashMap<(&'static str, Option<AgentId>), usize>,
     entries: HashMap<ThreadId, Entry>,
     ready: bool,
+}
+
+/// How many threads each filter of the inbox holds, for one agent ([`ThreadIndex::tally`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Assigned to the agent, whatever their status.
+    pub mine: usize,
+    /// Open and assigned to nobody.
+    pub unassigned: usize,
+    /// Open.
+    pub open: usize,
+    /// Pending.
+    pub pending: usize,
+    /// Snoozed.
+    pub snoozed: usize,
+    /// Resolved.
+    pub resolved: usize,
+    /// Every thread.
+    pub all: usize,
+}
+
+impl Tally {
+    fn add(&mut self, entry: &Entry, agent: AgentId) {
+        self.all += 1;
+        if entry.assignee == Some(agent) {
+            self.mine += 1;
+        }
+        match entry.status {
+            "open" => {
+                self.open += 1;
+                if entry.assignee.is_none() {
+                    self.unassigned += 1;
+                }
+            }
+            "pending" => self.pending += 1,
+            "snoozed" => self.snoozed += 1,
+            _ => self.resolved += 1,
+        }
+    }
 }
 
 impl ThreadIndex {
@@ -135,6 +176,12 @@ impl ThreadIndex {
 
     fn put(&mut self, thread: ThreadId, entry: Entry) {
         if let Some(old) = self.entries.remove(&thread) {
+            if let Some(n) = self
+                .by_status_and_assignee
+                .get_mut(&(old.status, old.assignee))
+            {
+                *n -= 1;
+            }
             let key = (old.activity, thread);
             self.by_activity.remove(&key);
             for set in [
@@ -148,6 +195,10 @@ impl ThreadIndex {
                 set.remove(&key);
             }
         }
+        *self
+            .by_status_and_assignee
+            .entry((entry.status, entry.assignee))
+            .or_default() += 1;
         let key = (entry.activity, thread);
         self.by_activity.insert(key);
         self.by_status.entry(entry.status).or_default().insert(key);
@@ -228,6 +279,48 @@ impl ThreadIndex {
                     .is_some_and(|entry| filter.keeps(entry))
             })
             .count()
+    }
+
+    /// How many threads each filter of the inbox holds for `agent`, within `channel` and
+    /// `label` if given: from counters kept as threads change, or one walk of the channel's
+    /// threads (of all, for a label) counting every filter at once.
+    pub fn tally(
+        &self,
+        agent: AgentId,
+        channel: Option<ChannelKind>,
+        label: Option<&str>,
+    ) -> Tally {
+        if channel.is_none() && label.is_none() {
+            let status = |s: &str| self.by_status.get(s).map_or(0, Ordered::len);
+            let pairs = &self.by_status_and_assignee;
+            return Tally {
+                mine: pairs
+                    .iter()
+                    .filter(|((_, assignee), _)| *assignee == Some(agent))
+                    .map(|(_, n)| n)
+                    .sum(),
+                unassigned: pairs.get(&("open", None)).copied().unwrap_or(0),
+                open: status("open"),
+                pending: status("pending"),
+                snoozed: status("snoozed"),
+                resolved: status("resolved"),
+                all: self.by_activity.len(),
+            };
+        }
+        let filter = Filter {
+            channel,
+            label,
+            ..Filter::default()
+        };
+        let empty = Ordered::new();
+        let (set, _) = self.narrowed(&filter, &empty);
+        let mut tally = Tally::default();
+        for (_, thread) in set {
+            if let Some(entry) = self.entries.get(thread).filter(|e| filter.keeps(e)) {
+                tally.add(entry, agent);
+            }
+        }
+        tally
     }
 
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
@@ -350,6 +443,21 @@ mod tests {
             assert_eq!(index.count(filter), expected, "{filter:?}");
             assert_eq!(index.page(filter, None, 100).threads.len(), expected);
         }
+        // The inbox's counts, from the counters and from a walk, agree with the filters.
+        let nobody = AgentId::from_bytes([9; 16]);
+        let tally = index.tally(nobody, None, None);
+        assert_eq!(
+            (
+                tally.all,
+                tally.open,
+                tally.unassigned,
+                tally.resolved,
+                tally.mine
+            ),
+            (5, 4, 4, 1, 0)
+        );
+        let webchat = index.tally(nobody, Some(ChannelKind::Webchat), None);
+        assert_eq!((webchat.all, webchat.open, webchat.unassigned), (2, 2, 2));
     }
 
     /// A thread's state right after it opened on the web chat.

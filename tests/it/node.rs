@@ -1984,3 +1984,79 @@ fn admins_add_agents_give_them_tokens_and_roles_and_never_leave_no_admin() {
     assert_eq!(status, 404);
     node.stop();
 }
+
+#[test]
+fn new_conversations_go_in_turn_to_agents_at_the_inbox_within_their_cap() {
+    let org = Org::new();
+    edit_config(&org.data, |text| {
+        text.replace("auto = false", "auto = true")
+            .replace("max_open_per_agent = 0", "max_open_per_agent = 1")
+    });
+    let node = Node::start(&org.data);
+    let admin = &org.agent_token;
+    let add = |name: &str| {
+        let (status, added) = node.post(admin, "/api/v1/agents", &json!({"name": name}));
+        assert_eq!(status, 200, "{added}");
+        (
+            added["agent"]["id"].as_str().expect("id").to_owned(),
+            added["token"].as_str().expect("token").to_owned(),
+        )
+    };
+    let (bea, bea_token) = add("Bea");
+    let (cy, _) = add("Cy");
+    let (_, me) = node.get(admin, "/api/v1/me");
+    let admin_id = me["id"].as_str().expect("id").to_owned();
+    // The admin and Bea have the inbox open; Cy does not.
+    let _admin_here = node.live_stream(admin);
+    let _bea_here = node.live_stream(&bea_token);
+    let assignee = |thread: &ThreadId| {
+        let (_, shown) = node.get(admin, &format!("/api/v1/threads/{thread}"));
+        shown["thread"]["assignee"].as_str().map(str::to_owned)
+    };
+    let assigned = |thread: &ThreadId| {
+        threadline_tests::eventually("the assignment", std::time::Duration::from_secs(10), || {
+            assignee(thread)
+        })
+    };
+    let first = send(&node, &org.webchat, "webchat:rr-1", "hello", "rr-1");
+    let second = send(&node, &org.webchat, "webchat:rr-2", "hello", "rr-2");
+    let (a, b) = (assigned(&first), assigned(&second));
+    let mut both = vec![a.clone(), b];
+    both.sort();
+    let mut expected = vec![admin_id.clone(), bea.clone()];
+    expected.sort();
+    assert_eq!(both, expected, "one each, in turn");
+    // A second message in a conversation changes nothing.
+    send(&node, &org.webchat, "webchat:rr-1", "still there?", "rr-1b");
+    // Both at their cap: the third stays unassigned; once the first is resolved, its agent
+    // gets the fourth (changes are taken in order, so the third was looked at by then).
+    let third = send(&node, &org.webchat, "webchat:rr-3", "hello", "rr-3");
+    let first_token = if a == admin_id {
+        admin.clone()
+    } else {
+        bea_token.clone()
+    };
+    let (status, _) = node.post(
+        &first_token,
+        &format!("/api/v1/threads/{first}/status"),
+        &json!({"status": "resolved"}),
+    );
+    assert_eq!(status, 200);
+    let fourth = send(&node, &org.webchat, "webchat:rr-4", "hello", "rr-4");
+    assert_eq!(assigned(&fourth), a);
+    assert_eq!(assignee(&third), None);
+    assert_eq!(assignee(&first), Some(a.clone()));
+    // The assignment is the node's own event, with no agent as its author.
+    let (_, shown) = node.get(admin, &format!("/api/v1/threads/{fourth}"));
+    let assign = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.assign")
+        .expect("an assign event")
+        .clone();
+    assert_eq!(assign["agent"], Value::Null, "{assign}");
+    let (_, listed) = node.get(admin, &format!("/api/v1/threads?assignee={cy}"));
+    assert_eq!(listed["threads"], json!([]), "Cy was never at the inbox");
+    node.stop();
+}

@@ -21,11 +21,11 @@ use crate::presence::Typing;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn stream(
-    _caller: AgentCaller,
+    AgentCaller(agent): AgentCaller,
     State(ingest): State<Ingest>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let closing = ingest.clone();
-    let here = ingest.presence().agent_arrived();
+    let here = ingest.presence().agent_arrived(agent);
     let typing =
         BroadcastStream::new(ingest.presence().subscribe_typing()).filter_map(
             |signal| match signal {

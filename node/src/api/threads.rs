@@ -83,38 +83,19 @@ pub struct CountsQuery {
     label: Option<String>,
 }
 
-/// How many conversations each of the inbox's filters holds for the calling agent.
-#[derive(Debug, Serialize)]
-pub struct ThreadCounts {
-    /// Assigned to the caller, whatever their status.
-    mine: usize,
-    /// Open and assigned to nobody.
-    unassigned: usize,
-    open: usize,
-    pending: usize,
-    snoozed: usize,
-    resolved: usize,
-    all: usize,
-}
-
-/// `GET /api/v1/threads/counts?channel=&label=`: the size of each filter of the inbox (from
-/// the thread list's index: a set's size, or a walk of the smaller set).
+/// `GET /api/v1/threads/counts?channel=&label=`: how many conversations each of the inbox's
+/// filters holds for the calling agent (from the thread list's index).
 pub async fn counts(
     caller: AgentCaller,
     State(ingest): State<Ingest>,
     query: Result<Query<CountsQuery>, QueryRejection>,
-) -> Result<Json<ThreadCounts>, ApiError> {
+) -> Result<Json<crate::thread_index::Tally>, ApiError> {
     let Query(query) = query?;
     let channel: Option<ChannelKind> = query
         .channel
         .as_deref()
         .map(|c| parse_field(c, "channel"))
         .transpose()?;
-    let base = crate::thread_index::Filter {
-        channel,
-        label: query.label.as_deref(),
-        ..crate::thread_index::Filter::default()
-    };
     let index = ingest
         .thread_index()
         .read()
@@ -126,25 +107,7 @@ pub async fn counts(
             "the thread list's index is still being built; try again in a moment",
         ));
     }
-    let status = |status| crate::thread_index::Filter {
-        status: Some(status),
-        ..base.clone()
-    };
-    Ok(Json(ThreadCounts {
-        mine: index.count(&crate::thread_index::Filter {
-            assignee: Some(Some(caller.0)),
-            ..base.clone()
-        }),
-        unassigned: index.count(&crate::thread_index::Filter {
-            assignee: Some(None),
-            ..status("open")
-        }),
-        open: index.count(&status("open")),
-        pending: index.count(&status("pending")),
-        snoozed: index.count(&status("snoozed")),
-        resolved: index.count(&status("resolved")),
-        all: index.count(&base),
-    }))
+    Ok(Json(index.tally(caller.0, channel, query.label.as_deref())))
 }
 
 /// `GET /api/v1/threads`: most recent activity first.

@@ -678,7 +678,12 @@ impl Writer {
                     size.to_be_bytes().to_vec(),
                 );
             }
-            live.push(LiveEvent { scope, event, kind });
+            live.push(LiveEvent {
+                scope,
+                event,
+                kind,
+                local: source == Source::Local,
+            });
         }
         Ok(outcome)
     }
@@ -1360,7 +1365,7 @@ impl Writer {
 
     fn act(
         &mut self,
-        agent: threadline_protocol::AgentId,
+        agent: Option<threadline_protocol::AgentId>,
         thread_id: ThreadId,
         action: Action,
         live: &mut Vec<LiveEvent>,
@@ -1467,8 +1472,10 @@ impl Writer {
             depth,
             (self.now)(),
             EventKind::Thread(kind),
-        )
-        .with_agent(agent);
+        );
+        if let Some(agent) = agent {
+            draft = draft.with_agent(agent);
+        }
         if let Some(content) = content {
             draft = draft.with_content(content);
         }
