@@ -113,8 +113,9 @@ pub struct ThreadIndex {
     by_status: HashMap<&'static str, Ordered>,
     by_assignee: HashMap<Option<AgentId>, Ordered>,
     by_channel: HashMap<ChannelKind, Ordered>,
-    /// How many threads have each status and assignee (the inbox's counts without a walk).
-    by_status_and_assignee: HashMap<(&'static str, Option<AgentId>), usize>,
+    /// How many threads have each channel, status and assignee (the inbox's counts without a
+    /// walk).
+    counts: HashMap<(ChannelKind, &'static str, Option<AgentId>), usize>,
     entries: HashMap<ThreadId, Entry>,
     ready: bool,
 }
@@ -139,21 +140,22 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, entry: &Entry, agent: AgentId) {
-        self.all += 1;
-        if entry.assignee == Some(agent) {
-            self.mine += 1;
+    /// Counts `n` threads with `status` and `assignee`, for `agent`.
+    fn add_many(&mut self, status: &str, assignee: Option<AgentId>, agent: AgentId, n: usize) {
+        self.all += n;
+        if assignee == Some(agent) {
+            self.mine += n;
         }
-        match entry.status {
+        match status {
             "open" => {
-                self.open += 1;
-                if entry.assignee.is_none() {
-                    self.unassigned += 1;
+                self.open += n;
+                if assignee.is_none() {
+                    self.unassigned += n;
                 }
             }
-            "pending" => self.pending += 1,
-            "snoozed" => self.snoozed += 1,
-            _ => self.resolved += 1,
+            "pending" => self.pending += n,
+            "snoozed" => self.snoozed += n,
+            _ => self.resolved += n,
         }
     }
 }
@@ -177,8 +179,8 @@ impl ThreadIndex {
     fn put(&mut self, thread: ThreadId, entry: Entry) {
         if let Some(old) = self.entries.remove(&thread) {
             if let Some(n) = self
-                .by_status_and_assignee
-                .get_mut(&(old.status, old.assignee))
+                .counts
+                .get_mut(&(old.channel, old.status, old.assignee))
             {
                 *n -= 1;
             }
@@ -196,8 +198,8 @@ impl ThreadIndex {
             }
         }
         *self
-            .by_status_and_assignee
-            .entry((entry.status, entry.assignee))
+            .counts
+            .entry((entry.channel, entry.status, entry.assignee))
             .or_default() += 1;
         let key = (entry.activity, thread);
         self.by_activity.insert(key);
@@ -282,30 +284,22 @@ impl ThreadIndex {
     }
 
     /// How many threads each filter of the inbox holds for `agent`, within `channel` and
-    /// `label` if given: from counters kept as threads change, or one walk of the channel's
-    /// threads (of all, for a label) counting every filter at once.
+    /// `label` if given: from counters kept as threads change, or, for a label, one walk of
+    /// the threads counting every filter at once.
     pub fn tally(
         &self,
         agent: AgentId,
         channel: Option<ChannelKind>,
         label: Option<&str>,
     ) -> Tally {
-        if channel.is_none() && label.is_none() {
-            let status = |s: &str| self.by_status.get(s).map_or(0, Ordered::len);
-            let pairs = &self.by_status_and_assignee;
-            return Tally {
-                mine: pairs
-                    .iter()
-                    .filter(|((_, assignee), _)| *assignee == Some(agent))
-                    .map(|(_, n)| n)
-                    .sum(),
-                unassigned: pairs.get(&("open", None)).copied().unwrap_or(0),
-                open: status("open"),
-                pending: status("pending"),
-                snoozed: status("snoozed"),
-                resolved: status("resolved"),
-                all: self.by_activity.len(),
-            };
+        let mut tally = Tally::default();
+        if label.is_none() {
+            for ((on, status, assignee), n) in &self.counts {
+                if channel.is_none_or(|c| c == *on) {
+                    tally.add_many(status, *assignee, agent, *n);
+                }
+            }
+            return tally;
         }
         let filter = Filter {
             channel,
@@ -314,10 +308,9 @@ impl ThreadIndex {
         };
         let empty = Ordered::new();
         let (set, _) = self.narrowed(&filter, &empty);
-        let mut tally = Tally::default();
         for (_, thread) in set {
             if let Some(entry) = self.entries.get(thread).filter(|e| filter.keeps(e)) {
-                tally.add(entry, agent);
+                tally.add_many(entry.status, entry.assignee, agent, 1);
             }
         }
         tally
@@ -458,6 +451,7 @@ mod tests {
         );
         let webchat = index.tally(nobody, Some(ChannelKind::Webchat), None);
         assert_eq!((webchat.all, webchat.open, webchat.unassigned), (2, 2, 2));
+        assert_eq!(index.tally(nobody, None, Some("billing")), Tally::default());
     }
 
     /// A thread's state right after it opened on the web chat.
