@@ -191,6 +191,20 @@ imap_poll_seconds = 30
 # Erase a resolved conversation's contents this long after its last activity.
 # erase_resolved_threads_after_days = 365
 
+[business_hours]
+# When the team answers, in the org's time zone: each day's hours as \"HH:MM-HH:MM\" (unset
+# or empty: closed). A customer who writes outside them gets away_message once, as the node's
+# own reply. Unset timezone: no business hours (no automatic reply).
+# timezone = \"Europe/Berlin\"
+# monday = \"09:00-17:00\"
+# tuesday = \"09:00-17:00\"
+# wednesday = \"09:00-17:00\"
+# thursday = \"09:00-17:00\"
+# friday = \"09:00-17:00\"
+# saturday = \"\"
+# sunday = \"\"
+# away_message = \"Thanks for your message! We are away now and answer from 9:00.\"
+
 [assignment]
 # Assign each new conversation that comes in on this node to one of the agents with the inbox
 # open, in turn (round robin), skipping those with max_open_per_agent open conversations
@@ -261,6 +275,8 @@ pub struct Config {
     pub retention: crate::retention::Policy,
     /// Who new conversations go to (`[assignment]`).
     pub assignment: crate::assignment::Policy,
+    /// When the team answers and what a customer is told outside (`[business_hours]`).
+    pub business_hours: Option<crate::business_hours::BusinessHours>,
 }
 
 /// One of Meta's channels, configured.
@@ -1051,6 +1067,22 @@ struct File {
     retention: RetentionSection,
     #[serde(default)]
     assignment: AssignmentSection,
+    #[serde(default)]
+    business_hours: BusinessHoursSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusinessHoursSection {
+    timezone: Option<String>,
+    monday: Option<String>,
+    tuesday: Option<String>,
+    wednesday: Option<String>,
+    thursday: Option<String>,
+    friday: Option<String>,
+    saturday: Option<String>,
+    sunday: Option<String>,
+    away_message: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1351,6 +1383,7 @@ impl Config {
             thread_cache_events: DEFAULT_THREAD_CACHE_EVENTS,
             retention: crate::retention::Policy::default(),
             assignment: crate::assignment::Policy::default(),
+            business_hours: None,
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1387,6 +1420,31 @@ impl Config {
         }
         let identity_secret = identity_secret(file.webchat.identity_secret)
             .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
+        let hours = &file.business_hours;
+        let business_hours = match (&hours.timezone, &hours.away_message) {
+            (None, None) => None,
+            (Some(timezone), Some(away)) => Some(
+                crate::business_hours::BusinessHours::new(
+                    timezone,
+                    [
+                        hours.monday.as_deref(),
+                        hours.tuesday.as_deref(),
+                        hours.wednesday.as_deref(),
+                        hours.thursday.as_deref(),
+                        hours.friday.as_deref(),
+                        hours.saturday.as_deref(),
+                        hours.sunday.as_deref(),
+                    ],
+                    away,
+                )
+                .map_err(|e| bad(format!("business_hours: {e}")))?,
+            ),
+            _ => {
+                return Err(bad(
+                    "business_hours: set both timezone and away_message (or neither)".to_owned(),
+                ))
+            }
+        };
         let webchat_look = crate::api::webchat::WidgetLook::new(
             file.webchat.title,
             file.webchat.greeting,
@@ -1526,6 +1584,7 @@ impl Config {
                 auto: file.assignment.auto,
                 max_open_per_agent: file.assignment.max_open_per_agent,
             },
+            business_hours,
         })
     }
 }

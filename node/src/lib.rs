@@ -23,6 +23,7 @@ pub mod admin_requests;
 pub mod api;
 pub mod assignment;
 pub mod bridge_host;
+pub mod business_hours;
 pub mod clock;
 pub mod config;
 pub mod consent;

@@ -358,6 +358,9 @@ pub async fn serve(
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
+    if let Some(hours) = &config.business_hours {
+        tokio::spawn(crate::business_hours::run(ingest.clone(), hours.clone()));
+    }
     if config.assignment.auto {
         tokio::spawn(crate::assignment::run(ingest.clone(), config.assignment));
     }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use threadline_tests::{edit_config, field, threadline_ok, Node, Visitor};
+use threadline_tests::{edit_config, field, run_threadline, threadline_ok, Node, Visitor};
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -544,5 +544,104 @@ fn a_frame_of_any_type_with_an_unknown_field_is_refused_with_a_clear_error() {
     let (status, body) = node.post(&site.agent_token, "/webchat/demo", &json!({}));
     assert_eq!(status, 405, "{body}");
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    node.stop();
+}
+
+/// The next reply (a `message` frame from an agent or the node) the visitor gets.
+fn next_reply(visitor: &mut Visitor) -> Value {
+    loop {
+        let frame = visitor.receive().expect("a frame");
+        if frame["type"] == "message" && frame["from"] == "agent" {
+            return frame;
+        }
+    }
+}
+
+#[test]
+fn outside_business_hours_a_visitor_is_told_once_and_inside_nothing() {
+    let site = Site::new();
+    // Half a setting: refused at start with the reason.
+    edit_config(&site.data, |text| {
+        text.replace("# timezone = \"Europe/Berlin\"", "timezone = \"UTC\"")
+    });
+    let refused = run_threadline(&site.data, &["run", "--listen", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("business_hours: set both timezone and away_message"),
+        "{why}"
+    );
+    // Closed every day: a visitor is told, once.
+    let away = "Thanks! We are away now and answer from 9:00.";
+    edit_config(&site.data, |text| {
+        text.replace(
+            "# away_message = \"Thanks for your message! We are away now and answer from 9:00.\"",
+            &format!("away_message = \"{away}\""),
+        )
+    });
+    let node = Node::start(&site.data);
+    let mut visitor = Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Are you open?")["type"], "ack");
+    assert_eq!(next_reply(&mut visitor)["text"], away);
+    assert_eq!(visitor.say("m2", "Hello?")["type"], "ack");
+    let threads = webchat_threads(&node, &site.agent_token);
+    let thread = threads[0]["id"].as_str().expect("id").to_owned();
+    let (status, _) = node.post(
+        &site.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Morning! We are here now."}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        next_reply(&mut visitor)["text"],
+        "Morning! We are here now.",
+        "no second away reply"
+    );
+    let (_, detail) = node.get(&site.agent_token, &format!("/api/v1/threads/{thread}"));
+    let automatic: Vec<&Value> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "thread.message.outbound" && e["text"] == away)
+        .collect();
+    assert_eq!(automatic.len(), 1, "{detail}");
+    assert_eq!(automatic[0]["agent"], Value::Null, "the node's own reply");
+    node.stop();
+    // Open all week: nothing automatic.
+    edit_config(&site.data, |text| {
+        let mut text = text.to_owned();
+        for day in [
+            "monday",
+            "tuesday",
+            "wednesday",
+            "thursday",
+            "friday",
+            "saturday",
+            "sunday",
+        ] {
+            text = text.replace(
+                &format!("# {day} = "),
+                &format!("{day} = \"00:00-24:00\"\n# was "),
+            );
+        }
+        text
+    });
+    let node = Node::start(&site.data);
+    let mut other = Visitor::connect(&node, None);
+    assert_eq!(other.say("m1", "Hi there")["type"], "ack");
+    let threads = webchat_threads(&node, &site.agent_token);
+    let thread = threads
+        .iter()
+        .find(|t| t["last_message"]["text"] == "Hi there")
+        .expect("the new conversation")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    node.post(
+        &site.agent_token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Hello from the team"}),
+    );
+    assert_eq!(next_reply(&mut other)["text"], "Hello from the team");
     node.stop();
 }

@@ -338,6 +338,7 @@
         var meta = new Date(e.time).toLocaleString();
         if (e.kind === "thread.message.inbound" && e.handle) meta = pretty(e.handle) + " · " + meta;
         if (e.agent) meta = (state.agents[e.agent] || "agent") + " · " + meta;
+        else if (e.kind === "thread.message.outbound") meta = "Automatic reply · " + meta;
         if (e.kind === "thread.note") meta = "Note · " + meta;
         if (receipts[e.id]) meta += " · " + receipts[e.id];
         (e.attachments || []).forEach(function (file, n) {

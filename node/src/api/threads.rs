@@ -653,7 +653,7 @@ fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError
 /// window_closed` when the route's app would refuse it (Messenger, Instagram and WhatsApp
 /// answer freely only within 24 hours of the customer's last message), with the reason and
 /// what works instead.
-fn route_refusal(
+pub(crate) fn route_refusal(
     ingest: &Ingest,
     thread: ThreadId,
     state: &threadline_protocol::ThreadState,
