@@ -25,7 +25,6 @@ use axum::{extract::DefaultBodyLimit, routing::get, routing::post, Router};
 
 pub use contacts::record as contact_record;
 pub use error::ApiError;
-pub(crate) use threads::route_refusal;
 
 use crate::ingest::Ingest;
 

@@ -166,8 +166,8 @@ async fn away_reply(
     let Some(state) = ingest.store().thread_state(&thread)? else {
         return Ok(false);
     };
-    if let Err(refused) = crate::api::route_refusal(ingest, thread, &state, true) {
-        info!(%thread, cause = %refused.message(), "no away reply: the route refuses replies now");
+    if let Some(refused) = crate::reply_route::refusal(ingest, thread, &state, true)? {
+        info!(%thread, cause = %refused, "no away reply: the route refuses replies now");
         return Ok(false);
     }
     ingest

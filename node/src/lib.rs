@@ -43,6 +43,7 @@ pub mod operator;
 pub mod presence;
 pub mod replication;
 pub mod replication_status;
+pub mod reply_route;
 pub mod retention;
 pub mod server;
 pub mod slack;

@@ -646,41 +646,18 @@ fn reply_refusal(ingest: &Ingest, id: &str, window: bool) -> Result<(), ApiError
     }
 }
 
-/// Why a reply on `thread` (in `state`) would be refused now, before anything is stored:
-/// `409 opted_out` when the route's customer withdrew consent there (texted STOP to the SMS
-/// number; nothing reaches the provider, a note still may be written); `409 no_bridge` when
-/// this node set the route and has no bridge of its channel; and, with `window`, `409
-/// window_closed` when the route's app would refuse it (Messenger, Instagram and WhatsApp
-/// answer freely only within 24 hours of the customer's last message), with the reason and
-/// what works instead.
-pub(crate) fn route_refusal(
+/// Why a reply on `thread` (in `state`) would be refused now, before anything is stored
+/// ([`crate::reply_route`]), as the API says it: `409` with the refusal's code.
+fn route_refusal(
     ingest: &Ingest,
     thread: ThreadId,
     state: &threadline_protocol::ThreadState,
     window: bool,
 ) -> Result<(), ApiError> {
-    if let Some(channel) = crate::consent::withdrawn_on_route(ingest, state) {
-        return Err(opted_out(channel));
+    match crate::reply_route::refusal(ingest, thread, state, window)? {
+        Some(refusal) => Err(refused(refusal)),
+        None => Ok(()),
     }
-    // The node that set the route delivers on it: if that is this node and it has no bridge
-    // of the channel any more (its section was removed), the reply would never be sent.
-    if let Some(route) = state.route {
-        if !ingest.delivers_to(route.channel)?
-            && !ingest
-                .store()
-                .is_replicated_route(&thread, &route.handle_from)?
-        {
-            return Err(no_bridge(route.channel, "replies there"));
-        }
-    }
-    if window {
-        if let Some((channel, window)) = ingest.reply_window(thread, state)? {
-            if let Some(reason) = window.refusal(channel) {
-                return Err(ApiError::new(StatusCode::CONFLICT, "window_closed", reason));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `409 no_bridge`: this node has no bridge of `channel`, so `what` would never be sent.
@@ -695,13 +672,12 @@ fn no_bridge(channel: ChannelKind, what: &str) -> ApiError {
 }
 
 fn opted_out(channel: ChannelKind) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "opted_out",
-        format!(
-            "the customer opted out of {channel} (texted STOP): nothing is sent to them there until they opt back in (START); reply on another of their channels, or write a note"
-        ),
-    )
+    refused(crate::reply_route::RouteRefusal::OptedOut(channel))
+}
+
+/// `409` with the refusal's code and reason.
+fn refused(refusal: crate::reply_route::RouteRefusal) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, refusal.code(), refusal.to_string())
 }
 
 /// `POST /api/v1/threads/{id}/notes` `{"text": "..."}`: an internal note.
