@@ -205,6 +205,11 @@ imap_poll_seconds = 30
 # sunday = \"\"
 # away_message = \"Thanks for your message! We are away now and answer from 9:00.\"
 
+[sla]
+# How soon a customer's message is to be answered (minutes): the inbox shows how long each
+# conversation has waited and marks the overdue ones. Unset: no target.
+# reply_within_minutes = 60
+
 [assignment]
 # Assign each new conversation that comes in on this node to one of the agents with the inbox
 # open, in turn (round robin), skipping those with max_open_per_agent open conversations
@@ -277,6 +282,8 @@ pub struct Config {
     pub assignment: crate::assignment::Policy,
     /// When the team answers and what a customer is told outside (`[business_hours]`).
     pub business_hours: Option<crate::business_hours::BusinessHours>,
+    /// How soon a customer's message is to be answered, in minutes (`[sla]`).
+    pub reply_within_minutes: Option<u32>,
 }
 
 /// One of Meta's channels, configured.
@@ -1069,6 +1076,14 @@ struct File {
     assignment: AssignmentSection,
     #[serde(default)]
     business_hours: BusinessHoursSection,
+    #[serde(default)]
+    sla: SlaSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlaSection {
+    reply_within_minutes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1384,6 +1399,7 @@ impl Config {
             retention: crate::retention::Policy::default(),
             assignment: crate::assignment::Policy::default(),
             business_hours: None,
+            reply_within_minutes: None,
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1420,6 +1436,15 @@ impl Config {
         }
         let identity_secret = identity_secret(file.webchat.identity_secret)
             .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
+        let reply_within_minutes = match file.sla.reply_within_minutes {
+            Some(0) => {
+                return Err(bad(
+                    "sla.reply_within_minutes must be 1 or more (leave it out for no target)"
+                        .to_owned(),
+                ))
+            }
+            minutes => minutes,
+        };
         let hours = &file.business_hours;
         let business_hours = match (&hours.timezone, &hours.away_message) {
             (None, None) => None,
@@ -1585,6 +1610,7 @@ impl Config {
                 max_open_per_agent: file.assignment.max_open_per_agent,
             },
             business_hours,
+            reply_within_minutes,
         })
     }
 }

@@ -375,6 +375,8 @@ pub struct Ingest {
     /// Held while an agent is revoked, demoted or given a new token: each change checks the
     /// agents as the one before left them (never no admin left).
     agent_changes: Arc<tokio::sync::Mutex<()>>,
+    /// `[sla] reply_within_minutes` in ms (0: no policy).
+    reply_within: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Request {
@@ -699,6 +701,19 @@ impl Ingest {
     /// Contact search.
     pub fn contact_search(&self) -> &RwLock<crate::contact_search::ContactSearch> {
         &self.contact_search
+    }
+
+    /// Sets how soon a customer's message is to be answered (`[sla]`); `None`: no policy.
+    pub fn set_reply_within(&self, minutes: Option<u32>) {
+        let ms = minutes.map_or(0, |m| u64::from(m) * 60_000);
+        self.reply_within
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How soon a customer's message is to be answered, in ms, if the org says.
+    pub fn reply_within(&self) -> Option<u64> {
+        let ms = self.reply_within.load(std::sync::atomic::Ordering::Relaxed);
+        (ms > 0).then_some(ms)
     }
 
     /// Waits for the agents to be this caller's to change (see `admin_requests`).

@@ -20,7 +20,7 @@
 //! | `blob_refs` | blob hash ‖ scope ‖ event id | empty: the events that refer to an attachment's blob |
 //! | `missing_blobs` | blob hash | size, u64 BE: blobs referred to by events from peers and not here yet (replication fetches them) |
 //! | `blob_uploads` | blob hash ‖ channel | empty: a bridge of the channel uploaded the blob |
-//! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel, the thread's last message (`thread_facts.rs`; a record written before that field is read without it); absent for a thread not written since they were kept |
+//! | `thread_facts` | thread id | `encode(ThreadFacts)`: unread counts per agent, the customer's last message per channel, the thread's last message, the customer's first message since the last reply (`thread_facts.rs`; records of earlier versions are read without what they lacked); absent for a thread not written since they were kept |
 //! | `handoff_codes` | SHA-256 of a "continue on …" code | `encode(CodeRecord)`: its grant (contact, thread, channel, expiry) and whether it was spent |
 //! | `journal` | chunk number BE | the last commit's writes, `encode(Vec<(tree, key, value or removal)>)` |
 //! | `journal` | `b"events_end"` | where the event log ended after the last commit ([`LogEnd`]) |
@@ -1978,14 +1978,8 @@ impl Store {
         let Some(bytes) = self.tree(TreeName::ThreadFacts).get(thread.as_bytes())? else {
             return Ok(None);
         };
-        // Written before the facts named the last message: read as such.
-        decode("thread_facts", &bytes)
-            .or_else(|err| {
-                decode::<crate::thread_facts::ThreadFactsWithoutLastMessage>("thread_facts", &bytes)
-                    .map(Into::into)
-                    .map_err(|_| err)
-            })
-            .map(Some)
+        // Written by an earlier version: read as such.
+        crate::thread_facts::ThreadFacts::decode_stored(&bytes).map(Some)
     }
 
     /// A thread's whole derived state, `receipts` and `erased` included: a fold of its log
@@ -2277,7 +2271,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), &test_storage_key()).expect("opens");
         let thread = ThreadId::from_bytes([5; 32]);
-        let old: crate::thread_facts::ThreadFactsWithoutLastMessage = codec::decode(
+        let old: crate::thread_facts::ThreadFactsV1 = codec::decode(
             &codec::encode(&(
                 3u64,
                 std::collections::BTreeMap::<ChannelKind, Timestamp>::new(),
@@ -2298,6 +2292,22 @@ mod tests {
             facts.unread(threadline_protocol::AgentId::from_bytes([1; 16])),
             3
         );
+        // Version 2: with the last message, without the unanswered one.
+        let message = EventId::from_bytes([6; 32]);
+        let v2 = codec::encode(&(
+            2u64,
+            std::collections::BTreeMap::<ChannelKind, Timestamp>::new(),
+            std::collections::BTreeMap::<threadline_protocol::AgentId, ()>::new(),
+            Some((4u64, Timestamp::from_millis(9), message)),
+        ))
+        .expect("encodes");
+        store
+            .tree(TreeName::ThreadFacts)
+            .insert(thread.as_bytes(), v2)
+            .expect("writes");
+        let facts = store.thread_facts(&thread).expect("reads").expect("there");
+        assert_eq!((facts.inbound, facts.last_message()), (2, Some(message)));
+        assert_eq!(facts.waiting_since(), None);
         // Bytes that are neither layout are an error, not facts.
         store
             .tree(TreeName::ThreadFacts)

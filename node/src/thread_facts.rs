@@ -41,25 +41,53 @@ pub struct ThreadFacts {
     readers: BTreeMap<AgentId, Reader>,
     /// The last message (either way) in the linear order.
     last_message: Option<Place>,
+    /// The customer's first message since the last reply (in the linear order), and when it
+    /// was written: what an answer is owed for.
+    unanswered: Option<(Place, Timestamp)>,
 }
 
-/// [`ThreadFacts`] as stored before they named the last message: read as such, with no last
-/// message until the thread is next written.
+/// [`ThreadFacts`] as stored before they named the last message (version 1).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct ThreadFactsWithoutLastMessage {
+pub struct ThreadFactsV1 {
     inbound: u64,
     last_inbound: BTreeMap<ChannelKind, Timestamp>,
     readers: BTreeMap<AgentId, Reader>,
 }
 
-impl From<ThreadFactsWithoutLastMessage> for ThreadFacts {
-    fn from(old: ThreadFactsWithoutLastMessage) -> Self {
-        ThreadFacts {
-            inbound: old.inbound,
-            last_inbound: old.last_inbound,
-            readers: old.readers,
-            last_message: None,
-        }
+/// [`ThreadFacts`] as stored before they kept the unanswered message (version 2).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ThreadFactsV2 {
+    inbound: u64,
+    last_inbound: BTreeMap<ChannelKind, Timestamp>,
+    readers: BTreeMap<AgentId, Reader>,
+    last_message: Option<Place>,
+}
+
+impl ThreadFacts {
+    /// A stored record, of this version or an earlier one (what an earlier one lacks stays
+    /// unknown until the thread is next written).
+    pub fn decode_stored(bytes: &[u8]) -> Result<Self, crate::store::StoreError> {
+        use crate::store::decode;
+        decode("thread_facts", bytes).or_else(|err| {
+            decode::<ThreadFactsV2>("thread_facts", bytes)
+                .map(|old| ThreadFacts {
+                    inbound: old.inbound,
+                    last_inbound: old.last_inbound,
+                    readers: old.readers,
+                    last_message: old.last_message,
+                    unanswered: None,
+                })
+                .or_else(|_| {
+                    decode::<ThreadFactsV1>("thread_facts", bytes).map(|old| ThreadFacts {
+                        inbound: old.inbound,
+                        last_inbound: old.last_inbound,
+                        readers: old.readers,
+                        last_message: None,
+                        unanswered: None,
+                    })
+                })
+                .map_err(|_| err)
+        })
     }
 }
 
@@ -83,6 +111,13 @@ impl ThreadFacts {
             let header = event.header();
             if is_message(event) {
                 facts.last_message = Some(place_of(event));
+                if is_inbound(event) {
+                    if facts.unanswered.is_none() {
+                        facts.unanswered = Some((place_of(event), header.author_time));
+                    }
+                } else {
+                    facts.unanswered = None;
+                }
             }
             match &header.kind {
                 EventKind::Thread(ThreadKind::Message {
@@ -125,6 +160,7 @@ impl ThreadFacts {
             if self.last_message.is_none_or(|last| at > last) {
                 self.last_message = Some(at);
             }
+            self.answer_after(dag, event, at);
         }
         match &header.kind {
             EventKind::Thread(ThreadKind::Message {
@@ -183,6 +219,32 @@ impl ThreadFacts {
     /// The last message of the thread, either way, in its linear order.
     pub fn last_message(&self) -> Option<EventId> {
         self.last_message.map(|(_, _, id)| id)
+    }
+
+    /// When the customer's first message since the last reply was written: an answer is
+    /// owed since then (`None`: nothing is waiting).
+    pub fn waiting_since(&self) -> Option<Timestamp> {
+        self.unanswered.map(|(_, at)| at)
+    }
+
+    /// Takes in message `event` for the unanswered message: the first inbound one after the
+    /// last reply in the linear order. Events may arrive out of that order, so what comes
+    /// after `event` (usually nothing) is looked at.
+    fn answer_after(&mut self, dag: &Dag, event: &VerifiedEvent, at: Place) {
+        let key = OrderKey::of(event);
+        if is_inbound(event) {
+            let before_first = self.unanswered.is_none_or(|(first, _)| at < first);
+            if before_first && !dag.iter_after(key).any(|e| is_message(e) && !is_inbound(e)) {
+                self.unanswered = Some((at, event.header().author_time));
+            }
+        } else if self.unanswered.is_some_and(|(first, _)| first < at) {
+            // Nothing after the first unanswered message was a reply until this one, so what
+            // is unanswered now is the first inbound message after it.
+            self.unanswered = dag
+                .iter_after(key)
+                .find(|e| is_inbound(e))
+                .map(|e| (place_of(e), e.header().author_time));
+        }
     }
 }
 

@@ -1014,3 +1014,45 @@ fn an_admin_adds_and_revokes_agents_from_the_inbox_and_an_agent_cannot() {
     admin.screenshot(&screenshot_dir().join("inbox-agents.png"));
     node.stop();
 }
+
+#[test]
+fn a_conversation_past_the_reply_target_is_marked_overdue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The org made three hours ago; a visitor wrote two hours ago, when the node's clock said so.
+    let token = field(
+        &threadline_tests::threadline_ok_ahead(&data, &["init"], "-3h"),
+        "token:",
+    );
+    threadline_tests::edit_config(&data, |text| {
+        text.replace("# reply_within_minutes = 60", "reply_within_minutes = 60")
+    });
+    let node = Node::start_ahead(&data, "-2h");
+    let mut late = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(late.say("m1", "Anyone there?")["type"], "ack");
+    node.stop();
+    // Now: another visitor writes; the first has waited two hours, past the hour's target.
+    let node = Node::start(&data);
+    let mut fresh = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(fresh.say("m1", "Hello")["type"], "ack");
+    let agent = open_first_conversation(&node.base, &token);
+    let marks = agent.wait_for(
+        "the waiting times",
+        "const w = [...document.querySelectorAll('.thread-item .waiting')].map(w => [w.className, w.textContent]); return w.length === 2 ? w : null",
+    );
+    let marks: Vec<(String, String)> = serde_json::from_value(marks).expect("pairs");
+    assert!(
+        marks
+            .iter()
+            .any(|(class, text)| class == "waiting overdue" && text.starts_with("Overdue: 2 h")),
+        "{marks:?}"
+    );
+    assert!(
+        marks
+            .iter()
+            .any(|(class, text)| class == "waiting" && text.starts_with("Waiting 0 min")),
+        "{marks:?}"
+    );
+    agent.screenshot(&screenshot_dir().join("inbox-overdue.png"));
+    node.stop();
+}

@@ -83,6 +83,18 @@ pub(crate) fn inbound(
     text: &str,
     external_id: &str,
 ) -> (ThreadId, String) {
+    inbound_at(node, bridge, handle, text, external_id, now())
+}
+
+/// [`inbound`], written at `at`.
+pub(crate) fn inbound_at(
+    node: &Node,
+    bridge: &Bridge,
+    handle: &str,
+    text: &str,
+    external_id: &str,
+    at: Timestamp,
+) -> (ThreadId, String) {
     let (status, resolved) = node.post(
         &bridge.token,
         "/api/v1/bridge/resolve",
@@ -106,7 +118,7 @@ pub(crate) fn inbound(
         Scope::Thread(thread),
         parents,
         depth,
-        now(),
+        at,
         EventKind::inbound_message(bridge.channel),
     )
     .with_content(
@@ -2058,5 +2070,57 @@ fn new_conversations_go_in_turn_to_agents_at_the_inbox_within_their_cap() {
     assert_eq!(assign["agent"], Value::Null, "{assign}");
     let (_, listed) = node.get(admin, &format!("/api/v1/threads?assignee={cy}"));
     assert_eq!(listed["threads"], json!([]), "Cy was never at the inbox");
+    node.stop();
+}
+
+#[test]
+fn a_waiting_customer_shows_since_when_and_past_the_target_is_overdue() {
+    let org = Org::new();
+    edit_config(&org.data, |text| {
+        text.replace("# reply_within_minutes = 60", "reply_within_minutes = 60")
+    });
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    let listed = |thread: &ThreadId| {
+        let (_, page) = node.get(token, "/api/v1/threads");
+        let item = page["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .find(|t| t["id"] == thread.to_string())
+            .expect("listed")
+            .clone();
+        (item["waiting_since"].as_u64(), item["reply_due"].as_u64())
+    };
+    let message_time = |thread: &ThreadId, text: &str| {
+        let (_, shown) = node.get(token, &format!("/api/v1/threads/{thread}"));
+        shown["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .find(|e| e["text"] == text)
+            .expect("the message")["time"]
+            .as_u64()
+            .expect("time")
+    };
+    let thread = send(&node, &org.webchat, "webchat:sla-1", "first", "sla-1");
+    let first = message_time(&thread, "first");
+    assert_eq!(listed(&thread), (Some(first), Some(first + 3_600_000)));
+    send(&node, &org.webchat, "webchat:sla-1", "second", "sla-2");
+    assert_eq!(listed(&thread).0, Some(first), "waiting since the first");
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Here"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(listed(&thread), (None, None), "answered");
+    send(&node, &org.webchat, "webchat:sla-1", "third", "sla-3");
+    let third = message_time(&thread, "third");
+    assert_eq!(listed(&thread).0, Some(third));
+    node.stop();
+    let node = Node::start(&org.data);
+    let (_, page) = node.get(token, "/api/v1/threads");
+    assert_eq!(page["threads"][0]["waiting_since"].as_u64(), Some(third));
     node.stop();
 }

@@ -158,6 +158,16 @@
       item.appendChild(el("span", "what", what));
       // Unread for this agent, from its read marks on the node (the same on every device).
       if (thread.unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(thread.unread)));
+      // How long the customer has waited for an answer, overdue past the org's target.
+      if (thread.waiting_since && thread.status === "open") {
+        var overdue = !!thread.reply_due && Date.now() > thread.reply_due;
+        var waited = Math.max(0, Date.now() - thread.waiting_since) / 60000;
+        var span = waited < 60 ? Math.floor(waited) + " min" : Math.floor(waited / 60) + " h " + Math.floor(waited % 60) + " min";
+        var waiting = el("span", "waiting" + (overdue ? " overdue" : ""), (overdue ? "Overdue: " : "Waiting ") + span);
+        waiting.title = "The customer's first message since the last reply came " + new Date(thread.waiting_since).toLocaleString() +
+          (thread.reply_due ? "; an answer was due by " + new Date(thread.reply_due).toLocaleString() : "");
+        item.appendChild(waiting);
+      }
       // The last message, either way: who wrote it, and its first words.
       var last = thread.last_message;
       if (last) {

@@ -50,6 +50,12 @@ pub struct ListedThread {
     /// The last message, shortened (`null` for a thread with none, or not written since the
     /// node kept which is last).
     last_message: Option<MessagePreview>,
+    /// When the customer's first message since the last reply was written (ms): an answer
+    /// is owed since then; `null` when nothing waits.
+    waiting_since: Option<u64>,
+    /// By when that answer is due under `[sla] reply_within_minutes` (ms); `null` without a
+    /// policy or when nothing waits.
+    reply_due: Option<u64>,
 }
 
 /// A message as the thread list shows it.
@@ -188,7 +194,15 @@ pub async fn list(
         .iter()
         .map(|(id, state)| {
             let facts = ingest.store().thread_facts(id)?;
+            let waiting_since = facts
+                .as_ref()
+                .and_then(|facts| facts.waiting_since())
+                .map(|at| at.as_millis());
             Ok(ListedThread {
+                waiting_since,
+                reply_due: waiting_since
+                    .zip(ingest.reply_within())
+                    .map(|(since, within)| since.saturating_add(within)),
                 thread: ThreadView::new(*id, state, &ingest)?,
                 unread: match &facts {
                     Some(facts) => facts.unread(caller.0),

@@ -132,6 +132,7 @@ pub fn start_with_cache(
             thread_index,
             contact_search,
             agent_changes: Arc::default(),
+            reply_within: Arc::default(),
         },
         Running {
             writer: handle,
