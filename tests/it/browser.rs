@@ -481,6 +481,21 @@ fn the_inbox_works_at_1280_1024_and_390_pixels() {
         "return [...document.querySelectorAll('#events .event.outbound')].some(e => e.textContent.includes('We are on it'))",
     );
     newest_in_view(&agent, 390);
+    // The contact panel takes the conversation's place on the phone, and gives it back.
+    agent.click_on("#show-contact");
+    agent.wait_for(
+        "the contact panel",
+        "return getComputedStyle(document.querySelector('.contact')).display !== 'none' && getComputedStyle(document.querySelector('.thread')).display === 'none'",
+    );
+    on_screen(&agent, "#contact-name", 390);
+    on_screen(&agent, "#rename", 390);
+    agent.screenshot(&shots.join("inbox-390-contact.png"));
+    agent.click_on("#contact-back");
+    agent.wait_for(
+        "the conversation again",
+        "return getComputedStyle(document.querySelector('.contact')).display === 'none' && getComputedStyle(document.querySelector('.thread')).display !== 'none'",
+    );
+    on_screen(&agent, "#compose", 390);
     node.stop();
 }
 

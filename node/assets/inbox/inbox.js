@@ -226,10 +226,14 @@
     $("thread-view").hidden = false;
     // On a phone the conversation takes the screen; `back` returns to the list.
     $("app").classList.add("reading");
+    $("app").classList.remove("contact-open");
     renderThreads();
     return loadThread();
   }
-  $("back").addEventListener("click", function () { $("app").classList.remove("reading"); });
+  $("back").addEventListener("click", function () { $("app").classList.remove("reading", "contact-open"); });
+  // On a phone the contact panel takes the conversation's place, and gives it back.
+  $("show-contact").addEventListener("click", function () { $("app").classList.add("contact-open"); });
+  $("contact-back").addEventListener("click", function () { $("app").classList.remove("contact-open"); });
 
   function loadThread() {
     var id = state.selected;
