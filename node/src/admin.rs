@@ -412,12 +412,7 @@ fn token_records(id: AgentId, now: Timestamp) -> Result<(String, TreeRecord), Ad
 
 /// The agent `id` of `store`.
 pub fn agent(store: &Store, id: AgentId) -> Result<AgentRecord, AdminError> {
-    let stored = store
-        .tree(TreeName::Agents)
-        .get(id.as_bytes())
-        .map_err(StoreError::from)?
-        .ok_or(AdminError::UnknownAgent(id))?;
-    Ok(crate::store::decode_agent(&stored)?)
+    store.agent(&id)?.ok_or(AdminError::UnknownAgent(id))
 }
 
 /// What giving agent `id` a new token writes: every token it had revoked, and the new one
@@ -478,14 +473,7 @@ pub fn list_agents(data_dir: &DataDir) -> Result<Vec<AgentRecord>, AdminError> {
 
 /// Every agent of `store`.
 pub fn agents(store: &Store) -> Result<Vec<AgentRecord>, AdminError> {
-    store
-        .tree(TreeName::Agents)
-        .iter()
-        .map(|entry| {
-            let (_, value) = entry.map_err(StoreError::from)?;
-            Ok(crate::store::decode_agent(&value)?)
-        })
-        .collect()
+    Ok(store.agents()?)
 }
 
 /// Revokes an agent and every token of it.
@@ -499,12 +487,7 @@ pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
 
 /// What revoking agent `id` and every token of it writes.
 pub fn revoke_records(store: &Store, id: AgentId) -> Result<Vec<TreeRecord>, AdminError> {
-    let stored = store
-        .tree(TreeName::Agents)
-        .get(id.as_bytes())
-        .map_err(StoreError::from)?
-        .ok_or(AdminError::UnknownAgent(id))?;
-    let mut agent = crate::store::decode_agent(&stored)?;
+    let mut agent = agent(store, id)?;
     agent.revoked = true;
     let mut records = vec![(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?)];
     records.extend(revoked_tokens(store, id)?);

@@ -7,8 +7,7 @@
 //! of an org never both assign the same conversation. The assignment is a signed `Assign`
 //! event of the node (no agent), which replicates like any other.
 
-use threadline_protocol::{event::Status, AgentId, ScopeId, ThreadId};
-use tokio::sync::broadcast::error::RecvError;
+use threadline_protocol::{event::Status, AgentId, ThreadId};
 use tracing::{info, warn};
 
 use crate::ingest::{Action, Ingest};
@@ -27,23 +26,7 @@ pub struct Policy {
 pub async fn run(ingest: Ingest, policy: Policy) {
     let mut live = ingest.subscribe();
     let mut turn = 0usize;
-    loop {
-        let change = tokio::select! {
-            () = ingest.closing() => return,
-            change = live.recv() => change,
-        };
-        let thread = match change {
-            Ok(change) if change.local && change.kind == "thread.message.inbound" => {
-                match change.scope {
-                    ScopeId::Thread(thread) => thread,
-                    ScopeId::Directory(_) => continue,
-                }
-            }
-            Ok(_) => continue,
-            // Missed changes: their conversations stay for the agents to take.
-            Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
-        };
+    while let Some(thread) = ingest.next_local_inbound(&mut live).await {
         if let Err(err) = assign_if_new(&ingest, thread, policy, &mut turn).await {
             warn!(%thread, cause = %err, "could not assign a new conversation");
         }

@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 
 use jiff::{civil::Weekday, tz::TimeZone};
-use threadline_protocol::{ScopeId, ThreadId, Timestamp};
-use tokio::sync::broadcast::error::RecvError;
+use threadline_protocol::{ThreadId, Timestamp};
 use tracing::{info, warn};
 
 use crate::ingest::{Action, Ingest};
@@ -120,21 +119,7 @@ pub async fn run(ingest: Ingest, hours: BusinessHours) {
     let mut live = ingest.subscribe();
     // When each conversation last got the away reply here.
     let mut replied: HashMap<ThreadId, u64> = HashMap::new();
-    loop {
-        let change = tokio::select! {
-            () = ingest.closing() => return,
-            change = live.recv() => change,
-        };
-        let thread = match change {
-            Ok(change) if change.local && change.kind == "thread.message.inbound" => {
-                match change.scope {
-                    ScopeId::Thread(thread) => thread,
-                    ScopeId::Directory(_) => continue,
-                }
-            }
-            Ok(_) | Err(RecvError::Lagged(_)) => continue,
-            Err(RecvError::Closed) => return,
-        };
+    while let Some(thread) = ingest.next_local_inbound(&mut live).await {
         let now = crate::clock::now();
         if hours.open_at(now) {
             continue;

@@ -580,6 +580,31 @@ impl Ingest {
         self.live.subscribe()
     }
 
+    /// The thread of the next customer's message that comes in on this node (not from a
+    /// peer) on `live`; `None` once the node closes. Changes a slow reader missed are
+    /// skipped: their conversations are the agents' to handle.
+    pub async fn next_local_inbound(
+        &self,
+        live: &mut broadcast::Receiver<LiveEvent>,
+    ) -> Option<ThreadId> {
+        loop {
+            let change = tokio::select! {
+                () = self.closing() => return None,
+                change = live.recv() => change,
+            };
+            match change {
+                Ok(LiveEvent {
+                    scope: ScopeId::Thread(thread),
+                    kind: "thread.message.inbound",
+                    local: true,
+                    ..
+                }) => return Some(thread),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
     /// Resolves when the node starts shutting down (long-lived responses end then).
     /// Cancel-safe.
     pub async fn closing(&self) {

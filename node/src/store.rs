@@ -1969,6 +1969,25 @@ impl Store {
             .transpose()
     }
 
+    /// Agent `id` of this node, if there is one.
+    pub fn agent(
+        &self,
+        id: &threadline_protocol::AgentId,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        self.tree(TreeName::Agents)
+            .get(id.as_bytes())?
+            .map(|bytes| decode_agent(&bytes))
+            .transpose()
+    }
+
+    /// Every agent of this node, revoked ones too, in id order.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.tree(TreeName::Agents)
+            .iter()
+            .map(|entry| decode_agent(&entry?.1))
+            .collect()
+    }
+
     /// A thread's facts for the thread list; `None` for a thread the node has not written
     /// since it began keeping them (read those off the log).
     pub fn thread_facts(

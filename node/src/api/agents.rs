@@ -17,7 +17,7 @@ use super::ApiError;
 use crate::admin::AdminError;
 use crate::admin_requests;
 use crate::ingest::Ingest;
-use crate::store::{AgentRecord, AgentRole, TreeName};
+use crate::store::{AgentRecord, AgentRole};
 
 #[derive(Debug, Serialize)]
 pub struct AgentView {
@@ -63,6 +63,13 @@ fn role(text: Option<&str>) -> Result<AgentRole, ApiError> {
     }
 }
 
+/// Agent `id` as the API shows it.
+fn view(ingest: &Ingest, id: AgentId) -> Result<AgentView, ApiError> {
+    Ok(crate::admin::agent(ingest.store(), id)
+        .map_err(admin_error)?
+        .into())
+}
+
 fn admin_error(err: AdminError) -> ApiError {
     match err {
         AdminError::UnknownAgent(_) => ApiError::not_found(err.to_string()),
@@ -102,11 +109,7 @@ pub async fn revoke(
     admin_requests::revoke_agent(&ingest, id)
         .await
         .map_err(admin_error)?;
-    Ok(Json(
-        crate::admin::agent(ingest.store(), id)
-            .map_err(admin_error)?
-            .into(),
-    ))
+    Ok(Json(view(&ingest, id)?))
 }
 
 /// `POST /api/v1/agents/{id}/token` (admins): a new token for the agent, shown once; its
@@ -120,9 +123,8 @@ pub async fn reset_token(
     let token = admin_requests::reset_token(&ingest, id, crate::clock::now())
         .await
         .map_err(admin_error)?;
-    let agent = crate::admin::agent(ingest.store(), id).map_err(admin_error)?;
     Ok(Json(AgentWithToken {
-        agent: agent.into(),
+        agent: view(&ingest, id)?,
         token,
     }))
 }
@@ -147,11 +149,7 @@ pub async fn set_role(
     admin_requests::set_role(&ingest, id, role)
         .await
         .map_err(admin_error)?;
-    Ok(Json(
-        crate::admin::agent(ingest.store(), id)
-            .map_err(admin_error)?
-            .into(),
-    ))
+    Ok(Json(view(&ingest, id)?))
 }
 
 #[derive(Debug, Serialize)]
@@ -164,14 +162,7 @@ pub async fn me(
     AgentCaller(agent): AgentCaller,
     State(ingest): State<Ingest>,
 ) -> Result<Json<AgentView>, ApiError> {
-    let stored = ingest
-        .store()
-        .tree(TreeName::Agents)
-        .get(agent.as_bytes())
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("no agent {agent}")))?;
-    let record = crate::store::decode_agent(&stored)?;
-    Ok(Json(record.into()))
+    Ok(Json(view(&ingest, agent)?))
 }
 
 /// `GET /api/v1/agents`: every agent of the org, revoked ones included (marked).
@@ -181,14 +172,10 @@ pub async fn list(
 ) -> Result<Json<AgentList>, ApiError> {
     let agents = ingest
         .store()
-        .tree(TreeName::Agents)
-        .iter()
-        .map(|entry| {
-            let (_, value) = entry.map_err(|e| ApiError::internal(e.to_string()))?;
-            let record = crate::store::decode_agent(&value)?;
-            Ok(record.into())
-        })
-        .collect::<Result<_, ApiError>>()?;
+        .agents()?
+        .into_iter()
+        .map(AgentView::from)
+        .collect();
     Ok(Json(AgentList { agents }))
 }
 

@@ -22,7 +22,6 @@ use super::views::{parse_field, parse_id, EventView, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 use crate::limits::MAX_LABELS_PER_REQUEST;
-use crate::store::TreeName;
 
 /// Default and largest page.
 const DEFAULT_PAGE: usize = 50;
@@ -740,19 +739,13 @@ pub async fn assign(
 /// (`422 unknown_agent`, `422 agent_revoked`). Agents are only added and revoked on a stopped
 /// node, so what this reads holds until the assignment is stored.
 fn assignable(ingest: &Ingest, agent: AgentId) -> Result<(), ApiError> {
-    let stored = ingest
-        .store()
-        .tree(TreeName::Agents)
-        .get(agent.as_bytes())
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_agent",
-                format!("no agent {agent} (see GET /api/v1/agents)"),
-            )
-        })?;
-    let record = crate::store::decode_agent(&stored)?;
+    let record = ingest.store().agent(&agent)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_agent",
+            format!("no agent {agent} (see GET /api/v1/agents)"),
+        )
+    })?;
     if record.revoked {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -169,16 +169,10 @@ impl ThreadView {
 
 /// Whether `agent` is an agent of this node that was revoked.
 fn revoked(ingest: &Ingest, agent: AgentId) -> Result<bool, ApiError> {
-    let Some(stored) = ingest
+    Ok(ingest
         .store()
-        .tree(crate::store::TreeName::Agents)
-        .get(agent.as_bytes())
-        .map_err(|e| ApiError::internal(e.to_string()))?
-    else {
-        return Ok(false);
-    };
-    let record = crate::store::decode_agent(&stored)?;
-    Ok(record.revoked)
+        .agent(&agent)?
+        .is_some_and(|record| record.revoked))
 }
 
 impl EventView {
