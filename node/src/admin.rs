@@ -350,7 +350,7 @@ fn add_agent_to(
 }
 
 /// The records as one write set.
-pub(crate) fn write_set(records: Vec<TreeRecord>) -> WriteSet {
+fn write_set(records: Vec<TreeRecord>) -> WriteSet {
     let mut writes = WriteSet::default();
     for (tree, key, value) in records {
         writes.insert(tree, key, value);
@@ -434,12 +434,15 @@ pub fn reset_token_records(
     Ok((token, records))
 }
 
-/// What giving agent `id` `role` writes.
+/// What giving agent `id` `role` writes (never demoting the only active admin).
 pub fn role_records(
     store: &Store,
     id: AgentId,
     role: AgentRole,
 ) -> Result<Vec<TreeRecord>, AdminError> {
+    if role != AgentRole::Admin {
+        keeps_an_admin(store, id)?;
+    }
     let mut agent = agent(store, id)?;
     agent.role = role;
     Ok(vec![(
@@ -450,7 +453,7 @@ pub fn role_records(
 }
 
 /// Refuses to revoke or demote `id` when it is the only active admin.
-pub fn keeps_an_admin(store: &Store, id: AgentId) -> Result<(), AdminError> {
+fn keeps_an_admin(store: &Store, id: AgentId) -> Result<(), AdminError> {
     if active_admins(store)? == [id] {
         return Err(AdminError::LastAdmin(id));
     }
@@ -478,15 +481,25 @@ pub fn agents(store: &Store) -> Result<Vec<AgentRecord>, AdminError> {
 
 /// Revokes an agent and every token of it.
 pub fn revoke_agent(data_dir: &DataDir, id: AgentId) -> Result<(), AdminError> {
-    let store = open_store(data_dir)?;
-    keeps_an_admin(&store, id)?;
-    store.commit(write_set(revoke_records(&store, id)?))?;
-    store.flush()?;
-    Ok(())
+    change_stopped(data_dir, |store| Ok(((), revoke_records(store, id)?)))
 }
 
-/// What revoking agent `id` and every token of it writes.
+/// Makes the change `change` works out on a stopped node's store, durably, and answers what
+/// it says.
+pub fn change_stopped<T>(
+    data_dir: &DataDir,
+    change: impl FnOnce(&Store) -> Result<(T, Vec<TreeRecord>), AdminError>,
+) -> Result<T, AdminError> {
+    let store = open_store(data_dir)?;
+    let (answer, records) = change(&store)?;
+    store.commit(write_set(records))?;
+    store.flush()?;
+    Ok(answer)
+}
+
+/// What revoking agent `id` and every token of it writes (not the only active admin).
 pub fn revoke_records(store: &Store, id: AgentId) -> Result<Vec<TreeRecord>, AdminError> {
+    keeps_an_admin(store, id)?;
     let mut agent = agent(store, id)?;
     agent.revoked = true;
     let mut records = vec![(TreeName::Agents, id.as_bytes().to_vec(), encode(&agent)?)];

@@ -98,19 +98,15 @@ fn carry_out_stopped(
             describe_revoked(*id)
         }
         AdminCommand::ResetToken { id } => {
-            let store = admin::open_store(data_dir)?;
-            let (token, records) = admin::reset_token_records(&store, *id, now)?;
-            store.commit(admin::write_set(records))?;
-            store.flush()?;
+            let token = admin::change_stopped(data_dir, |store| {
+                admin::reset_token_records(store, *id, now)
+            })?;
             describe_token(*id, &token)
         }
         AdminCommand::SetRole { id, role } => {
-            let store = admin::open_store(data_dir)?;
-            if *role != AgentRole::Admin {
-                admin::keeps_an_admin(&store, *id)?;
-            }
-            store.commit(admin::write_set(admin::role_records(&store, *id, *role)?))?;
-            store.flush()?;
+            admin::change_stopped(data_dir, |store| {
+                Ok(((), admin::role_records(store, *id, *role)?))
+            })?;
             describe_role(*id, *role)
         }
         AdminCommand::AddBridge { channel } => {
@@ -195,7 +191,6 @@ pub async fn add_agent(
 /// Revokes an agent and its tokens through the running node (not the last admin).
 pub async fn revoke_agent(ingest: &Ingest, id: AgentId) -> Result<(), AdminError> {
     let _one_at_a_time = ingest.agent_changes().await;
-    admin::keeps_an_admin(ingest.store(), id)?;
     let records = admin::revoke_records(ingest.store(), id)?;
     ingest.write_records(records).await.map_err(pipeline)?;
     Ok(())
@@ -217,9 +212,6 @@ pub async fn reset_token(
 /// Changes an agent's role through the running node (not demoting the last admin).
 pub async fn set_role(ingest: &Ingest, id: AgentId, role: AgentRole) -> Result<(), AdminError> {
     let _one_at_a_time = ingest.agent_changes().await;
-    if role != AgentRole::Admin {
-        admin::keeps_an_admin(ingest.store(), id)?;
-    }
     let records = admin::role_records(ingest.store(), id, role)?;
     ingest.write_records(records).await.map_err(pipeline)?;
     Ok(())
