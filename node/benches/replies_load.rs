@@ -144,10 +144,17 @@ fn main() {
                         .post(&format!("{base}/api/v1/threads/{thread}/replies"))
                         .set("Authorization", &format!("Bearer {token}"))
                         .send_json(json!({"text": format!("reply {next}")}));
-                    match answer {
-                        Ok(_) => latencies.push(sent.elapsed()),
+                    // The answer is read and checked: a reply counts once the node
+                    // has said which event it stored.
+                    let body = match answer {
+                        Ok(answer) => answer.into_string().expect("reply body"),
                         Err(err) => panic!("reply: {err}"),
-                    }
+                    };
+                    latencies.push(sent.elapsed());
+                    assert!(
+                        body.contains("\"event\""),
+                        "reply answered without its event: {body}"
+                    );
                 }
                 latencies
             })
