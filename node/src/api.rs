@@ -14,6 +14,7 @@ mod contacts;
 mod error;
 mod inbox;
 pub mod matrix;
+mod search;
 mod stream;
 mod threads;
 pub mod throttle;
@@ -107,6 +108,7 @@ fn api_router(ingest: Ingest) -> Router {
             axum::routing::delete(canned::remove),
         )
         .route("/api/v1/contacts", get(contacts::search))
+        .route("/api/v1/search", get(search::messages))
         .route(
             "/api/v1/contacts/merge",
             get(contacts::merge_preview).post(contacts::merge),

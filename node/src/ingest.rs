@@ -79,6 +79,9 @@ pub enum IngestError {
     /// The event failed the DAG or auth rules.
     #[error("refused: {0}")]
     Refused(#[from] threadline_protocol::thread::IngestError),
+    /// The message search index could not be made.
+    #[error(transparent)]
+    Search(#[from] crate::message_search::SearchError),
     /// The thread is not known.
     #[error("no thread {0}")]
     UnknownThread(ThreadId),
@@ -372,6 +375,8 @@ pub struct Ingest {
     thread_index: Arc<RwLock<crate::thread_index::ThreadIndex>>,
     /// Contact search (see [`crate::contact_search`]).
     contact_search: Arc<RwLock<crate::contact_search::ContactSearch>>,
+    /// Message search (see [`crate::message_search`]; kept by [`crate::message_search::run`]).
+    message_search: Arc<crate::message_search::MessageSearch>,
     /// Held while an agent is revoked, demoted or given a new token: each change checks the
     /// agents as the one before left them (never no admin left).
     agent_changes: Arc<tokio::sync::Mutex<()>>,
@@ -721,6 +726,11 @@ impl Ingest {
     /// The thread list's index.
     pub fn thread_index(&self) -> &RwLock<crate::thread_index::ThreadIndex> {
         &self.thread_index
+    }
+
+    /// Message search.
+    pub fn message_search(&self) -> &Arc<crate::message_search::MessageSearch> {
+        &self.message_search
     }
 
     /// Contact search.

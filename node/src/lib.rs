@@ -38,6 +38,7 @@ pub mod identity;
 pub mod ingest;
 pub mod limits;
 pub mod matrix;
+pub mod message_search;
 pub mod meta;
 pub mod operator;
 pub mod presence;

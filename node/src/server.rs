@@ -355,6 +355,7 @@ pub async fn serve(
     tokio::spawn(replication);
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
     tokio::spawn(wake_snoozed(ingest.clone()));
+    tokio::spawn(crate::message_search::run(ingest.clone()));
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }

@@ -161,6 +161,15 @@ impl Tally {
 }
 
 impl ThreadIndex {
+    /// Whether `thread` passes `filter`, from the index alone; `None` while the index is
+    /// being built or does not hold the thread (ask its stored state then).
+    pub fn keeps(&self, thread: &ThreadId, filter: &Filter<'_>) -> Option<bool> {
+        if !self.ready {
+            return None;
+        }
+        self.entries.get(thread).map(|entry| filter.keeps(entry))
+    }
+
     /// Whether every stored thread is in it (lists may use it).
     pub fn is_ready(&self) -> bool {
         self.ready

@@ -1071,3 +1071,107 @@ fn a_conversation_past_the_reply_target_is_marked_overdue() {
     agent.screenshot(&screenshot_dir().join("inbox-overdue.png"));
     node.stop();
 }
+
+#[test]
+fn an_agent_searches_messages_and_contacts_and_opens_a_conversation_at_the_message_found() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    // One visitor writes a long conversation, the words searched for early in it; another
+    // visitor is named Maria Lopez.
+    let mut long = threadline_tests::Visitor::connect(&node, None);
+    for n in 0..10 {
+        let text = if n == 2 {
+            "The tracking code on the Zürich parcel is ZX-4471".to_owned()
+        } else {
+            format!("Message {n} of a long conversation. ").repeat(12)
+        };
+        let said = long.say(&format!("m{n}"), &text);
+        assert_eq!(said["type"], "ack", "{said}");
+    }
+    let mut maria = threadline_tests::Visitor::connect(&node, None);
+    assert_eq!(maria.say("m1", "Hello, it is Maria")["type"], "ack");
+    let (_, page) = node.get(&token, "/api/v1/threads?limit=10");
+    let marias = page["threads"][0].clone();
+    let (status, _) = node.post(
+        &token,
+        &format!(
+            "/api/v1/contacts/{}/attributes",
+            marias["contact"].as_str().expect("id")
+        ),
+        &json!({"key": "name", "value": "Maria Lopez"}),
+    );
+    assert_eq!(status, 200);
+
+    let agent = open_first_conversation(&node.base, &token);
+    // The last word may be cut short: "zuri" finds "Zürich", marked.
+    let input = agent.find("#search");
+    agent.type_into(&input, "parcel zuri");
+    let found = agent.wait_for(
+        "the message found",
+        "const m = [...document.querySelectorAll('.message-result')]; return m.length === 1 && [...m[0].querySelectorAll('mark')].map(x => x.textContent)",
+    );
+    assert_eq!(found, json!(["Zürich", "parcel"]));
+    agent.wait_for(
+        "the search's scope",
+        "return document.getElementById('list-title').textContent === 'Search in Open'",
+    );
+    assert!(agent
+        .run(
+            "return document.getElementById('thread-list').hidden",
+            json!([])
+        )
+        .as_bool()
+        .expect("bool"));
+    agent.screenshot(&screenshot_dir().join("inbox-search.png"));
+    // Opened at that message, not at the newest, and the message is marked.
+    agent.click_on(".message-result");
+    agent.wait_for(
+        "the conversation at the message found",
+        "const f = document.querySelector('#events .event.found'); if (!f) return false; const pane = document.getElementById('events').getBoundingClientRect(); const r = f.getBoundingClientRect(); return r.top >= pane.top && r.bottom <= pane.bottom && f.textContent.includes('ZX-4471')",
+    );
+    let newest_hidden = agent.run(
+        "const items = document.querySelectorAll('#events .event'); const last = items[items.length - 1].getBoundingClientRect(); return last.top > document.getElementById('events').getBoundingClientRect().bottom",
+        json!([]),
+    );
+    assert_eq!(
+        newest_hidden,
+        json!(true),
+        "the view stays at the message found"
+    );
+    agent.screenshot(&screenshot_dir().join("inbox-search-opened.png"));
+    // A contact by name; it opens the contact's conversation.
+    agent.run(
+        "const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input'));",
+        json!([]),
+    );
+    agent.wait_for(
+        "the list back",
+        "return !document.getElementById('thread-list').hidden && document.getElementById('search-results').hidden",
+    );
+    let input = agent.find("#search");
+    agent.type_into(&input, "maria lo");
+    agent.wait_for(
+        "Maria among the contacts",
+        "const c = document.querySelector('.contact-result .who'); return c && c.textContent === 'Maria Lopez'",
+    );
+    agent.click_on(".contact-result");
+    agent.wait_for(
+        "Maria's conversation",
+        &format!(
+            "const s = document.querySelector('.thread-item.selected'); return document.getElementById('thread-title').textContent === 'Maria Lopez' && (!s || s.dataset.thread === '{}')",
+            marias["id"].as_str().expect("thread")
+        ),
+    );
+    // Nothing found says so.
+    agent.run(
+        "const s = document.getElementById('search'); s.value = 'nonexistentword'; s.dispatchEvent(new Event('input'));",
+        json!([]),
+    );
+    agent.wait_for(
+        "nothing found",
+        "return document.getElementById('search-status').textContent === 'No messages found.'",
+    );
+    node.stop();
+}

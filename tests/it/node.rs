@@ -2,7 +2,7 @@
 //! port, driven over HTTP.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use threadline_protocol::{
@@ -2122,5 +2122,219 @@ fn a_waiting_customer_shows_since_when_and_past_the_target_is_overdue() {
     let node = Node::start(&org.data);
     let (_, page) = node.get(token, "/api/v1/threads");
     assert_eq!(page["threads"][0]["waiting_since"].as_u64(), Some(third));
+    node.stop();
+}
+
+/// `GET /api/v1/search` as the inbox calls it: the messages found, as (kind, thread, text
+/// of the snippet with `[found]` parts marked).
+fn search_messages(node: &Node, token: &str, query: &str) -> Vec<(String, String, String)> {
+    let (status, found) = node.get(token, &format!("/api/v1/search?{query}"));
+    assert_eq!(status, 200, "{query}: {found}");
+    found["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            let snippet: String = m["snippet"]
+                .as_array()
+                .expect("snippet")
+                .iter()
+                .map(|part| {
+                    let text = part["text"].as_str().expect("text");
+                    if part["match"] == true {
+                        format!("[{text}]")
+                    } else {
+                        text.to_owned()
+                    }
+                })
+                .collect();
+            (
+                m["kind"].as_str().expect("kind").to_owned(),
+                m["thread"]["id"].as_str().expect("thread").to_owned(),
+                snippet,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn messages_are_found_by_their_words_on_every_channel_with_filters_and_not_once_erased() {
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    let alice = send(
+        &node,
+        &org.webchat,
+        "webchat:alice",
+        "My parcel from Zürich never arrived",
+        "s-1",
+    );
+    let bob = send(
+        &node,
+        &org.email,
+        "email:bob@example.com",
+        "Refund for the broken café machine, please",
+        "s-2",
+    );
+    send(&node, &org.webchat, "webchat:carol", "Hello there", "s-3");
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{alice}/replies"),
+        &json!({"text": "Your parcel ships tomorrow"}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{bob}/notes"),
+        &json!({"text": "refund approved by finance"}),
+    );
+    assert_eq!(status, 200);
+    let (alice, bob) = (alice.to_string(), bob.to_string());
+
+    // Searchable within moments of being stored; newest first; the words found are marked.
+    let found = threadline_tests::eventually("the reply indexed", Duration::from_secs(10), || {
+        let found = search_messages(&node, token, "q=parcel");
+        (found.len() == 2).then_some(found)
+    });
+    assert_eq!(
+        found,
+        vec![
+            (
+                "thread.message.outbound".to_owned(),
+                alice.clone(),
+                "Your [parcel] ships tomorrow".to_owned()
+            ),
+            (
+                "thread.message.inbound".to_owned(),
+                alice.clone(),
+                "My [parcel] from Zürich never arrived".to_owned()
+            ),
+        ]
+    );
+    // Accents and case do not matter; the last word may be cut short; a note is found too.
+    assert_eq!(
+        search_messages(&node, token, "q=zurich")[0].2,
+        "My parcel from [Zürich] never arrived"
+    );
+    assert_eq!(
+        search_messages(&node, token, "q=CAFE")[0].2,
+        "Refund for the broken [café] machine, please"
+    );
+    let refunds = search_messages(&node, token, "q=refu");
+    assert_eq!(
+        refunds
+            .iter()
+            .map(|f| (f.0.as_str(), f.1.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("thread.note", bob.as_str()),
+            ("thread.message.inbound", bob.as_str())
+        ]
+    );
+    // Every word must be there; a quoted phrase as written.
+    assert_eq!(search_messages(&node, token, "q=parcel%20refund"), vec![]);
+    assert_eq!(
+        search_messages(&node, token, "q=%22broken%20caf%C3%A9%22").len(),
+        1
+    );
+    assert_eq!(
+        search_messages(&node, token, "q=%22caf%C3%A9%20broken%22"),
+        vec![]
+    );
+    // Filters: the channel a message came on (a note has none), the thread's status, dates.
+    let by_email = search_messages(&node, token, "q=refund&channel=email");
+    assert_eq!(by_email.len(), 1, "{by_email:?}");
+    assert_eq!(by_email[0].0, "thread.message.inbound");
+    assert_eq!(
+        search_messages(&node, token, "q=parcel&channel=email"),
+        vec![]
+    );
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{alice}/status"),
+        &json!({"status": "resolved"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        search_messages(&node, token, "q=parcel&status=open"),
+        vec![]
+    );
+    assert_eq!(
+        search_messages(&node, token, "q=parcel&status=resolved").len(),
+        2
+    );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    assert_eq!(
+        search_messages(&node, token, &format!("q=parcel&from={}", now + 3_600_000)),
+        vec![]
+    );
+    assert_eq!(
+        search_messages(&node, token, &format!("q=parcel&to={}", now + 3_600_000)).len(),
+        2
+    );
+    // A page at a time.
+    let (_, first) = node.get(token, "/api/v1/search?q=parcel&limit=1");
+    assert_eq!(first["messages"].as_array().expect("page").len(), 1);
+    let cursor = first["next_cursor"].as_str().expect("a cursor").to_owned();
+    let (_, second) = node.get(
+        token,
+        &format!("/api/v1/search?q=parcel&limit=1&cursor={cursor}"),
+    );
+    assert_eq!(
+        second["messages"][0]["kind"], "thread.message.inbound",
+        "{second}"
+    );
+    assert_eq!(first["index"]["ready"], true, "{first}");
+
+    // Bad input: a clear error.
+    for (query, why) in [
+        ("q=", "empty"),
+        ("q=%20%20", "blank"),
+        ("q=parcel&status=closed", "unknown status"),
+        ("q=parcel&channel=fax", "unknown channel"),
+        ("q=parcel&from=20&to=10", "from after to"),
+        ("q=parcel&cursor=abc", "bad cursor"),
+        ("q=parcel&assignee=bob", "bad assignee"),
+        ("words=parcel", "no q"),
+    ] {
+        let (status, answer) = node.get(token, &format!("/api/v1/search?{query}"));
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert!(answer["error"]["message"].is_string(), "{why}: {answer}");
+    }
+    let (status, _) = node.get("thl_not_a_token", "/api/v1/search?q=parcel");
+    assert_eq!(status, 401);
+
+    // The index is in memory only: the words are on disk nowhere but sealed in the store.
+    node.stop();
+    assert_eq!(
+        threadline_tests::holding(&org.data, "parcel"),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // Built again at start, from the store.
+    let node = Node::start(&org.data);
+    let found = threadline_tests::eventually("the index rebuilt", Duration::from_secs(10), || {
+        let found = search_messages(&node, token, "q=parcel");
+        (found.len() == 2).then_some(found)
+    });
+    assert_eq!(found[0].1, alice);
+
+    // Erased: found no more, at once and after a restart.
+    let (_, detail) = node.get(token, &format!("/api/v1/threads/{alice}"));
+    let contact = detail["thread"]["contact"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+    threadline_ok(&org.data, &["erase", "contact", &contact]);
+    assert_eq!(search_messages(&node, token, "q=parcel"), vec![]);
+    assert_eq!(search_messages(&node, token, "q=zurich"), vec![]);
+    node.stop();
+    let node = Node::start(&org.data);
+    threadline_tests::eventually("the index rebuilt", Duration::from_secs(10), || {
+        (search_messages(&node, token, "q=cafe").len() == 1).then_some(())
+    });
+    assert_eq!(search_messages(&node, token, "q=parcel"), vec![]);
     node.stop();
 }

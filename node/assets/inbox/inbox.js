@@ -11,6 +11,8 @@
     matrix: "Matrix", xmpp: "XMPP" };
   var state = { token: null, me: null, agents: {}, revoked: {}, filter: "open", channel: "",
     label: "", threads: [],
+    // What the search box asks for ("" when not searching), and a found message to open at.
+    search: "", focus: null, marked: null,
     selected: null, detail: null, contact: null, mode: "reply",
     // The customer's message the next reply answers (quoted where the app can), if chosen.
     replyTo: null,
@@ -86,14 +88,20 @@
     snoozed: "Snoozed", resolved: "Resolved", all: "All" };
 
   function listQuery() {
+    var q = filterParams();
+    q.push("limit=200");
+    return "?" + q.join("&");
+  }
+
+  // The filters chosen on the left, as query parameters (the list and search share them).
+  function filterParams() {
     var q = [];
     if (state.filter === "mine") q.push("assignee=" + state.me.id);
     else if (state.filter === "unassigned") q.push("assignee=none", "status=open");
     else if (state.filter !== "all") q.push("status=" + state.filter);
     if (state.channel) q.push("channel=" + state.channel);
     if (state.label) q.push("label=" + encodeURIComponent(state.label));
-    q.push("limit=200");
-    return "?" + q.join("&");
+    return q;
   }
 
   function ago(ms) {
@@ -117,6 +125,7 @@
 
   function loadThreads() {
     loadCounts();
+    if (state.search) runSearch(false);
     return api("GET", "/threads" + listQuery()).then(function (page) {
       state.threads = page.threads;
       renderThreads();
@@ -177,8 +186,8 @@
       item.addEventListener("click", function () { select(thread.id); });
       list.appendChild(item);
     });
-    $("list-empty").hidden = state.threads.length > 0;
-    $("list-title").textContent = TITLES[state.filter] + (state.label ? " · " + state.label : "");
+    $("list-empty").hidden = !!state.search || state.threads.length > 0;
+    if (!state.search) $("list-title").textContent = TITLES[state.filter] + (state.label ? " · " + state.label : "");
     // Unread messages in the list, in the tab's title too (seen from another tab).
     var unread = state.threads.reduce(function (n, t) { return n + (t.unread || 0); }, 0);
     document.title = (unread > 0 ? "(" + unread + ") " : "") + "Threadline inbox";
@@ -220,6 +229,7 @@
 
   function select(id) {
     if (state.selected !== id) setReplyTo(null);
+    if (state.selected !== id && state.focus === null) state.marked = null;
     state.selected = id;
     $("customer-typing").hidden = true;
     $("no-thread").hidden = true;
@@ -389,6 +399,16 @@
     list.dataset.thread = thread.id;
     if (!sameThread) pinned = true;
     list.scrollTop = pinned ? list.scrollHeight : kept;
+    // Opened from a search result: at that message (once), marked (while it is shown).
+    var found = state.marked && list.querySelector('[data-event="' + state.marked + '"]');
+    if (found) {
+      found.classList.add("found");
+      if (state.focus === state.marked) {
+        state.focus = null;
+        found.scrollIntoView({ block: "center" });
+        pinned = false;
+      }
+    }
     renderWindow();
   }
 
@@ -834,6 +854,96 @@
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("send").click(); }
   });
 
+  // ---- search: contacts by name, handle or detail; messages by their words ----
+  var searchTimer = null;
+  var searchCursor = null;
+  var searchSeq = 0;
+  function searchMode(on) {
+    $("search-results").hidden = !on;
+    $("thread-list").hidden = on;
+    if (on) {
+      // The filters on the left narrow the search too: say which.
+      $("list-empty").hidden = true;
+      $("list-title").textContent = "Search in " + TITLES[state.filter] + (state.label ? " · " + state.label : "");
+    } else {
+      renderThreads();
+    }
+  }
+  function runSearch(more) {
+    var seq = ++searchSeq;
+    var q = filterParams();
+    q.unshift("q=" + encodeURIComponent(state.search));
+    var days = Number($("search-when").value);
+    if (days) q.push("from=" + (Date.now() - days * 86400000));
+    if (more && searchCursor) q.push("cursor=" + searchCursor);
+    searchMode(true);
+    if (!more) {
+      $("search-status").textContent = "Searching…";
+      $("contact-results").textContent = "";
+      $("message-results").textContent = "";
+      api("GET", "/contacts?q=" + encodeURIComponent(state.search)).then(function (found) {
+        if (seq !== searchSeq) return;
+        $("contacts-heading").hidden = !found.contacts.length;
+        found.contacts.forEach(function (c) {
+          var item = el("li", "thread-item contact-result");
+          item.appendChild(el("span", "who", c.display_name || pretty(c.handles[0]) || "Contact " + c.id.slice(0, 8)));
+          item.appendChild(el("span", "what", c.handles.map(pretty).join(" · ")));
+          item.addEventListener("click", function () { openContact(c.id); });
+          $("contact-results").appendChild(item);
+        });
+      }).catch(function () { $("contacts-heading").hidden = true; });
+    }
+    api("GET", "/search?" + q.join("&")).then(function (found) {
+      if (seq !== searchSeq) return;
+      searchCursor = found.next_cursor;
+      found.messages.forEach(function (m) {
+        var item = el("li", "thread-item message-result");
+        item.dataset.event = m.event;
+        item.appendChild(el("span", "who", who(m.thread)));
+        item.appendChild(el("span", "when", ago(m.time)));
+        var kind = m.kind === "thread.note" ? "note" : (m.kind === "thread.message.outbound" ? "reply" : "message");
+        item.appendChild(el("span", "what", kind + " · " + (m.thread.route ? m.thread.route.channel : m.thread.opened_on) + " · " + m.thread.status));
+        var text = el("span", "snippet");
+        m.snippet.forEach(function (part) { text.appendChild(part.match ? el("mark", null, part.text) : document.createTextNode(part.text)); });
+        item.appendChild(text);
+        item.addEventListener("click", function () {
+          state.focus = m.event;
+          state.marked = m.event;
+          if (state.selected === m.thread.id) renderThread(); else select(m.thread.id);
+        });
+        $("message-results").appendChild(item);
+      });
+      var shown = $("message-results").children.length;
+      $("messages-heading").hidden = !shown;
+      $("search-more").hidden = !found.next_cursor;
+      var status = shown ? "" : "No messages found.";
+      if (!found.index.ready) status += " Still indexing (" + found.index.threads_done + " of " + found.index.threads_total + " conversations): more may be found in a moment.";
+      $("search-status").textContent = status.trim();
+      $("search-status").hidden = !status.trim();
+    }).catch(function (error) {
+      if (seq !== searchSeq) return;
+      $("search-status").hidden = false;
+      $("search-status").textContent = error.message;
+    });
+  }
+  // A contact found: its latest conversation.
+  function openContact(id) {
+    api("GET", "/threads?contact=" + id + "&limit=1").then(function (page) {
+      if (page.threads.length) select(page.threads[0].id);
+      else $("search-status").textContent = "No conversation with this contact.";
+    }).catch(function (error) { $("search-status").textContent = error.message; });
+  }
+  function searchChanged() {
+    clearTimeout(searchTimer);
+    state.search = $("search").value.trim();
+    if (!state.search) { searchSeq++; searchMode(false); return; }
+    searchTimer = setTimeout(function () { runSearch(false); }, 250);
+  }
+  $("search").addEventListener("input", searchChanged);
+  $("search-when").addEventListener("change", function () { if (state.search) runSearch(false); });
+  $("search-form").addEventListener("submit", function (e) { e.preventDefault(); clearTimeout(searchTimer); if (state.search) runSearch(false); });
+  $("search-more").addEventListener("click", function () { runSearch(true); });
+
   // ---- keyboard ----
   document.addEventListener("keydown", function (e) {
     var typing = /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
@@ -846,6 +956,7 @@
     } else if (state.selected && e.key === "r") { e.preventDefault(); setMode("reply"); }
     else if (state.selected && e.key === "n") { e.preventDefault(); setMode("note"); }
     else if (state.selected && e.key === "e") { act("/status", { status: "resolved" }); }
+    else if (e.key === "/") { e.preventDefault(); $("search").focus(); }
   });
 
   // ---- typing, both ways ----

@@ -127,6 +127,27 @@ pub fn whatsapp_delivery(
     .into_bytes()
 }
 
+fn serve(
+    runtime: &tokio::runtime::Runtime,
+    data_dir: DataDir,
+    config: Config,
+    listener: tokio::net::TcpListener,
+    smtp: Option<tokio::net::TcpListener>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(async move {
+        server::run_with(&data_dir, &config, listener, smtp, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("node runs");
+    });
+    (stop, server)
+}
+
 /// A node in this process, on a fresh data folder, with its API on a loopback port.
 #[allow(dead_code)] // Not every bench starts a node.
 pub struct BenchNode {
@@ -142,6 +163,7 @@ pub struct BenchNode {
     pub smtp_port: Option<u16>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
+    config: Config,
     _data: tempfile::TempDir,
 }
 
@@ -177,14 +199,7 @@ impl BenchNode {
             .as_ref()
             .map(|smtp| smtp.local_addr().expect("address").port());
         let config = configure(Config::loopback(address));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = runtime.spawn(async move {
-            server::run_with(&data_dir, &config, listener, smtp, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("node runs");
-        });
+        let (stop, server) = serve(&runtime, data_dir, config.clone(), listener, smtp);
         BenchNode {
             runtime,
             address,
@@ -193,7 +208,27 @@ impl BenchNode {
             smtp_port,
             stop,
             server,
+            config,
             _data: data,
+        }
+    }
+
+    /// Stops the node and starts it again on the same data folder and address (without its
+    /// SMTP listener).
+    pub fn restart(self) -> BenchNode {
+        let _ = self.stop.send(());
+        self.runtime.block_on(self.server).expect("node stops");
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind(self.address))
+            .expect("listen again");
+        let data_dir = DataDir::new(self._data.path().join("data"));
+        let (stop, server) = serve(&self.runtime, data_dir, self.config.clone(), listener, None);
+        BenchNode {
+            stop,
+            server,
+            smtp_port: None,
+            ..self
         }
     }
 

@@ -18,7 +18,7 @@ use threadline_protocol::{
 };
 
 use super::auth::AgentCaller;
-use super::views::{parse_field, parse_id, EventView, ThreadView};
+use super::views::{parse_field, parse_id, EventView, ThreadFilters, ThreadView};
 use super::ApiError;
 use crate::ingest::{Action, Ingest};
 use crate::limits::MAX_LABELS_PER_REQUEST;
@@ -123,22 +123,15 @@ pub async fn list(
 ) -> Result<Json<ThreadPage>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
-    let status = query.status.as_deref();
-    if let Some(status) = status {
-        if !["open", "pending", "snoozed", "resolved"].contains(&status) {
-            return Err(ApiError::bad_request(format!("unknown status `{status}`")));
-        }
-    }
-    let assignee: Option<Option<AgentId>> = match query.assignee.as_deref() {
-        None => None,
-        Some("none") => Some(None),
-        Some(text) => Some(Some(parse_field(text, "assignee")?)),
-    };
-    let channel: Option<ChannelKind> = query
-        .channel
-        .as_deref()
-        .map(|c| parse_field(c, "channel"))
-        .transpose()?;
+    let ThreadFilters {
+        status,
+        assignee,
+        channel,
+    } = ThreadFilters::parse(
+        query.status.as_deref(),
+        query.assignee.as_deref(),
+        query.channel.as_deref(),
+    )?;
     let contact: Option<ContactId> = query
         .contact
         .as_deref()

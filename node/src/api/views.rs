@@ -287,6 +287,41 @@ fn directory_detail(kind: &DirectoryKind) -> serde_json::Value {
 
 /// Parses a value from a request body or query (a handle, a channel, an id), or answers 400
 /// with what the parser said.
+/// The thread filters of a query (`status`, `assignee` with `none` for unassigned, `channel`),
+/// checked.
+#[derive(Debug)]
+pub struct ThreadFilters<'a> {
+    pub status: Option<&'a str>,
+    pub assignee: Option<Option<AgentId>>,
+    pub channel: Option<ChannelKind>,
+}
+
+impl<'a> ThreadFilters<'a> {
+    /// `400` for an unknown status or channel, or an assignee that is not an agent id.
+    pub fn parse(
+        status: Option<&'a str>,
+        assignee: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        if let Some(status) = status {
+            if !["open", "pending", "snoozed", "resolved"].contains(&status) {
+                return Err(ApiError::bad_request(format!("unknown status `{status}`")));
+            }
+        }
+        let assignee = match assignee {
+            None => None,
+            Some("none") => Some(None),
+            Some(text) => Some(Some(parse_field(text, "assignee")?)),
+        };
+        let channel = channel.map(|c| parse_field(c, "channel")).transpose()?;
+        Ok(ThreadFilters {
+            status,
+            assignee,
+            channel,
+        })
+    }
+}
+
 pub fn parse_field<T>(text: &str, what: &str) -> Result<T, ApiError>
 where
     T: std::str::FromStr,

@@ -131,6 +131,7 @@ pub fn start_with_cache(
             builtin_bridges: Arc::default(),
             thread_index,
             contact_search,
+            message_search: Arc::new(crate::message_search::MessageSearch::new()?),
             agent_changes: Arc::default(),
             reply_within: Arc::default(),
         },
