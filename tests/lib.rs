@@ -678,6 +678,18 @@ impl Node {
         answer(request.call())
     }
 
+    /// `GET path` with a bearer token, answered `200` with text (a CSV download): the text.
+    pub fn get_text(&self, token: &str, path: &str) -> String {
+        let answer = self
+            .http()
+            .get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|err| panic!("{path}: {err}"));
+        assert_eq!(answer.status(), 200, "{path}");
+        answer.into_string().expect("a text body")
+    }
+
     /// `GET path` with a bearer token, or `None` if the connection failed (a node that is
     /// shedding connections resets them).
     pub fn try_get(&self, token: &str, path: &str) -> Option<(u16, serde_json::Value)> {

@@ -14,6 +14,7 @@ mod contacts;
 mod error;
 mod inbox;
 pub mod matrix;
+mod reports;
 mod search;
 mod stream;
 mod threads;
@@ -109,6 +110,11 @@ fn api_router(ingest: Ingest) -> Router {
         )
         .route("/api/v1/contacts", get(contacts::search))
         .route("/api/v1/search", get(search::messages))
+        .route("/api/v1/reports", get(reports::report))
+        .route(
+            "/api/v1/reports/conversations.csv",
+            get(reports::conversations_csv),
+        )
         .route(
             "/api/v1/contacts/merge",
             get(contacts::merge_preview).post(contacts::merge),

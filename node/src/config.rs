@@ -206,9 +206,15 @@ imap_poll_seconds = 30
 # away_message = \"Thanks for your message! We are away now and answer from 9:00.\"
 
 [sla]
-# How soon a customer's message is to be answered (minutes): the inbox shows how long each
-# conversation has waited and marks the overdue ones. Unset: no target.
+# Service level targets, in minutes; each unset one is no target. The inbox shows each
+# conversation's timers and marks the ones past due; reports count the breaches.
+# How soon a customer's message is to be answered, the first and every later one alike:
 # reply_within_minutes = 60
+# Or apart (each wins over reply_within_minutes):
+# first_response_minutes = 30
+# next_response_minutes = 60
+# How soon a conversation is to be resolved, from its start:
+# resolution_minutes = 1440
 
 [assignment]
 # Assign each new conversation that comes in on this node to one of the agents with the inbox
@@ -282,8 +288,8 @@ pub struct Config {
     pub assignment: crate::assignment::Policy,
     /// When the team answers and what a customer is told outside (`[business_hours]`).
     pub business_hours: Option<crate::business_hours::BusinessHours>,
-    /// How soon a customer's message is to be answered, in minutes (`[sla]`).
-    pub reply_within_minutes: Option<u32>,
+    /// Service level targets (`[sla]`).
+    pub sla: crate::sla::SlaPolicy,
 }
 
 /// One of Meta's channels, configured.
@@ -1084,6 +1090,9 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct SlaSection {
     reply_within_minutes: Option<u32>,
+    first_response_minutes: Option<u32>,
+    next_response_minutes: Option<u32>,
+    resolution_minutes: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1399,7 +1408,7 @@ impl Config {
             retention: crate::retention::Policy::default(),
             assignment: crate::assignment::Policy::default(),
             business_hours: None,
-            reply_within_minutes: None,
+            sla: crate::sla::SlaPolicy::default(),
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1436,14 +1445,20 @@ impl Config {
         }
         let identity_secret = identity_secret(file.webchat.identity_secret)
             .map_err(|e| bad(format!("webchat.identity_secret: {e}")))?;
-        let reply_within_minutes = match file.sla.reply_within_minutes {
-            Some(0) => {
-                return Err(bad(
-                    "sla.reply_within_minutes must be 1 or more (leave it out for no target)"
-                        .to_owned(),
-                ))
-            }
-            minutes => minutes,
+        let sla = &file.sla;
+        let minutes = |key: &str, value: Option<u32>| match value {
+            Some(0) => Err(bad(format!(
+                "sla.{key} must be 1 or more (leave it out for no target)"
+            ))),
+            minutes => Ok(minutes.map(|m| u64::from(m) * 60_000)),
+        };
+        let reply_within = minutes("reply_within_minutes", sla.reply_within_minutes)?;
+        let sla = crate::sla::SlaPolicy {
+            first_response: minutes("first_response_minutes", sla.first_response_minutes)?
+                .or(reply_within),
+            next_response: minutes("next_response_minutes", sla.next_response_minutes)?
+                .or(reply_within),
+            resolution: minutes("resolution_minutes", sla.resolution_minutes)?,
         };
         let hours = &file.business_hours;
         let business_hours = match (&hours.timezone, &hours.away_message) {
@@ -1610,7 +1625,7 @@ impl Config {
                 max_open_per_agent: file.assignment.max_open_per_agent,
             },
             business_hours,
-            reply_within_minutes,
+            sla,
         })
     }
 }

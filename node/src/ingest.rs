@@ -380,8 +380,8 @@ pub struct Ingest {
     /// Held while an agent is revoked, demoted or given a new token: each change checks the
     /// agents as the one before left them (never no admin left).
     agent_changes: Arc<tokio::sync::Mutex<()>>,
-    /// `[sla] reply_within_minutes` in ms (0: no policy).
-    reply_within: Arc<std::sync::atomic::AtomicU64>,
+    /// The service level targets (`[sla]`).
+    sla: Arc<RwLock<crate::sla::SlaPolicy>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -738,17 +738,20 @@ impl Ingest {
         &self.contact_search
     }
 
-    /// Sets how soon a customer's message is to be answered (`[sla]`); `None`: no policy.
-    pub fn set_reply_within(&self, minutes: Option<u32>) {
-        let ms = minutes.map_or(0, |m| u64::from(m) * 60_000);
-        self.reply_within
-            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    /// Sets the service level targets (`[sla]`).
+    pub fn set_sla(&self, policy: crate::sla::SlaPolicy) {
+        *self
+            .sla
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
     }
 
-    /// How soon a customer's message is to be answered, in ms, if the org says.
-    pub fn reply_within(&self) -> Option<u64> {
-        let ms = self.reply_within.load(std::sync::atomic::Ordering::Relaxed);
-        (ms > 0).then_some(ms)
+    /// The service level targets.
+    pub fn sla(&self) -> crate::sla::SlaPolicy {
+        *self
+            .sla
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits for the agents to be this caller's to change (see `admin_requests`).

@@ -359,7 +359,7 @@ pub async fn serve(
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
-    ingest.set_reply_within(config.reply_within_minutes);
+    ingest.set_sla(config.sla);
     if let Some(hours) = &config.business_hours {
         tokio::spawn(crate::business_hours::run(ingest.clone(), hours.clone()));
     }

@@ -44,6 +44,25 @@ pub struct ThreadFacts {
     /// The customer's first message since the last reply (in the linear order), and when it
     /// was written: what an answer is owed for.
     unanswered: Option<(Place, Timestamp)>,
+    /// The first reply an agent wrote (the first outbound message with an agent, in the
+    /// linear order), and who wrote it: the first response, for the SLA and reports.
+    first_reply: Option<(Place, Option<AgentId>)>,
+    /// The last change of status to resolved, in the linear order, and who made it.
+    last_resolved: Option<(Place, Option<AgentId>)>,
+    /// Whether the two above are known: `false` for facts stored before they were kept
+    /// (until the thread is next loaded whole).
+    milestones: bool,
+}
+
+/// [`ThreadFacts`] as stored before they kept the first reply and the last resolution
+/// (version 3).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ThreadFactsV3 {
+    inbound: u64,
+    last_inbound: BTreeMap<ChannelKind, Timestamp>,
+    readers: BTreeMap<AgentId, Reader>,
+    last_message: Option<Place>,
+    unanswered: Option<(Place, Timestamp)>,
 }
 
 /// [`ThreadFacts`] as stored before they named the last message (version 1).
@@ -69,21 +88,30 @@ impl ThreadFacts {
     pub fn decode_stored(bytes: &[u8]) -> Result<Self, crate::store::StoreError> {
         use crate::store::decode;
         decode("thread_facts", bytes).or_else(|err| {
-            decode::<ThreadFactsV2>("thread_facts", bytes)
+            decode::<ThreadFactsV3>("thread_facts", bytes)
                 .map(|old| ThreadFacts {
                     inbound: old.inbound,
                     last_inbound: old.last_inbound,
                     readers: old.readers,
                     last_message: old.last_message,
-                    unanswered: None,
+                    unanswered: old.unanswered,
+                    ..ThreadFacts::default()
+                })
+                .or_else(|_| {
+                    decode::<ThreadFactsV2>("thread_facts", bytes).map(|old| ThreadFacts {
+                        inbound: old.inbound,
+                        last_inbound: old.last_inbound,
+                        readers: old.readers,
+                        last_message: old.last_message,
+                        ..ThreadFacts::default()
+                    })
                 })
                 .or_else(|_| {
                     decode::<ThreadFactsV1>("thread_facts", bytes).map(|old| ThreadFacts {
                         inbound: old.inbound,
                         last_inbound: old.last_inbound,
                         readers: old.readers,
-                        last_message: None,
-                        unanswered: None,
+                        ..ThreadFacts::default()
                     })
                 })
                 .map_err(|_| err)
@@ -104,11 +132,15 @@ struct Reader {
 impl ThreadFacts {
     /// The facts of a whole thread, from its DAG.
     pub fn of(dag: &Dag) -> Self {
-        let mut facts = ThreadFacts::default();
+        let mut facts = ThreadFacts {
+            milestones: true,
+            ..ThreadFacts::default()
+        };
         // Each agent's last read event in the linear order, and its mark.
         let mut marks: BTreeMap<AgentId, (Place, OrderKey)> = BTreeMap::new();
         for event in dag.iter_ordered() {
             let header = event.header();
+            facts.note_milestones(event);
             if is_message(event) {
                 facts.last_message = Some(place_of(event));
                 if is_inbound(event) {
@@ -155,6 +187,7 @@ impl ThreadFacts {
     /// Takes in `event`, which has just entered `dag`.
     pub fn insert(&mut self, dag: &Dag, event: &VerifiedEvent) {
         let header = event.header();
+        self.note_milestones(event);
         if is_message(event) {
             let at = place_of(event);
             if self.last_message.is_none_or(|last| at > last) {
@@ -216,6 +249,44 @@ impl ThreadFacts {
 }
 
 impl ThreadFacts {
+    /// Takes in `event` for the first reply and the last resolution (in any order: each
+    /// keeps the earliest or latest place in the linear order).
+    fn note_milestones(&mut self, event: &VerifiedEvent) {
+        let header = event.header();
+        let at = place_of(event);
+        match header.kind {
+            EventKind::Thread(ThreadKind::Message {
+                direction: Direction::Outbound,
+            }) if header.agent.is_some()
+                && self.first_reply.is_none_or(|(first, _)| at < first) =>
+            {
+                self.first_reply = Some((at, header.agent));
+            }
+            EventKind::Thread(ThreadKind::Status {
+                status: threadline_protocol::event::Status::Resolved,
+            }) if self.last_resolved.is_none_or(|(last, _)| at > last) => {
+                self.last_resolved = Some((at, header.agent));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether [`ThreadFacts::first_reply`] and [`ThreadFacts::last_resolved`] are known
+    /// (facts stored by an earlier version lack them).
+    pub fn knows_milestones(&self) -> bool {
+        self.milestones
+    }
+
+    /// When an agent first replied, and who.
+    pub fn first_reply(&self) -> Option<(Timestamp, Option<AgentId>)> {
+        self.first_reply.map(|((_, at, _), agent)| (at, agent))
+    }
+
+    /// When the thread was last resolved, and by whom (it may have been reopened since).
+    pub fn last_resolved(&self) -> Option<(Timestamp, Option<AgentId>)> {
+        self.last_resolved.map(|((_, at, _), agent)| (at, agent))
+    }
+
     /// The last message of the thread, either way, in its linear order.
     pub fn last_message(&self) -> Option<EventId> {
         self.last_message.map(|(_, _, id)| id)

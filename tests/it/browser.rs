@@ -1031,7 +1031,7 @@ fn an_admin_adds_and_revokes_agents_from_the_inbox_and_an_agent_cannot() {
 }
 
 #[test]
-fn a_conversation_past_the_reply_target_is_marked_overdue() {
+fn a_conversation_past_its_targets_is_marked_and_the_reports_count_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     // The org made three hours ago; a visitor wrote two hours ago, when the node's clock said so.
@@ -1041,6 +1041,7 @@ fn a_conversation_past_the_reply_target_is_marked_overdue() {
     );
     threadline_tests::edit_config(&data, |text| {
         text.replace("# reply_within_minutes = 60", "reply_within_minutes = 60")
+            .replace("# resolution_minutes = 1440", "resolution_minutes = 90")
     });
     let node = Node::start_ahead(&data, "-2h");
     let mut late = threadline_tests::Visitor::connect(&node, None);
@@ -1068,7 +1069,63 @@ fn a_conversation_past_the_reply_target_is_marked_overdue() {
             .any(|(class, text)| class == "waiting" && text.starts_with("Waiting 0 min")),
         "{marks:?}"
     );
+    // The service level targets: the first missed both, the second's first answer is due.
+    let sla = agent.wait_for(
+        "the targets' marks",
+        "const w = [...document.querySelectorAll('.thread-item .sla')].map(w => [w.className, w.textContent]); return w.length === 2 ? w : null",
+    );
+    let sla: Vec<(String, String)> = serde_json::from_value(sla).expect("pairs");
+    assert!(
+        sla.contains(&(
+            "sla breached".to_owned(),
+            "Missed: first response, resolution".to_owned()
+        )),
+        "{sla:?}"
+    );
+    assert!(
+        sla.iter().any(|(class, text)| class == "sla"
+            && (text == "first response due in 59 min" || text == "first response due in 60 min")),
+        "{sla:?}"
+    );
     agent.screenshot(&screenshot_dir().join("inbox-overdue.png"));
+    // The fresh one answered; the reports count both conversations and the answer.
+    let (_, page) = node.get(&token, "/api/v1/threads?limit=1");
+    let fresh_thread = page["threads"][0]["id"].as_str().expect("id").to_owned();
+    let (status, _) = node.post(
+        &token,
+        &format!("/api/v1/threads/{fresh_thread}/replies"),
+        &json!({"text": "Hello to you"}),
+    );
+    assert_eq!(status, 200);
+    agent.click_on("#reports-open");
+    let figures = agent.wait_for(
+        "the report",
+        "const f = [...document.querySelectorAll('#reports-figures div')].map(d => [d.querySelector('dt').textContent, d.querySelector('dd').textContent]); return f.length ? f : null",
+    );
+    let figures: Vec<(String, String)> = serde_json::from_value(figures).expect("pairs");
+    assert!(
+        figures.contains(&("Conversations".to_owned(), "2".to_owned())),
+        "{figures:?}"
+    );
+    assert!(
+        figures.contains(&(
+            "SLA missed".to_owned(),
+            "1 first response · 0 next response · 1 resolution".to_owned()
+        )),
+        "{figures:?}"
+    );
+    let charted = agent.run(
+        "return [...document.querySelectorAll('#reports-chart .day')].reduce((n, d) => n + Number(d.dataset.total), 0)",
+        json!([]),
+    );
+    assert_eq!(charted, json!(2));
+    let agents = agent.run(
+        "return [...document.querySelectorAll('#reports-agents tbody tr')].map(r => [...r.cells].map(c => c.textContent))",
+        json!([]),
+    );
+    assert_eq!(agents[0][0], "admin", "{agents}");
+    assert_eq!(agents[0][1], "1", "{agents}");
+    agent.screenshot(&screenshot_dir().join("inbox-reports.png"));
     node.stop();
 }
 

@@ -29,16 +29,29 @@ pub(crate) struct Bridge {
 
 impl Org {
     pub(crate) fn new() -> Org {
+        Org::made(threadline_ok)
+    }
+
+    /// An org made with the clock at `offset` (`-4h`): its agent's and bridges' certificates
+    /// are valid from then, for a node started with its clock there.
+    pub(crate) fn made_at(offset: &str) -> Org {
+        Org::made(|data, args| threadline_tests::threadline_ok_ahead(data, args, offset))
+    }
+
+    fn made(run: impl Fn(&std::path::Path, &[&str]) -> String) -> Org {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
-        let init = threadline_ok(&data, &["init"]);
+        let init = run(&data, &["init"]);
         let agent_token = field(&init, "token:");
         // These tests play the web chat bridge themselves, over the bridge API.
         edit_config(&data, |text| {
             text.replace("builtin = true", "builtin = false")
         });
-        let webchat = add_bridge(&data, ChannelKind::Webchat);
-        let email = add_bridge(&data, ChannelKind::Email);
+        let bridge = |channel: ChannelKind| {
+            bridge_of(run(&data, &["bridge", "add", channel.as_str()]), channel)
+        };
+        let webchat = bridge(ChannelKind::Webchat);
+        let email = bridge(ChannelKind::Email);
         Org {
             _tmp: tmp,
             data,
@@ -55,7 +68,14 @@ impl Org {
 }
 
 pub(crate) fn add_bridge(data: &std::path::Path, channel: ChannelKind) -> Bridge {
-    let out = threadline_ok(data, &["bridge", "add", channel.as_str()]);
+    bridge_of(
+        threadline_ok(data, &["bridge", "add", channel.as_str()]),
+        channel,
+    )
+}
+
+/// The bridge `bridge add` printed `out` for.
+fn bridge_of(out: String, channel: ChannelKind) -> Bridge {
     let seed: [u8; 32] = hex::decode(field(&out, "bridge key:"))
         .expect("hex")
         .try_into()
@@ -2336,5 +2356,173 @@ fn messages_are_found_by_their_words_on_every_channel_with_filters_and_not_once_
         (search_messages(&node, token, "q=cafe").len() == 1).then_some(())
     });
     assert_eq!(search_messages(&node, token, "q=parcel"), vec![]);
+    node.stop();
+}
+
+#[test]
+fn service_level_timers_show_in_the_list_and_reports_count_times_and_breaches() {
+    let org = Org::made_at("-4h");
+    edit_config(&org.data, |text| {
+        text.replace(
+            "# first_response_minutes = 30",
+            "first_response_minutes = 30",
+        )
+        .replace("# next_response_minutes = 60", "next_response_minutes = 60")
+        .replace("# resolution_minutes = 1440", "resolution_minutes = 120")
+    });
+    let plain = field(
+        &threadline_ok(&org.data, &["agent", "add", "Plain agent"]),
+        "token:",
+    );
+    let token = &org.agent_token;
+    let three_hours_ago = Timestamp::from_millis(now().as_millis() - 3 * 3_600_000);
+    // Three hours ago: Ann writes and waits; Ben writes, is answered at once and resolved.
+    let node = threadline_tests::Node::start_ahead(&org.data, "-3h");
+    let (ann, message) = inbound_at(
+        &node,
+        &org.webchat,
+        "webchat:ann",
+        "Hello?",
+        "r-1",
+        three_hours_ago,
+    );
+    submit(&node, &org.webchat, &[message]);
+    let (ben, message) = inbound_at(
+        &node,
+        &org.webchat,
+        "webchat:ben",
+        "Hi",
+        "r-2",
+        three_hours_ago,
+    );
+    submit(&node, &org.webchat, &[message]);
+    for (path, body) in [
+        ("replies", json!({"text": "Hello Ben"})),
+        ("status", json!({"status": "resolved"})),
+    ] {
+        let (status, answer) = node.post(token, &format!("/api/v1/threads/{ben}/{path}"), &body);
+        assert_eq!(status, 200, "{answer}");
+    }
+    node.stop();
+
+    // Now: Ann's first answer and resolution are past due; Ben met both; Cy just wrote.
+    let node = Node::start(&org.data);
+    let cy = send(&node, &org.webchat, "webchat:cy", "Good morning", "r-3");
+    let timers = |thread: &ThreadId| {
+        let (_, page) = node.get(token, "/api/v1/threads?status=open");
+        let (_, resolved) = node.get(token, "/api/v1/threads?status=resolved");
+        page["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .chain(resolved["threads"].as_array().expect("threads"))
+            .find(|t| t["id"] == thread.to_string())
+            .expect("listed")["sla"]
+            .clone()
+    };
+    let ann_timers = timers(&ann);
+    assert_eq!(
+        ann_timers["breached"],
+        json!(["first_response", "resolution"]),
+        "{ann_timers}"
+    );
+    let opened = ann_timers["resolution_due"].as_u64().expect("due") - 120 * 60_000;
+    assert_eq!(
+        ann_timers["first_response_due"].as_u64(),
+        Some(opened + 30 * 60_000)
+    );
+    assert_eq!(ann_timers["next_response_due"], Value::Null);
+    let ben_timers = timers(&ben);
+    assert_eq!(
+        (
+            &ben_timers["breached"],
+            &ben_timers["first_response_due"],
+            &ben_timers["resolution_due"]
+        ),
+        (&json!([]), &Value::Null, &Value::Null),
+        "met and done: {ben_timers}"
+    );
+    let cy_timers = timers(&cy);
+    assert_eq!(cy_timers["breached"], json!([]), "{cy_timers}");
+    assert!(cy_timers["first_response_due"].as_u64().is_some());
+    // Ann is answered now, three hours late; she writes again: the next answer is due.
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{ann}/replies"),
+        &json!({"text": "Sorry!"}),
+    );
+    assert_eq!(status, 200);
+    send(&node, &org.webchat, "webchat:ann", "Still there?", "r-4");
+    let ann_timers = timers(&ann);
+    assert_eq!(ann_timers["first_response_due"], Value::Null);
+    assert!(
+        ann_timers["next_response_due"].as_u64().is_some(),
+        "{ann_timers}"
+    );
+    assert_eq!(
+        ann_timers["breached"],
+        json!(["first_response", "resolution"])
+    );
+
+    // The report: three conversations today or three hours ago, two answered, one resolved.
+    let (status, report) = node.get(token, "/api/v1/reports");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["conversations"], 3, "{report}");
+    assert_eq!(report["by_channel"], json!({"webchat": 3}));
+    assert_eq!(
+        report["by_day"].as_array().expect("days").len(),
+        31,
+        "30 days, started mid-day"
+    );
+    let days_total: u64 = report["by_day"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| d["total"].as_u64().expect("total"))
+        .sum();
+    assert_eq!(days_total, 3);
+    assert_eq!(report["first_response"]["count"], 2);
+    let p50 = report["first_response"]["p50"].as_u64().expect("p50");
+    let p90 = report["first_response"]["p90"].as_u64().expect("p90");
+    assert!(p50 < 60_000, "Ben was answered at once: {p50}");
+    assert!(
+        (3 * 3_600_000 - 120_000..3 * 3_600_000 + 120_000).contains(&p90),
+        "Ann after 3 h: {p90}"
+    );
+    assert_eq!(report["resolution"]["count"], 1);
+    assert_eq!(
+        report["breaches"],
+        json!({"first_response": 1, "resolution": 1})
+    );
+    let (_, me) = node.get(token, "/api/v1/me");
+    assert_eq!(
+        report["agents"],
+        json!([{"agent": me["id"], "first_replies": 2, "resolved": 1,
+            "first_response": {"count": 2, "p50": p50, "p90": p90}}])
+    );
+    // The same as CSV, a line per conversation, oldest first.
+    let csv = node.get_text(token, "/api/v1/reports/conversations.csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[0].starts_with("thread,opened_at,channel,status"),
+        "{csv}"
+    );
+    let ann_line = lines
+        .iter()
+        .find(|l| l.starts_with(&ann.to_string()))
+        .expect("Ann's line");
+    assert!(
+        ann_line.ends_with(",first_response resolution"),
+        "{ann_line}"
+    );
+    assert!(ann_line.contains(",webchat,open,"), "{ann_line}");
+    // Admins only; a bad span is refused.
+    let (status, _) = node.get(&plain, "/api/v1/reports");
+    assert_eq!(status, 403);
+    for query in ["from=20&to=10", "from=0&to=100000000000", "days=3"] {
+        let (status, answer) = node.get(token, &format!("/api/v1/reports?{query}"));
+        assert_eq!(status, 400, "{query}: {answer}");
+    }
     node.stop();
 }

@@ -61,6 +61,7 @@
       $("signin").hidden = true;
       $("app").hidden = false;
       $("agents-open").hidden = me.role !== "admin";
+      $("reports-open").hidden = me.role !== "admin";
       return api("GET", "/agents").then(function (list) {
         list.agents.forEach(function (a) { state.agents[a.id] = a.name; state.revoked[a.id] = a.revoked; });
         loadThreads();
@@ -102,6 +103,19 @@
     if (state.channel) q.push("channel=" + state.channel);
     if (state.label) q.push("label=" + encodeURIComponent(state.label));
     return q;
+  }
+
+  var SLA_NAMES = { first_response: "first response", next_response: "next response", resolution: "resolution" };
+
+  // A span of time, roughly: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+  function duration(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + " min";
+    var h = Math.floor(m / 60);
+    if (h < 48) return h + " h" + (m % 60 ? " " + (m % 60) + " min" : "");
+    return Math.floor(h / 24) + " d" + (h % 24 ? " " + (h % 24) + " h" : "");
   }
 
   function ago(ms) {
@@ -176,6 +190,20 @@
         waiting.title = "The customer's first message since the last reply came " + new Date(thread.waiting_since).toLocaleString() +
           (thread.reply_due ? "; an answer was due by " + new Date(thread.reply_due).toLocaleString() : "");
         item.appendChild(waiting);
+      }
+      // Service level targets ([sla]): the ones missed, else the next one due.
+      var sla = thread.sla;
+      if (sla && sla.breached.length) {
+        item.appendChild(el("span", "sla breached", "Missed: " + sla.breached.map(function (b) { return SLA_NAMES[b]; }).join(", ")));
+      } else if (sla) {
+        var dues = ["first_response", "next_response", "resolution"].filter(function (k) { return sla[k + "_due"]; })
+          .sort(function (a, b) { return sla[a + "_due"] - sla[b + "_due"]; });
+        if (dues.length) {
+          var due = sla[dues[0] + "_due"];
+          var mark = el("span", "sla", SLA_NAMES[dues[0]] + " due in " + duration(due - Date.now()));
+          mark.title = SLA_NAMES[dues[0]] + " due " + new Date(due).toLocaleString();
+          item.appendChild(mark);
+        }
       }
       // The last message, either way: who wrote it, and its first words.
       var last = thread.last_message;
@@ -1142,6 +1170,89 @@
       });
     }).catch(agentsError);
   }
+  // ---- reports (admins) ----
+  var CHANNEL_COLOURS = { webchat: "#2563eb", email: "#0d9488", whatsapp: "#16a34a", messenger: "#7c3aed",
+    instagram: "#db2777", slack: "#ca8a04", telegram: "#0284c7", sms: "#ea580c", matrix: "#475569", xmpp: "#9333ea" };
+  function reportSpan() {
+    var to = Date.now();
+    return "?from=" + (to - Number($("reports-span").value) * 86400000) + "&to=" + to;
+  }
+  function loadReport() {
+    $("reports-error").textContent = "";
+    api("GET", "/reports" + reportSpan()).then(function (report) {
+      var figures = $("reports-figures");
+      figures.textContent = "";
+      function figure(label, value) {
+        var box = el("div");
+        box.appendChild(el("dt", null, label));
+        box.appendChild(el("dd", null, value));
+        figures.appendChild(box);
+      }
+      function spread(s) { return s.count ? duration(s.p50) + " / " + duration(s.p90) : "–"; }
+      var breaches = report.breaches;
+      figure("Conversations", String(report.conversations));
+      figure("First response p50 / p90", spread(report.first_response));
+      figure("Resolution p50 / p90", spread(report.resolution));
+      figure("SLA missed", ["first_response", "next_response", "resolution"].map(function (k) {
+        return (breaches[k] || 0) + " " + SLA_NAMES[k];
+      }).join(" · "));
+      if (report.unknown) figure("Not yet known", report.unknown + " (written before reports)");
+      var chart = $("reports-chart");
+      chart.textContent = "";
+      var most = Math.max.apply(null, report.by_day.map(function (d) { return d.total; }).concat([1]));
+      report.by_day.forEach(function (day) {
+        var column = el("div", "day");
+        column.title = day.day + ": " + day.total;
+        column.dataset.day = day.day;
+        column.dataset.total = day.total;
+        Object.keys(day.channels).forEach(function (channel) {
+          var bar = el("div", "bar");
+          bar.style.height = (100 * day.channels[channel] / most) + "%";
+          bar.style.background = CHANNEL_COLOURS[channel] || "#64748b";
+          column.appendChild(bar);
+        });
+        chart.appendChild(column);
+      });
+      var legend = $("reports-legend");
+      legend.textContent = "";
+      Object.keys(report.by_channel).forEach(function (channel) {
+        var option = document.querySelector('#channel option[value="' + channel + '"]');
+        var item = el("span", null, (option ? option.textContent : channel) + " " + report.by_channel[channel]);
+        item.style.setProperty("--swatch", CHANNEL_COLOURS[channel] || "#64748b");
+        legend.appendChild(item);
+      });
+      var rows = $("reports-agents").querySelector("tbody");
+      rows.textContent = "";
+      report.agents.forEach(function (a) {
+        var row = el("tr");
+        [state.agents[a.agent] || a.agent.slice(0, 8), String(a.first_replies),
+          a.first_response.count ? duration(a.first_response.p50) : "–", String(a.resolved)].forEach(function (text) {
+          row.appendChild(el("td", null, text));
+        });
+        rows.appendChild(row);
+      });
+    }).catch(function (error) { $("reports-error").textContent = error.message; });
+  }
+  $("reports-open").addEventListener("click", function () { loadReport(); $("reports-dialog").showModal(); });
+  $("reports-span").addEventListener("change", loadReport);
+  $("reports-close").addEventListener("click", function () { $("reports-dialog").close(); });
+  $("reports-csv").addEventListener("click", function () {
+    fetch("/api/v1/reports/conversations.csv" + reportSpan(), { headers: { Authorization: "Bearer " + state.token } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("the report could not be made (" + response.status + ")");
+        return response.blob();
+      })
+      .then(function (blob) {
+        var a = document.createElement("a");
+        a.href = URL.createObjectURL(blob);
+        a.download = "conversations.csv";
+        document.body.appendChild(a);
+        a.click();
+        setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+      })
+      .catch(function (error) { $("reports-error").textContent = error.message; });
+  });
+
   $("agents-open").addEventListener("click", function () {
     $("agents-error").textContent = "";
     $("agent-token").hidden = true;

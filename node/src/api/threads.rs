@@ -52,9 +52,12 @@ pub struct ListedThread {
     /// When the customer's first message since the last reply was written (ms): an answer
     /// is owed since then; `null` when nothing waits.
     waiting_since: Option<u64>,
-    /// By when that answer is due under `[sla] reply_within_minutes` (ms); `null` without a
-    /// policy or when nothing waits.
+    /// By when that answer is due under `[sla]`: `waiting_since` plus the first response's
+    /// target before the first reply, the next response's after (ms); `null` without a
+    /// target or when nothing waits.
     reply_due: Option<u64>,
+    /// The thread's service level timers (`null` without targets).
+    sla: Option<crate::sla::SlaTimers>,
 }
 
 /// A message as the thread list shows it.
@@ -182,6 +185,7 @@ pub async fn list(
         None => scan(&ingest, &filter, cursor, limit)?,
     };
     let next_cursor = next.map(|(time, id)| format!("{time}.{id}"));
+    let (policy, now) = (ingest.sla(), crate::clock::now().as_millis());
     let threads = page
         .iter()
         .map(|(id, state)| {
@@ -190,11 +194,24 @@ pub async fn list(
                 .as_ref()
                 .and_then(|facts| facts.waiting_since())
                 .map(|at| at.as_millis());
+            let sla = facts
+                .as_ref()
+                .filter(|_| policy.is_set())
+                .map(|facts| policy.timers(state, facts, now));
             Ok(ListedThread {
                 waiting_since,
+                // The answer owed now, the first or a next one: due its target after the
+                // customer's message.
                 reply_due: waiting_since
-                    .zip(ingest.reply_within())
-                    .map(|(since, within)| since.saturating_add(within)),
+                    .zip(facts.as_ref())
+                    .and_then(|(since, facts)| {
+                        let within = match facts.first_reply() {
+                            None => policy.first_response,
+                            Some(_) => policy.next_response,
+                        }?;
+                        Some(since.saturating_add(within))
+                    }),
+                sla,
                 thread: ThreadView::new(*id, state, &ingest)?,
                 unread: match &facts {
                     Some(facts) => facts.unread(caller.0),

@@ -133,7 +133,7 @@ pub fn start_with_cache(
             contact_search,
             message_search: Arc::new(crate::message_search::MessageSearch::new()?),
             agent_changes: Arc::default(),
-            reply_within: Arc::default(),
+            sla: Arc::default(),
         },
         Running {
             writer: handle,
