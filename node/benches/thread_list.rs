@@ -175,6 +175,7 @@ fn main() {
             "search: word, no thread kept",
             "/api/v1/search?q=refund&status=resolved".to_owned(),
         ),
+        ("report, 30 days", "/api/v1/reports".to_owned()),
         (
             "filter counts, WhatsApp",
             "/api/v1/threads/counts?channel=whatsapp".to_owned(),

@@ -8,7 +8,7 @@
 //! event of the node (no agent), which replicates like any other.
 
 use threadline_protocol::{event::Status, AgentId, ThreadId};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::ingest::{Action, Ingest};
 use crate::thread_index::Filter;
@@ -22,24 +22,22 @@ pub struct Policy {
     pub max_open_per_agent: usize,
 }
 
-/// Assigns new conversations under `policy` until the node closes.
-pub async fn run(ingest: Ingest, policy: Policy) {
-    let mut live = ingest.subscribe();
-    let mut turn = 0usize;
-    while let Some(thread) = ingest.next_local_inbound(&mut live).await {
-        if let Err(err) = assign_if_new(&ingest, thread, policy, &mut turn).await {
-            warn!(%thread, cause = %err, "could not assign a new conversation");
-        }
-    }
-}
+/// Whose turn it is next (see [`assign_if_new`]).
+#[derive(Debug, Default)]
+pub struct Turn(usize);
 
-/// Assigns `thread` if it is a new conversation (its first message, open, unassigned).
-async fn assign_if_new(
+/// Assigns `thread` under `policy` if it is a new conversation (its first message, open,
+/// unassigned). Called for each customer's message that comes in on this node, after the
+/// automation rules (`automation::run`), so a rule's assignment stands.
+pub async fn assign_if_new(
     ingest: &Ingest,
     thread: ThreadId,
     policy: Policy,
-    turn: &mut usize,
+    Turn(turn): &mut Turn,
 ) -> Result<(), crate::ingest::IngestError> {
+    if !policy.auto {
+        return Ok(());
+    }
     let Some(state) = ingest.store().thread_state(&thread)? else {
         return Ok(());
     };

@@ -119,7 +119,7 @@ pub async fn run(ingest: Ingest, hours: BusinessHours) {
     let mut live = ingest.subscribe();
     // When each conversation last got the away reply here.
     let mut replied: HashMap<ThreadId, u64> = HashMap::new();
-    while let Some(thread) = ingest.next_local_inbound(&mut live).await {
+    while let Some((thread, _)) = ingest.next_local_inbound(&mut live).await {
         let now = crate::clock::now();
         if hours.open_at(now) {
             continue;

@@ -222,6 +222,18 @@ imap_poll_seconds = 30
 # already (0: no cap). With nobody free it stays unassigned.
 auto = false
 max_open_per_agent = 0
+
+# Automation rules, as many as wanted, each run in turn on every customer's message that comes
+# in on this node. `on`: \"new_conversation\" (a conversation's first message) or \"message\"
+# (every one). Conditions, all optional: `channel`, `text_contains` (any of the texts, case
+# aside), `label` (the conversation has it). Actions, at least one: `add_labels`, `assign` (an
+# agent id, `threadline agent list`), `status` (open, pending, resolved), `reply` (a text).
+# [[automation]]
+# name = \"refunds to billing\"
+# on = \"message\"
+# text_contains = [\"refund\", \"chargeback\"]
+# add_labels = [\"billing\"]
+# status = \"pending\"
 ";
 
 /// A loaded, validated configuration.
@@ -290,6 +302,8 @@ pub struct Config {
     pub business_hours: Option<crate::business_hours::BusinessHours>,
     /// Service level targets (`[sla]`).
     pub sla: crate::sla::SlaPolicy,
+    /// Automation rules (`[[automation]]`), in order.
+    pub automation: Vec<crate::automation::Rule>,
 }
 
 /// One of Meta's channels, configured.
@@ -1084,6 +1098,8 @@ struct File {
     business_hours: BusinessHoursSection,
     #[serde(default)]
     sla: SlaSection,
+    #[serde(default)]
+    automation: Vec<crate::automation::RuleSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1409,6 +1425,7 @@ impl Config {
             assignment: crate::assignment::Policy::default(),
             business_hours: None,
             sla: crate::sla::SlaPolicy::default(),
+            automation: Vec::new(),
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1435,7 +1452,7 @@ impl Config {
 
     /// Loads `path`, then applies `listen` (from the environment or the command line) if given.
     pub fn load(path: &Path, listen: Option<SocketAddr>) -> Result<Config, ConfigError> {
-        let file: File = read_toml(path)?;
+        let mut file: File = read_toml(path)?;
         let bad = |detail: String| ConfigError::BadValue {
             path: path.to_owned(),
             detail,
@@ -1460,6 +1477,11 @@ impl Config {
                 .or(reply_within),
             resolution: minutes("resolution_minutes", sla.resolution_minutes)?,
         };
+        let automation = std::mem::take(&mut file.automation)
+            .into_iter()
+            .enumerate()
+            .map(|(n, section)| section.rule(n).map_err(&bad))
+            .collect::<Result<Vec<_>, _>>()?;
         let hours = &file.business_hours;
         let business_hours = match (&hours.timezone, &hours.away_message) {
             (None, None) => None,
@@ -1626,6 +1648,7 @@ impl Config {
             },
             business_hours,
             sla,
+            automation,
         })
     }
 }

@@ -591,7 +591,7 @@ impl Ingest {
     pub async fn next_local_inbound(
         &self,
         live: &mut broadcast::Receiver<LiveEvent>,
-    ) -> Option<ThreadId> {
+    ) -> Option<(ThreadId, EventId)> {
         loop {
             let change = tokio::select! {
                 () = self.closing() => return None,
@@ -600,10 +600,10 @@ impl Ingest {
             match change {
                 Ok(LiveEvent {
                     scope: ScopeId::Thread(thread),
+                    event,
                     kind: "thread.message.inbound",
                     local: true,
-                    ..
-                }) => return Some(thread),
+                }) => return Some((thread, event)),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

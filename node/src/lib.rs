@@ -22,6 +22,7 @@ pub mod admin;
 pub mod admin_requests;
 pub mod api;
 pub mod assignment;
+pub mod automation;
 pub mod bridge_host;
 pub mod business_hours;
 pub mod clock;

@@ -356,6 +356,7 @@ pub async fn serve(
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
     tokio::spawn(wake_snoozed(ingest.clone()));
     tokio::spawn(crate::message_search::run(ingest.clone()));
+
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));
     }
@@ -363,8 +364,12 @@ pub async fn serve(
     if let Some(hours) = &config.business_hours {
         tokio::spawn(crate::business_hours::run(ingest.clone(), hours.clone()));
     }
-    if config.assignment.auto {
-        tokio::spawn(crate::assignment::run(ingest.clone(), config.assignment));
+    if config.assignment.auto || !config.automation.is_empty() {
+        tokio::spawn(crate::automation::run(
+            ingest.clone(),
+            config.automation.clone(),
+            config.assignment,
+        ));
     }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     tokio::spawn(crate::admin_requests::serve(

@@ -2526,3 +2526,152 @@ fn service_level_timers_show_in_the_list_and_reports_count_times_and_breaches() 
     }
     node.stop();
 }
+
+#[test]
+fn automation_rules_label_assign_set_the_status_and_reply_and_round_robin_leaves_their_assignments()
+{
+    let org = Org::new();
+    let bea = field(
+        &threadline_ok(&org.data, &["agent", "add", "Bea"]),
+        "agent:",
+    )
+    .split_whitespace()
+    .next()
+    .expect("id")
+    .to_owned();
+    edit_config(&org.data, |text| {
+        format!(
+            "{}
+[[automation]]
+name = \"mail intake\"
+on = \"new_conversation\"
+channel = \"email\"
+add_labels = [\"email-intake\"]
+reply = \"We got your mail and answer within a day.\"
+
+[[automation]]
+name = \"refunds to billing\"
+on = \"message\"
+text_contains = [\"refund\", \"chargeback\"]
+add_labels = [\"billing\"]
+assign = \"{bea}\"
+status = \"pending\"
+
+[[automation]]
+on = \"message\"
+label = \"vip\"
+add_labels = [\"priority\"]
+",
+            text.replace("auto = false", "auto = true")
+        )
+    });
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    // The admin has the inbox open: round robin assigns new conversations no rule assigned.
+    let _admin_here = node.live_stream(token);
+    let (_, me) = node.get(token, "/api/v1/me");
+    let thread_of = |thread: &ThreadId| node.get(token, &format!("/api/v1/threads/{thread}")).1;
+    // A new mail: labelled and answered by the node (no agent wrote the reply).
+    let mail = send(
+        &node,
+        &org.email,
+        "email:dora@example.com",
+        "Hello, a question",
+        "a-1",
+    );
+    let shown = threadline_tests::eventually("the mail rule", Duration::from_secs(10), || {
+        let shown = thread_of(&mail);
+        (shown["thread"]["labels"] == json!(["email-intake"])
+            && shown["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["kind"] == "thread.message.outbound")))
+        .then_some(shown)
+    });
+    let reply = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "thread.message.outbound")
+        .expect("the reply")
+        .clone();
+    assert_eq!(reply["text"], "We got your mail and answer within a day.");
+    assert_eq!(reply["agent"], Value::Null, "{reply}");
+    // Its second message is not new: no second reply.
+    send(
+        &node,
+        &org.email,
+        "email:dora@example.com",
+        "And another thing",
+        "a-2",
+    );
+    // A refund on the web chat: billing, Bea, pending.
+    let chat = send(
+        &node,
+        &org.webchat,
+        "webchat:eve",
+        "I want a REFUND now",
+        "a-3",
+    );
+    let shown = threadline_tests::eventually("the refund rule", Duration::from_secs(10), || {
+        let shown = thread_of(&chat);
+        (shown["thread"]["status"] == "pending").then_some(shown)
+    });
+    assert_eq!(shown["thread"]["labels"], json!(["billing"]));
+    assert_eq!(
+        shown["thread"]["assignee"],
+        bea.as_str(),
+        "the rule's assignment stands"
+    );
+    // A label the thread has: the third rule.
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{chat}/labels"),
+        &json!({"add": ["vip"]}),
+    );
+    assert_eq!(status, 200);
+    send(&node, &org.webchat, "webchat:eve", "Hello again", "a-4");
+    threadline_tests::eventually("the vip rule", Duration::from_secs(10), || {
+        (thread_of(&chat)["thread"]["labels"] == json!(["billing", "priority", "vip"]))
+            .then_some(())
+    });
+    // A message no rule matches: only round robin acts.
+    let plain = send(&node, &org.webchat, "webchat:fay", "Just saying hi", "a-5");
+    let shown = threadline_tests::eventually("round robin", Duration::from_secs(10), || {
+        let shown = thread_of(&plain);
+        (shown["thread"]["assignee"] == me["id"]).then_some(shown)
+    });
+    assert_eq!(
+        (&shown["thread"]["labels"], &shown["thread"]["status"]),
+        (&json!([]), &json!("open")),
+        "no rule matched: only round robin acted"
+    );
+    let replies = thread_of(&mail)["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "thread.message.outbound")
+        .count();
+    assert_eq!(replies, 1, "the mail rule answers a new conversation only");
+    node.stop();
+
+    // A rule that is wrong stops the node from starting, and says which and why.
+    edit_config(&org.data, |text| {
+        text.replace("status = \"pending\"", "status = \"later\"")
+    });
+    let out = run_threadline(
+        &org.data,
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--p2p-listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("automation[1].status is `later`"),
+        "{stderr}"
+    );
+}
