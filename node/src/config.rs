@@ -223,6 +223,14 @@ imap_poll_seconds = 30
 auto = false
 max_open_per_agent = 0
 
+[csat]
+# After an agent resolves a conversation, ask the customer on their channel to rate it from 1
+# to 5; a reply that is just the number is recorded on the conversation (label csat-<n>) and
+# counted in reports.
+ask = false
+question = \"How did we do? Reply with a number from 1 (poor) to 5 (great).\"
+thanks = \"Thank you for your rating!\"
+
 # Automation rules, as many as wanted, each run in turn on every customer's message that comes
 # in on this node. `on`: \"new_conversation\" (a conversation's first message) or \"message\"
 # (every one). Conditions, all optional: `channel`, `text_contains` (any of the texts, case
@@ -304,6 +312,8 @@ pub struct Config {
     pub sla: crate::sla::SlaPolicy,
     /// Automation rules (`[[automation]]`), in order.
     pub automation: Vec<crate::automation::Rule>,
+    /// The satisfaction survey (`[csat]`), if asked.
+    pub csat: Option<crate::csat::Survey>,
 }
 
 /// One of Meta's channels, configured.
@@ -1100,6 +1110,17 @@ struct File {
     sla: SlaSection,
     #[serde(default)]
     automation: Vec<crate::automation::RuleSection>,
+    #[serde(default)]
+    csat: CsatSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsatSection {
+    #[serde(default)]
+    ask: bool,
+    question: Option<String>,
+    thanks: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1426,6 +1447,7 @@ impl Config {
             business_hours: None,
             sla: crate::sla::SlaPolicy::default(),
             automation: Vec::new(),
+            csat: None,
             replication_listen: vec![libp2p::Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
                 .with(libp2p::multiaddr::Protocol::Tcp(0))],
             replication_peers: Vec::new(),
@@ -1482,6 +1504,20 @@ impl Config {
             .enumerate()
             .map(|(n, section)| section.rule(n).map_err(&bad))
             .collect::<Result<Vec<_>, _>>()?;
+        let text = |key: &str, value: Option<String>| match value {
+            Some(text) if text.trim().is_empty() || text.len() > 4096 => Err(bad(format!(
+                "csat.{key} must be 1 to 4,096 bytes of text (leave it out for the default)"
+            ))),
+            text => Ok(text),
+        };
+        let csat = match file.csat.ask {
+            false => None,
+            true => Some(crate::csat::Survey {
+                question: text("question", file.csat.question.take())?
+                    .unwrap_or_else(|| crate::csat::QUESTION.to_owned()),
+                thanks: text("thanks", file.csat.thanks.take())?,
+            }),
+        };
         let hours = &file.business_hours;
         let business_hours = match (&hours.timezone, &hours.away_message) {
             (None, None) => None,
@@ -1649,6 +1685,7 @@ impl Config {
             business_hours,
             sla,
             automation,
+            csat,
         })
     }
 }

@@ -509,6 +509,16 @@ impl Ingest {
         ids.into_iter().next().ok_or(IngestError::ShuttingDown)
     }
 
+    /// [`Ingest::act_as_node`] for several actions, in order, in one request.
+    pub async fn act_all_as_node(
+        &self,
+        thread: ThreadId,
+        actions: Vec<Action>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        self.call(|reply| Request::Act(None, thread, actions, reply))
+            .await
+    }
+
     /// Performs several actions on one thread in one request (one flush, answered together),
     /// in order. They are checked against the same thread and agent, so when the first is
     /// accepted the others are too (but for a store failure, which fails them all).

@@ -32,6 +32,7 @@ pub mod contact_evidence;
 pub mod contact_name;
 pub mod contact_search;
 pub mod conversation;
+pub mod csat;
 pub mod data_dir;
 pub mod export;
 pub mod http;

@@ -38,6 +38,8 @@ pub struct Conversation {
     pub resolved_by: Option<AgentId>,
     /// The service level targets it missed (see [`crate::sla::SlaTimers::breached`]).
     pub breached: Vec<&'static str>,
+    /// The customer's satisfaction rating, 1 to 5 (`[csat]`).
+    pub rating: Option<u8>,
     /// Whether its first reply and resolution are known (a thread whose facts were stored
     /// before they were kept, and not written since, has them unknown).
     pub known: bool,
@@ -75,6 +77,7 @@ pub fn conversations(
             resolution_ms: resolved.map(|(at, _)| at.as_millis().saturating_sub(opened_at)),
             resolved_by: resolved.and_then(|(_, agent)| agent),
             breached: policy.timers(&state, &facts, now).breached,
+            rating: crate::csat::rating_in(&state.labels),
             known,
         });
     }
@@ -105,6 +108,17 @@ impl Spread {
             p90: rank(90),
         }
     }
+}
+
+/// The satisfaction ratings given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Satisfaction {
+    /// Conversations rated.
+    pub count: u64,
+    /// How many gave 1, 2, 3, 4 and 5.
+    pub by_score: [u64; 5],
+    /// The share of ratings of 4 or 5, in percent, rounded down (`null` with none).
+    pub satisfied_percent: Option<u64>,
 }
 
 /// Conversations started on a day (UTC), per channel.
@@ -145,6 +159,8 @@ pub struct Report {
     /// Conversations whose first reply and resolution are not known (see
     /// [`Conversation::known`]).
     pub unknown: u64,
+    /// The satisfaction ratings of the conversations.
+    pub csat: Satisfaction,
     pub agents: Vec<AgentPart>,
 }
 
@@ -191,9 +207,17 @@ pub fn summarize(conversations: &[Conversation], from: u64, to: u64) -> Report {
             agents.entry(agent).or_default().1 += 1;
         }
     }
+    let mut csat = Satisfaction::default();
+    for rating in conversations.iter().filter_map(|c| c.rating) {
+        csat.count += 1;
+        csat.by_score[usize::from(rating.clamp(1, 5)) - 1] += 1;
+    }
+    csat.satisfied_percent =
+        (csat.count > 0).then(|| (csat.by_score[3] + csat.by_score[4]) * 100 / csat.count);
     Report {
         from,
         to,
+        csat,
         conversations: conversations.len() as u64,
         by_channel,
         by_day,
@@ -246,11 +270,11 @@ pub fn csv(conversations: &[Conversation], names: &BTreeMap<AgentId, String>) ->
             .unwrap_or_default()
     };
     let mut out = String::from(
-        "thread,opened_at,channel,status,assignee,first_response_seconds,first_replied_by,resolution_seconds,resolved_by,breached\r\n",
+        "thread,opened_at,channel,status,assignee,first_response_seconds,first_replied_by,resolution_seconds,resolved_by,breached,rating\r\n",
     );
     for c in conversations {
         out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\r\n",
+            "{},{},{},{},{},{},{},{},{},{},{}\r\n",
             c.thread,
             time(c.opened_at),
             c.channel.as_str(),
@@ -265,6 +289,7 @@ pub fn csv(conversations: &[Conversation], names: &BTreeMap<AgentId, String>) ->
             seconds(c.resolution_ms),
             agent(c.resolved_by),
             c.breached.join(" "),
+            c.rating.map(|r| r.to_string()).unwrap_or_default(),
         ));
     }
     out
@@ -301,12 +326,13 @@ mod tests {
             resolution_ms: Some(3_600_000),
             resolved_by: None,
             breached: vec!["first_response"],
+            rating: Some(5),
             known: true,
         };
         let text = csv(&[row], &names);
         let line = text.lines().nth(1).expect("a row");
         assert!(
-            line.ends_with(",2025-12-07T00:00:00Z,email,resolved,\"Lee, \"\"Sam\"\"\",90,\"Lee, \"\"Sam\"\"\",3600,,first_response"),
+            line.ends_with(",2025-12-07T00:00:00Z,email,resolved,\"Lee, \"\"Sam\"\"\",90,\"Lee, \"\"Sam\"\"\",3600,,first_response,5"),
             "{line}"
         );
     }

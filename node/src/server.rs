@@ -371,6 +371,9 @@ pub async fn serve(
             config.assignment,
         ));
     }
+    if let Some(survey) = &config.csat {
+        tokio::spawn(crate::csat::run(ingest.clone(), survey.clone()));
+    }
     tokio::spawn(serve_backup_requests(ingest.clone(), data_dir.clone()));
     tokio::spawn(crate::admin_requests::serve(
         ingest.clone(),

@@ -47,7 +47,8 @@ pub struct ThreadFacts {
     /// The first reply an agent wrote (the first outbound message with an agent, in the
     /// linear order), and who wrote it: the first response, for the SLA and reports.
     first_reply: Option<(Place, Option<AgentId>)>,
-    /// The last change of status to resolved, in the linear order, and who made it.
+    /// The last change of status to resolved by an agent, in the linear order, and who (the
+    /// node's own, after a satisfaction rating or by a rule, do not count).
     last_resolved: Option<(Place, Option<AgentId>)>,
     /// Whether the two above are known: `false` for facts stored before they were kept
     /// (until the thread is next loaded whole).
@@ -264,7 +265,9 @@ impl ThreadFacts {
             }
             EventKind::Thread(ThreadKind::Status {
                 status: threadline_protocol::event::Status::Resolved,
-            }) if self.last_resolved.is_none_or(|(last, _)| at > last) => {
+            }) if header.agent.is_some()
+                && self.last_resolved.is_none_or(|(last, _)| at > last) =>
+            {
                 self.last_resolved = Some((at, header.agent));
             }
             _ => {}
@@ -282,7 +285,7 @@ impl ThreadFacts {
         self.first_reply.map(|((_, at, _), agent)| (at, agent))
     }
 
-    /// When the thread was last resolved, and by whom (it may have been reopened since).
+    /// When an agent last resolved the thread, and who (it may have been reopened since).
     pub fn last_resolved(&self) -> Option<(Timestamp, Option<AgentId>)> {
         self.last_resolved.map(|((_, at, _), agent)| (at, agent))
     }

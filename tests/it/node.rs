@@ -2513,7 +2513,7 @@ fn service_level_timers_show_in_the_list_and_reports_count_times_and_breaches() 
         .find(|l| l.starts_with(&ann.to_string()))
         .expect("Ann's line");
     assert!(
-        ann_line.ends_with(",first_response resolution"),
+        ann_line.ends_with(",first_response resolution,"),
         "{ann_line}"
     );
     assert!(ann_line.contains(",webchat,open,"), "{ann_line}");
@@ -2674,4 +2674,101 @@ add_labels = [\"priority\"]
         stderr.contains("automation[1].status is `later`"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_resolved_conversation_asks_for_a_rating_and_the_customers_number_is_recorded() {
+    let org = Org::new();
+    edit_config(&org.data, |text| text.replace("ask = false", "ask = true"));
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    let thread_of = |thread: &ThreadId| node.get(token, &format!("/api/v1/threads/{thread}")).1;
+    let said_by_node = |thread: &ThreadId| -> Vec<String> {
+        thread_of(thread)["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "thread.message.outbound" && e["agent"].is_null())
+            .map(|e| e["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let resolve = |thread: &ThreadId| {
+        let (status, answer) = node.post(
+            token,
+            &format!("/api/v1/threads/{thread}/status"),
+            &json!({"status": "resolved"}),
+        );
+        assert_eq!(status, 200, "{answer}");
+    };
+    let happy = send(&node, &org.webchat, "webchat:gus", "My order?", "c-1");
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{happy}/replies"),
+        &json!({"text": "Shipped today"}),
+    );
+    assert_eq!(status, 200);
+    resolve(&happy);
+    threadline_tests::eventually("the question", Duration::from_secs(10), || {
+        (said_by_node(&happy)
+            == vec!["How did we do? Reply with a number from 1 (poor) to 5 (great)."])
+        .then_some(())
+    });
+    assert_eq!(thread_of(&happy)["thread"]["labels"], json!(["csat-asked"]));
+    // The customer answers 5: recorded, thanked, resolved again.
+    send(&node, &org.webchat, "webchat:gus", "5", "c-2");
+    let shown = threadline_tests::eventually("the rating", Duration::from_secs(10), || {
+        let shown = thread_of(&happy);
+        (shown["thread"]["labels"] == json!(["csat-5"])).then_some(shown)
+    });
+    assert_eq!(shown["thread"]["status"], "resolved");
+    assert_eq!(
+        said_by_node(&happy).last().map(String::as_str),
+        Some("Thank you for your rating!")
+    );
+    // Rated once: a later resolution asks nothing.
+    send(&node, &org.webchat, "webchat:gus", "One more thing", "c-3");
+    resolve(&happy);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        said_by_node(&happy).len(),
+        2,
+        "the question and the thanks only"
+    );
+
+    // A customer who answers with words: no rating; the question stays open.
+    let wordy = send(&node, &org.webchat, "webchat:hal", "Hi", "c-4");
+    resolve(&wordy);
+    threadline_tests::eventually("the question", Duration::from_secs(10), || {
+        (said_by_node(&wordy).len() == 1).then_some(())
+    });
+    send(
+        &node,
+        &org.webchat,
+        "webchat:hal",
+        "It was fine I guess, 4 maybe",
+        "c-5",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let shown = thread_of(&wordy);
+    assert_eq!(shown["thread"]["labels"], json!(["csat-asked"]));
+    assert_eq!(
+        shown["thread"]["status"], "open",
+        "the customer's message reopened it"
+    );
+    send(&node, &org.webchat, "webchat:hal", "2", "c-6");
+    threadline_tests::eventually("the rating", Duration::from_secs(10), || {
+        (thread_of(&wordy)["thread"]["labels"] == json!(["csat-2"])).then_some(())
+    });
+
+    // In the report: two ratings, one of them satisfied.
+    let (_, report) = node.get(token, "/api/v1/reports");
+    assert_eq!(
+        report["csat"],
+        json!({"count": 2, "by_score": [0, 1, 0, 0, 1], "satisfied_percent": 50})
+    );
+    // The node's own resolution after a rating is not an agent's.
+    let (_, me) = node.get(token, "/api/v1/me");
+    assert_eq!(report["agents"][0]["agent"], me["id"]);
+    assert_eq!(report["agents"][0]["resolved"], 2, "{report}");
+    node.stop();
 }

@@ -1196,6 +1196,9 @@
       figure("SLA missed", ["first_response", "next_response", "resolution"].map(function (k) {
         return (breaches[k] || 0) + " " + SLA_NAMES[k];
       }).join(" · "));
+      figure("Satisfaction", report.csat.count
+        ? report.csat.satisfied_percent + "% of " + report.csat.count + (report.csat.count === 1 ? " rating" : " ratings")
+        : "no ratings");
       if (report.unknown) figure("Not yet known", report.unknown + " (written before reports)");
       var chart = $("reports-chart");
       chart.textContent = "";

@@ -948,7 +948,7 @@ impl Writer {
         &mut self,
         hint: &ThreadRef,
         contact: ContactId,
-    ) -> Result<Option<(ThreadId, Status)>, IngestError> {
+    ) -> Result<Option<(ThreadId, bool)>, IngestError> {
         let thread = match hint {
             ThreadRef::Thread(thread) => *thread,
             ThreadRef::Token(prefix) => {
@@ -980,7 +980,7 @@ impl Writer {
             warn!(%thread, "an inbound message names a thread of another customer; it goes to the sender's own thread");
             return Ok(None);
         }
-        Ok((state.owner == self.org).then_some((thread, state.status)))
+        Ok((state.owner == self.org).then_some((thread, takes_messages(&state))))
     }
 
     /// Gives a known contact that has no name the one the customer's app says they go by,
@@ -1070,7 +1070,7 @@ impl Writer {
         if let Some(hint) = &hint {
             if let Some((thread, _)) = self
                 .hinted_thread(hint, contact)?
-                .filter(|(_, status)| *status != Status::Resolved)
+                .filter(|(_, takes)| *takes)
             {
                 self.admit(thread, &handle, live)?;
                 return self.resolved(contact, thread);
@@ -1104,7 +1104,7 @@ impl Writer {
 
     /// The open thread of `contact`'s customer: its own, or one of a contact merged into it
     /// (the index is keyed by the contact a thread was opened for). A resolved thread is not
-    /// open.
+    /// open, unless it waits for the customer's rating (see [`takes_messages`]).
     fn open_thread_of(&mut self, contact: ContactId) -> Result<Option<ThreadId>, IngestError> {
         let candidates = self
             .directory
@@ -1125,7 +1125,7 @@ impl Writer {
                     detail: "value is not a thread id".to_owned(),
                 }
             })?);
-            if self.threads.load(&self.store, id)?.state().status != Status::Resolved {
+            if takes_messages(self.threads.load(&self.store, id)?.state()) {
                 return Ok(Some(id));
             }
         }
@@ -2018,4 +2018,11 @@ fn inbound_handle(event: &VerifiedEvent) -> Option<&Handle> {
 
 fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
+}
+
+/// Whether a customer's next message goes to a thread in `state`: it is not resolved, or it
+/// is and waits for the customer's satisfaction rating (`crate::csat`), which the message may
+/// be. Otherwise a message after the resolution starts a new conversation.
+fn takes_messages(state: &threadline_protocol::ThreadState) -> bool {
+    state.status != Status::Resolved || crate::csat::awaits_rating(state)
 }
