@@ -26,9 +26,9 @@ pub struct Policy {
 #[derive(Debug, Default)]
 pub struct Turn(usize);
 
-/// Assigns `thread` under `policy` if it is a new conversation (its first message, open,
-/// unassigned). Called for each customer's message that comes in on this node, after the
-/// automation rules (`automation::run`), so a rule's assignment stands.
+/// Assigns new conversation `thread` under `policy` if it is still unassigned and not
+/// resolved. Called for each conversation's first message that comes in on this node, after
+/// the automation rules (`automation::run`), so a rule's assignment stands.
 pub async fn assign_if_new(
     ingest: &Ingest,
     thread: ThreadId,
@@ -41,7 +41,7 @@ pub async fn assign_if_new(
     let Some(state) = ingest.store().thread_state(&thread)? else {
         return Ok(());
     };
-    if state.n_messages != 1 || state.assignee.is_some() || state.status != Status::Open {
+    if state.assignee.is_some() || state.status == Status::Resolved {
         return Ok(());
     }
     let here = ingest.presence().agents_here();

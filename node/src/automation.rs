@@ -196,17 +196,37 @@ pub async fn run(ingest: Ingest, rules: Vec<Rule>, assignment: crate::assignment
     let mut live = ingest.subscribe();
     let mut turn = crate::assignment::Turn::default();
     while let Some((thread, event)) = ingest.next_local_inbound(&mut live).await {
+        // Decided once, from the message itself: what the rules do (a reply, say) does not
+        // make it any less the conversation's first.
+        let first = match starts_thread(&ingest, thread, event) {
+            Ok(first) => first,
+            Err(err) => {
+                warn!(%thread, cause = %err, "automation: the message could not be read");
+                continue;
+            }
+        };
         for rule in &rules {
-            if let Err(err) = apply(&ingest, rule, thread, event).await {
+            if let Err(err) = apply(&ingest, rule, thread, event, first).await {
                 warn!(%thread, rule = %rule.name, cause = %err, "an automation rule could not act");
             }
         }
-        if let Err(err) =
-            crate::assignment::assign_if_new(&ingest, thread, assignment, &mut turn).await
-        {
-            warn!(%thread, cause = %err, "could not assign a new conversation");
+        if first {
+            if let Err(err) =
+                crate::assignment::assign_if_new(&ingest, thread, assignment, &mut turn).await
+            {
+                warn!(%thread, cause = %err, "could not assign a new conversation");
+            }
         }
     }
+}
+
+/// Whether message `event` starts `thread`: it was written right on the thread's opening.
+fn starts_thread(ingest: &Ingest, thread: ThreadId, event: EventId) -> Result<bool, IngestError> {
+    let root = EventId::from_bytes(*thread.as_bytes());
+    Ok(ingest
+        .store()
+        .event(&ScopeId::Thread(thread), &event)?
+        .is_some_and(|message| message.header().parents == [root]))
 }
 
 /// Applies `rule` to message `event` of `thread` if it matches (the thread as it is now).
@@ -215,6 +235,7 @@ async fn apply(
     rule: &Rule,
     thread: ThreadId,
     event: EventId,
+    first: bool,
 ) -> Result<(), IngestError> {
     let store = ingest.store();
     let (Some(state), Some(message)) = (
@@ -229,7 +250,6 @@ async fn apply(
     else {
         return Ok(());
     };
-    let first = state.n_messages == 1;
     let text = message.content.as_ref().map_or("", |c| c.text.as_str());
     if !rule.matches(&Arrival {
         first,

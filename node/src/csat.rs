@@ -5,8 +5,10 @@
 //! the thread on every node, and reports count it (`reports.rs`).
 //!
 //! The thread carries `csat-asked` while the node waits for a rating, and takes the
-//! customer's next message though it is resolved (otherwise a message after a resolution
-//! starts a new conversation); a thread rated once is not asked again. Only the node where the agent resolved asks, and only the node the
+//! customer's next message though it is resolved, for up to [`RATING_WAIT`] (otherwise a
+//! message after a resolution starts a new conversation). A message that is not a rating
+//! takes the label off: the conversation goes on, and its next resolution asks again. A
+//! thread rated once is not asked again. Only the node where the agent resolved asks, and only the node the
 //! rating came in on records it.
 
 use threadline_protocol::{
@@ -21,6 +23,9 @@ use crate::ingest::{Action, Ingest, IngestError, LiveEvent};
 
 /// The label of a thread waiting for its rating.
 pub const ASKED: &str = "csat-asked";
+/// How long after the question a resolved thread takes the customer's next message as a
+/// possible rating; after that a message starts a new conversation.
+pub const RATING_WAIT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// The prefix of a rating's label (`csat-1` … `csat-5`).
 const RATED: &str = "csat-";
 
@@ -188,12 +193,16 @@ async fn record(
             direction: Direction::Inbound { .. }
         })
     );
-    let Some(rating) = message
-        .content
-        .as_ref()
-        .filter(|_| inbound)
-        .and_then(|c| rating_of(&c.text))
-    else {
+    if !inbound {
+        return Ok(());
+    }
+    let Some(rating) = message.content.as_ref().and_then(|c| rating_of(&c.text)) else {
+        // The customer wrote something else: the conversation goes on, and the question is
+        // dropped (a lone number later is a message like any other).
+        ingest
+            .act_as_node(thread, Action::LabelRemove(labels.asked.clone()))
+            .await?;
+        info!(%thread, "the customer answered the survey with words: no rating");
         return Ok(());
     };
     let Some(rated) = labels.rated.get(usize::from(rating) - 1) else {

@@ -590,12 +590,15 @@ pub async fn run(ingest: Ingest) {
         });
         tokio::pin!(build);
         let mut queued = Vec::new();
+        let mut lagged_while_building = false;
         let built = loop {
             tokio::select! {
                 built = &mut build => break built,
                 event = live.recv() => match event {
                     Ok(event) => queued.push(event),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        lagged_while_building = true;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 () = ingest.closing() => return,
@@ -612,6 +615,14 @@ pub async fn run(ingest: Ingest) {
             }
             Err(_) => return,
         };
+        if lagged_while_building {
+            // Events stored meanwhile were missed: what the rebuild read may lack them.
+            tracing::info!(
+                "message search fell behind the live events while it was built; building it again"
+            );
+            indexer = Some(current);
+            continue;
+        }
         // Then follow, a batch at a time.
         let mut last_commit = Instant::now();
         let lagged = loop {

@@ -22,10 +22,12 @@ pub struct SlaPolicy {
 /// A thread's timers now: when each pending target is due, and which have passed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SlaTimers {
-    /// When the first reply is due (ms); `null` once replied, or without a target.
+    /// When the first reply is due (ms); `null` once an agent replied, while resolved, or
+    /// without a target.
     pub first_response_due: Option<u64>,
     /// When the reply to the waiting customer is due (ms); `null` when nothing waits for a
-    /// next reply, or without a target.
+    /// next reply (only an agent's reply answers; the node's own do not), while resolved, or
+    /// without a target.
     pub next_response_due: Option<u64>,
     /// When the conversation is to be resolved (ms); `null` once resolved, or without a
     /// target.
@@ -50,10 +52,13 @@ impl SlaPolicy {
         }
         let opened = state.opened_at.as_millis();
         let first_reply = facts.first_reply().map(|(at, _)| at.as_millis());
+        // A resolved conversation owes nothing: no timer runs, none is missed from then on.
+        let resolved = matches!(state.status, Status::Resolved);
         let mut timers = SlaTimers::default();
         if let Some(within) = self.first_response {
             let due = opened.saturating_add(within);
             match first_reply {
+                None if resolved => {}
                 None => {
                     timers.first_response_due = Some(due);
                     if now > due {
@@ -64,9 +69,12 @@ impl SlaPolicy {
                 Some(_) => {}
             }
         }
-        if let (Some(within), Some(_), Some(since)) =
-            (self.next_response, first_reply, facts.waiting_since())
-        {
+        if let (Some(within), Some(_), Some(since), false) = (
+            self.next_response,
+            first_reply,
+            facts.waiting_since(),
+            resolved,
+        ) {
             let due = since.as_millis().saturating_add(within);
             timers.next_response_due = Some(due);
             if now > due {
@@ -75,7 +83,7 @@ impl SlaPolicy {
         }
         if let Some(within) = self.resolution {
             let due = opened.saturating_add(within);
-            if matches!(state.status, Status::Resolved) {
+            if resolved {
                 if facts
                     .last_resolved()
                     .is_some_and(|(at, _)| at.as_millis() > due)

@@ -41,8 +41,8 @@ pub struct ThreadFacts {
     readers: BTreeMap<AgentId, Reader>,
     /// The last message (either way) in the linear order.
     last_message: Option<Place>,
-    /// The customer's first message since the last reply (in the linear order), and when it
-    /// was written: what an answer is owed for.
+    /// The customer's first message since an agent last replied (in the linear order), and
+    /// when it was written: what an answer is owed for.
     unanswered: Option<(Place, Timestamp)>,
     /// The first reply an agent wrote (the first outbound message with an agent, in the
     /// linear order), and who wrote it: the first response, for the SLA and reports.
@@ -148,7 +148,7 @@ impl ThreadFacts {
                     if facts.unanswered.is_none() {
                         facts.unanswered = Some((place_of(event), header.author_time));
                     }
-                } else {
+                } else if is_answer(event) {
                     facts.unanswered = None;
                 }
             }
@@ -308,10 +308,10 @@ impl ThreadFacts {
         let key = OrderKey::of(event);
         if is_inbound(event) {
             let before_first = self.unanswered.is_none_or(|(first, _)| at < first);
-            if before_first && !dag.iter_after(key).any(|e| is_message(e) && !is_inbound(e)) {
+            if before_first && !dag.iter_after(key).any(is_answer) {
                 self.unanswered = Some((at, event.header().author_time));
             }
-        } else if self.unanswered.is_some_and(|(first, _)| first < at) {
+        } else if is_answer(event) && self.unanswered.is_some_and(|(first, _)| first < at) {
             // Nothing after the first unanswered message was a reply until this one, so what
             // is unanswered now is the first inbound message after it.
             self.unanswered = dag
@@ -320,6 +320,12 @@ impl ThreadFacts {
                 .map(|e| (place_of(e), e.header().author_time));
         }
     }
+}
+
+/// An agent's reply: what answers the customer (the node's own messages — an away reply, a
+/// rule's, a survey's question — do not).
+fn is_answer(event: &VerifiedEvent) -> bool {
+    is_message(event) && !is_inbound(event) && event.header().agent.is_some()
 }
 
 fn is_message(event: &VerifiedEvent) -> bool {

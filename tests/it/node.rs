@@ -2353,8 +2353,10 @@ fn messages_are_found_by_their_words_on_every_channel_with_filters_and_not_once_
     node.stop();
     let node = Node::start(&org.data);
     threadline_tests::eventually("the index rebuilt", Duration::from_secs(10), || {
-        (search_messages(&node, token, "q=cafe").len() == 1).then_some(())
+        let (_, found) = node.get(token, "/api/v1/search?q=cafe");
+        (found["index"]["ready"] == true).then_some(())
     });
+    assert_eq!(search_messages(&node, token, "q=cafe").len(), 1);
     assert_eq!(search_messages(&node, token, "q=parcel"), vec![]);
     node.stop();
 }
@@ -2520,7 +2522,12 @@ fn service_level_timers_show_in_the_list_and_reports_count_times_and_breaches() 
     // Admins only; a bad span is refused.
     let (status, _) = node.get(&plain, "/api/v1/reports");
     assert_eq!(status, 403);
-    for query in ["from=20&to=10", "from=0&to=100000000000", "days=3"] {
+    for query in [
+        "from=20&to=10",
+        "from=0&to=100000000000",
+        "from=18446744073700000000&to=18446744073709551615",
+        "days=3",
+    ] {
         let (status, answer) = node.get(token, &format!("/api/v1/reports?{query}"));
         assert_eq!(status, 400, "{query}: {answer}");
     }
@@ -2596,6 +2603,16 @@ add_labels = [\"priority\"]
         .clone();
     assert_eq!(reply["text"], "We got your mail and answer within a day.");
     assert_eq!(reply["agent"], Value::Null, "{reply}");
+    // The node's own reply is no agent's answer: the customer still waits for one.
+    let (_, page) = node.get(token, "/api/v1/threads");
+    let listed = page["threads"]
+        .as_array()
+        .expect("threads")
+        .iter()
+        .find(|t| t["id"] == mail.to_string())
+        .expect("listed")
+        .clone();
+    assert!(listed["waiting_since"].is_u64(), "{listed}");
     // Its second message is not new: no second reply.
     send(
         &node,
@@ -2735,27 +2752,47 @@ fn a_resolved_conversation_asks_for_a_rating_and_the_customers_number_is_recorde
         "the question and the thanks only"
     );
 
-    // A customer who answers with words: no rating; the question stays open.
+    // A customer who answers with words: no rating; the conversation goes on, the question
+    // is dropped, and a number is then just a message.
     let wordy = send(&node, &org.webchat, "webchat:hal", "Hi", "c-4");
     resolve(&wordy);
     threadline_tests::eventually("the question", Duration::from_secs(10), || {
         (said_by_node(&wordy).len() == 1).then_some(())
     });
-    send(
+    let same = send(
         &node,
         &org.webchat,
         "webchat:hal",
-        "It was fine I guess, 4 maybe",
+        "It was fine I guess, but option 1 or 2?",
         "c-5",
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let shown = thread_of(&wordy);
-    assert_eq!(shown["thread"]["labels"], json!(["csat-asked"]));
+    assert_eq!(
+        same, wordy,
+        "the answer goes to the conversation that asked"
+    );
+    let shown =
+        threadline_tests::eventually("the question dropped", Duration::from_secs(10), || {
+            let shown = thread_of(&wordy);
+            (shown["thread"]["labels"] == json!([])).then_some(shown)
+        });
     assert_eq!(
         shown["thread"]["status"], "open",
         "the customer's message reopened it"
     );
     send(&node, &org.webchat, "webchat:hal", "2", "c-6");
+    std::thread::sleep(Duration::from_millis(500));
+    let shown = thread_of(&wordy);
+    assert_eq!(
+        (&shown["thread"]["labels"], &shown["thread"]["status"]),
+        (&json!([]), &json!("open")),
+        "a number is an ordinary message now"
+    );
+    // Its next resolution asks again; this time a number is the rating.
+    resolve(&wordy);
+    threadline_tests::eventually("the question again", Duration::from_secs(10), || {
+        (said_by_node(&wordy).len() == 2).then_some(())
+    });
+    send(&node, &org.webchat, "webchat:hal", "2", "c-7");
     threadline_tests::eventually("the rating", Duration::from_secs(10), || {
         (thread_of(&wordy)["thread"]["labels"] == json!(["csat-2"])).then_some(())
     });

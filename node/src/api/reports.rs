@@ -35,6 +35,13 @@ async fn conversations(
     if from >= to {
         return Err(ApiError::bad_request("from must be before to"));
     }
+    // The last ms of the year 9999: beyond it there is nothing to report and days overflow.
+    const LATEST: u64 = 253_402_300_799_999;
+    if to > LATEST {
+        return Err(ApiError::bad_request(format!(
+            "to must be at most {LATEST} (ms since the epoch)"
+        )));
+    }
     if to - from > MAX_DAYS * DAY_MS {
         return Err(ApiError::bad_request(format!(
             "a report spans at most {MAX_DAYS} days"

@@ -980,7 +980,8 @@ impl Writer {
             warn!(%thread, "an inbound message names a thread of another customer; it goes to the sender's own thread");
             return Ok(None);
         }
-        Ok((state.owner == self.org).then_some((thread, takes_messages(&state))))
+        let takes = takes_messages(&state, (self.now)());
+        Ok((state.owner == self.org).then_some((thread, takes)))
     }
 
     /// Gives a known contact that has no name the one the customer's app says they go by,
@@ -1125,7 +1126,8 @@ impl Writer {
                     detail: "value is not a thread id".to_owned(),
                 }
             })?);
-            if takes_messages(self.threads.load(&self.store, id)?.state()) {
+            let now = (self.now)();
+            if takes_messages(self.threads.load(&self.store, id)?.state(), now) {
                 return Ok(Some(id));
             }
         }
@@ -2020,9 +2022,15 @@ fn external_id_key(event: &VerifiedEvent) -> Option<Vec<u8>> {
     crate::store::external_id_key_of(&event.header().kind, event.content())
 }
 
-/// Whether a customer's next message goes to a thread in `state`: it is not resolved, or it
-/// is and waits for the customer's satisfaction rating (`crate::csat`), which the message may
-/// be. Otherwise a message after the resolution starts a new conversation.
-fn takes_messages(state: &threadline_protocol::ThreadState) -> bool {
-    state.status != Status::Resolved || crate::csat::awaits_rating(state)
+/// Whether a customer's next message goes to a thread in `state` at `now`: it is not
+/// resolved, or it is and has waited for the customer's satisfaction rating
+/// (`crate::csat`), which the message may be, for less than [`crate::csat::RATING_WAIT`].
+/// Otherwise a message after the resolution starts a new conversation.
+fn takes_messages(state: &threadline_protocol::ThreadState, now: Timestamp) -> bool {
+    state.status != Status::Resolved
+        || (crate::csat::awaits_rating(state)
+            && now
+                .as_millis()
+                .saturating_sub(state.last_activity.as_millis())
+                < crate::csat::RATING_WAIT.as_millis() as u64)
 }
