@@ -120,6 +120,25 @@ impl ThreadFacts {
     }
 }
 
+/// What each agent has not read of a thread ([`ThreadFacts::unread_counts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadCounts {
+    /// The customer's messages: unread for an agent who never read the thread.
+    inbound: u64,
+    /// Each agent who read it, and what is unread after their mark.
+    readers: Box<[(AgentId, u64)]>,
+}
+
+impl UnreadCounts {
+    /// The customer's messages `agent` has not read.
+    pub fn of(&self, agent: AgentId) -> u64 {
+        self.readers
+            .iter()
+            .find(|(reader, _)| *reader == agent)
+            .map_or(self.inbound, |(_, unread)| *unread)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Reader {
     /// The agent's read event that counts: the last of theirs in the linear order.
@@ -237,6 +256,18 @@ impl ThreadFacts {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// Every agent's unread count at once, compact, for the thread list's index.
+    pub fn unread_counts(&self) -> UnreadCounts {
+        UnreadCounts {
+            inbound: self.inbound,
+            readers: self
+                .readers
+                .iter()
+                .map(|(agent, reader)| (*agent, reader.unread))
+                .collect(),
         }
     }
 

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::thread_facts::{ThreadFacts, UnreadCounts};
+
 use threadline_protocol::{
     event::Status, thread::ThreadState, AgentId, ChannelKind, ContactId, ThreadId,
 };
@@ -30,10 +32,12 @@ struct Entry {
     contact: ContactId,
     /// For a snoozed thread, when it wakes (ms).
     snoozed_until: Option<u64>,
+    /// What each agent has not read (none known: nothing unread).
+    unread: UnreadCounts,
 }
 
 impl Entry {
-    fn of(state: &ThreadState) -> Self {
+    fn of(state: &ThreadState, facts: Option<&ThreadFacts>) -> Self {
         Entry {
             activity: state.last_activity.as_millis(),
             status: status_name(&state.status),
@@ -45,6 +49,7 @@ impl Entry {
                 Status::Snoozed { until } => Some(until.as_millis()),
                 _ => None,
             },
+            unread: facts.map(ThreadFacts::unread_counts).unwrap_or_default(),
         }
     }
 }
@@ -77,7 +82,7 @@ pub struct Filter<'a> {
 impl Filter<'_> {
     /// Whether a thread in `state` is in the list.
     pub fn keeps_state(&self, state: &ThreadState) -> bool {
-        self.keeps(&Entry::of(state))
+        self.keeps(&Entry::of(state, None))
     }
 
     fn keeps(&self, entry: &Entry) -> bool {
@@ -180,9 +185,9 @@ impl ThreadIndex {
         self.ready = true;
     }
 
-    /// Puts `thread` in with its state (the writer, after each event).
-    pub fn update(&mut self, thread: ThreadId, state: &ThreadState) {
-        self.put(thread, Entry::of(state));
+    /// Puts `thread` in with its state and facts (the writer, after each event).
+    pub fn update(&mut self, thread: ThreadId, state: &ThreadState, facts: Option<&ThreadFacts>) {
+        self.put(thread, Entry::of(state, facts));
     }
 
     fn put(&mut self, thread: ThreadId, entry: Entry) {
@@ -226,9 +231,14 @@ impl ThreadIndex {
 
     /// Puts `thread` in from its stored record, unless the writer has put it already (the
     /// build).
-    pub fn insert_stored(&mut self, thread: ThreadId, state: &ThreadState) {
+    pub fn insert_stored(
+        &mut self,
+        thread: ThreadId,
+        state: &ThreadState,
+        facts: Option<&ThreadFacts>,
+    ) {
         if !self.entries.contains_key(&thread) {
-            self.update(thread, state);
+            self.update(thread, state, facts);
         }
     }
 
@@ -325,6 +335,32 @@ impl ThreadIndex {
         tally
     }
 
+    /// How many threads each filter holds that have messages `agent` has not read (a walk
+    /// over the threads of the channel and label given).
+    pub fn unread_tally(
+        &self,
+        agent: AgentId,
+        channel: Option<ChannelKind>,
+        label: Option<&str>,
+    ) -> Tally {
+        let filter = Filter {
+            channel,
+            label,
+            ..Filter::default()
+        };
+        let empty = Ordered::new();
+        let (set, _) = self.narrowed(&filter, &empty);
+        let mut tally = Tally::default();
+        for (_, thread) in set {
+            if let Some(entry) = self.entries.get(thread) {
+                if entry.unread.of(agent) > 0 && filter.keeps(entry) {
+                    tally.add_many(entry.status, entry.assignee, agent, 1);
+                }
+            }
+        }
+        tally
+    }
+
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
     pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
         // The smallest set a filter narrows to (empty: nothing matches).
@@ -373,6 +409,7 @@ mod tests {
             labels: BTreeSet::new(),
             contact: ContactId::from_bytes([1; 16]),
             snoozed_until: None,
+            unread: UnreadCounts::default(),
         }
     }
 
@@ -494,15 +531,15 @@ mod tests {
         let mut index = ThreadIndex::default();
         let (a, mut state_a) = opened_state(1);
         let (b, state_b) = opened_state(2);
-        index.update(a, &state_a);
-        index.insert_stored(b, &state_b);
+        index.update(a, &state_a, None);
+        index.insert_stored(b, &state_b, None);
         let stale_a = state_a.clone();
         // A new message on a: it moves to the top, once, with its new status.
         state_a.last_activity = threadline_protocol::Timestamp::from_millis(9_000);
         state_a.status = Status::Pending;
-        index.update(a, &state_a);
+        index.update(a, &state_a, None);
         // The build's read of a's record from before that changes nothing.
-        index.insert_stored(a, &stale_a);
+        index.insert_stored(a, &stale_a, None);
         let all = index.page(&Filter::default(), None, 10);
         assert_eq!(all.threads, [a, b]);
         let pending = Filter {

@@ -2809,3 +2809,59 @@ fn a_resolved_conversation_asks_for_a_rating_and_the_customers_number_is_recorde
     assert_eq!(report["agents"][0]["resolved"], 2, "{report}");
     node.stop();
 }
+
+#[test]
+fn each_filter_counts_the_conversations_with_messages_the_agent_has_not_read() {
+    let org = Org::new();
+    let bea_token = field(
+        &threadline_ok(&org.data, &["agent", "add", "Bea"]),
+        "token:",
+    );
+    let node = Node::start(&org.data);
+    let token = &org.agent_token;
+    let unread = |token: &str| node.get(token, "/api/v1/threads/counts").1["unread"].clone();
+    let ida = send(&node, &org.webchat, "webchat:ida", "Hello", "u-1");
+    let jon = send(&node, &org.webchat, "webchat:jon", "Hi", "u-2");
+    assert_eq!(
+        unread(token),
+        json!({"mine": 0, "unassigned": 2, "open": 2, "pending": 0, "snoozed": 0, "resolved": 0, "all": 2})
+    );
+    // The admin reads Ida's conversation and takes Jon's: one unread left, now theirs.
+    let (_, shown) = node.get(token, &format!("/api/v1/threads/{ida}"));
+    let last = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .rfind(|e| e["kind"] == "thread.message.inbound")
+        .expect("a message")["id"]
+        .clone();
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{ida}/read"),
+        &json!({"up_to": last}),
+    );
+    assert_eq!(status, 200);
+    let (_, me) = node.get(token, "/api/v1/me");
+    let (status, _) = node.post(
+        token,
+        &format!("/api/v1/threads/{jon}/assign"),
+        &json!({"assignee": me["id"]}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        unread(token),
+        json!({"mine": 1, "unassigned": 0, "open": 1, "pending": 0, "snoozed": 0, "resolved": 0, "all": 1})
+    );
+    // Each agent has their own: Bea has read nothing.
+    assert_eq!(unread(&bea_token)["all"], 2);
+    // Ida writes again: unread for the admin once more; after a restart the same.
+    send(&node, &org.webchat, "webchat:ida", "Are you there?", "u-3");
+    assert_eq!(unread(token)["all"], 2);
+    node.stop();
+    let node = Node::start(&org.data);
+    assert_eq!(
+        node.get(token, "/api/v1/threads/counts").1["unread"]["all"],
+        2
+    );
+    node.stop();
+}

@@ -157,6 +157,12 @@
         if (!count) { count = el("span", "count"); button.appendChild(count); }
         var n = counts[button.dataset.filter];
         count.textContent = n > 0 ? String(n) : "";
+        // Of those, the ones with customers' messages this agent has not read.
+        var unread = button.querySelector(".unread-count");
+        if (!unread) { unread = el("span", "unread-count"); button.appendChild(unread); }
+        var u = counts.unread[button.dataset.filter];
+        unread.textContent = u > 0 ? String(u) : "";
+        unread.title = u > 0 ? u + (u === 1 ? " conversation" : " conversations") + " with messages you have not read" : "";
       });
     }).catch(function () { /* the next change asks again */ });
   }

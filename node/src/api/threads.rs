@@ -91,13 +91,24 @@ pub struct CountsQuery {
     label: Option<String>,
 }
 
+/// What the inbox's filters hold for an agent.
+#[derive(Debug, Serialize)]
+pub struct Counts {
+    /// The conversations of each filter.
+    #[serde(flatten)]
+    conversations: crate::thread_index::Tally,
+    /// Those with customers' messages the agent has not read.
+    unread: crate::thread_index::Tally,
+}
+
 /// `GET /api/v1/threads/counts?channel=&label=`: how many conversations each of the inbox's
-/// filters holds for the calling agent (from the thread list's index).
+/// filters holds for the calling agent, and how many of them have messages the agent has not
+/// read (from the thread list's index).
 pub async fn counts(
     caller: AgentCaller,
     State(ingest): State<Ingest>,
     query: Result<Query<CountsQuery>, QueryRejection>,
-) -> Result<Json<crate::thread_index::Tally>, ApiError> {
+) -> Result<Json<Counts>, ApiError> {
     let Query(query) = query?;
     let channel: Option<ChannelKind> = query
         .channel
@@ -115,7 +126,11 @@ pub async fn counts(
             "the thread list's index is still being built; try again in a moment",
         ));
     }
-    Ok(Json(index.tally(caller.0, channel, query.label.as_deref())))
+    let label = query.label.as_deref();
+    Ok(Json(Counts {
+        conversations: index.tally(caller.0, channel, label),
+        unread: index.unread_tally(caller.0, channel, label),
+    }))
 }
 
 /// `GET /api/v1/threads`: most recent activity first.

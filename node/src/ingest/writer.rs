@@ -151,10 +151,11 @@ fn build_thread_index(store: &Store) -> Result<Arc<RwLock<ThreadIndex>>, IngestE
     let fill = |store: &Store, index: &RwLock<ThreadIndex>| -> Result<(), StoreError> {
         for entry in store.thread_states() {
             let (thread, state) = entry?;
+            let facts = store.thread_facts(&thread)?;
             index
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert_stored(thread, &state);
+                .insert_stored(thread, &state, facts.as_ref());
         }
         index
             .write()
@@ -836,7 +837,7 @@ impl Writer {
         self.thread_index
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .update(thread_id, state);
+            .update(thread_id, state, Some(&facts));
         let open_key = directory.state().root_of(contact);
         let sets_route = matches!(
             event.header().kind,
@@ -1900,7 +1901,8 @@ impl Writer {
         let mut index = ThreadIndex::default();
         let rebuilt = self.store.thread_states().try_for_each(|entry| {
             let (thread, state) = entry?;
-            index.insert_stored(thread, &state);
+            let facts = self.store.thread_facts(&thread)?;
+            index.insert_stored(thread, &state, facts.as_ref());
             Ok::<(), StoreError>(())
         });
         match rebuilt {
