@@ -196,21 +196,20 @@ pub async fn run(ingest: Ingest, rules: Vec<Rule>, assignment: crate::assignment
     let mut live = ingest.subscribe();
     let mut turn = crate::assignment::Turn::default();
     while let Some((thread, event)) = ingest.next_local_inbound(&mut live).await {
-        // Decided once, from the message itself: what the rules do (a reply, say) does not
-        // make it any less the conversation's first.
-        let first = match starts_thread(&ingest, thread, event) {
-            Ok(first) => first,
+        let message = match arrived(&ingest, thread, event) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
             Err(err) => {
                 warn!(%thread, cause = %err, "automation: the message could not be read");
                 continue;
             }
         };
         for rule in &rules {
-            if let Err(err) = apply(&ingest, rule, thread, event, first).await {
+            if let Err(err) = apply(&ingest, rule, thread, &message).await {
                 warn!(%thread, rule = %rule.name, cause = %err, "an automation rule could not act");
             }
         }
-        if first {
+        if message.first {
             if let Err(err) =
                 crate::assignment::assign_if_new(&ingest, thread, assignment, &mut turn).await
             {
@@ -220,41 +219,53 @@ pub async fn run(ingest: Ingest, rules: Vec<Rule>, assignment: crate::assignment
     }
 }
 
-/// Whether message `event` starts `thread`: it was written right on the thread's opening.
-fn starts_thread(ingest: &Ingest, thread: ThreadId, event: EventId) -> Result<bool, IngestError> {
-    let root = EventId::from_bytes(*thread.as_bytes());
-    Ok(ingest
-        .store()
-        .event(&ScopeId::Thread(thread), &event)?
-        .is_some_and(|message| message.header().parents == [root]))
+/// A customer's message as the rules see it, read once.
+struct Message {
+    /// Whether it starts its conversation: written right on the thread's opening (decided
+    /// from the message itself, so what the rules do, a reply say, does not change it).
+    first: bool,
+    channel: ChannelKind,
+    text: String,
 }
 
-/// Applies `rule` to message `event` of `thread` if it matches (the thread as it is now).
-async fn apply(
+/// Message `event` of `thread`, if it is a customer's message.
+fn arrived(
     ingest: &Ingest,
-    rule: &Rule,
     thread: ThreadId,
     event: EventId,
-    first: bool,
-) -> Result<(), IngestError> {
-    let store = ingest.store();
-    let (Some(state), Some(message)) = (
-        store.thread_state(&thread)?,
-        store.event(&ScopeId::Thread(thread), &event)?,
-    ) else {
-        return Ok(());
+) -> Result<Option<Message>, IngestError> {
+    let Some(message) = ingest.store().event(&ScopeId::Thread(thread), &event)? else {
+        return Ok(None);
     };
     let threadline_protocol::EventKind::Thread(threadline_protocol::event::ThreadKind::Message {
         direction: threadline_protocol::event::Direction::Inbound { channel },
     }) = message.header().kind
     else {
+        return Ok(None);
+    };
+    let root = EventId::from_bytes(*thread.as_bytes());
+    Ok(Some(Message {
+        first: message.header().parents == [root],
+        channel,
+        text: message.content.map(|c| c.text).unwrap_or_default(),
+    }))
+}
+
+/// Applies `rule` to `message` of `thread` if it matches (the thread as it is now).
+async fn apply(
+    ingest: &Ingest,
+    rule: &Rule,
+    thread: ThreadId,
+    message: &Message,
+) -> Result<(), IngestError> {
+    let store = ingest.store();
+    let Some(state) = store.thread_state(&thread)? else {
         return Ok(());
     };
-    let text = message.content.as_ref().map_or("", |c| c.text.as_str());
     if !rule.matches(&Arrival {
-        first,
-        channel,
-        text,
+        first: message.first,
+        channel: message.channel,
+        text: &message.text,
         labels: &state.labels,
     }) {
         return Ok(());
@@ -287,14 +298,7 @@ async fn apply(
             }
             None => {
                 ingest
-                    .act_as_node(
-                        thread,
-                        Action::Reply {
-                            text: text.clone(),
-                            attachments: Vec::new(),
-                            reply_to: None,
-                        },
-                    )
+                    .act_as_node(thread, Action::text_reply(text.as_str()))
                     .await?;
             }
         }

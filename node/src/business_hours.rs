@@ -156,14 +156,7 @@ async fn away_reply(
         return Ok(false);
     }
     ingest
-        .act_as_node(
-            thread,
-            Action::Reply {
-                text: hours.away_message().to_owned(),
-                attachments: Vec::new(),
-                reply_to: None,
-            },
-        )
+        .act_as_node(thread, Action::text_reply(hours.away_message()))
         .await?;
     info!(%thread, "sent the away reply");
     Ok(true)

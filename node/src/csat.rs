@@ -16,10 +16,9 @@ use threadline_protocol::{
     name::Label,
     EventId, EventKind, ScopeId, ThreadId,
 };
-use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::ingest::{Action, Ingest, IngestError, LiveEvent};
+use crate::ingest::{Action, Ingest, IngestError};
 
 /// The label of a thread waiting for its rating.
 pub const ASKED: &str = "csat-asked";
@@ -92,29 +91,14 @@ pub async fn run(ingest: Ingest, survey: Survey) {
         }
     };
     let mut live = ingest.subscribe();
-    loop {
-        let change = tokio::select! {
-            () = ingest.closing() => return,
-            change = live.recv() => change,
-        };
-        let event = match change {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        let LiveEvent {
-            scope: ScopeId::Thread(thread),
-            event,
-            kind,
-            local: true,
-        } = event
-        else {
-            continue;
-        };
-        let done = match kind {
-            "thread.status" => ask(&ingest, &survey, &labels, thread, event).await,
-            "thread.message.inbound" => record(&ingest, &survey, &labels, thread, event).await,
-            _ => continue,
+    while let Some((thread, event, kind)) = ingest
+        .next_local_of(&mut live, &["thread.status", "thread.message.inbound"])
+        .await
+    {
+        let done = if kind == "thread.status" {
+            ask(&ingest, &survey, &labels, thread, event).await
+        } else {
+            record(&ingest, &survey, &labels, thread, event).await
         };
         if let Err(err) = done {
             warn!(%thread, cause = %err, "satisfaction survey");
@@ -157,11 +141,7 @@ async fn ask(
             thread,
             vec![
                 Action::LabelAdd(labels.asked.clone()),
-                Action::Reply {
-                    text: survey.question.clone(),
-                    attachments: Vec::new(),
-                    reply_to: None,
-                },
+                Action::text_reply(survey.question.as_str()),
             ],
         )
         .await?;
@@ -215,11 +195,7 @@ async fn record(
     ];
     if let Some(thanks) = &survey.thanks {
         if crate::reply_route::refusal(ingest, thread, &state, true)?.is_none() {
-            actions.push(Action::Reply {
-                text: thanks.clone(),
-                attachments: Vec::new(),
-                reply_to: None,
-            });
+            actions.push(Action::text_reply(thanks.as_str()));
         }
     }
     ingest.act_all_as_node(thread, actions).await?;

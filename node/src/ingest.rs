@@ -209,6 +209,17 @@ pub enum Action {
     MemberRemove(threadline_protocol::OrgId),
 }
 
+impl Action {
+    /// A reply of `text` alone (no files, quoting nothing): what the node's own replies are.
+    pub fn text_reply(text: impl Into<String>) -> Self {
+        Action::Reply {
+            text: text.into(),
+            attachments: Vec::new(),
+            reply_to: None,
+        }
+    }
+}
+
 /// A change to the contact directory, signed by the node.
 #[derive(Debug, Clone)]
 pub enum DirectoryAction {
@@ -596,12 +607,24 @@ impl Ingest {
     }
 
     /// The thread of the next customer's message that comes in on this node (not from a
-    /// peer) on `live`; `None` once the node closes. Changes a slow reader missed are
-    /// skipped: their conversations are the agents' to handle.
+    /// peer) on `live`; `None` once the node closes (see [`Ingest::next_local_of`]).
     pub async fn next_local_inbound(
         &self,
         live: &mut broadcast::Receiver<LiveEvent>,
     ) -> Option<(ThreadId, EventId)> {
+        self.next_local_of(live, &["thread.message.inbound"])
+            .await
+            .map(|(thread, event, _)| (thread, event))
+    }
+
+    /// The next thread event of one of `kinds` made on this node (not from a peer) on
+    /// `live`, with its kind; `None` once the node closes. Changes a slow reader missed are
+    /// skipped: their conversations are the agents' to handle.
+    pub async fn next_local_of(
+        &self,
+        live: &mut broadcast::Receiver<LiveEvent>,
+        kinds: &[&'static str],
+    ) -> Option<(ThreadId, EventId, &'static str)> {
         loop {
             let change = tokio::select! {
                 () = self.closing() => return None,
@@ -611,9 +634,9 @@ impl Ingest {
                 Ok(LiveEvent {
                     scope: ScopeId::Thread(thread),
                     event,
-                    kind: "thread.message.inbound",
+                    kind,
                     local: true,
-                }) => return Some((thread, event)),
+                }) if kinds.contains(&kind) => return Some((thread, event, kind)),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

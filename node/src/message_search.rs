@@ -100,8 +100,6 @@ pub struct Hit {
     pub thread: ThreadId,
     /// The message.
     pub event: EventId,
-    /// When it was written (ms since the epoch).
-    pub at: u64,
 }
 
 /// A short piece of a message around the words a query found: `(text, is a match)` parts.
@@ -298,7 +296,7 @@ impl MessageSearch {
                 .order_by_u64_field("at", Order::Desc),
         )?;
         let mut hits = Vec::with_capacity(found.len());
-        for (at, address) in found {
+        for (_, address) in found {
             let doc: TantivyDocument = searcher.doc(address)?;
             let text_of = |field: Field| {
                 doc.get_first(field).and_then(|value| match value.into() {
@@ -312,11 +310,7 @@ impl MessageSearch {
             ) else {
                 continue;
             };
-            hits.push(Hit {
-                thread,
-                event,
-                at: at.unwrap_or_default(),
-            });
+            hits.push(Hit { thread, event });
         }
         Ok(hits)
     }

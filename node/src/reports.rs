@@ -14,7 +14,10 @@ use crate::thread_index::status_name;
 
 /// Days a report spans at most.
 pub const MAX_DAYS: u64 = 366;
-const DAY_MS: u64 = 86_400_000;
+/// A day, in ms.
+pub const DAY_MS: u64 = 86_400_000;
+/// The last ms of the year 9999: a report may not span later (days would overflow).
+pub const LATEST: u64 = 253_402_300_799_999;
 
 /// One conversation started in the span.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -164,10 +167,15 @@ pub struct Report {
     pub agents: Vec<AgentPart>,
 }
 
-fn day_of(ms: u64) -> String {
+/// `ms` since the epoch as a time, if it is one.
+fn time_of(ms: u64) -> Option<jiff::Timestamp> {
     i64::try_from(ms)
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+}
+
+fn day_of(ms: u64) -> String {
+    time_of(ms)
         .map(|at| at.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
         .unwrap_or_default()
 }
@@ -262,13 +270,7 @@ pub fn csv(conversations: &[Conversation], names: &BTreeMap<AgentId, String>) ->
             .unwrap_or_default()
     };
     let seconds = |ms: Option<u64>| ms.map(|ms| (ms / 1000).to_string()).unwrap_or_default();
-    let time = |ms: u64| {
-        i64::try_from(ms)
-            .ok()
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-            .map(|at| at.to_string())
-            .unwrap_or_default()
-    };
+    let time = |ms: u64| time_of(ms).map(|at| at.to_string()).unwrap_or_default();
     let mut out = String::from(
         "thread,opened_at,channel,status,assignee,first_response_seconds,first_replied_by,resolution_seconds,resolved_by,breached,rating\r\n",
     );

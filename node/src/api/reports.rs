@@ -11,9 +11,7 @@ use serde::Deserialize;
 use super::auth::AdminCaller;
 use super::error::ApiError;
 use crate::ingest::Ingest;
-use crate::reports::{Conversation, Report, MAX_DAYS};
-
-const DAY_MS: u64 = 86_400_000;
+use crate::reports::{Conversation, Report, DAY_MS, LATEST, MAX_DAYS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,8 +33,6 @@ async fn conversations(
     if from >= to {
         return Err(ApiError::bad_request("from must be before to"));
     }
-    // The last ms of the year 9999: beyond it there is nothing to report and days overflow.
-    const LATEST: u64 = 253_402_300_799_999;
     if to > LATEST {
         return Err(ApiError::bad_request(format!(
             "to must be at most {LATEST} (ms since the epoch)"
