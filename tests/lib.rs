@@ -728,6 +728,20 @@ impl Node {
         answer(request.send_string(body))
     }
 
+    /// `PUT path` with a bearer token and a JSON body.
+    pub fn put(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let request = self
+            .http()
+            .put(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"));
+        answer(request.send_json(body))
+    }
+
     /// `DELETE path` as `token`.
     pub fn delete(&self, token: &str, path: &str) -> (u16, serde_json::Value) {
         let request = self

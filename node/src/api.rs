@@ -17,6 +17,7 @@ pub mod matrix;
 mod reports;
 mod search;
 mod stream;
+mod teams;
 mod threads;
 pub mod throttle;
 mod views;
@@ -94,6 +95,12 @@ fn api_router(ingest: Ingest) -> Router {
         )
         .route("/api/v1/threads/{id}/notes", post(threads::note))
         .route("/api/v1/threads/{id}/assign", post(threads::assign))
+        .route("/api/v1/threads/{id}/team", post(threads::team))
+        .route("/api/v1/teams", get(teams::list))
+        .route(
+            "/api/v1/teams/{name}",
+            axum::routing::put(teams::set).delete(teams::remove),
+        )
         .route("/api/v1/threads/{id}/status", post(threads::status))
         .route("/api/v1/threads/{id}/handoff", post(threads::hand_off))
         .route("/api/v1/threads/{id}/labels", post(threads::labels))

@@ -1,6 +1,7 @@
 //! Automation rules (`[[automation]]` in config.toml): when a customer's message comes in on
 //! this node — the first of a conversation, or any — and it matches a rule's conditions
-//! (channel, words in the text, a label the thread has), the node labels, assigns, changes
+//! (channel, words in the text, a label the thread has), the node labels, assigns (to an
+//! agent or a team), changes
 //! the status and replies as the rule says, with events it signs itself.
 //!
 //! Only the node a message came in on runs its rules (its live event is local), so two
@@ -9,7 +10,9 @@
 
 use serde::Deserialize;
 use threadline_protocol::{
-    event::Status, name::Label, AgentId, ChannelKind, EventId, ScopeId, ThreadId,
+    event::Status,
+    name::{Label, TeamName},
+    AgentId, ChannelKind, EventId, ScopeId, ThreadId,
 };
 use tracing::{info, warn};
 
@@ -38,6 +41,8 @@ pub struct Rule {
     pub label: Option<Label>,
     /// Assign the thread to this agent.
     pub assign: Option<AgentId>,
+    /// Give the thread to this team.
+    pub team: Option<TeamName>,
     /// Add these labels.
     pub add_labels: Vec<Label>,
     /// Set this status (open, pending or resolved).
@@ -57,6 +62,7 @@ pub struct RuleSection {
     text_contains: Vec<String>,
     label: Option<String>,
     assign: Option<String>,
+    team: Option<String>,
     #[serde(default)]
     add_labels: Vec<String>,
     status: Option<String>,
@@ -140,6 +146,14 @@ impl RuleSection {
                 .map(|l| label(l, "label"))
                 .transpose()?,
             assign,
+            team: self
+                .team
+                .as_deref()
+                .map(|t| {
+                    TeamName::new(t)
+                        .map_err(|err| format!("{at}.team: `{t}` is not a team name: {err}"))
+                })
+                .transpose()?,
             add_labels: self
                 .add_labels
                 .iter()
@@ -149,12 +163,13 @@ impl RuleSection {
             reply: self.reply,
         };
         if rule.assign.is_none()
+            && rule.team.is_none()
             && rule.add_labels.is_empty()
             && rule.status.is_none()
             && rule.reply.is_none()
         {
             return Err(format!(
-                "{at} does nothing: give it assign, add_labels, status or reply"
+                "{at} does nothing: give it assign, team, add_labels, status or reply"
             ));
         }
         Ok(rule)
@@ -286,6 +301,22 @@ async fn apply(
                 .await?;
         } else {
             warn!(%thread, rule = %rule.name, %agent, "not assigned: no such agent here, or revoked");
+        }
+    }
+    if let Some(team) = &rule.team {
+        let known = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .state()
+            .teams
+            .contains_key(team);
+        if !known {
+            warn!(%thread, rule = %rule.name, %team, "not given to the team: the org has no such team");
+        } else if state.team.as_ref() != Some(team) {
+            ingest
+                .act_as_node(thread, Action::AssignTeam(Some(team.clone())))
+                .await?;
         }
     }
     if let Some(status) = rule.status {

@@ -235,7 +235,8 @@ thanks = \"Thank you for your rating!\"
 # in on this node. `on`: \"new_conversation\" (a conversation's first message) or \"message\"
 # (every one). Conditions, all optional: `channel`, `text_contains` (any of the texts, case
 # aside), `label` (the conversation has it). Actions, at least one: `add_labels`, `assign` (an
-# agent id, `threadline agent list`), `status` (open, pending, resolved), `reply` (a text).
+# agent id, `threadline agent list`), `team` (a team's name, made in the inbox), `status`
+# (open, pending, resolved), `reply` (a text).
 # [[automation]]
 # name = \"refunds to billing\"
 # on = \"message\"

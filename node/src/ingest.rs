@@ -193,6 +193,8 @@ pub enum Action {
     Note(String),
     /// Assign or unassign.
     Assign(Option<AgentId>),
+    /// Give the thread to a team, or take it from its team.
+    AssignTeam(Option<threadline_protocol::name::TeamName>),
     /// Change status.
     Status(Status),
     /// Route replies to another handle of the contact.
@@ -252,6 +254,14 @@ pub enum DirectoryAction {
         shortcode: threadline_protocol::name::Shortcode,
         /// Its text.
         text: String,
+    },
+    /// Set a team's agents (none removes the team). Nothing is written when the directory
+    /// holds that already.
+    SetTeam {
+        /// The team.
+        team: threadline_protocol::name::TeamName,
+        /// Its agents, in any order.
+        members: std::collections::BTreeSet<AgentId>,
     },
     /// Record a contact's consent to be written to on a channel (`None`: every channel):
     /// withdrawn (a customer's STOP) or given back (START). Nothing is written when the

@@ -44,6 +44,12 @@ pub const MAX_CANNED_REPLIES: usize = 500;
 /// Longest canned reply, in bytes.
 pub const MAX_CANNED_REPLY_BYTES: usize = 4096;
 
+/// Teams an org may have (every inbox lists them all).
+pub const MAX_TEAMS: usize = 200;
+
+/// Longest team name, in bytes (lower-case letters, digits, `-` and `_`).
+pub const MAX_TEAM_NAME_BYTES: usize = 32;
+
 /// Longest shortcode of a canned reply, in bytes (lower-case letters, digits, `-` and `_`).
 pub const MAX_SHORTCODE_BYTES: usize = 32;
 
@@ -96,6 +102,8 @@ pub enum Cap {
     ContactAttributes,
     /// [`MAX_CANNED_REPLIES`].
     CannedReplies,
+    /// [`MAX_TEAMS`].
+    Teams,
 }
 
 impl Cap {
@@ -107,6 +115,7 @@ impl Cap {
             Cap::ContactHandles => MAX_HANDLES_PER_CONTACT,
             Cap::ContactAttributes => MAX_ATTRIBUTES_PER_CONTACT,
             Cap::CannedReplies => MAX_CANNED_REPLIES,
+            Cap::Teams => MAX_TEAMS,
         }
     }
 
@@ -118,6 +127,7 @@ impl Cap {
             Cap::ContactHandles => "contact_handles_full",
             Cap::ContactAttributes => "contact_attributes_full",
             Cap::CannedReplies => "canned_replies_full",
+            Cap::Teams => "teams_full",
         }
     }
 
@@ -129,6 +139,7 @@ impl Cap {
             Cap::ContactHandles => "handles per contact",
             Cap::ContactAttributes => "attributes per contact",
             Cap::CannedReplies => "canned replies per org",
+            Cap::Teams => "teams per org",
         }
     }
 }

@@ -5,7 +5,7 @@
 //! | `meta` | `b"schema"` | schema version, u32 BE |
 //! | `meta` | `b"commits"` | commits made, u64 BE (written last in each commit; [`COMMIT_MARK`] notes it once durable) |
 //! | `log` | scope ‖ event id | empty since schema 5 (the events of schema 4 and earlier, moved to the event log when opened) |
-//! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state without its per-message maps (`receipts` and `erased` are written empty: see [`Store::thread_state`]), the log's size and its DAG heads, kept in step with events (one write per thread per batch, of a size that does not grow with the thread) |
+//! | `threads` | thread id | `encode((ThreadState, n_events, heads))`: derived state without its per-message maps (`receipts` and `erased` are written empty: see [`Store::thread_state`]), the log's size and its DAG heads, kept in step with events (one write per thread per batch, of a size that does not grow with the thread); a record written before teams has no `team` and reads as none |
 //! | `heads` | directory scope | `encode((n_events, heads))`: the directory's size and heads |
 //!
 //! A log's size and heads are what replication summaries are made of, without loading logs.
@@ -95,7 +95,7 @@ impl serde::Serialize for StoredThreadState<'_> {
         let none: std::collections::BTreeMap<EventId, threadline_protocol::event::ReceiptKind> =
             std::collections::BTreeMap::new();
         let nothing_erased: std::collections::BTreeSet<EventId> = std::collections::BTreeSet::new();
-        let mut fields = serializer.serialize_struct("ThreadState", 15)?;
+        let mut fields = serializer.serialize_struct("ThreadState", 16)?;
         fields.serialize_field("owner", &state.owner)?;
         fields.serialize_field("contact", &state.contact)?;
         fields.serialize_field("opened_on", &state.opened_on)?;
@@ -111,8 +111,52 @@ impl serde::Serialize for StoredThreadState<'_> {
         fields.serialize_field("n_events", &state.n_events)?;
         fields.serialize_field("n_messages", &state.n_messages)?;
         fields.serialize_field("last_activity", &state.last_activity)?;
+        fields.serialize_field("team", &state.team)?;
         fields.end()
     }
+}
+
+/// A thread's state as a `threads` record written before teams has it: [`ThreadState`]'s
+/// fields up to `last_activity`, without `team`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ThreadStateBeforeTeams {
+    owner: threadline_protocol::OrgId,
+    contact: threadline_protocol::ContactId,
+    opened_on: ChannelKind,
+    opened_at: threadline_protocol::Timestamp,
+    status: threadline_protocol::event::Status,
+    assignee: Option<threadline_protocol::AgentId>,
+    route: Option<threadline_protocol::thread::Route>,
+    labels: std::collections::BTreeSet<threadline_protocol::name::Label>,
+    members: std::collections::BTreeSet<threadline_protocol::OrgId>,
+    read_marks: std::collections::BTreeMap<threadline_protocol::thread::Reader, EventId>,
+    receipts: std::collections::BTreeMap<EventId, threadline_protocol::event::ReceiptKind>,
+    erased: std::collections::BTreeSet<EventId>,
+    n_events: u64,
+    n_messages: u64,
+    last_activity: threadline_protocol::Timestamp,
+}
+
+/// A `threads` record, of either layout: today's, or one written before teams (read with no
+/// team; rewritten in today's layout with the thread's next event). The two never read as
+/// each other: today's has bytes past the older one's end.
+fn decode_thread_record(bytes: &[u8]) -> Result<ThreadRecord, StoreError> {
+    decode("threads", bytes).or_else(|err| {
+        let Ok((before, n_events, heads)) =
+            decode::<(ThreadStateBeforeTeams, u64, Vec<EventId>)>("threads", bytes)
+        else {
+            return Err(err);
+        };
+        // The same fields, then no team: the bytes of today's state.
+        let no_team: Option<threadline_protocol::name::TeamName> = None;
+        let state = codec::encode(&(before, no_team))
+            .map_err(|err| StoreError::Corrupt {
+                tree: "threads",
+                detail: err.to_string(),
+            })
+            .and_then(|bytes| decode("threads", &bytes))?;
+        Ok((state, n_events, heads))
+    })
 }
 
 /// What replication needs of a thread: who may have it, its size and heads.
@@ -1965,7 +2009,7 @@ impl Store {
     fn thread_record(&self, thread: &ThreadId) -> Result<Option<ThreadRecord>, StoreError> {
         self.tree(TreeName::Threads)
             .get(thread.as_bytes())?
-            .map(|bytes| decode("threads", &bytes))
+            .map(|bytes| decode_thread_record(&bytes))
             .transpose()
     }
 
@@ -2057,7 +2101,7 @@ impl Store {
                 tree: "threads",
                 detail: "key is not a thread id".to_owned(),
             })?;
-            Ok((ThreadId::from_bytes(id), decode("threads", &value)?))
+            Ok((ThreadId::from_bytes(id), decode_thread_record(&value)?))
         })
     }
 
@@ -2333,6 +2377,60 @@ mod tests {
             .insert(thread.as_bytes(), &[0xff, 0xff][..])
             .expect("writes");
         assert!(store.thread_facts(&thread).is_err());
+    }
+
+    /// A `threads` record written before teams reads with no team; today's reads back with
+    /// its team; bytes of neither layout are an error.
+    #[test]
+    fn thread_records_written_before_teams_still_read() {
+        let key = SecretKey::from_seed([3; 32]);
+        let root = Draft::new(
+            Scope::NewThread,
+            Vec::new(),
+            0,
+            Timestamp::from_millis(5),
+            EventKind::Thread(threadline_protocol::event::ThreadKind::Opened {
+                org: threadline_protocol::OrgId(key.public()),
+                contact: threadline_protocol::ContactId::from_bytes([1; 16]),
+                channel: ChannelKind::Email,
+            }),
+        )
+        .sign(&key)
+        .expect("signs")
+        .verify()
+        .expect("verifies");
+        let mut state = ThreadState::opened(&root).expect("an opening");
+        let heads = vec![root.id()];
+        let before = ThreadStateBeforeTeams {
+            owner: state.owner,
+            contact: state.contact,
+            opened_on: state.opened_on,
+            opened_at: state.opened_at,
+            status: state.status,
+            assignee: state.assignee,
+            route: state.route,
+            labels: state.labels.clone(),
+            members: state.members.clone(),
+            read_marks: state.read_marks.clone(),
+            receipts: state.receipts.clone(),
+            erased: state.erased.clone(),
+            n_events: state.n_events,
+            n_messages: state.n_messages,
+            last_activity: state.last_activity,
+        };
+        let old = codec::encode(&(before, 1u64, heads.clone())).expect("encodes");
+        assert_eq!(
+            decode_thread_record(&old).expect("reads"),
+            (state.clone(), 1, heads.clone())
+        );
+        state.team = Some(threadline_protocol::name::TeamName::new("billing").expect("valid"));
+        let now =
+            codec::encode(&(StoredThreadState(&state), 1u64, heads.clone())).expect("encodes");
+        assert_eq!(
+            decode_thread_record(&now).expect("reads"),
+            (state, 1, heads)
+        );
+        assert!(decode_thread_record(&now[..now.len() - 1]).is_err());
     }
 
     /// An upload no event refers to goes once it is older than the grace; a referenced blob

@@ -1,5 +1,5 @@
 //! The thread list's index, in memory: every thread by its latest activity, with what the
-//! list filters on (status, assignee, channel, labels, contact) and when a snoozed thread
+//! list filters on (status, assignee, team, channel, labels, contact) and when a snoozed thread
 //! wakes (what the node's waking task reads instead of the store). `GET /threads` walks it
 //! newest first and reads only the records of the page it answers, instead of reading every
 //! thread's record and sorting them all.
@@ -10,7 +10,7 @@
 //! the background while the node already serves (lists read the records meanwhile). An
 //! entry the writer has put is never replaced by the build's older read of the same record.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::thread_facts::{ThreadFacts, UnreadCounts};
 
@@ -27,6 +27,7 @@ struct Entry {
     activity: u64,
     status: &'static str,
     assignee: Option<AgentId>,
+    team: Option<String>,
     channel: ChannelKind,
     labels: BTreeSet<String>,
     contact: ContactId,
@@ -42,6 +43,7 @@ impl Entry {
             activity: state.last_activity.as_millis(),
             status: status_name(&state.status),
             assignee: state.assignee,
+            team: state.team.as_ref().map(|team| team.as_str().to_owned()),
             channel: state.route.map_or(state.opened_on, |route| route.channel),
             labels: state.labels.iter().map(|l| l.as_str().to_owned()).collect(),
             contact: state.contact,
@@ -71,6 +73,8 @@ pub struct Filter<'a> {
     pub status: Option<&'a str>,
     /// An agent, or `Some(None)` for unassigned.
     pub assignee: Option<Option<AgentId>>,
+    /// A team.
+    pub team: Option<&'a str>,
     /// The channel replies go to (or it opened on, before it had a route).
     pub channel: Option<ChannelKind>,
     /// A label.
@@ -88,6 +92,7 @@ impl Filter<'_> {
     fn keeps(&self, entry: &Entry) -> bool {
         self.status.is_none_or(|s| entry.status == s)
             && self.assignee.is_none_or(|a| entry.assignee == a)
+            && self.team.is_none_or(|t| entry.team.as_deref() == Some(t))
             && self.channel.is_none_or(|c| entry.channel == c)
             && self.label.is_none_or(|l| entry.labels.contains(l))
             && self
@@ -118,11 +123,22 @@ pub struct ThreadIndex {
     by_status: HashMap<&'static str, Ordered>,
     by_assignee: HashMap<Option<AgentId>, Ordered>,
     by_channel: HashMap<ChannelKind, Ordered>,
+    /// The same per team, for the threads that have one.
+    by_team: HashMap<String, Ordered>,
     /// How many threads have each channel, status and assignee (the inbox's counts without a
     /// walk).
     counts: HashMap<(ChannelKind, &'static str, Option<AgentId>), usize>,
     entries: HashMap<ThreadId, Entry>,
     ready: bool,
+}
+
+/// A team's open threads ([`ThreadIndex::team_tally`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TeamTally {
+    /// Open.
+    pub open: usize,
+    /// Open, with messages the agent has not read.
+    pub unread: usize,
 }
 
 /// How many threads each filter of the inbox holds, for one agent ([`ThreadIndex::tally`]).
@@ -204,6 +220,9 @@ impl ThreadIndex {
                 self.by_status.get_mut(old.status),
                 self.by_assignee.get_mut(&old.assignee),
                 self.by_channel.get_mut(&old.channel),
+                old.team
+                    .as_ref()
+                    .and_then(|team| self.by_team.get_mut(team)),
             ]
             .into_iter()
             .flatten()
@@ -226,6 +245,9 @@ impl ThreadIndex {
             .entry(entry.channel)
             .or_default()
             .insert(key);
+        if let Some(team) = &entry.team {
+            self.by_team.entry(team.clone()).or_default().insert(key);
+        }
         self.entries.insert(thread, entry);
     }
 
@@ -271,6 +293,9 @@ impl ThreadIndex {
             filter
                 .channel
                 .map(|channel| self.by_channel.get(&channel).unwrap_or(empty)),
+            filter
+                .team
+                .map(|team| self.by_team.get(team).unwrap_or(empty)),
         ];
         let named = narrowed.iter().flatten().count()
             + usize::from(filter.label.is_some())
@@ -358,6 +383,30 @@ impl ThreadIndex {
         tally
     }
 
+    /// Per team: how many of its threads are open, and how many of those have messages
+    /// `agent` has not read (a walk of the threads that have a team).
+    pub fn team_tally(&self, agent: AgentId) -> BTreeMap<String, TeamTally> {
+        let mut tallies = BTreeMap::new();
+        for (team, set) in &self.by_team {
+            let mut tally = TeamTally::default();
+            for (_, thread) in set {
+                let Some(entry) = self.entries.get(thread) else {
+                    continue;
+                };
+                if entry.status == "open" {
+                    tally.open += 1;
+                    if entry.unread.of(agent) > 0 {
+                        tally.unread += 1;
+                    }
+                }
+            }
+            if !set.is_empty() {
+                tallies.insert(team.clone(), tally);
+            }
+        }
+        tallies
+    }
+
     /// The threads `filter` keeps, newest first, after `cursor` (exclusive), at most `limit`.
     pub fn page(&self, filter: &Filter<'_>, cursor: Option<(u64, ThreadId)>, limit: usize) -> Page {
         // The smallest set a filter narrows to (empty: nothing matches).
@@ -402,6 +451,7 @@ mod tests {
             activity,
             status,
             assignee: None,
+            team: None,
             channel,
             labels: BTreeSet::new(),
             contact: ContactId::from_bytes([1; 16]),

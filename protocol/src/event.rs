@@ -25,7 +25,8 @@ use crate::digest::{self, Domain};
 use crate::id::{AgentId, ContentHash, EventId, ThreadId};
 use crate::key::{BadSignature, OrgId, PublicKey, SecretKey, Signature};
 use crate::limits::{
-    MAX_ATTACHMENTS, MAX_ERASE_TARGETS, MAX_EVENT_BYTES, MAX_PARENTS, MAX_TEXT_BYTES,
+    MAX_ATTACHMENTS, MAX_ERASE_TARGETS, MAX_EVENT_BYTES, MAX_PARENTS, MAX_TEAM_MEMBERS,
+    MAX_TEXT_BYTES,
 };
 use crate::time::Timestamp;
 use crate::verify;
@@ -528,10 +529,25 @@ fn check_structure(header: &EventHeader) -> Result<(), VerifyError> {
             });
         }
     }
+    if let EventKind::Directory(DirectoryKind::SetTeam { members, .. }) = &header.kind {
+        if members.len() > MAX_TEAM_MEMBERS {
+            return Err(VerifyError::TooLarge {
+                what: "team members",
+                len: members.len(),
+                max: MAX_TEAM_MEMBERS,
+            });
+        }
+        if !strictly_ascending(members) {
+            return Err(VerifyError::BadContent {
+                kind: kind_name,
+                reason: "members must be sorted ascending with no duplicates",
+            });
+        }
+    }
     Ok(())
 }
 
-fn strictly_ascending(ids: &[EventId]) -> bool {
+fn strictly_ascending<T: Ord>(ids: &[T]) -> bool {
     ids.windows(2).all(|pair| pair[0] < pair[1])
 }
 

@@ -16,6 +16,8 @@ pub const MAX_BLOB_BYTES: u64 = 32 * 1024 * 1024;
 pub const MAX_PARENTS: usize = 32;
 /// Events named by one erasure event. Erasing more takes several erasure events.
 pub const MAX_ERASE_TARGETS: usize = 4096;
+/// Agents in one team (a `SetTeam` names them all: 16 bytes each).
+pub const MAX_TEAM_MEMBERS: usize = 1024;
 /// Length of a label, an attribute key, an external message id or an attachment's media type or
 /// name, in bytes.
 pub const MAX_SHORT_STRING_BYTES: usize = 256;

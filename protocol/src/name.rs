@@ -112,6 +112,11 @@ short_string!(
     Shortcode
 );
 short_string!(
+    /// The name of a team of agents (`billing`): the org's vocabulary, like a label, so it
+    /// lives in signed headers.
+    TeamName
+);
+short_string!(
     /// The id an external app gave a message (an email Message-ID, a WhatsApp message id). It
     /// makes resubmission idempotent.
     ExternalId

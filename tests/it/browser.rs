@@ -577,7 +577,7 @@ fn an_agent_assigns_to_anyone_snoozes_and_filters_by_label() {
         .expect("unread counts");
     assert_eq!(
         counts,
-        json!({"mine": 0, "unassigned": 0, "open": 0, "pending": 0, "snoozed": 1, "resolved": 0, "all": 1})
+        json!({"mine": 0, "unassigned": 0, "open": 0, "pending": 0, "snoozed": 1, "resolved": 0, "all": 1, "teams": {}})
     );
     assert!(unread["all"].as_u64().is_some_and(|n| n <= 1), "{unread}");
     agent.click_on("[data-filter=snoozed]");
@@ -1032,6 +1032,77 @@ fn an_admin_adds_and_revokes_agents_from_the_inbox_and_an_agent_cannot() {
         "{shown}"
     );
     admin.screenshot(&screenshot_dir().join("inbox-agents.png"));
+    node.stop();
+}
+
+#[test]
+fn an_admin_makes_a_team_and_an_agent_gives_a_conversation_to_it_and_filters_by_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let bea = field(&threadline_ok(&data, &["agent", "add", "Bea"]), "agent:");
+    let bea_id = bea.split_whitespace().next().expect("id").to_owned();
+    let node = Node::start(&data);
+    for who in ["first", "second"] {
+        let mut visitor = threadline_tests::Visitor::connect(&node, None);
+        assert_eq!(
+            visitor.say("m1", &format!("Hello from the {who} visitor"))["type"],
+            "ack"
+        );
+    }
+    let admin = open_first_conversation(&node.base, &token);
+    // The team, made in the Agents and teams dialog: a name and the agents ticked.
+    admin.click_on("#agents-open");
+    admin.wait_for(
+        "a box for Bea",
+        &format!("return !!document.querySelector('#team-members input[value=\"{bea_id}\"]')"),
+    );
+    admin.click_on(&format!("#team-members input[value=\"{bea_id}\"]"));
+    let name = admin.find("#team-name");
+    admin.type_into(&name, "billing\u{E007}");
+    admin.wait_for(
+        "the team listed with Bea",
+        "const t = document.querySelector('#teams-list li[data-team=billing]'); return t && t.textContent.includes('Bea')",
+    );
+    admin.screenshot(&screenshot_dir().join("inbox-teams.png"));
+    admin.run("document.getElementById('agents-close').click()", json!([]));
+    let (_, teams) = node.get(&token, "/api/v1/teams");
+    assert_eq!(
+        teams["teams"],
+        json!([{"name": "billing", "members": [bea_id]}])
+    );
+    // The open conversation goes to the team from its header.
+    let thread = admin
+        .wait_for(
+            "the conversation",
+            "const s = document.querySelector('.thread-item.selected'); return s && s.dataset.thread",
+        )
+        .as_str()
+        .expect("thread id")
+        .to_owned();
+    admin.wait_for(
+        "the team in the picker",
+        "return !!document.querySelector('#team option[value=billing]')",
+    );
+    choose(&admin, "#team", "billing");
+    admin.wait_for(
+        "the team on the conversation",
+        "return document.getElementById('thread-meta').textContent.includes('team billing')",
+    );
+    on_screen(&admin, "#team", 1280);
+    // The team filter counts its open conversation and shows only it.
+    admin.wait_for(
+        "the team's count",
+        "const o = document.querySelector('#team-filter option[value=billing]'); return o && o.textContent === 'billing (1 open)'",
+    );
+    choose(&admin, "#team-filter", "billing");
+    admin.wait_for(
+        "only the team's conversation",
+        &format!("const items = document.querySelectorAll('.thread-item'); return items.length === 1 && items[0].dataset.thread === '{thread}'"),
+    );
+    admin.screenshot(&screenshot_dir().join("inbox-team-filter.png"));
+    let (_, shown) = node.get(&token, &format!("/api/v1/threads/{thread}"));
+    assert_eq!(shown["thread"]["team"], "billing");
     node.stop();
 }
 

@@ -205,6 +205,29 @@ fn a_second_node_joins_and_conversations_follow_both_ways() {
             .then_some(())
     });
 
+    // A team made at the office, and a conversation given to it there, are the laptop's too.
+    let (_, me) = office_node.get(&office.token, "/api/v1/me");
+    let (status, _) = office_node.put(
+        &office.token,
+        "/api/v1/teams/billing",
+        &json!({"members": [me["id"]]}),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = office_node.post(
+        &office.token,
+        &format!("/api/v1/threads/{bob_thread}/team"),
+        &json!({"team": "billing"}),
+    );
+    assert_eq!(status, 200);
+    eventually("the laptop has the team and its conversation", SYNC, || {
+        let (_, teams) = laptop_node.get(&laptop.token, "/api/v1/teams");
+        let (_, page) = laptop_node.get(&laptop.token, "/api/v1/threads?team=billing");
+        (teams["teams"] == json!([{"name": "billing", "members": [me["id"]]}])
+            && page["threads"].as_array().map(Vec::len) == Some(1)
+            && page["threads"][0]["id"] == bob_thread.as_str())
+        .then_some(())
+    });
+
     converged((&office_node, &office.token), (&laptop_node, &laptop.token));
     let view = office_node.replication(&office.token);
     assert_eq!(view["peers"].as_array().expect("peers").len(), 1, "{view}");

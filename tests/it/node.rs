@@ -2865,3 +2865,177 @@ fn each_filter_counts_the_conversations_with_messages_the_agent_has_not_read() {
     );
     node.stop();
 }
+
+#[test]
+fn admins_make_teams_conversations_go_to_them_by_hand_or_by_rule_and_the_list_filters_on_them() {
+    let org = Org::new();
+    edit_config(&org.data, |text| {
+        format!(
+            "{text}
+[[automation]]
+on = \"message\"
+text_contains = [\"invoice\"]
+team = \"billing\"
+"
+        )
+    });
+    let node = Node::start(&org.data);
+    let admin = &org.agent_token;
+    let (_, me) = node.get(admin, "/api/v1/me");
+    let me = me["id"].as_str().expect("id").to_owned();
+    let (status, added) = node.post(admin, "/api/v1/agents", &json!({"name": "Cleo"}));
+    assert_eq!(status, 200, "{added}");
+    let (cleo, cleo_token) = (
+        added["agent"]["id"].as_str().expect("id").to_owned(),
+        added["token"].as_str().expect("token").to_owned(),
+    );
+    let teams = || node.get(&cleo_token, "/api/v1/teams").1["teams"].clone();
+
+    // Bad input: a clear error, and no team.
+    for (name, body, status, why) in [
+        ("Billing", json!({"members": [me]}), 400, "bad team name"),
+        ("bill ing", json!({"members": [me]}), 400, "bad team name"),
+        ("billing", json!({"members": []}), 400, "at least one agent"),
+        ("billing", json!({"members": ["nobody"]}), 400, "agent id"),
+        (
+            "billing",
+            json!({"members": ["00000000000000000000000000000000"]}),
+            422,
+            "no agent",
+        ),
+    ] {
+        let (got, answer) = node.put(admin, &format!("/api/v1/teams/{name}"), &body);
+        assert_eq!(got, status, "{name} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(why), "{message}");
+    }
+    // Only admins make teams.
+    let (status, _) = node.put(
+        &cleo_token,
+        "/api/v1/teams/billing",
+        &json!({"members": [cleo]}),
+    );
+    assert_eq!(status, 403);
+    assert_eq!(teams(), json!([]), "nothing was written");
+
+    let (status, answer) = node.put(
+        admin,
+        "/api/v1/teams/billing",
+        &json!({"members": [cleo, me]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let mut both = vec![me.clone(), cleo.clone()];
+    both.sort();
+    assert_eq!(teams(), json!([{"name": "billing", "members": both}]));
+    let (_, again) = node.put(
+        admin,
+        "/api/v1/teams/billing",
+        &json!({"members": [me, cleo]}),
+    );
+    assert_eq!(
+        again["events"],
+        json!([]),
+        "the same team again writes nothing"
+    );
+    node.put(admin, "/api/v1/teams/sales", &json!({"members": [me]}));
+
+    // By hand: any agent gives a conversation to a team; its assignee stays.
+    let question = send(
+        &node,
+        &org.email,
+        "email:ann@example.com",
+        "A question",
+        "t-1",
+    );
+    let path = format!("/api/v1/threads/{question}");
+    node.post(
+        &cleo_token,
+        &format!("{path}/assign"),
+        &json!({"assignee": cleo}),
+    );
+    let (status, answer) = node.post(
+        &cleo_token,
+        &format!("{path}/team"),
+        &json!({"team": "nope"}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("unknown_team"))
+    );
+    let (status, _) = node.post(
+        &cleo_token,
+        &format!("{path}/team"),
+        &json!({"team": "sales"}),
+    );
+    assert_eq!(status, 200);
+    let shown = node.get(&cleo_token, &path).1;
+    assert_eq!(
+        (
+            shown["thread"]["team"].as_str(),
+            shown["thread"]["assignee"].as_str()
+        ),
+        (Some("sales"), Some(cleo.as_str()))
+    );
+    assert!(
+        shown["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "thread.assign_team" && e["detail"]["team"] == "sales"),
+        "the change is an event of the conversation"
+    );
+    // By rule: a message about an invoice goes to billing.
+    let invoice = send(
+        &node,
+        &org.email,
+        "email:bo@example.com",
+        "Where is my invoice?",
+        "t-2",
+    );
+    threadline_tests::eventually(
+        "the rule gives it to billing",
+        Duration::from_secs(10),
+        || {
+            (node.get(admin, &format!("/api/v1/threads/{invoice}")).1["thread"]["team"]
+                == "billing")
+                .then_some(())
+        },
+    );
+    let other = send(&node, &org.email, "email:cy@example.com", "Hello", "t-3");
+
+    // The list filters on the team; the counts give each team's open conversations.
+    let listed = |query: &str| -> Vec<String> {
+        node.get(admin, &format!("/api/v1/threads?{query}")).1["threads"]
+            .as_array()
+            .expect("threads")
+            .iter()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(listed("team=billing"), vec![invoice.to_string()]);
+    assert_eq!(listed("team=sales&status=open"), vec![question.to_string()]);
+    assert_eq!(listed("team=support"), Vec::<String>::new());
+    assert_eq!(listed("status=open").len(), 3, "{other}");
+    let (_, counts) = node.get(admin, "/api/v1/threads/counts");
+    assert_eq!(counts["teams"]["billing"]["open"], 1, "{counts}");
+    assert_eq!(counts["teams"]["sales"]["open"], 1, "{counts}");
+    // Taken from its team, a conversation leaves the team's list.
+    node.post(admin, &format!("{path}/team"), &json!({"team": null}));
+    assert_eq!(listed("team=sales"), Vec::<String>::new());
+
+    // A removed team: gone from the list of teams, its conversations keep its name; kept
+    // in the signed directory across a restart.
+    let (status, _) = node.delete(admin, "/api/v1/teams/billing");
+    assert_eq!(status, 200);
+    let (status, _) = node.delete(admin, "/api/v1/teams/billing");
+    assert_eq!(status, 404);
+    node.stop();
+    let node = Node::start(&org.data);
+    let (_, after) = node.get(admin, "/api/v1/teams");
+    assert_eq!(after["teams"], json!([{"name": "sales", "members": [me]}]));
+    assert_eq!(
+        node.get(admin, &format!("/api/v1/threads/{invoice}")).1["thread"]["team"],
+        "billing"
+    );
+    node.stop();
+}

@@ -10,7 +10,7 @@
     email: "email", webchat: "the web chat", sms: "SMS", telegram: "Telegram", slack: "Slack",
     matrix: "Matrix", xmpp: "XMPP" };
   var state = { token: null, me: null, agents: {}, revoked: {}, filter: "open", channel: "",
-    label: "", threads: [],
+    label: "", team: "", teams: {}, teamCounts: {}, threads: [],
     // What the search box asks for ("" when not searching), and a found message to open at.
     search: "", focus: null, marked: null,
     selected: null, detail: null, contact: null, mode: "reply",
@@ -68,6 +68,7 @@
         listen();
         checkNewMessages();
         loadCanned();
+        loadTeams();
       });
     }).catch(function (error) {
       localStorage.removeItem(TOKEN_KEY);
@@ -101,6 +102,7 @@
     else if (state.filter === "unassigned") q.push("assignee=none", "status=open");
     else if (state.filter !== "all") q.push("status=" + state.filter);
     if (state.channel) q.push("channel=" + state.channel);
+    if (state.team) q.push("team=" + encodeURIComponent(state.team));
     if (state.label) q.push("label=" + encodeURIComponent(state.label));
     return q;
   }
@@ -164,6 +166,13 @@
         unread.textContent = u > 0 ? String(u) : "";
         unread.title = u > 0 ? u + (u === 1 ? " conversation" : " conversations") + " with messages you have not read" : "";
       });
+      // Each team's open conversations, in the team picker.
+      state.teamCounts = counts.teams || {};
+      document.querySelectorAll("#team-filter option[value]").forEach(function (option) {
+        if (!option.value) return;
+        var c = state.teamCounts[option.value];
+        option.textContent = option.value + (c && c.open ? " (" + c.open + " open" + (c.unread ? ", " + c.unread + " unread" : "") + ")" : "");
+      });
     }).catch(function () { /* the next change asks again */ });
   }
 
@@ -184,6 +193,7 @@
       item.appendChild(el("span", "when", ago(thread.last_activity)));
       var what = (thread.route ? thread.route.channel : thread.opened_on) + " · " + thread.status;
       if (thread.assignee) what += " · " + assigneeName(thread);
+      if (thread.team) what += " · team " + thread.team;
       item.appendChild(el("span", "what", what));
       // Unread for this agent, from its read marks on the node (the same on every device).
       if (thread.unread > 0 && thread.id !== state.selected) item.appendChild(el("span", "badge", String(thread.unread)));
@@ -242,11 +252,85 @@
     loadThreads();
   }
   $("label-filter").addEventListener("change", function () { filterByLabel(this.value); });
+  $("team-filter").addEventListener("change", function () {
+    state.team = this.value;
+    loadThreads();
+  });
+
+  // ---- teams: every agent sees them; admins make and change them ----
+  function loadTeams() {
+    return api("GET", "/teams").then(function (list) {
+      state.teams = {};
+      list.teams.forEach(function (team) { state.teams[team.name] = team.members; });
+      var filter = $("team-filter");
+      var chosen = filter.value;
+      filter.querySelectorAll("option").forEach(function (option) { if (option.value) option.remove(); });
+      list.teams.forEach(function (team) {
+        var option = el("option", null, team.name);
+        option.value = team.name;
+        filter.appendChild(option);
+      });
+      if (state.teams[chosen]) filter.value = chosen;
+      else if (chosen) { filter.value = ""; state.team = ""; loadThreads(); }
+      renderTeams(list.teams);
+      if (state.detail) renderThread();
+    }).catch(function () { /* asked again on the next change */ });
+  }
+  function renderTeams(teams) {
+    var items = $("teams-list");
+    items.textContent = "";
+    teams.forEach(function (team) {
+      var item = el("li");
+      item.dataset.team = team.name;
+      item.appendChild(el("span", "name", team.name));
+      item.appendChild(el("span", "meta", team.members.map(function (id) { return state.agents[id] || id.slice(0, 8); }).join(", ")));
+      var change = el("button", "small", "Change");
+      change.type = "button";
+      change.addEventListener("click", function () { editTeam(team.name, team.members); });
+      item.appendChild(change);
+      var remove = el("button", "small revoke", "Remove");
+      remove.type = "button";
+      remove.addEventListener("click", function () {
+        $("teams-error").textContent = "";
+        api("DELETE", "/teams/" + encodeURIComponent(team.name)).then(loadTeams).catch(function (error) { $("teams-error").textContent = error.message; });
+      });
+      item.appendChild(remove);
+      items.appendChild(item);
+    });
+  }
+  // The team form: a name, and a box for each agent that is not revoked.
+  function editTeam(name, members) {
+    $("team-name").value = name;
+    var boxes = $("team-members");
+    boxes.querySelectorAll("label").forEach(function (label) { label.remove(); });
+    Object.keys(state.agents).forEach(function (id) {
+      if (state.revoked[id]) return;
+      var label = el("label");
+      var box = el("input");
+      box.type = "checkbox";
+      box.value = id;
+      box.checked = members.indexOf(id) >= 0;
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(" " + state.agents[id]));
+      boxes.appendChild(label);
+    });
+  }
+  $("team-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    $("teams-error").textContent = "";
+    var members = [];
+    $("team-members").querySelectorAll("input:checked").forEach(function (box) { members.push(box.value); });
+    if (!members.length) { $("teams-error").textContent = "Choose at least one agent."; return; }
+    api("PUT", "/teams/" + encodeURIComponent($("team-name").value.trim()), { members: members })
+      .then(function () { editTeam("", []); return loadTeams(); })
+      .catch(function (error) { $("teams-error").textContent = error.message; });
+  });
 
   // ---- one thread ----
   var SYSTEM = {
     "thread.opened": function () { return "Conversation started"; },
     "thread.assign": function (e) { return e.detail.assignee ? "Assigned to " + (state.agents[e.detail.assignee] || e.detail.assignee) : "Unassigned"; },
+    "thread.assign_team": function (e) { return e.detail.team ? "Given to team " + e.detail.team : "Taken from its team"; },
     "thread.status": function (e) {
       return "Marked " + e.detail.status + (e.detail.until ? " until " + new Date(e.detail.until).toLocaleString() : "") +
         (!e.agent && e.detail.status === "open" ? " (the snooze ended)" : "");
@@ -319,6 +403,7 @@
     var meta = "Started on " + thread.opened_on + " · " + thread.n_messages + (thread.n_messages === 1 ? " message" : " messages");
     if (thread.route) meta += " · replies go to " + thread.route.channel;
     if (thread.assignee) meta += " · assigned to " + assigneeName(thread);
+    if (thread.team) meta += " · team " + thread.team;
     $("thread-meta").textContent = meta;
     // Only channels whose bridges send files get them (the node refuses the others).
     var files = !!thread.route && FILE_CHANNELS.indexOf(thread.route.channel) >= 0;
@@ -339,6 +424,20 @@
       assignee.appendChild(option);
     });
     assignee.value = thread.assignee || "";
+    // The org's teams (a team removed since stays shown while the thread has it).
+    var team = $("team");
+    team.textContent = "";
+    var noTeam = el("option", null, "No team");
+    noTeam.value = "";
+    team.appendChild(noTeam);
+    var names = Object.keys(state.teams);
+    if (thread.team && names.indexOf(thread.team) < 0) names.push(thread.team);
+    names.sort().forEach(function (name) {
+      var option = el("option", null, "Team: " + name);
+      option.value = name;
+      team.appendChild(option);
+    });
+    team.value = thread.team || "";
     if (thread.status === "snoozed" && thread.snoozed_until) {
       $("status").querySelector("option[value=snoozed]").textContent =
         "Snoozed until " + new Date(thread.snoozed_until).toLocaleString();
@@ -816,6 +915,9 @@
     var mine = state.detail.thread.assignee === state.me.id;
     act("/assign", { assignee: mine ? null : state.me.id });
   });
+  $("team").addEventListener("change", function () {
+    act("/team", { team: this.value || null });
+  });
   $("assignee").addEventListener("change", function () {
     act("/assign", { assignee: this.value || null });
   });
@@ -1265,7 +1367,8 @@
   $("agents-open").addEventListener("click", function () {
     $("agents-error").textContent = "";
     $("agent-token").hidden = true;
-    loadAgents();
+    $("teams-error").textContent = "";
+    loadAgents().then(function () { editTeam("", []); return loadTeams(); });
     $("agents-dialog").showModal();
   });
   $("agents-close").addEventListener("click", function () { $("agents-dialog").close(); });
@@ -1364,8 +1467,9 @@
       notify.timer = setTimeout(checkNewMessages, 150);
     }
     if (state.selected && scope === "thread:" + state.selected) loadThread();
-    // Another agent (or node) changed a contact: the panel shows it as it is now.
     else if (kind === "directory.set_canned_reply") loadCanned();
+    else if (kind === "directory.set_team") loadTeams();
+    // Another agent (or node) changed a contact: the panel shows it as it is now.
     else if (state.contact && scope && scope.indexOf("directory") === 0) reloadContact();
   }
 

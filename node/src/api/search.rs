@@ -32,6 +32,8 @@ pub struct SearchQuery {
     status: Option<String>,
     /// An agent id, or `none`.
     assignee: Option<String>,
+    /// A team's name.
+    team: Option<String>,
     label: Option<String>,
     /// Written at or after (ms since the epoch).
     from: Option<u64>,
@@ -123,6 +125,7 @@ pub async fn messages(
     let thread_filter = crate::thread_index::Filter {
         status,
         assignee,
+        team: query.team.as_deref(),
         channel: None,
         label: query.label.as_deref(),
         contacts: None,

@@ -32,6 +32,8 @@ pub struct ListQuery {
     status: Option<String>,
     /// An agent id, or `none` for unassigned.
     assignee: Option<String>,
+    /// A team's name.
+    team: Option<String>,
     channel: Option<String>,
     label: Option<String>,
     contact: Option<String>,
@@ -99,6 +101,8 @@ pub struct Counts {
     conversations: crate::thread_index::Tally,
     /// Those with customers' messages the agent has not read.
     unread: crate::thread_index::Tally,
+    /// Each team's open conversations, and how many of them the agent has not read.
+    teams: std::collections::BTreeMap<String, crate::thread_index::TeamTally>,
 }
 
 /// `GET /api/v1/threads/counts?channel=&label=`: how many conversations each of the inbox's
@@ -130,6 +134,7 @@ pub async fn counts(
     Ok(Json(Counts {
         conversations: index.tally(caller.0, channel, label),
         unread: index.unread_tally(caller.0, channel, label),
+        teams: index.team_tally(caller.0),
     }))
 }
 
@@ -170,6 +175,7 @@ pub async fn list(
     let filter = crate::thread_index::Filter {
         status,
         assignee,
+        team: query.team.as_deref(),
         channel,
         label: query.label.as_deref(),
         contacts: contacts.as_deref(),
@@ -760,10 +766,38 @@ pub async fn assign(
     act(&ingest, caller, &id, Action::Assign(assignee)).await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamBody {
+    /// A team's name, or `null` to take the thread from its team. Required.
+    team: serde_json::Value,
+}
+
+/// `POST /api/v1/threads/{id}/team` `{"team": "<name>" | null}`: gives the thread to one of
+/// the org's teams (`422 unknown_team` otherwise), or takes it from its team. The thread's
+/// assignee, if any, stays.
+pub async fn team(
+    caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<TeamBody>, JsonRejection>,
+) -> Result<Json<Done>, ApiError> {
+    let Json(body) = body?;
+    let team = match &body.team {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(name) => Some(super::teams::known_team(&ingest, name)?),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "team must be a team's name or null, not {other}"
+            )))
+        }
+    };
+    act(&ingest, caller, &id, Action::AssignTeam(team)).await
+}
+
 /// Whether a thread may be assigned to `agent`: an agent of this node's that is not revoked
-/// (`422 unknown_agent`, `422 agent_revoked`). Agents are only added and revoked on a stopped
-/// node, so what this reads holds until the assignment is stored.
-fn assignable(ingest: &Ingest, agent: AgentId) -> Result<(), ApiError> {
+/// (`422 unknown_agent`, `422 agent_revoked`).
+pub(super) fn assignable(ingest: &Ingest, agent: AgentId) -> Result<(), ApiError> {
     let record = ingest.store().agent(&agent)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -25,6 +25,8 @@ pub struct ThreadView {
     /// Whether the assignee is an agent this node knows as revoked (its assignment stays,
     /// for someone to take over). `false` when unassigned, and for an agent of another node.
     pub assignee_revoked: bool,
+    /// The team it is assigned to.
+    pub team: Option<String>,
     pub opened_on: ChannelKind,
     pub opened_at: u64,
     pub route: Option<RouteView>,
@@ -152,6 +154,7 @@ impl ThreadView {
                 Some(agent) => revoked(ingest, agent)?,
                 None => false,
             },
+            team: state.team.as_ref().map(|team| team.to_string()),
             opened_on: state.opened_on,
             opened_at: state.opened_at.as_millis(),
             route,
@@ -258,6 +261,7 @@ fn thread_detail(kind: &ThreadKind) -> serde_json::Value {
         ThreadKind::MemberAdd { org } | ThreadKind::MemberRemove { org } => json!({"org": org}),
         ThreadKind::Erase { targets } => json!({"targets": targets}),
         ThreadKind::AutoReply { channel } => json!({"channel": channel}),
+        ThreadKind::AssignTeam { team } => json!({"team": team.as_ref().map(|t| t.as_str())}),
         _ => json!({}),
     }
 }
@@ -281,6 +285,9 @@ fn directory_detail(kind: &DirectoryKind) -> serde_json::Value {
             json!({"contact": contact, "channel": channel, "granted": granted})
         }
         DirectoryKind::SetCannedReply { shortcode } => json!({"shortcode": shortcode.as_str()}),
+        DirectoryKind::SetTeam { team, members } => {
+            json!({"team": team.as_str(), "members": members})
+        }
         _ => json!({}),
     }
 }

@@ -1437,6 +1437,7 @@ impl Writer {
             ),
             Action::Note(text) => (ThreadKind::Note, Some(Content::text(text))),
             Action::Assign(assignee) => (ThreadKind::Assign { assignee }, None),
+            Action::AssignTeam(team) => (ThreadKind::AssignTeam { team }, None),
             Action::Status(status) => (ThreadKind::Status { status }, None),
             Action::HandOff(handle) => {
                 let directory = self
@@ -1604,6 +1605,31 @@ impl Writer {
                 Ok(vec![self.sign_directory(
                     DirectoryKind::SetCannedReply { shortcode },
                     Some(Content::text(text)),
+                    live,
+                )?])
+            }
+            DirectoryAction::SetTeam { team, members } => {
+                let (current, n_teams) = {
+                    let directory = self
+                        .directory
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let teams = &directory.state().teams;
+                    (teams.get(&team).cloned(), teams.len())
+                };
+                let is_new = current.is_none();
+                if current.unwrap_or_default() == members {
+                    return Ok(Vec::new());
+                }
+                if is_new && n_teams >= Cap::Teams.max() {
+                    return Err(IngestError::Full(Cap::Teams));
+                }
+                Ok(vec![self.sign_directory(
+                    DirectoryKind::SetTeam {
+                        team,
+                        members: members.into_iter().collect(),
+                    },
+                    None,
                     live,
                 )?])
             }

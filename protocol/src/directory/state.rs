@@ -18,9 +18,9 @@ use crate::channel::{ChannelKind, Handle};
 use crate::codec::{self, EncodeError};
 use crate::digest::{self, Domain};
 use crate::event::{DirectoryKind, EventKind, VerifiedEvent};
-use crate::id::{ContactId, StateHash};
+use crate::id::{AgentId, ContactId, StateHash};
 use crate::key::{OrgId, PublicKey};
-use crate::name::{AttributeKey, Shortcode};
+use crate::name::{AttributeKey, Shortcode, TeamName};
 use crate::time::Timestamp;
 
 /// One contact as the directory knows it.
@@ -62,6 +62,8 @@ pub struct DirectoryState {
     pub n_events: u64,
     /// The org's canned replies: text by shortcode.
     pub canned_replies: BTreeMap<Shortcode, String>,
+    /// The org's teams: their agents, by team (a team with no agents is not here).
+    pub teams: BTreeMap<TeamName, BTreeSet<AgentId>>,
 }
 
 impl DirectoryState {
@@ -75,6 +77,7 @@ impl DirectoryState {
             handles: BTreeMap::new(),
             n_events: 1,
             canned_replies: BTreeMap::new(),
+            teams: BTreeMap::new(),
         }
     }
 
@@ -207,6 +210,14 @@ impl DirectoryState {
                 } else {
                     self.canned_replies
                         .insert(shortcode.clone(), content.text.clone());
+                }
+            }
+            DirectoryKind::SetTeam { team, members } => {
+                if members.is_empty() {
+                    self.teams.remove(team);
+                } else {
+                    self.teams
+                        .insert(team.clone(), members.iter().copied().collect());
                 }
             }
             DirectoryKind::SetAttribute { contact, key } => {

@@ -10,7 +10,7 @@ use crate::cert::Certificate;
 use crate::channel::ChannelKind;
 use crate::id::{AgentId, ContactId, EventId};
 use crate::key::{OrgId, PublicKey};
-use crate::name::{AttributeKey, Label, Shortcode};
+use crate::name::{AttributeKey, Label, Shortcode, TeamName};
 use crate::time::Timestamp;
 
 /// The kind of an event: a thread event or a directory event.
@@ -170,6 +170,12 @@ pub enum ThreadKind {
         /// The channel it came on.
         channel: ChannelKind,
     },
+    /// Assigns the thread to a team of agents, or takes it from its team. Independent of
+    /// [`ThreadKind::Assign`]: a thread may have a team and an agent.
+    AssignTeam {
+        /// The new team.
+        team: Option<TeamName>,
+    },
 }
 
 /// The events of an org's contact directory (one log per org, replicated among its own nodes).
@@ -245,6 +251,14 @@ pub enum DirectoryKind {
         /// Its shortcode.
         shortcode: Shortcode,
     },
+    /// Sets a team's members (sorted ascending, no duplicates, at most
+    /// [`crate::limits::MAX_TEAM_MEMBERS`]); no members removes the team.
+    SetTeam {
+        /// The team.
+        team: TeamName,
+        /// Its agents.
+        members: Vec<AgentId>,
+    },
 }
 
 /// Whether a kind's event carries content.
@@ -293,6 +307,7 @@ impl EventKind {
                 ThreadKind::MemberRemove { .. } => "thread.member_remove",
                 ThreadKind::Erase { .. } => "thread.erase",
                 ThreadKind::AutoReply { .. } => "thread.auto_reply",
+                ThreadKind::AssignTeam { .. } => "thread.assign_team",
             },
             EventKind::Directory(kind) => match kind {
                 DirectoryKind::Genesis => "directory.genesis",
@@ -306,6 +321,7 @@ impl EventKind {
                 DirectoryKind::Consent { .. } => "directory.consent",
                 DirectoryKind::EraseContact { .. } => "directory.erase_contact",
                 DirectoryKind::SetCannedReply { .. } => "directory.set_canned_reply",
+                DirectoryKind::SetTeam { .. } => "directory.set_team",
             },
         }
     }

@@ -13,7 +13,7 @@ use crate::digest::{self, Domain};
 use crate::event::{Direction, EventKind, ReceiptKind, Status, ThreadKind, VerifiedEvent};
 use crate::id::{AgentId, ContactId, EventId, StateHash};
 use crate::key::OrgId;
-use crate::name::Label;
+use crate::name::{Label, TeamName};
 use crate::time::Timestamp;
 
 /// Where replies go: a channel, and the event whose content names the customer's handle on it
@@ -71,6 +71,8 @@ pub struct ThreadState {
     pub n_messages: u64,
     /// Latest author time seen.
     pub last_activity: Timestamp,
+    /// The team it is assigned to.
+    pub team: Option<TeamName>,
 }
 
 impl ThreadState {
@@ -104,6 +106,7 @@ impl ThreadState {
             n_events: 1,
             n_messages: 0,
             last_activity: header.author_time,
+            team: None,
         })
     }
 
@@ -167,6 +170,7 @@ impl ThreadState {
             ThreadKind::Erase { targets } => self.erased.extend(targets.iter().copied()),
             // Kept and shown, but no news for the org: no reopening, no route, no message.
             ThreadKind::AutoReply { .. } => {}
+            ThreadKind::AssignTeam { team } => self.team = team.clone(),
         }
     }
 

@@ -11,8 +11,8 @@ use threadline_protocol::{
         Content, DirectoryKind, Draft, EventKind, ReceiptKind, Scope, Status, ThreadKind,
         VerifyError,
     },
-    limits::{MAX_PARENTS, MAX_TEXT_BYTES},
-    name::Label,
+    limits::{MAX_PARENTS, MAX_TEAM_MEMBERS, MAX_TEXT_BYTES},
+    name::{Label, TeamName},
     thread::IngestError,
     AgentId, Certificates, ContactId, EventId, Inserted, Signature, Thread, Timestamp,
     VerifiedEvent,
@@ -998,4 +998,63 @@ fn batch_verification_isolates_the_bad_events() {
             _ => assert!(result.is_ok(), "event {idx}: {result:?}"),
         }
     }
+}
+
+#[test]
+fn teams_are_set_whole_and_their_members_are_checked() {
+    let world = World::new();
+    let mut directory = world.directory_a();
+    let billing = TeamName::new("billing").expect("valid");
+    let (a, b) = (AgentId::from_bytes([1; 16]), AgentId::from_bytes([2; 16]));
+    let set_team = |directory: &threadline_protocol::Directory, members: Vec<AgentId>| {
+        sign_unverified(
+            &world.node_a,
+            next_draft(
+                directory.dag(),
+                EventKind::Directory(DirectoryKind::SetTeam {
+                    team: billing.clone(),
+                    members,
+                }),
+                None,
+                None,
+            ),
+        )
+    };
+    // Members out of order, twice, or too many: refused before anything reads them.
+    for members in [
+        vec![b, a],
+        vec![a, a],
+        (0..=MAX_TEAM_MEMBERS as u16)
+            .map(|i| {
+                let mut id = [0; 16];
+                id[..2].copy_from_slice(&i.to_be_bytes());
+                AgentId::from_bytes(id)
+            })
+            .collect(),
+    ] {
+        assert!(
+            matches!(
+                set_team(&directory, members).verify(),
+                Err(VerifyError::BadContent { .. } | VerifyError::TooLarge { .. })
+            ),
+            "refused"
+        );
+    }
+    let insert = |directory: &mut threadline_protocol::Directory, members| {
+        let event = set_team(directory, members).verify().expect("verifies");
+        directory.insert(event, NOW).expect("a node sets teams");
+    };
+    insert(&mut directory, vec![a, b]);
+    assert_eq!(
+        directory.state().teams.get(&billing),
+        Some(&[a, b].into_iter().collect())
+    );
+    // The last set in linear order wins; no members removes the team.
+    insert(&mut directory, vec![b]);
+    assert_eq!(
+        directory.state().teams.get(&billing),
+        Some(&[b].into_iter().collect())
+    );
+    insert(&mut directory, vec![]);
+    assert!(directory.state().teams.is_empty());
 }

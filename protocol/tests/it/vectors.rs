@@ -16,8 +16,8 @@ use threadline_protocol::{
     },
     id::BlobHash,
     name::{
-        AttachmentMeta, AttributeKey, ExternalId, Label, Shortcode, Subject, TemplateLanguage,
-        TemplateName, TemplateParameter,
+        AttachmentMeta, AttributeKey, ExternalId, Label, Shortcode, Subject, TeamName,
+        TemplateLanguage, TemplateName, TemplateParameter,
     },
     sync::{heads_digest, ScopeSummary, SyncMessage},
     AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
@@ -362,6 +362,26 @@ fn vectors() -> Vec<Vector> {
                 "Hi {contact.name}, your refund is on its way. {agent.name}",
             )),
         ),
+        // Directory kind 11, appended: a team's agents.
+        (
+            "directory.set_team",
+            node_seed,
+            d(DirectoryKind::SetTeam {
+                team: TeamName::new("billing").expect("valid"),
+                members: vec![
+                    AgentId::from_bytes([0x11; 16]),
+                    AgentId::from_bytes([0x12; 16]),
+                ],
+            }),
+        ),
+        // Thread kind 14, appended: the thread's team.
+        (
+            "thread.assign_team",
+            node_seed,
+            t(ThreadKind::AssignTeam {
+                team: Some(TeamName::new("billing").expect("valid")),
+            }),
+        ),
     ];
     drafts
         .drain(..)
@@ -587,8 +607,8 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 15 thread kinds (inbound and outbound messages counted apart), 11 directory kinds, an
+    // 16 thread kinds (inbound and outbound messages counted apart), 12 directory kinds, an
     // inbound message with content V2, one on Instagram, a reply with content V3 (a template)
     // and an inbound message with content V3 (a reply-to).
-    assert_eq!(kinds.len(), 30);
+    assert_eq!(kinds.len(), 32);
 }
