@@ -4,6 +4,7 @@
 //! bridges.
 
 pub mod graph;
+pub mod receiver;
 pub mod slack;
 pub mod telegram;
 pub mod twilio;

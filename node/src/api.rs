@@ -14,6 +14,7 @@ mod contacts;
 mod error;
 mod inbox;
 pub mod matrix;
+mod outbound_webhooks;
 mod reports;
 mod search;
 mod stream;
@@ -28,6 +29,7 @@ use axum::{extract::DefaultBodyLimit, routing::get, routing::post, Router};
 
 pub use contacts::record as contact_record;
 pub use error::ApiError;
+pub use outbound_webhooks::payload as webhook_payload;
 
 use crate::ingest::Ingest;
 
@@ -97,6 +99,15 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/threads/{id}/assign", post(threads::assign))
         .route("/api/v1/threads/{id}/team", post(threads::team))
         .route("/api/v1/teams", get(teams::list))
+        .route("/api/v1/webhooks", get(outbound_webhooks::list))
+        .route(
+            "/api/v1/webhooks/{name}",
+            axum::routing::put(outbound_webhooks::set).delete(outbound_webhooks::remove),
+        )
+        .route(
+            "/api/v1/webhooks/{name}/deliveries",
+            get(outbound_webhooks::deliveries),
+        )
         .route(
             "/api/v1/teams/{name}",
             axum::routing::put(teams::set).delete(teams::remove),

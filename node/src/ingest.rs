@@ -255,6 +255,14 @@ pub enum DirectoryAction {
         /// Its text.
         text: String,
     },
+    /// Set one of the org's webhook subscriptions (its JSON text; empty removes it). Nothing
+    /// is written when the directory holds that already.
+    SetWebhook {
+        /// Its name.
+        name: threadline_protocol::name::WebhookName,
+        /// Its text.
+        text: String,
+    },
     /// Set a team's agents (none removes the team). Nothing is written when the directory
     /// holds that already.
     SetTeam {

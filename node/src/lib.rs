@@ -43,6 +43,7 @@ pub mod matrix;
 pub mod message_search;
 pub mod meta;
 pub mod operator;
+pub mod outbound_webhooks;
 pub mod presence;
 pub mod replication;
 pub mod replication_status;

@@ -47,6 +47,9 @@ pub const MAX_CANNED_REPLY_BYTES: usize = 4096;
 /// Teams an org may have (every inbox lists them all).
 pub const MAX_TEAMS: usize = 200;
 
+/// Outbound webhook subscriptions an org may have.
+pub const MAX_WEBHOOKS: usize = 20;
+
 /// Longest team name, in bytes (lower-case letters, digits, `-` and `_`).
 pub const MAX_TEAM_NAME_BYTES: usize = 32;
 
@@ -104,6 +107,8 @@ pub enum Cap {
     CannedReplies,
     /// [`MAX_TEAMS`].
     Teams,
+    /// [`MAX_WEBHOOKS`].
+    Webhooks,
 }
 
 impl Cap {
@@ -116,6 +121,7 @@ impl Cap {
             Cap::ContactAttributes => MAX_ATTRIBUTES_PER_CONTACT,
             Cap::CannedReplies => MAX_CANNED_REPLIES,
             Cap::Teams => MAX_TEAMS,
+            Cap::Webhooks => MAX_WEBHOOKS,
         }
     }
 
@@ -128,6 +134,7 @@ impl Cap {
             Cap::ContactAttributes => "contact_attributes_full",
             Cap::CannedReplies => "canned_replies_full",
             Cap::Teams => "teams_full",
+            Cap::Webhooks => "webhooks_full",
         }
     }
 
@@ -140,6 +147,7 @@ impl Cap {
             Cap::ContactAttributes => "attributes per contact",
             Cap::CannedReplies => "canned replies per org",
             Cap::Teams => "teams per org",
+            Cap::Webhooks => "webhook subscriptions per org",
         }
     }
 }

@@ -356,6 +356,7 @@ pub async fn serve(
     tokio::spawn(sweep_unused_blobs(ingest.clone()));
     tokio::spawn(wake_snoozed(ingest.clone()));
     tokio::spawn(crate::message_search::run(ingest.clone()));
+    tokio::spawn(crate::outbound_webhooks::run(ingest.clone()));
 
     if config.retention.is_set() {
         tokio::spawn(apply_retention(ingest.clone(), config.retention));

@@ -27,6 +27,8 @@
 //! | `meta` | `b"events_end"` | where the event log ends ([`LogEnd`]): written with every commit, before its counter |
 //! | `retired_keys` | data key number BE | empty: a data key an erasure retired, destroyed once the commit is durable (again at open, should a crash come first) |
 //! | `audit` | time ms BE ‖ sequence BE | `encode(AuditRecord)`: who viewed, exported or erased a contact's record ([`audit`]) |
+//! | `webhook_queue` | due time ms BE ‖ delivery id BE | `encode(Queued)`: an outbound webhook delivery waiting ([`webhook_queue`]) |
+//! | `webhook_log` | time ms BE ‖ sequence BE | `encode(Attempt)`: one attempt to deliver, the newest 10,000 kept |
 //! | `meta` | `b"key_owners"` | `encode(Vec<(key number, owner bytes)>)`: the data keys given to owners since `data-keys` was last synced (at most a pool's worth), written with every commit while there are any: what finishes a rewrite of a slot a crash cut short |
 //!
 //! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
@@ -59,6 +61,7 @@ pub mod event_log;
 mod handoff_codes;
 mod keys;
 mod records;
+pub mod webhook_queue;
 
 use std::path::Path;
 
@@ -280,7 +283,9 @@ pub fn content_owner(scope: &ScopeId, kind: &threadline_protocol::EventKind) -> 
         ) => Some(KeyOwner::Contact(*contact)),
         (
             ScopeId::Directory(org),
-            threadline_protocol::EventKind::Directory(D::SetCannedReply { .. }),
+            threadline_protocol::EventKind::Directory(
+                D::SetCannedReply { .. } | D::SetWebhook { .. },
+            ),
         ) => Some(KeyOwner::Org(*org)),
         _ => None,
     }
@@ -450,9 +455,13 @@ pub enum TreeName {
     RetiredKeys,
     /// The audit trail ([`audit`]).
     Audit,
+    /// Outbound webhook deliveries waiting ([`webhook_queue`]).
+    WebhookQueue,
+    /// The outbound webhooks' delivery log ([`webhook_queue`]).
+    WebhookLog,
 }
 
-const TREE_NAMES: [&str; 18] = [
+const TREE_NAMES: [&str; 20] = [
     "log",
     "threads",
     "contact_threads",
@@ -471,6 +480,8 @@ const TREE_NAMES: [&str; 18] = [
     "thread_facts",
     "retired_keys",
     "audit",
+    "webhook_queue",
+    "webhook_log",
 ];
 
 /// A record to write into a tree (the admin trees: agents, tokens): tree, key, value.

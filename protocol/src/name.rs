@@ -117,6 +117,11 @@ short_string!(
     TeamName
 );
 short_string!(
+    /// The name of one of the org's outbound webhook subscriptions (`crm`); what it sends
+    /// where is the content of the event that sets it.
+    WebhookName
+);
+short_string!(
     /// The id an external app gave a message (an email Message-ID, a WhatsApp message id). It
     /// makes resubmission idempotent.
     ExternalId

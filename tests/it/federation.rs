@@ -228,6 +228,43 @@ fn a_second_node_joins_and_conversations_follow_both_ways() {
         .then_some(())
     });
 
+    // A webhook set at the office: each event is sent once, by the node it was made on.
+    let secret = "s3cret-0123456789abcdef";
+    let receiver = threadline_tests::receiver::WebhookReceiver::start(secret);
+    let (status, _) = office_node.put(
+        &office.token,
+        "/api/v1/webhooks/crm",
+        &json!({"url": receiver.url, "topics": ["message.created"], "secret": secret}),
+    );
+    assert_eq!(status, 200);
+    // The laptop has it once its directory has the subscription: then Bob writes there.
+    eventually("the laptop has the subscription", SYNC, || {
+        let (_, laptop_view) = laptop_node.get(&laptop.token, "/api/v1/replication");
+        let (_, office_view) = office_node.get(&office.token, "/api/v1/replication");
+        (laptop_view["directory_hash"] == office_view["directory_hash"]).then_some(())
+    });
+    bob.say("b2", "One more thing");
+    reply(&office_node, &office.token, &bob_thread, "Noted, Bob");
+    let got = eventually("both deliveries", SYNC, || {
+        let got = receiver.received();
+        (got.len() >= 2).then_some(got)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let mut texts: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            assert!(r.signed, "signed: {r:?}");
+            r.body["event"]["text"].as_str().unwrap_or("").to_owned()
+        })
+        .collect();
+    texts.sort();
+    assert_eq!(
+        texts,
+        ["Noted, Bob", "One more thing"],
+        "each once: {got:?}"
+    );
+
     converged((&office_node, &office.token), (&laptop_node, &laptop.token));
     let view = office_node.replication(&office.token);
     assert_eq!(view["peers"].as_array().expect("peers").len(), 1, "{view}");

@@ -3039,3 +3039,167 @@ team = \"billing\"
     );
     node.stop();
 }
+
+#[test]
+fn webhooks_send_each_event_signed_and_retry_until_the_receiver_takes_it_across_a_crash() {
+    use threadline_tests::receiver::WebhookReceiver;
+    let org = Org::new();
+    let mut node = Node::start(&org.data);
+    let admin = &org.agent_token;
+    let secret = "s3cret-0123456789abcdef";
+    let receiver = WebhookReceiver::start(secret);
+    let url = receiver.url.clone();
+
+    // Bad input: a clear error, and no subscription.
+    for (body, why) in [
+        (
+            json!({"url": "ftp://x", "topics": ["message.created"]}),
+            "url",
+        ),
+        (
+            json!({"url": url, "topics": ["message.deleted"]}),
+            "unknown topic",
+        ),
+        (json!({"url": url, "topics": []}), "topics"),
+        (
+            json!({"url": url, "topics": ["message.created"], "secret": "short"}),
+            "secret",
+        ),
+    ] {
+        let (status, answer) = node.put(admin, "/api/v1/webhooks/crm", &body);
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains(why), "{message}");
+    }
+    let (_, cleo) = node.post(admin, "/api/v1/agents", &json!({"name": "Cleo"}));
+    let cleo = cleo["token"].as_str().expect("token").to_owned();
+    let subscription = json!({"url": url, "topics": ["message.created", "conversation.status_changed"], "secret": secret});
+    assert_eq!(
+        node.put(&cleo, "/api/v1/webhooks/crm", &subscription).0,
+        403,
+        "admins only"
+    );
+    assert_eq!(node.get(&cleo, "/api/v1/webhooks").0, 403);
+    assert_eq!(node.get(admin, "/api/v1/webhooks").1["webhooks"], json!([]));
+    let (status, set) = node.put(admin, "/api/v1/webhooks/crm", &subscription);
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["webhook"]["secret"], secret);
+
+    // The receiver fails the first try: the delivery comes again, with the same id.
+    receiver.answer_next(&[500]);
+    let thread = send(
+        &node,
+        &org.email,
+        "email:ann@example.com",
+        "Where is my parcel?",
+        "w-1",
+    );
+    let got =
+        threadline_tests::eventually("a delivery after a retry", Duration::from_secs(20), || {
+            let got = receiver.received();
+            (got.len() >= 2).then_some(got)
+        });
+    assert_eq!((got[0].answered, got[1].answered), (500, 200));
+    assert_eq!(got[0].delivery, got[1].delivery);
+    let body = &got[1].body;
+    assert_eq!(got[1].topic, "message.created");
+    assert_eq!(body["topic"], "message.created");
+    assert_eq!(body["id"].as_str(), Some(got[1].delivery.as_str()));
+    assert_eq!(body["thread"]["id"], thread.to_string());
+    assert_eq!(body["event"]["kind"], "thread.message.inbound");
+    assert_eq!(body["event"]["text"], "Where is my parcel?");
+
+    // A reply and a status change are sent; a note is not subscribed to.
+    let path = format!("/api/v1/threads/{thread}");
+    assert_eq!(
+        node.post(
+            admin,
+            &format!("{path}/replies"),
+            &json!({"text": "On its way."})
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        node.post(
+            admin,
+            &format!("{path}/notes"),
+            &json!({"text": "internal"})
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        node.post(
+            admin,
+            &format!("{path}/status"),
+            &json!({"status": "resolved"})
+        )
+        .0,
+        200
+    );
+    let got =
+        threadline_tests::eventually("the reply and the status", Duration::from_secs(10), || {
+            let got = receiver.received();
+            (got.len() >= 4).then_some(got)
+        });
+    assert_eq!(got[2].body["event"]["text"], "On its way.");
+    assert_eq!(got[2].body["event"]["kind"], "thread.message.outbound");
+    assert_eq!(got[3].topic, "conversation.status_changed");
+    assert_eq!(got[3].body["thread"]["status"], "resolved");
+    assert!(
+        got.iter().all(|r| r.signed),
+        "every delivery is signed with the secret"
+    );
+
+    // The log says what happened to each attempt.
+    let (_, log) = node.get(admin, "/api/v1/webhooks/crm/deliveries");
+    let outcomes: Vec<&str> = log["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["outcome"].as_str().expect("outcome"))
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["delivered", "delivered", "delivered", "retrying"],
+        "{log}"
+    );
+    assert_eq!(log["attempts"][3]["status"], 500);
+    assert_eq!(log["queued"], 0);
+
+    // Nothing acknowledged is lost: killed with a delivery waiting, the node sends it after
+    // its restart.
+    receiver.answer_next(&[503]);
+    send(
+        &node,
+        &org.email,
+        "email:ann@example.com",
+        "Hello again",
+        "w-2",
+    );
+    let failed = threadline_tests::eventually("the refused try", Duration::from_secs(10), || {
+        receiver.received().get(4).cloned()
+    });
+    assert_eq!(failed.answered, 503);
+    node.crash();
+    node = Node::start(&org.data);
+    let again = threadline_tests::eventually(
+        "the delivery after the restart",
+        Duration::from_secs(20),
+        || receiver.received().get(5).cloned(),
+    );
+    assert_eq!(
+        (again.delivery.as_str(), again.answered),
+        (failed.delivery.as_str(), 200)
+    );
+    assert_eq!(again.body["event"]["text"], "Hello again");
+
+    // Removed: nothing more is sent.
+    assert_eq!(node.delete(admin, "/api/v1/webhooks/crm").0, 200);
+    assert_eq!(node.delete(admin, "/api/v1/webhooks/crm").0, 404);
+    send(&node, &org.email, "email:bo@example.com", "Anyone?", "w-3");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.received().len(), 6);
+    node.stop();
+}

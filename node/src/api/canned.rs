@@ -121,15 +121,7 @@ pub async fn remove(
 /// A shortcode as agents type it after `/`: 1 to [`MAX_SHORTCODE_BYTES`] lower-case letters,
 /// digits, `-` and `_`.
 fn shortcode(text: &str) -> Result<Shortcode, ApiError> {
-    let fits = !text.is_empty()
-        && text.len() <= MAX_SHORTCODE_BYTES
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !fits {
-        return Err(ApiError::bad_request(format!(
-            "bad shortcode `{text}`: 1 to {MAX_SHORTCODE_BYTES} lower-case letters, digits, `-` and `_`"
-        )));
-    }
-    Shortcode::new(text).map_err(|err| ApiError::bad_request(format!("bad shortcode: {err}")))
+    super::views::org_name(text, "shortcode", MAX_SHORTCODE_BYTES, |t| {
+        Shortcode::new(t)
+    })
 }

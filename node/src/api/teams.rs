@@ -144,15 +144,5 @@ pub fn known_team(ingest: &Ingest, name: &str) -> Result<TeamName, ApiError> {
 /// A team's name: 1 to [`MAX_TEAM_NAME_BYTES`] lower-case letters, digits, `-` and `_`, as a
 /// label is written in the inbox.
 fn team_name(text: &str) -> Result<TeamName, ApiError> {
-    let fits = !text.is_empty()
-        && text.len() <= MAX_TEAM_NAME_BYTES
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !fits {
-        return Err(ApiError::bad_request(format!(
-            "bad team name `{text}`: 1 to {MAX_TEAM_NAME_BYTES} lower-case letters, digits, `-` and `_`"
-        )));
-    }
-    TeamName::new(text).map_err(|err| ApiError::bad_request(format!("bad team name: {err}")))
+    super::views::org_name(text, "team name", MAX_TEAM_NAME_BYTES, |t| TeamName::new(t))
 }

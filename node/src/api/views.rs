@@ -338,6 +338,28 @@ where
         .map_err(|err| ApiError::bad_request(format!("bad {what} `{text}`: {err}")))
 }
 
+/// A name of the org's vocabulary as agents type it (a canned reply's shortcode, a team, a
+/// webhook): 1 to `max` lower-case letters, digits, `-` and `_`, made into `T` (`400`
+/// otherwise, naming `what`).
+pub fn org_name<T, E: std::fmt::Display>(
+    text: &str,
+    what: &str,
+    max: usize,
+    make: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    let fits = !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !fits {
+        return Err(ApiError::bad_request(format!(
+            "bad {what} `{text}`: 1 to {max} lower-case letters, digits, `-` and `_`"
+        )));
+    }
+    make(text).map_err(|err| ApiError::bad_request(format!("bad {what}: {err}")))
+}
+
 /// Parses an id from a path segment, or answers 404.
 pub fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
     text.parse()

@@ -4,6 +4,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use threadline_protocol::{
     channel::Handle,
+    directory::DirectoryState,
     event::{self, Content, Direction, DirectoryKind, Draft, EventKind, Scope, Status, ThreadKind},
     id::BlobHash,
     limits::MAX_ERASE_TARGETS,
@@ -668,6 +669,7 @@ impl Writer {
         }
         let scope = event.scope_id();
         let kind = event.header().kind.name();
+        let topic = crate::outbound_webhooks::Topic::of(&event.header().kind);
         let outcome = match scope {
             ScopeId::Directory(org) if org == self.org => self.apply_directory(event)?,
             ScopeId::Directory(_) => return Err(IngestError::ForeignScope(scope)),
@@ -681,6 +683,10 @@ impl Writer {
                     size.to_be_bytes().to_vec(),
                 );
             }
+            // This node sends its own events to the org's webhooks (a peer sends its own).
+            if let (Source::Local, Some(topic), ScopeId::Thread(thread)) = (source, topic, scope) {
+                self.queue_webhooks(thread, event, topic)?;
+            }
             live.push(LiveEvent {
                 scope,
                 event,
@@ -689,6 +695,45 @@ impl Writer {
             });
         }
         Ok(outcome)
+    }
+
+    /// Queues `event` for each of the org's webhook subscriptions that takes `topic`, in this
+    /// batch's commit.
+    fn queue_webhooks(
+        &mut self,
+        thread: ThreadId,
+        event: EventId,
+        topic: crate::outbound_webhooks::Topic,
+    ) -> Result<(), IngestError> {
+        let subscribed = {
+            let directory = self
+                .directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if directory.state().webhooks.is_empty() {
+                return Ok(());
+            }
+            crate::outbound_webhooks::subscribed(directory.state(), topic)
+        };
+        let now = (self.now)().as_millis();
+        for webhook in subscribed {
+            let seq = self.store.generate_id()?;
+            let queued = crate::store::webhook_queue::Queued {
+                webhook: webhook.to_string(),
+                topic: topic as u8,
+                thread,
+                event,
+                queued_at: now,
+                attempts: 0,
+                next_at: now,
+            };
+            self.pending.insert(
+                TreeName::WebhookQueue,
+                crate::store::webhook_queue::queue_key(now, seq).to_vec(),
+                threadline_protocol::codec::encode(&queued).map_err(StoreError::from)?,
+            );
+        }
+        Ok(())
     }
 
     fn apply_directory(&mut self, event: VerifiedEvent) -> Result<Submitted, IngestError> {
@@ -1588,25 +1633,22 @@ impl Writer {
                 )?])
             }
             DirectoryAction::SetCannedReply { shortcode, text } => {
-                let (current, n_replies) = {
-                    let directory = self
-                        .directory
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let replies = &directory.state().canned_replies;
+                let current = |state: &DirectoryState| {
+                    let replies = &state.canned_replies;
                     (replies.get(&shortcode).cloned(), replies.len())
                 };
-                if current.as_deref().unwrap_or("") == text {
-                    return Ok(Vec::new());
-                }
-                if current.is_none() && n_replies >= Cap::CannedReplies.max() {
-                    return Err(IngestError::Full(Cap::CannedReplies));
-                }
-                Ok(vec![self.sign_directory(
-                    DirectoryKind::SetCannedReply { shortcode },
-                    Some(Content::text(text)),
-                    live,
-                )?])
+                let kind = DirectoryKind::SetCannedReply {
+                    shortcode: shortcode.clone(),
+                };
+                self.set_org_text(current, kind, text, Cap::CannedReplies, live)
+            }
+            DirectoryAction::SetWebhook { name, text } => {
+                let current = |state: &DirectoryState| {
+                    let webhooks = &state.webhooks;
+                    (webhooks.get(&name).cloned(), webhooks.len())
+                };
+                let kind = DirectoryKind::SetWebhook { name: name.clone() };
+                self.set_org_text(current, kind, text, Cap::Webhooks, live)
             }
             DirectoryAction::SetTeam { team, members } => {
                 let (current, n_teams) = {
@@ -1854,6 +1896,36 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Signs `kind`, which sets one of the org's texts (a canned reply, a webhook) to `text`
+    /// (empty removes it): nothing when `current` (its text now, and how many there are)
+    /// says it is that already; `cap` bounds how many there may be.
+    fn set_org_text(
+        &mut self,
+        current: impl FnOnce(&DirectoryState) -> (Option<String>, usize),
+        kind: DirectoryKind,
+        text: String,
+        cap: Cap,
+        live: &mut Vec<LiveEvent>,
+    ) -> Result<Vec<EventId>, IngestError> {
+        let (current, n) = current(
+            self.directory
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .state(),
+        );
+        if current.as_deref().unwrap_or("") == text {
+            return Ok(Vec::new());
+        }
+        if current.is_none() && n >= cap.max() {
+            return Err(IngestError::Full(cap));
+        }
+        Ok(vec![self.sign_directory(
+            kind,
+            Some(Content::text(text)),
+            live,
+        )?])
     }
 
     fn sign_directory(

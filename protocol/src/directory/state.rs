@@ -20,7 +20,7 @@ use crate::digest::{self, Domain};
 use crate::event::{DirectoryKind, EventKind, VerifiedEvent};
 use crate::id::{AgentId, ContactId, StateHash};
 use crate::key::{OrgId, PublicKey};
-use crate::name::{AttributeKey, Shortcode, TeamName};
+use crate::name::{AttributeKey, Shortcode, TeamName, WebhookName};
 use crate::time::Timestamp;
 
 /// One contact as the directory knows it.
@@ -64,6 +64,8 @@ pub struct DirectoryState {
     pub canned_replies: BTreeMap<Shortcode, String>,
     /// The org's teams: their agents, by team (a team with no agents is not here).
     pub teams: BTreeMap<TeamName, BTreeSet<AgentId>>,
+    /// The org's outbound webhook subscriptions: their text by name.
+    pub webhooks: BTreeMap<WebhookName, String>,
 }
 
 impl DirectoryState {
@@ -78,6 +80,7 @@ impl DirectoryState {
             n_events: 1,
             canned_replies: BTreeMap::new(),
             teams: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
         }
     }
 
@@ -210,6 +213,16 @@ impl DirectoryState {
                 } else {
                     self.canned_replies
                         .insert(shortcode.clone(), content.text.clone());
+                }
+            }
+            DirectoryKind::SetWebhook { name } => {
+                let Some(content) = content else {
+                    return;
+                };
+                if content.text.is_empty() {
+                    self.webhooks.remove(name);
+                } else {
+                    self.webhooks.insert(name.clone(), content.text.clone());
                 }
             }
             DirectoryKind::SetTeam { team, members } => {

@@ -10,7 +10,7 @@ use crate::cert::Certificate;
 use crate::channel::ChannelKind;
 use crate::id::{AgentId, ContactId, EventId};
 use crate::key::{OrgId, PublicKey};
-use crate::name::{AttributeKey, Label, Shortcode, TeamName};
+use crate::name::{AttributeKey, Label, Shortcode, TeamName, WebhookName};
 use crate::time::Timestamp;
 
 /// The kind of an event: a thread event or a directory event.
@@ -259,6 +259,12 @@ pub enum DirectoryKind {
         /// Its agents.
         members: Vec<AgentId>,
     },
+    /// Sets one of the org's outbound webhook subscriptions: the content's text says where
+    /// to and what (the node's format; the protocol keeps it as text); empty text removes it.
+    SetWebhook {
+        /// Its name.
+        name: WebhookName,
+    },
 }
 
 /// Whether a kind's event carries content.
@@ -322,6 +328,7 @@ impl EventKind {
                 DirectoryKind::EraseContact { .. } => "directory.erase_contact",
                 DirectoryKind::SetCannedReply { .. } => "directory.set_canned_reply",
                 DirectoryKind::SetTeam { .. } => "directory.set_team",
+                DirectoryKind::SetWebhook { .. } => "directory.set_webhook",
             },
         }
     }
@@ -340,7 +347,8 @@ impl EventKind {
                 DirectoryKind::LinkHandle { .. }
                 | DirectoryKind::UnlinkHandle { .. }
                 | DirectoryKind::SetAttribute { .. }
-                | DirectoryKind::SetCannedReply { .. } => ContentRule::Required,
+                | DirectoryKind::SetCannedReply { .. }
+                | DirectoryKind::SetWebhook { .. } => ContentRule::Required,
                 DirectoryKind::CreateContact { .. } => ContentRule::Optional,
                 _ => ContentRule::Forbidden,
             },

@@ -11,7 +11,7 @@ use threadline_protocol::{
     event::{
         Content, Direction, DirectoryKind, Draft, EventKind, ReceiptKind, Scope, Status, ThreadKind,
     },
-    name::{AttributeKey, Label, Shortcode, TeamName},
+    name::{AttributeKey, Label, Shortcode, TeamName, WebhookName},
     thread::IngestError,
     AgentId, ContactId, EventId, SecretKey, Thread, Timestamp, VerifiedEvent,
 };
@@ -392,6 +392,8 @@ proptest! {
                     0 => (DirectoryKind::EraseContact { contact }, None),
                     // A canned reply set, changed or removed (empty text), concurrently on two nodes.
                     1 => (DirectoryKind::SetCannedReply { shortcode: Shortcode::new("thanks").expect("valid") }, Some(Content::text(["", "Thanks!", "Thank you"][op.extra as usize / 4 % 3]))),
+                    // A webhook set, changed or removed, concurrently.
+                    3 => (DirectoryKind::SetWebhook { name: WebhookName::new("crm").expect("valid") }, Some(Content::text(["", "{\"url\":\"https://a.example\"}", "{\"url\":\"https://b.example\"}"][op.extra as usize / 4 % 3]))),
                     // A team's members set, changed or emptied (the team removed), concurrently.
                     2 => (DirectoryKind::SetTeam { team: TeamName::new("billing").expect("valid"), members: [vec![], vec![AgentId::from_bytes([1; 16])], vec![AgentId::from_bytes([1; 16]), AgentId::from_bytes([2; 16])]][op.extra as usize / 4 % 3].clone() }, None),
                     _ => (DirectoryKind::Consent { contact, channel: None, granted: op.extra % 2 == 0 }, None),

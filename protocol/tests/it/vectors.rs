@@ -17,7 +17,7 @@ use threadline_protocol::{
     id::BlobHash,
     name::{
         AttachmentMeta, AttributeKey, ExternalId, Label, Shortcode, Subject, TeamName,
-        TemplateLanguage, TemplateName, TemplateParameter,
+        TemplateLanguage, TemplateName, TemplateParameter, WebhookName,
     },
     sync::{heads_digest, ScopeSummary, SyncMessage},
     AgentId, ContactId, Event, EventId, ScopeId, SecretKey, ThreadId, Timestamp,
@@ -374,6 +374,17 @@ fn vectors() -> Vec<Vector> {
                 ],
             }),
         ),
+        // Directory kind 12, appended: an outbound webhook subscription.
+        (
+            "directory.set_webhook",
+            node_seed,
+            d(DirectoryKind::SetWebhook {
+                name: WebhookName::new("crm").expect("valid"),
+            })
+            .with_content(text(
+                r#"{"url":"https://crm.example.com/hooks/threadline","topics":["message.created"],"secret":"5e3f"}"#,
+            )),
+        ),
         // Thread kind 14, appended: the thread's team.
         (
             "thread.assign_team",
@@ -607,8 +618,8 @@ fn vectors_cover_every_event_kind() {
         .map(|v| v.event.signed.header.kind.name())
         .collect();
     assert_eq!(names, kinds, "each vector is named after its kind");
-    // 16 thread kinds (inbound and outbound messages counted apart), 12 directory kinds, an
+    // 16 thread kinds (inbound and outbound messages counted apart), 13 directory kinds, an
     // inbound message with content V2, one on Instagram, a reply with content V3 (a template)
     // and an inbound message with content V3 (a reply-to).
-    assert_eq!(kinds.len(), 32);
+    assert_eq!(kinds.len(), 33);
 }

@@ -1,0 +1,431 @@
+//! Outbound webhooks: the org's subscriptions (`SetWebhook` directory events, so every node
+//! of the org has them) and their delivery.
+//!
+//! Each event is sent by the node it was made on (its bridges', agents' or its own events,
+//! not those replicated from a peer), so an org's nodes never both send it. The ingest writer
+//! queues a delivery per matching subscription in the event's own commit
+//! (`store::webhook_queue`); [`run`] posts them: JSON, signed with the subscription's secret
+//! (HMAC-SHA256 over `<unix seconds>.<body>`, in `Threadline-Signature: t=…,v1=<hex>`),
+//! retried with back-off and jitter on anything but a 2xx, each attempt logged.
+
+use std::time::Duration;
+
+use rand_core::RngCore as _;
+use serde::{Deserialize, Serialize};
+use threadline_protocol::{
+    directory::DirectoryState,
+    event::{Direction, EventKind, ThreadKind},
+    name::WebhookName,
+};
+use tracing::{debug, warn};
+
+use crate::ingest::Ingest;
+use crate::store::webhook_queue::{Attempt, Outcome, Queued};
+
+/// What a subscription may be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Topic {
+    /// A conversation began (`thread.opened`).
+    ConversationCreated = 0,
+    /// A customer's message or a reply (`thread.message.*`).
+    MessageCreated = 1,
+    /// An internal note (`thread.note`).
+    NoteCreated = 2,
+    /// The status changed (`thread.status`).
+    StatusChanged = 3,
+    /// The assignee or the team changed (`thread.assign`, `thread.assign_team`).
+    Assigned = 4,
+    /// A label was added or removed.
+    LabelsChanged = 5,
+}
+
+impl Topic {
+    /// Every topic.
+    pub const ALL: [Topic; 6] = [
+        Topic::ConversationCreated,
+        Topic::MessageCreated,
+        Topic::NoteCreated,
+        Topic::StatusChanged,
+        Topic::Assigned,
+        Topic::LabelsChanged,
+    ];
+
+    /// The topic of an event of `kind`, if it has one.
+    pub fn of(kind: &EventKind) -> Option<Topic> {
+        let EventKind::Thread(kind) = kind else {
+            return None;
+        };
+        Some(match kind {
+            ThreadKind::Opened { .. } => Topic::ConversationCreated,
+            ThreadKind::Message {
+                direction: Direction::Inbound { .. } | Direction::Outbound,
+            } => Topic::MessageCreated,
+            ThreadKind::Note => Topic::NoteCreated,
+            ThreadKind::Status { .. } => Topic::StatusChanged,
+            ThreadKind::Assign { .. } | ThreadKind::AssignTeam { .. } => Topic::Assigned,
+            ThreadKind::LabelAdd { .. } | ThreadKind::LabelRemove { .. } => Topic::LabelsChanged,
+            _ => return None,
+        })
+    }
+
+    /// Its name in subscriptions and deliveries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::ConversationCreated => "conversation.created",
+            Topic::MessageCreated => "message.created",
+            Topic::NoteCreated => "note.created",
+            Topic::StatusChanged => "conversation.status_changed",
+            Topic::Assigned => "conversation.assigned",
+            Topic::LabelsChanged => "conversation.labels_changed",
+        }
+    }
+
+    /// The topic of a name.
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The topic of a stored number.
+    pub fn from_number(number: u8) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| *t as u8 == number)
+    }
+}
+
+/// A subscription: where to, what, and the secret deliveries are signed with. Its JSON is the
+/// text of the `SetWebhook` event that sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// Topic names.
+    pub topics: Vec<String>,
+    /// The HMAC key.
+    pub secret: String,
+}
+
+/// The longest subscription URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
+impl Subscription {
+    /// The subscription a `SetWebhook` text holds, checked.
+    pub fn parse(text: &str) -> Result<Subscription, String> {
+        let subscription: Subscription =
+            serde_json::from_str(text).map_err(|err| format!("not a subscription: {err}"))?;
+        subscription.check()?;
+        Ok(subscription)
+    }
+
+    /// Whether it is one a node can send: an http(s) URL, known topics, a secret.
+    pub fn check(&self) -> Result<(), String> {
+        let scheme_ok = self.url.starts_with("https://") || self.url.starts_with("http://");
+        if !scheme_ok || self.url.len() > MAX_URL_BYTES || self.url.contains(char::is_whitespace) {
+            return Err(format!(
+                "url must be an http:// or https:// URL of at most {MAX_URL_BYTES} bytes"
+            ));
+        }
+        if self.topics.is_empty() {
+            return Err("topics is empty: name at least one".to_owned());
+        }
+        if let Some(unknown) = self.topics.iter().find(|t| Topic::from_name(t).is_none()) {
+            let known: Vec<&str> = Topic::ALL.iter().map(|t| t.name()).collect();
+            return Err(format!(
+                "unknown topic `{unknown}`: one of {}",
+                known.join(", ")
+            ));
+        }
+        if self.secret.len() < 16 || self.secret.len() > 256 {
+            return Err("secret must be 16 to 256 bytes".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether it takes `topic`.
+    pub fn wants(&self, topic: Topic) -> bool {
+        self.topics.iter().any(|t| t == topic.name())
+    }
+}
+
+/// The subscriptions of the org that take `topic` (a subscription whose text does not read,
+/// written by a newer node say, takes nothing).
+pub fn subscribed(directory: &DirectoryState, topic: Topic) -> Vec<WebhookName> {
+    directory
+        .webhooks
+        .iter()
+        .filter(|(_, text)| Subscription::parse(text).is_ok_and(|s| s.wants(topic)))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Attempts per delivery before it is given up.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The wait after the first failure; each next wait is three times the last (2 s, 6 s, 18 s,
+/// ... about 11 hours in all), up to [`MAX_WAIT`], with ±20 % jitter.
+const FIRST_WAIT: Duration = Duration::from_secs(2);
+const MAX_WAIT: Duration = Duration::from_secs(6 * 3600);
+/// How long a receiver may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries taken from the queue per round.
+const ROUND: usize = 64;
+
+/// The wait before attempt `attempts + 1`, after `attempts` failures, jittered.
+fn wait_after(attempts: u32) -> Duration {
+    let base = FIRST_WAIT
+        .saturating_mul(3u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(MAX_WAIT);
+    let jitter = 0.8 + 0.4 * (f64::from(rand_core::OsRng.next_u32()) / f64::from(u32::MAX));
+    base.mul_f64(jitter)
+}
+
+/// Sends the queued deliveries as they fall due, until the node closes.
+pub async fn run(ingest: Ingest) {
+    let mut live = ingest.subscribe();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(TIMEOUT)
+        .user_agent(concat!("threadline/", env!("CARGO_PKG_VERSION")))
+        .build();
+    loop {
+        let now = crate::clock::now().as_millis();
+        let (due, next) = match ingest.store().webhooks_due(now, ROUND) {
+            Ok(found) => found,
+            Err(err) => {
+                warn!(cause = %err, "the webhook queue could not be read");
+                (Vec::new(), Some(now + 5_000))
+            }
+        };
+        if !due.is_empty() {
+            let mut recorded = false;
+            for (seq, queued) in due {
+                match attempt(&ingest, &agent, seq, queued).await {
+                    Ok(()) => recorded = true,
+                    Err(err) => {
+                        warn!(delivery = seq, cause = %err, "a webhook delivery could not be recorded")
+                    }
+                }
+            }
+            if !recorded {
+                // The store refuses: not in a tight loop.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Look again: what failed is queued for later now.
+            continue;
+        }
+        // Until the next one is due, or something new is stored here, or the node closes.
+        let wait = next.map_or(Duration::from_secs(60), |at| {
+            Duration::from_millis(at.saturating_sub(crate::clock::now().as_millis()))
+        });
+        tokio::select! {
+            () = ingest.closing() => return,
+            () = tokio::time::sleep(wait) => {}
+            change = live.recv() => {
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One attempt of delivery `seq`, recorded.
+async fn attempt(
+    ingest: &Ingest,
+    agent: &ureq::Agent,
+    seq: u64,
+    queued: Queued,
+) -> Result<(), crate::store::StoreError> {
+    let started = crate::clock::now().as_millis();
+    let mut record = Attempt {
+        delivery: seq,
+        webhook: queued.webhook.clone(),
+        topic: queued.topic,
+        thread: queued.thread,
+        event: queued.event,
+        attempt: queued.attempts + 1,
+        at: started,
+        took_ms: 0,
+        status: None,
+        error: None,
+        outcome: Outcome::Dropped,
+        next_at: None,
+    };
+    let subscription = WebhookName::new(queued.webhook.as_str())
+        .ok()
+        .and_then(|name| ingest.read_directory().state().webhooks.get(&name).cloned())
+        .and_then(|text| Subscription::parse(&text).ok());
+    let topic = Topic::from_number(queued.topic);
+    let (Some(subscription), Some(topic)) = (subscription, topic) else {
+        record.error = Some("the subscription was removed".to_owned());
+        return ingest
+            .store()
+            .webhook_attempted(seq, &queued, &record, None)
+            .await;
+    };
+    let body = match crate::api::webhook_payload(ingest, seq, &queued, topic) {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            record.error = Some("its conversation is gone".to_owned());
+            return ingest
+                .store()
+                .webhook_attempted(seq, &queued, &record, None)
+                .await;
+        }
+        Err(err) => {
+            warn!(delivery = seq, cause = %err, "a webhook delivery could not be made");
+            record.error = Some(format!("could not be made: {err}"));
+            return retry_or_fail(ingest, seq, queued, record).await;
+        }
+    };
+    let timestamp = started / 1000;
+    let signature = sign(&subscription.secret, timestamp, &body);
+    let request = agent
+        .post(&subscription.url)
+        .set("Content-Type", "application/json")
+        .set("Threadline-Delivery", &seq.to_string())
+        .set("Threadline-Topic", topic.name())
+        .set(
+            "Threadline-Signature",
+            &format!("t={timestamp},v1={signature}"),
+        );
+    // The receiver's status, or what went wrong and the status if it answered.
+    let sent = tokio::task::spawn_blocking(move || match request.send_bytes(&body) {
+        Ok(response) => Ok(response.status()),
+        Err(ureq::Error::Status(status, _)) => {
+            Err((Some(status), format!("the receiver answered {status}")))
+        }
+        Err(err) => Err((None, err.to_string())),
+    })
+    .await;
+    record.took_ms = crate::clock::now().as_millis().saturating_sub(started);
+    match sent {
+        Ok(Ok(status)) => {
+            record.status = Some(status);
+            record.outcome = Outcome::Delivered;
+            debug!(delivery = seq, webhook = %queued.webhook, "webhook delivered");
+            ingest
+                .store()
+                .webhook_attempted(seq, &queued, &record, None)
+                .await
+        }
+        Ok(Err((status, error))) => {
+            record.status = status;
+            record.error = Some(error);
+            retry_or_fail(ingest, seq, queued, record).await
+        }
+        Err(err) => {
+            record.error = Some(format!("the request's task failed: {err}"));
+            retry_or_fail(ingest, seq, queued, record).await
+        }
+    }
+}
+
+/// Puts a failed delivery back for later, or gives it up after [`MAX_ATTEMPTS`].
+async fn retry_or_fail(
+    ingest: &Ingest,
+    seq: u64,
+    queued: Queued,
+    mut record: Attempt,
+) -> Result<(), crate::store::StoreError> {
+    let attempts = queued.attempts + 1;
+    if attempts >= MAX_ATTEMPTS {
+        record.outcome = Outcome::Failed;
+        warn!(delivery = seq, webhook = %queued.webhook, attempts, cause = record.error.as_deref().unwrap_or(""), "a webhook delivery was given up");
+        return ingest
+            .store()
+            .webhook_attempted(seq, &queued, &record, None)
+            .await;
+    }
+    let next_at = record.at + u64::try_from(wait_after(attempts).as_millis()).unwrap_or(u64::MAX);
+    record.outcome = Outcome::Retrying;
+    record.next_at = Some(next_at);
+    let retry = Queued {
+        attempts,
+        next_at,
+        ..queued.clone()
+    };
+    ingest
+        .store()
+        .webhook_attempted(seq, &queued, &record, Some(&retry))
+        .await
+}
+
+/// The signature of a delivery: HMAC-SHA256 with the secret over `<timestamp>.<body>`, hex.
+pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    hex::encode(threadline_bridges::webhook::hmac_sha256(
+        secret.as_bytes(),
+        &message,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_checked_and_topics_named() {
+        let good = Subscription {
+            url: "https://crm.example.com/hook".to_owned(),
+            topics: vec!["message.created".to_owned()],
+            secret: "0123456789abcdef".to_owned(),
+        };
+        assert_eq!(good.check(), Ok(()));
+        for (bad, why) in [
+            (
+                Subscription {
+                    url: "ftp://x".to_owned(),
+                    ..good.clone()
+                },
+                "url",
+            ),
+            (
+                Subscription {
+                    topics: vec![],
+                    ..good.clone()
+                },
+                "topics",
+            ),
+            (
+                Subscription {
+                    topics: vec!["message.deleted".to_owned()],
+                    ..good.clone()
+                },
+                "unknown topic",
+            ),
+            (
+                Subscription {
+                    secret: "short".to_owned(),
+                    ..good.clone()
+                },
+                "secret",
+            ),
+        ] {
+            assert!(bad.check().is_err_and(|e| e.contains(why)), "{bad:?}");
+        }
+        for topic in Topic::ALL {
+            assert_eq!(Topic::from_name(topic.name()), Some(topic));
+            assert_eq!(Topic::from_number(topic as u8), Some(topic));
+        }
+    }
+
+    #[test]
+    fn waits_grow_threefold_with_jitter_and_stop_at_the_cap() {
+        for (attempts, base) in [(1, 2.0), (2, 6.0), (3, 18.0), (9, 13_122.0), (20, 21_600.0)] {
+            let wait = wait_after(attempts).as_secs_f64();
+            assert!(
+                (base * 0.8..=base * 1.2).contains(&wait),
+                "{attempts}: {wait}"
+            );
+        }
+    }
+
+    /// The signature a receiver checks, against a value worked out apart (Python's
+    /// `hmac.new(b"0123456789abcdef", b"1700000000.{}", "sha256").hexdigest()`).
+    #[test]
+    fn the_signature_is_hmac_sha256_over_the_timestamp_and_body() {
+        assert_eq!(
+            sign("0123456789abcdef", 1_700_000_000, b"{}"),
+            "e4f8e2ecae2295b2ddb2f0b5584c8275e226c0ebe9b3b819e70156bb67122e3e"
+        );
+    }
+}
