@@ -140,6 +140,14 @@ fn api_router(ingest: Ingest) -> Router {
         .route("/api/v1/contacts/{id}", get(contacts::show))
         .route("/api/v1/contacts/{id}/handles", post(contacts::link_handle))
         .route(
+            "/api/v1/contacts/{id}/email-verification",
+            post(contacts::send_email_code),
+        )
+        .route(
+            "/api/v1/contacts/{id}/email-verification/confirm",
+            post(contacts::confirm_email_code),
+        )
+        .route(
             "/api/v1/contacts/{id}/attributes",
             post(contacts::set_attribute),
         )

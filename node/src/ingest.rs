@@ -411,6 +411,8 @@ pub struct Ingest {
     agent_changes: Arc<tokio::sync::Mutex<()>>,
     /// The service level targets (`[sla]`).
     sla: Arc<RwLock<crate::sla::SlaPolicy>>,
+    /// The "verify this email" codes in flight.
+    email_verification: Arc<crate::email_verification::EmailVerification>,
 }
 
 impl std::fmt::Debug for Request {
@@ -803,6 +805,11 @@ impl Ingest {
             .sla
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The "verify this email" codes ([`crate::email_verification`]).
+    pub fn email_verification(&self) -> &crate::email_verification::EmailVerification {
+        &self.email_verification
     }
 
     /// Waits for the agents to be this caller's to change (see `admin_requests`).

@@ -34,6 +34,7 @@ pub mod contact_search;
 pub mod conversation;
 pub mod csat;
 pub mod data_dir;
+pub mod email_verification;
 pub mod export;
 pub mod http;
 pub mod identity;

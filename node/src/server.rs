@@ -240,12 +240,14 @@ pub async fn serve(
                         ca.as_deref(),
                     )
                     .map_err(|err| fail(err.to_string()))?;
+                    let outbound = Arc::new(outbound);
+                    ingest.email_verification().set_mail(Arc::clone(&outbound));
                     let bridge = Bridge::new(
                         BridgeIdentity::new(key.clone(), ChannelKind::Email),
                         LocalLink::builtin(ingest.clone(), ChannelKind::Email),
                         crate::clock::now,
                     );
-                    tokio::spawn(deliver_email(Arc::new(bridge), Arc::new(outbound)));
+                    tokio::spawn(deliver_email(Arc::new(bridge), outbound));
                 }
                 None => warn!("email: no [email] relay: replies wait in the email queue"),
             }

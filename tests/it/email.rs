@@ -1906,3 +1906,119 @@ fn robots_reopen_nothing_open_nothing_and_a_report_marks_its_reply_failed() {
     );
     assert_eq!(email_threads(&node, &shop.token).len(), 1);
 }
+
+#[test]
+fn an_agent_verifies_a_visitors_email_with_a_code_sent_by_mail() {
+    let relay = Relay::start();
+    let shop = Shop::with_relay(Some(relay.port));
+    let (node, _) = shop.start();
+    let mut visitor = Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Where is my order?")["type"], "ack");
+    visitor.send(&json!({"type": "email", "address": "maria@example.test"}));
+    assert_eq!(visitor.receive().expect("answer")["type"], "email_saved");
+    let agent = crate::browser::open_first_conversation(&node.base, &shop.token);
+    agent.wait_for(
+        "the address to verify",
+        "return !!document.querySelector('#contact-attributes .verify')",
+    );
+    agent.click_on("#contact-attributes .verify");
+    agent.wait_for(
+        "the code's form",
+        "return !document.getElementById('verify-form').hidden && document.getElementById('verify-status').textContent.includes('maria@example.test')",
+    );
+    // The code arrives by mail, through the shop's relay.
+    let mail = eventually("the code's mail", Duration::from_secs(20), || {
+        relay
+            .mails()
+            .into_iter()
+            .find(|m| header(m, "To").is_some_and(|to| to.contains("maria@example.test")))
+    });
+    let code: String = mail
+        .split("Your code is ")
+        .nth(1)
+        .expect("the code in the body")
+        .chars()
+        .take(6)
+        .collect();
+    assert!(code.chars().all(|c| c.is_ascii_digit()), "{mail}");
+    assert!(header(&mail, "Subject").is_some_and(|s| s.contains(&code)));
+    // A wrong code says so; the right one makes the address the customer's.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let input = agent.find("#verify-code");
+    agent.type_into(&input, &format!("{wrong}\u{E007}"));
+    agent.wait_for(
+        "the refusal",
+        "return document.getElementById('contact-error').textContent.includes('4 tries left')",
+    );
+    agent.run(
+        "document.getElementById('verify-code').value = ''",
+        json!([]),
+    );
+    agent.type_into(&input, &format!("{code}\u{E007}"));
+    agent.wait_for(
+        "the address among the handles, no longer a note",
+        "return [...document.querySelectorAll('#contact-handles li')].some(h => h.textContent === 'email:maria@example.test') && !document.getElementById('contact-attributes').textContent.includes('unverified') && document.getElementById('verify-form').hidden",
+    );
+    agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-verify-email.png"));
+    // The conversation may now go to email; the code is used up.
+    let thread = node.get(&shop.token, "/api/v1/threads").1["threads"][0].clone();
+    let contact = thread["contact"].as_str().expect("contact");
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/contacts/{contact}/email-verification/confirm"),
+        &json!({"code": code}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("no_code"))
+    );
+    let (status, _) = node.post(
+        &shop.token,
+        &format!(
+            "/api/v1/threads/{}/handoff",
+            thread["id"].as_str().expect("id")
+        ),
+        &json!({"handle": "email:maria@example.test"}),
+    );
+    assert_eq!(status, 200);
+    // Verified already: no second code.
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/contacts/{contact}/email-verification"),
+        &json!({"address": "maria@example.test"}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("already_linked"))
+    );
+    node.stop();
+}
+
+#[test]
+fn a_code_is_refused_without_mail_and_for_a_bad_address() {
+    let shop = Shop::new();
+    let (node, _) = shop.start();
+    let mut visitor = Visitor::connect(&node, None);
+    assert_eq!(visitor.say("m1", "Hello")["type"], "ack");
+    let thread = node.get(&shop.token, "/api/v1/threads").1["threads"][0].clone();
+    let contact = thread["contact"].as_str().expect("contact");
+    let path = format!("/api/v1/contacts/{contact}/email-verification");
+    let (status, answer) = node.post(&shop.token, &path, &json!({"address": "not an address"}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = node.post(&shop.token, &path, &json!({"address": "ann@example.test"}));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("no_email")),
+        "no relay: {answer}"
+    );
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("{path}/confirm"),
+        &json!({"code": "123456"}),
+    );
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("no_code"))
+    );
+    node.stop();
+}

@@ -377,6 +377,8 @@
       renderThreads();
       return api("GET", "/contacts/" + detail.thread.contact).then(function (record) {
         if (id !== state.selected) return;
+        // A code being confirmed is for the contact it was sent for.
+        if (!state.contact || state.contact.id !== record.id) $("verify-form").hidden = true;
         state.contact = record;
         renderContact();
       });
@@ -761,6 +763,14 @@
       remove.dataset.key = key;
       remove.addEventListener("click", function () { setAttribute(key, ""); });
       value.appendChild(remove);
+      // An address the customer typed: a code by mail proves it is theirs.
+      if (key === "unverified email") {
+        var verify = el("button", "small verify", "Verify");
+        verify.type = "button";
+        verify.title = "Mail the customer a one-time code; when they read it back, the address becomes theirs";
+        verify.addEventListener("click", function () { sendEmailCode(String(record.attributes[key])); });
+        value.appendChild(verify);
+      }
       attributes.appendChild(value);
     });
     // Channels the customer withdrew consent on (an SMS STOP): nothing is sent there.
@@ -781,6 +791,29 @@
       timeline.appendChild(item);
     });
   }
+
+  // ---- "verify this email": a code by mail, read back by the customer ----
+  function sendEmailCode(address) {
+    $("contact-error").textContent = "";
+    api("POST", "/contacts/" + state.contact.id + "/email-verification", { address: address }).then(function (sent) {
+      $("verify-form").hidden = false;
+      $("verify-status").textContent = "A code went to " + address + ": ask the customer to read it to you.";
+      $("verify-code").value = "";
+      $("verify-code").focus();
+    }).catch(function (error) { $("contact-error").textContent = error.message; });
+  }
+  $("verify-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    $("contact-error").textContent = "";
+    api("POST", "/contacts/" + state.contact.id + "/email-verification/confirm", { code: $("verify-code").value })
+      .then(function (verified) {
+        $("verify-form").hidden = true;
+        $("verify-status").textContent = "";
+        if (verified.contact !== state.contact.id) state.contact.id = verified.contact;
+        return reloadContact();
+      })
+      .catch(function (error) { $("contact-error").textContent = error.message; });
+  });
 
   // ---- the contact panel: rename, details, linking a handle, merging ----
   function contactLabel(contact) {

@@ -267,6 +267,173 @@ pub async fn set_attribute(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendCodeBody {
+    /// The address to verify (`maria@example.com`).
+    address: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CodeSent {
+    /// Where the code went.
+    sent_to: Handle,
+    /// Until when it is good (ms).
+    expires_at: u64,
+}
+
+/// `POST /api/v1/contacts/{id}/email-verification` `{"address"}`: mails the customer a
+/// one-time code at the address ("verify this email"), to read back to the agent.
+pub async fn send_email_code(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<SendCodeBody>, JsonRejection>,
+) -> Result<Json<CodeSent>, ApiError> {
+    let id: ContactId = parse_id(&id, "contact")?;
+    let Json(body) = body?;
+    let address: Handle = parse_field(&format!("email:{}", body.address.trim()), "address")?;
+    let root = {
+        let directory = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (root, record) = directory
+            .state()
+            .contact(id)
+            .filter(|(_, record)| !record.erased)
+            .ok_or_else(|| ApiError::not_found(format!("no contact `{id}`")))?;
+        if record.handles.contains(&address) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "already_linked",
+                format!("{address} is a handle of this contact already"),
+            ));
+        }
+        root
+    };
+    let now = crate::clock::now().as_millis();
+    ingest
+        .email_verification()
+        .send(root, address.clone(), now)
+        .await
+        .map_err(verification_error)?;
+    Ok(Json(CodeSent {
+        sent_to: address,
+        expires_at: now + crate::email_verification::CODE_LIFETIME.as_millis() as u64,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmCodeBody {
+    code: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Verified {
+    /// The address now linked.
+    handle: Handle,
+    /// The contact it is on (the one it belonged to already, which this one joined).
+    contact: ContactId,
+    events: Vec<EventId>,
+}
+
+/// `POST /api/v1/contacts/{id}/email-verification/confirm` `{"code"}`: the code the customer
+/// read back. Right, the address becomes a handle of the contact; if it was another
+/// contact's, this contact is merged into that one (the code proves they are the same
+/// customer). The `unverified email` detail naming it goes.
+pub async fn confirm_email_code(
+    _caller: AgentCaller,
+    State(ingest): State<Ingest>,
+    Path(id): Path<String>,
+    body: Result<Json<ConfirmCodeBody>, JsonRejection>,
+) -> Result<Json<Verified>, ApiError> {
+    let id: ContactId = parse_id(&id, "contact")?;
+    let Json(body) = body?;
+    let (root, owner) = {
+        let directory = ingest
+            .directory()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let root = directory.state().root_of(id);
+        let address = ingest.email_verification().waiting(root);
+        (root, address.map(|a| (directory.state().resolve(&a), a)))
+    };
+    let now = crate::clock::now().as_millis();
+    let handle = ingest
+        .email_verification()
+        .confirm(root, &body.code, now)
+        .map_err(verification_error)?;
+    let owner = owner
+        .and_then(|(owner, address)| (address == handle).then_some(owner))
+        .flatten();
+    let mut events = Vec::new();
+    let contact = match owner {
+        Some(owner) if owner == root => root,
+        Some(owner) => {
+            events.extend(
+                ingest
+                    .change_directory(DirectoryAction::Merge {
+                        from: root,
+                        into: owner,
+                    })
+                    .await?,
+            );
+            owner
+        }
+        None => {
+            events.extend(
+                ingest
+                    .change_directory(DirectoryAction::LinkHandle(root, handle.clone()))
+                    .await?,
+            );
+            root
+        }
+    };
+    // The note of the address, now a handle, goes.
+    let key =
+        AttributeKey::new("unverified email").map_err(|err| ApiError::internal(err.to_string()))?;
+    let noted = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state()
+        .contact(contact)
+        .is_some_and(|(_, record)| {
+            record.attributes.get(&key).map(String::as_str) == Some(handle.address())
+        });
+    if noted {
+        events.extend(
+            ingest
+                .change_directory(DirectoryAction::SetAttribute {
+                    contact,
+                    key,
+                    value: String::new(),
+                })
+                .await?,
+        );
+    }
+    Ok(Json(Verified {
+        handle,
+        contact,
+        events,
+    }))
+}
+
+fn verification_error(err: crate::email_verification::VerificationError) -> ApiError {
+    use crate::email_verification::VerificationError as E;
+    use axum::http::StatusCode;
+    let (status, code) = match &err {
+        E::NoMail => (StatusCode::CONFLICT, "no_email"),
+        E::TooSoon => (StatusCode::TOO_MANY_REQUESTS, "too_soon"),
+        E::NotSent(_) => (StatusCode::BAD_GATEWAY, "mail_not_sent"),
+        E::NoCode => (StatusCode::CONFLICT, "no_code"),
+        E::WrongCode { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "wrong_code"),
+    };
+    ApiError::new(status, code, err.to_string())
+}
+
+#[derive(Debug, Deserialize)]
 pub struct MergeQuery {
     from: String,
     into: String,

@@ -135,6 +135,7 @@ pub fn start_with_cache(
             message_search: Arc::new(crate::message_search::MessageSearch::new()?),
             agent_changes: Arc::default(),
             sla: Arc::default(),
+            email_verification: Arc::default(),
         },
         Running {
             writer: handle,
