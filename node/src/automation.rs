@@ -150,8 +150,19 @@ impl RuleSection {
                 .team
                 .as_deref()
                 .map(|t| {
-                    TeamName::new(t)
-                        .map_err(|err| format!("{at}.team: `{t}` is not a team name: {err}"))
+                    let fits = !t.is_empty()
+                        && t.len() <= crate::limits::MAX_TEAM_NAME_BYTES
+                        && t.bytes().all(|b| {
+                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                        });
+                    fits.then(|| TeamName::new(t).ok())
+                        .flatten()
+                        .ok_or_else(|| {
+                            format!(
+                                "{at}.team: `{t}` is not a team name (1 to {} lower-case letters, digits, `-` and `_`)",
+                                crate::limits::MAX_TEAM_NAME_BYTES
+                            )
+                        })
                 })
                 .transpose()?,
             add_labels: self

@@ -157,10 +157,10 @@ pub fn subscribed(directory: &DirectoryState, topic: Topic) -> Vec<WebhookName> 
         .collect()
 }
 
-/// Attempts per delivery before it is given up.
-pub const MAX_ATTEMPTS: u32 = 10;
+/// Attempts per delivery before it is given up: about 23 hours after the first.
+pub const MAX_ATTEMPTS: u32 = 13;
 /// The wait after the first failure; each next wait is three times the last (2 s, 6 s, 18 s,
-/// ... about 11 hours in all), up to [`MAX_WAIT`], with ±20 % jitter.
+/// ...), up to [`MAX_WAIT`], with ±20 % jitter: 23.5 hours over [`MAX_ATTEMPTS`].
 const FIRST_WAIT: Duration = Duration::from_secs(2);
 const MAX_WAIT: Duration = Duration::from_secs(6 * 3600);
 /// How long a receiver may take to answer.
@@ -194,15 +194,22 @@ pub async fn run(ingest: Ingest) {
             }
         };
         if !due.is_empty() {
-            let mut recorded = false;
+            // Each subscription's deliveries in turn, the subscriptions side by side: a slow
+            // receiver holds up only its own.
+            let mut by_webhook: Vec<(String, Vec<(u64, Queued)>)> = Vec::new();
             for (seq, queued) in due {
-                match attempt(&ingest, &agent, seq, queued).await {
-                    Ok(()) => recorded = true,
-                    Err(err) => {
-                        warn!(delivery = seq, cause = %err, "a webhook delivery could not be recorded")
-                    }
+                match by_webhook.iter_mut().find(|(w, _)| *w == queued.webhook) {
+                    Some((_, list)) => list.push((seq, queued)),
+                    None => by_webhook.push((queued.webhook.clone(), vec![(seq, queued)])),
                 }
             }
+            let rounds = by_webhook
+                .into_iter()
+                .map(|(_, deliveries)| deliver_in_turn(&ingest, &agent, deliveries));
+            let recorded = futures_util::future::join_all(rounds)
+                .await
+                .into_iter()
+                .any(|recorded| recorded);
             if !recorded {
                 // The store refuses: not in a tight loop.
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -226,13 +233,53 @@ pub async fn run(ingest: Ingest) {
     }
 }
 
-/// One attempt of delivery `seq`, recorded.
+/// One subscription's due deliveries, in order; once one fails (the receiver is down or
+/// slow), the rest wait with it until its retry, uncounted. Whether any was recorded.
+async fn deliver_in_turn(
+    ingest: &Ingest,
+    agent: &ureq::Agent,
+    deliveries: Vec<(u64, Queued)>,
+) -> bool {
+    let mut recorded = false;
+    let mut failing_until = None;
+    for (seq, queued) in deliveries {
+        let result = match failing_until {
+            Some(at) => ingest
+                .store()
+                .defer_webhook(seq, &queued, at)
+                .map(|()| None),
+            None => attempt(ingest, agent, seq, queued).await,
+        };
+        match result {
+            Ok(retry_at) => {
+                recorded = true;
+                failing_until = failing_until.or(retry_at);
+            }
+            Err(err) => {
+                warn!(delivery = seq, cause = %err, "a webhook delivery could not be recorded")
+            }
+        }
+    }
+    recorded
+}
+
+/// The id of the delivery of `event` to `webhook`: the same on every attempt and on every node
+/// (hex of 16 bytes of SHA-256 over both).
+pub fn delivery_id(event: &threadline_protocol::EventId, webhook: &str) -> String {
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, b"threadline/webhook-delivery\0");
+    sha2::Digest::update(&mut hasher, event.as_bytes());
+    sha2::Digest::update(&mut hasher, webhook.as_bytes());
+    hex::encode(&sha2::Digest::finalize(hasher)[..16])
+}
+
+/// One attempt of delivery `seq`, recorded; when it is to be tried again, when.
 async fn attempt(
     ingest: &Ingest,
     agent: &ureq::Agent,
     seq: u64,
     queued: Queued,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Option<u64>, crate::store::StoreError> {
     let started = crate::clock::now().as_millis();
     let mut record = Attempt {
         delivery: seq,
@@ -255,19 +302,17 @@ async fn attempt(
     let topic = Topic::from_number(queued.topic);
     let (Some(subscription), Some(topic)) = (subscription, topic) else {
         record.error = Some("the subscription was removed".to_owned());
-        return ingest
-            .store()
-            .webhook_attempted(seq, &queued, &record, None)
-            .await;
+        return dropped(ingest, seq, &queued, &record).await;
     };
-    let body = match crate::api::webhook_payload(ingest, seq, &queued, topic) {
+    if !subscription.wants(topic) {
+        record.error = Some("the subscription no longer takes this topic".to_owned());
+        return dropped(ingest, seq, &queued, &record).await;
+    }
+    let body = match crate::api::webhook_payload(ingest, &queued, topic) {
         Ok(Some(body)) => body,
         Ok(None) => {
             record.error = Some("its conversation is gone".to_owned());
-            return ingest
-                .store()
-                .webhook_attempted(seq, &queued, &record, None)
-                .await;
+            return dropped(ingest, seq, &queued, &record).await;
         }
         Err(err) => {
             warn!(delivery = seq, cause = %err, "a webhook delivery could not be made");
@@ -280,7 +325,10 @@ async fn attempt(
     let request = agent
         .post(&subscription.url)
         .set("Content-Type", "application/json")
-        .set("Threadline-Delivery", &seq.to_string())
+        .set(
+            "Threadline-Delivery",
+            &delivery_id(&queued.event, &queued.webhook),
+        )
         .set("Threadline-Topic", topic.name())
         .set(
             "Threadline-Signature",
@@ -305,6 +353,7 @@ async fn attempt(
                 .store()
                 .webhook_attempted(seq, &queued, &record, None)
                 .await
+                .map(|()| None)
         }
         Ok(Err((status, error))) => {
             record.status = status;
@@ -318,13 +367,28 @@ async fn attempt(
     }
 }
 
-/// Puts a failed delivery back for later, or gives it up after [`MAX_ATTEMPTS`].
+/// Records a delivery not sent (`record` says why) and takes it out of the queue.
+async fn dropped(
+    ingest: &Ingest,
+    seq: u64,
+    queued: &Queued,
+    record: &Attempt,
+) -> Result<Option<u64>, crate::store::StoreError> {
+    ingest
+        .store()
+        .webhook_attempted(seq, queued, record, None)
+        .await
+        .map(|()| None)
+}
+
+/// Puts a failed delivery back for later (and says when), or gives it up after
+/// [`MAX_ATTEMPTS`].
 async fn retry_or_fail(
     ingest: &Ingest,
     seq: u64,
     queued: Queued,
     mut record: Attempt,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<Option<u64>, crate::store::StoreError> {
     let attempts = queued.attempts + 1;
     if attempts >= MAX_ATTEMPTS {
         record.outcome = Outcome::Failed;
@@ -332,7 +396,8 @@ async fn retry_or_fail(
         return ingest
             .store()
             .webhook_attempted(seq, &queued, &record, None)
-            .await;
+            .await
+            .map(|()| None);
     }
     let next_at = record.at + u64::try_from(wait_after(attempts).as_millis()).unwrap_or(u64::MAX);
     record.outcome = Outcome::Retrying;
@@ -346,6 +411,7 @@ async fn retry_or_fail(
         .store()
         .webhook_attempted(seq, &queued, &record, Some(&retry))
         .await
+        .map(|()| Some(next_at))
 }
 
 /// The signature of a delivery: HMAC-SHA256 with the secret over `<timestamp>.<body>`, hex.
@@ -410,13 +476,40 @@ mod tests {
 
     #[test]
     fn waits_grow_threefold_with_jitter_and_stop_at_the_cap() {
-        for (attempts, base) in [(1, 2.0), (2, 6.0), (3, 18.0), (9, 13_122.0), (20, 21_600.0)] {
+        for (attempts, base) in [(1, 2.0), (2, 6.0), (3, 18.0), (9, 13_122.0), (12, 21_600.0)] {
             let wait = wait_after(attempts).as_secs_f64();
             assert!(
                 (base * 0.8..=base * 1.2).contains(&wait),
                 "{attempts}: {wait}"
             );
         }
+    }
+
+    /// The waits over every attempt add up to about 23 hours (the documented promise).
+    #[test]
+    fn a_delivery_is_tried_for_about_a_day() {
+        let unjittered: f64 = (1..MAX_ATTEMPTS)
+            .map(|n| {
+                FIRST_WAIT
+                    .saturating_mul(3u32.saturating_pow(n - 1))
+                    .min(MAX_WAIT)
+                    .as_secs_f64()
+            })
+            .sum();
+        assert!(
+            (22.0..24.0).contains(&(unjittered / 3600.0)),
+            "{unjittered}"
+        );
+    }
+
+    /// The id receivers see is the same for an event and a subscription, whichever node sends
+    /// it, and differs between subscriptions.
+    #[test]
+    fn delivery_ids_name_the_event_and_the_subscription() {
+        let event = threadline_protocol::EventId::from_bytes([7; 32]);
+        assert_eq!(delivery_id(&event, "crm"), delivery_id(&event, "crm"));
+        assert_ne!(delivery_id(&event, "crm"), delivery_id(&event, "bi"));
+        assert_eq!(delivery_id(&event, "crm").len(), 32);
     }
 
     /// The signature a receiver checks, against a value worked out apart (Python's

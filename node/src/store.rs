@@ -928,6 +928,16 @@ impl Store {
                 }
             }
         }
+        // The webhook queue's keys end with their sequence number (after the due time).
+        if let Some(queue) = trees.get(TreeName::WebhookQueue as usize) {
+            for key in queue.iter().keys() {
+                let seq = key?
+                    .get(8..16)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(0, u64::from_be_bytes);
+                seq_floor = seq_floor.max(seq.saturating_add(1));
+            }
+        }
         let external_key_of = if found >= 6 {
             external_key_of_stored
         } else {

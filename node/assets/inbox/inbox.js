@@ -301,6 +301,8 @@
   // The team form: a name, and a box for each agent that is not revoked.
   function editTeam(name, members) {
     $("team-name").value = name;
+    // Agents of the team this node does not know (another node's) stay in it.
+    state.teamKept = members.filter(function (id) { return !(id in state.agents); });
     var boxes = $("team-members");
     boxes.querySelectorAll("label").forEach(function (label) { label.remove(); });
     Object.keys(state.agents).forEach(function (id) {
@@ -320,6 +322,7 @@
     $("teams-error").textContent = "";
     var members = [];
     $("team-members").querySelectorAll("input:checked").forEach(function (box) { members.push(box.value); });
+    members = members.concat(state.teamKept || []);
     if (!members.length) { $("teams-error").textContent = "Choose at least one agent."; return; }
     api("PUT", "/teams/" + encodeURIComponent($("team-name").value.trim()), { members: members })
       .then(function () { editTeam("", []); return loadTeams(); })

@@ -144,10 +144,12 @@ pub async fn remove(
     }
     let events = ingest
         .change_directory(DirectoryAction::SetWebhook {
-            name,
+            name: name.clone(),
             text: String::new(),
         })
         .await?;
+    // What waits here goes now (another node drops its own when it comes to send it).
+    ingest.store().drop_webhook_queue(name.as_str())?;
     Ok(Json(Removed { events }))
 }
 
@@ -196,7 +198,7 @@ pub async fn deliveries(
         .webhook_log(name.as_str(), limit)?
         .into_iter()
         .map(|a| AttemptView {
-            delivery: a.delivery.to_string(),
+            delivery: crate::outbound_webhooks::delivery_id(&a.event, &a.webhook),
             topic: Topic::from_number(a.topic).map_or("unknown", Topic::name),
             thread: a.thread,
             event: a.event,
@@ -215,12 +217,11 @@ pub async fn deliveries(
     }))
 }
 
-/// The body of delivery `seq`: `{id, topic, created_at, org, thread, event}`, the thread and
+/// The body of a delivery: `{id, topic, created_at, org, thread, event}`, the thread and
 /// the event as the API shows them (as they are now: an erased message's text is `null`);
 /// `None` when the thread or the event is no longer stored.
 pub fn payload(
     ingest: &Ingest,
-    seq: u64,
     queued: &Queued,
     topic: Topic,
 ) -> Result<Option<Vec<u8>>, ApiError> {
@@ -232,7 +233,7 @@ pub fn payload(
         return Ok(None);
     };
     let body = json!({
-        "id": seq.to_string(),
+        "id": crate::outbound_webhooks::delivery_id(&queued.event, &queued.webhook),
         "topic": topic.name(),
         "created_at": queued.queued_at,
         "org": ingest.identity().org,

@@ -91,10 +91,23 @@ pub async fn set(
             threadline_protocol::limits::MAX_TEAM_MEMBERS
         )));
     }
+    // An agent of this node's, or one the team has already (an agent of another node of the
+    // org, which this node does not know).
+    let current = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state()
+        .teams
+        .get(&team)
+        .cloned()
+        .unwrap_or_default();
     let mut members = BTreeSet::new();
     for text in &body.members {
         let agent: AgentId = parse_field(text, "agent id")?;
-        super::threads::assignable(&ingest, agent)?;
+        if !current.contains(&agent) {
+            super::threads::assignable(&ingest, agent)?;
+        }
         members.insert(agent);
     }
     let events = ingest

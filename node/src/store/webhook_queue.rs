@@ -14,8 +14,15 @@ use threadline_protocol::{codec, EventId, ThreadId};
 
 use super::{decode, Store, StoreError, TreeName};
 
-/// Attempts kept in the delivery log, all subscriptions together.
+/// Attempts kept in the delivery log, all subscriptions together (a few hundred more between
+/// prunings).
 pub const MAX_LOG_RECORDS: usize = 10_000;
+
+/// The log is pruned once every this many attempts.
+const PRUNE_EVERY: u64 = 256;
+
+/// Attempts logged since the node started.
+static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A delivery waiting in the queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +71,8 @@ impl Outcome {
 /// One line of the delivery log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attempt {
-    /// The delivery's id (its queue sequence number): the same on every attempt.
+    /// The delivery's place in this node's queue (the same on every attempt; the id receivers see is
+    /// `outbound_webhooks::delivery_id`).
     pub delivery: u64,
     /// The subscription's name.
     pub webhook: String,
@@ -97,16 +105,57 @@ impl Store {
     /// The queued deliveries due by `now` (ms), earliest first, at most `limit`, each with
     /// its id; and when the next of the others is due.
     pub fn webhooks_due(&self, now: u64, limit: usize) -> Result<Due, StoreError> {
+        let queue = self.tree(TreeName::WebhookQueue);
         let mut due = Vec::new();
-        for entry in self.tree(TreeName::WebhookQueue).iter() {
+        for entry in queue.iter() {
             let (key, value) = entry?;
-            let (next_at, seq) = parse_key(&key)?;
+            let parsed = parse_key(&key).and_then(|(next_at, seq)| {
+                Ok((next_at, seq, decode::<Queued>("webhook_queue", &value)?))
+            });
+            let (next_at, seq, queued) = match parsed {
+                Ok(parsed) => parsed,
+                // Never sendable: named and taken out, so it holds up nothing behind it.
+                Err(err) => {
+                    tracing::error!(key = %hex::encode(&key), cause = %err, "an unreadable webhook delivery was dropped");
+                    queue.remove(&key)?;
+                    continue;
+                }
+            };
             if next_at > now || due.len() == limit {
                 return Ok((due, Some(next_at)));
             }
-            due.push((seq, decode("webhook_queue", &value)?));
+            due.push((seq, queued));
         }
         Ok((due, None))
+    }
+
+    /// Puts delivery `seq` off until `next_at` without counting an attempt (its receiver just
+    /// failed another delivery).
+    pub fn defer_webhook(&self, seq: u64, queued: &Queued, next_at: u64) -> Result<(), StoreError> {
+        let queue = self.tree(TreeName::WebhookQueue);
+        let later = Queued {
+            next_at,
+            ..queued.clone()
+        };
+        queue.remove(queue_key(queued.next_at, seq))?;
+        queue.insert(queue_key(next_at, seq), codec::encode(&later)?)?;
+        Ok(())
+    }
+
+    /// Drops every delivery of `webhook` waiting here (its subscription was removed).
+    pub fn drop_webhook_queue(&self, webhook: &str) -> Result<usize, StoreError> {
+        let queue = self.tree(TreeName::WebhookQueue);
+        let mut dropped = 0;
+        for entry in queue.iter() {
+            let (key, value) = entry?;
+            let ours =
+                decode::<Queued>("webhook_queue", &value).is_ok_and(|q| q.webhook == webhook);
+            if ours {
+                queue.remove(key)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// How many deliveries of `webhook` wait in the queue.
@@ -133,14 +182,21 @@ impl Store {
         key.extend_from_slice(&self.generate_id()?.to_be_bytes());
         log.insert(key, codec::encode(attempt)?)?;
         let queue = self.tree(TreeName::WebhookQueue);
+        // Removed first: a retry due at the same time has the same key.
+        queue.remove(queue_key(queued.next_at, seq))?;
         if let Some(retry) = retry {
             queue.insert(queue_key(retry.next_at, seq), codec::encode(retry)?)?;
         }
-        queue.remove(queue_key(queued.next_at, seq))?;
-        // The oldest lines beyond the cap go (the log's keys start with the time).
-        let excess = log.len().saturating_sub(MAX_LOG_RECORDS);
-        for old in log.iter().keys().take(excess) {
-            log.remove(old?)?;
+        // Now and then, the oldest lines beyond the cap go (the log's keys start with the
+        // time; counting them is a walk of the tree).
+        if LOGGED
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY)
+        {
+            let excess = log.len().saturating_sub(MAX_LOG_RECORDS);
+            for old in log.iter().keys().take(excess) {
+                log.remove(old?)?;
+            }
         }
         self.flush_async().await
     }
