@@ -385,6 +385,7 @@ impl<L: crate::sdk::NodeLink + 'static> EmailInbound<L> {
             text,
             thread_hint: thread_hint(&parsed, &self.address),
             attachments: parsed.attachments.clone(),
+            stored: Vec::new(),
             sender_name: parsed.from_name.clone(),
             automatic: parsed.automated.is_some(),
             subject: parsed.subject.clone(),

@@ -462,6 +462,7 @@ impl NodeLink for HttpLink {
                     external_id: m["external_id"]
                         .as_str()
                         .and_then(|id| ExternalId::new(id).ok()),
+                    attachments: attachments(m)?,
                 })
             })
             .collect()

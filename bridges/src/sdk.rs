@@ -69,9 +69,12 @@ pub struct InboundMessage {
     /// Which thread the app says the message answers (a mail's `In-Reply-To`, its reply
     /// token). The node uses it only if the thread is open and belongs to the handle's contact.
     pub thread_hint: Option<ThreadHint>,
-    /// Files that came with it (at most [`MAX_ATTACHMENTS`]; stored by the node as blobs
-    /// before the message is submitted).
+    /// Files that came with it (at most [`MAX_ATTACHMENTS`] with `stored`; stored by the
+    /// node as blobs before the message is submitted).
     pub attachments: Vec<InboundAttachment>,
+    /// Files whose bytes the bridge stored on the node already ([`NodeLink::put_blob`]), by
+    /// reference (a web chat visitor's uploads); they come first.
+    pub stored: Vec<Attachment>,
     /// The name the customer goes by on the app (a mail's display name), if it says: a new
     /// contact is given it.
     pub sender_name: Option<String>,
@@ -98,6 +101,7 @@ impl InboundMessage {
             text: text.into(),
             thread_hint: None,
             attachments: Vec::new(),
+            stored: Vec::new(),
             sender_name: None,
             automatic: false,
             subject: None,
@@ -341,6 +345,8 @@ pub struct ConversationEntry {
     pub routed_to: Option<ChannelKind>,
     /// The app's id of the message, where it has one (the customer's messages).
     pub external_id: Option<ExternalId>,
+    /// Its files, by reference (bytes: [`NodeLink::blob`]); none once erased.
+    pub attachments: Vec<Attachment>,
 }
 
 /// One message of a thread, for a bridge that sends the thread's replies: what the customer
@@ -693,17 +699,17 @@ impl<L: NodeLink> Bridge<L> {
                 self.identity.channel, message.handle
             )));
         }
-        if message.attachments.len() > MAX_ATTACHMENTS {
+        let n_files = message.attachments.len() + message.stored.len();
+        if n_files > MAX_ATTACHMENTS {
             return Err(BridgeError::Event(format!(
-                "{} attachments; a message carries at most {MAX_ATTACHMENTS}",
-                message.attachments.len()
+                "{n_files} attachments; a message carries at most {MAX_ATTACHMENTS}"
             )));
         }
         self.backoff
             .retry(|| async {
                 // Uploaded on every attempt: the node refuses a message whose blob it lacks
                 // (as `Unavailable`), so a retry puts it back.
-                let mut attachments = Vec::with_capacity(message.attachments.len());
+                let mut attachments = message.stored.clone();
                 for attachment in &message.attachments {
                     attachments.push(self.upload(attachment).await?);
                 }

@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use threadline_protocol::{
     channel::{ChannelKind, Handle},
-    event::ReceiptKind,
-    limits::MAX_TEXT_BYTES,
+    event::{Attachment, ReceiptKind},
+    id::BlobHash,
+    limits::{MAX_ATTACHMENTS, MAX_TEXT_BYTES},
     name::ExternalId,
     EventId,
 };
@@ -34,6 +35,12 @@ use crate::sdk::{
 
 /// The longest message a visitor may send, in bytes (well under the protocol's limit).
 pub const MAX_VISITOR_TEXT_BYTES: usize = 4 * 1024;
+/// The largest file a visitor may send, in bytes.
+pub const MAX_VISITOR_FILE_BYTES: usize = 10 * 1024 * 1024;
+/// Files on one visitor's message.
+pub const MAX_VISITOR_FILES: usize = 5;
+
+const _: () = assert!(MAX_VISITOR_FILES <= MAX_ATTACHMENTS);
 /// Frames buffered for one open window; a window that falls further behind is dropped (it
 /// reconnects and reloads the history).
 pub const WINDOW_BUFFER: usize = 64;
@@ -58,8 +65,11 @@ pub enum ClientFrame {
     Message {
         /// The widget's message id (1 to 64 of `[A-Za-z0-9_-]`).
         id: String,
-        /// The text.
+        /// The text (may be empty when files come).
         text: String,
+        /// Files uploaded first (`POST /webchat/files`), as that answered.
+        #[serde(default)]
+        files: Vec<UploadedFile>,
     },
     /// The visitor saw the replies up to this one.
     Read {
@@ -107,6 +117,70 @@ pub fn identity_message(email: &str, expires: u64) -> Vec<u8> {
     format!("{email}|{expires}").into_bytes()
 }
 
+/// A file a visitor uploaded, as the upload answers and a message names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadedFile {
+    /// The bytes' hash (hex).
+    pub blob: BlobHash,
+    /// Their size.
+    pub size: u64,
+    /// The media type.
+    pub media_type: String,
+    /// The file's name.
+    pub name: String,
+}
+
+impl UploadedFile {
+    fn of(attachment: &Attachment) -> Self {
+        UploadedFile {
+            blob: attachment.blob,
+            size: attachment.size,
+            media_type: attachment.media_type.to_string(),
+            name: attachment.name.to_string(),
+        }
+    }
+}
+
+/// A file of a message, as the widget shows it (its bytes: `GET /webchat/files/{event}/{n}`,
+/// `n` its place in `files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatFile {
+    /// The file's name.
+    pub name: String,
+    /// The media type.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl ChatFile {
+    fn of(attachment: &Attachment) -> Self {
+        ChatFile {
+            name: attachment.name.to_string(),
+            media_type: attachment.media_type.to_string(),
+            size: attachment.size,
+        }
+    }
+}
+
+/// Why an upload or a download of a visitor's file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    /// Bigger than [`MAX_VISITOR_FILE_BYTES`], or empty.
+    #[error("a file has 1 to {MAX_VISITOR_FILE_BYTES} bytes")]
+    Size,
+    /// The visitor sent too much too fast.
+    #[error("too many files; wait a moment")]
+    RateLimited,
+    /// No such file in the visitor's conversation.
+    #[error("no such file in this conversation")]
+    NotFound,
+    /// The node could not take or give it now.
+    #[error("the node is unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// One message of the visitor's conversation, as the widget shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChatMessage {
@@ -121,6 +195,8 @@ pub struct ChatMessage {
     /// For a reply: `delivered`, `read` or `failed`, once known; for the visitor's message:
     /// `seen` once an agent has read it.
     pub state: Option<&'static str>,
+    /// Its files.
+    pub files: Vec<ChatFile>,
 }
 
 impl From<&ConversationEntry> for ChatMessage {
@@ -135,6 +211,7 @@ impl From<&ConversationEntry> for ChatMessage {
             } else {
                 entry.receipt.map(ReceiptKind::name)
             },
+            files: entry.attachments.iter().map(ChatFile::of).collect(),
         }
     }
 }
@@ -423,8 +500,8 @@ impl<L: NodeLink> Webchat<L> {
                 "`hello` comes once, first",
                 None,
             )),
-            ClientFrame::Message { id, text } => {
-                Some(self.message(session, window, id, text).await)
+            ClientFrame::Message { id, text, files } => {
+                Some(self.message(session, window, id, text, files).await)
             }
             ClientFrame::Read { up_to } => {
                 if up_to.parse::<EventId>().is_err() {
@@ -478,6 +555,7 @@ impl<L: NodeLink> Webchat<L> {
         window: &OpenWindow,
         id: String,
         text: String,
+        files: Vec<UploadedFile>,
     ) -> ServerFrame {
         let id_ok = !id.is_empty()
             && id.len() <= 64
@@ -492,8 +570,37 @@ impl<L: NodeLink> Webchat<L> {
             );
         }
         let text = text.trim().to_owned();
-        if text.is_empty() {
+        if text.is_empty() && files.is_empty() {
             return ServerFrame::error("bad_frame", "the message is empty", Some(id));
+        }
+        if files.len() > MAX_VISITOR_FILES {
+            return ServerFrame::error(
+                "bad_frame",
+                format!("a message has at most {MAX_VISITOR_FILES} files"),
+                Some(id),
+            );
+        }
+        let mut stored = Vec::with_capacity(files.len());
+        for file in &files {
+            match uploaded_reference(file) {
+                Ok(attachment) => stored.push(attachment),
+                Err(err) => return ServerFrame::error("bad_frame", err, Some(id)),
+            }
+            // Only files uploaded whole: the node would wait for a missing one's bytes.
+            match self.bridge.link().blob(file.blob).await {
+                Ok(Some(bytes)) if bytes.len() as u64 == file.size => {}
+                Ok(_) => {
+                    return ServerFrame::error(
+                        "bad_frame",
+                        format!(
+                            "`{}` was not uploaded (POST /webchat/files first)",
+                            file.name
+                        ),
+                        Some(id),
+                    )
+                }
+                Err(err) => return ServerFrame::error("unavailable", err.to_string(), Some(id)),
+            }
         }
         if text.len() > MAX_VISITOR_TEXT_BYTES {
             return ServerFrame::error(
@@ -514,7 +621,8 @@ impl<L: NodeLink> Webchat<L> {
             Ok(external_id) => external_id,
             Err(err) => return ServerFrame::error("bad_frame", err.to_string(), Some(id)),
         };
-        let inbound = InboundMessage::new(session.handle().clone(), external_id, text.clone());
+        let mut inbound = InboundMessage::new(session.handle().clone(), external_id, text.clone());
+        inbound.stored = stored.clone();
         match self.bridge.receive(&inbound).await {
             Ok(submitted) => {
                 // Typing after a message is news again.
@@ -527,6 +635,7 @@ impl<L: NodeLink> Webchat<L> {
                         text: Some(text),
                         at: self.bridge.now().as_millis(),
                         state: None,
+                        files: stored.iter().map(ChatFile::of).collect(),
                     };
                     self.push(
                         session.handle(),
@@ -590,6 +699,7 @@ impl<L: NodeLink> Webchat<L> {
                 let frame = ServerFrame::Message(ChatMessage {
                     event: delivery.event,
                     from: "agent",
+                    files: delivery.attachments.iter().map(ChatFile::of).collect(),
                     text: Some(delivery.text),
                     at: self.bridge.now().as_millis(),
                     state: None,
@@ -601,6 +711,67 @@ impl<L: NodeLink> Webchat<L> {
                 }
             })
             .await
+    }
+
+    /// Stores a file the visitor sends (before the message that carries it), and says how to
+    /// name it in that message.
+    pub async fn upload(
+        &self,
+        session: &Session,
+        name: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<UploadedFile, FileError> {
+        if bytes.is_empty() || bytes.len() > MAX_VISITOR_FILE_BYTES {
+            return Err(FileError::Size);
+        }
+        if !self.allowances.take(session.handle()) {
+            return Err(FileError::RateLimited);
+        }
+        let file = crate::sdk::InboundAttachment {
+            name: name.to_owned(),
+            media_type: media_type.to_owned(),
+            bytes,
+        };
+        let blob = self
+            .bridge
+            .link()
+            .put_blob(file.bytes.clone())
+            .await
+            .map_err(|err| FileError::Unavailable(err.to_string()))?;
+        let attachment = file
+            .reference(blob)
+            .map_err(|err| FileError::Unavailable(err.to_string()))?;
+        Ok(UploadedFile::of(&attachment))
+    }
+
+    /// File `n` of message `event` of the visitor's conversation, with its bytes (nothing of
+    /// another conversation, whatever the ids).
+    pub async fn file(
+        &self,
+        session: &Session,
+        event: EventId,
+        n: usize,
+    ) -> Result<(Attachment, Vec<u8>), FileError> {
+        let conversation = self
+            .bridge
+            .link()
+            .conversation(session.handle())
+            .await
+            .map_err(|err| FileError::Unavailable(err.to_string()))?;
+        let attachment = conversation
+            .iter()
+            .find(|entry| entry.event == event)
+            .and_then(|entry| entry.attachments.get(n))
+            .ok_or(FileError::NotFound)?;
+        let bytes = self
+            .bridge
+            .link()
+            .blob(attachment.blob)
+            .await
+            .map_err(|err| FileError::Unavailable(err.to_string()))?
+            .ok_or(FileError::NotFound)?;
+        Ok((attachment.clone(), bytes))
     }
 
     /// A link that continues the visitor's conversation on `channel`, with a new one-time code.
@@ -783,6 +954,22 @@ pub use crate::webhook::hmac_sha256;
 /// The channel this bridge serves.
 pub const CHANNEL: ChannelKind = ChannelKind::Webchat;
 
+/// The reference a visitor's message gives to a file it uploaded (checked as the protocol
+/// checks names; the node checks that the bytes are there, of that size, and were uploaded
+/// through the web chat).
+fn uploaded_reference(file: &UploadedFile) -> Result<Attachment, String> {
+    let meta = |text: &str, what: &str| {
+        threadline_protocol::name::AttachmentMeta::new(text)
+            .map_err(|err| format!("bad file {what}: {err}"))
+    };
+    Ok(Attachment::new(
+        file.blob,
+        file.size,
+        meta(&file.media_type, "type")?,
+        meta(&file.name, "name")?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,7 +1000,8 @@ mod tests {
             parse(r#"{"type":"message","id":"m1","text":"hi"}"#).ok(),
             Some(ClientFrame::Message {
                 id: "m1".to_owned(),
-                text: "hi".to_owned()
+                text: "hi".to_owned(),
+                files: Vec::new(),
             })
         );
         assert!(parse(r#"{"type":"message","id":"m1","text":"hi","extra":1}"#).is_err());

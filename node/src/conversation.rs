@@ -89,6 +89,10 @@ pub fn on_handle(ingest: &Ingest, handle: &Handle) -> Result<Vec<ConversationEnt
                         seen: false,
                         routed_to: state.route.map(|route| route.channel),
                         external_id: content.as_ref().and_then(|c| c.external_id.clone()),
+                        attachments: content
+                            .as_ref()
+                            .map(|c| c.attachments.clone())
+                            .unwrap_or_default(),
                     },
                 ));
             }
@@ -239,14 +243,17 @@ pub fn deliveries(
     Ok(queued)
 }
 
-/// Whether a bridge of `channel` may read a blob: an event of a thread whose replies go to
-/// that channel refers to it, or a reply queued for that channel (handed off meanwhile) does.
-/// A bridge sees what it sends, nothing else.
+/// Whether a bridge of `channel` may read a blob: a bridge of the channel uploaded it, an
+/// event of a thread whose replies go to that channel refers to it, or a reply queued for
+/// that channel (handed off meanwhile) does. A bridge sees what it sends or sent, nothing else.
 pub fn blob_for_channel(
     store: &crate::store::Store,
     blob: &threadline_protocol::id::BlobHash,
     channel: threadline_protocol::ChannelKind,
 ) -> Result<bool, StoreError> {
+    if store.uploaded_by(channel, blob)? {
+        return Ok(true);
+    }
     let refs = store.blob_refs(blob)?;
     for (scope, _) in &refs {
         let ScopeId::Thread(thread) = scope else {

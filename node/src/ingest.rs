@@ -37,7 +37,8 @@ pub use writer::{start, start_with_cache, Running};
 /// The channels whose bridges send a reply's files (the others would drop them). XMPP sends
 /// them through the server's upload service; a bridge with none fails such a reply with the
 /// reason.
-pub const CHANNELS_WITH_FILES: [ChannelKind; 8] = [
+pub const CHANNELS_WITH_FILES: [ChannelKind; 9] = [
+    ChannelKind::Webchat,
     ChannelKind::Email,
     ChannelKind::Whatsapp,
     ChannelKind::Messenger,

@@ -1207,9 +1207,7 @@ impl Store {
     /// channel uploaded it, or an event of a thread routed to the channel refers to it already
     /// (a file the customer sent before, on this channel). A hash alone opens nothing.
     pub fn may_attach(&self, channel: ChannelKind, blob: &BlobHash) -> Result<bool, StoreError> {
-        let mut key = blob.as_bytes().to_vec();
-        key.push(keys::channel_key(channel));
-        if self.tree(TreeName::BlobUploads).contains_key(key)? {
+        if self.uploaded_by(channel, blob)? {
             return Ok(true);
         }
         for (scope, _) in self.blob_refs(blob)? {
@@ -1225,6 +1223,13 @@ impl Store {
             }
         }
         Ok(false)
+    }
+
+    /// Whether a bridge of `channel` uploaded `blob`.
+    pub fn uploaded_by(&self, channel: ChannelKind, blob: &BlobHash) -> Result<bool, StoreError> {
+        let mut key = blob.as_bytes().to_vec();
+        key.push(keys::channel_key(channel));
+        Ok(self.tree(TreeName::BlobUploads).contains_key(key)?)
     }
 
     fn forget_uploads(&self, blob: &BlobHash) -> Result<(), StoreError> {

@@ -1308,3 +1308,76 @@ fn an_agent_searches_messages_and_contacts_and_opens_a_conversation_at_the_messa
     );
     node.stop();
 }
+
+#[test]
+fn a_visitor_sends_a_file_from_the_widget_and_gets_one_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let token = field(&threadline_ok(&data, &["init"]), "token:");
+    let node = Node::start(&data);
+    let visitor = Browser::start();
+    visitor.go(&format!("{}/webchat/demo", node.base));
+    open_chat(&visitor);
+    write(&visitor, "Here is the photo of the broken pole");
+    bubbles_when(&visitor, "the first message", 1);
+    // A file chosen in the widget: uploaded, then sent as a message.
+    let photo = dir.path().join("pole.jpg");
+    let bytes: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&photo, &bytes).expect("file written");
+    let input = visitor.find(".tl-chat-file");
+    visitor.type_into(&input, photo.to_str().expect("utf-8 path"));
+    visitor.wait_for(
+        "the file in the chat, stored",
+        "const f = [...document.querySelectorAll('.tl-visitor .tl-chat-filelink')]; return f.length === 1 && f[0].textContent.startsWith('pole.jpg') && !document.querySelector('.tl-pending')",
+    );
+    // The agent has it, byte for byte.
+    let (_, list) = node.get(&token, "/api/v1/threads?channel=webchat");
+    let thread = list["threads"][0]["id"]
+        .as_str()
+        .expect("thread")
+        .to_owned();
+    let detail = threadline_tests::detail(&node, &token, &thread);
+    let message = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["attachments"][0]["name"] == "pole.jpg")
+        .expect("the message with the file")
+        .clone();
+    let event = message["id"].as_str().expect("id");
+    assert_eq!(
+        threadline_tests::attachment(&node, &token, &thread, event, 0),
+        bytes
+    );
+    // The agent answers with a file; the visitor's widget shows it and fetches it.
+    let label = b"%PDF-1.4 return label".to_vec();
+    let uploaded: serde_json::Value = node
+        .http()
+        .post(&format!("{}/api/v1/attachments", node.base))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_bytes(&label)
+        .expect("upload")
+        .into_json()
+        .expect("json");
+    let (status, answer) = node.post(
+        &token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Sorry about that: here is a return label.", "attachments": [
+            {"blob": uploaded["blob"], "name": "label.pdf", "media_type": "application/pdf"}
+        ]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    visitor.wait_for(
+        "the agent's file",
+        "return !!document.querySelector('.tl-agent .tl-chat-filelink')",
+    );
+    visitor.screenshot(&screenshot_dir().join("webchat-files.png"));
+    let fetched = visitor.run(
+        "const item = document.querySelector('.tl-agent[data-event]');
+         return fetch('/webchat/files/' + item.dataset.event + '/0', {headers: {'X-Threadline-Session': localStorage.getItem('threadline.webchat.session')}})
+           .then(r => r.text());",
+        json!([]),
+    );
+    assert_eq!(fetched, json!("%PDF-1.4 return label"));
+    node.stop();
+}

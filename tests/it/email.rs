@@ -1258,25 +1258,6 @@ fn the_inbox_shows_a_mails_files_and_quoted_text_and_attaches_files_to_replies()
         (200, label_bytes)
     );
     agent.screenshot(&threadline_tests::screenshot_dir().join("inbox-attachments.png"));
-
-    // A web chat cannot carry files: a reply with one there is refused, and changes nothing.
-    let mut visitor = Visitor::connect(&node, None);
-    visitor.say("v1", "Hello from the chat");
-    let (_, list) = node.get(&shop.token, "/api/v1/threads?channel=webchat");
-    let chat = list["threads"][0]["id"]
-        .as_str()
-        .expect("thread")
-        .to_owned();
-    let blob = reply["attachments"][0]["blob"].clone();
-    let before = detail_len(&node, &shop.token, &chat);
-    let (status, answer) = node.post(
-        &shop.token,
-        &format!("/api/v1/threads/{chat}/replies"),
-        &json!({ "text": "A label", "attachments": [{ "blob": blob, "name": "label.pdf" }] }),
-    );
-    assert_eq!(status, 409, "{answer}");
-    assert_eq!(answer["error"]["code"], "attachments_not_supported");
-    assert_eq!(detail_len(&node, &shop.token, &chat), before);
 }
 
 /// Dovecot (Debian's `dovecot-imapd`; `scripts/test` installs it) serving one mailbox on a free

@@ -301,6 +301,26 @@ fn an_sms_customer_gets_replies_counted_in_segments_and_their_pictures_come_in()
         });
     assert!(texts[1..].iter().all(|t| t.body.chars().count() <= 1600));
     assert_eq!(format!("{} {}", texts[1].body, texts[2].body), long.trim());
+
+    // Replies by SMS carry no files (Twilio's MMS is not sent): refused up front, nothing
+    // stored or sent.
+    let uploaded: serde_json::Value = node
+        .http()
+        .post(&format!("{}/api/v1/attachments", node.base))
+        .set("Authorization", &format!("Bearer {}", shop.token))
+        .send_bytes(b"a label")
+        .expect("upload")
+        .into_json()
+        .expect("json");
+    let (status, answer) = node.post(
+        &shop.token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({ "text": "A label", "attachments": [{ "blob": uploaded["blob"], "name": "label.pdf" }] }),
+    );
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "attachments_not_supported");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(shop.api.sent().len(), 3, "nothing more went to Twilio");
 }
 
 #[test]

@@ -645,3 +645,185 @@ fn outside_business_hours_a_visitor_is_told_once_and_inside_nothing() {
     assert_eq!(next_reply(&mut other)["text"], "Hello from the team");
     node.stop();
 }
+
+/// `POST /webchat/files?name=` as the widget sends it: the answer's status and JSON.
+fn upload_file(
+    base: &str,
+    session: &str,
+    name: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> (u16, Value) {
+    let result = ureq::post(&format!("{base}/webchat/files"))
+        .query("name", name)
+        .set("X-Threadline-Session", session)
+        .set("Content-Type", media_type)
+        .send_bytes(bytes);
+    match result {
+        Ok(response) => (response.status(), response.into_json().expect("json")),
+        Err(ureq::Error::Status(status, response)) => {
+            (status, response.into_json().unwrap_or(Value::Null))
+        }
+        Err(err) => panic!("the upload: {err}"),
+    }
+}
+
+/// `GET /webchat/files/{event}/{n}` with a session: the status and the bytes.
+fn download_file(base: &str, session: &str, event: &str, n: usize) -> (u16, Vec<u8>) {
+    let result = ureq::get(&format!("{base}/webchat/files/{event}/{n}"))
+        .set("X-Threadline-Session", session)
+        .call();
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(err) => panic!("the download: {err}"),
+    };
+    let status = response.status();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut bytes).expect("bytes");
+    (status, bytes)
+}
+
+/// Files both ways, through the node's own web chat and a standalone one alike.
+fn files_go_both_ways(node: &Node, chat: &Node, token: &str) {
+    let mut visitor = Visitor::connect(chat, None);
+    // A file needs a message first? No: it is uploaded, then named in a message.
+    let scan: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, file) = upload_file(
+        &chat.base,
+        &visitor.session,
+        "receipt scan.png",
+        "image/png",
+        &scan,
+    );
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(
+        (file["size"].as_u64(), file["name"].as_str()),
+        (Some(150_000), Some("receipt scan.png"))
+    );
+    visitor.send(&json!({"type": "message", "id": "f1", "text": "My receipt", "files": [file]}));
+    let ack = visitor.receive().expect("ack");
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let event = ack["event"].as_str().expect("event").to_owned();
+    // The agent sees the file on the message, with its bytes.
+    let threads = webchat_threads(node, token);
+    let thread = threads[0]["id"].as_str().expect("id").to_owned();
+    let shown = threadline_tests::detail(node, token, &thread);
+    let message = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["id"] == event.as_str())
+        .expect("the message")
+        .clone();
+    assert_eq!(message["attachments"][0]["name"], "receipt scan.png");
+    assert_eq!(
+        threadline_tests::attachment(node, token, &thread, &event, 0),
+        scan
+    );
+    // The visitor downloads their own file; another visitor cannot, nor one without a session.
+    assert_eq!(
+        download_file(&chat.base, &visitor.session, &event, 0),
+        (200, scan.clone())
+    );
+    let stranger = Visitor::connect(chat, None);
+    assert_eq!(
+        download_file(&chat.base, &stranger.session, &event, 0).0,
+        404
+    );
+    assert_eq!(
+        download_file(&chat.base, &visitor.session, &event, 1).0,
+        404
+    );
+    let no_session = ureq::get(&format!("{}/webchat/files/{event}/0", chat.base)).call();
+    assert!(matches!(no_session, Err(ureq::Error::Status(401, _))));
+    // Too big, or empty: refused, nothing stored.
+    let (status, answer) = upload_file(
+        &chat.base,
+        &visitor.session,
+        "big.bin",
+        "application/octet-stream",
+        &vec![1u8; 10 * 1024 * 1024 + 1],
+    );
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(
+        upload_file(&chat.base, &visitor.session, "empty.txt", "text/plain", &[]).0,
+        413
+    );
+    // A message naming a file nobody uploaded is refused.
+    let mut forged = file.clone();
+    forged["blob"] = json!("11".repeat(32));
+    visitor.send(&json!({"type": "message", "id": "f2", "text": "", "files": [forged]}));
+    let refused = visitor.receive().expect("an answer");
+    assert_eq!(refused["type"], "error", "{refused}");
+
+    // The agent answers with a file: it reaches the visitor's window, and downloads.
+    let label = b"%PDF-1.4 a return label".to_vec();
+    let uploaded: Value = node
+        .http()
+        .post(&format!("{}/api/v1/attachments", node.base))
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_bytes(&label)
+        .expect("upload")
+        .into_json()
+        .expect("json");
+    let (status, answer) = node.post(
+        token,
+        &format!("/api/v1/threads/{thread}/replies"),
+        &json!({"text": "Here is the label.", "attachments": [
+            {"blob": uploaded["blob"], "name": "label.pdf", "media_type": "application/pdf"}
+        ]}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let reply = next_message(&mut visitor);
+    assert_eq!(
+        reply["files"],
+        json!([{"name": "label.pdf", "media_type": "application/pdf", "size": label.len()}])
+    );
+    let reply_event = reply["event"].as_str().expect("event");
+    assert_eq!(
+        download_file(&chat.base, &visitor.session, reply_event, 0),
+        (200, label)
+    );
+    // And stays in the history.
+    let again = Visitor::connect(chat, Some(&visitor.session));
+    let files: Vec<&Value> = again.history.iter().map(|m| &m["files"]).collect();
+    assert_eq!(files[0][0]["name"], "receipt scan.png");
+    assert_eq!(files[1][0]["name"], "label.pdf");
+}
+
+#[test]
+fn visitors_and_agents_send_each_other_files_on_the_built_in_and_the_standalone_web_chat() {
+    let site = Site::new();
+    let node = Node::start(&site.data);
+    files_go_both_ways(&node, &node, &site.agent_token);
+    node.stop();
+
+    let site = Site::new();
+    edit_config(&site.data, |text| {
+        text.replace("builtin = true", "builtin = false")
+    });
+    let added = threadline_ok(&site.data, &["bridge", "add", "webchat"]);
+    let key_file = site.data.join("webchat-bridge.key");
+    std::fs::write(&key_file, field(&added, "bridge key:")).expect("key written");
+    let node = Node::start(&site.data);
+    let bridge = Node::start_command(
+        &site.data,
+        &[
+            "bridge",
+            "webchat",
+            "--node",
+            &node.base,
+            "--token",
+            &field(&added, "token:"),
+            "--key-file",
+            key_file.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "web chat bridge listening on ",
+    );
+    files_go_both_ways(&node, &bridge, &site.agent_token);
+    bridge.stop();
+    node.stop();
+}

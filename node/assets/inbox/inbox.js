@@ -5,7 +5,7 @@
   var TOKEN_KEY = "threadline.inbox.token";
   var NOTIFY_KEY = "threadline.inbox.notify";
   // The channels whose bridges send a reply's files (the node refuses files elsewhere).
-  var FILE_CHANNELS = ["email", "whatsapp", "messenger", "instagram", "xmpp", "matrix", "telegram", "slack"];
+  var FILE_CHANNELS = ["webchat", "email", "whatsapp", "messenger", "instagram", "xmpp", "matrix", "telegram", "slack"];
   var CHANNEL_NAMES = { whatsapp: "WhatsApp", messenger: "Messenger", instagram: "Instagram",
     email: "email", webchat: "the web chat", sms: "SMS", telegram: "Telegram", slack: "Slack",
     matrix: "Matrix", xmpp: "XMPP" };

@@ -124,6 +124,19 @@
   input.maxLength = 4000;
   var send = el("button", "tl-chat-send", "Send");
   send.type = "submit";
+  // Files: chosen here, uploaded first, then sent with the message.
+  var MAX_FILES = 5, MAX_FILE_BYTES = 10 * 1024 * 1024;
+  var fileInput = el("input", "tl-chat-file");
+  fileInput.type = "file";
+  fileInput.multiple = true;
+  fileInput.setAttribute("aria-label", "Attach files");
+  var attach = el("button", "tl-chat-attach", "+");
+  attach.type = "button";
+  attach.title = "Send a file";
+  attach.setAttribute("aria-label", "Send a file");
+  attach.addEventListener("click", function () { fileInput.click(); });
+  form.appendChild(attach);
+  form.appendChild(fileInput);
   form.appendChild(input);
   form.appendChild(send);
   panel.appendChild(header);
@@ -176,10 +189,42 @@
     return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   }
 
-  function bubble(from, text, at) {
+  function size(bytes) {
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return Math.round(bytes / 1024) + " KB";
+    return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  // A file of a message: fetched with the session (never in a URL), saved under its name.
+  function fileLink(item, file, n) {
+    var link = el("button", "tl-chat-filelink", file.name + " (" + size(file.size) + ")");
+    link.type = "button";
+    link.dataset.n = n;
+    link.addEventListener("click", function () {
+      var event = item.dataset.event;
+      if (!event) return;
+      fetch(base.origin + "/webchat/files/" + event + "/" + n, { headers: { "X-Threadline-Session": localStorage.getItem(KEY) || "" } })
+        .then(function (r) { if (!r.ok) throw new Error("the file could not be fetched"); return r.blob(); })
+        .then(function (blob) {
+          var a = document.createElement("a");
+          a.href = URL.createObjectURL(blob);
+          a.download = file.name;
+          document.body.appendChild(a);
+          a.click();
+          setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+        })
+        .catch(function (error) { notice.textContent = error.message; notice.hidden = false; });
+    });
+    return link;
+  }
+
+  function bubble(from, text, at, files) {
     if (empty.parentNode) empty.remove();
     var item = el("div", "tl-chat-msg " + (from === "agent" ? "tl-agent" : "tl-visitor"));
-    item.appendChild(el("div", "tl-chat-text", text == null ? "(removed)" : text));
+    var body = el("div", "tl-chat-text", text == null ? "(removed)" : text);
+    body.hidden = text === "" && !!(files && files.length);
+    item.appendChild(body);
+    (files || []).forEach(function (file, n) { item.appendChild(fileLink(item, file, n)); });
     item.appendChild(el("div", "tl-chat-meta", time(at)));
     log.appendChild(item);
     log.scrollTop = log.scrollHeight;
@@ -188,7 +233,7 @@
 
   function show(message) {
     if (shown[message.event]) return;
-    var item = bubble(message.from, message.text, message.at);
+    var item = bubble(message.from, message.text, message.at, message.files);
     item.dataset.event = message.event;
     item.dataset.from = message.from;
     shown[message.event] = item;
@@ -275,7 +320,7 @@
         offerContinue();
         if (frame.moved) showMoved(frame.moved);
         Object.keys(pending).forEach(function (id) {
-          socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
+          socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text, files: pending[id].files }));
         });
       } else if (frame.type === "ack") {
         var sent = pending[frame.id];
@@ -356,14 +401,47 @@
   function resendLater(id, ms) {
     setTimeout(function () {
       if (pending[id] && connected) {
-        socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text }));
+        socket.send(JSON.stringify({ type: "message", id: id, text: pending[id].text, files: pending[id].files }));
       }
     }, ms);
   }
 
-  function submit() {
+  // Uploads the chosen files, then sends them as a message (with what is typed).
+  fileInput.addEventListener("change", function () {
+    var files = Array.prototype.slice.call(fileInput.files || []);
+    fileInput.value = "";
+    if (!files.length) return;
+    if (!connected) { notice.textContent = "Not connected yet; try again in a moment."; notice.hidden = false; return; }
+    if (files.length > MAX_FILES) { notice.textContent = "At most " + MAX_FILES + " files at a time."; notice.hidden = false; return; }
+    var big = files.filter(function (f) { return f.size > MAX_FILE_BYTES || f.size === 0; });
+    if (big.length) { notice.textContent = big[0].name + " is empty or larger than 10 MB."; notice.hidden = false; return; }
+    notice.hidden = true;
+    attach.disabled = true;
+    Promise.all(files.map(function (file) {
+      return fetch(base.origin + "/webchat/files?name=" + encodeURIComponent(file.name), {
+        method: "POST",
+        headers: { "X-Threadline-Session": localStorage.getItem(KEY) || "", "Content-Type": file.type || "application/octet-stream" },
+        body: file
+      }).then(function (r) {
+        return r.json().then(function (answer) {
+          if (!r.ok) throw new Error((answer.error && answer.error.message) || "the file could not be sent");
+          return answer;
+        });
+      });
+    })).then(function (uploaded) {
+      attach.disabled = false;
+      submit(uploaded);
+    }).catch(function (error) {
+      attach.disabled = false;
+      notice.textContent = error.message;
+      notice.hidden = false;
+    });
+  });
+
+  function submit(files) {
+    files = files || [];
     var text = input.value.trim();
-    if (!text) return;
+    if (!text && !files.length) return;
     if (new TextEncoder().encode(text).length > 4096) {
       notice.textContent = "That message is too long; please split it.";
       notice.hidden = false;
@@ -373,14 +451,14 @@
     input.value = "";
     lastTyping = 0; // the next keystroke is news again
     var id = "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 10);
-    var item = bubble("visitor", text, 0);
+    var item = bubble("visitor", text, 0, files);
     item.classList.add("tl-pending");
-    pending[id] = { text: text, element: item };
+    pending[id] = { text: text, files: files, element: item };
     offerEmail();
-    if (connected) socket.send(JSON.stringify({ type: "message", id: id, text: text }));
+    if (connected) socket.send(JSON.stringify({ type: "message", id: id, text: text, files: files }));
   }
 
-  form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+  form.addEventListener("submit", function (e) { e.preventDefault(); submit([]); });
   emailForm.addEventListener("submit", function (e) {
     e.preventDefault();
     var address = emailInput.value.trim();
@@ -388,7 +466,7 @@
   });
   input.addEventListener("input", visitorTyping);
   input.addEventListener("keydown", function (e) {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); }
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit([]); }
   });
   function toggle(open) {
     panel.hidden = !open;

@@ -257,7 +257,7 @@ fn first_len(size: u64) -> u64 {
 
 /// The bytes of `attachment` as a response: its media type if it is one shown inline, else
 /// a download under its name.
-fn serve(attachment: &Attachment, bytes: Body) -> Response {
+pub(crate) fn serve(attachment: &Attachment, bytes: Body) -> Response {
     let media_type = attachment.media_type.as_str().to_ascii_lowercase();
     let inline = INLINE_TYPES.contains(&media_type.as_str());
     let content_type = if inline {

@@ -362,6 +362,8 @@ pub struct ConversationMessage {
     routed_to: Option<threadline_protocol::ChannelKind>,
     /// The app's id of the message, if it has one.
     external_id: Option<threadline_protocol::name::ExternalId>,
+    /// Its files, by reference.
+    attachments: Vec<threadline_protocol::event::Attachment>,
 }
 
 /// `GET /api/v1/bridge/conversation?handle=H`: the messages exchanged on a handle of the
@@ -386,6 +388,7 @@ pub async fn conversation(
             seen: entry.seen,
             routed_to: entry.routed_to,
             external_id: entry.external_id,
+            attachments: entry.attachments,
         })
         .collect();
     Ok(Json(ConversationView { messages }))

@@ -250,6 +250,18 @@ pub fn router<L: NodeLink + 'static>(host: WebchatHost<L>) -> Router {
         .route("/webchat/widget.css", get(widget_css))
         .route("/webchat/demo", get(demo))
         .route("/webchat/ws", get(socket::<L>))
+        .route(
+            "/webchat/files",
+            axum::routing::post(upload::<L>)
+                .options(preflight::<L>)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    threadline_bridges::webchat::MAX_VISITOR_FILE_BYTES + 1,
+                )),
+        )
+        .route(
+            "/webchat/files/{event}/{n}",
+            get(download::<L>).options(preflight::<L>),
+        )
         .with_state(host)
 }
 
@@ -315,6 +327,160 @@ async fn settings<L: NodeLink + 'static>(State(host): State<WebchatHost<L>>) -> 
         axum::Json(host.look.as_ref().clone()),
     )
         .into_response()
+}
+
+/// The header the widget sends its session secret in, for files (never in a URL, where logs
+/// would keep it).
+const SESSION_HEADER: &str = "x-threadline-session";
+
+/// The visitor's session from [`SESSION_HEADER`]: only an existing secret (64 hex digits).
+fn file_session(headers: &HeaderMap) -> Result<threadline_bridges::webchat::Session, ApiError> {
+    let secret = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| {
+            s.len() == 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_session",
+                "send the chat's session in X-Threadline-Session",
+            )
+        })?;
+    Ok(threadline_bridges::webchat::Session::resume_or_new(Some(
+        secret,
+    )))
+}
+
+/// A page of another site may read the answer when it is an allowed one.
+fn cors(headers: &HeaderMap, mut response: Response) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN).cloned() {
+        let answers = response.headers_mut();
+        answers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        answers.insert(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// The answer to a browser's preflight of the file routes: from an allowed site, the session
+/// header may be sent.
+async fn preflight<L: NodeLink + 'static>(
+    State(host): State<WebchatHost<L>>,
+    headers: HeaderMap,
+) -> Response {
+    if !host.allowed_origins.check(&headers) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let answers = response.headers_mut();
+    answers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        axum::http::HeaderValue::from_static("GET, POST"),
+    );
+    answers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        axum::http::HeaderValue::from_static("x-threadline-session, content-type"),
+    );
+    answers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        axum::http::HeaderValue::from_static("600"),
+    );
+    cors(&headers, response)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// The file's name.
+    name: String,
+}
+
+fn file_error(err: threadline_bridges::webchat::FileError) -> ApiError {
+    use threadline_bridges::webchat::FileError as E;
+    let (status, code) = match &err {
+        E::Size => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        E::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        E::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+        E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    ApiError::new(status, code, err.to_string())
+}
+
+/// `POST /webchat/files?name=<file name>` (the bytes as the body, their type as
+/// `Content-Type`, the session in `X-Threadline-Session`): stores a file a visitor sends, and
+/// answers how the next message names it (`{blob, size, media_type, name}`).
+async fn upload<L: NodeLink + 'static>(
+    State(host): State<WebchatHost<L>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let answer = async {
+        if !host.allowed_origins.check(&headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this site may not open the chat (see [webchat] allowed_origins)",
+            ));
+        }
+        let session = file_session(&headers)?;
+        let axum::extract::Query(query) = query?;
+        let body = body.map_err(|_| file_error(threadline_bridges::webchat::FileError::Size))?;
+        let media_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream");
+        host.webchat
+            .upload(&session, &query.name, media_type, body.to_vec())
+            .await
+            .map_err(file_error)
+    }
+    .await;
+    let response = match answer {
+        Ok(file) => axum::Json(file).into_response(),
+        Err(err) => err.into_response(),
+    };
+    cors(&headers, response)
+}
+
+/// `GET /webchat/files/{event}/{n}` (the session in `X-Threadline-Session`): file `n` of a
+/// message of the visitor's own conversation, as a download (an image inline).
+async fn download<L: NodeLink + 'static>(
+    State(host): State<WebchatHost<L>>,
+    headers: HeaderMap,
+    axum::extract::Path((event, n)): axum::extract::Path<(String, usize)>,
+) -> Response {
+    let answer = async {
+        if !host.allowed_origins.check(&headers) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this site may not open the chat (see [webchat] allowed_origins)",
+            ));
+        }
+        let session = file_session(&headers)?;
+        let event: threadline_protocol::EventId = event
+            .parse()
+            .map_err(|_| ApiError::not_found(format!("no message `{event}`")))?;
+        let (attachment, bytes) = host
+            .webchat
+            .file(&session, event, n)
+            .await
+            .map_err(file_error)?;
+        Ok(super::attachments::serve(
+            &attachment,
+            axum::body::Body::from(bytes),
+        ))
+    }
+    .await;
+    let response = match answer {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    cors(&headers, response)
 }
 
 async fn socket<L: NodeLink + 'static>(
