@@ -129,17 +129,10 @@ pub struct UploadedFile {
     pub media_type: String,
     /// The file's name.
     pub name: String,
-}
-
-impl UploadedFile {
-    fn of(attachment: &Attachment) -> Self {
-        UploadedFile {
-            blob: attachment.blob,
-            size: attachment.size,
-            media_type: attachment.media_type.to_string(),
-            name: attachment.name.to_string(),
-        }
-    }
+    /// Proof that this visitor uploaded these bytes here (hex HMAC-SHA256 under the bridge's
+    /// key of the process, over the visitor's handle, the hash and the size): a message may
+    /// name only its own visitor's uploads, so knowing a file's hash opens nothing.
+    pub token: String,
 }
 
 /// A file of a message, as the widget shows it (its bytes: `GET /webchat/files/{event}/{n}`,
@@ -179,6 +172,9 @@ pub enum FileError {
     /// The node could not take or give it now.
     #[error("the node is unavailable: {0}")]
     Unavailable(String),
+    /// No chat window of the session is open: files go with a chat.
+    #[error("open the chat first: files are sent from an open chat")]
+    NotConnected,
 }
 
 /// One message of the visitor's conversation, as the widget shows it.
@@ -358,6 +354,9 @@ struct Window {
 /// The web chat bridge.
 pub struct Webchat<L> {
     bridge: Bridge<L>,
+    /// The key upload tokens are made with (random per process: an upload not named in a
+    /// message before a restart is sent again).
+    upload_key: [u8; 32],
     continue_on: Vec<ContinueOn>,
     identity_secret: Option<Vec<u8>>,
     windows: Mutex<HashMap<Handle, Vec<Window>>>,
@@ -404,8 +403,11 @@ impl<L: NodeLink> Webchat<L> {
     /// The bridge over `bridge` (whose identity is certified for the web chat channel);
     /// `identity_secret` checks the identities websites sign (none: they are refused).
     pub fn new(bridge: Bridge<L>, rate: RateLimit, identity_secret: Option<Vec<u8>>) -> Self {
+        let mut upload_key = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut upload_key);
         Webchat {
             bridge,
+            upload_key,
             continue_on: Vec::new(),
             identity_secret,
             windows: Mutex::new(HashMap::new()),
@@ -580,28 +582,6 @@ impl<L: NodeLink> Webchat<L> {
                 Some(id),
             );
         }
-        let mut stored = Vec::with_capacity(files.len());
-        for file in &files {
-            match uploaded_reference(file) {
-                Ok(attachment) => stored.push(attachment),
-                Err(err) => return ServerFrame::error("bad_frame", err, Some(id)),
-            }
-            // Only files uploaded whole: the node would wait for a missing one's bytes.
-            match self.bridge.link().blob(file.blob).await {
-                Ok(Some(bytes)) if bytes.len() as u64 == file.size => {}
-                Ok(_) => {
-                    return ServerFrame::error(
-                        "bad_frame",
-                        format!(
-                            "`{}` was not uploaded (POST /webchat/files first)",
-                            file.name
-                        ),
-                        Some(id),
-                    )
-                }
-                Err(err) => return ServerFrame::error("unavailable", err.to_string(), Some(id)),
-            }
-        }
         if text.len() > MAX_VISITOR_TEXT_BYTES {
             return ServerFrame::error(
                 "too_long",
@@ -615,6 +595,29 @@ impl<L: NodeLink> Webchat<L> {
                 "too many messages; wait a moment",
                 Some(id),
             );
+        }
+        // Only this visitor's own uploads, each once.
+        let mut stored: Vec<Attachment> = Vec::with_capacity(files.len());
+        for file in &files {
+            let token = self.upload_token(session, file.blob, file.size);
+            let given = hex::decode(file.token.as_bytes()).unwrap_or_default();
+            if !crate::webhook::constant_time_eq(&given, &token) {
+                return ServerFrame::error(
+                    "bad_frame",
+                    format!(
+                        "`{}` was not uploaded by this chat (POST /webchat/files first)",
+                        file.name
+                    ),
+                    Some(id),
+                );
+            }
+            if stored.iter().any(|a| a.blob == file.blob) {
+                continue;
+            }
+            match uploaded_reference(file) {
+                Ok(attachment) => stored.push(attachment),
+                Err(err) => return ServerFrame::error("bad_frame", err, Some(id)),
+            }
         }
         // Unique per channel: the visitor's handle and the widget's id for the message.
         let external_id = match ExternalId::new(format!("{}/{id}", session.handle())) {
@@ -725,24 +728,49 @@ impl<L: NodeLink> Webchat<L> {
         if bytes.is_empty() || bytes.len() > MAX_VISITOR_FILE_BYTES {
             return Err(FileError::Size);
         }
-        if !self.allowances.take(session.handle()) {
-            return Err(FileError::RateLimited);
-        }
-        let file = crate::sdk::InboundAttachment {
+        // The names, made to fit, before the bytes go (moved, not copied).
+        let named = crate::sdk::InboundAttachment {
             name: name.to_owned(),
             media_type: media_type.to_owned(),
-            bytes,
-        };
+            bytes: Vec::new(),
+        }
+        .reference(BlobHash::of(&[]))
+        .map_err(|err| FileError::Unavailable(err.to_string()))?;
+        let size = bytes.len() as u64;
         let blob = self
             .bridge
             .link()
-            .put_blob(file.bytes.clone())
+            .put_blob(bytes)
             .await
             .map_err(|err| FileError::Unavailable(err.to_string()))?;
-        let attachment = file
-            .reference(blob)
-            .map_err(|err| FileError::Unavailable(err.to_string()))?;
-        Ok(UploadedFile::of(&attachment))
+        Ok(UploadedFile {
+            blob,
+            size,
+            media_type: named.media_type.to_string(),
+            name: named.name.to_string(),
+            token: hex::encode(self.upload_token(session, blob, size)),
+        })
+    }
+
+    /// Whether the visitor of `session` may upload now: a window of theirs is open (each
+    /// upload rides on a chat connection, and those are limited per address), and their
+    /// allowance has room. Asked before the bytes are read.
+    pub fn may_upload(&self, session: &Session) -> Result<(), FileError> {
+        if !self.is_online(session.handle()) {
+            return Err(FileError::NotConnected);
+        }
+        if !self.allowances.take(session.handle()) {
+            return Err(FileError::RateLimited);
+        }
+        Ok(())
+    }
+
+    fn upload_token(&self, session: &Session, blob: BlobHash, size: u64) -> [u8; 32] {
+        let mut message = session.handle().to_string().into_bytes();
+        message.push(0);
+        message.extend_from_slice(blob.as_bytes());
+        message.extend_from_slice(&size.to_be_bytes());
+        hmac_sha256(&self.upload_key, &message)
     }
 
     /// File `n` of message `event` of the visitor's conversation, with its bytes (nothing of

@@ -22,13 +22,23 @@ pub const MAX_TRIES: u32 = 5;
 /// How soon another code may be sent for the same contact.
 pub const RESEND_AFTER: Duration = Duration::from_secs(60);
 
-/// A code sent and not yet confirmed.
+/// A code sent for a contact (or being sent): kept after it is used up, void, until the next
+/// may go, so a spent or voided code does not let another out at once.
 #[derive(Debug, Clone)]
 struct Pending {
     address: Handle,
-    code_hash: [u8; 32],
+    /// `None` while the mail is on its way, and once the code is used up or void.
+    code_hash: Option<[u8; 32]>,
     sent_at: u64,
     tries_left: u32,
+}
+
+impl Pending {
+    /// Whether it may be forgotten at `now`: its code is over and another may go.
+    fn forgettable(&self, now: u64) -> bool {
+        let age = now.saturating_sub(self.sent_at);
+        age > CODE_LIFETIME.as_millis() as u64 && age > RESEND_AFTER.as_millis() as u64
+    }
 }
 
 /// Why a code was not sent, or not taken.
@@ -79,26 +89,41 @@ impl EmailVerification {
         now: u64,
     ) -> Result<(), VerificationError> {
         let mail = self.mail.get().ok_or(VerificationError::NoMail)?;
-        let recent = self
-            .lock()
-            .get(&contact)
-            .is_some_and(|p| now.saturating_sub(p.sent_at) < RESEND_AFTER.as_millis() as u64);
-        if recent {
-            return Err(VerificationError::TooSoon);
+        // The slot is taken before the mail goes: a second send (a double click, another
+        // agent) waits its turn instead of sending a second code.
+        {
+            let mut pending = self.lock();
+            pending.retain(|_, p| !p.forgettable(now));
+            let recent = pending
+                .get(&contact)
+                .is_some_and(|p| now.saturating_sub(p.sent_at) < RESEND_AFTER.as_millis() as u64);
+            if recent {
+                return Err(VerificationError::TooSoon);
+            }
+            pending.insert(
+                contact,
+                Pending {
+                    address: address.clone(),
+                    code_hash: None,
+                    sent_at: now,
+                    tries_left: MAX_TRIES,
+                },
+            );
         }
         let code = format!("{:06}", rand_core::OsRng.next_u32() % 1_000_000);
-        mail.send_code(address.address(), &code, CODE_LIFETIME)
+        if let Err(err) = mail
+            .send_code(address.address(), &code, CODE_LIFETIME)
             .await
-            .map_err(|err| VerificationError::NotSent(err.to_string()))?;
-        self.lock().insert(
-            contact,
-            Pending {
-                address,
-                code_hash: hash(&code),
-                sent_at: now,
-                tries_left: MAX_TRIES,
-            },
-        );
+        {
+            // Not sent: the slot is free again.
+            self.lock().remove(&contact);
+            return Err(VerificationError::NotSent(err.to_string()));
+        }
+        if let Some(entry) = self.lock().get_mut(&contact) {
+            if entry.sent_at == now && entry.address == address {
+                entry.code_hash = Some(hash(&code));
+            }
+        }
         Ok(())
     }
 
@@ -113,30 +138,87 @@ impl EmailVerification {
         let Some(entry) = pending.get_mut(&contact) else {
             return Err(VerificationError::NoCode);
         };
+        let Some(code_hash) = entry.code_hash else {
+            return Err(VerificationError::NoCode);
+        };
         if now.saturating_sub(entry.sent_at) > CODE_LIFETIME.as_millis() as u64 {
-            pending.remove(&contact);
+            entry.code_hash = None;
             return Err(VerificationError::NoCode);
         }
         let given = hash(code.trim());
-        if threadline_bridges::webhook::constant_time_eq(&given, &entry.code_hash) {
-            let address = entry.address.clone();
-            pending.remove(&contact);
-            return Ok(address);
+        if threadline_bridges::webhook::constant_time_eq(&given, &code_hash) {
+            entry.code_hash = None;
+            return Ok(entry.address.clone());
         }
         entry.tries_left = entry.tries_left.saturating_sub(1);
         let tries_left = entry.tries_left;
         if tries_left == 0 {
-            pending.remove(&contact);
+            entry.code_hash = None;
         }
         Err(VerificationError::WrongCode { tries_left })
     }
 
-    /// The address a code waits for, for `contact`.
-    pub fn waiting(&self, contact: ContactId) -> Option<Handle> {
-        self.lock().get(&contact).map(|p| p.address.clone())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContactId, Pending>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_code(code: &str, sent_at: u64) -> (EmailVerification, ContactId) {
+        let verification = EmailVerification::default();
+        let contact = ContactId::from_bytes([3; 16]);
+        verification.lock().insert(
+            contact,
+            Pending {
+                address: "email:maria@example.test".parse().expect("handle"),
+                code_hash: Some(hash(code)),
+                sent_at,
+                tries_left: MAX_TRIES,
+            },
+        );
+        (verification, contact)
+    }
+
+    #[test]
+    fn five_wrong_codes_void_the_code_and_the_right_one_works_once() {
+        let (verification, contact) = with_code("123456", 1_000);
+        for left in (1..MAX_TRIES).rev() {
+            assert_eq!(
+                verification.confirm(contact, "000000", 2_000),
+                Err(VerificationError::WrongCode { tries_left: left })
+            );
+        }
+        assert_eq!(
+            verification.confirm(contact, "000000", 2_000),
+            Err(VerificationError::WrongCode { tries_left: 0 })
+        );
+        assert_eq!(
+            verification.confirm(contact, "123456", 2_000),
+            Err(VerificationError::NoCode),
+            "void after five wrong tries"
+        );
+        let (verification, contact) = with_code("123456", 1_000);
+        assert!(verification.confirm(contact, " 123456 ", 2_000).is_ok());
+        assert_eq!(
+            verification.confirm(contact, "123456", 2_000),
+            Err(VerificationError::NoCode),
+            "used up"
+        );
+        // The used-up code still holds the slot: no new code within the minute.
+        assert!(!verification.lock()[&contact].forgettable(2_000));
+    }
+
+    #[test]
+    fn a_code_expires() {
+        let (verification, contact) = with_code("123456", 1_000);
+        let late = 1_000 + CODE_LIFETIME.as_millis() as u64 + 1;
+        assert_eq!(
+            verification.confirm(contact, "123456", late),
+            Err(VerificationError::NoCode)
+        );
+        assert!(verification.lock()[&contact].forgettable(late));
     }
 }

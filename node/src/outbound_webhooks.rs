@@ -159,6 +159,9 @@ pub fn subscribed(directory: &DirectoryState, topic: Topic) -> Vec<WebhookName> 
 
 /// Attempts per delivery before it is given up: about 23 hours after the first.
 pub const MAX_ATTEMPTS: u32 = 13;
+/// A delivery still not made this long after its event is given up, attempts or not (one
+/// held back behind a failing one of its receiver is never attempted).
+pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// The wait after the first failure; each next wait is three times the last (2 s, 6 s, 18 s,
 /// ...), up to [`MAX_WAIT`], with ±20 % jitter: 23.5 hours over [`MAX_ATTEMPTS`].
 const FIRST_WAIT: Duration = Duration::from_secs(2);
@@ -243,7 +246,10 @@ async fn deliver_in_turn(
     let mut recorded = false;
     let mut failing_until = None;
     for (seq, queued) in deliveries {
+        let now = crate::clock::now().as_millis();
+        let too_old = now.saturating_sub(queued.queued_at) >= MAX_AGE.as_millis() as u64;
         let result = match failing_until {
+            Some(_) if too_old => give_up(ingest, seq, &queued, now).await,
             Some(at) => ingest
                 .store()
                 .defer_webhook(seq, &queued, at)
@@ -367,6 +373,35 @@ async fn attempt(
     }
 }
 
+/// Gives up a delivery held back past [`MAX_AGE`] behind a failing one of its receiver.
+async fn give_up(
+    ingest: &Ingest,
+    seq: u64,
+    queued: &Queued,
+    now: u64,
+) -> Result<Option<u64>, crate::store::StoreError> {
+    let record = Attempt {
+        delivery: seq,
+        webhook: queued.webhook.clone(),
+        topic: queued.topic,
+        thread: queued.thread,
+        event: queued.event,
+        attempt: queued.attempts,
+        at: now,
+        took_ms: 0,
+        status: None,
+        error: Some("its receiver failed for a day: given up".to_owned()),
+        outcome: Outcome::Failed,
+        next_at: None,
+    };
+    warn!(delivery = seq, webhook = %queued.webhook, "a webhook delivery was given up after a day");
+    ingest
+        .store()
+        .webhook_attempted(seq, queued, &record, None)
+        .await
+        .map(|()| None)
+}
+
 /// Records a delivery not sent (`record` says why) and takes it out of the queue.
 async fn dropped(
     ingest: &Ingest,
@@ -390,7 +425,8 @@ async fn retry_or_fail(
     mut record: Attempt,
 ) -> Result<Option<u64>, crate::store::StoreError> {
     let attempts = queued.attempts + 1;
-    if attempts >= MAX_ATTEMPTS {
+    let too_old = record.at.saturating_sub(queued.queued_at) >= MAX_AGE.as_millis() as u64;
+    if attempts >= MAX_ATTEMPTS || too_old {
         record.outcome = Outcome::Failed;
         warn!(delivery = seq, webhook = %queued.webhook, attempts, cause = record.error.as_deref().unwrap_or(""), "a webhook delivery was given up");
         return ingest

@@ -750,12 +750,32 @@ fn files_go_both_ways(node: &Node, chat: &Node, token: &str) {
         upload_file(&chat.base, &visitor.session, "empty.txt", "text/plain", &[]).0,
         413
     );
-    // A message naming a file nobody uploaded is refused.
+    // A message naming a file this visitor did not upload is refused: another blob under
+    // the token, or the file by another visitor (its hash and token known).
     let mut forged = file.clone();
     forged["blob"] = json!("11".repeat(32));
     visitor.send(&json!({"type": "message", "id": "f2", "text": "", "files": [forged]}));
     let refused = visitor.receive().expect("an answer");
-    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("bad_frame")),
+        "{refused}"
+    );
+    let mut stranger = Visitor::connect(chat, None);
+    stranger.send(&json!({"type": "message", "id": "s1", "text": "mine now", "files": [file]}));
+    let refused = stranger.receive().expect("an answer");
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("bad_frame")),
+        "{refused}"
+    );
+    // Uploads go with an open chat: a session with none is refused before its bytes are read.
+    let (status, answer) = upload_file(&chat.base, &"ab".repeat(32), "x.txt", "text/plain", b"x");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("not_connected")),
+        "{answer}"
+    );
 
     // The agent answers with a file: it reaches the visitor's window, and downloads.
     let label = b"%PDF-1.4 a return label".to_vec();

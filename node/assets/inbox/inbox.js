@@ -798,12 +798,15 @@
   // ---- "verify this email": a code by mail, read back by the customer ----
   function sendEmailCode(address) {
     $("contact-error").textContent = "";
+    // One code at a time: the button waits for the answer.
+    document.querySelectorAll("#contact-attributes .verify").forEach(function (b) { b.disabled = true; });
     api("POST", "/contacts/" + state.contact.id + "/email-verification", { address: address }).then(function (sent) {
       $("verify-form").hidden = false;
       $("verify-status").textContent = "A code went to " + address + ": ask the customer to read it to you.";
       $("verify-code").value = "";
       $("verify-code").focus();
-    }).catch(function (error) { $("contact-error").textContent = error.message; });
+    }).catch(function (error) { $("contact-error").textContent = error.message; })
+      .then(function () { document.querySelectorAll("#contact-attributes .verify").forEach(function (b) { b.disabled = false; }); });
   }
   $("verify-form").addEventListener("submit", function (event) {
     event.preventDefault();

@@ -417,18 +417,22 @@
     if (big.length) { notice.textContent = big[0].name + " is empty or larger than 10 MB."; notice.hidden = false; return; }
     notice.hidden = true;
     attach.disabled = true;
-    Promise.all(files.map(function (file) {
-      return fetch(base.origin + "/webchat/files?name=" + encodeURIComponent(file.name), {
-        method: "POST",
-        headers: { "X-Threadline-Session": localStorage.getItem(KEY) || "", "Content-Type": file.type || "application/octet-stream" },
-        body: file
-      }).then(function (r) {
-        return r.json().then(function (answer) {
-          if (!r.ok) throw new Error((answer.error && answer.error.message) || "the file could not be sent");
-          return answer;
+    // One at a time: a chat's uploads share the node's slots.
+    var uploaded = [];
+    files.reduce(function (previous, file) {
+      return previous.then(function () {
+        return fetch(base.origin + "/webchat/files?name=" + encodeURIComponent(file.name), {
+          method: "POST",
+          headers: { "X-Threadline-Session": localStorage.getItem(KEY) || "", "Content-Type": file.type || "application/octet-stream" },
+          body: file
+        }).then(function (r) {
+          return r.json().then(function (answer) {
+            if (!r.ok) throw new Error((answer.error && answer.error.message) || "the file could not be sent");
+            uploaded.push(answer);
+          });
         });
       });
-    })).then(function (uploaded) {
+    }, Promise.resolve()).then(function () {
       attach.disabled = false;
       submit(uploaded);
     }).catch(function (error) {

@@ -350,23 +350,24 @@ pub async fn confirm_email_code(
 ) -> Result<Json<Verified>, ApiError> {
     let id: ContactId = parse_id(&id, "contact")?;
     let Json(body) = body?;
-    let (root, owner) = {
-        let directory = ingest
-            .directory()
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let root = directory.state().root_of(id);
-        let address = ingest.email_verification().waiting(root);
-        (root, address.map(|a| (directory.state().resolve(&a), a)))
-    };
+    let root = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state()
+        .root_of(id);
     let now = crate::clock::now().as_millis();
     let handle = ingest
         .email_verification()
         .confirm(root, &body.code, now)
         .map_err(verification_error)?;
-    let owner = owner
-        .and_then(|(owner, address)| (address == handle).then_some(owner))
-        .flatten();
+    // Who has the address now, once the code proved it.
+    let owner = ingest
+        .directory()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state()
+        .resolve(&handle);
     let mut events = Vec::new();
     let contact = match owner {
         Some(owner) if owner == root => root,

@@ -333,7 +333,8 @@ async fn settings<L: NodeLink + 'static>(State(host): State<WebchatHost<L>>) -> 
 /// would keep it).
 const SESSION_HEADER: &str = "x-threadline-session";
 
-/// The visitor's session from [`SESSION_HEADER`]: only an existing secret (64 hex digits).
+/// The visitor's session from [`SESSION_HEADER`]: a secret of the right form (64 hex digits;
+/// whether a chat of it is open is the upload's question).
 fn file_session(headers: &HeaderMap) -> Result<threadline_bridges::webchat::Session, ApiError> {
     let secret = headers
         .get(SESSION_HEADER)
@@ -355,7 +356,7 @@ fn file_session(headers: &HeaderMap) -> Result<threadline_bridges::webchat::Sess
     )))
 }
 
-/// A page of another site may read the answer when it is an allowed one.
+/// A page of another site may read the answer (called only for an allowed one).
 fn cors(headers: &HeaderMap, mut response: Response) -> Response {
     if let Some(origin) = headers.get(header::ORIGIN).cloned() {
         let answers = response.headers_mut();
@@ -405,36 +406,39 @@ fn file_error(err: threadline_bridges::webchat::FileError) -> ApiError {
         E::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         E::NotFound => (StatusCode::NOT_FOUND, "not_found"),
         E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        E::NotConnected => (StatusCode::CONFLICT, "not_connected"),
     };
     ApiError::new(status, code, err.to_string())
 }
 
 /// `POST /webchat/files?name=<file name>` (the bytes as the body, their type as
 /// `Content-Type`, the session in `X-Threadline-Session`): stores a file a visitor sends, and
-/// answers how the next message names it (`{blob, size, media_type, name}`).
+/// answers how the next message names it (`{blob, size, media_type, name, token}`). The site,
+/// the session (with a chat open) and its allowance are checked before the body is read.
 async fn upload<L: NodeLink + 'static>(
     State(host): State<WebchatHost<L>>,
     headers: HeaderMap,
     query: Result<axum::extract::Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    body: axum::body::Body,
 ) -> Response {
+    let allowed = host.allowed_origins.check(&headers);
     let answer = async {
-        if !host.allowed_origins.check(&headers) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "this site may not open the chat (see [webchat] allowed_origins)",
-            ));
+        if !allowed {
+            return Err(not_allowed());
         }
         let session = file_session(&headers)?;
         let axum::extract::Query(query) = query?;
-        let body = body.map_err(|_| file_error(threadline_bridges::webchat::FileError::Size))?;
+        host.webchat.may_upload(&session).map_err(file_error)?;
+        let limit = threadline_bridges::webchat::MAX_VISITOR_FILE_BYTES;
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| file_error(threadline_bridges::webchat::FileError::Size))?;
         let media_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream");
         host.webchat
-            .upload(&session, &query.name, media_type, body.to_vec())
+            .upload(&session, &query.name, media_type, Vec::from(bytes))
             .await
             .map_err(file_error)
     }
@@ -443,7 +447,19 @@ async fn upload<L: NodeLink + 'static>(
         Ok(file) => axum::Json(file).into_response(),
         Err(err) => err.into_response(),
     };
-    cors(&headers, response)
+    if allowed {
+        cors(&headers, response)
+    } else {
+        response
+    }
+}
+
+fn not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this site may not open the chat (see [webchat] allowed_origins)",
+    )
 }
 
 /// `GET /webchat/files/{event}/{n}` (the session in `X-Threadline-Session`): file `n` of a
@@ -453,13 +469,10 @@ async fn download<L: NodeLink + 'static>(
     headers: HeaderMap,
     axum::extract::Path((event, n)): axum::extract::Path<(String, usize)>,
 ) -> Response {
+    let allowed = host.allowed_origins.check(&headers);
     let answer = async {
-        if !host.allowed_origins.check(&headers) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "origin_not_allowed",
-                "this site may not open the chat (see [webchat] allowed_origins)",
-            ));
+        if !allowed {
+            return Err(not_allowed());
         }
         let session = file_session(&headers)?;
         let event: threadline_protocol::EventId = event
@@ -480,7 +493,11 @@ async fn download<L: NodeLink + 'static>(
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
-    cors(&headers, response)
+    if allowed {
+        cors(&headers, response)
+    } else {
+        response
+    }
 }
 
 async fn socket<L: NodeLink + 'static>(

@@ -132,13 +132,22 @@ impl Store {
     /// Puts delivery `seq` off until `next_at` without counting an attempt (its receiver just
     /// failed another delivery).
     pub fn defer_webhook(&self, seq: u64, queued: &Queued, next_at: u64) -> Result<(), StoreError> {
-        let queue = self.tree(TreeName::WebhookQueue);
         let later = Queued {
             next_at,
             ..queued.clone()
         };
-        queue.remove(queue_key(queued.next_at, seq))?;
-        queue.insert(queue_key(next_at, seq), codec::encode(&later)?)?;
+        self.requeue(seq, queued, Some(&later))
+    }
+
+    /// Takes delivery `seq` (queued as `queued`) out of the queue, or moves it to `later`'s
+    /// time, in one atomic batch (a crash leaves it where it was or where it goes).
+    fn requeue(&self, seq: u64, queued: &Queued, later: Option<&Queued>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(&queue_key(queued.next_at, seq)[..]);
+        if let Some(later) = later {
+            batch.insert(&queue_key(later.next_at, seq)[..], codec::encode(later)?);
+        }
+        self.tree(TreeName::WebhookQueue).apply_batch(batch)?;
         Ok(())
     }
 
@@ -181,12 +190,7 @@ impl Store {
         let mut key = attempt.at.to_be_bytes().to_vec();
         key.extend_from_slice(&self.generate_id()?.to_be_bytes());
         log.insert(key, codec::encode(attempt)?)?;
-        let queue = self.tree(TreeName::WebhookQueue);
-        // Removed first: a retry due at the same time has the same key.
-        queue.remove(queue_key(queued.next_at, seq))?;
-        if let Some(retry) = retry {
-            queue.insert(queue_key(retry.next_at, seq), codec::encode(retry)?)?;
-        }
+        self.requeue(seq, queued, retry)?;
         // Now and then, the oldest lines beyond the cap go (the log's keys start with the
         // time; counting them is a walk of the tree).
         if LOGGED
