@@ -6,4 +6,5 @@ mod auth_vectors;
 mod convergence;
 mod decoding;
 mod fixtures;
+mod state_vectors;
 mod vectors;
