@@ -30,6 +30,8 @@ pub struct Received {
 struct Shared {
     received: Vec<Received>,
     answers: VecDeque<u16>,
+    /// How long to take over each answer.
+    delay: std::time::Duration,
 }
 
 /// The receiver; stopped on drop.
@@ -63,6 +65,11 @@ impl WebhookReceiver {
         self.lock().answers.extend(statuses);
     }
 
+    /// Takes `delay` over each answer from now on (a slow integration).
+    pub fn answer_slowly(&self, delay: std::time::Duration) {
+        self.lock().delay = delay;
+    }
+
     /// Every delivery received so far, in order.
     pub fn received(&self) -> Vec<Received> {
         self.lock().received.clone()
@@ -88,6 +95,11 @@ async fn receive(
             .to_owned()
     };
     let signed = verify(&secret, &header("threadline-signature"), &body);
+    let delay = shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .delay;
+    tokio::time::sleep(delay).await;
     let mut shared = shared
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -168,8 +168,10 @@ const FIRST_WAIT: Duration = Duration::from_secs(2);
 const MAX_WAIT: Duration = Duration::from_secs(6 * 3600);
 /// How long a receiver may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries taken from the queue per round.
-const ROUND: usize = 64;
+/// Deliveries looked at in the queue per round.
+const ROUND: usize = 256;
+/// Deliveries one subscription's task takes at a time.
+const PER_TASK: usize = 32;
 
 /// The wait before attempt `attempts + 1`, after `attempts` failures, jittered.
 fn wait_after(attempts: u32) -> Duration {
@@ -180,13 +182,20 @@ fn wait_after(attempts: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Sends the queued deliveries as they fall due, until the node closes.
+/// Sends the queued deliveries as they fall due, until the node closes: each subscription's
+/// due deliveries in a task of their own (at most [`PER_TASK`] at a time), so a slow or dead
+/// receiver holds up only its own; the queue is looked at again whenever a task ends,
+/// something is stored here, or the next delivery falls due.
 pub async fn run(ingest: Ingest) {
     let mut live = ingest.subscribe();
     let agent = ureq::AgentBuilder::new()
         .timeout(TIMEOUT)
         .user_agent(concat!("threadline/", env!("CARGO_PKG_VERSION")))
         .build();
+    let mut sending: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    // The subscriptions a task is sending for, by task.
+    let mut busy: std::collections::HashMap<tokio::task::Id, String> =
+        std::collections::HashMap::new();
     loop {
         let now = crate::clock::now().as_millis();
         let (due, next) = match ingest.store().webhooks_due(now, ROUND) {
@@ -196,36 +205,44 @@ pub async fn run(ingest: Ingest) {
                 (Vec::new(), Some(now + 5_000))
             }
         };
-        if !due.is_empty() {
-            // Each subscription's deliveries in turn, the subscriptions side by side: a slow
-            // receiver holds up only its own.
-            let mut by_webhook: Vec<(String, Vec<(u64, Queued)>)> = Vec::new();
-            for (seq, queued) in due {
-                match by_webhook.iter_mut().find(|(w, _)| *w == queued.webhook) {
-                    Some((_, list)) => list.push((seq, queued)),
-                    None => by_webhook.push((queued.webhook.clone(), vec![(seq, queued)])),
-                }
+        let mut groups: Vec<(String, Vec<(u64, Queued)>)> = Vec::new();
+        for (seq, queued) in due {
+            if busy.values().any(|w| *w == queued.webhook) {
+                continue;
             }
-            let rounds = by_webhook
-                .into_iter()
-                .map(|(_, deliveries)| deliver_in_turn(&ingest, &agent, deliveries));
-            let recorded = futures_util::future::join_all(rounds)
-                .await
-                .into_iter()
-                .any(|recorded| recorded);
-            if !recorded {
-                // The store refuses: not in a tight loop.
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            match groups.iter_mut().find(|(w, _)| *w == queued.webhook) {
+                Some((_, list)) if list.len() < PER_TASK => list.push((seq, queued)),
+                Some(_) => {}
+                None => groups.push((queued.webhook.clone(), vec![(seq, queued)])),
             }
-            // Look again: what failed is queued for later now.
-            continue;
         }
-        // Until the next one is due, or something new is stored here, or the node closes.
+        for (webhook, deliveries) in groups {
+            let (ingest, agent) = (ingest.clone(), agent.clone());
+            let task = sending.spawn(async move {
+                if !deliver_in_turn(&ingest, &agent, deliveries).await {
+                    // The store refuses: not in a tight loop.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            busy.insert(task.id(), webhook);
+        }
+        // Until a task ends, the next one is due, something new is stored here, or the node
+        // closes.
         let wait = next.map_or(Duration::from_secs(60), |at| {
             Duration::from_millis(at.saturating_sub(crate::clock::now().as_millis()))
         });
         tokio::select! {
             () = ingest.closing() => return,
+            Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
+                let task = match done {
+                    Ok((task, ())) => task,
+                    Err(err) => {
+                        warn!(cause = %err, "a webhook task failed");
+                        err.id()
+                    }
+                };
+                busy.remove(&task);
+            }
             () = tokio::time::sleep(wait) => {}
             change = live.recv() => {
                 if let Err(tokio::sync::broadcast::error::RecvError::Closed) = change {

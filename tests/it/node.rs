@@ -3203,3 +3203,50 @@ fn webhooks_send_each_event_signed_and_retry_until_the_receiver_takes_it_across_
     assert_eq!(receiver.received().len(), 6);
     node.stop();
 }
+
+#[test]
+fn a_slow_webhook_receiver_holds_up_only_its_own_deliveries() {
+    use threadline_tests::receiver::WebhookReceiver;
+    let org = Org::new();
+    let node = Node::start(&org.data);
+    let admin = &org.agent_token;
+    let secret = "s3cret-0123456789abcdef";
+    let (slow, fast) = (
+        WebhookReceiver::start(secret),
+        WebhookReceiver::start(secret),
+    );
+    slow.answer_slowly(Duration::from_secs(4));
+    for (name, receiver) in [("slow", &slow), ("fast", &fast)] {
+        let (status, _) = node.put(
+            admin,
+            &format!("/api/v1/webhooks/{name}"),
+            &json!({"url": receiver.url, "topics": ["message.created"], "secret": secret}),
+        );
+        assert_eq!(status, 200);
+    }
+    for n in 0..3 {
+        send(
+            &node,
+            &org.email,
+            "email:ann@example.com",
+            &format!("message {n}"),
+            &format!("s-{n}"),
+        );
+    }
+    // The fast receiver has all three while the slow one is still on its first or second.
+    threadline_tests::eventually(
+        "the fast receiver's deliveries",
+        Duration::from_secs(6),
+        || (fast.received().len() == 3).then_some(()),
+    );
+    assert!(
+        slow.received().len() < 3,
+        "the slow receiver cannot have taken all three yet"
+    );
+    threadline_tests::eventually(
+        "the slow receiver's deliveries",
+        Duration::from_secs(30),
+        || (slow.received().len() == 3).then_some(()),
+    );
+    node.stop();
+}
