@@ -15,13 +15,20 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The one bincode configuration of the protocol.
 ///
-/// The limit makes bincode refuse to claim more than this many bytes for any container, on top of
-/// the explicit input-length check in [`decode`].
+/// The limit makes bincode refuse to claim more than [`DECODE_BUDGET`] bytes while decoding, on
+/// top of the explicit input-length check in [`decode`]: a guard on what a length prefix may
+/// make it allocate, never a rule on valid input.
 const CONFIG: bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
-    bincode::config::Limit<MAX_MESSAGE_BYTES>,
-> = bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>();
+    bincode::config::Limit<DECODE_BUDGET>,
+> = bincode::config::standard().with_limit::<DECODE_BUDGET>();
+
+/// What bincode may claim while decoding at most [`MAX_MESSAGE_BYTES`] of input. It counts 8
+/// for every `u64` and length and 4 for every enum index, whatever their width on the wire
+/// (a varint of one byte), so a full frame of valid events claims more than its length; at
+/// most 8 claimed per byte read, this budget is never reached by input that fits.
+const DECODE_BUDGET: usize = 8 * MAX_MESSAGE_BYTES;
 
 /// The largest encoded value the protocol ever decodes: one sync frame. A single event is far
 /// smaller (see [`crate::limits::MAX_EVENT_BYTES`]); batches of events are split to fit.

@@ -417,3 +417,100 @@ fn every_way_of_verifying_gives_the_events_id() {
         }
     }
 }
+
+/// A frame filled to the byte limit with events decodes: the decoder's budget is on what the
+/// input holds, never below it (bincode counts 8 for a varint of one byte).
+#[test]
+fn a_full_frame_of_events_decodes() {
+    use threadline_protocol::{
+        event::Attachment, id::BlobHash, limits::MAX_TEXT_BYTES, name::AttachmentMeta,
+        sync::MAX_FRAME_BYTES,
+    };
+    let world = World::new();
+    let thread = world.open_thread();
+    // Big events (long texts, many small numbers in attachments), as many as fit.
+    let event = |n: u32| {
+        let mut content = Content::text("x".repeat(MAX_TEXT_BYTES - 1_000));
+        for a in 0..32u8 {
+            content = content.with_attachment(Attachment::new(
+                BlobHash::from_bytes([a; 32]),
+                u64::from(a),
+                AttachmentMeta::new("a").expect("valid"),
+                AttachmentMeta::new(format!("{n}")).expect("valid"),
+            ));
+        }
+        sign_unverified(
+            &world.node_a,
+            next_draft(
+                thread.dag(),
+                EventKind::Thread(ThreadKind::Note),
+                Some(world.agent),
+                Some(content),
+            ),
+        )
+    };
+    let mut events = Vec::new();
+    let mut n = 0;
+    loop {
+        let next = event(n);
+        events.push(next);
+        let size = SyncMessage::Events {
+            scope: threadline_protocol::ScopeId::Thread(thread.id()),
+            events: events.clone(),
+            complete: false,
+        }
+        .to_bytes()
+        .expect("encodes")
+        .len();
+        if size > MAX_FRAME_BYTES - 1_024 {
+            events.pop();
+            break;
+        }
+        n += 1;
+    }
+    // Then one more, of the text that fills the frame to its last kilobyte.
+    let scope = threadline_protocol::ScopeId::Thread(thread.id());
+    let size = |events: &Vec<_>| {
+        SyncMessage::Events {
+            scope,
+            events: events.clone(),
+            complete: false,
+        }
+        .to_bytes()
+        .expect("encodes")
+        .len()
+    };
+    let room = MAX_FRAME_BYTES - 1_024 - size(&events);
+    let filler = |len: usize| {
+        sign_unverified(
+            &world.node_a,
+            next_draft(
+                thread.dag(),
+                EventKind::Thread(ThreadKind::Note),
+                Some(world.agent),
+                Some(Content::text("y".repeat(len))),
+            ),
+        )
+    };
+    let overhead = {
+        let mut with = events.clone();
+        with.push(filler(1_000));
+        size(&with) - size(&events) - 1_000
+    };
+    events.push(filler(room - overhead));
+    let frame = SyncMessage::Events {
+        scope,
+        events,
+        complete: false,
+    };
+    let bytes = frame.to_bytes().expect("encodes");
+    assert!(
+        (MAX_FRAME_BYTES - 1_040..=MAX_FRAME_BYTES).contains(&bytes.len()),
+        "full to the kilobyte the sender leaves: {}",
+        bytes.len()
+    );
+    match SyncMessage::from_bytes(&bytes) {
+        Ok(decoded) => assert!(decoded == frame, "the frame reads back as it was"),
+        Err(err) => panic!("a full frame of valid events is refused: {err}"),
+    }
+}
