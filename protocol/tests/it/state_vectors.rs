@@ -284,8 +284,8 @@ fn thread_section(world: &World, out: &mut String) -> Thread {
 }
 
 /// Org A's directory: its certificates; contacts Ana, Bo and Cy linked and merged in a chain
-/// (Cy into Bo, then Bo into Ana); consent; Dee created, linked and erased; a revocation; a
-/// canned reply and a team.
+/// (Cy into Bo, then Bo into Ana); consent; Dee created, linked, given a detail, Eve merged into
+/// her, then Dee erased (with Eve); a revocation; a canned reply and a team.
 fn directory_section(world: &World, out: &mut String) -> Directory {
     let mut directory = world.directory_a();
     let mut events: Vec<VerifiedEvent> = directory.dag().iter_ordered().cloned().collect();
@@ -371,6 +371,52 @@ fn directory_section(world: &World, out: &mut String) -> Directory {
             contact: contact(3),
             channel: Some(ChannelKind::Sms),
             granted: false,
+        },
+        None,
+    );
+    // Before Dee is erased: a detail on Dee, and Eve (a name, a handle, a detail) merged into
+    // Dee. The erasure takes Eve with Dee, so none of that content is in the state, on a
+    // replica that holds it or not.
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::SetAttribute {
+            contact: contact(4),
+            key: AttributeKey::new("company").expect("valid"),
+        },
+        Some(Content::text("Dee Ltd")),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::CreateContact {
+            contact: contact(5),
+        },
+        Some(Content::text("Eve")),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::LinkHandle {
+            contact: contact(5),
+        },
+        Some(Content::default().with_handle(handle("sms:+15550000005"))),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::SetAttribute {
+            contact: contact(5),
+            key: AttributeKey::new("city").expect("valid"),
+        },
+        Some(Content::text("Lyon")),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::Merge {
+            from: contact(5),
+            into: contact(4),
         },
         None,
     );
