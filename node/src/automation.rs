@@ -150,12 +150,8 @@ impl RuleSection {
                 .team
                 .as_deref()
                 .map(|t| {
-                    let fits = !t.is_empty()
-                        && t.len() <= crate::limits::MAX_TEAM_NAME_BYTES
-                        && t.bytes().all(|b| {
-                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                        });
-                    fits.then(|| TeamName::new(t).ok())
+                    crate::limits::is_org_name(t, crate::limits::MAX_TEAM_NAME_BYTES)
+                        .then(|| TeamName::new(t).ok())
                         .flatten()
                         .ok_or_else(|| {
                             format!(

@@ -50,6 +50,16 @@ pub const MAX_TEAMS: usize = 200;
 /// Outbound webhook subscriptions an org may have.
 pub const MAX_WEBHOOKS: usize = 20;
 
+/// Whether `text` is a name of the org's vocabulary as agents type it (a canned reply's
+/// shortcode, a team, a webhook): 1 to `max` lower-case ASCII letters, digits, `-` and `_`.
+pub fn is_org_name(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// Longest team name, in bytes (lower-case letters, digits, `-` and `_`).
 pub const MAX_TEAM_NAME_BYTES: usize = 32;
 

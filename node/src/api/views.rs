@@ -347,12 +347,7 @@ pub fn org_name<T, E: std::fmt::Display>(
     max: usize,
     make: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, ApiError> {
-    let fits = !text.is_empty()
-        && text.len() <= max
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !fits {
+    if !crate::limits::is_org_name(text, max) {
         return Err(ApiError::bad_request(format!(
             "bad {what} `{text}`: 1 to {max} lower-case letters, digits, `-` and `_`"
         )));

@@ -384,22 +384,7 @@ fn render(world: &World) -> String {
 
 #[test]
 fn auth_vectors_are_unchanged() {
-    let world = World::new();
-    let rendered = render(&world);
-    if std::env::var_os("THREADLINE_UPDATE_VECTORS").is_some() {
-        std::fs::write(VECTORS_PATH, &rendered).expect("write vectors");
-    }
-    let stored =
-        std::fs::read_to_string(VECTORS_PATH).expect("protocol/tests/vectors/auth.txt exists");
-    assert!(
-        stored == rendered,
-        "auth vectors changed (first differing line: {:?}); if on purpose, run with THREADLINE_UPDATE_VECTORS=1 and review the diff",
-        stored
-            .lines()
-            .zip(rendered.lines())
-            .position(|(a, b)| a != b)
-            .map(|line| line + 1)
-    );
+    crate::fixtures::check_golden(VECTORS_PATH, &render(&World::new()));
 }
 
 /// What a second implementation does with the file: decode, verify, insert in order, compare.

@@ -257,3 +257,22 @@ pub fn next_draft(
     }
     draft
 }
+
+/// Compares `rendered` with the golden file at `path` (writing it first when
+/// `THREADLINE_UPDATE_VECTORS` is set), naming the first line that differs.
+pub fn check_golden(path: &str, rendered: &str) {
+    if std::env::var_os("THREADLINE_UPDATE_VECTORS").is_some() {
+        std::fs::write(path, rendered).expect("write vectors");
+    }
+    let stored = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{path}: {err}"));
+    if stored != rendered {
+        let first_diff = stored
+            .lines()
+            .zip(rendered.lines())
+            .position(|(a, b)| a != b)
+            .map(|line| line + 1);
+        panic!(
+            "{path} changed (first differing line: {first_diff:?}). If the protocol changed on purpose, run with THREADLINE_UPDATE_VECTORS=1 and review the diff."
+        );
+    }
+}

@@ -599,20 +599,5 @@ fn signature_bytes(signature: &Signature) -> [u8; 64] {
 
 #[test]
 fn state_vectors_are_unchanged() {
-    let rendered = render();
-    if std::env::var_os("THREADLINE_UPDATE_VECTORS").is_some() {
-        std::fs::write(VECTORS_PATH, &rendered).expect("write vectors");
-    }
-    let stored =
-        std::fs::read_to_string(VECTORS_PATH).expect("protocol/tests/vectors/state.txt exists");
-    if stored != rendered {
-        let first_diff = stored
-            .lines()
-            .zip(rendered.lines())
-            .position(|(a, b)| a != b)
-            .map(|line| line + 1);
-        panic!(
-            "state vectors changed (first differing line: {first_diff:?}). If the protocol changed on purpose, run with THREADLINE_UPDATE_VECTORS=1 and review the diff."
-        );
-    }
+    crate::fixtures::check_golden(VECTORS_PATH, &render());
 }

@@ -592,22 +592,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn golden_vectors_are_unchanged() {
-    let rendered = render();
-    if std::env::var_os("THREADLINE_UPDATE_VECTORS").is_some() {
-        std::fs::write(VECTORS_PATH, &rendered).expect("write vectors");
-    }
-    let stored =
-        std::fs::read_to_string(VECTORS_PATH).expect("protocol/tests/vectors/events.txt exists");
-    if stored != rendered {
-        let first_diff = stored
-            .lines()
-            .zip(rendered.lines())
-            .position(|(a, b)| a != b)
-            .map(|line| line + 1);
-        panic!(
-            "golden vectors changed (first differing line: {first_diff:?}). If the wire format changed on purpose, run with THREADLINE_UPDATE_VECTORS=1 and review the diff."
-        );
-    }
+    crate::fixtures::check_golden(VECTORS_PATH, &render());
 }
 
 #[test]
