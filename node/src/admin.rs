@@ -290,8 +290,7 @@ pub fn storage_key(data_dir: &DataDir) -> Result<StorageKey, StoreError> {
 }
 
 /// Opens the data folder's store, with a clear error ([`StoreError::InUse`]) when another
-/// process holds it. A store this process just closed may still be locked for a moment (sled
-/// releases its lock from a background thread), so a lock is waited for, briefly.
+/// process holds it ([`Store::open`] waits a moment for a lock first).
 pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
     // A folder `init` never made (or an empty one) gets nothing written into it: no key, no
     // half-made store that `run` and `init` would then refuse.
@@ -306,23 +305,12 @@ pub fn open_store(data_dir: &DataDir) -> Result<Store, StoreError> {
 /// [`open_store`] for a data folder being made (`init`'s staging folder).
 fn open_new_store(data_dir: &DataDir) -> Result<Store, StoreError> {
     let storage = storage_key(data_dir)?;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    loop {
-        match Store::open(&data_dir.store_path(), &storage) {
-            // sled says so only in words: "could not acquire lock on ...".
-            Err(StoreError::Sled(sled::Error::Io(io)))
-                if io.to_string().contains("acquire lock") =>
-            {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::InUse {
-                        data_dir: data_dir.root().to_path_buf(),
-                    });
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
+    Store::open(&data_dir.store_path(), &storage).map_err(|err| match err {
+        StoreError::Locked { .. } => StoreError::InUse {
+            data_dir: data_dir.root().to_path_buf(),
+        },
+        other => other,
+    })
 }
 
 /// Adds an agent with `role` and returns its token.

@@ -232,6 +232,30 @@ fn finish_sealing(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Opens sled at `path`, waiting up to a second for its lock: a store just closed in this
+/// process can hold it a moment longer (sled's background writers finish after the last
+/// handle is dropped), and sled then refuses with only the words "could not acquire lock".
+/// Still held after that, it is another process's: [`StoreError::Locked`].
+fn open_sled(
+    path: &Path,
+    error: impl Fn(sled::Error) -> StoreError,
+) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(io)) if io.to_string().contains("acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(error),
+        }
+    }
+}
+
 /// Puts the sealed copy in the store's place: the store moves aside, the copy takes its name
 /// (each rename atomic; [`finish_sealing`] completes either step after a crash), then the old
 /// store is removed.
@@ -334,6 +358,13 @@ pub enum StoreError {
     InUse {
         /// The data folder.
         data_dir: std::path::PathBuf,
+    },
+    /// Another process holds the store's lock (sled lets one process at a time open a
+    /// store); [`crate::admin::open_store`] names the data folder instead ([`Self::InUse`]).
+    #[error("the store {} is in use by another process", .path.display())]
+    Locked {
+        /// The store's folder.
+        path: std::path::PathBuf,
     },
     /// The store was written by another schema version.
     #[error("store schema version is {found}, this build reads {SCHEMA_VERSION}")]
@@ -803,7 +834,7 @@ impl Store {
         if held_keys {
             DataKeys::check(&keys_path, storage)?;
         }
-        let db = sled::Config::new().path(path).open().map_err(damaged)?;
+        let db = open_sled(path, damaged)?;
         let meta = db.open_tree("meta").map_err(damaged)?;
         let found = match meta.get(b"schema")? {
             None => {
