@@ -99,6 +99,13 @@ def check_events():
                 summary = m[1]["scopes"]
             if m[0] == "Digest":
                 check(g, m[1]["digest"] == T.summaries_digest(summary), f"{title}: digest")
+            if m[0] == "Buckets":
+                want = [T.summaries_digest([x for x in summary if T.bucket(x) == b])
+                        for b in range(256)]
+                check(g, m[1]["digests"] == want, f"{title}: bucket digests of sync.summary")
+            if m[0] in ("Events", "Push"):
+                check(g, all(T.verify_event(e) is None for e in m[1]["events"]),
+                      f"{title}: its events verify")
             if m[0] == "Hello":
                 check(g, T.verify_certificate(m[1]["certificate"]), f"{title}: hello cert")
             n_frames += 1
@@ -129,7 +136,7 @@ def check_strictness():
     refuses(raw[:1] + b"\xfb\x00\x00" + raw[2:], "NonCanonical", "long varint")
     refuses(raw[:1] + b"\xfe" + raw[2:], "Invalid", "varint tag 0xfe")
     refuses(b"\xfd" + b"\x01" + b"\x00" * 7 + raw[1:], "Invalid", "u64 tag for enum index (u32)")
-    refuses(bytes(T.LIMIT_EVENT + 1), "TooLong", "event over the limit")
+    refuses(bytes(T.LIMIT_EVENT + 1), "TooLarge", "event over the limit")
     # author key with y >= p: author starts after scope(1) parents(1) depth(1)
     bad = raw[:3] + b"\xff" * 31 + b"\x7f" + raw[35:]
     refuses(bad, "Invalid", "author y >= p")
@@ -256,8 +263,53 @@ def check_auth():
     report(g, n, "verdicts")
 
 
+def check_auth_rules():
+    """auth_rules.txt: every event goes to the log its scope names. NewThread: a new thread
+    (kept only if its Opened is accepted); Thread(id): that thread; Directory(org): that
+    directory (opened by its Genesis), judged by its own published certificates only."""
+    g = "auth_rules"
+    bl = blocks("auth_rules.txt")
+    head = bl[0][1]
+    now = int(one(head, "now"))
+    certs = [T.decode(T.Certificate, H(x), T.LIMIT_CERT) for x in get(head, "certificate")]
+    check(g, all(T.verify_certificate(c) for c in certs), "certificates verify")
+    revocations = {}
+    for x in get(head, "revoked"):
+        key, t = x.split()
+        T.add_revocation(revocations, H(key), int(t))
+    check(g, len(revocations) == len(get(head, "revoked")) > 0, "revoked lines parsed")
+    threads, directories = {}, {}
+    n, kinds = 0, set()
+    for title, f in bl[1:]:
+        ev = T.decode(T.Event, H(one(f, "event")), T.LIMIT_EVENT)
+        eid = T.event_id(ev)
+        check(g, eid.hex() == one(f, "id"), f"{title}: id {eid.hex()} != {one(f, 'id')}")
+        scope, arg = ev["signed"]["header"]["scope"]
+        if scope == "NewThread":
+            log = T.ThreadAuth(certs, now, revocations)
+        elif scope == "Thread":
+            log = threads.get(arg) or T.ThreadAuth(certs, now, revocations)
+        else:
+            log = directories.get(arg) or T.DirectoryAuth(arg, now)
+        err = log.judge(ev)
+        if err is None:
+            if scope == "NewThread":
+                threads[eid] = log
+            elif scope == "Thread":
+                threads.setdefault(arg, log)
+            else:
+                directories.setdefault(arg, log)
+        got = "accept" if err is None else f"refuse {err}"
+        want = one(f, "verdict")
+        check(g, got == want, f"{title}: got {got!r}, want {want!r}")
+        kinds.add(want)
+        n += 1
+    report(g, n, f"verdicts ({len(kinds)} distinct; {len(threads)} thread, "
+                 f"{len(directories)} directory logs)")
+
+
 def main():
-    for fn in (check_events, check_strictness, check_state, check_auth):
+    for fn in (check_events, check_strictness, check_state, check_auth, check_auth_rules):
         try:
             fn()
         except Exception as e:  # a crash is a failure of that group

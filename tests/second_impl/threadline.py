@@ -9,7 +9,7 @@ import unicodedata
 
 
 class DecodeError(Exception):
-    """kind: TooLong, Truncated, TrailingBytes, UnknownVariant, Invalid, NonCanonical."""
+    """kind: TooLarge, Truncated, TrailingBytes, UnknownVariant, Invalid, NonCanonical."""
 
     def __init__(self, kind, detail=""):
         super().__init__(f"{kind}: {detail}" if detail else kind)
@@ -387,7 +387,7 @@ LIMIT_EVENT, LIMIT_FRAME, LIMIT_CERT = 262_144, 8_388_608, 4_096
 def decode(t, b, limit=None):
     """§2.3 strict decoding: limit, truncation, trailing bytes, invalid values, re-encoding."""
     if limit is not None and len(b) > limit:
-        raise DecodeError("TooLong")
+        raise DecodeError("TooLarge")
     r = Reader(b)
     v = t.dec(r)
     if r.i != len(b):
@@ -898,33 +898,89 @@ def directory_state_hash(st):
     return sha("threadline/directory-state/v1", DirectoryState.enc(st))
 
 
-# ---------------------------------------------------------------- §6 auth rules (threads)
+# ---------------------------------------------------------------- §6 auth rules
 
+# Refusals are named as §6's table names them (the reference's DagError/AuthError variants).
+# Retryable: MissingParents, FromTheFuture, UnknownAuthor; every other refusal is final.
+RETRYABLE = ("MissingParents", "FromTheFuture", "UnknownAuthor")
+SKEW = 300_000
 BRIDGE_KINDS = ("AutoReply", "Receipt")
+DUPLICATE = "Duplicate"  # not a refusal: the event is already stored, a no-op
 
 
-class ThreadAuth:
-    """One thread's auth judge (§6 rules 1-5) given known certificates and a clock.
+def is_inbound(kind, f):
+    return kind == "Message" and f["direction"][0] == "Inbound"
 
-    Error names the vectors use: ChannelNotAdmitted, ReceiptTargetNotParent,
-    ReceiptTargetNotOutbound, ReceiptNotOnRoute, WrongChannel. The others are this
-    implementation's own (the spec does not name them)."""
 
-    def __init__(self, certificates, now, revocations=None):
-        self.certs = [c for c in certificates if verify_certificate(c)]
-        self.now, self.revocations = now, revocations or {}
+def kind_channel(kind, f):
+    """The channel a bridge kind names: Message{Inbound{c}}, AutoReply{c}, Receipt{channel: c}."""
+    if kind == "Message":
+        return f["direction"][1]["channel"] if f["direction"][0] == "Inbound" else None
+    return f.get("channel")
+
+
+def add_revocation(revocations, key, effective_from):
+    """§7.2 Revoke row: the earliest effective_from wins."""
+    old = revocations.get(key)
+    revocations[key] = effective_from if old is None else min(old, effective_from)
+
+
+def author_steps(certs_of_key, revocations, key, t):
+    """§6 rule 2, the thread's author steps after the clock: UnknownAuthor, Revoked (of the
+    key, before any window), CertificateNotValid. Returns (error, certificate): the certificate
+    is the first of the key's list valid at t (it gives the org and the role)."""
+    if not certs_of_key:
+        return "UnknownAuthor", None
+    rev = revocations.get(key)
+    if rev is not None and rev <= t:
+        return "Revoked", None
+    for c in certs_of_key:
+        b = c["body"]
+        if b["not_before"] <= t <= b["not_after"]:
+            return None, c
+    return "CertificateNotValid", None
+
+
+class Log:
+    """§5 and the `log` steps of §6's table, shared by threads and directories."""
+
+    def __init__(self, now):
+        self.now = now
         self.events = {}
+        self.root = None  # the root's id once stored
+        self.last = None  # outcome of the last judge(): "Inserted", "Duplicate" or a refusal
 
-    def cert_of(self, author, t):
-        for c in self.certs:
-            b = c["body"]
-            rev = self.revocations.get(author)
-            if b["subject"] == author and b["not_before"] <= t <= b["not_after"] \
-                    and (rev is None or rev > t):
-                return c
+    def scope(self):
+        raise NotImplementedError
+
+    def is_root_kind(self, kind):
+        raise NotImplementedError
+
+    def log_steps(self, ev, eid):
+        """WrongScope, Duplicate (a no-op), NotARoot, MissingParents, BadDepth, or None."""
+        h = ev["signed"]["header"]
+        if self.root is None:
+            # An empty log takes only its root (§6, after the table).
+            if not self.accepts_scope_when_empty(h["scope"]):
+                return "WrongScope"
+            if h["parents"] or not self.is_root_kind(kind_name(h)):
+                return "NotARoot"
+            return None
+        if h["scope"] != self.scope():
+            return "WrongScope"
+        if eid in self.events:
+            return DUPLICATE
+        if not h["parents"]:
+            return "NotARoot"
+        if any(p not in self.events for p in h["parents"]):
+            return "MissingParents"
+        if h["depth"] != 1 + max(self.events[p]["signed"]["header"]["depth"]
+                                 for p in h["parents"]):
+            return "BadDepth"
         return None
 
     def ancestors(self, parents):
+        """Strict ancestors of an event with these parents (§6 rule 4): parents and up."""
         seen, stack = set(), list(parents)
         while stack:
             p = stack.pop()
@@ -937,89 +993,130 @@ class ThreadAuth:
         return sorted(ids, key=lambda i: order_key(self.events[i], i))
 
     def judge(self, ev):
-        """Returns None (accept: the event is stored) or the refusal's name."""
-        err = self._judge(ev)
+        """None: accepted and stored, or already stored (a no-op, `self.last` == "Duplicate",
+        SPEC_GAPS 22); else the refusal's name. Verification (§4.2) comes first."""
+        why = verify_event(ev)
+        if why:
+            self.last = "NotVerified:" + why
+            return self.last
+        eid = event_id(ev)
+        err = self.log_steps(ev, eid)
+        if err == DUPLICATE:
+            self.last = DUPLICATE
+            return None
         if err is None:
-            self.events[event_id(ev)] = ev
+            err = self.auth_steps(ev, eid)
+        if err is None:
+            self.events[eid] = ev
+            if self.root is None:
+                self.root = eid
+            self.stored(ev, eid)
+            self.last = "Inserted"
+            return None
+        self.last = err
         return err
 
-    def _judge(self, ev):
-        if verify_event(ev):
-            return "NotVerified:" + verify_event(ev)
+    def stored(self, ev, eid):
+        pass
+
+
+class ThreadAuth(Log):
+    """One thread's judge (§6 rules 1-5, table rows `log` and `thread`).
+
+    certificates: the receiver's own directory's, in the order it added them; partner
+    certificates are used only for a key with none there; revocations: {key: effective_from},
+    the receiver's own directory's. The log starts empty: its first event must be the root."""
+
+    def __init__(self, certificates, now, revocations=None, partner_certificates=()):
+        super().__init__(now)
+        self.certs = [c for c in certificates if verify_certificate(c)]
+        self.partner = [c for c in partner_certificates if verify_certificate(c)]
+        self.revocations = dict(revocations or {})
+
+    def scope(self):
+        return ("Thread", self.root)
+
+    def accepts_scope_when_empty(self, scope):
+        # Before its root, a thread log is the one its events name (Thread(id)) or the one a
+        # NewThread opens: a thread event first is NotARoot, not WrongScope (SPEC_GAPS 21).
+        return scope[0] in ("NewThread", "Thread")
+
+    def is_root_kind(self, kind):
+        return kind == "Opened"
+
+    def certs_of(self, key):
+        own = [c for c in self.certs if c["body"]["subject"] == key]
+        return own or [c for c in self.partner if c["body"]["subject"] == key]
+
+    def auth_steps(self, ev, eid):
         h = ev["signed"]["header"]
         kind, f = kind_name(h), kind_fields(h)
-        if h["kind"][0] != "Thread":
-            return "NotAThreadEvent"
-        if any(p not in self.events for p in h["parents"]):
-            return "MissingParents"
-        if h["parents"] and h["depth"] != 1 + max(
-                self.events[p]["signed"]["header"]["depth"] for p in h["parents"]):
-            return "BadDepth"
-        if h["author_time"] > self.now + 300_000:                         # rule 1
+        t = h["author_time"]
+        # thread: author (rules 1, 2)
+        if t > self.now + SKEW:
             return "FromTheFuture"
-        cert = self.cert_of(h["author"], h["author_time"])                  # rule 2
-        if cert is None:
-            return "UnknownAuthor"
+        err, cert = author_steps(self.certs_of(h["author"]), self.revocations, h["author"], t)
+        if err:
+            return err
         org, (role, rf) = cert["body"]["org"], cert["body"]["role"]
-        inbound = kind == "Message" and f["direction"][0] == "Inbound"
+        inbound = is_inbound(kind, f)
         content = ev["content"][1] if ev["content"][0] != "None" else None
-        if role == "Bridge":                                                # rule 3
-            if not (inbound or kind in BRIDGE_KINDS) or h["agent"] is not None:
-                return "RoleNotAllowed"
-            c = f["direction"][1]["channel"] if inbound else f["channel"]
-            if c != rf["channel"]:
+        # thread: role (rule 3)
+        if role == "Bridge":
+            if h["agent"] is not None:
+                return "AgentMismatch"
+            if not (inbound or kind in BRIDGE_KINDS):
+                return "KindNotAllowed"
+            if (inbound or kind == "AutoReply") and content is not None \
+                    and rf["handle_scope"] is not None and content["handle"] != rf["handle_scope"]:
+                return "HandleOutOfScope"
+            if kind_channel(kind, f) != rf["channel"]:
                 return "WrongChannel"
-            if inbound and rf["handle_scope"] is not None and (
-                    content is None or content["handle"] != rf["handle_scope"]):
-                return "OutsideHandleScope"
         else:
-            if inbound or kind in BRIDGE_KINDS:
-                return "RoleNotAllowed"
-            if role == "Agent" and (kind == "Opened" or h["agent"] != rf["agent"]):
-                return "RoleNotAllowed"
-        if kind == "Opened":                                                # rule 4
-            return None if f["org"] == org else "NotMember"
+            if inbound or kind in BRIDGE_KINDS or (role == "Agent" and kind == "Opened"):
+                return "KindNotAllowed"
+            if role == "Agent" and h["agent"] != rf["agent"]:
+                return "AgentMismatch"
+        # thread: Opened, the root (rule 4); nothing after this
+        if kind == "Opened":
+            return None if f["org"] == org else "WrongOrg"
+        # thread: other events (rule 4), on the causal past
         anc = self.ancestors(h["parents"])
-        root = [i for i in anc if kind_name(self.events[i]["signed"]["header"]) == "Opened"]
-        if len(root) != 1 or h["scope"] != ("Thread", root[0]):
-            return "WrongThread"
-        owner = kind_fields(self.events[root[0]]["signed"]["header"])["org"]
+        owner = kind_fields(self.events[self.root]["signed"]["header"])["org"]
         members = {owner}
         for i in self.in_order(anc):
             a = self.events[i]["signed"]["header"]
             if kind_name(a) == "MemberAdd":
                 members.add(kind_fields(a)["org"])
-            elif kind_name(a) == "MemberRemove" and kind_fields(a)["org"] != owner:
+            elif kind_name(a) == "MemberRemove":
                 members.discard(kind_fields(a)["org"])
         if org not in members:
-            return "NotMember"
+            return "NotAMember"
         if kind in ("MemberAdd", "MemberRemove", "Erase") and org != owner:
-            return "OwnerOnly"
+            return "NotOwner"
         if kind == "MemberRemove" and f["org"] == owner:
-            return "OwnerOnly"
-        if role != "Bridge":                                                # rule 5
+            return "CannotRemoveOwner"
+        if role != "Bridge":
             return None
+        # rule 5: bridges stay on their channel's threads
         if org != owner:
-            return "BridgeNotOfOwner"
+            return "NotOwner"
+        c = kind_channel(kind, f)
         if kind in ("Message", "AutoReply"):
-            c = f["direction"][1]["channel"] if inbound else f["channel"]
-            admitted = set()
-            for i in anc:
-                a = self.events[i]["signed"]["header"]
-                if kind_name(a) in ("Opened", "HandOff"):
-                    admitted.add(kind_fields(a)["channel"])
+            admitted = {kind_fields(self.events[i]["signed"]["header"])["channel"] for i in anc
+                        if kind_name(self.events[i]["signed"]["header"]) in ("Opened", "HandOff")}
             return None if c in admitted else "ChannelNotAdmitted"
-        # Receipt
         if f["target"] not in h["parents"]:
             return "ReceiptTargetNotParent"
-        t = self.events[f["target"]]["signed"]["header"]
-        if kind_name(t) != "Message" or kind_fields(t)["direction"][0] != "Outbound":
+        tgt = self.events[f["target"]]["signed"]["header"]
+        if kind_name(tgt) != "Message" or kind_fields(tgt)["direction"][0] != "Outbound":
             return "ReceiptTargetNotOutbound"
-        return None if self.route_as_of(f["target"]) == f["channel"] else "ReceiptNotOnRoute"
+        return None if self.route_as_of(f["target"]) == c else "ReceiptNotOnRoute"
 
     def route_as_of(self, eid):
+        """The channel of the latest route-setting event among eid's strict ancestors."""
         route = None
-        for i in self.in_order(self.ancestors([eid])):  # includes eid itself
+        for i in self.in_order(self.ancestors(self.events[eid]["signed"]["header"]["parents"])):
             a = self.events[i]["signed"]["header"]
             k, af = kind_name(a), kind_fields(a)
             if k == "Opened" and a["content_hash"] is not None:
@@ -1029,3 +1126,64 @@ class ThreadAuth:
             elif k == "HandOff":
                 route = af["channel"]
         return route
+
+
+class DirectoryAuth(Log):
+    """Org `org`'s directory judge (§6 rules 1-3, table rows `log` and `directory`).
+
+    Judged by the certificates and revocations published in this directory only: it learns
+    them from the Certify and Revoke events it accepts (an equal certificate once, in the
+    order accepted; a key's earliest effective_from)."""
+
+    def __init__(self, org, now):
+        super().__init__(now)
+        self.org = org
+        self.certs = {}        # subject -> [Certificate], in the order their Certify was added
+        self.revocations = {}  # subject -> effective_from
+
+    def scope(self):
+        return ("Directory", self.org)
+
+    def accepts_scope_when_empty(self, scope):
+        return scope == ("Directory", self.org)
+
+    def is_root_kind(self, kind):
+        return kind == "Genesis"
+
+    def auth_steps(self, ev, eid):
+        h = ev["signed"]["header"]
+        kind, f = kind_name(h), kind_fields(h)
+        if kind == "Genesis":
+            return None  # not judged (§4.2 rule 1 fixes it)
+        if kind == "Certify" and not verify_certificate(f["certificate"]):
+            return "BadCertificate"
+        t, author = h["author_time"], h["author"]
+        if t > self.now + SKEW:
+            return "FromTheFuture"
+        if author == self.org:
+            return None
+        if kind == "Certify" and f["certificate"]["body"]["subject"] == author:
+            cert = f["certificate"]  # proves itself: no window, no revocation
+        else:
+            err, cert = author_steps(self.certs.get(author, []), self.revocations, author, t)
+            if err:
+                return err
+        org, (role, rf) = cert["body"]["org"], cert["body"]["role"]
+        if org != self.org:  # cannot fail: §4.2 ForeignCertificate (SPEC_GAPS 23)
+            return "WrongOrg"
+        if role == "Bridge" or kind in ("Revoke", "Genesis"):
+            return "KindNotAllowed"
+        if role == "Agent" and h["agent"] != rf["agent"]:
+            return "AgentMismatch"
+        return None
+
+    def stored(self, ev, eid):
+        h = ev["signed"]["header"]
+        kind, f = kind_name(h), kind_fields(h)
+        if kind == "Certify":
+            c = f["certificate"]
+            lst = self.certs.setdefault(c["body"]["subject"], [])
+            if c not in lst:
+                lst.append(c)
+        elif kind == "Revoke":
+            add_revocation(self.revocations, f["subject"], f["effective_from"])

@@ -1,6 +1,7 @@
 //! Integration tests of the protocol crate: golden vectors, the auth rules and decode errors,
 //! and convergence properties.
 
+mod auth_rule_vectors;
 mod auth_rules;
 mod auth_vectors;
 mod convergence;

@@ -437,6 +437,57 @@ fn directory_section(world: &World, out: &mut String) -> Directory {
         },
         None,
     );
+    // After the erasure: Fay (a name, a handle, a detail) is merged into Dee. Fay's class
+    // now holds an erased contact, so Fay is in the erased set from her `CreateContact` on:
+    // her content never enters the state, though it was folded before the merge arrived. A
+    // fold that erased only at the `EraseContact` would keep her name and move her handle.
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::CreateContact {
+            contact: contact(6),
+        },
+        Some(Content::text("Fay")),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::LinkHandle {
+            contact: contact(6),
+        },
+        Some(Content::default().with_handle(handle("sms:+15550000006"))),
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::SetAttribute {
+            contact: contact(6),
+            key: AttributeKey::new("city").expect("valid"),
+        },
+        Some(Content::text("Nice")),
+    );
+    let fay_live = directory.state().contacts.get(&contact(6)).cloned();
+    assert_eq!(
+        fay_live.and_then(|record| record.display_name),
+        Some("Fay".to_owned()),
+        "Fay is live until the merge"
+    );
+    step(
+        &mut directory,
+        node,
+        DirectoryKind::Merge {
+            from: contact(6),
+            into: contact(4),
+        },
+        None,
+    );
+    let fay = &directory.state().contacts[&contact(6)];
+    assert!(fay.erased && fay.display_name.is_none(), "{fay:?}");
+    assert!(!directory
+        .state()
+        .handles
+        .contains_key(&handle("sms:+15550000006")));
+    assert_eq!(directory.state(), &directory.fold_from_scratch());
     step(
         &mut directory,
         node,

@@ -519,6 +519,8 @@ fn render() -> String {
         SyncMessage::Summary { scopes } => scopes.clone(),
         _ => Vec::new(),
     };
+    // Two events of the vectors above (a root and the next), as a log's answer carries them.
+    let sample_events: Vec<Event> = vectors().into_iter().take(2).map(|v| v.event).collect();
     let frames = [
         (
             "sync.hello",
@@ -546,6 +548,55 @@ fn render() -> String {
                 have: heads.to_vec(),
                 from_depth: 0,
                 max_events: 4096,
+            },
+        ),
+        (
+            "sync.events",
+            SyncMessage::Events {
+                scope: ScopeId::Thread(ThreadId::from_bytes([0x7e; 32])),
+                events: sample_events.clone(),
+                complete: true,
+            },
+        ),
+        (
+            "sync.push",
+            SyncMessage::Push {
+                events: sample_events[..1].to_vec(),
+            },
+        ),
+        (
+            "sync.join",
+            SyncMessage::Join {
+                secret: [0x5e; 32],
+                bridge_keys: vec![
+                    (ChannelKind::Email, key(13).public()),
+                    (ChannelKind::Webchat, key(14).public()),
+                ],
+            },
+        ),
+        (
+            "sync.joined",
+            SyncMessage::Joined {
+                certificate: certificate.clone(),
+                bridge_certificates: vec![certificate.clone()],
+            },
+        ),
+        (
+            "sync.buckets",
+            SyncMessage::Buckets {
+                digests: threadline_protocol::sync::bucket_digests(&summaries),
+            },
+        ),
+        (
+            "sync.certificates",
+            SyncMessage::Certificates {
+                certificates: vec![certificate.clone()],
+            },
+        ),
+        (
+            "sync.refused",
+            SyncMessage::Refused {
+                reason: "not a member of this thread".to_owned(),
             },
         ),
         ("sync.ack", SyncMessage::Ack),
