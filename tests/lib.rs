@@ -663,6 +663,17 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// Sends the node a signal by name (`STOP` pauses it as a hung host would, `CONT`
+    /// resumes it): its connections stay open, it just answers nothing meanwhile.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// An HTTP agent with generous timeouts (the machines are small and shared).
     pub fn http(&self) -> ureq::Agent {
         ureq::AgentBuilder::new()

@@ -26,8 +26,12 @@ pub struct PeerView {
     pub peer_id: String,
     /// Its org, once its certificate was checked.
     pub org: Option<String>,
-    /// Whether the first reconciliation with it has finished.
+    /// Whether both hold the same of what they share: the last comparison of their digests
+    /// found them equal, no push to it failed or was left for it to pull since, and none has
+    /// waited more than 2 s for its acknowledgement.
     pub in_sync: bool,
+    /// When the current connection was made (ms since the epoch): a reconnection changes it.
+    pub connected_at: u64,
     /// Penalty points.
     pub penalty: u32,
 }

@@ -917,3 +917,120 @@ fn a_backup_taken_under_load_starts_a_node_with_everything_acknowledged_before_i
     assert!(String::from_utf8_lossy(&refused.stderr).contains("inside the data folder"));
     assert!(!inside.exists());
 }
+
+/// What a node says of its one peer: `(in_sync, connected_at)`; `None` while it has none.
+fn peer_view(node: &Node, token: &str) -> Option<(bool, u64)> {
+    let status = node.replication(token);
+    let peer = &status["peers"][0];
+    Some((peer["in_sync"].as_bool()?, peer["connected_at"].as_u64()?))
+}
+
+/// Whether both nodes report each other in sync.
+fn both_in_sync(a: (&Node, &str), b: (&Node, &str)) -> bool {
+    peer_view(a.0, a.1).is_some_and(|(in_sync, _)| in_sync)
+        && peer_view(b.0, b.1).is_some_and(|(in_sync, _)| in_sync)
+}
+
+/// A peer paused (SIGSTOP, as a hung host) while the other node takes a burst of writes is
+/// reported not in sync; resumed, it catches up on the same connection within seconds (no
+/// reconnect), and both report in sync only once they hold the same. Before, pushes piled up
+/// past what the paused peer could take, it dropped them, and it pulled nothing until the
+/// connection was re-made (~60 s), while both said `in_sync: true`.
+/// `THREADLINE_BURST_EVENTS` sets the burst (default 2,000; docs/BENCHMARKS.md has 10,000).
+#[test]
+fn a_paused_peer_catches_up_after_a_burst_on_the_same_connection() {
+    let burst: usize = std::env::var("THREADLINE_BURST_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    let standby = join(dir.path(), "standby", &office, &office_node);
+    let standby_node = Node::start(&standby.data);
+    let mut visitors: Vec<Visitor> = (0..4)
+        .map(|_| Visitor::connect(&office_node, None))
+        .collect();
+    for (i, visitor) in visitors.iter_mut().enumerate() {
+        visitor.say(&format!("m{i}"), &format!("customer {i}"));
+    }
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+    let pair = (
+        (&office_node, office.token.as_str()),
+        (&standby_node, standby.token.as_str()),
+    );
+    eventually("both report each other in sync", SYNC, || {
+        both_in_sync(pair.0, pair.1).then_some(())
+    });
+    let connected = (
+        peer_view(&office_node, &office.token).map(|view| view.1),
+        peer_view(&standby_node, &standby.token).map(|view| view.1),
+    );
+    let ids: Vec<String> = threads(&office_node, &office.token)
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect();
+
+    standby_node.signal("STOP");
+    let written = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let (node, token, ids) = (&office_node, &office.token, &ids);
+            scope.spawn(move || {
+                for n in (writer..burst).step_by(4) {
+                    let thread = &ids[n % ids.len()];
+                    let (status, answer) = node.post(
+                        token,
+                        &format!("/api/v1/threads/{thread}/notes"),
+                        &json!({ "text": format!("note {n}") }),
+                    );
+                    assert_eq!(status, 200, "{answer}");
+                }
+            });
+        }
+    });
+    eprintln!(
+        "wrote {burst} notes in {:.1} s while the standby was paused",
+        written.elapsed().as_secs_f64()
+    );
+    eventually(
+        "the office reports the paused standby out of sync",
+        SYNC,
+        || {
+            peer_view(&office_node, &office.token)
+                .is_some_and(|(in_sync, _)| !in_sync)
+                .then_some(())
+        },
+    );
+
+    standby_node.signal("CONT");
+    let resumed = std::time::Instant::now();
+    let office_digest = office_node.replication(&office.token)["logs_digest"].clone();
+    eventually(
+        "the standby holds everything the office holds",
+        SYNC,
+        || (standby_node.replication(&standby.token)["logs_digest"] == office_digest).then_some(()),
+    );
+    eprintln!(
+        "the standby caught up with {burst} events in {:.2} s after resuming",
+        resumed.elapsed().as_secs_f64()
+    );
+    eventually("both report each other in sync again", SYNC, || {
+        both_in_sync(pair.0, pair.1).then_some(())
+    });
+    assert_eq!(
+        (
+            peer_view(&office_node, &office.token).map(|view| view.1),
+            peer_view(&standby_node, &standby.token).map(|view| view.1),
+        ),
+        connected,
+        "caught up on the connection it had: no reconnect"
+    );
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+}

@@ -50,6 +50,7 @@ use crate::ingest::{DirectoryAction, Ingest, IngestError, LiveEvent, Source, Sub
 use crate::replication_status::{PeerView, Status, StatusView};
 
 mod blob_fetch;
+mod checks;
 mod dial;
 mod peers;
 mod pull;
@@ -84,6 +85,11 @@ const MAX_JOIN_BRIDGES: usize = 9;
 const MISSING_BLOBS_READ: usize = 4096;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
 const STALLS_ALLOWED: u32 = 3;
+/// Pushes in flight per peer. Beyond it, what would be pushed is left for the peer to pull
+/// (it is told to by a check, [`checks`]): a peer that cannot keep up (paused, slow, far) gets
+/// one pull instead of a pile of streams it would drop (libp2p takes 100 at once per
+/// connection).
+const PUSHES_IN_FLIGHT: usize = 32;
 
 /// What the service is told at start.
 #[derive(Debug, Clone)]
@@ -112,7 +118,8 @@ enum Asked {
     Buckets,
     SummaryOf,
     Want(ScopeId),
-    Push,
+    /// When it was sent.
+    Push(Instant),
     Certificates,
     Blob(BlobHash),
 }
@@ -123,7 +130,24 @@ struct PeerState {
     org: Option<OrgId>,
     hello_sent: bool,
     pull_started: bool,
+    /// When the connection was made (ms since the epoch), for the API.
+    connected_at: u64,
+    /// The last comparison found both sides equal, and nothing since says otherwise
+    /// ([`checks`]).
     in_sync: bool,
+    /// A pull (digest, buckets, summaries, wants) is under way.
+    pulling: bool,
+    /// Another pull is wanted when this one ends (certificates came that events waited for).
+    pull_queued: bool,
+    /// `SummaryOf` requests of the pull awaiting their answer.
+    summaries_in_flight: usize,
+    /// When the next check is due.
+    check_at: Option<Instant>,
+    /// The wait before the next check after this one (doubles while not in sync).
+    check_backoff: Duration,
+    /// Pushes awaiting their acknowledgement, and when the oldest was sent.
+    pushes_in_flight: usize,
+    oldest_push: Option<Instant>,
     /// This node's summaries for the peer, made when the pull started.
     ours: Vec<ScopeSummary>,
     wants: VecDeque<ScopeId>,
@@ -166,6 +190,8 @@ enum Done {
         String,
     ),
     Ours(PeerId, Vec<ScopeSummary>),
+    /// The peer's digest (its request) compared with this node's: equal or not.
+    TheirDigest(PeerId, bool),
     WantReady(PeerId, SyncMessage),
     Stored {
         peer: PeerId,
@@ -291,6 +317,8 @@ async fn run(
     let mut live = ingest.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
+    let mut check_tick = tokio::time::interval(Duration::from_millis(250));
+    check_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             event = service.swarm.select_next_some() => service.on_swarm_event(event),
@@ -312,6 +340,7 @@ async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            _ = check_tick.tick() => service.checks_due(),
             _ = tick.tick() => {
                 ticks += 1;
                 if ticks.is_multiple_of(5) {
@@ -395,6 +424,9 @@ impl Service {
                     target.backoff = Duration::from_secs(1);
                 }
                 let state = self.peers.entry(peer_id).or_default();
+                if state.connected_at == 0 {
+                    state.connected_at = Self::now().as_millis();
+                }
                 if num_established.get() == 1 && !state.hello_sent {
                     state.hello_sent = true;
                     let hello = SyncMessage::Hello {
@@ -486,17 +518,21 @@ impl Service {
             } => {
                 let asked = self.asked.remove(&request_id);
                 // Not the peer's fault for sure (our own stream limits and timeouts end up
-                // here too): no penalty, the step is retried on the next pull.
+                // here too): no penalty; the step is tried again by a check.
                 debug!(%peer, cause = %error, "a sync request failed");
-                if let Some((_, Asked::Blob(blob))) = asked {
-                    self.blob_fetches.not_from(peer, blob);
-                }
-                if let Some((_, Asked::Want(scope))) = asked {
-                    if let Some(state) = self.peers.get_mut(&peer) {
-                        state.wants_in_flight = state.wants_in_flight.saturating_sub(1);
-                        state.wanted.remove(&scope);
+                match asked {
+                    Some((_, Asked::Blob(blob))) => self.blob_fetches.not_from(peer, blob),
+                    Some((_, Asked::Want(scope))) => {
+                        if let Some(state) = self.peers.get_mut(&peer) {
+                            state.out_of_sync();
+                        }
+                        self.want_done(peer, scope);
                     }
-                    self.pump_wants(peer);
+                    Some((_, Asked::Push(_))) => self.push_answered(peer, false),
+                    Some((_, Asked::Digest | Asked::Buckets | Asked::SummaryOf)) => {
+                        self.pull_failed(peer)
+                    }
+                    Some((_, Asked::Hello | Asked::Certificates)) | None => {}
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -536,6 +572,7 @@ impl Service {
                 }
             },
             Done::Respond(channel, message) => self.respond(channel, message),
+            Done::TheirDigest(peer, equal) => self.on_their_digest(peer, equal),
             Done::RespondAndPenalise(channel, message, peer, points, reason) => {
                 self.respond(channel, message);
                 self.penalise(peer, points, &reason);
@@ -549,7 +586,6 @@ impl Service {
                     digest: summaries_digest(&ours),
                 };
                 state.ours = ours;
-                state.in_sync = false;
                 self.request(peer, digest, Asked::Digest);
             }
             Done::WantReady(peer, want) => {
@@ -653,6 +689,7 @@ impl Service {
                 for scope in verdict.missing {
                     if let Some(state) = self.peers.get_mut(&peer) {
                         state.owed.insert(scope);
+                        state.out_of_sync();
                     }
                     self.want(peer, scope);
                 }

@@ -68,7 +68,8 @@ impl Service {
             .map(|(peer, state)| PeerView {
                 peer_id: peer.to_string(),
                 org: state.org.map(|org| org.to_string()),
-                in_sync: state.in_sync,
+                in_sync: state.reported_in_sync(),
+                connected_at: state.connected_at,
                 penalty: state.penalty,
             })
             .collect();

@@ -3,7 +3,17 @@
 use super::*;
 
 impl Service {
+    /// Starts a pull from `peer` (one at a time: asked during one, it follows it).
     pub(super) fn start_pull(&mut self, peer: PeerId, peer_org: OrgId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.pulling {
+            state.pull_queued = true;
+            return;
+        }
+        state.pulling = true;
+        state.check_at = None;
         let store = self.ingest.store().clone();
         let our_org = self.org;
         let done = self.done_sender.clone();
@@ -42,7 +52,7 @@ impl Service {
                 };
                 if n_scopes == state.ours.len() as u64 && digest == summaries_digest(&state.ours) {
                     debug!(%peer, scopes = n_scopes, "in sync");
-                    state.in_sync = true;
+                    self.pull_finished(peer, true);
                 } else {
                     let digests = bucket_digests(&state.ours);
                     self.request(peer, SyncMessage::Buckets { digests }, Asked::Buckets);
@@ -62,10 +72,11 @@ impl Service {
                     .filter_map(|i| u8::try_from(i).ok())
                     .collect();
                 if buckets.is_empty() {
-                    state.in_sync = true;
+                    self.pull_finished(peer, true);
                 } else {
                     // A few buckets an answer, so a summary fits its frame even with millions
                     // of threads.
+                    state.summaries_in_flight = buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST).len();
                     for chunk in buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST) {
                         let buckets = chunk.to_vec();
                         self.request(peer, SyncMessage::SummaryOf { buckets }, Asked::SummaryOf);
@@ -76,6 +87,7 @@ impl Service {
                 let Some(state) = self.peers.get_mut(&peer) else {
                     return;
                 };
+                state.summaries_in_flight = state.summaries_in_flight.saturating_sub(1);
                 let ours: BTreeMap<ScopeId, &ScopeSummary> =
                     state.ours.iter().map(|s| (s.scope, s)).collect();
                 let mut differing: Vec<ScopeId> = scopes
@@ -92,10 +104,12 @@ impl Service {
                 for scope in differing {
                     self.want(peer, scope);
                 }
-                if let Some(state) = self.peers.get_mut(&peer) {
-                    if state.wants.is_empty() && state.wants_in_flight == 0 {
-                        state.in_sync = true;
-                    }
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|state| state.wants.is_empty() && state.wants_in_flight == 0)
+                {
+                    self.wants_drained(peer);
                 }
             }
             (
@@ -120,7 +134,8 @@ impl Service {
                 warn!(%peer, %scope, reason, "a peer refused a Want");
                 self.want_done(peer, scope);
             }
-            (Asked::Push | Asked::Certificates, SyncMessage::Ack) => {}
+            (Asked::Push(_), SyncMessage::Ack) => self.push_answered(peer, true),
+            (Asked::Certificates, SyncMessage::Ack) => {}
             (
                 Asked::Blob(asked),
                 SyncMessage::Blob {
@@ -176,11 +191,14 @@ impl Service {
                 self.penalise(peer, 50, &format!("a wrong answer to a WantBlob of {blob}"));
             }
             (asked, SyncMessage::Refused { reason }) => {
-                // A joining node refuses everything until it has its certificate.
+                // A joining node refuses everything until it has its certificate; a busy one
+                // refuses a flood. The step is tried again by a check.
                 debug!(%peer, ?asked, reason, "a peer refused a request");
+                self.step_failed(peer, &asked);
             }
             (asked, _) => {
                 self.penalise(peer, 50, &format!("a wrong answer to {asked:?}"));
+                self.step_failed(peer, &asked);
             }
         }
     }
@@ -223,7 +241,7 @@ impl Service {
             }
             let Some(scope) = state.wants.pop_front() else {
                 if state.wants_in_flight == 0 {
-                    state.in_sync = true;
+                    self.wants_drained(peer);
                 }
                 return;
             };
@@ -250,6 +268,16 @@ impl Service {
                     },
                 ));
             });
+        }
+    }
+
+    /// A request that got no good answer: the pull's steps are tried again by a check; a
+    /// push's events are left for the peer to pull.
+    fn step_failed(&mut self, peer: PeerId, asked: &Asked) {
+        match asked {
+            Asked::Digest | Asked::Buckets | Asked::SummaryOf => self.pull_failed(peer),
+            Asked::Push(_) => self.push_answered(peer, false),
+            Asked::Want(_) | Asked::Hello | Asked::Certificates | Asked::Blob(_) => {}
         }
     }
 

@@ -134,6 +134,27 @@ impl Service {
         Ok(scopes)
     }
 
+    /// A push to `peer` was acknowledged (`taken`) or not (failed, refused): one fewer in
+    /// flight; not taken, the peer is out of sync until a check.
+    pub(super) fn push_answered(&mut self, peer: PeerId, taken: bool) {
+        let oldest = self
+            .asked
+            .values()
+            .filter_map(|(to, asked)| match asked {
+                Asked::Push(sent) if *to == peer => Some(*sent),
+                _ => None,
+            })
+            .min();
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.pushes_in_flight = state.pushes_in_flight.saturating_sub(1);
+        state.oldest_push = oldest;
+        if !taken {
+            state.out_of_sync();
+        }
+    }
+
     pub(super) fn remember_origins(&mut self, peer: PeerId, events: &[Event]) {
         if self.origins.len() > ORIGINS_KEPT {
             self.origins.clear();
@@ -197,6 +218,7 @@ impl Service {
             }
         }
         for (peer, events) in outgoing {
+            let mut batches = Vec::new();
             let mut batch = Vec::new();
             let mut bytes = 0;
             for event in events {
@@ -204,20 +226,28 @@ impl Service {
                     .map(|b| b.len())
                     .unwrap_or(0);
                 if !batch.is_empty() && bytes + size > PUSH_BYTES {
-                    self.request(
-                        peer,
-                        SyncMessage::Push {
-                            events: std::mem::take(&mut batch),
-                        },
-                        Asked::Push,
-                    );
+                    batches.push(std::mem::take(&mut batch));
                     bytes = 0;
                 }
                 bytes += size;
                 batch.push(event);
             }
             if !batch.is_empty() {
-                self.request(peer, SyncMessage::Push { events: batch }, Asked::Push);
+                batches.push(batch);
+            }
+            for events in batches {
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    break;
+                };
+                if state.pushes_in_flight >= PUSHES_IN_FLIGHT {
+                    // It cannot keep up: the check tells it to pull instead.
+                    state.out_of_sync();
+                    break;
+                }
+                state.pushes_in_flight += 1;
+                let sent = Instant::now();
+                state.oldest_push.get_or_insert(sent);
+                self.request(peer, SyncMessage::Push { events }, Asked::Push(sent));
             }
         }
         if revoked {

@@ -69,10 +69,28 @@ impl Service {
                 self.refuse(channel, "say Hello with a node certificate first");
                 self.penalise(peer, 25, "a request before Hello");
             }
-            (SyncMessage::Digest { .. }, Some(peer_org)) => {
-                self.answer_with_summaries(channel, peer_org, |ours| SyncMessage::Digest {
-                    n_scopes: ours.len() as u64,
-                    digest: summaries_digest(ours.iter()),
+            (SyncMessage::Digest { n_scopes, digest }, Some(peer_org)) => {
+                // Answered with this node's digest, and compared: a peer that holds something
+                // else makes this node pull too ([`checks`]).
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = match logs::shared_summaries(&store, our_org, peer_org) {
+                        Ok(ours) => {
+                            let ours_digest = summaries_digest(ours.iter());
+                            let equal = n_scopes == ours.len() as u64 && digest == ours_digest;
+                            let _ = done.send(Done::TheirDigest(peer, equal));
+                            SyncMessage::Digest {
+                                n_scopes: ours.len() as u64,
+                                digest: ours_digest,
+                            }
+                        }
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read the store: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Respond(channel, answer));
                 });
             }
             (SyncMessage::Buckets { .. }, Some(peer_org)) => {
