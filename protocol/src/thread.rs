@@ -279,6 +279,18 @@ impl Thread {
             })
     }
 
+    /// The route as of the stored event `id`: the route-setting event latest in linear order
+    /// among its strict ancestors (§6 rule 5), as a [`Route`]. Every replica answers the
+    /// same for the same event, whatever else it holds: where a reply goes is decided by what
+    /// its author saw, so nodes with different views never deliver it twice or not at all.
+    pub fn route_as_of(&self, id: &EventId) -> Option<Route> {
+        let (position, channel) = self.past_of(id)?.route?;
+        Some(Route {
+            channel,
+            handle_from: self.dag.key_at(position).id,
+        })
+    }
+
     /// For a receipt, its target as the auth rules see it: `None` unless the target is one of
     /// the receipt's parents.
     fn receipt_target(&self, event: &VerifiedEvent) -> Option<ReceiptTarget> {

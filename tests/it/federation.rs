@@ -1034,3 +1034,112 @@ fn a_paused_peer_catches_up_after_a_burst_on_the_same_connection() {
         (&standby_node, &standby.token),
     );
 }
+
+/// The texts of the message frames a visitor gets within `wait`.
+fn texts_within(visitor: &mut Visitor, wait: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut texts = Vec::new();
+    while std::time::Instant::now() < deadline {
+        if let Some(frame) = visitor.receive_within(Duration::from_millis(200)) {
+            if frame["type"] == "message" {
+                texts.push(frame["text"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    texts
+}
+
+/// A reply goes where its author saw the customer, once for the whole org, whatever the nodes
+/// learn later. During a partition the customer writes on the standby's web chat while an
+/// agent at the office answers the message they sent at the office; once healed, the standby
+/// holds a later route (its own) but the office's reply was written for the office's: only
+/// the office delivers it (before, the standby, judging by its current route, sent it too).
+/// The next reply, written after the customer's message on the standby, goes from there.
+#[test]
+fn a_reply_written_during_a_partition_is_delivered_once_by_the_route_its_author_saw() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    let standby = join(dir.path(), "standby", &office, &office_node);
+    let standby_node = Node::start(&standby.data);
+    let mut alice = Visitor::connect(&office_node, None);
+    alice.say("a1", "Hello from the office's site");
+    let session = alice.session.clone();
+    let alice_thread = eventually("the standby has Alice's thread", SYNC, || {
+        threads(&standby_node, &standby.token)
+            .first()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+    });
+
+    // The partition: the office comes back on another address the standby does not know.
+    drop(alice);
+    office_node.stop();
+    let office_node = Node::start_with_p2p(&office.data, "127.0.0.1:0", "/ip4/127.0.0.1/tcp/0");
+    let mut alice = Visitor::connect(&office_node, Some(&session));
+    let mut alice_on_standby = Visitor::connect(&standby_node, Some(&session));
+    alice_on_standby.say("a2", "Are you still there? (from the standby's site)");
+    eventually("the standby has her second message", SYNC, || {
+        let detail = thread(&standby_node, &standby.token, &alice_thread)?;
+        texts(&detail)
+            .iter()
+            .any(|t| t.starts_with("Are you still there?"))
+            .then_some(())
+    });
+    let office_detail = thread(&office_node, &office.token, &alice_thread).expect("thread");
+    assert_eq!(
+        texts(&office_detail),
+        ["Hello from the office's site"],
+        "partitioned"
+    );
+    reply(
+        &office_node,
+        &office.token,
+        &alice_thread,
+        "Answer to your first message",
+    );
+    let at_office = texts_within(&mut alice, Duration::from_secs(3));
+    assert!(
+        at_office
+            .iter()
+            .any(|t| t == "Answer to your first message"),
+        "the office delivers the reply it wrote: {at_office:?}"
+    );
+
+    // Healed: the standby learns the office's new address.
+    threadline_ok(
+        &standby.data,
+        &["peer", "add", &office_node.p2p_address(&office.token)],
+    );
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
+    let mut seen = at_office;
+    seen.extend(texts_within(&mut alice, Duration::from_secs(3)));
+    let on_standby = texts_within(&mut alice_on_standby, Duration::from_secs(3));
+    let count = |texts: &[String], text: &str| texts.iter().filter(|t| *t == text).count();
+    assert_eq!(
+        count(&seen, "Answer to your first message")
+            + count(&on_standby, "Answer to your first message"),
+        1,
+        "delivered once for the whole org: office {seen:?}, standby {on_standby:?}"
+    );
+
+    // The next reply is written seeing her message on the standby: the standby delivers it.
+    reply(
+        &office_node,
+        &office.token,
+        &alice_thread,
+        "And to your second",
+    );
+    let on_standby = texts_within(&mut alice_on_standby, Duration::from_secs(5));
+    let at_office = texts_within(&mut alice, Duration::from_secs(1));
+    assert_eq!(
+        (
+            count(&on_standby, "And to your second"),
+            count(&at_office, "And to your second")
+        ),
+        (1, 0),
+        "from the standby, where she wrote last: standby {on_standby:?}, office {at_office:?}"
+    );
+}

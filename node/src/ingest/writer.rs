@@ -925,31 +925,16 @@ impl Writer {
             }
             EventKind::Thread(ThreadKind::Message {
                 direction: Direction::Outbound,
-            }) => match if thread.state().owner == self.org {
-                delivery_for(thread, &directory, id, now)
-            } else {
-                Err("the owning org delivers")
-            }
-            .and_then(|delivery| {
-                // The node that set the route delivers on it (once, for the whole org).
-                let route_from = thread.state().route.map(|route| route.handle_from);
-                let replicated = match route_from {
-                    Some(from) => writes
-                        .get(
-                            &self.store,
-                            TreeName::ReplicatedRoutes,
-                            &[thread_id.as_bytes().as_slice(), from.as_bytes()].concat(),
-                        )
-                        .map_err(|_| "cannot read the route's origin")?
-                        .is_some(),
-                    None => false,
-                };
-                if replicated {
-                    Err("another node set the route and delivers on it")
-                } else {
-                    Ok(delivery)
-                }
-            }) {
+            }) => match delivery_here(
+                self.org,
+                &self.store,
+                writes,
+                thread_id,
+                thread,
+                &directory,
+                id,
+                now,
+            ) {
                 Ok(mut delivery) => {
                     delivery.seq = self.store.generate_id()?;
                     let mut key = vec![channel_key(delivery.handle.channel())];
@@ -957,10 +942,7 @@ impl Writer {
                     let sealed = self.store.seal_delivery(&key, &delivery)?;
                     writes.insert(TreeName::Outbound, key, sealed);
                 }
-                Err(
-                    reason @ ("another node set the route and delivers on it"
-                    | "the owning org delivers"),
-                ) => {
+                Err(reason @ (NOT_QUEUED_ELSEWHERE | NOT_QUEUED_OWNER)) => {
                     debug!(thread = %thread_id, event = %id, reason, "reply stored; not queued here")
                 }
                 Err(reason) => {
@@ -2043,20 +2025,76 @@ fn durable<T>(
 /// that handle is linked to the thread's contact (no crossed wires). The cached thread holds
 /// the route's handle: releasing contents never drops it, and the route only ever moves to the
 /// event being inserted.
+/// Whether this node delivers the reply `id` of `thread`, and what. The route is the one
+/// as of the reply's causal past (what its author saw), not this node's current view, so
+/// every node decides the same for the same reply: it is delivered by the node where the
+/// route-setting event entered the org (not one that got it from a peer), once for the
+/// whole org, and only by the owning org.
+#[allow(clippy::too_many_arguments)]
+fn delivery_here(
+    org: OrgId,
+    store: &Store,
+    writes: &WriteSet,
+    thread_id: ThreadId,
+    thread: &Thread,
+    directory: &Directory,
+    id: EventId,
+    now: Timestamp,
+) -> Result<Delivery, &'static str> {
+    if thread.state().owner != org {
+        return Err(NOT_QUEUED_OWNER);
+    }
+    let route = thread
+        .route_as_of(&id)
+        .ok_or("the thread had no route when the reply was written")?;
+    let replicated = writes
+        .get(
+            store,
+            TreeName::ReplicatedRoutes,
+            &[
+                thread_id.as_bytes().as_slice(),
+                route.handle_from.as_bytes(),
+            ]
+            .concat(),
+        )
+        .map_err(|_| "cannot read the route's origin")?
+        .is_some();
+    if replicated {
+        return Err(NOT_QUEUED_ELSEWHERE);
+    }
+    // The cache keeps the current route's content only; an older route's is in the store.
+    let cached = thread
+        .dag()
+        .get(&route.handle_from)
+        .and_then(|event| event.content())
+        .and_then(|content| content.handle.clone());
+    let handle = match cached {
+        Some(handle) => handle,
+        None => store
+            .event(&ScopeId::Thread(thread_id), &route.handle_from)
+            .map_err(|_| "cannot read the route's handle")?
+            .and_then(|event| event.content)
+            .and_then(|content| content.handle)
+            .ok_or("the route's handle is erased")?,
+    };
+    delivery_for(thread, directory, id, handle, now)
+}
+
+/// A reply another node delivers: the route it was written for entered the org there.
+const NOT_QUEUED_ELSEWHERE: &str = "another node set the route and delivers on it";
+/// A reply in a partner's thread: its owner delivers.
+const NOT_QUEUED_OWNER: &str = "the owning org delivers";
+
+/// The delivery of the reply `event` on `route`, to `handle` (the route's), if that handle is
+/// still the thread's contact's.
 fn delivery_for(
     thread: &Thread,
     directory: &Directory,
     event: EventId,
+    handle: Handle,
     now: Timestamp,
 ) -> Result<Delivery, &'static str> {
     let state = thread.state();
-    let route = state.route.ok_or("the thread has no route yet")?;
-    let handle = thread
-        .dag()
-        .get(&route.handle_from)
-        .and_then(|e| e.content())
-        .and_then(|c| c.handle.clone())
-        .ok_or("the route's handle is erased")?;
     let owner = directory.state().root_of(state.contact);
     if directory.state().resolve(&handle) != Some(owner) {
         return Err("the route's handle is not linked to the thread's contact");

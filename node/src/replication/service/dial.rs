@@ -23,18 +23,37 @@ impl Service {
                     .filter_map(|line| line.parse::<Multiaddr>().ok()),
             );
         }
+        // The last address given for a peer wins (the peers file after the config).
+        let mut latest: HashMap<PeerId, Multiaddr> = HashMap::new();
         for address in addresses {
             let Some(peer) = peer_of(&address) else {
                 continue;
             };
-            if peer == *self.swarm.local_peer_id() {
-                continue;
+            if peer != *self.swarm.local_peer_id() {
+                latest.insert(peer, address);
             }
-            self.targets.entry(peer).or_insert_with(|| Target {
-                address,
-                next_dial: Instant::now(),
-                backoff: Duration::from_secs(1),
-            });
+        }
+        for (peer, address) in latest {
+            match self.targets.get_mut(&peer) {
+                // A peer given a new address (it moved: `threadline peer add` again) is dialled
+                // there from now on, at once.
+                Some(target) if target.address != address => {
+                    target.address = address;
+                    target.next_dial = Instant::now();
+                    target.backoff = Duration::from_secs(1);
+                }
+                Some(_) => {}
+                None => {
+                    self.targets.insert(
+                        peer,
+                        Target {
+                            address,
+                            next_dial: Instant::now(),
+                            backoff: Duration::from_secs(1),
+                        },
+                    );
+                }
+            }
         }
     }
 
