@@ -44,6 +44,8 @@ const _: () = assert!(MAX_VISITOR_FILES <= MAX_ATTACHMENTS);
 /// Frames buffered for one open window; a window that falls further behind is dropped (it
 /// reconnects and reloads the history).
 pub const WINDOW_BUFFER: usize = 64;
+/// How long a reply waits for room in a window's buffer before the window is dropped.
+const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 const _: () = assert!(MAX_VISITOR_TEXT_BYTES <= MAX_TEXT_BYTES);
 
@@ -707,7 +709,7 @@ impl<L: NodeLink> Webchat<L> {
                     at: self.bridge.now().as_millis(),
                     state: None,
                 });
-                if self.push(&delivery.handle, None, &frame) > 0 {
+                if self.push_delivery(&delivery.handle, &frame).await > 0 {
                     Ok(Sent::Delivered)
                 } else {
                     Err(SendError::NotConnected)
@@ -941,6 +943,42 @@ impl<L: NodeLink> Webchat<L> {
     }
 
     /// Pushes a frame to the windows of `handle` (but `except`); how many took it.
+    /// Sends a reply to every open window of `handle`, waiting up to [`DELIVERY_WAIT`] for
+    /// room in each: a burst of replies (an agent's laptop back online with a hundred) goes to
+    /// a window that is reading, at its pace; one that does not read is dropped (the widget
+    /// reconnects and reloads the history). How many windows took it.
+    async fn push_delivery(&self, handle: &Handle, frame: &ServerFrame) -> usize {
+        let windows: Vec<(u64, mpsc::Sender<ServerFrame>)> = self
+            .windows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(handle)
+            .map(|open| {
+                open.iter()
+                    .map(|window| (window.id, window.frames.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut took = 0;
+        let mut behind = Vec::new();
+        for (id, frames) in windows {
+            match frames.send_timeout(frame.clone(), DELIVERY_WAIT).await {
+                Ok(()) => took += 1,
+                Err(_) => behind.push(id),
+            }
+        }
+        if !behind.is_empty() {
+            let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(open) = windows.get_mut(handle) {
+                open.retain(|window| !behind.contains(&window.id));
+                if open.is_empty() {
+                    windows.remove(handle);
+                }
+            }
+        }
+        took
+    }
+
     fn push(&self, handle: &Handle, except: Option<u64>, frame: &ServerFrame) -> usize {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(open) = windows.get_mut(handle) else {

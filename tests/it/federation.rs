@@ -1143,3 +1143,85 @@ fn a_reply_written_during_a_partition_is_delivered_once_by_the_route_its_author_
         "from the standby, where she wrote last: standby {on_standby:?}, office {at_office:?}"
     );
 }
+
+/// An agent's laptop node cut off from the org keeps working: it reads the thread and writes
+/// 100 replies, signed and stored there. Once it reaches the office again, the customer (on
+/// the office's web chat, where she wrote) gets every reply once, in the order written.
+#[test]
+fn a_laptop_cut_off_writes_replies_that_are_delivered_once_in_order_on_reconnect() {
+    const REPLIES: usize = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office = first_node(dir.path(), "office");
+    let office_node = Node::start(&office.data);
+    let laptop = join(dir.path(), "laptop", &office, &office_node);
+    let laptop_node = Node::start(&laptop.data);
+    let mut alice = Visitor::connect(&office_node, None);
+    alice.say("a1", "Can you send me the steps?");
+    let session = alice.session.clone();
+    let alice_thread = eventually("the laptop has Alice's thread", SYNC, || {
+        threads(&laptop_node, &laptop.token)
+            .first()
+            .map(|t| t["id"].as_str().expect("id").to_owned())
+    });
+
+    // Cut off: the office moves to an address the laptop does not know.
+    drop(alice);
+    office_node.stop();
+    let office_node = Node::start_with_p2p(&office.data, "127.0.0.1:0", "/ip4/127.0.0.1/tcp/0");
+    let mut alice = Visitor::connect(&office_node, Some(&session));
+    let detail = thread(&laptop_node, &laptop.token, &alice_thread).expect("the laptop reads it");
+    assert_eq!(texts(&detail), ["Can you send me the steps?"]);
+    for n in 0..REPLIES {
+        reply(
+            &laptop_node,
+            &laptop.token,
+            &alice_thread,
+            &format!("step {n:03}"),
+        );
+    }
+    assert!(
+        texts_within(&mut alice, Duration::from_secs(2)).is_empty(),
+        "nothing reaches her while the laptop is cut off"
+    );
+
+    threadline_ok(
+        &laptop.data,
+        &["peer", "add", &office_node.p2p_address(&office.token)],
+    );
+    let expected: Vec<String> = (0..REPLIES).map(|n| format!("step {n:03}")).collect();
+    eventually("the office holds every reply", SYNC, || {
+        let detail = thread(&office_node, &office.token, &alice_thread)?;
+        let steps = texts(&detail)
+            .into_iter()
+            .filter(|t| t.starts_with("step "))
+            .count();
+        (steps == REPLIES).then_some(())
+    });
+    // Live, to her open window at its pace: each once, in order.
+    let mut live = Vec::new();
+    let deadline = std::time::Instant::now() + SYNC;
+    while live.len() < REPLIES && std::time::Instant::now() < deadline {
+        live.extend(texts_within(&mut alice, Duration::from_millis(500)));
+    }
+    live.extend(texts_within(&mut alice, Duration::from_secs(2)));
+    assert_eq!(live, expected, "each once, in the order written");
+    // What the widget shows when it (re)connects: every reply, once, in order.
+    let reloaded = Visitor::connect(&office_node, Some(&session));
+    let shown: Vec<String> = reloaded
+        .history
+        .iter()
+        .filter_map(|entry| entry["text"].as_str())
+        .filter(|text| text.starts_with("step "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(shown, expected, "every reply once, in the order written");
+    // Every reply was handed to her: each marked delivered (or read) by the office's receipt.
+    let delivered = reloaded
+        .history
+        .iter()
+        .filter(|e| e["text"].as_str().is_some_and(|t| t.starts_with("step ")))
+        .filter(|e| e["state"] == "delivered" || e["state"] == "read")
+        .count();
+    assert_eq!(delivered, REPLIES, "{:?}", reloaded.history);
+    converged((&office_node, &office.token), (&laptop_node, &laptop.token));
+}

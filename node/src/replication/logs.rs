@@ -58,8 +58,8 @@ pub fn may_share_blob(
     Ok(false)
 }
 
-/// The summaries of every log this node holds that a node of `peer_org` may hold too, sorted
-/// by scope.
+/// The summaries of every log this node holds that a node of `peer_org` may hold too (the
+/// directory to this org's nodes; threads both orgs are members of), sorted by scope.
 pub fn shared_summaries(
     store: &Store,
     our_org: OrgId,
@@ -74,7 +74,9 @@ pub fn shared_summaries(
     }
     for thread in store.thread_summaries() {
         let thread = thread?;
-        if thread.members.contains(&peer_org) {
+        // Both orgs members, as both sides see it: a thread this org was removed from (it
+        // keeps what it had) is in neither side's summaries, so their digests can be equal.
+        if thread.members.contains(&peer_org) && thread.members.contains(&our_org) {
             summaries.push(ScopeSummary::new(
                 ScopeId::Thread(thread.thread),
                 thread.n_events,

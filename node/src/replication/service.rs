@@ -114,9 +114,10 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 enum Asked {
     Hello,
-    Digest,
-    Buckets,
-    SummaryOf,
+    /// The steps of pull number `.0` with that peer (an answer to an older pull is dropped).
+    Digest(u64),
+    Buckets(u64),
+    SummaryOf(u64),
     Want(ScopeId),
     /// When it was sent.
     Push(Instant),
@@ -137,17 +138,24 @@ struct PeerState {
     in_sync: bool,
     /// A pull (digest, buckets, summaries, wants) is under way.
     pulling: bool,
+    /// The number of the current (or last) pull: its requests carry it.
+    pull_generation: u64,
     /// Another pull is wanted when this one ends (certificates came that events waited for).
     pull_queued: bool,
-    /// `SummaryOf` requests of the pull awaiting their answer.
-    summaries_in_flight: usize,
+    /// Answers the pull still awaits before its wants decide its end: 1 from the start to the
+    /// `Buckets` answer, then one per `SummaryOf`.
+    steps_awaited: usize,
+    /// Counts what made the peer out of sync ([`checks`]); a comparison made before the last
+    /// such change cannot say "equal".
+    dirty: u64,
+    /// `dirty` when the current pull started.
+    dirty_at_pull: u64,
     /// When the next check is due.
     check_at: Option<Instant>,
     /// The wait before the next check after this one (doubles while not in sync).
     check_backoff: Duration,
-    /// Pushes awaiting their acknowledgement, and when the oldest was sent.
-    pushes_in_flight: usize,
-    oldest_push: Option<Instant>,
+    /// Pushes awaiting their acknowledgement, by when they were sent.
+    pushes_sent: BTreeMap<Instant, usize>,
     /// This node's summaries for the peer, made when the pull started.
     ours: Vec<ScopeSummary>,
     wants: VecDeque<ScopeId>,
@@ -189,9 +197,17 @@ enum Done {
         u32,
         String,
     ),
-    Ours(PeerId, Vec<ScopeSummary>),
-    /// The peer's digest (its request) compared with this node's: equal or not.
-    TheirDigest(PeerId, bool),
+    /// This node's summaries for pull number `.1` with the peer (`None`: the store could
+    /// not be read).
+    Ours(PeerId, u64, Option<Vec<ScopeSummary>>),
+    /// The peer's digest (its request) compared with this node's summaries: equal or not,
+    /// with the peer's `dirty` count when it asked.
+    TheirDigest {
+        peer: PeerId,
+        equal: bool,
+        dirty: u64,
+        ours: Vec<ScopeSummary>,
+    },
     WantReady(PeerId, SyncMessage),
     Stored {
         peer: PeerId,
@@ -528,9 +544,9 @@ impl Service {
                         }
                         self.want_done(peer, scope);
                     }
-                    Some((_, Asked::Push(_))) => self.push_answered(peer, false),
-                    Some((_, Asked::Digest | Asked::Buckets | Asked::SummaryOf)) => {
-                        self.pull_failed(peer)
+                    Some((_, Asked::Push(sent))) => self.push_answered(peer, sent, false),
+                    Some((_, Asked::Digest(n) | Asked::Buckets(n) | Asked::SummaryOf(n))) => {
+                        self.pull_failed(peer, n)
                     }
                     Some((_, Asked::Hello | Asked::Certificates)) | None => {}
                 }
@@ -572,21 +588,27 @@ impl Service {
                 }
             },
             Done::Respond(channel, message) => self.respond(channel, message),
-            Done::TheirDigest(peer, equal) => self.on_their_digest(peer, equal),
+            Done::TheirDigest {
+                peer,
+                equal,
+                dirty,
+                ours,
+            } => self.on_their_digest(peer, equal, dirty, ours),
             Done::RespondAndPenalise(channel, message, peer, points, reason) => {
                 self.respond(channel, message);
                 self.penalise(peer, points, &reason);
             }
-            Done::Ours(peer, ours) => {
+            Done::Ours(peer, generation, ours) => {
                 let Some(state) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                let digest = SyncMessage::Digest {
-                    n_scopes: ours.len() as u64,
-                    digest: summaries_digest(&ours),
-                };
-                state.ours = ours;
-                self.request(peer, digest, Asked::Digest);
+                if !state.pulling || state.pull_generation != generation {
+                    return;
+                }
+                match ours {
+                    Some(ours) => self.send_digest(peer, ours),
+                    None => self.pull_failed(peer, generation),
+                }
             }
             Done::WantReady(peer, want) => {
                 let SyncMessage::Want { scope, .. } = &want else {
@@ -633,6 +655,8 @@ impl Service {
                         *stalls += 1;
                     }
                     let stalled = *stalls > STALLS_ALLOWED;
+                    // Penalised once, when it is given up on.
+                    let newly_stalled = *stalls == STALLS_ALLOWED + 1;
                     if again && !stalled {
                         state.from_depth.insert(scope, reached);
                     } else {
@@ -645,7 +669,7 @@ impl Service {
                         state.wanted.insert(scope);
                         state.wants.push_front(scope);
                     }
-                    if stalled {
+                    if newly_stalled {
                         self.penalise(peer, 25, "events with parents it never sends");
                     }
                 }

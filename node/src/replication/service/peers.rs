@@ -68,7 +68,7 @@ impl Service {
         if !state.pull_started {
             state.pull_started = true;
             self.send_certificates(peer, org);
-            self.start_pull(peer, org);
+            self.start_pull_with(peer, None);
         }
     }
 

@@ -3,38 +3,19 @@
 use super::*;
 
 impl Service {
-    /// Starts a pull from `peer` (one at a time: asked during one, it follows it).
-    pub(super) fn start_pull(&mut self, peer: PeerId, peer_org: OrgId) {
-        let Some(state) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if state.pulling {
-            state.pull_queued = true;
-            return;
-        }
-        state.pulling = true;
-        state.check_at = None;
-        let store = self.ingest.store().clone();
-        let our_org = self.org;
-        let done = self.done_sender.clone();
-        tokio::task::spawn_blocking(move || {
-            match logs::shared_summaries(&store, our_org, peer_org) {
-                Ok(ours) => {
-                    let _ = done.send(Done::Ours(peer, ours));
-                }
-                Err(err) => warn!(cause = %err, "cannot summarise the store for a peer"),
-            }
-        });
-    }
-
     pub(super) fn pull_again(&mut self) {
-        let peers: Vec<(PeerId, OrgId)> = self
+        let peers: Vec<PeerId> = self
             .peers
-            .iter()
-            .filter_map(|(peer, state)| Some((*peer, state.org?)))
+            .iter_mut()
+            .filter(|(_, state)| state.org.is_some())
+            .map(|(peer, state)| {
+                // Something may be missing (events waited, or the live stream lagged).
+                state.out_of_sync();
+                *peer
+            })
             .collect();
-        for (peer, org) in peers {
-            self.start_pull(peer, org);
+        for peer in peers {
+            self.start_pull_with(peer, None);
         }
     }
 
@@ -46,48 +27,69 @@ impl Service {
                     Err((reason, points)) => self.refuse_hello(peer, &reason, points),
                 }
             }
-            (Asked::Digest, SyncMessage::Digest { n_scopes, digest }) => {
+            (Asked::Digest(generation), SyncMessage::Digest { n_scopes, digest }) => {
+                if !self.current_pull(peer, generation) {
+                    return;
+                }
                 let Some(state) = self.peers.get_mut(&peer) else {
                     return;
                 };
                 if n_scopes == state.ours.len() as u64 && digest == summaries_digest(&state.ours) {
                     debug!(%peer, scopes = n_scopes, "in sync");
+                    state.steps_awaited = 0;
                     self.pull_finished(peer, true);
                 } else {
+                    state.in_sync = false;
                     let digests = bucket_digests(&state.ours);
-                    self.request(peer, SyncMessage::Buckets { digests }, Asked::Buckets);
+                    self.request(
+                        peer,
+                        SyncMessage::Buckets { digests },
+                        Asked::Buckets(generation),
+                    );
                 }
             }
-            (Asked::Buckets, SyncMessage::Buckets { digests }) => {
+            (Asked::Buckets(generation), SyncMessage::Buckets { digests }) => {
+                if !self.current_pull(peer, generation) {
+                    return;
+                }
+                if digests.len() != N_BUCKETS {
+                    self.penalise(peer, 50, "a Buckets answer of the wrong size");
+                    self.pull_failed(peer, generation);
+                    return;
+                }
                 let Some(state) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                if digests.len() != N_BUCKETS {
-                    self.penalise(peer, 50, "a Buckets answer of the wrong size");
-                    return;
-                }
                 let ours = bucket_digests(&state.ours);
                 let buckets: Vec<u8> = (0..N_BUCKETS)
                     .filter(|&i| ours[i] != digests[i])
                     .filter_map(|i| u8::try_from(i).ok())
                     .collect();
                 if buckets.is_empty() {
+                    state.steps_awaited = 0;
                     self.pull_finished(peer, true);
                 } else {
                     // A few buckets an answer, so a summary fits its frame even with millions
                     // of threads.
-                    state.summaries_in_flight = buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST).len();
+                    state.steps_awaited = buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST).len();
                     for chunk in buckets.chunks(SUMMARY_BUCKETS_PER_REQUEST) {
                         let buckets = chunk.to_vec();
-                        self.request(peer, SyncMessage::SummaryOf { buckets }, Asked::SummaryOf);
+                        self.request(
+                            peer,
+                            SyncMessage::SummaryOf { buckets },
+                            Asked::SummaryOf(generation),
+                        );
                     }
                 }
             }
-            (Asked::SummaryOf, SyncMessage::Summary { scopes }) => {
+            (Asked::SummaryOf(generation), SyncMessage::Summary { scopes }) => {
+                if !self.current_pull(peer, generation) {
+                    return;
+                }
                 let Some(state) = self.peers.get_mut(&peer) else {
                     return;
                 };
-                state.summaries_in_flight = state.summaries_in_flight.saturating_sub(1);
+                state.steps_awaited = state.steps_awaited.saturating_sub(1);
                 let ours: BTreeMap<ScopeId, &ScopeSummary> =
                     state.ours.iter().map(|s| (s.scope, s)).collect();
                 let mut differing: Vec<ScopeId> = scopes
@@ -96,6 +98,13 @@ impl Service {
                     .filter(|theirs| {
                         ours.get(&theirs.scope)
                             .is_none_or(|mine| mine.heads_digest != theirs.heads_digest)
+                    })
+                    // A log given up on with this peer stays so until it reconnects.
+                    .filter(|theirs| {
+                        state
+                            .stalls
+                            .get(&theirs.scope)
+                            .is_none_or(|stalls| *stalls <= STALLS_ALLOWED)
                     })
                     .map(|theirs| theirs.scope)
                     .collect();
@@ -132,9 +141,9 @@ impl Service {
             }
             (Asked::Want(scope), SyncMessage::Refused { reason }) => {
                 warn!(%peer, %scope, reason, "a peer refused a Want");
-                self.want_done(peer, scope);
+                self.step_failed(peer, &Asked::Want(scope));
             }
-            (Asked::Push(_), SyncMessage::Ack) => self.push_answered(peer, true),
+            (Asked::Push(sent), SyncMessage::Ack) => self.push_answered(peer, sent, true),
             (Asked::Certificates, SyncMessage::Ack) => {}
             (
                 Asked::Blob(asked),
@@ -275,9 +284,17 @@ impl Service {
     /// push's events are left for the peer to pull.
     fn step_failed(&mut self, peer: PeerId, asked: &Asked) {
         match asked {
-            Asked::Digest | Asked::Buckets | Asked::SummaryOf => self.pull_failed(peer),
-            Asked::Push(_) => self.push_answered(peer, false),
-            Asked::Want(_) | Asked::Hello | Asked::Certificates | Asked::Blob(_) => {}
+            Asked::Digest(n) | Asked::Buckets(n) | Asked::SummaryOf(n) => {
+                self.pull_failed(peer, *n)
+            }
+            Asked::Push(sent) => self.push_answered(peer, *sent, false),
+            Asked::Want(scope) => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.out_of_sync();
+                }
+                self.want_done(peer, *scope);
+            }
+            Asked::Hello | Asked::Certificates | Asked::Blob(_) => {}
         }
     }
 

@@ -134,22 +134,13 @@ impl Service {
         Ok(scopes)
     }
 
-    /// A push to `peer` was acknowledged (`taken`) or not (failed, refused): one fewer in
-    /// flight; not taken, the peer is out of sync until a check.
-    pub(super) fn push_answered(&mut self, peer: PeerId, taken: bool) {
-        let oldest = self
-            .asked
-            .values()
-            .filter_map(|(to, asked)| match asked {
-                Asked::Push(sent) if *to == peer => Some(*sent),
-                _ => None,
-            })
-            .min();
+    /// A push to `peer` sent at `sent` was acknowledged (`taken`) or not (failed, refused):
+    /// not taken, the peer is out of sync until a check.
+    pub(super) fn push_answered(&mut self, peer: PeerId, sent: Instant, taken: bool) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        state.pushes_in_flight = state.pushes_in_flight.saturating_sub(1);
-        state.oldest_push = oldest;
+        state.push_done(sent);
         if !taken {
             state.out_of_sync();
         }
@@ -239,14 +230,13 @@ impl Service {
                 let Some(state) = self.peers.get_mut(&peer) else {
                     break;
                 };
-                if state.pushes_in_flight >= PUSHES_IN_FLIGHT {
+                if state.pushes_in_flight() >= PUSHES_IN_FLIGHT {
                     // It cannot keep up: the check tells it to pull instead.
                     state.out_of_sync();
                     break;
                 }
-                state.pushes_in_flight += 1;
                 let sent = Instant::now();
-                state.oldest_push.get_or_insert(sent);
+                *state.pushes_sent.entry(sent).or_default() += 1;
                 self.request(peer, SyncMessage::Push { events }, Asked::Push(sent));
             }
         }

@@ -75,14 +75,21 @@ impl Service {
                 let store = self.ingest.store().clone();
                 let our_org = self.org;
                 let done = self.done_sender.clone();
+                let dirty = self.dirty_of(peer);
                 tokio::task::spawn_blocking(move || {
                     let answer = match logs::shared_summaries(&store, our_org, peer_org) {
                         Ok(ours) => {
                             let ours_digest = summaries_digest(ours.iter());
-                            let equal = n_scopes == ours.len() as u64 && digest == ours_digest;
-                            let _ = done.send(Done::TheirDigest(peer, equal));
+                            let n_ours = ours.len() as u64;
+                            let equal = n_scopes == n_ours && digest == ours_digest;
+                            let _ = done.send(Done::TheirDigest {
+                                peer,
+                                equal,
+                                dirty,
+                                ours,
+                            });
                             SyncMessage::Digest {
-                                n_scopes: ours.len() as u64,
+                                n_scopes: n_ours,
                                 digest: ours_digest,
                             }
                         }
