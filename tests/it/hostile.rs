@@ -145,6 +145,66 @@ impl Rogue {
         wait.await.unwrap_or_else(|_| Err("no answer".to_owned()))
     }
 
+    /// Sends every request at once and waits for all their answers, in the order sent.
+    async fn ask_all(&mut self, messages: Vec<SyncMessage>) -> Vec<Result<SyncMessage, String>> {
+        let ids: Vec<request_response::OutboundRequestId> = messages
+            .into_iter()
+            .map(|message| {
+                self.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&self.node, message.into())
+            })
+            .collect();
+        let mut answers: std::collections::HashMap<_, Result<SyncMessage, String>> =
+            std::collections::HashMap::new();
+        let wait = tokio::time::timeout(SYNC, async {
+            while answers.len() < ids.len() {
+                match self.swarm.select_next_some().await {
+                    SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => match event {
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Response {
+                                    request_id,
+                                    response,
+                                },
+                            ..
+                        } => {
+                            answers.insert(request_id, Ok(response));
+                        }
+                        request_response::Event::Message {
+                            message:
+                                request_response::Message::Request {
+                                    request: replication::Frame::Message(request),
+                                    channel,
+                                    ..
+                                },
+                            ..
+                        } => self.answer(request, channel),
+                        request_response::Event::OutboundFailure {
+                            request_id, error, ..
+                        } => {
+                            answers.insert(request_id, Err(error.to_string()));
+                        }
+                        _ => {}
+                    },
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => return,
+                    _ => {}
+                }
+            }
+        });
+        let _ = wait.await;
+        ids.iter()
+            .map(|id| {
+                answers
+                    .remove(id)
+                    .unwrap_or_else(|| Err("no answer".to_owned()))
+            })
+            .collect()
+    }
+
     /// Answers one of the node's requests as an empty-handed peer would.
     fn answer(
         &mut self,
@@ -663,5 +723,87 @@ fn a_partner_gets_the_attachments_of_the_threads_shared_with_it_and_no_others() 
         assert_eq!(answer, SyncMessage::NoBlob { blob: bob_blob });
         // Asking is not an offence: the partner is still connected.
         assert!(!partner.is_cut_off().await);
+    });
+}
+
+/// A member node that asks for much at once (90 `Want`s of a thread at one go) is served a few
+/// at a time, with 64 more waiting their turn; the rest are refused as busy (it may ask again),
+/// it stays connected, and an honest node of the org keeps getting new messages meanwhile.
+#[test]
+fn a_greedy_member_is_served_a_few_at_a_time_and_the_others_keep_syncing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office_data = dir.path().join("office");
+    let office_token = field(&threadline_ok(&office_data, &["init"]), "token:");
+    let office = Node::start(&office_data);
+    let address = office.p2p_address(&office_token);
+    let invite =
+        |data: &std::path::Path| threadline_ok(data, &["org", "invite", "--address", &address]);
+    let laptop_data = dir.path().join("laptop");
+    let laptop_invite = invite(&office_data);
+    let laptop_token = field(
+        &threadline_ok(&laptop_data, &["init", "--join", laptop_invite.trim()]),
+        "token:",
+    );
+    let laptop = Node::start(&laptop_data);
+    let mut alice = Visitor::connect(&office, None);
+    alice.say("a1", "Hello");
+    let thread: String = eventually("the laptop has the thread", SYNC, || {
+        let (_, list) = laptop.get(&laptop_token, "/api/v1/threads");
+        list["threads"][0]["id"].as_str().map(str::to_owned)
+    });
+    let thread_id: ThreadId = thread.parse().expect("thread id");
+    // A log of some size, so that each answer takes a moment to read.
+    for n in 0..200 {
+        let (status, answer) = office.post(
+            &office_token,
+            &format!("/api/v1/threads/{thread}/notes"),
+            &serde_json::json!({ "text": format!("note {n}: {}", "x".repeat(200)) }),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    let greedy_invite = invite(&office_data);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let mut greedy = Rogue::join(&key, greedy_invite.trim(), &address).await;
+        let want = SyncMessage::Want {
+            scope: threadline_protocol::ScopeId::Thread(thread_id),
+            have: Vec::new(),
+            from_depth: 0,
+            max_events: 4096,
+        };
+        let asking = greedy.ask_all(vec![want; 90]);
+        // Meanwhile Alice writes again: the honest laptop gets it.
+        let honest = tokio::task::spawn_blocking(move || {
+            alice.say("a2", "Are you there?");
+            alice
+        });
+        let answers = asking.await;
+        let events = answers
+            .iter()
+            .filter(|a| matches!(a, Ok(SyncMessage::Events { events, .. }) if !events.is_empty()))
+            .count();
+        let busy = answers
+            .iter()
+            .filter(
+                |a| matches!(a, Ok(SyncMessage::Refused { reason }) if reason.starts_with("busy")),
+            )
+            .count();
+        // 4 served at once and 64 waiting: at least 68 answered; what came while the queue
+        // was full refused as busy, nothing else.
+        eprintln!("a greedy member's 90 Wants: {events} served, {busy} refused as busy");
+        assert_eq!(events + busy, 90, "{answers:?}");
+        assert!(events >= 68 && busy > 0, "served {events}, busy {busy}");
+        assert!(!greedy.is_cut_off().await, "asking much is not an offence");
+        let _alice = honest.await.expect("alice");
+    });
+    eventually("the laptop gets Alice's new message", SYNC, || {
+        let events = thread_events(&laptop, &laptop_token, &thread);
+        events
+            .as_array()?
+            .iter()
+            .any(|e| e["text"] == "Are you there?")
+            .then_some(())
     });
 }

@@ -85,6 +85,10 @@ const MAX_JOIN_BRIDGES: usize = 9;
 const MISSING_BLOBS_READ: usize = 4096;
 /// Rounds of a `Want` that bring nothing new before the log is given up with that peer.
 const STALLS_ALLOWED: u32 = 3;
+/// A peer's requests that read much of the store (summaries, a log, a blob) served at once.
+const SERVING_PER_PEER: usize = 4;
+/// More of them waiting their turn; beyond, they are refused as busy.
+const SERVE_QUEUE_PER_PEER: usize = 64;
 /// Pushes in flight per peer. Beyond it, what would be pushed is left for the peer to pull
 /// (it is told to by a check, [`checks`]): a peer that cannot keep up (paused, slow, far) gets
 /// one pull instead of a pile of streams it would drop (libp2p takes 100 at once per
@@ -158,6 +162,9 @@ struct PeerState {
     pushes_sent: BTreeMap<Instant, usize>,
     /// This node's summaries for the peer, made when the pull started.
     ours: Vec<ScopeSummary>,
+    /// The peer's heavy requests being served, and those waiting their turn ([`serve`]).
+    serving: usize,
+    serve_queue: VecDeque<(SyncMessage, ResponseChannel<SyncMessage>)>,
     wants: VecDeque<ScopeId>,
     wanted: HashSet<ScopeId>,
     wants_in_flight: usize,
@@ -190,6 +197,8 @@ struct Verdict {
 /// Work done off the loop, brought back to it.
 enum Done {
     Respond(ResponseChannel<SyncMessage>, SyncMessage),
+    /// The answer to a heavy request of the peer ([`serve`]): its next may start.
+    Served(PeerId, ResponseChannel<SyncMessage>, SyncMessage),
     RespondAndPenalise(
         ResponseChannel<SyncMessage>,
         SyncMessage,
@@ -588,6 +597,10 @@ impl Service {
                 }
             },
             Done::Respond(channel, message) => self.respond(channel, message),
+            Done::Served(peer, channel, message) => {
+                self.respond(channel, message);
+                self.served(peer);
+            }
             Done::TheirDigest {
                 peer,
                 equal,

@@ -69,127 +69,16 @@ impl Service {
                 self.refuse(channel, "say Hello with a node certificate first");
                 self.penalise(peer, 25, "a request before Hello");
             }
-            (SyncMessage::Digest { n_scopes, digest }, Some(peer_org)) => {
-                // Answered with this node's digest, and compared: a peer that holds something
-                // else makes this node pull too ([`checks`]).
-                let store = self.ingest.store().clone();
-                let our_org = self.org;
-                let done = self.done_sender.clone();
-                let dirty = self.dirty_of(peer);
-                tokio::task::spawn_blocking(move || {
-                    let answer = match logs::shared_summaries(&store, our_org, peer_org) {
-                        Ok(ours) => {
-                            let ours_digest = summaries_digest(ours.iter());
-                            let n_ours = ours.len() as u64;
-                            let equal = n_scopes == n_ours && digest == ours_digest;
-                            let _ = done.send(Done::TheirDigest {
-                                peer,
-                                equal,
-                                dirty,
-                                ours,
-                            });
-                            SyncMessage::Digest {
-                                n_scopes: n_ours,
-                                digest: ours_digest,
-                            }
-                        }
-                        Err(err) => SyncMessage::Refused {
-                            reason: format!("cannot read the store: {err}"),
-                        },
-                    };
-                    let _ = done.send(Done::Respond(channel, answer));
-                });
-            }
-            (SyncMessage::Buckets { .. }, Some(peer_org)) => {
-                self.answer_with_summaries(channel, peer_org, |ours| SyncMessage::Buckets {
-                    digests: bucket_digests(ours),
-                });
-            }
-            (SyncMessage::SummaryOf { buckets }, Some(peer_org)) => {
-                let buckets: HashSet<u8> = buckets.into_iter().collect();
-                self.answer_with_summaries(channel, peer_org, move |ours| SyncMessage::Summary {
-                    scopes: ours
-                        .iter()
-                        .filter(|s| {
-                            buckets.contains(&threadline_protocol::sync::bucket_of(&s.scope))
-                        })
-                        .cloned()
-                        .collect(),
-                });
-            }
             (
-                SyncMessage::Want {
-                    scope,
-                    have,
-                    from_depth,
-                    max_events,
-                },
+                request @ (SyncMessage::Digest { .. }
+                | SyncMessage::Buckets { .. }
+                | SyncMessage::SummaryOf { .. }
+                | SyncMessage::Want { .. }
+                | SyncMessage::WantBlob { .. }),
                 Some(peer_org),
-            ) => {
-                let store = self.ingest.store().clone();
-                let our_org = self.org;
-                let done = self.done_sender.clone();
-                tokio::task::spawn_blocking(move || {
-                    let answer = match logs::may_share_stored(&store, &scope, our_org, peer_org) {
-                        Ok(true) => {
-                            match logs::events_for_want(
-                                &store, &scope, &have, from_depth, max_events,
-                            ) {
-                                Ok((events, complete)) => SyncMessage::Events {
-                                    scope,
-                                    events,
-                                    complete,
-                                },
-                                Err(err) => SyncMessage::Refused {
-                                    reason: format!("cannot read {scope}: {err}"),
-                                },
-                            }
-                        }
-                        // Not even whether it exists.
-                        Ok(false) => SyncMessage::Events {
-                            scope,
-                            events: Vec::new(),
-                            complete: true,
-                        },
-                        Err(err) => SyncMessage::Refused {
-                            reason: format!("cannot read {scope}: {err}"),
-                        },
-                    };
-                    let _ = done.send(Done::Respond(channel, answer));
-                });
-            }
+            ) => self.serve_heavy(peer, peer_org, request, channel),
             (SyncMessage::Push { events }, Some(peer_org)) => {
                 self.on_push(peer, peer_org, events, channel);
-            }
-            (SyncMessage::WantBlob { blob, offset }, Some(peer_org)) => {
-                let store = self.ingest.store().clone();
-                let our_org = self.org;
-                let done = self.done_sender.clone();
-                tokio::task::spawn_blocking(move || {
-                    let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
-                        .map_err(|err| err.to_string())
-                        .and_then(|shared| match shared {
-                            true => store
-                                .blobs()
-                                .read_range(&blob, offset, MAX_BLOB_CHUNK_BYTES)
-                                .map_err(|err| err.to_string()),
-                            false => Ok(None),
-                        });
-                    let answer = match read {
-                        Ok(Some((size, bytes))) => SyncMessage::Blob {
-                            blob,
-                            size,
-                            offset,
-                            bytes: threadline_protocol::codec::ByteBuf(bytes),
-                        },
-                        // Not even whether it exists.
-                        Ok(None) => SyncMessage::NoBlob { blob },
-                        Err(err) => SyncMessage::Refused {
-                            reason: format!("cannot read blob {blob}: {err}"),
-                        },
-                    };
-                    let _ = done.send(Done::Respond(channel, answer));
-                });
             }
             (SyncMessage::Certificates { certificates }, Some(peer_org)) => {
                 // A partner speaks for its own org only; this org's nodes relay partners'.
@@ -219,9 +108,190 @@ impl Service {
         }
     }
 
+    /// Serves a request that reads much of the store (summaries, a log, a blob), at most
+    /// [`SERVING_PER_PEER`] of one peer's at once and [`SERVE_QUEUE_PER_PEER`] more waiting
+    /// their turn; beyond that it is refused as busy (the peer asks again later). So a slow,
+    /// greedy or hostile peer holds a few of the node's threads, never all of them, and the
+    /// others are served meanwhile.
+    fn serve_heavy(
+        &mut self,
+        peer: PeerId,
+        peer_org: OrgId,
+        request: SyncMessage,
+        channel: ResponseChannel<SyncMessage>,
+    ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if state.serving < SERVING_PER_PEER {
+            state.serving += 1;
+            self.start_heavy(peer, peer_org, request, channel);
+        } else if state.serve_queue.len() < SERVE_QUEUE_PER_PEER {
+            state.serve_queue.push_back((request, channel));
+        } else {
+            debug!(%peer, "too many requests waiting; refused as busy");
+            self.refuse(
+                channel,
+                "busy: too many of your requests are waiting; ask again later",
+            );
+        }
+    }
+
+    /// A heavy request of `peer` was answered: the next of its queue starts.
+    pub(super) fn served(&mut self, peer: PeerId) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        state.serving = state.serving.saturating_sub(1);
+        let (Some(peer_org), Some((request, channel))) = (state.org, state.serve_queue.pop_front())
+        else {
+            return;
+        };
+        state.serving += 1;
+        self.start_heavy(peer, peer_org, request, channel);
+    }
+
+    /// Starts serving one heavy request off the loop; [`Done::Served`] brings the answer.
+    fn start_heavy(
+        &mut self,
+        peer: PeerId,
+        peer_org: OrgId,
+        request: SyncMessage,
+        channel: ResponseChannel<SyncMessage>,
+    ) {
+        match request {
+            SyncMessage::Digest { n_scopes, digest } => {
+                // Answered with this node's digest, and compared: a peer that holds something
+                // else makes this node pull too ([`checks`]).
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                let dirty = self.dirty_of(peer);
+                tokio::task::spawn_blocking(move || {
+                    let answer = match logs::shared_summaries(&store, our_org, peer_org) {
+                        Ok(ours) => {
+                            let ours_digest = summaries_digest(ours.iter());
+                            let n_ours = ours.len() as u64;
+                            let equal = n_scopes == n_ours && digest == ours_digest;
+                            let _ = done.send(Done::TheirDigest {
+                                peer,
+                                equal,
+                                dirty,
+                                ours,
+                            });
+                            SyncMessage::Digest {
+                                n_scopes: n_ours,
+                                digest: ours_digest,
+                            }
+                        }
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read the store: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Served(peer, channel, answer));
+                });
+            }
+            SyncMessage::Buckets { .. } => {
+                self.answer_with_summaries(peer, channel, peer_org, |ours| SyncMessage::Buckets {
+                    digests: bucket_digests(ours),
+                });
+            }
+            SyncMessage::SummaryOf { buckets } => {
+                let buckets: HashSet<u8> = buckets.into_iter().collect();
+                self.answer_with_summaries(peer, channel, peer_org, move |ours| {
+                    SyncMessage::Summary {
+                        scopes: ours
+                            .iter()
+                            .filter(|s| {
+                                buckets.contains(&threadline_protocol::sync::bucket_of(&s.scope))
+                            })
+                            .cloned()
+                            .collect(),
+                    }
+                });
+            }
+            SyncMessage::Want {
+                scope,
+                have,
+                from_depth,
+                max_events,
+            } => {
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let answer = match logs::may_share_stored(&store, &scope, our_org, peer_org) {
+                        Ok(true) => {
+                            match logs::events_for_want(
+                                &store, &scope, &have, from_depth, max_events,
+                            ) {
+                                Ok((events, complete)) => SyncMessage::Events {
+                                    scope,
+                                    events,
+                                    complete,
+                                },
+                                Err(err) => SyncMessage::Refused {
+                                    reason: format!("cannot read {scope}: {err}"),
+                                },
+                            }
+                        }
+                        // Not even whether it exists.
+                        Ok(false) => SyncMessage::Events {
+                            scope,
+                            events: Vec::new(),
+                            complete: true,
+                        },
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read {scope}: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Served(peer, channel, answer));
+                });
+            }
+            SyncMessage::WantBlob { blob, offset } => {
+                let store = self.ingest.store().clone();
+                let our_org = self.org;
+                let done = self.done_sender.clone();
+                tokio::task::spawn_blocking(move || {
+                    let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
+                        .map_err(|err| err.to_string())
+                        .and_then(|shared| match shared {
+                            true => store
+                                .blobs()
+                                .read_range(&blob, offset, MAX_BLOB_CHUNK_BYTES)
+                                .map_err(|err| err.to_string()),
+                            false => Ok(None),
+                        });
+                    let answer = match read {
+                        Ok(Some((size, bytes))) => SyncMessage::Blob {
+                            blob,
+                            size,
+                            offset,
+                            bytes: threadline_protocol::codec::ByteBuf(bytes),
+                        },
+                        // Not even whether it exists.
+                        Ok(None) => SyncMessage::NoBlob { blob },
+                        Err(err) => SyncMessage::Refused {
+                            reason: format!("cannot read blob {blob}: {err}"),
+                        },
+                    };
+                    let _ = done.send(Done::Served(peer, channel, answer));
+                });
+            }
+            // Only the kinds above come here.
+            _ => {
+                let refused = SyncMessage::Refused {
+                    reason: "not a request served here".to_owned(),
+                };
+                let _ = self.done_sender.send(Done::Served(peer, channel, refused));
+            }
+        }
+    }
+
     /// Answers with something made of this node's summaries for `peer_org`.
     pub(super) fn answer_with_summaries(
         &mut self,
+        peer: PeerId,
         channel: ResponseChannel<SyncMessage>,
         peer_org: OrgId,
         make: impl FnOnce(&[ScopeSummary]) -> SyncMessage + Send + 'static,
@@ -236,7 +306,7 @@ impl Service {
                     reason: format!("cannot read the store: {err}"),
                 },
             };
-            let _ = done.send(Done::Respond(channel, answer));
+            let _ = done.send(Done::Served(peer, channel, answer));
         });
     }
 }
