@@ -29,6 +29,7 @@
 //! | `audit` | time ms BE ‖ sequence BE | `encode(AuditRecord)`: who viewed, exported or erased a contact's record ([`audit`]) |
 //! | `webhook_queue` | due time ms BE ‖ delivery id BE | `encode(Queued)`: an outbound webhook delivery waiting ([`webhook_queue`]) |
 //! | `webhook_log` | time ms BE ‖ sequence BE | `encode(Attempt)`: one attempt to deliver, the newest 10,000 kept |
+//! | `missing_content` | thread id ‖ event id | empty: a thread event a peer sent without its content though it was not erased; the next copy with its content fills it in |
 //! | `meta` | `b"key_owners"` | `encode(Vec<(key number, owner bytes)>)`: the data keys given to owners since `data-keys` was last synced (at most a pool's worth), written with every commit while there are any: what finishes a rewrite of a slot a crash cut short |
 //!
 //! Encryption at rest ([`data_keys`]): what a customer wrote or that names them is sealed
@@ -490,9 +491,12 @@ pub enum TreeName {
     WebhookQueue,
     /// The outbound webhooks' delivery log ([`webhook_queue`]).
     WebhookLog,
+    /// `thread ‖ event` of thread events a peer sent without their content (not erased):
+    /// the first copy with it fills it in.
+    MissingContent,
 }
 
-const TREE_NAMES: [&str; 20] = [
+const TREE_NAMES: [&str; 21] = [
     "log",
     "threads",
     "contact_threads",
@@ -513,6 +517,7 @@ const TREE_NAMES: [&str; 20] = [
     "audit",
     "webhook_queue",
     "webhook_log",
+    "missing_content",
 ];
 
 /// A record to write into a tree (the admin trees: agents, tokens): tree, key, value.

@@ -807,3 +807,92 @@ fn a_greedy_member_is_served_a_few_at_a_time_and_the_others_keep_syncing() {
             .then_some(())
     });
 }
+
+/// A member that sends an event without its content (not erased: it just left it out) does
+/// not make the content lost for good: the event is kept, and the first copy with the content,
+/// from any peer, fills it in (checked against the header's hash).
+#[test]
+fn content_a_peer_left_out_is_filled_in_by_the_next_copy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let office_data = dir.path().join("office");
+    let office_token = field(&threadline_ok(&office_data, &["init"]), "token:");
+    let office = Node::start(&office_data);
+    let address = office.p2p_address(&office_token);
+    let mut alice = Visitor::connect(&office, None);
+    alice.say("a1", "Hello");
+    let (_, list) = office.get(&office_token, "/api/v1/threads");
+    let thread = list["threads"][0]["id"]
+        .as_str()
+        .expect("thread")
+        .to_owned();
+    let thread_id: ThreadId = thread.parse().expect("thread id");
+    let invite = threadline_ok(&office_data, &["org", "invite", "--address", &address]);
+    let note_text = |events: &Value, id: &str| -> Option<Option<String>> {
+        events
+            .as_array()?
+            .iter()
+            .find(|e| e["id"] == id)
+            .map(|e| e["text"].as_str().map(str::to_owned))
+    };
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let key = SecretKey::generate(&mut rand_core::OsRng);
+        let mut member = Rogue::join(&key, invite.trim(), &address).await;
+        let (head, depth) = thread_head(&office, &office_token, &thread);
+        let note = Draft::new(
+            Scope::Thread(thread_id),
+            vec![head],
+            depth + 1,
+            now(),
+            EventKind::Thread(ThreadKind::Note),
+        )
+        .with_content(Content::text("the customer's order number is 1077"))
+        .sign(&key)
+        .expect("signs");
+        let id = note.id().expect("id").to_string();
+        let mut stripped = note.clone();
+        stripped.content = None;
+        let answer = member
+            .ask(SyncMessage::Push {
+                events: vec![stripped],
+            })
+            .await
+            .expect("an answer");
+        assert!(matches!(answer, SyncMessage::Ack), "{answer:?}");
+        let events = thread_events(&office, &office_token, &thread);
+        assert_eq!(
+            note_text(&events, &id),
+            Some(None),
+            "kept, without its text"
+        );
+
+        let answer = member
+            .ask(SyncMessage::Push { events: vec![note] })
+            .await
+            .expect("an answer");
+        assert!(matches!(answer, SyncMessage::Ack), "{answer:?}");
+        let events = thread_events(&office, &office_token, &thread);
+        assert_eq!(
+            note_text(&events, &id),
+            Some(Some("the customer's order number is 1077".to_owned())),
+            "filled in by the copy with it"
+        );
+        assert!(
+            !member.is_cut_off().await,
+            "leaving content out is no offence"
+        );
+    });
+    // It stays after a restart (it is in the store, not only in a cache).
+    office.stop();
+    let office = Node::start(&office_data);
+    let events = thread_events(&office, &office_token, &thread);
+    assert!(
+        events
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["text"] == "the customer's order number is 1077"),
+        "{events}"
+    );
+}

@@ -864,6 +864,8 @@ impl Writer {
                 }
             }
             if thread.insert(event.clone(), certificates, now)? == Inserted::Duplicate {
+                let erased = thread.state().erased.contains(&id);
+                fill_missing_content(&self.store, &mut self.pending, thread_id, &event, erased)?;
                 return Ok(Submitted::Duplicate(id));
             }
         }
@@ -873,6 +875,18 @@ impl Writer {
         let contact = state.contact;
         let writes = &mut self.pending;
         writes.put_event(&self.store, thread.dag().get(&id).unwrap_or(&event))?;
+        // A peer's copy without content that was not erased: the next copy fills it in.
+        if source == Source::Peer
+            && event.content().is_none()
+            && event.header().content_hash.is_some()
+            && !state.erased.contains(&id)
+        {
+            writes.insert(
+                TreeName::MissingContent,
+                [thread_id.as_bytes().as_slice(), id.as_bytes()].concat(),
+                Vec::new(),
+            );
+        }
         writes.put_thread_state(
             thread_id,
             state,
@@ -2078,6 +2092,32 @@ fn delivery_here(
             .ok_or("the route's handle is erased")?,
     };
     delivery_for(thread, directory, id, handle, now)
+}
+
+/// A copy of a stored thread event arrived: if the stored one came without its content
+/// (a peer's, not erased) and this one has it (verified against the header's hash), the
+/// store gets it. Nothing else changes: the header, and so the state, are the same.
+fn fill_missing_content(
+    store: &Store,
+    writes: &mut WriteSet,
+    thread_id: ThreadId,
+    event: &VerifiedEvent,
+    erased: bool,
+) -> Result<(), IngestError> {
+    if event.content().is_none() {
+        return Ok(());
+    }
+    let id = event.id();
+    let key = [thread_id.as_bytes().as_slice(), id.as_bytes()].concat();
+    if writes.get(store, TreeName::MissingContent, &key)?.is_none() {
+        return Ok(());
+    }
+    if !erased {
+        writes.put_event(store, event)?;
+        tracing::info!(thread = %thread_id, %id, "filled in the content a peer had sent without");
+    }
+    writes.remove(TreeName::MissingContent, key);
+    Ok(())
 }
 
 /// A reply another node delivers: the route it was written for entered the org there.
