@@ -7,8 +7,8 @@
 //! the channel, and who may write in it may run these commands either way.
 //!
 //! The exchange is a file each way in a requests folder: `<name>.request` (written whole: as
-//! `<name>.writing`, then renamed), answered in `<name>.done` with `ok <text>` or `error:
-//! <why>`. The node looks every half second. `threadline backup` uses the same exchange.
+//! `<name>.writing`, then renamed), answered in `<name>.done` (written whole the same way) with
+//! `ok <text>` or `error: <why>`. The node looks every half second. `threadline backup` uses the same exchange.
 
 use std::path::Path;
 use std::time::Duration;
@@ -319,7 +319,12 @@ where
                 },
                 Err(err) => format!("error: cannot read the request: {err}"),
             };
-            if let Err(err) = std::fs::write(request.with_extension("done"), answer) {
+            // Whole or not at all, as the request: the command reads `.done` as soon as it
+            // exists, and a file being written can be empty (it read "error: " with no reason).
+            let answering = request.with_extension("answering");
+            if let Err(err) = std::fs::write(&answering, answer)
+                .and_then(|()| std::fs::rename(&answering, request.with_extension("done")))
+            {
                 warn!(cause = %err, request = %request.display(), "cannot answer a request");
             }
             let _ = std::fs::remove_file(&request);

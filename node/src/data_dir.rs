@@ -349,6 +349,32 @@ impl DataDir {
         writeln!(file, "{entry}").map_err(io)
     }
 
+    /// Removes every line equal to `entry` from a list file (rewritten whole, atomically);
+    /// answers whether there was one.
+    pub fn remove_from_list(path: &Path, entry: &str) -> Result<bool, InitError> {
+        let io = |source| InitError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(io(err)),
+        };
+        let kept: Vec<&str> = text.lines().filter(|line| line.trim() != entry).collect();
+        if kept.len() == text.lines().count() {
+            return Ok(false);
+        }
+        let staged = path.with_extension("new");
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        fs::write(&staged, body).map_err(io)?;
+        fs::rename(&staged, path).map_err(io)?;
+        Ok(true)
+    }
+
     /// The file of peers added with `threadline peer add` (one multiaddr a line).
     pub fn peers_path(&self) -> PathBuf {
         self.root.join("peers")

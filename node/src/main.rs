@@ -156,6 +156,13 @@ enum PartnerCommand {
         /// The partner's org id.
         org: threadline_protocol::OrgId,
     },
+    /// Stop trusting a partner org added with `partner add`: a running node disconnects its
+    /// nodes within seconds and shares nothing more with them (one in config.toml is removed
+    /// there).
+    Remove {
+        /// The partner's org id.
+        org: threadline_protocol::OrgId,
+    },
     /// List partner orgs (config.toml and added here).
     List,
 }
@@ -535,6 +542,19 @@ fn run() -> anyhow::Result<()> {
         } => {
             DataDir::append_to_list(&data_dir.partners_path(), &org.to_string())?;
             println!("added partner org {org}");
+        }
+        Command::Partner {
+            command: PartnerCommand::Remove { org },
+        } => {
+            if DataDir::remove_from_list(&data_dir.partners_path(), &org.to_string())? {
+                println!("removed partner org {org}: a running node disconnects its nodes within seconds");
+            } else {
+                let config = Config::load(&data_dir.config_path(), None)?;
+                if config.replication_partners.contains(&org) {
+                    anyhow::bail!("partner org {org} is in config.toml ([replication] partners): remove it there and restart the node");
+                }
+                anyhow::bail!("{org} is not a partner org added with `threadline partner add`");
+            }
         }
         Command::Partner {
             command: PartnerCommand::List,

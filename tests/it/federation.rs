@@ -504,6 +504,41 @@ fn a_partner_org_gets_the_shared_thread_and_nothing_else() {
     );
     converged((&office_node, &office.token), (&laptop_node, &laptop.token));
 
+    // The office stops trusting the partner: its node is cut off within seconds (and refused
+    // when it dials again), and what the office writes on the shared thread afterwards does
+    // not reach it.
+    let removed = std::time::Instant::now();
+    threadline_ok(&office.data, &["partner", "remove", &partner_org]);
+    eventually("the office disconnects the former partner", SYNC, || {
+        let peers = office_node.replication(&office.token)["peers"].clone();
+        (!peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|peer| peer["org"] == partner_org.as_str()))
+        .then_some(())
+    });
+    eprintln!(
+        "a removed partner was cut off {:.1} s after `partner remove`",
+        removed.elapsed().as_secs_f64()
+    );
+    reply(
+        &office_node,
+        &office.token,
+        &shared,
+        "After the partnership ended",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let on_partner = thread(&partner_node, &partner.token, &shared).expect("kept what it had");
+    assert!(
+        !texts(&on_partner)
+            .iter()
+            .any(|t| t == "After the partnership ended"),
+        "{on_partner}"
+    );
+    let again = run_threadline(&office.data, &["partner", "remove", &partner_org]);
+    assert!(!again.status.success(), "removing it twice says so");
+
     // The partner's store holds the shared thread and nothing else of the office's: not the
     // other thread, not the contact directory.
     let partner_view = partner_node.replication(&partner.token);

@@ -14,7 +14,10 @@ impl Service {
                     .filter_map(|line| line.parse::<OrgId>().ok()),
             );
         }
-        self.partners = partners;
+        if partners != self.partners {
+            self.partners = partners;
+            self.drop_former_partners();
+        }
         let mut addresses = self.configured.clone();
         if let Some(path) = &self.peers_file {
             addresses.extend(

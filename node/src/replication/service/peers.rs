@@ -114,6 +114,27 @@ impl Service {
         }
     }
 
+    /// Disconnects the nodes of orgs that are no longer partners (`threadline partner
+    /// remove`): they get nothing more, and are refused if they come back.
+    pub(super) fn drop_former_partners(&mut self) {
+        let former: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, state)| {
+                state
+                    .org
+                    .is_some_and(|org| org != self.org && !self.partners.contains(&org))
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in former {
+            info!(%peer, "its org is no longer a partner; disconnecting it");
+            self.peers.remove(&peer);
+            self.asked.retain(|_, (to, _)| *to != peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
     /// Disconnects peers whose keys were just revoked.
     pub(super) fn drop_revoked(&mut self) {
         let directory = self
