@@ -478,6 +478,25 @@ impl Node {
         )
     }
 
+    /// A node on a fixed p2p address (so it comes back where its peers look for it after a
+    /// restart), optionally living `ahead` of the machine's clock (libfaketime's `+3m`).
+    pub fn start_on(data_dir: &Path, p2p: &str, ahead: Option<&str>) -> Node {
+        let library = ahead.map(|_| libfaketime());
+        let envs: Vec<(&str, &str)> = match (&library, ahead) {
+            (Some(library), Some(offset)) => vec![
+                ("LD_PRELOAD", library.to_str().expect("a UTF-8 path")),
+                ("FAKETIME", offset),
+            ],
+            _ => Vec::new(),
+        };
+        Node::start_command_with(
+            data_dir,
+            &["run", "--listen", "127.0.0.1:0", "--p2p-listen", p2p],
+            "threadline listening on ",
+            &envs,
+        )
+    }
+
     /// A node whose store sits on a disk that fails on demand: while `trigger` exists, every
     /// write and sync of a file in the data folder's store fails with EIO
     /// (`tests/fixtures/store_fault.c`, preloaded into the node's own process).
@@ -728,6 +747,24 @@ impl Node {
             .post(&format!("{}{path}", self.base))
             .set("Authorization", &format!("Bearer {token}"));
         answer(request.send_json(body))
+    }
+
+    /// [`Node::post`], or `None` when the request got no answer (the node is gone).
+    pub fn try_post(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Option<(u16, serde_json::Value)> {
+        let result = self
+            .http()
+            .post(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_json(body);
+        match result {
+            Err(ureq::Error::Transport(_)) => None,
+            result => Some(answer(result)),
+        }
     }
 
     /// `POST path` with a raw body.

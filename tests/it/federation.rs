@@ -12,13 +12,13 @@ use threadline_tests::{eventually, field, run_threadline, threadline_ok, Node, V
 const SYNC: Duration = Duration::from_secs(30);
 
 /// A data folder and the token of its first agent.
-struct Site {
-    data: PathBuf,
-    token: String,
+pub(crate) struct Site {
+    pub(crate) data: PathBuf,
+    pub(crate) token: String,
 }
 
 /// Creates an org's first node in `dir/name`.
-fn first_node(dir: &Path, name: &str) -> Site {
+pub(crate) fn first_node(dir: &Path, name: &str) -> Site {
     let data = dir.join(name);
     let out = threadline_ok(&data, &["init"]);
     Site {
@@ -28,7 +28,7 @@ fn first_node(dir: &Path, name: &str) -> Site {
 }
 
 /// Joins a new node in `dir/name` to the org of the running `inviter`.
-fn join(dir: &Path, name: &str, inviter: &Site, running: &Node) -> Site {
+pub(crate) fn join(dir: &Path, name: &str, inviter: &Site, running: &Node) -> Site {
     let address = running.p2p_address(&inviter.token);
     let invite = threadline_ok(&inviter.data, &["org", "invite", "--address", &address]);
     let data = dir.join(name);
@@ -40,18 +40,18 @@ fn join(dir: &Path, name: &str, inviter: &Site, running: &Node) -> Site {
     }
 }
 
-fn threads(node: &Node, token: &str) -> Vec<Value> {
+pub(crate) fn threads(node: &Node, token: &str) -> Vec<Value> {
     let (status, list) = node.get(token, "/api/v1/threads?limit=200");
     assert_eq!(status, 200, "{list}");
     list["threads"].as_array().expect("threads").clone()
 }
 
-fn thread(node: &Node, token: &str, id: &str) -> Option<Value> {
+pub(crate) fn thread(node: &Node, token: &str, id: &str) -> Option<Value> {
     let (status, detail) = node.get(token, &format!("/api/v1/threads/{id}"));
     (status == 200).then_some(detail)
 }
 
-fn texts(detail: &Value) -> Vec<String> {
+pub(crate) fn texts(detail: &Value) -> Vec<String> {
     detail["events"]
         .as_array()
         .expect("events")
@@ -60,7 +60,7 @@ fn texts(detail: &Value) -> Vec<String> {
         .collect()
 }
 
-fn reply(node: &Node, token: &str, thread: &str, text: &str) {
+pub(crate) fn reply(node: &Node, token: &str, thread: &str, text: &str) {
     let (status, answer) = node.post(
         token,
         &format!("/api/v1/threads/{thread}/replies"),
@@ -72,7 +72,7 @@ fn reply(node: &Node, token: &str, thread: &str, text: &str) {
 /// Waits until both nodes hold the same logs, the same directory, and every thread with the
 /// same state hash and events. The whole comparison is retried: a receipt written just after a
 /// delivery may still be on its way when the logs first look equal.
-fn converged(a: (&Node, &str), b: (&Node, &str)) {
+pub(crate) fn converged(a: (&Node, &str), b: (&Node, &str)) {
     let deadline = std::time::Instant::now() + SYNC;
     loop {
         let Some(difference) = difference(a, b) else {
@@ -87,7 +87,7 @@ fn converged(a: (&Node, &str), b: (&Node, &str)) {
 }
 
 /// The first difference between what two nodes hold, if any.
-fn difference(a: (&Node, &str), b: (&Node, &str)) -> Option<String> {
+pub(crate) fn difference(a: (&Node, &str), b: (&Node, &str)) -> Option<String> {
     let (ra, rb) = (a.0.replication(a.1), b.0.replication(b.1));
     if ra["logs_digest"] != rb["logs_digest"] || ra["directory_hash"] != rb["directory_hash"] {
         return Some(format!("logs or directory differ: {ra} / {rb}"));
@@ -1071,7 +1071,7 @@ fn a_paused_peer_catches_up_after_a_burst_on_the_same_connection() {
 }
 
 /// The texts of the message frames a visitor gets within `wait`.
-fn texts_within(visitor: &mut Visitor, wait: Duration) -> Vec<String> {
+pub(crate) fn texts_within(visitor: &mut Visitor, wait: Duration) -> Vec<String> {
     let deadline = std::time::Instant::now() + wait;
     let mut texts = Vec::new();
     while std::time::Instant::now() < deadline {

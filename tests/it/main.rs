@@ -3,6 +3,7 @@
 mod at_rest;
 mod bridge_scope;
 mod browser;
+mod chaos;
 mod cli;
 mod email;
 mod federation;
