@@ -324,15 +324,22 @@ impl DataDir {
     /// The entries of a list file (`peers`, `partners`): one a line, blank lines and `#`
     /// comments skipped; none if the file does not exist.
     pub fn read_list(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path)
-            .map(|text| {
-                text.lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
+        Self::try_read_list(path).unwrap_or_default()
+    }
+
+    /// [`DataDir::read_list`], saying when the file exists but cannot be read (a missing
+    /// file is an empty list).
+    pub fn try_read_list(path: &Path) -> std::io::Result<Vec<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
     }
 
     /// Appends an entry to a list file (created if absent).

@@ -676,14 +676,17 @@ impl Writer {
             ScopeId::Directory(_) => return Err(IngestError::ForeignScope(scope)),
             ScopeId::Thread(thread) => self.apply_thread(thread, event, external_key, source)?,
         };
-        if let Submitted::Stored(event) = outcome {
-            for (blob, size) in missing {
+        // Attachments not here yet: of a new event, or of content a later copy filled in.
+        if matches!(outcome, Submitted::Stored(_) | Submitted::Duplicate(_)) {
+            for (blob, size) in &missing {
                 self.pending.insert(
                     TreeName::MissingBlobs,
                     blob.as_bytes().to_vec(),
                     size.to_be_bytes().to_vec(),
                 );
             }
+        }
+        if let Submitted::Stored(event) = outcome {
             // This node sends its own events to the org's webhooks (a peer sends its own).
             if let (Source::Local, Some(topic), ScopeId::Thread(thread)) = (source, topic, scope) {
                 self.queue_webhooks(thread, event, topic)?;
@@ -822,6 +825,14 @@ impl Writer {
                     )?
                     .is_some())
         {
+            let erased = self.threads.contains(&thread_id)
+                && self
+                    .threads
+                    .load(&self.store, thread_id)?
+                    .state()
+                    .erased
+                    .contains(&id);
+            fill_missing_content(&self.store, &mut self.pending, thread_id, &event, erased)?;
             return Ok(Submitted::Duplicate(id));
         }
         // This org's certificates, and for an author this org does not know, its partners'.
@@ -2075,6 +2086,18 @@ fn delivery_here(
         .is_some();
     if replicated {
         return Err(NOT_QUEUED_ELSEWHERE);
+    }
+    // Erased (perhaps by an event of this same batch, not committed yet): no handle to send to.
+    if thread.state().erased.contains(&route.handle_from) {
+        return Err("the route's handle is erased");
+    }
+    // A reply a peer sent without its content (not erased) would go out empty.
+    let reply = thread
+        .dag()
+        .get(&id)
+        .ok_or("the reply is not in its thread")?;
+    if reply.content().is_none() && !thread.state().erased.contains(&id) {
+        return Err("the reply came without its content");
     }
     // The cache keeps the current route's content only; an older route's is in the store.
     let cached = thread

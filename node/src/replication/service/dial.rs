@@ -7,14 +7,21 @@ impl Service {
     /// the partner set.
     pub(super) fn load_targets(&mut self) {
         let mut partners: HashSet<OrgId> = self.configured_partners.iter().copied().collect();
+        let mut read = true;
         if let Some(path) = &self.partners_file {
-            partners.extend(
-                DataDir::read_list(path)
-                    .iter()
-                    .filter_map(|line| line.parse::<OrgId>().ok()),
-            );
+            match DataDir::try_read_list(path) {
+                Ok(lines) => {
+                    partners.extend(lines.iter().filter_map(|line| line.parse::<OrgId>().ok()))
+                }
+                Err(err) => {
+                    // Not read this time: the partners stay what they were (a failed read is
+                    // no removal).
+                    warn!(cause = %err, path = %path.display(), "cannot read the partners file");
+                    read = false;
+                }
+            }
         }
-        if partners != self.partners {
+        if read && partners != self.partners {
             self.partners = partners;
             self.drop_former_partners();
         }

@@ -167,6 +167,7 @@ impl Service {
                 let our_org = self.org;
                 let done = self.done_sender.clone();
                 let dirty = self.dirty_of(peer);
+                let reply = Answer::new(peer, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let answer = match logs::shared_summaries(&store, our_org, peer_org) {
                         Ok(ours) => {
@@ -188,7 +189,7 @@ impl Service {
                             reason: format!("cannot read the store: {err}"),
                         },
                     };
-                    let _ = done.send(Done::Served(peer, channel, answer));
+                    reply.send(answer);
                 });
             }
             SyncMessage::Buckets { .. } => {
@@ -218,7 +219,7 @@ impl Service {
             } => {
                 let store = self.ingest.store().clone();
                 let our_org = self.org;
-                let done = self.done_sender.clone();
+                let reply = Answer::new(peer, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let answer = match logs::may_share_stored(&store, &scope, our_org, peer_org) {
                         Ok(true) => {
@@ -245,13 +246,13 @@ impl Service {
                             reason: format!("cannot read {scope}: {err}"),
                         },
                     };
-                    let _ = done.send(Done::Served(peer, channel, answer));
+                    reply.send(answer);
                 });
             }
             SyncMessage::WantBlob { blob, offset } => {
                 let store = self.ingest.store().clone();
                 let our_org = self.org;
-                let done = self.done_sender.clone();
+                let reply = Answer::new(peer, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
                         .map_err(|err| err.to_string())
@@ -275,7 +276,7 @@ impl Service {
                             reason: format!("cannot read blob {blob}: {err}"),
                         },
                     };
-                    let _ = done.send(Done::Served(peer, channel, answer));
+                    reply.send(answer);
                 });
             }
             // Only the kinds above come here.
@@ -298,7 +299,7 @@ impl Service {
     ) {
         let store = self.ingest.store().clone();
         let our_org = self.org;
-        let done = self.done_sender.clone();
+        let reply = Answer::new(peer, channel, self.done_sender.clone());
         tokio::task::spawn_blocking(move || {
             let answer = match logs::shared_summaries(&store, our_org, peer_org) {
                 Ok(ours) => make(&ours),
@@ -306,7 +307,46 @@ impl Service {
                     reason: format!("cannot read the store: {err}"),
                 },
             };
-            let _ = done.send(Done::Served(peer, channel, answer));
+            reply.send(answer);
         });
+    }
+}
+
+/// The answer to a heavy request, brought back to the loop exactly once: if the work ends
+/// without one (it panicked), a refusal goes instead, so the peer's turn is given back.
+struct Answer {
+    peer: PeerId,
+    channel: Option<ResponseChannel<SyncMessage>>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Answer {
+    fn new(
+        peer: PeerId,
+        channel: ResponseChannel<SyncMessage>,
+        done: mpsc::UnboundedSender<Done>,
+    ) -> Self {
+        Answer {
+            peer,
+            channel: Some(channel),
+            done,
+        }
+    }
+
+    fn send(mut self, message: SyncMessage) {
+        if let Some(channel) = self.channel.take() {
+            let _ = self.done.send(Done::Served(self.peer, channel, message));
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(channel) = self.channel.take() {
+            let refused = SyncMessage::Refused {
+                reason: "the node could not answer this request".to_owned(),
+            };
+            let _ = self.done.send(Done::Served(self.peer, channel, refused));
+        }
     }
 }
