@@ -44,7 +44,8 @@ const _: () = assert!(MAX_VISITOR_FILES <= MAX_ATTACHMENTS);
 /// Frames buffered for one open window; a window that falls further behind is dropped (it
 /// reconnects and reloads the history).
 pub const WINDOW_BUFFER: usize = 64;
-/// How long a reply waits for room in a window's buffer before the window is dropped.
+/// How long one round of deliveries waits, in all, for room in windows' buffers; a window
+/// still full then is dropped.
 const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 const _: () = assert!(MAX_VISITOR_TEXT_BYTES <= MAX_TEXT_BYTES);
@@ -699,6 +700,10 @@ impl<L: NodeLink> Webchat<L> {
     /// open window finds the reply in the history on return; the delivery leaves the queue
     /// without a receipt. Returns how many deliveries left the queue.
     pub async fn deliver(&self, limit: usize) -> Result<usize, BridgeError> {
+        // How long this round may wait, in all, for windows with no room: one slow reader
+        // holds up everyone else's replies by that much at most, not that much per reply.
+        let patience = std::sync::Mutex::new(DELIVERY_WAIT);
+        let patience = &patience;
         self.bridge
             .deliver_pending(limit, |delivery: Delivery| async move {
                 let frame = ServerFrame::Message(ChatMessage {
@@ -709,7 +714,7 @@ impl<L: NodeLink> Webchat<L> {
                     at: self.bridge.now().as_millis(),
                     state: None,
                 });
-                if self.push_delivery(&delivery.handle, &frame).await > 0 {
+                if self.push_delivery(&delivery.handle, &frame, patience).await > 0 {
                     Ok(Sent::Delivered)
                 } else {
                     Err(SendError::NotConnected)
@@ -943,11 +948,17 @@ impl<L: NodeLink> Webchat<L> {
     }
 
     /// Pushes a frame to the windows of `handle` (but `except`); how many took it.
-    /// Sends a reply to every open window of `handle`, waiting up to [`DELIVERY_WAIT`] for
-    /// room in each: a burst of replies (an agent's laptop back online with a hundred) goes to
-    /// a window that is reading, at its pace; one that does not read is dropped (the widget
-    /// reconnects and reloads the history). How many windows took it.
-    async fn push_delivery(&self, handle: &Handle, frame: &ServerFrame) -> usize {
+    /// Sends a reply to every open window of `handle`. A window with no room is waited for,
+    /// out of `patience` (what is left of the round's [`DELIVERY_WAIT`]): a burst of replies
+    /// (an agent's laptop back online with a hundred) goes to a window that is reading, at its
+    /// pace; one that does not read is dropped (the widget reconnects and reloads the
+    /// history). How many windows took it.
+    async fn push_delivery(
+        &self,
+        handle: &Handle,
+        frame: &ServerFrame,
+        patience: &std::sync::Mutex<std::time::Duration>,
+    ) -> usize {
         let windows: Vec<(u64, mpsc::Sender<ServerFrame>)> = self
             .windows
             .lock()
@@ -962,9 +973,22 @@ impl<L: NodeLink> Webchat<L> {
         let mut took = 0;
         let mut behind = Vec::new();
         for (id, frames) in windows {
-            match frames.send_timeout(frame.clone(), DELIVERY_WAIT).await {
-                Ok(()) => took += 1,
-                Err(_) => behind.push(id),
+            let sent = match frames.try_send(frame.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                Err(mpsc::error::TrySendError::Full(frame)) => {
+                    let left = *patience.lock().unwrap_or_else(PoisonError::into_inner);
+                    let started = std::time::Instant::now();
+                    let sent = !left.is_zero() && frames.send_timeout(frame, left).await.is_ok();
+                    let mut left = patience.lock().unwrap_or_else(PoisonError::into_inner);
+                    *left = left.saturating_sub(started.elapsed());
+                    sent
+                }
+            };
+            if sent {
+                took += 1;
+            } else {
+                behind.push(id);
             }
         }
         if !behind.is_empty() {
