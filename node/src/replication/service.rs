@@ -137,6 +137,8 @@ struct PeerState {
     pull_started: bool,
     /// When the connection was made (ms since the epoch), for the API.
     connected_at: u64,
+    /// This connection's number (work started for an earlier one does not count here).
+    session: u64,
     /// The last comparison found both sides equal, and nothing since says otherwise
     /// ([`checks`]).
     in_sync: bool,
@@ -197,8 +199,9 @@ struct Verdict {
 /// Work done off the loop, brought back to it.
 enum Done {
     Respond(ResponseChannel<SyncMessage>, SyncMessage),
-    /// The answer to a heavy request of the peer ([`serve`]): its next may start.
-    Served(PeerId, ResponseChannel<SyncMessage>, SyncMessage),
+    /// The answer to a heavy request of the peer's connection number `.1` ([`serve`]): its
+    /// next may start.
+    Served(PeerId, u64, ResponseChannel<SyncMessage>, SyncMessage),
     RespondAndPenalise(
         ResponseChannel<SyncMessage>,
         SyncMessage,
@@ -213,6 +216,7 @@ enum Done {
     /// with the peer's `dirty` count when it asked.
     TheirDigest {
         peer: PeerId,
+        session: u64,
         equal: bool,
         dirty: u64,
         ours: Vec<ScopeSummary>,
@@ -286,6 +290,8 @@ struct Service {
     reading_missing: bool,
     /// Where the next read of the missing blobs starts (they are read a window at a time).
     missing_after: Option<BlobHash>,
+    /// Connections made so far (each peer's current one is numbered by it).
+    sessions: u64,
 }
 
 /// Starts replication: builds the swarm and listens (errors here stop the node from
@@ -337,6 +343,7 @@ async fn run(
         blob_fetches: BlobFetches::default(),
         reading_missing: false,
         missing_after: None,
+        sessions: 0,
     };
     service.load_targets();
     let mut live = ingest.subscribe();
@@ -451,6 +458,8 @@ impl Service {
                 let state = self.peers.entry(peer_id).or_default();
                 if state.connected_at == 0 {
                     state.connected_at = Self::now().as_millis();
+                    self.sessions += 1;
+                    state.session = self.sessions;
                 }
                 if num_established.get() == 1 && !state.hello_sent {
                     state.hello_sent = true;
@@ -597,16 +606,31 @@ impl Service {
                 }
             },
             Done::Respond(channel, message) => self.respond(channel, message),
-            Done::Served(peer, channel, message) => {
+            Done::Served(peer, session, channel, message) => {
                 self.respond(channel, message);
-                self.served(peer);
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|state| state.session == session)
+                {
+                    self.served(peer);
+                }
             }
             Done::TheirDigest {
                 peer,
+                session,
                 equal,
                 dirty,
                 ours,
-            } => self.on_their_digest(peer, equal, dirty, ours),
+            } => {
+                if self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|state| state.session == session)
+                {
+                    self.on_their_digest(peer, equal, dirty, ours);
+                }
+            }
             Done::RespondAndPenalise(channel, message, peer, points, reason) => {
                 self.respond(channel, message);
                 self.penalise(peer, points, &reason);

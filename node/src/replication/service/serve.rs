@@ -159,6 +159,7 @@ impl Service {
         request: SyncMessage,
         channel: ResponseChannel<SyncMessage>,
     ) {
+        let session = self.peers.get(&peer).map_or(0, |state| state.session);
         match request {
             SyncMessage::Digest { n_scopes, digest } => {
                 // Answered with this node's digest, and compared: a peer that holds something
@@ -167,7 +168,7 @@ impl Service {
                 let our_org = self.org;
                 let done = self.done_sender.clone();
                 let dirty = self.dirty_of(peer);
-                let reply = Answer::new(peer, channel, self.done_sender.clone());
+                let reply = Answer::new(peer, session, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let answer = match logs::shared_summaries(&store, our_org, peer_org) {
                         Ok(ours) => {
@@ -176,6 +177,7 @@ impl Service {
                             let equal = n_scopes == n_ours && digest == ours_digest;
                             let _ = done.send(Done::TheirDigest {
                                 peer,
+                                session,
                                 equal,
                                 dirty,
                                 ours,
@@ -219,7 +221,7 @@ impl Service {
             } => {
                 let store = self.ingest.store().clone();
                 let our_org = self.org;
-                let reply = Answer::new(peer, channel, self.done_sender.clone());
+                let reply = Answer::new(peer, session, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let answer = match logs::may_share_stored(&store, &scope, our_org, peer_org) {
                         Ok(true) => {
@@ -252,7 +254,7 @@ impl Service {
             SyncMessage::WantBlob { blob, offset } => {
                 let store = self.ingest.store().clone();
                 let our_org = self.org;
-                let reply = Answer::new(peer, channel, self.done_sender.clone());
+                let reply = Answer::new(peer, session, channel, self.done_sender.clone());
                 tokio::task::spawn_blocking(move || {
                     let read = logs::may_share_blob(&store, &blob, our_org, peer_org)
                         .map_err(|err| err.to_string())
@@ -284,7 +286,9 @@ impl Service {
                 let refused = SyncMessage::Refused {
                     reason: "not a request served here".to_owned(),
                 };
-                let _ = self.done_sender.send(Done::Served(peer, channel, refused));
+                let _ = self
+                    .done_sender
+                    .send(Done::Served(peer, session, channel, refused));
             }
         }
     }
@@ -299,7 +303,8 @@ impl Service {
     ) {
         let store = self.ingest.store().clone();
         let our_org = self.org;
-        let reply = Answer::new(peer, channel, self.done_sender.clone());
+        let session = self.peers.get(&peer).map_or(0, |state| state.session);
+        let reply = Answer::new(peer, session, channel, self.done_sender.clone());
         tokio::task::spawn_blocking(move || {
             let answer = match logs::shared_summaries(&store, our_org, peer_org) {
                 Ok(ours) => make(&ours),
@@ -316,6 +321,7 @@ impl Service {
 /// without one (it panicked), a refusal goes instead, so the peer's turn is given back.
 struct Answer {
     peer: PeerId,
+    session: u64,
     channel: Option<ResponseChannel<SyncMessage>>,
     done: mpsc::UnboundedSender<Done>,
 }
@@ -323,11 +329,13 @@ struct Answer {
 impl Answer {
     fn new(
         peer: PeerId,
+        session: u64,
         channel: ResponseChannel<SyncMessage>,
         done: mpsc::UnboundedSender<Done>,
     ) -> Self {
         Answer {
             peer,
+            session,
             channel: Some(channel),
             done,
         }
@@ -335,7 +343,9 @@ impl Answer {
 
     fn send(mut self, message: SyncMessage) {
         if let Some(channel) = self.channel.take() {
-            let _ = self.done.send(Done::Served(self.peer, channel, message));
+            let _ = self
+                .done
+                .send(Done::Served(self.peer, self.session, channel, message));
         }
     }
 }
@@ -346,7 +356,9 @@ impl Drop for Answer {
             let refused = SyncMessage::Refused {
                 reason: "the node could not answer this request".to_owned(),
             };
-            let _ = self.done.send(Done::Served(self.peer, channel, refused));
+            let _ = self
+                .done
+                .send(Done::Served(self.peer, self.session, channel, refused));
         }
     }
 }
