@@ -85,7 +85,7 @@ fn three_nodes_under_kills_pauses_and_a_skewed_clock_converge_with_every_write_o
         std::env::var("THREADLINE_CHAOS_SECS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(25),
+            .unwrap_or(20),
     );
     eprintln!("chaos seed {seed} (replay: THREADLINE_CHAOS_SEED={seed})");
     let mut rng = Rng(seed | 1);
@@ -169,7 +169,7 @@ fn three_nodes_under_kills_pauses_and_a_skewed_clock_converge_with_every_write_o
             member.heal(false);
         }
         match rng.below(10) {
-            0 | 1 => {
+            0 => {
                 // Kill b or c (never two at once).
                 let i = 1 + rng.below(2) as usize;
                 let down = members.iter().filter(|m| m.node.is_none()).count();
@@ -180,7 +180,7 @@ fn three_nodes_under_kills_pauses_and_a_skewed_clock_converge_with_every_write_o
                     kills += 1;
                 }
             }
-            2 => {
+            1 => {
                 let i = rng.below(3) as usize;
                 if members[i].usable() {
                     members[i].node().signal("STOP");
@@ -213,7 +213,8 @@ fn three_nodes_under_kills_pauses_and_a_skewed_clock_converge_with_every_write_o
                 }
             }
         }
-        alice_got.extend(texts_within(&mut alice, Duration::from_millis(100)));
+        // A pace the rest of the suite (two tests at a time on two cores) can live beside.
+        alice_got.extend(texts_within(&mut alice, Duration::from_millis(200)));
     }
     for member in &mut members {
         member.heal(true);

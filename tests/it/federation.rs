@@ -1105,6 +1105,12 @@ fn a_reply_written_during_a_partition_is_delivered_once_by_the_route_its_author_
             .first()
             .map(|t| t["id"].as_str().expect("id").to_owned())
     });
+    // The directory too (her handle's link): else her message on the standby opens a thread
+    // of a new contact.
+    converged(
+        (&office_node, &office.token),
+        (&standby_node, &standby.token),
+    );
 
     // The partition: the office comes back on another address the standby does not know.
     drop(alice);
