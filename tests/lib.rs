@@ -1224,12 +1224,29 @@ impl Browser {
     }
 
     /// Clicks the first element `css` selects. The page may re-render it between the lookup
-    /// and the click (the inbox redraws a thread when it changes), so a stale element is looked
-    /// up again.
+    /// and the click (the inbox redraws a thread when it changes, a search redraws its
+    /// results), so a stale or for a moment missing element is looked up again.
     pub fn click_on(&self, css: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let element = self.find(css);
+            let found = self.try_command(
+                "POST",
+                "/element",
+                Some(serde_json::json!({"using": "css selector", "value": css})),
+            );
+            let element = match found {
+                Ok(found) => Element(
+                    found[ELEMENT_KEY]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no element {css}: {found}"))
+                        .to_owned(),
+                ),
+                Err(refused) if refused.error == "no such element" && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(refused) => panic!("WebDriver find {css}: {refused}"),
+            };
             match self.try_command(
                 "POST",
                 &format!("/element/{}/click", element.0),
