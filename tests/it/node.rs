@@ -2046,7 +2046,7 @@ fn new_conversations_go_in_turn_to_agents_at_the_inbox_within_their_cap() {
         shown["thread"]["assignee"].as_str().map(str::to_owned)
     };
     let assigned = |thread: &ThreadId| {
-        threadline_tests::eventually("the assignment", std::time::Duration::from_secs(10), || {
+        threadline_tests::eventually("the assignment", std::time::Duration::from_secs(30), || {
             assignee(thread)
         })
     };
