@@ -104,45 +104,10 @@ impl Rogue {
 
     /// Sends one request and waits for its answer (`Err` when the connection fails or closes).
     async fn ask(&mut self, message: SyncMessage) -> Result<SyncMessage, String> {
-        let id = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request(&self.node, message.into());
-        let wait = tokio::time::timeout(SYNC, async {
-            loop {
-                match self.swarm.select_next_some().await {
-                    SwarmEvent::Behaviour(NodeBehaviourEvent::Sync(event)) => match event {
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Response {
-                                    request_id,
-                                    response,
-                                },
-                            ..
-                        } if request_id == id => return Ok(response),
-                        request_response::Event::Message {
-                            message:
-                                request_response::Message::Request {
-                                    request: replication::Frame::Message(request),
-                                    channel,
-                                    ..
-                                },
-                            ..
-                        } => self.answer(request, channel),
-                        request_response::Event::OutboundFailure {
-                            request_id, error, ..
-                        } if request_id == id => return Err(error.to_string()),
-                        _ => {}
-                    },
-                    SwarmEvent::ConnectionClosed {
-                        num_established: 0, ..
-                    } => return Err("disconnected".to_owned()),
-                    _ => {}
-                }
-            }
-        });
-        wait.await.unwrap_or_else(|_| Err("no answer".to_owned()))
+        self.ask_all(vec![message])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err("no answer".to_owned()))
     }
 
     /// Sends every request at once and waits for all their answers, in the order sent.
@@ -158,6 +123,7 @@ impl Rogue {
             .collect();
         let mut answers: std::collections::HashMap<_, Result<SyncMessage, String>> =
             std::collections::HashMap::new();
+        let mut gone = false;
         let wait = tokio::time::timeout(SYNC, async {
             while answers.len() < ids.len() {
                 match self.swarm.select_next_some().await {
@@ -190,17 +156,21 @@ impl Rogue {
                     },
                     SwarmEvent::ConnectionClosed {
                         num_established: 0, ..
-                    } => return,
+                    } => {
+                        gone = true;
+                        return;
+                    }
                     _ => {}
                 }
             }
         });
         let _ = wait.await;
+        let unanswered = if gone { "disconnected" } else { "no answer" };
         ids.iter()
             .map(|id| {
                 answers
                     .remove(id)
-                    .unwrap_or_else(|| Err("no answer".to_owned()))
+                    .unwrap_or_else(|| Err(unanswered.to_owned()))
             })
             .collect()
     }

@@ -156,6 +156,7 @@ impl Service {
             return;
         }
         state.pulling = false;
+        state.steps_awaited = 0;
         let dirty_then = state.dirty_at_pull;
         if !(equal && state.compared_equal(dirty_then)) {
             state.check_later();

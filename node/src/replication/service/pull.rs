@@ -36,7 +36,6 @@ impl Service {
                 };
                 if n_scopes == state.ours.len() as u64 && digest == summaries_digest(&state.ours) {
                     debug!(%peer, scopes = n_scopes, "in sync");
-                    state.steps_awaited = 0;
                     self.pull_finished(peer, true);
                 } else {
                     state.in_sync = false;
@@ -66,7 +65,6 @@ impl Service {
                     .filter_map(|i| u8::try_from(i).ok())
                     .collect();
                 if buckets.is_empty() {
-                    state.steps_awaited = 0;
                     self.pull_finished(peer, true);
                 } else {
                     // A few buckets an answer, so a summary fits its frame even with millions
